@@ -1,0 +1,1 @@
+//! In-process simulated CPG cluster (being written).
