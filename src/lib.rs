@@ -3,4 +3,17 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod group;
+pub mod remote;
 pub mod transport;
+pub mod wire;
+
+pub use group::{
+    CallError, Group, GroupConfig, GroupError, GroupEvent, MetricsSnapshot, NameDropReason,
+    RemoteFailure,
+};
+pub use remote::{Handlers, RemoteAddr, RemoteMessage};
+pub use transport::{
+    Connection, GroupName, Member, MemberChange, NodeId, Reason, Transport, TransportError,
+    TransportEvent,
+};

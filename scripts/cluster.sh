@@ -1,0 +1,567 @@
+#!/usr/bin/env bash
+# A real 3-node corosync cluster on one machine (see DESIGN.md §4).
+#
+# Every node is a network namespace (acpg-n1..acpg-n3) with one veth whose
+# other end sits on a bridge inside a hub namespace (acpg-hub), so nothing
+# touches the host's own network namespace. Each node runs its own corosync
+# daemon (knet, crypto none, token 1000 ms, votequorum with 3 expected votes)
+# in a private mount namespace with a fresh /run, because corosync keeps its
+# pid file there. CPG clients must run inside a node's namespace: libqb IPC
+# uses abstract unix sockets, which belong to the network namespace.
+#
+# Usage: scripts/cluster.sh COMMAND [ARGS]   (as root; see `help`)
+#
+# Environment:
+#   ACPG_CLUSTER_DIR   state directory (default /tmp/actix-cpg-cluster)
+#   ACPG_WAIT_TIMEOUT  seconds to wait for membership/quorum (default 60)
+
+set -euo pipefail
+
+readonly NODES=(1 2 3)
+readonly HUB_NS=acpg-hub
+readonly BRIDGE=acpg-br
+readonly NODE_IF=eth0
+# A small private range; it only exists inside the namespaces above.
+readonly NET_PREFIX=10.213.57
+readonly NET_MASK=24
+readonly STATE_DIR=${ACPG_CLUSTER_DIR:-/tmp/actix-cpg-cluster}
+readonly WAIT_TIMEOUT=${ACPG_WAIT_TIMEOUT:-60}
+readonly MARKER=.actix-cpg-cluster
+readonly PACKAGES=(corosync libcpg-dev libquorum-dev libcfg-dev libcmap-dev
+    libvotequorum-dev libcorosync-common-dev iproute2)
+
+log() { printf 'cluster.sh: %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+usage() {
+    cat <<EOF
+Usage: $0 COMMAND [ARGS]
+
+  up                 install missing packages, build namespaces and bridge,
+                     start 3 corosync daemons, wait for a quorate 3-node view
+  down               stop every daemon, delete namespaces and bridge, remove state
+  status             show each node's daemon and quorum view (exit 0 iff healthy)
+  exec N CMD...      run CMD inside node N's network namespace
+  kill-daemon N      SIGKILL node N's daemon (others see NODEDOWN)
+  stop-daemon N      SIGTERM node N's daemon and wait for it to exit
+  start-node N       start node N's daemon again and wait until it rejoins
+  cut N              set node N's link down (partition; others see NODEDOWN)
+  restore N          set node N's link up again (merge)
+  wait-members K [N] wait until node N (default 1) sees K nodes
+
+Nodes are 1, 2, 3 (namespaces acpg-n1..acpg-n3, addresses $NET_PREFIX.1-3).
+State: \$ACPG_CLUSTER_DIR (now $STATE_DIR). Wait timeout: \$ACPG_WAIT_TIMEOUT s.
+EOF
+}
+
+# --- naming -----------------------------------------------------------------
+
+node_ns() { printf 'acpg-n%s' "$1"; }
+hub_if() { printf 'acpg-v%s' "$1"; }
+node_addr() { printf '%s.%s' "$NET_PREFIX" "$1"; }
+node_dir() { printf '%s/n%s' "$STATE_DIR" "$1"; }
+pid_file() { printf '%s/corosync.pid' "$(node_dir "$1")"; }
+log_file() { printf '%s/corosync.log' "$(node_dir "$1")"; }
+
+check_node() {
+    case "${1:-}" in
+    1 | 2 | 3) ;;
+    *) die "node must be 1, 2 or 3 (got '${1:-}')" ;;
+    esac
+}
+
+require_root() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, veths, corosync)"
+}
+
+ns_exists() { [[ -e /run/netns/$1 ]]; }
+
+# --- packages ---------------------------------------------------------------
+
+pkg_installed() {
+    local status
+    status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) || return 1
+    [[ $status == "install ok installed" ]]
+}
+
+ensure_packages() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        pkg_installed "$p" || missing+=("$p")
+    done
+    local c
+    for c in corosync corosync-quorumtool ip unshare timeout; do
+        command -v "$c" >/dev/null 2>&1 || missing+=("(command $c)")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        return 0
+    fi
+    log "missing: ${missing[*]}; installing with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y "${PACKAGES[@]}"
+    stop_distro_corosync
+}
+
+# The package's own service may start a corosync in the root namespace right
+# after install; it is not part of this cluster.
+stop_distro_corosync() {
+    local root_ns pid pids
+    root_ns=$(readlink /proc/self/ns/net)
+    pids=$(pgrep -x corosync || true)
+    for pid in $pids; do
+        [[ $(readlink "/proc/$pid/ns/net" 2>/dev/null || true) == "$root_ns" ]] || continue
+        log "stopping the distro corosync (pid $pid) in the root namespace"
+        if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+            systemctl stop corosync.service || true
+        elif command -v service >/dev/null 2>&1; then
+            service corosync stop || true
+        fi
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait_pid_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+}
+
+# --- processes --------------------------------------------------------------
+
+# Prints node N's daemon pid if it is alive, is corosync, and runs in the
+# node's namespace (guards against a stale pid file after a pid wrap).
+daemon_pid() {
+    local n=$1 file pid comm
+    file=$(pid_file "$n")
+    [[ -f $file ]] || return 1
+    pid=$(<"$file")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+    [[ $comm == corosync ]] || return 1
+    [[ $(ip netns identify "$pid" 2>/dev/null || true) == "$(node_ns "$n")" ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+wait_pid_gone() {
+    local pid=$1 secs=$2 i
+    for ((i = 0; i < secs * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+start_daemon() {
+    local n=$1 ns dir conf pid i
+    ns=$(node_ns "$n")
+    dir=$(node_dir "$n")
+    conf="$dir/corosync.conf"
+    mkdir -p "$dir/state"
+    write_conf "$n"
+    # All fds go to files: a daemon that inherited a caller's pipe would keep
+    # it open, and the caller would wait for EOF forever.
+    # shellcheck disable=SC2016 # $1 is expanded by the inner sh
+    ip netns exec "$ns" unshare -m sh -c \
+        'mount -t tmpfs tmpfs /run && exec corosync -f -c "$1"' sh "$conf" \
+        </dev/null >>"$dir/stdout.log" 2>&1 &
+    pid=$!
+    # ip netns exec, unshare and sh all exec, so $! becomes corosync itself.
+    for ((i = 0; i < 50; i++)); do
+        if [[ $(cat "/proc/$pid/comm" 2>/dev/null || true) == corosync ]]; then
+            break
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ $(cat "/proc/$pid/comm" 2>/dev/null || true) != corosync ]]; then
+        log "node $n: corosync did not start; last lines of its output:"
+        tail -n 20 "$dir/stdout.log" "$(log_file "$n")" 2>/dev/null >&2 || true
+        die "node $n: failed to start corosync"
+    fi
+    printf '%s\n' "$pid" >"$(pid_file "$n")"
+    printf '%s\n' "$pid" >>"$STATE_DIR/all-daemon-pids"
+    log "node $n: corosync started (pid $pid, ns $ns)"
+}
+
+# --- network ----------------------------------------------------------------
+
+ensure_network() {
+    ns_exists "$HUB_NS" || ip netns add "$HUB_NS"
+    ip -n "$HUB_NS" link set lo up
+    if ! ip -n "$HUB_NS" link show "$BRIDGE" >/dev/null 2>&1; then
+        ip -n "$HUB_NS" link add "$BRIDGE" type bridge stp_state 0 forward_delay 0
+    fi
+    ip -n "$HUB_NS" link set "$BRIDGE" up
+    local n ns hif
+    for n in "${NODES[@]}"; do
+        ns=$(node_ns "$n")
+        hif=$(hub_if "$n")
+        ns_exists "$ns" || ip netns add "$ns"
+        ip -n "$ns" link set lo up
+        # A veth dies with either namespace; rebuild the pair if half is gone.
+        if ! ip -n "$HUB_NS" link show "$hif" >/dev/null 2>&1 ||
+            ! ip -n "$ns" link show "$NODE_IF" >/dev/null 2>&1; then
+            ip -n "$HUB_NS" link del "$hif" >/dev/null 2>&1 || true
+            ip -n "$ns" link del "$NODE_IF" >/dev/null 2>&1 || true
+            ip -n "$HUB_NS" link add "$hif" type veth peer name "$NODE_IF" netns "$ns"
+        fi
+        ip -n "$HUB_NS" link set "$hif" master "$BRIDGE"
+        ip -n "$ns" addr replace "$(node_addr "$n")/$NET_MASK" dev "$NODE_IF"
+        ip -n "$ns" link set "$NODE_IF" up
+        ip -n "$HUB_NS" link set "$hif" up
+    done
+}
+
+link_is_up() {
+    local flags
+    flags=$(ip -n "$HUB_NS" -o link show "$(hub_if "$1")" 2>/dev/null) || return 1
+    [[ $flags =~ [\<,]UP[,\>] ]]
+}
+
+# --- configuration ----------------------------------------------------------
+
+write_conf() {
+    local n=$1 dir i
+    dir=$(node_dir "$n")
+    {
+        cat <<EOF
+# Generated by scripts/cluster.sh for node $n; rewritten on every start.
+totem {
+    version: 2
+    cluster_name: actix-cpg-test
+    transport: knet
+    crypto_cipher: none
+    crypto_hash: none
+    # Short token for fast failure detection: NODEDOWN after ~3.5 s.
+    token: 1000
+}
+
+nodelist {
+EOF
+        for i in "${NODES[@]}"; do
+            cat <<EOF
+    node {
+        name: n$i
+        nodeid: $i
+        ring0_addr: $(node_addr "$i")
+    }
+EOF
+        done
+        cat <<EOF
+}
+
+quorum {
+    provider: corosync_votequorum
+    expected_votes: 3
+}
+
+logging {
+    to_logfile: yes
+    logfile: $(log_file "$n")
+    to_stderr: no
+    to_syslog: no
+    timestamp: on
+    fileline: off
+    debug: off
+}
+
+system {
+    state_dir: $dir/state
+}
+EOF
+    } >"$dir/corosync.conf"
+}
+
+# --- views ------------------------------------------------------------------
+
+quorumtool() {
+    local n=$1
+    shift
+    timeout 5 ip netns exec "$(node_ns "$n")" corosync-quorumtool "$@" 2>&1
+}
+
+# Prints "NODES QUORATE MEMBERS" as node N's quorum service sees it, e.g.
+# "3 Yes 1,2,3"; fails when the daemon does not answer.
+node_view() {
+    local out nodes quorate members
+    out=$(quorumtool "$1" -s) || true
+    nodes=$(awk -F: '/^Nodes:/ { gsub(/[[:space:]]/, "", $2); print $2 }' <<<"$out")
+    quorate=$(awk -F: '/^Quorate:/ { gsub(/[[:space:]]/, "", $2); print $2 }' <<<"$out")
+    [[ -n $nodes && -n $quorate ]] || return 1
+    members=$(awk '/Nodeid[[:space:]]+Votes/ { m = 1; next }
+                   m && $1 ~ /^[0-9]+$/ { printf "%s%s", sep, $1; sep = "," }' <<<"$out")
+    printf '%s %s %s\n' "$nodes" "$quorate" "${members:--}"
+}
+
+node_sees() {
+    local n=$1 want=$2 quorate_needed=${3:-no} view nodes quorate
+    view=$(node_view "$n") || return 1
+    read -r nodes quorate _ <<<"$view"
+    [[ $nodes == "$want" ]] || return 1
+    [[ $quorate_needed == no || $quorate == Yes ]]
+}
+
+all_quorate() {
+    local n pid
+    for n in "${NODES[@]}"; do
+        node_sees "$n" "${#NODES[@]}" yes || return 1
+    done
+}
+
+print_views() {
+    local n view
+    for n in "${NODES[@]}"; do
+        view=$(node_view "$n" 2>/dev/null) || view="(no answer)"
+        log "  node $n: nodes/quorate/members = $view"
+    done
+}
+
+tail_logs() {
+    local n pid
+    for n in "${NODES[@]}"; do
+        log "---- node $n: last lines of $(log_file "$n")"
+        tail -n 15 "$(log_file "$n")" >&2 2>/dev/null || log "(no log)"
+    done
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s.
+wait_for() {
+    local secs=$1 what=$2 start
+    shift 2
+    start=$SECONDS
+    while ! "$@"; do
+        if ((SECONDS - start >= secs)); then
+            log "timed out after ${secs}s waiting for $what; current views:"
+            print_views
+            tail_logs
+            return 1
+        fi
+        sleep 0.2
+    done
+    log "ok: $what (after $((SECONDS - start))s)"
+}
+
+# --- commands ---------------------------------------------------------------
+
+cmd_up() {
+    require_root
+    ensure_packages
+    mkdir -p "$STATE_DIR"
+    touch "$STATE_DIR/$MARKER"
+    ensure_network
+    local n pid
+    for n in "${NODES[@]}"; do
+        if pid=$(daemon_pid "$n"); then
+            log "node $n: corosync already running (pid $pid)"
+        else
+            start_daemon "$n"
+        fi
+    done
+    wait_for "$WAIT_TIMEOUT" "all 3 nodes see a quorate 3-node membership" all_quorate ||
+        die "cluster did not become quorate (see the logs above; scripts/cluster.sh down cleans up)"
+    print_views
+}
+
+cmd_down() {
+    require_root
+    local n pid
+    for n in "${NODES[@]}"; do
+        if pid=$(daemon_pid "$n"); then
+            kill -TERM "$pid" 2>/dev/null || true
+            if ! wait_pid_gone "$pid" 10; then
+                log "node $n: corosync (pid $pid) ignored SIGTERM; sending SIGKILL"
+                kill -KILL "$pid" 2>/dev/null || true
+                wait_pid_gone "$pid" 5 || true
+            fi
+            log "node $n: corosync (pid $pid) stopped"
+        fi
+    done
+    local ns pids all_ns=()
+    for n in "${NODES[@]}"; do all_ns+=("$(node_ns "$n")"); done
+    for ns in "${all_ns[@]}" "$HUB_NS"; do
+        ns_exists "$ns" || continue
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        if [[ -n $pids ]]; then
+            log "$ns: stopping leftover processes: $(tr '\n' ' ' <<<"$pids")"
+            # shellcheck disable=SC2086 # one pid per word
+            kill -TERM $pids 2>/dev/null || true
+            for pid in $pids; do
+                wait_pid_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null || true
+            done
+        fi
+        ip netns del "$ns"
+        log "deleted namespace $ns"
+    done
+    if [[ -d $STATE_DIR ]]; then
+        if [[ -e $STATE_DIR/$MARKER ]]; then
+            remove_blackboxes
+            rm -rf -- "$STATE_DIR"
+            log "removed $STATE_DIR"
+        else
+            log "not removing $STATE_DIR: it has no $MARKER marker (not made by this script)"
+        fi
+    fi
+    log "down"
+}
+
+# A daemon killed with SIGKILL leaves its 8 MB flight recorder in /dev/shm
+# (a clean exit removes it); drop those of the daemons this script started.
+remove_blackboxes() {
+    local pid
+    [[ -f $STATE_DIR/all-daemon-pids ]] || return 0
+    while read -r pid; do
+        [[ $pid =~ ^[0-9]+$ ]] || continue
+        kill -0 "$pid" 2>/dev/null && continue
+        rm -f -- "/dev/shm/qb-corosync-$pid-blackbox-data" "/dev/shm/qb-corosync-$pid-blackbox-header"
+    done <"$STATE_DIR/all-daemon-pids"
+}
+
+cmd_status() {
+    local n pid link view nodes quorate members healthy=0
+    for n in "${NODES[@]}"; do
+        if pid=$(daemon_pid "$n"); then
+            pid="pid $pid alive"
+        else
+            pid="not running"
+            healthy=1
+        fi
+        if link_is_up "$n"; then link=up; else
+            link=down
+            healthy=1
+        fi
+        if view=$(node_view "$n" 2>/dev/null); then
+            read -r nodes quorate members <<<"$view"
+            view="sees $nodes node(s) [$members], quorate: $quorate"
+            [[ $nodes == "${#NODES[@]}" && $quorate == Yes ]] || healthy=1
+        else
+            view="no quorum answer"
+            healthy=1
+        fi
+        printf 'node %s (%s, %s): corosync %s, link %s, %s\n' \
+            "$n" "$(node_ns "$n")" "$(node_addr "$n")" "$pid" "$link" "$view"
+    done
+    if ((healthy == 0)); then
+        echo "cluster: healthy (3 nodes up and quorate)"
+    else
+        echo "cluster: NOT healthy"
+    fi
+    return "$healthy"
+}
+
+cmd_exec() {
+    check_node "${1:-}"
+    local n=$1
+    shift
+    [[ $# -gt 0 ]] || die "exec needs a command"
+    ns_exists "$(node_ns "$n")" || die "namespace $(node_ns "$n") does not exist (run: $0 up)"
+    exec ip netns exec "$(node_ns "$n")" "$@"
+}
+
+cmd_kill_daemon() {
+    check_node "${1:-}"
+    local pid
+    pid=$(daemon_pid "$1") || die "node $1: corosync is not running"
+    kill -KILL "$pid"
+    wait_pid_gone "$pid" 5 || die "node $1: corosync (pid $pid) survived SIGKILL"
+    log "node $1: corosync (pid $pid) killed with SIGKILL at $(date +%T.%N)"
+}
+
+cmd_stop_daemon() {
+    check_node "${1:-}"
+    local pid
+    pid=$(daemon_pid "$1") || die "node $1: corosync is not running"
+    kill -TERM "$pid"
+    wait_pid_gone "$pid" 20 || die "node $1: corosync (pid $pid) did not exit within 20 s of SIGTERM"
+    log "node $1: corosync (pid $pid) stopped with SIGTERM"
+}
+
+# How many nodes node N should see once it has (re)joined: every node with a
+# live daemon and an up link, or just itself when its own link is cut.
+expected_view() {
+    local n=$1 i count=0
+    if ! link_is_up "$n"; then
+        echo 1
+        return
+    fi
+    for i in "${NODES[@]}"; do
+        if daemon_pid "$i" >/dev/null && link_is_up "$i"; then
+            count=$((count + 1))
+        fi
+    done
+    echo "$count"
+}
+
+rejoined() {
+    local n=$1 want=$2 i
+    node_sees "$n" "$want" || return 1
+    ((want > 1)) || return 0
+    for i in "${NODES[@]}"; do
+        [[ $i == "$n" ]] && continue
+        if daemon_pid "$i" >/dev/null && link_is_up "$i"; then
+            node_sees "$i" "$want" || return 1
+        fi
+    done
+}
+
+cmd_start_node() {
+    check_node "${1:-}"
+    local n=$1 pid want
+    require_root
+    if [[ ! -e $STATE_DIR/$MARKER ]] || ! ns_exists "$(node_ns "$n")"; then
+        die "no cluster here (run: $0 up)"
+    fi
+    if pid=$(daemon_pid "$n"); then
+        log "node $n: corosync already running (pid $pid)"
+    else
+        start_daemon "$n"
+    fi
+    want=$(expected_view "$n")
+    wait_for "$WAIT_TIMEOUT" "node $n back in a $want-node membership" rejoined "$n" "$want" ||
+        die "node $n did not rejoin"
+}
+
+cmd_cut() {
+    check_node "${1:-}"
+    ns_exists "$HUB_NS" || die "no cluster here (run: $0 up)"
+    ip -n "$HUB_NS" link set "$(hub_if "$1")" down
+    log "node $1: link cut at $(date +%T.%N)"
+}
+
+cmd_restore() {
+    check_node "${1:-}"
+    ns_exists "$HUB_NS" || die "no cluster here (run: $0 up)"
+    ip -n "$HUB_NS" link set "$(hub_if "$1")" up
+    log "node $1: link restored at $(date +%T.%N)"
+}
+
+cmd_wait_members() {
+    local k=${1:-} n=${2:-1}
+    [[ $k =~ ^[0-9]+$ ]] || die "wait-members needs a node count (got '$k')"
+    check_node "$n"
+    wait_for "$WAIT_TIMEOUT" "node $n sees $k node(s)" node_sees "$n" "$k"
+}
+
+main() {
+    local cmd=${1:-help}
+    [[ $# -gt 0 ]] && shift
+    case "$cmd" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    exec) cmd_exec "$@" ;;
+    kill-daemon) cmd_kill_daemon "$@" ;;
+    stop-daemon) cmd_stop_daemon "$@" ;;
+    start-node) cmd_start_node "$@" ;;
+    cut) cmd_cut "$@" ;;
+    restore) cmd_restore "$@" ;;
+    wait-members) cmd_wait_members "$@" ;;
+    help | -h | --help) usage ;;
+    *)
+        usage >&2
+        die "unknown command '$cmd'"
+        ;;
+    esac
+}
+
+main "$@"

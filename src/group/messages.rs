@@ -1,0 +1,67 @@
+//! Bodies of the group protocol's envelopes (see [`crate::wire`]).
+//!
+//! Plain structs and enums only: no `flatten`, `tag`, `untagged` or `skip`,
+//! which bincode cannot round-trip.
+
+use serde::{Deserialize, Serialize};
+
+use crate::transport::Member;
+
+/// `Kind::Registry`: a change to the name table, decided where it lands in
+/// the total order. The sender is the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum RegistryOp {
+    /// Claim `name` for the sender; `token` matches the sender's pending call.
+    Register { name: String, token: u64 },
+    /// Release `name` if the sender holds it.
+    Unregister { name: String },
+}
+
+/// `Kind::Request`: a message for the actor registered as `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Request {
+    /// Unique per sender; the reply names it.
+    pub id: u64,
+    /// Registered name of the receiving actor.
+    pub target: String,
+    /// The message type's stable tag.
+    pub type_tag: String,
+    /// Whether the sender awaits a reply.
+    pub want_reply: bool,
+    /// The message, encoded by [`crate::wire::Codec::encode_payload`].
+    pub payload: Vec<u8>,
+}
+
+/// `Kind::Reply`: the outcome of a request, for the member that sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reply {
+    /// The request's id.
+    pub id: u64,
+    /// The member that sent the request.
+    pub to: Member,
+    /// The encoded result, or why there is none.
+    pub outcome: Result<Vec<u8>, RemoteFailure>,
+}
+
+/// Why a host could not produce a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteFailure {
+    /// The host does not accept this message type under that name.
+    UnknownType(String),
+    /// The payload did not decode as the named type.
+    BadPayload(String),
+    /// The local actor is gone (stopped) or its mailbox is closed.
+    ActorGone,
+    /// The result could not be encoded.
+    Encode(String),
+}
+
+/// `Kind::Snapshot`: the registry as it stood right after the confchg whose
+/// view is `for_view`; valid only if no other confchg came in between.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Snapshot {
+    /// The full view at the confchg the snapshot was taken at.
+    pub for_view: Vec<Member>,
+    /// Every registered name and its host.
+    pub names: Vec<(String, Member)>,
+}

@@ -1,0 +1,103 @@
+//! Counters a user can read without a round trip through the runtime.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::wire::WireError;
+
+/// Live counters of one group member (shared with its runtime).
+#[derive(Debug, Default)]
+pub struct GroupMetrics {
+    delivered: AtomicU64,
+    sent: AtomicU64,
+    try_again: AtomicU64,
+    dropped_foreign: AtomicU64,
+    dropped_version: AtomicU64,
+    dropped_unknown_kind: AtomicU64,
+    dropped_malformed: AtomicU64,
+    dropped_unknown_type: AtomicU64,
+    limit: AtomicUsize,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Messages delivered to this member and decoded.
+    pub delivered: u64,
+    /// Messages this member multicast.
+    pub sent: u64,
+    /// Times the transport answered `TRY_AGAIN` (each retried, none lost).
+    pub try_again: u64,
+    /// Dropped: not an actix-cpg message (bad magic or too short).
+    pub dropped_foreign: u64,
+    /// Dropped: an actix-cpg protocol version this build does not speak.
+    pub dropped_version: u64,
+    /// Dropped: an envelope kind this build does not know.
+    pub dropped_unknown_kind: u64,
+    /// Dropped: the body did not decode (or exceeded the size limit).
+    pub dropped_malformed: u64,
+    /// Requests for a local actor naming a message type it does not take.
+    pub dropped_unknown_type: u64,
+}
+
+impl MetricsSnapshot {
+    /// Every message dropped for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_foreign
+            + self.dropped_version
+            + self.dropped_unknown_kind
+            + self.dropped_malformed
+            + self.dropped_unknown_type
+    }
+}
+
+impl GroupMetrics {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            delivered: r(&self.delivered),
+            sent: r(&self.sent),
+            try_again: r(&self.try_again),
+            dropped_foreign: r(&self.dropped_foreign),
+            dropped_version: r(&self.dropped_version),
+            dropped_unknown_kind: r(&self.dropped_unknown_kind),
+            dropped_malformed: r(&self.dropped_malformed),
+            dropped_unknown_type: r(&self.dropped_unknown_type),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub(crate) fn delivered(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn try_again(&self) {
+        self.try_again.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn unknown_type(&self) {
+        self.dropped_unknown_type.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message dropped for `error`.
+    pub(crate) fn dropped(&self, error: &WireError) {
+        let counter = match error {
+            WireError::Truncated(_) | WireError::BadMagic => &self.dropped_foreign,
+            WireError::UnsupportedVersion(_) => &self.dropped_version,
+            WireError::UnknownKind(_) => &self.dropped_unknown_kind,
+            WireError::Malformed(_) | WireError::TooLarge { .. } => &self.dropped_malformed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,199 @@
+//! Typed messages to named actors anywhere in the group.
+//!
+//! A [`RemoteMessage`] is an ordinary actix [`Message`] that serde can carry
+//! and that has a stable type tag. A host registers a local actor with the
+//! [`Handlers`] it accepts; any member sends through a [`RemoteAddr`]. The
+//! request is multicast (CPG has no unicast), reaches its place in the total
+//! order, and the member that holds the name at that point hands it to the
+//! local actor; the reply travels back through the group.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Message};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::group::{CallError, Group, RemoteFailure};
+use crate::wire::Codec;
+
+/// An actix message that can cross the group.
+///
+/// `TYPE_TAG` names the type on the wire: keep it stable across versions
+/// (for example `"myapp.Deposit.v1"`), independent of the Rust path.
+///
+/// ```
+/// use actix::Message;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "u64")]
+/// struct Add(u64);
+///
+/// impl actix_cpg::RemoteMessage for Add {
+///     const TYPE_TAG: &'static str = "example.Add";
+/// }
+/// ```
+pub trait RemoteMessage: Message + Serialize + DeserializeOwned + Send + 'static {
+    /// The stable wire name of this message type.
+    const TYPE_TAG: &'static str;
+}
+
+type HandlerFn = Box<
+    dyn Fn(&Codec, &[u8]) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>, RemoteFailure>
+        + Send,
+>;
+
+/// A local actor and the remote message types it accepts, ready to be
+/// registered under a name with [`Group::register`].
+pub struct Handlers<A: Actor> {
+    addr: Addr<A>,
+    table: HashMap<&'static str, HandlerFn>,
+}
+
+impl<A> Handlers<A>
+where
+    A: Actor<Context = actix::Context<A>>,
+{
+    /// Handlers for `addr`, accepting nothing yet.
+    pub fn new(addr: Addr<A>) -> Self {
+        Handlers {
+            addr,
+            table: HashMap::new(),
+        }
+    }
+
+    /// Also accept messages of type `M`.
+    pub fn with<M>(mut self) -> Self
+    where
+        M: RemoteMessage,
+        M::Result: Serialize + DeserializeOwned + Send + 'static,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let addr = self.addr.clone();
+        let handler: HandlerFn = Box::new(move |codec: &Codec, payload: &[u8]| {
+            let msg: M = codec
+                .decode_payload(payload)
+                .map_err(|e| RemoteFailure::BadPayload(e.to_string()))?;
+            // `send` queues the message now, so local delivery keeps the
+            // group's total order; only the reply is awaited.
+            let request = addr.send(msg);
+            let codec = *codec;
+            Ok(async move {
+                let result = request.await.map_err(|_| RemoteFailure::ActorGone)?;
+                codec
+                    .encode_payload(&result)
+                    .map_err(|e| RemoteFailure::Encode(e.to_string()))
+            }
+            .boxed_local())
+        });
+        self.table.insert(M::TYPE_TAG, handler);
+        self
+    }
+
+    pub(crate) fn into_endpoint(self) -> Endpoint {
+        Endpoint { table: self.table }
+    }
+}
+
+/// A registered name's type-erased handlers.
+pub(crate) struct Endpoint {
+    table: HashMap<&'static str, HandlerFn>,
+}
+
+impl Endpoint {
+    /// Decodes and queues a request for the local actor; the future yields
+    /// the encoded reply.
+    pub(crate) fn dispatch(
+        &self,
+        codec: &Codec,
+        type_tag: &str,
+        payload: &[u8],
+    ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>, RemoteFailure> {
+        match self.table.get(type_tag) {
+            Some(handler) => handler(codec, payload),
+            None => Err(RemoteFailure::UnknownType(type_tag.to_owned())),
+        }
+    }
+}
+
+/// A typed address of a named actor somewhere in the group.
+pub struct RemoteAddr<M> {
+    group: Group,
+    name: String,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for RemoteAddr<M> {
+    fn clone(&self) -> Self {
+        RemoteAddr {
+            group: self.group.clone(),
+            name: self.name.clone(),
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for RemoteAddr<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteAddr").field("name", &self.name).finish()
+    }
+}
+
+impl<M> RemoteAddr<M> {
+    pub(crate) fn new(group: Group, name: String) -> Self {
+        RemoteAddr {
+            group,
+            name,
+            _message: PhantomData,
+        }
+    }
+
+    /// The registered name this address points at.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<M> RemoteAddr<M>
+where
+    M: RemoteMessage,
+    M::Result: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Sends `msg` and awaits the actor's reply. Fails with
+    /// [`CallError::NoSuchName`] if nobody holds the name when the request
+    /// reaches its place in the order, and with [`CallError::HostLeft`] if
+    /// the host leaves before replying.
+    pub async fn send(&self, msg: M) -> Result<M::Result, CallError> {
+        let codec = self.group.codec();
+        let payload = codec
+            .encode_payload(&msg)
+            .map_err(|e| CallError::Codec(e.to_string()))?;
+        let reply = self
+            .group
+            .call_raw(self.name.clone(), M::TYPE_TAG, payload, true)
+            .await?
+            .ok_or(CallError::Closed)?;
+        codec
+            .decode_payload(&reply)
+            .map_err(|e| CallError::Codec(e.to_string()))
+    }
+
+    /// Sends `msg` without awaiting a reply. Resolves once the message is
+    /// multicast (so a fast producer is held back by the send window).
+    pub async fn tell(&self, msg: M) -> Result<(), CallError> {
+        let payload = self
+            .group
+            .codec()
+            .encode_payload(&msg)
+            .map_err(|e| CallError::Codec(e.to_string()))?;
+        self.group
+            .call_raw(self.name.clone(), M::TYPE_TAG, payload, false)
+            .await
+            .map(|_| ())
+    }
+}
