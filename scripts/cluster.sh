@@ -120,7 +120,7 @@ stop_distro_corosync() {
         elif command -v service >/dev/null 2>&1; then
             service corosync stop || true
         fi
-        if kill -0 "$pid" 2>/dev/null; then
+        if pid_alive "$pid"; then
             kill -TERM "$pid" 2>/dev/null || true
             wait_pid_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -139,15 +139,25 @@ daemon_pid() {
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
     [[ $comm == corosync ]] || return 1
+    pid_alive "$pid" || return 1
     [[ $(ip netns identify "$pid" 2>/dev/null || true) == "$(node_ns "$n")" ]] || return 1
     printf '%s\n' "$pid"
 }
 
+# Whether PID is still a live process (a zombie is not: it only waits for
+# its parent, here often a slow-reaping init, to collect it).
+pid_alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
 wait_pid_gone() {
     local pid=$1 secs=$2 i
-    for ((i = 0; i < secs * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
+    for ((i = 0; i < secs * 20; i++)); do
+        pid_alive "$pid" || return 0
+        sleep 0.05
     done
     return 1
 }
@@ -171,7 +181,7 @@ start_daemon() {
         if [[ $(cat "/proc/$pid/comm" 2>/dev/null || true) == corosync ]]; then
             break
         fi
-        kill -0 "$pid" 2>/dev/null || break
+        pid_alive "$pid" || break
         sleep 0.1
     done
     if [[ $(cat "/proc/$pid/comm" 2>/dev/null || true) != corosync ]]; then
@@ -412,7 +422,7 @@ remove_blackboxes() {
     [[ -f $STATE_DIR/all-daemon-pids ]] || return 0
     while read -r pid; do
         [[ $pid =~ ^[0-9]+$ ]] || continue
-        kill -0 "$pid" 2>/dev/null && continue
+        pid_alive "$pid" && continue
         rm -f -- "/dev/shm/qb-corosync-$pid-blackbox-data" "/dev/shm/qb-corosync-$pid-blackbox-header"
     done <"$STATE_DIR/all-daemon-pids"
 }

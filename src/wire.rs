@@ -37,8 +37,10 @@ pub enum Kind {
     Request = 2,
     /// The reply to a request.
     Reply = 3,
-    /// Group state handed to members that joined or merged.
+    /// Group state handed to a member that asked for it.
     Snapshot = 4,
+    /// A member without the group state asks for it.
+    SyncRequest = 5,
 }
 
 impl Kind {
@@ -48,6 +50,7 @@ impl Kind {
             2 => Kind::Request,
             3 => Kind::Reply,
             4 => Kind::Snapshot,
+            5 => Kind::SyncRequest,
             _ => return None,
         })
     }

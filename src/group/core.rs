@@ -19,24 +19,24 @@
 //! ordered stream alone, so every member reaches it at the same position.
 //!
 //! State hand-over: a member that joins (reason `Join`) knows nothing of the
-//! names already registered. At each confchg, the lowest-ordered member that
-//! holds the group's state multicasts a [`Snapshot`] of the registry *as it
-//! stands right after that confchg*, tagged with the view. A member waiting
-//! for state buffers every message from that confchg on; a snapshot whose
-//! view equals the receiver's current view is valid (a confchg in between
-//! makes it stale everywhere at once), so the waiting member installs it and
-//! replays its buffer. If the sender dies first, the next confchg elects the
-//! next sender. On a merge (joined members with `NodeUp`), the side holding
-//! the lowest member of the view (counting only members that carry state)
-//! keeps its registry; the other side waits for its snapshot, then re-claims
-//! the names it hosts through ordinary ordered registrations, which lose to
-//! names the primary side already holds.
+//! names already registered. It multicasts a [`SyncRequest`]; the lowest
+//! member of the view that holds the state answers with a [`Snapshot`] of
+//! the state *at the request's position in the order*, and the asking member
+//! buffers everything it delivers after its own request, installs the
+//! snapshot and replays the buffer. A confchg while waiting (the answering
+//! member may have died) makes it ask again with a fresh nonce, so a late
+//! answer to an old request can never be mistaken for the current one. On a
+//! merge (joined members with `NodeUp`), the side holding the lowest member
+//! of the view (counting only members that carry state) keeps its registry;
+//! the other side asks for its state, then re-claims the names it hosts
+//! through ordinary ordered registrations, which lose to names the primary
+//! side already holds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{debug, warn};
 
-use super::messages::{Reply, RegistryOp, Request, Snapshot};
+use super::messages::{Reply, RegistryOp, Request, Snapshot, SyncRequest};
 use super::{CallError, GroupEvent, NameDropReason};
 use crate::transport::{Member, MemberChange, Reason};
 
@@ -46,12 +46,14 @@ pub(crate) enum Inbound {
     Registry(RegistryOp),
     Request(Request),
     Reply(Reply),
+    SyncRequest(SyncRequest),
     Snapshot(Snapshot),
 }
 
 /// A message the core asks the runtime to multicast.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outgoing {
+    SyncRequest(SyncRequest),
     Snapshot(Snapshot),
 }
 
@@ -82,15 +84,46 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum SyncState {
     /// This member holds the group's state; `unsynced` are members of the
-    /// view still waiting for a snapshot.
-    Synced { unsynced: BTreeSet<Member> },
-    /// Waiting for a snapshot. `expected` are members believed to hold
-    /// state; `buffered` is everything delivered since the last confchg.
-    Waiting {
-        expected: BTreeSet<Member>,
-        buffered: Vec<(Member, Inbound)>,
-        hosted_before: BTreeSet<String>,
+    /// view still waiting for it, each with the nonce of its latest request
+    /// delivered since the last confchg (a snapshot answers only that one).
+    Synced {
+        unsynced: BTreeMap<Member, Option<u64>>,
     },
+    /// Waiting for a snapshot.
+    Waiting(Waiting),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Waiting {
+    /// Members known to hold the state: those that held it when this member
+    /// started waiting, plus any seen receiving a valid snapshot since.
+    /// When none is left, nobody can answer (see `handle_confchg`).
+    holders: BTreeSet<Member>,
+    /// Members that started waiting at the same confchg for the same reason:
+    /// if every holder dies, they fall back together, in agreement.
+    peers: BTreeSet<Member>,
+    /// Nonce of this member's latest request delivered since the last
+    /// confchg; `buffered` is everything delivered after it.
+    asked: Option<u64>,
+    buffered: Vec<(Member, Inbound)>,
+    /// Every member's latest request since the last confchg, to tell which
+    /// snapshots are valid.
+    requests: BTreeMap<Member, u64>,
+    /// Names this member hosted before it lost the state (after a merge).
+    hosted_before: BTreeSet<String>,
+}
+
+impl Waiting {
+    fn new(holders: BTreeSet<Member>, peers: BTreeSet<Member>, hosted_before: BTreeSet<String>) -> Self {
+        Waiting {
+            holders,
+            peers,
+            asked: None,
+            buffered: Vec::new(),
+            requests: BTreeMap::new(),
+            hosted_before,
+        }
+    }
 }
 
 /// The pure state of one member of one group.
@@ -104,6 +137,8 @@ pub(crate) struct GroupCore {
     /// This member's calls whose request was delivered, by id, with the host
     /// that owes the reply.
     awaiting: BTreeMap<u64, Member>,
+    /// Last sync request nonce this member used.
+    nonce: u64,
 }
 
 impl GroupCore {
@@ -114,12 +149,13 @@ impl GroupCore {
             view: Vec::new(),
             joined: false,
             names: BTreeMap::new(),
-            sync: SyncState::Waiting {
-                expected: BTreeSet::new(),
-                buffered: Vec::new(),
-                hosted_before: BTreeSet::new(),
-            },
+            sync: SyncState::Waiting(Waiting::new(
+                BTreeSet::new(),
+                BTreeSet::new(),
+                BTreeSet::new(),
+            )),
             awaiting: BTreeMap::new(),
+            nonce: 0,
         }
     }
 
@@ -198,15 +234,12 @@ impl GroupCore {
             if expected.is_empty() {
                 // Everyone in the view is new: the (empty) state is agreed.
                 self.sync = SyncState::Synced {
-                    unsynced: BTreeSet::new(),
+                    unsynced: BTreeMap::new(),
                 };
                 out.push(Command::Event(GroupEvent::Ready));
             } else {
-                self.sync = SyncState::Waiting {
-                    expected,
-                    buffered: Vec::new(),
-                    hosted_before: BTreeSet::new(),
-                };
+                let peers = fresh.intersection(&in_view).copied().collect();
+                self.wait_for_state(Waiting::new(expected, peers, BTreeSet::new()), &mut out);
             }
             return out;
         }
@@ -217,7 +250,7 @@ impl GroupCore {
                 let my_side: BTreeSet<Member> = in_view.difference(&joined_set).copied().collect();
                 let candidates: BTreeSet<Member> = in_view
                     .difference(&fresh)
-                    .filter(|m| !unsynced.contains(m))
+                    .filter(|m| !unsynced.contains_key(m))
                     .copied()
                     .collect();
                 let primary = candidates.iter().next().is_none_or(|m| my_side.contains(m));
@@ -228,45 +261,65 @@ impl GroupCore {
                         .filter(|(_, h)| **h == self.local)
                         .map(|(n, _)| n.clone())
                         .collect();
-                    let expected = joined_set.difference(&fresh).copied().collect();
-                    debug!(local = %self.local, "merged into a component that holds the group state; waiting for its snapshot");
-                    self.sync = SyncState::Waiting {
-                        expected,
-                        buffered: Vec::new(),
-                        hosted_before,
-                    };
+                    let holders = joined_set.difference(&fresh).copied().collect();
+                    let peers = my_side
+                        .iter()
+                        .filter(|m| !unsynced.contains_key(m))
+                        .copied()
+                        .collect();
+                    debug!(local = %self.local, "merged into a component that holds the group state; asking for it");
+                    self.wait_for_state(Waiting::new(holders, peers, hosted_before), &mut out);
                     return out;
                 }
-                unsynced.extend(joined_set.iter().copied());
-                unsynced.retain(|m| in_view.contains(m));
-                let sender = in_view.iter().find(|m| !unsynced.contains(m)).copied();
-                let unsynced_left = !unsynced.is_empty();
-                out.extend(self.drop_names_of(left));
-                if unsynced_left && sender == Some(self.local) {
-                    out.push(Command::Mcast(Outgoing::Snapshot(Snapshot {
-                        for_view: self.view.clone(),
-                        names: self
-                            .names
-                            .iter()
-                            .map(|(n, h)| (n.clone(), *h))
-                            .collect(),
-                    })));
+                // A confchg voids every outstanding request: members still
+                // waiting ask again.
+                unsynced.retain(|m, _| in_view.contains(m));
+                for asked in unsynced.values_mut() {
+                    *asked = None;
                 }
+                unsynced.extend(joined_set.iter().map(|m| (*m, None)));
+                out.extend(self.drop_names_of(left));
             }
-            SyncState::Waiting {
-                expected, buffered, ..
-            } => {
-                buffered.clear();
-                expected.retain(|m| in_view.contains(m));
-                if expected.is_empty() {
+            SyncState::Waiting(waiting) => {
+                waiting.holders.retain(|m| in_view.contains(m));
+                waiting.peers.retain(|m| in_view.contains(m));
+                // Members merging in may hold state too.
+                waiting
+                    .holders
+                    .extend(joined_set.difference(&fresh).copied());
+                let mut waiting = waiting.clone();
+                if waiting.holders.is_empty() {
+                    // Nobody holds the state any more. Every peer reaches
+                    // this at this same confchg (same holders, same stream),
+                    // so they fall back together on their own state and
+                    // treat everyone else as waiting.
                     warn!(local = %self.local, "every member that held the group state is gone; continuing with local state");
-                    let names_left = self.drop_names_of(left);
-                    out.extend(names_left);
-                    out.extend(self.finish_sync(Vec::new()));
+                    out.extend(self.drop_names_of(left));
+                    let unsynced = in_view
+                        .difference(&waiting.peers)
+                        .map(|m| (*m, None))
+                        .collect();
+                    self.sync = SyncState::Synced { unsynced };
+                    out.extend(self.reclaim(waiting.hosted_before));
+                    out.push(Command::Event(GroupEvent::Ready));
+                } else {
+                    // Whoever was to answer may be gone: ask again.
+                    waiting.asked = None;
+                    waiting.buffered.clear();
+                    waiting.requests.clear();
+                    self.wait_for_state(waiting, &mut out);
                 }
             }
         }
         out
+    }
+
+    fn wait_for_state(&mut self, waiting: Waiting, out: &mut Vec<Command>) {
+        self.nonce += 1;
+        self.sync = SyncState::Waiting(waiting);
+        out.push(Command::Mcast(Outgoing::SyncRequest(SyncRequest {
+            nonce: self.nonce,
+        })));
     }
 
     fn drop_names_of(&mut self, left: &[MemberChange]) -> Vec<Command> {
@@ -295,58 +348,105 @@ impl GroupCore {
         if !self.joined {
             return Vec::new();
         }
+        let local = self.local;
         match (&mut self.sync, msg) {
+            (SyncState::Synced { unsynced }, Inbound::SyncRequest(req)) => {
+                if let Some(asked) = unsynced.get_mut(&from) {
+                    *asked = Some(req.nonce);
+                }
+                let responder = self.view.iter().find(|m| !unsynced.contains_key(m));
+                if responder != Some(&local) || from == local {
+                    return Vec::new();
+                }
+                vec![Command::Mcast(Outgoing::Snapshot(Snapshot {
+                    for_member: from,
+                    nonce: req.nonce,
+                    names: self.names.iter().map(|(n, h)| (n.clone(), *h)).collect(),
+                    unsynced: unsynced.iter().map(|(m, a)| (*m, *a)).collect(),
+                }))]
+            }
             (SyncState::Synced { unsynced }, Inbound::Snapshot(snap)) => {
-                if snap.for_view == self.view {
-                    unsynced.clear();
+                if unsynced.get(&snap.for_member) == Some(&Some(snap.nonce)) {
+                    unsynced.remove(&snap.for_member);
                 }
                 Vec::new()
             }
             (SyncState::Synced { .. }, msg) => self.apply(from, msg),
-            (SyncState::Waiting { .. }, Inbound::Snapshot(snap)) => {
-                if snap.for_view != self.view {
-                    debug!(local = %self.local, "stale snapshot ignored");
-                    return Vec::new();
+            (SyncState::Waiting(w), Inbound::SyncRequest(req)) => {
+                w.requests.insert(from, req.nonce);
+                if from == local {
+                    // Only the state at our latest request counts.
+                    w.asked = Some(req.nonce);
+                    w.buffered.clear();
+                } else if w.asked.is_some() {
+                    w.buffered.push((from, Inbound::SyncRequest(req)));
                 }
-                self.names = snap.names.into_iter().collect();
-                self.finish_sync(Vec::new())
+                Vec::new()
             }
-            (SyncState::Waiting { buffered, .. }, msg) => {
-                buffered.push((from, msg));
+            (SyncState::Waiting(w), Inbound::Snapshot(snap))
+                if snap.for_member == local && w.asked == Some(snap.nonce) =>
+            {
+                self.names = snap.names.into_iter().collect();
+                let unsynced = snap.unsynced.into_iter().collect();
+                self.finish_sync(unsynced)
+            }
+            (SyncState::Waiting(w), Inbound::Snapshot(snap)) => {
+                if w.requests.get(&snap.for_member) == Some(&snap.nonce) {
+                    w.holders.insert(snap.for_member);
+                }
+                if w.asked.is_some() {
+                    w.buffered.push((from, Inbound::Snapshot(snap)));
+                }
+                Vec::new()
+            }
+            (SyncState::Waiting(w), msg) => {
+                // Before our own request the snapshot will include it.
+                if w.asked.is_some() {
+                    w.buffered.push((from, msg));
+                }
                 Vec::new()
             }
         }
     }
 
-    fn finish_sync(&mut self, mut out: Vec<Command>) -> Vec<Command> {
-        let previous = std::mem::replace(
-            &mut self.sync,
-            SyncState::Synced {
-                unsynced: BTreeSet::new(),
-            },
-        );
-        if let SyncState::Waiting {
+    fn finish_sync(&mut self, unsynced: BTreeMap<Member, Option<u64>>) -> Vec<Command> {
+        let previous = std::mem::replace(&mut self.sync, SyncState::Synced { unsynced });
+        let mut out = Vec::new();
+        if let SyncState::Waiting(Waiting {
             buffered,
             hosted_before,
             ..
-        } = previous
+        }) = previous
         {
             for (from, msg) in buffered {
-                out.extend(self.apply(from, msg));
+                out.extend(self.handle_message(from, msg));
             }
-            for name in hosted_before {
-                if !self.names.contains_key(&name) {
-                    out.push(Command::Reclaim { name });
-                } else if self.names.get(&name) != Some(&self.local) {
+            if let SyncState::Synced { unsynced } = &mut self.sync {
+                unsynced.remove(&self.local);
+            }
+            out.extend(self.reclaim(hosted_before));
+        }
+        out.push(Command::Event(GroupEvent::Ready));
+        out
+    }
+
+    /// Names this member hosted before it lost the group state: claim the
+    /// ones nobody holds, and report the ones another member holds now.
+    fn reclaim(&mut self, hosted_before: BTreeSet<String>) -> Vec<Command> {
+        let mut out = Vec::new();
+        for name in hosted_before {
+            match self.names.get(&name) {
+                None => out.push(Command::Reclaim { name }),
+                Some(host) if *host != self.local => {
                     out.push(Command::Event(GroupEvent::NameDropped {
                         name,
                         host: self.local,
                         reason: NameDropReason::LostInMerge,
-                    }));
+                    }))
                 }
+                Some(_) => {}
             }
         }
-        out.push(Command::Event(GroupEvent::Ready));
         out
     }
 
@@ -415,7 +515,7 @@ impl GroupCore {
                     });
                 }
             }
-            Inbound::Snapshot(_) => {}
+            Inbound::SyncRequest(_) | Inbound::Snapshot(_) => {}
         }
         out
     }

@@ -56,12 +56,25 @@ pub enum RemoteFailure {
     Encode(String),
 }
 
-/// `Kind::Snapshot`: the registry as it stood right after the confchg whose
-/// view is `for_view`; valid only if no other confchg came in between.
+/// `Kind::SyncRequest`: a member without the group state asks for it. The
+/// state it gets is the state at this request's position in the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SyncRequest {
+    /// Distinguishes this request from the same member's earlier ones.
+    pub nonce: u64,
+}
+
+/// `Kind::Snapshot`: the group state as it stood where the request
+/// `(for_member, nonce)` was delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
-    /// The full view at the confchg the snapshot was taken at.
-    pub for_view: Vec<Member>,
+    /// The member that asked.
+    pub for_member: Member,
+    /// Its request's nonce.
+    pub nonce: u64,
     /// Every registered name and its host.
     pub names: Vec<(String, Member)>,
+    /// Members of the view still waiting for state at that point, with the
+    /// nonce of their latest request delivered since the last confchg.
+    pub unsynced: Vec<(Member, Option<u64>)>,
 }

@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, error, warn};
 
 use super::core::{Command, GroupCore, Inbound, Outgoing};
-use super::messages::{Reply, RegistryOp, RemoteFailure, Request, Snapshot};
+use super::messages::{Reply, RegistryOp, RemoteFailure, Request, Snapshot, SyncRequest};
 use super::metrics::GroupMetrics;
 use super::{CallError, GroupConfig, GroupError, GroupEvent, NameDropReason};
 use crate::remote::Endpoint;
@@ -279,21 +279,27 @@ impl GroupActor {
             Kind::Request => Inbound::Request(c.decode_body::<Request>(frame.body)?),
             Kind::Reply => Inbound::Reply(c.decode_body::<Reply>(frame.body)?),
             Kind::Snapshot => Inbound::Snapshot(c.decode_body::<Snapshot>(frame.body)?),
+            Kind::SyncRequest => Inbound::SyncRequest(c.decode_body::<SyncRequest>(frame.body)?),
         })
     }
 
     fn execute(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
         for command in commands {
             match command {
-                Command::Mcast(Outgoing::Snapshot(snapshot)) => {
-                    // Ahead of user traffic: joiners wait on it. Order
-                    // against other messages does not matter for a snapshot.
-                    match self.codec.encode(Kind::Snapshot, &snapshot) {
+                Command::Mcast(outgoing) => {
+                    // State transfer goes ahead of user traffic: the member
+                    // that asked waits on it, and its position relative to
+                    // this member's other messages does not matter.
+                    let encoded = match &outgoing {
+                        Outgoing::SyncRequest(r) => self.codec.encode(Kind::SyncRequest, r),
+                        Outgoing::Snapshot(s) => self.codec.encode(Kind::Snapshot, s),
+                    };
+                    match encoded {
                         Ok(bytes) => self.outbound.push_front(Outbound {
                             bytes,
                             on_sent: OnSent::Nothing,
                         }),
-                        Err(e) => error!("registry snapshot not sent: {e}"),
+                        Err(e) => error!("state transfer message not sent: {e}"),
                     }
                 }
                 Command::RegisterDone { token, result } => {
