@@ -58,7 +58,10 @@ fn cluster_sh(args: &[&str]) {
         .args(args)
         .status()
         .expect("run scripts/cluster.sh");
-    assert!(status.success(), "scripts/cluster.sh {args:?} failed: {status}");
+    assert!(
+        status.success(),
+        "scripts/cluster.sh {args:?} failed: {status}"
+    );
 }
 
 fn group_name(test: &str) -> String {
@@ -126,7 +129,10 @@ impl Proc {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("{}: no {what} within {timeout:?}; saw {:#?}", self.name, self.seen)
+                    panic!(
+                        "{}: no {what} within {timeout:?}; saw {:#?}",
+                        self.name, self.seen
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!("{}: exited before {what}; saw {:#?}", self.name, self.seen)
@@ -148,7 +154,11 @@ impl Proc {
                 assert!(status.success(), "{} exited with {status}", self.name);
                 return;
             }
-            assert!(Instant::now() < deadline, "{} still running after {timeout:?}", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} still running after {timeout:?}",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -246,14 +256,21 @@ fn two_members_on_different_nodes_see_the_same_order() {
             .filter(|d| d.starts_with(&format!("{member} {tag}-")))
             .collect();
         let expected: Vec<String> = (0..N).map(|i| format!("{member} {tag}-{i}")).collect();
-        assert_eq!(own, expected.iter().collect::<Vec<_>>(), "{tag}'s own messages");
+        assert_eq!(
+            own,
+            expected.iter().collect::<Vec<_>>(),
+            "{tag}'s own messages"
+        );
     }
     // The two senders really interleaved (otherwise the order check is weak).
     let switches = da
         .windows(2)
         .filter(|w| w[0].split(' ').next() != w[1].split(' ').next())
         .count();
-    eprintln!("order: {} deliveries, sender switched {switches} times", da.len());
+    eprintln!(
+        "order: {} deliveries, sender switched {switches} times",
+        da.len()
+    );
 
     // Whoever left second saw the first leave cleanly.
     let saw_leave = |p: &Proc, other: &str| {
@@ -265,10 +282,33 @@ fn two_members_on_different_nodes_see_the_same_order() {
         saw_leave(&a, &mb) || saw_leave(&b, &ma),
         "neither member saw the other leave with Reason::Leave"
     );
-    // Each member's own leave ended its stream with Closed, twice.
+    // Each member's own leave ended its stream with Closed, twice, and
+    // was the last event it saw.
     for p in [&a, &b] {
-        assert!(p.seen.iter().any(|l| l.starts_with("CLOSED ")), "{}", p.name);
-        assert!(p.seen.iter().any(|l| l.starts_with("CLOSED-AGAIN ")), "{}", p.name);
+        assert!(p.seen.iter().any(|l| l == "TOOLARGE ok"), "{}", p.name);
+        let closed = p
+            .seen
+            .iter()
+            .position(|l| l.starts_with("CLOSED "))
+            .unwrap();
+        let own = p.member(if p.name == "n1" { 1 } else { 2 });
+        assert!(
+            p.seen[closed - 1].starts_with("CONFCHG")
+                && p.seen[closed - 1].ends_with(&format!("left={own}:Leave")),
+            "{}: the event before Closed was {:?}",
+            p.name,
+            p.seen[closed - 1]
+        );
+        assert!(
+            p.seen.iter().any(|l| l.starts_with("CLOSED ")),
+            "{}",
+            p.name
+        );
+        assert!(
+            p.seen.iter().any(|l| l.starts_with("CLOSED-AGAIN ")),
+            "{}",
+            p.name
+        );
     }
 }
 
@@ -279,7 +319,9 @@ fn join_without_a_daemon_is_daemon_unavailable() {
     }
     let netns = EmptyNetns::create();
     let mut p = Proc::spawn("empty", &netns.0, &[(ROLE, "unavailable".into())]);
-    let line = p.expect("RESULT", Duration::from_secs(10), |l| l.starts_with("RESULT "));
+    let line = p.expect("RESULT", Duration::from_secs(10), |l| {
+        l.starts_with("RESULT ")
+    });
     p.wait_success(Duration::from_secs(10));
     assert!(line.contains("DaemonUnavailable"), "{line}");
     let ms: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
@@ -299,7 +341,14 @@ fn faults_give_procdown_nodedown_and_closed() {
     let three = Duration::from_secs(30);
     for p in [&mut observer, &mut doomed, &mut victim] {
         p.expect("a 3-member view", three, |l| {
-            l.starts_with("CONFCHG members=") && l["CONFCHG members=".len()..].split(' ').next().unwrap().split(',').count() == 3
+            l.starts_with("CONFCHG members=")
+                && l["CONFCHG members=".len()..]
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .count()
+                    == 3
         });
     }
     let (doomed_id, victim_id) = (doomed.member(2), victim.member(3));
@@ -307,8 +356,13 @@ fn faults_give_procdown_nodedown_and_closed() {
     // A killed client: PROCDOWN at the others, within milliseconds.
     let t = Instant::now();
     doomed.kill9();
-    observer.expect("PROCDOWN", three, |l| l.contains(&format!("left={doomed_id}:ProcDown")));
-    eprintln!("kill -9 client -> PROCDOWN at another node: {:?}", t.elapsed());
+    observer.expect("PROCDOWN", three, |l| {
+        l.contains(&format!("left={doomed_id}:ProcDown"))
+    });
+    eprintln!(
+        "kill -9 client -> PROCDOWN at another node: {:?}",
+        t.elapsed()
+    );
 
     // A killed daemon: NODEDOWN at the others, Closed at its own clients.
     let _restore = RestartNodeOnDrop("3");
@@ -317,8 +371,13 @@ fn faults_give_procdown_nodedown_and_closed() {
     victim.expect("CLOSED", three, |l| l.starts_with("CLOSED "));
     eprintln!("kill -9 daemon -> Closed at its client: {:?}", t.elapsed());
     victim.expect("CLOSED-AGAIN", three, |l| l.starts_with("CLOSED-AGAIN "));
-    observer.expect("NODEDOWN", three, |l| l.contains(&format!("left={victim_id}:NodeDown")));
-    eprintln!("kill -9 daemon -> NODEDOWN at another node: {:?}", t.elapsed());
+    observer.expect("NODEDOWN", three, |l| {
+        l.contains(&format!("left={victim_id}:NodeDown"))
+    });
+    eprintln!(
+        "kill -9 daemon -> NODEDOWN at another node: {:?}",
+        t.elapsed()
+    );
     victim.wait_success(Duration::from_secs(10));
 }
 
@@ -337,11 +396,9 @@ fn child_process_entry() {
         .expect("tokio runtime");
     let outcome = rt.block_on(async {
         match role.as_str() {
-            "member" => {
-                tokio::time::timeout(Duration::from_secs(120), member())
-                    .await
-                    .unwrap_or_else(|_| Err("member timed out".into()))
-            }
+            "member" => tokio::time::timeout(Duration::from_secs(120), member())
+                .await
+                .unwrap_or_else(|_| Err("member timed out".into())),
             "unavailable" => unavailable(),
             other => Err(format!("unknown role {other}")),
         }
@@ -354,7 +411,10 @@ fn child_process_entry() {
 }
 
 fn env_usize(key: &str) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn id(m: &Member) -> String {
@@ -393,7 +453,11 @@ async fn member() -> Result<(), String> {
     loop {
         match next_event(&mut conn).await {
             Ok(TransportEvent::Deliver { from, bytes }) => {
-                println!("ACPG DELIVER {} {}", id(&from), String::from_utf8_lossy(&bytes));
+                println!(
+                    "ACPG DELIVER {} {}",
+                    id(&from),
+                    String::from_utf8_lossy(&bytes)
+                );
                 delivered += 1;
                 if from == me && next < count {
                     send(&mut conn, format!("{tag}-{next}").as_bytes()).await?;
@@ -403,7 +467,11 @@ async fn member() -> Result<(), String> {
                     conn.leave().map_err(|e| format!("leave: {e}"))?;
                 }
             }
-            Ok(TransportEvent::ConfChg { members, joined, left }) => {
+            Ok(TransportEvent::ConfChg {
+                members,
+                joined,
+                left,
+            }) => {
                 let ids: Vec<String> = members.iter().map(id).collect();
                 println!(
                     "ACPG CONFCHG members={} joined={} left={}",
@@ -413,8 +481,16 @@ async fn member() -> Result<(), String> {
                 );
                 if count > 0 && !started && members.len() >= peers {
                     started = true;
+                    let too_big = vec![0u8; conn.max_message_size() + 1];
+                    match conn.mcast(&too_big) {
+                        Err(TransportError::MessageTooLarge { .. }) => println!("ACPG TOOLARGE ok"),
+                        other => return Err(format!("oversized mcast gave {other:?}")),
+                    }
                     let view = conn.members().map_err(|e| format!("members: {e}"))?;
-                    println!("ACPG MEMBERS {}", view.iter().map(id).collect::<Vec<_>>().join(","));
+                    println!(
+                        "ACPG MEMBERS {}",
+                        view.iter().map(id).collect::<Vec<_>>().join(",")
+                    );
                     while next < count.min(WINDOW) {
                         send(&mut conn, format!("{tag}-{next}").as_bytes()).await?;
                         next += 1;
@@ -422,7 +498,10 @@ async fn member() -> Result<(), String> {
                 }
             }
             Ok(TransportEvent::TotemConfChg { ring_id, nodes }) => {
-                println!("ACPG TOTEM ring={}.{} nodes={nodes:?}", ring_id.nodeid.0, ring_id.seq);
+                println!(
+                    "ACPG TOTEM ring={}.{} nodes={nodes:?}",
+                    ring_id.nodeid.0, ring_id.seq
+                );
             }
             Ok(TransportEvent::Quorum(q)) => {
                 println!(
@@ -463,7 +542,10 @@ fn unavailable() -> Result<(), String> {
     let t = Instant::now();
     let result = Corosync::new().join(&GroupName::new("nobody-home").unwrap());
     let ms = t.elapsed().as_millis();
-    println!("ACPG RESULT {:?} {ms}", result.as_ref().map(|_| "joined").map_err(|e| e.clone()));
+    println!(
+        "ACPG RESULT {:?} {ms}",
+        result.as_ref().map(|_| "joined").map_err(|e| e.clone())
+    );
     if let Err(e) = &result {
         println!("ACPG MESSAGE {e}");
     }

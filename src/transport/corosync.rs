@@ -267,14 +267,15 @@ impl CorosyncConnection {
         };
         let failure = match link.fd.poll_read_ready(cx) {
             Poll::Pending => return false,
-            Poll::Ready(Ok(mut guard)) => match quorum::dispatch(&link.handle, DispatchFlags::All)
-            {
-                Ok(()) => {
-                    guard.clear_ready();
-                    return true;
+            Poll::Ready(Ok(mut guard)) => {
+                match quorum::dispatch(&link.handle, DispatchFlags::All) {
+                    Ok(()) => {
+                        guard.clear_ready();
+                        return true;
+                    }
+                    Err(e) => format!("quorum_dispatch failed: {e}"),
                 }
-                Err(e) => format!("quorum_dispatch failed: {e}"),
-            },
+            }
             Poll::Ready(Err(e)) => format!("polling the quorum fd failed: {e}"),
         };
         // Not fatal for the group: CPG has its own connection, and its
@@ -352,7 +353,15 @@ impl Connection for CorosyncConnection {
         loop {
             if let Some(event) = self.pop() {
                 if self.life == Life::Leaving && is_own_leave(&event, self.local) {
+                    // Our own Leave ends the view. corosync may still hand a
+                    // leaver confchgs of the group (seen: another member's
+                    // leave, with an empty member list), which belong to no
+                    // view of ours: drop them.
                     self.life = Life::Closed(format!("left group {}", self.group));
+                    self.inbox
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clear();
                 }
                 return Poll::Ready(Ok(event));
             }
@@ -592,11 +601,7 @@ fn on_confchg(
     route(cpg::context_get(handle), event);
 }
 
-fn on_totem_confchg(
-    handle: &cpg::Handle,
-    ring_id: cpg::RingId,
-    nodes: Vec<rust_corosync::NodeId>,
-) {
+fn on_totem_confchg(handle: &cpg::Handle, ring_id: cpg::RingId, nodes: Vec<rust_corosync::NodeId>) {
     let event = TransportEvent::TotemConfChg {
         ring_id: RingId {
             nodeid: NodeId(u32::from(ring_id.nodeid)),
