@@ -99,7 +99,11 @@ impl Handler<Add> for Counter {
 
 fn describe(who: &str, event: &GroupEvent) -> Option<String> {
     Some(match event {
-        GroupEvent::ViewChanged { members, joined, left } => {
+        GroupEvent::ViewChanged {
+            members,
+            joined,
+            left,
+        } => {
             let list: Vec<String> = members.iter().map(Member::to_string).collect();
             let mut s = format!("[{who}] view [{}]", list.join(", "));
             for j in joined {
@@ -136,15 +140,24 @@ async fn register_and_talk(group: &Group) -> Result<(), GroupError> {
     let node = group.local().node;
     let counter = Counter::default().start();
     group
-        .register(&format!("counter-{node}"), Handlers::new(counter).with::<Add>())
+        .register(
+            &format!("counter-{node}"),
+            Handlers::new(counter).with::<Add>(),
+        )
         .await?;
     let journal = Journal {
         host: node.to_string(),
         entries: 0,
     }
     .start();
-    match group.register("journal", Handlers::new(journal).with::<Note>()).await {
-        Ok(()) => println!("  [{}] registered \"journal\" (first in the total order)", group.local()),
+    match group
+        .register("journal", Handlers::new(journal).with::<Note>())
+        .await
+    {
+        Ok(()) => println!(
+            "  [{}] registered \"journal\" (first in the total order)",
+            group.local()
+        ),
         Err(GroupError::NameTaken { owner, .. }) => {
             println!("  [{}] \"journal\" is taken by {owner}", group.local())
         }
@@ -313,7 +326,10 @@ mod real {
             print_registry(&group).await?;
         }
         let positions = send_notes(group.clone(), 4).await;
-        println!("  [{}] its notes landed at positions {positions:?}", group.local());
+        println!(
+            "  [{}] its notes landed at positions {positions:?}",
+            group.local()
+        );
         actix_rt::time::sleep(Duration::from_millis(500)).await;
         if node == 1 {
             let add = group.remote::<Add>("counter-node3");
@@ -333,7 +349,9 @@ mod real {
         actix_rt::time::sleep(Duration::from_millis(100)).await;
         if node == 1 {
             match group.remote::<Add>("counter-node3").send(Add(1)).await {
-                Err(CallError::NoSuchName(n)) => println!("  call to {n:?} now fails: no such name"),
+                Err(CallError::NoSuchName(n)) => {
+                    println!("  call to {n:?} now fails: no such name")
+                }
                 other => println!("  unexpected: {other:?}"),
             }
             print_registry(&group).await?;

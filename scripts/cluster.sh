@@ -405,7 +405,7 @@ cmd_down() {
     done
     if [[ -d $STATE_DIR ]]; then
         if [[ -e $STATE_DIR/$MARKER ]]; then
-            remove_blackboxes
+            remove_shm_leftovers
             rm -rf -- "$STATE_DIR"
             log "removed $STATE_DIR"
         else
@@ -415,15 +415,17 @@ cmd_down() {
     log "down"
 }
 
-# A daemon killed with SIGKILL leaves its 8 MB flight recorder in /dev/shm
-# (a clean exit removes it); drop those of the daemons this script started.
-remove_blackboxes() {
+# A daemon killed with SIGKILL leaves its 8 MB flight recorder and the IPC
+# ring buffers of its connected clients in /dev/shm (a clean exit removes
+# them); drop those of the daemons this script started.
+remove_shm_leftovers() {
     local pid
     [[ -f $STATE_DIR/all-daemon-pids ]] || return 0
     while read -r pid; do
         [[ $pid =~ ^[0-9]+$ ]] || continue
         pid_alive "$pid" && continue
-        rm -f -- "/dev/shm/qb-corosync-$pid-blackbox-data" "/dev/shm/qb-corosync-$pid-blackbox-header"
+        rm -rf -- "/dev/shm/qb-corosync-$pid-blackbox-data" \
+            "/dev/shm/qb-corosync-$pid-blackbox-header" "/dev/shm/qb-$pid-"*
     done <"$STATE_DIR/all-daemon-pids"
 }
 

@@ -5,6 +5,7 @@
 
 pub mod group;
 pub mod remote;
+pub mod testing;
 pub mod transport;
 pub mod wire;
 

@@ -8,6 +8,7 @@
 //! local actor; the reply travels back through the group.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::marker::PhantomData;
 
 use actix::dev::ToEnvelope;
@@ -43,7 +44,11 @@ pub trait RemoteMessage: Message + Serialize + DeserializeOwned + Send + 'static
 }
 
 type HandlerFn = Box<
-    dyn Fn(&Codec, &[u8]) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>, RemoteFailure>
+    dyn Fn(
+            &Codec,
+            &[u8],
+        )
+            -> Result<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>, RemoteFailure>
         + Send,
 >;
 
@@ -140,7 +145,9 @@ impl<M> Clone for RemoteAddr<M> {
 
 impl<M> std::fmt::Debug for RemoteAddr<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteAddr").field("name", &self.name).finish()
+        f.debug_struct("RemoteAddr")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -164,36 +171,46 @@ where
     M: RemoteMessage,
     M::Result: Serialize + DeserializeOwned + Send + 'static,
 {
-    /// Sends `msg` and awaits the actor's reply. Fails with
-    /// [`CallError::NoSuchName`] if nobody holds the name when the request
-    /// reaches its place in the order, and with [`CallError::HostLeft`] if
-    /// the host leaves before replying.
-    pub async fn send(&self, msg: M) -> Result<M::Result, CallError> {
+    /// Sends `msg` and awaits the actor's reply. The request is queued when
+    /// this is called (not when the future is first polled), so requests
+    /// made one after the other enter the total order in that order.
+    ///
+    /// Fails with [`CallError::NoSuchName`] if nobody holds the name when
+    /// the request reaches its place in the order, and with
+    /// [`CallError::HostLeft`] if the host leaves before replying.
+    pub fn send(&self, msg: M) -> impl Future<Output = Result<M::Result, CallError>> + 'static {
         let codec = self.group.codec();
-        let payload = codec
-            .encode_payload(&msg)
-            .map_err(|e| CallError::Codec(e.to_string()))?;
-        let reply = self
-            .group
-            .call_raw(self.name.clone(), M::TYPE_TAG, payload, true)
-            .await?
-            .ok_or(CallError::Closed)?;
-        codec
-            .decode_payload(&reply)
-            .map_err(|e| CallError::Codec(e.to_string()))
+        let queued = self.queue(&msg, true);
+        async move {
+            let reply = queued?
+                .await
+                .map_err(|_| CallError::Closed)??
+                .ok_or(CallError::Closed)?;
+            codec
+                .decode_payload(&reply)
+                .map_err(|e| CallError::Codec(e.to_string()))
+        }
     }
 
-    /// Sends `msg` without awaiting a reply. Resolves once the message is
-    /// multicast (so a fast producer is held back by the send window).
-    pub async fn tell(&self, msg: M) -> Result<(), CallError> {
+    /// Sends `msg` without awaiting a reply. Queued when called; resolves
+    /// once the message is multicast, so a producer that awaits it is held
+    /// back by the send window.
+    pub fn tell(&self, msg: M) -> impl Future<Output = Result<(), CallError>> + 'static {
+        let queued = self.queue(&msg, false);
+        async move { queued?.await.map_err(|_| CallError::Closed)?.map(|_| ()) }
+    }
+
+    fn queue(
+        &self,
+        msg: &M,
+        want_reply: bool,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Option<Vec<u8>>, CallError>>, CallError> {
         let payload = self
             .group
             .codec()
-            .encode_payload(&msg)
+            .encode_payload(msg)
             .map_err(|e| CallError::Codec(e.to_string()))?;
         self.group
-            .call_raw(self.name.clone(), M::TYPE_TAG, payload, false)
-            .await
-            .map(|_| ())
+            .call_now(self.name.clone(), M::TYPE_TAG, payload, want_reply)
     }
 }

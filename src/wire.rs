@@ -118,7 +118,11 @@ impl Codec {
     }
 
     /// Header plus the bincode body of `body`.
-    pub fn encode<T: Serialize + ?Sized>(&self, kind: Kind, body: &T) -> Result<Vec<u8>, WireError> {
+    pub fn encode<T: Serialize + ?Sized>(
+        &self,
+        kind: Kind,
+        body: &T,
+    ) -> Result<Vec<u8>, WireError> {
         let opts = self.body_options();
         let size = opts.serialized_size(body).map_err(|e| match *e {
             bincode::ErrorKind::SizeLimit => WireError::TooLarge { limit: self.limit },

@@ -381,6 +381,19 @@ fn faults_give_procdown_nodedown_and_closed() {
     victim.wait_success(Duration::from_secs(10));
 }
 
+#[test]
+fn join_in_a_runtime_without_io_is_a_clear_error() {
+    if !cluster_enabled() {
+        return;
+    }
+    let mut p = Proc::spawn("noio@n1", "acpg-n1", &[(ROLE, "noio".into())]);
+    let line = p.expect("RESULT", Duration::from_secs(10), |l| {
+        l.starts_with("RESULT ")
+    });
+    p.wait_success(Duration::from_secs(10));
+    assert!(line.contains("I/O disabled"), "{line}");
+}
+
 // ---- the child side --------------------------------------------------------
 
 /// Not a test by itself: the entry point of the member processes the tests
@@ -390,6 +403,15 @@ fn child_process_entry() {
     let Ok(role) = std::env::var(ROLE) else {
         return;
     };
+    if role == "noio" {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("tokio runtime");
+        let result = rt.block_on(async { Corosync::new().join(&GroupName::new("noio").unwrap()) });
+        println!("ACPG RESULT {:?}", result.map(|_| "joined"));
+        println!("ACPG DONE");
+        return;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{debug, warn};
 
-use super::messages::{Reply, RegistryOp, Request, Snapshot, SyncRequest};
+use super::messages::{RegistryOp, Reply, Request, Snapshot, SyncRequest};
 use super::{CallError, GroupEvent, NameDropReason};
 use crate::transport::{Member, MemberChange, Reason};
 
@@ -114,7 +114,11 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn new(holders: BTreeSet<Member>, peers: BTreeSet<Member>, hosted_before: BTreeSet<String>) -> Self {
+    fn new(
+        holders: BTreeSet<Member>,
+        peers: BTreeSet<Member>,
+        hosted_before: BTreeSet<String>,
+    ) -> Self {
         Waiting {
             holders,
             peers,
@@ -479,14 +483,20 @@ impl GroupCore {
                                 result: Ok(()),
                             });
                         }
-                        out.push(Command::Event(GroupEvent::NameRegistered { name, host: from }));
+                        out.push(Command::Event(GroupEvent::NameRegistered {
+                            name,
+                            host: from,
+                        }));
                     }
                 }
             }
             Inbound::Registry(RegistryOp::Unregister { name }) => {
                 if self.names.get(&name) == Some(&from) {
                     self.names.remove(&name);
-                    out.push(Command::Event(GroupEvent::NameUnregistered { name, host: from }));
+                    out.push(Command::Event(GroupEvent::NameUnregistered {
+                        name,
+                        host: from,
+                    }));
                 }
             }
             Inbound::Request(request) => {

@@ -14,8 +14,7 @@ mod runtime;
 
 use std::sync::Arc;
 
-use actix::Addr;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use self::messages::RemoteFailure;
 pub use self::metrics::{GroupMetrics, MetricsSnapshot};
@@ -161,7 +160,7 @@ pub enum GroupError {
 /// closes.
 #[derive(Clone)]
 pub struct Group {
-    addr: Addr<GroupActor>,
+    ops: mpsc::UnboundedSender<Op>,
     local: Member,
     name: GroupName,
     metrics: Arc<GroupMetrics>,
@@ -187,8 +186,10 @@ impl Group {
         let metrics = Arc::new(GroupMetrics::default());
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (ready_tx, ready_rx) = oneshot::channel();
-        let addr = GroupActor::start_with(
+        let (ops, ops_rx) = mpsc::unbounded_channel();
+        GroupActor::start_with(
             Box::new(conn),
+            ops_rx,
             config,
             metrics.clone(),
             events.clone(),
@@ -196,7 +197,7 @@ impl Group {
         );
         match ready_rx.await {
             Ok(Ok(())) => Ok(Group {
-                addr,
+                ops,
                 local,
                 name,
                 metrics,
@@ -240,8 +241,7 @@ impl Group {
             name: name.to_owned(),
             endpoint: handlers.into_endpoint(),
             done: tx,
-        })
-        .await?;
+        })?;
         rx.await.map_err(|_| GroupError::Closed)?
     }
 
@@ -252,8 +252,7 @@ impl Group {
         self.op(Op::Unregister {
             name: name.to_owned(),
             done: tx,
-        })
-        .await?;
+        })?;
         rx.await.map_err(|_| GroupError::Closed)?
     }
 
@@ -263,22 +262,21 @@ impl Group {
         self.op(Op::Lookup {
             name: name.to_owned(),
             done: tx,
-        })
-        .await?;
+        })?;
         rx.await.map_err(|_| GroupError::Closed)
     }
 
     /// Every registered name and its host.
     pub async fn names(&self) -> Result<Vec<(String, Member)>, GroupError> {
         let (tx, rx) = oneshot::channel();
-        self.op(Op::Names { done: tx }).await?;
+        self.op(Op::Names { done: tx })?;
         rx.await.map_err(|_| GroupError::Closed)
     }
 
     /// The current view, sorted.
     pub async fn members(&self) -> Result<Vec<Member>, GroupError> {
         let (tx, rx) = oneshot::channel();
-        self.op(Op::Members { done: tx }).await?;
+        self.op(Op::Members { done: tx })?;
         rx.await.map_err(|_| GroupError::Closed)
     }
 
@@ -291,17 +289,18 @@ impl Group {
     /// runtime.
     pub async fn leave(&self) -> Result<(), GroupError> {
         let (tx, rx) = oneshot::channel();
-        self.op(Op::Leave { done: tx }).await?;
+        self.op(Op::Leave { done: tx })?;
         rx.await.map_err(|_| GroupError::Closed)?
     }
 
-    pub(crate) async fn call_raw(
+    /// Queues a call now; the receiver yields its outcome.
+    pub(crate) fn call_now(
         &self,
         target: String,
         type_tag: &'static str,
         payload: Vec<u8>,
         want_reply: bool,
-    ) -> Result<Option<Vec<u8>>, CallError> {
+    ) -> Result<oneshot::Receiver<Result<Option<Vec<u8>>, CallError>>, CallError> {
         let (tx, rx) = oneshot::channel();
         self.op(Op::Call {
             target,
@@ -310,16 +309,18 @@ impl Group {
             want_reply,
             done: tx,
         })
-        .await
         .map_err(|_| CallError::Closed)?;
-        rx.await.map_err(|_| CallError::Closed)?
+        Ok(rx)
     }
 
     pub(crate) fn codec(&self) -> crate::wire::Codec {
         crate::wire::Codec::new(self.metrics.limit())
     }
 
-    async fn op(&self, op: Op) -> Result<(), GroupError> {
-        self.addr.send(op).await.map_err(|_| GroupError::Closed)
+    /// Queues `op` for the runtime now, so operations issued one after the
+    /// other from a task enter the total order in that order even when their
+    /// futures are awaited later or together.
+    fn op(&self, op: Op) -> Result<(), GroupError> {
+        self.ops.send(op).map_err(|_| GroupError::Closed)
     }
 }

@@ -22,11 +22,11 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use super::core::{Command, GroupCore, Inbound, Outgoing};
-use super::messages::{Reply, RegistryOp, RemoteFailure, Request, Snapshot, SyncRequest};
+use super::messages::{RegistryOp, RemoteFailure, Reply, Request, Snapshot, SyncRequest};
 use super::metrics::GroupMetrics;
 use super::{CallError, GroupConfig, GroupError, GroupEvent, NameDropReason};
 use crate::remote::Endpoint;
@@ -74,10 +74,6 @@ pub(crate) enum Op {
     },
 }
 
-impl Message for Op {
-    type Result = ();
-}
-
 /// What to do once a queued message has been handed to the transport.
 enum OnSent {
     Nothing,
@@ -97,6 +93,7 @@ struct Outbound {
 
 pub(crate) struct GroupActor {
     conn: Box<dyn Connection>,
+    ops: mpsc::UnboundedReceiver<Op>,
     core: GroupCore,
     codec: Codec,
     window: usize,
@@ -117,6 +114,7 @@ pub(crate) struct GroupActor {
 impl GroupActor {
     pub(crate) fn start_with(
         conn: Box<dyn Connection>,
+        ops: mpsc::UnboundedReceiver<Op>,
         config: GroupConfig,
         metrics: Arc<GroupMetrics>,
         events: broadcast::Sender<GroupEvent>,
@@ -127,6 +125,7 @@ impl GroupActor {
         let local = conn.local();
         GroupActor {
             conn,
+            ops,
             core: GroupCore::new(local),
             codec: Codec::new(limit),
             window: config.send_window.max(1),
@@ -491,6 +490,26 @@ impl ActorFuture<GroupActor> for EventPump {
     ) -> Poll<()> {
         act.pump_waker = Some(task.waker().clone());
         for _ in 0..EVENT_BUDGET {
+            match act.ops.poll_recv(task) {
+                Poll::Ready(Some(op)) => {
+                    act.handle_op(op, ctx);
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    // Every handle is gone: nobody can use the membership.
+                    if act.leaving.is_none() {
+                        let (done, _) = oneshot::channel();
+                        act.handle_op(Op::Leave { done }, ctx);
+                    }
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Pending => {}
+            }
             match act.conn.poll_event(task) {
                 Poll::Ready(Ok(event)) => {
                     act.handle_event(event, ctx);
@@ -527,10 +546,8 @@ impl ActorFuture<GroupActor> for EventPump {
     }
 }
 
-impl Handler<Op> for GroupActor {
-    type Result = ();
-
-    fn handle(&mut self, op: Op, ctx: &mut Context<Self>) {
+impl GroupActor {
+    fn handle_op(&mut self, op: Op, ctx: &mut Context<Self>) {
         if self.leaving.is_some() {
             reject_closed(op);
             return;

@@ -15,8 +15,8 @@
 //!
 //! - libcpg callbacks are plain `fn` pointers, so they cannot capture the
 //!   connection. Right after `initialize` the handle's context is set to a
-//!   process-unique key, and the callbacks find their inbox in the global
-//!   [`ROUTES`] map by that key. (The context argument of rust-corosync 3.2's
+//!   process-unique key, and the callbacks find their inbox in a global
+//!   `DashMap` by that key. (The context argument of rust-corosync 3.2's
 //!   `initialize` is the address of a stack slot, so it is useless.)
 //! - rust-corosync runs every callback while holding a global mutex, so a
 //!   callback never calls into libcpg, never drops a handle and never panics:

@@ -100,12 +100,13 @@ pub struct MemberChange {
 }
 
 /// Totem ring identifier; `seq` only grows, so it can seed fencing epochs.
+/// Ordered by `seq` first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RingId {
-    /// The node that formed the ring.
-    pub nodeid: NodeId,
     /// The ring sequence number.
     pub seq: u64,
+    /// The node that formed the ring.
+    pub nodeid: NodeId,
 }
 
 /// What the node's quorum service last said.

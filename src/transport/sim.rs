@@ -62,12 +62,13 @@
 //!   Quorum(new ring) → ConfChg(left) → ConfChg(joined) → TotemConfChg(new ring)
 //! ```
 //!
-//! `Quorum` comes first because votequorum recalculates on the totem
-//! membership change itself, before CPG finishes its sync: a member on the
+//! `Quorum` comes first because votequorum recalculates as soon as totem
+//! reports nodes gone, before CPG finishes its sync: a member on the
 //! minority side learns that it lost quorum *before* it sees the `NodeDown`
-//! that would otherwise make it restart children. `TotemConfChg` comes last
-//! because CPG notifies the totem membership at the end of its sync, after
-//! the group confchgs. A node that restarts or crashes without members in a
+//! that would otherwise make it restart children. (A real daemon may report
+//! a *regained* quorum a little later than that; the sim keeps one order for
+//! both directions.) `TotemConfChg` comes last because CPG notifies the
+//! totem membership at the end of its sync, after the group confchgs. A node that restarts or crashes without members in a
 //! group still changes the ring: the other connections read `Quorum` and
 //! `TotemConfChg` with no `ConfChg`.
 //!
@@ -281,7 +282,9 @@ impl SimCluster {
     // every mutation completes before any call that could panic, so the
     // poisoned guard is safe to keep using.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     // Wakers run after the lock is released: a waker may poll inline.
@@ -347,7 +350,10 @@ impl SimCluster {
     /// the partition, and new processes can be started on it.
     pub fn restart_node(&self, node: NodeId) -> Result<(), SimError> {
         self.with_state(|state, wakers| {
-            let ns = state.nodes.get_mut(&node).ok_or(SimError::UnknownNode(node))?;
+            let ns = state
+                .nodes
+                .get_mut(&node)
+                .ok_or(SimError::UnknownNode(node))?;
             if ns.up {
                 return Err(SimError::NodeAlreadyUp(node));
             }
@@ -460,7 +466,13 @@ impl SimCluster {
     pub fn apply_fault(&self, fault: &Fault, group: &GroupName) -> Result<FaultOutcome, SimError> {
         match fault {
             Fault::Join { node } => {
-                if !self.lock().nodes.get(node).ok_or(SimError::UnknownNode(*node))?.up {
+                if !self
+                    .lock()
+                    .nodes
+                    .get(node)
+                    .ok_or(SimError::UnknownNode(*node))?
+                    .up
+                {
                     return Ok(FaultOutcome::Skipped);
                 }
                 let process = self.process(*node)?;
@@ -672,14 +684,16 @@ impl Connection for SimConnection {
 
     fn leave(&mut self) -> Result<(), TransportError> {
         let id = self.id;
-        self.cluster.with_state(|state, wakers| state.leave(id, wakers))
+        self.cluster
+            .with_state(|state, wakers| state.leave(id, wakers))
     }
 }
 
 impl Drop for SimConnection {
     fn drop(&mut self) {
         let id = self.id;
-        self.cluster.with_state(|state, wakers| state.release(id, wakers));
+        self.cluster
+            .with_state(|state, wakers| state.release(id, wakers));
     }
 }
 
@@ -1171,10 +1185,12 @@ impl State {
             };
             if let Some(ring) = self.nodes.get(&node).and_then(|ns| ns.ring.as_ref()) {
                 if ring_changed.contains(&node) {
-                    out.entry(*id).or_default().push(TransportEvent::TotemConfChg {
-                        ring_id: ring.id,
-                        nodes: ring.nodes.clone(),
-                    });
+                    out.entry(*id)
+                        .or_default()
+                        .push(TransportEvent::TotemConfChg {
+                            ring_id: ring.id,
+                            nodes: ring.nodes.clone(),
+                        });
                 }
             }
         }
@@ -1302,7 +1318,10 @@ impl State {
     }
 
     fn crash(&mut self, node: NodeId, wakers: &mut Vec<Waker>) -> Result<(), SimError> {
-        let ns = self.nodes.get_mut(&node).ok_or(SimError::UnknownNode(node))?;
+        let ns = self
+            .nodes
+            .get_mut(&node)
+            .ok_or(SimError::UnknownNode(node))?;
         if !ns.up {
             return Err(SimError::NodeDown(node));
         }
@@ -1332,7 +1351,11 @@ impl State {
         Ok(())
     }
 
-    fn partition(&mut self, sides: &[Vec<NodeId>], wakers: &mut Vec<Waker>) -> Result<(), SimError> {
+    fn partition(
+        &mut self,
+        sides: &[Vec<NodeId>],
+        wakers: &mut Vec<Waker>,
+    ) -> Result<(), SimError> {
         let mut assigned: BTreeMap<NodeId, usize> = BTreeMap::new();
         for (index, side) in sides.iter().filter(|side| !side.is_empty()).enumerate() {
             for node in side {
@@ -1347,7 +1370,9 @@ impl State {
             }
         }
         if let Some(missing) = self.nodes.keys().find(|n| !assigned.contains_key(n)) {
-            return Err(SimError::InvalidPartition(format!("{missing} is on no side")));
+            return Err(SimError::InvalidPartition(format!(
+                "{missing} is on no side"
+            )));
         }
         for (node, side) in assigned {
             if let Some(ns) = self.nodes.get_mut(&node) {
@@ -1360,7 +1385,11 @@ impl State {
 
     /// A dropped handle: `cpg_finalize` without `cpg_leave` if still open.
     fn release(&mut self, id: ConnId, wakers: &mut Vec<Waker>) {
-        if self.conns.get(&id).is_some_and(|c| c.status == Status::Open) {
+        if self
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.status == Status::Open)
+        {
             self.reconfigure(&BTreeMap::from([(id, Reason::ProcDown)]), wakers);
         }
         self.close(id, "connection released", wakers);
@@ -1411,7 +1440,12 @@ impl State {
         }
     }
 
-    fn mcast(&mut self, id: ConnId, bytes: &[u8], wakers: &mut Vec<Waker>) -> Result<(), TransportError> {
+    fn mcast(
+        &mut self,
+        id: ConnId,
+        bytes: &[u8],
+        wakers: &mut Vec<Waker>,
+    ) -> Result<(), TransportError> {
         let conn = self.conns.get(&id).ok_or_else(released)?;
         if conn.status != Status::Open {
             return Err(conn.status.closed_error());
@@ -1530,7 +1564,9 @@ mod tests {
             .collect()
     }
 
-    fn confchgs(events: &[TransportEvent]) -> Vec<(Vec<Member>, Vec<MemberChange>, Vec<MemberChange>)> {
+    fn confchgs(
+        events: &[TransportEvent],
+    ) -> Vec<(Vec<Member>, Vec<MemberChange>, Vec<MemberChange>)> {
         events
             .iter()
             .filter_map(|e| match e {
@@ -1554,6 +1590,15 @@ mod tests {
 
     fn change(member: Member, reason: Reason) -> MemberChange {
         MemberChange { member, reason }
+    }
+
+    #[test]
+    fn handles_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<SimCluster>();
+        send_sync::<SimProcess>();
+        send::<SimConnection>();
     }
 
     #[test]
@@ -1602,7 +1647,11 @@ mod tests {
         assert_eq!(at_a.len(), 1);
         assert_eq!(at_a, at_b);
         let (members, joined, left) = &at_a[0];
-        assert_eq!(members, &vec![b.local(), a.local()], "sorted by (node, pid)");
+        assert_eq!(
+            members,
+            &vec![b.local(), a.local()],
+            "sorted by (node, pid)"
+        );
         assert_eq!(joined, &vec![change(b.local(), Reason::Join)]);
         assert!(left.is_empty());
         assert_eq!(a.members(), Ok(vec![b.local(), a.local()]));
@@ -1615,10 +1664,13 @@ mod tests {
         let mut a = join(&cluster, 1, &g);
         drain(&mut a);
         a.mcast(b"ping").expect("sent");
-        assert_eq!(drain(&mut a), vec![TransportEvent::Deliver {
-            from: a.local(),
-            bytes: b"ping".to_vec()
-        }]);
+        assert_eq!(
+            drain(&mut a),
+            vec![TransportEvent::Deliver {
+                from: a.local(),
+                bytes: b"ping".to_vec()
+            }]
+        );
     }
 
     #[test]
@@ -1658,7 +1710,11 @@ mod tests {
         drain(&mut b);
         b.mcast(b"last").expect("sent");
         b.leave().expect("left");
-        let expected = (vec![a.local()], vec![], vec![change(b.local(), Reason::Leave)]);
+        let expected = (
+            vec![a.local()],
+            vec![],
+            vec![change(b.local(), Reason::Leave)],
+        );
         let at_a = drain(&mut a);
         assert_eq!(delivered(&at_a), vec![(b.local(), b"last".to_vec())]);
         assert_eq!(confchgs(&at_a), vec![expected.clone()]);
@@ -1684,17 +1740,23 @@ mod tests {
         drain(&mut b);
         a.mcast(b"unread").expect("sent");
         victim.kill().expect("killed");
-        assert_eq!(confchgs(&drain(&mut a)), vec![(
-            vec![a.local()],
-            vec![],
-            vec![change(victim.member(), Reason::ProcDown)]
-        )]);
+        assert_eq!(
+            confchgs(&drain(&mut a)),
+            vec![(
+                vec![a.local()],
+                vec![],
+                vec![change(victim.member(), Reason::ProcDown)]
+            )]
+        );
         assert_eq!(
             confchgs(&drain(&mut b))[0].2,
             vec![change(victim.member(), Reason::ProcDown)]
         );
         for conn in [&mut vg, &mut vh] {
-            assert!(matches!(conn.try_next_event(), Err(TransportError::Closed(_))));
+            assert!(matches!(
+                conn.try_next_event(),
+                Err(TransportError::Closed(_))
+            ));
             assert!(matches!(conn.mcast(b"x"), Err(TransportError::Closed(_))));
         }
         assert!(matches!(victim.join(&g), Err(TransportError::Closed(_))));
@@ -1730,22 +1792,34 @@ mod tests {
             seq: 2,
         };
         let nodes = vec![NodeId(1), NodeId(2)];
-        assert_eq!(drain(&mut a), vec![
-            TransportEvent::Quorum(QuorumState {
-                quorate: true,
-                ring_id: ring,
-                nodes: nodes.clone()
-            }),
-            TransportEvent::ConfChg {
-                members: vec![a.local()],
-                joined: vec![],
-                left: vec![change(c.local(), Reason::NodeDown)],
-            },
-            TransportEvent::TotemConfChg { ring_id: ring, nodes },
-        ]);
+        assert_eq!(
+            drain(&mut a),
+            vec![
+                TransportEvent::Quorum(QuorumState {
+                    quorate: true,
+                    ring_id: ring,
+                    nodes: nodes.clone()
+                }),
+                TransportEvent::ConfChg {
+                    members: vec![a.local()],
+                    joined: vec![],
+                    left: vec![change(c.local(), Reason::NodeDown)],
+                },
+                TransportEvent::TotemConfChg {
+                    ring_id: ring,
+                    nodes
+                },
+            ]
+        );
         assert!(matches!(c.try_next_event(), Err(TransportError::Closed(_))));
-        assert_eq!(cluster.process(NodeId(3)).map(|_| ()), Err(SimError::NodeDown(NodeId(3))));
-        assert_eq!(cluster.crash_node(NodeId(3)), Err(SimError::NodeDown(NodeId(3))));
+        assert_eq!(
+            cluster.process(NodeId(3)).map(|_| ()),
+            Err(SimError::NodeDown(NodeId(3)))
+        );
+        assert_eq!(
+            cluster.crash_node(NodeId(3)),
+            Err(SimError::NodeDown(NodeId(3)))
+        );
     }
 
     #[test]
@@ -1757,7 +1831,10 @@ mod tests {
         cluster.crash_node(NodeId(2)).expect("crashed");
         cluster.restart_node(NodeId(2)).expect("restarted");
         let events = drain(&mut a);
-        assert!(confchgs(&events).is_empty(), "nobody of the group was on node 2");
+        assert!(
+            confchgs(&events).is_empty(),
+            "nobody of the group was on node 2"
+        );
         let seqs: Vec<u64> = events
             .iter()
             .filter_map(|e| match e {
@@ -1768,7 +1845,10 @@ mod tests {
         assert_eq!(seqs, vec![2, 3]);
         let mut b = join(&cluster, 2, &g);
         assert_eq!(confchgs(&drain(&mut b))[0].0, vec![a.local(), b.local()]);
-        assert_eq!(cluster.restart_node(NodeId(2)), Err(SimError::NodeAlreadyUp(NodeId(2))));
+        assert_eq!(
+            cluster.restart_node(NodeId(2)),
+            Err(SimError::NodeAlreadyUp(NodeId(2)))
+        );
     }
 
     #[test]
@@ -1785,24 +1865,39 @@ mod tests {
             .expect("partitioned");
         let majority = drain(&mut conns[0]);
         assert!(matches!(&majority[0], TransportEvent::Quorum(q) if q.quorate));
-        assert_eq!(confchgs(&majority), vec![(
-            vec![m[0], m[1]],
-            vec![],
-            vec![change(m[2], Reason::NodeDown)]
-        )]);
+        assert_eq!(
+            confchgs(&majority),
+            vec![(
+                vec![m[0], m[1]],
+                vec![],
+                vec![change(m[2], Reason::NodeDown)]
+            )]
+        );
         let minority = drain(&mut conns[2]);
         assert!(matches!(&minority[0], TransportEvent::Quorum(q) if !q.quorate));
-        assert_eq!(confchgs(&minority), vec![(
-            vec![m[2]],
-            vec![],
-            vec![change(m[0], Reason::NodeDown), change(m[1], Reason::NodeDown)]
-        )]);
+        assert_eq!(
+            confchgs(&minority),
+            vec![(
+                vec![m[2]],
+                vec![],
+                vec![
+                    change(m[0], Reason::NodeDown),
+                    change(m[1], Reason::NodeDown)
+                ]
+            )]
+        );
         drain(&mut conns[1]);
 
         conns[0].mcast(b"left side").expect("sent");
         conns[2].mcast(b"right side").expect("sent");
-        assert_eq!(delivered(&drain(&mut conns[1])), vec![(m[0], b"left side".to_vec())]);
-        assert_eq!(delivered(&drain(&mut conns[2])), vec![(m[2], b"right side".to_vec())]);
+        assert_eq!(
+            delivered(&drain(&mut conns[1])),
+            vec![(m[0], b"left side".to_vec())]
+        );
+        assert_eq!(
+            delivered(&drain(&mut conns[2])),
+            vec![(m[2], b"right side".to_vec())]
+        );
         drain(&mut conns[0]);
 
         cluster.heal();
@@ -1812,11 +1907,15 @@ mod tests {
             assert_eq!(changes.len(), 1, "one confchg per group at heal");
             assert_eq!(changes[0].0, m);
             let others: Vec<Member> = if i == 2 { vec![m[0], m[1]] } else { vec![m[2]] };
-            let expected: Vec<MemberChange> =
-                others.into_iter().map(|o| change(o, Reason::NodeUp)).collect();
+            let expected: Vec<MemberChange> = others
+                .into_iter()
+                .map(|o| change(o, Reason::NodeUp))
+                .collect();
             assert_eq!(changes[0].1, expected);
             assert!(matches!(events.first(), Some(TransportEvent::Quorum(q)) if q.quorate));
-            assert!(matches!(events.last(), Some(TransportEvent::TotemConfChg { nodes, .. }) if nodes.len() == 3));
+            assert!(
+                matches!(events.last(), Some(TransportEvent::TotemConfChg { nodes, .. }) if nodes.len() == 3)
+            );
         }
     }
 
@@ -1862,7 +1961,10 @@ mod tests {
             cluster.partition(&[&[NodeId(1), NodeId(2), NodeId(3), NodeId(9)]]),
             Err(SimError::UnknownNode(NodeId(9)))
         );
-        assert_eq!(cluster.crash_node(NodeId(0)), Err(SimError::UnknownNode(NodeId(0))));
+        assert_eq!(
+            cluster.crash_node(NodeId(0)),
+            Err(SimError::UnknownNode(NodeId(0)))
+        );
         assert!(cluster.process(NodeId(4)).is_err());
         assert_eq!(
             cluster.kill_process(Member::new(1, 1)),
@@ -1923,7 +2025,10 @@ mod tests {
         assert!(a.try_next_event().expect("open").is_some());
         assert_eq!(a.flow_control(), FlowControl::Disabled);
         a.mcast(b"3").expect("sent after reading");
-        let got: Vec<Vec<u8>> = delivered(&drain(&mut b)).into_iter().map(|(_, m)| m).collect();
+        let got: Vec<Vec<u8>> = delivered(&drain(&mut b))
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
         assert_eq!(got, vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
     }
 
@@ -1942,7 +2047,11 @@ mod tests {
         a.mcast(b"1").expect("sent");
         drain(&mut a);
         assert_eq!(a.mcast(b"2"), Err(TransportError::TryAgain));
-        assert_eq!(b.try_next_event(), Ok(None), "a paused member reads nothing");
+        assert_eq!(
+            b.try_next_event(),
+            Ok(None),
+            "a paused member reads nothing"
+        );
         cluster.resume_process(b.local()).expect("resumed");
         assert!(b.try_next_event().expect("open").is_some());
         a.mcast(b"2").expect("sent once the slow member caught up");
@@ -1970,10 +2079,13 @@ mod tests {
         // The reader may park before or after this send; either way it wakes.
         b.mcast(b"wake").expect("sent");
         let (_a, event) = reader.join().expect("reader thread");
-        assert_eq!(event, Ok(TransportEvent::Deliver {
-            from: b.local(),
-            bytes: b"wake".to_vec()
-        }));
+        assert_eq!(
+            event,
+            Ok(TransportEvent::Deliver {
+                from: b.local(),
+                bytes: b"wake".to_vec()
+            })
+        );
     }
 
     #[test]
@@ -2003,7 +2115,9 @@ mod tests {
                 assert_eq!(all, (1..=5).map(NodeId).collect::<Vec<_>>());
             }
         }
-        assert!(FaultPlan::schedule(1, 0, 10).iter().all(|f| *f == Fault::Heal));
+        assert!(FaultPlan::schedule(1, 0, 10)
+            .iter()
+            .all(|f| *f == Fault::Heal));
     }
 
     #[test]

@@ -140,7 +140,10 @@ fn a_joiner_gets_the_state_at_its_request_and_replays_what_followed() {
     for core in [&mut old, &mut joiner] {
         core.handle_message(a, register("late", 3));
     }
-    assert!(joiner.lookup("before").is_none(), "waiting members answer nothing yet");
+    assert!(
+        joiner.lookup("before").is_none(),
+        "waiting members answer nothing yet"
+    );
     for core in [&mut old, &mut joiner] {
         let cmds = core.handle_message(a, Inbound::Snapshot(snap.clone()));
         if core.local == j {
@@ -185,7 +188,9 @@ fn an_answer_overtaken_by_a_confchg_is_void_everywhere_and_the_joiner_asks_again
     cb.handle_confchg(&view2, &[], &gone);
     let ask2 = request_of(&cj.handle_confchg(&view2, &[], &gone)).expect("asks again");
     // The old answer (already in flight) lands first: void for both.
-    assert!(cj.handle_message(a, Inbound::Snapshot(from_a.clone())).is_empty());
+    assert!(cj
+        .handle_message(a, Inbound::Snapshot(from_a.clone()))
+        .is_empty());
     cb.handle_message(a, Inbound::Snapshot(from_a));
     assert!(!cj.is_synced());
     cj.handle_message(j, ask2.clone());
@@ -398,7 +403,10 @@ impl Harness {
     fn confchg(&mut self, view: &[Member], joined: &[MemberChange], left: &[MemberChange]) {
         let mut sends = Vec::new();
         for core in &mut self.cores {
-            sends.extend(outgoing(core.local, core.handle_confchg(view, joined, left)));
+            sends.extend(outgoing(
+                core.local,
+                core.handle_confchg(view, joined, left),
+            ));
         }
         self.pending.extend(sends);
     }
@@ -452,7 +460,10 @@ impl Harness {
             prop_assert_eq!(c.names(), synced[0].names());
             prop_assert_eq!(&c.sync, &synced[0].sync);
             for host in c.names().values() {
-                prop_assert!(c.view().contains(host), "a name lives on a member of the view");
+                prop_assert!(
+                    c.view().contains(host),
+                    "a name lives on a member of the view"
+                );
             }
         }
         Ok(())

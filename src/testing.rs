@@ -1,0 +1,416 @@
+//! The conformance agent: one group member driven by text lines.
+//!
+//! The conformance suite (`tests/conformance.rs`) runs the same scenarios
+//! on both backends. On the `sim` backend each agent is a task in the test
+//! process, fed through channels; on the real cluster each agent is a
+//! `cpg-agent` process in one node's network namespace, fed through its
+//! stdin and stdout. The scenarios only see lines, so they are the same code
+//! for both.
+//!
+//! Commands (one per line) and what the agent prints back:
+//!
+//! ```text
+//!  any mode   leave                 LEFT
+//!             metrics               METRICS delivered=N dropped=N try_again=N
+//!  raw        send N                SENT N          (N messages, TRY_AGAIN retried)
+//!             digest                DIGEST count hash   (of every delivery so far)
+//!             garbage N             SENT N          (N non-actix-cpg payloads)
+//!  group      register NAME         REGISTER NAME ok | REGISTER NAME taken OWNER
+//!             call NAME TEXT        CALL NAME ok TEXT | CALL NAME err ERROR
+//!             burst NAME N          BURST NAME N    (N ordered tells, all sent)
+//!             sink                  SINK count in_order
+//!  always     (on start)            READY node/pid
+//!             (on each confchg)     CONFCHG members=a,b joined=a:Join left=b:ProcDown
+//! ```
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::group::{Group, GroupConfig, GroupError, GroupEvent};
+use crate::remote::{Handlers, RemoteMessage};
+use crate::transport::{Connection, Member, MemberChange, TransportError, TransportEvent};
+
+/// Tells a burst keeps queued before awaiting the oldest.
+const BURST_PIPELINE: usize = 256;
+
+async fn next_outcome<F: std::future::Future>(pending: &mut VecDeque<F>) -> Option<F::Output> {
+    match pending.pop_front() {
+        Some(f) => Some(f.await),
+        None => None,
+    }
+}
+
+/// Messages a raw agent keeps in flight (sent, not yet delivered back).
+const RAW_WINDOW: u64 = 64;
+
+/// How an agent uses its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Straight on the transport: bytes, no envelope (a plain CPG client).
+    Raw,
+    /// Through the group runtime: registry and remote calls.
+    Group,
+}
+
+/// Asks the agent's `echo` actor to answer with the same text.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "String")]
+pub struct Echo(pub String);
+
+impl RemoteMessage for Echo {
+    const TYPE_TAG: &'static str = "actix-cpg.testing.Echo";
+}
+
+/// One numbered message of a burst; the sink checks the numbers ascend.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct Seq {
+    /// The sending member.
+    pub from: Member,
+    /// 0, 1, 2, … per sender.
+    pub n: u64,
+}
+
+impl RemoteMessage for Seq {
+    const TYPE_TAG: &'static str = "actix-cpg.testing.Seq";
+}
+
+#[derive(Default)]
+struct SinkStats {
+    count: u64,
+    in_order: bool,
+    next: HashMap<Member, u64>,
+}
+
+struct Endpoint {
+    stats: Rc<RefCell<SinkStats>>,
+}
+
+impl Actor for Endpoint {
+    type Context = Context<Self>;
+}
+
+impl Handler<Echo> for Endpoint {
+    type Result = String;
+    fn handle(&mut self, Echo(text): Echo, _: &mut Context<Self>) -> String {
+        text
+    }
+}
+
+impl Handler<Seq> for Endpoint {
+    type Result = ();
+    fn handle(&mut self, seq: Seq, _: &mut Context<Self>) {
+        let mut stats = self.stats.borrow_mut();
+        let expected = stats.next.entry(seq.from).or_insert(0);
+        let ok = seq.n == *expected;
+        *expected = seq.n + 1;
+        stats.in_order &= ok;
+        stats.count += 1;
+    }
+}
+
+fn member_list(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(Member::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn change_list(changes: &[MemberChange]) -> String {
+    changes
+        .iter()
+        .map(|c| format!("{}:{:?}", c.member, c.reason))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The line printed for a confchg.
+pub fn confchg_line(members: &[Member], joined: &[MemberChange], left: &[MemberChange]) -> String {
+    format!(
+        "CONFCHG members={} joined={} left={}",
+        member_list(members),
+        change_list(joined),
+        change_list(left)
+    )
+}
+
+/// Runs one agent until `leave` or the end of its input. Must run inside an
+/// actix system (group mode starts actors).
+pub async fn run<C: Connection>(
+    conn: C,
+    mode: Mode,
+    input: UnboundedReceiver<String>,
+    output: UnboundedSender<String>,
+) {
+    match mode {
+        Mode::Raw => run_raw(conn, input, output).await,
+        Mode::Group => {
+            if let Err(e) = run_group(conn, input, output.clone()).await {
+                let _ = output.send(format!("ERROR {e}"));
+            }
+        }
+    }
+}
+
+struct Digest {
+    count: u64,
+    hash: u64,
+}
+
+impl Digest {
+    fn add(&mut self, from: Member, bytes: &[u8]) {
+        // FNV-1a over (node, pid, bytes) of every delivery in order.
+        let mut h = self.hash;
+        let parts = [
+            &from.node.0.to_le_bytes()[..],
+            &from.pid.to_le_bytes(),
+            bytes,
+        ];
+        for part in parts {
+            for b in part {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        self.hash = h;
+        self.count += 1;
+    }
+}
+
+async fn run_raw<C: Connection>(
+    mut conn: C,
+    mut input: UnboundedReceiver<String>,
+    output: UnboundedSender<String>,
+) {
+    let say = |line: String| {
+        let _ = output.send(line);
+    };
+    let local = conn.local();
+    let mut digest = Digest {
+        count: 0,
+        hash: 0xcbf2_9ce4_8422_2325,
+    };
+    let mut ready = false;
+    let mut outbound: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut sent_report: VecDeque<(usize, u64)> = VecDeque::new();
+    let mut sent_total = 0u64;
+    let mut try_again = 0u64;
+    let mut next_seq = 0u64;
+    let mut input_open = true;
+    let mut own_delivered = 0u64;
+    loop {
+        // Send what we can; stop at TRY_AGAIN and retry after dispatching.
+        // Like the group runtime, keep at most RAW_WINDOW messages in flight
+        // so the daemon never queues without bound.
+        while let Some(bytes) = outbound.front() {
+            if sent_total - own_delivered >= RAW_WINDOW {
+                break;
+            }
+            match conn.mcast(bytes) {
+                Ok(()) => {
+                    outbound.pop_front();
+                    sent_total += 1;
+                }
+                Err(TransportError::TryAgain) => {
+                    try_again += 1;
+                    break;
+                }
+                Err(e) => {
+                    say(format!("ERROR {e}"));
+                    return;
+                }
+            }
+        }
+        while let Some((n, at)) = sent_report.front() {
+            if sent_total >= *at {
+                say(format!("SENT {n}"));
+                sent_report.pop_front();
+            } else {
+                break;
+            }
+        }
+        let blocked = !outbound.is_empty() && sent_total - own_delivered < RAW_WINDOW;
+        tokio::select! {
+            event = crate::transport::next_event(&mut conn) => match event {
+                Ok(TransportEvent::Deliver { from, bytes }) => {
+                    if from == local {
+                        own_delivered += 1;
+                    }
+                    digest.add(from, &bytes);
+                }
+                Ok(TransportEvent::ConfChg { members, joined, left }) => {
+                    if !ready && members.contains(&local) {
+                        ready = true;
+                        say(format!("READY {local}"));
+                    }
+                    say(confchg_line(&members, &joined, &left));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    say(format!("CLOSED {e}"));
+                    return;
+                }
+            },
+            _ = tokio::time::sleep(Duration::from_millis(1)), if blocked => {}
+            line = input.recv(), if input_open => {
+                let Some(line) = line else {
+                    input_open = false;
+                    continue;
+                };
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["send", n] => {
+                        let n: usize = n.parse().unwrap_or(0);
+                        for _ in 0..n {
+                            outbound.push_back(format!("{local}#{next_seq}").into_bytes());
+                            next_seq += 1;
+                        }
+                        sent_report.push_back((n, sent_total + outbound.len() as u64));
+                    }
+                    ["garbage", n] => {
+                        let n: usize = n.parse().unwrap_or(0);
+                        for i in 0..n {
+                            // Some look almost right: magic, then a bad version or body.
+                            let bytes = match i % 3 {
+                                0 => vec![0xde, 0xad, 0xbe, 0xef, i as u8],
+                                1 => b"ACPG\x63\x01\0\0garbage".to_vec(),
+                                _ => b"ACPG\x01\x02\0\0\xff\xff\xff\xff\xff\xff\xff\x7f".to_vec(),
+                            };
+                            outbound.push_back(bytes);
+                        }
+                        sent_report.push_back((n, sent_total + outbound.len() as u64));
+                    }
+                    ["digest"] => say(format!("DIGEST {} {:016x}", digest.count, digest.hash)),
+                    ["metrics"] => say(format!("METRICS delivered={} dropped=0 try_again={try_again}", digest.count)),
+                    ["leave"] => {
+                        let _ = conn.leave();
+                        say("LEFT".into());
+                        return;
+                    }
+                    _ => say(format!("ERROR unknown command {line:?}")),
+                }
+            }
+        }
+        if !input_open && outbound.is_empty() {
+            return;
+        }
+    }
+}
+
+async fn run_group<C: Connection>(
+    conn: C,
+    mut input: UnboundedReceiver<String>,
+    output: UnboundedSender<String>,
+) -> Result<(), GroupError> {
+    let group = Group::start(conn, GroupConfig::default()).await?;
+    let mut events = group.subscribe();
+    let say = {
+        let output = output.clone();
+        move |line: String| {
+            let _ = output.send(line);
+        }
+    };
+    say(format!("READY {}", group.local()));
+    let members = group.members().await?;
+    say(confchg_line(&members, &[], &[]));
+    let stats = Rc::new(RefCell::new(SinkStats {
+        in_order: true,
+        ..SinkStats::default()
+    }));
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(GroupEvent::ViewChanged { members, joined, left }) => {
+                    say(confchg_line(&members, &joined, &left));
+                }
+                Ok(GroupEvent::Closed { error }) => {
+                    say(format!("CLOSED {error}"));
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    say(format!("ERROR missed {n} events"));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            line = input.recv() => {
+                let Some(line) = line else { return Ok(()) };
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["register", name] => {
+                        let endpoint = Endpoint { stats: stats.clone() }.start();
+                        let handlers = Handlers::new(endpoint).with::<Echo>().with::<Seq>();
+                        match group.register(name, handlers).await {
+                            Ok(()) => say(format!("REGISTER {name} ok")),
+                            Err(GroupError::NameTaken { owner, .. }) => {
+                                say(format!("REGISTER {name} taken {owner}"))
+                            }
+                            Err(e) => say(format!("REGISTER {name} err {e}")),
+                        }
+                    }
+                    ["call", name, text] => {
+                        match group.remote::<Echo>(name).send(Echo((*text).to_owned())).await {
+                            Ok(reply) => say(format!("CALL {name} ok {reply}")),
+                            Err(e) => say(format!("CALL {name} err {e}")),
+                        }
+                    }
+                    ["burst", name, n] => {
+                        let n: u64 = n.parse().unwrap_or(0);
+                        let target = group.remote::<Seq>(name);
+                        let from = group.local();
+                        // Pipelined: tells are queued in call order, so up to
+                        // BURST_PIPELINE of them can be in the air at once.
+                        let mut pending = VecDeque::new();
+                        let mut failed = None;
+                        for i in 0..n {
+                            pending.push_back(target.tell(Seq { from, n: i }));
+                            if pending.len() >= BURST_PIPELINE {
+                                if let Some(Err(e)) = next_outcome(&mut pending).await {
+                                    failed = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                        while failed.is_none() {
+                            match next_outcome(&mut pending).await {
+                                Some(Err(e)) => failed = Some(e),
+                                Some(Ok(())) => {}
+                                None => break,
+                            }
+                        }
+                        match failed {
+                            None => say(format!("BURST {name} {n}")),
+                            Some(e) => say(format!("BURST {name} err {e}")),
+                        }
+                    }
+                    ["sink"] => {
+                        let s = stats.borrow();
+                        say(format!("SINK {} {}", s.count, s.in_order));
+                    }
+                    ["metrics"] => {
+                        let m = group.metrics();
+                        say(format!(
+                            "METRICS delivered={} dropped={} try_again={}",
+                            m.delivered,
+                            m.dropped(),
+                            m.try_again
+                        ));
+                    }
+                    ["leave"] => {
+                        group.leave().await?;
+                        say("LEFT".into());
+                        return Ok(());
+                    }
+                    _ => say(format!("ERROR unknown command {line:?}")),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! One conformance suite, two backends.
+//!
+//! Every scenario is written once against [`Backend`] and runs twice: on the
+//! in-process `sim` cluster (always), and on the real 3-node corosync
+//! cluster (with `--features corosync` and `ACPG_CLUSTER=1`, which
+//! `scripts/test.sh` sets after `scripts/cluster.sh up`). Members are
+//! conformance agents (`actix_cpg::testing`) driven by text lines: tasks in
+//! this process on `sim`, `cpg-agent` processes in the nodes' network
+//! namespaces on corosync.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use actix_cpg::testing::Mode;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// Long enough for NODEDOWN (token 1000 ms ⇒ about 3.5 s) and a merge.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One running member.
+struct Agent {
+    member: String,
+    tx: UnboundedSender<String>,
+    rx: UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Agent {
+    async fn start(tx: UnboundedSender<String>, rx: UnboundedReceiver<String>) -> Agent {
+        let mut agent = Agent {
+            member: String::new(),
+            tx,
+            rx,
+            seen: Vec::new(),
+        };
+        let ready = agent.expect("READY ").await;
+        agent.member = ready["READY ".len()..].to_owned();
+        agent
+    }
+
+    fn cmd(&self, line: &str) {
+        self.tx
+            .send(line.to_owned())
+            .unwrap_or_else(|_| panic!("agent {} is gone", self.member));
+    }
+
+    /// The next line (after those already matched) that satisfies `pred`.
+    async fn expect_where(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with("ERROR") {
+                        panic!("agent {} reported {line:?}", self.member);
+                    }
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!(
+                    "agent {} ended while waiting for {what}; it said {:?}",
+                    self.member, self.seen
+                ),
+                Err(_) => panic!(
+                    "agent {} did not say {what} within {WAIT:?}; it said {:?}",
+                    self.member, self.seen
+                ),
+            }
+        }
+    }
+
+    async fn expect(&mut self, prefix: &str) -> String {
+        self.expect_where(prefix, |l| l.starts_with(prefix)).await
+    }
+
+    /// Waits for a confchg whose view has `n` members.
+    async fn expect_view_of(&mut self, n: usize) -> String {
+        self.expect_where(&format!("a view of {n}"), |l| {
+            l.starts_with("CONFCHG") && view_size(l) == n
+        })
+        .await
+    }
+
+    /// Asks for the digest until `count` deliveries are in.
+    async fn digest_at(&mut self, count: u64) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            self.cmd("digest");
+            let line = self.expect("DIGEST").await;
+            let got: u64 = line
+                .split(' ')
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            assert!(got <= count, "{} delivered {got} > {count}", self.member);
+            if got == count {
+                return line;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} stuck at {got} of {count} deliveries",
+                self.member
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asks `cmd` until its answer satisfies `pred`.
+    async fn poll(&mut self, cmd: &str, prefix: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            self.cmd(cmd);
+            let line = self.expect(prefix).await;
+            if pred(&line) {
+                return line;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never satisfied {cmd:?}; last {line:?}",
+                self.member
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn view_size(confchg: &str) -> usize {
+    confchg
+        .split(' ')
+        .find_map(|w| w.strip_prefix("members="))
+        .map(|m| m.split(',').filter(|s| !s.is_empty()).count())
+        .unwrap_or(0)
+}
+
+fn metric(line: &str, key: &str) -> u64 {
+    line.split(' ')
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Where the members run.
+trait Backend {
+    /// Whether this backend's flow control is tight enough that a burst
+    /// must meet `TRY_AGAIN` (the sim is configured so; a real daemon rarely
+    /// says it for small messages).
+    const FORCES_TRY_AGAIN: bool;
+
+    async fn spawn(&mut self, node: u32, group: &str, mode: Mode) -> Agent;
+    async fn kill(&mut self, agent: &Agent);
+    async fn cut(&mut self, node: u32);
+    async fn restore(&mut self, node: u32);
+}
+
+fn unique_group(scenario: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "acpg-conf-{scenario}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Starts agents on `nodes` one by one, each waiting until every earlier
+/// one sees it, so no message is sent before the whole view exists.
+async fn spawn_all<B: Backend>(b: &mut B, group: &str, mode: Mode, nodes: &[u32]) -> Vec<Agent> {
+    let mut agents: Vec<Agent> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut agent = b.spawn(*node, group, mode).await;
+        agent.expect_view_of(i + 1).await;
+        for a in &mut agents {
+            a.expect_view_of(i + 1).await;
+        }
+        agents.push(agent);
+    }
+    agents
+}
+
+// ---- scenarios --------------------------------------------------------------
+
+/// Three members each send 1,000 messages at once; all three record the
+/// same delivery sequence.
+async fn total_order<B: Backend>(b: &mut B) {
+    let group = unique_group("order");
+    let mut agents = spawn_all(b, &group, Mode::Raw, &[1, 2, 3]).await;
+    for a in &agents {
+        a.cmd("send 1000");
+    }
+    for a in &mut agents {
+        a.expect("SENT 1000").await;
+    }
+    let mut digests = Vec::new();
+    for a in &mut agents {
+        digests.push(a.digest_at(3000).await);
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "members 1 and 2 saw different orders"
+    );
+    assert_eq!(
+        digests[0], digests[2],
+        "members 1 and 3 saw different orders"
+    );
+}
+
+/// A lone member receives its own message, attributed to itself.
+async fn self_delivery<B: Backend>(b: &mut B) {
+    let group = unique_group("self");
+    let mut a = b.spawn(1, &group, Mode::Raw).await;
+    a.expect_view_of(1).await;
+    a.cmd("send 1");
+    a.expect("SENT 1").await;
+    let line = a.digest_at(1).await;
+    // FNV-1a of (node, pid, "<member>#0"), as the agent computes it.
+    let (node, pid) = a.member.split_once('/').expect("node/pid");
+    let node: u32 = node.trim_start_matches("node").parse().expect("node id");
+    let pid: u32 = pid.parse().expect("pid");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let payload = format!("{}#0", a.member);
+    for b in node
+        .to_le_bytes()
+        .iter()
+        .chain(pid.to_le_bytes().iter())
+        .chain(payload.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    assert_eq!(line, format!("DIGEST 1 {h:016x}"));
+}
+
+/// JOIN, LEAVE and PROCDOWN, each seen with its reason by the survivor.
+async fn join_leave_procdown<B: Backend>(b: &mut B) {
+    let group = unique_group("reasons");
+    let mut a = b.spawn(1, &group, Mode::Raw).await;
+    a.expect_view_of(1).await;
+
+    let mut x = b.spawn(2, &group, Mode::Raw).await;
+    a.expect(&format!(
+        "CONFCHG members={},{} joined={}:Join",
+        a.member, x.member, x.member
+    ))
+    .await;
+    x.cmd("leave");
+    x.expect("LEFT").await;
+    a.expect(&format!(
+        "CONFCHG members={} joined= left={}:Leave",
+        a.member, x.member
+    ))
+    .await;
+
+    let y = b.spawn(3, &group, Mode::Raw).await;
+    a.expect(&format!(
+        "CONFCHG members={},{} joined={}:Join",
+        a.member, y.member, y.member
+    ))
+    .await;
+    b.kill(&y).await;
+    a.expect(&format!(
+        "CONFCHG members={} joined= left={}:ProcDown",
+        a.member, y.member
+    ))
+    .await;
+}
+
+/// A node cut off: NODEDOWN on both sides; restored: NODEUP.
+async fn nodedown_nodeup<B: Backend>(b: &mut B) {
+    let group = unique_group("node");
+    let mut agents = spawn_all(b, &group, Mode::Raw, &[1, 3]).await;
+    let (a_member, c_member) = (agents[0].member.clone(), agents[1].member.clone());
+    b.cut(3).await;
+    agents[0]
+        .expect(&format!(
+            "CONFCHG members={a_member} joined= left={c_member}:NodeDown"
+        ))
+        .await;
+    agents[1]
+        .expect(&format!(
+            "CONFCHG members={c_member} joined= left={a_member}:NodeDown"
+        ))
+        .await;
+    b.restore(3).await;
+    agents[0]
+        .expect(&format!(
+            "CONFCHG members={a_member},{c_member} joined={c_member}:NodeUp"
+        ))
+        .await;
+    agents[1]
+        .expect(&format!(
+            "CONFCHG members={a_member},{c_member} joined={a_member}:NodeUp"
+        ))
+        .await;
+}
+
+/// Three members register the same name at once: exactly one wins, and the
+/// others are told who.
+async fn registry_race<B: Backend>(b: &mut B) {
+    let group = unique_group("race");
+    let mut agents = spawn_all(b, &group, Mode::Group, &[1, 2, 3]).await;
+    for a in &agents {
+        a.cmd("register shared");
+    }
+    let mut winners = Vec::new();
+    let mut owners = Vec::new();
+    for a in &mut agents {
+        let line = a.expect("REGISTER shared").await;
+        if line == "REGISTER shared ok" {
+            winners.push(a.member.clone());
+        } else {
+            let owner = line
+                .strip_prefix("REGISTER shared taken ")
+                .expect("ok or taken");
+            owners.push(owner.to_owned());
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one registration wins");
+    assert!(
+        owners.iter().all(|o| *o == winners[0]),
+        "losers name the winner"
+    );
+}
+
+/// A typed call and its reply; a late joiner knows the name (state
+/// transfer); after the host leaves the name is gone.
+async fn remote_call<B: Backend>(b: &mut B) {
+    let group = unique_group("call");
+    let mut host = b.spawn(1, &group, Mode::Group).await;
+    host.cmd("register echo");
+    host.expect("REGISTER echo ok").await;
+    let mut caller = b.spawn(2, &group, Mode::Group).await;
+    caller.cmd("call echo hello");
+    caller.expect("CALL echo ok hello").await;
+    host.cmd("leave");
+    host.expect("LEFT").await;
+    caller.expect_view_of(1).await;
+    caller.cmd("call echo again");
+    let line = caller.expect("CALL echo").await;
+    assert!(
+        line.starts_with("CALL echo err no actor registered"),
+        "{line}"
+    );
+}
+
+/// 100,000 messages from one member arrive completely and in order.
+async fn burst<B: Backend>(b: &mut B) {
+    let group = unique_group("burst");
+    let mut agents = spawn_all(b, &group, Mode::Group, &[1, 2]).await;
+    agents[0].cmd("register sink");
+    agents[0].expect("REGISTER sink ok").await;
+    agents[1].cmd("burst sink 100000");
+    agents[1].expect("BURST sink 100000").await;
+    agents[0]
+        .poll("sink", "SINK", |l| l.starts_with("SINK 100000"))
+        .await;
+    agents[0].cmd("sink");
+    assert_eq!(agents[0].expect("SINK").await, "SINK 100000 true");
+    agents[1].cmd("metrics");
+    let metrics = agents[1].expect("METRICS").await;
+    println!("sender after the burst: {metrics}");
+    if B::FORCES_TRY_AGAIN {
+        assert!(
+            metrics_try_again(&metrics) > 0,
+            "TRY_AGAIN was exercised: {metrics}"
+        );
+    }
+}
+
+fn metrics_try_again(line: &str) -> u64 {
+    metric(line, "try_again")
+}
+
+/// A plain CPG client multicasts garbage into the group: every member drops
+/// and counts it, and the group keeps working.
+async fn garbage_is_dropped_and_counted<B: Backend>(b: &mut B) {
+    let group = unique_group("garbage");
+    let mut agents = spawn_all(b, &group, Mode::Group, &[1, 2]).await;
+    agents[0].cmd("register echo");
+    agents[0].expect("REGISTER echo ok").await;
+    let mut raw = b.spawn(3, &group, Mode::Raw).await;
+    raw.expect_view_of(3).await;
+    raw.cmd("garbage 30");
+    raw.expect("SENT 30").await;
+    for a in &mut agents {
+        a.poll("metrics", "METRICS", |l| metric(l, "dropped") >= 30)
+            .await;
+    }
+    agents[1].cmd("call echo still-working");
+    agents[1].expect("CALL echo ok still-working").await;
+}
+
+// ---- backends ---------------------------------------------------------------
+
+mod sim_backend {
+    use super::*;
+    use actix_cpg::transport::sim::{SimCluster, SimProcess};
+    use actix_cpg::{NodeId, Transport};
+
+    pub struct Sim {
+        cluster: SimCluster,
+        processes: Vec<SimProcess>,
+    }
+
+    impl Sim {
+        pub fn new() -> Sim {
+            Sim {
+                // Tighter than the group runtime's window, so a burst meets
+                // TRY_AGAIN.
+                cluster: SimCluster::builder(3).max_backlog(16).build(),
+                processes: Vec::new(),
+            }
+        }
+    }
+
+    impl Backend for Sim {
+        const FORCES_TRY_AGAIN: bool = true;
+
+        async fn spawn(&mut self, node: u32, group: &str, mode: Mode) -> Agent {
+            let process = self.cluster.process(NodeId(node)).expect("node is up");
+            let name = actix_cpg::GroupName::new(group).expect("valid name");
+            let conn = process.join(&name).expect("join");
+            self.processes.push(process);
+            let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+            actix::spawn(actix_cpg::testing::run(conn, mode, in_rx, out_tx));
+            Agent::start(in_tx, out_rx).await
+        }
+
+        async fn kill(&mut self, agent: &Agent) {
+            let p = self
+                .processes
+                .iter()
+                .find(|p| p.member().to_string() == agent.member)
+                .expect("agent's process");
+            p.kill().expect("kill");
+        }
+
+        async fn cut(&mut self, node: u32) {
+            let others: Vec<NodeId> = (1..=3).filter(|n| *n != node).map(NodeId).collect();
+            self.cluster
+                .partition(&[&others, &[NodeId(node)]])
+                .expect("partition");
+        }
+
+        async fn restore(&mut self, _node: u32) {
+            self.cluster.heal();
+        }
+    }
+}
+
+#[cfg(feature = "corosync")]
+mod corosync_backend {
+    use super::*;
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// The real cluster is shared: one scenario at a time.
+    static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    pub struct Real {
+        children: Vec<(String, tokio::process::Child)>,
+        cut: Vec<u32>,
+        _exclusive: std::sync::MutexGuard<'static, ()>,
+    }
+
+    fn cluster_script() -> String {
+        format!("{}/scripts/cluster.sh", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    impl Real {
+        /// The real backend, or `None` (with a note) when no cluster is up.
+        pub fn new() -> Option<Real> {
+            if std::env::var("ACPG_CLUSTER").as_deref() != Ok("1") {
+                println!("skipped: no cluster (set ACPG_CLUSTER=1 after scripts/cluster.sh up)");
+                return None;
+            }
+            let guard = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+            let status = std::process::Command::new("bash")
+                .arg(cluster_script())
+                .arg("status")
+                .stdout(Stdio::null())
+                .status()
+                .expect("run cluster.sh status");
+            assert!(
+                status.success(),
+                "ACPG_CLUSTER=1 but the cluster is not healthy"
+            );
+            Some(Real {
+                children: Vec::new(),
+                cut: Vec::new(),
+                _exclusive: guard,
+            })
+        }
+
+        fn script(&self, args: &[&str]) {
+            let status = std::process::Command::new("bash")
+                .arg(cluster_script())
+                .args(args)
+                .status()
+                .expect("run cluster.sh");
+            assert!(status.success(), "cluster.sh {args:?} failed");
+        }
+    }
+
+    impl Drop for Real {
+        fn drop(&mut self) {
+            for (_, child) in &mut self.children {
+                let _ = child.start_kill();
+            }
+            for node in std::mem::take(&mut self.cut) {
+                let _ = std::process::Command::new("bash")
+                    .arg(cluster_script())
+                    .args(["restore", &node.to_string()])
+                    .status();
+            }
+        }
+    }
+
+    impl Backend for Real {
+        const FORCES_TRY_AGAIN: bool = false;
+
+        async fn spawn(&mut self, node: u32, group: &str, mode: Mode) -> Agent {
+            let mode = match mode {
+                Mode::Raw => "raw",
+                Mode::Group => "group",
+            };
+            let mut child = tokio::process::Command::new("ip")
+                .args(["netns", "exec", &format!("acpg-n{node}")])
+                .arg(env!("CARGO_BIN_EXE_cpg-agent"))
+                .args([group, mode])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start cpg-agent");
+            let mut stdin = child.stdin.take().expect("stdin");
+            let stdout = child.stdout.take().expect("stdout");
+            let (in_tx, mut in_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Some(line) = in_rx.recv().await {
+                    if stdin
+                        .write_all(format!("{line}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if out_tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let agent = Agent::start(in_tx, out_rx).await;
+            self.children.push((agent.member.clone(), child));
+            agent
+        }
+
+        async fn kill(&mut self, agent: &Agent) {
+            let (_, child) = self
+                .children
+                .iter_mut()
+                .find(|(m, _)| *m == agent.member)
+                .expect("agent's process");
+            child.start_kill().expect("SIGKILL the agent");
+            let _ = child.wait().await;
+        }
+
+        async fn cut(&mut self, node: u32) {
+            self.script(&["cut", &node.to_string()]);
+            self.cut.push(node);
+        }
+
+        async fn restore(&mut self, node: u32) {
+            self.script(&["restore", &node.to_string()]);
+            self.cut.retain(|n| *n != node);
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod on_sim {
+            $(
+                #[actix_rt::test]
+                async fn $scenario() {
+                    super::$scenario(&mut super::sim_backend::Sim::new()).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "corosync")]
+        mod on_corosync {
+            $(
+                #[actix_rt::test]
+                async fn $scenario() {
+                    if let Some(mut real) = super::corosync_backend::Real::new() {
+                        super::$scenario(&mut real).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    total_order,
+    self_delivery,
+    join_leave_procdown,
+    nodedown_nodeup,
+    registry_race,
+    remote_call,
+    burst,
+    garbage_is_dropped_and_counted,
+);
