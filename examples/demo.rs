@@ -202,7 +202,7 @@ async fn sim_demo() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("\n-- 2. every member registers its counter; all three race for \"journal\"");
-    let racers: Vec<_> = groups.iter().map(|g| register_and_talk(g)).collect();
+    let racers: Vec<_> = groups.iter().map(register_and_talk).collect();
     for result in futures::future::join_all(racers).await {
         result?;
     }

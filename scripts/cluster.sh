@@ -97,6 +97,7 @@ ensure_packages() {
         command -v "$c" >/dev/null 2>&1 || missing+=("(command $c)")
     done
     if [[ ${#missing[@]} -eq 0 ]]; then
+        warn_root_corosync
         return 0
     fi
     log "missing: ${missing[*]}; installing with apt-get"
@@ -104,6 +105,18 @@ ensure_packages() {
     apt-get update
     apt-get install -y "${PACKAGES[@]}"
     stop_distro_corosync
+}
+
+# A corosync in the root namespace does not disturb this cluster (other
+# network namespace), and this script did not start it: only mention it.
+warn_root_corosync() {
+    local root_ns pid
+    root_ns=$(readlink /proc/self/ns/net)
+    for pid in $(pgrep -x corosync || true); do
+        if [[ $(readlink "/proc/$pid/ns/net" 2>/dev/null || true) == "$root_ns" ]]; then
+            log "note: a corosync (pid $pid) runs in the root namespace; it is not part of this cluster"
+        fi
+    done
 }
 
 # The package's own service may start a corosync in the root namespace right

@@ -18,7 +18,7 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::group::{CallError, Group, RemoteFailure};
+use crate::group::{CallError, CallOutcome, Group, RemoteFailure};
 use crate::wire::Codec;
 
 /// An actix message that can cross the group.
@@ -204,7 +204,7 @@ where
         &self,
         msg: &M,
         want_reply: bool,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<Option<Vec<u8>>, CallError>>, CallError> {
+    ) -> Result<tokio::sync::oneshot::Receiver<CallOutcome>, CallError> {
         let payload = self
             .group
             .codec()

@@ -22,6 +22,9 @@ use self::runtime::{GroupActor, Op};
 use crate::remote::{Handlers, RemoteAddr, RemoteMessage};
 use crate::transport::{Connection, GroupName, Member, MemberChange, Reason, TransportError};
 
+/// The outcome of a queued call: the encoded reply (`None` for a tell).
+pub(crate) type CallOutcome = Result<Option<Vec<u8>>, CallError>;
+
 /// Tuning of one group member.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
@@ -300,7 +303,7 @@ impl Group {
         type_tag: &'static str,
         payload: Vec<u8>,
         want_reply: bool,
-    ) -> Result<oneshot::Receiver<Result<Option<Vec<u8>>, CallError>>, CallError> {
+    ) -> Result<oneshot::Receiver<CallOutcome>, CallError> {
         let (tx, rx) = oneshot::channel();
         self.op(Op::Call {
             target,

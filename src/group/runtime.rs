@@ -28,7 +28,7 @@ use tracing::{debug, error, warn};
 use super::core::{Command, GroupCore, Inbound, Outgoing};
 use super::messages::{RegistryOp, RemoteFailure, Reply, Request, Snapshot, SyncRequest};
 use super::metrics::GroupMetrics;
-use super::{CallError, GroupConfig, GroupError, GroupEvent, NameDropReason};
+use super::{CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason};
 use crate::remote::Endpoint;
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
 use crate::wire::{Codec, Kind};
@@ -40,6 +40,7 @@ const EVENT_BUDGET: usize = 256;
 const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
 
 type Done<T> = oneshot::Sender<T>;
+type Registering = (String, Option<Done<Result<(), GroupError>>>);
 
 /// A request from a [`super::Group`] handle.
 pub(crate) enum Op {
@@ -67,7 +68,7 @@ pub(crate) enum Op {
         type_tag: &'static str,
         payload: Vec<u8>,
         want_reply: bool,
-        done: Done<Result<Option<Vec<u8>>, CallError>>,
+        done: Done<CallOutcome>,
     },
     Leave {
         done: Done<Result<(), GroupError>>,
@@ -79,7 +80,7 @@ enum OnSent {
     Nothing,
     Resolve(Done<Result<(), GroupError>>),
     /// A fire-and-forget call: resolve it now.
-    Told(Done<Result<Option<Vec<u8>>, CallError>>),
+    Told(Done<CallOutcome>),
     /// A call awaiting a reply: only a send failure ends it here.
     Awaiting(u64),
     /// A registration: only a send failure ends it here.
@@ -104,8 +105,9 @@ pub(crate) struct GroupActor {
     in_flight: usize,
     blocked_by_flow_control: bool,
     endpoints: HashMap<String, Endpoint>,
-    registering: HashMap<u64, (String, Option<Done<Result<(), GroupError>>>)>,
-    calls: HashMap<u64, Done<Result<Option<Vec<u8>>, CallError>>>,
+    /// Registrations in flight by token; `None` for a re-claim after a merge.
+    registering: HashMap<u64, Registering>,
+    calls: HashMap<u64, Done<CallOutcome>>,
     next_id: u64,
     leaving: Option<Done<Result<(), GroupError>>>,
     pump_waker: Option<std::task::Waker>,

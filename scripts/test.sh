@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine, as root:
+#   - installs what it needs (corosync and its client libraries, by apt-get),
+#   - starts the real 3-node corosync cluster (scripts/cluster.sh up),
+#   - checks formatting and lints, runs every test (sim and real cluster),
+#     the demo on both backends, and a short smoke run of the benches,
+#   - stops the cluster and removes its namespaces, whatever happened.
+#
+# Usage: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh: run as root (it creates network namespaces and starts corosync)" >&2
+    exit 1
+fi
+
+step() { printf '\n=== %s\n' "$*"; }
+
+cleanup() {
+    step "stopping the test cluster"
+    bash scripts/cluster.sh down || true
+}
+trap cleanup EXIT
+
+step "starting the 3-node corosync test cluster (installs packages if missing)"
+bash scripts/cluster.sh up
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets --all-features -- -D warnings"
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "tests: sim backend and the real cluster"
+ACPG_CLUSTER=1 cargo test --all-features
+
+step "demo on the sim backend"
+cargo run --example demo
+
+step "demo on the real cluster"
+cargo run --features corosync --example demo -- --corosync
+
+step "cluster still healthy after the suite"
+bash scripts/cluster.sh status
