@@ -564,7 +564,8 @@ cmd_wait_members() {
     local k=${1:-} n=${2:-1}
     [[ $k =~ ^[0-9]+$ ]] || die "wait-members needs a node count (got '$k')"
     check_node "$n"
-    wait_for "$WAIT_TIMEOUT" "node $n sees $k node(s)" node_sees "$n" "$k"
+    wait_for "$WAIT_TIMEOUT" "node $n sees $k node(s)" node_sees "$n" "$k" ||
+        die "node $n did not see $k node(s) within ${WAIT_TIMEOUT}s"
 }
 
 main() {

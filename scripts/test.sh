@@ -3,7 +3,7 @@
 #   - installs what it needs (corosync and its client libraries, by apt-get),
 #   - starts the real 3-node corosync cluster (scripts/cluster.sh up),
 #   - checks formatting and lints, runs every test (sim and real cluster),
-#     the demo on both backends, and a short smoke run of the benches,
+#     and the demo on both backends,
 #   - stops the cluster and removes its namespaces, whatever happened.
 #
 # Usage: bash scripts/test.sh

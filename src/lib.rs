@@ -1,5 +1,87 @@
-//! actix-cpg: an actix actor registry, supervision tree and replicated state
-//! spread across every process of a Corosync CPG (closed process group).
+//! actix-cpg: an actix actor registry spread across every process of a
+//! Corosync CPG (closed process group).
+//!
+//! # The model
+//!
+//! CPG gives *virtual synchrony*: every member of a group sees the same
+//! sequence of events — messages in one total (agreed) order, and
+//! membership changes (with a reason: `Join`, `Leave`, `NodeDown`, `NodeUp`,
+//! `ProcDown`) at the same position among them. Any state that is a pure
+//! function of that stream is identical on every member without any extra
+//! coordination. actix-cpg builds on that one fact:
+//!
+//! - a group is an **actor registry**: registering a name is an ordered
+//!   event, and the first registration of a name in the order wins on every
+//!   member; names of a member that leaves vanish everywhere at the same
+//!   point of the stream;
+//! - a [`RemoteAddr`] sends a typed actix message (serde + bincode) to a
+//!   named actor wherever it runs, and awaits its reply;
+//! - a member that joins late gets the registry as it stood at its request's
+//!   position in the order, then replays what followed.
+//!
+//! ```text
+//!  examples/ tests/              users
+//!  group (registry, calls)       Group, RemoteAddr, Handlers   (actix runtime
+//!                                 over a pure decision core)
+//!  wire                          versioned envelope, bincode, size limits
+//!  transport                     Connection trait: `corosync` | `sim`
+//! ```
+//!
+//! The [`transport::sim`] backend is an in-process cluster with the same
+//! semantics (and fault injection); the `corosync` feature adds
+//! [`transport::corosync`], the real thing.
+//!
+//! # Example
+//!
+//! Two processes of a simulated cluster: one hosts a counter under a
+//! group-wide name, the other calls it.
+//!
+//! ```
+//! use actix::prelude::*;
+//! use actix_cpg::transport::sim::SimCluster;
+//! use actix_cpg::{Group, GroupConfig, GroupName, Handlers, NodeId, RemoteMessage, Transport};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Message, Serialize, Deserialize)]
+//! #[rtype(result = "u64")]
+//! struct Add(u64);
+//!
+//! impl RemoteMessage for Add {
+//!     const TYPE_TAG: &'static str = "doc.Add";
+//! }
+//!
+//! #[derive(Default)]
+//! struct Counter(u64);
+//!
+//! impl Actor for Counter {
+//!     type Context = Context<Self>;
+//! }
+//!
+//! impl Handler<Add> for Counter {
+//!     type Result = u64;
+//!     fn handle(&mut self, Add(n): Add, _: &mut Context<Self>) -> u64 {
+//!         self.0 += n;
+//!         self.0
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! actix::System::new().block_on(async {
+//!     let cluster = SimCluster::new(2);
+//!     let name = GroupName::new("counters")?;
+//!     let a = Group::start(cluster.process(NodeId(1))?.join(&name)?, GroupConfig::default()).await?;
+//!     let b = Group::start(cluster.process(NodeId(2))?.join(&name)?, GroupConfig::default()).await?;
+//!
+//!     a.register("counter", Handlers::new(Counter::default().start()).with::<Add>()).await?;
+//!
+//!     let counter = b.remote::<Add>("counter");
+//!     assert_eq!(counter.send(Add(2)).await?, 2);
+//!     assert_eq!(counter.send(Add(3)).await?, 5);
+//!     assert_eq!(b.lookup("counter").await?, Some(a.local()));
+//!     Ok(())
+//! })
+//! # }
+//! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
