@@ -355,6 +355,9 @@ mod real {
                 other => println!("  unexpected: {other:?}"),
             }
             print_registry(&group).await?;
+        } else {
+            // Let node 1 finish its checks before this member leaves.
+            actix_rt::time::sleep(Duration::from_millis(500)).await;
         }
         group.leave().await?;
         println!("DONE");
