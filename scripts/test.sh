@@ -10,6 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One user of the shared test cluster at a time on this machine.
+if [ -z "${ACPG_CLUSTER_LOCKED:-}" ]; then
+    export ACPG_CLUSTER_LOCKED=1
+    exec flock /tmp/acpg-cluster.lock bash "$0" "$@"
+fi
+
 if [ "$(id -u)" != 0 ]; then
     echo "scripts/test.sh: run as root (it creates network namespaces and starts corosync)" >&2
     exit 1
