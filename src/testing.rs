@@ -19,6 +19,7 @@
 //!             call NAME TEXT        CALL NAME ok TEXT | CALL NAME err ERROR
 //!             burst NAME N          BURST NAME N    (N ordered tells, all sent)
 //!             sink                  SINK count in_order
+//!             names                 NAMES a=node1/7,b=node2/9   (sorted)
 //!  always     (on start)            READY node/pid
 //!             (on each confchg)     CONFCHG members=a,b joined=a:Join left=b:ProcDown
 //! ```
@@ -389,6 +390,15 @@ async fn run_group<C: Connection>(
                             None => say(format!("BURST {name} {n}")),
                             Some(e) => say(format!("BURST {name} err {e}")),
                         }
+                    }
+                    ["names"] => {
+                        let names: Vec<String> = group
+                            .names()
+                            .await?
+                            .into_iter()
+                            .map(|(n, h)| format!("{n}={h}"))
+                            .collect();
+                        say(format!("NAMES {}", names.join(",")));
                     }
                     ["sink"] => {
                         let s = stats.borrow();

@@ -321,6 +321,42 @@ async fn registry_race<B: Backend>(b: &mut B) {
     );
 }
 
+/// The registry across a partition and a merge: each side drops the other
+/// side's names; after the merge the side with the lowest member keeps its
+/// names, the other side re-claims what does not conflict, and every member
+/// ends with the same registry.
+async fn registry_partition_merge<B: Backend>(b: &mut B) {
+    let group = unique_group("merge");
+    let mut agents = spawn_all(b, &group, Mode::Group, &[1, 3]).await;
+    let (one, three) = (agents[0].member.clone(), agents[1].member.clone());
+    agents[0].cmd("register a");
+    agents[0].expect("REGISTER a ok").await;
+    agents[1].cmd("register c");
+    agents[1].expect("REGISTER c ok").await;
+    b.cut(3).await;
+    agents[0].expect_view_of(1).await;
+    agents[1].expect_view_of(1).await;
+    // Both sides claim the same name while apart.
+    for a in &agents {
+        a.cmd("register x");
+    }
+    for a in &mut agents {
+        a.expect("REGISTER x ok").await;
+    }
+    agents[0].cmd("names");
+    assert_eq!(
+        agents[0].expect("NAMES").await,
+        format!("NAMES a={one},x={one}")
+    );
+    b.restore(3).await;
+    agents[0].expect_view_of(2).await;
+    agents[1].expect_view_of(2).await;
+    let want = format!("NAMES a={one},c={three},x={one}");
+    for a in &mut agents {
+        a.poll("names", "NAMES", |l| l == want).await;
+    }
+}
+
 /// A typed call and its reply; a late joiner knows the name (state
 /// transfer); after the host leaves the name is gone.
 async fn remote_call<B: Backend>(b: &mut B) {
@@ -614,6 +650,7 @@ conformance!(
     join_leave_procdown,
     nodedown_nodeup,
     registry_race,
+    registry_partition_merge,
     remote_call,
     burst,
     garbage_is_dropped_and_counted,
