@@ -86,6 +86,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod group;
+pub mod record;
 pub mod remote;
 pub mod testing;
 pub mod transport;

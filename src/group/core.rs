@@ -39,6 +39,7 @@ use tracing::{debug, warn};
 use super::messages::{RegistryOp, Reply, Request, Snapshot, SyncRequest};
 use super::{CallError, GroupEvent, NameDropReason};
 use crate::transport::{Member, MemberChange, Reason};
+use crate::wire::{Codec, Kind, WireError};
 
 /// A decoded group message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,18 @@ pub(crate) enum Inbound {
     Reply(Reply),
     SyncRequest(SyncRequest),
     Snapshot(Snapshot),
+}
+
+/// Decodes a delivered envelope into the message the core takes.
+pub(crate) fn decode_inbound(codec: &Codec, bytes: &[u8]) -> Result<Inbound, WireError> {
+    let frame = codec.decode_frame(bytes)?;
+    Ok(match frame.kind {
+        Kind::Registry => Inbound::Registry(codec.decode_body(frame.body)?),
+        Kind::Request => Inbound::Request(codec.decode_body(frame.body)?),
+        Kind::Reply => Inbound::Reply(codec.decode_body(frame.body)?),
+        Kind::Snapshot => Inbound::Snapshot(codec.decode_body(frame.body)?),
+        Kind::SyncRequest => Inbound::SyncRequest(codec.decode_body(frame.body)?),
+    })
 }
 
 /// A message the core asks the runtime to multicast.

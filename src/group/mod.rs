@@ -10,7 +10,10 @@
 mod core;
 mod messages;
 mod metrics;
+mod replay;
 mod runtime;
+
+pub(crate) use self::replay::replay_registry;
 
 use std::sync::Arc;
 
@@ -38,6 +41,9 @@ pub struct GroupConfig {
     /// Capacity of the [`Group::subscribe`] channel; a slower subscriber
     /// misses events (and is told how many).
     pub event_capacity: usize,
+    /// Record this member's ordered stream to this file (see
+    /// [`crate::record`]), to replay its decisions offline.
+    pub record_to: Option<std::path::PathBuf>,
 }
 
 impl Default for GroupConfig {
@@ -46,6 +52,7 @@ impl Default for GroupConfig {
             max_message_size: 1 << 20,
             send_window: 64,
             event_capacity: 4096,
+            record_to: None,
         }
     }
 }
@@ -156,6 +163,9 @@ pub enum GroupError {
     /// The operation's message could not be encoded.
     #[error("codec: {0}")]
     Codec(String),
+    /// The recording file could not be created; nothing was joined.
+    #[error("recording: {0}")]
+    Record(String),
 }
 
 /// A handle to this process's membership of one group. Clone freely; the
@@ -190,6 +200,13 @@ impl Group {
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (ready_tx, ready_rx) = oneshot::channel();
         let (ops, ops_rx) = mpsc::unbounded_channel();
+        let recorder = match &config.record_to {
+            Some(path) => Some(
+                crate::record::Recorder::create(path, local)
+                    .map_err(|e| GroupError::Record(format!("{}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
         GroupActor::start_with(
             Box::new(conn),
             ops_rx,
@@ -197,6 +214,7 @@ impl Group {
             metrics.clone(),
             events.clone(),
             ready_tx,
+            recorder,
         );
         match ready_rx.await {
             Ok(Ok(())) => Ok(Group {

@@ -25,10 +25,11 @@ use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
-use super::core::{Command, GroupCore, Inbound, Outgoing};
-use super::messages::{RegistryOp, RemoteFailure, Reply, Request, Snapshot, SyncRequest};
+use super::core::{decode_inbound, Command, GroupCore, Outgoing};
+use super::messages::{RegistryOp, RemoteFailure, Reply, Request};
 use super::metrics::GroupMetrics;
 use super::{CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason};
+use crate::record::{Recorded, Recorder};
 use crate::remote::Endpoint;
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
 use crate::wire::{Codec, Kind};
@@ -111,6 +112,7 @@ pub(crate) struct GroupActor {
     next_id: u64,
     leaving: Option<Done<Result<(), GroupError>>>,
     pump_waker: Option<std::task::Waker>,
+    recorder: Option<Recorder>,
 }
 
 impl GroupActor {
@@ -121,6 +123,7 @@ impl GroupActor {
         metrics: Arc<GroupMetrics>,
         events: broadcast::Sender<GroupEvent>,
         ready: Done<Result<(), TransportError>>,
+        recorder: Option<Recorder>,
     ) -> Addr<GroupActor> {
         let limit = config.max_message_size.min(conn.max_message_size());
         metrics.set_limit(limit);
@@ -143,6 +146,7 @@ impl GroupActor {
             next_id: 1,
             leaving: None,
             pump_waker: None,
+            recorder,
         }
         .start()
     }
@@ -236,13 +240,32 @@ impl GroupActor {
         }
     }
 
+    fn record(&mut self, event: &TransportEvent) {
+        let Some(recorder) = &mut self.recorder else {
+            return;
+        };
+        let Some(entry) = Recorded::from_event(event) else {
+            return;
+        };
+        let mut result = recorder.append(&entry);
+        if matches!(entry, Recorded::ConfChg { .. }) {
+            // Membership changes are what an incident review needs first.
+            result = result.and_then(|()| recorder.flush());
+        }
+        if let Err(e) = result {
+            error!(group = %self.conn.group(), "recording stopped: {e}");
+            self.recorder = None;
+        }
+    }
+
     fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
+        self.record(&event);
         match event {
             TransportEvent::Deliver { from, bytes } => {
                 if from == self.local() {
                     self.in_flight = self.in_flight.saturating_sub(1);
                 }
-                match self.decode(&bytes) {
+                match decode_inbound(&self.codec, &bytes) {
                     Ok(inbound) => {
                         self.metrics.delivered();
                         let commands = self.core.handle_message(from, inbound);
@@ -270,18 +293,6 @@ impl GroupActor {
                 debug!(quorate = q.quorate, ring = ?q.ring_id, "quorum");
             }
         }
-    }
-
-    fn decode(&self, bytes: &[u8]) -> Result<Inbound, crate::wire::WireError> {
-        let frame = self.codec.decode_frame(bytes)?;
-        let c = &self.codec;
-        Ok(match frame.kind {
-            Kind::Registry => Inbound::Registry(c.decode_body::<RegistryOp>(frame.body)?),
-            Kind::Request => Inbound::Request(c.decode_body::<Request>(frame.body)?),
-            Kind::Reply => Inbound::Reply(c.decode_body::<Reply>(frame.body)?),
-            Kind::Snapshot => Inbound::Snapshot(c.decode_body::<Snapshot>(frame.body)?),
-            Kind::SyncRequest => Inbound::SyncRequest(c.decode_body::<SyncRequest>(frame.body)?),
-        })
     }
 
     fn execute(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
@@ -471,6 +482,14 @@ impl Actor for GroupActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.spawn(EventPump { retry: None });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(recorder) = &mut self.recorder {
+            if let Err(e) = recorder.flush() {
+                error!("recording not flushed: {e}");
+            }
+        }
     }
 }
 
