@@ -88,6 +88,7 @@
 pub mod group;
 pub mod record;
 pub mod remote;
+pub mod supervisor;
 pub mod testing;
 pub mod transport;
 pub mod wire;

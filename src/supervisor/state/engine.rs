@@ -1,0 +1,321 @@
+//! The public engine: one side's [`Core`] plus, while partitions merge, the
+//! merge round.
+
+use serde::{Deserialize, Serialize};
+
+use super::core::Core;
+use super::merge::{MergeOffer, MergeRound};
+use super::tree::{NodeState, Slot, SupState};
+use crate::supervisor::command::{IgnoreReason, Output, SupervisionEvent};
+use crate::supervisor::event::{Event, ViewChange};
+use crate::supervisor::fingerprint::Fingerprint;
+use crate::supervisor::ids::{ChildPath, FencingToken, IncarnationId};
+use crate::supervisor::placement::{PlacementPolicy, SlotKey};
+use crate::supervisor::spec::{ChildKind, RestartType, SupervisorSpec, TreeSpec};
+use crate::transport::{Member, Reason};
+
+/// The pure decision core of the distributed supervision tree.
+///
+/// Feed it every event of the ordered stream, in order; it returns what to
+/// do. Two engines fed the same events are equal (`==`) and return equal
+/// outputs. It never panics, reads no clock and does no I/O. The whole
+/// state is `Serialize`, so it can be handed to a joiner or recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Engine {
+    core: Core,
+    merge: Option<MergeRound>,
+}
+
+/// The state of one slot, for inspection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotStatus {
+    /// Running this incarnation.
+    Running {
+        /// Where.
+        host: Member,
+        /// Which incarnation.
+        incarnation: IncarnationId,
+        /// Its token.
+        token: FencingToken,
+    },
+    /// Wants to run; waits for quorum or an eligible host.
+    Pending,
+    /// A transient child that exited normally.
+    Stopped,
+    /// A temporary child that ended; never started again.
+    Removed,
+}
+
+/// One slot of one worker, for inspection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildStatus {
+    /// The child.
+    pub path: ChildPath,
+    /// Which instance.
+    pub slot: SlotKey,
+    /// Its restart type.
+    pub restart: RestartType,
+    /// Its placement policy.
+    pub policy: PlacementPolicy,
+    /// Whether every supervisor above it is alive.
+    pub supervised: bool,
+    /// Its state.
+    pub status: SlotStatus,
+}
+
+impl Engine {
+    /// An engine that has seen nothing: empty view, no trees, not quorate.
+    pub fn new() -> Self {
+        Engine::default()
+    }
+
+    /// Applies the next event of the ordered stream.
+    pub fn handle(&mut self, event: Event) -> Output {
+        if let Some(round) = self.merge.as_mut() {
+            let mut out = Output::default();
+            match event {
+                Event::StateOffered { from, offer } => {
+                    round.consumed = round.consumed.saturating_add(1);
+                    if round.view.binary_search(&from).is_err()
+                        || round.offers.iter().any(|(m, _)| *m == from)
+                    {
+                        return Output::ignored(IgnoreReason::UnexpectedOffer);
+                    }
+                    round.offers.push((from, offer));
+                }
+                Event::ViewChanged(vc) => {
+                    round.note_view(&vc);
+                    round.buffered.push(Event::ViewChanged(vc));
+                }
+                other => round.buffered.push(other),
+            }
+            if round.covered() {
+                if let Some(round) = self.merge.take() {
+                    let (core, resolved) = round.resolve();
+                    self.core = core;
+                    out.extend(resolved);
+                }
+            }
+            return out;
+        }
+        match event {
+            Event::ViewChanged(vc) if is_merge(&vc) && !self.core.view.is_empty() => {
+                tracing::info!(
+                    epoch = vc.epoch,
+                    "partitions merge; waiting for every side's state"
+                );
+                self.merge = Some(MergeRound::new(&vc));
+                Output {
+                    commands: Vec::new(),
+                    events: vec![SupervisionEvent::MergeStarted],
+                }
+            }
+            other => self.core.apply(other),
+        }
+    }
+
+    /// [`Event::ViewChanged`].
+    pub fn handle_view_change(&mut self, change: ViewChange) -> Output {
+        self.handle(Event::ViewChanged(change))
+    }
+
+    /// [`Event::ChildExited`].
+    pub fn handle_child_exited(
+        &mut self,
+        path: ChildPath,
+        incarnation: IncarnationId,
+        host: Member,
+        normal: bool,
+    ) -> Output {
+        self.handle(Event::ChildExited {
+            path,
+            incarnation,
+            host,
+            normal,
+        })
+    }
+
+    /// [`Event::Tick`].
+    pub fn handle_tick(&mut self, now_ms: u64) -> Output {
+        self.handle(Event::Tick { now_ms })
+    }
+
+    /// [`Event::QuorumChanged`].
+    pub fn handle_quorum(&mut self, quorate: bool) -> Output {
+        self.handle(Event::QuorumChanged { quorate })
+    }
+
+    /// [`Event::TreeStarted`], with the fingerprint the sender computed.
+    pub fn handle_tree_started(
+        &mut self,
+        name: impl Into<String>,
+        fingerprint: Fingerprint,
+        spec: TreeSpec,
+        by: Member,
+    ) -> Output {
+        self.handle(Event::TreeStarted {
+            name: name.into(),
+            fingerprint,
+            spec,
+            by,
+        })
+    }
+
+    /// [`Event::StateOffered`].
+    pub fn handle_state_offered(&mut self, from: Member, offer: MergeOffer) -> Output {
+        self.handle(Event::StateOffered { from, offer })
+    }
+
+    /// While a merge is in progress, this side's state to multicast as
+    /// [`Event::StateOffered`]; `None` otherwise.
+    pub fn merge_offer(&self) -> Option<MergeOffer> {
+        self.merge.as_ref().map(|round| MergeOffer {
+            core: self.core.clone(),
+            left: round.trigger_left.clone(),
+            epoch: round.trigger_epoch,
+        })
+    }
+
+    /// Whether `local` should multicast [`Engine::merge_offer`] now: a
+    /// merge is in progress, `local` is the smallest member of its own side
+    /// still in the view, and no offer covering it has arrived. Ask again
+    /// after every event of the round (the elected member may leave).
+    pub fn should_offer(&self, local: Member) -> bool {
+        let Some(round) = &self.merge else {
+            return false;
+        };
+        let representative = self
+            .core
+            .view
+            .iter()
+            .map(|v| v.member)
+            .find(|m| round.view.binary_search(m).is_ok());
+        let covered = round
+            .offers
+            .iter()
+            .any(|(_, o)| o.core.view.iter().any(|v| v.member == local));
+        representative == Some(local) && !covered
+    }
+
+    /// Whether a merge round is waiting for offers.
+    pub fn is_merging(&self) -> bool {
+        self.merge.is_some()
+    }
+
+    /// Events applied (the stream position of the last one).
+    pub fn seq(&self) -> u64 {
+        self.core.seq
+    }
+
+    /// The current fencing epoch.
+    pub fn epoch(&self) -> u64 {
+        self.core.epoch
+    }
+
+    /// The stream time: the largest tick seen.
+    pub fn now_ms(&self) -> u64 {
+        self.core.now_ms
+    }
+
+    /// Whether the last quorum event said quorate.
+    pub fn quorate(&self) -> bool {
+        self.core.quorate
+    }
+
+    /// The current view, sorted.
+    pub fn view(&self) -> Vec<Member> {
+        self.core.view.iter().map(|v| v.member).collect()
+    }
+
+    /// The fingerprint of a started tree.
+    pub fn tree_fingerprint(&self, name: &str) -> Option<Fingerprint> {
+        self.core.trees.get(name).map(|t| t.fingerprint)
+    }
+
+    /// Whether a tree's root supervisor is alive (`None`: no such tree).
+    pub fn tree_alive(&self, name: &str) -> Option<bool> {
+        self.core.trees.get(name).map(|t| t.root.alive)
+    }
+
+    /// Whether `incarnation` on `host` is the running incarnation of a slot
+    /// of `path`. A runtime rejects commands and reports that fail this.
+    pub fn is_current(&self, path: &ChildPath, incarnation: IncarnationId, host: Member) -> bool {
+        self.children().iter().any(|c| {
+            c.path == *path
+                && matches!(c.status, SlotStatus::Running { host: h, incarnation: i, .. } if h == host && i == incarnation)
+        })
+    }
+
+    /// Every slot of every worker, in tree order.
+    pub fn children(&self) -> Vec<ChildStatus> {
+        let mut out = Vec::new();
+        for (name, tree) in &self.core.trees {
+            collect(
+                name,
+                &tree.spec.root,
+                &tree.root,
+                &mut Vec::new(),
+                true,
+                &mut out,
+            );
+        }
+        out
+    }
+
+    /// The running slots, in tree order.
+    pub fn running(&self) -> Vec<ChildStatus> {
+        self.children()
+            .into_iter()
+            .filter(|c| matches!(c.status, SlotStatus::Running { .. }))
+            .collect()
+    }
+}
+
+fn is_merge(vc: &ViewChange) -> bool {
+    vc.joined.iter().any(|c| c.reason == Reason::NodeUp)
+}
+
+fn collect(
+    tree: &str,
+    spec: &SupervisorSpec,
+    st: &SupState,
+    ids: &mut Vec<String>,
+    supervised: bool,
+    out: &mut Vec<ChildStatus>,
+) {
+    let supervised = supervised && st.alive;
+    for (cspec, cst) in spec.children.iter().zip(&st.children) {
+        ids.push(cspec.id.clone());
+        match (&cspec.kind, cst) {
+            (ChildKind::Worker(w), NodeState::Worker(ws)) => {
+                for (key, slot) in &ws.slots {
+                    out.push(ChildStatus {
+                        path: ChildPath {
+                            tree: tree.to_owned(),
+                            ids: ids.clone(),
+                        },
+                        slot: *key,
+                        restart: cspec.restart,
+                        policy: w.placement.policy,
+                        supervised,
+                        status: match slot {
+                            Slot::Running(r) => SlotStatus::Running {
+                                host: r.host,
+                                incarnation: r.incarnation,
+                                token: r.token,
+                            },
+                            Slot::Pending { .. } => SlotStatus::Pending,
+                            Slot::Stopped => SlotStatus::Stopped,
+                            Slot::Removed => SlotStatus::Removed,
+                        },
+                    });
+                }
+            }
+            (ChildKind::Supervisor(s), NodeState::Supervisor(ss)) => {
+                collect(tree, s, ss, ids, supervised, out)
+            }
+            _ => {}
+        }
+        ids.pop();
+    }
+}

@@ -1,0 +1,437 @@
+//! Merging partitions.
+//!
+//! After a partition heals, each side arrives with the state its own stream
+//! built, and the confchg that reunites them differs per side (each sees
+//! the other as `NodeUp` joiners). Only what follows is common. So every
+//! side puts its pre-merge state into the common stream
+//! ([`Event::StateOffered`](crate::supervisor::Event::StateOffered)), and
+//! once every side is covered each engine computes the same merged state
+//! from those offers alone:
+//!
+//! - a tree name known on several sides keeps the spec started first
+//!   (smallest start token, then smallest starter); running children of a
+//!   tree with another spec are stopped ([`StopReason::Superseded`]);
+//! - for every slot, the running incarnation with the largest
+//!   `(token, host, incarnation)` survives and every other one is stopped
+//!   ([`StopReason::Duplicate`]): no child runs twice;
+//! - restart histories are united (intensity is cluster-wide), stream
+//!   time, epoch and position take the maximum, quorum is the "or";
+//! - then the view is set to the common one, placement is recomputed, and
+//!   the events buffered during the round are replayed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::core::{reason_of, Core};
+use super::tree::{get_slot, set_slot, NodeState, Running, Slot, SupState, Tree};
+use crate::supervisor::command::{Command, Output, Refusal, StopReason, SupervisionEvent};
+use crate::supervisor::event::{Event, ViewChange};
+use crate::supervisor::ids::ChildPath;
+use crate::supervisor::placement::{SlotKey, ViewMember};
+use crate::supervisor::spec::{ChildKind, SupervisorSpec};
+use crate::transport::{Member, MemberChange, Reason};
+
+/// One side's state as it was just before a merge, plus the departures
+/// that side saw in the merging confchg. Opaque; produced by
+/// [`Engine::merge_offer`](crate::supervisor::Engine::merge_offer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeOffer {
+    pub(crate) core: Core,
+    pub(crate) left: Vec<MemberChange>,
+    /// The epoch of the merging confchg as this side saw it.
+    pub(crate) epoch: u64,
+}
+
+/// A merge in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MergeRound {
+    /// Largest epoch of the view changes that followed the merging one
+    /// (common to every side, unlike the merging confchg itself).
+    pub(crate) epoch: u64,
+    /// This side's epoch of the merging confchg.
+    pub(crate) trigger_epoch: u64,
+    /// The latest view.
+    pub(crate) view: Vec<Member>,
+    /// Members whose side must have offered before the round resolves.
+    pub(crate) required: BTreeSet<Member>,
+    /// This side's departures in the merging confchg.
+    pub(crate) trigger_left: Vec<MemberChange>,
+    /// Offers in arrival order, one per sender.
+    pub(crate) offers: Vec<(Member, MergeOffer)>,
+    /// Other events of the round, replayed after the merge.
+    pub(crate) buffered: Vec<Event>,
+    /// Events of the round that are not replayed (trigger, offers).
+    pub(crate) consumed: u64,
+}
+
+impl MergeRound {
+    pub(crate) fn new(vc: &ViewChange) -> Self {
+        MergeRound {
+            epoch: 0,
+            trigger_epoch: vc.epoch,
+            view: sorted(&vc.members),
+            required: vc.members.iter().copied().collect(),
+            trigger_left: vc.left.clone(),
+            offers: Vec::new(),
+            buffered: Vec::new(),
+            consumed: 1,
+        }
+    }
+
+    /// Notes a view change of the round: departed members no longer need
+    /// covering, `NodeUp` joiners (another merging side) do.
+    pub(crate) fn note_view(&mut self, vc: &ViewChange) {
+        self.epoch = self.epoch.max(vc.epoch);
+        self.view = sorted(&vc.members);
+        let view = &self.view;
+        self.required.retain(|m| view.binary_search(m).is_ok());
+        for c in &vc.joined {
+            if c.reason == Reason::NodeUp && view.binary_search(&c.member).is_ok() {
+                self.required.insert(c.member);
+            }
+        }
+    }
+
+    pub(crate) fn covered(&self) -> bool {
+        let covered: BTreeSet<Member> = self
+            .offers
+            .iter()
+            .flat_map(|(_, o)| o.core.view.iter().map(|v| v.member))
+            .collect();
+        self.required.is_subset(&covered)
+    }
+
+    /// The merged state and what it takes to get there.
+    pub(crate) fn resolve(self) -> (Core, Output) {
+        let mut out = Output::default();
+        out.events.push(SupervisionEvent::MergeResolved {
+            offers: self.offers.len(),
+        });
+        let mut offers: Vec<&(Member, MergeOffer)> = self.offers.iter().collect();
+        offers.sort_by_key(|(from, _)| *from);
+        let mut core = merge_cores(offers.iter().map(|(_, o)| &o.core), &mut out);
+        let epoch = offers
+            .iter()
+            .map(|(_, o)| o.epoch)
+            .fold(self.epoch, u64::max);
+        core.epoch = core.epoch.max(epoch);
+        core.seq = core.seq.saturating_add(self.consumed.saturating_sub(1));
+
+        let mut left: Vec<MemberChange> = offers
+            .iter()
+            .flat_map(|(_, o)| o.left.iter().copied())
+            .collect();
+        for ev in &self.buffered {
+            if let Event::ViewChanged(vc) = ev {
+                left.extend(vc.left.iter().copied());
+            }
+        }
+        let departed: Vec<MemberChange> = core
+            .view
+            .iter()
+            .filter(|v| self.view.binary_search(&v.member).is_err())
+            .map(|v| MemberChange {
+                member: v.member,
+                reason: reason_of(&left, v.member).unwrap_or(Reason::NodeDown),
+            })
+            .collect();
+        out.extend(core.apply(Event::ViewChanged(ViewChange {
+            epoch,
+            members: self.view.clone(),
+            joined: Vec::new(),
+            left: departed,
+        })));
+        for ev in self.buffered {
+            if let Event::ViewChanged(vc) = &ev {
+                // Its membership is already in the merged view; keep the
+                // position count and the epoch.
+                core.seq = core.seq.saturating_add(1);
+                core.epoch = core.epoch.max(vc.epoch);
+                continue;
+            }
+            out.extend(core.apply(ev));
+        }
+        (core, out)
+    }
+}
+
+fn sorted(members: &[Member]) -> Vec<Member> {
+    let mut v = members.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Merges the cores of every side (in sender order).
+fn merge_cores<'a>(cores: impl Iterator<Item = &'a Core> + Clone, out: &mut Output) -> Core {
+    let mut merged = Core::default();
+    let mut view: BTreeMap<Member, u64> = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    for c in cores.clone() {
+        merged.seq = merged.seq.max(c.seq);
+        merged.epoch = merged.epoch.max(c.epoch);
+        merged.now_ms = merged.now_ms.max(c.now_ms);
+        merged.quorate |= c.quorate;
+        merged.next_incarnation = merged.next_incarnation.max(c.next_incarnation);
+        for v in &c.view {
+            let since = view.entry(v.member).or_insert(v.since);
+            *since = (*since).min(v.since);
+        }
+        names.extend(c.trees.keys().cloned());
+    }
+    merged.view = view
+        .into_iter()
+        .map(|(member, since)| ViewMember { member, since })
+        .collect();
+    for name in names {
+        // An offer is group input like any other: a tree whose spec does
+        // not validate or hash to its fingerprint is dropped, not trusted.
+        let candidates: Vec<&Tree> = cores
+            .clone()
+            .filter_map(|c| c.trees.get(&name))
+            .filter(|t| t.spec.validate().is_ok() && t.spec.fingerprint() == t.fingerprint)
+            .collect();
+        let Some(base) = candidates.iter().min_by_key(|t| (t.started, t.by)).copied() else {
+            continue;
+        };
+        let mut tree = base.clone();
+        let mut same = Vec::new();
+        for t in &candidates {
+            if t.fingerprint == base.fingerprint {
+                same.push(&t.root);
+                continue;
+            }
+            let mut stops = Vec::new();
+            collect_running(&t.spec.root, &t.root, &mut Vec::new(), &mut stops);
+            for (ids, key, r) in stops {
+                push_stop(
+                    out,
+                    &name,
+                    ids,
+                    key,
+                    r,
+                    &t.spec.root,
+                    StopReason::Superseded,
+                );
+            }
+            let why = Refusal::SpecMismatch {
+                expected: base.fingerprint,
+                got: t.fingerprint,
+            };
+            out.commands.push(Command::RefuseTree {
+                name: name.clone(),
+                by: t.by,
+                why: why.clone(),
+            });
+            out.events.push(SupervisionEvent::TreeRefused {
+                name: name.clone(),
+                by: t.by,
+                why,
+            });
+        }
+        let spec = base.spec.root.clone();
+        merge_sup(
+            &name,
+            &spec,
+            &mut tree.root,
+            &same,
+            &mut Vec::new(),
+            &spec,
+            out,
+        );
+        merged.trees.insert(name, tree);
+    }
+    merged
+}
+
+fn merge_sup(
+    tree: &str,
+    spec: &SupervisorSpec,
+    into: &mut SupState,
+    sides: &[&SupState],
+    ids: &mut Vec<String>,
+    root: &SupervisorSpec,
+    out: &mut Output,
+) {
+    let mut restarts: Vec<u64> = sides
+        .iter()
+        .flat_map(|s| s.restarts.iter().copied())
+        .collect();
+    restarts.sort_unstable();
+    restarts.dedup();
+    into.restarts = restarts;
+    for (i, cspec) in spec.children.iter().enumerate() {
+        ids.push(cspec.id.clone());
+        match (&cspec.kind, into.children.get_mut(i)) {
+            (ChildKind::Worker(_), Some(NodeState::Worker(w))) => {
+                let others: Vec<&[(SlotKey, Slot)]> = sides
+                    .iter()
+                    .filter_map(|s| match s.children.get(i) {
+                        Some(NodeState::Worker(ow)) => Some(ow.slots.as_slice()),
+                        _ => None,
+                    })
+                    .collect();
+                let keys: BTreeSet<SlotKey> = others
+                    .iter()
+                    .flat_map(|s| s.iter().map(|(k, _)| *k))
+                    .collect();
+                for key in keys {
+                    let mut runs: Vec<Running> = others
+                        .iter()
+                        .filter_map(|s| match get_slot(s, key) {
+                            Some(Slot::Running(r)) => Some(r),
+                            _ => None,
+                        })
+                        .collect();
+                    runs.sort_by_key(|r| (r.token, r.host, r.incarnation));
+                    runs.dedup();
+                    match runs.pop() {
+                        Some(winner) => {
+                            for loser in runs {
+                                push_stop(
+                                    out,
+                                    tree,
+                                    ids.clone(),
+                                    key,
+                                    loser,
+                                    root,
+                                    StopReason::Duplicate,
+                                );
+                            }
+                            set_slot(&mut w.slots, key, Slot::Running(winner));
+                        }
+                        None => {
+                            if get_slot(&w.slots, key).is_none() {
+                                if let Some(s) = others.iter().find_map(|s| get_slot(s, key)) {
+                                    set_slot(&mut w.slots, key, s);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (ChildKind::Supervisor(s), Some(NodeState::Supervisor(ss))) => {
+                let subs: Vec<&SupState> = sides
+                    .iter()
+                    .filter_map(|side| match side.children.get(i) {
+                        Some(NodeState::Supervisor(o)) => Some(o),
+                        _ => None,
+                    })
+                    .collect();
+                merge_sup(tree, s, ss, &subs, ids, root, out);
+            }
+            _ => {}
+        }
+        ids.pop();
+    }
+}
+
+fn collect_running(
+    spec: &SupervisorSpec,
+    st: &SupState,
+    ids: &mut Vec<String>,
+    found: &mut Vec<(Vec<String>, SlotKey, Running)>,
+) {
+    for (cspec, cst) in spec.children.iter().zip(&st.children) {
+        ids.push(cspec.id.clone());
+        match (&cspec.kind, cst) {
+            (ChildKind::Worker(_), NodeState::Worker(w)) => {
+                for (key, slot) in &w.slots {
+                    if let Slot::Running(r) = slot {
+                        found.push((ids.clone(), *key, *r));
+                    }
+                }
+            }
+            (ChildKind::Supervisor(s), NodeState::Supervisor(ss)) => {
+                collect_running(s, ss, ids, found)
+            }
+            _ => {}
+        }
+        ids.pop();
+    }
+}
+
+fn push_stop(
+    out: &mut Output,
+    tree: &str,
+    ids: Vec<String>,
+    key: SlotKey,
+    r: Running,
+    root: &SupervisorSpec,
+    reason: StopReason,
+) {
+    let shutdown = shutdown_of(root, &ids);
+    let path = ChildPath {
+        tree: tree.to_owned(),
+        ids,
+    };
+    out.commands.push(Command::StopChild {
+        path: path.clone(),
+        slot: key,
+        host: r.host,
+        incarnation: r.incarnation,
+        token: r.token,
+        shutdown,
+        reason,
+    });
+    out.events.push(SupervisionEvent::ChildStopped {
+        path,
+        slot: key,
+        host: r.host,
+        incarnation: r.incarnation,
+        reason,
+    });
+}
+
+fn shutdown_of(root: &SupervisorSpec, ids: &[String]) -> crate::supervisor::spec::Shutdown {
+    let mut spec = root;
+    let mut found = crate::supervisor::spec::Shutdown::BrutalKill;
+    for id in ids {
+        let Some(c) = spec.children.iter().find(|c| &c.id == id) else {
+            break;
+        };
+        found = c.shutdown;
+        if let ChildKind::Supervisor(s) = &c.kind {
+            spec = s;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_is_covered_once_every_required_member_is_in_some_offer() {
+        let a = Member::new(1, 1);
+        let b = Member::new(2, 1);
+        let vc = ViewChange {
+            epoch: 5,
+            members: vec![a, b],
+            joined: vec![MemberChange {
+                member: b,
+                reason: Reason::NodeUp,
+            }],
+            left: vec![],
+        };
+        let mut round = MergeRound::new(&vc);
+        assert!(!round.covered());
+        let side = |m: Member| MergeOffer {
+            core: Core {
+                view: vec![ViewMember {
+                    member: m,
+                    since: 0,
+                }],
+                ..Core::default()
+            },
+            left: vec![],
+            epoch: 5,
+        };
+        round.offers.push((a, side(a)));
+        assert!(!round.covered());
+        round.offers.push((b, side(b)));
+        assert!(round.covered());
+    }
+}
