@@ -100,6 +100,10 @@ where
         self
     }
 
+    pub(crate) fn addr(&self) -> Addr<A> {
+        self.addr.clone()
+    }
+
     pub(crate) fn into_endpoint(self) -> Endpoint {
         Endpoint { table: self.table }
     }

@@ -41,6 +41,8 @@ pub enum Kind {
     Snapshot = 4,
     /// A member without the group state asks for it.
     SyncRequest = 5,
+    /// A fact for the supervision engine.
+    Supervision = 32,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             3 => Kind::Reply,
             4 => Kind::Snapshot,
             5 => Kind::SyncRequest,
+            32 => Kind::Supervision,
             _ => return None,
         })
     }

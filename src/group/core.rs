@@ -36,8 +36,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{debug, warn};
 
-use super::messages::{RegistryOp, Reply, Request, Snapshot, SyncRequest};
+use super::messages::{RegistryOp, Reply, Request, Snapshot, SupervisionMsg, SyncRequest};
 use super::{CallError, GroupEvent, NameDropReason};
+use crate::supervisor::{self, Engine, ViewChange};
 use crate::transport::{Member, MemberChange, Reason};
 use crate::wire::{Codec, Kind, WireError};
 
@@ -49,6 +50,7 @@ pub(crate) enum Inbound {
     Reply(Reply),
     SyncRequest(SyncRequest),
     Snapshot(Snapshot),
+    Supervision(SupervisionMsg),
 }
 
 /// Decodes a delivered envelope into the message the core takes.
@@ -60,6 +62,7 @@ pub(crate) fn decode_inbound(codec: &Codec, bytes: &[u8]) -> Result<Inbound, Wir
         Kind::Reply => Inbound::Reply(codec.decode_body(frame.body)?),
         Kind::Snapshot => Inbound::Snapshot(codec.decode_body(frame.body)?),
         Kind::SyncRequest => Inbound::SyncRequest(codec.decode_body(frame.body)?),
+        Kind::Supervision => Inbound::Supervision(codec.decode_body(frame.body)?),
     })
 }
 
@@ -67,7 +70,8 @@ pub(crate) fn decode_inbound(codec: &Codec, bytes: &[u8]) -> Result<Inbound, Wir
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outgoing {
     SyncRequest(SyncRequest),
-    Snapshot(Snapshot),
+    Snapshot(Box<Snapshot>),
+    Supervision(SupervisionMsg),
 }
 
 /// What the runtime must do.
@@ -92,6 +96,13 @@ pub(crate) enum Command {
     Reclaim { name: String },
     /// Tell subscribers.
     Event(GroupEvent),
+    /// What the supervision engine decided; the runtime executes the
+    /// commands addressed to this member.
+    Supervise(supervisor::Output),
+    /// The supervision state was replaced (state hand-over): start and stop
+    /// local children so that exactly the engine's incarnations for this
+    /// member run here.
+    Reconcile,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +167,10 @@ pub(crate) struct GroupCore {
     awaiting: BTreeMap<u64, Member>,
     /// Last sync request nonce this member used.
     nonce: u64,
+    /// The supervision trees of the group.
+    engine: Engine,
+    /// Whether this member sent its side's state in the current merge round.
+    offered: bool,
 }
 
 impl GroupCore {
@@ -173,6 +188,8 @@ impl GroupCore {
             )),
             awaiting: BTreeMap::new(),
             nonce: 0,
+            engine: Engine::new(),
+            offered: false,
         }
     }
 
@@ -190,6 +207,11 @@ impl GroupCore {
     /// Where `name` lives, as of the last delivered message.
     pub(crate) fn lookup(&self, name: &str) -> Option<Member> {
         self.names.get(name).copied()
+    }
+
+    /// The supervision engine, as of the last delivered message.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Every registered name and its host.
@@ -253,6 +275,7 @@ impl GroupCore {
                 self.sync = SyncState::Synced {
                     unsynced: BTreeMap::new(),
                 };
+                self.supervise_view(joined, left, &mut out);
                 out.push(Command::Event(GroupEvent::Ready));
             } else {
                 let peers = fresh.intersection(&in_view).copied().collect();
@@ -284,6 +307,10 @@ impl GroupCore {
                         .filter(|m| !unsynced.contains_key(m))
                         .copied()
                         .collect();
+                    // The supervision engine merges through its own round
+                    // of offers: this side's offer must leave now, from the
+                    // state it held before the merge.
+                    self.supervise_view(joined, left, &mut out);
                     debug!(local = %self.local, "merged into a component that holds the group state; asking for it");
                     self.wait_for_state(Waiting::new(holders, peers, hosted_before), &mut out);
                     return out;
@@ -296,6 +323,7 @@ impl GroupCore {
                 }
                 unsynced.extend(joined_set.iter().map(|m| (*m, None)));
                 out.extend(self.drop_names_of(left));
+                self.supervise_view(joined, left, &mut out);
             }
             SyncState::Waiting(waiting) => {
                 waiting.holders.retain(|m| in_view.contains(m));
@@ -329,6 +357,43 @@ impl GroupCore {
             }
         }
         out
+    }
+
+    /// Feeds a confchg to the supervision engine.
+    fn supervise_view(
+        &mut self,
+        joined: &[MemberChange],
+        left: &[MemberChange],
+        out: &mut Vec<Command>,
+    ) {
+        // The epoch counts view changes in the engine's own (transferred)
+        // state, so every member computes the same one; starts after a
+        // partition carry a larger epoch than anything started before it.
+        let change = ViewChange {
+            epoch: self.engine.epoch() + 1,
+            members: self.view.clone(),
+            joined: joined.to_vec(),
+            left: left.to_vec(),
+        };
+        self.offered = false;
+        let output = self.engine.handle_view_change(change);
+        self.push_supervision(output, out);
+    }
+
+    fn push_supervision(&mut self, output: supervisor::Output, out: &mut Vec<Command>) {
+        if !output.commands.is_empty() || !output.events.is_empty() {
+            out.push(Command::Supervise(output));
+        }
+        if !self.engine.is_merging() {
+            self.offered = false;
+        } else if !self.offered && self.engine.should_offer(self.local) {
+            if let Some(offer) = self.engine.merge_offer() {
+                self.offered = true;
+                out.push(Command::Mcast(Outgoing::Supervision(
+                    SupervisionMsg::StateOffered { offer },
+                )));
+            }
+        }
     }
 
     fn wait_for_state(&mut self, waiting: Waiting, out: &mut Vec<Command>) {
@@ -375,12 +440,13 @@ impl GroupCore {
                 if responder != Some(&local) || from == local {
                     return Vec::new();
                 }
-                vec![Command::Mcast(Outgoing::Snapshot(Snapshot {
+                vec![Command::Mcast(Outgoing::Snapshot(Box::new(Snapshot {
                     for_member: from,
                     nonce: req.nonce,
                     names: self.names.iter().map(|(n, h)| (n.clone(), *h)).collect(),
+                    supervision: self.engine.clone(),
                     unsynced: unsynced.iter().map(|(m, a)| (*m, *a)).collect(),
-                }))]
+                })))]
             }
             (SyncState::Synced { unsynced }, Inbound::Snapshot(snap)) => {
                 if unsynced.get(&snap.for_member) == Some(&Some(snap.nonce)) {
@@ -404,6 +470,8 @@ impl GroupCore {
                 if snap.for_member == local && w.asked == Some(snap.nonce) =>
             {
                 self.names = snap.names.into_iter().collect();
+                self.engine = snap.supervision;
+                self.offered = false;
                 let unsynced = snap.unsynced.into_iter().collect();
                 self.finish_sync(unsynced)
             }
@@ -443,6 +511,7 @@ impl GroupCore {
             }
             out.extend(self.reclaim(hosted_before));
         }
+        out.push(Command::Reconcile);
         out.push(Command::Event(GroupEvent::Ready));
         out
     }
@@ -537,6 +606,39 @@ impl GroupCore {
                         outcome: reply.outcome.map_err(CallError::Remote),
                     });
                 }
+            }
+            Inbound::Supervision(msg) => {
+                let event = match msg {
+                    SupervisionMsg::TreeStarted {
+                        name,
+                        fingerprint,
+                        spec,
+                    } => supervisor::Event::TreeStarted {
+                        name,
+                        fingerprint,
+                        spec,
+                        by: from,
+                    },
+                    SupervisionMsg::ChildExited {
+                        path,
+                        incarnation,
+                        normal,
+                    } => supervisor::Event::ChildExited {
+                        path,
+                        incarnation,
+                        host: from,
+                        normal,
+                    },
+                    SupervisionMsg::Tick { now_ms } => supervisor::Event::Tick { now_ms },
+                    SupervisionMsg::Quorum { quorate } => {
+                        supervisor::Event::QuorumChanged { quorate }
+                    }
+                    SupervisionMsg::StateOffered { offer } => {
+                        supervisor::Event::StateOffered { from, offer }
+                    }
+                };
+                let output = self.engine.handle(event);
+                self.push_supervision(output, &mut out);
             }
             Inbound::SyncRequest(_) | Inbound::Snapshot(_) => {}
         }

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::supervisor::{ChildPath, Fingerprint, IncarnationId, MergeOffer, TreeSpec};
 use crate::transport::Member;
 
 /// `Kind::Registry`: a change to the name table, decided where it lands in
@@ -74,7 +75,33 @@ pub(crate) struct Snapshot {
     pub nonce: u64,
     /// Every registered name and its host.
     pub names: Vec<(String, Member)>,
+    /// The supervision engine's whole state.
+    pub supervision: crate::supervisor::Engine,
     /// Members of the view still waiting for state at that point, with the
     /// nonce of their latest request delivered since the last confchg.
     pub unsynced: Vec<(Member, Option<u64>)>,
+}
+
+/// `Kind::Supervision`: a fact for the supervision engine. The sender is
+/// the member that asked, hosted or offered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum SupervisionMsg {
+    /// Start (or revive) a tree with this spec.
+    TreeStarted {
+        name: String,
+        fingerprint: Fingerprint,
+        spec: TreeSpec,
+    },
+    /// An incarnation the sender hosted stopped on its own.
+    ChildExited {
+        path: ChildPath,
+        incarnation: IncarnationId,
+        normal: bool,
+    },
+    /// The sender's clock, in milliseconds.
+    Tick { now_ms: u64 },
+    /// The sender's partition gained or lost quorum.
+    Quorum { quorate: bool },
+    /// After a merge, the sender's side's state.
+    StateOffered { offer: MergeOffer },
 }

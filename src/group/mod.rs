@@ -7,6 +7,7 @@
 //! typed messages to named actors anywhere in the group
 //! ([`Group::remote`]).
 
+mod children;
 mod core;
 mod messages;
 mod metrics;
@@ -19,10 +20,12 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+pub use self::children::{child_name, Child, ChildContext, ExitReporter, Factories, Terminate};
 pub use self::messages::RemoteFailure;
 pub use self::metrics::{GroupMetrics, MetricsSnapshot};
-use self::runtime::{GroupActor, Op};
+use self::runtime::{GroupActor, Op, Outlets};
 use crate::remote::{Handlers, RemoteAddr, RemoteMessage};
+use crate::supervisor::{ChildStatus, SupervisionEvent, TreeSpec};
 use crate::transport::{Connection, GroupName, Member, MemberChange, Reason, TransportError};
 
 /// The outcome of a queued call: the encoded reply (`None` for a tell).
@@ -166,6 +169,13 @@ pub enum GroupError {
     /// The recording file could not be created; nothing was joined.
     #[error("recording: {0}")]
     Record(String),
+    /// The supervision tree spec is invalid; nothing was sent.
+    #[error("invalid tree spec: {0}")]
+    InvalidSpec(String),
+    /// Another member started a tree of this name with another spec first.
+    /// Nothing runs here for it; fix the spec (or the name) and start again.
+    #[error("tree refused: {0}")]
+    TreeRefused(String),
 }
 
 /// A handle to this process's membership of one group. Clone freely; the
@@ -174,6 +184,7 @@ pub enum GroupError {
 #[derive(Clone)]
 pub struct Group {
     ops: mpsc::UnboundedSender<Op>,
+    supervision_events: broadcast::Sender<SupervisionEvent>,
     local: Member,
     name: GroupName,
     metrics: Arc<GroupMetrics>,
@@ -198,6 +209,7 @@ impl Group {
         let name = conn.group().clone();
         let metrics = Arc::new(GroupMetrics::default());
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let (supervision_events, _) = broadcast::channel(config.event_capacity.max(1));
         let (ready_tx, ready_rx) = oneshot::channel();
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let recorder = match &config.record_to {
@@ -211,14 +223,18 @@ impl Group {
             Box::new(conn),
             ops_rx,
             config,
-            metrics.clone(),
-            events.clone(),
+            Outlets {
+                metrics: metrics.clone(),
+                events: events.clone(),
+                supervision_events: supervision_events.clone(),
+            },
             ready_tx,
             recorder,
         );
         match ready_rx.await {
             Ok(Ok(())) => Ok(Group {
                 ops,
+                supervision_events,
                 local,
                 name,
                 metrics,
@@ -299,6 +315,44 @@ impl Group {
         let (tx, rx) = oneshot::channel();
         self.op(Op::Members { done: tx })?;
         rx.await.map_err(|_| GroupError::Closed)
+    }
+
+    /// Starts (or joins) the supervision tree `name` on this member: the
+    /// spec travels in the ordered stream, and the first spec of a name
+    /// wins; a member that starts it with another spec gets
+    /// [`GroupError::TreeRefused`]. `factories` build this member's share of
+    /// the children wherever the engine places them. Resolves when the start
+    /// reaches its place in the order.
+    pub async fn start_tree(
+        &self,
+        name: &str,
+        spec: TreeSpec,
+        factories: Factories,
+    ) -> Result<(), GroupError> {
+        spec.validate()
+            .map_err(|e| GroupError::InvalidSpec(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.op(Op::StartTree {
+            name: name.to_owned(),
+            spec,
+            factories,
+            done: tx,
+        })?;
+        rx.await.map_err(|_| GroupError::Closed)?
+    }
+
+    /// Every child slot of every tree and its state, as of the last message
+    /// this member processed (the same on every member at that point).
+    pub async fn children(&self) -> Result<Vec<ChildStatus>, GroupError> {
+        let (tx, rx) = oneshot::channel();
+        self.op(Op::Children { done: tx })?;
+        rx.await.map_err(|_| GroupError::Closed)
+    }
+
+    /// A stream of supervision decisions (starts, exits, restarts,
+    /// escalations, quorum) from now on.
+    pub fn supervision_events(&self) -> broadcast::Receiver<SupervisionEvent> {
+        self.supervision_events.subscribe()
     }
 
     /// A typed address of the actor registered as `name`, wherever it runs.

@@ -59,6 +59,13 @@ fn describe(command: Command) -> String {
             Err(e) => format!("own call {id} failed: {e}"),
         },
         Command::Reclaim { name } => format!("claim {name:?} again after a merge"),
+        Command::Mcast(Outgoing::Supervision(m)) => format!("multicast supervision fact {m:?}"),
+        Command::Supervise(output) => {
+            let mut parts: Vec<String> = output.commands.iter().map(|c| format!("{c:?}")).collect();
+            parts.extend(output.events.iter().map(|e| format!("{e:?}")));
+            format!("supervision: {}", parts.join("; "))
+        }
+        Command::Reconcile => "match local children to the transferred supervision state".into(),
         Command::Event(event) => format!("{event:?}"),
     }
 }

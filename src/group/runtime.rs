@@ -25,14 +25,26 @@ use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
+use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalChild};
 use super::core::{decode_inbound, Command, GroupCore, Outgoing};
-use super::messages::{RegistryOp, RemoteFailure, Reply, Request};
+use super::messages::{RegistryOp, RemoteFailure, Reply, Request, SupervisionMsg};
 use super::metrics::GroupMetrics;
 use super::{CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason};
 use crate::record::{Recorded, Recorder};
 use crate::remote::Endpoint;
+use crate::supervisor::{
+    ChildPath, ChildStatus, Command as SupCommand, Output, SlotKey, SlotStatus, SupervisionEvent,
+    TreeSpec,
+};
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
 use crate::wire::{Codec, Kind};
+
+/// How often local children are checked for having stopped. Only the
+/// detection delay depends on it, never a decision.
+const CHILD_WATCH_INTERVAL: Duration = Duration::from_millis(20);
+/// How often the lowest member puts its clock into the stream (the
+/// supervision engine's only notion of time).
+const TICK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Events handled per turn before the actor lets its mailbox in.
 const EVENT_BUDGET: usize = 256;
@@ -74,6 +86,15 @@ pub(crate) enum Op {
     Leave {
         done: Done<Result<(), GroupError>>,
     },
+    StartTree {
+        name: String,
+        spec: TreeSpec,
+        factories: Factories,
+        done: Done<Result<(), GroupError>>,
+    },
+    Children {
+        done: Done<Vec<ChildStatus>>,
+    },
 }
 
 /// What to do once a queued message has been handed to the transport.
@@ -113,6 +134,31 @@ pub(crate) struct GroupActor {
     leaving: Option<Done<Result<(), GroupError>>>,
     pump_waker: Option<std::task::Waker>,
     recorder: Option<Recorder>,
+    sup: LocalSupervision,
+}
+
+/// Where the runtime publishes what the group handles read.
+pub(crate) struct Outlets {
+    pub(crate) metrics: Arc<GroupMetrics>,
+    pub(crate) events: broadcast::Sender<GroupEvent>,
+    pub(crate) supervision_events: broadcast::Sender<SupervisionEvent>,
+}
+
+/// This member's side of supervision.
+#[derive(Default)]
+struct LocalSupervision {
+    /// Factories of the trees this member started, by tree name.
+    trees: HashMap<String, Factories>,
+    /// Tree starts awaiting their place in the order.
+    starting: HashMap<String, Done<Result<(), GroupError>>>,
+    /// Children running here.
+    children: HashMap<(ChildPath, SlotKey), LocalChild>,
+    /// Child names whose registration lost to a former host that has not
+    /// released them yet; registered again when it does.
+    wanted: HashMap<String, Endpoint>,
+    /// What the quorum service last said on this node.
+    quorate: Option<bool>,
+    events: Option<broadcast::Sender<SupervisionEvent>>,
 }
 
 impl GroupActor {
@@ -120,11 +166,15 @@ impl GroupActor {
         conn: Box<dyn Connection>,
         ops: mpsc::UnboundedReceiver<Op>,
         config: GroupConfig,
-        metrics: Arc<GroupMetrics>,
-        events: broadcast::Sender<GroupEvent>,
+        outlets: Outlets,
         ready: Done<Result<(), TransportError>>,
         recorder: Option<Recorder>,
     ) -> Addr<GroupActor> {
+        let Outlets {
+            metrics,
+            events,
+            supervision_events,
+        } = outlets;
         let limit = config.max_message_size.min(conn.max_message_size());
         metrics.set_limit(limit);
         let local = conn.local();
@@ -147,6 +197,10 @@ impl GroupActor {
             leaving: None,
             pump_waker: None,
             recorder,
+            sup: LocalSupervision {
+                events: Some(supervision_events),
+                ..LocalSupervision::default()
+            },
         }
         .start()
     }
@@ -291,6 +345,9 @@ impl GroupActor {
             }
             TransportEvent::Quorum(q) => {
                 debug!(quorate = q.quorate, ring = ?q.ring_id, "quorum");
+                self.sup.quorate = Some(q.quorate);
+                self.announce_quorum();
+                self.flush_or_close(ctx);
             }
         }
     }
@@ -305,6 +362,7 @@ impl GroupActor {
                     let encoded = match &outgoing {
                         Outgoing::SyncRequest(r) => self.codec.encode(Kind::SyncRequest, r),
                         Outgoing::Snapshot(s) => self.codec.encode(Kind::Snapshot, s),
+                        Outgoing::Supervision(m) => self.codec.encode(Kind::Supervision, m),
                     };
                     match encoded {
                         Ok(bytes) => self.outbound.push_front(Outbound {
@@ -319,8 +377,12 @@ impl GroupActor {
                         let outcome = match result {
                             Ok(()) => Ok(()),
                             Err(owner) => {
-                                self.endpoints.remove(&name);
-                                if done.is_none() {
+                                let endpoint = self.endpoints.remove(&name);
+                                let child_name = self.sup.children.values().any(|c| c.name == name);
+                                if let (true, Some(endpoint)) = (child_name, endpoint) {
+                                    // The former host has not released it yet.
+                                    self.sup.wanted.insert(name.clone(), endpoint);
+                                } else if done.is_none() {
                                     self.publish(GroupEvent::NameDropped {
                                         name: name.clone(),
                                         host: self.local(),
@@ -352,15 +414,27 @@ impl GroupActor {
                         );
                     }
                 }
+                Command::Supervise(output) => self.supervise(output),
+                Command::Reconcile => self.reconcile(),
                 Command::Event(event) => {
                     match &event {
                         GroupEvent::NameDropped { name, host, .. } if *host == self.local() => {
                             self.endpoints.remove(name);
                         }
+                        GroupEvent::NameDropped { name, .. }
+                        | GroupEvent::NameUnregistered { name, .. } => {
+                            if let Some(endpoint) = self.sup.wanted.remove(name) {
+                                self.register_child_name(name.clone(), endpoint);
+                            }
+                        }
                         GroupEvent::Ready => {
                             if let Some(ready) = self.ready.take() {
                                 let _ = ready.send(Ok(()));
                             }
+                            self.announce_quorum();
+                        }
+                        GroupEvent::ViewChanged { .. } if self.is_lowest() => {
+                            self.announce_quorum();
                         }
                         _ => {}
                     }
@@ -482,6 +556,14 @@ impl Actor for GroupActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.spawn(EventPump { retry: None });
+        ctx.run_interval(CHILD_WATCH_INTERVAL, |act, ctx| {
+            act.watch_children();
+            act.flush_or_close(ctx);
+        });
+        ctx.run_interval(TICK_INTERVAL, |act, ctx| {
+            act.tick();
+            act.flush_or_close(ctx);
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -647,6 +729,32 @@ impl GroupActor {
             Op::Leave { done } => {
                 self.leaving = Some(done);
             }
+            Op::StartTree {
+                name,
+                spec,
+                factories,
+                done,
+            } => {
+                let fingerprint = spec.fingerprint();
+                self.sup.trees.insert(name.clone(), factories);
+                if let Some(earlier) = self.sup.starting.insert(name.clone(), done) {
+                    let _ = earlier.send(Err(GroupError::Closed));
+                }
+                self.enqueue(
+                    Kind::Supervision,
+                    &SupervisionMsg::TreeStarted {
+                        name,
+                        fingerprint,
+                        spec,
+                    },
+                    OnSent::Nothing,
+                );
+                // Children the engine already placed here may now be built.
+                self.reconcile();
+            }
+            Op::Children { done } => {
+                let _ = done.send(self.core.engine().children());
+            }
         }
         self.flush_or_close(ctx);
     }
@@ -660,6 +768,246 @@ fn reject_closed(op: Op) {
         Op::Call { done, .. } => {
             let _ = done.send(Err(CallError::Closed));
         }
-        Op::Lookup { .. } | Op::Names { .. } | Op::Members { .. } => {}
+        Op::StartTree { done, .. } => {
+            let _ = done.send(Err(GroupError::Closed));
+        }
+        Op::Lookup { .. } | Op::Names { .. } | Op::Members { .. } | Op::Children { .. } => {}
     }
+}
+
+impl GroupActor {
+    fn is_lowest(&self) -> bool {
+        self.core.view().first() == Some(&self.local())
+    }
+
+    /// Puts this node's quorum state into the stream (the engine decides
+    /// from the stream, never from the local notification).
+    fn announce_quorum(&mut self) {
+        if let (Some(quorate), Some(_)) = (self.sup.quorate, self.core.view().first()) {
+            if self.ready.is_none() {
+                self.enqueue(
+                    Kind::Supervision,
+                    &SupervisionMsg::Quorum { quorate },
+                    OnSent::Nothing,
+                );
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.ready.is_some() || !self.is_lowest() || self.core.engine().children().is_empty() {
+            return;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.enqueue(
+            Kind::Supervision,
+            &SupervisionMsg::Tick { now_ms },
+            OnSent::Nothing,
+        );
+    }
+
+    /// Reports children that stopped on their own.
+    fn watch_children(&mut self) {
+        let exited: Vec<(ChildPath, SlotKey)> = self
+            .sup
+            .children
+            .iter()
+            .filter(|(_, c)| !c.alive())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in exited {
+            if let Some(child) = self.sup.children.remove(&key) {
+                let normal = child.exited_normally();
+                debug!(path = %key.0, incarnation = %child.incarnation, normal, "child stopped");
+                self.release_child_name(&child.name);
+                self.enqueue(
+                    Kind::Supervision,
+                    &SupervisionMsg::ChildExited {
+                        path: key.0,
+                        incarnation: child.incarnation,
+                        normal,
+                    },
+                    OnSent::Nothing,
+                );
+            }
+        }
+    }
+
+    fn supervise(&mut self, output: Output) {
+        let local = self.local();
+        for command in output.commands {
+            match command {
+                SupCommand::StartChild {
+                    path,
+                    slot,
+                    kind,
+                    host,
+                    incarnation,
+                    token,
+                } if host == local => {
+                    self.start_child(path, slot, &kind, incarnation, token);
+                }
+                SupCommand::StopChild {
+                    path,
+                    slot,
+                    host,
+                    incarnation,
+                    reason,
+                    ..
+                } if host == local => {
+                    debug!(%path, %incarnation, ?reason, "stopping child");
+                    self.stop_child(&(path, slot), incarnation);
+                }
+                SupCommand::RefuseTree { name, by, why } if by == local => {
+                    self.sup.trees.remove(&name);
+                    if let Some(done) = self.sup.starting.remove(&name) {
+                        let _ = done.send(Err(GroupError::TreeRefused(format!("{why:?}"))));
+                    }
+                }
+                SupCommand::Escalated { tree, at } => {
+                    warn!(%tree, %at, "supervision tree gave up");
+                }
+                _ => {}
+            }
+        }
+        for event in output.events {
+            if let SupervisionEvent::TreeStarted { name, by, .. } = &event {
+                if *by == local {
+                    if let Some(done) = self.sup.starting.remove(name) {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+            }
+            if let Some(events) = &self.sup.events {
+                let _ = events.send(event);
+            }
+        }
+    }
+
+    fn start_child(
+        &mut self,
+        path: ChildPath,
+        slot: SlotKey,
+        kind: &str,
+        incarnation: crate::supervisor::IncarnationId,
+        token: crate::supervisor::FencingToken,
+    ) {
+        let key = (path.clone(), slot);
+        if let Some(old) = self.sup.children.remove(&key) {
+            // A new incarnation replaces whatever ran here before.
+            old.terminate();
+            self.release_child_name(&old.name);
+        }
+        let ctx = ChildContext {
+            name: child_name(&path, &slot),
+            path,
+            slot,
+            incarnation,
+            token,
+            exit: ExitReporter::default(),
+        };
+        let Some(child) = self
+            .sup
+            .trees
+            .get(&ctx.path.tree)
+            .and_then(|f| f.build(kind, &ctx))
+        else {
+            // This member has not started the tree yet (or lacks the kind):
+            // `reconcile` builds it once the factories are given.
+            debug!(path = %ctx.path, kind, "no factory here yet");
+            return;
+        };
+        let (local, endpoint) = LocalChild::new(&ctx, child);
+        debug!(name = %ctx.name, incarnation = %incarnation, %token, "child started");
+        self.sup.children.insert(key, local);
+        if let Some(endpoint) = endpoint {
+            self.register_child_name(ctx.name, endpoint);
+        }
+    }
+
+    fn stop_child(
+        &mut self,
+        key: &(ChildPath, SlotKey),
+        incarnation: crate::supervisor::IncarnationId,
+    ) {
+        if self.sup.children.get(key).map(|c| c.incarnation) == Some(incarnation) {
+            if let Some(child) = self.sup.children.remove(key) {
+                child.terminate();
+                self.release_child_name(&child.name);
+            }
+        }
+    }
+
+    fn register_child_name(&mut self, name: String, endpoint: crate::remote::Endpoint) {
+        if self.endpoints.contains_key(&name) {
+            return;
+        }
+        let token = self.next_id();
+        self.endpoints.insert(name.clone(), endpoint);
+        self.registering.insert(token, (name.clone(), None));
+        self.enqueue(
+            Kind::Registry,
+            &RegistryOp::Register { name, token },
+            OnSent::Registering(token),
+        );
+    }
+
+    fn release_child_name(&mut self, name: &str) {
+        self.sup.wanted.remove(name);
+        if self.endpoints.remove(name).is_some() {
+            self.enqueue(
+                Kind::Registry,
+                &RegistryOp::Unregister {
+                    name: name.to_owned(),
+                },
+                OnSent::Nothing,
+            );
+        }
+    }
+
+    /// Makes the children running here exactly the engine's incarnations
+    /// for this member (after a state hand-over, or once factories arrive).
+    fn reconcile(&mut self) {
+        let local = self.local();
+        let engine = self.core.engine();
+        let stale: Vec<((ChildPath, SlotKey), crate::supervisor::IncarnationId)> = self
+            .sup
+            .children
+            .iter()
+            .filter(|((path, _), c)| !engine.is_current(path, c.incarnation, local))
+            .map(|(k, c)| (k.clone(), c.incarnation))
+            .collect();
+        let mut missing = Vec::new();
+        for status in engine.running() {
+            if let SlotStatus::Running {
+                host,
+                incarnation,
+                token,
+            } = status.status
+            {
+                let key = (status.path.clone(), status.slot);
+                let here = self.sup.children.get(&key).map(|c| c.incarnation);
+                if host == local && here != Some(incarnation) {
+                    missing.push((status.path, status.slot, incarnation, token));
+                }
+            }
+        }
+        for (key, incarnation) in stale {
+            self.stop_child(&key, incarnation);
+        }
+        for (path, slot, incarnation, token) in missing {
+            let kind = engine_kind(self.core.engine(), &path);
+            if let Some(kind) = kind {
+                self.start_child(path, slot, &kind, incarnation, token);
+            }
+        }
+    }
+}
+
+/// The worker kind of `path`, from the tree's spec as the engine holds it.
+fn engine_kind(engine: &crate::supervisor::Engine, path: &ChildPath) -> Option<String> {
+    engine.worker_kind(path)
 }

@@ -28,7 +28,7 @@ fn events(cmds: &[Command]) -> Vec<GroupEvent> {
 
 fn snapshot_of(cmds: &[Command]) -> Option<Snapshot> {
     cmds.iter().find_map(|c| match c {
-        Command::Mcast(Outgoing::Snapshot(s)) => Some(s.clone()),
+        Command::Mcast(Outgoing::Snapshot(s)) => Some((**s).clone()),
         _ => None,
     })
 }
@@ -358,7 +358,7 @@ fn step() -> impl Strategy<Value = Step> {
 fn outgoing(from: Member, cmds: Vec<Command>) -> Vec<(Member, Inbound)> {
     cmds.into_iter()
         .filter_map(|c| match c {
-            Command::Mcast(Outgoing::Snapshot(s)) => Some((from, Inbound::Snapshot(s))),
+            Command::Mcast(Outgoing::Snapshot(s)) => Some((from, Inbound::Snapshot(*s))),
             Command::Mcast(Outgoing::SyncRequest(r)) => Some((from, Inbound::SyncRequest(r))),
             _ => None,
         })

@@ -262,6 +262,23 @@ impl Engine {
         out
     }
 
+    /// The worker kind (factory key) of the child at `path`, from the spec
+    /// of its tree.
+    pub fn worker_kind(&self, path: &ChildPath) -> Option<String> {
+        let mut spec = &self.core.trees.get(&path.tree)?.spec.root;
+        let (last, parents) = path.ids.split_last()?;
+        for id in parents {
+            match &spec.children.iter().find(|c| &c.id == id)?.kind {
+                ChildKind::Supervisor(inner) => spec = inner,
+                ChildKind::Worker(_) => return None,
+            }
+        }
+        match &spec.children.iter().find(|c| &c.id == last)?.kind {
+            ChildKind::Worker(w) => Some(w.kind.clone()),
+            ChildKind::Supervisor(_) => None,
+        }
+    }
+
     /// The running slots, in tree order.
     pub fn running(&self) -> Vec<ChildStatus> {
         self.children()

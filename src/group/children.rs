@@ -1,0 +1,182 @@
+//! The local side of supervision: building, watching and stopping the
+//! actors the supervision engine places on this member.
+//!
+//! The engine (see [`crate::supervisor`]) decides, identically everywhere,
+//! which member runs which incarnation of which child. The runtime of that
+//! member calls the child kind's factory with a [`ChildContext`], registers
+//! the child under its group-wide name, and watches it: an actor that stops
+//! on its own is reported to the group as an ordered `ChildExited` fact, and
+//! the engine decides what follows when that fact comes back.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Message};
+
+use crate::remote::{Endpoint, Handlers};
+use crate::supervisor::{ChildPath, FencingToken, IncarnationId, SlotKey};
+
+/// Asks a supervised actor to stop. Every child actor handles it, usually
+/// with `ctx.stop()`; a child that must flush first can do so.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Terminate;
+
+/// Lets a child tell its supervisor that its coming stop is a normal exit
+/// (a transient child is then not restarted). Without it, an actor that
+/// stops on its own counts as crashed, as in OTP.
+#[derive(Clone, Debug, Default)]
+pub struct ExitReporter(Arc<AtomicBool>);
+
+impl ExitReporter {
+    /// Marks the next stop as normal.
+    pub fn normal(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_normal(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a child's factory is told about the incarnation it builds.
+#[derive(Clone, Debug)]
+pub struct ChildContext {
+    /// Where the child sits in its tree.
+    pub path: ChildPath,
+    /// Which instance (for per-node and per-member children).
+    pub slot: SlotKey,
+    /// This incarnation.
+    pub incarnation: IncarnationId,
+    /// Its fencing token: only grows from one incarnation of a slot to the
+    /// next, group-wide. Hand it to external resources so that a zombie
+    /// incarnation (in a cut-off partition) loses against its successor.
+    pub token: FencingToken,
+    /// The group-wide name the child is registered under.
+    pub name: String,
+    /// To report a normal exit before stopping.
+    pub exit: ExitReporter,
+}
+
+/// A started child actor, as its factory returns it.
+pub struct Child {
+    endpoint: Option<Endpoint>,
+    alive: Box<dyn Fn() -> bool>,
+    terminate: Box<dyn Fn()>,
+}
+
+impl Child {
+    /// A child that takes no remote messages.
+    pub fn new<A>(addr: Addr<A>) -> Child
+    where
+        A: Actor<Context = actix::Context<A>> + Handler<Terminate>,
+        A::Context: ToEnvelope<A, Terminate>,
+    {
+        let watch = addr.clone();
+        Child {
+            endpoint: None,
+            alive: Box::new(move || watch.connected()),
+            terminate: Box::new(move || addr.do_send(Terminate)),
+        }
+    }
+
+    /// A child registered under its name with these handlers, so any member
+    /// can reach it with [`crate::Group::remote`].
+    pub fn serving<A>(handlers: Handlers<A>) -> Child
+    where
+        A: Actor<Context = actix::Context<A>> + Handler<Terminate>,
+        A::Context: ToEnvelope<A, Terminate>,
+    {
+        let mut child = Child::new(handlers.addr());
+        child.endpoint = Some(handlers.into_endpoint());
+        child
+    }
+}
+
+type Factory = Box<dyn Fn(&ChildContext) -> Child + Send>;
+
+/// The factories of a tree's worker kinds on this member: what to build
+/// when the engine places a child of that kind here. Every member that
+/// starts the tree supplies them (as every node of an OTP release carries
+/// the same code).
+#[derive(Default)]
+pub struct Factories {
+    kinds: HashMap<String, Factory>,
+}
+
+impl std::fmt::Debug for Factories {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut kinds: Vec<&String> = self.kinds.keys().collect();
+        kinds.sort();
+        f.debug_struct("Factories").field("kinds", &kinds).finish()
+    }
+}
+
+impl Factories {
+    /// No factories yet.
+    pub fn new() -> Self {
+        Factories::default()
+    }
+
+    /// Builds children of worker kind `kind` with `factory`. A restart
+    /// calls it again: the actor is built afresh, never repaired.
+    pub fn worker(
+        mut self,
+        kind: impl Into<String>,
+        factory: impl Fn(&ChildContext) -> Child + Send + 'static,
+    ) -> Self {
+        self.kinds.insert(kind.into(), Box::new(factory));
+        self
+    }
+
+    pub(crate) fn build(&self, kind: &str, ctx: &ChildContext) -> Option<Child> {
+        self.kinds.get(kind).map(|f| f(ctx))
+    }
+}
+
+/// The group-wide name of a child instance.
+pub fn child_name(path: &ChildPath, slot: &SlotKey) -> String {
+    match slot {
+        SlotKey::Single => path.to_string(),
+        SlotKey::Node(node) => format!("{path}@{node}"),
+        SlotKey::Member(member) => format!("{path}@{member}"),
+    }
+}
+
+/// A child running on this member.
+pub(crate) struct LocalChild {
+    pub(crate) incarnation: IncarnationId,
+    pub(crate) name: String,
+    pub(crate) exit: ExitReporter,
+    child: Child,
+}
+
+impl LocalChild {
+    pub(crate) fn new(ctx: &ChildContext, child: Child) -> (LocalChild, Option<Endpoint>) {
+        let mut child = child;
+        let endpoint = child.endpoint.take();
+        (
+            LocalChild {
+                incarnation: ctx.incarnation,
+                name: ctx.name.clone(),
+                exit: ctx.exit.clone(),
+                child,
+            },
+            endpoint,
+        )
+    }
+
+    pub(crate) fn alive(&self) -> bool {
+        (self.child.alive)()
+    }
+
+    pub(crate) fn exited_normally(&self) -> bool {
+        self.exit.is_normal()
+    }
+
+    pub(crate) fn terminate(&self) {
+        (self.child.terminate)();
+    }
+}
