@@ -94,8 +94,8 @@ pub mod transport;
 pub mod wire;
 
 pub use group::{
-    CallError, Group, GroupConfig, GroupError, GroupEvent, MetricsSnapshot, NameDropReason,
-    RemoteFailure,
+    child_name, CallError, Child, ChildContext, ExitReporter, Factories, Group, GroupConfig,
+    GroupError, GroupEvent, MetricsSnapshot, NameDropReason, RemoteFailure, Terminate,
 };
 pub use remote::{Handlers, RemoteAddr, RemoteMessage};
 pub use transport::{

@@ -33,8 +33,8 @@ use super::{CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDro
 use crate::record::{Recorded, Recorder};
 use crate::remote::Endpoint;
 use crate::supervisor::{
-    ChildPath, ChildStatus, Command as SupCommand, Output, SlotKey, SlotStatus, SupervisionEvent,
-    TreeSpec,
+    ChildPath, ChildStatus, Command as SupCommand, Fingerprint, Output, SlotKey, SlotStatus,
+    SupervisionEvent, TreeSpec,
 };
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
 use crate::wire::{Codec, Kind};
@@ -149,8 +149,9 @@ pub(crate) struct Outlets {
 struct LocalSupervision {
     /// Factories of the trees this member started, by tree name.
     trees: HashMap<String, Factories>,
-    /// Tree starts awaiting their place in the order.
-    starting: HashMap<String, Done<Result<(), GroupError>>>,
+    /// Tree starts awaiting their place in the order, with the fingerprint
+    /// of the spec this member asked for.
+    starting: HashMap<String, (Fingerprint, Done<Result<(), GroupError>>)>,
     /// Children running here.
     children: HashMap<(ChildPath, SlotKey), LocalChild>,
     /// Child names whose registration lost to a former host that has not
@@ -524,6 +525,14 @@ impl GroupActor {
     }
 
     fn fail_everything(&mut self) {
+        // Children run only while this member is in the group; the others
+        // restart them elsewhere when they see it leave.
+        for (_, child) in self.sup.children.drain() {
+            child.terminate();
+        }
+        for (_, (_, done)) in self.sup.starting.drain() {
+            let _ = done.send(Err(GroupError::Closed));
+        }
         for id in self.core.fail_all_calls() {
             if let Some(done) = self.calls.remove(&id) {
                 let _ = done.send(Err(CallError::Closed));
@@ -737,7 +746,9 @@ impl GroupActor {
             } => {
                 let fingerprint = spec.fingerprint();
                 self.sup.trees.insert(name.clone(), factories);
-                if let Some(earlier) = self.sup.starting.insert(name.clone(), done) {
+                if let Some((_, earlier)) =
+                    self.sup.starting.insert(name.clone(), (fingerprint, done))
+                {
                     let _ = earlier.send(Err(GroupError::Closed));
                 }
                 self.enqueue(
@@ -863,7 +874,7 @@ impl GroupActor {
                 }
                 SupCommand::RefuseTree { name, by, why } if by == local => {
                     self.sup.trees.remove(&name);
-                    if let Some(done) = self.sup.starting.remove(&name) {
+                    if let Some((_, done)) = self.sup.starting.remove(&name) {
                         let _ = done.send(Err(GroupError::TreeRefused(format!("{why:?}"))));
                     }
                 }
@@ -874,15 +885,29 @@ impl GroupActor {
             }
         }
         for event in output.events {
-            if let SupervisionEvent::TreeStarted { name, by, .. } = &event {
-                if *by == local {
-                    if let Some(done) = self.sup.starting.remove(name) {
-                        let _ = done.send(Ok(()));
-                    }
-                }
-            }
             if let Some(events) = &self.sup.events {
                 let _ = events.send(event);
+            }
+        }
+        self.resolve_tree_starts();
+    }
+
+    /// A tree start is done once the group runs a live tree of that name
+    /// with this member's spec (whoever's start got there first).
+    fn resolve_tree_starts(&mut self) {
+        let engine = self.core.engine();
+        let done: Vec<String> = self
+            .sup
+            .starting
+            .iter()
+            .filter(|(name, (fp, _))| {
+                engine.tree_fingerprint(name) == Some(*fp) && engine.tree_alive(name) == Some(true)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in done {
+            if let Some((_, done)) = self.sup.starting.remove(&name) {
+                let _ = done.send(Ok(()));
             }
         }
     }
@@ -971,6 +996,7 @@ impl GroupActor {
     /// Makes the children running here exactly the engine's incarnations
     /// for this member (after a state hand-over, or once factories arrive).
     fn reconcile(&mut self) {
+        self.resolve_tree_starts();
         let local = self.local();
         let engine = self.core.engine();
         let stale: Vec<((ChildPath, SlotKey), crate::supervisor::IncarnationId)> = self

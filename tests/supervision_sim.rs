@@ -1,0 +1,372 @@
+//! The distributed supervision tree end to end on the sim backend: real
+//! actix actors started, restarted and stopped across three members as
+//! confchgs, exits and quorum arrive.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_cpg::supervisor::{
+    ChildSpec, QuorumPolicy, RestartType, Strategy, SupervisorSpec, TreeSpec,
+};
+use actix_cpg::transport::sim::{SimCluster, SimProcess};
+use actix_cpg::{
+    Child, ChildContext, Factories, Group, GroupConfig, GroupName, Member, NodeId, Terminate,
+    Transport,
+};
+
+/// Which live actor runs which child, seen from outside every member.
+#[derive(Clone, Default)]
+struct Census(Arc<Mutex<BTreeMap<String, Vec<Member>>>>);
+
+impl Census {
+    fn add(&self, name: &str, host: Member) {
+        self.0
+            .lock()
+            .unwrap()
+            .entry(name.into())
+            .or_default()
+            .push(host);
+    }
+    fn remove(&self, name: &str, host: Member) {
+        let mut m = self.0.lock().unwrap();
+        if let Some(v) = m.get_mut(name) {
+            if let Some(i) = v.iter().position(|h| *h == host) {
+                v.remove(i);
+            }
+            if v.is_empty() {
+                m.remove(name);
+            }
+        }
+    }
+    fn snapshot(&self) -> BTreeMap<String, Vec<Member>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+struct Worker {
+    name: String,
+    host: Member,
+    census: Census,
+    ctx: ChildContext,
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.census.add(&self.name, self.host);
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.census.remove(&self.name, self.host);
+    }
+}
+
+impl Handler<Terminate> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Stops the worker, normally or not.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Exit {
+    normal: bool,
+}
+
+impl Handler<Exit> for Worker {
+    type Result = ();
+    fn handle(&mut self, exit: Exit, ctx: &mut Context<Self>) {
+        if exit.normal {
+            self.ctx.exit.normal();
+        }
+        ctx.stop();
+    }
+}
+
+fn spec() -> TreeSpec {
+    let nested = SupervisorSpec::new(Strategy::OneForAll)
+        .intensity(10, 60_000)
+        .child(ChildSpec::worker("n1", "worker"))
+        .child(ChildSpec::worker("n2", "worker"));
+    TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .intensity(20, 60_000)
+            .child(ChildSpec::worker("perm", "worker"))
+            .child(ChildSpec::worker("trans", "worker").restart(RestartType::Transient))
+            .child(ChildSpec::worker("temp", "worker").restart(RestartType::Temporary))
+            .child(ChildSpec::supervisor("sub", nested)),
+    )
+    .quorum_policy(QuorumPolicy::Stop)
+}
+
+const NAMES: [&str; 5] = [
+    "jobs/perm",
+    "jobs/trans",
+    "jobs/temp",
+    "jobs/sub/n1",
+    "jobs/sub/n2",
+];
+
+type Addrs = Arc<Mutex<BTreeMap<String, Addr<Worker>>>>;
+
+fn factories(host: Member, census: &Census, addrs: &Addrs) -> Factories {
+    let census = census.clone();
+    let addrs = addrs.clone();
+    Factories::new().worker("worker", move |ctx: &ChildContext| {
+        let addr = Worker {
+            name: ctx.name.clone(),
+            host,
+            census: census.clone(),
+            ctx: ctx.clone(),
+        }
+        .start();
+        addrs.lock().unwrap().insert(ctx.name.clone(), addr.clone());
+        Child::new(addr)
+    })
+}
+
+struct Member3 {
+    process: SimProcess,
+    group: Group,
+}
+
+async fn start(cluster: &SimCluster, node: u32, census: &Census, addrs: &Addrs) -> Member3 {
+    let process = cluster.process(NodeId(node)).unwrap();
+    let name = GroupName::new("supervised").unwrap();
+    let group = Group::start(process.join(&name).unwrap(), GroupConfig::default())
+        .await
+        .unwrap();
+    group
+        .start_tree("jobs", spec(), factories(group.local(), census, addrs))
+        .await
+        .unwrap();
+    Member3 { process, group }
+}
+
+/// Waits until the census satisfies `pred` (the runtimes act asynchronously).
+async fn until(census: &Census, what: &str, pred: impl Fn(&BTreeMap<String, Vec<Member>>) -> bool) {
+    for _ in 0..500 {
+        if pred(&census.snapshot()) {
+            return;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never reached: {what}; census {:?}", census.snapshot());
+}
+
+fn each_once(m: &BTreeMap<String, Vec<Member>>, names: &[&str], alive: &[Member]) -> bool {
+    names.iter().all(|n| {
+        m.get(*n)
+            .is_some_and(|hosts| hosts.len() == 1 && alive.contains(&hosts[0]))
+    }) && m.values().all(|h| h.len() <= 1)
+}
+
+#[actix_rt::test]
+async fn children_run_once_and_move_when_their_host_is_killed() {
+    let cluster = SimCluster::new(3);
+    let census = Census::default();
+    let addrs = Addrs::default();
+    let mut members = Vec::new();
+    for node in 1..=3 {
+        members.push(start(&cluster, node, &census, &addrs).await);
+    }
+    let all: Vec<Member> = members.iter().map(|m| m.group.local()).collect();
+    until(&census, "every child runs once", |m| {
+        each_once(m, &NAMES, &all)
+    })
+    .await;
+
+    // Every member agrees where each child runs, and the registry says so.
+    let a = members[0].group.children().await.unwrap();
+    let b = members[2].group.children().await.unwrap();
+    assert_eq!(a, b);
+    let perm_host = census.snapshot()["jobs/perm"][0];
+    assert_eq!(
+        members[1].group.lookup("jobs/perm").await.unwrap(),
+        None,
+        "workers without handlers are not registered"
+    );
+
+    // Kill the process hosting `perm`: each of its children restarts once,
+    // elsewhere.
+    let victim = members
+        .iter()
+        .position(|m| m.group.local() == perm_host)
+        .unwrap();
+    let lost: Vec<String> = census
+        .snapshot()
+        .iter()
+        .filter(|(_, h)| h[0] == perm_host)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let restarts = Arc::new(Mutex::new(Vec::new()));
+    let mut events = members[(victim + 1) % 3].group.supervision_events();
+    // The victim's runtime sees its connection close and stops its actors
+    // (they live in this test process too).
+    cluster
+        .kill_process(members[victim].process.member())
+        .unwrap();
+    let survivors: Vec<Member> = all.iter().copied().filter(|m| *m != perm_host).collect();
+    until(&census, "lost children run again on survivors", |m| {
+        each_once(m, &NAMES, &survivors)
+    })
+    .await;
+    while let Ok(e) = events.try_recv() {
+        if let actix_cpg::supervisor::SupervisionEvent::ChildRestarted { path, .. } = e {
+            restarts.lock().unwrap().push(path.to_string());
+        }
+    }
+    let restarts = restarts.lock().unwrap().clone();
+    for n in &lost {
+        assert_eq!(
+            restarts.iter().filter(|r| *r == n).count(),
+            1,
+            "{n} restarted exactly once: {restarts:?}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn exits_follow_restart_types() {
+    let cluster = SimCluster::new(3);
+    let census = Census::default();
+    let addrs = Addrs::default();
+    let mut members = Vec::new();
+    for node in 1..=3 {
+        members.push(start(&cluster, node, &census, &addrs).await);
+    }
+    let all: Vec<Member> = members.iter().map(|m| m.group.local()).collect();
+    until(&census, "every child runs once", |m| {
+        each_once(m, &NAMES, &all)
+    })
+    .await;
+
+    let send = |name: &str, normal: bool| {
+        addrs.lock().unwrap()[name].do_send(Exit { normal });
+    };
+    // A transient child that exits normally stays down.
+    send("jobs/trans", true);
+    until(&census, "trans stays down", |m| {
+        !m.contains_key("jobs/trans")
+    })
+    .await;
+    // A temporary child that crashes stays down.
+    send("jobs/temp", false);
+    until(&census, "temp stays down", |m| !m.contains_key("jobs/temp")).await;
+    // A permanent child that exits normally comes back.
+    send("jobs/perm", true);
+    until(&census, "perm is back", |m| {
+        m.get("jobs/perm").is_some_and(|h| h.len() == 1)
+    })
+    .await;
+    // one_for_all in the nested supervisor: n1 crashing restarts n2 too.
+    let before = members[0].group.children().await.unwrap();
+    send("jobs/sub/n1", false);
+    until(&census, "n1 and n2 run again", |m| {
+        ["jobs/sub/n1", "jobs/sub/n2"]
+            .iter()
+            .all(|n| m.get(*n).is_some_and(|h| h.len() == 1))
+    })
+    .await;
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    let after = members[0].group.children().await.unwrap();
+    let inc = |list: &[actix_cpg::supervisor::ChildStatus], id: &str| {
+        list.iter()
+            .find(|c| c.path.ids.last().map(String::as_str) == Some(id))
+            .map(|c| format!("{:?}", c.status))
+    };
+    assert_ne!(
+        inc(&before, "n2"),
+        inc(&after, "n2"),
+        "n2 got a new incarnation"
+    );
+    assert_eq!(inc(&before, "perm").is_some(), true);
+}
+
+#[actix_rt::test]
+async fn a_minority_stops_its_children_and_a_merge_leaves_no_duplicate() {
+    let cluster = SimCluster::new(3);
+    let census = Census::default();
+    let addrs = Addrs::default();
+    let mut members = Vec::new();
+    for node in 1..=3 {
+        members.push(start(&cluster, node, &census, &addrs).await);
+    }
+    let all: Vec<Member> = members.iter().map(|m| m.group.local()).collect();
+    until(&census, "every child runs once", |m| {
+        each_once(m, &NAMES, &all)
+    })
+    .await;
+
+    cluster
+        .partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]])
+        .unwrap();
+    let majority = &all[..2];
+    until(
+        &census,
+        "the majority runs everything; node 3 runs nothing",
+        |m| each_once(m, &NAMES, majority),
+    )
+    .await;
+
+    cluster.heal();
+    until(
+        &census,
+        "after the merge every child runs exactly once",
+        |m| each_once(m, &NAMES, &all),
+    )
+    .await;
+    // And it stays that way.
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        each_once(&census.snapshot(), &NAMES, &all),
+        "{:?}",
+        census.snapshot()
+    );
+    let views: Vec<_> = futures::future::join_all(members.iter().map(|m| m.group.children())).await;
+    assert_eq!(views[0].as_ref().unwrap(), views[1].as_ref().unwrap());
+    assert_eq!(views[0].as_ref().unwrap(), views[2].as_ref().unwrap());
+}
+
+#[actix_rt::test]
+async fn a_graceful_leave_keeps_transient_children_down_and_moves_permanent_ones() {
+    let cluster = SimCluster::new(3);
+    let census = Census::default();
+    let addrs = Addrs::default();
+    let mut members = Vec::new();
+    for node in 1..=3 {
+        members.push(start(&cluster, node, &census, &addrs).await);
+    }
+    let all: Vec<Member> = members.iter().map(|m| m.group.local()).collect();
+    until(&census, "every child runs once", |m| {
+        each_once(m, &NAMES, &all)
+    })
+    .await;
+    let trans_host = census.snapshot()["jobs/trans"][0];
+    let leaver = members
+        .iter()
+        .position(|m| m.group.local() == trans_host)
+        .unwrap();
+    let moved: Vec<String> = census
+        .snapshot()
+        .iter()
+        .filter(|(_, h)| h[0] == trans_host)
+        .map(|(n, _)| n.clone())
+        .collect();
+    members[leaver].group.leave().await.unwrap();
+    let survivors: Vec<Member> = all.iter().copied().filter(|m| *m != trans_host).collect();
+    let expected: Vec<&str> = NAMES
+        .iter()
+        .copied()
+        .filter(|n| *n != "jobs/trans" && !(*n == "jobs/temp" && moved.iter().any(|m| m == n)))
+        .collect();
+    until(
+        &census,
+        "permanent children moved, transient stays down",
+        |m| each_once(m, &expected, &survivors) && !m.contains_key("jobs/trans"),
+    )
+    .await;
+}
