@@ -283,7 +283,7 @@ async fn exits_follow_restart_types() {
         inc(&after, "n2"),
         "n2 got a new incarnation"
     );
-    assert_eq!(inc(&before, "perm").is_some(), true);
+    assert!(inc(&before, "perm").is_some());
 }
 
 #[actix_rt::test]
