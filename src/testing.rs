@@ -20,6 +20,8 @@
 //!             burst NAME N          BURST NAME N    (N ordered tells, all sent)
 //!             sink                  SINK count in_order
 //!             names                 NAMES a=node1/7,b=node2/9   (sorted)
+//!             tree                  TREE ok | TREE err ERROR   (start the test tree)
+//!             (a child starts/stops) CHILD-UP name incarnation | CHILD-DOWN name incarnation
 //!  always     (on start)            READY node/pid
 //!             (on each confchg)     CONFCHG members=a,b joined=a:Join left=b:ProcDown
 //! ```
@@ -33,8 +35,11 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::group::{Group, GroupConfig, GroupError, GroupEvent};
+use crate::group::{
+    Child, ChildContext, Factories, Group, GroupConfig, GroupError, GroupEvent, Terminate,
+};
 use crate::remote::{Handlers, RemoteMessage};
+use crate::supervisor::{ChildSpec, QuorumPolicy, RestartType, Strategy, SupervisorSpec, TreeSpec};
 use crate::transport::{Connection, Member, MemberChange, TransportError, TransportEvent};
 
 /// Tells a burst keeps queued before awaiting the oldest.
@@ -418,9 +423,95 @@ async fn run_group<C: Connection>(
                         say("LEFT".into());
                         return Ok(());
                     }
+                    ["tree"] => {
+                        match group.start_tree(TEST_TREE, test_tree(), test_factories(output.clone())).await {
+                            Ok(()) => say("TREE ok".into()),
+                            Err(e) => say(format!("TREE err {e}")),
+                        }
+                    }
                     _ => say(format!("ERROR unknown command {line:?}")),
                 }
             }
         }
     }
+}
+
+/// Name of the tree the `tree` command starts.
+pub const TEST_TREE: &str = "conformance";
+
+/// The tree the `tree` command starts: three permanent workers, a transient
+/// one and a nested `one_for_all` supervisor of two, with the `Stop`
+/// quorum policy.
+pub fn test_tree() -> TreeSpec {
+    let nested = SupervisorSpec::new(Strategy::OneForAll)
+        .intensity(100, 60_000)
+        .child(ChildSpec::worker("s1", "probe"))
+        .child(ChildSpec::worker("s2", "probe"));
+    TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .intensity(100, 60_000)
+            .child(ChildSpec::worker("a", "probe"))
+            .child(ChildSpec::worker("b", "probe"))
+            .child(ChildSpec::worker("c", "probe"))
+            .child(ChildSpec::worker("t", "probe").restart(RestartType::Transient))
+            .child(ChildSpec::supervisor("sub", nested)),
+    )
+    .quorum_policy(QuorumPolicy::Stop)
+}
+
+/// Group-wide names of the test tree's workers.
+pub const TEST_TREE_CHILDREN: [&str; 6] = [
+    "conformance/a",
+    "conformance/b",
+    "conformance/c",
+    "conformance/t",
+    "conformance/sub/s1",
+    "conformance/sub/s2",
+];
+
+/// A worker that says when it starts and stops.
+struct Probe {
+    name: String,
+    incarnation: u64,
+    output: UnboundedSender<String>,
+}
+
+impl Actor for Probe {
+    type Context = Context<Self>;
+    fn started(&mut self, _: &mut Context<Self>) {
+        let _ = self
+            .output
+            .send(format!("CHILD-UP {} {}", self.name, self.incarnation));
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let _ = self
+            .output
+            .send(format!("CHILD-DOWN {} {}", self.name, self.incarnation));
+    }
+}
+
+impl Handler<Terminate> for Probe {
+    type Result = ();
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Echo> for Probe {
+    type Result = String;
+    fn handle(&mut self, Echo(text): Echo, _: &mut Context<Self>) -> String {
+        format!("{}:{text}", self.name)
+    }
+}
+
+fn test_factories(output: UnboundedSender<String>) -> Factories {
+    Factories::new().worker("probe", move |ctx: &ChildContext| {
+        let addr = Probe {
+            name: ctx.name.clone(),
+            incarnation: ctx.incarnation.0,
+            output: output.clone(),
+        }
+        .start();
+        Child::serving(Handlers::new(addr).with::<Echo>())
+    })
 }

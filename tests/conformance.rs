@@ -38,6 +38,18 @@ impl Agent {
         agent
     }
 
+    /// Moves every line already printed into `seen`, without waiting.
+    fn pump(&mut self) {
+        while let Ok(line) = self.rx.try_recv() {
+            assert!(
+                !line.starts_with("ERROR"),
+                "agent {} reported {line:?}",
+                self.member
+            );
+            self.seen.push(line);
+        }
+    }
+
     fn cmd(&self, line: &str) {
         self.tx
             .send(line.to_owned())
@@ -151,6 +163,10 @@ trait Backend {
     async fn kill(&mut self, agent: &Agent);
     async fn cut(&mut self, node: u32);
     async fn restore(&mut self, node: u32);
+    /// The node's daemon dies (NODEDOWN for the others).
+    async fn crash_node(&mut self, node: u32);
+    /// The node's daemon runs again.
+    async fn revive_node(&mut self, node: u32);
 }
 
 fn unique_group(scenario: &str) -> String {
@@ -425,6 +441,208 @@ async fn garbage_is_dropped_and_counted<B: Backend>(b: &mut B) {
     agents[1].expect("CALL echo ok still-working").await;
 }
 
+// ---- supervision -----------------------------------------------------------
+
+use actix_cpg::testing::TEST_TREE_CHILDREN;
+use std::collections::BTreeMap;
+
+/// Where each test-tree child runs, read from the agents' CHILD-UP and
+/// CHILD-DOWN lines (from outside the members); `dead` agents run nothing.
+fn census(agents: &mut [Agent], dead: &[bool]) -> BTreeMap<String, Vec<usize>> {
+    let mut live: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, a) in agents.iter_mut().enumerate() {
+        a.pump();
+        if dead[i] {
+            continue;
+        }
+        let mut up: Vec<(String, String)> = Vec::new();
+        for line in &a.seen {
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["CHILD-UP", name, inc] => up.push(((*name).into(), (*inc).into())),
+                ["CHILD-DOWN", name, inc] => up.retain(|(n, x)| !(n == name && x == inc)),
+                _ => {}
+            }
+        }
+        for (name, _) in up {
+            live.entry(name).or_default().push(i);
+        }
+    }
+    live
+}
+
+/// How many times each child was started so far, by any agent.
+fn starts(agents: &[Agent]) -> BTreeMap<String, usize> {
+    let mut n = BTreeMap::new();
+    for a in agents {
+        for line in &a.seen {
+            if let Some(rest) = line.strip_prefix("CHILD-UP ") {
+                let name = rest.split(' ').next().unwrap_or_default().to_owned();
+                *n.entry(name).or_insert(0) += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Waits until the census satisfies `pred`.
+async fn until_census(
+    agents: &mut [Agent],
+    dead: &[bool],
+    what: &str,
+    pred: impl Fn(&BTreeMap<String, Vec<usize>>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let c = census(agents, dead);
+        if pred(&c) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached: {what}; census {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Each of `names` runs exactly once, on one of `on`, and nothing runs twice.
+fn once_on(c: &BTreeMap<String, Vec<usize>>, names: &[&str], on: &[usize]) -> bool {
+    names.iter().all(|n| {
+        c.get(*n)
+            .is_some_and(|h| h.len() == 1 && on.contains(&h[0]))
+    }) && c.values().all(|h| h.len() <= 1)
+}
+
+async fn start_tree_on_three<B: Backend>(b: &mut B, scenario: &str) -> Vec<Agent> {
+    let group = unique_group(scenario);
+    let mut agents = spawn_all(b, &group, Mode::Group, &[1, 2, 3]).await;
+    for a in &agents {
+        a.cmd("tree");
+    }
+    for a in &mut agents {
+        a.expect("TREE ok").await;
+    }
+    let dead = [false; 3];
+    until_census(&mut agents, &dead, "every child runs once", |c| {
+        once_on(c, &TEST_TREE_CHILDREN, &[0, 1, 2])
+    })
+    .await;
+    agents
+}
+
+/// A member process hosting children is SIGKILLed: each of its children is
+/// started again exactly once, on another member.
+async fn supervision_process_kill<B: Backend>(b: &mut B) {
+    let mut agents = start_tree_on_three(b, "sup-kill").await;
+    let c = census(&mut agents, &[false; 3]);
+    let victim = c["conformance/a"][0];
+    let lost: Vec<String> = c
+        .iter()
+        .filter(|(_, h)| h[0] == victim)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let before = starts(&agents);
+    b.kill(&agents[victim]).await;
+    let mut dead = [false; 3];
+    dead[victim] = true;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    until_census(&mut agents, &dead, "lost children run on survivors", |c| {
+        once_on(c, &TEST_TREE_CHILDREN, &survivors)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    census(&mut agents, &dead);
+    let after = starts(&agents);
+    for name in &lost {
+        let again = after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        assert_eq!(again, 1, "{name} was started {again} times after the kill");
+    }
+    assert!(once_on(
+        &census(&mut agents, &dead),
+        &TEST_TREE_CHILDREN,
+        &survivors
+    ));
+}
+
+/// A node's daemon dies: every child of that node moves to the others.
+async fn supervision_node_down<B: Backend>(b: &mut B) {
+    let mut agents = start_tree_on_three(b, "sup-node").await;
+    let c = census(&mut agents, &[false; 3]);
+    let victim = c["conformance/a"][0];
+    let node = victim as u32 + 1;
+    b.crash_node(node).await;
+    let mut dead = [false; 3];
+    dead[victim] = true;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    until_census(
+        &mut agents,
+        &dead,
+        "children of the dead node run elsewhere",
+        |c| once_on(c, &TEST_TREE_CHILDREN, &survivors),
+    )
+    .await;
+    b.revive_node(node).await;
+}
+
+/// One node cut off: the two-node side runs every child, the one-node side
+/// (no quorum) stops its children; restored: no child runs twice.
+async fn supervision_partition<B: Backend>(b: &mut B) {
+    let mut agents = start_tree_on_three(b, "sup-cut").await;
+    b.cut(3).await;
+    let dead = [false; 3];
+    until_census(
+        &mut agents,
+        &dead,
+        "the majority runs everything, node 3 nothing",
+        |c| once_on(c, &TEST_TREE_CHILDREN, &[0, 1]),
+    )
+    .await;
+    b.restore(3).await;
+    agents[2].expect_view_of(3).await;
+    until_census(
+        &mut agents,
+        &dead,
+        "after the merge every child runs once",
+        |c| once_on(c, &TEST_TREE_CHILDREN, &[0, 1, 2]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = census(&mut agents, &dead);
+    assert!(
+        once_on(&c, &TEST_TREE_CHILDREN, &[0, 1, 2]),
+        "a child runs twice: {c:?}"
+    );
+}
+
+/// A member leaves cleanly: its transient child stays down, its permanent
+/// children move.
+async fn supervision_leave<B: Backend>(b: &mut B) {
+    let mut agents = start_tree_on_three(b, "sup-leave").await;
+    let c = census(&mut agents, &[false; 3]);
+    let leaver = c["conformance/t"][0];
+    agents[leaver].cmd("leave");
+    agents[leaver].expect("LEFT").await;
+    let mut dead = [false; 3];
+    dead[leaver] = true;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leaver).collect();
+    let permanent: Vec<&str> = TEST_TREE_CHILDREN
+        .iter()
+        .copied()
+        .filter(|n| *n != "conformance/t")
+        .collect();
+    until_census(&mut agents, &dead, "permanent children moved", |c| {
+        once_on(c, &permanent, &survivors)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = census(&mut agents, &dead);
+    assert!(
+        !c.contains_key("conformance/t"),
+        "the transient child stayed down: {c:?}"
+    );
+}
+
 // ---- backends ---------------------------------------------------------------
 
 mod sim_backend {
@@ -481,6 +699,14 @@ mod sim_backend {
         async fn restore(&mut self, _node: u32) {
             self.cluster.heal();
         }
+
+        async fn crash_node(&mut self, node: u32) {
+            self.cluster.crash_node(NodeId(node)).expect("crash");
+        }
+
+        async fn revive_node(&mut self, node: u32) {
+            self.cluster.restart_node(NodeId(node)).expect("restart");
+        }
     }
 }
 
@@ -496,6 +722,7 @@ mod corosync_backend {
     pub struct Real {
         children: Vec<(String, tokio::process::Child)>,
         cut: Vec<u32>,
+        down: Vec<u32>,
         _exclusive: std::sync::MutexGuard<'static, ()>,
     }
 
@@ -524,6 +751,7 @@ mod corosync_backend {
             Some(Real {
                 children: Vec::new(),
                 cut: Vec::new(),
+                down: Vec::new(),
                 _exclusive: guard,
             })
         }
@@ -547,6 +775,12 @@ mod corosync_backend {
                 let _ = std::process::Command::new("bash")
                     .arg(cluster_script())
                     .args(["restore", &node.to_string()])
+                    .status();
+            }
+            for node in std::mem::take(&mut self.down) {
+                let _ = std::process::Command::new("bash")
+                    .arg(cluster_script())
+                    .args(["start-node", &node.to_string()])
                     .status();
             }
         }
@@ -616,6 +850,16 @@ mod corosync_backend {
             self.script(&["restore", &node.to_string()]);
             self.cut.retain(|n| *n != node);
         }
+
+        async fn crash_node(&mut self, node: u32) {
+            self.script(&["kill-daemon", &node.to_string()]);
+            self.down.push(node);
+        }
+
+        async fn revive_node(&mut self, node: u32) {
+            self.script(&["start-node", &node.to_string()]);
+            self.down.retain(|n| *n != node);
+        }
     }
 }
 
@@ -654,4 +898,8 @@ conformance!(
     remote_call,
     burst,
     garbage_is_dropped_and_counted,
+    supervision_process_kill,
+    supervision_node_down,
+    supervision_partition,
+    supervision_leave,
 );
