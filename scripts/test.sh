@@ -47,5 +47,11 @@ cargo run --example demo
 step "demo on the real cluster"
 cargo run --features corosync --example demo -- --corosync
 
+step "supervision example on the sim backend"
+cargo run --example supervision
+
+step "supervision example on the real cluster"
+cargo run --features corosync --example supervision -- --corosync
+
 step "cluster still healthy after the suite"
 bash scripts/cluster.sh status

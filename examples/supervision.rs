@@ -1,0 +1,340 @@
+//! A supervision tree spread over a three-member group, and what it does
+//! when members fail.
+//!
+//! The tree `jobs` (one_for_one) has a permanent `ingest` worker, a
+//! transient `report` worker, a `cache` worker on every node, and a nested
+//! one_for_all supervisor `pipeline` of `parse` and `store`. Every member
+//! starts the same tree; the engine places each child on one member and
+//! every member computes the same placement from the same ordered stream.
+//!
+//! It shows, printed as it happens:
+//! 1. where each child runs, and that every member agrees;
+//! 2. the process on node 3 is killed: its children restart elsewhere;
+//! 3. node 2 crashes: its children move to node 1 (nodes 1 and 3 still
+//!    make a quorum: node 3's daemon runs, only its process died);
+//! 4. node 3 crashes too: node 1 is alone, without quorum, so it stops
+//!    every child (the `Stop` quorum policy: no split-brain duplicates);
+//! 5. node 2 comes back: quorum returns and the children start again.
+//!
+//! Run it on the in-process `sim` backend (no daemon needed):
+//!
+//! ```text
+//! cargo run --example supervision
+//! ```
+//!
+//! On the real 3-node corosync cluster (as root): one process per node,
+//! SIGKILL of the third, SIGKILL of node 2's and node 3's daemons, then
+//! their restart:
+//!
+//! ```text
+//! bash scripts/cluster.sh up
+//! cargo run --features corosync --example supervision -- --corosync
+//! ```
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_cpg::supervisor::{
+    ChildSpec, Placement, PlacementPolicy, QuorumPolicy, RestartType, SlotStatus, Strategy,
+    SupervisionEvent, SupervisorSpec, TreeSpec,
+};
+use actix_cpg::transport::sim::SimCluster;
+use actix_cpg::{
+    Child, ChildContext, Factories, Group, GroupConfig, GroupName, Member, NodeId, Terminate,
+    Transport,
+};
+
+/// A worker that only says when it starts and stops.
+struct Worker {
+    name: String,
+    host: Member,
+    token: String,
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+    fn started(&mut self, _: &mut Context<Self>) {
+        println!(
+            "    {} starts {} (fencing token {})",
+            self.host, self.name, self.token
+        );
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        println!("    {} stops {}", self.host, self.name);
+    }
+}
+
+impl Handler<Terminate> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+fn spec() -> TreeSpec {
+    let pipeline = SupervisorSpec::new(Strategy::OneForAll)
+        .intensity(10, 60_000)
+        .child(ChildSpec::worker("parse", "worker"))
+        .child(ChildSpec::worker("store", "worker"));
+    TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .intensity(20, 60_000)
+            .child(ChildSpec::worker("ingest", "worker"))
+            .child(ChildSpec::worker("report", "worker").restart(RestartType::Transient))
+            .child(
+                ChildSpec::worker("cache", "worker")
+                    .placement(Placement::new(PlacementPolicy::OnePerNode)),
+            )
+            .child(ChildSpec::supervisor("pipeline", pipeline)),
+    )
+    .quorum_policy(QuorumPolicy::Stop)
+}
+
+fn factories(host: Member) -> Factories {
+    Factories::new().worker("worker", move |ctx: &ChildContext| {
+        Child::new(
+            Worker {
+                name: ctx.name.clone(),
+                host,
+                token: ctx.token.to_string(),
+            }
+            .start(),
+        )
+    })
+}
+
+/// Prints the decisions one member sees.
+fn watch(group: &Group) {
+    let mut events = group.supervision_events();
+    actix::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            let line = match event {
+                SupervisionEvent::ChildRestarted { path, host, .. } => {
+                    format!("restart {path} on {host}")
+                }
+                SupervisionEvent::ChildExited {
+                    path, host, cause, ..
+                } => {
+                    format!("{path} on {host} exited: {cause:?}")
+                }
+                SupervisionEvent::ChildStopped {
+                    path, host, reason, ..
+                } => {
+                    format!("stop {path} on {host}: {reason:?}")
+                }
+                SupervisionEvent::QuorumLost => "quorum lost".into(),
+                SupervisionEvent::QuorumRegained => "quorum regained".into(),
+                SupervisionEvent::SupervisorEscalated { supervisor, .. } => {
+                    format!("{supervisor} gave up and escalated")
+                }
+                _ => continue,
+            };
+            println!("  decision: {line}");
+        }
+    });
+}
+
+async fn placement(group: &Group) {
+    println!("  placement as {} sees it:", group.local());
+    let Ok(children) = group.children().await else {
+        return;
+    };
+    for c in children {
+        let name = actix_cpg::child_name(&c.path, &c.slot);
+        let status = match c.status {
+            SlotStatus::Running {
+                host, incarnation, ..
+            } => format!("on {host} (incarnation {incarnation})"),
+            other => format!("{other:?}"),
+        };
+        println!("    {name:<24} {status}");
+    }
+}
+
+async fn settle() {
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+}
+
+async fn sim_tour() -> Result<(), Box<dyn std::error::Error>> {
+    println!("== actix-cpg supervision on the sim backend: 3 nodes, 1 process each ==");
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new("supervision-demo")?;
+    let mut groups = Vec::new();
+    for node in 1..=3 {
+        let group = Group::start(
+            cluster.process(NodeId(node))?.join(&name)?,
+            GroupConfig::default(),
+        )
+        .await?;
+        groups.push(group);
+    }
+    watch(&groups[0]);
+    println!("\n-- 1. every member starts the tree `jobs`");
+    for g in &groups {
+        g.start_tree("jobs", spec(), factories(g.local())).await?;
+    }
+    settle().await;
+    placement(&groups[0]).await;
+    let same = groups[0].children().await? == groups[1].children().await?;
+    println!(
+        "  node1 and node2 agree on the placement: {}",
+        if same { "yes" } else { "NO" }
+    );
+
+    println!("\n-- 2. the process on node 3 is killed");
+    cluster.kill_process(groups[2].local())?;
+    settle().await;
+    placement(&groups[0]).await;
+
+    println!("\n-- 3. node 2 crashes (nodes 1 and 3 still make a quorum)");
+    cluster.crash_node(NodeId(2))?;
+    settle().await;
+    placement(&groups[0]).await;
+
+    println!("\n-- 4. node 3 crashes too: node 1 is alone, without quorum");
+    cluster.crash_node(NodeId(3))?;
+    settle().await;
+    placement(&groups[0]).await;
+
+    println!("\n-- 5. node 2 comes back with a new process: quorum returns");
+    cluster.restart_node(NodeId(2))?;
+    let g2 = Group::start(
+        cluster.process(NodeId(2))?.join(&name)?,
+        GroupConfig::default(),
+    )
+    .await?;
+    g2.start_tree("jobs", spec(), factories(g2.local())).await?;
+    settle().await;
+    placement(&groups[0]).await;
+    println!("\n== done ==");
+    Ok(())
+}
+
+#[cfg(feature = "corosync")]
+mod real {
+    //! The same tour with one OS process per member in the test cluster's
+    //! node namespaces (`scripts/cluster.sh`).
+
+    use super::*;
+    use actix_cpg::transport::corosync::Corosync;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    fn cluster(args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh");
+        let status = Command::new("bash").arg(script).args(args).status()?;
+        if !status.success() {
+            return Err(format!("cluster.sh {args:?} failed").into());
+        }
+        Ok(())
+    }
+
+    /// Parent: start three members, inject the faults, relay the output.
+    pub fn orchestrate() -> Result<(), Box<dyn std::error::Error>> {
+        println!("== actix-cpg supervision on the real corosync cluster ==");
+        let exe = std::env::current_exe()?;
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let mut children = Vec::new();
+        for node in 1..=3u32 {
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &format!("acpg-n{node}")])
+                .arg(&exe)
+                .args(["--member", &node.to_string()])
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let out = child.stdout.take().ok_or("no stdout")?;
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            children.push(child);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        drop(tx);
+        let relay = |for_how_long: Duration| {
+            let until = std::time::Instant::now() + for_how_long;
+            while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                match rx.recv_timeout(left) {
+                    Ok(line) => println!("{line}"),
+                    Err(_) => break,
+                }
+            }
+        };
+        println!("\n-- 1. every member starts the tree `jobs`");
+        relay(Duration::from_secs(3));
+        println!("\n-- 2. SIGKILL the member process on node 3");
+        children[2].kill()?;
+        relay(Duration::from_secs(2));
+        println!("\n-- 3. SIGKILL node 2's corosync daemon (nodes 1 and 3 still make a quorum)");
+        cluster(&["kill-daemon", "2"])?;
+        relay(Duration::from_secs(6));
+        println!("\n-- 4. SIGKILL node 3's daemon too: node 1 is alone, without quorum");
+        cluster(&["kill-daemon", "3"])?;
+        relay(Duration::from_secs(6));
+        println!("\n-- 5. both daemons restart: quorum returns, node 1 runs every child");
+        cluster(&["start-node", "2"])?;
+        cluster(&["start-node", "3"])?;
+        relay(Duration::from_secs(5));
+        for mut child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        println!("\n== done ==");
+        Ok(())
+    }
+
+    /// Child: one member.
+    pub async fn member(node: u32) -> Result<(), Box<dyn std::error::Error>> {
+        let name = GroupName::new("supervision-demo")?;
+        let group = Group::start(Corosync::new().join(&name)?, GroupConfig::default()).await?;
+        if node == 1 {
+            watch(&group);
+        }
+        group
+            .start_tree("jobs", spec(), factories(group.local()))
+            .await?;
+        let mut views = group.subscribe();
+        loop {
+            settle().await;
+            if node == 1 {
+                placement(&group).await;
+            }
+            // Print again after every membership change.
+            loop {
+                match views.recv().await {
+                    Ok(actix_cpg::GroupEvent::ViewChanged { .. }) => break,
+                    Ok(actix_cpg::GroupEvent::Closed { .. }) | Err(_) => return Ok(()),
+                    Ok(_) => {}
+                }
+            }
+            actix_rt::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let corosync = args.iter().any(|a| a == "--corosync")
+        || std::env::var("ACPG_BACKEND").is_ok_and(|b| b == "corosync");
+    let member = args
+        .iter()
+        .position(|a| a == "--member")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<u32>().ok());
+    #[cfg(feature = "corosync")]
+    {
+        if let Some(node) = member {
+            return actix::System::new().block_on(real::member(node));
+        }
+        if corosync {
+            return real::orchestrate();
+        }
+    }
+    #[cfg(not(feature = "corosync"))]
+    if corosync || member.is_some() {
+        return Err("the real backend needs `--features corosync`".into());
+    }
+    actix::System::new().block_on(sim_tour())
+}
