@@ -22,6 +22,7 @@
 //!             names                 NAMES a=node1/7,b=node2/9   (sorted)
 //!             tree                  TREE ok | TREE err ERROR   (start the test tree)
 //!             (a child starts/stops) CHILD-UP name incarnation | CHILD-DOWN name incarnation
+//!             (a name is registered) NAME-UP name host
 //!  always     (on start)            READY node/pid
 //!             (on each confchg)     CONFCHG members=a,b joined=a:Join left=b:ProcDown
 //! ```
@@ -336,6 +337,9 @@ async fn run_group<C: Connection>(
                 Ok(GroupEvent::ViewChanged { members, joined, left }) => {
                     say(confchg_line(&members, &joined, &left));
                 }
+                Ok(GroupEvent::NameRegistered { name, host }) => {
+                    say(format!("NAME-UP {name} {host}"));
+                }
                 Ok(GroupEvent::Closed { error }) => {
                     say(format!("CLOSED {error}"));
                     return Ok(());
@@ -514,4 +518,38 @@ fn test_factories(output: UnboundedSender<String>) -> Factories {
         .start();
         Child::serving(Handlers::new(addr).with::<Echo>())
     })
+}
+
+/// Runs one agent over this process's stdin and stdout until `leave` or
+/// the end of stdin: what the `cpg-agent` binary does. Blocks; builds its
+/// own actix system (the transport is joined inside it).
+pub fn run_stdio<T: crate::transport::Transport>(
+    transport: T,
+    group: &crate::transport::GroupName,
+    mode: Mode,
+) {
+    use std::io::BufRead;
+    let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if in_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let printer = std::thread::spawn(move || {
+        while let Some(line) = out_rx.blocking_recv() {
+            println!("{line}");
+        }
+    });
+    actix::System::new().block_on(async move {
+        match transport.join(group) {
+            Ok(conn) => run(conn, mode, in_rx, out_tx).await,
+            Err(e) => {
+                let _ = out_tx.send(format!("ERROR {e}"));
+            }
+        }
+    });
+    let _ = printer.join();
 }

@@ -8,11 +8,9 @@
 //! ip netns exec acpg-n1 target/debug/cpg-agent GROUP raw|group
 //! ```
 
-use std::io::BufRead;
-
 use actix_cpg::testing::{self, Mode};
 use actix_cpg::transport::corosync::Corosync;
-use actix_cpg::{GroupName, Transport};
+use actix_cpg::GroupName;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,34 +26,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let group = match GroupName::new(group.clone()) {
-        Ok(g) => g,
+    match GroupName::new(group.clone()) {
+        Ok(group) => testing::run_stdio(Corosync::new(), &group, mode),
         Err(e) => {
             println!("ERROR {e}");
             std::process::exit(1);
         }
-    };
-    let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-            if in_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let printer = std::thread::spawn(move || {
-        while let Some(line) = out_rx.blocking_recv() {
-            println!("{line}");
-        }
-    });
-    actix::System::new().block_on(async move {
-        match Corosync::new().join(&group) {
-            Ok(conn) => testing::run(conn, mode, in_rx, out_tx).await,
-            Err(e) => {
-                let _ = out_tx.send(format!("ERROR {e}"));
-            }
-        }
-    });
-    let _ = printer.join();
+    }
 }
