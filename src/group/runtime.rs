@@ -159,6 +159,9 @@ struct LocalSupervision {
     wanted: HashMap<String, Endpoint>,
     /// What the quorum service last said on this node.
     quorate: Option<bool>,
+    /// A reconcile waits for the engine's merge round to end: until then
+    /// the engine's state is one side's, not the group's.
+    reconcile_pending: bool,
     events: Option<broadcast::Sender<SupervisionEvent>>,
 }
 
@@ -889,6 +892,9 @@ impl GroupActor {
                 let _ = events.send(event);
             }
         }
+        if self.sup.reconcile_pending {
+            self.reconcile();
+        }
         self.resolve_tree_starts();
     }
 
@@ -997,6 +1003,11 @@ impl GroupActor {
     /// for this member (after a state hand-over, or once factories arrive).
     fn reconcile(&mut self) {
         self.resolve_tree_starts();
+        if self.core.engine().is_merging() {
+            self.sup.reconcile_pending = true;
+            return;
+        }
+        self.sup.reconcile_pending = false;
         let local = self.local();
         let engine = self.core.engine();
         let stale: Vec<((ChildPath, SlotKey), crate::supervisor::IncarnationId)> = self
