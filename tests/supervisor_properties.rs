@@ -243,11 +243,33 @@ impl World {
         let alive = self.alive();
         for p in self.parts.clone() {
             let quorate = p.len() * 2 > alive;
-            if self.engines[&p[0]].quorate() != quorate {
-                self.deliver(&p, &Event::QuorumChanged { quorate }, true)?;
+            let e = &self.engines[&p[0]];
+            if e.quorate() != quorate || e.quorum_fenced() {
+                let nodes = self.nodes_of(&p);
+                self.deliver(&p, &Event::QuorumChanged { quorate, nodes }, true)?;
             }
         }
         Ok(())
+    }
+
+    /// The nodes a quorum report of partition `p` lists: those whose live
+    /// members are all in `p`.
+    fn nodes_of(&self, p: &[Member]) -> Vec<NodeId> {
+        let others: Vec<NodeId> = self
+            .parts
+            .iter()
+            .filter(|q| q.as_slice() != p)
+            .flatten()
+            .map(|m| m.node)
+            .collect();
+        let mut nodes: Vec<NodeId> = p
+            .iter()
+            .map(|m| m.node)
+            .filter(|n| !others.contains(n))
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
     }
 
     fn drop_member(&mut self, m: Member) {
@@ -463,7 +485,8 @@ impl World {
                     return Ok(());
                 }
                 let p = self.parts[part as usize % np].clone();
-                self.deliver(&p, &Event::QuorumChanged { quorate }, true)
+                let nodes = self.nodes_of(&p);
+                self.deliver(&p, &Event::QuorumChanged { quorate, nodes }, true)
                     .map(drop)
             }
             Op::Start { part, tree, by } => {
@@ -520,7 +543,7 @@ impl World {
             prop_assert_eq!(&real, &believed, "actors differ from the engine's belief");
 
             for c in e.children() {
-                let may_start = e.quorate() || c.path.tree == "u";
+                let may_start = (e.quorate() && !e.quorum_fenced()) || c.path.tree == "u";
                 let placed_anywhere =
                     matches!(c.policy, PlacementPolicy::Any | PlacementPolicy::Singleton);
                 if c.supervised
@@ -603,7 +626,12 @@ fn raw() -> impl Strategy<Value = Raw> {
             }))),
         5 => (any::<usize>(), any::<bool>(), 0u64..3).prop_map(|(pick, normal, skew)| Raw::Exit { pick, normal, skew }),
         2 => (0u64..10_000).prop_map(|now_ms| Raw::Event(Event::Tick { now_ms })),
-        1 => any::<bool>().prop_map(|quorate| Raw::Event(Event::QuorumChanged { quorate })),
+        1 => (any::<bool>(), proptest::collection::vec(1u32..4, 0..3)).prop_map(|(quorate, nodes)| {
+            Raw::Event(Event::QuorumChanged {
+                quorate,
+                nodes: nodes.into_iter().map(NodeId).collect(),
+            })
+        }),
         1 => (0u8..3, m).prop_map(|(t, by)| {
             let spec = if t == 2 { spec_u() } else { spec_t(t) };
             let name = if t == 2 { "u" } else { "t" };

@@ -630,8 +630,8 @@ impl GroupCore {
                         normal,
                     },
                     SupervisionMsg::Tick { now_ms } => supervisor::Event::Tick { now_ms },
-                    SupervisionMsg::Quorum { quorate } => {
-                        supervisor::Event::QuorumChanged { quorate }
+                    SupervisionMsg::Quorum { quorate, nodes } => {
+                        supervisor::Event::QuorumChanged { quorate, nodes }
                     }
                     SupervisionMsg::StateOffered { offer } => {
                         supervisor::Event::StateOffered { from, offer }

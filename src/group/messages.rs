@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::supervisor::{ChildPath, Fingerprint, IncarnationId, MergeOffer, TreeSpec};
-use crate::transport::Member;
+use crate::transport::{Member, NodeId};
 
 /// `Kind::Registry`: a change to the name table, decided where it lands in
 /// the total order. The sender is the host.
@@ -100,8 +100,8 @@ pub(crate) enum SupervisionMsg {
     },
     /// The sender's clock, in milliseconds.
     Tick { now_ms: u64 },
-    /// The sender's partition gained or lost quorum.
-    Quorum { quorate: bool },
+    /// The sender's partition gained or lost quorum; its nodes.
+    Quorum { quorate: bool, nodes: Vec<NodeId> },
     /// After a merge, the sender's side's state.
     StateOffered { offer: MergeOffer },
 }

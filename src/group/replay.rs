@@ -1,7 +1,10 @@
 //! Re-running the group core over a recorded stream.
 
+use super::children::child_name;
 use super::core::{decode_inbound, Command, GroupCore, Outgoing};
+use super::GroupEvent;
 use crate::record::{Recorded, Recording, Replayed};
+use crate::supervisor::{Command as SupCommand, SupervisionEvent};
 use crate::wire::Codec;
 
 /// Every decision the registry core takes over `recording`, in words.
@@ -27,16 +30,33 @@ pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) ->
                 }
             },
         };
-        out.extend(commands.into_iter().map(|c| Replayed {
-            position,
-            decision: describe(c),
-        }));
+        for command in commands {
+            out.extend(
+                describe(command)
+                    .into_iter()
+                    .map(|decision| Replayed { position, decision }),
+            );
+        }
     }
     out
 }
 
-fn describe(command: Command) -> String {
-    match command {
+fn members(list: &[crate::transport::Member]) -> String {
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn changes(list: &[crate::transport::MemberChange]) -> String {
+    list.iter()
+        .map(|c| format!("{} ({:?})", c.member, c.reason))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe(command: Command) -> Vec<String> {
+    let one = match command {
         Command::Mcast(Outgoing::SyncRequest(r)) => {
             format!("ask for the group state (nonce {})", r.nonce)
         }
@@ -46,6 +66,9 @@ fn describe(command: Command) -> String {
             s.for_member,
             s.nonce
         ),
+        Command::Mcast(Outgoing::Supervision(_)) => {
+            "offer this side's supervision state for the merge".to_owned()
+        }
         Command::RegisterDone { token, result } => match result {
             Ok(()) => format!("own registration {token} won"),
             Err(owner) => format!("own registration {token} lost to {owner}"),
@@ -59,13 +82,93 @@ fn describe(command: Command) -> String {
             Err(e) => format!("own call {id} failed: {e}"),
         },
         Command::Reclaim { name } => format!("claim {name:?} again after a merge"),
-        Command::Mcast(Outgoing::Supervision(m)) => format!("multicast supervision fact {m:?}"),
         Command::Supervise(output) => {
-            let mut parts: Vec<String> = output.commands.iter().map(|c| format!("{c:?}")).collect();
-            parts.extend(output.events.iter().map(|e| format!("{e:?}")));
-            format!("supervision: {}", parts.join("; "))
+            let mut lines: Vec<String> = output.commands.iter().map(describe_command).collect();
+            lines.extend(output.events.iter().filter_map(describe_event));
+            return lines;
         }
         Command::Reconcile => "match local children to the transferred supervision state".into(),
-        Command::Event(event) => format!("{event:?}"),
+        Command::Event(GroupEvent::ViewChanged {
+            members: view,
+            joined,
+            left,
+        }) => {
+            let mut s = format!("view [{}]", members(&view));
+            if !joined.is_empty() {
+                s += &format!("; joined {}", changes(&joined));
+            }
+            if !left.is_empty() {
+                s += &format!("; left {}", changes(&left));
+            }
+            s
+        }
+        Command::Event(GroupEvent::NameRegistered { name, host }) => {
+            format!("name {name:?} now on {host}")
+        }
+        Command::Event(GroupEvent::NameUnregistered { name, host }) => {
+            format!("name {name:?} released by {host}")
+        }
+        Command::Event(GroupEvent::NameDropped { name, host, reason }) => {
+            format!("name {name:?} of {host} dropped ({reason:?})")
+        }
+        Command::Event(GroupEvent::Ready) => "holds the group state".into(),
+        Command::Event(GroupEvent::Closed { error }) => format!("closed: {error}"),
+    };
+    vec![one]
+}
+
+fn describe_command(command: &SupCommand) -> String {
+    match command {
+        SupCommand::StartChild {
+            path,
+            slot,
+            host,
+            incarnation,
+            token,
+            ..
+        } => format!(
+            "start {} on {host} ({incarnation}, token {token})",
+            child_name(path, slot)
+        ),
+        SupCommand::StopChild {
+            path,
+            slot,
+            host,
+            incarnation,
+            reason,
+            ..
+        } => format!(
+            "stop {} on {host} ({incarnation}): {reason:?}",
+            child_name(path, slot)
+        ),
+        SupCommand::Escalated { tree, at } => format!("tree {tree} gave up (at {at})"),
+        SupCommand::RefuseTree { name, by, why } => {
+            format!("refuse tree {name} from {by}: {why:?}")
+        }
     }
+}
+
+fn describe_event(event: &SupervisionEvent) -> Option<String> {
+    Some(match event {
+        SupervisionEvent::TreeStarted { name, by, .. } => format!("tree {name} started by {by}"),
+        SupervisionEvent::ChildExited {
+            path,
+            slot,
+            host,
+            cause,
+            ..
+        } => format!("{} on {host} exited: {cause:?}", child_name(path, slot)),
+        SupervisionEvent::SupervisorEscalated { supervisor, .. } => {
+            format!("supervisor {supervisor} escalated")
+        }
+        SupervisionEvent::QuorumLost => "quorum lost".into(),
+        SupervisionEvent::QuorumRegained => "quorum regained".into(),
+        SupervisionEvent::MergeStarted => "merge started: waiting for every side's state".into(),
+        SupervisionEvent::MergeResolved { offers } => {
+            format!("merge resolved from {offers} offers")
+        }
+        // Starts, stops and refusals already appear as commands; ignored
+        // events changed nothing.
+        _ => return None,
+    })
 }

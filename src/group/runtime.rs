@@ -157,8 +157,9 @@ struct LocalSupervision {
     /// Child names whose registration lost to a former host that has not
     /// released them yet; registered again when it does.
     wanted: HashMap<String, Endpoint>,
-    /// What the quorum service last said on this node.
-    quorate: Option<bool>,
+    /// What the quorum service last said on this node: quorate, and the
+    /// nodes of its partition.
+    quorate: Option<(bool, Vec<crate::transport::NodeId>)>,
     /// A reconcile waits for the engine's merge round to end: until then
     /// the engine's state is one side's, not the group's.
     reconcile_pending: bool,
@@ -349,7 +350,7 @@ impl GroupActor {
             }
             TransportEvent::Quorum(q) => {
                 debug!(quorate = q.quorate, ring = ?q.ring_id, "quorum");
-                self.sup.quorate = Some(q.quorate);
+                self.sup.quorate = Some((q.quorate, q.nodes.clone()));
                 self.announce_quorum();
                 self.flush_or_close(ctx);
             }
@@ -797,13 +798,13 @@ impl GroupActor {
     /// Puts this node's quorum state into the stream (the engine decides
     /// from the stream, never from the local notification).
     fn announce_quorum(&mut self) {
-        if let (Some(quorate), Some(_)) = (self.sup.quorate, self.core.view().first()) {
+        if let (Some((quorate, nodes)), Some(_)) = (&self.sup.quorate, self.core.view().first()) {
             if self.ready.is_none() {
-                self.enqueue(
-                    Kind::Supervision,
-                    &SupervisionMsg::Quorum { quorate },
-                    OnSent::Nothing,
-                );
+                let msg = SupervisionMsg::Quorum {
+                    quorate: *quorate,
+                    nodes: nodes.clone(),
+                };
+                self.enqueue(Kind::Supervision, &msg, OnSent::Nothing);
             }
         }
     }

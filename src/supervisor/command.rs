@@ -135,6 +135,9 @@ pub enum IgnoreReason {
     AlreadyStarted,
     /// A state offer outside a merge, or from a member not in the view.
     UnexpectedOffer,
+    /// A quorum report that predates the last `NodeDown` view change (it
+    /// still lists a departed node).
+    StaleQuorum,
 }
 
 /// A fact about supervision, for subscribers.

@@ -11,7 +11,7 @@ use super::fingerprint::Fingerprint;
 use super::ids::{ChildPath, IncarnationId};
 use super::spec::TreeSpec;
 use super::state::MergeOffer;
-use crate::transport::{Member, MemberChange};
+use crate::transport::{Member, MemberChange, NodeId};
 
 /// A configuration change of the group, as CPG delivers it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,10 @@ pub enum Event {
     QuorumChanged {
         /// Whether the partition is quorate.
         quorate: bool,
+        /// The nodes of the partition, as the quorum service listed them.
+        /// After a view change with `NodeDown` departures, a report that
+        /// still lists a departed node predates the change and is ignored.
+        nodes: Vec<NodeId>,
     },
     /// A member asked to start a tree. The first start of a name wins; a
     /// later one with another fingerprint is refused.

@@ -38,7 +38,25 @@ fn exit_once(restart: RestartType, how: Exit) -> (Engine, Output, Member) {
     let out = match how {
         Exit::HostLeft(reason) => {
             let rest: Vec<_> = all.iter().copied().filter(|x| *x != host).collect();
-            e.handle(change(&rest, 2, &[], &[(host, reason)]))
+            let mut out = e.handle(change(&rest, 2, &[], &[(host, reason)]));
+            if reason == Reason::NodeDown {
+                // Quorum is unknown until a report without the lost node.
+                let starts = verbs(&out).iter().filter(|(v, _)| *v == "start").count();
+                assert_eq!(starts, 0, "nothing starts before a fresh quorum report");
+                let stale = Event::QuorumChanged {
+                    quorate: true,
+                    nodes: all.iter().map(|m| m.node).collect(),
+                };
+                assert!(
+                    verbs(&e.handle(stale)).is_empty(),
+                    "a report naming the lost node is stale"
+                );
+                out.extend(e.handle(Event::QuorumChanged {
+                    quorate: true,
+                    nodes: rest.iter().map(|m| m.node).collect(),
+                }));
+            }
+            out
         }
         Exit::Reported { normal } => exit(&mut e, &["w"], normal),
     };
@@ -338,7 +356,10 @@ fn quorum_tree(policy: QuorumPolicy) -> TreeSpec {
 #[test]
 fn under_stop_losing_quorum_stops_everything_and_starts_nothing_until_it_returns() {
     let (mut e, _) = boot(&members(3), &quorum_tree(QuorumPolicy::Stop));
-    let out = e.handle(Event::QuorumChanged { quorate: false });
+    let out = e.handle(Event::QuorumChanged {
+        quorate: false,
+        nodes: vec![],
+    });
     assert_eq!(verbs(&out).iter().filter(|(v, _)| *v == "stop").count(), 3);
     assert!(out.commands.iter().all(|c| matches!(
         c,
@@ -350,20 +371,29 @@ fn under_stop_losing_quorum_stops_everything_and_starts_nothing_until_it_returns
     assert!(e.running().is_empty());
     let out = e.handle(change(&members(2), 2, &[], &[(m(3), Reason::NodeDown)]));
     assert!(out.commands.is_empty());
-    let out = e.handle(Event::QuorumChanged { quorate: true });
+    let out = e.handle(Event::QuorumChanged {
+        quorate: true,
+        nodes: vec![],
+    });
     assert_eq!(verbs(&out).iter().filter(|(v, _)| *v == "start").count(), 3);
 }
 
 #[test]
 fn under_freeze_running_children_stay_but_nothing_restarts_until_quorum_returns() {
     let (mut e, _) = boot(&members(3), &quorum_tree(QuorumPolicy::Freeze));
-    let out = e.handle(Event::QuorumChanged { quorate: false });
+    let out = e.handle(Event::QuorumChanged {
+        quorate: false,
+        nodes: vec![],
+    });
     assert!(out.commands.is_empty());
     assert_eq!(e.running().len(), 3);
     let out = exit(&mut e, &["a"], false);
     assert!(out.commands.is_empty());
     assert_eq!(status(&e, &["a"]), Some(SlotStatus::Pending));
-    let out = e.handle(Event::QuorumChanged { quorate: true });
+    let out = e.handle(Event::QuorumChanged {
+        quorate: true,
+        nodes: vec![],
+    });
     assert_eq!(verbs(&out), vec![("start", "a".to_owned())]);
 }
 
@@ -371,7 +401,10 @@ fn under_freeze_running_children_stay_but_nothing_restarts_until_quorum_returns(
 fn under_ignore_quorum_changes_nothing() {
     let (mut e, _) = boot(&members(3), &quorum_tree(QuorumPolicy::Ignore));
     assert!(e
-        .handle(Event::QuorumChanged { quorate: false })
+        .handle(Event::QuorumChanged {
+            quorate: false,
+            nodes: vec![]
+        })
         .commands
         .is_empty());
     let out = exit(&mut e, &["a"], false);
@@ -385,9 +418,12 @@ fn an_engine_starts_nothing_before_it_hears_of_quorum() {
     let spec = three_workers(Strategy::OneForOne);
     assert!(e.handle(started("t", &spec, m(1))).commands.is_empty());
     assert_eq!(
-        e.handle(Event::QuorumChanged { quorate: true })
-            .commands
-            .len(),
+        e.handle(Event::QuorumChanged {
+            quorate: true,
+            nodes: vec![]
+        })
+        .commands
+        .len(),
         3
     );
 }
@@ -534,7 +570,13 @@ fn split_and_merge(spec: &TreeSpec) -> Cluster {
     let mut cl = Cluster::default();
     let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
     cl.feed(&all, &change(&all, 1, &joined, &[]));
-    cl.feed(&all, &Event::QuorumChanged { quorate: true });
+    cl.feed(
+        &all,
+        &Event::QuorumChanged {
+            quorate: true,
+            nodes: vec![],
+        },
+    );
     cl.feed(&all, &started("t", spec, m(1)));
 
     let down = |side: &[Member]| -> Vec<(Member, Reason)> {
@@ -603,7 +645,13 @@ fn a_merge_keeps_the_first_started_spec_and_stops_the_other_tree() {
         &all,
         &change(&all, 1, &[(m(1), Reason::Join), (m(2), Reason::Join)], &[]),
     );
-    cl.feed(&all, &Event::QuorumChanged { quorate: true });
+    cl.feed(
+        &all,
+        &Event::QuorumChanged {
+            quorate: true,
+            nodes: vec![],
+        },
+    );
     cl.feed(
         &[m(1)],
         &change(&[m(1)], 2, &[], &[(m(2), Reason::NodeDown)]),

@@ -47,7 +47,10 @@ pub(crate) fn boot(members: &[Member], spec: &TreeSpec) -> (Engine, Output) {
     let mut e = Engine::new();
     let joined: Vec<_> = members.iter().map(|m| (*m, Reason::Join)).collect();
     let mut out = e.handle(change(members, 1, &joined, &[]));
-    out.extend(e.handle(Event::QuorumChanged { quorate: true }));
+    out.extend(e.handle(Event::QuorumChanged {
+        quorate: true,
+        nodes: vec![],
+    }));
     out.extend(e.handle(started("t", spec, members[0])));
     (e, out)
 }

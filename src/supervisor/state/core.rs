@@ -18,7 +18,7 @@ use crate::supervisor::fingerprint::Fingerprint;
 use crate::supervisor::ids::{ChildPath, FencingToken, IncarnationId};
 use crate::supervisor::placement::{SlotKey, ViewMember};
 use crate::supervisor::spec::{QuorumPolicy, SpecError, TreeSpec};
-use crate::transport::{Member, MemberChange, Reason};
+use crate::transport::{Member, MemberChange, NodeId, Reason};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Core {
@@ -29,6 +29,11 @@ pub(crate) struct Core {
     /// Stream time: the largest tick seen.
     pub(crate) now_ms: u64,
     pub(crate) quorate: bool,
+    /// Nodes that left with `NodeDown` since the last quorum report: until
+    /// a report without them arrives, quorum is unknown and nothing starts
+    /// (the minority of a partition must not restart what the majority
+    /// runs in the moment before it learns it lost quorum).
+    pub(crate) quorum_fence: Option<Vec<NodeId>>,
     /// Sorted by member.
     pub(crate) view: Vec<ViewMember>,
     pub(crate) next_incarnation: u64,
@@ -64,7 +69,7 @@ impl Core {
                 self.now_ms = self.now_ms.max(now_ms);
                 Output::default()
             }
-            Event::QuorumChanged { quorate } => self.apply_quorum(quorate),
+            Event::QuorumChanged { quorate, nodes } => self.apply_quorum(quorate, nodes),
             Event::TreeStarted {
                 name,
                 fingerprint,
@@ -88,11 +93,13 @@ impl Core {
             trees,
             next_incarnation,
             quorate,
+            quorum_fence,
             now_ms,
             ..
         } = self;
+        let quorum_known = *quorate && quorum_fence.is_none();
         for (name, tree) in trees.iter_mut() {
-            let allow_start = *quorate || tree.spec.quorum_policy == QuorumPolicy::Ignore;
+            let allow_start = quorum_known || tree.spec.quorum_policy == QuorumPolicy::Ignore;
             let mut ctx = Ctx {
                 tree: name,
                 view,
@@ -158,6 +165,17 @@ impl Core {
             if members.binary_search(&change.member).is_ok() {
                 tracing::warn!(member = %change.member, "confchg lists a member as left and present; keeping it");
             }
+        }
+        let mut gone: Vec<NodeId> = departed
+            .iter()
+            .filter(|(_, r)| **r == Reason::NodeDown)
+            .map(|(m, _)| m.node)
+            .collect();
+        if !gone.is_empty() {
+            gone.extend(self.quorum_fence.take().unwrap_or_default());
+            gone.sort();
+            gone.dedup();
+            self.quorum_fence = Some(gone);
         }
         self.view = new_view;
         self.for_trees(true, |tree, ctx, _| {
@@ -248,7 +266,13 @@ impl Core {
         out
     }
 
-    fn apply_quorum(&mut self, quorate: bool) -> Output {
+    fn apply_quorum(&mut self, quorate: bool, nodes: Vec<NodeId>) -> Output {
+        if let Some(gone) = &self.quorum_fence {
+            if gone.iter().any(|n| nodes.contains(n)) {
+                return Output::ignored(IgnoreReason::StaleQuorum);
+            }
+            self.quorum_fence = None;
+        }
         if quorate == self.quorate {
             return self.reconcile_all(false);
         }

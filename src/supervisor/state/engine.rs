@@ -12,7 +12,7 @@ use crate::supervisor::fingerprint::Fingerprint;
 use crate::supervisor::ids::{ChildPath, FencingToken, IncarnationId};
 use crate::supervisor::placement::{PlacementPolicy, SlotKey};
 use crate::supervisor::spec::{ChildKind, RestartType, SupervisorSpec, TreeSpec};
-use crate::transport::{Member, Reason};
+use crate::transport::{Member, NodeId, Reason};
 
 /// The pure decision core of the distributed supervision tree.
 ///
@@ -141,8 +141,8 @@ impl Engine {
     }
 
     /// [`Event::QuorumChanged`].
-    pub fn handle_quorum(&mut self, quorate: bool) -> Output {
-        self.handle(Event::QuorumChanged { quorate })
+    pub fn handle_quorum(&mut self, quorate: bool, nodes: Vec<NodeId>) -> Output {
+        self.handle(Event::QuorumChanged { quorate, nodes })
     }
 
     /// [`Event::TreeStarted`], with the fingerprint the sender computed.
@@ -220,6 +220,12 @@ impl Engine {
     /// Whether the last quorum event said quorate.
     pub fn quorate(&self) -> bool {
         self.core.quorate
+    }
+
+    /// Whether a `NodeDown` view change came after the last quorum report:
+    /// quorum is unknown and nothing starts until a fresh report.
+    pub fn quorum_fenced(&self) -> bool {
+        self.core.quorum_fence.is_some()
     }
 
     /// The current view, sorted.

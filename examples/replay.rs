@@ -1,0 +1,98 @@
+//! Replays a recorded ordered stream and prints every decision the member
+//! took, in order: the tool to reach for after an incident.
+//!
+//! Record with `GroupConfig { record_to: Some(path), .. }` on the member you
+//! want to examine, then:
+//!
+//! ```text
+//! cargo run --example replay -- /path/to/member.rec
+//! ```
+//!
+//! Without an argument it records a short supervised scenario on the sim
+//! backend (a member killed, a partition, a merge) into a temporary file
+//! and replays that.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_cpg::record::{replay, Recording};
+use actix_cpg::testing::{test_tree, TEST_TREE};
+use actix_cpg::transport::sim::SimCluster;
+use actix_cpg::{
+    Child, ChildContext, Factories, Group, GroupConfig, GroupName, NodeId, Terminate, Transport,
+};
+
+struct Idle;
+
+impl Actor for Idle {
+    type Context = Context<Self>;
+}
+
+impl Handler<Terminate> for Idle {
+    type Result = ();
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+fn factories() -> Factories {
+    Factories::new().worker("probe", |_: &ChildContext| Child::new(Idle.start()))
+}
+
+/// Records a short scenario from node 1's member and returns the file.
+async fn record_sample() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let path = std::env::temp_dir().join(format!("actix-cpg-sample-{}.rec", std::process::id()));
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new("replay-sample")?;
+    let config = GroupConfig {
+        record_to: Some(path.clone()),
+        ..GroupConfig::default()
+    };
+    let recorded = Group::start(cluster.process(NodeId(1))?.join(&name)?, config).await?;
+    let mut others = Vec::new();
+    for node in 2..=3 {
+        others.push(
+            Group::start(
+                cluster.process(NodeId(node))?.join(&name)?,
+                GroupConfig::default(),
+            )
+            .await?,
+        );
+    }
+    for g in std::iter::once(&recorded).chain(others.iter()) {
+        g.start_tree(TEST_TREE, test_tree(), factories()).await?;
+    }
+    let pause = || actix_rt::time::sleep(Duration::from_millis(100));
+    pause().await;
+    cluster.kill_process(others[1].local())?;
+    pause().await;
+    cluster.partition(&[&[NodeId(1)], &[NodeId(2), NodeId(3)]])?;
+    pause().await;
+    cluster.heal();
+    pause().await;
+    recorded.leave().await?;
+    pause().await;
+    Ok(path)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = match std::env::args().nth(1) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let p = actix::System::new().block_on(record_sample())?;
+            println!("recorded a sample scenario to {}", p.display());
+            p
+        }
+    };
+    let recording = Recording::open(&path)?;
+    println!(
+        "{} events recorded by {}; replaying:",
+        recording.entries.len(),
+        recording.local
+    );
+    for d in replay(&recording, GroupConfig::default().max_message_size) {
+        println!("  [{:>4}] {}", d.position, d.decision);
+    }
+    Ok(())
+}
