@@ -590,6 +590,9 @@ async fn supervision_node_down<B: Backend>(b: &mut B) {
 async fn supervision_partition<B: Backend>(b: &mut B) {
     let mut agents = start_tree_on_three(b, "sup-cut").await;
     b.cut(3).await;
+    // Both sides notice the partition before anything is judged.
+    agents[2].expect_view_of(1).await;
+    agents[0].expect_view_of(2).await;
     let dead = [false; 3];
     until_census(
         &mut agents,
