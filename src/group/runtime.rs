@@ -853,6 +853,19 @@ impl GroupActor {
 
     fn supervise(&mut self, output: Output) {
         let local = self.local();
+        let span = tracing::debug_span!(
+            "supervision",
+            group = %self.conn.group(),
+            member = %local,
+            seq = self.core.engine().seq()
+        );
+        let _entered = span.enter();
+        for command in &output.commands {
+            debug!(?command, "decision");
+        }
+        for event in &output.events {
+            debug!(?event, "supervision event");
+        }
         for command in output.commands {
             match command {
                 SupCommand::StartChild {
