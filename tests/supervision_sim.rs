@@ -370,3 +370,81 @@ async fn a_graceful_leave_keeps_transient_children_down_and_moves_permanent_ones
     )
     .await;
 }
+
+#[actix_rt::test]
+async fn a_different_spec_under_the_same_name_is_refused() {
+    let cluster = SimCluster::new(2);
+    let census = Census::default();
+    let addrs = Addrs::default();
+    let first = start(&cluster, 1, &census, &addrs).await;
+    let name = GroupName::new("supervised").unwrap();
+    let second = Group::start(
+        cluster.process(NodeId(2)).unwrap().join(&name).unwrap(),
+        GroupConfig::default(),
+    )
+    .await
+    .unwrap();
+    let other = TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne).child(ChildSpec::worker("x", "worker")),
+    );
+    let refused = second
+        .start_tree("jobs", other, factories(second.local(), &census, &addrs))
+        .await;
+    assert!(
+        matches!(refused, Err(actix_cpg::GroupError::TreeRefused(_))),
+        "{refused:?}"
+    );
+    // The first spec keeps running, and the refused member can still join
+    // the tree with the right one.
+    second
+        .start_tree("jobs", spec(), factories(second.local(), &census, &addrs))
+        .await
+        .unwrap();
+    let all = [first.group.local(), second.local()];
+    until(&census, "every child runs once", |m| {
+        each_once(m, &NAMES, &all)
+    })
+    .await;
+}
+
+/// Panics in a handler.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Boom;
+
+impl Handler<Boom> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Boom, _: &mut Context<Self>) {
+        panic!("worker failure on purpose");
+    }
+}
+
+#[actix_rt::test]
+async fn a_child_that_panics_is_restarted() {
+    let cluster = SimCluster::new(3);
+    let census = Census::default();
+    let addrs = Addrs::default();
+    let mut members = Vec::new();
+    for node in 1..=3 {
+        members.push(start(&cluster, node, &census, &addrs).await);
+    }
+    let all: Vec<Member> = members.iter().map(|m| m.group.local()).collect();
+    until(&census, "every child runs once", |m| {
+        each_once(m, &NAMES, &all)
+    })
+    .await;
+    let before = format!("{:?}", members[0].group.children().await.unwrap());
+    let victim = addrs.lock().unwrap()["jobs/perm"].clone();
+    victim.do_send(Boom);
+    for _ in 0..500 {
+        let now = format!("{:?}", members[0].group.children().await.unwrap());
+        if now != before && !victim.connected() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!victim.connected(), "the panicking actor is gone");
+    until(&census, "perm runs again", |m| each_once(m, &NAMES, &all)).await;
+    let fresh = addrs.lock().unwrap()["jobs/perm"].clone();
+    assert!(fresh.connected(), "a new incarnation was built");
+}
