@@ -86,7 +86,9 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod group;
+mod outbox;
 pub mod remote;
+pub mod replicated;
 pub mod testing;
 pub mod transport;
 pub mod wire;
@@ -96,6 +98,10 @@ pub use group::{
     RemoteFailure,
 };
 pub use remote::{Handlers, RemoteAddr, RemoteMessage};
+pub use replicated::{
+    Delivery, PrimaryEpoch, Replica, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaStatus,
+    StateId, StateMachine,
+};
 pub use transport::{
     Connection, GroupName, Member, MemberChange, NodeId, Reason, Transport, TransportError,
     TransportEvent,

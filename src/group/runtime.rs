@@ -281,6 +281,10 @@ impl GroupActor {
             Kind::Reply => Inbound::Reply(c.decode_body::<Reply>(frame.body)?),
             Kind::Snapshot => Inbound::Snapshot(c.decode_body::<Snapshot>(frame.body)?),
             Kind::SyncRequest => Inbound::SyncRequest(c.decode_body::<SyncRequest>(frame.body)?),
+            // Kinds of other protocols (replicated state, elections) never
+            // belong in a registry group: count and drop them like any
+            // unknown kind.
+            other => return Err(crate::wire::WireError::UnknownKind(other as u8)),
         })
     }
 
