@@ -32,8 +32,8 @@
 //!   snapshot is restored;
 //! - **primary** ⇔ every member's latest quorum fact says quorate (at
 //!   least one member reported), and
-//!   either no member knows of any earlier primary component (a fresh
-//!   group), or the view holds a strict majority of the last primary
+//!   either no member knows of any earlier primary component and one of
+//!   them may found a group ([`super::ReplicaConfig::found_group`]), or the view holds a strict majority of the last primary
 //!   component `L` (minus members seen leaving with `Leave`/`ProcDown`,
 //!   which are gone for sure) and the winner holds `L`'s state, or every
 //!   member of `L` is known gone;
@@ -67,7 +67,7 @@ use tracing::{debug, warn};
 use super::messages::{
     Chunk, CommandMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateId,
 };
-use super::{Delivery, ReplicaError, ReplicaEvent, StateMachine};
+use super::{Delivery, Executed, ReplicaError, ReplicaEvent, StateMachine};
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 use crate::wire::Codec;
 
@@ -84,7 +84,7 @@ pub(crate) enum Action<R> {
     /// This member's command `id` finished.
     Reply {
         id: u64,
-        result: Result<R, ReplicaError>,
+        result: Result<Executed<R>, ReplicaError>,
     },
     /// Tell subscribers.
     Event(ReplicaEvent),
@@ -121,6 +121,8 @@ struct Installed {
     winner_epoch: PrimaryEpoch,
     sender: Option<Member>,
     receivers: BTreeSet<Member>,
+    /// Whether a member of the view may found a group.
+    founders: bool,
     /// Set while this member waits for the snapshot.
     incoming: Option<Incoming>,
 }
@@ -141,6 +143,7 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     codec: Codec,
     delivery: Delivery,
     max_snapshot: usize,
+    founder: bool,
     view: Vec<Member>,
     joined: bool,
     sm: S,
@@ -160,7 +163,7 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     info_in_flight: bool,
     /// This member's applied commands whose reply waits for stability, by
     /// position (`applied` after the command).
-    unstable: BTreeMap<u64, (u64, S::Response)>,
+    unstable: BTreeMap<u64, (u64, Executed<S::Response>)>,
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
@@ -170,12 +173,14 @@ impl<S: StateMachine> ReplicaCore<S> {
         codec: Codec,
         delivery: Delivery,
         max_snapshot: usize,
+        founder: bool,
     ) -> Self {
         ReplicaCore {
             local,
             codec,
             delivery,
             max_snapshot,
+            founder,
             view: Vec::new(),
             joined: false,
             sm: S::default(),
@@ -256,12 +261,11 @@ impl<S: StateMachine> ReplicaCore<S> {
             joined: joined.to_vec(),
             left: left.to_vec(),
         }));
-        if !self.joined {
-            if !self.view.contains(&self.local) {
-                return out;
-            }
-            self.joined = true;
+        if !self.view.contains(&self.local) {
+            // Not joined yet, or this is our own leave: no view to install.
+            return out;
         }
+        self.joined = true;
         // Members that left on purpose or whose process died are gone for
         // good; `NodeDown` may be a partition, so those stay counted.
         if let Some(known) = &mut self.known {
@@ -335,6 +339,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                 fact: self.local_fact.clone(),
                 known: self.known.clone(),
                 state: self.id,
+                founder: self.founder,
             })));
             self.sent_fact = self.local_fact.clone();
         }
@@ -470,9 +475,10 @@ impl<S: StateMachine> ReplicaCore<S> {
         latest: Option<PrimaryEpoch>,
         lineage: &BTreeSet<Member>,
         winner: PrimaryEpoch,
+        founders: bool,
     ) -> bool {
         match latest {
-            None => true,
+            None => founders,
             Some(latest) => {
                 if lineage.is_empty() {
                     return true;
@@ -518,7 +524,9 @@ impl<S: StateMachine> ReplicaCore<S> {
             }
         }
         let lineage = lineage.unwrap_or_default();
-        let primary = self.view_quorate() && self.eligible(latest, &lineage, winner.epoch);
+        let founders = infos.values().any(|i| i.founder);
+        let primary =
+            self.view_quorate() && self.eligible(latest, &lineage, winner.epoch, founders);
         let mut winner_epoch = winner.epoch;
         let mut genesis = winner.genesis;
         let (latest, lineage) = if primary {
@@ -584,6 +592,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             winner_epoch,
             sender,
             receivers: receivers.clone(),
+            founders,
             incoming,
         });
         self.holders = winners;
@@ -654,7 +663,12 @@ impl<S: StateMachine> ReplicaCore<S> {
             }));
         } else if !installed.primary
             && quorate
-            && self.eligible(installed.latest, &installed.lineage, installed.winner_epoch)
+            && self.eligible(
+                installed.latest,
+                &installed.lineage,
+                installed.winner_epoch,
+                installed.founders,
+            )
         {
             let epoch = self.next_epoch(installed.latest);
             let genesis = installed.latest.is_none().then(|| self.genesis_of(epoch));
@@ -705,13 +719,17 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.id.applied += 1;
         self.id.chain = chain(self.id.chain, from, cmd.id);
         if from == self.local {
+            let executed = Executed {
+                response,
+                state: self.id,
+            };
             match self.delivery {
                 Delivery::Agreed => out.push(Action::Reply {
                     id: cmd.id,
-                    result: Ok(response),
+                    result: Ok(executed),
                 }),
                 Delivery::Safe => {
-                    self.unstable.insert(self.id.applied, (cmd.id, response));
+                    self.unstable.insert(self.id.applied, (cmd.id, executed));
                 }
             }
         }
@@ -731,10 +749,10 @@ impl<S: StateMachine> ReplicaCore<S> {
             if *entry.key() > stable {
                 break;
             }
-            let (id, response) = entry.remove();
+            let (id, executed) = entry.remove();
             out.push(Action::Reply {
                 id,
-                result: Ok(response),
+                result: Ok(executed),
             });
         }
     }

@@ -68,6 +68,8 @@ pub(crate) struct Info {
     pub known: Option<PrimaryRecord>,
     /// The state the sender holds.
     pub state: StateId,
+    /// Whether the sender may found a group (start a new history).
+    pub founder: bool,
 }
 
 /// A client command; `id` is unique per sender.
@@ -137,6 +139,7 @@ mod tests {
                     members: vec![Member::new(1, 2)],
                 }),
                 state: id,
+                founder: true,
             }),
             ReplicaMessage::Fact(fact),
             ReplicaMessage::Command(CommandMsg {

@@ -18,7 +18,9 @@
 //!   and the view holds a strict majority of the last primary component
 //!   (members seen leaving with `Leave`/`ProcDown` no longer count) and
 //!   that component's state; a group where nobody ever was primary only
-//!   needs quorum. Each primary component gets a growing [`PrimaryEpoch`].
+//!   needs quorum and a member allowed to found it
+//!   ([`ReplicaConfig::found_group`]). Each primary component gets a
+//!   growing [`PrimaryEpoch`].
 //! - **Which state survives a view change**: after every confchg each
 //!   member multicasts its [`StateId`]; the greatest id wins (the latest
 //!   primary epoch, then the most commands applied). A member that comes
@@ -48,7 +50,8 @@
 //! partition) stays non-primary rather than guess. A group founded afresh
 //! in a quorate partition while replicas of an older state live in a
 //! minority partition starts empty, and wins over the older state when the
-//! partitions merge (newer epoch). corosync delivers a quorum notification
+//! partitions merge (newer epoch); start members that must only join an
+//! existing group with [`ReplicaConfig::found_group`] set to `false`. corosync delivers a quorum notification
 //! on its own channel, so around a partition a member's fact may lag the
 //! confchg by a few milliseconds; the majority-of-the-last-primary rule
 //! keeps a minority from becoming primary in that window.
@@ -128,6 +131,13 @@ pub struct ReplicaConfig {
     pub chunks_in_flight: usize,
     /// Capacity of the [`Replica::subscribe`] channel.
     pub event_capacity: usize,
+    /// Whether this member may found the group: start a new, empty history
+    /// when no member of its view knows of an earlier primary component.
+    /// Set it to `false` on members that must only join an existing group
+    /// (like a database's "join existing cluster" mode): a member started
+    /// on a node cut off from every replica would otherwise found a second
+    /// history, which replaces the first when the partitions merge.
+    pub found_group: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -140,6 +150,7 @@ impl Default for ReplicaConfig {
             send_window: 64,
             chunks_in_flight: 2,
             event_capacity: 4096,
+            found_group: true,
         }
     }
 }
@@ -224,6 +235,17 @@ pub enum ReplicaError {
     Closed,
 }
 
+/// A command's response, and where it landed in the group's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed<R> {
+    /// What this replica's state machine returned.
+    pub response: R,
+    /// The state id right after the command: `state.applied` is its
+    /// position among all applied commands, `state.genesis` the history it
+    /// belongs to.
+    pub state: StateId,
+}
+
 /// A replica's situation as of the last event it handled.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReplicaStatus {
@@ -245,6 +267,8 @@ pub struct ReplicaStatus {
     pub state: StateId,
     /// Messages multicast and not yet delivered back, plus queued ones.
     pub outstanding: usize,
+    /// Whether the runtime has stopped (left, or the transport closed).
+    pub closed: bool,
 }
 
 /// A handle to this process's replica. Clone freely; the runtime stops on
@@ -374,14 +398,27 @@ impl<S: StateMachine> Replica<S> {
         &self,
         command: S::Command,
     ) -> impl Future<Output = Result<S::Response, ReplicaError>> + 'static {
+        let executed = self.execute_traced(command);
+        async move { executed.await.map(|e| e.response) }
+    }
+
+    /// Like [`Replica::execute`], and also tells where in the group's
+    /// history the command landed: the [`StateId`] right after it, whose
+    /// `applied` is the command's position in the total order of applied
+    /// commands (the same on every replica).
+    pub fn execute_traced(
+        &self,
+        command: S::Command,
+    ) -> impl Future<Output = Result<Executed<S::Response>, ReplicaError>> + 'static {
         let queued = self.queue(&command);
         async move { queued?.await.map_err(|_| ReplicaError::Closed)? }
     }
 
+    #[allow(clippy::type_complexity)]
     fn queue(
         &self,
         command: &S::Command,
-    ) -> Result<oneshot::Receiver<Result<S::Response, ReplicaError>>, ReplicaError> {
+    ) -> Result<oneshot::Receiver<Result<Executed<S::Response>, ReplicaError>>, ReplicaError> {
         let payload = Codec::new(self.metrics.limit())
             .encode_payload(command)
             .map_err(|e| ReplicaError::Codec(e.to_string()))?;

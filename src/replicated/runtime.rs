@@ -22,7 +22,7 @@ use tracing::{debug, error, warn};
 
 use super::core::{Action, ReplicaCore};
 use super::messages::{Chunk, CommandMsg, ReplicaMessage, StateId};
-use super::{ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaStatus, StateMachine};
+use super::{Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaStatus, StateMachine};
 use crate::group::GroupMetrics;
 use crate::outbox::Outbox;
 use crate::transport::{Connection, TransportError, TransportEvent};
@@ -38,7 +38,7 @@ const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
 const CHUNK_OVERHEAD: usize = 64;
 
 type Done<T> = oneshot::Sender<T>;
-type Reply<S> = Done<Result<<S as StateMachine>::Response, ReplicaError>>;
+type Reply<S> = Done<Result<Executed<<S as StateMachine>::Response>, ReplicaError>>;
 
 /// A request from a [`super::Replica`] handle.
 pub(crate) enum Op<S: StateMachine> {
@@ -95,6 +95,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 codec,
                 config.delivery,
                 config.max_snapshot_size,
+                config.found_group,
             )),
             codec,
             chunk_size,
@@ -128,6 +129,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             ready: core.is_ready(),
             state: core.state_id(),
             outstanding: self.outbox.in_flight() + usize::from(self.outbox.has_queued()),
+            closed: false,
         };
         self.status.send_if_modified(|s| {
             if *s == next {
@@ -292,6 +294,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 let _ = done.send(result);
             }
             self.fail_everything();
+            self.status.send_modify(|s| s.closed = true);
             self.publish(ReplicaEvent::Closed {
                 error: TransportError::Closed("left the group".into()),
             });
@@ -301,6 +304,7 @@ impl<S: StateMachine> ReplicaActor<S> {
 
     fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {
         error!(group = %self.conn.group(), "replica transport closed: {error}");
+        self.status.send_modify(|s| s.closed = true);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Err(error.clone()));
         }

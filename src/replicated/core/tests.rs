@@ -55,7 +55,7 @@ impl Peer {
             .expect("join");
         let codec = Codec::new(1 << 20);
         Peer {
-            core: ReplicaCore::new(process.member(), codec, delivery, 1 << 20),
+            core: ReplicaCore::new(process.member(), codec, delivery, 1 << 20, true),
             process,
             conn,
             codec,
@@ -140,7 +140,10 @@ impl Peer {
                     }
                 }
                 Action::Reply { id, result } => {
-                    self.geneses.insert(id, self.core.state_id().genesis);
+                    let result = result.map(|e| {
+                        self.geneses.insert(id, e.state.genesis);
+                        e.response
+                    });
                     assert!(
                         self.replies.insert(id, result).is_none(),
                         "{}: two replies for command {id}",
@@ -386,7 +389,7 @@ fn commands_held_during_an_install_are_refused_in_a_non_primary_view() {
 fn garbage_chunks_and_infos_from_outsiders_change_nothing() {
     let local = Member::new(1, 1);
     let mut core: ReplicaCore<Log> =
-        ReplicaCore::new(local, Codec::new(1 << 20), Delivery::Agreed, 64);
+        ReplicaCore::new(local, Codec::new(1 << 20), Delivery::Agreed, 64, true);
     core.handle_confchg(
         &[local],
         &[MemberChange {
@@ -431,11 +434,7 @@ fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
                 p.step();
             }
         }
-        let dice = rng.below(10);
-        if std::env::var("RSM_TRACE").is_ok() {
-            eprintln!("dice {dice}");
-        }
-        match dice {
+        match rng.below(10) {
             0 | 1 => {
                 let node = 1 + rng.below(3) as u32;
                 if cluster.is_up(NodeId(node)) {
@@ -469,21 +468,6 @@ fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
         peers.push(Peer::new(&cluster, 1, delivery));
     }
     settle(&mut peers);
-    if std::env::var("RSM_TRACE").is_ok() {
-        for p in &peers {
-            eprintln!(
-                "{} alive={} {:?}\n  replies {:?}\n  sent {:?}",
-                p.member(),
-                p.process.is_alive(),
-                p.core.state(),
-                p.replies,
-                p.sent
-            );
-            for e in &p.events {
-                eprintln!("    {e:?}");
-            }
-        }
-    }
     let alive: Vec<&Peer> = live(&peers).collect();
     let first = alive[0];
     for p in &alive {
@@ -540,7 +524,7 @@ proptest! {
     fn arbitrary_messages_never_panic(msgs in proptest::collection::vec(any::<(u8, u64, Vec<u8>)>(), 0..40)) {
         let local = Member::new(1, 1);
         let other = Member::new(2, 2);
-        let mut core: ReplicaCore<Log> = ReplicaCore::new(local, Codec::new(1 << 16), Delivery::Safe, 1 << 12);
+        let mut core: ReplicaCore<Log> = ReplicaCore::new(local, Codec::new(1 << 16), Delivery::Safe, 1 << 12, true);
         core.handle_confchg(&[local, other], &[MemberChange { member: local, reason: Reason::Join }], &[]);
         for (kind, n, bytes) in msgs {
             let from = if n % 2 == 0 { local } else { other };
@@ -548,23 +532,10 @@ proptest! {
                 0 => ReplicaMessage::Ack(n),
                 1 => ReplicaMessage::Command(CommandMsg { id: n, payload: bytes }),
                 2 => ReplicaMessage::Chunk(Chunk { state: StateId::default(), index: (n % 3) as u32, total: (n % 4) as u32, bytes }),
-                3 => ReplicaMessage::Info(Info { fact: None, known: None, state: StateId { applied: n, ..StateId::default() } }),
+                3 => ReplicaMessage::Info(Info { fact: None, known: None, state: StateId { applied: n, ..StateId::default() }, founder: n % 3 == 0 }),
                 _ => ReplicaMessage::Fact(QuorumState { quorate: n % 2 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
             };
             let _ = core.handle_message(from, msg);
         }
-    }
-}
-
-#[test]
-fn trace_seed() {
-    if let Ok(seed) = std::env::var("RSM_TRACE") {
-        let d = if std::env::var("RSM_SAFE").is_ok() {
-            Delivery::Safe
-        } else {
-            Delivery::Agreed
-        };
-        let r = run_schedule(seed.parse().unwrap(), d);
-        eprintln!("{r:?}");
     }
 }
