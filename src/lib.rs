@@ -85,6 +85,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod election;
 pub mod group;
 mod outbox;
 pub mod remote;
@@ -93,6 +94,10 @@ pub mod testing;
 pub mod transport;
 pub mod wire;
 
+pub use election::{
+    Election, ElectionConfig, ElectionError, ElectionEvent, ElectionStatus, Epoch, Leadership,
+    GROUP_ELECTION,
+};
 pub use group::{
     CallError, Group, GroupConfig, GroupError, GroupEvent, MetricsSnapshot, NameDropReason,
     RemoteFailure,
