@@ -319,8 +319,9 @@ impl ElectionCore {
         match op {
             CandidacyOp::Stand(name) => {
                 let entry = self.elections.entry(name.clone()).or_default();
-                if !entry.candidates.contains_key(&from) {
-                    entry.candidates.insert(from, self.next_stamp);
+                if let std::collections::btree_map::Entry::Vacant(v) = entry.candidates.entry(from)
+                {
+                    v.insert(self.next_stamp);
                     self.next_stamp += 1;
                 }
                 name.clone()

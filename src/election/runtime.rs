@@ -31,6 +31,7 @@ const EVENT_BUDGET: usize = 256;
 const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
 
 type Done<T> = oneshot::Sender<T>;
+type Completion = Done<Result<(), ElectionError>>;
 
 /// A request from an [`super::Election`] handle.
 pub(crate) enum Op {
@@ -54,7 +55,7 @@ pub(crate) struct ElectionActor {
     ready: Option<Done<Result<(), TransportError>>>,
     outbox: Outbox<()>,
     /// Candidacy changes in flight, per (name, stand), oldest first.
-    waiting: HashMap<(String, bool), VecDeque<Done<Result<(), ElectionError>>>>,
+    waiting: HashMap<(String, bool), VecDeque<Completion>>,
     leaving: Option<Done<Result<(), ElectionError>>>,
     pump_waker: Option<std::task::Waker>,
 }
