@@ -87,6 +87,7 @@
 
 pub mod election;
 pub mod group;
+pub mod kv;
 mod outbox;
 pub mod remote;
 pub mod replicated;
