@@ -272,7 +272,10 @@ async fn serve_stdin(replica: Replica<KvStore>) {
     let Client { tx, mut rx } = serve(replica);
     let printer = actix::spawn(async move {
         while let Some(line) = rx.recv().await {
-            println!("{line}");
+            use std::io::Write;
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                break;
+            }
         }
     });
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

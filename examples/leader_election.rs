@@ -360,7 +360,11 @@ mod real {
         let (tx, mut rx) = unbounded_channel();
         actix::spawn(super::member(conn, tx));
         while let Some(line) = rx.recv().await {
-            println!("{line}");
+            use std::io::Write;
+            // The parent closed the pipe: it is done with this member.
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                break;
+            }
         }
         Ok(())
     }
