@@ -8,9 +8,9 @@
 //! ip netns exec acpg-n1 target/debug/rsm-agent elect GROUP
 //! ```
 //!
-//! `kv` serves the line protocol of `actix_cpg::kv` (after a `READY member`
-//! line once the replica holds the state) and reports `RESTORED from bytes
-//! replayed ms` when it received a snapshot. `elect` prints `READY member`,
+//! `kv` serves the line protocol of `actix_cpg::kv` after a `READY member`
+//! line (once the replica holds the state) and, if it received the state
+//! by snapshot, a `RESTORED from bytes ms-since-start` line. `elect` prints `READY member`,
 //! then `VIEW members=N left=a:Reason,...`, `ELECTED epoch`,
 //! `DEPOSED epoch` and `LEADER member epoch` lines as they happen.
 
@@ -21,7 +21,7 @@ use actix_cpg::kv::{serve_lines, KvStore};
 use actix_cpg::transport::corosync::Corosync;
 use actix_cpg::{
     Delivery, Election, ElectionConfig, ElectionEvent, GroupName, Replica, ReplicaConfig,
-    ReplicaEvent, Transport, GROUP_ELECTION,
+    Transport, GROUP_ELECTION,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
@@ -47,23 +47,14 @@ async fn kv(
         .await
         .map_err(|e| e.to_string())?;
     let _ = out.send(format!("READY {}", replica.local()));
-    let mut events = replica.subscribe();
-    let report = out.clone();
-    actix::spawn(async move {
-        while let Ok(event) = events.recv().await {
-            if let ReplicaEvent::Restored {
-                from,
-                bytes,
-                replayed,
-            } = event
-            {
-                let _ = report.send(format!(
-                    "RESTORED {from} {bytes} {replayed} {}",
-                    started.elapsed().as_millis()
-                ));
-            }
-        }
-    });
+    // A joiner holds the state only once its snapshot is restored, so the
+    // restore (if any) happened before READY.
+    if let Some((from, bytes)) = replica.status().restored {
+        let _ = out.send(format!(
+            "RESTORED {from} {bytes} {}",
+            started.elapsed().as_millis()
+        ));
+    }
     serve_lines(replica, input, out).await;
     Ok(())
 }

@@ -269,6 +269,8 @@ pub struct ReplicaStatus {
     pub outstanding: usize,
     /// Whether the runtime has stopped (left, or the transport closed).
     pub closed: bool,
+    /// The last snapshot this replica restored: its sender and size.
+    pub restored: Option<(Member, u64)>,
 }
 
 /// A handle to this process's replica. Clone freely; the runtime stops on

@@ -25,7 +25,7 @@ use super::messages::{Chunk, CommandMsg, ReplicaMessage, StateId};
 use super::{Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaStatus, StateMachine};
 use crate::group::GroupMetrics;
 use crate::outbox::Outbox;
-use crate::transport::{Connection, TransportError, TransportEvent};
+use crate::transport::{Connection, Member, TransportError, TransportEvent};
 use crate::wire::{Codec, Kind, HEADER_LEN};
 
 /// Events handled per turn before the actor lets its mailbox in.
@@ -68,6 +68,7 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     next_id: u64,
     leaving: Option<Done<Result<(), ReplicaError>>>,
     pump_waker: Option<std::task::Waker>,
+    restored: Option<(Member, u64)>,
 }
 
 impl<S: StateMachine> ReplicaActor<S> {
@@ -108,6 +109,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             next_id: 1,
             leaving: None,
             pump_waker: None,
+            restored: None,
         }
         .start()
     }
@@ -130,6 +132,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             state: core.state_id(),
             outstanding: self.outbox.in_flight() + usize::from(self.outbox.has_queued()),
             closed: false,
+            restored: self.restored,
         };
         self.status.send_if_modified(|s| {
             if *s == next {
@@ -207,6 +210,9 @@ impl<S: StateMachine> ReplicaActor<S> {
                 }
                 Action::Event(event) => {
                     changed = true;
+                    if let ReplicaEvent::Restored { from, bytes, .. } = event {
+                        self.restored = Some((from, bytes));
+                    }
                     if event == ReplicaEvent::Ready {
                         if let Some(ready) = self.ready.take() {
                             let _ = ready.send(Ok(()));
