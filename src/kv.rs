@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -92,10 +93,12 @@ pub enum KvResponse {
     Filled(u32),
 }
 
-/// The replicated map.
+/// The replicated map. Keys and values are shared (`Arc<str>`), so the
+/// capture for a joiner is a cheap copy of the tree; the bytes are made off
+/// the replica's actor.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvStore {
-    map: BTreeMap<String, String>,
+    map: BTreeMap<Arc<str>, Arc<str>>,
 }
 
 /// Largest snapshot [`KvStore::restore`] accepts.
@@ -104,7 +107,7 @@ pub const MAX_SNAPSHOT: usize = 1 << 31;
 impl KvStore {
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.map.get(key).map(String::as_str)
+        self.map.get(key).map(|v| &**v)
     }
 
     /// Number of keys.
@@ -137,30 +140,45 @@ fn filler(prefix: &str, i: u32, size: u32) -> String {
     seed.chars().cycle().take(size as usize).collect()
 }
 
+impl KvStore {
+    fn put(&mut self, key: String, value: String) -> Option<String> {
+        self.map
+            .insert(key.into(), value.into())
+            .map(|v| v.to_string())
+    }
+
+    fn value(&self, key: &str) -> Option<String> {
+        self.map.get(key).map(|v| v.to_string())
+    }
+}
+
 impl StateMachine for KvStore {
     type Command = KvCommand;
     type Response = KvResponse;
+    type Snapshot = BTreeMap<Arc<str>, Arc<str>>;
 
     fn apply(&mut self, command: KvCommand) -> KvResponse {
         match command {
-            KvCommand::Put { key, value } => KvResponse::Previous(self.map.insert(key, value)),
-            KvCommand::Get { key } => KvResponse::Value(self.map.get(&key).cloned()),
-            KvCommand::Delete { key } => KvResponse::Previous(self.map.remove(&key)),
+            KvCommand::Put { key, value } => KvResponse::Previous(self.put(key, value)),
+            KvCommand::Get { key } => KvResponse::Value(self.value(&key)),
+            KvCommand::Delete { key } => {
+                KvResponse::Previous(self.map.remove(key.as_str()).map(|v| v.to_string()))
+            }
             KvCommand::Cas { key, expected, new } => {
-                let swapped = self.map.get(&key) == expected.as_ref();
+                let swapped = self.value(&key) == expected;
                 if swapped {
                     match new {
                         Some(v) => {
-                            self.map.insert(key.clone(), v);
+                            self.put(key.clone(), v);
                         }
                         None => {
-                            self.map.remove(&key);
+                            self.map.remove(key.as_str());
                         }
                     }
                 }
                 KvResponse::Cas {
                     swapped,
-                    current: self.map.get(&key).cloned(),
+                    current: self.value(&key),
                 }
             }
             KvCommand::Fill {
@@ -169,20 +187,31 @@ impl StateMachine for KvStore {
                 size,
             } => {
                 for i in 0..count {
-                    self.map
-                        .insert(format!("{prefix}-{i}"), filler(&prefix, i, size));
+                    self.put(format!("{prefix}-{i}"), filler(&prefix, i, size));
                 }
                 KvResponse::Filled(count)
             }
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        encode_snapshot(&self.map)
+    fn snapshot(&self) -> Self::Snapshot {
+        // Shares every key and value: no byte is copied here.
+        self.map.clone()
+    }
+
+    fn encode(snapshot: Self::Snapshot) -> Vec<u8> {
+        let pairs: Vec<(&str, &str)> = snapshot.iter().map(|(k, v)| (&**k, &**v)).collect();
+        encode_snapshot(&pairs)
     }
 
     fn restore(snapshot: &[u8]) -> Result<Self, String> {
-        decode_snapshot(snapshot, MAX_SNAPSHOT).map(|map| KvStore { map })
+        let pairs: Vec<(String, String)> = decode_snapshot(snapshot, MAX_SNAPSHOT)?;
+        Ok(KvStore {
+            map: pairs
+                .into_iter()
+                .map(|(k, v)| (Arc::from(k), Arc::from(v)))
+                .collect(),
+        })
     }
 }
 
@@ -418,7 +447,7 @@ mod tests {
         });
         assert_eq!(kv.len(), 3);
         assert_eq!(kv.get("f-1").map(str::len), Some(10));
-        let copy = KvStore::restore(&kv.snapshot()).expect("restores");
+        let copy = KvStore::restore(&KvStore::encode(kv.snapshot())).expect("restores");
         assert_eq!(copy, kv);
         assert_eq!(copy.digest(), kv.digest());
     }

@@ -38,14 +38,19 @@ struct Ledger(Vec<(Member, u64)>);
 impl StateMachine for Ledger {
     type Command = (Member, u64);
     type Response = u64;
+    type Snapshot = Vec<(Member, u64)>;
 
     fn apply(&mut self, entry: (Member, u64)) -> u64 {
         self.0.push(entry);
         self.0.len() as u64
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        encode_snapshot(&self.0)
+    fn snapshot(&self) -> Vec<(Member, u64)> {
+        self.0.clone()
+    }
+
+    fn encode(snapshot: Vec<(Member, u64)>) -> Vec<u8> {
+        encode_snapshot(&snapshot)
     }
 
     fn restore(snapshot: &[u8]) -> Result<Self, String> {

@@ -7,7 +7,7 @@
 //!  ─────────────────────►  ┌─────────────────────────────┐  ───────────────────►
 //!   handle_confchg         │ view, facts (quorum, in     │   Mcast(Info | Fact | Ack)
 //!   handle_quorum (local)  │   the stream)               │   Purge      (view changed)
-//!   handle_message         │ phase: Installing{infos,    │   SendSnapshot{state, bytes}
+//!   handle_message         │ phase: Installing{infos,    │   SendSnapshot{state, capture}
 //!    Info Fact Command     │         held} | Installed   │   Reply{id, result}
 //!    Ack Chunk             │ sm: S, id: StateId          │   Event(ReplicaEvent)
 //!                          │ known: last primary (L)     │   Fatal(why)
@@ -26,8 +26,9 @@
 //! - **winner**: the greatest state id in the view; the members holding it
 //!   (equal ids mean equal states) keep their state, everyone else
 //!   discards theirs and receives the winner's;
-//! - **sender**: the lowest winner; it snapshots its state *at this point*
-//!   (before the held commands) and multicasts it in chunks; receivers
+//! - **sender**: the lowest winner; it captures its state *at this point*
+//!   (before the held commands), and its runtime encodes and multicasts it
+//!   in chunks; receivers
 //!   buffer every command applied after this point and replay it once the
 //!   snapshot is restored;
 //! - **primary** ⇔ every member's latest quorum fact says quorate (at
@@ -71,16 +72,19 @@ use super::{Delivery, Executed, ReplicaError, ReplicaEvent, StateMachine};
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 use crate::wire::Codec;
 
-/// What the runtime must do.
-#[derive(Debug)]
-pub(crate) enum Action<R> {
+/// The actions for a state machine `S`.
+pub(crate) type Actions<S> =
+    Vec<Action<<S as StateMachine>::Response, <S as StateMachine>::Snapshot>>;
+
+/// What the runtime must do (`R`: responses, `C`: snapshot captures).
+pub(crate) enum Action<R, C> {
     /// Multicast this protocol message (ahead of user commands).
     Mcast(ReplicaMessage),
     /// The view changed: drop protocol messages and snapshot chunks not
     /// yet multicast (they belong to the old view).
     Purge,
-    /// Multicast this snapshot of `state` in chunks.
-    SendSnapshot { state: StateId, bytes: Vec<u8> },
+    /// Encode this capture of `state` and multicast it in chunks.
+    SendSnapshot { state: StateId, snapshot: C },
     /// This member's command `id` finished.
     Reply {
         id: u64,
@@ -250,7 +254,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         members: &[Member],
         joined: &[MemberChange],
         left: &[MemberChange],
-    ) -> Vec<Action<S::Response>> {
+    ) -> Actions<S> {
         let mut out = Vec::new();
         let mut view = members.to_vec();
         view.sort();
@@ -348,7 +352,7 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     /// This node's quorum service reported (a local fact: it is multicast,
     /// and used when it comes back in order).
-    pub(crate) fn handle_quorum(&mut self, q: QuorumState) -> Vec<Action<S::Response>> {
+    pub(crate) fn handle_quorum(&mut self, q: QuorumState) -> Actions<S> {
         self.local_fact = Some(q);
         if self.joined && self.sent_fact != self.local_fact {
             self.sent_fact = self.local_fact.clone();
@@ -360,11 +364,7 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     /// A decoded message from `from`, at its position in the stream.
-    pub(crate) fn handle_message(
-        &mut self,
-        from: Member,
-        msg: ReplicaMessage,
-    ) -> Vec<Action<S::Response>> {
+    pub(crate) fn handle_message(&mut self, from: Member, msg: ReplicaMessage) -> Actions<S> {
         let mut out = Vec::new();
         if !self.joined {
             return out;
@@ -489,7 +489,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
-    fn install(&mut self, out: &mut Vec<Action<S::Response>>) {
+    fn install(&mut self, out: &mut Actions<S>) {
         let Phase::Installing { infos, held } = std::mem::replace(&mut self.phase, Phase::Unjoined)
         else {
             return;
@@ -565,15 +565,13 @@ impl<S: StateMachine> ReplicaCore<S> {
             self.id.epoch = winner_epoch;
             self.id.genesis = genesis;
             if sender == Some(self.local) {
-                let bytes = self.sm.snapshot();
-                debug!(local = %self.local, bytes = bytes.len(), to = ?receivers, "sending the state");
+                debug!(local = %self.local, to = ?receivers, "sending the state");
                 out.push(Action::Event(ReplicaEvent::TransferStarted {
                     to: receivers.iter().copied().collect(),
-                    bytes: bytes.len() as u64,
                 }));
                 out.push(Action::SendSnapshot {
                     state: self.id,
-                    bytes,
+                    snapshot: self.sm.snapshot(),
                 });
             }
         } else {
@@ -642,7 +640,7 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     /// A quorum fact changed the view's quorum: re-apply the primary rule.
-    fn reevaluate(&mut self, out: &mut Vec<Action<S::Response>>) {
+    fn reevaluate(&mut self, out: &mut Actions<S>) {
         let quorate = self.view_quorate();
         let Phase::Installed(installed) = &self.phase else {
             return;
@@ -699,7 +697,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
-    fn apply(&mut self, from: Member, cmd: CommandMsg, out: &mut Vec<Action<S::Response>>) {
+    fn apply(&mut self, from: Member, cmd: CommandMsg, out: &mut Actions<S>) {
         let command = match self.codec.decode_payload::<S::Command>(&cmd.payload) {
             Ok(c) => c,
             Err(e) => {
@@ -735,7 +733,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
-    fn release_stable(&mut self, out: &mut Vec<Action<S::Response>>) {
+    fn release_stable(&mut self, out: &mut Actions<S>) {
         if self.unstable.is_empty() {
             return;
         }
@@ -757,7 +755,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
-    fn maybe_ack(&mut self, out: &mut Vec<Action<S::Response>>) {
+    fn maybe_ack(&mut self, out: &mut Actions<S>) {
         if self.delivery != Delivery::Safe
             || self.ack_in_flight
             || !self.is_holding()
@@ -770,7 +768,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         out.push(Action::Mcast(ReplicaMessage::Ack(self.id.applied)));
     }
 
-    fn handle_chunk(&mut self, from: Member, chunk: Chunk, out: &mut Vec<Action<S::Response>>) {
+    fn handle_chunk(&mut self, from: Member, chunk: Chunk, out: &mut Actions<S>) {
         let Phase::Installed(installed) = &mut self.phase else {
             return;
         };

@@ -27,9 +27,11 @@
 //!   back from a minority partition holds an older epoch, so it discards
 //!   its divergent state and receives the primary component's.
 //! - **Snapshot sender**: the lowest member holding the winning state. It
-//!   snapshots at the install point — right after the confchg, before any
-//!   command delivered after it is applied — and multicasts the snapshot in
-//!   chunks ([`ReplicaConfig::chunk_size`]) interleaved with other traffic.
+//!   captures its state at the install point — right after the confchg,
+//!   before any command delivered after it is applied — encodes it off the
+//!   actor, and multicasts it in chunks ([`ReplicaConfig::chunk_size`]),
+//!   at most [`ReplicaConfig::chunks_in_flight`] at a time, interleaved with
+//!   other traffic.
 //!   Receivers buffer what is applied after that point, restore, replay,
 //!   and only then report ready. If the sender dies first, the confchg that
 //!   says so starts a new install with a new sender.
@@ -78,22 +80,33 @@ use crate::wire::Codec;
 /// every replica holds the same state.
 ///
 /// `apply` must depend only on the state and the command (no clock, no
-/// randomness, no I/O), and `restore(snapshot())` must give back an equal
-/// state.
+/// randomness, no I/O), and `restore(&encode(snapshot()))` must give back
+/// an equal state.
+///
+/// A snapshot for a joiner is taken in two steps: [`StateMachine::snapshot`]
+/// captures the state at its exact place in the order, on the replica's
+/// actor — while it runs, the replica handles nothing else, so it should be
+/// cheap (clone `Arc`s, use a persistent map); [`StateMachine::encode`]
+/// turns the capture into bytes on a blocking thread, off the actor.
 pub trait StateMachine: Default + 'static {
     /// A command; it crosses the group (serde + bincode).
     type Command: Serialize + DeserializeOwned + Send + 'static;
     /// What applying a command returns to the caller (never crosses the
     /// group: each caller gets its own replica's response).
     type Response: Send + 'static;
+    /// A capture of the whole state, to be encoded off the actor.
+    type Snapshot: Send + 'static;
 
     /// Applies `command` and returns the response.
     fn apply(&mut self, command: Self::Command) -> Self::Response;
 
-    /// The whole state as bytes, for a member that joins.
-    fn snapshot(&self) -> Vec<u8>;
+    /// Captures the whole state, for members that need it.
+    fn snapshot(&self) -> Self::Snapshot;
 
-    /// A state from bytes made by [`StateMachine::snapshot`].
+    /// Encodes a capture (runs on a blocking thread).
+    fn encode(snapshot: Self::Snapshot) -> Vec<u8>;
+
+    /// A state from bytes made by [`StateMachine::encode`].
     fn restore(snapshot: &[u8]) -> Result<Self, String>
     where
         Self: Sized;
@@ -185,10 +198,13 @@ pub enum ReplicaEvent {
         /// The new epoch, if it became primary.
         epoch: Option<PrimaryEpoch>,
     },
-    /// This member started sending its state.
+    /// This member captured its state to send it.
     TransferStarted {
         /// The receivers.
         to: Vec<Member>,
+    },
+    /// The capture is encoded; its chunks go out now.
+    TransferEncoded {
         /// Snapshot size.
         bytes: u64,
     },
@@ -458,7 +474,9 @@ impl<S: StateMachine> Replica<S> {
 }
 
 /// Encodes a value as a snapshot with the crate's codec (bincode, fixed-width
-/// integers): a convenience for [`StateMachine::snapshot`].
+/// integers): a convenience for [`StateMachine::encode`]. A value serde
+/// cannot encode (which bincode reports only for sequences of unknown
+/// length) gives an empty snapshot, which then fails to restore.
 pub fn encode_snapshot<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // The limit only guards decoding; encoding a state in memory is bounded
     // by that memory.

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
 
-use super::core::{Action, ReplicaCore};
+use super::core::{Action, Actions, ReplicaCore};
 use super::messages::{Chunk, CommandMsg, ReplicaMessage, StateId};
 use super::{Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaStatus, StateMachine};
 use crate::group::GroupMetrics;
@@ -69,6 +69,8 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     leaving: Option<Done<Result<(), ReplicaError>>>,
     pump_waker: Option<std::task::Waker>,
     restored: Option<(Member, u64)>,
+    /// Bumped at every view change: an encoding started before is void.
+    transfer_generation: u64,
 }
 
 impl<S: StateMachine> ReplicaActor<S> {
@@ -110,6 +112,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             leaving: None,
             pump_waker: None,
             restored: None,
+            transfer_generation: 0,
         }
         .start()
     }
@@ -189,7 +192,7 @@ impl<S: StateMachine> ReplicaActor<S> {
         }
     }
 
-    fn execute(&mut self, actions: Vec<Action<S::Response>>, ctx: &mut Context<Self>) {
+    fn execute(&mut self, actions: Actions<S>, ctx: &mut Context<Self>) {
         let mut changed = false;
         for action in actions {
             match action {
@@ -201,8 +204,14 @@ impl<S: StateMachine> ReplicaActor<S> {
                         .push_control(bytes, matches!(msg, ReplicaMessage::Info(_))),
                     Err(e) => error!("protocol message not sent: {e}"),
                 },
-                Action::Purge => self.outbox.purge(),
-                Action::SendSnapshot { state, bytes } => self.send_snapshot(state, bytes),
+                Action::Purge => {
+                    // A snapshot still being encoded belongs to the old view.
+                    self.transfer_generation += 1;
+                    self.outbox.purge();
+                }
+                Action::SendSnapshot { state, snapshot } => {
+                    self.encode_snapshot(state, snapshot, ctx)
+                }
                 Action::Reply { id, result } => {
                     if let Some(done) = self.calls.remove(&id) {
                         let _ = done.send(result);
@@ -232,6 +241,28 @@ impl<S: StateMachine> ReplicaActor<S> {
             self.refresh_status();
         }
         self.flush_or_close(ctx);
+    }
+
+    /// Encodes the capture on a blocking thread, then sends it, unless the
+    /// view changed meanwhile (the transfer is void then).
+    fn encode_snapshot(&mut self, state: StateId, snapshot: S::Snapshot, ctx: &mut Context<Self>) {
+        let generation = self.transfer_generation;
+        let encoding = tokio::task::spawn_blocking(move || S::encode(snapshot));
+        ctx.spawn(encoding.into_actor(self).map(move |encoded, act, ctx| {
+            if act.transfer_generation != generation {
+                return;
+            }
+            match encoded {
+                Ok(bytes) => {
+                    let _ = act.events.send(ReplicaEvent::TransferEncoded {
+                        bytes: bytes.len() as u64,
+                    });
+                    act.send_snapshot(state, bytes);
+                    act.flush_or_close(ctx);
+                }
+                Err(e) => error!("encoding a snapshot failed: {e}; no transfer"),
+            }
+        }));
     }
 
     fn send_snapshot(&mut self, state: StateId, bytes: Vec<u8>) {

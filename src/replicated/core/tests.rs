@@ -16,14 +16,19 @@ struct Log(Vec<(Member, u64)>);
 impl StateMachine for Log {
     type Command = (Member, u64);
     type Response = usize;
+    type Snapshot = Vec<(Member, u64)>;
 
     fn apply(&mut self, command: (Member, u64)) -> usize {
         self.0.push(command);
         self.0.len()
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        encode_snapshot(&self.0)
+    fn snapshot(&self) -> Vec<(Member, u64)> {
+        self.0.clone()
+    }
+
+    fn encode(snapshot: Vec<(Member, u64)>) -> Vec<u8> {
+        encode_snapshot(&snapshot)
     }
 
     fn restore(snapshot: &[u8]) -> Result<Self, String> {
@@ -125,7 +130,8 @@ impl Peer {
                     self.mcast(&msg);
                 }
                 Action::Purge => {}
-                Action::SendSnapshot { state, bytes } => {
+                Action::SendSnapshot { state, snapshot } => {
+                    let bytes = Log::encode(snapshot);
                     let total = bytes.len().div_ceil(CHUNK).max(1) as u32;
                     for index in 0..total {
                         let start = index as usize * CHUNK;
