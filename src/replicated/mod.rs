@@ -161,7 +161,7 @@ impl Default for ReplicaConfig {
             chunk_size: 256 * 1024,
             max_snapshot_size: 1 << 30,
             send_window: 64,
-            chunks_in_flight: 2,
+            chunks_in_flight: 1,
             event_capacity: 4096,
             found_group: true,
         }
