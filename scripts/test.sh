@@ -53,5 +53,13 @@ cargo run --example supervision
 step "supervision example on the real cluster"
 cargo run --features corosync --example supervision -- --corosync
 
+step "kv_store and leader_election examples on the sim backend"
+cargo run --example kv_store
+cargo run --example leader_election
+
+step "kv_store and leader_election examples on the real cluster"
+cargo run --features corosync --example kv_store -- --corosync
+cargo run --features corosync --example leader_election -- --corosync
+
 step "cluster still healthy after the suite"
 bash scripts/cluster.sh status

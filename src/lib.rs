@@ -1,5 +1,6 @@
-//! actix-cpg: an actix actor registry spread across every process of a
-//! Corosync CPG (closed process group).
+//! actix-cpg: an actix actor registry, replicated state machines and leader
+//! elections spread across every process of a Corosync CPG (closed process
+//! group).
 //!
 //! # The model
 //!
@@ -17,12 +18,18 @@
 //! - a [`RemoteAddr`] sends a typed actix message (serde + bincode) to a
 //!   named actor wherever it runs, and awaits its reply;
 //! - a member that joins late gets the registry as it stood at its request's
-//!   position in the order, then replays what followed.
+//!   position in the order, then replays what followed;
+//! - a [`Replica`] of a [`StateMachine`] lives on every member of its group
+//!   and applies commands in the total order, only while the group is a
+//!   primary component; joiners get a snapshot ([`replicated`]);
+//! - an [`Election`] names one leader per quorate view, with a fencing
+//!   [`Epoch`] that only grows ([`election`]).
 //!
 //! ```text
-//!  examples/ tests/              users
-//!  group (registry, calls)       Group, RemoteAddr, Handlers   (actix runtime
-//!                                 over a pure decision core)
+//!  examples/ tests/              users (kv_store, leader_election, demo)
+//!  replicated · election         Replica, Election             (each: actix
+//!  group (registry, calls)       Group, RemoteAddr, Handlers    runtime over
+//!                                                                a pure core)
 //!  wire                          versioned envelope, bincode, size limits
 //!  transport                     Connection trait: `corosync` | `sim`
 //! ```
@@ -85,19 +92,31 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod election;
 pub mod group;
+pub mod kv;
+mod outbox;
 pub mod record;
 pub mod remote;
+pub mod replicated;
 pub mod supervisor;
 pub mod testing;
 pub mod transport;
 pub mod wire;
 
+pub use election::{
+    Election, ElectionConfig, ElectionError, ElectionEvent, ElectionStatus, Epoch, Leadership,
+    GROUP_ELECTION,
+};
 pub use group::{
     child_name, CallError, Child, ChildContext, ExitReporter, Factories, Group, GroupConfig,
     GroupError, GroupEvent, MetricsSnapshot, NameDropReason, RemoteFailure, Terminate,
 };
 pub use remote::{Handlers, RemoteAddr, RemoteMessage};
+pub use replicated::{
+    Delivery, Executed, PrimaryEpoch, Replica, ReplicaConfig, ReplicaError, ReplicaEvent,
+    ReplicaStatus, StateId, StateMachine,
+};
 pub use transport::{
     Connection, GroupName, Member, MemberChange, NodeId, Reason, Transport, TransportError,
     TransportEvent,

@@ -41,6 +41,10 @@ pub enum Kind {
     Snapshot = 4,
     /// A member without the group state asks for it.
     SyncRequest = 5,
+    /// A replicated state machine's message (see `crate::replicated`).
+    Replicated = 16,
+    /// A leader election's message (see `crate::election`).
+    Election = 17,
     /// A fact for the supervision engine.
     Supervision = 32,
 }
@@ -53,6 +57,8 @@ impl Kind {
             3 => Kind::Reply,
             4 => Kind::Snapshot,
             5 => Kind::SyncRequest,
+            16 => Kind::Replicated,
+            17 => Kind::Election,
             32 => Kind::Supervision,
             _ => return None,
         })

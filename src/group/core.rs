@@ -63,6 +63,10 @@ pub(crate) fn decode_inbound(codec: &Codec, bytes: &[u8]) -> Result<Inbound, Wir
         Kind::Snapshot => Inbound::Snapshot(codec.decode_body(frame.body)?),
         Kind::SyncRequest => Inbound::SyncRequest(codec.decode_body(frame.body)?),
         Kind::Supervision => Inbound::Supervision(codec.decode_body(frame.body)?),
+        // Kinds of other protocols (replicated state, elections) never
+        // belong in a registry group: counted and dropped like any unknown
+        // kind.
+        other => return Err(WireError::UnknownKind(other as u8)),
     })
 }
 

@@ -1,0 +1,501 @@
+//! A replicated key-value service: every member holds the whole map, every
+//! command (put, get, delete, compare-and-set) takes its place in the
+//! group's total order, and a caller's reply comes from its own replica.
+//!
+//! What it shows, printed as it happens:
+//! 1. two replicas found the group and become a primary component;
+//! 2. a client streams puts through one replica over the line protocol
+//!    (`actix_cpg::kv`), pipelined;
+//! 3. mid-stream a late joiner starts: it receives a snapshot taken at the
+//!    confchg that admitted it, replays what followed, and serves reads;
+//! 4. mid-stream the replica the client writes through is killed (SIGKILL
+//!    semantics): its in-flight puts come back `uncertain`, the client goes
+//!    on through another replica;
+//! 5. every acknowledged put is in every surviving replica, whose digests
+//!    agree; then compare-and-set, get and delete.
+//!
+//! Run it on the in-process `sim` backend (no daemon needed):
+//!
+//! ```text
+//! cargo run --example kv_store                      # the scripted tour
+//! cargo run --example kv_store -- --safe            # same, safe delivery
+//! cargo run --example kv_store -- --stdin           # type commands yourself
+//! cargo run --example kv_store -- --listen 127.0.0.1:7878   # line protocol over TCP
+//! ```
+//!
+//! On the real 3-node corosync cluster (as root, `scripts/cluster.sh up`
+//! first), the tour runs one replica process per node, each in its node's
+//! network namespace:
+//!
+//! ```text
+//! cargo run --features corosync --example kv_store -- --corosync [--safe]
+//! ```
+//!
+//! or one replica by hand, serving the line protocol on stdin or on a
+//! loopback port inside the node's namespace:
+//!
+//! ```text
+//! ip netns exec acpg-n1 target/debug/examples/kv_store --member --listen 127.0.0.1:7878
+//! ip netns exec acpg-n1 nc 127.0.0.1 7878      # put k v / get k / cas k v w / del k
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use actix_cpg::kv::{serve_lines, KvStore};
+use actix_cpg::transport::sim::{SimCluster, SimProcess};
+use actix_cpg::{Delivery, GroupName, NodeId, Replica, ReplicaConfig, Transport};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+const GROUP: &str = "kv-store";
+const PUTS: u64 = 3000;
+const LATE_JOINER_AT: u64 = 800;
+const KILL_AT: u64 = 1800;
+const PIPELINE: usize = 64;
+
+/// A line-protocol connection to one replica.
+struct Client {
+    tx: UnboundedSender<String>,
+    rx: UnboundedReceiver<String>,
+}
+
+impl Client {
+    fn send(&self, line: String) -> bool {
+        self.tx.send(line).is_ok()
+    }
+
+    async fn recv(&mut self) -> Option<String> {
+        tokio::time::timeout(Duration::from_secs(30), self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// One untagged request and its answer.
+    async fn ask(&mut self, line: &str) -> String {
+        if !self.send(line.to_owned()) {
+            return "ERR closed".into();
+        }
+        self.recv().await.unwrap_or_else(|| "ERR closed".into())
+    }
+}
+
+/// Where replicas run: in this process (sim) or as processes (corosync).
+trait Backend {
+    async fn start(&mut self, node: u32, founder: bool) -> Client;
+    fn kill(&mut self, node: u32);
+}
+
+fn config(safe: bool, founder: bool) -> ReplicaConfig {
+    ReplicaConfig {
+        delivery: if safe {
+            Delivery::Safe
+        } else {
+            Delivery::Agreed
+        },
+        found_group: founder,
+        ..ReplicaConfig::default()
+    }
+}
+
+struct Sim {
+    cluster: SimCluster,
+    safe: bool,
+    processes: BTreeMap<u32, SimProcess>,
+}
+
+impl Backend for Sim {
+    async fn start(&mut self, node: u32, founder: bool) -> Client {
+        let process = self.cluster.process(NodeId(node)).expect("node is up");
+        let conn = process
+            .join(&GroupName::new(GROUP).expect("name"))
+            .expect("join");
+        self.processes.insert(node, process);
+        let replica = Replica::<KvStore>::start(conn, config(self.safe, founder))
+            .await
+            .expect("replica starts");
+        serve(replica)
+    }
+
+    fn kill(&mut self, node: u32) {
+        if let Some(p) = self.processes.get(&node) {
+            let _ = p.kill();
+        }
+    }
+}
+
+/// Serves the line protocol of `replica` over in-process channels.
+fn serve(replica: Replica<KvStore>) -> Client {
+    let (in_tx, in_rx) = unbounded_channel();
+    let (out_tx, out_rx) = unbounded_channel();
+    actix::spawn(serve_lines(replica, in_rx, out_tx));
+    Client {
+        tx: in_tx,
+        rx: out_rx,
+    }
+}
+
+fn tag_of(line: &str) -> Option<u64> {
+    line.strip_prefix('#')?.split(' ').next()?.parse().ok()
+}
+
+fn body_of(line: &str) -> &str {
+    line.split_once(' ').map_or("", |(_, b)| b)
+}
+
+/// The scripted tour, on any backend.
+async fn tour<B: Backend>(b: &mut B) -> Result<(), String> {
+    println!("-- 1. replicas on node1 and node2 found the group");
+    let mut writer = b.start(1, true).await;
+    let mut other = b.start(2, true).await;
+    println!("  node1: {}", writer.ask("wait-primary").await);
+    println!("  node2: {}", other.ask("wait-primary").await);
+
+    println!("\n-- 2. a client streams {PUTS} puts through node1 ({PIPELINE} in flight)");
+    let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
+    let (mut uncertain, mut refused) = (0u64, 0u64);
+    let mut in_flight = 0usize;
+    let mut next = 0u64;
+    let mut joiner: Option<Client> = None;
+    let mut switched = false;
+    let started = Instant::now();
+    while next < PUTS || in_flight > 0 {
+        while next < PUTS && in_flight < PIPELINE {
+            writer.send(format!("#{next} put key-{next} value-{next}"));
+            next += 1;
+            in_flight += 1;
+            if next == LATE_JOINER_AT {
+                println!("\n-- 3. put {next}: a late joiner starts on node3");
+                let t = Instant::now();
+                let mut c = b.start(3, false).await;
+                let status = c.ask("status").await;
+                println!(
+                    "  node3 holds the state {:.0?} after it joined: {status}",
+                    t.elapsed()
+                );
+                joiner = Some(c);
+            }
+            if next == KILL_AT && !switched {
+                println!("\n-- 4. put {next}: the replica on node1, which the client writes through, is killed");
+                b.kill(1);
+            }
+        }
+        let line = writer.recv().await;
+        let closed = match &line {
+            None => true,
+            Some(l) => body_of(l) == "ERR closed",
+        };
+        if closed {
+            // node1 is gone: whatever was in flight there is uncertain.
+            println!("  node1 is gone with {in_flight} puts in flight: uncertain");
+            uncertain += in_flight as u64;
+            in_flight = 0;
+            writer = std::mem::replace(&mut other, joiner.take().ok_or("no third replica")?);
+            switched = true;
+            println!("  the client goes on through node2");
+            continue;
+        }
+        let Some(line) = line else { continue };
+        let Some(tag) = tag_of(&line) else { continue };
+        in_flight -= 1;
+        match body_of(&line).split(' ').collect::<Vec<_>>().as_slice() {
+            ["OK", pos] => {
+                acked.insert(tag, pos.parse().unwrap_or(0));
+            }
+            ["ERR", "uncertain"] => uncertain += 1,
+            ["ERR", "not-primary"] => refused += 1,
+            other => return Err(format!("unexpected answer {other:?}")),
+        }
+    }
+    let took = started.elapsed();
+    println!(
+        "  {} acknowledged, {uncertain} uncertain, {refused} refused in {took:.0?} ({:.0} puts/s)",
+        acked.len(),
+        acked.len() as f64 / took.as_secs_f64()
+    );
+
+    println!("\n-- 5. every acknowledged put is in every surviving replica");
+    let survivors: Vec<&mut Client> = [&mut writer, &mut other].into_iter().collect();
+    let mut digests = Vec::new();
+    for c in survivors {
+        let mut missing = 0;
+        for tag in acked.keys() {
+            let answer = c.ask(&format!("read key-{tag}")).await;
+            if answer != format!("LOCAL value-{tag}") {
+                missing += 1;
+            }
+        }
+        let digest = c.ask("digest").await;
+        println!("  {digest}  (missing acknowledged puts: {missing})");
+        if missing > 0 {
+            return Err(format!("{missing} acknowledged puts are missing"));
+        }
+        digests.push(digest);
+    }
+    if digests.windows(2).any(|w| w[0] != w[1]) {
+        return Err("the surviving replicas differ".into());
+    }
+    println!("  the surviving replicas agree");
+
+    println!("\n-- 6. compare-and-set, get, delete (linearizable: they are commands too)");
+    for line in [
+        "cas counter - 1",
+        "cas counter 1 2",
+        "cas counter 1 3",
+        "get counter",
+        "del counter",
+        "get counter",
+    ] {
+        println!("  {line:<18} -> {}", writer.ask(line).await);
+    }
+    Ok(())
+}
+
+async fn sim_tour(safe: bool) -> Result<(), String> {
+    println!(
+        "== kv_store on the sim backend: 3 nodes, {} delivery ==\n",
+        if safe { "safe" } else { "agreed" }
+    );
+    let mut sim = Sim {
+        cluster: SimCluster::new(3),
+        safe,
+        processes: BTreeMap::new(),
+    };
+    tour(&mut sim).await?;
+    println!("\n== done ==");
+    Ok(())
+}
+
+/// Serves the line protocol of `replica` on stdin/stdout until EOF.
+async fn serve_stdin(replica: Replica<KvStore>) {
+    let Client { tx, mut rx } = serve(replica);
+    let printer = actix::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            use std::io::Write;
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if tx.send(line).is_err() {
+            break;
+        }
+    }
+    // Let the last answers out.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(tx);
+    printer.abort();
+}
+
+/// Serves the line protocol of `replica` to every TCP client of `addr`.
+async fn serve_tcp(replica: Replica<KvStore>, addr: &str) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!(
+        "kv_store: serving the line protocol on {}",
+        listener.local_addr()?
+    );
+    loop {
+        let (socket, peer) = listener.accept().await?;
+        eprintln!("kv_store: client {peer}");
+        let Client { tx, mut rx } = serve(replica.clone());
+        let (read, mut write) = socket.into_split();
+        actix::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if write
+                    .write_all(format!("{line}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        actix::spawn(async move {
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Interactive use on the sim: three replicas in this process; the line
+/// protocol talks to node1's.
+async fn sim_interactive(safe: bool, listen: Option<String>) -> Result<(), String> {
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new(GROUP).map_err(|e| e.to_string())?;
+    let mut replicas = Vec::new();
+    for node in 1..=3 {
+        let conn = cluster
+            .process(NodeId(node))
+            .and_then(|p| {
+                p.join(&name)
+                    .map_err(|_| actix_cpg::transport::sim::SimError::NodeDown(NodeId(node)))
+            })
+            .map_err(|e| e.to_string())?;
+        replicas.push(
+            Replica::<KvStore>::start(conn, config(safe, true))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    replicas[0]
+        .wait_primary()
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "kv_store: 3 replicas on the sim; commands go to node1's (put/get/del/cas/status/digest)"
+    );
+    match listen {
+        Some(addr) => serve_tcp(replicas[0].clone(), &addr)
+            .await
+            .map_err(|e| e.to_string()),
+        None => {
+            serve_stdin(replicas[0].clone()).await;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(feature = "corosync")]
+mod real {
+    //! One replica process per node, each in its node's network namespace of
+    //! the test cluster (`scripts/cluster.sh`).
+
+    use super::*;
+    use actix_cpg::transport::corosync::Corosync;
+    use std::process::Stdio;
+
+    pub struct Real {
+        safe: bool,
+        children: BTreeMap<u32, tokio::process::Child>,
+    }
+
+    impl Backend for Real {
+        async fn start(&mut self, node: u32, founder: bool) -> Client {
+            let exe = std::env::current_exe().expect("own path");
+            let mut cmd = tokio::process::Command::new("ip");
+            cmd.args(["netns", "exec", &format!("acpg-n{node}")])
+                .arg(exe)
+                .arg("--member");
+            if self.safe {
+                cmd.arg("--safe");
+            }
+            if !founder {
+                cmd.arg("--join-only");
+            }
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start a replica process");
+            let mut stdin = child.stdin.take().expect("stdin");
+            let stdout = child.stdout.take().expect("stdout");
+            self.children.insert(node, child);
+            let (in_tx, mut in_rx) = unbounded_channel::<String>();
+            let (out_tx, out_rx) = unbounded_channel();
+            actix::spawn(async move {
+                while let Some(line) = in_rx.recv().await {
+                    if stdin
+                        .write_all(format!("{line}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            actix::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if out_tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut client = Client {
+                tx: in_tx,
+                rx: out_rx,
+            };
+            // The child says READY once its replica holds the state.
+            let ready = client.recv().await.unwrap_or_default();
+            assert!(ready.starts_with("READY"), "replica on node{node}: {ready}");
+            client
+        }
+
+        fn kill(&mut self, node: u32) {
+            if let Some(child) = self.children.get_mut(&node) {
+                let _ = child.start_kill();
+            }
+        }
+    }
+
+    pub async fn tour(safe: bool) -> Result<(), String> {
+        println!(
+            "== kv_store on the real corosync cluster: 3 nodes, 1 replica process each, {} delivery ==\n",
+            if safe { "safe" } else { "agreed" }
+        );
+        let mut real = Real {
+            safe,
+            children: BTreeMap::new(),
+        };
+        let result = super::tour(&mut real).await;
+        for (_, mut child) in std::mem::take(&mut real.children) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        println!("\n== done ==");
+        result
+    }
+
+    /// One replica of the real cluster serving stdin (or `listen`).
+    pub async fn member(safe: bool, founder: bool, listen: Option<String>) -> Result<(), String> {
+        let name = GroupName::new(GROUP).map_err(|e| e.to_string())?;
+        let conn = Corosync::new().join(&name).map_err(|e| e.to_string())?;
+        let replica = Replica::<KvStore>::start(conn, config(safe, founder))
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("READY {}", replica.local());
+        match listen {
+            Some(addr) => serve_tcp(replica, &addr).await.map_err(|e| e.to_string()),
+            None => {
+                serve_stdin(replica).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let listen = args
+        .iter()
+        .position(|a| a == "--listen")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let safe = flag("--safe");
+    #[cfg(feature = "corosync")]
+    {
+        if flag("--member") {
+            return actix::System::new().block_on(real::member(safe, !flag("--join-only"), listen));
+        }
+        if flag("--corosync") {
+            return actix::System::new().block_on(real::tour(safe));
+        }
+    }
+    #[cfg(not(feature = "corosync"))]
+    if flag("--corosync") || flag("--member") {
+        return Err("the real backend needs `--features corosync`".into());
+    }
+    if flag("--stdin") || listen.is_some() {
+        return actix::System::new().block_on(sim_interactive(safe, listen));
+    }
+    actix::System::new().block_on(sim_tour(safe))
+}

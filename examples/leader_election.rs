@@ -1,0 +1,396 @@
+//! Leader election with fencing epochs.
+//!
+//! What it shows, printed as it happens:
+//! 1. three members (one per node) join an election group; the longest-lived
+//!    one leads, with a fencing epoch;
+//! 2. the leader does work stamped with its epoch; the resource it writes
+//!    to (played by this program) accepts only epochs at least as great as
+//!    the greatest it has seen;
+//! 3. the leader is killed (SIGKILL semantics); the others see it leave
+//!    (the bare confchg detection time), and a new leader takes over with a
+//!    greater epoch (the hand-over time); a replacement member joins. This
+//!    repeats for several rounds, then p50/p99 of both times are printed.
+//!
+//! Run it on the in-process `sim` backend (no daemon needed):
+//!
+//! ```text
+//! cargo run --example leader_election [-- --rounds 5]
+//! ```
+//!
+//! On the real 3-node corosync cluster (as root, `scripts/cluster.sh up`
+//! first), one member process per node, each in its node's namespace:
+//!
+//! ```text
+//! cargo run --features corosync --example leader_election -- --corosync [--rounds 20]
+//! ```
+//!
+//! A member process prints one line per event (`READY`, `VIEW`, `ELECTED`,
+//! `DEPOSED`, `WORK`); this program reads them, plays the fenced resource,
+//! kills leaders and times the hand-overs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use actix_cpg::transport::sim::{SimCluster, SimProcess};
+use actix_cpg::{
+    Connection, Election, ElectionConfig, ElectionEvent, GroupName, NodeId, Transport,
+    GROUP_ELECTION,
+};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+const GROUP: &str = "leader-election";
+
+/// How often an acting leader does a unit of work.
+const WORK_EVERY: Duration = Duration::from_millis(20);
+
+/// One member: reports events as lines, and works while it leads.
+async fn member<C: Connection>(conn: C, out: UnboundedSender<String>) {
+    let say = |line: String| {
+        let _ = out.send(line);
+    };
+    let election = match Election::start(conn, ElectionConfig::default()).await {
+        Ok(e) => e,
+        Err(e) => return say(format!("ERROR {e}")),
+    };
+    let mut events = election.subscribe();
+    say(format!("READY {}", election.local()));
+    if let Some(epoch) = election.is_leader(GROUP_ELECTION) {
+        say(format!("ELECTED {epoch}"));
+    }
+    let mut tick = tokio::time::interval(WORK_EVERY);
+    let mut done = 0u64;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(ElectionEvent::ViewChanged { members, left, .. }) => {
+                    let left: Vec<String> =
+                        left.iter().map(|c| format!("{}:{:?}", c.member, c.reason)).collect();
+                    say(format!("VIEW members={} left={}", members.len(), left.join(",")));
+                }
+                Ok(ElectionEvent::Elected { name, epoch }) if name == GROUP_ELECTION => {
+                    say(format!("ELECTED {epoch}"));
+                }
+                Ok(ElectionEvent::Deposed { name, epoch }) if name == GROUP_ELECTION => {
+                    say(format!("DEPOSED {epoch}"));
+                }
+                Ok(ElectionEvent::Closed { .. }) | Err(_) => return,
+                Ok(_) => {}
+            },
+            _ = tick.tick() => {
+                // The fence: every unit of work carries the epoch it was
+                // done under.
+                if let Some(epoch) = election.is_leader(GROUP_ELECTION) {
+                    done += 1;
+                    say(format!("WORK {done} {epoch}"));
+                }
+            }
+        }
+    }
+}
+
+/// Lines from one member, with the time this program read them.
+struct Handle {
+    rx: UnboundedReceiver<String>,
+    name: String,
+}
+
+trait Backend {
+    async fn start(&mut self, node: u32) -> Handle;
+    fn kill(&mut self, node: u32);
+}
+
+struct Sim {
+    cluster: SimCluster,
+    processes: BTreeMap<u32, SimProcess>,
+}
+
+impl Backend for Sim {
+    async fn start(&mut self, node: u32) -> Handle {
+        let process = self.cluster.process(NodeId(node)).expect("node is up");
+        let conn = process
+            .join(&GroupName::new(GROUP).expect("name"))
+            .expect("join");
+        self.processes.insert(node, process);
+        let (tx, rx) = unbounded_channel();
+        actix::spawn(member(conn, tx));
+        ready(rx).await
+    }
+
+    fn kill(&mut self, node: u32) {
+        if let Some(p) = self.processes.get(&node) {
+            let _ = p.kill();
+        }
+    }
+}
+
+async fn ready(mut rx: UnboundedReceiver<String>) -> Handle {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some(line)) if line.starts_with("READY ") => {
+                return Handle {
+                    name: line["READY ".len()..].to_owned(),
+                    rx,
+                }
+            }
+            Ok(Some(line)) if line.starts_with("ERROR") => panic!("member failed: {line}"),
+            Ok(Some(_)) => {}
+            _ => panic!("a member did not start"),
+        }
+    }
+}
+
+/// Everything the members said, merged, with arrival times.
+struct Board {
+    tx: UnboundedSender<(u32, Instant, String)>,
+    rx: UnboundedReceiver<(u32, Instant, String)>,
+    /// The fenced resource: the greatest epoch it accepted work from.
+    fence: Option<String>,
+    accepted: u64,
+    rejected: u64,
+}
+
+impl Board {
+    fn attach(&self, node: u32, mut h: Handle) {
+        let tx = self.tx.clone();
+        actix::spawn(async move {
+            while let Some(line) = h.rx.recv().await {
+                if tx.send((node, Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Reads lines until one satisfies `want`; plays the fenced resource for
+    /// `WORK` lines on the way.
+    async fn until(&mut self, mut want: impl FnMut(u32, &str) -> bool) -> (u32, Instant, String) {
+        loop {
+            let Ok(Some((node, at, line))) =
+                tokio::time::timeout(Duration::from_secs(60), self.rx.recv()).await
+            else {
+                panic!("no member said what was expected within 60 s");
+            };
+            if let Some(rest) = line.strip_prefix("WORK ") {
+                let epoch = rest.split(' ').nth(1).unwrap_or_default().to_owned();
+                let fresh = self.fence.as_ref().is_none_or(|f| epoch_ge(&epoch, f));
+                if fresh {
+                    self.fence = Some(epoch);
+                    self.accepted += 1;
+                } else {
+                    self.rejected += 1;
+                    println!("  resource refused work from node{node} with stale epoch {epoch}");
+                }
+            }
+            if want(node, &line) {
+                return (node, at, line);
+            }
+        }
+    }
+}
+
+/// Compares `ring_seq.term` epochs.
+fn epoch_ge(a: &str, b: &str) -> bool {
+    let parse = |e: &str| -> (u64, u64) {
+        let (r, t) = e.split_once('.').unwrap_or(("0", "0"));
+        (r.parse().unwrap_or(0), t.parse().unwrap_or(0))
+    };
+    parse(a) >= parse(b)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn tour<B: Backend>(b: &mut B, rounds: usize) -> Result<(), String> {
+    let (tx, rx) = unbounded_channel();
+    let mut board = Board {
+        tx,
+        rx,
+        fence: None,
+        accepted: 0,
+        rejected: 0,
+    };
+    println!("-- 1. three members join, one per node");
+    let mut names = BTreeMap::new();
+    for node in 1..=3 {
+        let h = b.start(node).await;
+        println!("  node{node}: {}", h.name);
+        names.insert(node, h.name.clone());
+        board.attach(node, h);
+    }
+    let (mut leader, _, line) = board.until(|_, l| l.starts_with("ELECTED")).await;
+    println!("  node{leader} leads: {line}");
+
+    println!("\n-- 2. the leader works, every unit stamped with its epoch");
+    let mut shown = 0;
+    board
+        .until(|n, l| {
+            if l.starts_with("WORK") && n == leader {
+                shown += 1;
+                println!("  node{n}: {l}");
+            }
+            shown >= 3
+        })
+        .await;
+
+    let mut detect = Vec::new();
+    let mut handover = Vec::new();
+    for round in 1..=rounds {
+        if round == 1 {
+            println!("\n-- 3. the leader is killed; a new one takes over");
+        }
+        let killed = names.get(&leader).cloned().unwrap_or_default();
+        let t0 = Instant::now();
+        b.kill(leader);
+        let (_, seen, _) = board
+            .until(|_, l| l.starts_with("VIEW") && l.contains(&killed))
+            .await;
+        let (next, elected, line) = board
+            .until(|n, l| n != leader && l.starts_with("ELECTED"))
+            .await;
+        detect.push(seen - t0);
+        handover.push(elected - t0);
+        println!(
+            "  round {round}: killed node{leader}; confchg seen after {:.1?}, node{next} {line} after {:.1?}",
+            seen - t0,
+            elected - t0
+        );
+        // Bring the killed node's member back, as a newcomer.
+        let h = b.start(leader).await;
+        names.insert(leader, h.name.clone());
+        board.attach(leader, h);
+        board.until(|n, l| n == next && l.starts_with("WORK")).await;
+        leader = next;
+    }
+    detect.sort();
+    handover.sort();
+    println!(
+        "\n  over {rounds} rounds: confchg detection p50 {:.1?} p99 {:.1?}; hand-over p50 {:.1?} p99 {:.1?}",
+        percentile(&detect, 0.5),
+        percentile(&detect, 0.99),
+        percentile(&handover, 0.5),
+        percentile(&handover, 0.99)
+    );
+    println!(
+        "  the resource accepted {} units of work and refused {} stale ones",
+        board.accepted, board.rejected
+    );
+    Ok(())
+}
+
+async fn sim_tour(rounds: usize) -> Result<(), String> {
+    println!("== leader_election on the sim backend: 3 nodes ==\n");
+    let mut sim = Sim {
+        cluster: SimCluster::new(3),
+        processes: BTreeMap::new(),
+    };
+    tour(&mut sim, rounds).await?;
+    println!("\n== done ==");
+    Ok(())
+}
+
+#[cfg(feature = "corosync")]
+mod real {
+    //! One member process per node, in the nodes' network namespaces.
+
+    use super::*;
+    use actix_cpg::transport::corosync::Corosync;
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    pub struct Real {
+        children: BTreeMap<u32, tokio::process::Child>,
+    }
+
+    impl Backend for Real {
+        async fn start(&mut self, node: u32) -> Handle {
+            let exe = std::env::current_exe().expect("own path");
+            let mut child = tokio::process::Command::new("ip")
+                .args(["netns", "exec", &format!("acpg-n{node}")])
+                .arg(exe)
+                .arg("--member")
+                .stdout(Stdio::piped())
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start a member process");
+            let stdout = child.stdout.take().expect("stdout");
+            self.children.insert(node, child);
+            let (tx, rx) = unbounded_channel();
+            actix::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            ready(rx).await
+        }
+
+        fn kill(&mut self, node: u32) {
+            if let Some(child) = self.children.get_mut(&node) {
+                let _ = child.start_kill();
+            }
+        }
+    }
+
+    pub async fn tour(rounds: usize) -> Result<(), String> {
+        println!("== leader_election on the real corosync cluster: 3 nodes, 1 process each ==\n");
+        let mut real = Real {
+            children: BTreeMap::new(),
+        };
+        let result = super::tour(&mut real, rounds).await;
+        for (_, mut child) in std::mem::take(&mut real.children) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        println!("\n== done ==");
+        result
+    }
+
+    /// One member process: prints its events on stdout.
+    pub async fn member_process() -> Result<(), String> {
+        let name = GroupName::new(GROUP).map_err(|e| e.to_string())?;
+        let conn = Corosync::new().join(&name).map_err(|e| e.to_string())?;
+        let (tx, mut rx) = unbounded_channel();
+        actix::spawn(super::member(conn, tx));
+        while let Some(line) = rx.recv().await {
+            use std::io::Write;
+            // The parent closed the pipe: it is done with this member.
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    #[cfg(feature = "corosync")]
+    {
+        if flag("--member") {
+            return actix::System::new().block_on(real::member_process());
+        }
+        if flag("--corosync") {
+            return actix::System::new().block_on(real::tour(rounds));
+        }
+    }
+    #[cfg(not(feature = "corosync"))]
+    if flag("--corosync") || flag("--member") {
+        return Err("the real backend needs `--features corosync`".into());
+    }
+    actix::System::new().block_on(sim_tour(rounds))
+}

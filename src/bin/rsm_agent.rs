@@ -1,0 +1,164 @@
+//! `rsm-agent`: one member of a replicated key-value store or of an
+//! election group on the real corosync backend, driven by stdin lines and
+//! reporting on stdout. The real-cluster tests start it inside a node's
+//! network namespace of the test cluster:
+//!
+//! ```text
+//! ip netns exec acpg-n1 target/debug/rsm-agent kv GROUP [--safe] [--join-only]
+//! ip netns exec acpg-n1 target/debug/rsm-agent elect GROUP
+//! ```
+//!
+//! `kv` serves the line protocol of `actix_cpg::kv` after a `READY member`
+//! line (once the replica holds the state) and, if it received the state
+//! by snapshot, a `RESTORED from bytes ms-since-start` line. `elect` prints `READY member`,
+//! then `VIEW members=N left=a:Reason,...`, `ELECTED epoch`,
+//! `DEPOSED epoch` and `LEADER member epoch` lines as they happen.
+
+use std::io::BufRead;
+use std::time::Instant;
+
+use actix_cpg::kv::{serve_lines, KvStore};
+use actix_cpg::transport::corosync::Corosync;
+use actix_cpg::{
+    Delivery, Election, ElectionConfig, ElectionEvent, GroupName, Replica, ReplicaConfig,
+    Transport, GROUP_ELECTION,
+};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+async fn kv(
+    group: GroupName,
+    safe: bool,
+    founder: bool,
+    input: UnboundedReceiver<String>,
+    out: UnboundedSender<String>,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let conn = Corosync::new().join(&group).map_err(|e| e.to_string())?;
+    let config = ReplicaConfig {
+        delivery: if safe {
+            Delivery::Safe
+        } else {
+            Delivery::Agreed
+        },
+        found_group: founder,
+        ..ReplicaConfig::default()
+    };
+    let replica = Replica::<KvStore>::start(conn, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = out.send(format!("READY {}", replica.local()));
+    // A joiner holds the state only once its snapshot is restored, so the
+    // restore (if any) happened before READY.
+    if let Some((from, bytes)) = replica.status().restored {
+        let _ = out.send(format!(
+            "RESTORED {from} {bytes} {}",
+            started.elapsed().as_millis()
+        ));
+    }
+    serve_lines(replica, input, out).await;
+    Ok(())
+}
+
+async fn elect(group: GroupName, out: UnboundedSender<String>) -> Result<(), String> {
+    let conn = Corosync::new().join(&group).map_err(|e| e.to_string())?;
+    let election = Election::start(conn, ElectionConfig::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut events = election.subscribe();
+    let say = |line: String| {
+        let _ = out.send(line);
+    };
+    say(format!("READY {}", election.local()));
+    if let Some(l) = election.leader(GROUP_ELECTION) {
+        say(format!("LEADER {} {}", l.leader, l.epoch));
+    }
+    if let Some(epoch) = election.is_leader(GROUP_ELECTION) {
+        say(format!("ELECTED {epoch}"));
+    }
+    while let Ok(event) = events.recv().await {
+        match event {
+            ElectionEvent::ViewChanged { members, left, .. } => {
+                let left: Vec<String> = left
+                    .iter()
+                    .map(|c| format!("{}:{:?}", c.member, c.reason))
+                    .collect();
+                say(format!(
+                    "VIEW members={} left={}",
+                    members.len(),
+                    left.join(",")
+                ));
+            }
+            ElectionEvent::LeaderChanged {
+                name,
+                leader,
+                epoch,
+            } if name == GROUP_ELECTION => match (leader, epoch) {
+                (Some(l), Some(e)) => say(format!("LEADER {l} {e}")),
+                _ => say("LEADER - -".into()),
+            },
+            ElectionEvent::Elected { name, epoch } if name == GROUP_ELECTION => {
+                say(format!("ELECTED {epoch}"))
+            }
+            ElectionEvent::Deposed { name, epoch } if name == GROUP_ELECTION => {
+                say(format!("DEPOSED {epoch}"))
+            }
+            ElectionEvent::Closed { error } => {
+                say(format!("CLOSED {error}"));
+                break;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(mode), Some(group)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: rsm-agent kv|elect GROUP [--safe] [--join-only]");
+        std::process::exit(2);
+    };
+    let group = match GroupName::new(group.clone()) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("ERROR {e}");
+            std::process::exit(1);
+        }
+    };
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if in_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let printer = std::thread::spawn(move || {
+        use std::io::Write;
+        let stdout = std::io::stdout();
+        while let Some(line) = out_rx.blocking_recv() {
+            let mut lock = stdout.lock();
+            let _ = writeln!(lock, "{line}");
+            let _ = lock.flush();
+        }
+    });
+    let mode = mode.clone();
+    let (safe, founder) = (flag("--safe"), !flag("--join-only"));
+    let result = actix::System::new().block_on(async move {
+        match mode.as_str() {
+            "kv" => kv(group, safe, founder, in_rx, out_tx.clone()).await,
+            "elect" => elect(group, out_tx.clone()).await,
+            other => Err(format!("unknown mode {other:?}")),
+        }
+        .map_err(|e| {
+            let _ = out_tx.send(format!("ERROR {e}"));
+            e
+        })
+    });
+    let _ = printer.join();
+    if result.is_err() {
+        std::process::exit(1);
+    }
+}

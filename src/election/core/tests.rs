@@ -1,0 +1,437 @@
+//! The election core driven synchronously over the sim transport (no actix).
+
+use super::*;
+use crate::transport::sim::{SimCluster, SimConnection, SimProcess, SimRng};
+use crate::transport::{Connection, GroupName, NodeId, Transport, TransportEvent};
+use crate::wire::{Codec, Kind};
+use proptest::prelude::*;
+
+/// A fake wall clock in microseconds: every reading is later than the last.
+fn clock() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NOW: AtomicU64 = AtomicU64::new(1_000_000);
+    NOW.fetch_add(1000, Ordering::Relaxed)
+}
+
+struct Peer {
+    process: SimProcess,
+    conn: SimConnection,
+    core: ElectionCore,
+    codec: Codec,
+    events: Vec<ElectionEvent>,
+    applied: Vec<CandidacyOp>,
+    closed: bool,
+}
+
+impl Peer {
+    fn new(cluster: &SimCluster, node: u32) -> Peer {
+        let process = cluster.process(NodeId(node)).expect("node up");
+        let conn = process
+            .join(&GroupName::new("election").expect("name"))
+            .expect("join");
+        Peer {
+            core: ElectionCore::new(process.member()),
+            process,
+            conn,
+            codec: Codec::new(1 << 20),
+            events: Vec::new(),
+            applied: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn member(&self) -> Member {
+        self.process.member()
+    }
+
+    fn alive(&self) -> bool {
+        !self.closed && self.process.is_alive()
+    }
+
+    fn mcast(&mut self, msg: &ElectionMessage) {
+        let bytes = self.codec.encode(Kind::Election, msg).expect("encode");
+        let _ = self.conn.mcast(&bytes);
+    }
+
+    fn stand(&mut self, name: &str) {
+        self.mcast(&ElectionMessage::Stand(name.into()));
+    }
+
+    fn step(&mut self) -> bool {
+        if self.closed {
+            return false;
+        }
+        let event = match self.conn.try_next_event() {
+            Ok(Some(event)) => event,
+            Ok(None) => return false,
+            Err(_) => {
+                self.closed = true;
+                return false;
+            }
+        };
+        let actions = match event {
+            TransportEvent::Deliver { from, bytes } => {
+                let frame = self.codec.decode_frame(&bytes).expect("frame");
+                let msg = self.codec.decode_body(frame.body).expect("body");
+                self.core.handle_message(from, msg)
+            }
+            TransportEvent::ConfChg {
+                members,
+                joined,
+                left,
+            } => self.core.handle_confchg(&members, &joined, &left, clock()),
+            TransportEvent::Quorum(q) => self.core.handle_quorum(q),
+            TransportEvent::TotemConfChg { .. } => Vec::new(),
+        };
+        for action in actions {
+            match action {
+                Action::Mcast(msg) => self.mcast(&msg),
+                Action::Purge => {}
+                Action::Applied(op) => self.applied.push(op),
+                Action::Resend(op) => match op {
+                    CandidacyOp::Stand(n) => self.mcast(&ElectionMessage::Stand(n)),
+                    CandidacyOp::Withdraw(n) => self.mcast(&ElectionMessage::Withdraw(n)),
+                },
+                Action::Event(e) => self.events.push(e),
+            }
+        }
+        true
+    }
+
+    fn leader(&self, name: &str) -> Option<Leadership> {
+        self.core.leaders().get(name).copied()
+    }
+
+    fn acting(&self, name: &str) -> Option<Epoch> {
+        self.core.acting().get(name).copied()
+    }
+}
+
+fn settle(peers: &mut [Peer]) {
+    loop {
+        let mut moved = false;
+        for p in peers.iter_mut() {
+            while p.step() {
+                moved = true;
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+fn group_of(cluster: &SimCluster, nodes: &[u32]) -> Vec<Peer> {
+    let mut peers = Vec::new();
+    for node in nodes {
+        peers.push(Peer::new(cluster, *node));
+        settle(&mut peers);
+    }
+    peers
+}
+
+#[test]
+fn the_first_member_leads_once_its_quorum_fact_is_back() {
+    let cluster = SimCluster::new(3);
+    let peers = group_of(&cluster, &[1]);
+    let l = peers[0].leader(GROUP_ELECTION).expect("a leader");
+    assert_eq!(l.leader, peers[0].member());
+    assert!(
+        l.epoch.term > 1_000_000,
+        "terms start above the founding time"
+    );
+    assert_eq!(peers[0].acting(GROUP_ELECTION), Some(l.epoch));
+    assert!(peers[0].events.contains(&ElectionEvent::Elected {
+        name: GROUP_ELECTION.into(),
+        epoch: l.epoch
+    }));
+}
+
+#[test]
+fn the_longest_lived_member_keeps_leading_as_others_join() {
+    let cluster = SimCluster::new(3);
+    // Node 3 joins first: seniority, not node order, decides.
+    let peers = group_of(&cluster, &[3, 1, 2]);
+    let first = peers[0].leader(GROUP_ELECTION).expect("a leader");
+    for p in &peers {
+        assert_eq!(p.leader(GROUP_ELECTION), Some(first), "joins mint no epoch");
+    }
+    assert_eq!(first.leader, peers[0].member());
+    assert!(peers[1].acting(GROUP_ELECTION).is_none());
+}
+
+#[test]
+fn a_killed_leader_is_replaced_by_the_next_senior_with_a_greater_epoch() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, &[1, 2, 3]);
+    let before = peers[1].leader(GROUP_ELECTION).expect("leader");
+    peers[0].process.kill().expect("kill");
+    settle(&mut peers);
+    let after = peers[1].leader(GROUP_ELECTION).expect("leader");
+    assert_eq!(after.leader, peers[1].member());
+    assert!(after.epoch > before.epoch);
+    assert_eq!(peers[2].leader(GROUP_ELECTION), Some(after));
+    assert_eq!(peers[1].acting(GROUP_ELECTION), Some(after.epoch));
+}
+
+#[test]
+fn a_minority_has_no_leader_and_the_merge_keeps_one() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, &[1, 2, 3]);
+    let first = peers[0].leader(GROUP_ELECTION).expect("leader");
+    // The leader ends up alone.
+    cluster
+        .partition(&[&[NodeId(1)], &[NodeId(2), NodeId(3)]])
+        .expect("partition");
+    settle(&mut peers);
+    assert_eq!(peers[0].leader(GROUP_ELECTION), None);
+    assert_eq!(peers[0].acting(GROUP_ELECTION), None);
+    assert!(peers[0].events.contains(&ElectionEvent::Deposed {
+        name: GROUP_ELECTION.into(),
+        epoch: first.epoch
+    }));
+    let majority = peers[1].leader(GROUP_ELECTION).expect("leader");
+    assert_eq!(majority.leader, peers[1].member());
+    assert!(majority.epoch > first.epoch);
+    cluster.heal();
+    settle(&mut peers);
+    let merged = peers[2].leader(GROUP_ELECTION).expect("leader");
+    assert!(merged.epoch > majority.epoch);
+    // The most senior of both sides leads again.
+    assert_eq!(merged.leader, peers[0].member());
+    for p in &peers {
+        assert_eq!(p.leader(GROUP_ELECTION), Some(merged));
+    }
+}
+
+#[test]
+fn named_elections_follow_the_order_of_standing() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, &[1, 2, 3]);
+    peers[2].stand("jobs");
+    settle(&mut peers);
+    peers[0].stand("jobs");
+    settle(&mut peers);
+    for p in &peers {
+        assert_eq!(p.leader("jobs").map(|l| l.leader), Some(peers[2].member()));
+    }
+    assert_eq!(peers[2].applied, vec![CandidacyOp::Stand("jobs".into())]);
+    let first = peers[0].leader("jobs").expect("leader");
+    peers[2].mcast(&ElectionMessage::Withdraw("jobs".into()));
+    settle(&mut peers);
+    let next = peers[1].leader("jobs").expect("leader");
+    assert_eq!(next.leader, peers[0].member());
+    assert!(next.epoch > first.epoch);
+    // A late joiner learns the candidates of every election.
+    peers.push(Peer::new(&cluster, 2));
+    settle(&mut peers);
+    assert_eq!(peers[3].leader("jobs"), Some(next));
+    assert_eq!(
+        peers[3].leader(GROUP_ELECTION),
+        peers[0].leader(GROUP_ELECTION)
+    );
+}
+
+#[test]
+fn infos_of_another_confchg_are_not_counted() {
+    let local = Member::new(1, 1);
+    let other = Member::new(2, 2);
+    let mut core = ElectionCore::new(local);
+    let joined = [MemberChange {
+        member: local,
+        reason: Reason::Join,
+    }];
+    core.handle_confchg(&[local, other], &joined, &[], 0);
+    let stale = ElectionMessage::Info(Info {
+        tag: 12345,
+        clock: 0,
+        fact: None,
+        state: None,
+    });
+    core.handle_message(other, stale);
+    let mine = ElectionMessage::Info(Info {
+        tag: view_tag(&[local, other]),
+        clock: 0,
+        fact: None,
+        state: None,
+    });
+    core.handle_message(local, mine);
+    assert!(
+        !core.is_installed(),
+        "the other member's info is still missing"
+    );
+}
+
+/// Checks, at a quiet point, that every installed view agrees on its
+/// leaders, that a quorate view (by the cluster's own quorum) has exactly
+/// one group leader and only it acts, and that a non-quorate one has no
+/// member acting.
+fn check_views(cluster: &SimCluster, peers: &[Peer]) -> Result<(), String> {
+    let mut views: BTreeMap<Vec<Member>, Vec<&Peer>> = BTreeMap::new();
+    for p in peers.iter().filter(|p| p.alive()) {
+        if p.core.is_installed() {
+            views.entry(p.core.view().to_vec()).or_default().push(p);
+        }
+    }
+    for (view, members) in views {
+        let leaders: BTreeSet<Option<Leadership>> =
+            members.iter().map(|p| p.leader(GROUP_ELECTION)).collect();
+        if leaders.len() != 1 {
+            return Err(format!("view {view:?} disagrees: {leaders:?}"));
+        }
+        let quorate = cluster.quorum(view[0].node).is_some_and(|q| q.quorate);
+        let acting: Vec<Member> = members
+            .iter()
+            .filter(|p| p.acting(GROUP_ELECTION).is_some())
+            .map(|p| p.member())
+            .collect();
+        if quorate {
+            let Some(Some(l)) = leaders.into_iter().next() else {
+                return Err(format!("quorate view {view:?} has no leader"));
+            };
+            if acting != vec![l.leader] {
+                return Err(format!(
+                    "quorate view {view:?}: {acting:?} act, {l:?} leads"
+                ));
+            }
+        } else if !acting.is_empty() {
+            return Err(format!("{acting:?} act without quorum in {view:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn run_schedule(seed: u64) -> Result<(), String> {
+    let mut rng = SimRng::new(seed);
+    let cluster = SimCluster::new(3 + rng.below(3) as u32);
+    let nodes = cluster.nodes().len() as u64;
+    let mut peers = vec![Peer::new(&cluster, 1)];
+    // Every epoch ever decided, with its leader: one leader per epoch.
+    let mut minted: BTreeMap<Epoch, Member> = BTreeMap::new();
+    let mut seen = 0;
+    for _ in 0..40 {
+        match rng.below(12) {
+            0..=2 => {
+                let node = 1 + rng.below(nodes) as u32;
+                if cluster.is_up(NodeId(node)) {
+                    peers.push(Peer::new(&cluster, node));
+                }
+            }
+            3 => {
+                let i = rng.below(peers.len() as u64) as usize;
+                let _ = peers[i].process.kill();
+            }
+            4 => {
+                let _ = cluster.crash_node(NodeId(1 + rng.below(nodes) as u32));
+            }
+            5 => {
+                let _ = cluster.restart_node(NodeId(1 + rng.below(nodes) as u32));
+            }
+            6 | 7 => {
+                let cut = 1 + rng.below(nodes) as u32;
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                for n in 1..=nodes as u32 {
+                    if n == cut || rng.chance(30) {
+                        b.push(NodeId(n));
+                    } else {
+                        a.push(NodeId(n));
+                    }
+                }
+                let _ = cluster.partition(&[&a, &b]);
+            }
+            8 => cluster.heal(),
+            9 => {
+                let i = rng.below(peers.len() as u64) as usize;
+                if peers[i].alive() {
+                    peers[i].stand("jobs");
+                }
+            }
+            _ => {}
+        }
+        // Partial progress, then sometimes a quiet point to check.
+        for p in peers.iter_mut() {
+            for _ in 0..rng.below(10) {
+                p.step();
+            }
+        }
+        if rng.chance(40) {
+            settle(&mut peers);
+            check_views(&cluster, &peers)?;
+        }
+        for p in &peers {
+            for e in &p.events[..] {
+                if let ElectionEvent::LeaderChanged {
+                    name,
+                    leader: Some(l),
+                    epoch: Some(epoch),
+                } = e
+                {
+                    if name == GROUP_ELECTION {
+                        if let Some(other) = minted.insert(*epoch, *l) {
+                            if other != *l {
+                                return Err(format!("epoch {epoch} named {other} and {l}"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        seen += 1;
+    }
+    let _ = seen;
+    // Epochs each member saw only grow.
+    for p in &peers {
+        let mut last: Option<Epoch> = None;
+        for e in &p.events {
+            if let ElectionEvent::LeaderChanged {
+                name,
+                epoch: Some(epoch),
+                ..
+            } = e
+            {
+                if name == GROUP_ELECTION {
+                    if last.is_some_and(|l| l >= *epoch) {
+                        return Err(format!("{} saw epoch {epoch} after {last:?}", p.member()));
+                    }
+                    last = Some(*epoch);
+                }
+            }
+        }
+    }
+    cluster.heal();
+    for n in 1..=nodes as u32 {
+        let _ = cluster.restart_node(NodeId(n));
+    }
+    settle(&mut peers);
+    check_views(&cluster, &peers)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn one_leader_per_quorate_view_and_one_leader_per_epoch(seed in any::<u64>()) {
+        if let Err(why) = run_schedule(seed) {
+            prop_assert!(false, "seed {seed}: {why}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_messages_never_panic(msgs in proptest::collection::vec(any::<(u8, u64, String)>(), 0..40)) {
+        let local = Member::new(1, 1);
+        let other = Member::new(2, 2);
+        let mut core = ElectionCore::new(local);
+        core.handle_confchg(&[local, other], &[MemberChange { member: local, reason: Reason::Join }], &[], 0);
+        for (kind, n, name) in msgs {
+            let from = if n % 2 == 0 { local } else { other };
+            let msg = match kind % 4 {
+                0 => ElectionMessage::Stand(name),
+                1 => ElectionMessage::Withdraw(name),
+                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }) }),
+                _ => ElectionMessage::Fact(QuorumState { quorate: n % 3 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
+            };
+            let _ = core.handle_message(from, msg);
+        }
+    }
+}

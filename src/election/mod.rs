@@ -1,0 +1,319 @@
+//! Leader election with fencing epochs, derived from the group's view.
+//!
+//! [`Election::start`] joins an election runtime to its CPG group (its own
+//! connection and actor). Every member is a candidate of the group-wide
+//! election [`GROUP_ELECTION`]; [`Election::stand`] enters a named election
+//! within the group as well. Every member computes the same leader for each
+//! election, at the same point of the ordered stream:
+//!
+//! - **the leader** is the most senior candidate of the view — the one that
+//!   joined (or stood) first in the total order — while the view is quorate
+//!   (every member's quorum notification, multicast into the stream, says
+//!   so); without quorum there is no leader;
+//! - **the epoch** ([`Epoch`]) is minted each time an election gets a leader
+//!   and only grows: `(ring_seq, term)` with `ring_seq` the highest totem
+//!   ring sequence reported and `term` counting leaderships. The ring seq
+//!   alone is not unique (two sides of a partition can form rings with the
+//!   same seq), the pair is;
+//! - **acting**: a member acts as leader ([`Election::is_leader`],
+//!   [`ElectionEvent::Elected`] / [`ElectionEvent::Deposed`]) only while the
+//!   group names it *and* its own node's latest quorum notification says
+//!   quorate — no member acts as leader without quorum.
+//!
+//! # The guarantee and its limit
+//!
+//! Within one partition every member names the same leader and epoch, and a
+//! new leader always gets a greater epoch than every earlier one it can
+//! know of. Across partitions, an old leader cut off from the others keeps
+//! believing it leads until its node learns it lost quorum: corosync
+//! reports that when the node's ring re-forms, after the token timeout plus
+//! the consensus timeout (about 3.5 s with `token: 1000`, as the test
+//! cluster is configured). The majority elects the new leader after the
+//! same delay on its side, so both may act for a few milliseconds (the
+//! difference between the two sides' detection) — and longer if a node's
+//! quorum notification comes late. Anything the leader writes to should
+//! therefore check the epoch: accept a write only if its epoch is at least
+//! the greatest it has seen (fencing).
+
+mod core;
+mod messages;
+mod runtime;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+pub use self::messages::Epoch;
+use self::runtime::{ElectionActor, Op};
+use crate::transport::{Connection, GroupName, Member, MemberChange, TransportError};
+
+/// The election every member of the group is a candidate of.
+pub const GROUP_ELECTION: &str = "";
+
+/// Who leads an election, with which epoch. Ordered by epoch first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Leadership {
+    /// Its fencing epoch.
+    pub epoch: Epoch,
+    /// The leader.
+    pub leader: Member,
+}
+
+/// Something that happened, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElectionEvent {
+    /// The membership changed.
+    ViewChanged {
+        /// The view after the change, sorted.
+        members: Vec<Member>,
+        /// Who joined, and why.
+        joined: Vec<MemberChange>,
+        /// Who left, and why.
+        left: Vec<MemberChange>,
+    },
+    /// Every member's info is in: elections are decided again.
+    Installed {
+        /// The view.
+        members: Vec<Member>,
+    },
+    /// The group's decision for an election changed.
+    LeaderChanged {
+        /// The election.
+        name: String,
+        /// The new leader, or `None` (no quorum, or no candidate).
+        leader: Option<Member>,
+        /// The new leader's epoch.
+        epoch: Option<Epoch>,
+    },
+    /// This member now acts as leader of `name`.
+    Elected {
+        /// The election.
+        name: String,
+        /// The epoch to fence with.
+        epoch: Epoch,
+    },
+    /// This member stopped acting as leader of `name`.
+    Deposed {
+        /// The election.
+        name: String,
+        /// The epoch it led with.
+        epoch: Epoch,
+    },
+    /// The transport failed or the member left; the runtime has stopped.
+    Closed {
+        /// Why.
+        error: TransportError,
+    },
+}
+
+/// Why an election operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ElectionError {
+    /// The transport failed or refused; nothing changed.
+    #[error("transport: {0}")]
+    Transport(TransportError),
+    /// The runtime has stopped (left, or the transport closed). A candidacy
+    /// change in flight may or may not have taken effect.
+    #[error("election closed")]
+    Closed,
+    /// The message could not be encoded; nothing changed.
+    #[error("codec: {0}")]
+    Codec(String),
+}
+
+/// Tuning of one election member.
+#[derive(Debug, Clone)]
+pub struct ElectionConfig {
+    /// Largest message this member sends or accepts (capped by the
+    /// transport's atomic limit).
+    pub max_message_size: usize,
+    /// Messages multicast but not yet delivered back.
+    pub send_window: usize,
+    /// Capacity of the [`Election::subscribe`] channel.
+    pub event_capacity: usize,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        ElectionConfig {
+            max_message_size: 1 << 20,
+            send_window: 16,
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// This member's view of the elections, as of the last event it handled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ElectionStatus {
+    /// This member.
+    pub local: Option<Member>,
+    /// The current view, sorted.
+    pub members: Vec<Member>,
+    /// Whether the view is installed.
+    pub installed: bool,
+    /// The group's decision for each election that has a leader.
+    pub leaders: BTreeMap<String, Leadership>,
+    /// Elections this member acts as leader of, with the epoch.
+    pub acting: BTreeMap<String, Epoch>,
+    /// Every election's candidates in the view, most senior first.
+    pub candidates: BTreeMap<String, Vec<Member>>,
+    /// Whether this node's latest quorum notification says quorate.
+    pub locally_quorate: bool,
+    /// Whether the runtime has stopped.
+    pub closed: bool,
+}
+
+/// A handle to this process's membership of an election group. Clone
+/// freely; the runtime stops on [`Election::leave`] or when the transport
+/// closes.
+#[derive(Clone)]
+pub struct Election {
+    ops: mpsc::UnboundedSender<Op>,
+    local: Member,
+    name: GroupName,
+    events: broadcast::Sender<ElectionEvent>,
+    status: watch::Receiver<ElectionStatus>,
+}
+
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Election")
+            .field("name", &self.name)
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl Election {
+    /// Starts the election runtime on the current actix arbiter over
+    /// `conn`, and returns once this member's first view is installed.
+    pub async fn start<C: Connection>(
+        conn: C,
+        config: ElectionConfig,
+    ) -> Result<Election, ElectionError> {
+        let local = conn.local();
+        let name = conn.group().clone();
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let (status_tx, status) = watch::channel(ElectionStatus {
+            local: Some(local),
+            ..ElectionStatus::default()
+        });
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (ops, ops_rx) = mpsc::unbounded_channel();
+        ElectionActor::start_with(
+            Box::new(conn),
+            ops_rx,
+            config,
+            events.clone(),
+            status_tx,
+            ready_tx,
+        );
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(Election {
+                ops,
+                local,
+                name,
+                events,
+                status,
+            }),
+            Ok(Err(e)) => Err(ElectionError::Transport(e)),
+            Err(_) => Err(ElectionError::Closed),
+        }
+    }
+
+    /// This member.
+    pub fn local(&self) -> Member {
+        self.local
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &GroupName {
+        &self.name
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ElectionEvent> {
+        self.events.subscribe()
+    }
+
+    /// The situation as of the last event handled.
+    pub fn status(&self) -> ElectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<ElectionStatus> {
+        self.status.clone()
+    }
+
+    /// The group's current decision for `name` (which may name another
+    /// member), or `None` while there is no leader.
+    pub fn leader(&self, name: &str) -> Option<Leadership> {
+        self.status.borrow().leaders.get(name).copied()
+    }
+
+    /// The epoch to fence with if this member acts as leader of `name` now.
+    pub fn is_leader(&self, name: &str) -> Option<Epoch> {
+        self.status.borrow().acting.get(name).copied()
+    }
+
+    /// Resolves once `name` has a leader (at once if it has one).
+    pub async fn wait_leader(&self, name: &str) -> Result<Leadership, ElectionError> {
+        let mut status = self.status.clone();
+        loop {
+            {
+                let s = status.borrow_and_update();
+                if s.closed {
+                    return Err(ElectionError::Closed);
+                }
+                if let Some(l) = s.leaders.get(name) {
+                    return Ok(*l);
+                }
+            }
+            status.changed().await.map_err(|_| ElectionError::Closed)?;
+        }
+    }
+
+    /// Stands in the election `name`; resolves once the candidacy took
+    /// effect (at its place in the total order, which sets seniority).
+    pub fn stand(&self, name: &str) -> impl Future<Output = Result<(), ElectionError>> + 'static {
+        self.candidacy(name, true)
+    }
+
+    /// Withdraws from the election `name` (a leader steps down); resolves
+    /// once it took effect.
+    pub fn withdraw(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), ElectionError>> + 'static {
+        self.candidacy(name, false)
+    }
+
+    fn candidacy(
+        &self,
+        name: &str,
+        stand: bool,
+    ) -> impl Future<Output = Result<(), ElectionError>> + 'static {
+        let (done, rx) = oneshot::channel();
+        let sent = self.ops.send(Op::Candidacy {
+            name: name.to_owned(),
+            stand,
+            done,
+        });
+        async move {
+            sent.map_err(|_| ElectionError::Closed)?;
+            rx.await.map_err(|_| ElectionError::Closed)?
+        }
+    }
+
+    /// Leaves the group cleanly (others see `Leave`) and stops the runtime.
+    pub async fn leave(&self) -> Result<(), ElectionError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Leave { done: tx })
+            .map_err(|_| ElectionError::Closed)?;
+        rx.await.map_err(|_| ElectionError::Closed)?
+    }
+}

@@ -1,0 +1,357 @@
+//! The election runtime: one actix actor per election group, the only code
+//! that touches its connection. It decodes events, feeds them to
+//! [`ElectionCore`] and executes the actions that come back.
+//!
+//! ```text
+//!  Op (stand, withdraw, leave) ──► Outbox ──► mcast (window, TRY_AGAIN)
+//!  transport ─ poll_event ─► decode ─► ElectionCore ─► actions ─► events,
+//!                                                      status, completions
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{debug, error, warn};
+
+use super::core::{Action, CandidacyOp, ElectionCore};
+use super::messages::ElectionMessage;
+use super::{ElectionConfig, ElectionError, ElectionEvent, ElectionStatus};
+use crate::outbox::Outbox;
+use crate::transport::{Connection, TransportError, TransportEvent};
+use crate::wire::{Codec, Kind};
+
+/// Events handled per turn before the actor lets its mailbox in.
+const EVENT_BUDGET: usize = 256;
+/// Back-off before retrying a send refused with `TRY_AGAIN`.
+const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
+
+type Done<T> = oneshot::Sender<T>;
+type Completion = Done<Result<(), ElectionError>>;
+
+/// A request from an [`super::Election`] handle.
+pub(crate) enum Op {
+    Candidacy {
+        name: String,
+        stand: bool,
+        done: Done<Result<(), ElectionError>>,
+    },
+    Leave {
+        done: Done<Result<(), ElectionError>>,
+    },
+}
+
+pub(crate) struct ElectionActor {
+    conn: Box<dyn Connection>,
+    ops: mpsc::UnboundedReceiver<Op>,
+    core: ElectionCore,
+    codec: Codec,
+    events: broadcast::Sender<ElectionEvent>,
+    status: watch::Sender<ElectionStatus>,
+    ready: Option<Done<Result<(), TransportError>>>,
+    outbox: Outbox<()>,
+    /// Candidacy changes in flight, per (name, stand), oldest first.
+    waiting: HashMap<(String, bool), VecDeque<Completion>>,
+    leaving: Option<Done<Result<(), ElectionError>>>,
+    pump_waker: Option<std::task::Waker>,
+}
+
+impl ElectionActor {
+    pub(crate) fn start_with(
+        conn: Box<dyn Connection>,
+        ops: mpsc::UnboundedReceiver<Op>,
+        config: ElectionConfig,
+        events: broadcast::Sender<ElectionEvent>,
+        status: watch::Sender<ElectionStatus>,
+        ready: Done<Result<(), TransportError>>,
+    ) -> Addr<Self> {
+        let limit = config.max_message_size.min(conn.max_message_size());
+        let local = conn.local();
+        ElectionActor {
+            conn,
+            ops,
+            core: ElectionCore::new(local),
+            codec: Codec::new(limit),
+            events,
+            status,
+            ready: Some(ready),
+            outbox: Outbox::new(config.send_window, 1),
+            waiting: HashMap::new(),
+            leaving: None,
+            pump_waker: None,
+        }
+        .start()
+    }
+
+    fn refresh_status(&mut self) {
+        let next = ElectionStatus {
+            local: Some(self.conn.local()),
+            members: self.core.view().to_vec(),
+            installed: self.core.is_installed(),
+            leaders: self.core.leaders(),
+            acting: self.core.acting().clone(),
+            candidates: self.core.candidates(),
+            locally_quorate: self.core.locally_quorate(),
+            closed: false,
+        };
+        self.status.send_if_modified(|s| {
+            if *s == next {
+                false
+            } else {
+                *s = next;
+                true
+            }
+        });
+    }
+
+    fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
+        let actions = match event {
+            TransportEvent::Deliver { from, bytes } => {
+                if from == self.conn.local() {
+                    self.outbox.own_delivered();
+                }
+                let decoded = self
+                    .codec
+                    .decode_frame(&bytes)
+                    .and_then(|frame| match frame.kind {
+                        Kind::Election => self.codec.decode_body::<ElectionMessage>(frame.body),
+                        other => Err(crate::wire::WireError::UnknownKind(other as u8)),
+                    });
+                match decoded {
+                    Ok(msg) => self.core.handle_message(from, msg),
+                    Err(e) => {
+                        warn!(group = %self.conn.group(), %from, "dropped a message: {e}");
+                        Vec::new()
+                    }
+                }
+            }
+            TransportEvent::ConfChg {
+                members,
+                joined,
+                left,
+            } => {
+                debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                // The clock only enters the stream (see `Info::clock`).
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(0);
+                self.core.handle_confchg(&members, &joined, &left, now)
+            }
+            TransportEvent::Quorum(q) => self.core.handle_quorum(q),
+            TransportEvent::TotemConfChg { .. } => Vec::new(),
+        };
+        self.execute(actions, ctx);
+    }
+
+    fn mcast(&mut self, msg: &ElectionMessage) {
+        match self.codec.encode(Kind::Election, msg) {
+            Ok(bytes) => self.outbox.push_control(bytes, false),
+            Err(e) => error!("election message not sent: {e}"),
+        }
+    }
+
+    fn execute(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+        for action in actions {
+            match action {
+                // Infos carry a tag, so a stale one is harmless: any queued
+                // message may be purged and the current info still goes out.
+                Action::Mcast(msg) => self.mcast(&msg),
+                Action::Purge => self.outbox.purge(),
+                Action::Applied(op) => {
+                    let key = match op {
+                        CandidacyOp::Stand(name) => (name, true),
+                        CandidacyOp::Withdraw(name) => (name, false),
+                    };
+                    if let Some(queue) = self.waiting.get_mut(&key) {
+                        if let Some(done) = queue.pop_front() {
+                            let _ = done.send(Ok(()));
+                        }
+                        if queue.is_empty() {
+                            self.waiting.remove(&key);
+                        }
+                    }
+                }
+                Action::Resend(op) => {
+                    let msg = match op {
+                        CandidacyOp::Stand(name) => ElectionMessage::Stand(name),
+                        CandidacyOp::Withdraw(name) => ElectionMessage::Withdraw(name),
+                    };
+                    // The user lane: a purge must not drop it.
+                    match self.codec.encode(Kind::Election, &msg) {
+                        Ok(bytes) => self.outbox.push_user(bytes, ()),
+                        Err(e) => error!("candidacy not resent: {e}"),
+                    }
+                }
+                Action::Event(event) => {
+                    if matches!(event, ElectionEvent::Installed { .. }) {
+                        if let Some(ready) = self.ready.take() {
+                            let _ = ready.send(Ok(()));
+                        }
+                    }
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+        self.refresh_status();
+        self.flush_or_close(ctx);
+    }
+
+    fn flush_or_close(&mut self, ctx: &mut Context<Self>) {
+        let mut sent = Vec::new();
+        let result = self.outbox.flush(self.conn.as_mut(), &mut sent);
+        if self.outbox.blocked() {
+            if let Some(w) = &self.pump_waker {
+                w.wake_by_ref();
+            }
+        }
+        if let Err(e) = result {
+            self.close(e, ctx);
+            return;
+        }
+        if self.leaving.is_some() && !self.outbox.has_queued() {
+            let result = self.conn.leave().map_err(ElectionError::Transport);
+            if let Some(done) = self.leaving.take() {
+                let _ = done.send(result);
+            }
+            self.close(TransportError::Closed("left the group".into()), ctx);
+        }
+    }
+
+    fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {
+        debug!(group = %self.conn.group(), "election runtime stops: {error}");
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(error.clone()));
+        }
+        for (_, queue) in self.waiting.drain() {
+            for done in queue {
+                let _ = done.send(Err(ElectionError::Closed));
+            }
+        }
+        self.status.send_modify(|s| {
+            s.closed = true;
+            s.acting.clear();
+        });
+        let _ = self.events.send(ElectionEvent::Closed { error });
+        ctx.stop();
+    }
+
+    fn handle_op(&mut self, op: Op, ctx: &mut Context<Self>) {
+        match op {
+            Op::Candidacy { name, stand, done } => {
+                if self.leaving.is_some() {
+                    let _ = done.send(Err(ElectionError::Closed));
+                    return;
+                }
+                let msg = if stand {
+                    ElectionMessage::Stand(name.clone())
+                } else {
+                    ElectionMessage::Withdraw(name.clone())
+                };
+                match self.codec.encode(Kind::Election, &msg) {
+                    Ok(bytes) => {
+                        self.waiting
+                            .entry((name, stand))
+                            .or_default()
+                            .push_back(done);
+                        self.outbox.push_user(bytes, ());
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(ElectionError::Codec(e.to_string())));
+                    }
+                }
+            }
+            Op::Leave { done } => {
+                if self.leaving.is_some() {
+                    let _ = done.send(Err(ElectionError::Closed));
+                    return;
+                }
+                self.leaving = Some(done);
+            }
+        }
+        self.flush_or_close(ctx);
+    }
+}
+
+impl Actor for ElectionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.spawn(EventPump { retry: None });
+    }
+}
+
+/// Drives the transport from inside the actor (see the replica runtime).
+struct EventPump {
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ActorFuture<ElectionActor> for EventPump {
+    type Output = ();
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        act: &mut ElectionActor,
+        ctx: &mut Context<ElectionActor>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        act.pump_waker = Some(task.waker().clone());
+        for _ in 0..EVENT_BUDGET {
+            match act.ops.poll_recv(task) {
+                Poll::Ready(Some(op)) => {
+                    act.handle_op(op, ctx);
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    if act.leaving.is_none() {
+                        let (done, _) = oneshot::channel();
+                        act.handle_op(Op::Leave { done }, ctx);
+                    }
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Pending => {}
+            }
+            match act.conn.poll_event(task) {
+                Poll::Ready(Ok(event)) => {
+                    act.handle_event(event, ctx);
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    act.close(e, ctx);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {
+                    act.flush_or_close(ctx);
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                    if act.outbox.blocked() {
+                        let retry = self
+                            .retry
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(TRY_AGAIN_BACKOFF)));
+                        if retry.as_mut().poll(task).is_ready() {
+                            self.retry = None;
+                            task.waker().wake_by_ref();
+                        }
+                    } else {
+                        self.retry = None;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        task.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

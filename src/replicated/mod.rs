@@ -1,0 +1,494 @@
+//! Replicated state machines: one replica of a [`StateMachine`] on every
+//! member of a CPG group, commands applied in the group's total order.
+//!
+//! [`Replica::start`] joins a replica to its group (one connection, its own
+//! runtime actor) and resolves once it holds the group's state: at once
+//! for the first member, after a state transfer for a late joiner.
+//! [`Replica::execute`] multicasts a command; every replica applies it at
+//! the same position of the order, and the caller gets *its own replica's*
+//! response once the command has been applied there (read-your-writes).
+//!
+//! # The rules (all decided from the ordered stream)
+//!
+//! - **Apply order** is delivery order, and only while the view is a
+//!   *primary component*; a command delivered elsewhere is refused with
+//!   [`ReplicaError::NotPrimary`] on every member (applied by none).
+//! - **Primary component**: every member's quorum notification (each member
+//!   multicasts its own, so they are facts *in the stream*) says quorate,
+//!   and the view holds a strict majority of the last primary component
+//!   (members seen leaving with `Leave`/`ProcDown` no longer count) and
+//!   that component's state; a group where nobody ever was primary only
+//!   needs quorum and a member allowed to found it
+//!   ([`ReplicaConfig::found_group`]). Each primary component gets a
+//!   growing [`PrimaryEpoch`].
+//! - **Which state survives a view change**: after every confchg each
+//!   member multicasts its [`StateId`]; the greatest id wins (the latest
+//!   primary epoch, then the most commands applied). A member that comes
+//!   back from a minority partition holds an older epoch, so it discards
+//!   its divergent state and receives the primary component's.
+//! - **Snapshot sender**: the lowest member holding the winning state. It
+//!   captures its state at the install point — right after the confchg,
+//!   before any command delivered after it is applied — encodes it off the
+//!   actor, and multicasts it in chunks ([`ReplicaConfig::chunk_size`]),
+//!   at most [`ReplicaConfig::chunks_in_flight`] at a time, interleaved with
+//!   other traffic.
+//!   Receivers buffer what is applied after that point, restore, replay,
+//!   and only then report ready. If the sender dies first, the confchg that
+//!   says so starts a new install with a new sender.
+//! - **Safe delivery** ([`Delivery::Safe`]): CPG only offers agreed order,
+//!   so a command applied and acknowledged on one node could be lost if
+//!   that node's daemon died before the others received it. In safe mode a
+//!   command is still applied in delivery order, but its reply waits until
+//!   every member holding the state has acknowledged (with an ordered
+//!   message) that it applied it; so an acknowledged command is held by
+//!   every member of the view and survives the crash of any minority.
+//!
+//! # Limits
+//!
+//! The state lives in memory only. If every member that held the latest
+//! state is gone, writes acknowledged only by them are gone too; a view
+//! that holds a majority of the last primary component but not its state
+//! (its holders crashed with `NodeDown`, which cannot be told from a
+//! partition) stays non-primary rather than guess. A group founded afresh
+//! in a quorate partition while replicas of an older state live in a
+//! minority partition starts empty, and wins over the older state when the
+//! partitions merge (newer epoch); start members that must only join an
+//! existing group with [`ReplicaConfig::found_group`] set to `false`. corosync delivers a quorum notification
+//! on its own channel, so around a partition a member's fact may lag the
+//! confchg by a few milliseconds; the majority-of-the-last-primary rule
+//! keeps a minority from becoming primary in that window.
+
+mod core;
+mod messages;
+mod runtime;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+pub use self::messages::{PrimaryEpoch, StateId};
+use self::runtime::{Op, ReplicaActor};
+use crate::group::{GroupMetrics, MetricsSnapshot};
+use crate::transport::{Connection, GroupName, Member, MemberChange, TransportError};
+use crate::wire::Codec;
+
+/// A deterministic state machine: every replica starts from
+/// `Self::default()` and applies the same commands in the same order, so
+/// every replica holds the same state.
+///
+/// `apply` must depend only on the state and the command (no clock, no
+/// randomness, no I/O), and `restore(&encode(snapshot()))` must give back
+/// an equal state.
+///
+/// A snapshot for a joiner is taken in two steps: [`StateMachine::snapshot`]
+/// captures the state at its exact place in the order, on the replica's
+/// actor — while it runs, the replica handles nothing else, so it should be
+/// cheap (clone `Arc`s, use a persistent map); [`StateMachine::encode`]
+/// turns the capture into bytes on a blocking thread, off the actor.
+pub trait StateMachine: Default + 'static {
+    /// A command; it crosses the group (serde + bincode).
+    type Command: Serialize + DeserializeOwned + Send + 'static;
+    /// What applying a command returns to the caller (never crosses the
+    /// group: each caller gets its own replica's response).
+    type Response: Send + 'static;
+    /// A capture of the whole state, to be encoded off the actor.
+    type Snapshot: Send + 'static;
+
+    /// Applies `command` and returns the response.
+    fn apply(&mut self, command: Self::Command) -> Self::Response;
+
+    /// Captures the whole state, for members that need it.
+    fn snapshot(&self) -> Self::Snapshot;
+
+    /// Encodes a capture (runs on a blocking thread).
+    fn encode(snapshot: Self::Snapshot) -> Vec<u8>;
+
+    /// A state from bytes made by [`StateMachine::encode`].
+    fn restore(snapshot: &[u8]) -> Result<Self, String>
+    where
+        Self: Sized;
+}
+
+/// When a command's reply is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// As soon as this replica applied it (CPG's agreed order). A command
+    /// acknowledged here can be lost if this node's daemon dies before the
+    /// others received it.
+    #[default]
+    Agreed,
+    /// Once every member holding the state has acknowledged applying it.
+    /// Costs one more multicast round per batch of commands.
+    Safe,
+}
+
+/// Tuning of one replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// When replies are released.
+    pub delivery: Delivery,
+    /// Largest message this member sends or accepts, header included
+    /// (capped by the transport's atomic limit).
+    pub max_message_size: usize,
+    /// Bytes of snapshot per chunk (capped to fit in one message).
+    pub chunk_size: usize,
+    /// Largest snapshot this member accepts.
+    pub max_snapshot_size: usize,
+    /// Messages multicast but not yet delivered back to this member.
+    pub send_window: usize,
+    /// Snapshot chunks in flight at once: a transfer never holds other
+    /// traffic back by more than this many chunks.
+    pub chunks_in_flight: usize,
+    /// Capacity of the [`Replica::subscribe`] channel.
+    pub event_capacity: usize,
+    /// Whether this member may found the group: start a new, empty history
+    /// when no member of its view knows of an earlier primary component.
+    /// Set it to `false` on members that must only join an existing group
+    /// (like a database's "join existing cluster" mode): a member started
+    /// on a node cut off from every replica would otherwise found a second
+    /// history, which replaces the first when the partitions merge.
+    pub found_group: bool,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            delivery: Delivery::Agreed,
+            max_message_size: 1 << 20,
+            chunk_size: 256 * 1024,
+            max_snapshot_size: 1 << 30,
+            send_window: 64,
+            chunks_in_flight: 1,
+            event_capacity: 4096,
+            found_group: true,
+        }
+    }
+}
+
+/// Something that happened to this replica, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaEvent {
+    /// The membership changed (the view is installing).
+    ViewChanged {
+        /// The view after the change, sorted.
+        members: Vec<Member>,
+        /// Who joined, and why.
+        joined: Vec<MemberChange>,
+        /// Who left, and why.
+        left: Vec<MemberChange>,
+    },
+    /// Every member's state info is in: the view is installed.
+    Installed {
+        /// Whether the view is a primary component.
+        primary: bool,
+        /// Its epoch, if primary.
+        epoch: Option<PrimaryEpoch>,
+        /// Who sends the state to the others, if anyone needs it.
+        sender: Option<Member>,
+        /// Who receives it.
+        receivers: Vec<Member>,
+    },
+    /// A quorum fact made the installed view primary, or not.
+    PrimaryChanged {
+        /// Whether it is primary now.
+        primary: bool,
+        /// The new epoch, if it became primary.
+        epoch: Option<PrimaryEpoch>,
+    },
+    /// This member captured its state to send it.
+    TransferStarted {
+        /// The receivers.
+        to: Vec<Member>,
+    },
+    /// The capture is encoded; its chunks go out now.
+    TransferEncoded {
+        /// Snapshot size.
+        bytes: u64,
+    },
+    /// This member restored a snapshot and replayed what it buffered.
+    Restored {
+        /// The sender.
+        from: Member,
+        /// Snapshot size.
+        bytes: u64,
+        /// Commands (and epoch changes) replayed after it.
+        replayed: usize,
+    },
+    /// This member holds the group state for the first time.
+    Ready,
+    /// The transport failed or the replica left; the runtime has stopped.
+    Closed {
+        /// Why.
+        error: TransportError,
+    },
+}
+
+/// Why a command has no response. Each variant says whether it was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaError {
+    /// The command reached the order in a view that is not a primary
+    /// component: no member applied it. Retry once the group is primary.
+    #[error("not in a primary component; the command was not applied")]
+    NotPrimary,
+    /// The view changed before the outcome was known here: the command may
+    /// or may not have been applied (like a timeout). Retry only if the
+    /// command is idempotent, or read the state first.
+    #[error("the view changed before the outcome was known; the command may have been applied")]
+    Uncertain,
+    /// The command could not be encoded or decoded; it was not applied.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// The transport refused the command (e.g. too large); not applied.
+    #[error("transport: {0}")]
+    Transport(TransportError),
+    /// The replica's runtime has stopped (left, transport closed, or a
+    /// snapshot that did not restore). Outcome unknown for commands in
+    /// flight.
+    #[error("replica closed")]
+    Closed,
+}
+
+/// A command's response, and where it landed in the group's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed<R> {
+    /// What this replica's state machine returned.
+    pub response: R,
+    /// The state id right after the command: `state.applied` is its
+    /// position among all applied commands, `state.genesis` the history it
+    /// belongs to.
+    pub state: StateId,
+}
+
+/// A replica's situation as of the last event it handled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicaStatus {
+    /// This member.
+    pub local: Option<Member>,
+    /// The current view, sorted.
+    pub members: Vec<Member>,
+    /// Whether the view is installed (every member's info is in).
+    pub installed: bool,
+    /// Whether this replica holds the view's state (not waiting for it).
+    pub holding: bool,
+    /// Whether the view is a primary component.
+    pub primary: bool,
+    /// Its epoch, while primary.
+    pub epoch: Option<PrimaryEpoch>,
+    /// Whether this replica has held the state at least once.
+    pub ready: bool,
+    /// The id of the state this replica holds.
+    pub state: StateId,
+    /// Messages multicast and not yet delivered back, plus queued ones.
+    pub outstanding: usize,
+    /// Whether the runtime has stopped (left, or the transport closed).
+    pub closed: bool,
+    /// The last snapshot this replica restored: its sender and size.
+    pub restored: Option<(Member, u64)>,
+}
+
+/// A handle to this process's replica. Clone freely; the runtime stops on
+/// [`Replica::leave`] or when the transport closes.
+pub struct Replica<S: StateMachine> {
+    ops: mpsc::UnboundedSender<Op<S>>,
+    local: Member,
+    name: GroupName,
+    metrics: Arc<GroupMetrics>,
+    events: broadcast::Sender<ReplicaEvent>,
+    status: watch::Receiver<ReplicaStatus>,
+}
+
+impl<S: StateMachine> Clone for Replica<S> {
+    fn clone(&self) -> Self {
+        Replica {
+            ops: self.ops.clone(),
+            local: self.local,
+            name: self.name.clone(),
+            metrics: self.metrics.clone(),
+            events: self.events.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> std::fmt::Debug for Replica<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("name", &self.name)
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Starts a replica on the current actix arbiter over `conn` and
+    /// returns once it holds the group state (its first install, or the
+    /// end of its state transfer). The view may or may not be primary
+    /// then: see [`Replica::wait_primary`].
+    pub async fn start<C: Connection>(
+        conn: C,
+        config: ReplicaConfig,
+    ) -> Result<Self, ReplicaError> {
+        let local = conn.local();
+        let name = conn.group().clone();
+        let metrics = Arc::new(GroupMetrics::default());
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let (status_tx, status) = watch::channel(ReplicaStatus {
+            local: Some(local),
+            ..ReplicaStatus::default()
+        });
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (ops, ops_rx) = mpsc::unbounded_channel();
+        ReplicaActor::<S>::start_with(
+            Box::new(conn),
+            ops_rx,
+            config,
+            metrics.clone(),
+            events.clone(),
+            status_tx,
+            ready_tx,
+        );
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(Replica {
+                ops,
+                local,
+                name,
+                metrics,
+                events,
+                status,
+            }),
+            Ok(Err(e)) => Err(ReplicaError::Transport(e)),
+            Err(_) => Err(ReplicaError::Closed),
+        }
+    }
+
+    /// This member.
+    pub fn local(&self) -> Member {
+        self.local
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &GroupName {
+        &self.name
+    }
+
+    /// Counters of what this replica received, sent and dropped.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ReplicaEvent> {
+        self.events.subscribe()
+    }
+
+    /// The replica's situation as of the last event it handled.
+    pub fn status(&self) -> ReplicaStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<ReplicaStatus> {
+        self.status.clone()
+    }
+
+    /// Resolves once the view is a primary component (at once if it is).
+    pub async fn wait_primary(&self) -> Result<PrimaryEpoch, ReplicaError> {
+        let mut status = self.status.clone();
+        loop {
+            {
+                let s = status.borrow_and_update();
+                if let (true, Some(epoch)) = (s.primary && s.holding, s.epoch) {
+                    return Ok(epoch);
+                }
+            }
+            status.changed().await.map_err(|_| ReplicaError::Closed)?;
+        }
+    }
+
+    /// Multicasts `command` and resolves with this replica's response once
+    /// it has applied it (and, in safe mode, once every member holding the
+    /// state has). The command is queued when this is called, so commands
+    /// issued one after the other enter the total order in that order.
+    pub fn execute(
+        &self,
+        command: S::Command,
+    ) -> impl Future<Output = Result<S::Response, ReplicaError>> + 'static {
+        let executed = self.execute_traced(command);
+        async move { executed.await.map(|e| e.response) }
+    }
+
+    /// Like [`Replica::execute`], and also tells where in the group's
+    /// history the command landed: the [`StateId`] right after it, whose
+    /// `applied` is the command's position in the total order of applied
+    /// commands (the same on every replica).
+    pub fn execute_traced(
+        &self,
+        command: S::Command,
+    ) -> impl Future<Output = Result<Executed<S::Response>, ReplicaError>> + 'static {
+        let queued = self.queue(&command);
+        async move { queued?.await.map_err(|_| ReplicaError::Closed)? }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn queue(
+        &self,
+        command: &S::Command,
+    ) -> Result<oneshot::Receiver<Result<Executed<S::Response>, ReplicaError>>, ReplicaError> {
+        let payload = Codec::new(self.metrics.limit())
+            .encode_payload(command)
+            .map_err(|e| ReplicaError::Codec(e.to_string()))?;
+        let (done, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Execute { payload, done })
+            .map_err(|_| ReplicaError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Reads the local replica's state (as of the last command it applied;
+    /// it may lag the group — to read linearizably, make the read a
+    /// command).
+    pub async fn query<R, F>(&self, read: F) -> Result<R, ReplicaError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&S) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Query(Box::new(move |s: &S| {
+            let _ = tx.send(read(s));
+        }));
+        self.ops.send(op).map_err(|_| ReplicaError::Closed)?;
+        rx.await.map_err(|_| ReplicaError::Closed)
+    }
+
+    /// Leaves the group cleanly (others see `Leave`) and stops the runtime.
+    pub async fn leave(&self) -> Result<(), ReplicaError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Leave { done: tx })
+            .map_err(|_| ReplicaError::Closed)?;
+        rx.await.map_err(|_| ReplicaError::Closed)?
+    }
+}
+
+/// Encodes a value as a snapshot with the crate's codec (bincode, fixed-width
+/// integers): a convenience for [`StateMachine::encode`]. A value serde
+/// cannot encode (which bincode reports only for sequences of unknown
+/// length) gives an empty snapshot, which then fails to restore.
+pub fn encode_snapshot<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // The limit only guards decoding; encoding a state in memory is bounded
+    // by that memory.
+    Codec::new(usize::MAX)
+        .encode_payload(value)
+        .unwrap_or_default()
+}
+
+/// Decodes a snapshot made by [`encode_snapshot`], refusing more than
+/// `limit` bytes of claimed lengths.
+pub fn decode_snapshot<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, String> {
+    Codec::new(limit)
+        .decode_payload(bytes)
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,478 @@
+//! The replica runtime: one actix actor per replica, the only code that
+//! touches its connection. It decodes events, feeds them to
+//! [`ReplicaCore`] and executes the actions that come back.
+//!
+//! ```text
+//!  Op (execute, query, leave) ──► Outbox (control | user | bulk lanes)
+//!                                        │ mcast (window, TRY_AGAIN)
+//!  transport ─ poll_event ─► decode ─► ReplicaCore ─► actions ─► replies,
+//!                                        events, snapshot chunks
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{debug, error, warn};
+
+use super::core::{Action, Actions, ReplicaCore};
+use super::messages::{Chunk, CommandMsg, ReplicaMessage, StateId};
+use super::{Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaStatus, StateMachine};
+use crate::group::GroupMetrics;
+use crate::outbox::Outbox;
+use crate::transport::{Connection, Member, TransportError, TransportEvent};
+use crate::wire::{Codec, Kind, HEADER_LEN};
+
+/// Events handled per turn before the actor lets its mailbox in.
+const EVENT_BUDGET: usize = 256;
+/// Back-off before retrying a send refused with `TRY_AGAIN` when no event
+/// arrives to wake the runtime sooner.
+const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
+/// Room for a chunk's own fields (state id, index, total, length prefix)
+/// and the enum tag, on top of the header.
+const CHUNK_OVERHEAD: usize = 64;
+
+type Done<T> = oneshot::Sender<T>;
+type Reply<S> = Done<Result<Executed<<S as StateMachine>::Response>, ReplicaError>>;
+
+/// A request from a [`super::Replica`] handle.
+pub(crate) enum Op<S: StateMachine> {
+    Execute {
+        payload: Vec<u8>,
+        done: Reply<S>,
+    },
+    Query(Box<dyn FnOnce(&S) + Send>),
+    Leave {
+        done: Done<Result<(), ReplicaError>>,
+    },
+}
+
+pub(crate) struct ReplicaActor<S: StateMachine> {
+    conn: Box<dyn Connection>,
+    ops: mpsc::UnboundedReceiver<Op<S>>,
+    // Boxed: actix needs an `Unpin` actor, and a user state need not be.
+    core: Box<ReplicaCore<S>>,
+    codec: Codec,
+    chunk_size: usize,
+    metrics: Arc<GroupMetrics>,
+    events: broadcast::Sender<ReplicaEvent>,
+    status: watch::Sender<ReplicaStatus>,
+    ready: Option<Done<Result<(), TransportError>>>,
+    outbox: Outbox<u64>,
+    calls: HashMap<u64, Reply<S>>,
+    next_id: u64,
+    leaving: Option<Done<Result<(), ReplicaError>>>,
+    pump_waker: Option<std::task::Waker>,
+    restored: Option<(Member, u64)>,
+    /// Bumped at every view change: an encoding started before is void.
+    transfer_generation: u64,
+}
+
+impl<S: StateMachine> ReplicaActor<S> {
+    pub(crate) fn start_with(
+        conn: Box<dyn Connection>,
+        ops: mpsc::UnboundedReceiver<Op<S>>,
+        config: ReplicaConfig,
+        metrics: Arc<GroupMetrics>,
+        events: broadcast::Sender<ReplicaEvent>,
+        status: watch::Sender<ReplicaStatus>,
+        ready: Done<Result<(), TransportError>>,
+    ) -> Addr<Self> {
+        let limit = config.max_message_size.min(conn.max_message_size());
+        metrics.set_limit(limit);
+        let codec = Codec::new(limit);
+        let chunk_size = config
+            .chunk_size
+            .clamp(1, limit.saturating_sub(HEADER_LEN + CHUNK_OVERHEAD).max(1));
+        let local = conn.local();
+        ReplicaActor {
+            conn,
+            ops,
+            core: Box::new(ReplicaCore::new(
+                local,
+                codec,
+                config.delivery,
+                config.max_snapshot_size,
+                config.found_group,
+            )),
+            codec,
+            chunk_size,
+            metrics,
+            events,
+            status,
+            ready: Some(ready),
+            outbox: Outbox::new(config.send_window, config.chunks_in_flight),
+            calls: HashMap::new(),
+            next_id: 1,
+            leaving: None,
+            pump_waker: None,
+            restored: None,
+            transfer_generation: 0,
+        }
+        .start()
+    }
+
+    fn publish(&self, event: ReplicaEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    fn refresh_status(&mut self) {
+        let core = &self.core;
+        let next = ReplicaStatus {
+            local: Some(self.conn.local()),
+            members: core.view().to_vec(),
+            installed: core.is_installed(),
+            holding: core.is_holding(),
+            primary: core.is_primary(),
+            epoch: core.primary_epoch(),
+            ready: core.is_ready(),
+            state: core.state_id(),
+            outstanding: self.outbox.in_flight() + usize::from(self.outbox.has_queued()),
+            closed: false,
+            restored: self.restored,
+        };
+        self.status.send_if_modified(|s| {
+            if *s == next {
+                false
+            } else {
+                *s = next;
+                true
+            }
+        });
+    }
+
+    fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
+        match event {
+            TransportEvent::Deliver { from, bytes } => {
+                if from == self.conn.local() {
+                    self.outbox.own_delivered();
+                }
+                let decoded = self
+                    .codec
+                    .decode_frame(&bytes)
+                    .and_then(|frame| match frame.kind {
+                        Kind::Replicated => self.codec.decode_body::<ReplicaMessage>(frame.body),
+                        other => Err(crate::wire::WireError::UnknownKind(other as u8)),
+                    });
+                match decoded {
+                    Ok(msg) => {
+                        self.metrics.delivered();
+                        let actions = self.core.handle_message(from, msg);
+                        self.execute(actions, ctx);
+                    }
+                    Err(e) => {
+                        self.metrics.dropped(&e);
+                        warn!(group = %self.conn.group(), %from, len = bytes.len(), "dropped a message: {e}");
+                    }
+                }
+            }
+            TransportEvent::ConfChg {
+                members,
+                joined,
+                left,
+            } => {
+                debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                let actions = self.core.handle_confchg(&members, &joined, &left);
+                self.execute(actions, ctx);
+            }
+            TransportEvent::TotemConfChg { ring_id, nodes } => {
+                debug!(?ring_id, ?nodes, "totem confchg");
+            }
+            TransportEvent::Quorum(q) => {
+                debug!(quorate = q.quorate, ring = ?q.ring_id, "quorum");
+                let actions = self.core.handle_quorum(q);
+                self.execute(actions, ctx);
+            }
+        }
+    }
+
+    fn execute(&mut self, actions: Actions<S>, ctx: &mut Context<Self>) {
+        let mut changed = false;
+        for action in actions {
+            match action {
+                Action::Mcast(msg) => match self.codec.encode(Kind::Replicated, &msg) {
+                    // An info must reach the group even across later view
+                    // changes (see `ReplicaCore::handle_confchg`).
+                    Ok(bytes) => self
+                        .outbox
+                        .push_control(bytes, matches!(msg, ReplicaMessage::Info(_))),
+                    Err(e) => error!("protocol message not sent: {e}"),
+                },
+                Action::Purge => {
+                    // A snapshot still being encoded belongs to the old view.
+                    self.transfer_generation += 1;
+                    self.outbox.purge();
+                }
+                Action::SendSnapshot { state, snapshot } => {
+                    self.encode_snapshot(state, snapshot, ctx)
+                }
+                Action::Reply { id, result } => {
+                    if let Some(done) = self.calls.remove(&id) {
+                        let _ = done.send(result);
+                    }
+                }
+                Action::Event(event) => {
+                    changed = true;
+                    if let ReplicaEvent::Restored { from, bytes, .. } = event {
+                        self.restored = Some((from, bytes));
+                    }
+                    if event == ReplicaEvent::Ready {
+                        if let Some(ready) = self.ready.take() {
+                            let _ = ready.send(Ok(()));
+                        }
+                    }
+                    self.publish(event);
+                }
+                Action::Fatal(why) => {
+                    error!(group = %self.conn.group(), "replica stops: {why}");
+                    let _ = self.conn.leave();
+                    self.close(TransportError::Other(why), ctx);
+                    return;
+                }
+            }
+        }
+        if changed {
+            self.refresh_status();
+        }
+        self.flush_or_close(ctx);
+    }
+
+    /// Encodes the capture on a blocking thread, then sends it, unless the
+    /// view changed meanwhile (the transfer is void then).
+    fn encode_snapshot(&mut self, state: StateId, snapshot: S::Snapshot, ctx: &mut Context<Self>) {
+        let generation = self.transfer_generation;
+        let encoding = tokio::task::spawn_blocking(move || S::encode(snapshot));
+        ctx.spawn(encoding.into_actor(self).map(move |encoded, act, ctx| {
+            if act.transfer_generation != generation {
+                return;
+            }
+            match encoded {
+                Ok(bytes) => {
+                    let _ = act.events.send(ReplicaEvent::TransferEncoded {
+                        bytes: bytes.len() as u64,
+                    });
+                    act.send_snapshot(state, bytes);
+                    act.flush_or_close(ctx);
+                }
+                Err(e) => error!("encoding a snapshot failed: {e}; no transfer"),
+            }
+        }));
+    }
+
+    fn send_snapshot(&mut self, state: StateId, bytes: Vec<u8>) {
+        let codec = self.codec;
+        let size = self.chunk_size;
+        // An empty state still takes one (empty) chunk: the receivers wait
+        // for a last chunk.
+        let total = bytes.len().div_ceil(size).max(1);
+        let Ok(total) = u32::try_from(total) else {
+            error!(
+                "snapshot of {} bytes needs too many chunks; not sent",
+                bytes.len()
+            );
+            return;
+        };
+        let mut index = 0u32;
+        self.outbox.set_bulk(Box::new(move || {
+            if index >= total {
+                return None;
+            }
+            let start = index as usize * size;
+            let end = (start + size).min(bytes.len());
+            let chunk = Chunk {
+                state,
+                index,
+                total,
+                bytes: bytes.get(start..end).unwrap_or_default().to_vec(),
+            };
+            index += 1;
+            match codec.encode(Kind::Replicated, &ReplicaMessage::Chunk(chunk)) {
+                Ok(encoded) => Some(encoded),
+                Err(e) => {
+                    error!("snapshot chunk not encoded: {e}; transfer abandoned");
+                    None
+                }
+            }
+        }));
+    }
+
+    fn flush_or_close(&mut self, ctx: &mut Context<Self>) {
+        let mut sent = Vec::new();
+        let result = self.outbox.flush(self.conn.as_mut(), &mut sent);
+        for (id, outcome) in sent {
+            match outcome {
+                Ok(()) => self.metrics.sent(),
+                Err(e) => {
+                    if let Some(done) = self.calls.remove(&id) {
+                        let _ = done.send(Err(ReplicaError::Transport(e)));
+                    }
+                }
+            }
+        }
+        if self.outbox.blocked() {
+            self.metrics.try_again();
+            if let Some(w) = &self.pump_waker {
+                w.wake_by_ref();
+            }
+        }
+        if let Err(e) = result {
+            self.close(e, ctx);
+            return;
+        }
+        if self.leaving.is_some() && !self.outbox.has_queued() {
+            let result = self.conn.leave().map_err(ReplicaError::Transport);
+            if let Some(done) = self.leaving.take() {
+                let _ = done.send(result);
+            }
+            self.fail_everything();
+            self.status.send_modify(|s| s.closed = true);
+            self.publish(ReplicaEvent::Closed {
+                error: TransportError::Closed("left the group".into()),
+            });
+            ctx.stop();
+        }
+    }
+
+    fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {
+        error!(group = %self.conn.group(), "replica transport closed: {error}");
+        self.status.send_modify(|s| s.closed = true);
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(error.clone()));
+        }
+        self.fail_everything();
+        self.publish(ReplicaEvent::Closed { error });
+        ctx.stop();
+    }
+
+    fn fail_everything(&mut self) {
+        for id in self.outbox.drain_user() {
+            if let Some(done) = self.calls.remove(&id) {
+                let _ = done.send(Err(ReplicaError::Closed));
+            }
+        }
+        for (_, done) in self.calls.drain() {
+            let _ = done.send(Err(ReplicaError::Closed));
+        }
+    }
+
+    fn handle_op(&mut self, op: Op<S>, ctx: &mut Context<Self>) {
+        match op {
+            Op::Execute { payload, done } => {
+                if self.leaving.is_some() {
+                    let _ = done.send(Err(ReplicaError::Closed));
+                    return;
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                let msg = ReplicaMessage::Command(CommandMsg { id, payload });
+                match self.codec.encode(Kind::Replicated, &msg) {
+                    Ok(bytes) => {
+                        self.calls.insert(id, done);
+                        self.outbox.push_user(bytes, id);
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(ReplicaError::Codec(e.to_string())));
+                    }
+                }
+            }
+            Op::Query(read) => read(self.core.state()),
+            Op::Leave { done } => {
+                if self.leaving.is_some() {
+                    let _ = done.send(Err(ReplicaError::Closed));
+                    return;
+                }
+                self.leaving = Some(done);
+            }
+        }
+        self.flush_or_close(ctx);
+    }
+}
+
+impl<S: StateMachine> Actor for ReplicaActor<S> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.spawn(EventPump { retry: None });
+    }
+}
+
+/// Drives the transport from inside the actor: reads events while there are
+/// any, retries sends after `TRY_AGAIN`, and sleeps on the transport's waker
+/// otherwise (no busy polling).
+struct EventPump {
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: StateMachine> ActorFuture<ReplicaActor<S>> for EventPump {
+    type Output = ();
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        act: &mut ReplicaActor<S>,
+        ctx: &mut Context<ReplicaActor<S>>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        act.pump_waker = Some(task.waker().clone());
+        for _ in 0..EVENT_BUDGET {
+            match act.ops.poll_recv(task) {
+                Poll::Ready(Some(op)) => {
+                    act.handle_op(op, ctx);
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    // Every handle is gone: nobody can use the replica.
+                    if act.leaving.is_none() {
+                        let (done, _) = oneshot::channel();
+                        act.handle_op(Op::Leave { done }, ctx);
+                    }
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Pending => {}
+            }
+            match act.conn.poll_event(task) {
+                Poll::Ready(Ok(event)) => {
+                    act.handle_event(event, ctx);
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    act.close(e, ctx);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {
+                    act.flush_or_close(ctx);
+                    act.refresh_status();
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                    if act.outbox.blocked() {
+                        let retry = self
+                            .retry
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(TRY_AGAIN_BACKOFF)));
+                        if retry.as_mut().poll(task).is_ready() {
+                            self.retry = None;
+                            task.waker().wake_by_ref();
+                        }
+                    } else {
+                        self.retry = None;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        task.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

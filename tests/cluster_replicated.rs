@@ -1,0 +1,864 @@
+//! Replicated state and elections on the real 3-node corosync cluster.
+//!
+//! Runs with `--features corosync` and `ACPG_CLUSTER=1` (which
+//! `scripts/test.sh` sets after `scripts/cluster.sh up`); otherwise every
+//! test prints why it skipped. Members are `rsm-agent` processes in the
+//! nodes' network namespaces, driven by lines (see `src/bin/rsm_agent.rs`
+//! and `actix_cpg::kv`). Each test stops the processes it started, and
+//! restores any link it cut and any daemon it killed.
+//!
+//! - a client streams operations through the kv store (safe delivery) while
+//!   a member is SIGKILLed, a node's daemon is killed and a node's link is
+//!   cut and restored: at the end every replica agrees, no acknowledged
+//!   write is lost, and the recorded history is linearizable per key;
+//! - a late joiner receives a 50 MB state while the others keep serving;
+//! - the leader is killed 20 times: hand-over and bare confchg detection
+//!   times (p50/p99) are printed;
+//! - safe delivery's cost against agreed delivery, in latency and
+//!   throughput, is printed.
+
+#![cfg(feature = "corosync")]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use support::history::{check, Event, Op, Outcome};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// The real cluster is shared: one test at a time.
+static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn cluster_script() -> String {
+    format!("{}/scripts/cluster.sh", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn unique_group(what: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "acpg-rsm-{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Exclusive use of the cluster; undoes the faults it caused when dropped.
+struct Cluster {
+    cut: BTreeSet<u32>,
+    daemons_down: BTreeSet<u32>,
+    _exclusive: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    fn get() -> Option<Cluster> {
+        if std::env::var("ACPG_CLUSTER").as_deref() != Ok("1") {
+            println!("skipped: no cluster (set ACPG_CLUSTER=1 after scripts/cluster.sh up)");
+            return None;
+        }
+        let guard = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        let status = std::process::Command::new("bash")
+            .arg(cluster_script())
+            .arg("status")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run cluster.sh status");
+        assert!(
+            status.success(),
+            "ACPG_CLUSTER=1 but the cluster is not healthy"
+        );
+        Some(Cluster {
+            cut: BTreeSet::new(),
+            daemons_down: BTreeSet::new(),
+            _exclusive: guard,
+        })
+    }
+
+    fn script(&self, args: &[&str]) {
+        let status = std::process::Command::new("bash")
+            .arg(cluster_script())
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run cluster.sh");
+        assert!(status.success(), "cluster.sh {args:?} failed");
+    }
+
+    fn cut(&mut self, node: u32) {
+        self.script(&["cut", &node.to_string()]);
+        self.cut.insert(node);
+    }
+
+    fn restore(&mut self, node: u32) {
+        self.script(&["restore", &node.to_string()]);
+        self.cut.remove(&node);
+    }
+
+    fn kill_daemon(&mut self, node: u32) {
+        self.script(&["kill-daemon", &node.to_string()]);
+        self.daemons_down.insert(node);
+    }
+
+    fn start_node(&mut self, node: u32) {
+        self.script(&["start-node", &node.to_string()]);
+        self.daemons_down.remove(&node);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in std::mem::take(&mut self.cut) {
+            let _ = std::process::Command::new("bash")
+                .arg(cluster_script())
+                .args(["restore", &node.to_string()])
+                .status();
+        }
+        for node in std::mem::take(&mut self.daemons_down) {
+            let _ = std::process::Command::new("bash")
+                .arg(cluster_script())
+                .args(["start-node", &node.to_string()])
+                .status();
+        }
+        let _ = std::process::Command::new("bash")
+            .arg(cluster_script())
+            .args(["wait-members", "3"])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// One `rsm-agent` process; its lines arrive, time-stamped, on `lines`.
+struct Agent {
+    node: u32,
+    member: String,
+    child: tokio::process::Child,
+    tx: UnboundedSender<String>,
+}
+
+impl Agent {
+    /// Starts an agent on `node`; its output goes to `sink` tagged with
+    /// `id`. Returns once it said READY.
+    async fn spawn(
+        node: u32,
+        args: &[&str],
+        id: usize,
+        sink: &UnboundedSender<(usize, Instant, String)>,
+    ) -> Agent {
+        let mut child = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &format!("acpg-n{node}")])
+            .arg(env!("CARGO_BIN_EXE_rsm-agent"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start rsm-agent");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, mut rx) = unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if stdin
+                    .write_all(format!("{line}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        // Until READY, lines come here; afterwards to the shared sink.
+        let (first_tx, mut first_rx) = unbounded_channel::<String>();
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut ready = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if !ready {
+                    ready = line.starts_with("READY");
+                    let _ = first_tx.send(line);
+                    continue;
+                }
+                if sink.send((id, Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+            let _ = sink.send((id, Instant::now(), "EOF".into()));
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, first_rx.recv()).await {
+                Ok(Some(line)) if line.starts_with("READY ") => {
+                    return Agent {
+                        node,
+                        member: line["READY ".len()..].to_owned(),
+                        child,
+                        tx,
+                    };
+                }
+                Ok(Some(line)) if line.starts_with("ERROR") => {
+                    panic!("agent on node{node} failed: {line}")
+                }
+                Ok(Some(_)) => {}
+                _ => panic!("agent on node{node} did not become ready"),
+            }
+        }
+    }
+
+    fn send(&self, line: String) {
+        let _ = self.tx.send(line);
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Reads the merged lines until one from `id` satisfies `pred`.
+async fn expect_from(
+    rx: &mut UnboundedReceiver<(usize, Instant, String)>,
+    id: usize,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> (Instant, String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((from, at, line))) if from == id && pred(&line) => return (at, line),
+            Ok(Some(_)) => {}
+            _ => panic!("agent {id} did not say {what} in time"),
+        }
+    }
+}
+
+/// Asks agent `id` one tagged question and waits for the answer.
+async fn ask(
+    agent: &Agent,
+    id: usize,
+    rx: &mut UnboundedReceiver<(usize, Instant, String)>,
+    question: &str,
+) -> String {
+    static TAG: AtomicU32 = AtomicU32::new(1_000_000_000);
+    let tag = TAG.fetch_add(1, Ordering::Relaxed);
+    agent.send(format!("#{tag} {question}"));
+    let prefix = format!("#{tag} ");
+    let (_, line) = expect_from(rx, id, question, |l| l.starts_with(&prefix)).await;
+    line[prefix.len()..].to_owned()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+fn parse_outcome(op: &Op, answer: &str) -> (Outcome, Option<u64>) {
+    let words: Vec<&str> = answer.split(' ').collect();
+    let pos = words.get(1).and_then(|p| p.parse().ok());
+    let outcome = match (op, words.as_slice()) {
+        (Op::Put(_) | Op::Del, ["OK" | "NONE", ..]) => Outcome::Done,
+        (Op::Get, ["VALUE", _, value @ ..]) => Outcome::Value(Some(value.join(" "))),
+        (Op::Get, ["NONE", _]) => Outcome::Value(None),
+        (Op::Cas { .. }, ["CAS", _, "ok"]) => Outcome::Cas(true),
+        (Op::Cas { .. }, ["CAS", _, "fail", ..]) => Outcome::Cas(false),
+        _ => Outcome::Unknown,
+    };
+    (outcome, pos)
+}
+
+fn op_line(key: &str, op: &Op) -> String {
+    let word = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    match op {
+        Op::Put(v) => format!("put {key} {v}"),
+        Op::Get => format!("get {key}"),
+        Op::Del => format!("del {key}"),
+        Op::Cas { expected, new } => format!("cas {key} {} {}", word(expected), word(new)),
+    }
+}
+
+struct Pending {
+    agent: usize,
+    key: String,
+    op: Op,
+    invoked: Instant,
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn kv_stream_survives_kills_a_daemon_kill_and_a_cut() {
+    let Some(mut cluster) = Cluster::get() else {
+        return;
+    };
+    let group = unique_group("faults");
+    let (sink, mut rx) = unbounded_channel();
+    let mut agents: Vec<Agent> = Vec::new();
+    for node in 1..=3 {
+        let id = agents.len();
+        let a = Agent::spawn(node, &["kv", &group, "--safe"], id, &sink).await;
+        agents.push(a);
+    }
+    for (id, agent) in agents.iter().enumerate() {
+        ask(agent, id, &mut rx, "wait-primary").await;
+    }
+    let join_only = ["kv", group.as_str(), "--safe", "--join-only"];
+
+    let t0 = Instant::now();
+    let ms = |d: Duration| d.as_millis();
+    let mut dead: BTreeSet<usize> = BTreeSet::new();
+    let mut current = 0usize;
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut history: Vec<Event> = Vec::new();
+    let mut acked_unique: BTreeMap<String, String> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut step = 0;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let (mut refused, mut unknown) = (0u64, 0u64);
+    // (at, what) — the schedule of faults, in seconds from the start.
+    let schedule: &[(u64, &str)] = &[
+        (2, "kill agent on node3"),
+        (3, "new agent on node3"),
+        (6, "kill daemon on node2"),
+        (12, "restart node2, new agent on node2"),
+        (18, "cut node1"),
+        (26, "restore node1"),
+        (34, "stop"),
+    ];
+    let in_flight_limit = 8;
+    let started = |t: Instant| (t - t0).as_nanos() as u64;
+    loop {
+        if step < schedule.len() && t0.elapsed() >= Duration::from_secs(schedule[step].0) {
+            let what = schedule[step].1;
+            println!("{:>6} ms  {what}", ms(t0.elapsed()));
+            match what {
+                "kill agent on node3" => {
+                    agents[2].kill();
+                    dead.insert(2);
+                }
+                "new agent on node3" => {
+                    let id = agents.len();
+                    let a = Agent::spawn(3, &join_only, id, &sink).await;
+                    agents.push(a);
+                }
+                "kill daemon on node2" => {
+                    cluster.kill_daemon(2);
+                    agents[1].kill();
+                    dead.insert(1);
+                }
+                "restart node2, new agent on node2" => {
+                    cluster.start_node(2);
+                    let id = agents.len();
+                    let a = Agent::spawn(2, &join_only, id, &sink).await;
+                    agents.push(a);
+                }
+                "cut node1" => cluster.cut(1),
+                "restore node1" => cluster.restore(1),
+                _ => {}
+            }
+            step += 1;
+            if what == "stop" {
+                break;
+            }
+            continue;
+        }
+        // Keep the pipeline full through the current agent.
+        let mine = pending.values().filter(|p| p.agent == current).count();
+        if !dead.contains(&current) && mine < in_flight_limit {
+            next += 1;
+            let (key, op) = if rand(10) < 7 {
+                (format!("u{next}"), Op::Put(format!("v{next}")))
+            } else {
+                let key = format!("s{}", rand(10));
+                let op = match rand(8) {
+                    0..=2 => Op::Put(format!("v{next}")),
+                    3..=5 => Op::Get,
+                    6 => Op::Del,
+                    _ => Op::Cas {
+                        expected: Some(format!("v{}", next.saturating_sub(rand(20)))),
+                        new: Some(format!("v{next}")),
+                    },
+                };
+                (key, op)
+            };
+            agents[current].send(format!("#{next} {}", op_line(&key, &op)));
+            pending.insert(
+                next,
+                Pending {
+                    agent: current,
+                    key,
+                    op,
+                    invoked: Instant::now(),
+                },
+            );
+            continue;
+        }
+        let msg = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
+        let Ok(Some((from, at, line))) = msg else {
+            // Nothing back for a while through this agent: try another.
+            if pending
+                .values()
+                .any(|p| p.agent == current && p.invoked.elapsed() > Duration::from_secs(1))
+                || dead.contains(&current)
+            {
+                current = (0..agents.len())
+                    .map(|i| (current + 1 + i) % agents.len())
+                    .find(|i| !dead.contains(i))
+                    .unwrap_or(current);
+            }
+            continue;
+        };
+        if line == "EOF" {
+            dead.insert(from);
+            continue;
+        }
+        let Some(tag) = line
+            .strip_prefix('#')
+            .and_then(|l| l.split(' ').next())
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let Some(p) = pending.remove(&tag) else {
+            continue;
+        };
+        let answer = line.split_once(' ').map_or("", |(_, a)| a);
+        if answer == "ERR not-primary" {
+            refused += 1;
+            if from == current {
+                current = (0..agents.len())
+                    .map(|i| (current + 1 + i) % agents.len())
+                    .find(|i| !dead.contains(i))
+                    .unwrap_or(current);
+            }
+            continue;
+        }
+        let (outcome, position) = parse_outcome(&p.op, answer);
+        let returned = (outcome != Outcome::Unknown).then(|| started(at));
+        if outcome == Outcome::Unknown {
+            unknown += 1;
+        } else if let (Op::Put(v), true) = (&p.op, p.key.starts_with('u')) {
+            acked_unique.insert(p.key.clone(), v.clone());
+        }
+        history.push(Event {
+            key: p.key,
+            op: p.op,
+            outcome,
+            invoked: started(p.invoked),
+            returned,
+            position,
+        });
+    }
+    // Let what is in flight finish (or time out as unknown).
+    let drain = Instant::now() + Duration::from_secs(15);
+    while !pending.is_empty() && Instant::now() < drain {
+        let Ok(Some((_, at, line))) =
+            tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+        else {
+            continue;
+        };
+        let Some(tag) = line
+            .strip_prefix('#')
+            .and_then(|l| l.split(' ').next())
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let Some(p) = pending.remove(&tag) else {
+            continue;
+        };
+        let answer = line.split_once(' ').map_or("", |(_, a)| a);
+        if answer == "ERR not-primary" {
+            refused += 1;
+            continue;
+        }
+        let (outcome, position) = parse_outcome(&p.op, answer);
+        let returned = (outcome != Outcome::Unknown).then(|| started(at));
+        if let (Op::Put(v), true, false) =
+            (&p.op, p.key.starts_with('u'), outcome == Outcome::Unknown)
+        {
+            acked_unique.insert(p.key.clone(), v.clone());
+        }
+        history.push(Event {
+            key: p.key,
+            op: p.op,
+            outcome,
+            invoked: started(p.invoked),
+            returned,
+            position,
+        });
+    }
+    for (_, p) in std::mem::take(&mut pending) {
+        unknown += 1;
+        history.push(Event {
+            key: p.key,
+            op: p.op,
+            outcome: Outcome::Unknown,
+            invoked: started(p.invoked),
+            returned: None,
+            position: None,
+        });
+    }
+
+    // Every live replica converges to one state.
+    let live: Vec<usize> = (0..agents.len()).filter(|i| !dead.contains(i)).collect();
+    let mut digests = BTreeSet::new();
+    let settle = Instant::now() + Duration::from_secs(60);
+    loop {
+        digests.clear();
+        for &i in &live {
+            ask(&agents[i], i, &mut rx, "wait-primary").await;
+            digests.insert(ask(&agents[i], i, &mut rx, "digest").await);
+        }
+        if digests.len() == 1 || Instant::now() > settle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(digests.len(), 1, "replicas disagree: {digests:?}");
+    // Final reads of the shared keys, through the order, join the history.
+    let reader = live[0];
+    for k in 0..10 {
+        let key = format!("s{k}");
+        let invoked = started(Instant::now());
+        let answer = ask(&agents[reader], reader, &mut rx, &format!("get {key}")).await;
+        let (outcome, position) = parse_outcome(&Op::Get, &answer);
+        history.push(Event {
+            key,
+            op: Op::Get,
+            outcome,
+            invoked,
+            returned: Some(started(Instant::now())),
+            position,
+        });
+    }
+    // No acknowledged write is lost, on any replica.
+    for &i in &live {
+        let mut missing = Vec::new();
+        for (key, value) in &acked_unique {
+            let answer = ask(&agents[i], i, &mut rx, &format!("read {key}")).await;
+            if answer != format!("LOCAL {value}") {
+                missing.push(key.clone());
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "replica {} on node{} lost {} acknowledged writes, e.g. {:?}",
+            agents[i].member,
+            agents[i].node,
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    let checked = check(&history).expect("the history is linearizable per key");
+    println!(
+        "{} operations: {} acknowledged unique writes all present on {} replicas, {refused} refused, {unknown} unknown; {checked} checked for linearizability; {}",
+        history.len(),
+        acked_unique.len(),
+        live.len(),
+        digests.iter().next().cloned().unwrap_or_default()
+    );
+    for a in &mut agents {
+        a.kill();
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn late_joiner_with_a_50_mb_state_catches_up_while_the_others_serve() {
+    let Some(_cluster) = Cluster::get() else {
+        return;
+    };
+    let group = unique_group("big");
+    let (sink, mut rx) = unbounded_channel();
+    let mut agents = Vec::new();
+    for node in 1..=2 {
+        let id = agents.len();
+        agents.push(Agent::spawn(node, &["kv", &group], id, &sink).await);
+    }
+    ask(&agents[0], 0, &mut rx, "wait-primary").await;
+    // 800 values of 64 KiB: 52 MB of state.
+    let filled = ask(&agents[0], 0, &mut rx, "fill big 800 65536").await;
+    assert!(filled.starts_with("FILLED"), "{filled}");
+    let _ = ask(&agents[1], 1, &mut rx, "digest").await;
+
+    // A client keeps writing through node1 while node3 joins.
+    let mut latencies_before = Vec::new();
+    for i in 0..200 {
+        let t = Instant::now();
+        let a = ask(&agents[0], 0, &mut rx, &format!("put before-{i} x")).await;
+        assert!(a.starts_with("OK"), "{a}");
+        latencies_before.push(t.elapsed());
+    }
+    let join_started = Instant::now();
+    let join_args = ["kv", group.as_str(), "--join-only"];
+    let mut joiner = tokio::process::Command::new("ip")
+        .args(["netns", "exec", "acpg-n3"])
+        .arg(env!("CARGO_BIN_EXE_rsm-agent"))
+        .args(join_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the joiner");
+    let joiner_out = joiner.stdout.take().expect("stdout");
+    let (jtx, mut jrx) = unbounded_channel::<(Instant, String)>();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(joiner_out).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = jtx.send((Instant::now(), line));
+        }
+    });
+    let mut during = Vec::new();
+    let mut ready_at = None;
+    let mut restored = None;
+    let mut i = 0;
+    while ready_at.is_none() || restored.is_none() {
+        let t = Instant::now();
+        let a = ask(&agents[0], 0, &mut rx, &format!("put during-{i} x")).await;
+        assert!(
+            a.starts_with("OK"),
+            "the group stopped serving during the transfer: {a}"
+        );
+        during.push(t.elapsed());
+        i += 1;
+        while let Ok((at, line)) = jrx.try_recv() {
+            if line.starts_with("READY") {
+                ready_at = Some(at);
+            }
+            if line.starts_with("RESTORED") {
+                restored = Some(line);
+            }
+        }
+        assert!(
+            join_started.elapsed() < Duration::from_secs(120),
+            "the joiner never caught up"
+        );
+    }
+    let took = ready_at.map(|t| t - join_started).unwrap_or_default();
+    let restored = restored.unwrap_or_default();
+    let bytes: u64 = restored
+        .split(' ')
+        .nth(2)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    assert!(bytes >= 50_000_000, "the snapshot was only {bytes} bytes");
+    let mut joiner_stdin = joiner.stdin.take().expect("stdin");
+    joiner_stdin
+        .write_all(b"#1 digest\n")
+        .await
+        .expect("ask the joiner");
+    let mut joiner_digest = String::new();
+    while let Some((_, line)) = jrx.recv().await {
+        if let Some(d) = line.strip_prefix("#1 ") {
+            joiner_digest = d.to_owned();
+            break;
+        }
+    }
+    // The others applied more since; compare once the writes stopped.
+    let d0 = ask(&agents[0], 0, &mut rx, "digest").await;
+    let d1 = ask(&agents[1], 1, &mut rx, "digest").await;
+    let mut settle = 0;
+    while joiner_digest != d0 && settle < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        joiner_stdin
+            .write_all(b"#2 digest\n")
+            .await
+            .expect("ask the joiner");
+        while let Some((_, line)) = jrx.recv().await {
+            if let Some(d) = line.strip_prefix("#2 ") {
+                joiner_digest = d.to_owned();
+                break;
+            }
+        }
+        settle += 1;
+    }
+    assert_eq!(d0, d1);
+    assert_eq!(
+        joiner_digest, d0,
+        "the joiner does not hold the group's state"
+    );
+    latencies_before.sort();
+    during.sort();
+    println!(
+        "late joiner: {bytes} bytes restored ({restored}); ready {took:.0?} after it started; \
+         the others served {} puts meanwhile, latency p50 {:.1?} p99 {:.1?} max {:.1?} (before: p50 {:.1?} p99 {:.1?})",
+        during.len(),
+        percentile(&during, 0.5),
+        percentile(&during, 0.99),
+        during.last().copied().unwrap_or_default(),
+        percentile(&latencies_before, 0.5),
+        percentile(&latencies_before, 0.99)
+    );
+    assert!(
+        during.len() >= 10,
+        "too few puts served during the transfer"
+    );
+    let _ = joiner.start_kill();
+    let _ = joiner.wait().await;
+    for a in &mut agents {
+        a.kill();
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn leader_hand_over_and_confchg_detection_over_20_rounds() {
+    let Some(_cluster) = Cluster::get() else {
+        return;
+    };
+    let group = unique_group("leader");
+    let (sink, mut rx) = unbounded_channel();
+    let mut agents: Vec<Agent> = Vec::new();
+    for node in 1..=3 {
+        let id = agents.len();
+        agents.push(Agent::spawn(node, &["elect", &group], id, &sink).await);
+    }
+    // Who leads: the first member, once everyone's view is installed.
+    let mut leader = 0usize;
+    let mut epoch = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while epoch.is_empty() && Instant::now() < deadline {
+        if let Ok(Some((id, _, line))) =
+            tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+        {
+            if let Some(e) = line.strip_prefix("ELECTED ") {
+                leader = id;
+                epoch = e.to_owned();
+            }
+        }
+    }
+    assert!(!epoch.is_empty(), "nobody was elected");
+    let mut detect = Vec::new();
+    let mut handover = Vec::new();
+    let parse = |e: &str| -> (u64, u64) {
+        let (r, t) = e.split_once('.').unwrap_or(("0", "0"));
+        (r.parse().unwrap_or(0), t.parse().unwrap_or(0))
+    };
+    for round in 0..20 {
+        let killed = agents[leader].member.clone();
+        let node = agents[leader].node;
+        let t0 = Instant::now();
+        agents[leader].kill();
+        let mut seen = None;
+        let mut elected = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (seen.is_none() || elected.is_none()) && Instant::now() < deadline {
+            let Ok(Some((id, at, line))) =
+                tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+            else {
+                continue;
+            };
+            if id == leader {
+                continue;
+            }
+            if line.starts_with("VIEW")
+                && line.contains(&format!("{killed}:ProcDown"))
+                && seen.is_none()
+            {
+                seen = Some(at - t0);
+            }
+            if let Some(e) = line.strip_prefix("ELECTED ") {
+                assert!(parse(e) > parse(&epoch), "epoch {e} after {epoch}");
+                epoch = e.to_owned();
+                elected = Some((id, at - t0));
+            }
+        }
+        let (Some(seen), Some((next, took))) = (seen, elected) else {
+            panic!("round {round}: no hand-over within 30 s");
+        };
+        detect.push(seen);
+        handover.push(took);
+        // A newcomer replaces the killed member on its node.
+        let id = agents.len();
+        agents.push(Agent::spawn(node, &["elect", &group], id, &sink).await);
+        leader = next;
+    }
+    detect.sort();
+    handover.sort();
+    println!(
+        "leader killed 20 times: bare confchg detection p50 {:.1?} p99 {:.1?}; hand-over (kill -> new leader elected) p50 {:.1?} p99 {:.1?}; last epoch {epoch}",
+        percentile(&detect, 0.5),
+        percentile(&detect, 0.99),
+        percentile(&handover, 0.5),
+        percentile(&handover, 0.99)
+    );
+    for a in &mut agents {
+        a.kill();
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn safe_delivery_cost_against_agreed_delivery() {
+    let Some(_cluster) = Cluster::get() else {
+        return;
+    };
+    for safe in [false, true] {
+        let mode = if safe { "safe" } else { "agreed" };
+        let group = unique_group(mode);
+        let (sink, mut rx) = unbounded_channel();
+        let mut args = vec!["kv", group.as_str()];
+        if safe {
+            args.push("--safe");
+        }
+        let mut agents = Vec::new();
+        for node in 1..=3 {
+            let id = agents.len();
+            agents.push(Agent::spawn(node, &args, id, &sink).await);
+        }
+        ask(&agents[0], 0, &mut rx, "wait-primary").await;
+        // Latency: one put at a time.
+        let mut lat = Vec::new();
+        for i in 0..500 {
+            let t = Instant::now();
+            let a = ask(&agents[0], 0, &mut rx, &format!("put lat-{i} x")).await;
+            assert!(a.starts_with("OK"), "{a}");
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        // Throughput: 64 in flight from one client, then from all three.
+        let mut rates = Vec::new();
+        for writers in [1usize, 3] {
+            let total = 6000u64;
+            let t = Instant::now();
+            let mut sent = 0u64;
+            let mut done = 0u64;
+            let mut in_flight = vec![0usize; writers];
+            while done < total {
+                for (w, n) in in_flight.iter_mut().enumerate() {
+                    while *n < 64 && sent < total {
+                        agents[w].send(format!("#{sent} put tp-{sent} x"));
+                        sent += 1;
+                        *n += 1;
+                    }
+                }
+                let Some((id, _, line)) = rx.recv().await else {
+                    break;
+                };
+                if line.starts_with('#') {
+                    assert!(line.contains(" OK "), "{line}");
+                    in_flight[id] -= 1;
+                    done += 1;
+                }
+            }
+            rates.push(total as f64 / t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{mode} delivery: 1 put at a time p50 {:.2?} p99 {:.2?}; 64 in flight: 1 writer {:.0} puts/s, 3 writers {:.0} puts/s",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            rates[0],
+            rates[1]
+        );
+        for a in &mut agents {
+            a.kill();
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Helpers shared by the test crates that include them (`mod support;`).
+pub mod history;
