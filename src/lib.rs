@@ -92,8 +92,8 @@ pub mod transport;
 pub mod wire;
 
 pub use group::{
-    CallError, Group, GroupConfig, GroupError, GroupEvent, MetricsSnapshot, NameDropReason,
-    RemoteFailure,
+    BatchConfig, CallError, Group, GroupConfig, GroupError, GroupEvent, MetricsSnapshot,
+    NameDropReason, RemoteFailure,
 };
 pub use remote::{Handlers, RemoteAddr, RemoteMessage};
 pub use transport::{

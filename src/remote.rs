@@ -18,8 +18,8 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::group::{CallError, CallOutcome, Group, RemoteFailure};
-use crate::wire::Codec;
+use crate::group::{CallError, Group, RemoteFailure, RequestHead};
+use crate::wire::{Codec, Kind};
 
 /// An actix message that can cross the group.
 ///
@@ -171,46 +171,66 @@ where
     M: RemoteMessage,
     M::Result: Serialize + DeserializeOwned + Send + 'static,
 {
-    /// Sends `msg` and awaits the actor's reply. The request is queued when
-    /// this is called (not when the future is first polled), so requests
-    /// made one after the other enter the total order in that order.
+    /// Sends `msg` and awaits the actor's reply. The request takes its place
+    /// among this process's messages when this is called (not when the
+    /// future is first polled), so requests made one after the other enter
+    /// the total order in that order. If the send queue is full the future
+    /// waits for room, keeping that place; dropping it before then gives the
+    /// place up and sends nothing.
     ///
     /// Fails with [`CallError::NoSuchName`] if nobody holds the name when
     /// the request reaches its place in the order, and with
     /// [`CallError::HostLeft`] if the host leaves before replying.
     pub fn send(&self, msg: M) -> impl Future<Output = Result<M::Result, CallError>> + 'static {
         let codec = self.group.codec();
-        let queued = self.queue(&msg, true);
+        let call = self
+            .encode(&msg, true)
+            .map(|(id, bytes)| self.group.call(id, bytes, true));
         async move {
-            let reply = queued?
-                .await
-                .map_err(|_| CallError::Closed)??
-                .ok_or(CallError::Closed)?;
+            let reply = call?.await?.ok_or(CallError::Closed)?;
             codec
                 .decode_payload(&reply)
                 .map_err(|e| CallError::Codec(e.to_string()))
         }
     }
 
-    /// Sends `msg` without awaiting a reply. Queued when called; resolves
-    /// once the message is multicast, so a producer that awaits it is held
-    /// back by the send window.
+    /// Sends `msg` without awaiting a reply. Takes its place in the order
+    /// when called, like [`RemoteAddr::send`]; resolves once the message is
+    /// multicast, so a producer that awaits it (or keeps a bounded number of
+    /// these in flight) is held back by the send window and queue.
     pub fn tell(&self, msg: M) -> impl Future<Output = Result<(), CallError>> + 'static {
-        let queued = self.queue(&msg, false);
-        async move { queued?.await.map_err(|_| CallError::Closed)?.map(|_| ()) }
+        let call = self
+            .encode(&msg, false)
+            .map(|(id, bytes)| self.group.call(id, bytes, false));
+        async move { call?.await.map(|_| ()) }
     }
 
-    fn queue(
-        &self,
-        msg: &M,
-        want_reply: bool,
-    ) -> Result<tokio::sync::oneshot::Receiver<CallOutcome>, CallError> {
-        let payload = self
+    /// Queues `msg` for the actor now, or fails with
+    /// [`CallError::WouldBlock`] (nothing queued; `msg` is still the
+    /// caller's) when the send queue is full or others wait for it. A
+    /// producer that meets `WouldBlock` awaits [`Group::ready_to_send`] and
+    /// tries again, so memory stays bounded however fast it is.
+    ///
+    /// [`Group::ready_to_send`]: crate::Group::ready_to_send
+    pub fn try_tell(&self, msg: &M) -> Result<(), CallError> {
+        let (id, bytes) = self.encode(msg, false)?;
+        self.group.try_call(id, bytes, false).map(drop)
+    }
+
+    /// The request envelope, with the message serialized straight into it.
+    fn encode(&self, msg: &M, want_reply: bool) -> Result<(u64, Vec<u8>), CallError> {
+        let id = self.group.next_request_id();
+        let head = RequestHead {
+            id,
+            target: &self.name,
+            type_tag: M::TYPE_TAG,
+            want_reply,
+        };
+        let bytes = self
             .group
             .codec()
-            .encode_payload(msg)
+            .encode_with_payload(Kind::Request, &head, msg)
             .map_err(|e| CallError::Codec(e.to_string()))?;
-        self.group
-            .call_now(self.name.clone(), M::TYPE_TAG, payload, want_reply)
+        Ok((id, bytes))
     }
 }

@@ -29,7 +29,20 @@ pub(crate) struct Request {
     /// Whether the sender awaits a reply.
     pub want_reply: bool,
     /// The message, encoded by [`crate::wire::Codec::encode_payload`].
+    #[serde(with = "crate::wire::bytes")]
     pub payload: Vec<u8>,
+}
+
+/// The fields of a [`Request`] before its payload: with
+/// [`crate::wire::Codec::encode_with_payload`] the sender writes the user's
+/// message straight into the envelope, giving the bytes of the whole
+/// `Request` without a copy of the payload.
+#[derive(Debug, Serialize)]
+pub(crate) struct RequestHead<'a> {
+    pub id: u64,
+    pub target: &'a str,
+    pub type_tag: &'a str,
+    pub want_reply: bool,
 }
 
 /// `Kind::Reply`: the outcome of a request, for the member that sent it.

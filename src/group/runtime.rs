@@ -3,35 +3,47 @@
 //! executes the commands that come back.
 //!
 //! ```text
-//!  Op (register, call, ...) ──► outbound queue ──► mcast (window, TRY_AGAIN)
-//!                                                        │
-//!  transport ─ poll_event ─► decode ─► GroupCore ─► commands ─► local actors,
-//!                                                        replies, events
+//!  Op (register, call, ...) ──► outbound queue ──► pack ──► mcast (window, TRY_AGAIN)
+//!   (calls pass the SendGate)                       (batch)      │
+//!  transport ─ poll_event ─► decode ─► unbatch ─► GroupCore ─► commands ─► local
+//!                                                        actors, replies, events
 //! ```
 //!
-//! The send window bounds messages multicast but not yet delivered back to
-//! this member; a message that meets `TRY_AGAIN` stays at the head of the
+//! The send window bounds multicasts made but not yet delivered back to
+//! this member; a multicast that meets `TRY_AGAIN` stays at the head of the
 //! queue and is retried before anything behind it, so nothing is lost or
-//! reordered.
+//! reordered. The runtime polls the transport between sends, so the daemon
+//! never holds more than a window of this member's deliveries.
+//!
+//! Batching: when a window slot opens, the messages at the head of the
+//! queue that fit within [`BatchConfig`]'s caps go out as one
+//! [`Kind::Batch`] multicast. A batch is unpacked on delivery into the same
+//! messages, handed to the core one by one at the batch's place in the
+//! order, so the core cannot tell a batched message from a lone one. The
+//! linger only delays *when* the runtime multicasts (local I/O timing); it
+//! decides nothing in the group.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use super::core::{Command, GroupCore, Inbound, Outgoing};
+use super::gate::SendGate;
 use super::messages::{RegistryOp, RemoteFailure, Reply, Request, Snapshot, SyncRequest};
 use super::metrics::GroupMetrics;
-use super::{CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason};
+use super::{
+    BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason,
+};
 use crate::remote::Endpoint;
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
-use crate::wire::{Codec, Kind};
+use crate::wire::{self, Codec, Kind, WireError, BATCH_ENTRY_OVERHEAD, HEADER_LEN};
 
 /// Events handled per turn before the actor lets its mailbox in.
 const EVENT_BUDGET: usize = 256;
@@ -63,12 +75,17 @@ pub(crate) enum Op {
     Members {
         done: Done<Vec<Member>>,
     },
+    /// A request envelope built by the caller, admitted by the gate (its
+    /// bytes are released there once multicast).
     Call {
-        target: String,
-        type_tag: &'static str,
-        payload: Vec<u8>,
+        id: u64,
+        bytes: Vec<u8>,
         want_reply: bool,
         done: Done<CallOutcome>,
+    },
+    /// Multicast everything queued so far without waiting for the linger.
+    Flush {
+        done: Done<()>,
     },
     Leave {
         done: Done<Result<(), GroupError>>,
@@ -90,6 +107,12 @@ enum OnSent {
 struct Outbound {
     bytes: Vec<u8>,
     on_sent: OnSent,
+    /// Admitted through the gate: release it there once gone.
+    gated: bool,
+    /// Position in this member's queue; 0 for state transfer, which goes
+    /// ahead of everything.
+    seq: u64,
+    queued_at: Instant,
 }
 
 pub(crate) struct GroupActor {
@@ -98,6 +121,8 @@ pub(crate) struct GroupActor {
     core: GroupCore,
     codec: Codec,
     window: usize,
+    batch: BatchConfig,
+    gate: Arc<SendGate>,
     metrics: Arc<GroupMetrics>,
     events: broadcast::Sender<GroupEvent>,
     ready: Option<Done<Result<(), TransportError>>>,
@@ -111,13 +136,22 @@ pub(crate) struct GroupActor {
     next_id: u64,
     leaving: Option<Done<Result<(), GroupError>>>,
     pump_waker: Option<std::task::Waker>,
+    next_seq: u64,
+    /// Messages up to this seq go out without lingering.
+    flush_upto: u64,
+    /// Flush requests, resolved once the message with that seq is sent.
+    flush_marks: VecDeque<(u64, Done<()>)>,
+    /// When the head of the queue stops lingering.
+    linger_until: Option<Instant>,
 }
 
 impl GroupActor {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start_with(
         conn: Box<dyn Connection>,
         ops: mpsc::UnboundedReceiver<Op>,
         config: GroupConfig,
+        gate: Arc<SendGate>,
         metrics: Arc<GroupMetrics>,
         events: broadcast::Sender<GroupEvent>,
         ready: Done<Result<(), TransportError>>,
@@ -125,12 +159,21 @@ impl GroupActor {
         let limit = config.max_message_size.min(conn.max_message_size());
         metrics.set_limit(limit);
         let local = conn.local();
+        let batch = BatchConfig {
+            // A batch is one multicast: it must fit the transport's atomic
+            // limit, or libcpg would fragment it (see DESIGN §3).
+            max_bytes: config.batch.max_bytes.min(limit),
+            max_messages: config.batch.max_messages.max(1),
+            linger: config.batch.linger,
+        };
         GroupActor {
             conn,
             ops,
             core: GroupCore::new(local),
             codec: Codec::new(limit),
             window: config.send_window.max(1),
+            batch,
+            gate,
             metrics,
             events,
             ready: Some(ready),
@@ -143,6 +186,10 @@ impl GroupActor {
             next_id: 1,
             leaving: None,
             pump_waker: None,
+            next_seq: 1,
+            flush_upto: 0,
+            flush_marks: VecDeque::new(),
+            linger_until: None,
         }
         .start()
     }
@@ -165,25 +212,103 @@ impl GroupActor {
 
     fn enqueue<T: serde::Serialize>(&mut self, kind: Kind, body: &T, on_sent: OnSent) {
         match self.codec.encode(kind, body) {
-            Ok(bytes) => self.outbound.push_back(Outbound { bytes, on_sent }),
+            Ok(bytes) => self.push_back(bytes, on_sent, false),
             Err(e) => self.finish_sent(on_sent, Err(e.to_string())),
         }
     }
 
-    /// Multicasts queued messages while the window has room. Stops at the
-    /// first `TRY_AGAIN`, leaving that message at the head.
+    fn push_back(&mut self, bytes: Vec<u8>, on_sent: OnSent, gated: bool) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.outbound.push_back(Outbound {
+            bytes,
+            on_sent,
+            gated,
+            seq,
+            queued_at: Instant::now(),
+        });
+    }
+
+    /// How many messages from the head of the queue the next multicast
+    /// carries, and its length; `None` if the queue is empty or its head
+    /// lingers for company.
+    fn next_mcast(&mut self, now: Instant) -> Option<(usize, usize)> {
+        let first = self.outbound.front()?;
+        let mut count = 1;
+        let mut len = HEADER_LEN + BATCH_ENTRY_OVERHEAD + first.bytes.len();
+        let mut full = self.batch.max_messages <= 1 || len > self.batch.max_bytes;
+        if !full {
+            for out in self.outbound.iter().skip(1) {
+                if count >= self.batch.max_messages {
+                    break;
+                }
+                let grown = len + BATCH_ENTRY_OVERHEAD + out.bytes.len();
+                if grown > self.batch.max_bytes {
+                    full = true;
+                    break;
+                }
+                len = grown;
+                count += 1;
+            }
+            full |= count >= self.batch.max_messages;
+        }
+        if !full && !self.batch.linger.is_zero() && first.seq > self.flush_upto {
+            let until = first.queued_at + self.batch.linger;
+            if now < until {
+                self.linger_until = Some(until);
+                return None;
+            }
+        }
+        if count == 1 {
+            len = first.bytes.len();
+        }
+        Some((count, len))
+    }
+
+    /// Multicasts queued messages while the window has room, packing what
+    /// fits into batches. Stops at the first `TRY_AGAIN`, leaving what it
+    /// tried at the head.
     fn flush(&mut self) -> Result<(), TransportError> {
         self.blocked_by_flow_control = false;
+        self.linger_until = None;
+        let now = Instant::now();
+        let mut alone = false;
         while self.in_flight < self.window {
-            let Some(next) = self.outbound.front() else {
+            let Some((count, len)) = self.next_mcast(now) else {
                 break;
             };
-            match self.conn.mcast(&next.bytes) {
+            let count = if alone { 1 } else { count };
+            let result = if count == 1 {
+                self.conn.mcast(&self.outbound[0].bytes)
+            } else {
+                // The one copy of a payload on the send path that the
+                // binding forces: `cpg_mcast_joined` takes an iovec, but
+                // rust-corosync 3.2 passes it one slice only.
+                let mut batch = self.codec.begin_batch(len);
+                for out in self.outbound.iter().take(count) {
+                    wire::push_to_batch(&mut batch, &out.bytes);
+                }
+                self.conn.mcast(&batch)
+            };
+            match result {
                 Ok(()) => {
+                    alone = false;
                     self.in_flight += 1;
-                    self.metrics.sent();
-                    if let Some(sent) = self.outbound.pop_front() {
-                        self.finish_sent(sent.on_sent, Ok(()));
+                    self.metrics.multicast(count as u64);
+                    let mut last_seq = 0;
+                    for _ in 0..count {
+                        if let Some(sent) = self.outbound.pop_front() {
+                            last_seq = last_seq.max(sent.seq);
+                            self.finish_outbound(sent, Ok(()));
+                        }
+                    }
+                    while let Some((mark, _)) = self.flush_marks.front() {
+                        if *mark > last_seq {
+                            break;
+                        }
+                        if let Some((_, done)) = self.flush_marks.pop_front() {
+                            let _ = done.send(());
+                        }
                     }
                 }
                 Err(TransportError::TryAgain) => {
@@ -192,15 +317,33 @@ impl GroupActor {
                     self.wake_pump();
                     break;
                 }
+                Err(TransportError::MessageTooLarge { .. }) if count > 1 => {
+                    // The transport's limit is below what it announced:
+                    // send the head on its own instead.
+                    warn!(group = %self.conn.group(), count, len, "batch refused as too large; sending one by one");
+                    alone = true;
+                }
                 Err(e @ TransportError::MessageTooLarge { .. }) => {
                     if let Some(refused) = self.outbound.pop_front() {
-                        self.finish_sent(refused.on_sent, Err(e.to_string()));
+                        self.finish_outbound(refused, Err(e.to_string()));
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
+        if self.outbound.is_empty() {
+            for (_, done) in self.flush_marks.drain(..) {
+                let _ = done.send(());
+            }
+        }
         Ok(())
+    }
+
+    fn finish_outbound(&mut self, out: Outbound, result: Result<(), String>) {
+        if out.gated {
+            self.gate.release(out.bytes.len());
+        }
+        self.finish_sent(out.on_sent, result);
     }
 
     fn finish_sent(&mut self, on_sent: OnSent, result: Result<(), String>) {
@@ -214,7 +357,10 @@ impl GroupActor {
                 let _ = done.send(result.map_err(GroupError::Codec));
             }
             OnSent::Told(done) => {
-                let _ = done.send(result.map(|()| None).map_err(CallError::Codec));
+                if let Err(Err(e)) = done.send(result.map(|()| None).map_err(CallError::Codec)) {
+                    // A `try_tell` has nobody to tell.
+                    error!(group = %self.conn.group(), "could not send a message: {e}");
+                }
             }
             OnSent::Awaiting(id) => {
                 if let Err(e) = result {
@@ -242,15 +388,32 @@ impl GroupActor {
                 if from == self.local() {
                     self.in_flight = self.in_flight.saturating_sub(1);
                 }
-                match self.decode(&bytes) {
-                    Ok(inbound) => {
-                        self.metrics.delivered();
-                        let commands = self.core.handle_message(from, inbound);
-                        self.execute(commands, ctx);
+                let frame = match self.codec.decode_frame(&bytes) {
+                    Ok(frame) => frame,
+                    Err(e) => return self.drop_message(from, bytes.len(), &e),
+                };
+                if frame.kind != Kind::Batch {
+                    match self.decode(frame) {
+                        Ok(inbound) => self.handle_inbound(from, inbound, ctx),
+                        Err(e) => self.drop_message(from, bytes.len(), &e),
                     }
-                    Err(e) => {
-                        self.metrics.dropped(&e);
-                        warn!(group = %self.conn.group(), %from, len = bytes.len(), "dropped a message: {e}");
+                    return;
+                }
+                // The framing of the whole batch is checked before any of
+                // it reaches the core; then each message is decoded and
+                // handled as if it had come alone, in the batch's order.
+                let parts = match self.codec.split_batch(frame.body) {
+                    Ok(parts) => parts,
+                    Err(e) => return self.drop_message(from, bytes.len(), &e),
+                };
+                self.metrics.batch_delivered();
+                for part in parts {
+                    match self.codec.decode_frame(part).and_then(|f| self.decode(f)) {
+                        Ok(inbound) => self.handle_inbound(from, inbound, ctx),
+                        Err(e) => self.drop_message(from, part.len(), &e),
+                    }
+                    if ctx.state().stopping() {
+                        return;
                     }
                 }
             }
@@ -272,8 +435,21 @@ impl GroupActor {
         }
     }
 
-    fn decode(&self, bytes: &[u8]) -> Result<Inbound, crate::wire::WireError> {
-        let frame = self.codec.decode_frame(bytes)?;
+    fn handle_inbound(&mut self, from: Member, inbound: Inbound, ctx: &mut Context<Self>) {
+        self.metrics.delivered();
+        if matches!(inbound, Inbound::Request(_)) {
+            self.metrics.request_delivered();
+        }
+        let commands = self.core.handle_message(from, inbound);
+        self.execute(commands, ctx);
+    }
+
+    fn drop_message(&self, from: Member, len: usize, e: &WireError) {
+        self.metrics.dropped(e);
+        warn!(group = %self.conn.group(), %from, len, "dropped a message: {e}");
+    }
+
+    fn decode(&self, frame: wire::Frame<'_>) -> Result<Inbound, WireError> {
         let c = &self.codec;
         Ok(match frame.kind {
             Kind::Registry => Inbound::Registry(c.decode_body::<RegistryOp>(frame.body)?),
@@ -281,6 +457,9 @@ impl GroupActor {
             Kind::Reply => Inbound::Reply(c.decode_body::<Reply>(frame.body)?),
             Kind::Snapshot => Inbound::Snapshot(c.decode_body::<Snapshot>(frame.body)?),
             Kind::SyncRequest => Inbound::SyncRequest(c.decode_body::<SyncRequest>(frame.body)?),
+            Kind::Batch => {
+                return Err(WireError::Malformed("batch nested in a batch".into()));
+            }
         })
     }
 
@@ -299,6 +478,9 @@ impl GroupActor {
                         Ok(bytes) => self.outbound.push_front(Outbound {
                             bytes,
                             on_sent: OnSent::Nothing,
+                            gated: false,
+                            seq: 0,
+                            queued_at: Instant::now(),
                         }),
                         Err(e) => error!("state transfer message not sent: {e}"),
                     }
@@ -452,7 +634,12 @@ impl GroupActor {
                 let _ = done.send(Err(GroupError::Closed));
             }
         }
+        self.gate.close();
+        self.flush_marks.clear();
         for out in std::mem::take(&mut self.outbound) {
+            if out.gated {
+                self.gate.release(out.bytes.len());
+            }
             match out.on_sent {
                 OnSent::Resolve(done) => {
                     let _ = done.send(Err(GroupError::Closed));
@@ -470,7 +657,10 @@ impl Actor for GroupActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.spawn(EventPump { retry: None });
+        ctx.spawn(EventPump {
+            retry: None,
+            linger: None,
+        });
     }
 }
 
@@ -479,6 +669,7 @@ impl Actor for GroupActor {
 /// otherwise (no busy polling).
 struct EventPump {
     retry: Option<Pin<Box<tokio::time::Sleep>>>,
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ActorFuture<GroupActor> for EventPump {
@@ -539,6 +730,22 @@ impl ActorFuture<GroupActor> for EventPump {
                     } else {
                         self.retry = None;
                     }
+                    match act.linger_until {
+                        Some(until) => {
+                            let deadline = tokio::time::Instant::from_std(until);
+                            let linger = self.linger.get_or_insert_with(|| {
+                                Box::pin(tokio::time::sleep_until(deadline))
+                            });
+                            if linger.deadline() != deadline {
+                                linger.as_mut().reset(deadline);
+                            }
+                            if linger.as_mut().poll(task).is_ready() {
+                                self.linger = None;
+                                task.waker().wake_by_ref();
+                            }
+                        }
+                        None => self.linger = None,
+                    }
                     return Poll::Pending;
                 }
             }
@@ -551,6 +758,9 @@ impl ActorFuture<GroupActor> for EventPump {
 impl GroupActor {
     fn handle_op(&mut self, op: Op, ctx: &mut Context<Self>) {
         if self.leaving.is_some() {
+            if let Op::Call { bytes, .. } = &op {
+                self.gate.release(bytes.len());
+            }
             reject_closed(op);
             return;
         }
@@ -603,27 +813,26 @@ impl GroupActor {
                 let _ = done.send(self.core.view().to_vec());
             }
             Op::Call {
-                target,
-                type_tag,
-                payload,
+                id,
+                bytes,
                 want_reply,
                 done,
             } => {
-                let id = self.next_id();
-                let request = Request {
-                    id,
-                    target,
-                    type_tag: type_tag.to_owned(),
-                    want_reply,
-                    payload,
-                };
                 let on_sent = if want_reply {
                     self.calls.insert(id, done);
                     OnSent::Awaiting(id)
                 } else {
                     OnSent::Told(done)
                 };
-                self.enqueue(Kind::Request, &request, on_sent);
+                self.push_back(bytes, on_sent, true);
+            }
+            Op::Flush { done } => {
+                if self.outbound.is_empty() {
+                    let _ = done.send(());
+                } else {
+                    self.flush_upto = self.next_seq - 1;
+                    self.flush_marks.push_back((self.flush_upto, done));
+                }
             }
             Op::Leave { done } => {
                 self.leaving = Some(done);
@@ -641,6 +850,6 @@ fn reject_closed(op: Op) {
         Op::Call { done, .. } => {
             let _ = done.send(Err(CallError::Closed));
         }
-        Op::Lookup { .. } | Op::Names { .. } | Op::Members { .. } => {}
+        Op::Lookup { .. } | Op::Names { .. } | Op::Members { .. } | Op::Flush { .. } => {}
     }
 }
