@@ -43,14 +43,10 @@ pub trait RemoteMessage: Message + Serialize + DeserializeOwned + Send + 'static
     const TYPE_TAG: &'static str;
 }
 
-type HandlerFn = Box<
-    dyn Fn(
-            &Codec,
-            &[u8],
-        )
-            -> Result<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>, RemoteFailure>
-        + Send,
->;
+/// The reply to come, if the sender wants one.
+pub(crate) type PendingReply = Option<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>>;
+
+type HandlerFn = Box<dyn Fn(&Codec, &[u8], bool) -> Result<PendingReply, RemoteFailure> + Send>;
 
 /// A local actor and the remote message types it accepts, ready to be
 /// registered under a name with [`Group::register`].
@@ -80,21 +76,32 @@ where
         A::Context: ToEnvelope<A, M>,
     {
         let addr = self.addr.clone();
-        let handler: HandlerFn = Box::new(move |codec: &Codec, payload: &[u8]| {
+        let handler: HandlerFn = Box::new(move |codec: &Codec, payload: &[u8], want_reply| {
             let msg: M = codec
                 .decode_payload(payload)
                 .map_err(|e| RemoteFailure::BadPayload(e.to_string()))?;
-            // `send` queues the message now, so local delivery keeps the
-            // group's total order; only the reply is awaited.
+            if !want_reply {
+                // Queued in the mailbox now, whatever its fill, so tells
+                // reach the actor in the group's total order, with no
+                // future per message. (The group cannot slow delivery down
+                // for a slow actor: CPG must be dispatched.)
+                addr.do_send(msg);
+                return Ok(None);
+            }
+            // `send` queues the message now unless the mailbox is over its
+            // capacity, when actix keeps it in the request until polled;
+            // only the reply is awaited.
             let request = addr.send(msg);
             let codec = *codec;
-            Ok(async move {
-                let result = request.await.map_err(|_| RemoteFailure::ActorGone)?;
-                codec
-                    .encode_payload(&result)
-                    .map_err(|e| RemoteFailure::Encode(e.to_string()))
-            }
-            .boxed_local())
+            Ok(Some(
+                async move {
+                    let result = request.await.map_err(|_| RemoteFailure::ActorGone)?;
+                    codec
+                        .encode_payload(&result)
+                        .map_err(|e| RemoteFailure::Encode(e.to_string()))
+                }
+                .boxed_local(),
+            ))
         });
         self.table.insert(M::TYPE_TAG, handler);
         self
@@ -111,16 +118,17 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Decodes and queues a request for the local actor; the future yields
-    /// the encoded reply.
+    /// Decodes and queues a request for the local actor; the future (if a
+    /// reply is wanted) yields the encoded reply.
     pub(crate) fn dispatch(
         &self,
         codec: &Codec,
         type_tag: &str,
         payload: &[u8],
-    ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>, RemoteFailure> {
+        want_reply: bool,
+    ) -> Result<PendingReply, RemoteFailure> {
         match self.table.get(type_tag) {
-            Some(handler) => handler(codec, payload),
+            Some(handler) => handler(codec, payload, want_reply),
             None => Err(RemoteFailure::UnknownType(type_tag.to_owned())),
         }
     }
@@ -214,7 +222,7 @@ where
     /// [`Group::ready_to_send`]: crate::Group::ready_to_send
     pub fn try_tell(&self, msg: &M) -> Result<(), CallError> {
         let (id, bytes) = self.encode(msg, false)?;
-        self.group.try_call(id, bytes, false).map(drop)
+        self.group.try_forget(id, bytes)
     }
 
     /// The request envelope, with the message serialized straight into it.

@@ -262,6 +262,17 @@ impl Codec {
             .map_err(|e| WireError::Malformed(e.to_string()))
     }
 
+    /// Decodes a body that borrows from `body` (strings and byte slices
+    /// point into it); never panics, never allocates past the limit.
+    pub fn decode_body_borrowed<'a, T: serde::Deserialize<'a>>(
+        &self,
+        body: &'a [u8],
+    ) -> Result<T, WireError> {
+        self.body_options()
+            .deserialize(body)
+            .map_err(|e| WireError::Malformed(e.to_string()))
+    }
+
     /// Encodes a value without a header: the payload of a user message
     /// carried inside a request or reply.
     pub fn encode_payload<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, WireError> {
@@ -294,18 +305,22 @@ pub fn push_to_batch(batch: &mut Vec<u8>, envelope: &[u8]) {
     batch.extend_from_slice(envelope);
 }
 
-/// `#[serde(with = "crate::wire::bytes")]` for a `Vec<u8>` field: the same
-/// bytes on the wire as the default (a `u64` length then the bytes, with
-/// the fixint options), but written and read as one block instead of one
-/// element at a time, which matters for payloads of kilobytes.
-pub(crate) mod bytes {
+/// `#[serde(with = "actix_cpg::wire::bytes")]` for a `Vec<u8>` field: the
+/// same bytes on the wire as the default (a `u64` length then the bytes,
+/// with the fixint options), but written and read as one block instead of
+/// one element at a time, which matters for payloads of kilobytes. Use it
+/// in remote messages that carry blobs.
+pub mod bytes {
     use serde::{Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    /// Writes the bytes as one block.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(v)
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    /// Reads the bytes as one block (or, from a self-describing format
+    /// that wrote a sequence, element by element).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = Vec<u8>;

@@ -347,6 +347,25 @@ impl GroupCore {
         out
     }
 
+    /// Whether a request from `from` for `target` can matter to this
+    /// member. `false` only where [`GroupCore::handle_message`] would return
+    /// no command and change nothing: a synced member that neither hosts
+    /// the target nor awaits the reply. The runtime then skips building the
+    /// request (its strings and payload) at all, which is most requests on
+    /// most members.
+    pub(crate) fn wants_request(&self, from: Member, target: &str, want_reply: bool) -> bool {
+        if !self.joined {
+            return false;
+        }
+        match self.sync {
+            // Buffered for replay after the snapshot.
+            SyncState::Waiting(_) => true,
+            SyncState::Synced { .. } => {
+                (from == self.local && want_reply) || self.names.get(target) == Some(&self.local)
+            }
+        }
+    }
+
     /// A decoded message from `from`, at its position in the stream.
     pub(crate) fn handle_message(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
         if !self.joined {

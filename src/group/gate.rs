@@ -16,6 +16,11 @@
 //! queue in call order even when some of them had to wait. The gate only
 //! counts what waits to be multicast; what is multicast but not yet
 //! delivered back is bounded by the runtime's send window.
+//!
+//! A producer waiting for room without a ticket (`poll_room`, behind
+//! `Group::ready_to_send`) is woken only once the queue has drained to half
+//! its bounds: waking it for every message that leaves would make it and
+//! the runtime take turns per message, which costs more than the messages.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -62,6 +67,11 @@ impl SendGate {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Low-water mark for waking producers without a ticket.
+    fn drained(&self, s: &State) -> bool {
+        s.messages <= self.max_messages / 2 && s.bytes <= self.max_bytes / 2
     }
 
     fn has_room(&self, s: &State, bytes: usize) -> bool {
@@ -135,7 +145,8 @@ impl SendGate {
     }
 
     /// Resolves when a message of `bytes` could be admitted without waiting
-    /// (another caller may take the room first).
+    /// (another caller may take the room first). Once it had to wait, it
+    /// waits for the queue to drain to half its bounds.
     pub(crate) fn poll_room(
         &self,
         bytes: usize,
@@ -189,7 +200,7 @@ impl SendGate {
     fn wake_next(&self, s: &mut State) {
         if let Some(w) = s.waiting.get(&s.serving) {
             w.wake_by_ref();
-        } else if s.serving == s.next_ticket {
+        } else if s.serving == s.next_ticket && !s.room_wakers.is_empty() && self.drained(s) {
             for w in s.room_wakers.drain(..) {
                 w.wake();
             }
@@ -277,6 +288,33 @@ mod tests {
         assert_eq!(gate.try_admit(20), Ok(true));
         assert_eq!(gate.try_admit(1), Ok(false));
         assert!(gate.poll_room(1, &mut cx()).is_pending());
+    }
+
+    #[test]
+    fn a_producer_waiting_for_room_is_woken_at_half_the_bounds() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        struct Count(AtomicUsize);
+        impl futures::task::ArcWake for Count {
+            fn wake_by_ref(arc_self: &Arc<Self>) {
+                arc_self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = futures::task::waker(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let gate = SendGate::new(8, 1000);
+        for _ in 0..8 {
+            assert_eq!(gate.try_admit(1), Ok(true));
+        }
+        assert!(gate.poll_room(1, &mut cx).is_pending());
+        for _ in 0..3 {
+            gate.release(1);
+        }
+        assert_eq!(woken.0.load(Ordering::Relaxed), 0, "5 queued of 8");
+        gate.release(1);
+        assert_eq!(woken.0.load(Ordering::Relaxed), 1, "4 queued of 8");
+        assert!(gate.poll_room(1, &mut cx).is_ready());
     }
 
     #[test]

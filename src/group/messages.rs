@@ -33,6 +33,29 @@ pub(crate) struct Request {
     pub payload: Vec<u8>,
 }
 
+/// A [`Request`] read in place from the delivered bytes: nothing is
+/// allocated until the core says it wants the request.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RequestRef<'a> {
+    pub id: u64,
+    pub target: &'a str,
+    pub type_tag: &'a str,
+    pub want_reply: bool,
+    pub payload: &'a [u8],
+}
+
+impl RequestRef<'_> {
+    pub(crate) fn to_owned(&self) -> Request {
+        Request {
+            id: self.id,
+            target: self.target.to_owned(),
+            type_tag: self.type_tag.to_owned(),
+            want_reply: self.want_reply,
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
 /// The fields of a [`Request`] before its payload: with
 /// [`crate::wire::Codec::encode_with_payload`] the sender writes the user's
 /// message straight into the envelope, giving the bytes of the whole

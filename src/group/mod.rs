@@ -397,21 +397,6 @@ impl Group {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Queues a call now if the send queue has room and nobody waits for
-    /// it; [`CallError::WouldBlock`] otherwise.
-    pub(crate) fn try_call(
-        &self,
-        id: u64,
-        bytes: Vec<u8>,
-        want_reply: bool,
-    ) -> Result<oneshot::Receiver<CallOutcome>, CallError> {
-        match self.gate.try_admit(bytes.len()) {
-            Ok(true) => self.send_call(id, bytes, want_reply),
-            Ok(false) => Err(CallError::WouldBlock),
-            Err(GateClosed::Closed) => Err(CallError::Closed),
-        }
-    }
-
     /// Queues a call now, or takes its place in line for the send queue;
     /// either way its position among this process's calls is fixed here.
     /// The future yields the call's outcome.
@@ -441,6 +426,16 @@ impl Group {
         }
     }
 
+    /// Queues a call that nobody awaits, if the send queue has room and
+    /// nobody waits for it; [`CallError::WouldBlock`] otherwise.
+    pub(crate) fn try_forget(&self, id: u64, bytes: Vec<u8>) -> Result<(), CallError> {
+        match self.gate.try_admit(bytes.len()) {
+            Ok(true) => self.push_call(id, bytes, false, None),
+            Ok(false) => Err(CallError::WouldBlock),
+            Err(GateClosed::Closed) => Err(CallError::Closed),
+        }
+    }
+
     fn send_call(
         &self,
         id: u64,
@@ -448,18 +443,29 @@ impl Group {
         want_reply: bool,
     ) -> Result<oneshot::Receiver<CallOutcome>, CallError> {
         let (tx, rx) = oneshot::channel();
+        self.push_call(id, bytes, want_reply, Some(tx))?;
+        Ok(rx)
+    }
+
+    fn push_call(
+        &self,
+        id: u64,
+        bytes: Vec<u8>,
+        want_reply: bool,
+        done: Option<oneshot::Sender<CallOutcome>>,
+    ) -> Result<(), CallError> {
         let len = bytes.len();
         let op = Op::Call {
             id,
             bytes,
             want_reply,
-            done: tx,
+            done,
         };
         if self.ops.send(op).is_err() {
             self.gate.release(len);
             return Err(CallError::Closed);
         }
-        Ok(rx)
+        Ok(())
     }
 
     pub(crate) fn codec(&self) -> crate::wire::Codec {

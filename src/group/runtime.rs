@@ -36,7 +36,9 @@ use tracing::{debug, error, warn};
 
 use super::core::{Command, GroupCore, Inbound, Outgoing};
 use super::gate::SendGate;
-use super::messages::{RegistryOp, RemoteFailure, Reply, Request, Snapshot, SyncRequest};
+use super::messages::{
+    RegistryOp, RemoteFailure, Reply, Request, RequestRef, Snapshot, SyncRequest,
+};
 use super::metrics::GroupMetrics;
 use super::{
     BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason,
@@ -81,7 +83,8 @@ pub(crate) enum Op {
         id: u64,
         bytes: Vec<u8>,
         want_reply: bool,
-        done: Done<CallOutcome>,
+        /// `None` for a fire-and-forget `try_tell`: nobody awaits it.
+        done: Option<Done<CallOutcome>>,
     },
     /// Multicast everything queued so far without waiting for the linger.
     Flush {
@@ -112,7 +115,9 @@ struct Outbound {
     /// Position in this member's queue; 0 for state transfer, which goes
     /// ahead of everything.
     seq: u64,
-    queued_at: Instant,
+    /// Only read for the linger, so only taken when there is one (a clock
+    /// read per message is not free on every machine).
+    queued_at: Option<Instant>,
 }
 
 pub(crate) struct GroupActor {
@@ -225,7 +230,7 @@ impl GroupActor {
             on_sent,
             gated,
             seq,
-            queued_at: Instant::now(),
+            queued_at: (!self.batch.linger.is_zero()).then(Instant::now),
         });
     }
 
@@ -253,7 +258,7 @@ impl GroupActor {
             full |= count >= self.batch.max_messages;
         }
         if !full && !self.batch.linger.is_zero() && first.seq > self.flush_upto {
-            let until = first.queued_at + self.batch.linger;
+            let until = first.queued_at.unwrap_or(now) + self.batch.linger;
             if now < until {
                 self.linger_until = Some(until);
                 return None;
@@ -393,7 +398,7 @@ impl GroupActor {
                     Err(e) => return self.drop_message(from, bytes.len(), &e),
                 };
                 if frame.kind != Kind::Batch {
-                    match self.decode(frame) {
+                    match self.decode(from, frame) {
                         Ok(inbound) => self.handle_inbound(from, inbound, ctx),
                         Err(e) => self.drop_message(from, bytes.len(), &e),
                     }
@@ -408,7 +413,11 @@ impl GroupActor {
                 };
                 self.metrics.batch_delivered();
                 for part in parts {
-                    match self.codec.decode_frame(part).and_then(|f| self.decode(f)) {
+                    match self
+                        .codec
+                        .decode_frame(part)
+                        .and_then(|f| self.decode(from, f))
+                    {
                         Ok(inbound) => self.handle_inbound(from, inbound, ctx),
                         Err(e) => self.drop_message(from, part.len(), &e),
                     }
@@ -435,8 +444,16 @@ impl GroupActor {
         }
     }
 
-    fn handle_inbound(&mut self, from: Member, inbound: Inbound, ctx: &mut Context<Self>) {
+    fn handle_inbound(&mut self, from: Member, inbound: Option<Inbound>, ctx: &mut Context<Self>) {
         self.metrics.delivered();
+        let Some(inbound) = inbound else {
+            // Only requests are skipped. One of ours freed a window slot.
+            self.metrics.request_delivered();
+            if from == self.local() {
+                self.flush_or_close(ctx);
+            }
+            return;
+        };
         if matches!(inbound, Inbound::Request(_)) {
             self.metrics.request_delivered();
         }
@@ -449,18 +466,29 @@ impl GroupActor {
         warn!(group = %self.conn.group(), %from, len, "dropped a message: {e}");
     }
 
-    fn decode(&self, frame: wire::Frame<'_>) -> Result<Inbound, WireError> {
+    /// The message for the core, or `None` for a request the core has no
+    /// use for (read in place and dropped without a copy).
+    fn decode(&self, from: Member, frame: wire::Frame<'_>) -> Result<Option<Inbound>, WireError> {
         let c = &self.codec;
-        Ok(match frame.kind {
+        Ok(Some(match frame.kind {
             Kind::Registry => Inbound::Registry(c.decode_body::<RegistryOp>(frame.body)?),
-            Kind::Request => Inbound::Request(c.decode_body::<Request>(frame.body)?),
+            Kind::Request => {
+                let request: RequestRef<'_> = c.decode_body_borrowed(frame.body)?;
+                if !self
+                    .core
+                    .wants_request(from, request.target, request.want_reply)
+                {
+                    return Ok(None);
+                }
+                Inbound::Request(request.to_owned())
+            }
             Kind::Reply => Inbound::Reply(c.decode_body::<Reply>(frame.body)?),
             Kind::Snapshot => Inbound::Snapshot(c.decode_body::<Snapshot>(frame.body)?),
             Kind::SyncRequest => Inbound::SyncRequest(c.decode_body::<SyncRequest>(frame.body)?),
             Kind::Batch => {
                 return Err(WireError::Malformed("batch nested in a batch".into()));
             }
-        })
+        }))
     }
 
     fn execute(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
@@ -480,7 +508,7 @@ impl GroupActor {
                             on_sent: OnSent::Nothing,
                             gated: false,
                             seq: 0,
-                            queued_at: Instant::now(),
+                            queued_at: None,
                         }),
                         Err(e) => error!("state transfer message not sent: {e}"),
                     }
@@ -556,20 +584,17 @@ impl GroupActor {
             payload,
         } = request;
         let dispatched = match self.endpoints.get(&target) {
-            Some(endpoint) => endpoint.dispatch(&self.codec, &type_tag, &payload),
+            Some(endpoint) => endpoint.dispatch(&self.codec, &type_tag, &payload, want_reply),
             None => Err(RemoteFailure::ActorGone),
         };
         match dispatched {
-            Ok(fut) => {
-                if want_reply {
-                    ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
-                        act.reply(id, from, outcome);
-                        act.flush_or_close(ctx);
-                    }));
-                } else {
-                    ctx.spawn(fut.into_actor(self).map(|_, _, _| ()));
-                }
+            Ok(Some(fut)) => {
+                ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
+                    act.reply(id, from, outcome);
+                    act.flush_or_close(ctx);
+                }));
             }
+            Ok(None) => {}
             Err(failure) => {
                 if matches!(failure, RemoteFailure::UnknownType(_)) {
                     self.metrics.unknown_type();
@@ -818,11 +843,13 @@ impl GroupActor {
                 want_reply,
                 done,
             } => {
-                let on_sent = if want_reply {
-                    self.calls.insert(id, done);
-                    OnSent::Awaiting(id)
-                } else {
-                    OnSent::Told(done)
+                let on_sent = match (want_reply, done) {
+                    (true, Some(done)) => {
+                        self.calls.insert(id, done);
+                        OnSent::Awaiting(id)
+                    }
+                    (false, Some(done)) => OnSent::Told(done),
+                    (_, None) => OnSent::Nothing,
                 };
                 self.push_back(bytes, on_sent, true);
             }
@@ -848,7 +875,9 @@ fn reject_closed(op: Op) {
             let _ = done.send(Err(GroupError::Closed));
         }
         Op::Call { done, .. } => {
-            let _ = done.send(Err(CallError::Closed));
+            if let Some(done) = done {
+                let _ = done.send(Err(CallError::Closed));
+            }
         }
         Op::Lookup { .. } | Op::Names { .. } | Op::Members { .. } | Op::Flush { .. } => {}
     }
