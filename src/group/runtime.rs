@@ -450,7 +450,7 @@ impl GroupActor {
             // Only requests are skipped. One of ours freed a window slot.
             self.metrics.request_delivered();
             if from == self.local() {
-                self.flush_or_close(ctx);
+                self.refill(ctx);
             }
             return;
         };
@@ -567,7 +567,18 @@ impl GroupActor {
                 }
             }
         }
-        self.flush_or_close(ctx);
+        self.refill(ctx);
+    }
+
+    /// Multicasts again once half the window is free, or leaves it to the
+    /// pump, which flushes whenever it runs out of events and after taking
+    /// in the ops waiting: sending a slot's worth at a time would make every
+    /// freed slot a multicast of its own, where waiting a little packs the
+    /// queue into a batch.
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight * 2 <= self.window {
+            self.flush_or_close(ctx);
+        }
     }
 
     fn publish(&self, event: GroupEvent) {
@@ -707,27 +718,40 @@ impl ActorFuture<GroupActor> for EventPump {
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
         act.pump_waker = Some(task.waker().clone());
-        for _ in 0..EVENT_BUDGET {
-            match act.ops.poll_recv(task) {
-                Poll::Ready(Some(op)) => {
-                    act.handle_op(op, ctx);
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
+        let mut budget = EVENT_BUDGET;
+        while budget > 0 {
+            // Every op waiting first, then one flush: what callers queued
+            // together leaves together (one batch when batching).
+            let mut took_ops = false;
+            while budget > 0 {
+                match act.ops.poll_recv(task) {
+                    Poll::Ready(Some(op)) => {
+                        budget -= 1;
+                        took_ops = true;
+                        act.handle_op(op);
                     }
-                    continue;
+                    Poll::Ready(None) => {
+                        // Every handle is gone: nobody can use the membership.
+                        if act.leaving.is_none() {
+                            let (done, _) = oneshot::channel();
+                            act.handle_op(Op::Leave { done });
+                            took_ops = true;
+                        }
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
-                Poll::Ready(None) => {
-                    // Every handle is gone: nobody can use the membership.
-                    if act.leaving.is_none() {
-                        let (done, _) = oneshot::channel();
-                        act.handle_op(Op::Leave { done }, ctx);
-                    }
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
-                    }
+                if ctx.state().stopping() {
+                    return Poll::Ready(());
                 }
-                Poll::Pending => {}
             }
+            if took_ops {
+                act.flush_or_close(ctx);
+                if ctx.state().stopping() {
+                    return Poll::Ready(());
+                }
+            }
+            budget = budget.saturating_sub(1);
             match act.conn.poll_event(task) {
                 Poll::Ready(Ok(event)) => {
                     act.handle_event(event, ctx);
@@ -775,13 +799,17 @@ impl ActorFuture<GroupActor> for EventPump {
                 }
             }
         }
+        act.flush_or_close(ctx);
+        if ctx.state().stopping() {
+            return Poll::Ready(());
+        }
         task.waker().wake_by_ref();
         Poll::Pending
     }
 }
 
 impl GroupActor {
-    fn handle_op(&mut self, op: Op, ctx: &mut Context<Self>) {
+    fn handle_op(&mut self, op: Op) {
         if self.leaving.is_some() {
             if let Op::Call { bytes, .. } = &op {
                 self.gate.release(bytes.len());
@@ -865,7 +893,6 @@ impl GroupActor {
                 self.leaving = Some(done);
             }
         }
-        self.flush_or_close(ctx);
     }
 }
 

@@ -383,6 +383,10 @@ fn raw_sent_at(msg: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(msg.get(12..20)?.try_into().ok()?))
 }
 
+fn raw_seq(msg: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(msg.get(4..12)?.try_into().ok()?))
+}
+
 fn raw_buffer(size: usize) -> Vec<u8> {
     vec![0xa5; size.max(RAW_HEADER)]
 }
@@ -393,13 +397,25 @@ struct Tally {
     delivered: u64,
     own: u64,
     samples: Vec<u64>,
+    /// Off in the overload mode, whose RSS samples would otherwise show
+    /// this vector growing.
+    sampling: bool,
     view: usize,
+    /// Own messages that did not come in the order sent.
+    out_of_order: u64,
 }
 
 impl Tally {
+    fn new(load: &Load) -> Tally {
+        Tally {
+            sampling: load.duration.is_none(),
+            ..Tally::default()
+        }
+    }
+
     fn own_delivered(&mut self, sent_at: Option<u64>) {
         self.own += 1;
-        if let Some(t) = sent_at {
+        if let Some(t) = sent_at.filter(|_| self.sampling) {
             if self.samples.len() < MAX_SAMPLES {
                 self.samples.push(mono_ns().saturating_sub(t));
             }
@@ -415,12 +431,15 @@ pub async fn raw_member<C: Connection>(
     progress: &dyn Fn(u64),
 ) -> Result<Report, String> {
     let local = conn.local();
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(load);
     let handle = |event: TransportEvent, tally: &mut Tally| match event {
         TransportEvent::Deliver { from, bytes } => {
             if let Some(at) = raw_sent_at(&bytes) {
                 tally.delivered += 1;
                 if from == local {
+                    if raw_seq(&bytes) != Some(tally.own) {
+                        tally.out_of_order += 1;
+                    }
                     tally.own_delivered(Some(at));
                 }
             }
@@ -530,7 +549,12 @@ impl Actor for BenchSink {
 impl Handler<Blob> for BenchSink {
     type Result = ();
     fn handle(&mut self, blob: Blob, _: &mut Context<Self>) {
-        self.tally.borrow_mut().own_delivered(Some(blob.ts));
+        let mut tally = self.tally.borrow_mut();
+        // One sender per sink: its blobs must come in the order sent.
+        if blob.seq != tally.own {
+            tally.out_of_order += 1;
+        }
+        tally.own_delivered(Some(blob.ts));
     }
 }
 
@@ -558,7 +582,7 @@ pub async fn actor_member<C: Connection>(
     let group = Group::start(conn, config)
         .await
         .map_err(|e| e.to_string())?;
-    let tally = Rc::new(RefCell::new(Tally::default()));
+    let tally = Rc::new(RefCell::new(Tally::new(load)));
     let sink = BenchSink {
         tally: tally.clone(),
     }
@@ -588,6 +612,9 @@ pub async fn actor_member<C: Connection>(
     };
     let mut start_ns = 0;
     let mut last_progress = Instant::now();
+    // Counted from the group's start: the group is this run's own, and no
+    // request travels before the first sender starts (a baseline taken
+    // here could already include some of a faster member's messages).
     let before = group.metrics();
     // The producer fills the send queue as fast as it can, and waits for
     // room when told WouldBlock: memory stays bounded by the queue.
@@ -610,7 +637,7 @@ pub async fn actor_member<C: Connection>(
             Err(e) => return Err(e.to_string()),
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
-            progress(group.metrics().requests - before.requests);
+            progress(group.metrics().requests);
             last_progress = Instant::now();
             pacer.sample_rss();
             // Let the runtime and the sink run on a paced producer too.
@@ -625,7 +652,7 @@ pub async fn actor_member<C: Connection>(
     };
     loop {
         let m = group.metrics();
-        let requests = m.requests - before.requests;
+        let requests = m.requests;
         let own = tally.borrow().own;
         let all_in = match goal {
             Some(goal) => requests >= goal,
@@ -647,10 +674,16 @@ pub async fn actor_member<C: Connection>(
     let m = group.metrics();
     let _ = group.leave().await;
     let mut tally = tally.borrow_mut();
+    if tally.out_of_order > 0 {
+        return Err(format!(
+            "{} of {} messages to sink-{index} arrived out of order",
+            tally.out_of_order, tally.own
+        ));
+    }
     Ok(Report {
         index,
         sent,
-        delivered: m.requests - before.requests,
+        delivered: m.requests,
         start_ns,
         end_ns,
         latency: Latency::of(&mut tally.samples),
@@ -730,7 +763,7 @@ mod raw_cpg {
         let handle = cpg::initialize(&model, 0).map_err(|e| cs("cpg_initialize", e))?;
         let node = cpg::local_get(&handle).map_err(|e| cs("cpg_local_get", e))?;
         *TALLY.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((u32::from(node), std::process::id(), Tally::default()));
+            Some((u32::from(node), std::process::id(), Tally::new(load)));
         let raw_fd = cpg::fd_get(&handle).map_err(|e| cs("cpg_fd_get", e))?;
         let result = {
             let fd =
