@@ -109,8 +109,8 @@ pub use election::{
     GROUP_ELECTION,
 };
 pub use group::{
-    child_name, CallError, Child, ChildContext, ExitReporter, Factories, Group, GroupConfig,
-    GroupError, GroupEvent, MetricsSnapshot, NameDropReason, RemoteFailure, Terminate,
+    child_name, BatchConfig, CallError, Child, ChildContext, ExitReporter, Factories, Group,
+    GroupConfig, GroupError, GroupEvent, MetricsSnapshot, NameDropReason, RemoteFailure, Terminate,
 };
 pub use remote::{Handlers, RemoteAddr, RemoteMessage};
 pub use replicated::{

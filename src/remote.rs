@@ -18,8 +18,8 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::group::{CallError, CallOutcome, Group, RemoteFailure};
-use crate::wire::Codec;
+use crate::group::{CallError, Group, RemoteFailure, RequestHead};
+use crate::wire::{Codec, Kind};
 
 /// An actix message that can cross the group.
 ///
@@ -43,14 +43,10 @@ pub trait RemoteMessage: Message + Serialize + DeserializeOwned + Send + 'static
     const TYPE_TAG: &'static str;
 }
 
-type HandlerFn = Box<
-    dyn Fn(
-            &Codec,
-            &[u8],
-        )
-            -> Result<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>, RemoteFailure>
-        + Send,
->;
+/// The reply to come, if the sender wants one.
+pub(crate) type PendingReply = Option<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>>;
+
+type HandlerFn = Box<dyn Fn(&Codec, &[u8], bool) -> Result<PendingReply, RemoteFailure> + Send>;
 
 /// A local actor and the remote message types it accepts, ready to be
 /// registered under a name with [`Group::register`].
@@ -80,21 +76,32 @@ where
         A::Context: ToEnvelope<A, M>,
     {
         let addr = self.addr.clone();
-        let handler: HandlerFn = Box::new(move |codec: &Codec, payload: &[u8]| {
+        let handler: HandlerFn = Box::new(move |codec: &Codec, payload: &[u8], want_reply| {
             let msg: M = codec
                 .decode_payload(payload)
                 .map_err(|e| RemoteFailure::BadPayload(e.to_string()))?;
-            // `send` queues the message now, so local delivery keeps the
-            // group's total order; only the reply is awaited.
+            if !want_reply {
+                // Queued in the mailbox now, whatever its fill, so tells
+                // reach the actor in the group's total order, with no
+                // future per message. (The group cannot slow delivery down
+                // for a slow actor: CPG must be dispatched.)
+                addr.do_send(msg);
+                return Ok(None);
+            }
+            // `send` queues the message now unless the mailbox is over its
+            // capacity, when actix keeps it in the request until polled;
+            // only the reply is awaited.
             let request = addr.send(msg);
             let codec = *codec;
-            Ok(async move {
-                let result = request.await.map_err(|_| RemoteFailure::ActorGone)?;
-                codec
-                    .encode_payload(&result)
-                    .map_err(|e| RemoteFailure::Encode(e.to_string()))
-            }
-            .boxed_local())
+            Ok(Some(
+                async move {
+                    let result = request.await.map_err(|_| RemoteFailure::ActorGone)?;
+                    codec
+                        .encode_payload(&result)
+                        .map_err(|e| RemoteFailure::Encode(e.to_string()))
+                }
+                .boxed_local(),
+            ))
         });
         self.table.insert(M::TYPE_TAG, handler);
         self
@@ -115,16 +122,17 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Decodes and queues a request for the local actor; the future yields
-    /// the encoded reply.
+    /// Decodes and queues a request for the local actor; the future (if a
+    /// reply is wanted) yields the encoded reply.
     pub(crate) fn dispatch(
         &self,
         codec: &Codec,
         type_tag: &str,
         payload: &[u8],
-    ) -> Result<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>, RemoteFailure> {
+        want_reply: bool,
+    ) -> Result<PendingReply, RemoteFailure> {
         match self.table.get(type_tag) {
-            Some(handler) => handler(codec, payload),
+            Some(handler) => handler(codec, payload, want_reply),
             None => Err(RemoteFailure::UnknownType(type_tag.to_owned())),
         }
     }
@@ -175,46 +183,66 @@ where
     M: RemoteMessage,
     M::Result: Serialize + DeserializeOwned + Send + 'static,
 {
-    /// Sends `msg` and awaits the actor's reply. The request is queued when
-    /// this is called (not when the future is first polled), so requests
-    /// made one after the other enter the total order in that order.
+    /// Sends `msg` and awaits the actor's reply. The request takes its place
+    /// among this process's messages when this is called (not when the
+    /// future is first polled), so requests made one after the other enter
+    /// the total order in that order. If the send queue is full the future
+    /// waits for room, keeping that place; dropping it before then gives the
+    /// place up and sends nothing.
     ///
     /// Fails with [`CallError::NoSuchName`] if nobody holds the name when
     /// the request reaches its place in the order, and with
     /// [`CallError::HostLeft`] if the host leaves before replying.
     pub fn send(&self, msg: M) -> impl Future<Output = Result<M::Result, CallError>> + 'static {
         let codec = self.group.codec();
-        let queued = self.queue(&msg, true);
+        let call = self
+            .encode(&msg, true)
+            .map(|(id, bytes)| self.group.call(id, bytes, true));
         async move {
-            let reply = queued?
-                .await
-                .map_err(|_| CallError::Closed)??
-                .ok_or(CallError::Closed)?;
+            let reply = call?.await?.ok_or(CallError::Closed)?;
             codec
                 .decode_payload(&reply)
                 .map_err(|e| CallError::Codec(e.to_string()))
         }
     }
 
-    /// Sends `msg` without awaiting a reply. Queued when called; resolves
-    /// once the message is multicast, so a producer that awaits it is held
-    /// back by the send window.
+    /// Sends `msg` without awaiting a reply. Takes its place in the order
+    /// when called, like [`RemoteAddr::send`]; resolves once the message is
+    /// multicast, so a producer that awaits it (or keeps a bounded number of
+    /// these in flight) is held back by the send window and queue.
     pub fn tell(&self, msg: M) -> impl Future<Output = Result<(), CallError>> + 'static {
-        let queued = self.queue(&msg, false);
-        async move { queued?.await.map_err(|_| CallError::Closed)?.map(|_| ()) }
+        let call = self
+            .encode(&msg, false)
+            .map(|(id, bytes)| self.group.call(id, bytes, false));
+        async move { call?.await.map(|_| ()) }
     }
 
-    fn queue(
-        &self,
-        msg: &M,
-        want_reply: bool,
-    ) -> Result<tokio::sync::oneshot::Receiver<CallOutcome>, CallError> {
-        let payload = self
+    /// Queues `msg` for the actor now, or fails with
+    /// [`CallError::WouldBlock`] (nothing queued; `msg` is still the
+    /// caller's) when the send queue is full or others wait for it. A
+    /// producer that meets `WouldBlock` awaits [`Group::ready_to_send`] and
+    /// tries again, so memory stays bounded however fast it is.
+    ///
+    /// [`Group::ready_to_send`]: crate::Group::ready_to_send
+    pub fn try_tell(&self, msg: &M) -> Result<(), CallError> {
+        let (id, bytes) = self.encode(msg, false)?;
+        self.group.try_forget(id, bytes)
+    }
+
+    /// The request envelope, with the message serialized straight into it.
+    fn encode(&self, msg: &M, want_reply: bool) -> Result<(u64, Vec<u8>), CallError> {
+        let id = self.group.next_request_id();
+        let head = RequestHead {
+            id,
+            target: &self.name,
+            type_tag: M::TYPE_TAG,
+            want_reply,
+        };
+        let bytes = self
             .group
             .codec()
-            .encode_payload(msg)
+            .encode_with_payload(Kind::Request, &head, msg)
             .map_err(|e| CallError::Codec(e.to_string()))?;
-        self.group
-            .call_now(self.name.clone(), M::TYPE_TAG, payload, want_reply)
+        Ok((id, bytes))
     }
 }

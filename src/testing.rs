@@ -27,6 +27,8 @@
 //!             (on each confchg)     CONFCHG members=a,b joined=a:Join left=b:ProcDown
 //! ```
 
+pub mod bench;
+
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -316,7 +318,16 @@ async fn run_group<C: Connection>(
     mut input: UnboundedReceiver<String>,
     output: UnboundedSender<String>,
 ) -> Result<(), GroupError> {
-    let group = Group::start(conn, GroupConfig::default()).await?;
+    // One message per multicast: the burst scenario is there to push the
+    // unbatched path into TRY_AGAIN on the sim (batching would pack a
+    // pipelined burst into a few multicasts and never meet it). Batching
+    // has its own suite (tests/sim_batching.rs), and the bench smoke checks
+    // its order on the real cluster.
+    let config = GroupConfig {
+        batch: crate::group::BatchConfig::disabled(),
+        ..GroupConfig::default()
+    };
+    let group = Group::start(conn, config).await?;
     let mut events = group.subscribe();
     let say = {
         let output = output.clone();

@@ -14,6 +14,20 @@
 //! `max` bytes, so a forged prefix cannot make the decoder allocate past the
 //! limit. This module is the only place that names bincode: swapping the
 //! codec touches nothing else.
+//!
+//! A [`Kind::Batch`] envelope packs several whole envelopes into one
+//! multicast, so small messages sent close together cost one trip round the
+//! ring. Its body is the inner envelopes, each behind a little-endian `u32`
+//! length:
+//!
+//! ```text
+//!  +-- header (kind 6) --+-- len u32 --+-- envelope --+-- len u32 --+-- envelope --+ ...
+//! ```
+//!
+//! A batch is one CPG message, so every member delivers all of it or none
+//! of it, between the same two confchgs. Its framing is checked whole before
+//! any inner envelope is handed on: a batch whose lengths do not add up is
+//! dropped as one malformed message, on every member alike.
 
 use bincode::Options;
 use serde::de::DeserializeOwned;
@@ -25,6 +39,8 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 pub const PROTOCOL_VERSION: u8 = 1;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 8;
+/// Bytes a batch spends on each inner envelope besides the envelope itself.
+pub const BATCH_ENTRY_OVERHEAD: usize = 4;
 
 /// What the body of an envelope holds. The byte values are part of the
 /// format; never reuse a retired one.
@@ -41,6 +57,9 @@ pub enum Kind {
     Snapshot = 4,
     /// A member without the group state asks for it.
     SyncRequest = 5,
+    /// Several whole envelopes (never batches) in one multicast; see the
+    /// module docs.
+    Batch = 6,
     /// A replicated state machine's message (see `crate::replicated`).
     Replicated = 16,
     /// A leader election's message (see `crate::election`).
@@ -57,6 +76,7 @@ impl Kind {
             3 => Kind::Reply,
             4 => Kind::Snapshot,
             5 => Kind::SyncRequest,
+            6 => Kind::Batch,
             16 => Kind::Replicated,
             17 => Kind::Election,
             32 => Kind::Supervision,
@@ -138,13 +158,85 @@ impl Codec {
             other => WireError::Malformed(other.to_string()),
         })?;
         let mut out = Vec::with_capacity(HEADER_LEN + size as usize);
-        out.extend_from_slice(&MAGIC);
-        out.push(PROTOCOL_VERSION);
-        out.push(kind as u8);
-        out.extend_from_slice(&[0, 0]);
+        push_header(&mut out, kind);
         opts.serialize_into(&mut out, body)
             .map_err(|e| WireError::Malformed(e.to_string()))?;
         Ok(out)
+    }
+
+    /// Header plus the body `(head, payload as bytes)`, where `payload` is
+    /// serialized straight into the envelope instead of into a buffer of its
+    /// own first: the same bytes as [`Codec::encode`] of a struct whose
+    /// fields are those of `head` followed by a `payload: Vec<u8>` field
+    /// holding [`Codec::encode_payload`] of `payload` (bincode lays a struct
+    /// out as its fields one after the other, and a byte vector as a `u64`
+    /// length then the bytes). Saves the copy of a payload on the send path.
+    pub fn encode_with_payload<H: Serialize + ?Sized, P: Serialize + ?Sized>(
+        &self,
+        kind: Kind,
+        head: &H,
+        payload: &P,
+    ) -> Result<Vec<u8>, WireError> {
+        let opts = self.body_options();
+        let too_large = |e: bincode::Error| match *e {
+            bincode::ErrorKind::SizeLimit => WireError::TooLarge { limit: self.limit },
+            other => WireError::Malformed(other.to_string()),
+        };
+        let head_size = opts.serialized_size(head).map_err(too_large)?;
+        let payload_size = opts.serialized_size(payload).map_err(too_large)?;
+        let total = HEADER_LEN as u64 + head_size + 8 + payload_size;
+        if total > self.limit {
+            return Err(WireError::TooLarge { limit: self.limit });
+        }
+        let mut out = Vec::with_capacity(total as usize);
+        push_header(&mut out, kind);
+        opts.serialize_into(&mut out, head).map_err(too_large)?;
+        out.extend_from_slice(&payload_size.to_le_bytes());
+        opts.serialize_into(&mut out, payload).map_err(too_large)?;
+        Ok(out)
+    }
+
+    /// An empty batch envelope with room for `capacity` bytes in all; add
+    /// envelopes with [`push_to_batch`].
+    pub fn begin_batch(&self, capacity: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(capacity.max(HEADER_LEN));
+        push_header(&mut out, Kind::Batch);
+        out
+    }
+
+    /// The inner envelopes of a batch body, in order. Checks the framing of
+    /// the whole batch first: any inconsistency rejects all of it. Inner
+    /// envelopes are not decoded here (each goes through
+    /// [`Codec::decode_frame`] like a message of its own), but a batch
+    /// nested in a batch is refused.
+    pub fn split_batch<'a>(&self, body: &'a [u8]) -> Result<Vec<&'a [u8]>, WireError> {
+        let mut parts = Vec::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            let Some((len, tail)) = rest.split_first_chunk::<BATCH_ENTRY_OVERHEAD>() else {
+                return Err(WireError::Malformed(format!(
+                    "batch entry length cut short ({} bytes left)",
+                    rest.len()
+                )));
+            };
+            let len = u32::from_le_bytes(*len) as usize;
+            if len > tail.len() {
+                return Err(WireError::Malformed(format!(
+                    "batch entry of {len} bytes, only {} left",
+                    tail.len()
+                )));
+            }
+            let (part, tail) = tail.split_at(len);
+            if part.get(5) == Some(&(Kind::Batch as u8)) {
+                return Err(WireError::Malformed("batch nested in a batch".into()));
+            }
+            parts.push(part);
+            rest = tail;
+        }
+        if parts.is_empty() {
+            return Err(WireError::Malformed("empty batch".into()));
+        }
+        Ok(parts)
     }
 
     /// Checks the header and splits off the body; never panics.
@@ -179,6 +271,17 @@ impl Codec {
             .map_err(|e| WireError::Malformed(e.to_string()))
     }
 
+    /// Decodes a body that borrows from `body` (strings and byte slices
+    /// point into it); never panics, never allocates past the limit.
+    pub fn decode_body_borrowed<'a, T: serde::Deserialize<'a>>(
+        &self,
+        body: &'a [u8],
+    ) -> Result<T, WireError> {
+        self.body_options()
+            .deserialize(body)
+            .map_err(|e| WireError::Malformed(e.to_string()))
+    }
+
     /// Encodes a value without a header: the payload of a user message
     /// carried inside a request or reply.
     pub fn encode_payload<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, WireError> {
@@ -191,6 +294,66 @@ impl Codec {
     /// Decodes a payload written by [`Codec::encode_payload`].
     pub fn decode_payload<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, WireError> {
         self.decode_body(bytes)
+    }
+}
+
+fn push_header(out: &mut Vec<u8>, kind: Kind) {
+    out.extend_from_slice(&MAGIC);
+    out.push(PROTOCOL_VERSION);
+    out.push(kind as u8);
+    out.extend_from_slice(&[0, 0]);
+}
+
+/// Appends one whole envelope to a batch from [`Codec::begin_batch`]. The
+/// caller keeps the batch within its size cap: each entry costs
+/// [`BATCH_ENTRY_OVERHEAD`] bytes more than the envelope.
+pub fn push_to_batch(batch: &mut Vec<u8>, envelope: &[u8]) {
+    // Envelopes are capped by the transport's atomic size (about 1 MiB), far
+    // below u32::MAX; the cast cannot truncate for anything a codec made.
+    batch.extend_from_slice(&(envelope.len() as u32).to_le_bytes());
+    batch.extend_from_slice(envelope);
+}
+
+/// `#[serde(with = "actix_cpg::wire::bytes")]` for a `Vec<u8>` field: the
+/// same bytes on the wire as the default (a `u64` length then the bytes,
+/// with the fixint options), but written and read as one block instead of
+/// one element at a time, which matters for payloads of kilobytes. Use it
+/// in remote messages that carry blobs.
+pub mod bytes {
+    use serde::{Deserializer, Serializer};
+
+    /// Writes the bytes as one block.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    /// Reads the bytes as one block (or, from a self-describing format
+    /// that wrote a sequence, element by element).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
     }
 }
 
@@ -300,7 +463,143 @@ mod tests {
         assert!(c.decode_body::<u32>(frame.body).is_err());
     }
 
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Head {
+        id: u64,
+        name: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct WithPayload {
+        id: u64,
+        name: String,
+        #[serde(with = "crate::wire::bytes")]
+        payload: Vec<u8>,
+    }
+
+    #[test]
+    fn a_payload_serialized_in_place_gives_the_bytes_of_the_whole_struct() {
+        let c = codec();
+        let inner = Sample {
+            id: 3,
+            name: "x".into(),
+            data: vec![9; 40],
+            flag: None,
+        };
+        let in_place = c
+            .encode_with_payload(
+                Kind::Request,
+                &Head {
+                    id: 11,
+                    name: "sink".into(),
+                },
+                &inner,
+            )
+            .unwrap();
+        let whole = WithPayload {
+            id: 11,
+            name: "sink".into(),
+            payload: c.encode_payload(&inner).unwrap(),
+        };
+        assert_eq!(in_place, c.encode(Kind::Request, &whole).unwrap());
+        let frame = c.decode_frame(&in_place).unwrap();
+        let back: WithPayload = c.decode_body(frame.body).unwrap();
+        assert_eq!(back, whole);
+        assert_eq!(c.decode_payload::<Sample>(&back.payload).unwrap(), inner);
+    }
+
+    #[test]
+    fn the_bytes_helper_keeps_the_default_wire_format() {
+        #[derive(Serialize)]
+        struct Plain {
+            id: u64,
+            name: String,
+            payload: Vec<u8>,
+        }
+        let c = codec();
+        let plain = Plain {
+            id: 1,
+            name: "n".into(),
+            payload: vec![1, 2, 3],
+        };
+        let fast = WithPayload {
+            id: 1,
+            name: "n".into(),
+            payload: vec![1, 2, 3],
+        };
+        assert_eq!(
+            c.encode(Kind::Request, &plain).unwrap(),
+            c.encode(Kind::Request, &fast).unwrap()
+        );
+        // A forged length behind the helper is refused too.
+        let mut body = 1u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&0u64.to_le_bytes());
+        body.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
+        body.extend_from_slice(&[0; 16]);
+        assert!(Codec::new(1024).decode_body::<WithPayload>(&body).is_err());
+    }
+
+    #[test]
+    fn payload_in_place_respects_the_limit() {
+        let c = Codec::new(64);
+        assert_eq!(
+            c.encode_with_payload(Kind::Request, &1u64, &vec![0u8; 100]),
+            Err(WireError::TooLarge { limit: 64 })
+        );
+    }
+
+    #[test]
+    fn a_batch_splits_into_its_envelopes_in_order() {
+        let c = codec();
+        let a = c.encode(Kind::Request, &1u32).unwrap();
+        let b = c.encode(Kind::Reply, &"two").unwrap();
+        let mut batch = c.begin_batch(64);
+        push_to_batch(&mut batch, &a);
+        push_to_batch(&mut batch, &b);
+        assert_eq!(
+            batch.len(),
+            HEADER_LEN + 2 * BATCH_ENTRY_OVERHEAD + a.len() + b.len()
+        );
+        let frame = c.decode_frame(&batch).unwrap();
+        assert_eq!(frame.kind, Kind::Batch);
+        assert_eq!(c.split_batch(frame.body).unwrap(), vec![&a[..], &b[..]]);
+    }
+
+    #[test]
+    fn a_batch_with_broken_framing_is_refused_whole() {
+        let c = codec();
+        let a = c.encode(Kind::Request, &1u32).unwrap();
+        let mut body = Vec::new();
+        push_to_batch(&mut body, &a);
+        // Second entry claims more than is left.
+        body.extend_from_slice(&100u32.to_le_bytes());
+        body.extend_from_slice(&a);
+        assert!(matches!(c.split_batch(&body), Err(WireError::Malformed(_))));
+        // A length cut short.
+        let mut short = Vec::new();
+        push_to_batch(&mut short, &a);
+        short.extend_from_slice(&[1, 0]);
+        assert!(matches!(
+            c.split_batch(&short),
+            Err(WireError::Malformed(_))
+        ));
+        // Empty, and nested.
+        assert!(c.split_batch(&[]).is_err());
+        let mut nested = Vec::new();
+        push_to_batch(&mut nested, &c.begin_batch(8));
+        assert!(c.split_batch(&nested).is_err());
+    }
+
     proptest! {
+        #[test]
+        fn arbitrary_batch_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let c = Codec::new(512);
+            if let Ok(parts) = c.split_batch(&body) {
+                let total: usize = parts.iter().map(|p| p.len() + BATCH_ENTRY_OVERHEAD).sum();
+                prop_assert_eq!(total, body.len());
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let c = Codec::new(512);

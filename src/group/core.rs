@@ -40,7 +40,7 @@ use super::messages::{RegistryOp, Reply, Request, Snapshot, SupervisionMsg, Sync
 use super::{CallError, GroupEvent, NameDropReason};
 use crate::supervisor::{self, Engine, ViewChange};
 use crate::transport::{Member, MemberChange, Reason};
-use crate::wire::{Codec, Kind, WireError};
+use crate::wire::{Codec, Frame, Kind, WireError};
 
 /// A decoded group message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,9 +53,8 @@ pub(crate) enum Inbound {
     Supervision(SupervisionMsg),
 }
 
-/// Decodes a delivered envelope into the message the core takes.
-pub(crate) fn decode_inbound(codec: &Codec, bytes: &[u8]) -> Result<Inbound, WireError> {
-    let frame = codec.decode_frame(bytes)?;
+/// Decodes one (non-batch) envelope into the message the core takes.
+pub(crate) fn decode_inbound(codec: &Codec, frame: Frame<'_>) -> Result<Inbound, WireError> {
     Ok(match frame.kind {
         Kind::Registry => Inbound::Registry(codec.decode_body(frame.body)?),
         Kind::Request => Inbound::Request(codec.decode_body(frame.body)?),
@@ -63,6 +62,7 @@ pub(crate) fn decode_inbound(codec: &Codec, bytes: &[u8]) -> Result<Inbound, Wir
         Kind::Snapshot => Inbound::Snapshot(codec.decode_body(frame.body)?),
         Kind::SyncRequest => Inbound::SyncRequest(codec.decode_body(frame.body)?),
         Kind::Supervision => Inbound::Supervision(codec.decode_body(frame.body)?),
+        Kind::Batch => return Err(WireError::Malformed("batch nested in a batch".into())),
         // Kinds of other protocols (replicated state, elections) never
         // belong in a registry group: counted and dropped like any unknown
         // kind.
@@ -427,6 +427,25 @@ impl GroupCore {
             }
         }
         out
+    }
+
+    /// Whether a request from `from` for `target` can matter to this
+    /// member. `false` only where [`GroupCore::handle_message`] would return
+    /// no command and change nothing: a synced member that neither hosts
+    /// the target nor awaits the reply. The runtime then skips building the
+    /// request (its strings and payload) at all, which is most requests on
+    /// most members.
+    pub(crate) fn wants_request(&self, from: Member, target: &str, want_reply: bool) -> bool {
+        if !self.joined {
+            return false;
+        }
+        match self.sync {
+            // Buffered for replay after the snapshot.
+            SyncState::Waiting(_) => true,
+            SyncState::Synced { .. } => {
+                (from == self.local && want_reply) || self.names.get(target) == Some(&self.local)
+            }
+        }
     }
 
     /// A decoded message from `from`, at its position in the stream.

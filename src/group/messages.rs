@@ -30,7 +30,43 @@ pub(crate) struct Request {
     /// Whether the sender awaits a reply.
     pub want_reply: bool,
     /// The message, encoded by [`crate::wire::Codec::encode_payload`].
+    #[serde(with = "crate::wire::bytes")]
     pub payload: Vec<u8>,
+}
+
+/// A [`Request`] read in place from the delivered bytes: nothing is
+/// allocated until the core says it wants the request.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RequestRef<'a> {
+    pub id: u64,
+    pub target: &'a str,
+    pub type_tag: &'a str,
+    pub want_reply: bool,
+    pub payload: &'a [u8],
+}
+
+impl RequestRef<'_> {
+    pub(crate) fn to_owned(&self) -> Request {
+        Request {
+            id: self.id,
+            target: self.target.to_owned(),
+            type_tag: self.type_tag.to_owned(),
+            want_reply: self.want_reply,
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
+/// The fields of a [`Request`] before its payload: with
+/// [`crate::wire::Codec::encode_with_payload`] the sender writes the user's
+/// message straight into the envelope, giving the bytes of the whole
+/// `Request` without a copy of the payload.
+#[derive(Debug, Serialize)]
+pub(crate) struct RequestHead<'a> {
+    pub id: u64,
+    pub target: &'a str,
+    pub type_tag: &'a str,
+    pub want_reply: bool,
 }
 
 /// `Kind::Reply`: the outcome of a request, for the member that sent it.

@@ -8,7 +8,11 @@ use crate::wire::WireError;
 #[derive(Debug, Default)]
 pub struct GroupMetrics {
     delivered: AtomicU64,
+    requests: AtomicU64,
     sent: AtomicU64,
+    multicasts: AtomicU64,
+    batches_sent: AtomicU64,
+    batches_delivered: AtomicU64,
     try_again: AtomicU64,
     dropped_foreign: AtomicU64,
     dropped_version: AtomicU64,
@@ -21,10 +25,19 @@ pub struct GroupMetrics {
 /// A copy of the counters at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
-    /// Messages delivered to this member and decoded.
+    /// Messages delivered to this member and decoded (each message of a
+    /// batch counts once).
     pub delivered: u64,
-    /// Messages this member multicast.
+    /// Of those, requests to named actors (for any host).
+    pub requests: u64,
+    /// Messages this member multicast (each message of a batch counts once).
     pub sent: u64,
+    /// Multicasts this member made: one per lone message, one per batch.
+    pub multicasts: u64,
+    /// Multicasts this member made that were batches.
+    pub batches_sent: u64,
+    /// Batches delivered to this member.
+    pub batches_delivered: u64,
     /// Times the transport answered `TRY_AGAIN` (each retried, none lost).
     pub try_again: u64,
     /// Dropped: not an actix-cpg message (bad magic or too short).
@@ -56,7 +69,11 @@ impl GroupMetrics {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         MetricsSnapshot {
             delivered: r(&self.delivered),
+            requests: r(&self.requests),
             sent: r(&self.sent),
+            multicasts: r(&self.multicasts),
+            batches_sent: r(&self.batches_sent),
+            batches_delivered: r(&self.batches_delivered),
             try_again: r(&self.try_again),
             dropped_foreign: r(&self.dropped_foreign),
             dropped_version: r(&self.dropped_version),
@@ -78,8 +95,21 @@ impl GroupMetrics {
         self.delivered.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn sent(&self) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
+    /// One multicast carrying `messages` messages.
+    pub(crate) fn multicast(&self, messages: u64) {
+        self.sent.fetch_add(messages, Ordering::Relaxed);
+        self.multicasts.fetch_add(1, Ordering::Relaxed);
+        if messages > 1 {
+            self.batches_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn request_delivered(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn batch_delivered(&self) {
+        self.batches_delivered.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn try_again(&self) {

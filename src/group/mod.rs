@@ -9,6 +9,7 @@
 
 mod children;
 mod core;
+mod gate;
 mod messages;
 mod metrics;
 mod replay;
@@ -16,12 +17,18 @@ mod runtime;
 
 pub(crate) use self::replay::replay_registry;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use self::children::{child_name, Child, ChildContext, ExitReporter, Factories, Terminate};
+use self::gate::{Admission, GateClosed, SendGate};
 pub use self::messages::RemoteFailure;
+pub(crate) use self::messages::RequestHead;
 pub use self::metrics::{GroupMetrics, MetricsSnapshot};
 use self::runtime::{GroupActor, Op, Outlets};
 use crate::remote::{Handlers, RemoteAddr, RemoteMessage};
@@ -37,10 +44,20 @@ pub struct GroupConfig {
     /// Largest message this member sends or accepts, header included. It is
     /// capped by the transport's own atomic limit.
     pub max_message_size: usize,
-    /// Messages multicast but not yet delivered back to this member. Keeps
-    /// the daemon from queueing without bound (corosync rarely says
-    /// `TRY_AGAIN` for small messages).
+    /// Multicasts made but not yet delivered back to this member (a batch
+    /// counts once). Keeps the daemon from queueing without bound (corosync
+    /// rarely says `TRY_AGAIN` for small messages), and this member
+    /// dispatching while it sends.
     pub send_window: usize,
+    /// Messages that callers may queue for multicast beyond the window;
+    /// past it `RemoteAddr::tell`/`send` wait their turn and
+    /// `RemoteAddr::try_tell` returns [`CallError::WouldBlock`].
+    pub send_queue_messages: usize,
+    /// The same bound in bytes of encoded messages (a single message larger
+    /// than this still goes, alone).
+    pub send_queue_bytes: usize,
+    /// How small messages are packed into one multicast.
+    pub batch: BatchConfig,
     /// Capacity of the [`Group::subscribe`] channel; a slower subscriber
     /// misses events (and is told how many).
     pub event_capacity: usize,
@@ -54,8 +71,51 @@ impl Default for GroupConfig {
         GroupConfig {
             max_message_size: 1 << 20,
             send_window: 64,
+            send_queue_messages: 4096,
+            send_queue_bytes: 16 << 20,
+            batch: BatchConfig::default(),
             event_capacity: 4096,
             record_to: None,
+        }
+    }
+}
+
+/// Packing of messages queued close together into one multicast.
+///
+/// When a slot of the send window opens, the messages at the head of the
+/// queue go out together, up to `max_messages` and `max_bytes`; the group
+/// delivers them in the same order, at the same position between the same
+/// two confchgs on every member. Under load the window fills and batches
+/// form by themselves; `linger` also lets a lone message wait a little for
+/// company when the window has room (it only delays the multicast, and
+/// [`Group::flush`] cuts it short).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Largest batch multicast, in bytes, capped by the transport's atomic
+    /// message size (`max_atomic_msgsize_get`), so libcpg never fragments it.
+    pub max_bytes: usize,
+    /// Most messages in one batch; 1 turns batching off.
+    pub max_messages: usize,
+    /// How long a message may wait for others while the window has room.
+    pub linger: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_bytes: 64 << 10,
+            max_messages: 1024,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// One message per multicast.
+    pub fn disabled() -> Self {
+        BatchConfig {
+            max_messages: 1,
+            ..BatchConfig::default()
         }
     }
 }
@@ -143,6 +203,11 @@ pub enum CallError {
     /// The transport refused the message (e.g. too large); nothing was sent.
     #[error("transport: {0}")]
     Transport(TransportError),
+    /// The send queue is full (`GroupConfig::send_queue_*`), or callers
+    /// wait in line for it. Nothing was queued; retry once
+    /// [`Group::ready_to_send`] resolves, or use the awaiting variant.
+    #[error("send queue full: would block")]
+    WouldBlock,
 }
 
 /// Why a group operation failed.
@@ -185,6 +250,8 @@ pub enum GroupError {
 pub struct Group {
     ops: mpsc::UnboundedSender<Op>,
     supervision_events: broadcast::Sender<SupervisionEvent>,
+    gate: Arc<SendGate>,
+    ids: Arc<AtomicU64>,
     local: Member,
     name: GroupName,
     metrics: Arc<GroupMetrics>,
@@ -219,11 +286,16 @@ impl Group {
             ),
             None => None,
         };
+        let gate = Arc::new(SendGate::new(
+            config.send_queue_messages,
+            config.send_queue_bytes,
+        ));
         GroupActor::start_with(
             Box::new(conn),
             ops_rx,
             config,
             Outlets {
+                gate: gate.clone(),
                 metrics: metrics.clone(),
                 events: events.clone(),
                 supervision_events: supervision_events.clone(),
@@ -235,6 +307,8 @@ impl Group {
             Ok(Ok(())) => Ok(Group {
                 ops,
                 supervision_events,
+                gate,
+                ids: Arc::new(AtomicU64::new(1)),
                 local,
                 name,
                 metrics,
@@ -368,24 +442,102 @@ impl Group {
         rx.await.map_err(|_| GroupError::Closed)?
     }
 
-    /// Queues a call now; the receiver yields its outcome.
-    pub(crate) fn call_now(
+    /// Multicasts every message queued so far without waiting for the
+    /// batch linger; resolves once they have all been handed to the
+    /// transport.
+    pub async fn flush(&self) -> Result<(), GroupError> {
+        let (tx, rx) = oneshot::channel();
+        self.op(Op::Flush { done: tx })?;
+        rx.await.map_err(|_| GroupError::Closed)
+    }
+
+    /// Resolves when the send queue has room for a message, so that
+    /// `RemoteAddr::try_tell` would not return [`CallError::WouldBlock`]
+    /// (unless another caller takes the room first).
+    pub async fn ready_to_send(&self) -> Result<(), GroupError> {
+        std::future::poll_fn(|cx| self.gate.poll_room(0, cx))
+            .await
+            .map_err(|GateClosed::Closed| GroupError::Closed)
+    }
+
+    /// Messages and bytes callers queued that are not multicast yet.
+    pub fn send_queue_len(&self) -> (usize, usize) {
+        self.gate.queued()
+    }
+
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues a call now, or takes its place in line for the send queue;
+    /// either way its position among this process's calls is fixed here.
+    /// The future yields the call's outcome.
+    pub(crate) fn call(
         &self,
-        target: String,
-        type_tag: &'static str,
-        payload: Vec<u8>,
+        id: u64,
+        bytes: Vec<u8>,
+        want_reply: bool,
+    ) -> impl Future<Output = CallOutcome> + 'static {
+        let queued = match self.gate.admit_or_ticket(bytes.len()) {
+            Ok(Admission::Now) => Queued::Now(self.send_call(id, bytes, want_reply)),
+            Ok(Admission::Ticket(ticket)) => Queued::Later(InLine {
+                group: self.clone(),
+                ticket: Some(ticket),
+                id,
+                bytes,
+                want_reply,
+            }),
+            Err(GateClosed::Closed) => Queued::Now(Err(CallError::Closed)),
+        };
+        async move {
+            let rx = match queued {
+                Queued::Now(rx) => rx?,
+                Queued::Later(mut in_line) => in_line.admitted().await?,
+            };
+            rx.await.map_err(|_| CallError::Closed)?
+        }
+    }
+
+    /// Queues a call that nobody awaits, if the send queue has room and
+    /// nobody waits for it; [`CallError::WouldBlock`] otherwise.
+    pub(crate) fn try_forget(&self, id: u64, bytes: Vec<u8>) -> Result<(), CallError> {
+        match self.gate.try_admit(bytes.len()) {
+            Ok(true) => self.push_call(id, bytes, false, None),
+            Ok(false) => Err(CallError::WouldBlock),
+            Err(GateClosed::Closed) => Err(CallError::Closed),
+        }
+    }
+
+    fn send_call(
+        &self,
+        id: u64,
+        bytes: Vec<u8>,
         want_reply: bool,
     ) -> Result<oneshot::Receiver<CallOutcome>, CallError> {
         let (tx, rx) = oneshot::channel();
-        self.op(Op::Call {
-            target,
-            type_tag,
-            payload,
-            want_reply,
-            done: tx,
-        })
-        .map_err(|_| CallError::Closed)?;
+        self.push_call(id, bytes, want_reply, Some(tx))?;
         Ok(rx)
+    }
+
+    fn push_call(
+        &self,
+        id: u64,
+        bytes: Vec<u8>,
+        want_reply: bool,
+        done: Option<oneshot::Sender<CallOutcome>>,
+    ) -> Result<(), CallError> {
+        let len = bytes.len();
+        let op = Op::Call {
+            id,
+            bytes,
+            want_reply,
+            done,
+        };
+        if self.ops.send(op).is_err() {
+            self.gate.release(len);
+            return Err(CallError::Closed);
+        }
+        Ok(())
     }
 
     pub(crate) fn codec(&self) -> crate::wire::Codec {
@@ -397,5 +549,46 @@ impl Group {
     /// futures are awaited later or together.
     fn op(&self, op: Op) -> Result<(), GroupError> {
         self.ops.send(op).map_err(|_| GroupError::Closed)
+    }
+}
+
+enum Queued {
+    Now(Result<oneshot::Receiver<CallOutcome>, CallError>),
+    Later(InLine),
+}
+
+/// A call waiting in line for the send queue. Dropped before its turn, it
+/// gives its place up (the message is not sent).
+struct InLine {
+    group: Group,
+    ticket: Option<u64>,
+    id: u64,
+    bytes: Vec<u8>,
+    want_reply: bool,
+}
+
+impl InLine {
+    async fn admitted(&mut self) -> Result<oneshot::Receiver<CallOutcome>, CallError> {
+        let Some(ticket) = self.ticket else {
+            return Err(CallError::Closed);
+        };
+        let len = self.bytes.len();
+        std::future::poll_fn(|cx| match self.group.gate.poll_ticket(ticket, len, cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => Poll::Pending,
+        })
+        .await
+        .map_err(|GateClosed::Closed| CallError::Closed)?;
+        self.ticket = None;
+        let bytes = std::mem::take(&mut self.bytes);
+        self.group.send_call(self.id, bytes, self.want_reply)
+    }
+}
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.group.gate.cancel(ticket);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Re-running the group core over a recorded stream.
 
 use super::children::child_name;
-use super::core::{decode_inbound, Command, GroupCore, Outgoing};
+use super::core::{decode_inbound, Command, GroupCore, Inbound, Outgoing};
 use super::GroupEvent;
 use crate::record::{Recorded, Recording, Replayed};
 use crate::supervisor::{Command as SupCommand, SupervisionEvent};
@@ -19,16 +19,21 @@ pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) ->
                 joined,
                 left,
             } => core.handle_confchg(members, joined, left),
-            Recorded::Deliver { from, bytes } => match decode_inbound(&codec, bytes) {
-                Ok(inbound) => core.handle_message(*from, inbound),
-                Err(e) => {
-                    out.push(Replayed {
+            Recorded::Deliver { from, bytes } => {
+                let mut commands = Vec::new();
+                match decode_delivery(&codec, bytes) {
+                    Ok(messages) => {
+                        for inbound in messages {
+                            commands.extend(core.handle_message(*from, inbound));
+                        }
+                    }
+                    Err(e) => out.push(Replayed {
                         position,
                         decision: format!("dropped a message from {from}: {e}"),
-                    });
-                    continue;
+                    }),
                 }
-            },
+                commands
+            }
         };
         for command in commands {
             out.extend(
@@ -39,6 +44,19 @@ pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) ->
         }
     }
     out
+}
+
+/// Every message of one delivery, a batch split into its envelopes.
+fn decode_delivery(codec: &Codec, bytes: &[u8]) -> Result<Vec<Inbound>, crate::wire::WireError> {
+    let frame = codec.decode_frame(bytes)?;
+    if frame.kind != crate::wire::Kind::Batch {
+        return Ok(vec![decode_inbound(codec, frame)?]);
+    }
+    codec
+        .split_batch(frame.body)?
+        .into_iter()
+        .map(|part| decode_inbound(codec, codec.decode_frame(part)?))
+        .collect()
 }
 
 fn members(list: &[crate::transport::Member]) -> String {

@@ -3,33 +3,45 @@
 //! executes the commands that come back.
 //!
 //! ```text
-//!  Op (register, call, ...) ──► outbound queue ──► mcast (window, TRY_AGAIN)
-//!                                                        │
-//!  transport ─ poll_event ─► decode ─► GroupCore ─► commands ─► local actors,
-//!                                                        replies, events
+//!  Op (register, call, ...) ──► outbound queue ──► pack ──► mcast (window, TRY_AGAIN)
+//!   (calls pass the SendGate)                       (batch)      │
+//!  transport ─ poll_event ─► decode ─► unbatch ─► GroupCore ─► commands ─► local
+//!                                                        actors, replies, events
 //! ```
 //!
-//! The send window bounds messages multicast but not yet delivered back to
-//! this member; a message that meets `TRY_AGAIN` stays at the head of the
+//! The send window bounds multicasts made but not yet delivered back to
+//! this member; a multicast that meets `TRY_AGAIN` stays at the head of the
 //! queue and is retried before anything behind it, so nothing is lost or
-//! reordered.
+//! reordered. The runtime polls the transport between sends, so the daemon
+//! never holds more than a window of this member's deliveries.
+//!
+//! Batching: when a window slot opens, the messages at the head of the
+//! queue that fit within [`BatchConfig`]'s caps go out as one
+//! [`Kind::Batch`] multicast. A batch is unpacked on delivery into the same
+//! messages, handed to the core one by one at the batch's place in the
+//! order, so the core cannot tell a batched message from a lone one. The
+//! linger only delays *when* the runtime multicasts (local I/O timing); it
+//! decides nothing in the group.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalChild};
-use super::core::{decode_inbound, Command, GroupCore, Outgoing};
-use super::messages::{RegistryOp, RemoteFailure, Reply, Request, SupervisionMsg};
+use super::core::{decode_inbound, Command, GroupCore, Inbound, Outgoing};
+use super::gate::SendGate;
+use super::messages::{RegistryOp, RemoteFailure, Reply, Request, RequestRef, SupervisionMsg};
 use super::metrics::GroupMetrics;
-use super::{CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason};
+use super::{
+    BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason,
+};
 use crate::record::{Recorded, Recorder};
 use crate::remote::Endpoint;
 use crate::supervisor::{
@@ -37,7 +49,7 @@ use crate::supervisor::{
     SupervisionEvent, TreeSpec,
 };
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
-use crate::wire::{Codec, Kind};
+use crate::wire::{self, Codec, Kind, WireError, BATCH_ENTRY_OVERHEAD, HEADER_LEN};
 
 /// How often local children are checked for having stopped. Only the
 /// detection delay depends on it, never a decision.
@@ -76,12 +88,18 @@ pub(crate) enum Op {
     Members {
         done: Done<Vec<Member>>,
     },
+    /// A request envelope built by the caller, admitted by the gate (its
+    /// bytes are released there once multicast).
     Call {
-        target: String,
-        type_tag: &'static str,
-        payload: Vec<u8>,
+        id: u64,
+        bytes: Vec<u8>,
         want_reply: bool,
-        done: Done<CallOutcome>,
+        /// `None` for a fire-and-forget `try_tell`: nobody awaits it.
+        done: Option<Done<CallOutcome>>,
+    },
+    /// Multicast everything queued so far without waiting for the linger.
+    Flush {
+        done: Done<()>,
     },
     Leave {
         done: Done<Result<(), GroupError>>,
@@ -112,6 +130,14 @@ enum OnSent {
 struct Outbound {
     bytes: Vec<u8>,
     on_sent: OnSent,
+    /// Admitted through the gate: release it there once gone.
+    gated: bool,
+    /// Position in this member's queue; 0 for state transfer, which goes
+    /// ahead of everything.
+    seq: u64,
+    /// Only read for the linger, so only taken when there is one (a clock
+    /// read per message is not free on every machine).
+    queued_at: Option<Instant>,
 }
 
 pub(crate) struct GroupActor {
@@ -120,6 +146,8 @@ pub(crate) struct GroupActor {
     core: GroupCore,
     codec: Codec,
     window: usize,
+    batch: BatchConfig,
+    gate: Arc<SendGate>,
     metrics: Arc<GroupMetrics>,
     events: broadcast::Sender<GroupEvent>,
     ready: Option<Done<Result<(), TransportError>>>,
@@ -135,10 +163,18 @@ pub(crate) struct GroupActor {
     pump_waker: Option<std::task::Waker>,
     recorder: Option<Recorder>,
     sup: LocalSupervision,
+    next_seq: u64,
+    /// Messages up to this seq go out without lingering.
+    flush_upto: u64,
+    /// Flush requests, resolved once the message with that seq is sent.
+    flush_marks: VecDeque<(u64, Done<()>)>,
+    /// When the head of the queue stops lingering.
+    linger_until: Option<Instant>,
 }
 
 /// Where the runtime publishes what the group handles read.
 pub(crate) struct Outlets {
+    pub(crate) gate: Arc<SendGate>,
     pub(crate) metrics: Arc<GroupMetrics>,
     pub(crate) events: broadcast::Sender<GroupEvent>,
     pub(crate) supervision_events: broadcast::Sender<SupervisionEvent>,
@@ -176,6 +212,7 @@ impl GroupActor {
         recorder: Option<Recorder>,
     ) -> Addr<GroupActor> {
         let Outlets {
+            gate,
             metrics,
             events,
             supervision_events,
@@ -183,12 +220,21 @@ impl GroupActor {
         let limit = config.max_message_size.min(conn.max_message_size());
         metrics.set_limit(limit);
         let local = conn.local();
+        let batch = BatchConfig {
+            // A batch is one multicast: it must fit the transport's atomic
+            // limit, or libcpg would fragment it (see DESIGN §3).
+            max_bytes: config.batch.max_bytes.min(limit),
+            max_messages: config.batch.max_messages.max(1),
+            linger: config.batch.linger,
+        };
         GroupActor {
             conn,
             ops,
             core: GroupCore::new(local),
             codec: Codec::new(limit),
             window: config.send_window.max(1),
+            batch,
+            gate,
             metrics,
             events,
             ready: Some(ready),
@@ -206,6 +252,10 @@ impl GroupActor {
                 events: Some(supervision_events),
                 ..LocalSupervision::default()
             },
+            next_seq: 1,
+            flush_upto: 0,
+            flush_marks: VecDeque::new(),
+            linger_until: None,
         }
         .start()
     }
@@ -228,25 +278,103 @@ impl GroupActor {
 
     fn enqueue<T: serde::Serialize>(&mut self, kind: Kind, body: &T, on_sent: OnSent) {
         match self.codec.encode(kind, body) {
-            Ok(bytes) => self.outbound.push_back(Outbound { bytes, on_sent }),
+            Ok(bytes) => self.push_back(bytes, on_sent, false),
             Err(e) => self.finish_sent(on_sent, Err(e.to_string())),
         }
     }
 
-    /// Multicasts queued messages while the window has room. Stops at the
-    /// first `TRY_AGAIN`, leaving that message at the head.
+    fn push_back(&mut self, bytes: Vec<u8>, on_sent: OnSent, gated: bool) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.outbound.push_back(Outbound {
+            bytes,
+            on_sent,
+            gated,
+            seq,
+            queued_at: (!self.batch.linger.is_zero()).then(Instant::now),
+        });
+    }
+
+    /// How many messages from the head of the queue the next multicast
+    /// carries, and its length; `None` if the queue is empty or its head
+    /// lingers for company.
+    fn next_mcast(&mut self, now: Instant) -> Option<(usize, usize)> {
+        let first = self.outbound.front()?;
+        let mut count = 1;
+        let mut len = HEADER_LEN + BATCH_ENTRY_OVERHEAD + first.bytes.len();
+        let mut full = self.batch.max_messages <= 1 || len > self.batch.max_bytes;
+        if !full {
+            for out in self.outbound.iter().skip(1) {
+                if count >= self.batch.max_messages {
+                    break;
+                }
+                let grown = len + BATCH_ENTRY_OVERHEAD + out.bytes.len();
+                if grown > self.batch.max_bytes {
+                    full = true;
+                    break;
+                }
+                len = grown;
+                count += 1;
+            }
+            full |= count >= self.batch.max_messages;
+        }
+        if !full && !self.batch.linger.is_zero() && first.seq > self.flush_upto {
+            let until = first.queued_at.unwrap_or(now) + self.batch.linger;
+            if now < until {
+                self.linger_until = Some(until);
+                return None;
+            }
+        }
+        if count == 1 {
+            len = first.bytes.len();
+        }
+        Some((count, len))
+    }
+
+    /// Multicasts queued messages while the window has room, packing what
+    /// fits into batches. Stops at the first `TRY_AGAIN`, leaving what it
+    /// tried at the head.
     fn flush(&mut self) -> Result<(), TransportError> {
         self.blocked_by_flow_control = false;
+        self.linger_until = None;
+        let now = Instant::now();
+        let mut alone = false;
         while self.in_flight < self.window {
-            let Some(next) = self.outbound.front() else {
+            let Some((count, len)) = self.next_mcast(now) else {
                 break;
             };
-            match self.conn.mcast(&next.bytes) {
+            let count = if alone { 1 } else { count };
+            let result = if count == 1 {
+                self.conn.mcast(&self.outbound[0].bytes)
+            } else {
+                // The one copy of a payload on the send path that the
+                // binding forces: `cpg_mcast_joined` takes an iovec, but
+                // rust-corosync 3.2 passes it one slice only.
+                let mut batch = self.codec.begin_batch(len);
+                for out in self.outbound.iter().take(count) {
+                    wire::push_to_batch(&mut batch, &out.bytes);
+                }
+                self.conn.mcast(&batch)
+            };
+            match result {
                 Ok(()) => {
+                    alone = false;
                     self.in_flight += 1;
-                    self.metrics.sent();
-                    if let Some(sent) = self.outbound.pop_front() {
-                        self.finish_sent(sent.on_sent, Ok(()));
+                    self.metrics.multicast(count as u64);
+                    let mut last_seq = 0;
+                    for _ in 0..count {
+                        if let Some(sent) = self.outbound.pop_front() {
+                            last_seq = last_seq.max(sent.seq);
+                            self.finish_outbound(sent, Ok(()));
+                        }
+                    }
+                    while let Some((mark, _)) = self.flush_marks.front() {
+                        if *mark > last_seq {
+                            break;
+                        }
+                        if let Some((_, done)) = self.flush_marks.pop_front() {
+                            let _ = done.send(());
+                        }
                     }
                 }
                 Err(TransportError::TryAgain) => {
@@ -255,15 +383,33 @@ impl GroupActor {
                     self.wake_pump();
                     break;
                 }
+                Err(TransportError::MessageTooLarge { .. }) if count > 1 => {
+                    // The transport's limit is below what it announced:
+                    // send the head on its own instead.
+                    warn!(group = %self.conn.group(), count, len, "batch refused as too large; sending one by one");
+                    alone = true;
+                }
                 Err(e @ TransportError::MessageTooLarge { .. }) => {
                     if let Some(refused) = self.outbound.pop_front() {
-                        self.finish_sent(refused.on_sent, Err(e.to_string()));
+                        self.finish_outbound(refused, Err(e.to_string()));
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
+        if self.outbound.is_empty() {
+            for (_, done) in self.flush_marks.drain(..) {
+                let _ = done.send(());
+            }
+        }
         Ok(())
+    }
+
+    fn finish_outbound(&mut self, out: Outbound, result: Result<(), String>) {
+        if out.gated {
+            self.gate.release(out.bytes.len());
+        }
+        self.finish_sent(out.on_sent, result);
     }
 
     fn finish_sent(&mut self, on_sent: OnSent, result: Result<(), String>) {
@@ -277,7 +423,10 @@ impl GroupActor {
                 let _ = done.send(result.map_err(GroupError::Codec));
             }
             OnSent::Told(done) => {
-                let _ = done.send(result.map(|()| None).map_err(CallError::Codec));
+                if let Err(Err(e)) = done.send(result.map(|()| None).map_err(CallError::Codec)) {
+                    // A `try_tell` has nobody to tell.
+                    error!(group = %self.conn.group(), "could not send a message: {e}");
+                }
             }
             OnSent::Awaiting(id) => {
                 if let Err(e) = result {
@@ -324,15 +473,36 @@ impl GroupActor {
                 if from == self.local() {
                     self.in_flight = self.in_flight.saturating_sub(1);
                 }
-                match decode_inbound(&self.codec, &bytes) {
-                    Ok(inbound) => {
-                        self.metrics.delivered();
-                        let commands = self.core.handle_message(from, inbound);
-                        self.execute(commands, ctx);
+                let frame = match self.codec.decode_frame(&bytes) {
+                    Ok(frame) => frame,
+                    Err(e) => return self.drop_message(from, bytes.len(), &e),
+                };
+                if frame.kind != Kind::Batch {
+                    match self.decode(from, frame) {
+                        Ok(inbound) => self.handle_inbound(from, inbound, ctx),
+                        Err(e) => self.drop_message(from, bytes.len(), &e),
                     }
-                    Err(e) => {
-                        self.metrics.dropped(&e);
-                        warn!(group = %self.conn.group(), %from, len = bytes.len(), "dropped a message: {e}");
+                    return;
+                }
+                // The framing of the whole batch is checked before any of
+                // it reaches the core; then each message is decoded and
+                // handled as if it had come alone, in the batch's order.
+                let parts = match self.codec.split_batch(frame.body) {
+                    Ok(parts) => parts,
+                    Err(e) => return self.drop_message(from, bytes.len(), &e),
+                };
+                self.metrics.batch_delivered();
+                for part in parts {
+                    match self
+                        .codec
+                        .decode_frame(part)
+                        .and_then(|f| self.decode(from, f))
+                    {
+                        Ok(inbound) => self.handle_inbound(from, inbound, ctx),
+                        Err(e) => self.drop_message(from, part.len(), &e),
+                    }
+                    if ctx.state().stopping() {
+                        return;
                     }
                 }
             }
@@ -357,6 +527,47 @@ impl GroupActor {
         }
     }
 
+    fn handle_inbound(&mut self, from: Member, inbound: Option<Inbound>, ctx: &mut Context<Self>) {
+        self.metrics.delivered();
+        let Some(inbound) = inbound else {
+            // Only requests are skipped. One of ours freed a window slot.
+            self.metrics.request_delivered();
+            if from == self.local() {
+                self.refill(ctx);
+            }
+            return;
+        };
+        if matches!(inbound, Inbound::Request(_)) {
+            self.metrics.request_delivered();
+        }
+        let commands = self.core.handle_message(from, inbound);
+        self.execute(commands, ctx);
+    }
+
+    fn drop_message(&self, from: Member, len: usize, e: &WireError) {
+        self.metrics.dropped(e);
+        warn!(group = %self.conn.group(), %from, len, "dropped a message: {e}");
+    }
+
+    /// The message for the core, or `None` for a request the core has no
+    /// use for (read in place and dropped without a copy).
+    fn decode(&self, from: Member, frame: wire::Frame<'_>) -> Result<Option<Inbound>, WireError> {
+        let c = &self.codec;
+        Ok(Some(match frame.kind {
+            Kind::Request => {
+                let request: RequestRef<'_> = c.decode_body_borrowed(frame.body)?;
+                if !self
+                    .core
+                    .wants_request(from, request.target, request.want_reply)
+                {
+                    return Ok(None);
+                }
+                Inbound::Request(request.to_owned())
+            }
+            _ => decode_inbound(c, frame)?,
+        }))
+    }
+
     fn execute(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
         for command in commands {
             match command {
@@ -373,6 +584,9 @@ impl GroupActor {
                         Ok(bytes) => self.outbound.push_front(Outbound {
                             bytes,
                             on_sent: OnSent::Nothing,
+                            gated: false,
+                            seq: 0,
+                            queued_at: None,
                         }),
                         Err(e) => error!("state transfer message not sent: {e}"),
                     }
@@ -447,7 +661,18 @@ impl GroupActor {
                 }
             }
         }
-        self.flush_or_close(ctx);
+        self.refill(ctx);
+    }
+
+    /// Multicasts again once half the window is free, or leaves it to the
+    /// pump, which flushes whenever it runs out of events and after taking
+    /// in the ops waiting: sending a slot's worth at a time would make every
+    /// freed slot a multicast of its own, where waiting a little packs the
+    /// queue into a batch.
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight * 2 <= self.window {
+            self.flush_or_close(ctx);
+        }
     }
 
     fn publish(&self, event: GroupEvent) {
@@ -464,20 +689,17 @@ impl GroupActor {
             payload,
         } = request;
         let dispatched = match self.endpoints.get(&target) {
-            Some(endpoint) => endpoint.dispatch(&self.codec, &type_tag, &payload),
+            Some(endpoint) => endpoint.dispatch(&self.codec, &type_tag, &payload, want_reply),
             None => Err(RemoteFailure::ActorGone),
         };
         match dispatched {
-            Ok(fut) => {
-                if want_reply {
-                    ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
-                        act.reply(id, from, outcome);
-                        act.flush_or_close(ctx);
-                    }));
-                } else {
-                    ctx.spawn(fut.into_actor(self).map(|_, _, _| ()));
-                }
+            Ok(Some(fut)) => {
+                ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
+                    act.reply(id, from, outcome);
+                    act.flush_or_close(ctx);
+                }));
             }
+            Ok(None) => {}
             Err(failure) => {
                 if matches!(failure, RemoteFailure::UnknownType(_)) {
                     self.metrics.unknown_type();
@@ -550,7 +772,12 @@ impl GroupActor {
                 let _ = done.send(Err(GroupError::Closed));
             }
         }
+        self.gate.close();
+        self.flush_marks.clear();
         for out in std::mem::take(&mut self.outbound) {
+            if out.gated {
+                self.gate.release(out.bytes.len());
+            }
             match out.on_sent {
                 OnSent::Resolve(done) => {
                     let _ = done.send(Err(GroupError::Closed));
@@ -568,7 +795,10 @@ impl Actor for GroupActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.spawn(EventPump { retry: None });
+        ctx.spawn(EventPump {
+            retry: None,
+            linger: None,
+        });
         ctx.run_interval(CHILD_WATCH_INTERVAL, |act, ctx| {
             act.watch_children();
             act.flush_or_close(ctx);
@@ -593,6 +823,7 @@ impl Actor for GroupActor {
 /// otherwise (no busy polling).
 struct EventPump {
     retry: Option<Pin<Box<tokio::time::Sleep>>>,
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ActorFuture<GroupActor> for EventPump {
@@ -605,27 +836,40 @@ impl ActorFuture<GroupActor> for EventPump {
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
         act.pump_waker = Some(task.waker().clone());
-        for _ in 0..EVENT_BUDGET {
-            match act.ops.poll_recv(task) {
-                Poll::Ready(Some(op)) => {
-                    act.handle_op(op, ctx);
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
+        let mut budget = EVENT_BUDGET;
+        while budget > 0 {
+            // Every op waiting first, then one flush: what callers queued
+            // together leaves together (one batch when batching).
+            let mut took_ops = false;
+            while budget > 0 {
+                match act.ops.poll_recv(task) {
+                    Poll::Ready(Some(op)) => {
+                        budget -= 1;
+                        took_ops = true;
+                        act.handle_op(op);
                     }
-                    continue;
+                    Poll::Ready(None) => {
+                        // Every handle is gone: nobody can use the membership.
+                        if act.leaving.is_none() {
+                            let (done, _) = oneshot::channel();
+                            act.handle_op(Op::Leave { done });
+                            took_ops = true;
+                        }
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
-                Poll::Ready(None) => {
-                    // Every handle is gone: nobody can use the membership.
-                    if act.leaving.is_none() {
-                        let (done, _) = oneshot::channel();
-                        act.handle_op(Op::Leave { done }, ctx);
-                    }
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
-                    }
+                if ctx.state().stopping() {
+                    return Poll::Ready(());
                 }
-                Poll::Pending => {}
             }
+            if took_ops {
+                act.flush_or_close(ctx);
+                if ctx.state().stopping() {
+                    return Poll::Ready(());
+                }
+            }
+            budget = budget.saturating_sub(1);
             match act.conn.poll_event(task) {
                 Poll::Ready(Ok(event)) => {
                     act.handle_event(event, ctx);
@@ -653,9 +897,29 @@ impl ActorFuture<GroupActor> for EventPump {
                     } else {
                         self.retry = None;
                     }
+                    match act.linger_until {
+                        Some(until) => {
+                            let deadline = tokio::time::Instant::from_std(until);
+                            let linger = self.linger.get_or_insert_with(|| {
+                                Box::pin(tokio::time::sleep_until(deadline))
+                            });
+                            if linger.deadline() != deadline {
+                                linger.as_mut().reset(deadline);
+                            }
+                            if linger.as_mut().poll(task).is_ready() {
+                                self.linger = None;
+                                task.waker().wake_by_ref();
+                            }
+                        }
+                        None => self.linger = None,
+                    }
                     return Poll::Pending;
                 }
             }
+        }
+        act.flush_or_close(ctx);
+        if ctx.state().stopping() {
+            return Poll::Ready(());
         }
         task.waker().wake_by_ref();
         Poll::Pending
@@ -663,8 +927,11 @@ impl ActorFuture<GroupActor> for EventPump {
 }
 
 impl GroupActor {
-    fn handle_op(&mut self, op: Op, ctx: &mut Context<Self>) {
+    fn handle_op(&mut self, op: Op) {
         if self.leaving.is_some() {
+            if let Op::Call { bytes, .. } = &op {
+                self.gate.release(bytes.len());
+            }
             reject_closed(op);
             return;
         }
@@ -717,27 +984,28 @@ impl GroupActor {
                 let _ = done.send(self.core.view().to_vec());
             }
             Op::Call {
-                target,
-                type_tag,
-                payload,
+                id,
+                bytes,
                 want_reply,
                 done,
             } => {
-                let id = self.next_id();
-                let request = Request {
-                    id,
-                    target,
-                    type_tag: type_tag.to_owned(),
-                    want_reply,
-                    payload,
+                let on_sent = match (want_reply, done) {
+                    (true, Some(done)) => {
+                        self.calls.insert(id, done);
+                        OnSent::Awaiting(id)
+                    }
+                    (false, Some(done)) => OnSent::Told(done),
+                    (_, None) => OnSent::Nothing,
                 };
-                let on_sent = if want_reply {
-                    self.calls.insert(id, done);
-                    OnSent::Awaiting(id)
+                self.push_back(bytes, on_sent, true);
+            }
+            Op::Flush { done } => {
+                if self.outbound.is_empty() {
+                    let _ = done.send(());
                 } else {
-                    OnSent::Told(done)
-                };
-                self.enqueue(Kind::Request, &request, on_sent);
+                    self.flush_upto = self.next_seq - 1;
+                    self.flush_marks.push_back((self.flush_upto, done));
+                }
             }
             Op::Leave { done } => {
                 self.leaving = Some(done);
@@ -771,7 +1039,6 @@ impl GroupActor {
                 let _ = done.send(self.core.engine().children());
             }
         }
-        self.flush_or_close(ctx);
     }
 }
 
@@ -781,12 +1048,18 @@ fn reject_closed(op: Op) {
             let _ = done.send(Err(GroupError::Closed));
         }
         Op::Call { done, .. } => {
-            let _ = done.send(Err(CallError::Closed));
+            if let Some(done) = done {
+                let _ = done.send(Err(CallError::Closed));
+            }
         }
         Op::StartTree { done, .. } => {
             let _ = done.send(Err(GroupError::Closed));
         }
-        Op::Lookup { .. } | Op::Names { .. } | Op::Members { .. } | Op::Children { .. } => {}
+        Op::Lookup { .. }
+        | Op::Names { .. }
+        | Op::Members { .. }
+        | Op::Children { .. }
+        | Op::Flush { .. } => {}
     }
 }
 

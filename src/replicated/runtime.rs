@@ -307,7 +307,7 @@ impl<S: StateMachine> ReplicaActor<S> {
         let result = self.outbox.flush(self.conn.as_mut(), &mut sent);
         for (id, outcome) in sent {
             match outcome {
-                Ok(()) => self.metrics.sent(),
+                Ok(()) => self.metrics.multicast(1),
                 Err(e) => {
                     if let Some(done) = self.calls.remove(&id) {
                         let _ = done.send(Err(ReplicaError::Transport(e)));

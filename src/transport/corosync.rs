@@ -115,7 +115,7 @@ impl Transport for Corosync {
 /// A libqb IPC descriptor as tokio sees it. It does not own the fd: the
 /// library handle does, and closes it in `finalize`.
 #[derive(Debug)]
-struct IpcFd(RawFd);
+pub(crate) struct IpcFd(RawFd);
 
 impl AsRawFd for IpcFd {
     fn as_raw_fd(&self) -> RawFd {
@@ -423,7 +423,9 @@ impl Drop for CorosyncConnection {
     }
 }
 
-fn register(fd: RawFd, what: &str) -> Result<AsyncFd<IpcFd>, TransportError> {
+/// Registers a library handle's IPC fd with tokio. Whoever keeps the
+/// returned `AsyncFd` must drop it before finalizing the handle.
+pub(crate) fn register(fd: RawFd, what: &str) -> Result<AsyncFd<IpcFd>, TransportError> {
     // tokio panics (rather than erring) when the runtime was built without
     // its I/O driver; turn that into an error the caller can act on.
     let registered = std::panic::catch_unwind(|| {

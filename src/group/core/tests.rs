@@ -488,3 +488,42 @@ proptest! {
         h.check_synced_agree()?;
     }
 }
+
+proptest! {
+    /// Skipping a request the core does not want changes nothing: the core
+    /// would have returned no command and kept its state.
+    #[test]
+    fn an_unwanted_request_is_a_no_op(
+        from_node in 1u32..4,
+        target in prop::sample::select(vec!["svc", "other", "nobody"]),
+        want_reply in any::<bool>(),
+        synced in any::<bool>(),
+    ) {
+        let (a, b, c) = (m(1, 1), m(2, 2), m(3, 3));
+        let mut core = GroupCore::new(a);
+        if synced {
+            core.handle_confchg(&[a, b], &[ch(a, Reason::Join), ch(b, Reason::Join)], &[]);
+            core.handle_message(a, register("svc", 1));
+            core.handle_message(b, register("other", 2));
+        } else {
+            core.handle_confchg(&[b], &[ch(b, Reason::Join)], &[]);
+            core.handle_confchg(&[a, b], &[ch(a, Reason::Join)], &[]);
+        }
+        core.handle_confchg(&[a, b, c], &[ch(c, Reason::Join)], &[]);
+        let from = [a, b, c][from_node as usize - 1];
+        let before = core.clone();
+        let request = Inbound::Request(Request {
+            id: 9,
+            target: target.into(),
+            type_tag: "t".into(),
+            want_reply,
+            payload: vec![1, 2],
+        });
+        let wanted = core.wants_request(from, target, want_reply);
+        let cmds = core.handle_message(from, request);
+        if !wanted {
+            prop_assert!(cmds.is_empty(), "{:?}", cmds);
+            prop_assert_eq!(&core, &before);
+        }
+    }
+}

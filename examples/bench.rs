@@ -1,0 +1,434 @@
+//! Ordered message throughput, latency and memory: the raw binding and
+//! actix-cpg measured in the same run, printed as Markdown tables.
+//!
+//! ```sh
+//! cargo run --release --example bench                      # sim backend only
+//! cargo run --release --features corosync --example bench -- --corosync   # and the real cluster
+//! cargo run --release --features corosync --example bench -- --corosync --no-sim --overload 60
+//! cargo run --example bench -- --smoke                      # seconds: CI keeps it from rotting
+//! ```
+//!
+//! Options: `--corosync` (also the real cluster of `scripts/cluster.sh`;
+//! skipped with a message when it is not up), `--no-sim`, `--sizes
+//! 64,1024,16384,65536`, `--nodes 1,3`, `--scale F` (message counts ×F),
+//! `--no-latency`, `--no-throughput`, `--overload SECS` (a producer
+//! outrunning the daemon; RSS sampled every second), `--smoke`.
+//!
+//! Every member is a process of this executable (one per node namespace on
+//! corosync); see `actix_cpg::testing::bench`. Tables go to stdout,
+//! progress to stderr.
+
+use std::io::Write;
+use std::time::Duration;
+
+use actix_cpg::testing::bench::{self, Backend, Case, Load, Outcome, Path};
+
+struct Options {
+    sim: bool,
+    corosync: bool,
+    sizes: Vec<usize>,
+    nodes: Vec<usize>,
+    scale: f64,
+    latency: bool,
+    throughput: bool,
+    overload: Option<u64>,
+    smoke: bool,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        sim: true,
+        corosync: false,
+        sizes: vec![64, 1024, 16384, 65536],
+        nodes: vec![1, 3],
+        scale: 1.0,
+        latency: true,
+        throughput: true,
+        overload: None,
+        smoke: false,
+    };
+    let mut args = std::env::args().skip(1);
+    let list = |v: Option<String>| -> Result<Vec<usize>, String> {
+        v.ok_or("missing value")?
+            .split(',')
+            .map(|x| x.parse::<usize>().map_err(|e| format!("{x:?}: {e}")))
+            .collect()
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--corosync" => o.corosync = true,
+            "--no-sim" => o.sim = false,
+            "--sizes" => o.sizes = list(args.next())?,
+            "--nodes" => o.nodes = list(args.next())?,
+            "--scale" => {
+                o.scale = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--scale needs a number")?
+            }
+            "--no-latency" => o.latency = false,
+            "--no-throughput" => o.throughput = false,
+            "--overload" => {
+                o.overload = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or("--overload needs seconds")?,
+                )
+            }
+            "--smoke" => o.smoke = true,
+            // `cargo bench` passes this to every target.
+            "--bench" => {}
+            other => return Err(format!("unknown option {other:?} (see the file's docs)")),
+        }
+    }
+    if o.smoke {
+        o.sizes = vec![64, 16384];
+        o.scale = 0.01;
+        o.overload = o.overload.map(|_| 3);
+    }
+    if o.nodes.iter().any(|n| !(1..=3).contains(n)) {
+        return Err("--nodes takes 1, 2 or 3".into());
+    }
+    Ok(o)
+}
+
+const WINDOW: usize = 64;
+
+/// Messages per sender: about 64 MiB per member at full scale.
+fn count_for(size: usize, senders: usize, path: Path, scale: f64) -> u64 {
+    let base = ((64 << 20) / size).clamp(1000, 100_000) as f64;
+    // Batching carries small messages many times faster: give it more, so
+    // its run lasts about as long.
+    let boost = if matches!(path, Path::Actor { batching: true }) && size <= 1024 {
+        4.0
+    } else {
+        1.0
+    };
+    ((base * boost * scale) / senders as f64).max(20.0) as u64
+}
+
+fn label(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sim => "sim (in-process)",
+        Backend::Corosync => "corosync",
+    }
+}
+
+fn human(size: usize) -> String {
+    if size >= 1024 && size % 1024 == 0 {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+fn run(case: &Case, exe: &std::path::Path, n: &mut usize) -> Result<Outcome, String> {
+    *n += 1;
+    let what = format!(
+        "[{}] {} {}n {} x{} {}{}",
+        n,
+        label(case.backend),
+        case.load.members,
+        human(case.load.size),
+        case.load.senders,
+        case.path,
+        match (case.load.rate, case.load.duration) {
+            (_, Some(d)) => format!(" overload {}s", d.as_secs()),
+            (Some(r), _) => format!(" @{r:.0}/s"),
+            _ => String::new(),
+        }
+    );
+    let mut last = std::time::Instant::now();
+    let mut progress = |done: u64, of: u64| {
+        if last.elapsed() >= Duration::from_millis(500) {
+            last = std::time::Instant::now();
+            let pct = (done * 100).checked_div(of).unwrap_or(0);
+            eprint!("\r{what}: {done}/{of} ({pct}%)   ");
+            let _ = std::io::stderr().flush();
+        }
+    };
+    eprint!("\r{what} ...");
+    let result = bench::run_case(case, exe, &mut progress);
+    match &result {
+        Ok(o) => eprintln!(
+            "\r{what}: {:.0} msg/s, {:.1} MB/s, {:.2}s{}",
+            o.msgs_per_s,
+            o.mb_per_s,
+            o.secs,
+            " ".repeat(20)
+        ),
+        Err(e) => eprintln!("\r{what}: FAILED: {e}"),
+    }
+    result
+}
+
+/// One throughput row: the same load on the three paths.
+struct Row {
+    backend: Backend,
+    nodes: usize,
+    senders: usize,
+    size: usize,
+    raw: Outcome,
+    actor: Outcome,
+    batched: Outcome,
+}
+
+struct LatencyRow {
+    backend: Backend,
+    nodes: usize,
+    size: usize,
+    rate: f64,
+    raw: Outcome,
+    actor: Outcome,
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn main() {
+    if let Some(code) = bench::child_main() {
+        std::process::exit(code);
+    }
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("bench: cannot find this executable: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut backends = Vec::new();
+    if o.sim {
+        backends.push(Backend::Sim);
+    }
+    if o.corosync {
+        if !cfg!(feature = "corosync") {
+            eprintln!("bench: --corosync needs `--features corosync`; skipping the real cluster");
+        } else {
+            match bench::cluster_up() {
+                Ok(()) => backends.push(Backend::Corosync),
+                Err(why) => eprintln!("bench: skipping the real cluster: {why}"),
+            }
+        }
+    }
+    let mut failures = 0;
+    let mut n = 0;
+    let mut rows = Vec::new();
+    let mut lat_rows = Vec::new();
+    let mut overloads = Vec::new();
+    for &backend in &backends {
+        for &nodes in &o.nodes {
+            for &size in &o.sizes {
+                let sender_counts: Vec<usize> = if nodes == 1 { vec![1] } else { vec![1, nodes] };
+                let mut raw_one: Option<Outcome> = None;
+                if o.throughput || o.latency {
+                    for &senders in &sender_counts {
+                        if !o.throughput && senders != 1 {
+                            continue;
+                        }
+                        let case = |path: Path| Case {
+                            backend,
+                            path,
+                            load: Load {
+                                size,
+                                count: count_for(size, senders, path, o.scale),
+                                members: nodes,
+                                senders,
+                                rate: None,
+                                window: WINDOW,
+                                duration: None,
+                            },
+                        };
+                        let raw = run(&case(Path::Raw), &exe, &mut n);
+                        if !o.throughput {
+                            raw_one = raw.ok();
+                            continue;
+                        }
+                        let actor = run(&case(Path::Actor { batching: false }), &exe, &mut n);
+                        let batched = run(&case(Path::Actor { batching: true }), &exe, &mut n);
+                        match (raw, actor, batched) {
+                            (Ok(raw), Ok(actor), Ok(batched)) => {
+                                if senders == 1 {
+                                    raw_one = Some(raw.clone());
+                                }
+                                rows.push(Row {
+                                    backend,
+                                    nodes,
+                                    senders,
+                                    size,
+                                    raw,
+                                    actor,
+                                    batched,
+                                });
+                            }
+                            _ => failures += 1,
+                        }
+                    }
+                }
+                if o.latency {
+                    let Some(raw_sat) = raw_one else { continue };
+                    // Half of the raw binding's saturation, one sender.
+                    let rate = (raw_sat.msgs_per_s / 2.0).max(10.0);
+                    let count = ((rate * 3.0 * o.scale.min(1.0)) as u64).clamp(50, 200_000);
+                    let case = |path: Path| Case {
+                        backend,
+                        path,
+                        load: Load {
+                            size,
+                            count,
+                            members: nodes,
+                            senders: 1,
+                            rate: Some(rate),
+                            window: WINDOW,
+                            duration: None,
+                        },
+                    };
+                    let raw = run(&case(Path::Raw), &exe, &mut n);
+                    let actor = run(&case(Path::Actor { batching: true }), &exe, &mut n);
+                    match (raw, actor) {
+                        (Ok(raw), Ok(actor)) => lat_rows.push(LatencyRow {
+                            backend,
+                            nodes,
+                            size,
+                            rate,
+                            raw,
+                            actor,
+                        }),
+                        _ => failures += 1,
+                    }
+                }
+            }
+        }
+        if let Some(secs) = o.overload {
+            let nodes = *o.nodes.iter().max().unwrap_or(&1);
+            for path in [
+                Path::Actor { batching: false },
+                Path::Actor { batching: true },
+            ] {
+                let case = Case {
+                    backend,
+                    path,
+                    load: Load {
+                        size: 1024,
+                        count: u64::MAX,
+                        members: nodes,
+                        senders: nodes,
+                        rate: None,
+                        window: WINDOW,
+                        duration: Some(Duration::from_secs(secs)),
+                    },
+                };
+                match run(&case, &exe, &mut n) {
+                    Ok(out) => overloads.push((backend, nodes, path, out)),
+                    Err(_) => failures += 1,
+                }
+            }
+        }
+    }
+    print_tables(&rows, &lat_rows, &overloads);
+    if failures > 0 {
+        eprintln!("bench: {failures} case(s) failed");
+        std::process::exit(1);
+    }
+}
+
+fn print_tables(
+    rows: &[Row],
+    lat_rows: &[LatencyRow],
+    overloads: &[(Backend, usize, Path, Outcome)],
+) {
+    if !rows.is_empty() {
+        println!("\n### Throughput (messages delivered to every member; window {WINDOW})\n");
+        println!("| backend | nodes | senders | size | raw msg/s | raw MB/s | actor msg/s | actor/raw | actor+batch msg/s | batch/raw | batch MB/s | msgs/mcast | peak RSS raw/actor/batch MiB |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for r in rows {
+            println!(
+                "| {} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0}/{:.0}/{:.0} |",
+                label(r.backend),
+                r.nodes,
+                r.senders,
+                human(r.size),
+                r.raw.msgs_per_s,
+                r.raw.mb_per_s,
+                r.actor.msgs_per_s,
+                r.actor.msgs_per_s / r.raw.msgs_per_s,
+                r.batched.msgs_per_s,
+                r.batched.msgs_per_s / r.raw.msgs_per_s,
+                r.batched.mb_per_s,
+                r.batched.per_multicast,
+                mib(r.raw.peak_rss_kib),
+                mib(r.actor.peak_rss_kib),
+                mib(r.batched.peak_rss_kib),
+            );
+        }
+    }
+    if !lat_rows.is_empty() {
+        println!("\n### Latency, send to self-delivery, one sender at half the raw saturation rate (µs)\n");
+        println!("| backend | nodes | size | offered msg/s | raw p50 | raw p99 | raw p99.9 | actor p50 | actor p99 | actor p99.9 | p99 actor/raw |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        for r in lat_rows {
+            let (Some(a), Some(b)) = (r.raw.latency, r.actor.latency) else {
+                continue;
+            };
+            println!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                label(r.backend),
+                r.nodes,
+                human(r.size),
+                r.rate,
+                a.p50_us,
+                a.p99_us,
+                a.p999_us,
+                b.p50_us,
+                b.p99_us,
+                b.p999_us,
+                b.p99_us / a.p99_us
+            );
+        }
+    }
+    for (backend, nodes, path, out) in overloads {
+        println!(
+            "\n### Overload: {} on {nodes} node(s), every member sending 1 KiB as fast as it can\n",
+            label(*backend)
+        );
+        println!(
+            "{:.0} msg/s, {} TRY_AGAIN; RSS of member 0 (MiB) each second:\n",
+            out.msgs_per_s, out.try_again
+        );
+        if let Some(r) = out.reports.iter().find(|r| r.index == 0) {
+            let line: Vec<String> = r
+                .rss_samples
+                .iter()
+                .map(|(s, k)| format!("{s}s:{:.1}", mib(*k)))
+                .collect();
+            println!("{}", line.join(" "));
+            let first: u64 = r
+                .rss_samples
+                .iter()
+                .filter(|(s, _)| *s < 10)
+                .map(|(_, k)| *k)
+                .max()
+                .unwrap_or(0);
+            let rest: u64 = r
+                .rss_samples
+                .iter()
+                .filter(|(s, _)| *s >= 10)
+                .map(|(_, k)| *k)
+                .max()
+                .unwrap_or(0);
+            if first > 0 && rest > 0 {
+                println!(
+                    "\npath {path}: peak after 10 s / peak in the first 10 s = {:.3}",
+                    rest as f64 / first as f64
+                );
+            }
+        }
+    }
+}
