@@ -65,10 +65,11 @@
 //! - The install exchange takes one multicast round after each confchg. If
 //!   the view splits again during that round so that some members complete
 //!   the install and others do not (possible under extended virtual
-//!   synchrony on a real cluster, not in the sim), the majority rule is
-//!   applied to different components on each side; in safe mode an
-//!   acknowledged command still survives (every member of its view applied
-//!   it), in agreed mode one acknowledged during that round can be lost.
+//!   synchrony on a real cluster, not in the sim), each side applies the
+//!   majority rule to a different last primary component, and a command
+//!   acknowledged around that moment can be lost. Handling it fully needs
+//!   the "ambiguous sessions" of dynamic voting (Yeger Lotem, Keidar,
+//!   Dolev), which this implementation does not track.
 
 mod core;
 mod messages;
