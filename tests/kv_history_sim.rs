@@ -26,6 +26,9 @@ const STEPS: usize = 30;
 struct Shared {
     replicas: RefCell<Vec<Replica<KvStore>>>,
     history: RefCell<Vec<Event>>,
+    /// (invoked, genesis, epoch) of each answered operation, for diagnosis.
+    trace: RefCell<Vec<(u64, u64, String)>>,
+    log: RefCell<Vec<String>>,
     clock: Cell<u64>,
     pending: Cell<usize>,
 }
@@ -86,6 +89,11 @@ fn issue(shared: &Rc<Shared>, replica: &Replica<KvStore>, key: String, op: Op) {
         let returned = shared.tick();
         let (outcome, returned, position) = match result {
             Ok(e) => {
+                shared.trace.borrow_mut().push((
+                    invoked,
+                    e.state.genesis,
+                    e.state.epoch.to_string(),
+                ));
                 let outcome = match e.response {
                     KvResponse::Previous(_) => Outcome::Done,
                     KvResponse::Value(v) => Outcome::Value(v),
@@ -134,6 +142,20 @@ async fn run(seed: u64) -> Result<(usize, usize), String> {
         start(&shared, conn, true);
         yields(50).await;
     }
+    // The founders form one primary component before anything fails (a
+    // founder cut off before it ever saw the group could found a second
+    // history; see `ReplicaConfig::found_group`).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while live(&shared, &cluster).len() < 3
+        || live(&shared, &cluster)
+            .iter()
+            .any(|r| !(r.status().primary && r.status().holding))
+    {
+        if tokio::time::Instant::now() > deadline {
+            return Err("the founders did not form a primary component".into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let mut plan = FaultPlan::new(seed, nodes);
     let mut next_value = 0u64;
     for _ in 0..STEPS {
@@ -161,6 +183,10 @@ async fn run(seed: u64) -> Result<(usize, usize), String> {
         }
         yields(rng.below(30)).await;
         let fault = plan.next_fault();
+        shared
+            .log
+            .borrow_mut()
+            .push(format!("t={} {fault}", shared.clock.get()));
         match cluster.apply_fault(&fault, &group) {
             Ok(FaultOutcome::Joined(conn)) => start(&shared, conn, false),
             Ok(_) => {}
@@ -199,7 +225,35 @@ async fn run(seed: u64) -> Result<(usize, usize), String> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let history = shared.history.borrow();
-    let checked = check(&history)?;
+    let checked = match check(&history) {
+        Ok(c) => c,
+        Err(why) => {
+            if std::env::var("SIM_LOG").is_ok() {
+                let key = why.split('"').nth(1).unwrap_or_default().to_owned();
+                let mut evs: Vec<&Event> = history.iter().filter(|e| e.key == key).collect();
+                evs.sort_by_key(|e| e.invoked);
+                let trace: std::collections::BTreeMap<u64, (u64, String)> = shared
+                    .trace
+                    .borrow()
+                    .iter()
+                    .map(|(i, g, e)| (*i, (*g, e.clone())))
+                    .collect();
+                for e in evs {
+                    println!(
+                        "  {:?} {:?} [{} .. {:?}] pos {:?} {:?}",
+                        e.op,
+                        e.outcome,
+                        e.invoked,
+                        e.returned,
+                        e.position,
+                        trace.get(&e.invoked)
+                    );
+                }
+                println!("  schedule: {:?}", shared.log.borrow());
+            }
+            return Err(why);
+        }
+    };
     Ok((history.len(), checked))
 }
 

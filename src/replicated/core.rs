@@ -28,16 +28,16 @@
 //!   discards theirs and receives the winner's;
 //! - **sender**: the lowest winner; it captures its state *at this point*
 //!   (before the held commands), and its runtime encodes and multicasts it
-//!   in chunks; receivers
-//!   buffer every command applied after this point and replay it once the
-//!   snapshot is restored;
-//! - **primary** ⇔ every member's latest quorum fact says quorate (at
-//!   least one member reported), and
-//!   either no member knows of any earlier primary component and one of
-//!   them may found a group ([`super::ReplicaConfig::found_group`]), or the view holds a strict majority of the last primary
-//!   component `L` (minus members seen leaving with `Leave`/`ProcDown`,
-//!   which are gone for sure) and the winner holds `L`'s state, or every
-//!   member of `L` is known gone;
+//!   in chunks; receivers buffer every command applied after this point and
+//!   replay it once the snapshot is restored;
+//! - **primary** ⇔ every member's latest quorum fact says quorate (at least
+//!   one member reported), and either no member knows of any earlier
+//!   primary component and one of them may found a group
+//!   ([`super::ReplicaConfig::found_group`]), or the winner holds the state
+//!   of the last primary component `L` and the view holds a strict
+//!   majority of `L` (minus members seen leaving with `Leave`/`ProcDown`,
+//!   which are gone for sure; if that leaves nobody, no majority is
+//!   needed);
 //! - if primary: a new [`PrimaryEpoch`] (`term + 1`, `ring_seq` = the
 //!   highest ring seq reported), which becomes the winners' state epoch,
 //!   and the held commands are applied; if not, they are refused
@@ -480,11 +480,18 @@ impl<S: StateMachine> ReplicaCore<S> {
         match latest {
             None => founders,
             Some(latest) => {
+                // The latest state must be here: going on from an older one
+                // would silently drop what the last primary acknowledged.
+                if winner < latest {
+                    return false;
+                }
+                // Every member of the last primary is gone for sure: nobody
+                // can be primary elsewhere, and its state is here.
                 if lineage.is_empty() {
                     return true;
                 }
                 let present = self.view.iter().filter(|m| lineage.contains(m)).count();
-                2 * present > lineage.len() && winner >= latest
+                2 * present > lineage.len()
             }
         }
     }

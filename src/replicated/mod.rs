@@ -45,18 +45,31 @@
 //!
 //! # Limits
 //!
-//! The state lives in memory only. If every member that held the latest
-//! state is gone, writes acknowledged only by them are gone too; a view
-//! that holds a majority of the last primary component but not its state
-//! (its holders crashed with `NodeDown`, which cannot be told from a
-//! partition) stays non-primary rather than guess. A group founded afresh
-//! in a quorate partition while replicas of an older state live in a
-//! minority partition starts empty, and wins over the older state when the
-//! partitions merge (newer epoch); start members that must only join an
-//! existing group with [`ReplicaConfig::found_group`] set to `false`. corosync delivers a quorum notification
-//! on its own channel, so around a partition a member's fact may lag the
-//! confchg by a few milliseconds; the majority-of-the-last-primary rule
-//! keeps a minority from becoming primary in that window.
+//! - The state lives in memory only. Once every member that held the
+//!   latest state is gone, the group never goes on from an older state
+//!   (that would silently drop what was acknowledged): it stays
+//!   non-primary, refusing commands, until the whole group is restarted
+//!   (every replica stopped, founders started afresh).
+//! - A view holding a majority of the last primary component but not its
+//!   state — its holders crashed with `NodeDown`, which cannot be told from
+//!   a partition — stays non-primary rather than guess; so does a minority.
+//! - A group founded afresh in a quorate partition while replicas of an
+//!   older state live in a minority partition starts empty, and wins over
+//!   the older state when the partitions merge (newer epoch). Let only the
+//!   first members found the group, and start every later or restarted
+//!   member with [`ReplicaConfig::found_group`] set to `false`.
+//! - corosync delivers a quorum notification on its own channel, so around
+//!   a partition a member's fact may lag the confchg by a few milliseconds;
+//!   the majority-of-the-last-primary rule keeps a minority from becoming
+//!   primary in that window.
+//! - The install exchange takes one multicast round after each confchg. If
+//!   the view splits again during that round so that some members complete
+//!   the install and others do not (possible under extended virtual
+//!   synchrony on a real cluster, not in the sim), each side applies the
+//!   majority rule to a different last primary component, and a command
+//!   acknowledged around that moment can be lost. Handling it fully needs
+//!   the "ambiguous sessions" of dynamic voting (Yeger Lotem, Keidar,
+//!   Dolev), which this implementation does not track.
 
 mod core;
 mod messages;

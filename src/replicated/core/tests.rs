@@ -50,6 +50,9 @@ struct Peer {
     geneses: BTreeMap<u64, u64>,
     events: Vec<ReplicaEvent>,
     closed: bool,
+    /// Keep snapshot chunks instead of sending them (a sender that dies
+    /// before its transfer went out).
+    hold_chunks: bool,
 }
 
 impl Peer {
@@ -70,6 +73,7 @@ impl Peer {
             geneses: BTreeMap::new(),
             events: Vec::new(),
             closed: false,
+            hold_chunks: false,
         }
     }
 
@@ -130,6 +134,7 @@ impl Peer {
                     self.mcast(&msg);
                 }
                 Action::Purge => {}
+                Action::SendSnapshot { .. } if self.hold_chunks => {}
                 Action::SendSnapshot { state, snapshot } => {
                     let bytes = Log::encode(snapshot);
                     let total = bytes.len().div_ceil(CHUNK).max(1) as u32;
@@ -348,6 +353,38 @@ fn members_seen_dying_stop_counting_towards_the_majority() {
     let id = peers[2].execute(3);
     settle(&mut peers);
     assert_eq!(peers[2].replies[&id], Ok(1));
+}
+
+#[test]
+fn members_without_the_latest_state_never_go_on_without_it() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 1, Delivery::Agreed);
+    peers[0].execute(1);
+    settle(&mut peers);
+    // The only holder admits two joiners and dies before its state went out.
+    peers[0].hold_chunks = true;
+    peers.push(Peer::new(&cluster, 2, Delivery::Agreed));
+    settle(&mut peers);
+    peers.push(Peer::new(&cluster, 3, Delivery::Agreed));
+    settle(&mut peers);
+    assert!(peers[1].core.is_primary() && !peers[1].core.is_holding());
+    peers[0].process.kill().expect("kill");
+    settle(&mut peers);
+    assert!(!peers[1].core.is_primary(), "a majority without the state");
+    // Everyone who was in the last primary leaves; a newcomer learns what
+    // it missed from the last of them.
+    peers[1].conn.leave().expect("leave");
+    settle(&mut peers);
+    peers.push(Peer::new(&cluster, 1, Delivery::Agreed));
+    settle(&mut peers);
+    peers[2].conn.leave().expect("leave");
+    settle(&mut peers);
+    let last = &peers[3];
+    assert!(
+        !last.core.is_primary(),
+        "going on would drop the acknowledged command"
+    );
+    assert!(last.core.state().0.is_empty());
 }
 
 #[test]
