@@ -164,8 +164,16 @@ fn each_once(m: &BTreeMap<String, Vec<Member>>, names: &[&str], alive: &[Member]
     }) && m.values().all(|h| h.len() <= 1)
 }
 
-#[actix_rt::test]
-async fn children_run_once_and_move_when_their_host_is_killed() {
+/// Three members, one per node, running the tree with every child once.
+struct Three {
+    cluster: SimCluster,
+    census: Census,
+    addrs: Addrs,
+    members: Vec<Member3>,
+    all: Vec<Member>,
+}
+
+async fn three() -> Three {
     let cluster = SimCluster::new(3);
     let census = Census::default();
     let addrs = Addrs::default();
@@ -178,6 +186,24 @@ async fn children_run_once_and_move_when_their_host_is_killed() {
         each_once(m, &NAMES, &all)
     })
     .await;
+    Three {
+        cluster,
+        census,
+        addrs,
+        members,
+        all,
+    }
+}
+
+#[actix_rt::test]
+async fn children_run_once_and_move_when_their_host_is_killed() {
+    let Three {
+        cluster,
+        census,
+        members,
+        all,
+        ..
+    } = three().await;
 
     // Every member agrees where each child runs, and the registry says so.
     let a = members[0].group.children().await.unwrap();
@@ -231,18 +257,12 @@ async fn children_run_once_and_move_when_their_host_is_killed() {
 
 #[actix_rt::test]
 async fn exits_follow_restart_types() {
-    let cluster = SimCluster::new(3);
-    let census = Census::default();
-    let addrs = Addrs::default();
-    let mut members = Vec::new();
-    for node in 1..=3 {
-        members.push(start(&cluster, node, &census, &addrs).await);
-    }
-    let all: Vec<Member> = members.iter().map(|m| m.group.local()).collect();
-    until(&census, "every child runs once", |m| {
-        each_once(m, &NAMES, &all)
-    })
-    .await;
+    let Three {
+        census,
+        addrs,
+        members,
+        ..
+    } = three().await;
 
     let send = |name: &str, normal: bool| {
         addrs.lock().unwrap()[name].do_send(Exit { normal });
@@ -288,18 +308,13 @@ async fn exits_follow_restart_types() {
 
 #[actix_rt::test]
 async fn a_minority_stops_its_children_and_a_merge_leaves_no_duplicate() {
-    let cluster = SimCluster::new(3);
-    let census = Census::default();
-    let addrs = Addrs::default();
-    let mut members = Vec::new();
-    for node in 1..=3 {
-        members.push(start(&cluster, node, &census, &addrs).await);
-    }
-    let all: Vec<Member> = members.iter().map(|m| m.group.local()).collect();
-    until(&census, "every child runs once", |m| {
-        each_once(m, &NAMES, &all)
-    })
-    .await;
+    let Three {
+        cluster,
+        census,
+        members,
+        all,
+        ..
+    } = three().await;
 
     cluster
         .partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]])
@@ -333,18 +348,12 @@ async fn a_minority_stops_its_children_and_a_merge_leaves_no_duplicate() {
 
 #[actix_rt::test]
 async fn a_graceful_leave_keeps_transient_children_down_and_moves_permanent_ones() {
-    let cluster = SimCluster::new(3);
-    let census = Census::default();
-    let addrs = Addrs::default();
-    let mut members = Vec::new();
-    for node in 1..=3 {
-        members.push(start(&cluster, node, &census, &addrs).await);
-    }
-    let all: Vec<Member> = members.iter().map(|m| m.group.local()).collect();
-    until(&census, "every child runs once", |m| {
-        each_once(m, &NAMES, &all)
-    })
-    .await;
+    let Three {
+        census,
+        members,
+        all,
+        ..
+    } = three().await;
     let trans_host = census.snapshot()["jobs/trans"][0];
     let leaver = members
         .iter()
@@ -421,18 +430,13 @@ impl Handler<Boom> for Worker {
 
 #[actix_rt::test]
 async fn a_child_that_panics_is_restarted() {
-    let cluster = SimCluster::new(3);
-    let census = Census::default();
-    let addrs = Addrs::default();
-    let mut members = Vec::new();
-    for node in 1..=3 {
-        members.push(start(&cluster, node, &census, &addrs).await);
-    }
-    let all: Vec<Member> = members.iter().map(|m| m.group.local()).collect();
-    until(&census, "every child runs once", |m| {
-        each_once(m, &NAMES, &all)
-    })
-    .await;
+    let Three {
+        census,
+        addrs,
+        members,
+        all,
+        ..
+    } = three().await;
     let before = format!("{:?}", members[0].group.children().await.unwrap());
     let victim = addrs.lock().unwrap()["jobs/perm"].clone();
     victim.do_send(Boom);
