@@ -393,6 +393,7 @@ fn print_tables(
             );
         }
     }
+    print_goals(rows, lat_rows);
     for (backend, nodes, path, out) in overloads {
         println!(
             "\n### Overload: {} on {nodes} node(s), every member sending 1 KiB as fast as it can\n",
@@ -430,5 +431,65 @@ fn print_tables(
                 );
             }
         }
+    }
+}
+
+/// The goals, from the largest corosync topology measured.
+fn print_goals(rows: &[Row], lat_rows: &[LatencyRow]) {
+    let Some(nodes) = rows
+        .iter()
+        .filter(|r| r.backend == Backend::Corosync)
+        .map(|r| r.nodes)
+        .max()
+    else {
+        return;
+    };
+    let row = |size: usize, senders: usize| {
+        rows.iter().find(|r| {
+            r.backend == Backend::Corosync
+                && r.nodes == nodes
+                && r.size == size
+                && r.senders == senders
+        })
+    };
+    println!("\n### Goals (corosync, {nodes} nodes, this run)\n");
+    println!("| goal | measured | target | met |");
+    println!("|---|---|---|---|");
+    let verdict = |ok: bool| if ok { "yes" } else { "no" };
+    if let Some(r) = row(1024, 1) {
+        let x = r.actor.msgs_per_s / r.raw.msgs_per_s;
+        println!(
+            "| 1 KiB, no batching, msgs/s vs raw | {x:.2} x | >= 0.9 x | {} |",
+            verdict(x >= 0.9)
+        );
+    }
+    if let Some(r) = row(64, 1) {
+        let x = r.batched.msgs_per_s / r.raw.msgs_per_s;
+        println!(
+            "| 64 B, batching, msgs/s vs raw unbatched | {x:.1} x | >= 20 x | {} |",
+            verdict(x >= 20.0)
+        );
+    }
+    for l in lat_rows
+        .iter()
+        .filter(|l| l.backend == Backend::Corosync && l.nodes == nodes)
+    {
+        if let (Some(a), Some(b)) = (l.raw.latency, l.actor.latency) {
+            let x = b.p99_us / a.p99_us;
+            println!(
+                "| p99 latency at half raw saturation, {} | {x:.2} x | <= 1.5 x | {} |",
+                human(l.size),
+                verdict(x <= 1.5)
+            );
+        }
+    }
+    if let (Some(all), Some(one)) = (row(65536, nodes), row(65536, 1)) {
+        let best = all.actor.mb_per_s.max(all.batched.mb_per_s);
+        let x = best / one.raw.mb_per_s;
+        println!(
+            "| {nodes} senders x 64 KiB (actor) MB/s vs one-sender raw MB/s | {best:.1} vs {:.1} MB/s ({x:.2} x) | >= 1 x | {} |",
+            one.raw.mb_per_s,
+            verdict(x >= 1.0)
+        );
     }
 }

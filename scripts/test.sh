@@ -41,6 +41,12 @@ cargo clippy --all-targets --all-features -- -D warnings
 step "tests: sim backend and the real cluster"
 ACPG_CLUSTER=1 cargo test --all-features
 
+step "benches, once each with one message (cargo test --benches)"
+cargo test --all-features --benches
+
+step "bench smoke on both backends (seconds; the full run is in BENCHMARKS.md)"
+cargo run --features corosync --example bench -- --smoke --corosync --nodes 1,3 --overload 3
+
 step "demo on the sim backend"
 cargo run --example demo
 

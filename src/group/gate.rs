@@ -144,9 +144,9 @@ impl SendGate {
         }
     }
 
-    /// Resolves when a message of `bytes` could be admitted without waiting
-    /// (another caller may take the room first). Once it had to wait, it
-    /// waits for the queue to drain to half its bounds.
+    /// Resolves when the queue has drained to half its bounds (or less) and
+    /// a message of `bytes` could be admitted without waiting (another
+    /// caller may take the room first).
     pub(crate) fn poll_room(
         &self,
         bytes: usize,
@@ -156,7 +156,10 @@ impl SendGate {
         if s.closed {
             return Poll::Ready(Err(GateClosed::Closed));
         }
-        if s.serving == s.next_ticket && self.has_room(&s, bytes) {
+        // Drained to half, not merely one message short of full: otherwise
+        // a producer of messages larger than the room left would be told
+        // "ready", then "WouldBlock", and spin.
+        if s.serving == s.next_ticket && self.drained(&s) && self.has_room(&s, bytes) {
             return Poll::Ready(Ok(()));
         }
         s.room_wakers.push(cx.waker().clone());
@@ -288,6 +291,21 @@ mod tests {
         assert_eq!(gate.try_admit(20), Ok(true));
         assert_eq!(gate.try_admit(1), Ok(false));
         assert!(gate.poll_room(1, &mut cx()).is_pending());
+    }
+
+    #[test]
+    fn room_means_room_for_large_messages_too() {
+        // 3 KiB queued of 4 KiB: a 2 KiB message does not fit, and "ready"
+        // must not be said until it would.
+        let gate = SendGate::new(100, 4096);
+        for _ in 0..3 {
+            assert_eq!(gate.try_admit(1024), Ok(true));
+        }
+        assert_eq!(gate.try_admit(2048), Ok(false));
+        assert!(gate.poll_room(0, &mut cx()).is_pending());
+        gate.release(1024);
+        assert!(gate.poll_room(0, &mut cx()).is_ready(), "2 KiB of 4 queued");
+        assert_eq!(gate.try_admit(2048), Ok(true));
     }
 
     #[test]

@@ -451,9 +451,10 @@ impl Group {
         rx.await.map_err(|_| GroupError::Closed)
     }
 
-    /// Resolves when the send queue has room for a message, so that
-    /// `RemoteAddr::try_tell` would not return [`CallError::WouldBlock`]
-    /// (unless another caller takes the room first).
+    /// Resolves when the send queue has drained to half its bounds, so
+    /// that `RemoteAddr::try_tell` of any message up to half the byte bound
+    /// would not return [`CallError::WouldBlock`] (unless another caller
+    /// takes the room first).
     pub async fn ready_to_send(&self) -> Result<(), GroupError> {
         std::future::poll_fn(|cx| self.gate.poll_room(0, cx))
             .await
