@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::group::{CallError, Group, RemoteFailure, RequestHead};
+use crate::supervisor::FencingToken;
 use crate::wire::{Codec, Kind};
 
 /// An actix message that can cross the group.
@@ -142,6 +143,7 @@ impl Endpoint {
 pub struct RemoteAddr<M> {
     group: Group,
     name: String,
+    fence: Option<FencingToken>,
     _message: PhantomData<fn() -> M>,
 }
 
@@ -150,6 +152,7 @@ impl<M> Clone for RemoteAddr<M> {
         RemoteAddr {
             group: self.group.clone(),
             name: self.name.clone(),
+            fence: self.fence,
             _message: PhantomData,
         }
     }
@@ -168,6 +171,7 @@ impl<M> RemoteAddr<M> {
         RemoteAddr {
             group,
             name,
+            fence: None,
             _message: PhantomData,
         }
     }
@@ -175,6 +179,17 @@ impl<M> RemoteAddr<M> {
     /// The registered name this address points at.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Only for the incarnation of the supervised child with this fencing
+    /// token (from [`crate::supervisor::SlotStatus::Running`] or a
+    /// `ChildStarted`/`ChildRestarted` event). If, where the request lands in
+    /// the total order, the child runs another incarnation (or none), every
+    /// member refuses it alike: the caller gets
+    /// [`CallError::StaleIncarnation`] and nothing is delivered.
+    pub fn fenced(mut self, token: FencingToken) -> Self {
+        self.fence = Some(token);
+        self
     }
 }
 
@@ -237,6 +252,7 @@ where
             target: &self.name,
             type_tag: M::TYPE_TAG,
             want_reply,
+            fence: self.fence,
         };
         let bytes = self
             .group

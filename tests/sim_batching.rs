@@ -314,6 +314,7 @@ async fn a_malformed_batch_is_dropped_whole_and_a_bad_entry_alone() {
             target: &'a str,
             type_tag: &'a str,
             want_reply: bool,
+            fence: Option<actix_cpg::supervisor::FencingToken>,
             payload: Vec<u8>,
         }
         codec
@@ -324,6 +325,7 @@ async fn a_malformed_batch_is_dropped_whole_and_a_bad_entry_alone() {
                     target: "sink",
                     type_tag: Num::TYPE_TAG,
                     want_reply: false,
+                    fence: None,
                     payload: codec.encode_payload(&Num(n)).expect("payload"),
                 },
             )

@@ -452,3 +452,104 @@ async fn a_child_that_panics_is_restarted() {
     let fresh = addrs.lock().unwrap()["jobs/perm"].clone();
     assert!(fresh.connected(), "a new incarnation was built");
 }
+
+struct EchoWorker;
+
+impl Actor for EchoWorker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Terminate> for EchoWorker {
+    type Result = ();
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<actix_cpg::testing::Echo> for EchoWorker {
+    type Result = String;
+    fn handle(
+        &mut self,
+        actix_cpg::testing::Echo(s): actix_cpg::testing::Echo,
+        _: &mut Context<Self>,
+    ) -> String {
+        s
+    }
+}
+
+fn running_token(
+    children: &[actix_cpg::supervisor::ChildStatus],
+    id: &str,
+) -> Option<actix_cpg::supervisor::FencingToken> {
+    children.iter().find_map(|c| match c.status {
+        actix_cpg::supervisor::SlotStatus::Running { token, .. }
+            if c.path.ids.last().map(String::as_str) == Some(id) =>
+        {
+            Some(token)
+        }
+        _ => None,
+    })
+}
+
+#[actix_rt::test]
+async fn a_request_fenced_to_a_stale_incarnation_is_refused() {
+    use actix_cpg::testing::Echo;
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new("fenced").unwrap();
+    let spec = TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne).child(ChildSpec::worker("svc", "echo")),
+    );
+    let mut groups = Vec::new();
+    let mut processes = Vec::new();
+    for node in 1..=3 {
+        let process = cluster.process(NodeId(node)).unwrap();
+        let g = Group::start(process.join(&name).unwrap(), GroupConfig::default())
+            .await
+            .unwrap();
+        let factories = Factories::new().worker("echo", |_: &ChildContext| {
+            Child::serving(actix_cpg::Handlers::new(EchoWorker.start()).with::<Echo>())
+        });
+        g.start_tree("jobs", spec.clone(), factories).await.unwrap();
+        groups.push(g);
+        processes.push(process);
+    }
+    let mut token = None;
+    for _ in 0..200 {
+        token = running_token(&groups[0].children().await.unwrap(), "svc");
+        if token.is_some() && groups[0].lookup("jobs/svc").await.unwrap().is_some() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let old = token.expect("svc runs");
+    let host = groups[0]
+        .lookup("jobs/svc")
+        .await
+        .unwrap()
+        .expect("svc registered");
+    let caller = groups.iter().find(|g| g.local() != host).unwrap().clone();
+    let fenced = caller.remote::<Echo>("jobs/svc").fenced(old);
+    assert_eq!(fenced.send(Echo("one".into())).await.unwrap(), "one");
+
+    // The host dies; the child restarts elsewhere with a larger token.
+    let victim = processes.iter().find(|p| p.member() == host).unwrap();
+    cluster.kill_process(victim.member()).unwrap();
+    let mut new = None;
+    for _ in 0..200 {
+        let t = running_token(&caller.children().await.unwrap(), "svc");
+        let registered = caller.lookup("jobs/svc").await.unwrap();
+        if t.is_some_and(|t| t != old) && registered.is_some_and(|h| h != host) {
+            new = t;
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let new = new.expect("svc restarted");
+    assert!(new > old, "tokens grow: {old} then {new}");
+    match fenced.send(Echo("two".into())).await {
+        Err(actix_cpg::CallError::StaleIncarnation { fence, .. }) => assert_eq!(fence, old),
+        other => panic!("a stale incarnation must be refused, got {other:?}"),
+    }
+    let current = caller.remote::<Echo>("jobs/svc").fenced(new);
+    assert_eq!(current.send(Echo("three".into())).await.unwrap(), "three");
+}

@@ -605,6 +605,20 @@ impl GroupCore {
                 }
             }
             Inbound::Request(request) => {
+                if let Some(fence) = request.fence {
+                    if !self.runs_incarnation(&request.target, fence) {
+                        if from == self.local && request.want_reply {
+                            out.push(Command::CallDone {
+                                id: request.id,
+                                outcome: Err(CallError::StaleIncarnation {
+                                    name: request.target.clone(),
+                                    fence,
+                                }),
+                            });
+                        }
+                        return out;
+                    }
+                }
                 let host = self.names.get(&request.target).copied();
                 if from == self.local && request.want_reply {
                     match host {
@@ -666,6 +680,15 @@ impl GroupCore {
             Inbound::SyncRequest(_) | Inbound::Snapshot(_) => {}
         }
         out
+    }
+
+    /// Whether the supervised child registered as `name` runs the
+    /// incarnation with token `fence`, as of this point in the stream.
+    fn runs_incarnation(&self, name: &str, fence: supervisor::FencingToken) -> bool {
+        self.engine.running().iter().any(|c| {
+            matches!(c.status, supervisor::SlotStatus::Running { token, .. } if token == fence)
+                && super::children::child_name(&c.path, &c.slot) == name
+        })
     }
 
     /// Fails every call still awaiting a reply (the group is closing).

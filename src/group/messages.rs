@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::supervisor::{ChildPath, Fingerprint, IncarnationId, MergeOffer, TreeSpec};
+use crate::supervisor::{
+    ChildPath, FencingToken, Fingerprint, IncarnationId, MergeOffer, TreeSpec,
+};
 use crate::transport::{Member, NodeId};
 
 /// `Kind::Registry`: a change to the name table, decided where it lands in
@@ -29,6 +31,9 @@ pub(crate) struct Request {
     pub type_tag: String,
     /// Whether the sender awaits a reply.
     pub want_reply: bool,
+    /// Only for this incarnation of a supervised child (its fencing
+    /// token); any other incarnation is stale and the request is refused.
+    pub fence: Option<FencingToken>,
     /// The message, encoded by [`crate::wire::Codec::encode_payload`].
     #[serde(with = "crate::wire::bytes")]
     pub payload: Vec<u8>,
@@ -42,6 +47,7 @@ pub(crate) struct RequestRef<'a> {
     pub target: &'a str,
     pub type_tag: &'a str,
     pub want_reply: bool,
+    pub fence: Option<FencingToken>,
     pub payload: &'a [u8],
 }
 
@@ -52,6 +58,7 @@ impl RequestRef<'_> {
             target: self.target.to_owned(),
             type_tag: self.type_tag.to_owned(),
             want_reply: self.want_reply,
+            fence: self.fence,
             payload: self.payload.to_vec(),
         }
     }
@@ -67,6 +74,7 @@ pub(crate) struct RequestHead<'a> {
     pub target: &'a str,
     pub type_tag: &'a str,
     pub want_reply: bool,
+    pub fence: Option<FencingToken>,
 }
 
 /// `Kind::Reply`: the outcome of a request, for the member that sent it.

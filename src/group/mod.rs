@@ -194,6 +194,16 @@ pub enum CallError {
     /// The host could not handle the message.
     #[error("remote failure: {0:?}")]
     Remote(RemoteFailure),
+    /// The request was fenced to an incarnation of a supervised child that
+    /// no longer runs (at the request's place in the order). Nothing was
+    /// delivered; every member decided the same. Look the child up again.
+    #[error("{name:?} no longer runs the incarnation with token {fence}")]
+    StaleIncarnation {
+        /// The child's registered name.
+        name: String,
+        /// The token the request was fenced to.
+        fence: crate::supervisor::FencingToken,
+    },
     /// The message or its result could not be encoded or decoded here.
     #[error("codec: {0}")]
     Codec(String),

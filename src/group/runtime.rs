@@ -687,6 +687,7 @@ impl GroupActor {
             type_tag,
             want_reply,
             payload,
+            ..
         } = request;
         let dispatched = match self.endpoints.get(&target) {
             Some(endpoint) => endpoint.dispatch(&self.codec, &type_tag, &payload, want_reply),

@@ -246,6 +246,7 @@ fn calls_end_with_a_reply_a_missing_name_or_a_departed_host() {
             target: target.into(),
             type_tag: "t".into(),
             want_reply: true,
+            fence: None,
             payload: vec![],
         })
     };
@@ -293,6 +294,7 @@ fn the_host_is_handed_requests_for_its_names_and_errors_travel_back() {
         target: "svc".into(),
         type_tag: "t".into(),
         want_reply: true,
+        fence: None,
         payload: vec![1],
     };
     assert_eq!(
@@ -309,6 +311,7 @@ fn the_host_is_handed_requests_for_its_names_and_errors_travel_back() {
             target: "svc".into(),
             type_tag: "t".into(),
             want_reply: true,
+            fence: None,
             payload: vec![],
         }),
     );
@@ -517,6 +520,7 @@ proptest! {
             target: target.into(),
             type_tag: "t".into(),
             want_reply,
+            fence: None,
             payload: vec![1, 2],
         });
         let wanted = core.wants_request(from, target, want_reply);
