@@ -153,7 +153,7 @@ pub struct Load {
 impl Load {
     /// Every message delivered to each member.
     pub fn expected(&self) -> u64 {
-        self.count * self.senders as u64
+        self.count.saturating_mul(self.senders as u64)
     }
 
     fn to_spec(&self) -> String {
@@ -1111,7 +1111,7 @@ impl Outcome {
         Ok(Outcome {
             secs,
             msgs_per_s: total as f64 / secs,
-            mb_per_s: (total * load.size as u64) as f64 / secs / 1e6,
+            mb_per_s: total as f64 * load.size as f64 / secs / 1e6,
             latency: reports
                 .iter()
                 .find(|r| r.index == 0)
