@@ -56,7 +56,7 @@ fn run_group(c: &mut Criterion, backend: Backend, exe: &std::path::Path) {
             .throughput(Throughput::Elements(1))
             .sample_size(10)
             .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(4));
+            .measurement_time(Duration::from_secs(3));
         for path in PATHS {
             group.bench_function(BenchmarkId::from_parameter(path), |b| {
                 b.iter_custom(|iters| {

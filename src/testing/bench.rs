@@ -45,7 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::group::{BatchConfig, CallError, Group, GroupConfig};
+use crate::group::{BatchConfig, CallError, Group, GroupConfig, GroupEvent};
 use crate::remote::{Handlers, RemoteMessage};
 use crate::transport::sim::SimCluster;
 use crate::transport::{Connection, GroupName, NodeId, Transport, TransportError, TransportEvent};
@@ -66,7 +66,10 @@ const END_POLL: Duration = Duration::from_millis(5);
 /// How often a member reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// A case that has not finished in this long is killed and reported.
-const CASE_TIMEOUT: Duration = Duration::from_secs(180);
+const CASE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often the raw loop dispatches without waiting for readiness.
+#[cfg(feature = "corosync")]
+const SWEEP: Duration = Duration::from_millis(100);
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -150,7 +153,7 @@ pub struct Load {
 impl Load {
     /// Every message delivered to each member.
     pub fn expected(&self) -> u64 {
-        self.count * self.senders as u64
+        self.count.saturating_mul(self.senders as u64)
     }
 
     fn to_spec(&self) -> String {
@@ -400,6 +403,7 @@ struct Tally {
     /// Off in the overload mode, whose RSS samples would otherwise show
     /// this vector growing.
     sampling: bool,
+    /// The largest view seen so far.
     view: usize,
     /// Own messages that did not come in the order sent.
     out_of_order: u64,
@@ -444,7 +448,7 @@ pub async fn raw_member<C: Connection>(
                 }
             }
         }
-        TransportEvent::ConfChg { members, .. } => tally.view = members.len(),
+        TransportEvent::ConfChg { members, .. } => tally.view = tally.view.max(members.len()),
         _ => {}
     };
     while tally.view < load.members {
@@ -588,21 +592,37 @@ pub async fn actor_member<C: Connection>(
     }
     .start();
     let name = format!("sink-{index}");
+    let sender = index < load.senders;
+    // Senders start once every member's sink was registered (so every
+    // member is in the view and synced). Registrations are counted from
+    // events as well as looked up: a quick member may be done, and its name
+    // gone, before a slow one looks.
+    let mut events = group.subscribe();
     group
         .register(&name, Handlers::new(sink).with::<Blob>())
         .await
         .map_err(|e| e.to_string())?;
-    for other in 0..load.members {
-        while group
-            .lookup(&format!("sink-{other}"))
+    if sender {
+        let mut seen: std::collections::BTreeSet<String> = group
+            .names()
             .await
             .map_err(|e| e.to_string())?
-            .is_none()
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        while (0..load.members).any(|i| !seen.contains(&format!("sink-{i}"))) {
+            match events.recv().await {
+                Ok(GroupEvent::NameRegistered { name, .. }) => {
+                    seen.insert(name);
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err("the group closed before every sink was registered".into())
+                }
+            }
         }
     }
-    let sender = index < load.senders;
+    drop(events);
     let target = group.remote::<Blob>(&name);
     let mut pacer = Pacer::new(load);
     let mut blob = Blob {
@@ -740,7 +760,9 @@ mod raw_cpg {
         _: Vec<cpg::Address>,
         _: Vec<cpg::Address>,
     ) {
-        with_tally(|t| t.view = members.len());
+        // The largest view seen: one dispatch may bring the whole view,
+        // the messages and the quick members' leaves at once.
+        with_tally(|t| t.view = t.view.max(members.len()));
     }
 
     fn cs(op: &str, e: CsError) -> String {
@@ -799,8 +821,14 @@ mod raw_cpg {
             guard.clear_ready();
             Ok::<(), String>(())
         };
+        // A dispatch on a timer as well as on readiness: a missed wakeup
+        // must cost a run 100 ms, not its timeout.
+        let sweep = || cpg::dispatch(handle, DispatchFlags::All).map_err(|e| cs("cpg_dispatch", e));
         while with_tally(|t| t.view).unwrap_or(0) < load.members {
-            dispatch().await?;
+            tokio::select! {
+                r = dispatch() => r?,
+                _ = tokio::time::sleep(SWEEP) => sweep()?,
+            }
         }
         let sender = index < load.senders;
         let mut pacer = Pacer::new(load);
@@ -846,6 +874,7 @@ mod raw_cpg {
             }
             tokio::select! {
                 r = dispatch() => r?,
+                _ = tokio::time::sleep(SWEEP) => sweep()?,
                 _ = tokio::time::sleep(Duration::from_millis(1)), if blocked => {}
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {}
             }
@@ -1082,7 +1111,7 @@ impl Outcome {
         Ok(Outcome {
             secs,
             msgs_per_s: total as f64 / secs,
-            mb_per_s: (total * load.size as u64) as f64 / secs / 1e6,
+            mb_per_s: total as f64 * load.size as f64 / secs / 1e6,
             latency: reports
                 .iter()
                 .find(|r| r.index == 0)
