@@ -34,6 +34,14 @@
 //!  transport                     Connection trait: `corosync` | `sim`
 //! ```
 //!
+//! Sending fast: a member keeps at most `GroupConfig::send_window`
+//! multicasts in flight until they come back to it, packs small messages
+//! queued together into one multicast ([`BatchConfig`]), and bounds what
+//! callers may queue (`GroupConfig::send_queue_*`): past it
+//! [`RemoteAddr::try_tell`] returns [`CallError::WouldBlock`] and
+//! [`RemoteAddr::tell`] waits its turn, so memory stays bounded however
+//! fast a producer is.
+//!
 //! The [`transport::sim`] backend is an in-process cluster with the same
 //! semantics (and fault injection); the `corosync` feature adds
 //! [`transport::corosync`], the real thing.

@@ -510,6 +510,12 @@ pub async fn raw_member<C: Connection>(
     }
     let end_ns = wall_ns();
     let _ = conn.leave();
+    if tally.out_of_order > 0 {
+        return Err(format!(
+            "{} of member {index}'s own messages came back out of order",
+            tally.out_of_order
+        ));
+    }
     Ok(Report {
         index,
         sent,
