@@ -16,13 +16,20 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Message};
 
 use crate::remote::{Endpoint, Handlers};
-use crate::supervisor::{ChildPath, FencingToken, IncarnationId, SlotKey};
+use crate::supervisor::{ChildPath, FencingToken, IncarnationId, Shutdown, SlotKey};
 
 /// Asks a supervised actor to stop. Every child actor handles it, usually
-/// with `ctx.stop()`; a child that must flush first can do so.
+/// with `ctx.stop()`. `shutdown` is the child's spec: with a timeout the
+/// child may flush first but must stop within it; `BrutalKill` means stop
+/// now. actix cannot stop an actor from outside, so stopping is the child's
+/// part; once asked, the child no longer receives remote messages, and a
+/// child still running after its timeout is reported in the log.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Terminate;
+pub struct Terminate {
+    /// How the spec says the child stops.
+    pub shutdown: Shutdown,
+}
 
 /// Lets a child tell its supervisor that its coming stop is a normal exit
 /// (a transient child is then not restarted). Without it, an actor that
@@ -64,7 +71,7 @@ pub struct ChildContext {
 pub struct Child {
     endpoint: Option<Endpoint>,
     alive: Box<dyn Fn() -> bool>,
-    terminate: Box<dyn Fn()>,
+    terminate: Box<dyn Fn(Shutdown)>,
 }
 
 impl Child {
@@ -78,7 +85,7 @@ impl Child {
         Child {
             endpoint: None,
             alive: Box::new(move || watch.connected()),
-            terminate: Box::new(move || addr.do_send(Terminate)),
+            terminate: Box::new(move |shutdown| addr.do_send(Terminate { shutdown })),
         }
     }
 
@@ -176,7 +183,54 @@ impl LocalChild {
         self.exit.is_normal()
     }
 
-    pub(crate) fn terminate(&self) {
-        (self.child.terminate)();
+    pub(crate) fn terminate(&self, shutdown: Shutdown) {
+        (self.child.terminate)(shutdown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Recorder(Arc<Mutex<Vec<Shutdown>>>);
+
+    impl Actor for Recorder {
+        type Context = actix::Context<Self>;
+    }
+
+    impl Handler<Terminate> for Recorder {
+        type Result = ();
+        fn handle(&mut self, t: Terminate, ctx: &mut actix::Context<Self>) {
+            self.0.lock().unwrap().push(t.shutdown);
+            actix::ActorContext::stop(ctx);
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_child_is_told_how_its_spec_says_to_stop_and_its_stop_is_seen() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let ctx = ChildContext {
+            path: ChildPath::new("t", ["w"]),
+            slot: SlotKey::Single,
+            incarnation: IncarnationId(3),
+            token: FencingToken { epoch: 1, seq: 2 },
+            name: "t/w".into(),
+            exit: ExitReporter::default(),
+        };
+        let child = Child::new(Recorder(seen.clone()).start());
+        let (local, endpoint) = LocalChild::new(&ctx, child);
+        assert!(endpoint.is_none());
+        assert!(local.alive());
+        local.terminate(Shutdown::Timeout { ms: 7 });
+        for _ in 0..100 {
+            if !local.alive() {
+                break;
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(!local.alive(), "the child stopped");
+        assert!(!local.exited_normally(), "no normal exit was reported");
+        assert_eq!(*seen.lock().unwrap(), vec![Shutdown::Timeout { ms: 7 }]);
     }
 }

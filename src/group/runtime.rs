@@ -45,8 +45,8 @@ use super::{
 use crate::record::{Recorded, Recorder};
 use crate::remote::Endpoint;
 use crate::supervisor::{
-    ChildPath, ChildStatus, Command as SupCommand, Fingerprint, Output, SlotKey, SlotStatus,
-    SupervisionEvent, TreeSpec,
+    ChildPath, ChildStatus, Command as SupCommand, Fingerprint, Output, Shutdown, SlotKey,
+    SlotStatus, SupervisionEvent, TreeSpec,
 };
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
 use crate::wire::{self, Codec, Kind, WireError, BATCH_ENTRY_OVERHEAD, HEADER_LEN};
@@ -755,7 +755,7 @@ impl GroupActor {
         // Children run only while this member is in the group; the others
         // restart them elsewhere when they see it leave.
         for (_, child) in self.sup.children.drain() {
-            child.terminate();
+            child.terminate(Shutdown::BrutalKill);
         }
         for (_, (_, done)) in self.sup.starting.drain() {
             let _ = done.send(Err(GroupError::Closed));
@@ -1158,10 +1158,11 @@ impl GroupActor {
                     host,
                     incarnation,
                     reason,
+                    shutdown,
                     ..
                 } if host == local => {
                     debug!(%path, %incarnation, ?reason, "stopping child");
-                    self.stop_child(&(path, slot), incarnation);
+                    self.stop_child(&(path, slot), incarnation, shutdown);
                 }
                 SupCommand::RefuseTree { name, by, why } if by == local => {
                     self.sup.trees.remove(&name);
@@ -1217,7 +1218,7 @@ impl GroupActor {
         let key = (path.clone(), slot);
         if let Some(old) = self.sup.children.remove(&key) {
             // A new incarnation replaces whatever ran here before.
-            old.terminate();
+            old.terminate(Shutdown::BrutalKill);
             self.release_child_name(&old.name);
         }
         let ctx = ChildContext {
@@ -1251,11 +1252,27 @@ impl GroupActor {
         &mut self,
         key: &(ChildPath, SlotKey),
         incarnation: crate::supervisor::IncarnationId,
+        shutdown: Shutdown,
     ) {
         if self.sup.children.get(key).map(|c| c.incarnation) == Some(incarnation) {
             if let Some(child) = self.sup.children.remove(key) {
-                child.terminate();
+                child.terminate(shutdown);
                 self.release_child_name(&child.name);
+                let grace = match shutdown {
+                    Shutdown::BrutalKill => Some(Duration::ZERO),
+                    Shutdown::Timeout { ms } => Some(Duration::from_millis(ms)),
+                    Shutdown::Infinity => None,
+                };
+                if let Some(grace) = grace {
+                    // Only a report: the child no longer gets remote
+                    // messages, and nothing is decided from this timer.
+                    actix::spawn(async move {
+                        tokio::time::sleep(grace + CHILD_WATCH_INTERVAL).await;
+                        if child.alive() {
+                            warn!(name = %child.name, ?shutdown, "child still running after its shutdown time");
+                        }
+                    });
+                }
             }
         }
     }
@@ -1321,7 +1338,7 @@ impl GroupActor {
             }
         }
         for (key, incarnation) in stale {
-            self.stop_child(&key, incarnation);
+            self.stop_child(&key, incarnation, Shutdown::BrutalKill);
         }
         for (path, slot, incarnation, token) in missing {
             let kind = engine_kind(self.core.engine(), &path);
