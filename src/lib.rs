@@ -104,6 +104,7 @@ pub mod election;
 pub mod group;
 pub mod kv;
 mod outbox;
+mod pump;
 pub mod record;
 pub mod remote;
 pub mod replicated;

@@ -9,10 +9,7 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -22,13 +19,9 @@ use super::core::{Action, CandidacyOp, ElectionCore};
 use super::messages::ElectionMessage;
 use super::{ElectionConfig, ElectionError, ElectionEvent, ElectionStatus};
 use crate::outbox::Outbox;
+use crate::pump::{EventPump, Pumped};
 use crate::transport::{Connection, TransportError, TransportEvent};
 use crate::wire::{Codec, Kind};
-
-/// Events handled per turn before the actor lets its mailbox in.
-const EVENT_BUDGET: usize = 256;
-/// Back-off before retrying a send refused with `TRY_AGAIN`.
-const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
 
 type Done<T> = oneshot::Sender<T>;
 type Completion = Done<Result<(), ElectionError>>;
@@ -281,77 +274,53 @@ impl Actor for ElectionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.spawn(EventPump { retry: None });
+        ctx.spawn(EventPump::new());
     }
 }
 
-/// Drives the transport from inside the actor (see the replica runtime).
-struct EventPump {
-    retry: Option<Pin<Box<tokio::time::Sleep>>>,
-}
+impl Pumped for ElectionActor {
+    type Op = Op;
 
-impl ActorFuture<ElectionActor> for EventPump {
-    type Output = ();
+    fn set_pump_waker(&mut self, waker: std::task::Waker) {
+        self.pump_waker = Some(waker);
+    }
 
-    fn poll(
-        mut self: Pin<&mut Self>,
-        act: &mut ElectionActor,
-        ctx: &mut Context<ElectionActor>,
-        task: &mut TaskContext<'_>,
-    ) -> Poll<()> {
-        act.pump_waker = Some(task.waker().clone());
-        for _ in 0..EVENT_BUDGET {
-            match act.ops.poll_recv(task) {
-                Poll::Ready(Some(op)) => {
-                    act.handle_op(op, ctx);
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
-                    }
-                    continue;
-                }
-                Poll::Ready(None) => {
-                    if act.leaving.is_none() {
-                        let (done, _) = oneshot::channel();
-                        act.handle_op(Op::Leave { done }, ctx);
-                    }
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
-                    }
-                }
-                Poll::Pending => {}
-            }
-            match act.conn.poll_event(task) {
-                Poll::Ready(Ok(event)) => {
-                    act.handle_event(event, ctx);
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
-                    }
-                }
-                Poll::Ready(Err(e)) => {
-                    act.close(e, ctx);
-                    return Poll::Ready(());
-                }
-                Poll::Pending => {
-                    act.flush_or_close(ctx);
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
-                    }
-                    if act.outbox.blocked() {
-                        let retry = self
-                            .retry
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(TRY_AGAIN_BACKOFF)));
-                        if retry.as_mut().poll(task).is_ready() {
-                            self.retry = None;
-                            task.waker().wake_by_ref();
-                        }
-                    } else {
-                        self.retry = None;
-                    }
-                    return Poll::Pending;
-                }
-            }
+    fn poll_op(&mut self, task: &mut TaskContext<'_>) -> Poll<Option<Self::Op>> {
+        self.ops.poll_recv(task)
+    }
+
+    fn handle_op(&mut self, op: Self::Op, ctx: &mut Context<Self>) {
+        ElectionActor::handle_op(self, op, ctx);
+    }
+
+    fn handles_gone(&mut self, ctx: &mut Context<Self>) {
+        // Every handle is gone: nobody can use the membership.
+        if self.leaving.is_none() {
+            let (done, _) = oneshot::channel();
+            ElectionActor::handle_op(self, Op::Leave { done }, ctx);
         }
-        task.waker().wake_by_ref();
-        Poll::Pending
+    }
+
+    fn poll_event(
+        &mut self,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<Result<TransportEvent, TransportError>> {
+        self.conn.poll_event(task)
+    }
+
+    fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
+        ElectionActor::handle_event(self, event, ctx);
+    }
+
+    fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {
+        ElectionActor::close(self, error, ctx);
+    }
+
+    fn idle(&mut self, ctx: &mut Context<Self>) {
+        self.flush_or_close(ctx);
+    }
+
+    fn send_blocked(&self) -> bool {
+        self.outbox.blocked()
     }
 }

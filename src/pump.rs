@@ -1,0 +1,123 @@
+//! The event pump shared by the replica and election runtimes: it drives a
+//! transport from inside its actor.
+//!
+//! Each turn it takes in the handles' operations, reads events while there
+//! are any, retries sends after `TRY_AGAIN`, and otherwise sleeps on the
+//! transport's and the operation channel's wakers (no busy polling). When
+//! every handle is gone the member leaves.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::transport::{TransportError, TransportEvent};
+
+/// Events and operations handled per turn before the actor lets its mailbox in.
+const BUDGET: usize = 256;
+/// Back-off before retrying a send the daemon answered with `TRY_AGAIN`
+/// when no event arrives to wake the runtime sooner.
+const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
+
+/// What a runtime actor gives the pump.
+pub(crate) trait Pumped: Actor<Context = Context<Self>> {
+    /// An operation from a handle.
+    type Op;
+    /// Remembers the pump's waker, to wake it after queueing a send.
+    fn set_pump_waker(&mut self, waker: Waker);
+    /// The next operation from the handles; `None` when every handle is gone.
+    fn poll_op(&mut self, task: &mut TaskContext<'_>) -> Poll<Option<Self::Op>>;
+    /// Executes one operation.
+    fn handle_op(&mut self, op: Self::Op, ctx: &mut Context<Self>);
+    /// Every handle is gone: leave, unless already leaving.
+    fn handles_gone(&mut self, ctx: &mut Context<Self>);
+    /// The next transport event.
+    fn poll_event(
+        &mut self,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<Result<TransportEvent, TransportError>>;
+    /// Handles one transport event.
+    fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>);
+    /// The transport failed: fail what waits and stop.
+    fn close(&mut self, error: TransportError, ctx: &mut Context<Self>);
+    /// Nothing more to read now: send what can be sent.
+    fn idle(&mut self, ctx: &mut Context<Self>);
+    /// Whether the last send met `TRY_AGAIN` and something waits to go.
+    fn send_blocked(&self) -> bool;
+}
+
+/// The pump itself; spawn it on the actor's context in `started`.
+pub(crate) struct EventPump {
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl EventPump {
+    pub(crate) fn new() -> Self {
+        EventPump { retry: None }
+    }
+}
+
+impl<A: Pumped> ActorFuture<A> for EventPump {
+    type Output = ();
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        act: &mut A,
+        ctx: &mut Context<A>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        act.set_pump_waker(task.waker().clone());
+        for _ in 0..BUDGET {
+            match act.poll_op(task) {
+                Poll::Ready(Some(op)) => {
+                    act.handle_op(op, ctx);
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    act.handles_gone(ctx);
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Pending => {}
+            }
+            match act.poll_event(task) {
+                Poll::Ready(Ok(event)) => {
+                    act.handle_event(event, ctx);
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    act.close(e, ctx);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {
+                    act.idle(ctx);
+                    if ctx.state().stopping() {
+                        return Poll::Ready(());
+                    }
+                    if act.send_blocked() {
+                        let retry = self
+                            .retry
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(TRY_AGAIN_BACKOFF)));
+                        if retry.as_mut().poll(task).is_ready() {
+                            self.retry = None;
+                            task.waker().wake_by_ref();
+                        }
+                    } else {
+                        self.retry = None;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        task.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
