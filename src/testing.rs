@@ -12,12 +12,14 @@
 //! ```text
 //!  any mode   leave                 LEFT
 //!             metrics               METRICS delivered=N dropped=N try_again=N
+//!                                   (group mode adds chunked=N resent=N stray=N)
 //!  raw        send N                SENT N          (N messages, TRY_AGAIN retried)
 //!             digest                DIGEST count hash   (of every delivery so far)
 //!             garbage N             SENT N          (N non-actix-cpg payloads)
 //!  group      register NAME         REGISTER NAME ok | REGISTER NAME taken OWNER
 //!             call NAME TEXT        CALL NAME ok TEXT | CALL NAME err ERROR
 //!             burst NAME N          BURST NAME N    (N ordered tells, all sent)
+//!             bulk NAME N BYTES     BULK NAME N     (N ordered tells of BYTES each)
 //!             sink                  SINK count in_order
 //!             names                 NAMES a=node1/7,b=node2/9   (sorted)
 //!             tree                  TREE ok | TREE err ERROR   (start the test tree)
@@ -47,12 +49,28 @@ use crate::transport::{Connection, Member, MemberChange, TransportError, Transpo
 
 /// Tells a burst keeps queued before awaiting the oldest.
 const BURST_PIPELINE: usize = 256;
+/// The same for the large messages of a bulk.
+const BULK_PIPELINE: usize = 4;
 
-async fn next_outcome<F: std::future::Future>(pending: &mut VecDeque<F>) -> Option<F::Output> {
-    match pending.pop_front() {
-        Some(f) => Some(f.await),
-        None => None,
+/// Awaits `tells` in call order, keeping up to `depth` of them queued (each
+/// is queued in the order when it is made), and stops at the first error.
+async fn pipelined<F, E>(tells: impl Iterator<Item = F>, depth: usize) -> Result<(), E>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    let mut pending = VecDeque::new();
+    for tell in tells {
+        pending.push_back(tell);
+        if pending.len() >= depth {
+            if let Some(oldest) = pending.pop_front() {
+                oldest.await?;
+            }
+        }
     }
+    for tell in pending {
+        tell.await?;
+    }
+    Ok(())
 }
 
 /// Messages a raw agent keeps in flight (sent, not yet delivered back).
@@ -90,6 +108,33 @@ impl RemoteMessage for Seq {
     const TYPE_TAG: &'static str = "actix-cpg.testing.Seq";
 }
 
+/// One numbered large message of a bulk: the sink checks the numbers
+/// ascend and the bytes are those sent.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct Bulk {
+    /// The sending member.
+    pub from: Member,
+    /// 0, 1, 2, … per sender.
+    pub n: u64,
+    /// [`Bulk::pattern`] of some length.
+    #[serde(with = "crate::wire::bytes")]
+    pub data: Vec<u8>,
+}
+
+impl RemoteMessage for Bulk {
+    const TYPE_TAG: &'static str = "actix-cpg.testing.Bulk";
+}
+
+impl Bulk {
+    /// The bytes message `n` carries: a pattern the sink can check.
+    pub fn pattern(n: u64, len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| (i.wrapping_mul(31) ^ n) as u8)
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct SinkStats {
     count: u64,
@@ -115,12 +160,25 @@ impl Handler<Echo> for Endpoint {
 impl Handler<Seq> for Endpoint {
     type Result = ();
     fn handle(&mut self, seq: Seq, _: &mut Context<Self>) {
-        let mut stats = self.stats.borrow_mut();
-        let expected = stats.next.entry(seq.from).or_insert(0);
-        let ok = seq.n == *expected;
-        *expected = seq.n + 1;
-        stats.in_order &= ok;
-        stats.count += 1;
+        self.stats.borrow_mut().take(seq.from, seq.n, true);
+    }
+}
+
+impl Handler<Bulk> for Endpoint {
+    type Result = ();
+    fn handle(&mut self, bulk: Bulk, _: &mut Context<Self>) {
+        let intact = bulk.data == Bulk::pattern(bulk.n, bulk.data.len());
+        self.stats.borrow_mut().take(bulk.from, bulk.n, intact);
+    }
+}
+
+impl SinkStats {
+    fn take(&mut self, from: Member, n: u64, intact: bool) {
+        let expected = self.next.entry(from).or_insert(0);
+        let ok = n == *expected && intact;
+        *expected = n + 1;
+        self.in_order &= ok;
+        self.count += 1;
     }
 }
 
@@ -323,8 +381,13 @@ async fn run_group<C: Connection>(
     // pipelined burst into a few multicasts and never meet it). Batching
     // has its own suite (tests/sim_batching.rs), and the bench smoke checks
     // its order on the real cluster.
+    //
+    // Pieces of 32 KiB: a 4 MB message of the bulk scenario is more pieces
+    // than the send window holds, so it spans several round trips and a
+    // membership change can fall between its pieces on a real cluster too.
     let config = GroupConfig {
         batch: crate::group::BatchConfig::disabled(),
+        chunk_size: 32 << 10,
         ..GroupConfig::default()
     };
     let group = Group::start(conn, config).await?;
@@ -367,7 +430,10 @@ async fn run_group<C: Connection>(
                 match words.as_slice() {
                     ["register", name] => {
                         let endpoint = Endpoint { stats: stats.clone() }.start();
-                        let handlers = Handlers::new(endpoint).with::<Echo>().with::<Seq>();
+                        let handlers = Handlers::new(endpoint)
+                            .with::<Echo>()
+                            .with::<Seq>()
+                            .with::<Bulk>();
                         match group.register(name, handlers).await {
                             Ok(()) => say(format!("REGISTER {name} ok")),
                             Err(GroupError::NameTaken { owner, .. }) => {
@@ -386,29 +452,23 @@ async fn run_group<C: Connection>(
                         let n: u64 = n.parse().unwrap_or(0);
                         let target = group.remote::<Seq>(name);
                         let from = group.local();
-                        // Pipelined: tells are queued in call order, so up to
-                        // BURST_PIPELINE of them can be in the air at once.
-                        let mut pending = VecDeque::new();
-                        let mut failed = None;
-                        for i in 0..n {
-                            pending.push_back(target.tell(Seq { from, n: i }));
-                            if pending.len() >= BURST_PIPELINE {
-                                if let Some(Err(e)) = next_outcome(&mut pending).await {
-                                    failed = Some(e);
-                                    break;
-                                }
-                            }
+                        let tells = (0..n).map(|i| target.tell(Seq { from, n: i }));
+                        match pipelined(tells, BURST_PIPELINE).await {
+                            Ok(()) => say(format!("BURST {name} {n}")),
+                            Err(e) => say(format!("BURST {name} err {e}")),
                         }
-                        while failed.is_none() {
-                            match next_outcome(&mut pending).await {
-                                Some(Err(e)) => failed = Some(e),
-                                Some(Ok(())) => {}
-                                None => break,
-                            }
-                        }
-                        match failed {
-                            None => say(format!("BURST {name} {n}")),
-                            Some(e) => say(format!("BURST {name} err {e}")),
+                    }
+                    ["bulk", name, n, bytes] => {
+                        let n: u64 = n.parse().unwrap_or(0);
+                        let len: usize = bytes.parse().unwrap_or(0);
+                        let target = group.remote::<Bulk>(name);
+                        let from = group.local();
+                        let tells = (0..n).map(|i| {
+                            target.tell(Bulk { from, n: i, data: Bulk::pattern(i, len) })
+                        });
+                        match pipelined(tells, BULK_PIPELINE).await {
+                            Ok(()) => say(format!("BULK {name} {n}")),
+                            Err(e) => say(format!("BULK {name} err {e}")),
                         }
                     }
                     ["names"] => {
@@ -427,10 +487,13 @@ async fn run_group<C: Connection>(
                     ["metrics"] => {
                         let m = group.metrics();
                         say(format!(
-                            "METRICS delivered={} dropped={} try_again={}",
+                            "METRICS delivered={} dropped={} try_again={} chunked={} resent={} stray={}",
                             m.delivered,
                             m.dropped(),
-                            m.try_again
+                            m.try_again,
+                            m.chunked_delivered,
+                            m.chunked_resent,
+                            m.chunks_stray
                         ));
                     }
                     ["leave"] => {

@@ -28,6 +28,18 @@
 //! of it, between the same two confchgs. Its framing is checked whole before
 //! any inner envelope is handed on: a batch whose lengths do not add up is
 //! dropped as one malformed message, on every member alike.
+//!
+//! A [`Kind::Chunk`] envelope carries one piece of a message too large for
+//! one multicast. Its body is a fixed 24-byte head, then the piece:
+//!
+//! ```text
+//!  +-- header (kind 7) --+-- id u64 --+-- index u32 --+-- count u32 --+-- total u64 --+-- bytes --+
+//! ```
+//!
+//! `id` names the message among its sender's, `index` counts from 0 up to
+//! `count - 1`, and `total` is the length of the whole message, itself one
+//! envelope (never a chunk). How pieces are put back together, and what a
+//! membership change does to a message in pieces, is `group::chunks`'s.
 
 use bincode::Options;
 use serde::de::DeserializeOwned;
@@ -41,6 +53,8 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 8;
 /// Bytes a batch spends on each inner envelope besides the envelope itself.
 pub const BATCH_ENTRY_OVERHEAD: usize = 4;
+/// Bytes a chunk envelope spends besides its piece: header and chunk head.
+pub const CHUNK_OVERHEAD: usize = HEADER_LEN + 24;
 
 /// What the body of an envelope holds. The byte values are part of the
 /// format; never reuse a retired one.
@@ -60,6 +74,9 @@ pub enum Kind {
     /// Several whole envelopes (never batches) in one multicast; see the
     /// module docs.
     Batch = 6,
+    /// One piece of a message too large for one multicast; see the module
+    /// docs.
+    Chunk = 7,
     /// A replicated state machine's message (see `crate::replicated`).
     Replicated = 16,
     /// A leader election's message (see `crate::election`).
@@ -77,6 +94,7 @@ impl Kind {
             4 => Kind::Snapshot,
             5 => Kind::SyncRequest,
             6 => Kind::Batch,
+            7 => Kind::Chunk,
             16 => Kind::Replicated,
             17 => Kind::Election,
             32 => Kind::Supervision,
@@ -119,6 +137,19 @@ pub struct Frame<'a> {
     pub kind: Kind,
     /// The body bytes.
     pub body: &'a [u8],
+}
+
+/// The head of a [`Kind::Chunk`] envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHead {
+    /// The message this piece belongs to, among its sender's.
+    pub id: u64,
+    /// Position of the piece, from 0.
+    pub index: u32,
+    /// Pieces in the message.
+    pub count: u32,
+    /// Length of the whole message in bytes.
+    pub total: u64,
 }
 
 /// Encoder/decoder with a size limit. Cheap to copy.
@@ -196,6 +227,57 @@ impl Codec {
         Ok(out)
     }
 
+    /// The chunk envelope of `piece`, one part of a message of `head.total`
+    /// bytes. The caller keeps it within one multicast.
+    pub fn encode_chunk(&self, head: ChunkHead, piece: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(CHUNK_OVERHEAD + piece.len());
+        push_header(&mut out, Kind::Chunk);
+        out.extend_from_slice(&head.id.to_le_bytes());
+        out.extend_from_slice(&head.index.to_le_bytes());
+        out.extend_from_slice(&head.count.to_le_bytes());
+        out.extend_from_slice(&head.total.to_le_bytes());
+        out.extend_from_slice(piece);
+        out
+    }
+
+    /// The head and piece of a chunk body. Refuses a head that cannot
+    /// describe a message this codec accepts: no pieces, an index past the
+    /// count, a total above the limit, a piece longer than the total.
+    pub fn decode_chunk<'a>(&self, body: &'a [u8]) -> Result<(ChunkHead, &'a [u8]), WireError> {
+        let malformed = |why: &str| WireError::Malformed(format!("chunk: {why}"));
+        let (id, rest) = body
+            .split_first_chunk::<8>()
+            .ok_or_else(|| malformed("head cut short"))?;
+        let (index, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| malformed("head cut short"))?;
+        let (count, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| malformed("head cut short"))?;
+        let (total, piece) = rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| malformed("head cut short"))?;
+        let head = ChunkHead {
+            id: u64::from_le_bytes(*id),
+            index: u32::from_le_bytes(*index),
+            count: u32::from_le_bytes(*count),
+            total: u64::from_le_bytes(*total),
+        };
+        if head.count == 0 || head.index >= head.count {
+            return Err(malformed("index past the count"));
+        }
+        if head.total > self.limit {
+            return Err(WireError::Malformed(format!(
+                "chunked message of {} bytes exceeds the limit of {}",
+                head.total, self.limit
+            )));
+        }
+        if piece.len() as u64 > head.total {
+            return Err(malformed("piece longer than the message"));
+        }
+        Ok((head, piece))
+    }
+
     /// An empty batch envelope with room for `capacity` bytes in all; add
     /// envelopes with [`push_to_batch`].
     pub fn begin_batch(&self, capacity: usize) -> Vec<u8> {
@@ -229,6 +311,9 @@ impl Codec {
             let (part, tail) = tail.split_at(len);
             if part.get(5) == Some(&(Kind::Batch as u8)) {
                 return Err(WireError::Malformed("batch nested in a batch".into()));
+            }
+            if part.get(5) == Some(&(Kind::Chunk as u8)) {
+                return Err(WireError::Malformed("chunk inside a batch".into()));
             }
             parts.push(part);
             rest = tail;
@@ -566,6 +651,81 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_round_trips_and_pins_its_layout() {
+        let head = ChunkHead {
+            id: 9,
+            index: 1,
+            count: 3,
+            total: 10,
+        };
+        let bytes = codec().encode_chunk(head, b"abcd");
+        let expected: Vec<u8> = [
+            &b"ACPG"[..],
+            &[1, 7, 0, 0],
+            &[9, 0, 0, 0, 0, 0, 0, 0],
+            &[1, 0, 0, 0],
+            &[3, 0, 0, 0],
+            &[10, 0, 0, 0, 0, 0, 0, 0],
+            &b"abcd"[..],
+        ]
+        .concat();
+        assert_eq!(bytes, expected);
+        assert_eq!(bytes.len(), CHUNK_OVERHEAD + 4);
+        let frame = codec().decode_frame(&bytes).unwrap();
+        assert_eq!(frame.kind, Kind::Chunk);
+        assert_eq!(
+            codec().decode_chunk(frame.body).unwrap(),
+            (head, &b"abcd"[..])
+        );
+    }
+
+    #[test]
+    fn impossible_chunk_heads_are_refused() {
+        let c = Codec::new(100);
+        let head = |index, count, total| ChunkHead {
+            id: 1,
+            index,
+            count,
+            total,
+        };
+        let body = |h: ChunkHead, piece: &[u8]| c.encode_chunk(h, piece)[HEADER_LEN..].to_vec();
+        for (h, piece) in [
+            (head(0, 0, 4), &b"ab"[..]),
+            (head(2, 2, 4), &b"ab"[..]),
+            (head(0, 2, 101), &b"ab"[..]),
+            (head(0, 2, 1), &b"ab"[..]),
+        ] {
+            assert!(
+                matches!(
+                    c.decode_chunk(&body(h, piece)),
+                    Err(WireError::Malformed(_))
+                ),
+                "{h:?}"
+            );
+        }
+        assert!(c.decode_chunk(&[0; 23]).is_err());
+        assert!(c.decode_chunk(&body(head(1, 2, 4), b"ab")).is_ok());
+    }
+
+    #[test]
+    fn a_chunk_inside_a_batch_is_refused() {
+        let c = codec();
+        let chunk = c.encode_chunk(
+            ChunkHead {
+                id: 1,
+                index: 0,
+                count: 2,
+                total: 4,
+            },
+            b"ab",
+        );
+        let mut batch = c.begin_batch(64);
+        push_to_batch(&mut batch, &chunk);
+        let frame = c.decode_frame(&batch).unwrap();
+        assert!(c.split_batch(frame.body).is_err());
+    }
+
+    #[test]
     fn a_batch_with_broken_framing_is_refused_whole() {
         let c = codec();
         let a = c.encode(Kind::Request, &1u32).unwrap();
@@ -597,6 +757,15 @@ mod tests {
             if let Ok(parts) = c.split_batch(&body) {
                 let total: usize = parts.iter().map(|p| p.len() + BATCH_ENTRY_OVERHEAD).sum();
                 prop_assert_eq!(total, body.len());
+            }
+        }
+
+        #[test]
+        fn arbitrary_chunk_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let c = Codec::new(512);
+            if let Ok((head, piece)) = c.decode_chunk(&body) {
+                prop_assert!(head.index < head.count);
+                prop_assert!(piece.len() as u64 <= head.total && head.total <= 512);
             }
         }
 

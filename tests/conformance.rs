@@ -418,6 +418,52 @@ async fn burst<B: Backend>(b: &mut B) {
     }
 }
 
+/// Messages of 4 MB (above the atomic size of about 1 MiB, so each goes
+/// in four pieces) stream from one member to another while a third member
+/// joins, leaves and is killed, again and again: every message arrives
+/// whole, once, in order.
+async fn large_messages_through_churn<B: Backend>(b: &mut B) {
+    const COUNT: u64 = 30;
+    const BYTES: usize = 4_000_000;
+    let group = unique_group("large");
+    let mut agents = spawn_all(b, &group, Mode::Group, &[1, 2]).await;
+    agents[0].cmd("register sink");
+    agents[0].expect("REGISTER sink ok").await;
+    agents[1].cmd(&format!("bulk sink {COUNT} {BYTES}"));
+    let done = format!("BULK sink {COUNT}");
+    let mut rounds = 0;
+    loop {
+        let mut c = b.spawn(3, &group, Mode::Group).await;
+        c.expect_view_of(3).await;
+        if rounds % 2 == 0 {
+            c.cmd("leave");
+            c.expect("LEFT").await;
+        } else {
+            b.kill(&c).await;
+        }
+        rounds += 1;
+        agents[1].pump();
+        if (rounds >= 2 && agents[1].seen.contains(&done)) || rounds == 12 {
+            break;
+        }
+    }
+    if !agents[1].seen.contains(&done) {
+        agents[1].expect(&done).await;
+    }
+    let want = format!("SINK {COUNT} ");
+    agents[0]
+        .poll("sink", "SINK", |l| l.starts_with(&want))
+        .await;
+    agents[0].cmd("sink");
+    assert_eq!(agents[0].expect("SINK").await, format!("SINK {COUNT} true"));
+    agents[1].cmd("metrics");
+    let sender = agents[1].expect("METRICS").await;
+    agents[0].cmd("metrics");
+    let host = agents[0].expect("METRICS").await;
+    println!("{rounds} membership rounds; sender: {sender}; host: {host}");
+    assert_eq!(metric(&host, "dropped"), 0, "{host}");
+}
+
 fn metrics_try_again(line: &str) -> u64 {
     metric(line, "try_again")
 }
@@ -901,6 +947,7 @@ conformance!(
     remote_call,
     burst,
     garbage_is_dropped_and_counted,
+    large_messages_through_churn,
     supervision_process_kill,
     supervision_node_down,
     supervision_partition,

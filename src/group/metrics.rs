@@ -14,6 +14,10 @@ pub struct GroupMetrics {
     batches_sent: AtomicU64,
     batches_delivered: AtomicU64,
     try_again: AtomicU64,
+    chunks_sent: AtomicU64,
+    chunked_delivered: AtomicU64,
+    chunked_resent: AtomicU64,
+    chunks_stray: AtomicU64,
     dropped_foreign: AtomicU64,
     dropped_version: AtomicU64,
     dropped_unknown_kind: AtomicU64,
@@ -40,6 +44,19 @@ pub struct MetricsSnapshot {
     pub batches_delivered: u64,
     /// Times the transport answered `TRY_AGAIN` (each retried, none lost).
     pub try_again: u64,
+    /// Pieces of messages larger than one multicast that this member sent
+    /// (each is a multicast of its own, also counted in `multicasts`).
+    pub chunks_sent: u64,
+    /// Messages in pieces delivered to this member whole (each also counts
+    /// once in `delivered`).
+    pub chunked_delivered: u64,
+    /// Messages in pieces this member sent again because a confchg cut
+    /// through them.
+    pub chunked_resent: u64,
+    /// Pieces delivered here that belonged to no message under way: the
+    /// rest of a message a confchg cut (sent again whole), or of one begun
+    /// before this member joined. Not lost: see `chunked_resent`.
+    pub chunks_stray: u64,
     /// Dropped: not an actix-cpg message (bad magic or too short).
     pub dropped_foreign: u64,
     /// Dropped: an actix-cpg protocol version this build does not speak.
@@ -75,6 +92,10 @@ impl GroupMetrics {
             batches_sent: r(&self.batches_sent),
             batches_delivered: r(&self.batches_delivered),
             try_again: r(&self.try_again),
+            chunks_sent: r(&self.chunks_sent),
+            chunked_delivered: r(&self.chunked_delivered),
+            chunked_resent: r(&self.chunked_resent),
+            chunks_stray: r(&self.chunks_stray),
             dropped_foreign: r(&self.dropped_foreign),
             dropped_version: r(&self.dropped_version),
             dropped_unknown_kind: r(&self.dropped_unknown_kind),
@@ -114,6 +135,23 @@ impl GroupMetrics {
 
     pub(crate) fn try_again(&self) {
         self.try_again.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn chunk_sent(&self) {
+        self.multicasts.fetch_add(1, Ordering::Relaxed);
+        self.chunks_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn chunked_delivered(&self) {
+        self.chunked_delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn chunked_resent(&self) {
+        self.chunked_resent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn chunk_stray(&self) {
+        self.chunks_stray.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn unknown_type(&self) {

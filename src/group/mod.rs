@@ -8,6 +8,7 @@
 //! ([`Group::remote`]).
 
 mod children;
+mod chunks;
 mod core;
 mod gate;
 mod messages;
@@ -41,9 +42,18 @@ pub(crate) type CallOutcome = Result<Option<Vec<u8>>, CallError>;
 /// Tuning of one group member.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
-    /// Largest message this member sends or accepts, header included. It is
-    /// capped by the transport's own atomic limit.
+    /// Largest message this member sends or accepts, header included. A
+    /// message larger than one multicast ([`GroupConfig::chunk_size`]) goes
+    /// in pieces that are put back together on delivery, and sent again
+    /// whole if a membership change cuts through them; each member holds
+    /// at most one such message under way per sender.
     pub max_message_size: usize,
+    /// Largest multicast this member makes, capped by the transport's
+    /// atomic size (`cpg_max_atomic_msgsize_get`, about 1 MiB), so libcpg
+    /// never fragments a message itself (its fragments fail with
+    /// `CS_ERR_INTERRUPT` on a membership change). Larger messages go in
+    /// pieces of this size.
+    pub chunk_size: usize,
     /// Multicasts made but not yet delivered back to this member (a batch
     /// counts once). Keeps the daemon from queueing without bound (corosync
     /// rarely says `TRY_AGAIN` for small messages), and this member
@@ -69,7 +79,8 @@ pub struct GroupConfig {
 impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
-            max_message_size: 1 << 20,
+            max_message_size: 16 << 20,
+            chunk_size: usize::MAX,
             send_window: 64,
             send_queue_messages: 4096,
             send_queue_bytes: 16 << 20,

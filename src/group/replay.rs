@@ -1,6 +1,7 @@
 //! Re-running the group core over a recorded stream.
 
 use super::children::child_name;
+use super::chunks::{Piece, Reassembly};
 use super::core::{decode_inbound, Command, GroupCore, Inbound, Outgoing};
 use super::GroupEvent;
 use crate::record::{Recorded, Recording, Replayed};
@@ -11,6 +12,7 @@ use crate::wire::Codec;
 pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) -> Vec<Replayed> {
     let codec = Codec::new(max_message_size);
     let mut core = GroupCore::new(recording.local);
+    let mut pieces = Reassembly::default();
     let mut out = Vec::new();
     for (position, entry) in recording.entries.iter().enumerate() {
         let commands = match entry {
@@ -18,10 +20,15 @@ pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) ->
                 members,
                 joined,
                 left,
-            } => core.handle_confchg(members, joined, left),
+            } => {
+                pieces.interrupt();
+                core.handle_confchg(members, joined, left)
+            }
             Recorded::Deliver { from, bytes } => {
                 let mut commands = Vec::new();
-                match decode_delivery(&codec, bytes) {
+                match whole_message(&codec, &mut pieces, *from, bytes)
+                    .and_then(|whole| whole.map_or(Ok(Vec::new()), |m| decode_delivery(&codec, &m)))
+                {
                     Ok(messages) => {
                         for inbound in messages {
                             commands.extend(core.handle_message(*from, inbound));
@@ -46,9 +53,33 @@ pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) ->
     out
 }
 
+/// The message a delivery completes: itself, or for a piece of a larger
+/// message the whole of it once its last piece is in (see `super::chunks`).
+fn whole_message(
+    codec: &Codec,
+    pieces: &mut Reassembly,
+    from: crate::transport::Member,
+    bytes: &[u8],
+) -> Result<Option<Vec<u8>>, crate::wire::WireError> {
+    let frame = codec.decode_frame(bytes)?;
+    if frame.kind != crate::wire::Kind::Chunk {
+        return Ok(Some(bytes.to_vec()));
+    }
+    let (head, piece) = codec.decode_chunk(frame.body)?;
+    match pieces.accept(from, head, piece)? {
+        Piece::Whole(message) => Ok(Some(message)),
+        Piece::Pending | Piece::Stray => Ok(None),
+    }
+}
+
 /// Every message of one delivery, a batch split into its envelopes.
 fn decode_delivery(codec: &Codec, bytes: &[u8]) -> Result<Vec<Inbound>, crate::wire::WireError> {
     let frame = codec.decode_frame(bytes)?;
+    if frame.kind == crate::wire::Kind::Chunk {
+        return Err(crate::wire::WireError::Malformed(
+            "chunk inside a chunked message".into(),
+        ));
+    }
     if frame.kind != crate::wire::Kind::Batch {
         return Ok(vec![decode_inbound(codec, frame)?]);
     }

@@ -35,6 +35,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalChild};
+use super::chunks::{Outgoing as OutChunks, Piece, Reassembly};
 use super::core::{decode_inbound, Command, GroupCore, Inbound, Outgoing};
 use super::gate::SendGate;
 use super::messages::{RegistryOp, RemoteFailure, Reply, Request, RequestRef, SupervisionMsg};
@@ -49,7 +50,7 @@ use crate::supervisor::{
     SlotStatus, SupervisionEvent, TreeSpec,
 };
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
-use crate::wire::{self, Codec, Kind, WireError, BATCH_ENTRY_OVERHEAD, HEADER_LEN};
+use crate::wire::{self, Codec, Kind, WireError, BATCH_ENTRY_OVERHEAD, CHUNK_OVERHEAD, HEADER_LEN};
 
 /// How often local children are checked for having stopped. Only the
 /// detection delay depends on it, never a decision.
@@ -138,6 +139,10 @@ struct Outbound {
     /// Only read for the linger, so only taken when there is one (a clock
     /// read per message is not free on every machine).
     queued_at: Option<Instant>,
+    /// For a message larger than one multicast: its pieces, sent from the
+    /// head of the queue, which it leaves once delivered back whole (see
+    /// `super::chunks`).
+    chunks: Option<OutChunks>,
 }
 
 pub(crate) struct GroupActor {
@@ -145,6 +150,10 @@ pub(crate) struct GroupActor {
     ops: mpsc::UnboundedReceiver<Op>,
     core: GroupCore,
     codec: Codec,
+    /// Largest multicast: the transport's atomic size, or the configured
+    /// chunk size if smaller. Larger messages go in pieces.
+    frame_limit: usize,
+    reassembly: Reassembly,
     window: usize,
     batch: BatchConfig,
     gate: Arc<SendGate>,
@@ -217,13 +226,14 @@ impl GroupActor {
             events,
             supervision_events,
         } = outlets;
-        let limit = config.max_message_size.min(conn.max_message_size());
+        let limit = config.max_message_size;
         metrics.set_limit(limit);
+        let frame_limit = config.chunk_size.min(conn.max_message_size());
         let local = conn.local();
         let batch = BatchConfig {
             // A batch is one multicast: it must fit the transport's atomic
             // limit, or libcpg would fragment it (see DESIGN §3).
-            max_bytes: config.batch.max_bytes.min(limit),
+            max_bytes: config.batch.max_bytes.min(frame_limit),
             max_messages: config.batch.max_messages.max(1),
             linger: config.batch.linger,
         };
@@ -232,6 +242,8 @@ impl GroupActor {
             ops,
             core: GroupCore::new(local),
             codec: Codec::new(limit),
+            frame_limit,
+            reassembly: Reassembly::default(),
             window: config.send_window.max(1),
             batch,
             gate,
@@ -286,13 +298,49 @@ impl GroupActor {
     fn push_back(&mut self, bytes: Vec<u8>, on_sent: OnSent, gated: bool) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.outbound.push_back(Outbound {
+        let queued_at = (!self.batch.linger.is_zero()).then(Instant::now);
+        if let Some(out) = self.outbound_entry(bytes, on_sent, gated, seq, queued_at) {
+            self.outbound.push_back(out);
+        }
+    }
+
+    /// A queue entry for `bytes`, planned in pieces if it is larger than one
+    /// multicast; `None` (the sender told) if it cannot be sent at all.
+    fn outbound_entry(
+        &mut self,
+        bytes: Vec<u8>,
+        on_sent: OnSent,
+        gated: bool,
+        seq: u64,
+        queued_at: Option<Instant>,
+    ) -> Option<Outbound> {
+        let mut chunks = None;
+        if bytes.len() > self.frame_limit {
+            let id = self.next_id();
+            let piece_len = self.frame_limit.saturating_sub(CHUNK_OVERHEAD);
+            chunks = (piece_len > 0)
+                .then(|| OutChunks::new(id, bytes.len(), piece_len))
+                .flatten();
+            if chunks.is_none() {
+                let error = TransportError::MessageTooLarge {
+                    len: bytes.len(),
+                    max: self.frame_limit,
+                };
+                if gated {
+                    self.gate.release(bytes.len());
+                }
+                self.finish_sent(on_sent, Err(error.to_string()));
+                return None;
+            }
+        }
+        Some(Outbound {
             bytes,
             on_sent,
             gated,
             seq,
-            queued_at: (!self.batch.linger.is_zero()).then(Instant::now),
-        });
+            queued_at,
+            chunks,
+        })
     }
 
     /// How many messages from the head of the queue the next multicast
@@ -300,12 +348,16 @@ impl GroupActor {
     /// lingers for company.
     fn next_mcast(&mut self, now: Instant) -> Option<(usize, usize)> {
         let first = self.outbound.front()?;
+        if first.chunks.is_some() {
+            return Some((1, first.bytes.len()));
+        }
         let mut count = 1;
         let mut len = HEADER_LEN + BATCH_ENTRY_OVERHEAD + first.bytes.len();
         let mut full = self.batch.max_messages <= 1 || len > self.batch.max_bytes;
         if !full {
             for out in self.outbound.iter().skip(1) {
-                if count >= self.batch.max_messages {
+                if count >= self.batch.max_messages || out.chunks.is_some() {
+                    full = true;
                     break;
                 }
                 let grown = len + BATCH_ENTRY_OVERHEAD + out.bytes.len();
@@ -340,6 +392,39 @@ impl GroupActor {
         let now = Instant::now();
         let mut alone = false;
         while self.in_flight < self.window {
+            if let Some(head) = self.outbound.front_mut() {
+                if let Some(plan) = &mut head.chunks {
+                    // A message in pieces: the next piece, or nothing at all
+                    // until the last one is back (rule 5 of `super::chunks`).
+                    let Some((chunk, piece)) = plan.next_piece(&head.bytes) else {
+                        break;
+                    };
+                    // The piece is copied behind its head: the binding takes
+                    // one slice.
+                    let frame = self.codec.encode_chunk(chunk, piece);
+                    match self.conn.mcast(&frame) {
+                        Ok(()) => {
+                            plan.piece_sent();
+                            self.in_flight += 1;
+                            self.metrics.chunk_sent();
+                            continue;
+                        }
+                        Err(TransportError::TryAgain) => {
+                            self.metrics.try_again();
+                            self.blocked_by_flow_control = true;
+                            self.wake_pump();
+                            break;
+                        }
+                        Err(e @ TransportError::MessageTooLarge { .. }) if !plan.started() => {
+                            if let Some(refused) = self.outbound.pop_front() {
+                                self.finish_outbound(refused, Err(e.to_string()));
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
             let Some((count, len)) = self.next_mcast(now) else {
                 break;
             };
@@ -368,14 +453,7 @@ impl GroupActor {
                             self.finish_outbound(sent, Ok(()));
                         }
                     }
-                    while let Some((mark, _)) = self.flush_marks.front() {
-                        if *mark > last_seq {
-                            break;
-                        }
-                        if let Some((_, done)) = self.flush_marks.pop_front() {
-                            let _ = done.send(());
-                        }
-                    }
+                    self.resolve_flush_marks(last_seq);
                 }
                 Err(TransportError::TryAgain) => {
                     self.metrics.try_again();
@@ -403,6 +481,18 @@ impl GroupActor {
             }
         }
         Ok(())
+    }
+
+    /// Flush requests for messages up to `seq` are done.
+    fn resolve_flush_marks(&mut self, seq: u64) {
+        while let Some((mark, _)) = self.flush_marks.front() {
+            if *mark > seq {
+                break;
+            }
+            if let Some((_, done)) = self.flush_marks.pop_front() {
+                let _ = done.send(());
+            }
+        }
     }
 
     fn finish_outbound(&mut self, out: Outbound, result: Result<(), String>) {
@@ -477,34 +567,10 @@ impl GroupActor {
                     Ok(frame) => frame,
                     Err(e) => return self.drop_message(from, bytes.len(), &e),
                 };
-                if frame.kind != Kind::Batch {
-                    match self.decode(from, frame) {
-                        Ok(inbound) => self.handle_inbound(from, inbound, ctx),
-                        Err(e) => self.drop_message(from, bytes.len(), &e),
-                    }
-                    return;
+                if frame.kind == Kind::Chunk {
+                    return self.handle_chunk(from, frame.body, ctx);
                 }
-                // The framing of the whole batch is checked before any of
-                // it reaches the core; then each message is decoded and
-                // handled as if it had come alone, in the batch's order.
-                let parts = match self.codec.split_batch(frame.body) {
-                    Ok(parts) => parts,
-                    Err(e) => return self.drop_message(from, bytes.len(), &e),
-                };
-                self.metrics.batch_delivered();
-                for part in parts {
-                    match self
-                        .codec
-                        .decode_frame(part)
-                        .and_then(|f| self.decode(from, f))
-                    {
-                        Ok(inbound) => self.handle_inbound(from, inbound, ctx),
-                        Err(e) => self.drop_message(from, part.len(), &e),
-                    }
-                    if ctx.state().stopping() {
-                        return;
-                    }
-                }
+                self.handle_frame(from, frame, bytes.len(), ctx);
             }
             TransportEvent::ConfChg {
                 members,
@@ -512,6 +578,7 @@ impl GroupActor {
                 left,
             } => {
                 debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                self.interrupt_chunks();
                 let commands = self.core.handle_confchg(&members, &joined, &left);
                 self.execute(commands, ctx);
             }
@@ -523,6 +590,119 @@ impl GroupActor {
                 self.sup.quorate = Some((q.quorate, q.nodes.clone()));
                 self.announce_quorum();
                 self.flush_or_close(ctx);
+            }
+        }
+    }
+
+    /// One piece of a message too large for one multicast: put back
+    /// together, and handled here, at the place of its last piece.
+    fn handle_chunk(&mut self, from: Member, body: &[u8], ctx: &mut Context<Self>) {
+        let (head, piece) = match self.codec.decode_chunk(body) {
+            Ok(chunk) => chunk,
+            Err(e) => return self.drop_message(from, body.len() + HEADER_LEN, &e),
+        };
+        if from == self.local() {
+            self.own_piece_delivered(&head);
+        }
+        match self.reassembly.accept(from, head, piece) {
+            Ok(Piece::Pending) => self.refill(ctx),
+            Ok(Piece::Stray) => {
+                self.metrics.chunk_stray();
+                self.refill(ctx);
+            }
+            Ok(Piece::Whole(message)) => {
+                self.metrics.chunked_delivered();
+                match self.codec.decode_frame(&message) {
+                    Ok(frame) if frame.kind == Kind::Chunk => self.drop_message(
+                        from,
+                        message.len(),
+                        &WireError::Malformed("chunk inside a chunked message".into()),
+                    ),
+                    Ok(frame) => self.handle_frame(from, frame, message.len(), ctx),
+                    Err(e) => self.drop_message(from, message.len(), &e),
+                }
+                self.refill(ctx);
+            }
+            Err(e) => {
+                self.drop_message(from, body.len() + HEADER_LEN, &e);
+                self.refill(ctx);
+            }
+        }
+    }
+
+    /// One of this member's pieces came back: the message at the head of
+    /// the queue leaves it once the last one is back.
+    fn own_piece_delivered(&mut self, head: &wire::ChunkHead) {
+        let whole = match self.outbound.front_mut().and_then(|o| o.chunks.as_mut()) {
+            Some(plan) => plan.piece_delivered(head),
+            None => false,
+        };
+        if whole {
+            if let Some(sent) = self.outbound.pop_front() {
+                let seq = sent.seq;
+                self.finish_outbound(sent, Ok(()));
+                self.resolve_flush_marks(seq);
+            }
+        }
+    }
+
+    /// A confchg cuts every message in pieces; this member's own one, if it
+    /// was cut, goes again from its first piece.
+    fn interrupt_chunks(&mut self) {
+        let cut = self.reassembly.interrupt();
+        let mut next_id = self.next_id;
+        let restarted = match self.outbound.front_mut().and_then(|o| o.chunks.as_mut()) {
+            Some(plan) => plan.interrupted(|| {
+                let id = next_id;
+                next_id += 1;
+                id
+            }),
+            None => false,
+        };
+        self.next_id = next_id;
+        if cut > 0 || restarted {
+            debug!(group = %self.conn.group(), cut, restarted, "confchg cut messages in pieces");
+        }
+        if restarted {
+            self.metrics.chunked_resent();
+        }
+    }
+
+    /// A whole envelope delivered from `from` (alone, or put back together
+    /// from pieces): a single message, or a batch unpacked in order.
+    fn handle_frame(
+        &mut self,
+        from: Member,
+        frame: wire::Frame<'_>,
+        len: usize,
+        ctx: &mut Context<Self>,
+    ) {
+        if frame.kind != Kind::Batch {
+            match self.decode(from, frame) {
+                Ok(inbound) => self.handle_inbound(from, inbound, ctx),
+                Err(e) => self.drop_message(from, len, &e),
+            }
+            return;
+        }
+        // The framing of the whole batch is checked before any of it
+        // reaches the core; then each message is decoded and handled as if
+        // it had come alone, in the batch's order.
+        let parts = match self.codec.split_batch(frame.body) {
+            Ok(parts) => parts,
+            Err(e) => return self.drop_message(from, len, &e),
+        };
+        self.metrics.batch_delivered();
+        for part in parts {
+            match self
+                .codec
+                .decode_frame(part)
+                .and_then(|f| self.decode(from, f))
+            {
+                Ok(inbound) => self.handle_inbound(from, inbound, ctx),
+                Err(e) => self.drop_message(from, part.len(), &e),
+            }
+            if ctx.state().stopping() {
+                return;
             }
         }
     }
@@ -581,13 +761,23 @@ impl GroupActor {
                         Outgoing::Supervision(m) => self.codec.encode(Kind::Supervision, m),
                     };
                     match encoded {
-                        Ok(bytes) => self.outbound.push_front(Outbound {
-                            bytes,
-                            on_sent: OnSent::Nothing,
-                            gated: false,
-                            seq: 0,
-                            queued_at: None,
-                        }),
+                        Ok(bytes) => {
+                            if let Some(out) =
+                                self.outbound_entry(bytes, OnSent::Nothing, false, 0, None)
+                            {
+                                // Never between the pieces of a message
+                                // under way.
+                                let at = match self.outbound.front() {
+                                    Some(head)
+                                        if head.chunks.as_ref().is_some_and(|c| c.started()) =>
+                                    {
+                                        1
+                                    }
+                                    _ => 0,
+                                };
+                                self.outbound.insert(at, out);
+                            }
+                        }
                         Err(e) => error!("state transfer message not sent: {e}"),
                     }
                 }

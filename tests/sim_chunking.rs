@@ -1,0 +1,308 @@
+//! Messages larger than one multicast, on the sim backend with a small
+//! atomic size so that a few kilobytes take many pieces.
+//!
+//! Invariants: a message in pieces reaches its actor whole, in its
+//! sender's order among small messages, exactly once, while members join,
+//! leave and crash around it (a cut message is sent again whole); a message
+//! above `max_message_size` is refused with a clear error and nothing else
+//! is lost; pieces that start nowhere or do not add up are dropped and
+//! counted, and the group goes on.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_cpg::transport::sim::{SimCluster, SimProcess};
+use actix_cpg::wire::{ChunkHead, Codec};
+use actix_cpg::{
+    CallError, Connection, Group, GroupConfig, GroupName, Handlers, NodeId, RemoteMessage,
+    Transport,
+};
+use serde::{Deserialize, Serialize};
+
+/// The transport's atomic size in these tests: pieces of 480 bytes.
+const ATOMIC: usize = 512;
+
+#[derive(Message, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "usize")]
+struct Blob {
+    sender: u32,
+    seq: u32,
+    #[serde(with = "actix_cpg::wire::bytes")]
+    data: Vec<u8>,
+}
+
+impl RemoteMessage for Blob {
+    const TYPE_TAG: &'static str = "test.chunking.Blob";
+}
+
+fn blob(sender: u32, seq: u32, len: usize) -> Blob {
+    Blob {
+        sender,
+        seq,
+        data: (0..len)
+            .map(|i| (i as u32 ^ seq.wrapping_mul(31) ^ sender) as u8)
+            .collect(),
+    }
+}
+
+type Seen = Rc<RefCell<Vec<Blob>>>;
+
+struct Sink {
+    seen: Seen,
+}
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Blob> for Sink {
+    type Result = usize;
+    fn handle(&mut self, b: Blob, _: &mut Context<Self>) -> usize {
+        let len = b.data.len();
+        self.seen.borrow_mut().push(b);
+        len
+    }
+}
+
+fn name() -> GroupName {
+    GroupName::new("chunking").expect("valid name")
+}
+
+async fn member(cluster: &SimCluster, node: u32) -> (SimProcess, Group) {
+    member_with(cluster, node, GroupConfig::default()).await
+}
+
+async fn member_with(cluster: &SimCluster, node: u32, config: GroupConfig) -> (SimProcess, Group) {
+    let process = cluster.process(NodeId(node)).expect("node up");
+    let conn = process.join(&name()).expect("join");
+    let group = Group::start(conn, config).await.expect("start");
+    (process, group)
+}
+
+async fn host_sink(group: &Group) -> Seen {
+    let seen = Seen::default();
+    let sink = Sink { seen: seen.clone() }.start();
+    group
+        .register("sink", Handlers::new(sink).with::<Blob>())
+        .await
+        .expect("register");
+    seen
+}
+
+async fn wait_for(seen: &Seen, n: usize, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while seen.borrow().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} messages arrived",
+            seen.borrow().len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_large_message_arrives_whole_in_order_among_small_ones() {
+    let cluster = SimCluster::builder(3).max_message_size(ATOMIC).build();
+    let (_p1, host) = member(&cluster, 1).await;
+    let seen = host_sink(&host).await;
+    let (_p2, sender) = member(&cluster, 2).await;
+    let sink = sender.remote::<Blob>("sink");
+    let sizes = [10, 100_000, 3, ATOMIC, 0, 20_000, 7];
+    let pending: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| sink.tell(blob(2, i as u32, len)))
+        .collect();
+    for r in futures::future::join_all(pending).await {
+        r.expect("sent");
+    }
+    // A reply that itself goes in pieces comes back whole too.
+    let echoed = sink.send(blob(2, 99, 50_000)).await.expect("answered");
+    assert_eq!(echoed, 50_000);
+    wait_for(&seen, sizes.len() + 1, 10).await;
+    let expected: Vec<Blob> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| blob(2, i as u32, len))
+        .chain([blob(2, 99, 50_000)])
+        .collect();
+    assert_eq!(*seen.borrow(), expected);
+    let m = sender.metrics();
+    assert!(
+        m.chunks_sent >= (100_000 + 20_000 + 50_000) / ATOMIC as u64,
+        "{m:?}"
+    );
+    assert_eq!(host.metrics().chunked_delivered, 4, "{:?}", host.metrics());
+    assert_eq!(host.metrics().dropped(), 0);
+}
+
+#[actix_rt::test]
+async fn a_message_above_the_limit_is_refused_and_nothing_else_is_lost() {
+    let cluster = SimCluster::builder(2).max_message_size(ATOMIC).build();
+    let (_p1, host) = member(&cluster, 1).await;
+    let seen = host_sink(&host).await;
+    let process = cluster.process(NodeId(2)).expect("up");
+    let config = GroupConfig {
+        max_message_size: 4096,
+        ..GroupConfig::default()
+    };
+    let sender = Group::start(process.join(&name()).expect("join"), config)
+        .await
+        .expect("start");
+    let sink = sender.remote::<Blob>("sink");
+    let first = sink.tell(blob(2, 0, 3000));
+    let too_big = sink.tell(blob(2, 1, 5000));
+    let last = sink.tell(blob(2, 2, 10));
+    first.await.expect("fits");
+    match too_big.await {
+        Err(CallError::Codec(e)) => assert!(e.contains("limit"), "{e}"),
+        other => panic!("expected a size error, got {other:?}"),
+    }
+    assert!(matches!(
+        sink.try_tell(&blob(2, 1, 5000)),
+        Err(CallError::Codec(_))
+    ));
+    last.await.expect("fits");
+    wait_for(&seen, 2, 10).await;
+    assert_eq!(*seen.borrow(), vec![blob(2, 0, 3000), blob(2, 2, 10)]);
+}
+
+/// Three senders stream messages of every size to one sink while other
+/// members join, leave and are killed: the sink gets each sender's
+/// messages whole, once, in order.
+#[actix_rt::test]
+async fn messages_in_pieces_keep_flowing_while_members_come_and_go() {
+    let cluster = SimCluster::builder(3).max_message_size(ATOMIC).build();
+    let (_p1, host) = member(&cluster, 1).await;
+    let seen = host_sink(&host).await;
+    // A window of a few pieces, so that membership changes land between
+    // the pieces of a message (with a wide window the sim takes every
+    // piece of a message into the order at once).
+    let narrow = GroupConfig {
+        send_window: 3,
+        ..GroupConfig::default()
+    };
+    let mut senders = Vec::new();
+    for s in 0..3u32 {
+        senders.push(member_with(&cluster, 1 + s % 3, narrow.clone()).await);
+    }
+    const PER_SENDER: u32 = 150;
+    let sizes = |s: u32, i: u32| ((i * 7919 + s * 104_729) % 20_000) as usize;
+    let streams: Vec<_> = senders
+        .iter()
+        .enumerate()
+        .map(|(s, (_, g))| {
+            let sink = g.remote::<Blob>("sink");
+            let s = s as u32;
+            actix::spawn(async move {
+                for i in 0..PER_SENDER {
+                    sink.tell(blob(s, i, sizes(s, i))).await.expect("sent");
+                }
+            })
+        })
+        .collect();
+    // Churn: members join, leave and crash while the streams run. The
+    // senders are paused meanwhile (their sends so far stay in the order,
+    // their deliveries wait), so the confchgs fall between the pieces of the
+    // messages they are sending, not only between messages.
+    let mut churn = 0;
+    while seen.borrow().len() < (3 * PER_SENDER) as usize && churn < 60 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        for (p, _) in &senders {
+            cluster.pause_process(p.member()).expect("paused");
+        }
+        let (process, group) = member(&cluster, 1 + churn % 3).await;
+        if churn % 2 == 0 {
+            group.leave().await.expect("left");
+        } else {
+            process.kill().expect("killed");
+        }
+        for (p, _) in &senders {
+            cluster.resume_process(p.member()).expect("resumed");
+        }
+        churn += 1;
+    }
+    for stream in streams {
+        stream.await.expect("stream ended");
+    }
+    wait_for(&seen, (3 * PER_SENDER) as usize, 30).await;
+    for s in 0..3u32 {
+        let got: Vec<Blob> = seen
+            .borrow()
+            .iter()
+            .filter(|b| b.sender == s)
+            .cloned()
+            .collect();
+        let want: Vec<Blob> = (0..PER_SENDER).map(|i| blob(s, i, sizes(s, i))).collect();
+        assert_eq!(got, want, "sender {s}: whole, once, in order");
+    }
+    assert_eq!(seen.borrow().len(), (3 * PER_SENDER) as usize);
+    let resent: u64 = senders
+        .iter()
+        .map(|(_, g)| g.metrics().chunked_resent)
+        .sum();
+    let stray = host.metrics().chunks_stray;
+    println!("churn {churn}, messages sent again {resent}, stray pieces at the host {stray}");
+    assert!(
+        resent > 0 && stray > 0,
+        "no membership change cut through a message"
+    );
+    assert_eq!(host.metrics().dropped(), 0);
+}
+
+/// Pieces forged on a raw connection: a piece with no start, and pieces
+/// that do not add up, are dropped and counted; good pieces after them
+/// still make a message.
+#[actix_rt::test]
+async fn stray_and_broken_pieces_are_dropped_and_counted() {
+    let cluster = SimCluster::builder(2).max_message_size(ATOMIC).build();
+    let (_p1, host) = member(&cluster, 1).await;
+    let seen = host_sink(&host).await;
+    let raw_process = cluster.process(NodeId(2)).expect("up");
+    let mut raw = raw_process.join(&name()).expect("join");
+    // Let the raw member's join settle before forging.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let codec = Codec::new(16 << 20);
+    let head = |id, index, count, total| ChunkHead {
+        id,
+        index,
+        count,
+        total,
+    };
+    let before = host.metrics();
+    raw.mcast(&codec.encode_chunk(head(1, 1, 2, 10), b"tail"))
+        .expect("sent");
+    raw.mcast(&codec.encode_chunk(head(2, 0, 2, 3), b"ab"))
+        .expect("sent");
+    raw.mcast(&codec.encode_chunk(head(2, 1, 2, 3), b"cd"))
+        .expect("sent");
+    raw.mcast(&codec.encode_chunk(head(3, 5, 2, 3), b"x"))
+        .expect("sent");
+    // Then a well-formed request in two pieces.
+    let sender_conn = cluster
+        .process(NodeId(2))
+        .expect("up")
+        .join(&name())
+        .expect("join");
+    let sender = Group::start(sender_conn, GroupConfig::default())
+        .await
+        .expect("start");
+    sender
+        .remote::<Blob>("sink")
+        .tell(blob(7, 0, 700))
+        .await
+        .expect("sent");
+    wait_for(&seen, 1, 10).await;
+    assert_eq!(*seen.borrow(), vec![blob(7, 0, 700)]);
+    let after = host.metrics();
+    assert_eq!(after.chunks_stray - before.chunks_stray, 1, "{after:?}");
+    assert_eq!(
+        after.dropped_malformed - before.dropped_malformed,
+        2,
+        "{after:?}"
+    );
+    assert_eq!(after.chunked_delivered - before.chunked_delivered, 1);
+}
