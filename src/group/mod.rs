@@ -52,7 +52,8 @@ pub struct GroupConfig {
     /// atomic size (`cpg_max_atomic_msgsize_get`, about 1 MiB), so libcpg
     /// never fragments a message itself (its fragments fail with
     /// `CS_ERR_INTERRUPT` on a membership change). Larger messages go in
-    /// pieces of this size.
+    /// pieces of this size. The default, 256 KiB, pipelines better than
+    /// pieces of the whole atomic size (BENCHMARKS.md, large messages).
     pub chunk_size: usize,
     /// Multicasts made but not yet delivered back to this member (a batch
     /// counts once). Keeps the daemon from queueing without bound (corosync
@@ -80,7 +81,7 @@ impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
             max_message_size: 16 << 20,
-            chunk_size: usize::MAX,
+            chunk_size: 256 << 10,
             send_window: 64,
             send_queue_messages: 4096,
             send_queue_bytes: 16 << 20,
