@@ -146,6 +146,13 @@ impl Codec {
             .with_limit(self.limit.saturating_sub(HEADER_LEN as u64))
     }
 
+    /// The same format without a limit, for writing a value whose size was
+    /// already checked: bincode's `serialize_into` under a limit walks the
+    /// value once more just to measure it.
+    fn checked_write_options() -> impl Options + Copy {
+        bincode::DefaultOptions::new().with_fixint_encoding()
+    }
+
     /// Header plus the bincode body of `body`.
     pub fn encode<T: Serialize + ?Sized>(
         &self,
@@ -159,7 +166,8 @@ impl Codec {
         })?;
         let mut out = Vec::with_capacity(HEADER_LEN + size as usize);
         push_header(&mut out, kind);
-        opts.serialize_into(&mut out, body)
+        Self::checked_write_options()
+            .serialize_into(&mut out, body)
             .map_err(|e| WireError::Malformed(e.to_string()))?;
         Ok(out)
     }
@@ -190,9 +198,10 @@ impl Codec {
         }
         let mut out = Vec::with_capacity(total as usize);
         push_header(&mut out, kind);
-        opts.serialize_into(&mut out, head).map_err(too_large)?;
+        let write = Self::checked_write_options();
+        write.serialize_into(&mut out, head).map_err(too_large)?;
         out.extend_from_slice(&payload_size.to_le_bytes());
-        opts.serialize_into(&mut out, payload).map_err(too_large)?;
+        write.serialize_into(&mut out, payload).map_err(too_large)?;
         Ok(out)
     }
 
