@@ -267,7 +267,12 @@ where
         let bytes = self
             .group
             .codec()
-            .encode_with_payload(Kind::Request, &head, msg)
+            .encode_with_written_head(
+                Kind::Request,
+                head.encoded_len(),
+                |out| head.write(out),
+                msg,
+            )
             .map_err(|e| CallError::Codec(e.to_string()))?;
         Ok((id, bytes))
     }
