@@ -115,34 +115,6 @@ pub(crate) enum Op {
     },
 }
 
-/// A decoded message: a request stays borrowed from the delivered bytes
-/// until the core says where it goes.
-// Lives on the stack from `decode` to `handle_inbound` only; boxing the
-// large variant would cost an allocation per message instead.
-#[allow(clippy::large_enum_variant)]
-enum Decoded<'a> {
-    Request(RequestRef<'a>),
-    Other(Inbound),
-}
-
-/// A request to hand to a local actor: read in place, or owned by the core
-/// (replayed after a state transfer).
-trait AsRequest {
-    fn as_request(&self) -> RequestRef<'_>;
-}
-
-impl AsRequest for RequestRef<'_> {
-    fn as_request(&self) -> RequestRef<'_> {
-        *self
-    }
-}
-
-impl AsRequest for super::messages::Request {
-    fn as_request(&self) -> RequestRef<'_> {
-        RequestRef::from(self)
-    }
-}
-
 /// What to do once a queued message has been handed to the transport.
 enum OnSent {
     Nothing,
@@ -1091,6 +1063,34 @@ impl GroupActor {
                 let _ = done.send(self.core.engine().children());
             }
         }
+    }
+}
+
+/// A decoded message: a request stays borrowed from the delivered bytes
+/// until the core says where it goes.
+// Lives on the stack from `decode` to `handle_inbound` only; boxing the
+// large variant would cost an allocation per message instead.
+#[allow(clippy::large_enum_variant)]
+enum Decoded<'a> {
+    Request(RequestRef<'a>),
+    Other(Inbound),
+}
+
+/// A request to hand to a local actor: read in place, or owned by the core
+/// (replayed after a state transfer).
+trait AsRequest {
+    fn as_request(&self) -> RequestRef<'_>;
+}
+
+impl AsRequest for RequestRef<'_> {
+    fn as_request(&self) -> RequestRef<'_> {
+        *self
+    }
+}
+
+impl AsRequest for super::messages::Request {
+    fn as_request(&self) -> RequestRef<'_> {
+        RequestRef::from(self)
     }
 }
 
