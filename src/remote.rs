@@ -113,13 +113,17 @@ where
     }
 
     pub(crate) fn into_endpoint(self) -> Endpoint {
-        Endpoint { table: self.table }
+        Endpoint {
+            table: self.table.into_iter().collect(),
+        }
     }
 }
 
-/// A registered name's type-erased handlers.
+/// A registered name's type-erased handlers, in a list: an actor takes a
+/// handful of types, and comparing a few short tags costs less than hashing
+/// one.
 pub(crate) struct Endpoint {
-    table: HashMap<&'static str, HandlerFn>,
+    table: Vec<(&'static str, HandlerFn)>,
 }
 
 impl Endpoint {
@@ -128,13 +132,19 @@ impl Endpoint {
     pub(crate) fn dispatch(
         &self,
         codec: &Codec,
-        type_tag: &str,
+        type_tag: &[u8],
         payload: &[u8],
         want_reply: bool,
     ) -> Result<PendingReply, RemoteFailure> {
-        match self.table.get(type_tag) {
-            Some(handler) => handler(codec, payload, want_reply),
-            None => Err(RemoteFailure::UnknownType(type_tag.to_owned())),
+        match self
+            .table
+            .iter()
+            .find(|(tag, _)| tag.as_bytes() == type_tag)
+        {
+            Some((_, handler)) => handler(codec, payload, want_reply),
+            None => Err(RemoteFailure::UnknownType(
+                String::from_utf8_lossy(type_tag).into_owned(),
+            )),
         }
     }
 }
@@ -257,7 +267,12 @@ where
         let bytes = self
             .group
             .codec()
-            .encode_with_payload(Kind::Request, &head, msg)
+            .encode_with_written_head(
+                Kind::Request,
+                head.encoded_len(),
+                |out| head.write(out),
+                msg,
+            )
             .map_err(|e| CallError::Codec(e.to_string()))?;
         Ok((id, bytes))
     }

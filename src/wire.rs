@@ -177,6 +177,13 @@ impl Codec {
             .with_limit(self.limit.saturating_sub(HEADER_LEN as u64))
     }
 
+    /// The same format without a limit, for writing a value whose size was
+    /// already checked: bincode's `serialize_into` under a limit walks the
+    /// value once more just to measure it.
+    fn checked_write_options() -> impl Options + Copy {
+        bincode::DefaultOptions::new().with_fixint_encoding()
+    }
+
     /// Header plus the bincode body of `body`.
     pub fn encode<T: Serialize + ?Sized>(
         &self,
@@ -190,7 +197,8 @@ impl Codec {
         })?;
         let mut out = Vec::with_capacity(HEADER_LEN + size as usize);
         push_header(&mut out, kind);
-        opts.serialize_into(&mut out, body)
+        Self::checked_write_options()
+            .serialize_into(&mut out, body)
             .map_err(|e| WireError::Malformed(e.to_string()))?;
         Ok(out)
     }
@@ -208,22 +216,47 @@ impl Codec {
         head: &H,
         payload: &P,
     ) -> Result<Vec<u8>, WireError> {
-        let opts = self.body_options();
-        let too_large = |e: bincode::Error| match *e {
-            bincode::ErrorKind::SizeLimit => WireError::TooLarge { limit: self.limit },
-            other => WireError::Malformed(other.to_string()),
-        };
-        let head_size = opts.serialized_size(head).map_err(too_large)?;
-        let payload_size = opts.serialized_size(payload).map_err(too_large)?;
-        let total = HEADER_LEN as u64 + head_size + 8 + payload_size;
+        let head_size = self
+            .body_options()
+            .serialized_size(head)
+            .map_err(self.too_large())?;
+        self.encode_with_written_head(
+            kind,
+            head_size as usize,
+            |out| {
+                // Cannot fail: the size was just taken, and a Vec grows.
+                let _ = Self::checked_write_options().serialize_into(out, head);
+            },
+            payload,
+        )
+    }
+
+    /// [`Codec::encode_with_payload`] for a head the caller writes itself
+    /// (`head_len` bytes, in this codec's format): a hot head of fixed
+    /// layout then costs neither of serde's two walks (measure, write).
+    pub(crate) fn encode_with_written_head<P: Serialize + ?Sized>(
+        &self,
+        kind: Kind,
+        head_len: usize,
+        write_head: impl FnOnce(&mut Vec<u8>),
+        payload: &P,
+    ) -> Result<Vec<u8>, WireError> {
+        let payload_size = self
+            .body_options()
+            .serialized_size(payload)
+            .map_err(self.too_large())?;
+        let total = (HEADER_LEN + head_len) as u64 + 8 + payload_size;
         if total > self.limit {
             return Err(WireError::TooLarge { limit: self.limit });
         }
         let mut out = Vec::with_capacity(total as usize);
         push_header(&mut out, kind);
-        opts.serialize_into(&mut out, head).map_err(too_large)?;
+        write_head(&mut out);
+        debug_assert_eq!(out.len(), HEADER_LEN + head_len, "head length as announced");
         out.extend_from_slice(&payload_size.to_le_bytes());
-        opts.serialize_into(&mut out, payload).map_err(too_large)?;
+        Self::checked_write_options()
+            .serialize_into(&mut out, payload)
+            .map_err(self.too_large())?;
         Ok(out)
     }
 
@@ -276,6 +309,14 @@ impl Codec {
             return Err(malformed("piece longer than the message"));
         }
         Ok((head, piece))
+    }
+
+    fn too_large(&self) -> impl Fn(bincode::Error) -> WireError {
+        let limit = self.limit;
+        move |e| match *e {
+            bincode::ErrorKind::SizeLimit => WireError::TooLarge { limit },
+            other => WireError::Malformed(other.to_string()),
+        }
     }
 
     /// An empty batch envelope with room for `capacity` bytes in all; add

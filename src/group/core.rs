@@ -36,7 +36,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{debug, warn};
 
-use super::messages::{RegistryOp, Reply, Request, Snapshot, SupervisionMsg, SyncRequest};
+use super::messages::{
+    RegistryOp, Reply, Request, RequestRef, Snapshot, SupervisionMsg, SyncRequest,
+};
 use super::{CallError, GroupEvent, NameDropReason};
 use crate::supervisor::{self, Engine, ViewChange};
 use crate::transport::{Member, MemberChange, Reason};
@@ -605,33 +607,7 @@ impl GroupCore {
                 }
             }
             Inbound::Request(request) => {
-                if let Some(fence) = request.fence {
-                    if !self.runs_incarnation(&request.target, fence) {
-                        if from == self.local && request.want_reply {
-                            out.push(Command::CallDone {
-                                id: request.id,
-                                outcome: Err(CallError::StaleIncarnation {
-                                    name: request.target.clone(),
-                                    fence,
-                                }),
-                            });
-                        }
-                        return out;
-                    }
-                }
-                let host = self.names.get(&request.target).copied();
-                if from == self.local && request.want_reply {
-                    match host {
-                        Some(h) => {
-                            self.awaiting.insert(request.id, h);
-                        }
-                        None => out.push(Command::CallDone {
-                            id: request.id,
-                            outcome: Err(CallError::NoSuchName(request.target.clone())),
-                        }),
-                    }
-                }
-                if host == Some(self.local) {
+                if self.route_request(from, &RequestRef::from(&request), &mut out) {
                     out.push(Command::Deliver { from, request });
                 }
             }
@@ -680,6 +656,64 @@ impl GroupCore {
             Inbound::SyncRequest(_) | Inbound::Snapshot(_) => {}
         }
         out
+    }
+
+    /// A request at its place in the order, read in place, on a member that
+    /// holds the group state: the commands it gives (a call of this
+    /// member's that ended), and whether it goes to the local actor (which
+    /// the runtime then hands it straight from the delivered bytes, instead
+    /// of the core building an owned [`Request`] for [`Command::Deliver`]).
+    /// `None` when the core must keep the request (this member is not
+    /// synced): give it to [`GroupCore::handle_message`] instead.
+    pub(crate) fn handle_request_in_place(
+        &mut self,
+        from: Member,
+        request: &RequestRef<'_>,
+    ) -> Option<(Vec<Command>, bool)> {
+        if !self.joined || !matches!(self.sync, SyncState::Synced { .. }) {
+            return None;
+        }
+        let mut out = Vec::new();
+        let deliver = self.route_request(from, request, &mut out);
+        Some((out, deliver))
+    }
+
+    /// What a request means here, as of its place in the order: fencing,
+    /// the call it answers on the sender, and whether this member hosts its
+    /// target (the return value).
+    fn route_request(
+        &mut self,
+        from: Member,
+        request: &RequestRef<'_>,
+        out: &mut Vec<Command>,
+    ) -> bool {
+        if let Some(fence) = request.fence {
+            if !self.runs_incarnation(request.target, fence) {
+                if from == self.local && request.want_reply {
+                    out.push(Command::CallDone {
+                        id: request.id,
+                        outcome: Err(CallError::StaleIncarnation {
+                            name: request.target.to_owned(),
+                            fence,
+                        }),
+                    });
+                }
+                return false;
+            }
+        }
+        let host = self.names.get(request.target).copied();
+        if from == self.local && request.want_reply {
+            match host {
+                Some(h) => {
+                    self.awaiting.insert(request.id, h);
+                }
+                None => out.push(Command::CallDone {
+                    id: request.id,
+                    outcome: Err(CallError::NoSuchName(request.target.to_owned())),
+                }),
+            }
+        }
+        host == Some(self.local)
     }
 
     /// Whether the supervised child registered as `name` runs the

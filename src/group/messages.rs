@@ -9,6 +9,7 @@ use crate::supervisor::{
     ChildPath, FencingToken, Fingerprint, IncarnationId, MergeOffer, TreeSpec,
 };
 use crate::transport::{Member, NodeId};
+use crate::wire::WireError;
 
 /// `Kind::Registry`: a change to the name table, decided where it lands in
 /// the total order. The sender is the host.
@@ -40,26 +41,126 @@ pub(crate) struct Request {
 }
 
 /// A [`Request`] read in place from the delivered bytes: nothing is
-/// allocated until the core says it wants the request.
-#[derive(Debug, Deserialize)]
+/// allocated until the core says it wants the request, and the host hands
+/// the payload to its actor straight from the delivered buffer.
+///
+/// `type_tag` stays bytes: it is checked to be UTF-8 like the rest (so
+/// every member accepts or drops the same messages), but only ever compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RequestRef<'a> {
     pub id: u64,
     pub target: &'a str,
-    pub type_tag: &'a str,
+    pub type_tag: &'a [u8],
     pub want_reply: bool,
     pub fence: Option<FencingToken>,
     pub payload: &'a [u8],
 }
 
-impl RequestRef<'_> {
-    pub(crate) fn to_owned(&self) -> Request {
+impl<'a> RequestRef<'a> {
+    /// Reads the body of a `Kind::Request` envelope: exactly what the codec
+    /// would make of it as a [`Request`] (fixint bincode: `u64` lengths,
+    /// `0`/`1` for bools and option tags, no trailing bytes), without
+    /// serde's machinery, which costs more than the rest of a small
+    /// message's trip through a receiver. Never panics; nothing it returns
+    /// outlives `body`, so a forged length cannot make it allocate.
+    pub(crate) fn parse(body: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader(body);
+        let (id, target, type_tag, want_reply) =
+            (|| Some((r.u64()?, r.bytes()?, r.bytes()?, r.flag()?)))()
+                .ok_or_else(|| malformed("a request head cut short or invalid"))?;
+        let target = std::str::from_utf8(target)
+            .map_err(|e| WireError::Malformed(format!("request target: {e}")))?;
+        // Short tags are ASCII; `is_ascii` reads them a word at a time.
+        if !type_tag.is_ascii() {
+            std::str::from_utf8(type_tag)
+                .map_err(|e| WireError::Malformed(format!("request type tag: {e}")))?;
+        }
+        let (fence, payload) = (|| {
+            let fence = match r.flag()? {
+                true => Some(FencingToken {
+                    epoch: r.u64()?,
+                    seq: r.u64()?,
+                }),
+                false => None,
+            };
+            Some((fence, r.bytes()?))
+        })()
+        .ok_or_else(|| malformed("a request fence or payload cut short or invalid"))?;
+        if !r.0.is_empty() {
+            return Err(malformed("trailing bytes after a request"));
+        }
+        Ok(RequestRef {
+            id,
+            target,
+            type_tag,
+            want_reply,
+            fence,
+            payload,
+        })
+    }
+
+    pub(crate) fn to_request(self) -> Request {
         Request {
             id: self.id,
             target: self.target.to_owned(),
-            type_tag: self.type_tag.to_owned(),
+            // Checked to be UTF-8 by `parse` (or taken from a `String`), so
+            // nothing is replaced.
+            type_tag: String::from_utf8_lossy(self.type_tag).into_owned(),
             want_reply: self.want_reply,
             fence: self.fence,
             payload: self.payload.to_vec(),
+        }
+    }
+}
+
+impl<'a> From<&'a Request> for RequestRef<'a> {
+    fn from(r: &'a Request) -> Self {
+        RequestRef {
+            id: r.id,
+            target: &r.target,
+            type_tag: r.type_tag.as_bytes(),
+            want_reply: r.want_reply,
+            fence: r.fence,
+            payload: &r.payload,
+        }
+    }
+}
+
+#[cold]
+fn malformed(what: &str) -> WireError {
+    WireError::Malformed(what.to_owned())
+}
+
+/// The rest of a fixint bincode body; `None` when it ends too soon or holds
+/// a value bincode would refuse.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn u64(&mut self) -> Option<u64> {
+        let (le, rest) = self.0.split_first_chunk::<8>()?;
+        self.0 = rest;
+        Some(u64::from_le_bytes(*le))
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = self.u64()?;
+        // A length past what is left fails here, whatever its size.
+        if len > self.0.len() as u64 {
+            return None;
+        }
+        let (bytes, rest) = self.0.split_at(len as usize);
+        self.0 = rest;
+        Some(bytes)
+    }
+
+    /// A bool or an option tag: bincode accepts 0 and 1 only.
+    fn flag(&mut self) -> Option<bool> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        match b {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
         }
     }
 }
@@ -75,6 +176,33 @@ pub(crate) struct RequestHead<'a> {
     pub type_tag: &'a str,
     pub want_reply: bool,
     pub fence: Option<FencingToken>,
+}
+
+impl RequestHead<'_> {
+    /// Bytes of [`RequestHead::write`].
+    pub(crate) fn encoded_len(&self) -> usize {
+        8 + 8 + self.target.len() + 8 + self.type_tag.len() + 1 + self.fence.map_or(1, |_| 17)
+    }
+
+    /// The head as the codec would serialize it (fixint bincode; pinned by
+    /// a test against the serde path), written by hand: it goes out with
+    /// every request.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&(self.target.len() as u64).to_le_bytes());
+        out.extend_from_slice(self.target.as_bytes());
+        out.extend_from_slice(&(self.type_tag.len() as u64).to_le_bytes());
+        out.extend_from_slice(self.type_tag.as_bytes());
+        out.push(u8::from(self.want_reply));
+        match self.fence {
+            None => out.push(0),
+            Some(f) => {
+                out.push(1);
+                out.extend_from_slice(&f.epoch.to_le_bytes());
+                out.extend_from_slice(&f.seq.to_le_bytes());
+            }
+        }
+    }
 }
 
 /// `Kind::Reply`: the outcome of a request, for the member that sent it.
@@ -148,4 +276,123 @@ pub(crate) enum SupervisionMsg {
     Quorum { quorate: bool, nodes: Vec<NodeId> },
     /// After a merge, the sender's side's state.
     StateOffered { offer: MergeOffer },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Codec, Kind};
+    use proptest::prelude::*;
+
+    /// What the codec's serde path reads; `RequestRef::parse` must agree
+    /// with it on every input.
+    #[derive(Debug, Deserialize)]
+    struct ViaSerde<'a> {
+        id: u64,
+        target: &'a str,
+        type_tag: &'a str,
+        want_reply: bool,
+        fence: Option<FencingToken>,
+        payload: &'a [u8],
+    }
+
+    fn agree(body: &[u8]) -> Result<(), TestCaseError> {
+        let serde: Result<ViaSerde<'_>, _> = Codec::new(1 << 20).decode_body_borrowed(body);
+        let parsed = RequestRef::parse(body);
+        match (serde, parsed) {
+            (Ok(a), Ok(b)) => {
+                prop_assert_eq!(a.id, b.id);
+                prop_assert_eq!(a.target, b.target);
+                prop_assert_eq!(a.type_tag.as_bytes(), b.type_tag);
+                prop_assert_eq!(a.want_reply, b.want_reply);
+                prop_assert_eq!(a.fence, b.fence);
+                prop_assert_eq!(a.payload, b.payload);
+            }
+            (Err(_), Err(_)) => {}
+            (a, b) => prop_assert!(false, "serde {:?}, parse {:?}", a, b),
+        }
+        Ok(())
+    }
+
+    fn encoded(r: &Request) -> Vec<u8> {
+        let bytes = Codec::new(1 << 20).encode(Kind::Request, r).unwrap();
+        bytes[crate::wire::HEADER_LEN..].to_vec()
+    }
+
+    #[test]
+    fn parse_reads_what_the_codec_wrote() {
+        let r = Request {
+            id: 42,
+            target: "sink-0".into(),
+            type_tag: "a.Tag".into(),
+            want_reply: true,
+            fence: Some(FencingToken { epoch: 3, seq: 9 }),
+            payload: vec![1, 2, 3],
+        };
+        let body = encoded(&r);
+        assert_eq!(RequestRef::parse(&body).unwrap().to_request(), r);
+        assert_eq!(RequestRef::from(&r), RequestRef::parse(&body).unwrap());
+    }
+
+    proptest! {
+        #[test]
+        fn the_hand_written_head_is_the_serde_head(
+            id in any::<u64>(),
+            target in ".{0,12}",
+            want_reply in any::<bool>(),
+            fence in any::<Option<(u64, u64)>>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let c = Codec::new(1 << 20);
+            let head = RequestHead {
+                id,
+                target: &target,
+                type_tag: "x.T",
+                want_reply,
+                fence: fence.map(|(epoch, seq)| FencingToken { epoch, seq }),
+            };
+            let by_hand = c
+                .encode_with_written_head(Kind::Request, head.encoded_len(), |out| head.write(out), &payload)
+                .unwrap();
+            prop_assert_eq!(&by_hand, &c.encode_with_payload(Kind::Request, &head, &payload).unwrap());
+        }
+
+        #[test]
+        fn parse_agrees_with_serde_on_requests(
+            id in any::<u64>(),
+            target in ".{0,12}",
+            type_tag in ".{0,12}",
+            want_reply in any::<bool>(),
+            fence in any::<Option<(u64, u64)>>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<(prop::sample::Index, u8)>(),
+        ) {
+            let r = Request {
+                id,
+                target,
+                type_tag,
+                want_reply,
+                fence: fence.map(|(epoch, seq)| FencingToken { epoch, seq }),
+                payload,
+            };
+            let body = encoded(&r);
+            agree(&body)?;
+            prop_assert_eq!(RequestRef::parse(&body).unwrap().to_request(), r);
+            // Cut short, with a trailing byte, and with one byte changed.
+            agree(&body[..cut.index(body.len())])?;
+            let mut longer = body.clone();
+            longer.push(0);
+            agree(&longer)?;
+            let mut changed = body;
+            let at = flip.0.index(changed.len());
+            changed[at] = flip.1;
+            agree(&changed)?;
+        }
+
+        #[test]
+        fn parse_agrees_with_serde_on_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..96)) {
+            agree(&body)?;
+        }
+    }
 }

@@ -38,7 +38,7 @@ use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalCh
 use super::chunks::{Outgoing as OutChunks, Piece, Reassembly};
 use super::core::{decode_inbound, Command, GroupCore, Inbound, Outgoing};
 use super::gate::SendGate;
-use super::messages::{RegistryOp, RemoteFailure, Reply, Request, RequestRef, SupervisionMsg};
+use super::messages::{RegistryOp, RemoteFailure, Reply, RequestRef, SupervisionMsg};
 use super::metrics::GroupMetrics;
 use super::{
     BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason,
@@ -707,19 +707,37 @@ impl GroupActor {
         }
     }
 
-    fn handle_inbound(&mut self, from: Member, inbound: Option<Inbound>, ctx: &mut Context<Self>) {
+    fn handle_inbound(
+        &mut self,
+        from: Member,
+        inbound: Option<Decoded<'_>>,
+        ctx: &mut Context<Self>,
+    ) {
         self.metrics.delivered();
-        let Some(inbound) = inbound else {
-            // Only requests are skipped. One of ours freed a window slot.
-            self.metrics.request_delivered();
-            if from == self.local() {
-                self.refill(ctx);
+        let inbound = match inbound {
+            None => {
+                // Only requests are skipped. One of ours freed a window slot.
+                self.metrics.request_delivered();
+                if from == self.local() {
+                    self.refill(ctx);
+                }
+                return;
             }
-            return;
+            Some(Decoded::Request(request)) => {
+                self.metrics.request_delivered();
+                match self.core.handle_request_in_place(from, &request) {
+                    Some((commands, deliver)) => {
+                        if deliver {
+                            self.deliver_local(from, request, ctx);
+                        }
+                        self.execute(commands, ctx);
+                        return;
+                    }
+                    None => Inbound::Request(request.to_request()),
+                }
+            }
+            Some(Decoded::Other(inbound)) => inbound,
         };
-        if matches!(inbound, Inbound::Request(_)) {
-            self.metrics.request_delivered();
-        }
         let commands = self.core.handle_message(from, inbound);
         self.execute(commands, ctx);
     }
@@ -730,21 +748,25 @@ impl GroupActor {
     }
 
     /// The message for the core, or `None` for a request the core has no
-    /// use for (read in place and dropped without a copy).
-    fn decode(&self, from: Member, frame: wire::Frame<'_>) -> Result<Option<Inbound>, WireError> {
-        let c = &self.codec;
+    /// use for (read in place and dropped without a copy). A request stays
+    /// borrowed from the delivered bytes.
+    fn decode<'a>(
+        &self,
+        from: Member,
+        frame: wire::Frame<'a>,
+    ) -> Result<Option<Decoded<'a>>, WireError> {
         Ok(Some(match frame.kind {
             Kind::Request => {
-                let request: RequestRef<'_> = c.decode_body_borrowed(frame.body)?;
+                let request = RequestRef::parse(frame.body)?;
                 if !self
                     .core
                     .wants_request(from, request.target, request.want_reply)
                 {
                     return Ok(None);
                 }
-                Inbound::Request(request.to_owned())
+                Decoded::Request(request)
             }
-            _ => decode_inbound(c, frame)?,
+            _ => Decoded::Other(decode_inbound(&self.codec, frame)?),
         }))
     }
 
@@ -870,17 +892,17 @@ impl GroupActor {
         let _ = self.events.send(event);
     }
 
-    fn deliver_local(&mut self, from: Member, request: Request, ctx: &mut Context<Self>) {
-        let Request {
+    fn deliver_local(&mut self, from: Member, request: impl AsRequest, ctx: &mut Context<Self>) {
+        let RequestRef {
             id,
             target,
             type_tag,
             want_reply,
             payload,
             ..
-        } = request;
-        let dispatched = match self.endpoints.get(&target) {
-            Some(endpoint) => endpoint.dispatch(&self.codec, &type_tag, &payload, want_reply),
+        } = request.as_request();
+        let dispatched = match self.endpoints.get(target) {
+            Some(endpoint) => endpoint.dispatch(&self.codec, type_tag, payload, want_reply),
             None => Err(RemoteFailure::ActorGone),
         };
         match dispatched {
@@ -895,6 +917,7 @@ impl GroupActor {
                 if matches!(failure, RemoteFailure::UnknownType(_)) {
                     self.metrics.unknown_type();
                 }
+                let type_tag = String::from_utf8_lossy(type_tag);
                 warn!(%from, %target, %type_tag, ?failure, "request not handled");
                 if want_reply {
                     self.reply(id, from, Err(failure));
@@ -1230,6 +1253,34 @@ impl GroupActor {
                 let _ = done.send(self.core.engine().children());
             }
         }
+    }
+}
+
+/// A decoded message: a request stays borrowed from the delivered bytes
+/// until the core says where it goes.
+// Lives on the stack from `decode` to `handle_inbound` only; boxing the
+// large variant would cost an allocation per message instead.
+#[allow(clippy::large_enum_variant)]
+enum Decoded<'a> {
+    Request(RequestRef<'a>),
+    Other(Inbound),
+}
+
+/// A request to hand to a local actor: read in place, or owned by the core
+/// (replayed after a state transfer).
+trait AsRequest {
+    fn as_request(&self) -> RequestRef<'_>;
+}
+
+impl AsRequest for RequestRef<'_> {
+    fn as_request(&self) -> RequestRef<'_> {
+        *self
+    }
+}
+
+impl AsRequest for super::messages::Request {
+    fn as_request(&self) -> RequestRef<'_> {
+        RequestRef::from(self)
     }
 }
 
