@@ -184,6 +184,36 @@ async fn a_batch_never_exceeds_the_transport_limit_or_its_caps() {
 }
 
 #[actix_rt::test]
+async fn the_window_also_bounds_bytes_in_flight() {
+    let cluster = SimCluster::new(2);
+    let config = GroupConfig {
+        send_window: 64,
+        // Room for one request of a `Num` (about 60 bytes) but not two.
+        send_window_bytes: 100,
+        batch: BatchConfig::disabled(),
+        ..GroupConfig::default()
+    };
+    let (_host, sender, seen) = two_members(&cluster, config).await;
+    let sink = sender.remote::<Num>("sink");
+    // The sender stops seeing its own deliveries: nothing leaves the window.
+    cluster.pause_process(sender.local()).expect("paused");
+    let before = sender.metrics().multicasts;
+    for i in 0..10 {
+        sink.try_tell(&Num(i)).expect("room in the queue");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        sender.metrics().multicasts - before,
+        1,
+        "a second request would pass the byte bound"
+    );
+    cluster.resume_process(sender.local()).expect("resumed");
+    wait_for(&seen, 10).await;
+    assert_eq!(*seen.borrow(), (0..10).collect::<Vec<_>>());
+    assert_eq!(sender.metrics().multicasts - before, 10);
+}
+
+#[actix_rt::test]
 async fn linger_waits_for_company_and_flush_cuts_it_short() {
     let cluster = SimCluster::new(2);
     let config = GroupConfig {

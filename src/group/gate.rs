@@ -168,8 +168,14 @@ impl SendGate {
 
     /// The runtime multicast (or gave up on) an admitted message.
     pub(crate) fn release(&self, bytes: usize) {
+        self.release_many(1, bytes);
+    }
+
+    /// [`SendGate::release`] of `messages` messages of `bytes` in all, under
+    /// one lock (a batch leaves the queue at once).
+    pub(crate) fn release_many(&self, messages: usize, bytes: usize) {
         let mut s = self.lock();
-        s.messages = s.messages.saturating_sub(1);
+        s.messages = s.messages.saturating_sub(messages);
         s.bytes = s.bytes.saturating_sub(bytes);
         self.wake_next(&mut s);
     }

@@ -60,6 +60,12 @@ pub struct GroupConfig {
     /// rarely says `TRY_AGAIN` for small messages), and this member
     /// dispatching while it sends.
     pub send_window: usize,
+    /// The same bound in bytes of those multicasts (one multicast always
+    /// goes when none is in flight): what the daemon holds for this member,
+    /// and what a message just queued waits behind. The default, 4 MiB,
+    /// is 64 multicasts of 64 KiB; it mostly bounds the pieces of large
+    /// messages (16 of 256 KiB).
+    pub send_window_bytes: usize,
     /// Messages that callers may queue for multicast beyond the window;
     /// past it `RemoteAddr::tell`/`send` wait their turn and
     /// `RemoteAddr::try_tell` returns [`CallError::WouldBlock`].
@@ -83,6 +89,7 @@ impl Default for GroupConfig {
             max_message_size: 16 << 20,
             chunk_size: 256 << 10,
             send_window: 64,
+            send_window_bytes: 4 << 20,
             send_queue_messages: 4096,
             send_queue_bytes: 16 << 20,
             batch: BatchConfig::default(),

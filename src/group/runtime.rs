@@ -162,6 +162,9 @@ pub(crate) struct GroupActor {
     ready: Option<Done<Result<(), TransportError>>>,
     outbound: VecDeque<Outbound>,
     in_flight: usize,
+    /// Bytes of those multicasts.
+    in_flight_bytes: usize,
+    window_bytes: usize,
     blocked_by_flow_control: bool,
     endpoints: HashMap<String, Endpoint>,
     /// Registrations in flight by token; `None` for a re-claim after a merge.
@@ -252,6 +255,8 @@ impl GroupActor {
             ready: Some(ready),
             outbound: VecDeque::new(),
             in_flight: 0,
+            in_flight_bytes: 0,
+            window_bytes: config.send_window_bytes.max(1),
             blocked_by_flow_control: false,
             endpoints: HashMap::new(),
             registering: HashMap::new(),
@@ -399,6 +404,10 @@ impl GroupActor {
                     let Some((chunk, piece)) = plan.next_piece(&head.bytes) else {
                         break;
                     };
+                    let len = CHUNK_OVERHEAD + piece.len();
+                    if self.in_flight > 0 && self.in_flight_bytes + len > self.window_bytes {
+                        break;
+                    }
                     // The piece is copied behind its head: the binding takes
                     // one slice.
                     let frame = self.codec.encode_chunk(chunk, piece);
@@ -406,6 +415,7 @@ impl GroupActor {
                         Ok(()) => {
                             plan.piece_sent();
                             self.in_flight += 1;
+                            self.in_flight_bytes += len;
                             self.metrics.chunk_sent();
                             continue;
                         }
@@ -428,7 +438,14 @@ impl GroupActor {
             let Some((count, len)) = self.next_mcast(now) else {
                 break;
             };
-            let count = if alone { 1 } else { count };
+            let (count, len) = if alone {
+                (1, self.outbound[0].bytes.len())
+            } else {
+                (count, len)
+            };
+            if !self.window_has_room(len) {
+                break;
+            }
             let result = if count == 1 {
                 self.conn.mcast(&self.outbound[0].bytes)
             } else {
@@ -446,12 +463,20 @@ impl GroupActor {
                     alone = false;
                     self.in_flight += 1;
                     self.metrics.multicast(count as u64);
-                    let mut last_seq = 0;
+                    self.in_flight_bytes += len;
+                    let (mut last_seq, mut freed, mut freed_bytes) = (0, 0, 0);
                     for _ in 0..count {
                         if let Some(sent) = self.outbound.pop_front() {
                             last_seq = last_seq.max(sent.seq);
-                            self.finish_outbound(sent, Ok(()));
+                            if sent.gated {
+                                freed += 1;
+                                freed_bytes += sent.bytes.len();
+                            }
+                            self.finish_sent(sent.on_sent, Ok(()));
                         }
+                    }
+                    if freed > 0 {
+                        self.gate.release_many(freed, freed_bytes);
                     }
                     self.resolve_flush_marks(last_seq);
                 }
@@ -481,6 +506,13 @@ impl GroupActor {
             }
         }
         Ok(())
+    }
+
+    /// Whether a multicast of `len` bytes fits the window now. One always
+    /// goes when nothing is in flight, however large.
+    fn window_has_room(&self, len: usize) -> bool {
+        self.in_flight == 0
+            || (self.in_flight < self.window && self.in_flight_bytes + len <= self.window_bytes)
     }
 
     /// Flush requests for messages up to `seq` are done.
@@ -562,6 +594,7 @@ impl GroupActor {
             TransportEvent::Deliver { from, bytes } => {
                 if from == self.local() {
                     self.in_flight = self.in_flight.saturating_sub(1);
+                    self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes.len());
                 }
                 let frame = match self.codec.decode_frame(&bytes) {
                     Ok(frame) => frame,
@@ -876,13 +909,13 @@ impl GroupActor {
         self.refill(ctx);
     }
 
-    /// Multicasts again once half the window is free, or leaves it to the
-    /// pump, which flushes whenever it runs out of events and after taking
-    /// in the ops waiting: sending a slot's worth at a time would make every
-    /// freed slot a multicast of its own, where waiting a little packs the
-    /// queue into a batch.
+    /// Multicasts again once half the window is free (in multicasts and in
+    /// bytes), or leaves it to the pump, which flushes whenever it runs out
+    /// of events and after taking in the ops waiting: sending a slot's worth
+    /// at a time would make every freed slot a multicast of its own, where
+    /// waiting a little packs the queue into a batch.
     fn refill(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight * 2 <= self.window {
+        if self.in_flight * 2 <= self.window && self.in_flight_bytes * 2 <= self.window_bytes {
             self.flush_or_close(ctx);
         }
     }
