@@ -997,7 +997,12 @@ async fn sim_members(
     group: &str,
     progress: &dyn Fn(u64),
 ) -> Result<Vec<Report>, String> {
-    let cluster = SimCluster::new(load.members.max(1) as u32);
+    // No atomic limit to speak of: the sim's raw path has no fragmentation
+    // of its own, and large loads measure it whole (the actor path still
+    // sends its pieces of `GroupConfig::chunk_size`).
+    let cluster = SimCluster::builder(load.members.max(1) as u32)
+        .max_message_size(64 << 20)
+        .build();
     let name = GroupName::new(group).map_err(|e| e.to_string())?;
     let mut conns = Vec::new();
     for i in 0..load.members {
