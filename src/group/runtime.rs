@@ -25,6 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -66,6 +67,30 @@ const EVENT_BUDGET: usize = 256;
 const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
 
 type Done<T> = oneshot::Sender<T>;
+
+/// FNV-1a, for maps keyed by this member's own registered names: short
+/// keys, and only this member inserts, so SipHash's resistance to chosen
+/// keys buys nothing and costs about as much as the rest of a lookup.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
 type Registering = (String, Option<Done<Result<(), GroupError>>>);
 
 /// A request from a [`super::Group`] handle.
@@ -166,7 +191,8 @@ pub(crate) struct GroupActor {
     in_flight_bytes: usize,
     window_bytes: usize,
     blocked_by_flow_control: bool,
-    endpoints: HashMap<String, Endpoint>,
+    /// Looked up once per request hosted here, by a name read off the wire.
+    endpoints: HashMap<String, Endpoint, BuildHasherDefault<Fnv1a>>,
     /// Registrations in flight by token; `None` for a re-claim after a merge.
     registering: HashMap<u64, Registering>,
     calls: HashMap<u64, Done<CallOutcome>>,
@@ -258,7 +284,7 @@ impl GroupActor {
             in_flight_bytes: 0,
             window_bytes: config.send_window_bytes.max(1),
             blocked_by_flow_control: false,
-            endpoints: HashMap::new(),
+            endpoints: HashMap::default(),
             registering: HashMap::new(),
             calls: HashMap::new(),
             next_id: 1,
