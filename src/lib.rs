@@ -40,7 +40,11 @@
 //! callers may queue (`GroupConfig::send_queue_*`): past it
 //! [`RemoteAddr::try_tell`] returns [`CallError::WouldBlock`] and
 //! [`RemoteAddr::tell`] waits its turn, so memory stays bounded however
-//! fast a producer is.
+//! fast a producer is. A message larger than one multicast
+//! (`GroupConfig::chunk_size`) travels in pieces of the ordered stream and
+//! is delivered whole at the place of its last piece; a membership change
+//! between its pieces makes every member drop it and its sender send it
+//! again, so large messages keep flowing while members come and go.
 //!
 //! The [`transport::sim`] backend is an in-process cluster with the same
 //! semantics (and fault injection); the `corosync` feature adds

@@ -306,3 +306,70 @@ async fn stray_and_broken_pieces_are_dropped_and_counted() {
     );
     assert_eq!(after.chunked_delivered - before.chunked_delivered, 1);
 }
+
+/// A group state larger than one multicast reaches a joiner in pieces:
+/// state-transfer messages go ahead of the queue, and never between the
+/// pieces of a message under way.
+#[actix_rt::test]
+async fn a_large_group_state_reaches_a_joiner_in_pieces() {
+    let cluster = SimCluster::builder(3).max_message_size(ATOMIC).build();
+    let (_p1, host) = member(&cluster, 1).await;
+    let seen = host_sink(&host).await;
+    for i in 0..60 {
+        let sink = Sink {
+            seen: Seen::default(),
+        }
+        .start();
+        host.register(
+            &format!("a-rather-long-service-name-{i:03}"),
+            Handlers::new(sink).with::<Blob>(),
+        )
+        .await
+        .expect("register");
+    }
+    // A message in pieces is under way from another member while the
+    // joiner asks for the state.
+    let (_p2, sender) = member_with(
+        &cluster,
+        2,
+        GroupConfig {
+            send_window: 2,
+            ..GroupConfig::default()
+        },
+    )
+    .await;
+    let big = sender.remote::<Blob>("sink").tell(blob(2, 0, 30_000));
+    let (_p3, joiner) = member(&cluster, 3).await;
+    big.await.expect("sent");
+    let names = joiner.names().await.expect("names");
+    assert_eq!(names.len(), 61, "{names:?}");
+    assert!(
+        host.metrics().chunks_sent > 0,
+        "the state went in pieces: {:?}",
+        host.metrics()
+    );
+    wait_for(&seen, 1, 10).await;
+    assert_eq!(*seen.borrow(), vec![blob(2, 0, 30_000)]);
+}
+
+/// Leaving waits for a message in pieces to be delivered whole.
+#[actix_rt::test]
+async fn leaving_waits_for_a_message_in_pieces() {
+    let cluster = SimCluster::builder(2).max_message_size(ATOMIC).build();
+    let (_p1, host) = member(&cluster, 1).await;
+    let seen = host_sink(&host).await;
+    let (_p2, sender) = member_with(
+        &cluster,
+        2,
+        GroupConfig {
+            send_window: 2,
+            ..GroupConfig::default()
+        },
+    )
+    .await;
+    let told = sender.remote::<Blob>("sink").tell(blob(2, 0, 40_000));
+    sender.leave().await.expect("left");
+    told.await.expect("sent before leaving");
+    wait_for(&seen, 1, 10).await;
+    assert_eq!(*seen.borrow(), vec![blob(2, 0, 40_000)]);
+}

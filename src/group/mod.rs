@@ -46,7 +46,10 @@ pub struct GroupConfig {
     /// message larger than one multicast ([`GroupConfig::chunk_size`]) goes
     /// in pieces that are put back together on delivery, and sent again
     /// whole if a membership change cuts through them; each member holds
-    /// at most one such message under way per sender.
+    /// at most one such message under way per sender. Give every member
+    /// the same limit: a member drops (and counts as malformed) a message
+    /// above its own. Replicas and elections keep their own limit, one
+    /// multicast ([`crate::replicated::ReplicaConfig`]).
     pub max_message_size: usize,
     /// Largest multicast this member makes, capped by the transport's
     /// atomic size (`cpg_max_atomic_msgsize_get`, about 1 MiB), so libcpg
