@@ -183,10 +183,13 @@ start_daemon() {
     mkdir -p "$dir/state"
     write_conf "$n"
     # All fds go to files: a daemon that inherited a caller's pipe would keep
-    # it open, and the caller would wait for EOF forever.
-    # shellcheck disable=SC2016 # $1 is expanded by the inner sh
-    ip netns exec "$ns" unshare -m sh -c \
-        'mount -t tmpfs tmpfs /run && exec corosync -f -c "$1"' sh "$conf" \
+    # it open, and the caller would wait for EOF forever. Any other inherited
+    # fd is closed too: one holding the caller's `flock` would keep the
+    # cluster lock taken for as long as the daemon lives.
+    # shellcheck disable=SC2016 # $1 is expanded by the inner bash
+    ip netns exec "$ns" unshare -m bash -c \
+        'for fd in /proc/self/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done 2>/dev/null
+         mount -t tmpfs tmpfs /run && exec corosync -f -c "$1"' bash "$conf" \
         </dev/null >>"$dir/stdout.log" 2>&1 &
     pid=$!
     # ip netns exec, unshare and sh all exec, so $! becomes corosync itself.
