@@ -81,6 +81,16 @@ async fn member_with(cluster: &SimCluster, node: u32, config: GroupConfig) -> (S
     (process, group)
 }
 
+/// A window of `pieces` multicasts, so that membership changes land
+/// between the pieces of a message (with a wide window the sim takes every
+/// piece of a message into the order at once).
+fn narrow(pieces: usize) -> GroupConfig {
+    GroupConfig {
+        send_window: pieces,
+        ..GroupConfig::default()
+    }
+}
+
 async fn host_sink(group: &Group) -> Seen {
     let seen = Seen::default();
     let sink = Sink { seen: seen.clone() }.start();
@@ -178,16 +188,9 @@ async fn messages_in_pieces_keep_flowing_while_members_come_and_go() {
     let cluster = SimCluster::builder(3).max_message_size(ATOMIC).build();
     let (_p1, host) = member(&cluster, 1).await;
     let seen = host_sink(&host).await;
-    // A window of a few pieces, so that membership changes land between
-    // the pieces of a message (with a wide window the sim takes every
-    // piece of a message into the order at once).
-    let narrow = GroupConfig {
-        send_window: 3,
-        ..GroupConfig::default()
-    };
     let mut senders = Vec::new();
     for s in 0..3u32 {
-        senders.push(member_with(&cluster, 1 + s % 3, narrow.clone()).await);
+        senders.push(member_with(&cluster, 1 + s % 3, narrow(3)).await);
     }
     const PER_SENDER: u32 = 150;
     let sizes = |s: u32, i: u32| ((i * 7919 + s * 104_729) % 20_000) as usize;
@@ -329,15 +332,7 @@ async fn a_large_group_state_reaches_a_joiner_in_pieces() {
     }
     // A message in pieces is under way from another member while the
     // joiner asks for the state.
-    let (_p2, sender) = member_with(
-        &cluster,
-        2,
-        GroupConfig {
-            send_window: 2,
-            ..GroupConfig::default()
-        },
-    )
-    .await;
+    let (_p2, sender) = member_with(&cluster, 2, narrow(2)).await;
     let big = sender.remote::<Blob>("sink").tell(blob(2, 0, 30_000));
     let (_p3, joiner) = member(&cluster, 3).await;
     big.await.expect("sent");
@@ -358,15 +353,7 @@ async fn leaving_waits_for_a_message_in_pieces() {
     let cluster = SimCluster::builder(2).max_message_size(ATOMIC).build();
     let (_p1, host) = member(&cluster, 1).await;
     let seen = host_sink(&host).await;
-    let (_p2, sender) = member_with(
-        &cluster,
-        2,
-        GroupConfig {
-            send_window: 2,
-            ..GroupConfig::default()
-        },
-    )
-    .await;
+    let (_p2, sender) = member_with(&cluster, 2, narrow(2)).await;
     let told = sender.remote::<Blob>("sink").tell(blob(2, 0, 40_000));
     sender.leave().await.expect("left");
     told.await.expect("sent before leaving");
