@@ -473,12 +473,13 @@ async fn pieces_under_seeded_partitions_and_churn_keep_order_and_integrity() {
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let got = seen.borrow();
-            let done = (0..2u32).all(|s| got.iter().any(|b| b.sender == s && b.seq == PER_SENDER));
+            let done = {
+                let got = seen.borrow();
+                (0..2u32).all(|s| got.iter().any(|b| b.sender == s && b.seq == PER_SENDER))
+            };
             if done {
                 break;
             }
-            drop(got);
             assert!(
                 Instant::now() < deadline,
                 "seed {seed}: the last messages did not arrive; schedule {schedule:?}"
