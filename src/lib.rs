@@ -42,7 +42,7 @@
 //! [`RemoteAddr::tell`] waits its turn, so memory stays bounded however
 //! fast a producer is. A message larger than one multicast
 //! (`GroupConfig::chunk_size`) travels in pieces of the ordered stream and
-//! is delivered whole at the place of its last piece; a membership change
+//! is delivered whole at the place of its last piece; a member joining
 //! between its pieces makes every member drop it and its sender send it
 //! again, so large messages keep flowing while members come and go.
 //!

@@ -7,20 +7,26 @@
 //!
 //! 1. A member assembles a sender's message from its piece 0, taking each
 //!    following piece only as the next one of the assembly under way.
-//! 2. A confchg interrupts every message in pieces: what was assembled is
-//!    dropped, and its pieces still to come are strays, dropped as well.
+//! 2. A confchg that brings members in interrupts every message in pieces:
+//!    what was assembled is dropped, and its pieces still to come are
+//!    strays, dropped as well. A confchg that only takes members out drops
+//!    the messages of those who left; the others go on, since every member
+//!    that stays has seen the same pieces (virtual synchrony).
 //! 3. A message is delivered at the place of its last piece in the order.
-//! 4. The sender reads its own pieces back: if a confchg falls after its
-//!    piece 0 and before its last piece, it sends the whole message again,
-//!    under a new id. A message whose piece 0 comes after the confchg is
-//!    not touched.
+//! 4. The sender reads its own pieces back: if a confchg that brings
+//!    members in falls after its piece 0 and before its last piece, it
+//!    sends the whole message again, under a new id. A message whose piece
+//!    0 comes after the confchg is not touched.
 //! 5. After the last piece of a message the sender multicasts nothing until
 //!    that piece comes back, so a message sent again never lands behind a
 //!    later message of its sender: per-sender order holds.
 //!
 //! A member that joins in the middle of a message sees pieces without a
 //! piece 0 and drops them; the message sent again after the confchg reaches
-//! it whole, as it reaches everyone. Memory is bounded by one message of at
+//! it whole, as it reaches everyone. Members leaving, crashing or being cut
+//! off cost the others nothing: only joins and merges make a message go
+//! again, and a message keeps being cut only while members keep joining
+//! faster than it travels. Memory is bounded by one message of at
 //! most the codec's limit per sender.
 //!
 //! [`Kind::Chunk`]: crate::wire::Kind::Chunk
@@ -110,12 +116,18 @@ impl Reassembly {
         finish_or_keep(&mut self.under_way, from, assembly)
     }
 
-    /// A confchg: every message under way is interrupted (rule 2). Returns
-    /// how many.
-    pub(crate) fn interrupt(&mut self) -> usize {
-        let n = self.under_way.len();
-        self.under_way.clear();
-        n
+    /// A confchg (rule 2): if members `joined`, every message under way is
+    /// interrupted; otherwise only those of the members who `left`. Returns
+    /// how many were.
+    pub(crate) fn confchg(&mut self, joined: bool, left: &[Member]) -> usize {
+        if joined {
+            let n = self.under_way.len();
+            self.under_way.clear();
+            return n;
+        }
+        left.iter()
+            .filter(|m| self.under_way.remove(m).is_some())
+            .count()
     }
 }
 
@@ -205,8 +217,8 @@ impl Outgoing {
         self.delivered == self.count
     }
 
-    /// A confchg in the order. If it interrupted this message (rule 4) the
-    /// plan starts over under `new_id`, and true is returned.
+    /// A confchg that brought members in. If it interrupted this message
+    /// (rule 4) the plan starts over under `new_id`, and true is returned.
     pub(crate) fn interrupted(&mut self, new_id: impl FnOnce() -> u64) -> bool {
         if self.delivered == 0 {
             return false;

@@ -45,7 +45,7 @@ pub struct GroupConfig {
     /// Largest message this member sends or accepts, header included. A
     /// message larger than one multicast ([`GroupConfig::chunk_size`]) goes
     /// in pieces that are put back together on delivery, and sent again
-    /// whole if a membership change cuts through them; each member holds
+    /// whole if a member joins between them; each member holds
     /// at most one such message under way per sender. Give every member
     /// the same limit: a member drops (and counts as malformed) a message
     /// above its own. Replicas and elections keep their own limit, one

@@ -21,7 +21,8 @@ pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) ->
                 joined,
                 left,
             } => {
-                pieces.interrupt();
+                let gone: Vec<_> = left.iter().map(|c| c.member).collect();
+                pieces.confchg(!joined.is_empty(), &gone);
                 core.handle_confchg(members, joined, left)
             }
             Recorded::Deliver { from, bytes } => {

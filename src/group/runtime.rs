@@ -50,7 +50,7 @@ use crate::supervisor::{
     ChildPath, ChildStatus, Command as SupCommand, Fingerprint, Output, Shutdown, SlotKey,
     SlotStatus, SupervisionEvent, TreeSpec,
 };
-use crate::transport::{Connection, Member, TransportError, TransportEvent};
+use crate::transport::{Connection, Member, MemberChange, TransportError, TransportEvent};
 use crate::wire::{self, Codec, Kind, WireError, BATCH_ENTRY_OVERHEAD, CHUNK_OVERHEAD, HEADER_LEN};
 
 /// How often local children are checked for having stopped. Only the
@@ -637,7 +637,7 @@ impl GroupActor {
                 left,
             } => {
                 debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
-                self.interrupt_chunks();
+                self.interrupt_chunks(&joined, &left);
                 let commands = self.core.handle_confchg(&members, &joined, &left);
                 self.execute(commands, ctx);
             }
@@ -705,18 +705,21 @@ impl GroupActor {
         }
     }
 
-    /// A confchg cuts every message in pieces; this member's own one, if it
-    /// was cut, goes again from its first piece.
-    fn interrupt_chunks(&mut self) {
-        let cut = self.reassembly.interrupt();
+    /// A confchg that brings members in cuts every message in pieces, and
+    /// this member's own one, if it was cut, goes again from its first
+    /// piece; one that only takes members out drops their messages alone
+    /// (see `super::chunks`).
+    fn interrupt_chunks(&mut self, joined: &[MemberChange], left: &[MemberChange]) {
+        let left: Vec<Member> = left.iter().map(|c| c.member).collect();
+        let cut = self.reassembly.confchg(!joined.is_empty(), &left);
         let mut next_id = self.next_id;
         let restarted = match self.outbound.front_mut().and_then(|o| o.chunks.as_mut()) {
-            Some(plan) => plan.interrupted(|| {
+            Some(plan) if !joined.is_empty() => plan.interrupted(|| {
                 let id = next_id;
                 next_id += 1;
                 id
             }),
-            None => false,
+            _ => false,
         };
         self.next_id = next_id;
         if cut > 0 || restarted {

@@ -51,7 +51,7 @@ fn a_confchg_turns_the_rest_of_a_message_into_strays() {
     let mut r = Reassembly::default();
     let a = member(1);
     assert_eq!(r.accept(a, head(1, 0, 2, 2), b"a"), Ok(Piece::Pending));
-    assert_eq!(r.interrupt(), 1);
+    assert_eq!(r.confchg(true, &[]), 1);
     assert_eq!(r.accept(a, head(1, 1, 2, 2), b"b"), Ok(Piece::Stray));
     // Sent again under a new id, it assembles.
     assert_eq!(r.accept(a, head(2, 0, 2, 2), b"a"), Ok(Piece::Pending));
@@ -59,6 +59,20 @@ fn a_confchg_turns_the_rest_of_a_message_into_strays() {
         r.accept(a, head(2, 1, 2, 2), b"b"),
         Ok(Piece::Whole(b"ab".to_vec()))
     );
+}
+
+#[test]
+fn a_confchg_that_only_takes_members_out_keeps_the_others_assemblies() {
+    let mut r = Reassembly::default();
+    let (a, b) = (member(1), member(2));
+    assert_eq!(r.accept(a, head(1, 0, 2, 2), b"a"), Ok(Piece::Pending));
+    assert_eq!(r.accept(b, head(1, 0, 2, 2), b"x"), Ok(Piece::Pending));
+    assert_eq!(r.confchg(false, &[b, member(3)]), 1);
+    assert_eq!(
+        r.accept(a, head(1, 1, 2, 2), b"b"),
+        Ok(Piece::Whole(b"ab".to_vec()))
+    );
+    assert_eq!(r.accept(b, head(1, 1, 2, 2), b"y"), Ok(Piece::Stray));
 }
 
 #[test]
@@ -112,7 +126,7 @@ enum Step {
     Send(usize),
     /// The oldest multicast is delivered to every member.
     Deliver,
-    /// A confchg enters the order.
+    /// A confchg that only takes a member out (one that sends nothing).
     ConfChg,
     /// A member joins (a confchg) and starts seeing the stream.
     Join,
@@ -195,12 +209,14 @@ impl Model {
         }
     }
 
-    fn confchg(&mut self) {
+    /// A confchg; `joined` if it brings a member in (a member that only
+    /// watches leaving is one that does not).
+    fn confchg(&mut self, joined: bool) {
         for o in &mut self.observers {
-            o.reassembly.interrupt();
+            o.reassembly.confchg(joined, &[member(99)]);
         }
         for s in &mut self.senders {
-            if let Some(out) = &mut s.current {
+            if let (Some(out), true) = (&mut s.current, joined) {
                 let next = &mut s.next_id;
                 out.interrupted(|| {
                     *next += 1;
@@ -256,9 +272,9 @@ proptest! {
             match step {
                 Step::Send(s) => model.send(s),
                 Step::Deliver => model.deliver(),
-                Step::ConfChg => model.confchg(),
+                Step::ConfChg => model.confchg(false),
                 Step::Join => {
-                    model.confchg();
+                    model.confchg(true);
                     let joined_after = model.observers[0].delivered.len();
                     model.observers.push(Observer {
                         reassembly: Reassembly::default(),
