@@ -141,6 +141,17 @@ pub(crate) enum Op {
     },
 }
 
+/// What [`GroupActor::send_piece`] did.
+enum PieceStep {
+    /// The head of the queue is not a message in pieces.
+    NotInPieces,
+    /// A piece went out, or a message that cannot go was refused: go on.
+    Sent,
+    /// Nothing more now (window full, `TRY_AGAIN`, or the last piece is
+    /// awaited).
+    Stop,
+}
+
 /// What to do once a queued message has been handed to the transport.
 enum OnSent {
     Nothing,
@@ -423,43 +434,10 @@ impl GroupActor {
         let now = Instant::now();
         let mut alone = false;
         while self.in_flight < self.window {
-            if let Some(head) = self.outbound.front_mut() {
-                if let Some(plan) = &mut head.chunks {
-                    // A message in pieces: the next piece, or nothing at all
-                    // until the last one is back (rule 5 of `super::chunks`).
-                    let Some((chunk, piece)) = plan.next_piece(&head.bytes) else {
-                        break;
-                    };
-                    let len = CHUNK_OVERHEAD + piece.len();
-                    if self.in_flight > 0 && self.in_flight_bytes + len > self.window_bytes {
-                        break;
-                    }
-                    // The piece is copied behind its head: the binding takes
-                    // one slice.
-                    let frame = self.codec.encode_chunk(chunk, piece);
-                    match self.conn.mcast(&frame) {
-                        Ok(()) => {
-                            plan.piece_sent();
-                            self.in_flight += 1;
-                            self.in_flight_bytes += len;
-                            self.metrics.chunk_sent();
-                            continue;
-                        }
-                        Err(TransportError::TryAgain) => {
-                            self.metrics.try_again();
-                            self.blocked_by_flow_control = true;
-                            self.wake_pump();
-                            break;
-                        }
-                        Err(e @ TransportError::MessageTooLarge { .. }) if !plan.started() => {
-                            if let Some(refused) = self.outbound.pop_front() {
-                                self.finish_outbound(refused, Err(e.to_string()));
-                            }
-                            continue;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+            match self.send_piece()? {
+                PieceStep::Sent => continue,
+                PieceStep::Stop => break,
+                PieceStep::NotInPieces => {}
             }
             let Some((count, len)) = self.next_mcast(now) else {
                 break;
@@ -475,9 +453,9 @@ impl GroupActor {
             let result = if count == 1 {
                 self.conn.mcast(&self.outbound[0].bytes)
             } else {
-                // The one copy of a payload on the send path that the
-                // binding forces: `cpg_mcast_joined` takes an iovec, but
-                // rust-corosync 3.2 passes it one slice only.
+                // A copy of each payload the binding forces:
+                // `cpg_mcast_joined` takes an iovec, but rust-corosync 3.2
+                // passes it one slice only.
                 let mut batch = self.codec.begin_batch(len);
                 for out in self.outbound.iter().take(count) {
                     wire::push_to_batch(&mut batch, &out.bytes);
@@ -532,6 +510,52 @@ impl GroupActor {
             }
         }
         Ok(())
+    }
+
+    /// If the head of the queue is a message in pieces, multicasts its next
+    /// piece, or stops everything until its last piece is back (rule 5 of
+    /// `super::chunks`).
+    fn send_piece(&mut self) -> Result<PieceStep, TransportError> {
+        let Some(head) = self.outbound.front() else {
+            return Ok(PieceStep::NotInPieces);
+        };
+        let Some(plan) = &head.chunks else {
+            return Ok(PieceStep::NotInPieces);
+        };
+        let Some((chunk, piece)) = plan.next_piece(&head.bytes) else {
+            return Ok(PieceStep::Stop);
+        };
+        let len = CHUNK_OVERHEAD + piece.len();
+        if !self.window_has_room(len) {
+            return Ok(PieceStep::Stop);
+        }
+        // The piece is copied behind its head: the binding takes one slice.
+        let frame = self.codec.encode_chunk(chunk, piece);
+        let started = plan.started();
+        match self.conn.mcast(&frame) {
+            Ok(()) => {
+                if let Some(plan) = self.outbound.front_mut().and_then(|o| o.chunks.as_mut()) {
+                    plan.piece_sent();
+                }
+                self.in_flight += 1;
+                self.in_flight_bytes += len;
+                self.metrics.chunk_sent();
+                Ok(PieceStep::Sent)
+            }
+            Err(TransportError::TryAgain) => {
+                self.metrics.try_again();
+                self.blocked_by_flow_control = true;
+                self.wake_pump();
+                Ok(PieceStep::Stop)
+            }
+            Err(e @ TransportError::MessageTooLarge { .. }) if !started => {
+                if let Some(refused) = self.outbound.pop_front() {
+                    self.finish_outbound(refused, Err(e.to_string()));
+                }
+                Ok(PieceStep::Sent)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether a multicast of `len` bytes fits the window now. One always
