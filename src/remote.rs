@@ -233,8 +233,10 @@ where
 
     /// Sends `msg` without awaiting a reply. Takes its place in the order
     /// when called, like [`RemoteAddr::send`]; resolves once the message is
-    /// multicast, so a producer that awaits it (or keeps a bounded number of
-    /// these in flight) is held back by the send window and queue.
+    /// multicast (a message in pieces: once it is back whole, see
+    /// `GroupConfig::chunk_size`), so a producer that awaits it (or keeps a
+    /// bounded number of these in flight) is held back by the send window
+    /// and queue.
     pub fn tell(&self, msg: M) -> impl Future<Output = Result<(), CallError>> + 'static {
         let call = self
             .encode(&msg, false)
