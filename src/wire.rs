@@ -12,8 +12,10 @@
 //! little-endian integers (the classic bincode format, which `wincode` also
 //! reads), trailing bytes rejected, and no length prefix may claim more than
 //! `max` bytes, so a forged prefix cannot make the decoder allocate past the
-//! limit. This module is the only place that names bincode: swapping the
-//! codec touches nothing else.
+//! limit. Values nest at most [`MAX_NESTING`] levels, counted while decoding
+//! (bincode bounds bytes, not depth, and serde decodes by recursion). This
+//! module is the only place that names bincode: swapping the codec touches
+//! nothing else.
 //!
 //! A [`Kind::Batch`] envelope packs several whole envelopes into one
 //! multicast, so small messages sent close together cost one trip round the
@@ -44,6 +46,10 @@
 use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+mod depth;
+
+pub use depth::MAX_NESTING;
 
 /// First four bytes of every actix-cpg message.
 pub const MAGIC: [u8; 4] = *b"ACPG";
@@ -391,10 +397,11 @@ impl Codec {
     }
 
     /// Decodes a body; never panics, never allocates past the limit.
+    /// Values may nest at most [`MAX_NESTING`] levels, counted while
+    /// decoding, so a deeply nested forgery is an error, not a stack
+    /// overflow.
     pub fn decode_body<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, WireError> {
-        self.body_options()
-            .deserialize(body)
-            .map_err(|e| WireError::Malformed(e.to_string()))
+        self.decode_body_borrowed(body)
     }
 
     /// Decodes a body that borrows from `body` (strings and byte slices
@@ -404,7 +411,7 @@ impl Codec {
         body: &'a [u8],
     ) -> Result<T, WireError> {
         self.body_options()
-            .deserialize(body)
+            .deserialize_seed(depth::Seed::<T>::new(MAX_NESTING), body)
             .map_err(|e| WireError::Malformed(e.to_string()))
     }
 
