@@ -112,6 +112,8 @@ mod pump;
 pub mod record;
 pub mod remote;
 pub mod replicated;
+#[allow(dead_code)] // Used by the cores as they move to announced membership.
+pub(crate) mod roster;
 pub mod supervisor;
 pub mod testing;
 pub mod transport;

@@ -1,0 +1,309 @@
+//! Who counts for decisions: the members of a CPG view that have announced
+//! themselves in the ordered stream.
+//!
+//! A CPG group is not a trust boundary (DESIGN.md §6): any process corosync
+//! lets connect can join it, stay silent, or multicast anything. So the raw
+//! view CPG reports is not the set of members a decision may count. A
+//! process becomes a *member* only when its [`Announcement`] is delivered
+//! while it is in the view, and stops being one when it leaves the view.
+//! Every member sees the same confchgs and announcements at the same
+//! positions, so every member holding the same roster reaches the same
+//! effective view at the same point of the stream.
+//!
+//! ```text
+//!   raw CPG events                  Roster                  effective events
+//!  ───────────────────►  ┌─────────────────────────┐  ──────────────────────►
+//!   handle_confchg        │ view: raw CPG view      │   Change { members,
+//!    (members, joined,    │ announced ⊆ view        │            joined,
+//!     left)               │ pending: in view, not   │            left }
+//!   handle_announce(from) │   announced (+ reason   │   or nothing: an
+//!                         │   they joined with)     │   outsider came or went
+//!                         └─────────────────────────┘
+//! ```
+//!
+//! Rules, identical on every member:
+//!
+//! 1. A confchg changes the effective view only through announced members
+//!    that left; a process that joins is *pending* and changes nothing, so
+//!    a silent or foreign client can neither stall nor sway a decision.
+//!    A confchg that only removes members therefore asks nothing new of the
+//!    survivors: failover costs what it cost before announcements existed.
+//! 2. An announcement from a pending process admits it: the effective view
+//!    gains it, with the reason it joined the CPG view (`Join`, or `NodeUp`
+//!    after a merge). An announcement from a process not in the view (it
+//!    left before its announcement was delivered) or from one already
+//!    announced changes nothing.
+//! 3. A member announces itself after every confchg that brings anyone in
+//!    ([`Roster::should_announce`]): a joiner, or the other side of a merge,
+//!    knows none of the members already there until it hears from them.
+//! 4. A member that gets the group state from another (a snapshot) adopts
+//!    the roster that came with it ([`Roster::adopt`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::transport::{Member, MemberChange, Reason};
+
+/// What a process says of itself to become a member. The wire type of the
+/// announcement every protocol carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Announcement {
+    /// The lowest protocol version the sender speaks.
+    pub min_version: u8,
+    /// The highest protocol version the sender speaks.
+    pub max_version: u8,
+}
+
+impl Announcement {
+    /// What this build says of itself.
+    pub(crate) fn this_build() -> Self {
+        Announcement {
+            min_version: crate::wire::PROTOCOL_VERSION,
+            max_version: crate::wire::PROTOCOL_VERSION,
+        }
+    }
+
+    /// Whether a member announcing this can take part with this build.
+    pub(crate) fn compatible(&self) -> bool {
+        let v = crate::wire::PROTOCOL_VERSION;
+        self.min_version <= v && v <= self.max_version
+    }
+}
+
+/// A change of the effective view (announced members only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Change {
+    /// The effective view after the change, sorted.
+    pub members: Vec<Member>,
+    /// Members admitted by this change, with how they joined the CPG view.
+    pub joined: Vec<MemberChange>,
+    /// Announced members that left the CPG view, with the reason.
+    pub left: Vec<MemberChange>,
+}
+
+/// The raw view and who in it has announced itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Roster {
+    view: BTreeSet<Member>,
+    announced: BTreeSet<Member>,
+    /// In the view, not yet announced, with the reason they joined it.
+    pending: BTreeMap<Member, Reason>,
+    /// Whether the last confchg brought anyone in.
+    joined_last: bool,
+}
+
+impl Roster {
+    /// A roster that has seen no confchg.
+    pub(crate) fn new() -> Self {
+        Roster::default()
+    }
+
+    /// The effective view: announced members, sorted.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        self.announced.iter().copied().collect()
+    }
+
+    /// Whether `m` counts for decisions.
+    pub(crate) fn is_member(&self, m: Member) -> bool {
+        self.announced.contains(&m)
+    }
+
+    /// Whether `m` is in the raw CPG view (announced or not).
+    pub(crate) fn in_view(&self, m: Member) -> bool {
+        self.view.contains(&m)
+    }
+
+    /// Processes in the view that have not announced themselves.
+    pub(crate) fn pending(&self) -> impl Iterator<Item = Member> + '_ {
+        self.pending.keys().copied()
+    }
+
+    /// Whether this member should announce itself now: the last confchg
+    /// brought in processes that may not know it (rule 3).
+    pub(crate) fn should_announce(&self) -> bool {
+        self.joined_last
+    }
+
+    /// A raw confchg (rule 1). `None` when the effective view is unchanged.
+    pub(crate) fn handle_confchg(
+        &mut self,
+        members: &[Member],
+        joined: &[MemberChange],
+        left: &[MemberChange],
+    ) -> Option<Change> {
+        self.view = members.iter().copied().collect();
+        self.joined_last = !joined.is_empty();
+        for change in joined {
+            if self.view.contains(&change.member) && !self.announced.contains(&change.member) {
+                self.pending.insert(change.member, change.reason);
+            }
+        }
+        let gone: Vec<MemberChange> = left
+            .iter()
+            .filter(|c| self.announced.contains(&c.member) && !self.view.contains(&c.member))
+            .copied()
+            .collect();
+        let view = &self.view;
+        self.announced.retain(|m| view.contains(m));
+        self.pending.retain(|m, _| view.contains(m));
+        if gone.is_empty() {
+            return None;
+        }
+        Some(Change {
+            members: self.members(),
+            joined: Vec::new(),
+            left: gone,
+        })
+    }
+
+    /// An announcement delivered from `from` (rule 2). `None` when it
+    /// admits nobody.
+    pub(crate) fn handle_announce(&mut self, from: Member) -> Option<Change> {
+        if !self.view.contains(&from) || self.announced.contains(&from) {
+            return None;
+        }
+        let reason = self.pending.remove(&from).unwrap_or(Reason::Join);
+        self.announced.insert(from);
+        Some(Change {
+            members: self.members(),
+            joined: vec![MemberChange {
+                member: from,
+                reason,
+            }],
+            left: Vec::new(),
+        })
+    }
+
+    /// Takes the announced set from transferred state (rule 4): members
+    /// not in the raw view are ignored; everyone else in the view stays
+    /// pending.
+    pub(crate) fn adopt(&mut self, announced: impl IntoIterator<Item = Member>) {
+        let view = &self.view;
+        self.announced = announced.into_iter().filter(|m| view.contains(m)).collect();
+        for m in &self.view {
+            if !self.announced.contains(m) {
+                self.pending.entry(*m).or_insert(Reason::Join);
+            }
+        }
+        let announced = &self.announced;
+        self.pending.retain(|m, _| !announced.contains(m));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn m(n: u32) -> Member {
+        Member::new(n, 100 + n)
+    }
+
+    fn ch(n: u32, reason: Reason) -> MemberChange {
+        MemberChange {
+            member: m(n),
+            reason,
+        }
+    }
+
+    #[test]
+    fn an_outsider_that_comes_and_goes_changes_nothing() {
+        let mut r = Roster::new();
+        assert_eq!(r.handle_confchg(&[m(1)], &[ch(1, Reason::Join)], &[]), None);
+        assert!(r.handle_announce(m(1)).is_some());
+        // A silent client joins, stays, leaves.
+        assert_eq!(
+            r.handle_confchg(&[m(1), m(9)], &[ch(9, Reason::Join)], &[]),
+            None
+        );
+        assert!(r.should_announce());
+        assert_eq!(r.members(), vec![m(1)]);
+        assert_eq!(r.pending().collect::<Vec<_>>(), vec![m(9)]);
+        assert_eq!(
+            r.handle_confchg(&[m(1)], &[], &[ch(9, Reason::ProcDown)]),
+            None
+        );
+        assert!(!r.should_announce());
+        assert_eq!(r.members(), vec![m(1)]);
+    }
+
+    #[test]
+    fn announcements_admit_with_the_reason_they_joined_with() {
+        let mut r = Roster::new();
+        r.handle_confchg(
+            &[m(1), m(2)],
+            &[ch(1, Reason::Join), ch(2, Reason::NodeUp)],
+            &[],
+        );
+        let c = r.handle_announce(m(2)).expect("admitted");
+        assert_eq!(c.joined, vec![ch(2, Reason::NodeUp)]);
+        assert_eq!(c.members, vec![m(2)]);
+        assert_eq!(r.handle_announce(m(2)), None, "twice admits nobody");
+        assert_eq!(r.handle_announce(m(7)), None, "not in the view");
+        let c = r.handle_announce(m(1)).expect("admitted");
+        assert_eq!(c.members, vec![m(1), m(2)]);
+    }
+
+    #[test]
+    fn a_member_that_leaves_is_an_effective_leave_and_its_late_announcement_is_void() {
+        let mut r = Roster::new();
+        r.handle_confchg(&[m(1), m(2), m(3)], &[], &[]);
+        r.adopt([m(1), m(2)]);
+        let c = r
+            .handle_confchg(
+                &[m(1)],
+                &[],
+                &[ch(2, Reason::NodeDown), ch(3, Reason::Leave)],
+            )
+            .expect("changed");
+        assert_eq!(c.left, vec![ch(2, Reason::NodeDown)]);
+        assert_eq!(c.members, vec![m(1)]);
+        assert_eq!(r.handle_announce(m(3)), None);
+    }
+
+    #[test]
+    fn adopting_keeps_only_the_view_and_leaves_the_rest_pending() {
+        let mut r = Roster::new();
+        r.handle_confchg(&[m(1), m(2), m(3)], &[ch(3, Reason::Join)], &[]);
+        r.adopt([m(1), m(5)]);
+        assert_eq!(r.members(), vec![m(1)]);
+        assert_eq!(r.pending().collect::<Vec<_>>(), vec![m(2), m(3)]);
+        assert!(r.handle_announce(m(2)).is_some());
+    }
+
+    proptest! {
+        /// Two rosters fed the same stream end equal, and the effective
+        /// view is always within the raw view.
+        #[test]
+        fn same_stream_same_roster(ops in proptest::collection::vec((0u8..3, 1u32..6, any::<bool>()), 0..80)) {
+            let mut a = Roster::new();
+            let mut b = Roster::new();
+            let mut view: BTreeSet<Member> = BTreeSet::new();
+            for (op, n, flag) in ops {
+                match op {
+                    0 if !view.contains(&m(n)) => {
+                        view.insert(m(n));
+                        let members: Vec<_> = view.iter().copied().collect();
+                        let reason = if flag { Reason::Join } else { Reason::NodeUp };
+                        prop_assert_eq!(
+                            a.handle_confchg(&members, &[ch(n, reason)], &[]),
+                            b.handle_confchg(&members, &[ch(n, reason)], &[])
+                        );
+                    }
+                    1 if view.remove(&m(n)) => {
+                        let members: Vec<_> = view.iter().copied().collect();
+                        let reason = if flag { Reason::Leave } else { Reason::ProcDown };
+                        prop_assert_eq!(
+                            a.handle_confchg(&members, &[], &[ch(n, reason)]),
+                            b.handle_confchg(&members, &[], &[ch(n, reason)])
+                        );
+                    }
+                    _ => prop_assert_eq!(a.handle_announce(m(n)), b.handle_announce(m(n))),
+                }
+                prop_assert_eq!(&a, &b);
+                prop_assert!(a.members().iter().all(|x| view.contains(x)));
+            }
+        }
+    }
+}
