@@ -16,6 +16,7 @@
 //!  raw        send N                SENT N          (N messages, TRY_AGAIN retried)
 //!             digest                DIGEST count hash   (of every delivery so far)
 //!             garbage N             SENT N          (N non-actix-cpg payloads)
+//!             mcast HEX             SENT 1          (these bytes, as they are: forgeries)
 //!  group      register NAME         REGISTER NAME ok | REGISTER NAME taken OWNER
 //!             call NAME TEXT        CALL NAME ok TEXT | CALL NAME err ERROR
 //!             burst NAME N          BURST NAME N    (N ordered tells, all sent)
@@ -354,6 +355,14 @@ async fn run_raw<C: Connection>(
                         }
                         sent_report.push_back((n, sent_total + outbound.len() as u64));
                     }
+                    ["mcast", hex] => match decode_hex(hex) {
+                        // Any bytes at all: a plain client forging messages.
+                        Some(bytes) => {
+                            outbound.push_back(bytes);
+                            sent_report.push_back((1, sent_total + outbound.len() as u64));
+                        }
+                        None => say(format!("ERROR not hex: {hex:?}")),
+                    },
                     ["digest"] => say(format!("DIGEST {} {:016x}", digest.count, digest.hash)),
                     ["metrics"] => say(format!("METRICS delivered={} dropped=0 try_again={try_again}", digest.count)),
                     ["leave"] => {
@@ -369,6 +378,23 @@ async fn run_raw<C: Connection>(
             return;
         }
     }
+}
+
+/// Bytes from their lowercase or uppercase hex digits; `None` if any pair
+/// is not hex.
+pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The hex digits of `bytes`, for a raw agent's `mcast` command.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn run_group<C: Connection>(
