@@ -104,6 +104,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod auth;
 pub mod election;
 pub mod group;
 pub mod kv;
@@ -117,6 +118,7 @@ pub mod testing;
 pub mod transport;
 pub mod wire;
 
+pub use auth::GroupKey;
 pub use election::{
     Election, ElectionConfig, ElectionError, ElectionEvent, ElectionStatus, Epoch, Leadership,
     GROUP_ELECTION,
