@@ -86,13 +86,24 @@ fn open_accepts_the_sealed_message_and_strips_the_mac() {
     assert_eq!(bytes, b"hello");
 }
 
+/// What is checked, under which key, group and sender, the bytes, and
+/// the verdict.
+type Case = (
+    &'static str,
+    GroupKey,
+    GroupName,
+    Member,
+    Vec<u8>,
+    Unauthenticated,
+);
+
 #[test]
 fn open_refuses_every_mismatch_and_leaves_the_bytes() {
     let from = Member::new(1, 10);
     let mut sealed = Vec::new();
     seal(&key(1), &group(), from, b"hello", &mut sealed);
     let other_group = GroupName::new("auth-unit2").expect("name");
-    let cases: Vec<(&str, GroupKey, GroupName, Member, Vec<u8>, Unauthenticated)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "other key",
             key(2),
