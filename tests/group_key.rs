@@ -472,3 +472,55 @@ async fn a_captured_message_sent_again_by_another_process_is_refused() {
         assert_eq!(g.metrics().dropped_unauthenticated, 1);
     }
 }
+
+#[actix_rt::test]
+async fn a_keyed_recording_holds_the_verified_envelopes_and_replays_without_the_key() {
+    let dir = std::env::temp_dir().join(format!("acpg-keyed-rec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("member.rec");
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new("keyed-recorded").expect("name");
+    let config = GroupConfig {
+        record_to: Some(path.clone()),
+        ..keyed(&key())
+    };
+    let mut members = vec![Group::start(raw(&cluster, 1, &name), config)
+        .await
+        .expect("start")];
+    members.push(
+        Group::start(raw(&cluster, 2, &name), keyed(&key()))
+            .await
+            .expect("start"),
+    );
+    let mut forger = raw(&cluster, 3, &name);
+    forger.mcast(&forged_register("victim")).expect("mcast");
+    serve_round(&members, "a").await;
+    assert_eq!(members[0].metrics().dropped_unauthenticated, 1);
+    members[0].leave().await.expect("leave");
+
+    let recording = actix_cpg::record::Recording::open(&path).expect("recording");
+    let mut delivered = 0;
+    for entry in &recording.entries {
+        if let actix_cpg::record::Recorded::Deliver { from, bytes } = entry {
+            delivered += 1;
+            assert_ne!(*from, forger.local(), "a dropped message is not recorded");
+            assert!(bytes.starts_with(b"ACPG"), "recorded without the MAC");
+        }
+    }
+    assert!(delivered >= 4);
+    let decisions: Vec<String> = actix_cpg::record::replay(&recording, 16 << 20)
+        .into_iter()
+        .map(|d| d.decision)
+        .collect();
+    for i in 0..2 {
+        assert!(
+            decisions.iter().any(|d| d.contains(&format!("\"a-{i}\""))),
+            "{decisions:#?}"
+        );
+    }
+    assert!(
+        !decisions.iter().any(|d| d.contains("victim")),
+        "{decisions:#?}"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
