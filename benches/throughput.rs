@@ -22,8 +22,14 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 
 const PATHS: [Path; 3] = [
     Path::Raw,
-    Path::Actor { batching: false },
-    Path::Actor { batching: true },
+    Path::Actor {
+        batching: false,
+        keyed: false,
+    },
+    Path::Actor {
+        batching: true,
+        keyed: false,
+    },
 ];
 
 /// (backend, nodes, size, senders) of each measured group.
