@@ -46,6 +46,11 @@
 //! between its pieces makes every member drop it and its sender send it
 //! again, so large messages keep flowing while members come and go.
 //!
+//! A group, replica or election can have a [`GroupKey`]: then every
+//! multicast carries a MAC bound to its CPG sender and the group, and a
+//! process without the key is nobody — its messages are dropped before
+//! anything decodes them ([`auth`]).
+//!
 //! The [`transport::sim`] backend is an in-process cluster with the same
 //! semantics (and fault injection); the `corosync` feature adds
 //! [`transport::corosync`], the real thing.
