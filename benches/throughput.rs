@@ -20,7 +20,7 @@ use std::time::Duration;
 use actix_cpg::testing::bench::{self, Backend, Case, Load, Path};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
-const PATHS: [Path; 3] = [
+const PATHS: [Path; 4] = [
     Path::Raw,
     Path::Actor {
         batching: false,
@@ -29,6 +29,11 @@ const PATHS: [Path; 3] = [
     Path::Actor {
         batching: true,
         keyed: false,
+    },
+    // What a group key costs on the actor path (BENCHMARKS.md, group keys).
+    Path::Actor {
+        batching: false,
+        keyed: true,
     },
 ];
 
