@@ -20,10 +20,21 @@ use std::time::Duration;
 use actix_cpg::testing::bench::{self, Backend, Case, Load, Path};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
-const PATHS: [Path; 3] = [
+const PATHS: [Path; 4] = [
     Path::Raw,
-    Path::Actor { batching: false },
-    Path::Actor { batching: true },
+    Path::Actor {
+        batching: false,
+        keyed: false,
+    },
+    Path::Actor {
+        batching: true,
+        keyed: false,
+    },
+    // What a group key costs on the actor path (BENCHMARKS.md, group keys).
+    Path::Actor {
+        batching: false,
+        keyed: true,
+    },
 ];
 
 /// (backend, nodes, size, senders) of each measured group.

@@ -6,6 +6,9 @@
 //! cargo run --release --features corosync --example bench -- --corosync   # and the real cluster
 //! cargo run --release --features corosync --example bench -- --corosync --no-sim --overload 60
 //! cargo run --example bench -- --smoke                      # seconds: CI keeps it from rotting
+//! cargo run --release --example bench -- --key --sizes 64,1024,16384,65536   # what a group key costs
+//! flock /tmp/acpg-cluster.lock cargo run --release --features corosync --example bench -- \
+//!     --corosync --no-sim --crypto both --key    # knet crypto off, then on (restarts the cluster)
 //! ```
 //!
 //! Options: `--corosync` (also the real cluster of `scripts/cluster.sh`;
@@ -14,7 +17,14 @@
 //! `--no-latency`, `--no-throughput`, `--overload SECS` (a producer
 //! outrunning the daemon; RSS sampled every second), `--repeat N` (each
 //! latency pair N times: the table gives the run with the median p99 ratio,
-//! and the spread), `--smoke`.
+//! and the spread), `--smoke`, `--key` (also the actor path of a keyed
+//! group: every multicast MACed and verified, [`actix_cpg::GroupKey`];
+//! printed as a ratio to the unkeyed actor path and to raw), `--crypto
+//! on|off|both` (restart the real cluster with knet's crypto on —
+//! aes256 + sha256 — or off, or one pass off then one on, ending with the
+//! default; each pass has its own raw runs, and a table sets the two side
+//! by side). `--crypto` stops and starts the shared cluster: run the bench
+//! under `flock /tmp/acpg-cluster.lock`.
 //!
 //! Sizes above the atomic multicast size (about 1 MiB: the default list
 //! ends with 1 MiB and 4 MiB) go in pieces on the actor path, and through
@@ -27,7 +37,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use actix_cpg::testing::bench::{self, Backend, Case, Load, Outcome, Path};
+use actix_cpg::testing::bench::{self, Backend, Case, Crypto, Load, Outcome, Path};
 
 struct Options {
     sim: bool,
@@ -40,6 +50,10 @@ struct Options {
     overload: Option<u64>,
     repeat: usize,
     smoke: bool,
+    key: bool,
+    /// knet crypto settings to restart the real cluster with, one pass
+    /// each; `None`: measure the cluster as it runs.
+    crypto: Option<Vec<Crypto>>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -54,6 +68,8 @@ fn parse_args() -> Result<Options, String> {
         overload: None,
         repeat: 1,
         smoke: false,
+        key: false,
+        crypto: None,
     };
     let mut args = std::env::args().skip(1);
     let list = |v: Option<String>| -> Result<Vec<usize>, String> {
@@ -91,6 +107,16 @@ fn parse_args() -> Result<Options, String> {
                     .ok_or("--repeat needs a count of at least 1")?
             }
             "--smoke" => o.smoke = true,
+            "--key" => o.key = true,
+            "--crypto" => {
+                o.crypto = Some(match args.next().as_deref() {
+                    Some("on" | "aes256") => vec![Crypto::Aes256],
+                    Some("off" | "none") => vec![Crypto::None],
+                    // Off first, so the cluster ends with the default.
+                    Some("both") => vec![Crypto::None, Crypto::Aes256],
+                    _ => return Err("--crypto takes on, off or both".into()),
+                })
+            }
             // `cargo bench` passes this to every target.
             "--bench" => {}
             other => return Err(format!("unknown option {other:?} (see the file's docs)")),
@@ -109,6 +135,23 @@ fn parse_args() -> Result<Options, String> {
 
 const WINDOW: usize = 64;
 
+const ACTOR: Path = Path::Actor {
+    batching: false,
+    keyed: false,
+};
+const BATCHED: Path = Path::Actor {
+    batching: true,
+    keyed: false,
+};
+const KEYED: Path = Path::Actor {
+    batching: false,
+    keyed: true,
+};
+const BATCHED_KEYED: Path = Path::Actor {
+    batching: true,
+    keyed: true,
+};
+
 /// Messages per sender: about 64 MiB per member at full scale.
 fn count_for(size: usize, senders: usize, path: Path, scale: f64) -> u64 {
     let base = if size > 65536 {
@@ -119,7 +162,7 @@ fn count_for(size: usize, senders: usize, path: Path, scale: f64) -> u64 {
     };
     // Batching carries small messages many times faster: give it more, so
     // its run lasts about as long.
-    let boost = if matches!(path, Path::Actor { batching: true }) && size <= 1024 {
+    let boost = if matches!(path, Path::Actor { batching: true, .. }) && size <= 1024 {
         4.0
     } else {
         1.0
@@ -127,10 +170,11 @@ fn count_for(size: usize, senders: usize, path: Path, scale: f64) -> u64 {
     ((base * boost * scale) / senders as f64).max(20.0) as u64
 }
 
-fn label(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sim => "sim (in-process)",
-        Backend::Corosync => "corosync",
+fn label(backend: Backend, crypto: Option<Crypto>) -> String {
+    match (backend, crypto) {
+        (Backend::Sim, _) => "sim (in-process)".into(),
+        (Backend::Corosync, Some(c)) => format!("corosync, {c}"),
+        (Backend::Corosync, None) => "corosync".into(),
     }
 }
 
@@ -142,12 +186,17 @@ fn human(size: usize) -> String {
     }
 }
 
-fn run(case: &Case, exe: &std::path::Path, n: &mut usize) -> Result<Outcome, String> {
+fn run(
+    case: &Case,
+    crypto: Option<Crypto>,
+    exe: &std::path::Path,
+    n: &mut usize,
+) -> Result<Outcome, String> {
     *n += 1;
     let what = format!(
         "[{}] {} {}n {} x{} {}{}",
         n,
-        label(case.backend),
+        label(case.backend, crypto),
         case.load.members,
         human(case.load.size),
         case.load.senders,
@@ -185,53 +234,64 @@ fn run(case: &Case, exe: &std::path::Path, n: &mut usize) -> Result<Outcome, Str
 /// One throughput row: the same load on the three paths.
 struct Row {
     backend: Backend,
+    crypto: Option<Crypto>,
     nodes: usize,
     senders: usize,
     size: usize,
     raw: Outcome,
     actor: Outcome,
     batched: Outcome,
+    /// The actor path of a keyed group (`--key`).
+    keyed: Option<Outcome>,
 }
 
 struct LatencyRow {
     backend: Backend,
+    crypto: Option<Crypto>,
     nodes: usize,
     size: usize,
     rate: f64,
     /// The run with the median p99 ratio.
     raw: Outcome,
     actor: Outcome,
+    /// The keyed actor path of the same run (`--key`).
+    keyed: Option<Outcome>,
     /// The p99 ratio of every run, sorted.
     ratios: Vec<f64>,
 }
+
+/// One latency run: raw, actor, and the keyed actor path if measured.
+type LatencyRun = (Outcome, Outcome, Option<Outcome>);
 
 impl LatencyRow {
     /// Of `runs` (raw, actor) pairs, the one with the median p99 ratio, and
     /// every ratio.
     fn of(
-        backend: Backend,
+        (backend, crypto): (Backend, Option<Crypto>),
         nodes: usize,
         size: usize,
         rate: f64,
-        runs: Vec<(Outcome, Outcome)>,
+        runs: Vec<LatencyRun>,
     ) -> Option<LatencyRow> {
         let ratio =
-            |(raw, actor): &(Outcome, Outcome)| Some(actor.latency?.p99_us / raw.latency?.p99_us);
-        let mut runs: Vec<(f64, (Outcome, Outcome))> = runs
+            |(raw, actor, _): &LatencyRun| Some(actor.latency?.p99_us / raw.latency?.p99_us);
+        let mut runs: Vec<(f64, LatencyRun)> = runs
             .into_iter()
             .filter_map(|run| Some((ratio(&run)?, run)))
             .collect();
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         let ratios = runs.iter().map(|(r, _)| *r).collect();
         let mid = runs.len().checked_sub(1)? / 2;
-        let (_, (raw, actor)) = runs.into_iter().nth(mid)?;
+        let (_, (raw, actor, keyed)) = runs.into_iter().nth(mid)?;
         Some(LatencyRow {
             backend,
+            crypto,
             nodes,
             size,
             rate,
             raw,
             actor,
+            keyed,
             ratios,
         })
     }
@@ -259,16 +319,18 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mut backends = Vec::new();
+    let mut passes = Vec::new();
     if o.sim {
-        backends.push(Backend::Sim);
+        passes.push((Backend::Sim, None));
     }
     if o.corosync {
         if !cfg!(feature = "corosync") {
             eprintln!("bench: --corosync needs `--features corosync`; skipping the real cluster");
+        } else if let Some(settings) = &o.crypto {
+            passes.extend(settings.iter().map(|&c| (Backend::Corosync, Some(c))));
         } else {
             match bench::cluster_up() {
-                Ok(()) => backends.push(Backend::Corosync),
+                Ok(()) => passes.push((Backend::Corosync, bench::cluster_crypto())),
                 Err(why) => eprintln!("bench: skipping the real cluster: {why}"),
             }
         }
@@ -278,7 +340,15 @@ fn main() {
     let mut rows = Vec::new();
     let mut lat_rows = Vec::new();
     let mut overloads = Vec::new();
-    for &backend in &backends {
+    for &(backend, crypto) in &passes {
+        if let (Backend::Corosync, Some(c), Some(_)) = (backend, crypto, &o.crypto) {
+            eprintln!("bench: (re)starting the real cluster with {c}");
+            if let Err(why) = bench::restart_cluster(c) {
+                eprintln!("bench: skipping the pass with {c}: {why}");
+                failures += 1;
+                continue;
+            }
+        }
         for &nodes in &o.nodes {
             for &size in &o.sizes {
                 let sender_counts: Vec<usize> = if nodes == 1 { vec![1] } else { vec![1, nodes] };
@@ -301,26 +371,32 @@ fn main() {
                                 duration: None,
                             },
                         };
-                        let raw = run(&case(Path::Raw), &exe, &mut n);
+                        let raw = run(&case(Path::Raw), crypto, &exe, &mut n);
                         if !o.throughput {
                             raw_one = raw.ok();
                             continue;
                         }
-                        let actor = run(&case(Path::Actor { batching: false }), &exe, &mut n);
-                        let batched = run(&case(Path::Actor { batching: true }), &exe, &mut n);
-                        match (raw, actor, batched) {
-                            (Ok(raw), Ok(actor), Ok(batched)) => {
+                        let actor = run(&case(ACTOR), crypto, &exe, &mut n);
+                        let batched = run(&case(BATCHED), crypto, &exe, &mut n);
+                        let keyed = o
+                            .key
+                            .then(|| run(&case(KEYED), crypto, &exe, &mut n))
+                            .transpose();
+                        match (raw, actor, batched, keyed) {
+                            (Ok(raw), Ok(actor), Ok(batched), Ok(keyed)) => {
                                 if senders == 1 {
                                     raw_one = Some(raw.clone());
                                 }
                                 rows.push(Row {
                                     backend,
+                                    crypto,
                                     nodes,
                                     senders,
                                     size,
                                     raw,
                                     actor,
                                     batched,
+                                    keyed,
                                 });
                             }
                             _ => failures += 1,
@@ -347,23 +423,24 @@ fn main() {
                     };
                     let mut runs = Vec::new();
                     for _ in 0..o.repeat {
-                        let raw = run(&case(Path::Raw), &exe, &mut n);
-                        let actor = run(&case(Path::Actor { batching: true }), &exe, &mut n);
-                        match (raw, actor) {
-                            (Ok(raw), Ok(actor)) => runs.push((raw, actor)),
+                        let raw = run(&case(Path::Raw), crypto, &exe, &mut n);
+                        let actor = run(&case(BATCHED), crypto, &exe, &mut n);
+                        let keyed = o
+                            .key
+                            .then(|| run(&case(BATCHED_KEYED), crypto, &exe, &mut n))
+                            .transpose();
+                        match (raw, actor, keyed) {
+                            (Ok(raw), Ok(actor), Ok(keyed)) => runs.push((raw, actor, keyed)),
                             _ => failures += 1,
                         }
                     }
-                    lat_rows.extend(LatencyRow::of(backend, nodes, size, rate, runs));
+                    lat_rows.extend(LatencyRow::of((backend, crypto), nodes, size, rate, runs));
                 }
             }
         }
         if let Some(secs) = o.overload {
             let nodes = *o.nodes.iter().max().unwrap_or(&1);
-            for path in [
-                Path::Actor { batching: false },
-                Path::Actor { batching: true },
-            ] {
+            for path in [ACTOR, BATCHED] {
                 let case = Case {
                     backend,
                     path,
@@ -377,8 +454,8 @@ fn main() {
                         duration: Some(Duration::from_secs(secs)),
                     },
                 };
-                match run(&case, &exe, &mut n) {
-                    Ok(out) => overloads.push((backend, nodes, path, out)),
+                match run(&case, crypto, &exe, &mut n) {
+                    Ok(out) => overloads.push((label(backend, crypto), nodes, path, out)),
                     Err(_) => failures += 1,
                 }
             }
@@ -394,7 +471,7 @@ fn main() {
 fn print_tables(
     rows: &[Row],
     lat_rows: &[LatencyRow],
-    overloads: &[(Backend, usize, Path, Outcome)],
+    overloads: &[(String, usize, Path, Outcome)],
 ) {
     if !rows.is_empty() {
         println!("\n### Throughput (messages delivered to every member; window {WINDOW})\n");
@@ -403,7 +480,7 @@ fn print_tables(
         for r in rows {
             println!(
                 "| {} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0}/{:.0}/{:.0} |",
-                label(r.backend),
+                label(r.backend, r.crypto),
                 r.nodes,
                 r.senders,
                 human(r.size),
@@ -433,7 +510,7 @@ fn print_tables(
             let every: Vec<String> = r.ratios.iter().map(|x| format!("{x:.2}")).collect();
             println!(
                 "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
-                label(r.backend),
+                label(r.backend, r.crypto),
                 r.nodes,
                 human(r.size),
                 r.rate,
@@ -448,11 +525,13 @@ fn print_tables(
             );
         }
     }
+    print_key_cost(rows, lat_rows);
+    print_crypto_cost(rows, lat_rows);
     print_goals(rows, lat_rows);
     for (backend, nodes, path, out) in overloads {
         println!(
             "\n### Overload: {} on {nodes} node(s), every member sending 1 KiB as fast as it can\n",
-            label(*backend)
+            backend
         );
         println!(
             "{:.0} msg/s, {} TRY_AGAIN; RSS of member 0 (MiB) each second:\n",
@@ -489,8 +568,159 @@ fn print_tables(
     }
 }
 
+/// What a group key costs: the keyed actor path beside the unkeyed one and
+/// raw, measured in the same run (`--key`).
+fn print_key_cost(rows: &[Row], lat_rows: &[LatencyRow]) {
+    let keyed: Vec<(&Row, &Outcome)> = rows
+        .iter()
+        .filter_map(|r| Some((r, r.keyed.as_ref()?)))
+        .collect();
+    if !keyed.is_empty() {
+        println!("\n### Group key (BLAKE3 MAC on every multicast), throughput, no batching\n");
+        println!("| backend | nodes | senders | size | raw msg/s | actor msg/s | actor+key msg/s | key/actor | key/raw | actor/raw |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for (r, k) in keyed {
+            println!(
+                "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                label(r.backend, r.crypto),
+                r.nodes,
+                r.senders,
+                human(r.size),
+                r.raw.msgs_per_s,
+                r.actor.msgs_per_s,
+                k.msgs_per_s,
+                k.msgs_per_s / r.actor.msgs_per_s,
+                k.msgs_per_s / r.raw.msgs_per_s,
+                r.actor.msgs_per_s / r.raw.msgs_per_s,
+            );
+        }
+    }
+    let keyed: Vec<_> = lat_rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r,
+                r.raw.latency?,
+                r.actor.latency?,
+                r.keyed.as_ref()?.latency?,
+            ))
+        })
+        .collect();
+    if !keyed.is_empty() {
+        println!(
+            "\n### Group key, latency (µs), the same runs as the latency table (batching on)\n"
+        );
+        println!("| backend | nodes | size | raw p50 | raw p99 | actor p50 | actor p99 | actor+key p50 | actor+key p99 | p99 key/actor | p99 key/raw |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        for (r, raw, actor, key) in keyed {
+            println!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                label(r.backend, r.crypto),
+                r.nodes,
+                human(r.size),
+                raw.p50_us,
+                raw.p99_us,
+                actor.p50_us,
+                actor.p99_us,
+                key.p50_us,
+                key.p99_us,
+                key.p99_us / actor.p99_us,
+                key.p99_us / raw.p99_us,
+            );
+        }
+    }
+}
+
+/// knet crypto on against off, where both passes ran (`--crypto both`):
+/// each figure of a pass is a ratio to the raw binding of that pass.
+fn print_crypto_cost(rows: &[Row], lat_rows: &[LatencyRow]) {
+    let with = |c: Crypto| {
+        rows.iter()
+            .filter(move |r| r.backend == Backend::Corosync && r.crypto == Some(c))
+    };
+    let pairs: Vec<(&Row, &Row)> = with(Crypto::Aes256)
+        .filter_map(|on| {
+            let off = with(Crypto::None).find(|off| {
+                (off.nodes, off.senders, off.size) == (on.nodes, on.senders, on.size)
+            })?;
+            Some((off, on))
+        })
+        .collect();
+    if !pairs.is_empty() {
+        println!("\n### knet crypto (aes256 + sha256) on vs off, throughput (msg/s; each pass against its own raw)\n");
+        println!("| nodes | senders | size | raw off | raw on | raw on/off | actor off | actor on | actor on/off | actor/raw off | actor/raw on | batch on/off | batch/raw on |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for (off, on) in pairs {
+            println!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                on.nodes,
+                on.senders,
+                human(on.size),
+                off.raw.msgs_per_s,
+                on.raw.msgs_per_s,
+                on.raw.msgs_per_s / off.raw.msgs_per_s,
+                off.actor.msgs_per_s,
+                on.actor.msgs_per_s,
+                on.actor.msgs_per_s / off.actor.msgs_per_s,
+                off.actor.msgs_per_s / off.raw.msgs_per_s,
+                on.actor.msgs_per_s / on.raw.msgs_per_s,
+                on.batched.msgs_per_s / off.batched.msgs_per_s,
+                on.batched.msgs_per_s / on.raw.msgs_per_s,
+            );
+        }
+    }
+    let lat = |c: Crypto| {
+        lat_rows
+            .iter()
+            .filter(move |r| r.backend == Backend::Corosync && r.crypto == Some(c))
+    };
+    let pairs: Vec<_> = lat(Crypto::Aes256)
+        .filter_map(|on| {
+            let off = lat(Crypto::None).find(|off| (off.nodes, off.size) == (on.nodes, on.size))?;
+            Some((
+                on,
+                off.raw.latency?,
+                on.raw.latency?,
+                off.actor.latency?,
+                on.actor.latency?,
+            ))
+        })
+        .collect();
+    if !pairs.is_empty() {
+        println!("\n### knet crypto on vs off, latency p99 (µs; each pass at half its own raw saturation rate)\n");
+        println!("| nodes | size | raw off | raw on | raw on/off | actor off | actor on | actor on/off | actor/raw off | actor/raw on |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for (on, raw_off, raw_on, actor_off, actor_on) in pairs {
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                on.nodes,
+                human(on.size),
+                raw_off.p99_us,
+                raw_on.p99_us,
+                raw_on.p99_us / raw_off.p99_us,
+                actor_off.p99_us,
+                actor_on.p99_us,
+                actor_on.p99_us / actor_off.p99_us,
+                actor_off.p99_us / raw_off.p99_us,
+                actor_on.p99_us / raw_on.p99_us,
+            );
+        }
+    }
+}
+
 /// The issue's goals, from the largest corosync topology measured.
 fn print_goals(rows: &[Row], lat_rows: &[LatencyRow]) {
+    // With several crypto passes, the last one: the cluster's default.
+    let Some(crypto) = rows
+        .iter()
+        .rev()
+        .find(|r| r.backend == Backend::Corosync)
+        .map(|r| r.crypto)
+    else {
+        return;
+    };
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.crypto == crypto).collect();
+    let lat_rows: Vec<&LatencyRow> = lat_rows.iter().filter(|r| r.crypto == crypto).collect();
     let Some(nodes) = rows
         .iter()
         .filter(|r| r.backend == Backend::Corosync)
@@ -507,7 +737,10 @@ fn print_goals(rows: &[Row], lat_rows: &[LatencyRow]) {
                 && r.senders == senders
         })
     };
-    println!("\n### Goals (corosync, {nodes} nodes, this run)\n");
+    println!(
+        "\n### Goals ({}, {nodes} nodes, this run)\n",
+        label(Backend::Corosync, crypto)
+    );
     println!("| goal | measured | target | met |");
     println!("|---|---|---|---|");
     let verdict = |ok: bool| if ok { "yes" } else { "no" };

@@ -4,16 +4,24 @@
 # Every node is a network namespace (acpg-n1..acpg-n3) with one veth whose
 # other end sits on a bridge inside a hub namespace (acpg-hub), so nothing
 # touches the host's own network namespace. Each node runs its own corosync
-# daemon (knet, crypto none, token 1000 ms, votequorum with 3 expected votes)
-# in a private mount namespace with a fresh /run, because corosync keeps its
-# pid file there. CPG clients must run inside a node's namespace: libqb IPC
-# uses abstract unix sockets, which belong to the network namespace.
+# daemon (knet, token 1000 ms, votequorum with 3 expected votes) in a
+# private mount namespace with a fresh /run, because corosync keeps its pid
+# file there. CPG clients must run inside a node's namespace: libqb IPC uses
+# abstract unix sockets, which belong to the network namespace.
+#
+# knet encrypts and authenticates the traffic between the nodes by default
+# (crypto_cipher aes256, crypto_hash sha256, DESIGN.md §6), with one authkey
+# per cluster: 256 random bytes made at `up`, the same file (mode 0400) on
+# all three nodes. ACPG_CRYPTO=none runs without it. The setting is fixed
+# when the first daemon starts: `start-node` and an `up` that finds daemons
+# running keep the running one; `down` then `up` to change it.
 #
 # Usage: scripts/cluster.sh COMMAND [ARGS]   (as root; see `help`)
 #
 # Environment:
 #   ACPG_CLUSTER_DIR   state directory (default /tmp/actix-cpg-cluster)
 #   ACPG_WAIT_TIMEOUT  seconds to wait for membership/quorum (default 60)
+#   ACPG_CRYPTO        aes256 (default: aes256 + sha256) or none
 
 set -euo pipefail
 
@@ -27,6 +35,9 @@ readonly NET_MASK=24
 readonly STATE_DIR=${ACPG_CLUSTER_DIR:-/tmp/actix-cpg-cluster}
 readonly WAIT_TIMEOUT=${ACPG_WAIT_TIMEOUT:-60}
 readonly MARKER=.actix-cpg-cluster
+readonly REQUESTED_CRYPTO=${ACPG_CRYPTO:-aes256}
+# Bytes of the knet authkey (corosync-keygen's default size).
+readonly AUTHKEY_BYTES=256
 readonly PACKAGES=(corosync libcpg-dev libquorum-dev libcfg-dev libcmap-dev
     libvotequorum-dev libcorosync-common-dev iproute2)
 
@@ -54,6 +65,9 @@ Usage: $0 COMMAND [ARGS]
 
 Nodes are 1, 2, 3 (namespaces acpg-n1..acpg-n3, addresses $NET_PREFIX.1-3).
 State: \$ACPG_CLUSTER_DIR (now $STATE_DIR). Wait timeout: \$ACPG_WAIT_TIMEOUT s.
+Crypto between nodes: \$ACPG_CRYPTO=aes256 (default; knet aes256 + sha256,
+one random authkey per cluster) or none; fixed at the first daemon's start
+(\`down\` then \`up\` to change it). \`status\` shows the running setting.
 EOF
 }
 
@@ -137,6 +151,74 @@ stop_distro_corosync() {
             kill -TERM "$pid" 2>/dev/null || true
             wait_pid_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null || true
         fi
+    done
+}
+
+# --- crypto -----------------------------------------------------------------
+
+check_crypto() {
+    case "$1" in
+    aes256 | none) ;;
+    *) die "ACPG_CRYPTO must be aes256 or none (got '$1')" ;;
+    esac
+}
+
+# The setting the cluster's daemons run with: what `up` recorded, or (for a
+# cluster started by an older script) what node 1's config says; empty if
+# there is no cluster.
+running_crypto() {
+    local conf
+    if [[ -f $STATE_DIR/crypto ]]; then
+        cat "$STATE_DIR/crypto"
+        return
+    fi
+    conf="$(node_dir 1)/corosync.conf"
+    if [[ -f $conf ]]; then
+        awk '$1 == "crypto_cipher:" { print $2; exit }' "$conf"
+    fi
+}
+
+any_daemon_running() {
+    local n
+    for n in "${NODES[@]}"; do
+        daemon_pid "$n" >/dev/null && return 0
+    done
+    return 1
+}
+
+# Fixes the cluster's crypto setting before `up` starts daemons: the
+# requested one, unless daemons already run with another (mixing would
+# split the ring), which is kept and reported.
+settle_crypto() {
+    local running
+    check_crypto "$REQUESTED_CRYPTO"
+    running=$(running_crypto)
+    if any_daemon_running && [[ -n $running ]]; then
+        if [[ $running != "$REQUESTED_CRYPTO" ]]; then
+            log "note: the cluster already runs with crypto $running (ACPG_CRYPTO=$REQUESTED_CRYPTO ignored; down then up to change it)"
+        fi
+        printf '%s\n' "$running" >"$STATE_DIR/crypto"
+        return
+    fi
+    printf '%s\n' "$REQUESTED_CRYPTO" >"$STATE_DIR/crypto"
+}
+
+# One authkey per cluster, the same bytes on every node; only the daemons
+# (root) may read it.
+ensure_authkey() {
+    local key=$STATE_DIR/authkey n
+    if [[ ! -s $key ]]; then
+        (
+            umask 077
+            dd if=/dev/urandom of="$key.tmp" bs="$AUTHKEY_BYTES" count=1 status=none
+        )
+        mv -f -- "$key.tmp" "$key"
+        chmod 0400 "$key"
+        log "made a new knet authkey ($AUTHKEY_BYTES random bytes)"
+    fi
+    for n in "${NODES[@]}"; do
+        mkdir -p "$(node_dir "$n")"
+        install -m 0400 "$key" "$(node_dir "$n")/authkey"
     done
 }
 
@@ -248,8 +330,20 @@ link_is_up() {
 # --- configuration ----------------------------------------------------------
 
 write_conf() {
-    local n=$1 dir i
+    local n=$1 dir i crypto cipher hash keyfile=
     dir=$(node_dir "$n")
+    crypto=$(running_crypto)
+    crypto=${crypto:-$REQUESTED_CRYPTO}
+    check_crypto "$crypto"
+    if [[ $crypto == aes256 ]]; then
+        cipher=aes256
+        hash=sha256
+        [[ -s $dir/authkey ]] || die "node $n: no authkey in $dir (run: $0 up)"
+        keyfile="    keyfile: $dir/authkey"
+    else
+        cipher=none
+        hash=none
+    fi
     {
         cat <<EOF
 # Generated by scripts/cluster.sh for node $n; rewritten on every start.
@@ -257,8 +351,9 @@ totem {
     version: 2
     cluster_name: actix-cpg-test
     transport: knet
-    crypto_cipher: none
-    crypto_hash: none
+    crypto_cipher: $cipher
+    crypto_hash: $hash
+$keyfile
     # Short token for fast failure detection: NODEDOWN after ~3.5 s.
     token: 1000
 }
@@ -375,6 +470,8 @@ cmd_up() {
     ensure_packages
     mkdir -p "$STATE_DIR"
     touch "$STATE_DIR/$MARKER"
+    settle_crypto
+    ensure_authkey
     ensure_network
     local n pid
     for n in "${NODES[@]}"; do
@@ -469,6 +566,13 @@ cmd_status() {
         printf 'node %s (%s, %s): corosync %s, link %s, %s\n' \
             "$n" "$(node_ns "$n")" "$(node_addr "$n")" "$pid" "$link" "$view"
     done
+    local crypto
+    crypto=$(running_crypto)
+    case "$crypto" in
+    aes256) echo "crypto between nodes: knet aes256 + sha256 (one authkey per cluster)" ;;
+    none) echo "crypto between nodes: none" ;;
+    *) echo "crypto between nodes: unknown (no cluster state)" ;;
+    esac
     if ((healthy == 0)); then
         echo "cluster: healthy (3 nodes up and quorate)"
     else

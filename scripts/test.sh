@@ -45,7 +45,10 @@ step "benches, once each with one message (cargo test --benches)"
 cargo test --all-features --benches
 
 step "bench smoke on both backends (seconds; the full run is in BENCHMARKS.md)"
-cargo run --features corosync --example bench -- --smoke --corosync --nodes 1,3 --overload 3
+cargo run --features corosync --example bench -- --smoke --corosync --nodes 1,3 --overload 3 --key
+
+step "bench smoke with knet crypto off, then on (restarts the cluster; ends with the default)"
+cargo run --features corosync --example bench -- --smoke --corosync --no-sim --nodes 1 --no-latency --crypto both
 
 step "demo on the sim backend"
 cargo run --example demo

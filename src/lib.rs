@@ -46,6 +46,11 @@
 //! between its pieces makes every member drop it and its sender send it
 //! again, so large messages keep flowing while members come and go.
 //!
+//! A group, replica or election can have a [`GroupKey`]: then every
+//! multicast carries a MAC bound to its CPG sender and the group, and a
+//! process without the key is nobody — its messages are dropped before
+//! anything decodes them ([`auth`]).
+//!
 //! The [`transport::sim`] backend is an in-process cluster with the same
 //! semantics (and fault injection); the `corosync` feature adds
 //! [`transport::corosync`], the real thing.
@@ -104,6 +109,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod auth;
 pub mod election;
 pub mod group;
 pub mod kv;
@@ -119,6 +125,7 @@ pub mod testing;
 pub mod transport;
 pub mod wire;
 
+pub use auth::GroupKey;
 pub use election::{
     Election, ElectionConfig, ElectionError, ElectionEvent, ElectionStatus, Epoch, Leadership,
     GROUP_ELECTION,

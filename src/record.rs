@@ -15,6 +15,12 @@
 //!
 //! Only the group's own ordered events are kept (deliveries and confchgs):
 //! totem and quorum notifications are node-local and take no decision.
+//!
+//! A member of a keyed group ([`GroupConfig::key`](crate::GroupConfig::key))
+//! records what its runtime decided from: the deliveries that verified,
+//! with their MAC stripped; the ones dropped as unauthenticated are not in
+//! the file. A recording so replays without the key (and holds no MAC an
+//! attacker could reuse).
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -37,7 +43,8 @@ pub enum Recorded {
     Deliver {
         /// The sender.
         from: Member,
-        /// The raw bytes (envelope included).
+        /// The bytes, envelope included (without the MAC in a keyed
+        /// group: see the module docs).
         bytes: Vec<u8>,
     },
     /// A configuration change.

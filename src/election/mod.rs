@@ -41,6 +41,8 @@ mod runtime;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -132,6 +134,11 @@ pub struct ElectionConfig {
     pub send_window: usize,
     /// Capacity of the [`Election::subscribe`] channel.
     pub event_capacity: usize,
+    /// The group's shared secret: every multicast carries a MAC, and a
+    /// delivery without a valid one from its CPG sender is dropped before
+    /// it is decoded (counted in [`Election::dropped_unauthenticated`]).
+    /// `None` (the default) keeps today's bytes. See [`crate::auth`].
+    pub key: Option<crate::auth::GroupKey>,
 }
 
 impl Default for ElectionConfig {
@@ -140,6 +147,7 @@ impl Default for ElectionConfig {
             max_message_size: 1 << 20,
             send_window: 16,
             event_capacity: 1024,
+            key: None,
         }
     }
 }
@@ -175,6 +183,7 @@ pub struct Election {
     name: GroupName,
     events: broadcast::Sender<ElectionEvent>,
     status: watch::Receiver<ElectionStatus>,
+    unauthenticated: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Election {
@@ -202,14 +211,9 @@ impl Election {
         });
         let (ready_tx, ready_rx) = oneshot::channel();
         let (ops, ops_rx) = mpsc::unbounded_channel();
-        ElectionActor::start_with(
-            Box::new(conn),
-            ops_rx,
-            config,
-            events.clone(),
-            status_tx,
-            ready_tx,
-        );
+        let unauthenticated = Arc::new(AtomicU64::new(0));
+        let conn = crate::auth::boxed(conn, config.key.as_ref(), unauthenticated.clone());
+        ElectionActor::start_with(conn, ops_rx, config, events.clone(), status_tx, ready_tx);
         match ready_rx.await {
             Ok(Ok(())) => Ok(Election {
                 ops,
@@ -217,6 +221,7 @@ impl Election {
                 name,
                 events,
                 status,
+                unauthenticated,
             }),
             Ok(Err(e)) => Err(ElectionError::Transport(e)),
             Err(_) => Err(ElectionError::Closed),
@@ -231,6 +236,12 @@ impl Election {
     /// The group's name.
     pub fn name(&self) -> &GroupName {
         &self.name
+    }
+
+    /// Deliveries dropped before decoding because the election has a key
+    /// and they carried no valid MAC from their CPG sender.
+    pub fn dropped_unauthenticated(&self) -> u64 {
+        self.unauthenticated.load(Ordering::Relaxed)
     }
 
     /// Events from now on.

@@ -1,6 +1,7 @@
 //! Counters a user can read without a round trip through the runtime.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::wire::WireError;
 
@@ -23,6 +24,9 @@ pub struct GroupMetrics {
     dropped_unknown_kind: AtomicU64,
     dropped_malformed: AtomicU64,
     dropped_unknown_type: AtomicU64,
+    /// Shared with the connection's [`crate::auth::Authenticated`] wrapper,
+    /// which drops before the runtime sees anything.
+    dropped_unauthenticated: Arc<AtomicU64>,
     limit: AtomicUsize,
 }
 
@@ -67,6 +71,11 @@ pub struct MetricsSnapshot {
     pub dropped_malformed: u64,
     /// Requests for a local actor naming a message type it does not take.
     pub dropped_unknown_type: u64,
+    /// Dropped before decoding: the group has a key and the delivery
+    /// carried no valid MAC from its CPG sender (no MAC, another key,
+    /// another sender's message sent again, truncated). See
+    /// [`crate::auth`].
+    pub dropped_unauthenticated: u64,
 }
 
 impl MetricsSnapshot {
@@ -77,6 +86,7 @@ impl MetricsSnapshot {
             + self.dropped_unknown_kind
             + self.dropped_malformed
             + self.dropped_unknown_type
+            + self.dropped_unauthenticated
     }
 }
 
@@ -101,7 +111,13 @@ impl GroupMetrics {
             dropped_unknown_kind: r(&self.dropped_unknown_kind),
             dropped_malformed: r(&self.dropped_malformed),
             dropped_unknown_type: r(&self.dropped_unknown_type),
+            dropped_unauthenticated: r(&self.dropped_unauthenticated),
         }
+    }
+
+    /// The counter a keyed connection's wrapper adds its drops to.
+    pub(crate) fn unauthenticated_counter(&self) -> Arc<AtomicU64> {
+        self.dropped_unauthenticated.clone()
     }
 
     pub(crate) fn limit(&self) -> usize {

@@ -84,6 +84,15 @@ pub struct GroupConfig {
     /// Record this member's ordered stream to this file (see
     /// [`crate::record`]), to replay its decisions offline.
     pub record_to: Option<std::path::PathBuf>,
+    /// The group's shared secret. With a key, every multicast carries a
+    /// MAC bound to this member and the group, and a delivery without a
+    /// valid one is dropped before it is decoded (counted in
+    /// [`MetricsSnapshot::dropped_unauthenticated`]); a process without
+    /// the key is nobody. Every member needs the same key. `None` (the
+    /// default) sends and accepts today's bytes unchanged. See
+    /// [`crate::auth`]; a recording holds the verified messages without
+    /// their MACs.
+    pub key: Option<crate::auth::GroupKey>,
 }
 
 impl Default for GroupConfig {
@@ -98,6 +107,7 @@ impl Default for GroupConfig {
             batch: BatchConfig::default(),
             event_capacity: 4096,
             record_to: None,
+            key: None,
         }
     }
 }
@@ -322,8 +332,9 @@ impl Group {
             config.send_queue_messages,
             config.send_queue_bytes,
         ));
+        let conn = crate::auth::boxed(conn, config.key.as_ref(), metrics.unauthenticated_counter());
         GroupActor::start_with(
-            Box::new(conn),
+            conn,
             ops_rx,
             config,
             Outlets {

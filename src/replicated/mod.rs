@@ -164,6 +164,12 @@ pub struct ReplicaConfig {
     /// on a node cut off from every replica would otherwise found a second
     /// history, which replaces the first when the partitions merge.
     pub found_group: bool,
+    /// The group's shared secret: every multicast carries a MAC, and a
+    /// delivery without a valid one from its CPG sender is dropped before
+    /// it is decoded (counted in
+    /// [`MetricsSnapshot::dropped_unauthenticated`]). `None` (the default)
+    /// keeps today's bytes. See [`crate::auth`].
+    pub key: Option<crate::auth::GroupKey>,
 }
 
 impl Default for ReplicaConfig {
@@ -177,6 +183,7 @@ impl Default for ReplicaConfig {
             chunks_in_flight: 1,
             event_capacity: 4096,
             found_group: true,
+            key: None,
         }
     }
 }
@@ -354,8 +361,9 @@ impl<S: StateMachine> Replica<S> {
         });
         let (ready_tx, ready_rx) = oneshot::channel();
         let (ops, ops_rx) = mpsc::unbounded_channel();
+        let conn = crate::auth::boxed(conn, config.key.as_ref(), metrics.unauthenticated_counter());
         ReplicaActor::<S>::start_with(
-            Box::new(conn),
+            conn,
             ops_rx,
             config,
             metrics.clone(),

@@ -45,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::GroupKey;
 use crate::group::{BatchConfig, CallError, Group, GroupConfig, GroupEvent};
 use crate::remote::{Handlers, RemoteMessage};
 use crate::transport::sim::SimCluster;
@@ -102,6 +103,9 @@ pub enum Path {
     Actor {
         /// Whether small messages are packed into batches.
         batching: bool,
+        /// Whether the group has a key ([`GroupConfig::key`]): every
+        /// multicast carries a MAC and every delivery is verified.
+        keyed: bool,
     },
 }
 
@@ -109,8 +113,22 @@ impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Path::Raw => "raw",
-            Path::Actor { batching: false } => "actor",
-            Path::Actor { batching: true } => "actor+batch",
+            Path::Actor {
+                batching: false,
+                keyed: false,
+            } => "actor",
+            Path::Actor {
+                batching: true,
+                keyed: false,
+            } => "actor+batch",
+            Path::Actor {
+                batching: false,
+                keyed: true,
+            } => "actor+key",
+            Path::Actor {
+                batching: true,
+                keyed: true,
+            } => "actor+batch+key",
         })
     }
 }
@@ -120,8 +138,22 @@ impl FromStr for Path {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "raw" => Ok(Path::Raw),
-            "actor" => Ok(Path::Actor { batching: false }),
-            "actor+batch" => Ok(Path::Actor { batching: true }),
+            "actor" => Ok(Path::Actor {
+                batching: false,
+                keyed: false,
+            }),
+            "actor+batch" => Ok(Path::Actor {
+                batching: true,
+                keyed: false,
+            }),
+            "actor+key" => Ok(Path::Actor {
+                batching: false,
+                keyed: true,
+            }),
+            "actor+batch+key" => Ok(Path::Actor {
+                batching: true,
+                keyed: true,
+            }),
             other => Err(format!("unknown path {other:?}")),
         }
     }
@@ -568,13 +600,22 @@ impl Handler<Blob> for BenchSink {
     }
 }
 
+/// The key of the keyed paths: every member of a run derives the same one.
+fn bench_key() -> GroupKey {
+    GroupKey::from_passphrase("actix-cpg bench: not a secret")
+}
+
 /// The group configuration of a path.
 pub fn group_config(path: Path, window: usize) -> GroupConfig {
     GroupConfig {
         send_window: window,
         batch: match path {
-            Path::Actor { batching: true } => BatchConfig::default(),
+            Path::Actor { batching: true, .. } => BatchConfig::default(),
             _ => BatchConfig::disabled(),
+        },
+        key: match path {
+            Path::Actor { keyed: true, .. } => Some(bench_key()),
+            _ => None,
         },
         ..GroupConfig::default()
     }
@@ -1135,6 +1176,80 @@ impl Outcome {
     }
 }
 
+/// knet's crypto between the nodes of the test cluster (`ACPG_CRYPTO` of
+/// `scripts/cluster.sh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crypto {
+    /// `crypto_cipher: aes256`, `crypto_hash: sha256` (the script's default).
+    Aes256,
+    /// No encryption or authentication between the nodes.
+    None,
+}
+
+impl Crypto {
+    /// The value `scripts/cluster.sh` takes in `ACPG_CRYPTO` and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Crypto::Aes256 => "aes256",
+            Crypto::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Crypto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Crypto::Aes256 => "knet aes256+sha256",
+            Crypto::None => "knet no crypto",
+        })
+    }
+}
+
+/// The crypto setting the running test cluster was started with, as
+/// `scripts/cluster.sh` recorded it; `None` if it cannot tell.
+pub fn cluster_crypto() -> Option<Crypto> {
+    let dir = std::env::var("ACPG_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/actix-cpg-cluster".into());
+    let recorded = std::fs::read_to_string(format!("{dir}/crypto")).ok()?;
+    match recorded.trim() {
+        "aes256" => Some(Crypto::Aes256),
+        "none" => Some(Crypto::None),
+        _ => None,
+    }
+}
+
+/// Stops the test cluster and starts it again with `crypto`, unless it
+/// already runs with it. The caller holds the cluster lock
+/// (`flock /tmp/acpg-cluster.lock`) for the whole bench: taking it here
+/// would wait for the caller's own lock forever.
+pub fn restart_cluster(crypto: Crypto) -> Result<(), String> {
+    if cluster_crypto() == Some(crypto) && cluster_up().is_ok() {
+        return Ok(());
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh");
+    for command in ["down", "up"] {
+        // The script's log goes to stderr with the bench's progress; its
+        // stdout (views) would mix with the tables.
+        let status = Command::new("bash")
+            .arg(script)
+            .arg(command)
+            .env("ACPG_CRYPTO", crypto.as_str())
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run {script}: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "`{script} {command}` with ACPG_CRYPTO={crypto:?} failed"
+            ));
+        }
+    }
+    match cluster_crypto() {
+        Some(c) if c == crypto => cluster_up(),
+        other => Err(format!(
+            "the cluster came up with crypto {other:?}, not {crypto:?}"
+        )),
+    }
+}
+
 /// Whether the real test cluster is up: node namespaces exist and node 1's
 /// daemon answers. The reason it is not, otherwise.
 pub fn cluster_up() -> Result<(), String> {
@@ -1337,7 +1452,25 @@ mod tests {
         );
         let (backend, path, parsed, index, group) = parse_spec(&spec).unwrap();
         assert_eq!(backend, Backend::Corosync);
-        assert_eq!(path, Path::Actor { batching: true });
+        assert_eq!(
+            path,
+            Path::Actor {
+                batching: true,
+                keyed: false
+            }
+        );
+        for name in [
+            "raw",
+            "actor",
+            "actor+batch",
+            "actor+key",
+            "actor+batch+key",
+        ] {
+            let path: Path = name.parse().unwrap();
+            assert_eq!(path.to_string(), name);
+            let keyed = group_config(path, 8).key.is_some();
+            assert_eq!(keyed, name.ends_with("+key"), "{name}");
+        }
         assert_eq!((parsed, index, group.as_str()), (load, 1, "g"));
     }
 
@@ -1363,8 +1496,22 @@ mod tests {
         };
         for path in [
             Path::Raw,
-            Path::Actor { batching: false },
-            Path::Actor { batching: true },
+            Path::Actor {
+                batching: false,
+                keyed: false,
+            },
+            Path::Actor {
+                batching: true,
+                keyed: false,
+            },
+            Path::Actor {
+                batching: false,
+                keyed: true,
+            },
+            Path::Actor {
+                batching: true,
+                keyed: true,
+            },
         ] {
             let reports = sim_members(path, &load, "bench-unit", &|_| {})
                 .await
@@ -1372,7 +1519,12 @@ mod tests {
             let outcome = Outcome::of(&load, reports).unwrap();
             assert!(outcome.msgs_per_s > 0.0, "{path}");
             assert!(outcome.latency.is_some(), "{path}");
-            if path == (Path::Actor { batching: true }) {
+            if path
+                == (Path::Actor {
+                    batching: true,
+                    keyed: false,
+                })
+            {
                 assert!(outcome.per_multicast >= 1.0);
             }
         }
