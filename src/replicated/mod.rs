@@ -164,6 +164,13 @@ pub struct ReplicaConfig {
     /// on a node cut off from every replica would otherwise found a second
     /// history, which replaces the first when the partitions merge.
     pub found_group: bool,
+    /// Most commands (or other messages) this replica buffers while it
+    /// waits: commands held during an install round (past it every member
+    /// refuses the same ones with [`ReplicaError::Overloaded`]), commands
+    /// to replay after a snapshot and messages recorded while learning the
+    /// members (past those this replica gives up and leaves, with
+    /// [`ReplicaEvent::GaveUp`]).
+    pub max_held: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -177,6 +184,7 @@ impl Default for ReplicaConfig {
             chunks_in_flight: 1,
             event_capacity: 4096,
             found_group: true,
+            max_held: 100_000,
         }
     }
 }
@@ -232,6 +240,14 @@ pub enum ReplicaEvent {
     },
     /// This member holds the group state for the first time.
     Ready,
+    /// A buffer this replica keeps while waiting (see
+    /// [`ReplicaConfig::max_held`], [`ReplicaConfig::max_snapshot_size`])
+    /// overflowed: it leaves the group ([`ReplicaEvent::Closed`] follows);
+    /// start it again to rejoin.
+    GaveUp {
+        /// What overflowed.
+        why: String,
+    },
     /// The transport failed or the replica left; the runtime has stopped.
     Closed {
         /// Why.
@@ -246,6 +262,16 @@ pub enum ReplicaError {
     /// component: no member applied it. Retry once the group is primary.
     #[error("not in a primary component; the command was not applied")]
     NotPrimary,
+    /// The command reached the order before this replica was admitted as a
+    /// member (it had not announced itself yet): every member refused it,
+    /// none applied it. Retry once the replica is ready.
+    #[error("not yet a member; the command was not applied")]
+    NotMember,
+    /// The command arrived while the group held more commands than
+    /// [`ReplicaConfig::max_held`] during an install: every member refused
+    /// it, none applied it. Retry later.
+    #[error("too many commands waiting for an install; the command was not applied")]
+    Overloaded,
     /// The view changed before the outcome was known here: the command may
     /// or may not have been applied (like a timeout). Retry only if the
     /// command is idempotent, or read the state first.
@@ -300,6 +326,37 @@ pub struct ReplicaStatus {
     pub closed: bool,
     /// The last snapshot this replica restored: its sender and size.
     pub restored: Option<(Member, u64)>,
+    /// Protocol messages this replica refused, by cause.
+    pub refused: RefusedCounts,
+}
+
+/// Protocol messages a replica refused, by cause (DESIGN.md §6). Every
+/// member refuses the same messages of the stream, so the counts agree
+/// across members that saw the same stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RefusedCounts {
+    /// A fact, command, ack or info from a process that is not an
+    /// announced member (or not in the view).
+    pub not_member: u64,
+    /// An info claiming an epoch past what the stream allows.
+    pub epoch: u64,
+    /// An info that contradicts itself (a state newer than the primary
+    /// component its sender knows of).
+    pub inconsistent: u64,
+    /// A snapshot chunk not from the chosen sender, not of the chosen
+    /// state, out of order, or after the transfer ended.
+    pub chunk: u64,
+    /// An info answering an older view or round (a race, not an attack).
+    pub stale: u64,
+    /// A command refused because the install's hold buffer was full.
+    pub overflow: u64,
+}
+
+impl RefusedCounts {
+    /// Refusals of every cause but `stale`, which honest races produce.
+    pub fn hostile(&self) -> u64 {
+        self.not_member + self.epoch + self.inconsistent + self.chunk + self.overflow
+    }
 }
 
 /// A handle to this process's replica. Clone freely; the runtime stops on

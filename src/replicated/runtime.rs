@@ -91,6 +91,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 codec,
                 config.delivery,
                 config.max_snapshot_size,
+                config.max_held,
                 config.found_group,
             )),
             codec,
@@ -129,6 +130,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             outstanding: self.outbox.in_flight() + usize::from(self.outbox.has_queued()),
             closed: false,
             restored: self.restored,
+            refused: core.refused(),
         };
         self.status.send_if_modified(|s| {
             if *s == next {

@@ -63,7 +63,7 @@ impl Peer {
             .expect("join");
         let codec = Codec::new(1 << 20);
         Peer {
-            core: ReplicaCore::new(process.member(), codec, delivery, 1 << 20, true),
+            core: ReplicaCore::new(process.member(), codec, delivery, 1 << 20, 10_000, true),
             process,
             conn,
             codec,
@@ -257,11 +257,13 @@ fn the_lowest_winner_sends_and_a_dead_sender_is_replaced() {
         peers[1].execute(v);
     }
     settle(&mut peers);
-    // A joiner; the sender (lowest winner, peers[0]) dies before the
-    // joiner reads anything.
+    // A joiner announces itself; the sender (lowest winner, peers[0])
+    // dies before the joiner reads anything more.
+    peers[0].events.clear();
+    peers[0].hold_chunks = true;
     peers.push(Peer::new(&cluster, 3, Delivery::Agreed));
-    while peers[0].step() {}
-    while peers[1].step() {}
+    assert!(peers[2].step(), "the joiner's confchg");
+    settle(&mut peers[..2]);
     let sender = peers[0].member();
     assert!(peers[0]
         .events
@@ -432,7 +434,7 @@ fn commands_held_during_an_install_are_refused_in_a_non_primary_view() {
 fn garbage_chunks_and_infos_from_outsiders_change_nothing() {
     let local = Member::new(1, 1);
     let mut core: ReplicaCore<Log> =
-        ReplicaCore::new(local, Codec::new(1 << 20), Delivery::Agreed, 64, true);
+        ReplicaCore::new(local, Codec::new(1 << 20), Delivery::Agreed, 64, 10_000, true);
     core.handle_confchg(
         &[local],
         &[MemberChange {
@@ -567,7 +569,7 @@ proptest! {
     fn arbitrary_messages_never_panic(msgs in proptest::collection::vec(any::<(u8, u64, Vec<u8>)>(), 0..40)) {
         let local = Member::new(1, 1);
         let other = Member::new(2, 2);
-        let mut core: ReplicaCore<Log> = ReplicaCore::new(local, Codec::new(1 << 16), Delivery::Safe, 1 << 12, true);
+        let mut core: ReplicaCore<Log> = ReplicaCore::new(local, Codec::new(1 << 16), Delivery::Safe, 1 << 12, 64, true);
         core.handle_confchg(&[local, other], &[MemberChange { member: local, reason: Reason::Join }], &[]);
         for (kind, n, bytes) in msgs {
             let from = if n % 2 == 0 { local } else { other };
@@ -575,10 +577,11 @@ proptest! {
                 0 => ReplicaMessage::Ack(n),
                 1 => ReplicaMessage::Command(CommandMsg { id: n, payload: bytes }),
                 2 => ReplicaMessage::Chunk(Chunk { state: StateId::default(), index: (n % 3) as u32, total: (n % 4) as u32, bytes }),
-                3 => ReplicaMessage::Info(Info { fact: None, known: None, state: StateId { applied: n, ..StateId::default() }, founder: n % 3 == 0 }),
+                3 => ReplicaMessage::Info(Info { fact: None, known: None, state: StateId { applied: n, ..StateId::default() }, founder: n % 3 == 0, view: n % 2, round: (n % 3) as u32, members: (n % 5 == 0).then(|| vec![local, other]), merged: if n % 7 == 0 { vec![other] } else { vec![] } }),
                 _ => ReplicaMessage::Fact(QuorumState { quorate: n % 2 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
             };
             let _ = core.handle_message(from, msg);
         }
     }
 }
+
