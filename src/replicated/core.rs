@@ -55,7 +55,13 @@
 //!    process whose first confchg brings in everybody in the view (a
 //!    founding) knows nobody is announced; so do learners once every
 //!    process of the view has sent an info without a roster (every member
-//!    that knew one was gone).
+//!    that knew one was gone). When silent clients keep that from
+//!    happening, a learner's timer
+//!    ([`super::ReplicaConfig::learn_timeout`]) multicasts a `NoRoster`;
+//!    delivered before any roster of the view and before any install in
+//!    it, it makes every process — learners, and members whose own info
+//!    has not come back yet — take the empty roster at that position;
+//!    after either, it is void.
 //! 5. **Sender rules.** `Fact` and `Command` count only from announced
 //!    members (a pending process's command is refused on every member, and
 //!    its caller gets [`ReplicaError::NotMember`]); `Ack` only from a holder;
@@ -146,9 +152,10 @@
 //!   receives the state). A forged roster info that reaches a learner
 //!   before any real member's misleads that learner alone (it cannot tell
 //!   members apart yet); the members' decisions do not change.
-//! - A process that joins a view whose only other processes are silent
-//!   clients (every replica stopped while a monitoring client stayed) waits
-//!   for a member's roster that never comes, until the clients leave.
+//! - A `NoRoster` from any process of the view counts: a forging client
+//!   can send one in the short window after a confchg before any roster
+//!   is delivered, and make everyone start that view with nobody
+//!   announced (every member is then admitted again by its own info).
 //! - The view tag is a hash of the raw members: if the raw view returns to
 //!   the same set while a member's info from the first time is still in
 //!   flight, that info counts in the second; its state is still current
@@ -281,6 +288,8 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// The members of the last install this process computed.
     last_install: BTreeSet<Member>,
     learning: Option<Learning>,
+    /// A roster of this view was delivered (a `NoRoster` is void then).
+    taught: bool,
     /// The tag of the last info this member multicast.
     sent_info: Option<(u64, u32)>,
     replaying: bool,
@@ -330,6 +339,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             merged: BTreeSet::new(),
             last_install: BTreeSet::new(),
             learning: None,
+            taught: false,
             sent_info: None,
             replaying: false,
             joined: false,
@@ -466,6 +476,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             None
         };
         self.view_tag = view_tag(&raw);
+        self.taught = false;
         self.raw = raw;
         self.round = 0;
         self.begin_round(&mut out);
@@ -543,6 +554,15 @@ impl<S: StateMachine> ReplicaCore<S> {
         })));
     }
 
+    /// The learning timer ran out (rule 4): while this process still
+    /// knows no member, it asks the stream to decide that none exists.
+    pub(crate) fn handle_tick(&mut self) -> Actions<S> {
+        if self.learning.is_some() && !self.taught {
+            return vec![Action::Mcast(ReplicaMessage::NoRoster(self.view_tag))];
+        }
+        Vec::new()
+    }
+
     /// This node's quorum service reported (a local fact: it is multicast,
     /// and used when it comes back in order).
     pub(crate) fn handle_quorum(&mut self, q: QuorumState) -> Actions<S> {
@@ -563,12 +583,46 @@ impl<S: StateMachine> ReplicaCore<S> {
         if !self.joined {
             return out;
         }
+        match &msg {
+            ReplicaMessage::Info(info) if info.view == self.view_tag && info.members.is_some() => {
+                self.taught = true;
+            }
+            ReplicaMessage::NoRoster(tag) if *tag == self.view_tag && !self.taught => {
+                // Nobody who knows the members answered before this point:
+                // every process decides here that none is announced.
+                self.taught = true;
+                if self.learning.is_some() {
+                    self.learn(from, msg, &mut out);
+                } else {
+                    self.forget_roster(&mut out);
+                }
+                return out;
+            }
+            _ => {}
+        }
         if self.learning.is_some() {
             self.learn(from, msg, &mut out);
             return out;
         }
         self.handle_known(from, msg, &mut out);
         out
+    }
+
+    /// A `NoRoster` reached a process that knew the members: no info of
+    /// theirs came before it, so, like the learners, it starts the view
+    /// with nobody announced (their infos will admit them).
+    fn forget_roster(&mut self, out: &mut Actions<S>) {
+        self.roster.adopt(Vec::new());
+        if !self.view.is_empty() {
+            self.view.clear();
+            out.push(Action::Event(ReplicaEvent::ViewChanged {
+                members: Vec::new(),
+                joined: Vec::new(),
+                left: Vec::new(),
+            }));
+        }
+        self.facts.clear();
+        self.maybe_complete(out);
     }
 
     /// Rule 4: record, and learn the roster from the first info that can
@@ -595,6 +649,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         let roster = match &msg {
             ReplicaMessage::Info(info) if teaches => info.members.clone(),
+            ReplicaMessage::NoRoster(_) => Some(Vec::new()),
             _ => None,
         };
         learning.record.push((from, msg));
@@ -708,6 +763,8 @@ impl<S: StateMachine> ReplicaCore<S> {
                 }
             }
             ReplicaMessage::Chunk(chunk) => self.handle_chunk(from, chunk, out),
+            // Void once a roster of the view was delivered.
+            ReplicaMessage::NoRoster(_) => {}
         }
         self.maybe_ack(out);
     }
@@ -961,6 +1018,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         else {
             return;
         };
+        // The members of the view are known from here on.
+        self.taught = true;
         let discarded = self.discard_unconfirmed(&mut infos);
         let history = infos.values().any(|i| i.known.is_some());
         let claimed = infos.values().map(claims).max().unwrap_or_default();

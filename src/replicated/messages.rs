@@ -116,6 +116,10 @@ pub(crate) enum ReplicaMessage {
     Ack(u64),
     /// State transfer.
     Chunk(Chunk),
+    /// A process still learning the members found no process that knows
+    /// them (its timer ran out): carries the view tag. Delivered before any
+    /// roster of that view, it means nobody in it is announced.
+    NoRoster(u64),
 }
 
 #[cfg(test)]
@@ -164,6 +168,7 @@ mod tests {
                 payload: vec![1, 2, 3],
             }),
             ReplicaMessage::Ack(12),
+            ReplicaMessage::NoRoster(99),
             ReplicaMessage::Chunk(Chunk {
                 state: id,
                 index: 0,

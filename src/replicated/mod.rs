@@ -171,6 +171,11 @@ pub struct ReplicaConfig {
     /// members (past those this replica gives up and leaves, with
     /// [`ReplicaEvent::GaveUp`]).
     pub max_held: usize,
+    /// How long a replica that does not know the group's members yet
+    /// (joining, or at a merge) waits for a member's roster before it asks
+    /// the group to decide that nobody is a member (the processes of the
+    /// view are then all silent clients or other newcomers).
+    pub learn_timeout: std::time::Duration,
 }
 
 impl Default for ReplicaConfig {
@@ -185,6 +190,7 @@ impl Default for ReplicaConfig {
             event_capacity: 4096,
             found_group: true,
             max_held: 100_000,
+            learn_timeout: std::time::Duration::from_secs(1),
         }
     }
 }
