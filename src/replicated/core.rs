@@ -632,9 +632,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         };
         let teaches = match &msg {
-            ReplicaMessage::Info(info) if info.view == self.view_tag => {
-                info.members.is_some()
-            }
+            ReplicaMessage::Info(info) if info.view == self.view_tag => info.members.is_some(),
             _ => false,
         };
         if learning.record.len() >= self.max_held {
@@ -679,7 +677,12 @@ impl<S: StateMachine> ReplicaCore<S> {
         if let Some((_, ReplicaMessage::Info(info))) = learning.record.last() {
             if !learning.knew {
                 let raw = &self.raw;
-                self.merged = info.merged.iter().filter(|m| raw.contains(m)).copied().collect();
+                self.merged = info
+                    .merged
+                    .iter()
+                    .filter(|m| raw.contains(m))
+                    .copied()
+                    .collect();
             }
         }
         debug!(local = %self.local, %from, ?roster, "learned the members");
@@ -1013,8 +1016,7 @@ impl<S: StateMachine> ReplicaCore<S> {
     fn install(&mut self, out: &mut Actions<S>) {
         let Phase::Installing {
             mut infos, held, ..
-        } =
-            std::mem::replace(&mut self.phase, Phase::Unjoined)
+        } = std::mem::replace(&mut self.phase, Phase::Unjoined)
         else {
             return;
         };
@@ -1205,7 +1207,11 @@ impl<S: StateMachine> ReplicaCore<S> {
         let unconfirmed: Vec<(Member, PrimaryEpoch, PrimaryEpoch)> = peers
             .iter()
             .filter_map(|(s, claimed)| {
-                let confirmed = peers.iter().filter(|(m, _)| *m != s).map(|(_, c)| *c).max()?;
+                let confirmed = peers
+                    .iter()
+                    .filter(|(m, _)| *m != s)
+                    .map(|(_, c)| *c)
+                    .max()?;
                 (*claimed > confirmed).then_some((*s, *claimed, confirmed))
             })
             .collect();
@@ -1464,7 +1470,6 @@ fn chain(prev: u64, from: Member, id: u64) -> u64 {
     }
     h
 }
-
 
 /// Whether an info agrees with itself (rule 6): a state is part of the
 /// primary component its sender knows of, or of none.

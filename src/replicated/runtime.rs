@@ -398,10 +398,13 @@ impl<S: StateMachine> Actor for ReplicaActor<S> {
         ctx.spawn(EventPump::new());
         // The learning timer: a tick is harmless when there is nothing to
         // learn, and the decision it asks for is taken in the stream.
-        ctx.run_interval(self.learn_timeout.max(std::time::Duration::from_millis(10)), |act, ctx| {
-            let actions = act.core.handle_tick();
-            act.execute(actions, ctx);
-        });
+        ctx.run_interval(
+            self.learn_timeout.max(std::time::Duration::from_millis(10)),
+            |act, ctx| {
+                let actions = act.core.handle_tick();
+                act.execute(actions, ctx);
+            },
+        );
     }
 }
 

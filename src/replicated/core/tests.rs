@@ -465,8 +465,14 @@ fn commands_held_during_an_install_are_refused_in_a_non_primary_view() {
 #[test]
 fn garbage_chunks_and_infos_from_outsiders_change_nothing() {
     let local = Member::new(1, 1);
-    let mut core: ReplicaCore<Log> =
-        ReplicaCore::new(local, Codec::new(1 << 20), Delivery::Agreed, 64, 10_000, true);
+    let mut core: ReplicaCore<Log> = ReplicaCore::new(
+        local,
+        Codec::new(1 << 20),
+        Delivery::Agreed,
+        64,
+        10_000,
+        true,
+    );
     core.handle_confchg(
         &[local],
         &[MemberChange {
@@ -508,7 +514,9 @@ fn a_silent_process_stalls_no_install_and_counts_for_nothing() {
     let mut peers = group_of(&cluster, 2, Delivery::Safe);
     let quiet = silent(&cluster, 3);
     settle(&mut peers);
-    assert!(peers.iter().all(|p| p.core.is_primary() && p.core.is_holding()));
+    assert!(peers
+        .iter()
+        .all(|p| p.core.is_primary() && p.core.is_holding()));
     assert_eq!(peers[0].core.view().len(), 2);
     // Safe delivery waits for holders only: the silent one is none.
     let id = peers[1].execute(1);
@@ -680,7 +688,9 @@ fn replicas_restarted_next_to_a_silent_client_found_the_group_again() {
     settle(&mut fresh);
     fresh.push(Peer::new(&cluster, 2, Delivery::Agreed));
     settle(&mut fresh);
-    assert!(fresh.iter().all(|p| p.core.is_primary() && p.core.is_holding()));
+    assert!(fresh
+        .iter()
+        .all(|p| p.core.is_primary() && p.core.is_holding()));
     let id = fresh[1].execute(5);
     settle(&mut fresh);
     assert_eq!(fresh[1].replies[&id], Ok(1));
@@ -833,7 +843,10 @@ fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
         }
     }
     if state.iter().any(|(_, v)| *v >= FORGED) {
-        return Err(format!("a forged command was applied: {:?}", state.iter().find(|(_, v)| *v >= FORGED)));
+        return Err(format!(
+            "a forged command was applied: {:?}",
+            state.iter().find(|(_, v)| *v >= FORGED)
+        ));
     }
     let mut seen = BTreeSet::new();
     for entry in state {
@@ -895,4 +908,3 @@ proptest! {
         }
     }
 }
-
