@@ -189,13 +189,6 @@ impl Roster {
         let announced = &self.announced;
         self.pending.retain(|m, _| !announced.contains(m));
     }
-
-    /// How a pending process joined the view (`None` if it is announced
-    /// or not in the view): a protocol may trust claims differently from
-    /// the other side of a merge (`NodeUp`) than from a plain joiner.
-    pub(crate) fn pending_reason(&self, m: Member) -> Option<Reason> {
-        self.pending.get(&m).copied()
-    }
 }
 
 #[cfg(test)]
