@@ -10,6 +10,13 @@
 //!
 //! # The rules (all decided from the ordered stream)
 //!
+//! - **Who counts**: only processes of the CPG view that announced
+//!   themselves (with their first state info after joining) are members; a
+//!   silent or foreign client in the view stalls no install and counts for
+//!   no majority, holder or sender, and what it forges is refused and
+//!   counted ([`ReplicaStatus::refused`]). The numbered rules, and what
+//!   they cannot tell apart without a group key, are in the core's module
+//!   docs (`src/replicated/core.rs`).
 //! - **Apply order** is delivery order, and only while the view is a
 //!   *primary component*; a command delivered elsewhere is refused with
 //!   [`ReplicaError::NotPrimary`] on every member (applied by none).
