@@ -32,14 +32,17 @@
 //!    only removes members asks of the survivors exactly what it did before
 //!    announcements existed: one info each.
 //! 2. **Install.** A round completes when every announced member's info
-//!    for it is in (at least one); pending processes are never waited for,
-//!    so a silent client stalls nothing and never counts as a holder,
-//!    winner, sender or towards a majority.
+//!    for it is in (with no announced member: at the first announcement);
+//!    pending processes are never waited for, so a silent client stalls
+//!    nothing and never counts as a holder, winner, sender or towards a
+//!    majority.
 //! 3. **Admission.** An info (of the current view, any round) from a
-//!    pending process is its announcement: it is admitted at that position.
-//!    During a round its info counts in that round; after the install it
-//!    starts round `r + 1`, in which its info counts and every other member
-//!    multicasts a new one (it needs a state, and its state may be newer).
+//!    pending process is its announcement. During a round it is decided
+//!    when the round completes, in delivery order, just before the install
+//!    (rule 6), and an admitted process's info counts in that install.
+//!    After the install it is decided at once; if admitted, it starts round
+//!    `r + 1`, in which its info counts and every other member multicasts a
+//!    new one (it needs a state, and its state may be newer).
 //! 4. **Learning.** A process that joins a view holding others, and every
 //!    process at a merge (a confchg with `NodeUp` joiners, where each side
 //!    knows only its own members), decides nothing until the first info of
