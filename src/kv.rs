@@ -296,6 +296,8 @@ pub fn format_error(error: &ReplicaError) -> String {
     let reason = match error {
         ReplicaError::NotPrimary => "not-primary".to_owned(),
         ReplicaError::Uncertain => "uncertain".to_owned(),
+        ReplicaError::NotMember => "not-member".to_owned(),
+        ReplicaError::Overloaded => "overloaded".to_owned(),
         ReplicaError::Closed => "closed".to_owned(),
         ReplicaError::Codec(e) => format!("codec {e}"),
         ReplicaError::Transport(e) => format!("transport {e}"),

@@ -136,8 +136,8 @@ pub use group::{
 };
 pub use remote::{Handlers, RemoteAddr, RemoteMessage};
 pub use replicated::{
-    Delivery, Executed, PrimaryEpoch, Replica, ReplicaConfig, ReplicaError, ReplicaEvent,
-    ReplicaStatus, StateId, StateMachine,
+    Delivery, Executed, PrimaryEpoch, RefusedCounts, Replica, ReplicaConfig, ReplicaError,
+    ReplicaEvent, ReplicaStatus, StateId, StateMachine,
 };
 pub use transport::{
     Connection, GroupName, Member, MemberChange, NodeId, Reason, Transport, TransportError,

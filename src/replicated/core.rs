@@ -1,27 +1,114 @@
-//! The decision core of one replica: view installation, the primary
-//! component, apply order, state transfer and safe delivery. No I/O, no
-//! clock, no actix: events in, actions out.
+//! The decision core of one replica: who counts, view installation, the
+//! primary component, apply order, state transfer and safe delivery. No
+//! I/O, no clock, no actix: events in, actions out.
 //!
 //! ```text
 //!   transport events                ReplicaCore<S>                 actions
 //!  ─────────────────────►  ┌─────────────────────────────┐  ───────────────────►
-//!   handle_confchg         │ view, facts (quorum, in     │   Mcast(Info | Fact | Ack)
-//!   handle_quorum (local)  │   the stream)               │   Purge      (view changed)
-//!   handle_message         │ phase: Installing{infos,    │   SendSnapshot{state, capture}
-//!    Info Fact Command     │         held} | Installed   │   Reply{id, result}
-//!    Ack Chunk             │ sm: S, id: StateId          │   Event(ReplicaEvent)
-//!                          │ known: last primary (L)     │   Fatal(why)
+//!   handle_confchg         │ roster: raw view, announced │   Mcast(Info | Fact | Ack)
+//!   handle_quorum (local)  │   members, pending ones     │   Purge      (round changed)
+//!   handle_message         │ learning (joiner, merge)    │   SendSnapshot{state, capture}
+//!    Info Fact Command     │ phase: Installing{infos,    │   Reply{id, result}
+//!    Ack Chunk             │         held} | Installed   │   Event(ReplicaEvent)
+//!                          │ sm: S, id: StateId          │   Fatal(why)
+//!                          │ known: last primary (L)     │
+//!                          │ refused: counts by cause    │
 //!                          └─────────────────────────────┘
 //! ```
 //!
+//! # Who counts (DESIGN.md §6)
+//!
+//! The *view* below is the effective view of a [`Roster`]: the processes of
+//! the CPG view that announced themselves. A process announces itself with
+//! its [`Info`] — every process multicasts one after every confchg anyway,
+//! so no separate message is needed, and the announcement carries what the
+//! install needs from it (state, knowledge, quorum fact). Numbered rules,
+//! identical on every member:
+//!
+//! 1. **Rounds.** Every raw confchg that keeps this process in the view
+//!    starts install round 0 of that view, and every process multicasts an
+//!    `Info` tagged with the view (a hash of its sorted raw members) and the
+//!    round. An info with another tag is stale and ignored. A confchg that
+//!    only removes members asks of the survivors exactly what it did before
+//!    announcements existed: one info each.
+//! 2. **Install.** A round completes when every announced member's info
+//!    for it is in (with no announced member: at the first announcement);
+//!    pending processes are never waited for, so a silent client stalls
+//!    nothing and never counts as a holder, winner, sender or towards a
+//!    majority.
+//! 3. **Admission.** An info (of the current view, any round) from a
+//!    pending process is its announcement. During a round it is decided
+//!    when the round completes, in delivery order, just before the install
+//!    (rule 6), and an admitted process's info counts in that install.
+//!    After the install it is decided at once; if admitted, it starts round
+//!    `r + 1`, in which its info counts and every other member multicasts a
+//!    new one (it needs a state, and its state may be newer).
+//! 4. **Learning.** A process that joins a view holding others, and every
+//!    process at a merge (a confchg with `NodeUp` joiners, where each side
+//!    knows only its own members), decides nothing until the first info of
+//!    the view that carries a roster (sent by a process that knew the
+//!    roster at the confchg; at a merge, whichever side's comes first, for
+//!    everyone — any narrower trust would differ between the sides, which
+//!    know different members). It adopts that roster as of
+//!    the confchg, and replays what it recorded since the confchg through
+//!    the ordinary rules. Every process that knows the roster knows the
+//!    same one (it followed the same stream), so every process learns the
+//!    same set at a definite position, and a joiner's decisions equal the
+//!    others'. A
+//!    process whose first confchg brings in everybody in the view (a
+//!    founding) knows nobody is announced; so do learners once every
+//!    process of the view has sent an info without a roster (every member
+//!    that knew one was gone). When silent clients keep that from
+//!    happening, a learner's timer
+//!    ([`super::ReplicaConfig::learn_timeout`]) multicasts a `NoRoster`;
+//!    delivered before any roster of the view and before any install in
+//!    it, it makes every process — learners, and members whose own info
+//!    has not come back yet — take the empty roster at that position;
+//!    after either, it is void.
+//! 5. **Sender rules.** `Fact` and `Command` count only from announced
+//!    members (a pending process's command is refused on every member, and
+//!    its caller gets [`ReplicaError::NotMember`]); `Ack` only from a holder;
+//!    a `Chunk` only from the sender the install chose, for the state id it
+//!    chose, in order, and only until the transfer's last chunk.
+//! 6. **Claims.** Every epoch a group mints is minted by an install or a
+//!    fact in the stream, so every process that followed the stream knows
+//!    it; only a merge brings histories the other side never saw. So:
+//!    - an info that contradicts itself (a state epoch above its `known`
+//!      primary epoch, or a state epoch without a known primary) is
+//!      refused;
+//!    - unless the sender is a *merger* (in the view at a confchg with
+//!      `NodeUp` joiners, until an install includes it; a learner takes
+//!      the list with the roster), an announcement may claim no epoch above the
+//!      last primary this process knows of (the same on every process that
+//!      knows the roster: a learner takes it with the roster) or claimed
+//!      by an info of the round so far; a refused announcement admits
+//!      nobody;
+//!    - at the install, the members of the last install that answered
+//!      this round (mergers aside) knew the same primary components when
+//!      they answered, so one claiming an epoch above every other's is
+//!      confirmed by nobody; it, and a member whose info contradicts
+//!      itself, count as holding nothing (never a winner, it receives the
+//!      winner's state), so a liar neither stalls the round nor wins it. A
+//!      merger, a newcomer, or a member alone among the last install's
+//!      cannot be checked: there the rules cannot tell a real newer
+//!      primary from a forged one (the group key can).
+//! 7. **Last primary.** Of the `known` records naming the latest epoch,
+//!    those sent by a member the record names decide the lineage; a record
+//!    from a process outside it (a forger's `{itself}`) cannot shrink it.
+//! 8. **Bounds.** Commands held during a round are capped
+//!    ([`super::ReplicaConfig::max_held`]): past it every member refuses
+//!    the same commands ([`ReplicaError::Overloaded`]). What one member
+//!    buffers alone — a learner's record, a receiver's replay list, the
+//!    snapshot bytes — is capped too; past it this member gives up
+//!    ([`ReplicaEvent::GaveUp`]) and leaves the group; its owner starts it
+//!    again to rejoin.
+//!
+//! Every refusal is counted by cause ([`RefusedCounts`]) and logged.
+//!
 //! # View installation
 //!
-//! After every confchg each member multicasts an [`Info`]: its latest quorum
-//! notification, the latest primary component it knows of, and the
-//! [`StateId`] of the state it holds. Commands delivered before every
-//! member's info is in are *held*. When the last info is delivered, every
-//! member computes the same install (it saw the same infos in the same
-//! order):
+//! An install over the infos of the announced members of a round (every
+//! member computes the same: it saw the same infos in the same order):
 //!
 //! - **winner**: the greatest state id in the view; the members holding it
 //!   (equal ids mean equal states) keep their state, everyone else
@@ -60,6 +147,23 @@
 //! Replies still waiting when the view changes are released only if this
 //! member's state survives into a primary view; otherwise the caller gets
 //! [`ReplicaError::Uncertain`].
+//!
+//! # Limits of the rules
+//!
+//! - Without a group key, a process that *sends* can announce itself: a
+//!   well-formed info within the ceiling makes it a member (it then
+//!   receives the state). A forged roster info that reaches a learner
+//!   before any real member's misleads that learner alone (it cannot tell
+//!   members apart yet); the members' decisions do not change.
+//! - A `NoRoster` from any process of the view counts: a forging client
+//!   can send one in the short window after a confchg before any roster
+//!   is delivered, and make everyone start that view with nobody
+//!   announced (every member is then admitted again by its own info).
+//! - The view tag is a hash of the raw members: if the raw view returns to
+//!   the same set while a member's info from the first time is still in
+//!   flight, that info counts in the second; its state is still current
+//!   (no install could complete without it), its roster may miss an
+//!   admission in between.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,7 +172,8 @@ use tracing::{debug, warn};
 use super::messages::{
     Chunk, CommandMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateId,
 };
-use super::{Delivery, Executed, ReplicaError, ReplicaEvent, StateMachine};
+use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
+use crate::roster::Roster;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 use crate::wire::Codec;
 
@@ -80,8 +185,8 @@ pub(crate) type Actions<S> =
 pub(crate) enum Action<R, C> {
     /// Multicast this protocol message (ahead of user commands).
     Mcast(ReplicaMessage),
-    /// The view changed: drop protocol messages and snapshot chunks not
-    /// yet multicast (they belong to the old view).
+    /// A new round began: drop protocol messages and snapshot chunks not
+    /// yet multicast (they belong to the old install).
     Purge,
     /// Encode this capture of `state` and multicast it in chunks.
     SendSnapshot { state: StateId, snapshot: C },
@@ -92,7 +197,8 @@ pub(crate) enum Action<R, C> {
     },
     /// Tell subscribers.
     Event(ReplicaEvent),
-    /// This replica cannot go on (a snapshot did not restore): leave.
+    /// This replica cannot go on (a snapshot did not restore, a buffer
+    /// overflowed): leave.
     Fatal(String),
 }
 
@@ -125,8 +231,17 @@ struct Installed {
     winner_epoch: PrimaryEpoch,
     sender: Option<Member>,
     receivers: BTreeSet<Member>,
+    /// The state id the install chose to transfer.
+    snapshot_id: StateId,
+    /// The sender's last chunk was delivered (or nobody needs one).
+    transfer_done: bool,
     /// Whether a member of the view may found a group.
     founders: bool,
+    /// Whether a member of the install knew of a primary component, and
+    /// the greatest epoch claimed or minted there: what a late
+    /// announcement is checked against (rule 6).
+    history: bool,
+    ceiling: PrimaryEpoch,
     /// Set while this member waits for the snapshot.
     incoming: Option<Incoming>,
 }
@@ -136,9 +251,20 @@ enum Phase {
     Unjoined,
     Installing {
         infos: BTreeMap<Member, Info>,
+        /// Announcements of this round, decided at its end (rule 6).
+        announcing: Vec<(Member, Info)>,
         held: Vec<(Member, CommandMsg)>,
     },
     Installed(Installed),
+}
+
+/// A process that does not know the announced members yet (rule 4).
+#[derive(Debug)]
+struct Learning {
+    /// Whether this process knew a roster before the confchg (a merge).
+    knew: bool,
+    /// Every message delivered since the confchg, to replay.
+    record: Vec<(Member, ReplicaMessage)>,
 }
 
 /// One replica's pure state.
@@ -147,8 +273,29 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     codec: Codec,
     delivery: Delivery,
     max_snapshot: usize,
+    max_held: usize,
     founder: bool,
+    roster: Roster,
+    /// The effective view (announced members), sorted.
     view: Vec<Member>,
+    /// The raw CPG view, sorted.
+    raw: Vec<Member>,
+    /// Tag of the raw view and the round within it (rule 1).
+    view_tag: u64,
+    round: u32,
+    /// The processes of the raw view at a merge (a confchg with `NodeUp`
+    /// joiners), until an install compares their state with the others':
+    /// the two sides' histories differ, so their claims are not checked
+    /// (rule 6).
+    merged: BTreeSet<Member>,
+    /// The members of the last install this process computed.
+    last_install: BTreeSet<Member>,
+    learning: Option<Learning>,
+    /// A roster of this view was delivered (a `NoRoster` is void then).
+    taught: bool,
+    /// The tag of the last info this member multicast.
+    sent_info: Option<(u64, u32)>,
+    replaying: bool,
     joined: bool,
     sm: S,
     id: StateId,
@@ -158,13 +305,12 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     sent_fact: Option<QuorumState>,
     phase: Phase,
     ready: bool,
+    refused: RefusedCounts,
     // Safe delivery.
     holders: BTreeSet<Member>,
     acks: BTreeMap<Member, u64>,
     ack_in_flight: bool,
     acked: u64,
-    /// Our info was multicast and not yet delivered back.
-    info_in_flight: bool,
     /// This member's applied commands whose reply waits for stability, by
     /// position (`applied` after the command).
     unstable: BTreeMap<u64, (u64, Executed<S::Response>)>,
@@ -172,11 +318,13 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
 
 impl<S: StateMachine> ReplicaCore<S> {
     /// A replica that has not seen its first confchg, holding `S::default()`.
+    /// `max_held` caps each buffer kept while waiting (rule 8).
     pub(crate) fn new(
         local: Member,
         codec: Codec,
         delivery: Delivery,
         max_snapshot: usize,
+        max_held: usize,
         founder: bool,
     ) -> Self {
         ReplicaCore {
@@ -184,8 +332,19 @@ impl<S: StateMachine> ReplicaCore<S> {
             codec,
             delivery,
             max_snapshot,
+            max_held: max_held.max(1),
             founder,
+            roster: Roster::new(),
             view: Vec::new(),
+            raw: Vec::new(),
+            view_tag: 0,
+            round: 0,
+            merged: BTreeSet::new(),
+            last_install: BTreeSet::new(),
+            learning: None,
+            taught: false,
+            sent_info: None,
+            replaying: false,
             joined: false,
             sm: S::default(),
             id: StateId::default(),
@@ -195,11 +354,11 @@ impl<S: StateMachine> ReplicaCore<S> {
             sent_fact: None,
             phase: Phase::Unjoined,
             ready: false,
+            refused: RefusedCounts::default(),
             holders: BTreeSet::new(),
             acks: BTreeMap::new(),
             ack_in_flight: false,
             acked: 0,
-            info_in_flight: false,
             unstable: BTreeMap::new(),
         }
     }
@@ -214,15 +373,21 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.id
     }
 
-    /// The current view, sorted.
+    /// The effective view (announced members), sorted.
     pub(crate) fn view(&self) -> &[Member] {
         &self.view
+    }
+
+    /// Messages refused so far, by cause.
+    pub(crate) fn refused(&self) -> RefusedCounts {
+        self.refused
     }
 
     /// Whether this member holds the view's state (not waiting for a
     /// snapshot, not between a confchg and the install).
     pub(crate) fn is_holding(&self) -> bool {
         matches!(&self.phase, Phase::Installed(i) if i.incoming.is_none())
+            && self.roster.is_member(self.local)
     }
 
     /// Whether the installed view is a primary component.
@@ -256,19 +421,24 @@ impl<S: StateMachine> ReplicaCore<S> {
         left: &[MemberChange],
     ) -> Actions<S> {
         let mut out = Vec::new();
-        let mut view = members.to_vec();
-        view.sort();
-        view.dedup();
-        self.view = view;
-        out.push(Action::Event(ReplicaEvent::ViewChanged {
-            members: self.view.clone(),
-            joined: joined.to_vec(),
-            left: left.to_vec(),
-        }));
-        if !self.view.contains(&self.local) {
+        // A learner at a merge still knows its side's members.
+        let knew = self.joined && self.learning.as_ref().is_none_or(|l| l.knew);
+        if let Some(change) = self.roster.handle_confchg(members, joined, left) {
+            self.view = change.members;
+            out.push(Action::Event(ReplicaEvent::ViewChanged {
+                members: self.view.clone(),
+                joined: change.joined,
+                left: change.left,
+            }));
+        }
+        if !self.roster.in_view(self.local) {
             // Not joined yet, or this is our own leave: no view to install.
             return out;
         }
+        let mut raw = members.to_vec();
+        raw.sort();
+        raw.dedup();
+        let first = !self.joined;
         self.joined = true;
         // Members that left on purpose or whose process died are gone for
         // good; `NodeDown` may be a partition, so those stay counted.
@@ -279,13 +449,52 @@ impl<S: StateMachine> ReplicaCore<S> {
                     .any(|c| c.member == *m && matches!(c.reason, Reason::Leave | Reason::ProcDown))
             });
         }
-        let view = &self.view;
-        self.facts.retain(|m, _| view.contains(m));
+        let roster = &self.roster;
+        self.facts.retain(|m, _| roster.is_member(*m));
+        let merge = joined
+            .iter()
+            .any(|c| c.reason == Reason::NodeUp && raw.contains(&c.member));
+        self.merged.retain(|m| raw.contains(m));
+        if merge {
+            self.merged.extend(raw.iter().copied());
+        }
+        let everyone_new = raw.iter().all(|m| joined.iter().any(|c| c.member == *m));
+        self.learning = if first {
+            (!everyone_new).then(|| Learning {
+                knew: false,
+                record: Vec::new(),
+            })
+        } else if let Some(learning) = self.learning.take() {
+            // Still learning: what was recorded belongs to the old view.
+            Some(Learning {
+                knew: learning.knew,
+                record: Vec::new(),
+            })
+        } else if merge {
+            Some(Learning {
+                knew: true,
+                record: Vec::new(),
+            })
+        } else {
+            None
+        };
+        self.view_tag = view_tag(&raw);
+        self.taught = false;
+        self.raw = raw;
+        self.round = 0;
+        self.begin_round(&mut out);
+        let roster = knew.then(|| self.roster.members());
+        self.send_info(roster, &mut out);
+        out
+    }
 
+    /// Leaves the old phase (failing what waited on it) for a new round.
+    fn begin_round(&mut self, out: &mut Actions<S>) {
         match std::mem::replace(
             &mut self.phase,
             Phase::Installing {
                 infos: BTreeMap::new(),
+                announcing: Vec::new(),
                 held: Vec::new(),
             },
         ) {
@@ -325,36 +534,44 @@ impl<S: StateMachine> ReplicaCore<S> {
         // An ack still queued is purged below; one already sent comes back
         // before our info, so it cannot be mistaken for a later one.
         self.ack_in_flight = false;
-        out.push(Action::Purge);
-        if self.info_in_flight {
-            // At most one info of ours is on its way: the one already sent
-            // will be delivered after this confchg and count for this view.
-            // Its content is still true, because nothing changes our state
-            // before our own info is delivered. A second info could arrive
-            // after a later confchg and be counted there with content from
-            // before an install. The purge dropped any queued fact.
-            if let Some(q) = self.local_fact.clone() {
-                self.sent_fact = Some(q.clone());
-                out.push(Action::Mcast(ReplicaMessage::Fact(q)));
-            }
-        } else {
-            self.info_in_flight = true;
-            out.push(Action::Mcast(ReplicaMessage::Info(Info {
-                fact: self.local_fact.clone(),
-                known: self.known.clone(),
-                state: self.id,
-                founder: self.founder,
-            })));
-            self.sent_fact = self.local_fact.clone();
+        if !self.replaying {
+            out.push(Action::Purge);
         }
-        out
+    }
+
+    fn send_info(&mut self, members: Option<Vec<Member>>, out: &mut Actions<S>) {
+        if self.replaying {
+            return;
+        }
+        self.sent_info = Some((self.view_tag, self.round));
+        self.sent_fact = self.local_fact.clone();
+        out.push(Action::Mcast(ReplicaMessage::Info(Info {
+            fact: self.local_fact.clone(),
+            known: self.known.clone(),
+            state: self.id,
+            founder: self.founder,
+            view: self.view_tag,
+            round: self.round,
+            members,
+            merged: self.merged.iter().copied().collect(),
+        })));
+    }
+
+    /// The learning timer ran out (rule 4): while this process still
+    /// knows no member, it asks the stream to decide that none exists.
+    pub(crate) fn handle_tick(&mut self) -> Actions<S> {
+        if self.learning.is_some() && !self.taught {
+            return vec![Action::Mcast(ReplicaMessage::NoRoster(self.view_tag))];
+        }
+        Vec::new()
     }
 
     /// This node's quorum service reported (a local fact: it is multicast,
     /// and used when it comes back in order).
     pub(crate) fn handle_quorum(&mut self, q: QuorumState) -> Actions<S> {
         self.local_fact = Some(q);
-        if self.joined && self.sent_fact != self.local_fact {
+        // A pending process's fact would be refused; its info carries one.
+        if self.joined && self.roster.is_member(self.local) && self.sent_fact != self.local_fact {
             self.sent_fact = self.local_fact.clone();
             if let Some(q) = self.local_fact.clone() {
                 return vec![Action::Mcast(ReplicaMessage::Fact(q))];
@@ -369,53 +586,176 @@ impl<S: StateMachine> ReplicaCore<S> {
         if !self.joined {
             return out;
         }
-        match msg {
-            ReplicaMessage::Info(info) => {
-                if from == self.local {
-                    self.info_in_flight = false;
-                }
-                let in_view = self.view.contains(&from);
-                if let Phase::Installing { infos, .. } = &mut self.phase {
-                    if in_view {
-                        if let Some(f) = &info.fact {
-                            self.facts.insert(from, f.clone());
-                        }
-                        infos.insert(from, info);
-                        let complete = self.view.iter().all(|m| infos.contains_key(m));
-                        if complete {
-                            self.install(&mut out);
-                        }
-                    }
-                }
-                // Once installed, a late info is a stale copy: its content
-                // was already counted.
+        match &msg {
+            ReplicaMessage::Info(info) if info.view == self.view_tag && info.members.is_some() => {
+                self.taught = true;
             }
+            ReplicaMessage::NoRoster(tag) if *tag == self.view_tag && !self.taught => {
+                // Nobody who knows the members answered before this point:
+                // every process decides here that none is announced.
+                self.taught = true;
+                if self.learning.is_some() {
+                    self.learn(from, msg, &mut out);
+                } else {
+                    self.forget_roster(&mut out);
+                }
+                return out;
+            }
+            _ => {}
+        }
+        if self.learning.is_some() {
+            self.learn(from, msg, &mut out);
+            return out;
+        }
+        self.handle_known(from, msg, &mut out);
+        out
+    }
+
+    /// A `NoRoster` reached a process that knew the members: no info of
+    /// theirs came before it, so, like the learners, it starts the view
+    /// with nobody announced (their infos will admit them).
+    fn forget_roster(&mut self, out: &mut Actions<S>) {
+        self.roster.adopt(Vec::new());
+        if !self.view.is_empty() {
+            self.view.clear();
+            out.push(Action::Event(ReplicaEvent::ViewChanged {
+                members: Vec::new(),
+                joined: Vec::new(),
+                left: Vec::new(),
+            }));
+        }
+        self.facts.clear();
+        self.maybe_complete(out);
+    }
+
+    /// Rule 4: record, and learn the roster from the first info that can
+    /// teach it.
+    fn learn(&mut self, from: Member, msg: ReplicaMessage, out: &mut Actions<S>) {
+        let Some(learning) = &mut self.learning else {
+            return;
+        };
+        let teaches = match &msg {
+            ReplicaMessage::Info(info) if info.view == self.view_tag => info.members.is_some(),
+            _ => false,
+        };
+        if learning.record.len() >= self.max_held {
+            self.give_up(
+                format!(
+                    "more than {} messages while learning the members",
+                    self.max_held
+                ),
+                out,
+            );
+            return;
+        }
+        let roster = match &msg {
+            ReplicaMessage::Info(info) if teaches => info.members.clone(),
+            ReplicaMessage::NoRoster(_) => Some(Vec::new()),
+            _ => None,
+        };
+        learning.record.push((from, msg));
+        let roster = roster.or_else(|| {
+            // Every process of the view said it does not know the members
+            // either: nobody in it is announced (rule 4).
+            let tag = self.view_tag;
+            let unknowing: BTreeSet<Member> = learning
+                .record
+                .iter()
+                .filter(|(_, m)| {
+                    matches!(m, ReplicaMessage::Info(i) if i.view == tag && i.members.is_none())
+                })
+                .map(|(from, _)| *from)
+                .collect();
+            let everyone = self.raw.iter().all(|m| unknowing.contains(m));
+            everyone.then(Vec::new)
+        });
+        let Some(roster) = roster else {
+            return;
+        };
+        let Some(learning) = self.learning.take() else {
+            return;
+        };
+        // Who is in a merge comes with the roster: every process that knows
+        // the roster knows the same (it computed the same installs).
+        if let Some((_, ReplicaMessage::Info(info))) = learning.record.last() {
+            if !learning.knew {
+                let raw = &self.raw;
+                self.merged = info
+                    .merged
+                    .iter()
+                    .filter(|m| raw.contains(m))
+                    .copied()
+                    .collect();
+            }
+        }
+        debug!(local = %self.local, %from, ?roster, "learned the members");
+        let before = self.view.clone();
+        self.roster.adopt(roster);
+        self.view = self.roster.members();
+        if self.view != before {
+            out.push(Action::Event(ReplicaEvent::ViewChanged {
+                members: self.view.clone(),
+                joined: Vec::new(),
+                left: Vec::new(),
+            }));
+        }
+        let roster = &self.roster;
+        self.facts.retain(|m, _| roster.is_member(*m));
+        self.replaying = true;
+        for (from, msg) in learning.record {
+            self.handle_known(from, msg, out);
+            if self.learning.is_some() {
+                // Gave up meanwhile.
+                break;
+            }
+        }
+        self.replaying = false;
+        // The rounds replayed could not be answered while they happened.
+        if let Phase::Installing { infos, .. } = &self.phase {
+            if self.roster.is_member(self.local)
+                && !infos.contains_key(&self.local)
+                && self.sent_info != Some((self.view_tag, self.round))
+            {
+                self.send_info(Some(self.roster.members()), out);
+            }
+        }
+    }
+
+    fn give_up(&mut self, why: String, out: &mut Actions<S>) {
+        warn!(local = %self.local, "replica gives up: {why}");
+        out.push(Action::Event(ReplicaEvent::GaveUp { why: why.clone() }));
+        out.push(Action::Fatal(why));
+    }
+
+    fn handle_known(&mut self, from: Member, msg: ReplicaMessage, out: &mut Actions<S>) {
+        match msg {
+            ReplicaMessage::Info(info) => self.handle_info(from, info, out),
             ReplicaMessage::Fact(q) => {
-                if self.view.contains(&from) {
+                if self.roster.is_member(from) {
                     self.facts.insert(from, q);
                     if matches!(self.phase, Phase::Installed(_)) {
-                        self.reevaluate(&mut out);
+                        self.reevaluate(out);
                     }
+                } else {
+                    self.refused.not_member += 1;
+                    debug!(%from, "fact from a process that is not a member; refused");
                 }
             }
-            ReplicaMessage::Command(cmd) => match &mut self.phase {
-                Phase::Unjoined => {}
-                Phase::Installing { held, .. } => held.push((from, cmd)),
-                Phase::Installed(installed) => {
-                    if !installed.primary {
-                        if from == self.local {
-                            out.push(Action::Reply {
-                                id: cmd.id,
-                                result: Err(ReplicaError::NotPrimary),
-                            });
-                        }
-                    } else if let Some(incoming) = &mut installed.incoming {
-                        incoming.replay.push(Replay::Apply(from, cmd));
-                    } else {
-                        self.apply(from, cmd, &mut out);
+            ReplicaMessage::Command(cmd) => {
+                if !self.roster.is_member(from) {
+                    // Refused alike everywhere: applied by none.
+                    self.refused.not_member += 1;
+                    debug!(%from, id = cmd.id, "command from a process that is not a member; refused");
+                    if from == self.local {
+                        out.push(Action::Reply {
+                            id: cmd.id,
+                            result: Err(ReplicaError::NotMember),
+                        });
                     }
+                    return;
                 }
-            },
+                self.handle_command(from, cmd, out);
+            }
             ReplicaMessage::Ack(upto) => {
                 if from == self.local {
                     self.ack_in_flight = false;
@@ -423,13 +763,193 @@ impl<S: StateMachine> ReplicaCore<S> {
                 if matches!(self.phase, Phase::Installed(_)) && self.holders.contains(&from) {
                     let acked = self.acks.entry(from).or_default();
                     *acked = (*acked).max(upto);
-                    self.release_stable(&mut out);
+                    self.release_stable(out);
+                } else if !self.roster.is_member(from) {
+                    self.refused.not_member += 1;
                 }
             }
-            ReplicaMessage::Chunk(chunk) => self.handle_chunk(from, chunk, &mut out),
+            ReplicaMessage::Chunk(chunk) => self.handle_chunk(from, chunk, out),
+            // Void once a roster of the view was delivered.
+            ReplicaMessage::NoRoster(_) => {}
         }
-        self.maybe_ack(&mut out);
-        out
+        self.maybe_ack(out);
+    }
+
+    fn handle_info(&mut self, from: Member, info: Info, out: &mut Actions<S>) {
+        if !self.roster.in_view(from) {
+            self.refused.not_member += 1;
+            return;
+        }
+        if info.view != self.view_tag {
+            self.refused.stale += 1;
+            return;
+        }
+        if self.roster.is_member(from) {
+            let Phase::Installing { infos, .. } = &self.phase else {
+                // Once installed, a late info is a stale copy.
+                return;
+            };
+            if info.round != self.round || infos.contains_key(&from) {
+                self.refused.stale += 1;
+                return;
+            }
+            // Its claims are judged at the install (rule 6).
+            self.count_info(from, info, out);
+            return;
+        }
+        // A pending process announces itself (rule 3).
+        if !self.merged.contains(&from) && !consistent(&info) {
+            self.refused.inconsistent += 1;
+            warn!(%from, "announcement contradicts itself; refused");
+            return;
+        }
+        match &mut self.phase {
+            Phase::Installing { announcing, .. } => {
+                // Decided when the round's members are all in (rule 6).
+                if !announcing.iter().any(|(m, _)| *m == from) {
+                    announcing.push((from, info));
+                }
+                self.maybe_complete(out);
+            }
+            Phase::Installed(installed) => {
+                let (history, ceiling) = (installed.history, installed.ceiling);
+                if !self.admissible(from, &info, history, ceiling) {
+                    return;
+                }
+                self.admit(from, out);
+                // A late announcement: a new round, where its info counts
+                // and everyone else answers.
+                self.round += 1;
+                self.begin_round(out);
+                if from != self.local && self.roster.is_member(self.local) {
+                    self.send_info(Some(self.roster.members()), out);
+                }
+                self.count_info(from, info, out);
+            }
+            Phase::Unjoined => {}
+        }
+    }
+
+    /// Rule 6 for an announcement: when the members it is compared with
+    /// have a history, it may claim no epoch above `ceiling`, unless it is
+    /// a merger. Counts a refusal.
+    fn admissible(
+        &mut self,
+        from: Member,
+        info: &Info,
+        history: bool,
+        ceiling: PrimaryEpoch,
+    ) -> bool {
+        let claimed = claims(info);
+        if history && !self.merged.contains(&from) && claimed > ceiling {
+            self.refused.epoch += 1;
+            warn!(%from, %claimed, %ceiling, "announcement claims an epoch past the stream; refused");
+            return false;
+        }
+        true
+    }
+
+    fn admit(&mut self, from: Member, out: &mut Actions<S>) {
+        let Some(change) = self.roster.handle_announce(from) else {
+            return;
+        };
+        self.view = change.members;
+        out.push(Action::Event(ReplicaEvent::ViewChanged {
+            members: self.view.clone(),
+            joined: change.joined,
+            left: change.left,
+        }));
+        if from == self.local && self.sent_fact != self.local_fact {
+            if let Some(q) = self.local_fact.clone() {
+                self.sent_fact = Some(q.clone());
+                out.push(Action::Mcast(ReplicaMessage::Fact(q)));
+            }
+        }
+    }
+
+    fn count_info(&mut self, from: Member, info: Info, out: &mut Actions<S>) {
+        let Phase::Installing { infos, .. } = &mut self.phase else {
+            return;
+        };
+        if let Some(f) = &info.fact {
+            self.facts.insert(from, f.clone());
+        }
+        infos.insert(from, info);
+        self.maybe_complete(out);
+    }
+
+    /// Rule 2: once every member's info is in (or, with no member, once
+    /// someone announced itself), decide the announcements, then install.
+    fn maybe_complete(&mut self, out: &mut Actions<S>) {
+        let Phase::Installing {
+            infos, announcing, ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        let members_in = self.view.iter().all(|m| infos.contains_key(m));
+        if !members_in || (self.view.is_empty() && announcing.is_empty()) {
+            return;
+        }
+        let announcing = std::mem::take(announcing);
+        let history = infos.values().any(|i| i.known.is_some());
+        let ceiling = infos.values().map(claims).max().unwrap_or_default();
+        for (from, info) in announcing {
+            if !self.roster.in_view(from) || !self.admissible(from, &info, history, ceiling) {
+                continue;
+            }
+            self.admit(from, out);
+            if let Some(f) = &info.fact {
+                self.facts.insert(from, f.clone());
+            }
+            if let Phase::Installing { infos, .. } = &mut self.phase {
+                infos.insert(from, info);
+            }
+        }
+        self.install(out);
+    }
+
+    fn handle_command(&mut self, from: Member, cmd: CommandMsg, out: &mut Actions<S>) {
+        let max_held = self.max_held;
+        match &mut self.phase {
+            Phase::Unjoined => {}
+            Phase::Installing { held, .. } => {
+                if held.len() >= max_held {
+                    // Every member holds the same commands: every member
+                    // refuses the same ones.
+                    self.refused.overflow += 1;
+                    if from == self.local {
+                        out.push(Action::Reply {
+                            id: cmd.id,
+                            result: Err(ReplicaError::Overloaded),
+                        });
+                    }
+                } else {
+                    held.push((from, cmd));
+                }
+            }
+            Phase::Installed(installed) => {
+                if !installed.primary {
+                    if from == self.local {
+                        out.push(Action::Reply {
+                            id: cmd.id,
+                            result: Err(ReplicaError::NotPrimary),
+                        });
+                    }
+                } else if let Some(incoming) = &mut installed.incoming {
+                    if incoming.replay.len() >= max_held {
+                        let why = format!(
+                            "more than {max_held} commands to replay while waiting for the state"
+                        );
+                        self.give_up(why, out);
+                        return;
+                    }
+                    incoming.replay.push(Replay::Apply(from, cmd));
+                } else {
+                    self.apply(from, cmd, out);
+                }
+            }
+        }
     }
 
     /// Whether the view's quorum facts say quorate: at least one member
@@ -497,15 +1017,26 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     fn install(&mut self, out: &mut Actions<S>) {
-        let Phase::Installing { infos, held } = std::mem::replace(&mut self.phase, Phase::Unjoined)
+        let Phase::Installing {
+            mut infos, held, ..
+        } = std::mem::replace(&mut self.phase, Phase::Unjoined)
         else {
             return;
         };
+        // The members of the view are known from here on.
+        self.taught = true;
+        let discarded = self.discard_unconfirmed(&mut infos);
+        let history = infos.values().any(|i| i.known.is_some());
+        let claimed = infos.values().map(claims).max().unwrap_or_default();
+        // Its state was compared with the others': no longer a merger.
+        let view = &self.view;
+        self.merged.retain(|m| !view.contains(m));
+        self.last_install = view.iter().copied().collect();
         // The greatest state wins; ties (equal ids) are the same state.
         let winner = infos.values().map(|i| i.state).max().unwrap_or_default();
         let winners: BTreeSet<Member> = infos
             .iter()
-            .filter(|(_, i)| i.state == winner)
+            .filter(|(m, i)| i.state == winner && !discarded.contains(m))
             .map(|(m, _)| *m)
             .collect();
         let receivers: BTreeSet<Member> = self
@@ -518,10 +1049,17 @@ impl<S: StateMachine> ReplicaCore<S> {
             .values()
             .filter_map(|i| i.known.as_ref().map(|k| k.epoch))
             .max();
+        // Rule 7: records of the latest epoch from members it names decide
+        // the lineage; the others only if there is none of those.
+        let named = infos.iter().any(|(m, i)| {
+            i.known
+                .as_ref()
+                .is_some_and(|k| Some(k.epoch) == latest && k.members.contains(m))
+        });
         let mut lineage: Option<BTreeSet<Member>> = None;
-        for info in infos.values() {
+        for (sender, info) in infos.iter() {
             if let Some(k) = &info.known {
-                if Some(k.epoch) == latest {
+                if Some(k.epoch) == latest && (!named || k.members.contains(sender)) {
                     let set: BTreeSet<Member> = k.members.iter().copied().collect();
                     lineage = Some(match lineage {
                         None => set,
@@ -536,6 +1074,9 @@ impl<S: StateMachine> ReplicaCore<S> {
             self.view_quorate() && self.eligible(latest, &lineage, winner.epoch, founders);
         let mut winner_epoch = winner.epoch;
         let mut genesis = winner.genesis;
+        // A process outside the view computes the install and learns the
+        // view's knowledge (it may be admitted later), but keeps its state.
+        let member = self.roster.is_member(self.local);
         let (latest, lineage) = if primary {
             let epoch = self.next_epoch(latest);
             if latest.is_none() {
@@ -581,7 +1122,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                     snapshot: self.sm.snapshot(),
                 });
             }
-        } else {
+        } else if member {
             incoming = Some(Incoming {
                 from: sender.unwrap_or(self.local),
                 expect: snapshot_id,
@@ -596,8 +1137,12 @@ impl<S: StateMachine> ReplicaCore<S> {
             lineage,
             winner_epoch,
             sender,
+            snapshot_id,
+            transfer_done: receivers.is_empty(),
             receivers: receivers.clone(),
             founders,
+            history: history || primary,
+            ceiling: claimed.max(winner_epoch),
             incoming,
         });
         self.holders = winners;
@@ -646,6 +1191,56 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
+    /// Rule 6 at the install: the members of the last install that
+    /// answered this round (mergers aside) knew the same primary
+    /// components, so one claiming more than every other is confirmed by
+    /// nobody; it, and a member whose info contradicts itself, count as
+    /// holding nothing: never a winner, they receive the winner's state.
+    /// (Alone among them, a claim cannot be checked.)
+    fn discard_unconfirmed(&mut self, infos: &mut BTreeMap<Member, Info>) -> BTreeSet<Member> {
+        // Members of the last install that answered this round knew the
+        // same primary components when they answered.
+        let peers: BTreeMap<Member, PrimaryEpoch> = infos
+            .iter()
+            .filter(|(s, i)| {
+                self.last_install.contains(s) && !self.merged.contains(s) && i.round == self.round
+            })
+            .map(|(s, i)| (*s, claims(i)))
+            .collect();
+        let unconfirmed: Vec<(Member, PrimaryEpoch, PrimaryEpoch)> = peers
+            .iter()
+            .filter_map(|(s, claimed)| {
+                let confirmed = peers
+                    .iter()
+                    .filter(|(m, _)| *m != s)
+                    .map(|(_, c)| *c)
+                    .max()?;
+                (*claimed > confirmed).then_some((*s, *claimed, confirmed))
+            })
+            .collect();
+        let mut discarded = BTreeSet::new();
+        for (s, claimed, confirmed) in unconfirmed {
+            self.refused.epoch += 1;
+            warn!(from = %s, %claimed, %confirmed, "an epoch no other member confirms; its state counts for nothing");
+            discarded.insert(s);
+        }
+        for (s, info) in infos.iter() {
+            if !self.merged.contains(s) && !consistent(info) {
+                self.refused.inconsistent += 1;
+                warn!(from = %s, "info contradicts itself; its state counts for nothing");
+                discarded.insert(*s);
+            }
+        }
+        for s in &discarded {
+            if let Some(info) = infos.get_mut(s) {
+                info.known = None;
+                info.state = StateId::default();
+                info.founder = false;
+            }
+        }
+        discarded
+    }
+
     /// A quorum fact changed the view's quorum: re-apply the primary rule.
     fn reevaluate(&mut self, out: &mut Actions<S>) {
         let quorate = self.view_quorate();
@@ -677,6 +1272,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         {
             let epoch = self.next_epoch(installed.latest);
             let genesis = installed.latest.is_none().then(|| self.genesis_of(epoch));
+            let member = self.roster.is_member(self.local);
             self.known = Some(PrimaryRecord {
                 epoch,
                 members: self.view.clone(),
@@ -684,11 +1280,14 @@ impl<S: StateMachine> ReplicaCore<S> {
             let lineage: BTreeSet<Member> = self.view.iter().copied().collect();
             if let Phase::Installed(installed) = &mut self.phase {
                 installed.primary = true;
+                installed.history = true;
+                installed.ceiling = installed.ceiling.max(epoch);
                 installed.latest = Some(epoch);
                 installed.lineage = lineage;
                 installed.winner_epoch = epoch;
                 match &mut installed.incoming {
                     Some(incoming) => incoming.replay.push(Replay::Promote(epoch, genesis)),
+                    None if !member => {}
                     None => {
                         self.id.epoch = epoch;
                         if let Some(genesis) = genesis {
@@ -777,36 +1376,48 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     fn handle_chunk(&mut self, from: Member, chunk: Chunk, out: &mut Actions<S>) {
         let Phase::Installed(installed) = &mut self.phase else {
+            self.refused.chunk += 1;
             return;
         };
-        if installed.sender != Some(from) {
+        // Rule 5: only the chosen sender, only the chosen state, only while
+        // the transfer runs.
+        if installed.sender != Some(from)
+            || installed.transfer_done
+            || chunk.state != installed.snapshot_id
+        {
+            self.refused.chunk += 1;
+            warn!(%from, index = chunk.index, "snapshot chunk from no chosen transfer; refused");
             return;
         }
         let last = chunk.index.saturating_add(1) >= chunk.total;
         let Some(incoming) = &mut installed.incoming else {
             if last {
                 // Every receiver restores at this same point.
+                installed.transfer_done = true;
                 let receivers = installed.receivers.clone();
                 self.holders.extend(receivers);
             }
             return;
         };
         if incoming.from != from || chunk.state != incoming.expect || chunk.index != incoming.next {
-            warn!(%from, index = chunk.index, "unexpected snapshot chunk; dropped");
+            self.refused.chunk += 1;
+            warn!(%from, index = chunk.index, "unexpected snapshot chunk; refused");
             return;
         }
         incoming.bytes.extend_from_slice(&chunk.bytes);
         incoming.next += 1;
         if incoming.bytes.len() > self.max_snapshot {
-            out.push(Action::Fatal(format!(
+            let why = format!(
                 "snapshot from {from} exceeds the limit of {} bytes",
                 self.max_snapshot
-            )));
+            );
+            self.give_up(why, out);
             return;
         }
         if !last {
             return;
         }
+        installed.transfer_done = true;
         let receivers = installed.receivers.clone();
         let Some(incoming) = installed.incoming.take() else {
             return;
@@ -861,6 +1472,29 @@ fn chain(prev: u64, from: Member, id: u64) -> u64 {
         h = h.wrapping_mul(0x100_0000_01b3);
     }
     h
+}
+
+/// Whether an info agrees with itself (rule 6): a state is part of the
+/// primary component its sender knows of, or of none.
+fn consistent(info: &Info) -> bool {
+    match &info.known {
+        Some(known) => info.state.epoch <= known.epoch,
+        None => info.state.epoch == PrimaryEpoch::default(),
+    }
+}
+
+/// The greatest epoch an info claims.
+fn claims(info: &Info) -> PrimaryEpoch {
+    info.known
+        .as_ref()
+        .map(|k| k.epoch)
+        .unwrap_or_default()
+        .max(info.state.epoch)
+}
+
+/// Names a raw view (rule 1): a hash of its sorted members.
+fn view_tag(raw: &[Member]) -> u64 {
+    raw.iter().fold(0x9e37_79b9, |h, m| chain(h, *m, 0))
 }
 
 #[cfg(test)]

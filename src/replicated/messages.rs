@@ -70,6 +70,19 @@ pub(crate) struct Info {
     pub state: StateId,
     /// Whether the sender may found a group (start a new history).
     pub founder: bool,
+    /// Names the raw CPG view this info answers (a hash of its sorted
+    /// members): an info delivered in another view is stale.
+    pub view: u64,
+    /// Which install round of that view it answers (0 after the confchg,
+    /// one more after every late admission).
+    pub round: u32,
+    /// The announced members as the sender knew them right after the
+    /// confchg (`None`: the sender did not know them, it was joining).
+    /// A joiner, and both sides of a merge, learn the roster from it.
+    pub members: Option<Vec<Member>>,
+    /// The processes the sender counts as mergers (in the view at a merge,
+    /// not yet in an install); a learner takes them with the roster.
+    pub merged: Vec<Member>,
 }
 
 /// A client command; `id` is unique per sender.
@@ -103,6 +116,10 @@ pub(crate) enum ReplicaMessage {
     Ack(u64),
     /// State transfer.
     Chunk(Chunk),
+    /// A process still learning the members found no process that knows
+    /// them (its timer ran out): carries the view tag. Delivered before any
+    /// roster of that view, it means nobody in it is announced.
+    NoRoster(u64),
 }
 
 #[cfg(test)]
@@ -140,6 +157,10 @@ mod tests {
                 }),
                 state: id,
                 founder: true,
+                view: 11,
+                round: 2,
+                members: Some(vec![Member::new(1, 2)]),
+                merged: vec![Member::new(3, 4)],
             }),
             ReplicaMessage::Fact(fact),
             ReplicaMessage::Command(CommandMsg {
@@ -147,6 +168,7 @@ mod tests {
                 payload: vec![1, 2, 3],
             }),
             ReplicaMessage::Ack(12),
+            ReplicaMessage::NoRoster(99),
             ReplicaMessage::Chunk(Chunk {
                 state: id,
                 index: 0,

@@ -10,6 +10,13 @@
 //!
 //! # The rules (all decided from the ordered stream)
 //!
+//! - **Who counts**: only processes of the CPG view that announced
+//!   themselves (with their first state info after joining) are members; a
+//!   silent or foreign client in the view stalls no install and counts for
+//!   no majority, holder or sender, and what it forges is refused and
+//!   counted ([`ReplicaStatus::refused`]). The numbered rules, and what
+//!   they cannot tell apart without a group key, are in the core's module
+//!   docs (`src/replicated/core.rs`).
 //! - **Apply order** is delivery order, and only while the view is a
 //!   *primary component*; a command delivered elsewhere is refused with
 //!   [`ReplicaError::NotPrimary`] on every member (applied by none).
@@ -170,6 +177,18 @@ pub struct ReplicaConfig {
     /// [`MetricsSnapshot::dropped_unauthenticated`]). `None` (the default)
     /// keeps today's bytes. See [`crate::auth`].
     pub key: Option<crate::auth::GroupKey>,
+    /// Most commands (or other messages) this replica buffers while it
+    /// waits: commands held during an install round (past it every member
+    /// refuses the same ones with [`ReplicaError::Overloaded`]), commands
+    /// to replay after a snapshot and messages recorded while learning the
+    /// members (past those this replica gives up and leaves, with
+    /// [`ReplicaEvent::GaveUp`]).
+    pub max_held: usize,
+    /// How long a replica that does not know the group's members yet
+    /// (joining, or at a merge) waits for a member's roster before it asks
+    /// the group to decide that nobody is a member (the processes of the
+    /// view are then all silent clients or other newcomers).
+    pub learn_timeout: std::time::Duration,
 }
 
 impl Default for ReplicaConfig {
@@ -184,6 +203,8 @@ impl Default for ReplicaConfig {
             event_capacity: 4096,
             found_group: true,
             key: None,
+            max_held: 100_000,
+            learn_timeout: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -239,6 +260,14 @@ pub enum ReplicaEvent {
     },
     /// This member holds the group state for the first time.
     Ready,
+    /// A buffer this replica keeps while waiting (see
+    /// [`ReplicaConfig::max_held`], [`ReplicaConfig::max_snapshot_size`])
+    /// overflowed: it leaves the group ([`ReplicaEvent::Closed`] follows);
+    /// start it again to rejoin.
+    GaveUp {
+        /// What overflowed.
+        why: String,
+    },
     /// The transport failed or the replica left; the runtime has stopped.
     Closed {
         /// Why.
@@ -253,6 +282,16 @@ pub enum ReplicaError {
     /// component: no member applied it. Retry once the group is primary.
     #[error("not in a primary component; the command was not applied")]
     NotPrimary,
+    /// The command reached the order before this replica was admitted as a
+    /// member (it had not announced itself yet): every member refused it,
+    /// none applied it. Retry once the replica is ready.
+    #[error("not yet a member; the command was not applied")]
+    NotMember,
+    /// The command arrived while the group held more commands than
+    /// [`ReplicaConfig::max_held`] during an install: every member refused
+    /// it, none applied it. Retry later.
+    #[error("too many commands waiting for an install; the command was not applied")]
+    Overloaded,
     /// The view changed before the outcome was known here: the command may
     /// or may not have been applied (like a timeout). Retry only if the
     /// command is idempotent, or read the state first.
@@ -307,6 +346,37 @@ pub struct ReplicaStatus {
     pub closed: bool,
     /// The last snapshot this replica restored: its sender and size.
     pub restored: Option<(Member, u64)>,
+    /// Protocol messages this replica refused, by cause.
+    pub refused: RefusedCounts,
+}
+
+/// Protocol messages a replica refused, by cause (DESIGN.md §6). Every
+/// member refuses the same messages of the stream, so the counts agree
+/// across members that saw the same stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RefusedCounts {
+    /// A fact, command, ack or info from a process that is not an
+    /// announced member (or not in the view).
+    pub not_member: u64,
+    /// An info claiming an epoch past what the stream allows.
+    pub epoch: u64,
+    /// An info that contradicts itself (a state newer than the primary
+    /// component its sender knows of).
+    pub inconsistent: u64,
+    /// A snapshot chunk not from the chosen sender, not of the chosen
+    /// state, out of order, or after the transfer ended.
+    pub chunk: u64,
+    /// An info answering an older view or round (a race, not an attack).
+    pub stale: u64,
+    /// A command refused because the install's hold buffer was full.
+    pub overflow: u64,
+}
+
+impl RefusedCounts {
+    /// Refusals of every cause but `stale`, which honest races produce.
+    pub fn hostile(&self) -> u64 {
+        self.not_member + self.epoch + self.inconsistent + self.chunk + self.overflow
+    }
 }
 
 /// A handle to this process's replica. Clone freely; the runtime stops on

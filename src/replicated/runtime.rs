@@ -64,6 +64,7 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     restored: Option<(Member, u64)>,
     /// Bumped at every view change: an encoding started before is void.
     transfer_generation: u64,
+    learn_timeout: std::time::Duration,
 }
 
 impl<S: StateMachine> ReplicaActor<S> {
@@ -91,6 +92,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 codec,
                 config.delivery,
                 config.max_snapshot_size,
+                config.max_held,
                 config.found_group,
             )),
             codec,
@@ -106,6 +108,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             pump_waker: None,
             restored: None,
             transfer_generation: 0,
+            learn_timeout: config.learn_timeout,
         }
         .start()
     }
@@ -129,6 +132,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             outstanding: self.outbox.in_flight() + usize::from(self.outbox.has_queued()),
             closed: false,
             restored: self.restored,
+            refused: core.refused(),
         };
         self.status.send_if_modified(|s| {
             if *s == next {
@@ -392,6 +396,15 @@ impl<S: StateMachine> Actor for ReplicaActor<S> {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.spawn(EventPump::new());
+        // The learning timer: a tick is harmless when there is nothing to
+        // learn, and the decision it asks for is taken in the stream.
+        ctx.run_interval(
+            self.learn_timeout.max(std::time::Duration::from_millis(10)),
+            |act, ctx| {
+                let actions = act.core.handle_tick();
+                act.execute(actions, ctx);
+            },
+        );
     }
 }
 

@@ -53,6 +53,10 @@ struct Peer {
     /// Keep snapshot chunks instead of sending them (a sender that dies
     /// before its transfer went out).
     hold_chunks: bool,
+    /// Claim a primary epoch far past the real one in every info.
+    lie: bool,
+    /// Why this replica gave up, if it did.
+    fatal: Option<String>,
 }
 
 impl Peer {
@@ -63,7 +67,7 @@ impl Peer {
             .expect("join");
         let codec = Codec::new(1 << 20);
         Peer {
-            core: ReplicaCore::new(process.member(), codec, delivery, 1 << 20, true),
+            core: ReplicaCore::new(process.member(), codec, delivery, 1 << 20, 10_000, true),
             process,
             conn,
             codec,
@@ -74,6 +78,8 @@ impl Peer {
             events: Vec::new(),
             closed: false,
             hold_chunks: false,
+            lie: false,
+            fatal: None,
         }
     }
 
@@ -130,6 +136,17 @@ impl Peer {
         };
         for action in actions {
             match action {
+                Action::Mcast(ReplicaMessage::Info(mut info)) if self.lie => {
+                    let huge = PrimaryEpoch {
+                        ring_seq: 1 << 40,
+                        term: 1 << 40,
+                    };
+                    if let Some(known) = &mut info.known {
+                        known.epoch = huge;
+                    }
+                    info.state.epoch = huge;
+                    self.mcast(&ReplicaMessage::Info(info));
+                }
                 Action::Mcast(msg) => {
                     self.mcast(&msg);
                 }
@@ -162,7 +179,12 @@ impl Peer {
                     );
                 }
                 Action::Event(e) => self.events.push(e),
-                Action::Fatal(why) => panic!("{}: fatal: {why}", self.member()),
+                Action::Fatal(why) => {
+                    // The runtime leaves the group.
+                    self.fatal = Some(why);
+                    self.closed = true;
+                    let _ = self.conn.leave();
+                }
             }
         }
         true
@@ -175,6 +197,16 @@ fn settle(peers: &mut [Peer]) {
         for p in peers.iter_mut() {
             while p.step() {
                 moved = true;
+            }
+        }
+        if !moved {
+            // Quiet: the learning timers run out.
+            for p in peers.iter_mut().filter(|p| !p.closed) {
+                for action in p.core.handle_tick() {
+                    if let Action::Mcast(msg) = action {
+                        moved |= p.mcast(&msg);
+                    }
+                }
             }
         }
         if !moved {
@@ -257,11 +289,13 @@ fn the_lowest_winner_sends_and_a_dead_sender_is_replaced() {
         peers[1].execute(v);
     }
     settle(&mut peers);
-    // A joiner; the sender (lowest winner, peers[0]) dies before the
-    // joiner reads anything.
+    // A joiner announces itself; the sender (lowest winner, peers[0])
+    // dies before the joiner reads anything more.
+    peers[0].events.clear();
+    peers[0].hold_chunks = true;
     peers.push(Peer::new(&cluster, 3, Delivery::Agreed));
-    while peers[0].step() {}
-    while peers[1].step() {}
+    assert!(peers[2].step(), "the joiner's confchg");
+    settle(&mut peers[..2]);
     let sender = peers[0].member();
     assert!(peers[0]
         .events
@@ -431,8 +465,14 @@ fn commands_held_during_an_install_are_refused_in_a_non_primary_view() {
 #[test]
 fn garbage_chunks_and_infos_from_outsiders_change_nothing() {
     let local = Member::new(1, 1);
-    let mut core: ReplicaCore<Log> =
-        ReplicaCore::new(local, Codec::new(1 << 20), Delivery::Agreed, 64, true);
+    let mut core: ReplicaCore<Log> = ReplicaCore::new(
+        local,
+        Codec::new(1 << 20),
+        Delivery::Agreed,
+        64,
+        10_000,
+        true,
+    );
     core.handle_confchg(
         &[local],
         &[MemberChange {
@@ -455,6 +495,262 @@ fn garbage_chunks_and_infos_from_outsiders_change_nothing() {
     assert!(!core.is_installed());
 }
 
+/// A process of the raw view that never reads nor sends.
+fn silent(cluster: &SimCluster, node: u32) -> SimConnection {
+    cluster
+        .process(NodeId(node))
+        .expect("up")
+        .join(&GroupName::new("rsm").expect("name"))
+        .expect("join")
+}
+
+fn raw_view(cluster: &SimCluster) -> Vec<Member> {
+    cluster.group_members(&GroupName::new("rsm").expect("name"))
+}
+
+#[test]
+fn a_silent_process_stalls_no_install_and_counts_for_nothing() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 2, Delivery::Safe);
+    let quiet = silent(&cluster, 3);
+    settle(&mut peers);
+    assert!(peers
+        .iter()
+        .all(|p| p.core.is_primary() && p.core.is_holding()));
+    assert_eq!(peers[0].core.view().len(), 2);
+    // Safe delivery waits for holders only: the silent one is none.
+    let id = peers[1].execute(1);
+    settle(&mut peers);
+    assert_eq!(peers[1].replies[&id], Ok(1));
+    // A joiner becomes ready with the silent process still there; one of
+    // the two others dying leaves a majority of the last primary (2 of 3).
+    peers.push(Peer::new(&cluster, 3, Delivery::Safe));
+    settle(&mut peers);
+    assert!(peers[2].core.is_holding());
+    peers[0].process.kill().expect("kill");
+    settle(&mut peers);
+    assert!(peers[1].core.is_primary(), "the silent process is no voter");
+    assert_agree(&peers);
+    assert!(!peers[1].core.view().contains(&quiet.local()));
+}
+
+#[test]
+fn forged_messages_from_a_pending_process_are_refused_and_counted() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 2, Delivery::Agreed);
+    peers[0].execute(1);
+    let mut outsider = silent(&cluster, 3);
+    settle(&mut peers);
+    let before: Vec<StateId> = peers.iter().map(|p| p.core.state_id()).collect();
+    let epoch = peers[0].core.primary_epoch();
+    let codec = Codec::new(1 << 20);
+    let me = outsider.local();
+    let huge = PrimaryEpoch {
+        ring_seq: 1 << 40,
+        term: 1 << 40,
+    };
+    let state = StateId {
+        epoch: huge,
+        applied: 1 << 40,
+        chain: 1,
+        genesis: 1,
+    };
+    let info = ReplicaMessage::Info(Info {
+        fact: None,
+        known: Some(PrimaryRecord {
+            epoch: huge,
+            members: vec![me],
+        }),
+        state,
+        founder: true,
+        view: view_tag(&raw_view(&cluster)),
+        round: 0,
+        members: Some(vec![me]),
+        merged: Vec::new(),
+    });
+    let chunk = ReplicaMessage::Chunk(Chunk {
+        state,
+        index: 0,
+        total: 1,
+        bytes: encode_snapshot(&vec![(me, FORGED)]),
+    });
+    let command = ReplicaMessage::Command(CommandMsg {
+        id: 1,
+        payload: codec.encode_payload(&(me, FORGED)).expect("payload"),
+    });
+    for msg in [info, chunk, command, ReplicaMessage::Ack(u64::MAX)] {
+        outsider
+            .mcast(&codec.encode(Kind::Replicated, &msg).expect("encode"))
+            .expect("sent");
+    }
+    settle(&mut peers);
+    for (p, b) in peers.iter().zip(&before) {
+        assert_eq!(p.core.state_id(), *b);
+        assert_eq!(p.core.primary_epoch(), epoch);
+        assert_eq!(p.core.view().len(), 2);
+        let refused = p.core.refused();
+        assert_eq!(
+            (refused.epoch, refused.chunk, refused.not_member),
+            (1, 1, 2),
+            "{refused:?}"
+        );
+    }
+}
+
+#[test]
+fn an_announced_member_lying_about_its_epoch_does_not_win() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Agreed);
+    peers[0].execute(1);
+    peers[1].execute(2);
+    settle(&mut peers);
+    let truth = peers[0].core.state().clone();
+    // The liar answers the next round with a forged history.
+    peers[2].lie = true;
+    let quiet = silent(&cluster, 1);
+    settle(&mut peers);
+    for p in &peers[..2] {
+        assert!(p.core.is_primary());
+        assert_eq!(p.core.state(), &truth);
+        assert!(p.core.primary_epoch().is_some_and(|e| e.term < 1 << 40));
+        assert_eq!(p.core.refused().epoch, 1);
+    }
+    // It received the real state instead.
+    assert_eq!(peers[2].core.state(), &truth);
+    drop(quiet);
+}
+
+#[test]
+fn commands_past_the_hold_cap_are_refused_alike_everywhere() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 2, Delivery::Agreed);
+    for p in peers.iter_mut() {
+        p.core.max_held = 2;
+    }
+    // A confchg starts a round; five commands arrive before it installs.
+    let quiet = silent(&cluster, 3);
+    let ids: Vec<u64> = (1..=5).map(|v| peers[0].execute(v)).collect();
+    settle(&mut peers);
+    let replies: Vec<_> = ids.iter().map(|id| peers[0].replies[id].clone()).collect();
+    assert_eq!(
+        replies,
+        vec![
+            Ok(1),
+            Ok(2),
+            Err(ReplicaError::Overloaded),
+            Err(ReplicaError::Overloaded),
+            Err(ReplicaError::Overloaded)
+        ]
+    );
+    assert_agree(&peers);
+    assert_eq!(peers[1].core.refused().overflow, 3);
+    drop(quiet);
+}
+
+#[test]
+fn a_receiver_whose_replay_overflows_gives_up_and_leaves() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 1, Delivery::Agreed);
+    peers[0].execute(1);
+    settle(&mut peers);
+    // The sender's chunks do not go out, so the joiner buffers commands.
+    peers[0].hold_chunks = true;
+    peers.push(Peer::new(&cluster, 2, Delivery::Agreed));
+    peers[1].core.max_held = 3;
+    settle(&mut peers);
+    assert!(!peers[1].core.is_holding());
+    for v in 0..4 {
+        peers[0].execute(10 + v);
+    }
+    settle(&mut peers);
+    assert!(peers[1].fatal.is_some());
+    assert!(peers[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, ReplicaEvent::GaveUp { .. })));
+    // The group goes on without it.
+    assert!(peers[0].core.is_primary());
+    assert_eq!(peers[0].core.view(), &[peers[0].member()]);
+}
+
+#[test]
+fn replicas_restarted_next_to_a_silent_client_found_the_group_again() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 2, Delivery::Agreed);
+    let quiet = silent(&cluster, 3);
+    settle(&mut peers);
+    // Every replica stops; the client stays; new replicas start.
+    for p in peers.iter_mut() {
+        p.conn.leave().expect("leave");
+    }
+    settle(&mut peers);
+    let mut fresh = vec![Peer::new(&cluster, 1, Delivery::Agreed)];
+    settle(&mut fresh);
+    fresh.push(Peer::new(&cluster, 2, Delivery::Agreed));
+    settle(&mut fresh);
+    assert!(fresh
+        .iter()
+        .all(|p| p.core.is_primary() && p.core.is_holding()));
+    let id = fresh[1].execute(5);
+    settle(&mut fresh);
+    assert_eq!(fresh[1].replies[&id], Ok(1));
+    drop(quiet);
+}
+
+/// Values of forged commands (real ones count up from 1).
+const FORGED: u64 = 1 << 50;
+
+/// A message an outsider forges: every kind, with claims that are refused
+/// in any view (an info of no current view; the rest from a non-member).
+fn forged(rng: &mut SimRng, me: Member, codec: &Codec) -> ReplicaMessage {
+    let huge = PrimaryEpoch {
+        ring_seq: 1 << 40,
+        term: rng.below(1 << 40),
+    };
+    let state = StateId {
+        epoch: huge,
+        applied: rng.below(1000),
+        chain: rng.next_u64(),
+        genesis: rng.next_u64(),
+    };
+    match rng.below(5) {
+        0 => ReplicaMessage::Info(Info {
+            fact: None,
+            known: Some(PrimaryRecord {
+                epoch: huge,
+                members: vec![me],
+            }),
+            state,
+            founder: true,
+            view: rng.next_u64(),
+            round: 0,
+            members: Some(vec![me]),
+            merged: Vec::new(),
+        }),
+        1 => ReplicaMessage::Fact(QuorumState {
+            quorate: false,
+            ring_id: crate::transport::RingId {
+                seq: u64::MAX,
+                nodeid: NodeId(9),
+            },
+            nodes: vec![],
+        }),
+        2 => ReplicaMessage::Command(CommandMsg {
+            id: rng.next_u64(),
+            payload: codec
+                .encode_payload(&(me, FORGED + rng.below(100)))
+                .expect("payload"),
+        }),
+        3 => ReplicaMessage::Ack(u64::MAX),
+        _ => ReplicaMessage::Chunk(Chunk {
+            state,
+            index: 0,
+            total: 1,
+            bytes: encode_snapshot(&vec![(me, FORGED)]),
+        }),
+    }
+}
+
 /// A seeded schedule over a 3-node sim cluster: commands from random live
 /// members interleaved with joins, kills, crashes, partitions and heals.
 fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
@@ -462,6 +758,9 @@ fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
     let cluster = SimCluster::new(3);
     let mut peers = vec![Peer::new(&cluster, 1, delivery)];
     let mut value = 0u64;
+    // A client that is no replica: joins, leaves, stays silent or forges.
+    let mut outsider: Option<SimConnection> = None;
+    let codec = Codec::new(1 << 20);
     for _ in 0..30 {
         for _ in 0..rng.below(4) {
             let alive: Vec<usize> = (0..peers.len())
@@ -500,9 +799,25 @@ fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
                 let _ = cluster.partition(&[&rest, &[lone]]);
             }
             6 => cluster.heal(),
+            7 => match outsider.take() {
+                None => {
+                    let node = NodeId(1 + rng.below(3) as u32);
+                    outsider = cluster
+                        .process(node)
+                        .ok()
+                        .and_then(|p| p.join(&GroupName::new("rsm").expect("name")).ok());
+                }
+                Some(conn) if rng.chance(30) => drop(conn),
+                Some(mut conn) => {
+                    let msg = forged(&mut rng, conn.local(), &codec);
+                    let _ = conn.mcast(&codec.encode(Kind::Replicated, &msg).expect("encode"));
+                    outsider = Some(conn);
+                }
+            },
             _ => {}
         }
     }
+    let stranger = outsider.as_ref().map(|c| c.local());
     cluster.heal();
     for n in 1..=3 {
         let _ = cluster.restart_node(NodeId(n));
@@ -522,6 +837,17 @@ fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
         }
     }
     let state = &first.core.state().0;
+    if let Some(stranger) = stranger {
+        if first.core.view().contains(&stranger) {
+            return Err(format!("the silent {stranger} counts as a member"));
+        }
+    }
+    if state.iter().any(|(_, v)| *v >= FORGED) {
+        return Err(format!(
+            "a forged command was applied: {:?}",
+            state.iter().find(|(_, v)| *v >= FORGED)
+        ));
+    }
     let mut seen = BTreeSet::new();
     for entry in state {
         if !seen.insert(*entry) {
@@ -567,7 +893,7 @@ proptest! {
     fn arbitrary_messages_never_panic(msgs in proptest::collection::vec(any::<(u8, u64, Vec<u8>)>(), 0..40)) {
         let local = Member::new(1, 1);
         let other = Member::new(2, 2);
-        let mut core: ReplicaCore<Log> = ReplicaCore::new(local, Codec::new(1 << 16), Delivery::Safe, 1 << 12, true);
+        let mut core: ReplicaCore<Log> = ReplicaCore::new(local, Codec::new(1 << 16), Delivery::Safe, 1 << 12, 64, true);
         core.handle_confchg(&[local, other], &[MemberChange { member: local, reason: Reason::Join }], &[]);
         for (kind, n, bytes) in msgs {
             let from = if n % 2 == 0 { local } else { other };
@@ -575,7 +901,7 @@ proptest! {
                 0 => ReplicaMessage::Ack(n),
                 1 => ReplicaMessage::Command(CommandMsg { id: n, payload: bytes }),
                 2 => ReplicaMessage::Chunk(Chunk { state: StateId::default(), index: (n % 3) as u32, total: (n % 4) as u32, bytes }),
-                3 => ReplicaMessage::Info(Info { fact: None, known: None, state: StateId { applied: n, ..StateId::default() }, founder: n % 3 == 0 }),
+                3 => ReplicaMessage::Info(Info { fact: None, known: None, state: StateId { applied: n, ..StateId::default() }, founder: n % 3 == 0, view: n % 2, round: (n % 3) as u32, members: (n % 5 == 0).then(|| vec![local, other]), merged: if n % 7 == 0 { vec![other] } else { vec![] } }),
                 _ => ReplicaMessage::Fact(QuorumState { quorate: n % 2 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
             };
             let _ = core.handle_message(from, msg);
