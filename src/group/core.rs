@@ -44,7 +44,10 @@
 //!    the group state (`synced`). A process that then needs the state
 //!    sends its [`SyncRequest`] *after* its announcement (one sender's
 //!    messages keep their order), so it is a member when its request
-//!    arrives. The announcement goes ahead of any user message.
+//!    arrives. The announcement goes ahead of any user message. A member
+//!    waiting for the state announces itself again with every request it
+//!    makes (on every confchg), so a member that has just fallen back on
+//!    its own state (every holder gone) admits it before its request.
 //! 3. **Founders.** A process whose first view holds nobody but processes
 //!    joining with it founds the group: the (empty) state is agreed, it is
 //!    ready at once, and founders become members of one another as their
@@ -495,9 +498,11 @@ impl GroupCore {
                 out.push(Command::Reconcile);
                 out.push(Command::Event(GroupEvent::Ready));
             } else {
-                if should_announce {
-                    self.announce(false, &mut out);
-                }
+                // Announced again on every confchg, not only one that
+                // brings someone in: a waiting peer may just have fallen
+                // back on its own state, knowing no member but its peers,
+                // and must admit this member before its request.
+                self.announce(false, &mut out);
                 // Whoever was to answer may be gone: ask again.
                 waiting.asked = None;
                 waiting.buffered.clear();
