@@ -195,7 +195,13 @@ async fn three(cluster: &SimCluster, census: &Census) -> Vec<Group> {
     let mut groups = Vec::new();
     for node in 1..=3 {
         let conn = cluster.process(NodeId(node)).unwrap().join(&group_name()).unwrap();
-        let group = Group::start(conn, GroupConfig::default()).await.unwrap();
+        let group = actix_rt::time::timeout(
+            Duration::from_secs(5),
+            Group::start(conn, GroupConfig::default()),
+        )
+        .await
+        .expect("a member becomes ready")
+        .unwrap();
         group
             .start_tree("jobs", spec(), factories(group.local(), census))
             .await
