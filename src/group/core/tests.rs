@@ -721,3 +721,249 @@ proptest! {
     }
 }
 
+
+// ---- who counts, sender rules, bounds --------------------------------------
+
+/// `a` founded the group; `j` joined and announced itself; returns both
+/// with `j`'s request delivered nowhere yet.
+fn joined_pair() -> (GroupCore, GroupCore, Inbound) {
+    let (a, j) = (m(1, 1), m(2, 2));
+    let mut old = founded(a);
+    let mut joiner = GroupCore::new(j);
+    let view = [a, j];
+    let join = [ch(j, Reason::Join)];
+    old.handle_confchg(&view, &join, &[]);
+    let ask = request_of(&joiner.handle_confchg(&view, &join, &[])).unwrap();
+    for core in [&mut old, &mut joiner] {
+        core.handle_message(a, ann(true));
+        core.handle_message(j, ann(false));
+    }
+    (old, joiner, ask)
+}
+
+#[test]
+fn a_silent_process_that_comes_and_goes_changes_nothing() {
+    let (a, b, x) = (m(1, 1), m(2, 2), m(3, 3));
+    let mut cores = founders(&[a, b]);
+    cores[0].handle_message(a, register("svc", 1));
+    cores[1].handle_message(a, register("svc", 1));
+    let before = cores.clone();
+    for core in &mut cores {
+        let cmds = core.handle_confchg(&[a, b, x], &[ch(x, Reason::Join)], &[]);
+        // Members announce themselves to the newcomer; nothing else.
+        assert_eq!(cmds, vec![Command::Mcast(Outgoing::Announce(Announce {
+            announcement: Announcement::this_build(),
+            synced: true,
+        }))]);
+        assert_eq!(core.view(), &[a, b]);
+        let cmds = core.handle_confchg(&[a, b], &[], &[ch(x, Reason::ProcDown)]);
+        assert!(cmds.is_empty(), "{cmds:?}");
+    }
+    for (now, then) in cores.iter().zip(&before) {
+        assert_eq!(now.view(), then.view());
+        assert_eq!(now.names(), then.names());
+        assert_eq!(now.engine(), then.engine());
+        assert_eq!(now.sync, then.sync);
+    }
+}
+
+#[test]
+fn an_unannounced_process_is_refused_for_every_kind_and_gets_no_state() {
+    let (a, b, x) = (m(1, 1), m(2, 2), m(3, 3));
+    let mut cores = founders(&[a, b]);
+    for core in &mut cores {
+        core.handle_confchg(&[a, b, x], &[ch(x, Reason::Join)], &[]);
+    }
+    for core in &mut cores {
+        let before = core.clone();
+        for kind in 0..7 {
+            let cmds = core.handle_message(x, forgery(kind, 1, a));
+            assert_eq!(
+                cmds,
+                vec![Command::Dropped {
+                    from: x,
+                    cause: DropCause::Unannounced
+                }],
+                "kind {kind}"
+            );
+        }
+        assert_eq!(*core, before);
+    }
+}
+
+#[test]
+fn a_member_that_is_not_waiting_asks_for_nothing() {
+    let (a, b) = (m(1, 1), m(2, 2));
+    let mut cores = founders(&[a, b]);
+    let cmds = cores[0].handle_message(b, Inbound::SyncRequest(SyncRequest { nonce: 5 }));
+    assert_eq!(dropped(&cmds), vec![DropCause::Unasked]);
+    assert!(snapshot_of(&cmds).is_none());
+}
+
+#[test]
+fn a_tick_too_far_past_the_stream_time_is_refused() {
+    let (a, b) = (m(1, 1), m(2, 2));
+    let mut core = founders(&[a, b]).remove(0);
+    let tick = |now_ms| Inbound::Supervision(SupervisionMsg::Tick { now_ms });
+    assert!(dropped(&core.handle_message(b, tick(1_000_000))).is_empty());
+    assert_eq!(core.engine().now_ms(), 1_000_000);
+    assert!(dropped(&core.handle_message(b, tick(1_000_000 + MAX_TICK_STEP_MS))).is_empty());
+    assert_eq!(
+        dropped(&core.handle_message(b, tick(u64::MAX))),
+        vec![DropCause::Clock]
+    );
+    // Behind the stream time: harmless, not refused.
+    assert!(dropped(&core.handle_message(a, tick(5))).is_empty());
+    assert_eq!(core.engine().now_ms(), 1_000_000 + MAX_TICK_STEP_MS);
+}
+
+#[test]
+fn an_invalid_tree_spec_never_reaches_the_engine() {
+    use crate::supervisor::{ChildSpec, Strategy, SupervisorSpec, TreeSpec};
+    let (a, b) = (m(1, 1), m(2, 2));
+    let mut core = founders(&[a, b]).remove(0);
+    let spec = TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .child(ChildSpec::worker("w", "k"))
+            .child(ChildSpec::worker("w", "k")),
+    );
+    let seq = core.engine().seq();
+    let cmds = core.handle_message(
+        b,
+        Inbound::Supervision(SupervisionMsg::TreeStarted {
+            name: "t".into(),
+            fingerprint: spec.fingerprint(),
+            spec,
+        }),
+    );
+    assert_eq!(dropped(&cmds), vec![DropCause::Invalid]);
+    assert!(cmds.iter().any(|c| matches!(c, Command::Supervise(o)
+        if matches!(o.commands.as_slice(), [supervisor::Command::RefuseTree { by, .. }] if *by == b))));
+    assert_eq!(core.engine().seq(), seq, "the engine saw nothing");
+}
+
+#[test]
+fn a_joiner_takes_the_state_only_from_a_holder_it_heard() {
+    let (mut old, mut joiner, ask) = joined_pair();
+    let (a, j, x) = (m(1, 1), m(2, 2), m(3, 3));
+    joiner.handle_message(j, ask.clone());
+    let snap = snapshot_of(&old.handle_message(j, ask)).expect("a answers");
+    // The same snapshot from a process the joiner never heard announce
+    // itself as a holder: refused.
+    assert_eq!(
+        dropped(&joiner.handle_message(x, Inbound::Snapshot(snap.clone()))),
+        vec![DropCause::Unasked]
+    );
+    assert!(!joiner.is_synced());
+    // A snapshot that names another responder than its sender: refused.
+    let mut lying = snap.clone();
+    lying.announced.insert(0, m(0, 1));
+    assert_eq!(
+        dropped(&joiner.handle_message(a, Inbound::Snapshot(lying))),
+        vec![DropCause::Invalid]
+    );
+    assert!(!joiner.is_synced());
+    let cmds = joiner.handle_message(a, Inbound::Snapshot(snap));
+    assert!(events(&cmds).contains(&GroupEvent::Ready));
+    assert_eq!(joiner.view(), &[a, j]);
+}
+
+#[test]
+fn a_request_no_holder_could_answer_is_answered_at_the_first_holders_admission() {
+    // `a` founded alone; its announcement is still on its way when `j`
+    // joins and asks.
+    let (a, j) = (m(1, 1), m(2, 2));
+    let mut old = GroupCore::new(a);
+    old.handle_confchg(&[a], &[ch(a, Reason::Join)], &[]);
+    let mut joiner = GroupCore::new(j);
+    let view = [a, j];
+    let join = [ch(j, Reason::Join)];
+    old.handle_confchg(&view, &join, &[]);
+    let ask = request_of(&joiner.handle_confchg(&view, &join, &[])).unwrap();
+    for core in [&mut old, &mut joiner] {
+        core.handle_message(j, ann(false));
+    }
+    joiner.handle_message(j, ask.clone());
+    assert!(snapshot_of(&old.handle_message(j, ask)).is_none(), "nobody counts yet");
+    for core in [&mut old, &mut joiner] {
+        core.handle_message(a, register("early", 1));
+    }
+    // `a`'s announcement admits it, and it answers with the state there.
+    let cmds = old.handle_message(a, ann(true));
+    joiner.handle_message(a, ann(true));
+    let snap = snapshot_of(&cmds).expect("the first holder answers");
+    assert_eq!(snap.at, Some(a));
+    for core in [&mut old, &mut joiner] {
+        core.handle_message(a, register("late", 2));
+    }
+    for core in [&mut old, &mut joiner] {
+        core.handle_message(a, Inbound::Snapshot(snap.clone()));
+    }
+    assert!(joiner.is_synced());
+    assert_eq!(joiner.names(), old.names());
+    assert_eq!(joiner.view(), old.view());
+    assert_eq!(joiner.sync, old.sync);
+    assert_eq!(joiner.engine(), old.engine());
+}
+
+#[test]
+fn a_joiner_that_buffers_past_its_cap_asks_again() {
+    let (a, j) = (m(1, 1), m(2, 2));
+    let mut joiner = GroupCore::with_limits(
+        j,
+        Limits {
+            max_buffered: 3,
+            max_awaiting: 10,
+        },
+    );
+    let view = [a, j];
+    let join = [ch(j, Reason::Join)];
+    let ask = request_of(&joiner.handle_confchg(&view, &join, &[])).unwrap();
+    joiner.handle_message(j, ask);
+    for i in 0..3 {
+        assert!(joiner.handle_message(a, register(&format!("n{i}"), i)).is_empty());
+    }
+    let cmds = joiner.handle_message(a, register("n3", 3));
+    assert!(events(&cmds).contains(&GroupEvent::StateTransferRestarted { buffered: 3 }));
+    let again = request_of(&cmds).expect("asks again");
+    assert_ne!(again, Inbound::SyncRequest(SyncRequest { nonce: 1 }));
+    let SyncState::Waiting(w) = &joiner.sync else {
+        panic!("still waiting")
+    };
+    assert!(w.buffered.is_empty() && w.asked.is_none());
+}
+
+#[test]
+fn calls_past_the_cap_fail_at_once() {
+    let (a, h) = (m(1, 1), m(2, 2));
+    let joined = [ch(a, Reason::Join), ch(h, Reason::Join)];
+    let mut core = GroupCore::with_limits(
+        a,
+        Limits {
+            max_buffered: 10,
+            max_awaiting: 1,
+        },
+    );
+    core.handle_confchg(&[a, h], &joined, &[]);
+    announce(&mut [&mut core], &[a, h]);
+    core.handle_message(h, register("svc", 1));
+    let call = |id| {
+        Inbound::Request(Request {
+            id,
+            target: "svc".into(),
+            type_tag: "t".into(),
+            want_reply: true,
+            fence: None,
+            payload: vec![],
+        })
+    };
+    assert!(core.handle_message(a, call(1)).is_empty());
+    assert_eq!(
+        core.handle_message(a, call(2)),
+        vec![Command::CallDone {
+            id: 2,
+            outcome: Err(CallError::WouldBlock)
+        }]
+    );
+    assert_eq!(core.awaiting.len(), 1);
+}
