@@ -478,4 +478,50 @@ mod tests {
         round.offers.push((b, side(b)));
         assert!(round.covered());
     }
+
+    #[test]
+    fn a_silent_process_of_a_side_is_covered_by_its_sides_offer() {
+        let a = Member::new(1, 1);
+        let b = Member::new(2, 1);
+        let x = Member::new(2, 9);
+        // This side's members, and every process of the other side.
+        let vc = ViewChange {
+            epoch: 5,
+            members: vec![a],
+            joined: vec![
+                MemberChange {
+                    member: b,
+                    reason: Reason::NodeUp,
+                },
+                MemberChange {
+                    member: x,
+                    reason: Reason::NodeUp,
+                },
+            ],
+            left: vec![],
+        };
+        let mut round = MergeRound::new(&vc);
+        let offer = |m: Member, side: Vec<Member>| MergeOffer {
+            core: Core {
+                view: vec![ViewMember {
+                    member: m,
+                    since: 0,
+                }],
+                ..Core::default()
+            },
+            left: vec![],
+            epoch: 5,
+            side,
+        };
+        round.offers.push((a, offer(a, vec![a])));
+        round.offers.push((b, offer(b, vec![])));
+        assert!(!round.covered(), "x is neither a member nor vouched for");
+        round.offers.pop();
+        round.offers.push((b, offer(b, vec![b, x])));
+        assert!(round.covered());
+        // The merged view: the members, never the silent process.
+        let (core, _) = round.resolve();
+        let view: Vec<Member> = core.view.iter().map(|v| v.member).collect();
+        assert_eq!(view, vec![a, b]);
+    }
 }
