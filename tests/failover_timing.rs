@@ -109,10 +109,7 @@ async fn a_child_runs_again_soon_after_its_host_is_killed() {
             assert!(Instant::now() < deadline, "the child never ran");
             actix_rt::time::sleep(Duration::from_millis(1)).await;
         };
-        let i = members
-            .iter()
-            .position(|(_, g)| g.local() == host)
-            .unwrap();
+        let i = members.iter().position(|(_, g)| g.local() == host).unwrap();
         let (process, _) = members.remove(i);
         let node = process.node();
         let t0 = Instant::now();

@@ -194,7 +194,11 @@ async fn until(what: &str, mut pred: impl FnMut() -> bool) {
 async fn three(cluster: &SimCluster, census: &Census) -> Vec<Group> {
     let mut groups = Vec::new();
     for node in 1..=3 {
-        let conn = cluster.process(NodeId(node)).unwrap().join(&group_name()).unwrap();
+        let conn = cluster
+            .process(NodeId(node))
+            .unwrap()
+            .join(&group_name())
+            .unwrap();
         let group = actix_rt::time::timeout(
             Duration::from_secs(5),
             Group::start(conn, GroupConfig::default()),
@@ -237,7 +241,11 @@ struct Outsider {
 
 impl Outsider {
     fn join(cluster: &SimCluster, node: u32) -> Self {
-        let conn = cluster.process(NodeId(node)).unwrap().join(&group_name()).unwrap();
+        let conn = cluster
+            .process(NodeId(node))
+            .unwrap()
+            .join(&group_name())
+            .unwrap();
         Outsider {
             conn,
             codec: Codec::new(1 << 20),
@@ -312,7 +320,11 @@ async fn a_silent_process_changes_nothing() {
     }
     // A new member becomes ready while it is there, and gets nothing from
     // it: the state comes from a member.
-    let conn = cluster.process(NodeId(2)).unwrap().join(&group_name()).unwrap();
+    let conn = cluster
+        .process(NodeId(2))
+        .unwrap()
+        .join(&group_name())
+        .unwrap();
     let joiner = actix_rt::time::timeout(
         Duration::from_secs(5),
         Group::start(conn, GroupConfig::default()),
@@ -394,7 +406,13 @@ async fn forgeries_from_a_process_that_never_announced_itself_are_refused_everyw
         outsider.requests.iter().any(|(from, _)| *from == to)
     })
     .await;
-    let id = outsider.requests.iter().rev().find(|(f, _)| *f == to).unwrap().1;
+    let id = outsider
+        .requests
+        .iter()
+        .rev()
+        .find(|(f, _)| *f == to)
+        .unwrap()
+        .1;
     let fake = Codec::new(1 << 20).encode_payload(&7u64).unwrap();
     outsider.send(
         Kind::Reply,
@@ -416,7 +434,10 @@ async fn forgeries_from_a_process_that_never_announced_itself_are_refused_everyw
             nodes: vec![],
         },
     );
-    outsider.send(Kind::Supervision, &SupervisionMsg::Tick { now_ms: u64::MAX });
+    outsider.send(
+        Kind::Supervision,
+        &SupervisionMsg::Tick { now_ms: u64::MAX },
+    );
     let kinds_before = outsider.kinds.len();
     outsider.send(Kind::SyncRequest, &SyncRequest { nonce: 1 });
     let running = children
@@ -504,10 +525,18 @@ async fn an_announced_process_whose_clock_jumps_is_refused() {
         assert!(g.members().await.unwrap().contains(&liar.member()));
     }
     let before: Vec<_> = groups.iter().map(Group::metrics).collect();
-    liar.send(Kind::Supervision, &SupervisionMsg::Tick { now_ms: u64::MAX });
+    liar.send(
+        Kind::Supervision,
+        &SupervisionMsg::Tick { now_ms: u64::MAX },
+    );
     settle(&mut liar).await;
     for (g, b) in groups.iter().zip(&before) {
-        assert_eq!(g.metrics().refused_clock - b.refused_clock, 1, "{}", g.local());
+        assert_eq!(
+            g.metrics().refused_clock - b.refused_clock,
+            1,
+            "{}",
+            g.local()
+        );
         assert_eq!(g.metrics().refused() - b.refused(), 1);
     }
 }

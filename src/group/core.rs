@@ -759,7 +759,9 @@ impl GroupCore {
             waiting.asked = None;
             waiting.buffered = Vec::new();
             waiting.requests.clear();
-            let mut out = vec![Command::Event(GroupEvent::StateTransferRestarted { buffered })];
+            let mut out = vec![Command::Event(GroupEvent::StateTransferRestarted {
+                buffered,
+            })];
             self.wait_for_state(waiting, &mut out);
             return out;
         }

@@ -302,7 +302,9 @@ impl Snapshot {
         strictly_sorted(&self.announced)
             && strictly_sorted(&waiting)
             && names_sorted
-            && waiting.iter().all(|m| self.announced.binary_search(m).is_ok())
+            && waiting
+                .iter()
+                .all(|m| self.announced.binary_search(m).is_ok())
             && waiting.binary_search(&self.for_member).is_ok()
             && responder == Some(from)
             && self.supervision.is_sane()

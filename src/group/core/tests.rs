@@ -103,7 +103,10 @@ fn first_member_is_ready_at_once() {
     let cmds = core.handle_confchg(&[a], &[ch(a, Reason::Join)], &[]);
     assert!(events(&cmds).contains(&GroupEvent::Ready));
     assert!(core.is_synced());
-    assert!(core.view().is_empty(), "a member once its announcement is back");
+    assert!(
+        core.view().is_empty(),
+        "a member once its announcement is back"
+    );
     core.handle_message(a, ann(true));
     assert_eq!(core.view(), &[a]);
 }
@@ -429,17 +432,29 @@ fn the_host_is_handed_requests_for_its_names_and_errors_travel_back() {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Register { who: usize, name: u8 },
-    Unregister { who: usize, name: u8 },
+    Register {
+        who: usize,
+        name: u8,
+    },
+    Unregister {
+        who: usize,
+        name: u8,
+    },
     Join,
-    Leave { who: usize, reason: Reason },
+    Leave {
+        who: usize,
+        reason: Reason,
+    },
     DeliverPending,
     /// A process that is no member joins the view and stays silent.
     OutsiderJoins,
     /// The outsider leaves again.
     OutsiderLeaves,
     /// The outsider multicasts a forgery of this kind.
-    Forge { kind: u8, nonce: u64 },
+    Forge {
+        kind: u8,
+        nonce: u64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -646,7 +661,10 @@ impl Harness {
             prop_assert_eq!(c.view(), synced[0].view());
             prop_assert_eq!(&c.roster, &synced[0].roster);
             prop_assert_eq!(c.engine(), synced[0].engine());
-            prop_assert!(!c.view().contains(&OUTSIDER), "an outsider is never a member");
+            prop_assert!(
+                !c.view().contains(&OUTSIDER),
+                "an outsider is never a member"
+            );
             prop_assert_eq!(c.engine().now_ms(), 0, "no tick but the outsider's");
             prop_assert!(c.engine().view().iter().all(|m| c.view().contains(m)));
             for host in c.names().values() {
@@ -721,7 +739,6 @@ proptest! {
     }
 }
 
-
 // ---- who counts, sender rules, bounds --------------------------------------
 
 /// `a` founded the group; `j` joined and announced itself; returns both
@@ -751,10 +768,13 @@ fn a_silent_process_that_comes_and_goes_changes_nothing() {
     for core in &mut cores {
         let cmds = core.handle_confchg(&[a, b, x], &[ch(x, Reason::Join)], &[]);
         // Members announce themselves to the newcomer; nothing else.
-        assert_eq!(cmds, vec![Command::Mcast(Outgoing::Announce(Announce {
-            announcement: Announcement::this_build(),
-            synced: true,
-        }))]);
+        assert_eq!(
+            cmds,
+            vec![Command::Mcast(Outgoing::Announce(Announce {
+                announcement: Announcement::this_build(),
+                synced: true,
+            }))]
+        );
         assert_eq!(core.view(), &[a, b]);
         let cmds = core.handle_confchg(&[a, b], &[], &[ch(x, Reason::ProcDown)]);
         assert!(cmds.is_empty(), "{cmds:?}");
@@ -884,7 +904,10 @@ fn a_request_no_holder_could_answer_is_answered_at_the_first_holders_admission()
         core.handle_message(j, ann(false));
     }
     joiner.handle_message(j, ask.clone());
-    assert!(snapshot_of(&old.handle_message(j, ask)).is_none(), "nobody counts yet");
+    assert!(
+        snapshot_of(&old.handle_message(j, ask)).is_none(),
+        "nobody counts yet"
+    );
     for core in [&mut old, &mut joiner] {
         core.handle_message(a, register("early", 1));
     }
@@ -921,7 +944,9 @@ fn a_joiner_that_buffers_past_its_cap_asks_again() {
     let ask = request_of(&joiner.handle_confchg(&view, &join, &[])).unwrap();
     joiner.handle_message(j, ask);
     for i in 0..3 {
-        assert!(joiner.handle_message(a, register(&format!("n{i}"), i)).is_empty());
+        assert!(joiner
+            .handle_message(a, register(&format!("n{i}"), i))
+            .is_empty());
     }
     let cmds = joiner.handle_message(a, register("n3", 3));
     assert!(events(&cmds).contains(&GroupEvent::StateTransferRestarted { buffered: 3 }));
