@@ -477,8 +477,10 @@ impl GroupCore {
                 out.extend(self.drop_names_of(left));
                 let mut members = waiting.peers.clone();
                 members.insert(self.local);
+                let before = std::mem::take(&mut self.view);
                 self.roster.adopt(members.iter().copied());
                 self.refresh_view();
+                out.extend(self.view_changed_from(&before).map(Command::Event));
                 self.sync = SyncState::Synced {
                     unsynced: BTreeMap::new(),
                 };
@@ -774,8 +776,10 @@ impl GroupCore {
         self.names = snap.names.into_iter().collect();
         self.engine = snap.supervision;
         self.offered = false;
+        let before = std::mem::take(&mut self.view);
         self.roster.adopt(snap.announced.iter().copied());
         self.refresh_view();
+        let mut view_changed = self.view_changed_from(&before);
         let unsynced = snap
             .unsynced
             .iter()
@@ -789,12 +793,54 @@ impl GroupCore {
                 )
             })
             .collect();
-        self.finish_sync(unsynced, snap.at)
+        let mut out = self.finish_sync(unsynced, snap.at);
+        // The members learnt with the state, reported where they were
+        // learnt (a member that waited made no decision with another view).
+        if let Some(event) = view_changed.take() {
+            out.insert(0, Command::Event(event));
+        }
+        out
+    }
+
+    /// The view change from `before` to the current members, if any: the
+    /// newcomers as joined (`Join` for a member that knew none before,
+    /// `NodeUp` after a merge), the rest as left.
+    fn view_changed_from(&self, before: &[Member]) -> Option<GroupEvent> {
+        if before == self.view.as_slice() {
+            return None;
+        }
+        let reason = if before.is_empty() {
+            Reason::Join
+        } else {
+            Reason::NodeUp
+        };
+        Some(GroupEvent::ViewChanged {
+            members: self.view.clone(),
+            joined: self
+                .view
+                .iter()
+                .filter(|m| !before.contains(m))
+                .map(|m| MemberChange { member: *m, reason })
+                .collect(),
+            left: before
+                .iter()
+                .filter(|m| !self.view.contains(m))
+                .map(|m| MemberChange {
+                    member: *m,
+                    reason: Reason::NodeDown,
+                })
+                .collect(),
+        })
     }
 
     fn finish_sync(&mut self, unsynced: BTreeMap<Member, Ask>, at: Option<Member>) -> Vec<Command> {
         let previous = std::mem::replace(&mut self.sync, SyncState::Synced { unsynced });
+        // Says it holds the state now, before anything it may answer: a
+        // joiner that came after this member's own join has heard it only
+        // as one that asked, and takes a snapshot only from a holder it
+        // heard (rule 4).
         let mut out = Vec::new();
+        self.announce(true, &mut out);
         if let SyncState::Waiting(Waiting {
             buffered,
             hosted_before,
