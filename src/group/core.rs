@@ -63,8 +63,10 @@
 //!    answers with the state at its own admission ([`Snapshot::at`]).
 //!    The joiner accepts a snapshot only from a process it has heard
 //!    announce itself as a holder since it joined (every holder does,
-//!    rule 2) and only if the snapshot names its sender as the member the
-//!    rules chose; anything else is counted and refused.
+//!    rule 2, and a member announces itself as a holder again the moment
+//!    it gets the state) and only if the snapshot names its sender as the
+//!    member the rules chose; anything else is counted and refused. The
+//!    members it learns are reported as one view change, at the snapshot.
 //! 5. **Merges.** Both sides see the other as `NodeUp` joiners. The side
 //!    holding the lowest process of the merged view that did not join
 //!    fresh keeps its state (every side computes the same, from the
@@ -79,7 +81,11 @@
 //! 6. **Sender rules**, checked before anything else on a member that holds
 //!    the state (a joiner checks what it buffered when it replays it):
 //!    registry changes, requests, replies, quorum facts, ticks, tree starts
-//!    and merge offers only from members; a reply only from the member that
+//!    and merge offers only from members (requests also from a process of
+//!    another side of a merge not yet announced here: a member's requests
+//!    sent just before its runtime read the merging confchg arrive ahead
+//!    of its announcement, and a request decides nothing for the group);
+//!    a reply only from the member that
 //!    hosted the callee where the request was delivered; a child's exit
 //!    only from the host of that incarnation; a tick no more than
 //!    [`MAX_TICK_STEP_MS`] past the stream time (once there is one), so a
@@ -97,9 +103,19 @@
 //!    ([`GroupEvent::StateTransferRestarted`]) and asks again; past the
 //!    call cap a call fails at once with [`CallError::WouldBlock`].
 //!
-//! An announced process that lies (claims to hold the state, answers for
-//! another) is a member: telling a member from an impostor is the group
-//! key's job (a MAC on every message), not the core's.
+//! Limits, each because a silent process cannot be told from a slow member
+//! without a clock (a timeout that enters the stream would lift them): a
+//! joiner whose view holds no member that holds the state, only silent
+//! processes (and other joiners), waits until they leave or a holder
+//! comes; and a merge round waits for a side made only of silent
+//! processes (rule 5). An announced process that lies (claims to hold the
+//! state, answers for another, ticks within the step) is a member: telling
+//! a member from an impostor is the group key's job (a MAC on every
+//! message), not the core's.
+//!
+//! The merge rule of rule 5 used to skip processes still waiting for the
+//! state; each side knew only its own, so two sides could each find the
+//! other primary. It now reads the confchg alone, the same on every side.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -683,7 +699,7 @@ impl GroupCore {
             SyncState::Waiting(_) => true,
             SyncState::Synced { .. } => {
                 // A request from a process that is not a member is counted.
-                !self.roster.is_member(from)
+                !self.may_request(from)
                     || (from == self.local && want_reply)
                     || self.names.get(target) == Some(&self.local)
             }
@@ -896,6 +912,7 @@ impl GroupCore {
         let dropped = |cause| vec![Command::Dropped { from, cause }];
         match msg {
             Inbound::Announce(a) => return self.admit(from, a),
+            Inbound::Request(_) if self.may_request(from) => {}
             _ if !self.roster.is_member(from) => return dropped(DropCause::Unannounced),
             Inbound::SyncRequest(req) => {
                 let local = self.local;
@@ -1205,6 +1222,16 @@ impl GroupCore {
         out
     }
 
+    /// Whether a request from `from` is taken: from a member, or from a
+    /// process of another side of a merge that has not announced itself
+    /// here yet. A member's requests sent in the moment before its runtime
+    /// read the merging confchg arrive ahead of its announcement, and a
+    /// request decides nothing for the group (the registry says who hosts
+    /// the target; only that host acts on it).
+    fn may_request(&self, from: Member) -> bool {
+        self.roster.is_member(from) || self.roster.pending_after_merge(from)
+    }
+
     /// A request at its place in the order, read in place, on a member that
     /// holds the group state: the commands it gives (a call of this
     /// member's that ended), and whether it goes to the local actor (which
@@ -1220,7 +1247,7 @@ impl GroupCore {
         if !self.joined || !matches!(self.sync, SyncState::Synced { .. }) {
             return None;
         }
-        if !self.roster.is_member(from) {
+        if !self.may_request(from) {
             return Some((
                 vec![Command::Dropped {
                     from,
