@@ -540,3 +540,54 @@ async fn an_announced_process_whose_clock_jumps_is_refused() {
         assert_eq!(g.metrics().refused() - b.refused(), 1);
     }
 }
+
+#[actix_rt::test]
+async fn a_silent_process_on_either_side_of_a_partition_is_never_placed_on() {
+    let cluster = SimCluster::new(3);
+    let census = Census::default();
+    let groups = three(&cluster, &census).await;
+    let all: Vec<Member> = groups.iter().map(Group::local).collect();
+    // Silent processes on the majority's node and on the node cut off.
+    let mut quiet = [Outsider::join(&cluster, 1), Outsider::join(&cluster, 3)];
+    for o in &mut quiet {
+        settle(o).await;
+    }
+    cluster
+        .partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]])
+        .unwrap();
+    until("the majority runs everything", || {
+        quiet.iter_mut().for_each(Outsider::drain);
+        each_once(&census.snapshot(), &all[..2])
+    })
+    .await;
+    cluster.heal();
+    let outsiders: Vec<Member> = quiet.iter().map(Outsider::member).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        quiet.iter_mut().for_each(Outsider::drain);
+        let mut agreed = true;
+        let first = groups[0].children().await.unwrap();
+        for g in &groups {
+            agreed &= g.members().await.unwrap() == all;
+            agreed &= g.children().await.unwrap() == first;
+        }
+        for c in &first {
+            if let SlotStatus::Running { host, .. } = c.status {
+                assert!(!outsiders.contains(&host), "a child placed on a silent process");
+            }
+        }
+        if agreed && each_once(&census.snapshot(), &all) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the merge never settled");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    // What the member cut off said in the moment before its runtime read
+    // the merging confchg (its quorum fact) arrives ahead of its
+    // announcement and is refused; nothing else is.
+    for g in &groups {
+        let m = g.metrics();
+        assert_eq!(m.refused(), m.refused_unannounced, "{} {m:?}", g.local());
+        assert!(m.refused_unannounced <= 2, "{} {m:?}", g.local());
+    }
+}
