@@ -547,6 +547,19 @@ async fn a_silent_process_on_either_side_of_a_partition_is_never_placed_on() {
     let census = Census::default();
     let groups = three(&cluster, &census).await;
     let all: Vec<Member> = groups.iter().map(Group::local).collect();
+    // A worker on every member: a process counted as one would get one.
+    let every = TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne).child(
+            ChildSpec::worker("e", "worker")
+                .placement(actix_cpg::supervisor::Placement::on_every_member()),
+        ),
+    )
+    .quorum_policy(QuorumPolicy::Stop);
+    for g in &groups {
+        g.start_tree("every", every.clone(), factories(g.local(), &census))
+            .await
+            .unwrap();
+    }
     // Silent processes on the majority's node and on the node cut off.
     let mut quiet = [Outsider::join(&cluster, 1), Outsider::join(&cluster, 3)];
     for o in &mut quiet {
@@ -573,7 +586,10 @@ async fn a_silent_process_on_either_side_of_a_partition_is_never_placed_on() {
         }
         for c in &first {
             if let SlotStatus::Running { host, .. } = c.status {
-                assert!(!outsiders.contains(&host), "a child placed on a silent process");
+                assert!(
+                    !outsiders.contains(&host),
+                    "a child placed on a silent process"
+                );
             }
         }
         if agreed && each_once(&census.snapshot(), &all) {
