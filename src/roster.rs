@@ -189,6 +189,13 @@ impl Roster {
         let announced = &self.announced;
         self.pending.retain(|m, _| !announced.contains(m));
     }
+
+    /// Whether `m` is pending after a merge (it joined the view with
+    /// `NodeUp`): a member of another side, whose messages sent just before
+    /// it processed the merging confchg arrive ahead of its announcement.
+    pub(crate) fn pending_after_merge(&self, m: Member) -> bool {
+        self.pending.get(&m) == Some(&Reason::NodeUp)
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +267,21 @@ mod tests {
         assert_eq!(c.left, vec![ch(2, Reason::NodeDown)]);
         assert_eq!(c.members, vec![m(1)]);
         assert_eq!(r.handle_announce(m(3)), None);
+    }
+
+    #[test]
+    fn a_process_that_merged_in_is_pending_after_a_merge_until_it_announces() {
+        let mut r = Roster::new();
+        r.handle_confchg(
+            &[m(1), m(2), m(3)],
+            &[ch(2, Reason::NodeUp), ch(3, Reason::Join)],
+            &[],
+        );
+        assert!(r.pending_after_merge(m(2)));
+        assert!(!r.pending_after_merge(m(3)));
+        assert!(!r.pending_after_merge(m(1)), "not pending at all");
+        r.handle_announce(m(2));
+        assert!(!r.pending_after_merge(m(2)));
     }
 
     #[test]

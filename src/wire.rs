@@ -83,6 +83,9 @@ pub enum Kind {
     /// One piece of a message too large for one multicast; see the module
     /// docs.
     Chunk = 7,
+    /// A process of a registry group says who it is; from then on it is a
+    /// member for decisions (see `crate::group` core, DESIGN.md §6).
+    Announce = 8,
     /// A replicated state machine's message (see `crate::replicated`).
     Replicated = 16,
     /// A leader election's message (see `crate::election`).
@@ -101,6 +104,7 @@ impl Kind {
             5 => Kind::SyncRequest,
             6 => Kind::Batch,
             7 => Kind::Chunk,
+            8 => Kind::Announce,
             16 => Kind::Replicated,
             17 => Kind::Election,
             32 => Kind::Supervision,

@@ -94,6 +94,24 @@ fn forged_register(name: &str) -> Vec<u8> {
         .expect("encode")
 }
 
+/// The announcement that makes a process a member of an unkeyed group:
+/// the protocol versions it speaks, and that it holds no state.
+fn forged_announce() -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Announce {
+        min_version: u8,
+        max_version: u8,
+        synced: bool,
+    }
+    let version = actix_cpg::wire::PROTOCOL_VERSION;
+    let body = Announce {
+        min_version: version,
+        max_version: version,
+        synced: false,
+    };
+    codec().encode(Kind::Announce, &body).expect("encode")
+}
+
 fn forged_quorum_loss() -> Vec<u8> {
     let fact = SupervisionFact::Quorum {
         quorate: false,
@@ -275,12 +293,15 @@ async fn members_with_the_same_key_work_as_usual() {
 }
 
 #[actix_rt::test]
-async fn the_forgeries_take_effect_on_an_unkeyed_group() {
+async fn the_forgeries_take_effect_on_an_unkeyed_group_once_their_sender_announces() {
+    // Without a key, a process that speaks the protocol and announces
+    // itself is a member: only the key keeps such a process out.
     let cluster = SimCluster::new(3);
     let name = GroupName::new("unkeyed-forged").expect("name");
     let members = start_groups(&cluster, &name, &GroupConfig::default(), 3).await;
     let mut quorum = members[1].supervision_events();
     let mut forger = raw(&cluster, 2, &name);
+    forger.mcast(&forged_announce()).expect("mcast");
     forger.mcast(&forged_register("victim")).expect("mcast");
     forger.mcast(&forged_quorum_loss()).expect("mcast");
     serve_round(&members, "a").await;
@@ -309,6 +330,7 @@ async fn a_plain_client_without_the_key_changes_nothing() {
     let mut quorum: Vec<_> = members.iter().map(|g| g.supervision_events()).collect();
     let mut forger = raw(&cluster, 2, &name);
     let forgeries = [
+        forged_announce(),
         forged_register("victim"),
         forged_quorum_loss(),
         forged_info(forger.local()),

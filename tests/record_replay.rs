@@ -56,6 +56,9 @@ fn describe(event: &GroupEvent) -> String {
             format!("name {name:?} of {host} dropped ({reason:?})")
         }
         GroupEvent::Ready => "holds the group state".into(),
+        GroupEvent::StateTransferRestarted { buffered } => {
+            format!("gave up waiting after {buffered} buffered messages; asks again")
+        }
         GroupEvent::Closed { error } => format!("closed: {error}"),
     }
 }

@@ -336,6 +336,21 @@ async fn a_malformed_batch_is_dropped_whole_and_a_bad_entry_alone() {
         .join(&name())
         .expect("join");
     let codec = Codec::new(1 << 20);
+    // It announces itself first: requests count only from members (the
+    // group core's sender rules), and what is tested here is the framing.
+    #[derive(Serialize)]
+    struct Announce {
+        min_version: u8,
+        max_version: u8,
+        synced: bool,
+    }
+    let announce = Announce {
+        min_version: 1,
+        max_version: 1,
+        synced: false,
+    };
+    raw.mcast(&codec.encode(Kind::Announce, &announce).expect("encode"))
+        .expect("sent");
     let good = |n: u64| {
         // The envelope a real sender would make for `tell(Num(n))`.
         #[derive(Serialize)]
@@ -382,5 +397,6 @@ async fn a_malformed_batch_is_dropped_whole_and_a_bad_entry_alone() {
     assert_eq!(*seen.borrow(), vec![1, 2, 3]);
     let m = host.metrics();
     assert_eq!(m.dropped_malformed, 2, "{m:?}");
+    assert_eq!(m.refused(), 0, "{m:?}");
     drop(raw);
 }

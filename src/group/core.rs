@@ -1,52 +1,147 @@
-//! The group's decision core: registry, state hand-over to joiners, and the
-//! bookkeeping of this member's outstanding calls. No I/O, no clock, no
-//! actix: events in, commands out.
+//! The group's decision core: who is a member, the registry, state
+//! hand-over to joiners, and the bookkeeping of this member's outstanding
+//! calls. No I/O, no clock, no actix: events in, commands out.
 //!
 //! ```text
 //!   transport events            GroupCore                     commands
 //!  ────────────────────►  ┌──────────────────────┐  ──────────────────────►
-//!   handle_confchg        │ view                 │   Mcast(Outgoing)
-//!   handle_message        │ names: name -> host  │   RegisterDone{token,..}
-//!    (decoded Registry,   │ sync: Synced{..} |   │   Deliver{request}   (to a
-//!     Request, Reply,     │       Waiting{..}    │     local actor)
-//!     Snapshot)           │ awaiting calls       │   CallDone{id,..}
-//!                         └──────────────────────┘   Reclaim{name}
-//!                                                     Event(GroupEvent)
+//!   handle_confchg        │ roster: raw view,    │   Mcast(Outgoing)
+//!   handle_message        │   announced members  │   RegisterDone{token,..}
+//!    (decoded Announce,   │ names: name -> host  │   Deliver{request}   (to a
+//!     Registry, Request,  │ sync: Synced{..} |   │     local actor)
+//!     Reply, SyncRequest, │       Waiting{..}    │   CallDone{id,..}
+//!     Snapshot,           │ awaiting calls       │   Reclaim{name}
+//!     Supervision)        │ engine (supervision) │   Event(GroupEvent)
+//!          │              └──────────────────────┘   Dropped{from, cause}
+//!          └─ sender rules first: a refused message changes nothing and
+//!             is counted by cause
 //! ```
 //!
 //! Every group-level decision here (who owns a name, which names drop when
-//! a member leaves, which snapshot a joiner accepts) is a function of the
-//! ordered stream alone, so every member reaches it at the same position.
+//! a member leaves, which snapshot a joiner accepts, where children run) is
+//! a function of the ordered stream alone, so every member reaches it at
+//! the same position.
 //!
-//! State hand-over: a member that joins (reason `Join`) knows nothing of the
-//! names already registered. It multicasts a [`SyncRequest`]; the lowest
-//! member of the view that holds the state answers with a [`Snapshot`] of
-//! the state *at the request's position in the order*, and the asking member
-//! buffers everything it delivers after its own request, installs the
-//! snapshot and replays the buffer. A confchg while waiting (the answering
-//! member may have died) makes it ask again with a fresh nonce, so a late
-//! answer to an old request can never be mistaken for the current one. On a
-//! merge (joined members with `NodeUp`), the side holding the lowest member
-//! of the view (counting only members that carry state) keeps its registry;
-//! the other side asks for its state, then re-claims the names it hosts
-//! through ordinary ordered registrations, which lose to names the primary
-//! side already holds.
+//! # Who counts (DESIGN.md §6)
+//!
+//! A CPG group is not a trust boundary: any process corosync lets connect
+//! can join it, stay silent, or multicast anything. The core keeps a
+//! [`Roster`] in front of its view logic, and every decision counts the
+//! *members*: processes of the CPG view that announced themselves
+//! ([`Announce`]) in the ordered stream. The rules, identical on every
+//! member:
+//!
+//! 1. **Effective view.** A confchg changes the view only through members
+//!    that leave; a process that joins is pending and changes nothing
+//!    until its announcement is delivered, which admits it. So a silent
+//!    client that comes and goes changes nothing, and a confchg that only
+//!    removes members asks nothing new of the survivors (failover is as
+//!    fast as before announcements). [`GroupEvent::ViewChanged`] reports
+//!    these effective changes; [`GroupCore::view`] is the member list.
+//! 2. **Who announces, when.** Every process announces itself after every
+//!    confchg that brings anyone in (a joiner, or the sides of a merge,
+//!    knows none of the members already there), and says whether it holds
+//!    the group state (`synced`). A process that then needs the state
+//!    sends its [`SyncRequest`] *after* its announcement (one sender's
+//!    messages keep their order), so it is a member when its request
+//!    arrives. The announcement goes ahead of any user message. A member
+//!    waiting for the state announces itself again with every request it
+//!    makes (on every confchg), so a member that has just fallen back on
+//!    its own state (every holder gone) admits it before its request.
+//! 3. **Founders.** A process whose first view holds nobody but processes
+//!    joining with it founds the group: the (empty) state is agreed, it is
+//!    ready at once, and founders become members of one another as their
+//!    announcements arrive, all from the same stream.
+//! 4. **Joiners learn the members from the state.** A joiner cannot tell
+//!    which processes of its view are members; it makes no decision until
+//!    it has the state, which is taken where its request was delivered and
+//!    carries the member list of that point ([`Snapshot::announced`]); it
+//!    adopts it ([`Roster::adopt`]) and replays what it delivered after its
+//!    request. The member that answers is the lowest member that holds the
+//!    state there; if there is none yet (a founder whose announcement is
+//!    still on its way), the first holder admitted after the request
+//!    answers with the state at its own admission ([`Snapshot::at`]).
+//!    The joiner accepts a snapshot only from a process it has heard
+//!    announce itself as a holder since it joined (every holder does,
+//!    rule 2, and a member announces itself as a holder again the moment
+//!    it gets the state) and only if the snapshot names its sender as the
+//!    member the rules chose; anything else is counted and refused. The
+//!    members it learns are reported as one view change, at the snapshot.
+//! 5. **Merges.** Both sides see the other as `NodeUp` joiners. The side
+//!    holding the lowest process of the merged view that did not join
+//!    fresh keeps its state (every side computes the same, from the
+//!    confchg alone); every other side announces itself as not synced,
+//!    asks for that state and re-claims its names. The supervision engines
+//!    merge through their own round of offers (see
+//!    [`crate::supervisor`]); an offer carries its side's whole CPG view so
+//!    silent processes of a side that offers hold nothing up, and admits
+//!    the members it lists where they have not announced themselves yet.
+//!    A side made only of silent processes cannot be told from a slow one
+//!    without a clock: the round waits until they leave.
+//! 6. **Sender rules**, checked before anything else on a member that holds
+//!    the state (a joiner checks what it buffered when it replays it):
+//!    registry changes, requests, replies, quorum facts, ticks, tree starts
+//!    and merge offers only from members (requests also from a process of
+//!    another side of a merge not yet announced here: a member's requests
+//!    sent just before its runtime read the merging confchg arrive ahead
+//!    of its announcement, and a request decides nothing for the group);
+//!    a reply only from the member that
+//!    hosted the callee where the request was delivered; a child's exit
+//!    only from the host of that incarnation; a tick no more than
+//!    [`MAX_TICK_STEP_MS`] past the stream time (once there is one), so a
+//!    forged `u64::MAX` cannot pin the stream clock — a tick behind the
+//!    stream time changes nothing (stream time only grows) and is not
+//!    refused, so members whose clocks differ a little are not counted as
+//!    hostile; a sync request only from a member that is waiting for the
+//!    state (an outsider's request makes nobody send the state); a snapshot
+//!    only from the member chosen for that request; a tree spec only if it
+//!    validates, a snapshot only if it is sane. Each refusal is a
+//!    [`Command::Dropped`] with its [`DropCause`].
+//! 7. **Bounds.** What a joiner buffers while it waits, and the calls this
+//!    member awaits, are capped ([`Limits`]). Past the buffer cap the
+//!    joiner drops what it buffered, says so
+//!    ([`GroupEvent::StateTransferRestarted`]) and asks again; past the
+//!    call cap a call fails at once with [`CallError::WouldBlock`].
+//!
+//! Limits, each because a silent process cannot be told from a slow member
+//! without a clock (a timeout that enters the stream would lift them): a
+//! joiner whose view holds no member that holds the state, only silent
+//! processes (and other joiners), waits until they leave or a holder
+//! comes; and a merge round waits for a side made only of silent
+//! processes (rule 5). An announced process that lies (claims to hold the
+//! state, answers for another, ticks within the step) is a member: telling
+//! a member from an impostor is the group key's job (a MAC on every
+//! message), not the core's.
+//!
+//! The merge rule of rule 5 used to skip processes still waiting for the
+//! state; each side knew only its own, so two sides could each find the
+//! other primary. It now reads the confchg alone, the same on every side.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{debug, warn};
 
 use super::messages::{
-    RegistryOp, Reply, Request, RequestRef, Snapshot, SupervisionMsg, SyncRequest,
+    Announce, RegistryOp, Reply, Request, RequestRef, Snapshot, SupervisionMsg, SyncRequest,
+    Unsynced,
 };
 use super::{CallError, GroupEvent, NameDropReason};
+use crate::roster::{Announcement, Roster};
 use crate::supervisor::{self, Engine, ViewChange};
 use crate::transport::{Member, MemberChange, Reason};
 use crate::wire::{Codec, Frame, Kind, WireError};
 
+/// How far past the stream time a tick may go. The lowest member ticks
+/// every half second, so this is twenty periods: room for a new lowest
+/// member whose clock runs ahead, and for a stalled one catching up (the
+/// runtime clamps its own ticks to it), while a liar can move the stream
+/// clock only this far per tick.
+pub(crate) const MAX_TICK_STEP_MS: u64 = 10_000;
+
 /// A decoded group message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Inbound {
+    Announce(Announce),
     Registry(RegistryOp),
     Request(Request),
     Reply(Reply),
@@ -58,6 +153,7 @@ pub(crate) enum Inbound {
 /// Decodes one (non-batch) envelope into the message the core takes.
 pub(crate) fn decode_inbound(codec: &Codec, frame: Frame<'_>) -> Result<Inbound, WireError> {
     Ok(match frame.kind {
+        Kind::Announce => Inbound::Announce(codec.decode_body(frame.body)?),
         Kind::Registry => Inbound::Registry(codec.decode_body(frame.body)?),
         Kind::Request => Inbound::Request(codec.decode_body(frame.body)?),
         Kind::Reply => Inbound::Reply(codec.decode_body(frame.body)?),
@@ -75,9 +171,49 @@ pub(crate) fn decode_inbound(codec: &Codec, frame: Frame<'_>) -> Result<Inbound,
 /// A message the core asks the runtime to multicast.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outgoing {
+    Announce(Announce),
     SyncRequest(SyncRequest),
     Snapshot(Box<Snapshot>),
     Supervision(SupervisionMsg),
+}
+
+/// Why the core refused a message (rule 6 of the module doc). Nothing
+/// changed; the runtime counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropCause {
+    /// The sender is not a member (never announced itself, or left).
+    Unannounced,
+    /// A reply or a child's exit from a member that does not host the
+    /// callee or the incarnation.
+    NotHost,
+    /// A sync request from a member that is not waiting for the state, or
+    /// a snapshot that answers no request or comes from another member
+    /// than the one chosen.
+    Unasked,
+    /// A tick further past the stream time than [`MAX_TICK_STEP_MS`].
+    Clock,
+    /// A body that does not validate (a tree spec, a snapshot).
+    Invalid,
+    /// An announcement of protocol versions this build does not speak.
+    Incompatible,
+}
+
+/// Bounds on what the core holds for the network (rule 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Messages a joiner buffers while it waits for the state.
+    pub max_buffered: usize,
+    /// Calls of this member awaiting a reply.
+    pub max_awaiting: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_buffered: 65_536,
+            max_awaiting: 65_536,
+        }
+    }
 }
 
 /// What the runtime must do.
@@ -109,34 +245,46 @@ pub(crate) enum Command {
     /// local children so that exactly the engine's incarnations for this
     /// member run here.
     Reconcile,
+    /// A message from `from` was refused (counted and logged).
+    Dropped { from: Member, cause: DropCause },
+}
+
+/// A waiting member's latest request since the last confchg.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Ask {
+    nonce: Option<u64>,
+    /// The member chosen to answer it, where it was delivered.
+    responder: Option<Member>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum SyncState {
-    /// This member holds the group's state; `unsynced` are members of the
-    /// view still waiting for it, each with the nonce of its latest request
-    /// delivered since the last confchg (a snapshot answers only that one).
-    Synced {
-        unsynced: BTreeMap<Member, Option<u64>>,
-    },
+    /// This member holds the group's state; `unsynced` are members still
+    /// waiting for it, each with its latest request delivered since the
+    /// last confchg (a snapshot answers only that one).
+    Synced { unsynced: BTreeMap<Member, Ask> },
     /// Waiting for a snapshot.
     Waiting(Waiting),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Waiting {
-    /// Members known to hold the state: those that held it when this member
-    /// started waiting, plus any seen receiving a valid snapshot since.
-    /// When none is left, nobody can answer (see `handle_confchg`).
+    /// Processes that may hold the state: those already in the view when
+    /// this member started waiting, plus any seen receiving a valid
+    /// snapshot since. When none is left, nobody can answer (see
+    /// `handle_confchg`).
     holders: BTreeSet<Member>,
     /// Members that started waiting at the same confchg for the same reason:
     /// if every holder dies, they fall back together, in agreement.
     peers: BTreeSet<Member>,
+    /// Processes heard announcing themselves as holders while this member
+    /// waits: a snapshot is accepted only from one of them (rule 4).
+    heard: BTreeSet<Member>,
     /// Nonce of this member's latest request delivered since the last
     /// confchg; `buffered` is everything delivered after it.
     asked: Option<u64>,
     buffered: Vec<(Member, Inbound)>,
-    /// Every member's latest request since the last confchg, to tell which
+    /// Every process's latest request since the last confchg, to tell which
     /// snapshots are valid.
     requests: BTreeMap<Member, u64>,
     /// Names this member hosted before it lost the state (after a merge).
@@ -152,6 +300,7 @@ impl Waiting {
         Waiting {
             holders,
             peers,
+            heard: BTreeSet::new(),
             asked: None,
             buffered: Vec::new(),
             requests: BTreeMap::new(),
@@ -164,6 +313,9 @@ impl Waiting {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GroupCore {
     local: Member,
+    /// Who counts (rule 1).
+    roster: Roster,
+    /// The roster's members, kept for [`GroupCore::view`].
     view: Vec<Member>,
     joined: bool,
     names: BTreeMap<String, Member>,
@@ -177,13 +329,24 @@ pub(crate) struct GroupCore {
     engine: Engine,
     /// Whether this member sent its side's state in the current merge round.
     offered: bool,
+    /// This member's side of the CPG view at the last merge, for its offer.
+    side: Vec<Member>,
+    limits: Limits,
 }
 
 impl GroupCore {
-    /// A member that has not yet seen its first confchg.
+    /// A member that has not yet seen its first confchg, with the default
+    /// [`Limits`].
     pub(crate) fn new(local: Member) -> Self {
+        GroupCore::with_limits(local, Limits::default())
+    }
+
+    /// A member that has not yet seen its first confchg, holding at most
+    /// what `limits` allow.
+    pub(crate) fn with_limits(local: Member, limits: Limits) -> Self {
         GroupCore {
             local,
+            roster: Roster::new(),
             view: Vec::new(),
             joined: false,
             names: BTreeMap::new(),
@@ -196,6 +359,8 @@ impl GroupCore {
             nonce: 0,
             engine: Engine::new(),
             offered: false,
+            side: Vec::new(),
+            limits,
         }
     }
 
@@ -205,7 +370,7 @@ impl GroupCore {
         matches!(self.sync, SyncState::Synced { .. })
     }
 
-    /// The current view, sorted.
+    /// The members (announced processes of the view), sorted.
     pub(crate) fn view(&self) -> &[Member] {
         &self.view
     }
@@ -225,6 +390,17 @@ impl GroupCore {
         &self.names
     }
 
+    fn refresh_view(&mut self) {
+        self.view = self.roster.members();
+    }
+
+    fn unsynced(&mut self) -> Option<&mut BTreeMap<Member, Ask>> {
+        match &mut self.sync {
+            SyncState::Synced { unsynced } => Some(unsynced),
+            SyncState::Waiting(_) => None,
+        }
+    }
+
     /// A configuration change, at its position in the stream.
     pub(crate) fn handle_confchg(
         &mut self,
@@ -233,16 +409,19 @@ impl GroupCore {
         left: &[MemberChange],
     ) -> Vec<Command> {
         let mut out = Vec::new();
-        let mut view = members.to_vec();
-        view.sort();
-        view.dedup();
-        self.view = view;
-        out.push(Command::Event(GroupEvent::ViewChanged {
-            members: self.view.clone(),
-            joined: joined.to_vec(),
-            left: left.to_vec(),
-        }));
+        let change = self.roster.handle_confchg(members, joined, left);
+        self.refresh_view();
+        let effective_left = change.map(|c| c.left).unwrap_or_default();
+        if !effective_left.is_empty() {
+            out.push(Command::Event(GroupEvent::ViewChanged {
+                members: self.view.clone(),
+                joined: Vec::new(),
+                left: effective_left.clone(),
+            }));
+        }
 
+        // Hosts are members (a name is registered by a member only), so a
+        // raw leave fails exactly the calls an effective one would.
         for change in left {
             let failed: Vec<u64> = self
                 .awaiting
@@ -262,13 +441,17 @@ impl GroupCore {
             }
         }
 
+        let in_view: BTreeSet<Member> = members.iter().copied().collect();
+        let joined_set: BTreeSet<Member> = joined
+            .iter()
+            .map(|c| c.member)
+            .filter(|m| in_view.contains(m))
+            .collect();
         let fresh: BTreeSet<Member> = joined
             .iter()
-            .filter(|c| c.reason == Reason::Join)
+            .filter(|c| c.reason == Reason::Join && in_view.contains(&c.member))
             .map(|c| c.member)
             .collect();
-        let joined_set: BTreeSet<Member> = joined.iter().map(|c| c.member).collect();
-        let in_view: BTreeSet<Member> = self.view.iter().copied().collect();
 
         if !self.joined {
             if !in_view.contains(&self.local) {
@@ -277,95 +460,164 @@ impl GroupCore {
             self.joined = true;
             let expected: BTreeSet<Member> = in_view.difference(&joined_set).copied().collect();
             if expected.is_empty() {
-                // Everyone in the view is new: the (empty) state is agreed.
+                // Rule 3: everyone in the view is new, the (empty) state is
+                // agreed.
                 self.sync = SyncState::Synced {
                     unsynced: BTreeMap::new(),
                 };
-                self.supervise_view(joined, left, &mut out);
+                self.announce(true, &mut out);
                 out.push(Command::Event(GroupEvent::Ready));
             } else {
-                let peers = fresh.intersection(&in_view).copied().collect();
-                self.wait_for_state(Waiting::new(expected, peers, BTreeSet::new()), &mut out);
+                self.announce(false, &mut out);
+                self.wait_for_state(Waiting::new(expected, fresh, BTreeSet::new()), &mut out);
             }
             return out;
         }
 
-        match &mut self.sync {
-            SyncState::Synced { unsynced } => {
-                let merged = joined.iter().any(|c| c.reason != Reason::Join);
-                let my_side: BTreeSet<Member> = in_view.difference(&joined_set).copied().collect();
-                let candidates: BTreeSet<Member> = in_view
-                    .difference(&fresh)
-                    .filter(|m| !unsynced.contains_key(m))
+        let should_announce = self.roster.should_announce();
+        if let SyncState::Waiting(waiting) = &self.sync {
+            let mut waiting = waiting.clone();
+            waiting.holders.retain(|m| in_view.contains(m));
+            waiting.peers.retain(|m| in_view.contains(m));
+            waiting.heard.retain(|m| in_view.contains(m));
+            // Processes merging in may hold state too.
+            waiting
+                .holders
+                .extend(joined_set.difference(&fresh).copied());
+            if waiting.holders.is_empty() {
+                // Nobody can hold the state any more. Every peer reaches
+                // this at this same confchg (same holders, same stream),
+                // so they fall back together on their own state, members
+                // of one another.
+                warn!(local = %self.local, "every process that could hold the group state is gone; continuing with local state");
+                out.extend(self.drop_names_of(left));
+                let mut members = waiting.peers.clone();
+                members.insert(self.local);
+                let before = std::mem::take(&mut self.view);
+                self.roster.adopt(members.iter().copied());
+                self.refresh_view();
+                out.extend(self.view_changed_from(&before).map(Command::Event));
+                self.sync = SyncState::Synced {
+                    unsynced: BTreeMap::new(),
+                };
+                self.announce(true, &mut out);
+                let engine_view = self.engine.view();
+                let admitted: Vec<MemberChange> = self
+                    .view
+                    .iter()
+                    .filter(|m| !engine_view.contains(m))
+                    .map(|m| MemberChange {
+                        member: *m,
+                        reason: Reason::Join,
+                    })
+                    .collect();
+                self.supervise_view(&admitted, left, &mut out);
+                out.extend(self.reclaim(waiting.hosted_before));
+                out.push(Command::Reconcile);
+                out.push(Command::Event(GroupEvent::Ready));
+            } else {
+                // Announced again on every confchg, not only one that
+                // brings someone in: a waiting peer may just have fallen
+                // back on its own state, knowing no member but its peers,
+                // and must admit this member before its request.
+                self.announce(false, &mut out);
+                // Whoever was to answer may be gone: ask again.
+                waiting.asked = None;
+                waiting.buffered.clear();
+                waiting.requests.clear();
+                self.wait_for_state(waiting, &mut out);
+            }
+            return out;
+        }
+
+        let merged = joined
+            .iter()
+            .any(|c| c.reason == Reason::NodeUp && in_view.contains(&c.member));
+        out.extend(self.drop_names_of(&effective_left));
+        if merged {
+            let my_side: BTreeSet<Member> = in_view.difference(&joined_set).copied().collect();
+            self.side = my_side.iter().copied().collect();
+            // Rule 5: the same on every side, from the confchg alone.
+            let primary = in_view
+                .difference(&fresh)
+                .next()
+                .is_none_or(|m| my_side.contains(m));
+            if !primary {
+                let hosted_before = self
+                    .names
+                    .iter()
+                    .filter(|(_, h)| **h == self.local)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let holders = joined_set.difference(&fresh).copied().collect();
+                let unsynced: BTreeSet<Member> = self
+                    .unsynced()
+                    .map(|u| u.keys().copied().collect())
+                    .unwrap_or_default();
+                let peers = my_side
+                    .iter()
+                    .filter(|m| self.roster.is_member(**m) && !unsynced.contains(m))
                     .copied()
                     .collect();
-                let primary = candidates.iter().next().is_none_or(|m| my_side.contains(m));
-                if merged && !primary {
-                    let hosted_before = self
-                        .names
-                        .iter()
-                        .filter(|(_, h)| **h == self.local)
-                        .map(|(n, _)| n.clone())
-                        .collect();
-                    let holders = joined_set.difference(&fresh).copied().collect();
-                    let peers = my_side
-                        .iter()
-                        .filter(|m| !unsynced.contains_key(m))
-                        .copied()
-                        .collect();
-                    // The supervision engine merges through its own round
-                    // of offers: this side's offer must leave now, from the
-                    // state it held before the merge.
-                    self.supervise_view(joined, left, &mut out);
-                    debug!(local = %self.local, "merged into a component that holds the group state; asking for it");
-                    self.wait_for_state(Waiting::new(holders, peers, hosted_before), &mut out);
-                    return out;
-                }
-                // A confchg voids every outstanding request: members still
-                // waiting ask again.
-                unsynced.retain(|m, _| in_view.contains(m));
-                for asked in unsynced.values_mut() {
-                    *asked = None;
-                }
-                unsynced.extend(joined_set.iter().map(|m| (*m, None)));
-                out.extend(self.drop_names_of(left));
-                self.supervise_view(joined, left, &mut out);
+                // The announcement goes first, so this member is a member
+                // on the other side when its offer arrives there; the
+                // offer leaves now, from the state held before the merge.
+                self.announce(false, &mut out);
+                self.supervise_merge(joined, left, &mut out);
+                debug!(local = %self.local, "merged into a component that holds the group state; asking for it");
+                self.wait_for_state(Waiting::new(holders, peers, hosted_before), &mut out);
+                return out;
             }
-            SyncState::Waiting(waiting) => {
-                waiting.holders.retain(|m| in_view.contains(m));
-                waiting.peers.retain(|m| in_view.contains(m));
-                // Members merging in may hold state too.
-                waiting
-                    .holders
-                    .extend(joined_set.difference(&fresh).copied());
-                let mut waiting = waiting.clone();
-                if waiting.holders.is_empty() {
-                    // Nobody holds the state any more. Every peer reaches
-                    // this at this same confchg (same holders, same stream),
-                    // so they fall back together on their own state and
-                    // treat everyone else as waiting.
-                    warn!(local = %self.local, "every member that held the group state is gone; continuing with local state");
-                    out.extend(self.drop_names_of(left));
-                    let unsynced = in_view
-                        .difference(&waiting.peers)
-                        .map(|m| (*m, None))
-                        .collect();
-                    self.sync = SyncState::Synced { unsynced };
-                    out.extend(self.reclaim(waiting.hosted_before));
-                    out.push(Command::Event(GroupEvent::Ready));
-                } else {
-                    // Whoever was to answer may be gone: ask again.
-                    waiting.asked = None;
-                    waiting.buffered.clear();
-                    waiting.requests.clear();
-                    self.wait_for_state(waiting, &mut out);
-                }
+        }
+        // A confchg voids every outstanding request: members still waiting
+        // ask again.
+        let roster = &self.roster;
+        if let SyncState::Synced { unsynced } = &mut self.sync {
+            unsynced.retain(|m, _| roster.is_member(*m));
+            for ask in unsynced.values_mut() {
+                *ask = Ask::default();
             }
+        }
+        if should_announce {
+            self.announce(true, &mut out);
+        }
+        if merged {
+            self.supervise_merge(joined, left, &mut out);
+        } else if self.engine.is_merging() && !left.is_empty() {
+            // A merge round waits on processes that may not be members
+            // here yet: it must hear of every leave.
+            self.supervise_view(&[], left, &mut out);
+        } else if !effective_left.is_empty() {
+            self.supervise_view(&[], &effective_left, &mut out);
         }
         out
     }
 
-    /// Feeds a confchg to the supervision engine.
+    fn announce(&mut self, synced: bool, out: &mut Vec<Command>) {
+        out.push(Command::Mcast(Outgoing::Announce(Announce {
+            announcement: Announcement::this_build(),
+            synced,
+        })));
+    }
+
+    /// Feeds a merging confchg to the supervision engine: the members of
+    /// this side, and every process of the other sides as `NodeUp`, which
+    /// starts the engine's round of offers.
+    fn supervise_merge(
+        &mut self,
+        joined: &[MemberChange],
+        left: &[MemberChange],
+        out: &mut Vec<Command>,
+    ) {
+        let merging: Vec<MemberChange> = joined
+            .iter()
+            .filter(|c| c.reason == Reason::NodeUp)
+            .copied()
+            .collect();
+        self.supervise_view(&merging, left, out);
+    }
+
+    /// Feeds a change of the members to the supervision engine.
     fn supervise_view(
         &mut self,
         joined: &[MemberChange],
@@ -393,8 +645,9 @@ impl GroupCore {
         if !self.engine.is_merging() {
             self.offered = false;
         } else if !self.offered && self.engine.should_offer(self.local) {
-            if let Some(offer) = self.engine.merge_offer() {
+            if let Some(mut offer) = self.engine.merge_offer() {
                 self.offered = true;
+                offer.side = self.side.clone();
                 out.push(Command::Mcast(Outgoing::Supervision(
                     SupervisionMsg::StateOffered { offer },
                 )));
@@ -434,9 +687,9 @@ impl GroupCore {
     /// Whether a request from `from` for `target` can matter to this
     /// member. `false` only where [`GroupCore::handle_message`] would return
     /// no command and change nothing: a synced member that neither hosts
-    /// the target nor awaits the reply. The runtime then skips building the
-    /// request (its strings and payload) at all, which is most requests on
-    /// most members.
+    /// the target nor awaits the reply, for a request from a member. The
+    /// runtime then skips building the request (its strings and payload)
+    /// at all, which is most requests on most members.
     pub(crate) fn wants_request(&self, from: Member, target: &str, want_reply: bool) -> bool {
         if !self.joined {
             return false;
@@ -445,7 +698,10 @@ impl GroupCore {
             // Buffered for replay after the snapshot.
             SyncState::Waiting(_) => true,
             SyncState::Synced { .. } => {
-                (from == self.local && want_reply) || self.names.get(target) == Some(&self.local)
+                // A request from a process that is not a member is counted.
+                !self.may_request(from)
+                    || (from == self.local && want_reply)
+                    || self.names.get(target) == Some(&self.local)
             }
         }
     }
@@ -455,84 +711,173 @@ impl GroupCore {
         if !self.joined {
             return Vec::new();
         }
+        match self.sync {
+            SyncState::Waiting(_) => self.handle_waiting(from, msg),
+            SyncState::Synced { .. } => self.handle_synced(from, msg),
+        }
+    }
+
+    /// A message delivered while this member waits for the state: buffered
+    /// after its own request, checked when replayed (rule 4).
+    fn handle_waiting(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
         let local = self.local;
-        match (&mut self.sync, msg) {
-            (SyncState::Synced { unsynced }, Inbound::SyncRequest(req)) => {
-                if let Some(asked) = unsynced.get_mut(&from) {
-                    *asked = Some(req.nonce);
+        let in_view = self.roster.in_view(from);
+        let SyncState::Waiting(w) = &mut self.sync else {
+            return Vec::new();
+        };
+        let msg = match msg {
+            Inbound::Announce(a) => {
+                if a.synced && a.announcement.compatible() && in_view {
+                    w.heard.insert(from);
                 }
-                let responder = self.view.iter().find(|m| !unsynced.contains_key(m));
-                if responder != Some(&local) || from == local {
-                    return Vec::new();
-                }
-                vec![Command::Mcast(Outgoing::Snapshot(Box::new(Snapshot {
-                    for_member: from,
-                    nonce: req.nonce,
-                    names: self.names.iter().map(|(n, h)| (n.clone(), *h)).collect(),
-                    supervision: self.engine.clone(),
-                    unsynced: unsynced.iter().map(|(m, a)| (*m, *a)).collect(),
-                })))]
+                Inbound::Announce(a)
             }
-            (SyncState::Synced { unsynced }, Inbound::Snapshot(snap)) => {
-                if unsynced.get(&snap.for_member) == Some(&Some(snap.nonce)) {
-                    unsynced.remove(&snap.for_member);
-                }
-                Vec::new()
-            }
-            (SyncState::Synced { .. }, msg) => self.apply(from, msg),
-            (SyncState::Waiting(w), Inbound::SyncRequest(req)) => {
+            Inbound::SyncRequest(req) => {
                 w.requests.insert(from, req.nonce);
                 if from == local {
                     // Only the state at our latest request counts.
                     w.asked = Some(req.nonce);
                     w.buffered.clear();
-                } else if w.asked.is_some() {
-                    w.buffered.push((from, Inbound::SyncRequest(req)));
+                    return Vec::new();
                 }
-                Vec::new()
+                Inbound::SyncRequest(req)
             }
-            (SyncState::Waiting(w), Inbound::Snapshot(snap))
-                if snap.for_member == local && w.asked == Some(snap.nonce) =>
-            {
-                self.names = snap.names.into_iter().collect();
-                self.engine = snap.supervision;
-                self.offered = false;
-                let unsynced = snap.unsynced.into_iter().collect();
-                self.finish_sync(unsynced)
+            Inbound::Snapshot(snap) if snap.for_member == local && w.asked == Some(snap.nonce) => {
+                if !w.heard.contains(&from) {
+                    return vec![Command::Dropped {
+                        from,
+                        cause: DropCause::Unasked,
+                    }];
+                }
+                if !snap.is_sane(from) {
+                    return vec![Command::Dropped {
+                        from,
+                        cause: DropCause::Invalid,
+                    }];
+                }
+                return self.install(snap);
             }
-            (SyncState::Waiting(w), Inbound::Snapshot(snap)) => {
-                if w.requests.get(&snap.for_member) == Some(&snap.nonce) {
+            Inbound::Snapshot(snap) => {
+                if w.requests.get(&snap.for_member) == Some(&snap.nonce) && w.heard.contains(&from)
+                {
                     w.holders.insert(snap.for_member);
                 }
-                if w.asked.is_some() {
-                    w.buffered.push((from, Inbound::Snapshot(snap)));
-                }
-                Vec::new()
+                Inbound::Snapshot(snap)
             }
-            (SyncState::Waiting(w), msg) => {
-                // Before our own request the snapshot will include it.
-                if w.asked.is_some() {
-                    w.buffered.push((from, msg));
-                }
-                Vec::new()
-            }
+            other => other,
+        };
+        // Before our own request, the snapshot will include it.
+        if w.asked.is_none() {
+            return Vec::new();
         }
+        if w.buffered.len() >= self.limits.max_buffered {
+            let buffered = w.buffered.len();
+            warn!(local = %local, buffered, "too much delivered while waiting for the group state; asking again");
+            let mut waiting = w.clone();
+            waiting.asked = None;
+            waiting.buffered = Vec::new();
+            waiting.requests.clear();
+            let mut out = vec![Command::Event(GroupEvent::StateTransferRestarted {
+                buffered,
+            })];
+            self.wait_for_state(waiting, &mut out);
+            return out;
+        }
+        w.buffered.push((from, msg));
+        Vec::new()
     }
 
-    fn finish_sync(&mut self, unsynced: BTreeMap<Member, Option<u64>>) -> Vec<Command> {
+    /// Installs the snapshot that answers this member's request.
+    fn install(&mut self, snap: Snapshot) -> Vec<Command> {
+        self.names = snap.names.into_iter().collect();
+        self.engine = snap.supervision;
+        self.offered = false;
+        let before = std::mem::take(&mut self.view);
+        self.roster.adopt(snap.announced.iter().copied());
+        self.refresh_view();
+        let mut view_changed = self.view_changed_from(&before);
+        let unsynced = snap
+            .unsynced
+            .iter()
+            .map(|u| {
+                (
+                    u.member,
+                    Ask {
+                        nonce: u.asked,
+                        responder: u.responder,
+                    },
+                )
+            })
+            .collect();
+        let mut out = self.finish_sync(unsynced, snap.at);
+        // The members learnt with the state, reported where they were
+        // learnt (a member that waited made no decision with another view).
+        if let Some(event) = view_changed.take() {
+            out.insert(0, Command::Event(event));
+        }
+        out
+    }
+
+    /// The view change from `before` to the current members, if any: the
+    /// newcomers as joined (`Join` for a member that knew none before,
+    /// `NodeUp` after a merge), the rest as left.
+    fn view_changed_from(&self, before: &[Member]) -> Option<GroupEvent> {
+        if before == self.view.as_slice() {
+            return None;
+        }
+        let reason = if before.is_empty() {
+            Reason::Join
+        } else {
+            Reason::NodeUp
+        };
+        Some(GroupEvent::ViewChanged {
+            members: self.view.clone(),
+            joined: self
+                .view
+                .iter()
+                .filter(|m| !before.contains(m))
+                .map(|m| MemberChange { member: *m, reason })
+                .collect(),
+            left: before
+                .iter()
+                .filter(|m| !self.view.contains(m))
+                .map(|m| MemberChange {
+                    member: *m,
+                    reason: Reason::NodeDown,
+                })
+                .collect(),
+        })
+    }
+
+    fn finish_sync(&mut self, unsynced: BTreeMap<Member, Ask>, at: Option<Member>) -> Vec<Command> {
         let previous = std::mem::replace(&mut self.sync, SyncState::Synced { unsynced });
+        // Says it holds the state now, before anything it may answer: a
+        // joiner that came after this member's own join has heard it only
+        // as one that asked, and takes a snapshot only from a holder it
+        // heard (rule 4).
         let mut out = Vec::new();
+        self.announce(true, &mut out);
         if let SyncState::Waiting(Waiting {
             buffered,
             hosted_before,
             ..
         }) = previous
         {
-            for (from, msg) in buffered {
+            // State taken at a holder's admission rather than at the
+            // request: what came before that admission is in it.
+            let skip = match at {
+                Some(holder) => buffered
+                    .iter()
+                    .position(|(from, msg)| *from == holder && matches!(msg, Inbound::Announce(_)))
+                    .map_or(0, |i| i + 1),
+                None => 0,
+            };
+            for (from, msg) in buffered.into_iter().skip(skip) {
                 out.extend(self.handle_message(from, msg));
             }
-            if let SyncState::Synced { unsynced } = &mut self.sync {
-                unsynced.remove(&self.local);
+            let local = self.local;
+            if let Some(unsynced) = self.unsynced() {
+                unsynced.remove(&local);
             }
             out.extend(self.reclaim(hosted_before));
         }
@@ -559,6 +904,158 @@ impl GroupCore {
             }
         }
         out
+    }
+
+    /// A message on a member that holds the state: sender rules, then its
+    /// effect.
+    fn handle_synced(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
+        let dropped = |cause| vec![Command::Dropped { from, cause }];
+        match msg {
+            Inbound::Announce(a) => return self.admit(from, a),
+            Inbound::Request(_) if self.may_request(from) => {}
+            _ if !self.roster.is_member(from) => return dropped(DropCause::Unannounced),
+            Inbound::SyncRequest(req) => {
+                let local = self.local;
+                let view = &self.view;
+                let SyncState::Synced { unsynced } = &mut self.sync else {
+                    return Vec::new();
+                };
+                if !unsynced.contains_key(&from) {
+                    return dropped(DropCause::Unasked);
+                }
+                let responder = view.iter().find(|m| !unsynced.contains_key(m)).copied();
+                unsynced.insert(
+                    from,
+                    Ask {
+                        nonce: Some(req.nonce),
+                        responder,
+                    },
+                );
+                if responder == Some(local) {
+                    return vec![self.snapshot_for(from, req.nonce, None)];
+                }
+                return Vec::new();
+            }
+            Inbound::Snapshot(snap) => {
+                let Some(unsynced) = self.unsynced() else {
+                    return Vec::new();
+                };
+                let ask = unsynced.get(&snap.for_member).copied();
+                if ask.is_some_and(|a| a.nonce == Some(snap.nonce) && a.responder == Some(from)) {
+                    unsynced.remove(&snap.for_member);
+                    return Vec::new();
+                }
+                return dropped(DropCause::Unasked);
+            }
+            _ => {}
+        }
+        self.apply(from, msg)
+    }
+
+    fn snapshot_for(&self, member: Member, nonce: u64, at: Option<Member>) -> Command {
+        let unsynced = match &self.sync {
+            SyncState::Synced { unsynced } => unsynced
+                .iter()
+                .map(|(m, a)| Unsynced {
+                    member: *m,
+                    asked: a.nonce,
+                    responder: a.responder,
+                })
+                .collect(),
+            SyncState::Waiting(_) => Vec::new(),
+        };
+        Command::Mcast(Outgoing::Snapshot(Box::new(Snapshot {
+            for_member: member,
+            nonce,
+            at,
+            names: self.names.iter().map(|(n, h)| (n.clone(), *h)).collect(),
+            supervision: self.engine.clone(),
+            unsynced,
+            announced: self.view.clone(),
+        })))
+    }
+
+    /// An announcement (rules 1 and 2).
+    fn admit(&mut self, from: Member, a: Announce) -> Vec<Command> {
+        if !a.announcement.compatible() {
+            return vec![Command::Dropped {
+                from,
+                cause: DropCause::Incompatible,
+            }];
+        }
+        let Some(change) = self.roster.handle_announce(from) else {
+            return Vec::new();
+        };
+        self.refresh_view();
+        let mut out = vec![Command::Event(GroupEvent::ViewChanged {
+            members: change.members,
+            joined: change.joined.clone(),
+            left: Vec::new(),
+        })];
+        if !a.synced {
+            if let Some(unsynced) = self.unsynced() {
+                unsynced.insert(from, Ask::default());
+            }
+        }
+        // A merge round is started by the merging confchg, the same on
+        // every side; an admission is a plain join for the engine.
+        let joined: Vec<MemberChange> = change
+            .joined
+            .iter()
+            .map(|c| MemberChange {
+                member: c.member,
+                reason: Reason::Join,
+            })
+            .collect();
+        self.supervise_view(&joined, &[], &mut out);
+        if a.synced {
+            self.answer_orphans(from, &mut out);
+        }
+        out
+    }
+
+    /// Requests that found no member to answer them get one now that the
+    /// holder `admitted` counts, with the state at its admission.
+    fn answer_orphans(&mut self, admitted: Member, out: &mut Vec<Command>) {
+        let local = self.local;
+        let view = self.view.clone();
+        let Some(unsynced) = self.unsynced() else {
+            return;
+        };
+        let responder = view.iter().find(|m| !unsynced.contains_key(m)).copied();
+        let mut answer = Vec::new();
+        for (member, ask) in unsynced.iter_mut() {
+            if let (Some(nonce), None) = (ask.nonce, ask.responder) {
+                ask.responder = responder;
+                if responder == Some(local) {
+                    answer.push((*member, nonce));
+                }
+            }
+        }
+        for (member, nonce) in answer {
+            out.push(self.snapshot_for(member, nonce, Some(admitted)));
+        }
+    }
+
+    /// Admits the members a merge offer lists that have not announced
+    /// themselves here yet: their side vouches for them (rule 5).
+    fn admit_offered(&mut self, offer: &supervisor::MergeOffer, out: &mut Vec<Command>) {
+        for v in &offer.core.view {
+            if !self.roster.in_view(v.member) || self.roster.is_member(v.member) {
+                continue;
+            }
+            if let Some(change) = self.roster.handle_announce(v.member) {
+                self.refresh_view();
+                out.push(Command::Event(GroupEvent::ViewChanged {
+                    members: change.members,
+                    joined: change.joined,
+                    left: Vec::new(),
+                }));
+                if let Some(unsynced) = self.unsynced() {
+                    unsynced.insert(v.member, Ask::default());
+                }
+            }
+        }
     }
 
     fn apply(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
@@ -612,12 +1109,22 @@ impl GroupCore {
                 }
             }
             Inbound::Reply(reply) => {
-                if reply.to == self.local && self.awaiting.get(&reply.id) == Some(&from) {
-                    self.awaiting.remove(&reply.id);
-                    out.push(Command::CallDone {
-                        id: reply.id,
-                        outcome: reply.outcome.map_err(CallError::Remote),
-                    });
+                if reply.to == self.local {
+                    match self.awaiting.get(&reply.id) {
+                        Some(host) if *host == from => {
+                            self.awaiting.remove(&reply.id);
+                            out.push(Command::CallDone {
+                                id: reply.id,
+                                outcome: reply.outcome.map_err(CallError::Remote),
+                            });
+                        }
+                        Some(_) => out.push(Command::Dropped {
+                            from,
+                            cause: DropCause::NotHost,
+                        }),
+                        // A call that already ended (its host left).
+                        None => {}
+                    }
                 }
             }
             Inbound::Supervision(msg) => {
@@ -626,36 +1133,103 @@ impl GroupCore {
                         name,
                         fingerprint,
                         spec,
-                    } => supervisor::Event::TreeStarted {
-                        name,
-                        fingerprint,
-                        spec,
-                        by: from,
-                    },
+                    } => {
+                        let invalid = if name.is_empty() {
+                            Some(supervisor::SpecError::EmptyTreeName)
+                        } else {
+                            spec.validate().err()
+                        };
+                        if let Some(e) = invalid {
+                            // Refused before the engine sees it; the
+                            // starter still learns why.
+                            out.push(Command::Dropped {
+                                from,
+                                cause: DropCause::Invalid,
+                            });
+                            let why = supervisor::Refusal::InvalidSpec(e);
+                            out.push(Command::Supervise(supervisor::Output {
+                                commands: vec![supervisor::Command::RefuseTree {
+                                    name: name.clone(),
+                                    by: from,
+                                    why: why.clone(),
+                                }],
+                                events: vec![supervisor::SupervisionEvent::TreeRefused {
+                                    name,
+                                    by: from,
+                                    why,
+                                }],
+                            }));
+                            return out;
+                        }
+                        supervisor::Event::TreeStarted {
+                            name,
+                            fingerprint,
+                            spec,
+                            by: from,
+                        }
+                    }
                     SupervisionMsg::ChildExited {
                         path,
                         incarnation,
                         normal,
-                    } => supervisor::Event::ChildExited {
-                        path,
-                        incarnation,
-                        host: from,
-                        normal,
-                    },
-                    SupervisionMsg::Tick { now_ms } => supervisor::Event::Tick { now_ms },
+                    } => {
+                        // Only the host of a running incarnation may end
+                        // it; a report for an incarnation that runs no more
+                        // is stale and changes nothing in the engine.
+                        let hosted_elsewhere = !self.engine.is_merging()
+                            && self.engine.children().iter().any(|c| {
+                                c.path == path
+                                    && matches!(c.status, supervisor::SlotStatus::Running { host, incarnation: i, .. } if i == incarnation && host != from)
+                            });
+                        if hosted_elsewhere {
+                            out.push(Command::Dropped {
+                                from,
+                                cause: DropCause::NotHost,
+                            });
+                            return out;
+                        }
+                        supervisor::Event::ChildExited {
+                            path,
+                            incarnation,
+                            host: from,
+                            normal,
+                        }
+                    }
+                    SupervisionMsg::Tick { now_ms } => {
+                        let stream = self.engine.now_ms();
+                        if stream != 0 && now_ms > stream.saturating_add(MAX_TICK_STEP_MS) {
+                            out.push(Command::Dropped {
+                                from,
+                                cause: DropCause::Clock,
+                            });
+                            return out;
+                        }
+                        supervisor::Event::Tick { now_ms }
+                    }
                     SupervisionMsg::Quorum { quorate, nodes } => {
                         supervisor::Event::QuorumChanged { quorate, nodes }
                     }
                     SupervisionMsg::StateOffered { offer } => {
+                        self.admit_offered(&offer, &mut out);
                         supervisor::Event::StateOffered { from, offer }
                     }
                 };
                 let output = self.engine.handle(event);
                 self.push_supervision(output, &mut out);
             }
-            Inbound::SyncRequest(_) | Inbound::Snapshot(_) => {}
+            Inbound::Announce(_) | Inbound::SyncRequest(_) | Inbound::Snapshot(_) => {}
         }
         out
+    }
+
+    /// Whether a request from `from` is taken: from a member, or from a
+    /// process of another side of a merge that has not announced itself
+    /// here yet. A member's requests sent in the moment before its runtime
+    /// read the merging confchg arrive ahead of its announcement, and a
+    /// request decides nothing for the group (the registry says who hosts
+    /// the target; only that host acts on it).
+    fn may_request(&self, from: Member) -> bool {
+        self.roster.is_member(from) || self.roster.pending_after_merge(from)
     }
 
     /// A request at its place in the order, read in place, on a member that
@@ -672,6 +1246,15 @@ impl GroupCore {
     ) -> Option<(Vec<Command>, bool)> {
         if !self.joined || !matches!(self.sync, SyncState::Synced { .. }) {
             return None;
+        }
+        if !self.may_request(from) {
+            return Some((
+                vec![Command::Dropped {
+                    from,
+                    cause: DropCause::Unannounced,
+                }],
+                false,
+            ));
         }
         let mut out = Vec::new();
         let deliver = self.route_request(from, request, &mut out);
@@ -704,6 +1287,14 @@ impl GroupCore {
         let host = self.names.get(request.target).copied();
         if from == self.local && request.want_reply {
             match host {
+                Some(_) if self.awaiting.len() >= self.limits.max_awaiting => {
+                    // Its host still gets the request; the reply finds no
+                    // call and is ignored.
+                    out.push(Command::CallDone {
+                        id: request.id,
+                        outcome: Err(CallError::WouldBlock),
+                    });
+                }
                 Some(h) => {
                     self.awaiting.insert(request.id, h);
                 }

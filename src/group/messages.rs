@@ -237,21 +237,78 @@ pub(crate) struct SyncRequest {
     pub nonce: u64,
 }
 
+/// `Kind::Announce`: the sender says who it is. Delivered while the sender
+/// is in the CPG view and not yet a member, it makes it a member for
+/// decisions (see the rules in the group core's module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Announce {
+    /// The protocol versions the sender speaks.
+    pub announcement: crate::roster::Announcement,
+    /// Whether the sender holds the group state (a founder, or a member of
+    /// the side of a merge that keeps its state); `false` for a member that
+    /// is about to ask for it.
+    pub synced: bool,
+}
+
+/// A member still waiting for the group state, as a snapshot carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Unsynced {
+    /// The waiting member.
+    pub member: Member,
+    /// Its latest request delivered since the last confchg, if any.
+    pub asked: Option<u64>,
+    /// The member chosen to answer that request; `None` when no member
+    /// could answer it where it was delivered.
+    pub responder: Option<Member>,
+}
+
 /// `Kind::Snapshot`: the group state as it stood where the request
-/// `(for_member, nonce)` was delivered.
+/// `(for_member, nonce)` was delivered, or, when no member could answer it
+/// there, where the member `at` was admitted (see [`Snapshot::at`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
     /// The member that asked.
     pub for_member: Member,
     /// Its request's nonce.
     pub nonce: u64,
+    /// `None`: the state at the request. `Some(holder)`: the state at the
+    /// first announcement of `holder` delivered after the request (nobody
+    /// could answer before it was admitted).
+    pub at: Option<Member>,
     /// Every registered name and its host.
     pub names: Vec<(String, Member)>,
     /// The supervision engine's whole state.
     pub supervision: crate::supervisor::Engine,
-    /// Members of the view still waiting for state at that point, with the
-    /// nonce of their latest request delivered since the last confchg.
-    pub unsynced: Vec<(Member, Option<u64>)>,
+    /// Members still waiting for state at that point, sorted.
+    pub unsynced: Vec<Unsynced>,
+    /// The members for decisions at that point, sorted.
+    pub announced: Vec<Member>,
+}
+
+impl Snapshot {
+    /// Whether the snapshot is well formed: lists sorted without
+    /// duplicates, every waiting member announced, the sender the member
+    /// the rules choose, and a sane supervision state. A snapshot that is
+    /// not is refused whole: it came from a broken or lying sender.
+    pub(crate) fn is_sane(&self, from: Member) -> bool {
+        let strictly_sorted = |v: &[Member]| v.windows(2).all(|w| w[0] < w[1]);
+        let waiting: Vec<Member> = self.unsynced.iter().map(|u| u.member).collect();
+        let names_sorted = self.names.windows(2).all(|w| w[0].0 < w[1].0);
+        let responder = self
+            .announced
+            .iter()
+            .find(|m| waiting.binary_search(m).is_err())
+            .copied();
+        strictly_sorted(&self.announced)
+            && strictly_sorted(&waiting)
+            && names_sorted
+            && waiting
+                .iter()
+                .all(|m| self.announced.binary_search(m).is_ok())
+            && waiting.binary_search(&self.for_member).is_ok()
+            && responder == Some(from)
+            && self.supervision.is_sane()
+    }
 }
 
 /// `Kind::Supervision`: a fact for the supervision engine. The sender is

@@ -28,6 +28,13 @@ pub struct GroupMetrics {
     /// which drops before the runtime sees anything.
     dropped_unauthenticated: Arc<AtomicU64>,
     limit: AtomicUsize,
+    // Refused by a sender rule (see `super::core`), by cause.
+    refused_unannounced: AtomicU64,
+    refused_not_host: AtomicU64,
+    refused_unasked: AtomicU64,
+    refused_clock: AtomicU64,
+    refused_invalid: AtomicU64,
+    refused_incompatible: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -76,9 +83,37 @@ pub struct MetricsSnapshot {
     /// another sender's message sent again, truncated). See
     /// [`crate::auth`].
     pub dropped_unauthenticated: u64,
+    // Messages that decoded but broke a sender rule (DESIGN.md §6): refused
+    // on every member alike, nothing changed. See `MetricsSnapshot::refused`.
+    /// Refused: the sender is not a member (never announced itself).
+    pub refused_unannounced: u64,
+    /// Refused: a reply, or a child's exit, from a member that does not
+    /// host the callee or the incarnation.
+    pub refused_not_host: u64,
+    /// Refused: a sync request from a member not waiting for the state, or
+    /// a snapshot not from the member chosen to answer (a snapshot
+    /// overtaken by a confchg also lands here).
+    pub refused_unasked: u64,
+    /// Refused: a tick too far past the stream time.
+    pub refused_clock: u64,
+    /// Refused: a body that did not validate (a tree spec, a snapshot).
+    pub refused_invalid: u64,
+    /// Refused: an announcement of protocol versions this build does not
+    /// speak.
+    pub refused_incompatible: u64,
 }
 
 impl MetricsSnapshot {
+    /// Every message refused by a sender rule.
+    pub fn refused(&self) -> u64 {
+        self.refused_unannounced
+            + self.refused_not_host
+            + self.refused_unasked
+            + self.refused_clock
+            + self.refused_invalid
+            + self.refused_incompatible
+    }
+
     /// Every message dropped for any reason.
     pub fn dropped(&self) -> u64 {
         self.dropped_foreign
@@ -112,6 +147,12 @@ impl GroupMetrics {
             dropped_malformed: r(&self.dropped_malformed),
             dropped_unknown_type: r(&self.dropped_unknown_type),
             dropped_unauthenticated: r(&self.dropped_unauthenticated),
+            refused_unannounced: r(&self.refused_unannounced),
+            refused_not_host: r(&self.refused_not_host),
+            refused_unasked: r(&self.refused_unasked),
+            refused_clock: r(&self.refused_clock),
+            refused_invalid: r(&self.refused_invalid),
+            refused_incompatible: r(&self.refused_incompatible),
         }
     }
 
@@ -172,6 +213,20 @@ impl GroupMetrics {
 
     pub(crate) fn unknown_type(&self) {
         self.dropped_unknown_type.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message a sender rule refused.
+    pub(crate) fn refused(&self, cause: super::core::DropCause) {
+        use super::core::DropCause;
+        let counter = match cause {
+            DropCause::Unannounced => &self.refused_unannounced,
+            DropCause::NotHost => &self.refused_not_host,
+            DropCause::Unasked => &self.refused_unasked,
+            DropCause::Clock => &self.refused_clock,
+            DropCause::Invalid => &self.refused_invalid,
+            DropCause::Incompatible => &self.refused_incompatible,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a message dropped for `error`.

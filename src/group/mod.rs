@@ -93,6 +93,15 @@ pub struct GroupConfig {
     /// [`crate::auth`]; a recording holds the verified messages without
     /// their MACs.
     pub key: Option<crate::auth::GroupKey>,
+    /// Messages a joining member holds while it waits for the group state
+    /// (everything delivered after its request, replayed once the state
+    /// arrives). Past it the member drops them and asks again
+    /// ([`GroupEvent::StateTransferRestarted`]) rather than grow.
+    pub max_sync_buffer: usize,
+    /// Calls of this member awaiting a reply. Past it a call fails at once
+    /// with [`CallError::WouldBlock`] (its request still reaches the host;
+    /// the reply is ignored).
+    pub max_awaiting_replies: usize,
 }
 
 impl Default for GroupConfig {
@@ -108,6 +117,8 @@ impl Default for GroupConfig {
             event_capacity: 4096,
             record_to: None,
             key: None,
+            max_sync_buffer: 65_536,
+            max_awaiting_replies: 65_536,
         }
     }
 }
@@ -191,6 +202,15 @@ pub enum GroupEvent {
     },
     /// This member holds the group state (after joining, or after a merge).
     Ready,
+    /// While waiting for the group state, this member delivered more than
+    /// [`GroupConfig::max_sync_buffer`] messages after its request: it
+    /// dropped them and asked for the state again (a newer one, so nothing
+    /// is lost). Frequent restarts mean the group is busier than the cap
+    /// allows; raise it.
+    StateTransferRestarted {
+        /// Messages buffered when it gave up.
+        buffered: usize,
+    },
     /// The transport failed; the group runtime has stopped.
     Closed {
         /// What the transport said.

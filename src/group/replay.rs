@@ -107,6 +107,14 @@ fn changes(list: &[crate::transport::MemberChange]) -> String {
 
 fn describe(command: Command) -> Vec<String> {
     let one = match command {
+        Command::Mcast(Outgoing::Announce(a)) => format!(
+            "announce this member ({})",
+            if a.synced {
+                "holds the group state"
+            } else {
+                "about to ask for the group state"
+            }
+        ),
         Command::Mcast(Outgoing::SyncRequest(r)) => {
             format!("ask for the group state (nonce {})", r.nonce)
         }
@@ -137,6 +145,7 @@ fn describe(command: Command) -> Vec<String> {
             lines.extend(output.events.iter().filter_map(describe_event));
             return lines;
         }
+        Command::Dropped { from, cause } => format!("refuse a message from {from} ({cause:?})"),
         Command::Reconcile => "match local children to the transferred supervision state".into(),
         Command::Event(GroupEvent::ViewChanged {
             members: view,
@@ -162,6 +171,9 @@ fn describe(command: Command) -> Vec<String> {
             format!("name {name:?} of {host} dropped ({reason:?})")
         }
         Command::Event(GroupEvent::Ready) => "holds the group state".into(),
+        Command::Event(GroupEvent::StateTransferRestarted { buffered }) => {
+            format!("gave up waiting after {buffered} buffered messages; asks again")
+        }
         Command::Event(GroupEvent::Closed { error }) => format!("closed: {error}"),
     };
     vec![one]

@@ -37,7 +37,9 @@ use tracing::{debug, error, warn};
 
 use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalChild};
 use super::chunks::{Outgoing as OutChunks, Piece, Reassembly};
-use super::core::{decode_inbound, Command, GroupCore, Inbound, Outgoing};
+use super::core::{
+    decode_inbound, Command, GroupCore, Inbound, Limits, Outgoing, MAX_TICK_STEP_MS,
+};
 use super::gate::SendGate;
 use super::messages::{RegistryOp, RemoteFailure, Reply, RequestRef, SupervisionMsg};
 use super::metrics::GroupMetrics;
@@ -280,7 +282,13 @@ impl GroupActor {
         GroupActor {
             conn,
             ops,
-            core: GroupCore::new(local),
+            core: GroupCore::with_limits(
+                local,
+                Limits {
+                    max_buffered: config.max_sync_buffer.max(1),
+                    max_awaiting: config.max_awaiting_replies.max(1),
+                },
+            ),
             codec: Codec::new(limit),
             frame_limit,
             reassembly: Reassembly::default(),
@@ -864,6 +872,7 @@ impl GroupActor {
                     // that asked waits on it, and its position relative to
                     // this member's other messages does not matter.
                     let encoded = match &outgoing {
+                        Outgoing::Announce(a) => self.codec.encode(Kind::Announce, a),
                         Outgoing::SyncRequest(r) => self.codec.encode(Kind::SyncRequest, r),
                         Outgoing::Snapshot(s) => self.codec.encode(Kind::Snapshot, s),
                         Outgoing::Supervision(m) => self.codec.encode(Kind::Supervision, m),
@@ -874,8 +883,11 @@ impl GroupActor {
                                 self.outbound_entry(bytes, OnSent::Nothing, false, 0, None)
                             {
                                 // Never between the pieces of a message
-                                // under way.
-                                let at = match self.outbound.front() {
+                                // under way, and after the state transfer
+                                // messages already queued: their order
+                                // matters (an announcement goes before
+                                // the request or offer that follows it).
+                                let mut at = match self.outbound.front() {
                                     Some(head)
                                         if head.chunks.as_ref().is_some_and(|c| c.started()) =>
                                     {
@@ -883,6 +895,9 @@ impl GroupActor {
                                     }
                                     _ => 0,
                                 };
+                                while self.outbound.get(at).is_some_and(|o| o.seq == 0) {
+                                    at += 1;
+                                }
                                 self.outbound.insert(at, out);
                             }
                         }
@@ -930,6 +945,10 @@ impl GroupActor {
                             OnSent::Registering(token),
                         );
                     }
+                }
+                Command::Dropped { from, cause } => {
+                    self.metrics.refused(cause);
+                    warn!(group = %self.conn.group(), %from, ?cause, "refused a message");
                 }
                 Command::Supervise(output) => self.supervise(output),
                 Command::Reconcile => self.reconcile(),
@@ -1414,10 +1433,19 @@ impl GroupActor {
         if self.ready.is_some() || !self.is_lowest() || self.core.engine().children().is_empty() {
             return;
         }
-        let now_ms = std::time::SystemTime::now()
+        let wall_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        // The group refuses a tick too far past the stream time: a clock
+        // ahead of it (or a stream time left behind while nothing ticked)
+        // catches up a step per tick.
+        let stream_ms = self.core.engine().now_ms();
+        let now_ms = if stream_ms == 0 {
+            wall_ms
+        } else {
+            wall_ms.min(stream_ms.saturating_add(MAX_TICK_STEP_MS))
+        };
         self.enqueue(
             Kind::Supervision,
             &SupervisionMsg::Tick { now_ms },

@@ -40,19 +40,74 @@ fn request_of(cmds: &[Command]) -> Option<Inbound> {
     })
 }
 
-/// A core that joined alone, then saw `others` join fresh.
+fn announce_of(cmds: &[Command]) -> Option<Inbound> {
+    cmds.iter().find_map(|c| match c {
+        Command::Mcast(Outgoing::Announce(a)) => Some(Inbound::Announce(*a)),
+        _ => None,
+    })
+}
+
+fn dropped(cmds: &[Command]) -> Vec<DropCause> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Dropped { cause, .. } => Some(*cause),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The announcement of a member that holds the state (`synced`) or is
+/// about to ask for it.
+fn ann(synced: bool) -> Inbound {
+    Inbound::Announce(Announce {
+        announcement: Announcement::this_build(),
+        synced,
+    })
+}
+
+/// Delivers the holders' announcements of `members`, in order, to `cores`.
+fn announce(cores: &mut [&mut GroupCore], members: &[Member]) {
+    for from in members {
+        for core in cores.iter_mut() {
+            core.handle_message(*from, ann(true));
+        }
+    }
+}
+
+/// A core that founded a group alone and whose announcement came back.
 fn founded(local: Member) -> GroupCore {
     let mut core = GroupCore::new(local);
     let cmds = core.handle_confchg(&[local], &[ch(local, Reason::Join)], &[]);
     assert!(events(&cmds).contains(&GroupEvent::Ready));
+    assert_eq!(announce_of(&cmds), Some(ann(true)));
+    core.handle_message(local, ann(true));
     core
+}
+
+/// Cores of `all`, founders of one group, every announcement delivered.
+fn founders(all: &[Member]) -> Vec<GroupCore> {
+    let joined: Vec<_> = all.iter().map(|x| ch(*x, Reason::Join)).collect();
+    let mut cores: Vec<GroupCore> = all.iter().map(|x| GroupCore::new(*x)).collect();
+    for core in &mut cores {
+        core.handle_confchg(all, &joined, &[]);
+    }
+    let mut refs: Vec<&mut GroupCore> = cores.iter_mut().collect();
+    announce(&mut refs, all);
+    cores
 }
 
 #[test]
 fn first_member_is_ready_at_once() {
     let a = m(1, 10);
-    let core = founded(a);
+    let mut core = GroupCore::new(a);
+    let cmds = core.handle_confchg(&[a], &[ch(a, Reason::Join)], &[]);
+    assert!(events(&cmds).contains(&GroupEvent::Ready));
     assert!(core.is_synced());
+    assert!(
+        core.view().is_empty(),
+        "a member once its announcement is back"
+    );
+    core.handle_message(a, ann(true));
     assert_eq!(core.view(), &[a]);
 }
 
@@ -65,6 +120,14 @@ fn members_that_join_together_into_an_empty_group_all_start_ready() {
         let cmds = core.handle_confchg(&all, &joined, &[]);
         assert!(events(&cmds).contains(&GroupEvent::Ready));
         assert!(snapshot_of(&cmds).is_none());
+        assert!(request_of(&cmds).is_none());
+        assert_eq!(announce_of(&cmds), Some(ann(true)));
+    }
+    let cores = founders(&all);
+    for core in &cores {
+        assert_eq!(core.view(), &all);
+        assert_eq!(core.sync, cores[0].sync);
+        assert_eq!(core.engine(), cores[0].engine());
     }
 }
 
@@ -76,6 +139,8 @@ fn first_registration_in_the_order_wins_everywhere() {
     for core in &mut cores {
         core.handle_confchg(&[a, b], &joined, &[]);
     }
+    let [ca, cb] = &mut cores;
+    announce(&mut [ca, cb], &[a, b]);
     for core in &mut cores {
         let first = core.handle_message(a, register("x", 7));
         let second = core.handle_message(b, register("x", 9));
@@ -104,6 +169,7 @@ fn names_of_a_member_that_leaves_drop_with_its_reason() {
     let (a, b) = (m(1, 1), m(2, 2));
     let mut core = GroupCore::new(a);
     core.handle_confchg(&[a, b], &[ch(a, Reason::Join), ch(b, Reason::Join)], &[]);
+    announce(&mut [&mut core], &[a, b]);
     core.handle_message(b, register("svc", 1));
     core.handle_message(a, register("mine", 2));
     let cmds = core.handle_confchg(&[a], &[], &[ch(b, Reason::ProcDown)]);
@@ -125,15 +191,21 @@ fn a_joiner_gets_the_state_at_its_request_and_replays_what_followed() {
     let mut joiner = GroupCore::new(j);
     let view = [a, j];
     let join = [ch(j, Reason::Join)];
-    assert!(request_of(&old.handle_confchg(&view, &join, &[])).is_none());
+    let cmds = old.handle_confchg(&view, &join, &[]);
+    assert!(request_of(&cmds).is_none());
+    let holder = announce_of(&cmds).expect("a member announces itself to the joiner");
     let cmds = joiner.handle_confchg(&view, &join, &[]);
     assert!(!events(&cmds).contains(&GroupEvent::Ready));
+    assert_eq!(announce_of(&cmds), Some(ann(false)));
     let ask = request_of(&cmds).expect("the joiner asks for the state");
 
     // Delivered before the request: covered by the snapshot.
     for core in [&mut old, &mut joiner] {
+        core.handle_message(a, holder.clone());
         core.handle_message(a, register("early", 2));
+        core.handle_message(j, ann(false));
     }
+    assert_eq!(old.view(), &[a, j], "admitted by its announcement");
     joiner.handle_message(j, ask.clone());
     let snap = snapshot_of(&old.handle_message(j, ask)).expect("the only old member answers");
     // Delivered between the request and the snapshot: replayed.
@@ -169,6 +241,7 @@ fn an_answer_overtaken_by_a_confchg_is_void_everywhere_and_the_joiner_asks_again
     let mut cb = GroupCore::new(b);
     ca.handle_confchg(&[a, b], &start, &[]);
     cb.handle_confchg(&[a, b], &start, &[]);
+    announce(&mut [&mut ca, &mut cb], &[a, b]);
     for c in [&mut ca, &mut cb] {
         c.handle_message(b, register("n", 1));
     }
@@ -178,6 +251,10 @@ fn an_answer_overtaken_by_a_confchg_is_void_everywhere_and_the_joiner_asks_again
     ca.handle_confchg(&view, &join, &[]);
     cb.handle_confchg(&view, &join, &[]);
     let ask1 = request_of(&cj.handle_confchg(&view, &join, &[])).unwrap();
+    announce(&mut [&mut ca, &mut cb, &mut cj], &[a, b]);
+    for c in [&mut ca, &mut cb, &mut cj] {
+        c.handle_message(j, ann(false));
+    }
     cj.handle_message(j, ask1.clone());
     assert!(snapshot_of(&cb.handle_message(j, ask1.clone())).is_none());
     let from_a = snapshot_of(&ca.handle_message(j, ask1)).expect("lowest synced member answers");
@@ -187,11 +264,15 @@ fn an_answer_overtaken_by_a_confchg_is_void_everywhere_and_the_joiner_asks_again
     let gone = [ch(a, Reason::NodeDown)];
     cb.handle_confchg(&view2, &[], &gone);
     let ask2 = request_of(&cj.handle_confchg(&view2, &[], &gone)).expect("asks again");
-    // The old answer (already in flight) lands first: void for both.
+    // The old answer (already in flight) lands first: void for both
+    // (`a` is no member any more: refused as such).
     assert!(cj
         .handle_message(a, Inbound::Snapshot(from_a.clone()))
         .is_empty());
-    cb.handle_message(a, Inbound::Snapshot(from_a));
+    assert_eq!(
+        dropped(&cb.handle_message(a, Inbound::Snapshot(from_a))),
+        vec![DropCause::Unannounced]
+    );
     assert!(!cj.is_synced());
     cj.handle_message(j, ask2.clone());
     let from_b = snapshot_of(&cb.handle_message(j, ask2)).expect("b takes over");
@@ -215,8 +296,14 @@ fn after_a_merge_the_side_with_the_lowest_member_keeps_the_names() {
     let view = [a, b];
     let sa = ca.handle_confchg(&view, &[ch(b, Reason::NodeUp)], &[]);
     assert!(request_of(&sa).is_none());
-    let ask = request_of(&cb.handle_confchg(&view, &[ch(a, Reason::NodeUp)], &[]))
-        .expect("the other side asks for the state");
+    assert_eq!(announce_of(&sa), Some(ann(true)));
+    let sb = cb.handle_confchg(&view, &[ch(a, Reason::NodeUp)], &[]);
+    assert_eq!(announce_of(&sb), Some(ann(false)));
+    let ask = request_of(&sb).expect("the other side asks for the state");
+    for c in [&mut ca, &mut cb] {
+        c.handle_message(a, ann(true));
+        c.handle_message(b, ann(false));
+    }
     cb.handle_message(b, ask.clone());
     let snap = snapshot_of(&ca.handle_message(b, ask)).expect("primary side answers");
     ca.handle_message(a, Inbound::Snapshot(snap.clone()));
@@ -239,6 +326,7 @@ fn calls_end_with_a_reply_a_missing_name_or_a_departed_host() {
     let (a, h) = (m(1, 1), m(2, 2));
     let mut core = GroupCore::new(a);
     core.handle_confchg(&[a, h], &[ch(a, Reason::Join), ch(h, Reason::Join)], &[]);
+    announce(&mut [&mut core], &[a, h]);
     core.handle_message(h, register("svc", 1));
     let req = |id, target: &str| {
         Inbound::Request(Request {
@@ -263,8 +351,14 @@ fn calls_end_with_a_reply_a_missing_name_or_a_departed_host() {
         to: a,
         outcome: Ok(vec![42]),
     });
-    // A reply from anyone but the host is ignored.
-    assert!(core.handle_message(a, reply.clone()).is_empty());
+    // A reply from anyone but the host is refused.
+    assert_eq!(
+        core.handle_message(a, reply.clone()),
+        vec![Command::Dropped {
+            from: a,
+            cause: DropCause::NotHost
+        }]
+    );
     assert_eq!(
         core.handle_message(h, reply),
         vec![Command::CallDone {
@@ -288,6 +382,7 @@ fn the_host_is_handed_requests_for_its_names_and_errors_travel_back() {
     let (a, h) = (m(1, 1), m(2, 2));
     let mut host = GroupCore::new(h);
     host.handle_confchg(&[a, h], &[ch(a, Reason::Join), ch(h, Reason::Join)], &[]);
+    announce(&mut [&mut host], &[a, h]);
     host.handle_message(h, register("svc", 1));
     let request = Request {
         id: 5,
@@ -303,6 +398,7 @@ fn the_host_is_handed_requests_for_its_names_and_errors_travel_back() {
     );
     let mut caller = GroupCore::new(a);
     caller.handle_confchg(&[a, h], &[ch(a, Reason::Join), ch(h, Reason::Join)], &[]);
+    announce(&mut [&mut caller], &[a, h]);
     caller.handle_message(h, register("svc", 1));
     caller.handle_message(
         a,
@@ -336,11 +432,29 @@ fn the_host_is_handed_requests_for_its_names_and_errors_travel_back() {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Register { who: usize, name: u8 },
-    Unregister { who: usize, name: u8 },
+    Register {
+        who: usize,
+        name: u8,
+    },
+    Unregister {
+        who: usize,
+        name: u8,
+    },
     Join,
-    Leave { who: usize, reason: Reason },
+    Leave {
+        who: usize,
+        reason: Reason,
+    },
     DeliverPending,
+    /// A process that is no member joins the view and stays silent.
+    OutsiderJoins,
+    /// The outsider leaves again.
+    OutsiderLeaves,
+    /// The outsider multicasts a forgery of this kind.
+    Forge {
+        kind: u8,
+        nonce: u64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -355,7 +469,45 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::Join),
         2 => (0usize..8, reason).prop_map(|(who, reason)| Step::Leave { who, reason }),
         3 => Just(Step::DeliverPending),
+        1 => Just(Step::OutsiderJoins),
+        1 => Just(Step::OutsiderLeaves),
+        2 => (0u8..7, 0u64..4).prop_map(|(kind, nonce)| Step::Forge { kind, nonce }),
     ]
+}
+
+/// The outsider of the harness: never announces itself.
+const OUTSIDER: Member = Member::new(9, 9);
+
+/// A well-formed forgery from the outsider: each kind a member would act on.
+fn forgery(kind: u8, nonce: u64, target: Member) -> Inbound {
+    match kind {
+        0 => register("evil", 1),
+        1 => Inbound::SyncRequest(SyncRequest { nonce }),
+        2 => Inbound::Snapshot(Snapshot {
+            for_member: target,
+            nonce,
+            at: None,
+            names: vec![("evil".into(), OUTSIDER)],
+            supervision: Engine::new(),
+            unsynced: vec![Unsynced {
+                member: target,
+                asked: Some(nonce),
+                responder: Some(OUTSIDER),
+            }],
+            announced: vec![target, OUTSIDER],
+        }),
+        3 => Inbound::Reply(Reply {
+            id: nonce,
+            to: target,
+            outcome: Ok(vec![6]),
+        }),
+        4 => Inbound::Supervision(SupervisionMsg::Tick { now_ms: u64::MAX }),
+        5 => Inbound::Supervision(SupervisionMsg::Quorum {
+            quorate: false,
+            nodes: vec![],
+        }),
+        _ => Inbound::Registry(RegistryOp::Unregister { name: "n1".into() }),
+    }
 }
 
 fn outgoing(from: Member, cmds: Vec<Command>) -> Vec<(Member, Inbound)> {
@@ -363,6 +515,7 @@ fn outgoing(from: Member, cmds: Vec<Command>) -> Vec<(Member, Inbound)> {
         .filter_map(|c| match c {
             Command::Mcast(Outgoing::Snapshot(s)) => Some((from, Inbound::Snapshot(*s))),
             Command::Mcast(Outgoing::SyncRequest(r)) => Some((from, Inbound::SyncRequest(r))),
+            Command::Mcast(Outgoing::Announce(a)) => Some((from, Inbound::Announce(a))),
             _ => None,
         })
         .collect()
@@ -375,6 +528,7 @@ struct Harness {
     cores: Vec<GroupCore>,
     pending: Vec<(Member, Inbound)>,
     next_pid: u32,
+    outsider: bool,
 }
 
 impl Harness {
@@ -383,6 +537,7 @@ impl Harness {
             cores: Vec::new(),
             pending: Vec::new(),
             next_pid: 1,
+            outsider: false,
         };
         h.join();
         h
@@ -390,6 +545,9 @@ impl Harness {
 
     fn view(&self) -> Vec<Member> {
         let mut v: Vec<Member> = self.cores.iter().map(|c| c.local).collect();
+        if self.outsider {
+            v.push(OUTSIDER);
+        }
         v.sort();
         v
     }
@@ -417,7 +575,17 @@ impl Harness {
     fn deliver(&mut self, from: Member, msg: Inbound) {
         let mut sends = Vec::new();
         for core in &mut self.cores {
-            sends.extend(outgoing(core.local, core.handle_message(from, msg.clone())));
+            let cmds = core.handle_message(from, msg.clone());
+            if from == OUTSIDER {
+                for c in &cmds {
+                    assert!(
+                        !matches!(c, Command::Mcast(Outgoing::Snapshot(_))),
+                        "an outsider's message made {} send the state",
+                        core.local
+                    );
+                }
+            }
+            sends.extend(outgoing(core.local, cmds));
         }
         self.pending.extend(sends);
     }
@@ -447,6 +615,28 @@ impl Harness {
                     self.confchg(&view, &[], &[ch(gone, reason)]);
                 }
             }
+            Step::OutsiderJoins => {
+                if !self.outsider {
+                    self.outsider = true;
+                    let view = self.view();
+                    self.confchg(&view, &[ch(OUTSIDER, Reason::Join)], &[]);
+                }
+            }
+            Step::OutsiderLeaves => {
+                if self.outsider {
+                    self.outsider = false;
+                    let view = self.view();
+                    self.confchg(&view, &[], &[ch(OUTSIDER, Reason::ProcDown)]);
+                }
+            }
+            Step::Forge { kind, nonce } => {
+                if self.outsider {
+                    // Straight into the order, aimed at the newest process
+                    // (the likeliest to be waiting for the state).
+                    let target = self.cores[n - 1].local;
+                    self.deliver(OUTSIDER, forgery(kind, nonce, target));
+                }
+            }
             Step::DeliverPending => {
                 // Answers to requests delivered now go out in a later round.
                 for (from, msg) in std::mem::take(&mut self.pending) {
@@ -458,10 +648,25 @@ impl Harness {
 
     fn check_synced_agree(&self) -> Result<(), TestCaseError> {
         let synced: Vec<&GroupCore> = self.cores.iter().filter(|c| c.is_synced()).collect();
-        prop_assert!(!synced.is_empty(), "some member always holds the state");
+        // The one exception: joiners whose view holds nobody but a silent
+        // process once the last holder is gone cannot tell it from a slow
+        // holder; they wait until it leaves (see the module doc, rule 5).
+        prop_assert!(
+            !synced.is_empty() || self.outsider,
+            "some member always holds the state"
+        );
         for c in &synced {
             prop_assert_eq!(c.names(), synced[0].names());
             prop_assert_eq!(&c.sync, &synced[0].sync);
+            prop_assert_eq!(c.view(), synced[0].view());
+            prop_assert_eq!(&c.roster, &synced[0].roster);
+            prop_assert_eq!(c.engine(), synced[0].engine());
+            prop_assert!(
+                !c.view().contains(&OUTSIDER),
+                "an outsider is never a member"
+            );
+            prop_assert_eq!(c.engine().now_ms(), 0, "no tick but the outsider's");
+            prop_assert!(c.engine().view().iter().all(|m| c.view().contains(m)));
             for host in c.names().values() {
                 prop_assert!(
                     c.view().contains(host),
@@ -484,6 +689,7 @@ proptest! {
             h.check_synced_agree()?;
         }
         // Once requests and answers land, every member holds the state.
+        h.run(Step::OutsiderLeaves);
         for _ in 0..3 {
             h.run(Step::DeliverPending);
         }
@@ -506,6 +712,7 @@ proptest! {
         let mut core = GroupCore::new(a);
         if synced {
             core.handle_confchg(&[a, b], &[ch(a, Reason::Join), ch(b, Reason::Join)], &[]);
+            announce(&mut [&mut core], &[a, b]);
             core.handle_message(a, register("svc", 1));
             core.handle_message(b, register("other", 2));
         } else {
@@ -530,4 +737,258 @@ proptest! {
             prop_assert_eq!(&core, &before);
         }
     }
+}
+
+// ---- who counts, sender rules, bounds --------------------------------------
+
+/// `a` founded the group; `j` joined and announced itself; returns both
+/// with `j`'s request delivered nowhere yet.
+fn joined_pair() -> (GroupCore, GroupCore, Inbound) {
+    let (a, j) = (m(1, 1), m(2, 2));
+    let mut old = founded(a);
+    let mut joiner = GroupCore::new(j);
+    let view = [a, j];
+    let join = [ch(j, Reason::Join)];
+    old.handle_confchg(&view, &join, &[]);
+    let ask = request_of(&joiner.handle_confchg(&view, &join, &[])).unwrap();
+    for core in [&mut old, &mut joiner] {
+        core.handle_message(a, ann(true));
+        core.handle_message(j, ann(false));
+    }
+    (old, joiner, ask)
+}
+
+#[test]
+fn a_silent_process_that_comes_and_goes_changes_nothing() {
+    let (a, b, x) = (m(1, 1), m(2, 2), m(3, 3));
+    let mut cores = founders(&[a, b]);
+    cores[0].handle_message(a, register("svc", 1));
+    cores[1].handle_message(a, register("svc", 1));
+    let before = cores.clone();
+    for core in &mut cores {
+        let cmds = core.handle_confchg(&[a, b, x], &[ch(x, Reason::Join)], &[]);
+        // Members announce themselves to the newcomer; nothing else.
+        assert_eq!(
+            cmds,
+            vec![Command::Mcast(Outgoing::Announce(Announce {
+                announcement: Announcement::this_build(),
+                synced: true,
+            }))]
+        );
+        assert_eq!(core.view(), &[a, b]);
+        let cmds = core.handle_confchg(&[a, b], &[], &[ch(x, Reason::ProcDown)]);
+        assert!(cmds.is_empty(), "{cmds:?}");
+    }
+    for (now, then) in cores.iter().zip(&before) {
+        assert_eq!(now.view(), then.view());
+        assert_eq!(now.names(), then.names());
+        assert_eq!(now.engine(), then.engine());
+        assert_eq!(now.sync, then.sync);
+    }
+}
+
+#[test]
+fn an_unannounced_process_is_refused_for_every_kind_and_gets_no_state() {
+    let (a, b, x) = (m(1, 1), m(2, 2), m(3, 3));
+    let mut cores = founders(&[a, b]);
+    for core in &mut cores {
+        core.handle_confchg(&[a, b, x], &[ch(x, Reason::Join)], &[]);
+    }
+    for core in &mut cores {
+        let before = core.clone();
+        for kind in 0..7 {
+            let cmds = core.handle_message(x, forgery(kind, 1, a));
+            assert_eq!(
+                cmds,
+                vec![Command::Dropped {
+                    from: x,
+                    cause: DropCause::Unannounced
+                }],
+                "kind {kind}"
+            );
+        }
+        assert_eq!(*core, before);
+    }
+}
+
+#[test]
+fn a_member_that_is_not_waiting_asks_for_nothing() {
+    let (a, b) = (m(1, 1), m(2, 2));
+    let mut cores = founders(&[a, b]);
+    let cmds = cores[0].handle_message(b, Inbound::SyncRequest(SyncRequest { nonce: 5 }));
+    assert_eq!(dropped(&cmds), vec![DropCause::Unasked]);
+    assert!(snapshot_of(&cmds).is_none());
+}
+
+#[test]
+fn a_tick_too_far_past_the_stream_time_is_refused() {
+    let (a, b) = (m(1, 1), m(2, 2));
+    let mut core = founders(&[a, b]).remove(0);
+    let tick = |now_ms| Inbound::Supervision(SupervisionMsg::Tick { now_ms });
+    assert!(dropped(&core.handle_message(b, tick(1_000_000))).is_empty());
+    assert_eq!(core.engine().now_ms(), 1_000_000);
+    assert!(dropped(&core.handle_message(b, tick(1_000_000 + MAX_TICK_STEP_MS))).is_empty());
+    assert_eq!(
+        dropped(&core.handle_message(b, tick(u64::MAX))),
+        vec![DropCause::Clock]
+    );
+    // Behind the stream time: harmless, not refused.
+    assert!(dropped(&core.handle_message(a, tick(5))).is_empty());
+    assert_eq!(core.engine().now_ms(), 1_000_000 + MAX_TICK_STEP_MS);
+}
+
+#[test]
+fn an_invalid_tree_spec_never_reaches_the_engine() {
+    use crate::supervisor::{ChildSpec, Strategy, SupervisorSpec, TreeSpec};
+    let (a, b) = (m(1, 1), m(2, 2));
+    let mut core = founders(&[a, b]).remove(0);
+    let spec = TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .child(ChildSpec::worker("w", "k"))
+            .child(ChildSpec::worker("w", "k")),
+    );
+    let seq = core.engine().seq();
+    let cmds = core.handle_message(
+        b,
+        Inbound::Supervision(SupervisionMsg::TreeStarted {
+            name: "t".into(),
+            fingerprint: spec.fingerprint(),
+            spec,
+        }),
+    );
+    assert_eq!(dropped(&cmds), vec![DropCause::Invalid]);
+    assert!(cmds.iter().any(|c| matches!(c, Command::Supervise(o)
+        if matches!(o.commands.as_slice(), [supervisor::Command::RefuseTree { by, .. }] if *by == b))));
+    assert_eq!(core.engine().seq(), seq, "the engine saw nothing");
+}
+
+#[test]
+fn a_joiner_takes_the_state_only_from_a_holder_it_heard() {
+    let (mut old, mut joiner, ask) = joined_pair();
+    let (a, j, x) = (m(1, 1), m(2, 2), m(3, 3));
+    joiner.handle_message(j, ask.clone());
+    let snap = snapshot_of(&old.handle_message(j, ask)).expect("a answers");
+    // The same snapshot from a process the joiner never heard announce
+    // itself as a holder: refused.
+    assert_eq!(
+        dropped(&joiner.handle_message(x, Inbound::Snapshot(snap.clone()))),
+        vec![DropCause::Unasked]
+    );
+    assert!(!joiner.is_synced());
+    // A snapshot that names another responder than its sender: refused.
+    let mut lying = snap.clone();
+    lying.announced.insert(0, m(0, 1));
+    assert_eq!(
+        dropped(&joiner.handle_message(a, Inbound::Snapshot(lying))),
+        vec![DropCause::Invalid]
+    );
+    assert!(!joiner.is_synced());
+    let cmds = joiner.handle_message(a, Inbound::Snapshot(snap));
+    assert!(events(&cmds).contains(&GroupEvent::Ready));
+    assert_eq!(joiner.view(), &[a, j]);
+}
+
+#[test]
+fn a_request_no_holder_could_answer_is_answered_at_the_first_holders_admission() {
+    // `a` founded alone; its announcement is still on its way when `j`
+    // joins and asks.
+    let (a, j) = (m(1, 1), m(2, 2));
+    let mut old = GroupCore::new(a);
+    old.handle_confchg(&[a], &[ch(a, Reason::Join)], &[]);
+    let mut joiner = GroupCore::new(j);
+    let view = [a, j];
+    let join = [ch(j, Reason::Join)];
+    old.handle_confchg(&view, &join, &[]);
+    let ask = request_of(&joiner.handle_confchg(&view, &join, &[])).unwrap();
+    for core in [&mut old, &mut joiner] {
+        core.handle_message(j, ann(false));
+    }
+    joiner.handle_message(j, ask.clone());
+    assert!(
+        snapshot_of(&old.handle_message(j, ask)).is_none(),
+        "nobody counts yet"
+    );
+    for core in [&mut old, &mut joiner] {
+        core.handle_message(a, register("early", 1));
+    }
+    // `a`'s announcement admits it, and it answers with the state there.
+    let cmds = old.handle_message(a, ann(true));
+    joiner.handle_message(a, ann(true));
+    let snap = snapshot_of(&cmds).expect("the first holder answers");
+    assert_eq!(snap.at, Some(a));
+    for core in [&mut old, &mut joiner] {
+        core.handle_message(a, register("late", 2));
+    }
+    for core in [&mut old, &mut joiner] {
+        core.handle_message(a, Inbound::Snapshot(snap.clone()));
+    }
+    assert!(joiner.is_synced());
+    assert_eq!(joiner.names(), old.names());
+    assert_eq!(joiner.view(), old.view());
+    assert_eq!(joiner.sync, old.sync);
+    assert_eq!(joiner.engine(), old.engine());
+}
+
+#[test]
+fn a_joiner_that_buffers_past_its_cap_asks_again() {
+    let (a, j) = (m(1, 1), m(2, 2));
+    let mut joiner = GroupCore::with_limits(
+        j,
+        Limits {
+            max_buffered: 3,
+            max_awaiting: 10,
+        },
+    );
+    let view = [a, j];
+    let join = [ch(j, Reason::Join)];
+    let ask = request_of(&joiner.handle_confchg(&view, &join, &[])).unwrap();
+    joiner.handle_message(j, ask);
+    for i in 0..3 {
+        assert!(joiner
+            .handle_message(a, register(&format!("n{i}"), i))
+            .is_empty());
+    }
+    let cmds = joiner.handle_message(a, register("n3", 3));
+    assert!(events(&cmds).contains(&GroupEvent::StateTransferRestarted { buffered: 3 }));
+    let again = request_of(&cmds).expect("asks again");
+    assert_ne!(again, Inbound::SyncRequest(SyncRequest { nonce: 1 }));
+    let SyncState::Waiting(w) = &joiner.sync else {
+        panic!("still waiting")
+    };
+    assert!(w.buffered.is_empty() && w.asked.is_none());
+}
+
+#[test]
+fn calls_past_the_cap_fail_at_once() {
+    let (a, h) = (m(1, 1), m(2, 2));
+    let joined = [ch(a, Reason::Join), ch(h, Reason::Join)];
+    let mut core = GroupCore::with_limits(
+        a,
+        Limits {
+            max_buffered: 10,
+            max_awaiting: 1,
+        },
+    );
+    core.handle_confchg(&[a, h], &joined, &[]);
+    announce(&mut [&mut core], &[a, h]);
+    core.handle_message(h, register("svc", 1));
+    let call = |id| {
+        Inbound::Request(Request {
+            id,
+            target: "svc".into(),
+            type_tag: "t".into(),
+            want_reply: true,
+            fence: None,
+            payload: vec![],
+        })
+    };
+    assert!(core.handle_message(a, call(1)).is_empty());
+    assert_eq!(
+        core.handle_message(a, call(2)),
+        vec![Command::CallDone {
+            id: 2,
+            outcome: Err(CallError::WouldBlock)
+        }]
+    );
+    assert_eq!(core.awaiting.len(), 1);
 }

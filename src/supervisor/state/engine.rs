@@ -173,6 +173,7 @@ impl Engine {
             core: self.core.clone(),
             left: round.trigger_left.clone(),
             epoch: round.trigger_epoch,
+            side: Vec::new(),
         })
     }
 
@@ -195,6 +196,33 @@ impl Engine {
             .iter()
             .any(|(_, o)| o.core.view.iter().any(|v| v.member == local));
         representative == Some(local) && !covered
+    }
+
+    /// Whether a state that came from another member (a snapshot) is one
+    /// this engine can run on: every list the engine binary-searches is
+    /// sorted without duplicates, every tree's spec is valid and matches
+    /// its fingerprint, and every tree's state has its spec's shape. The
+    /// engine never panics on a state that is not, but it would decide
+    /// nonsense from it; a snapshot that fails this is refused whole.
+    pub fn is_sane(&self) -> bool {
+        let core_sane = |core: &Core| {
+            core.view.windows(2).all(|w| w[0].member < w[1].member)
+                && core.trees.iter().all(|(name, tree)| {
+                    !name.is_empty()
+                        && tree.spec.validate().is_ok()
+                        && tree.spec.fingerprint() == tree.fingerprint
+                        && shape_matches(&tree.spec.root, &tree.root)
+                })
+        };
+        let sorted = |v: &[Member]| v.windows(2).all(|w| w[0] < w[1]);
+        core_sane(&self.core)
+            && self.merge.as_ref().is_none_or(|round| {
+                sorted(&round.view)
+                    && round
+                        .offers
+                        .iter()
+                        .all(|(_, offer)| core_sane(&offer.core) && sorted(&offer.side))
+            })
     }
 
     /// Whether a merge round is waiting for offers.
@@ -292,6 +320,23 @@ impl Engine {
             .filter(|c| matches!(c.status, SlotStatus::Running { .. }))
             .collect()
     }
+}
+
+/// Whether `st` has the shape `spec` gives it (depth is bounded by the
+/// spec, which is validated first).
+fn shape_matches(spec: &SupervisorSpec, st: &SupState) -> bool {
+    spec.children.len() == st.children.len()
+        && spec
+            .children
+            .iter()
+            .zip(&st.children)
+            .all(|(cspec, cst)| match (&cspec.kind, cst) {
+                (ChildKind::Worker(_), NodeState::Worker(ws)) => {
+                    ws.slots.windows(2).all(|w| w[0].0 < w[1].0)
+                }
+                (ChildKind::Supervisor(s), NodeState::Supervisor(ss)) => shape_matches(s, ss),
+                _ => false,
+            })
 }
 
 fn is_merge(vc: &ViewChange) -> bool {

@@ -41,6 +41,11 @@ pub struct MergeOffer {
     pub(crate) left: Vec<MemberChange>,
     /// The epoch of the merging confchg as this side saw it.
     pub(crate) epoch: u64,
+    /// Every process of the offering side's CPG view before the merge,
+    /// members or not (sorted): a process that never announced itself on
+    /// its side is covered by its side's offer, so a silent process in a
+    /// side that offers holds no round up.
+    pub(crate) side: Vec<Member>,
 }
 
 /// A merge in progress.
@@ -71,7 +76,20 @@ impl MergeRound {
             epoch: 0,
             trigger_epoch: vc.epoch,
             view: sorted(&vc.members),
-            required: vc.members.iter().copied().collect(),
+            // The members of this side, and every process of the sides
+            // that merge in (whether they are members there is theirs to
+            // say, in their offer).
+            required: vc
+                .members
+                .iter()
+                .copied()
+                .chain(
+                    vc.joined
+                        .iter()
+                        .filter(|c| c.reason == Reason::NodeUp)
+                        .map(|c| c.member),
+                )
+                .collect(),
             trigger_left: vc.left.clone(),
             offers: Vec::new(),
             buffered: Vec::new(),
@@ -83,11 +101,17 @@ impl MergeRound {
     /// covering, `NodeUp` joiners (another merging side) do.
     pub(crate) fn note_view(&mut self, vc: &ViewChange) {
         self.epoch = self.epoch.max(vc.epoch);
-        self.view = sorted(&vc.members);
+        let before = std::mem::replace(&mut self.view, sorted(&vc.members));
+        // Members that left need no covering. The view lists members only:
+        // a process of another side that has not announced itself here yet
+        // was never in it, and goes only when a change lists it as left.
         let view = &self.view;
-        self.required.retain(|m| view.binary_search(m).is_ok());
+        self.required.retain(|m| {
+            view.binary_search(m).is_ok()
+                || (before.binary_search(m).is_err() && !vc.left.iter().any(|c| c.member == *m))
+        });
         for c in &vc.joined {
-            if c.reason == Reason::NodeUp && view.binary_search(&c.member).is_ok() {
+            if c.reason == Reason::NodeUp {
                 self.required.insert(c.member);
             }
         }
@@ -97,7 +121,13 @@ impl MergeRound {
         let covered: BTreeSet<Member> = self
             .offers
             .iter()
-            .flat_map(|(_, o)| o.core.view.iter().map(|v| v.member))
+            .flat_map(|(_, o)| {
+                o.core
+                    .view
+                    .iter()
+                    .map(|v| v.member)
+                    .chain(o.side.iter().copied())
+            })
             .collect();
         self.required.is_subset(&covered)
     }
@@ -127,10 +157,23 @@ impl MergeRound {
                 left.extend(vc.left.iter().copied());
             }
         }
+        // The merged view: this side's members, and the members the
+        // offers list that are still here. A member of another side may
+        // not have announced itself on this side yet; its side's offer
+        // vouches for it (the group core admits it at that offer).
+        let mut view = self.view.clone();
+        for (_, o) in &offers {
+            for v in &o.core.view {
+                if self.required.contains(&v.member) {
+                    view.push(v.member);
+                }
+            }
+        }
+        let view = sorted(&view);
         let departed: Vec<MemberChange> = core
             .view
             .iter()
-            .filter(|v| self.view.binary_search(&v.member).is_err())
+            .filter(|v| view.binary_search(&v.member).is_err())
             .map(|v| MemberChange {
                 member: v.member,
                 reason: reason_of(&left, v.member).unwrap_or(Reason::NodeDown),
@@ -138,7 +181,7 @@ impl MergeRound {
             .collect();
         out.extend(core.apply(Event::ViewChanged(ViewChange {
             epoch,
-            members: self.view.clone(),
+            members: view,
             joined: Vec::new(),
             left: departed,
         })));
@@ -428,10 +471,57 @@ mod tests {
             },
             left: vec![],
             epoch: 5,
+            side: vec![],
         };
         round.offers.push((a, side(a)));
         assert!(!round.covered());
         round.offers.push((b, side(b)));
         assert!(round.covered());
+    }
+
+    #[test]
+    fn a_silent_process_of_a_side_is_covered_by_its_sides_offer() {
+        let a = Member::new(1, 1);
+        let b = Member::new(2, 1);
+        let x = Member::new(2, 9);
+        // This side's members, and every process of the other side.
+        let vc = ViewChange {
+            epoch: 5,
+            members: vec![a],
+            joined: vec![
+                MemberChange {
+                    member: b,
+                    reason: Reason::NodeUp,
+                },
+                MemberChange {
+                    member: x,
+                    reason: Reason::NodeUp,
+                },
+            ],
+            left: vec![],
+        };
+        let mut round = MergeRound::new(&vc);
+        let offer = |m: Member, side: Vec<Member>| MergeOffer {
+            core: Core {
+                view: vec![ViewMember {
+                    member: m,
+                    since: 0,
+                }],
+                ..Core::default()
+            },
+            left: vec![],
+            epoch: 5,
+            side,
+        };
+        round.offers.push((a, offer(a, vec![a])));
+        round.offers.push((b, offer(b, vec![])));
+        assert!(!round.covered(), "x is neither a member nor vouched for");
+        round.offers.pop();
+        round.offers.push((b, offer(b, vec![b, x])));
+        assert!(round.covered());
+        // The merged view: the members, never the silent process.
+        let (core, _) = round.resolve();
+        let view: Vec<Member> = core.view.iter().map(|v| v.member).collect();
+        assert_eq!(view, vec![a, b]);
     }
 }

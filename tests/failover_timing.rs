@@ -1,0 +1,139 @@
+//! Failover on the sim backend, timed: the process hosting a supervised
+//! child is killed; how long until the child runs again on a survivor.
+//! Prints p50/p90/max over a number of rounds (see BENCHMARKS.md for the
+//! figures); asserts only a loose bound, since the machine is shared.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_cpg::supervisor::{ChildSpec, QuorumPolicy, Strategy, SupervisorSpec, TreeSpec};
+use actix_cpg::transport::sim::{SimCluster, SimProcess};
+use actix_cpg::{
+    Child, ChildContext, Factories, Group, GroupConfig, GroupName, Member, NodeId, Terminate,
+    Transport,
+};
+
+#[derive(Clone, Default)]
+struct Census(Arc<Mutex<BTreeMap<String, Vec<Member>>>>);
+
+struct Worker {
+    name: String,
+    host: Member,
+    census: Census,
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+    fn started(&mut self, _: &mut Context<Self>) {
+        let mut m = self.census.0.lock().unwrap();
+        m.entry(self.name.clone()).or_default().push(self.host);
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let mut m = self.census.0.lock().unwrap();
+        if let Some(v) = m.get_mut(&self.name) {
+            v.retain(|h| *h != self.host);
+        }
+    }
+}
+
+impl Handler<Terminate> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+fn spec() -> TreeSpec {
+    TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .intensity(1_000, 60_000)
+            .child(ChildSpec::worker("a", "worker")),
+    )
+    .quorum_policy(QuorumPolicy::Stop)
+}
+
+async fn member(cluster: &SimCluster, node: u32, census: &Census) -> (SimProcess, Group) {
+    let process = cluster.process(NodeId(node)).unwrap();
+    let group = Group::start(
+        process.join(&GroupName::new("failover").unwrap()).unwrap(),
+        GroupConfig::default(),
+    )
+    .await
+    .unwrap();
+    let census = census.clone();
+    let host = group.local();
+    group
+        .start_tree(
+            "jobs",
+            spec(),
+            Factories::new().worker("worker", move |ctx: &ChildContext| {
+                Child::new(
+                    Worker {
+                        name: ctx.name.clone(),
+                        host,
+                        census: census.clone(),
+                    }
+                    .start(),
+                )
+            }),
+        )
+        .await
+        .unwrap();
+    (process, group)
+}
+
+fn host_of(census: &Census) -> Option<Member> {
+    match census.0.lock().unwrap().get("jobs/a").map(Vec::as_slice) {
+        Some([one]) => Some(*one),
+        _ => None,
+    }
+}
+
+#[actix_rt::test]
+async fn a_child_runs_again_soon_after_its_host_is_killed() {
+    let cluster = SimCluster::new(3);
+    let census = Census::default();
+    let mut members = Vec::new();
+    for node in 1..=3 {
+        members.push(member(&cluster, node, &census).await);
+    }
+    let mut times = Vec::new();
+    for _ in 0..30 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let host = loop {
+            if let Some(h) = host_of(&census) {
+                break h;
+            }
+            assert!(Instant::now() < deadline, "the child never ran");
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
+        };
+        let i = members.iter().position(|(_, g)| g.local() == host).unwrap();
+        let (process, _) = members.remove(i);
+        let node = process.node();
+        let t0 = Instant::now();
+        cluster.kill_process(process.member()).unwrap();
+        loop {
+            if host_of(&census).is_some_and(|h| h != host) {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no failover");
+            actix_rt::time::sleep(Duration::from_micros(200)).await;
+        }
+        times.push(t0.elapsed());
+        members.push(member(&cluster, node.0, &census).await);
+        // Let the newcomer settle before the next kill.
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "failover over {} kills: p50 {:?}, p90 {:?}, max {:?}",
+        times.len(),
+        at(0.5),
+        at(0.9),
+        times[times.len() - 1]
+    );
+    assert!(at(0.5) < Duration::from_secs(2));
+}
