@@ -692,6 +692,121 @@ async fn supervision_leave<B: Backend>(b: &mut B) {
     );
 }
 
+// ---- outsiders --------------------------------------------------------------
+
+#[path = "support/forgeries.rs"]
+mod forgeries;
+
+fn member_of(agent: &Agent) -> actix_cpg::Member {
+    let (node, pid) = agent.member.split_once('/').expect("node/pid");
+    actix_cpg::Member::new(
+        node.trim_start_matches("node").parse().expect("node id"),
+        pid.parse().expect("pid"),
+    )
+}
+
+/// Every agent's `names` answer, which must agree.
+async fn agreed_names(agents: &mut [Agent]) -> String {
+    let mut seen = Vec::new();
+    for a in agents.iter_mut() {
+        a.cmd("names");
+        seen.push(a.expect("NAMES").await);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "registries differ: {seen:?}"
+    );
+    seen.swap_remove(0)
+}
+
+/// A plain CPG client (no actix-cpg runtime) joins a group that serves a
+/// registry and a supervision tree, multicasts well-formed forgeries of
+/// every group message kind, then stays silent while a member joins, then
+/// leaves. Nothing it sent changes anything: no name is squatted, no child
+/// stops or restarts, no forged reply is taken, nobody multicasts the state
+/// for it, and the group keeps serving and admitting members throughout.
+async fn hostile_member<B: Backend>(b: &mut B) {
+    let group = unique_group("hostile");
+    let mut agents = spawn_all(b, &group, Mode::Group, &[1, 2, 3]).await;
+    for a in &agents {
+        a.cmd("tree");
+    }
+    for a in &mut agents {
+        a.expect("TREE ok").await;
+    }
+    let all = [0, 1, 2];
+    until_census(&mut agents, &[false; 3], "every child runs once", |c| {
+        once_on(c, &TEST_TREE_CHILDREN, &all)
+    })
+    .await;
+    agents[0].cmd("register svc");
+    agents[0].expect("REGISTER svc ok").await;
+    let names_before = agreed_names(&mut agents).await;
+    let starts_before = starts(&agents);
+
+    let mut outsider = b.spawn(2, &group, Mode::Raw).await;
+    outsider.expect_view_of(4).await;
+    let mut forged = vec![
+        forgeries::deep_tree(5_000),
+        forgeries::register("evil"),
+        forgeries::quorum(false),
+        forgeries::tick(u64::MAX),
+        forgeries::sync_request(1),
+        forgeries::child_exited(actix_cpg::testing::TEST_TREE, &["a"], 1),
+        forgeries::quorum(true),
+    ];
+    let codec = actix_cpg::wire::Codec::new(1 << 20);
+    let text = codec.encode_payload(&"forged".to_owned()).expect("payload");
+    for a in &agents {
+        for id in 0..8 {
+            forged.push(forgeries::reply(id, member_of(a), text.clone()));
+        }
+    }
+    for bytes in &forged {
+        outsider.cmd(&format!("mcast {}", actix_cpg::testing::encode_hex(bytes)));
+        outsider.expect("SENT 1").await;
+    }
+    // The deep spec went first: once every member has dropped it, the rest
+    // is on its way; a second later it has been delivered everywhere.
+    for a in &mut agents {
+        a.poll("metrics", "METRICS", |l| metric(l, "dropped") >= 1)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (i, a) in agents.iter_mut().enumerate() {
+        a.cmd(&format!("call svc after-forgeries-{i}"));
+        a.expect(&format!("CALL svc ok after-forgeries-{i}")).await;
+        a.cmd("call evil hello");
+        let line = a.expect("CALL evil").await;
+        assert!(line.starts_with("CALL evil err"), "{line}");
+    }
+    assert_eq!(agreed_names(&mut agents).await, names_before);
+
+    // Silent now; a member joins meanwhile and becomes ready.
+    let mut joiner = b.spawn(3, &group, Mode::Group).await;
+    joiner.cmd("call svc joined");
+    joiner.expect("CALL svc ok joined").await;
+    agents.push(joiner);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    outsider.cmd("leave");
+    outsider.expect("LEFT").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let names_after = agreed_names(&mut agents).await;
+    assert_eq!(names_after, names_before);
+    let dead = [false; 4];
+    let c = census(&mut agents, &dead);
+    assert!(
+        once_on(&c, &TEST_TREE_CHILDREN, &all),
+        "a forgery moved, stopped or doubled a child: {c:?}"
+    );
+    assert_eq!(
+        starts(&agents),
+        starts_before,
+        "a forgery restarted a child"
+    );
+}
+
 // ---- backends ---------------------------------------------------------------
 
 mod sim_backend {
@@ -952,4 +1067,5 @@ conformance!(
     supervision_node_down,
     supervision_partition,
     supervision_leave,
+    hostile_member,
 );
