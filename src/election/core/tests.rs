@@ -21,6 +21,8 @@ struct Peer {
     events: Vec<ElectionEvent>,
     applied: Vec<CandidacyOp>,
     closed: bool,
+    gave_up: bool,
+    log: Vec<String>,
 }
 
 impl Peer {
@@ -37,6 +39,8 @@ impl Peer {
             events: Vec::new(),
             applied: Vec::new(),
             closed: false,
+            gave_up: false,
+            log: Vec::new(),
         }
     }
 
@@ -69,6 +73,19 @@ impl Peer {
                 return false;
             }
         };
+        let desc = match &event {
+            TransportEvent::Deliver { from, bytes } => {
+                let frame = self.codec.decode_frame(bytes).expect("frame");
+                let msg: ElectionMessage = self.codec.decode_body(frame.body).expect("body");
+                let m = match msg {
+                    ElectionMessage::Info(i) => format!("Info tag={} ann={:?} un={:?}", i.tag % 1000, i.announced.iter().map(|m| m.pid).collect::<Vec<_>>(), i.unannounced.iter().map(|m| m.pid).collect::<Vec<_>>()),
+                    other => format!("{other:?}").chars().take(40).collect(),
+                };
+                format!("from {} {m}", from.pid)
+            }
+            TransportEvent::ConfChg { members, joined, left } => format!("confchg {:?} +{:?} -{:?}", members.iter().map(|m| m.pid).collect::<Vec<_>>(), joined.iter().map(|c| (c.member.pid, c.reason)).collect::<Vec<_>>(), left.iter().map(|c| (c.member.pid, c.reason)).collect::<Vec<_>>()),
+            other => format!("{other:?}").chars().take(60).collect(),
+        };
         let actions = match event {
             TransportEvent::Deliver { from, bytes } => {
                 let frame = self.codec.decode_frame(&bytes).expect("frame");
@@ -83,6 +100,7 @@ impl Peer {
             TransportEvent::Quorum(q) => self.core.handle_quorum(q),
             TransportEvent::TotemConfChg { .. } => Vec::new(),
         };
+        self.log.push(format!("{desc} => installed={} {}", self.core.is_installed(), self.core.debug_state().chars().filter(|_| true).collect::<String>().split("Installing").nth(1).unwrap_or("")));
         for action in actions {
             match action {
                 Action::Mcast(msg) => self.mcast(&msg),
@@ -93,6 +111,7 @@ impl Peer {
                     CandidacyOp::Withdraw(n) => self.mcast(&ElectionMessage::Withdraw(n)),
                 },
                 Action::Event(e) => self.events.push(e),
+                Action::GiveUp => self.gave_up = true,
             }
         }
         true
@@ -247,6 +266,9 @@ fn infos_of_another_confchg_are_not_counted() {
         clock: 0,
         fact: None,
         state: None,
+        announced: vec![local, other],
+        unannounced: vec![],
+        merging: vec![],
     });
     core.handle_message(other, stale);
     let mine = ElectionMessage::Info(Info {
@@ -254,6 +276,9 @@ fn infos_of_another_confchg_are_not_counted() {
         clock: 0,
         fact: None,
         state: None,
+        announced: vec![local, other],
+        unannounced: vec![],
+        merging: vec![],
     });
     core.handle_message(local, mine);
     assert!(
@@ -290,6 +315,12 @@ fn check_views(cluster: &SimCluster, peers: &[Peer]) -> Result<(), String> {
                 return Err(format!("quorate view {view:?} has no leader"));
             };
             if acting != vec![l.leader] {
+                for p in peers.iter().filter(|p| p.alive() && [1000, 1002].contains(&p.member().pid)) {
+                    eprintln!("==== {}", p.member());
+                    for l in &p.log[p.log.len().saturating_sub(40)..] {
+                        eprintln!("{l}");
+                    }
+                }
                 return Err(format!(
                     "quorate view {view:?}: {acting:?} act, {l:?} leads"
                 ));
@@ -428,7 +459,7 @@ proptest! {
             let msg = match kind % 4 {
                 0 => ElectionMessage::Stand(name),
                 1 => ElectionMessage::Withdraw(name),
-                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }) }),
+                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }), announced: vec![other], unannounced: vec![], merging: vec![] }),
                 _ => ElectionMessage::Fact(QuorumState { quorate: n % 3 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
             };
             let _ = core.handle_message(from, msg);
