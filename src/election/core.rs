@@ -380,7 +380,7 @@ impl ElectionCore {
             clock: now,
             fact: self.local_fact.clone(),
             state: self.installed_once.then(|| self.export()),
-            announced: if self.synced { self.view.clone() } else { Vec::new() },
+            announced: self.synced.then(|| self.view.clone()),
             unannounced: if self.synced { unannounced } else { Vec::new() },
             merging: if self.synced {
                 self.merging.iter().copied().collect()
@@ -497,9 +497,9 @@ impl ElectionCore {
             // An info for another confchg: not this view's.
             return;
         }
-        if !self.synced && info.announced.contains(&from) {
+        if let (false, Some(claim)) = (self.synced, &info.announced) {
             // Rule 4: the first member that knows tells us who counts.
-            let mut announced: BTreeSet<Member> = info.announced.iter().copied().collect();
+            let mut announced: BTreeSet<Member> = claim.iter().copied().collect();
             announced.extend(self.roster.members());
             self.roster.adopt(announced.iter().copied());
             self.synced = true;
@@ -651,13 +651,15 @@ impl ElectionCore {
         else {
             return false;
         };
-        if !self.synced || infos.is_empty() {
+        // An info from a member that knows who is announced: the point
+        // where a joiner learns it too, so every member completes alike.
+        if !self.synced || !infos.values().any(|i| i.announced.is_some()) {
             return false;
         }
         let excused: BTreeSet<Member> = infos
-            .iter()
-            .filter(|(from, i)| i.announced.contains(from))
-            .flat_map(|(_, i)| i.unannounced.iter().copied())
+            .values()
+            .filter(|i| i.announced.is_some())
+            .flat_map(|i| i.unannounced.iter().copied())
             .collect();
         self.view.iter().all(|m| infos.contains_key(m))
             && self.merging.iter().all(|m| {

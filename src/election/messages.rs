@@ -73,8 +73,9 @@ pub(crate) struct Info {
     /// (`None` for a member that never held them).
     pub state: Option<GroupState>,
     /// The members the sender counted when the round began (its announced
-    /// set, sorted): how a joiner learns who is announced.
-    pub announced: Vec<Member>,
+    /// set, sorted), or `None` from a joiner that does not know them yet:
+    /// how a joiner learns who is announced.
+    pub announced: Option<Vec<Member>>,
     /// Processes the sender had in its view before the round began and knew
     /// to be unannounced: how the other side of a merge learns that a
     /// silent process there is not a member it must wait for.
@@ -140,7 +141,7 @@ mod tests {
                 clock: 11,
                 fact: Some(fact.clone()),
                 state: Some(state),
-                announced: vec![Member::new(1, 2)],
+                announced: Some(vec![Member::new(1, 2)]),
                 unannounced: vec![Member::new(3, 4)],
                 merging: vec![Member::new(5, 6)],
             }),
