@@ -138,6 +138,14 @@ pub(crate) struct ElectionCore {
     /// are neither members nor known to be unannounced yet: a round waits
     /// for them (rule 5).
     merging: BTreeSet<Member>,
+    /// Whether the latest raw confchg brought anyone in: then every member
+    /// announces itself before its info, and only infos sent after that
+    /// announcement count (rule 5) — an info sent before the sender saw
+    /// the confchg may carry the same tag, and each side of a merge would
+    /// judge its sender differently.
+    gated: bool,
+    /// Who announced itself since the latest raw confchg.
+    heard: BTreeSet<Member>,
     /// Joined in the latest raw confchg (not old processes for the claim of
     /// unannounced ones).
     last_joined: BTreeSet<Member>,
@@ -175,6 +183,8 @@ impl ElectionCore {
             synced: false,
             outside: false,
             merging: BTreeSet::new(),
+            gated: false,
+            heard: BTreeSet::new(),
             last_joined: BTreeSet::new(),
             view: Vec::new(),
             tag: 0,
@@ -288,6 +298,8 @@ impl ElectionCore {
         }
         let change = self.roster.handle_confchg(members, joined, left);
         self.last_joined = joined.iter().map(|c| c.member).collect();
+        self.gated = self.roster.should_announce();
+        self.heard.clear();
         if !self.roster.in_view(self.local) {
             // Not joined yet, or our own leave.
             self.view_changed(change.map(|c| c.left).unwrap_or_default(), &mut out);
@@ -460,6 +472,9 @@ impl ElectionCore {
 
     /// Rule 2: an announcement admits a pending process.
     fn announce(&mut self, from: Member, a: Announcement, out: &mut Vec<Action>) {
+        if a.compatible() {
+            self.heard.insert(from);
+        }
         if self.roster.is_member(from) {
             return;
         }
@@ -493,7 +508,7 @@ impl ElectionCore {
             // An info of a round already installed: nothing to do.
             return;
         };
-        if info.tag != *tag {
+        if info.tag != *tag || (self.gated && !self.heard.contains(&from)) {
             // An info for another confchg: not this view's.
             return;
         }

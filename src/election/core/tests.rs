@@ -302,6 +302,12 @@ fn check_views(cluster: &SimCluster, peers: &[Peer]) -> Result<(), String> {
         let leaders: BTreeSet<Option<Leadership>> =
             members.iter().map(|p| p.leader(GROUP_ELECTION)).collect();
         if leaders.len() != 1 {
+            for p in &members {
+                eprintln!("==== {} {:?}", p.member(), p.leader(GROUP_ELECTION));
+                for l in &p.log[p.log.len().saturating_sub(40)..] {
+                    eprintln!("{l}");
+                }
+            }
             return Err(format!("view {view:?} disagrees: {leaders:?}"));
         }
         let quorate = cluster.quorum(view[0].node).is_some_and(|q| q.quorate);
@@ -466,3 +472,4 @@ proptest! {
         }
     }
 }
+
