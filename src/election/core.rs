@@ -144,6 +144,9 @@ pub(crate) struct ElectionCore {
     /// the confchg may carry the same tag, and each side of a merge would
     /// judge its sender differently.
     gated: bool,
+    /// The local clock at the latest raw confchg (for the infos of rounds
+    /// that an admission begins).
+    clock: u64,
     /// Who announced itself since the latest raw confchg.
     heard: BTreeSet<Member>,
     /// Joined in the latest raw confchg (not old processes for the claim of
@@ -185,6 +188,7 @@ impl ElectionCore {
             merging: BTreeSet::new(),
             gated: false,
             heard: BTreeSet::new(),
+            clock: 0,
             last_joined: BTreeSet::new(),
             view: Vec::new(),
             tag: 0,
@@ -215,22 +219,6 @@ impl ElectionCore {
     /// the view it installed: a joiner whose announcement is on its way).
     fn round_done(&self) -> bool {
         matches!(self.phase, Phase::Installed)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn debug_state(&self) -> String {
-        let phase = match &self.phase {
-            Phase::Installing { infos, refused, .. } => format!(
-                "Installing infos={:?} merging={:?} refused={refused:?}",
-                infos.keys().collect::<Vec<_>>(),
-                self.merging
-            ),
-            other => format!("{other:?}"),
-        };
-        format!(
-            "{} synced={} view={:?} roster={:?} {phase}",
-            self.local, self.synced, self.view, self.roster
-        )
     }
 
     /// Messages refused so far, by cause.
@@ -300,6 +288,7 @@ impl ElectionCore {
         self.last_joined = joined.iter().map(|c| c.member).collect();
         self.gated = self.roster.should_announce();
         self.heard.clear();
+        self.clock = now;
         if !self.roster.in_view(self.local) {
             // Not joined yet, or our own leave.
             self.view_changed(change.map(|c| c.left).unwrap_or_default(), &mut out);
@@ -493,7 +482,8 @@ impl ElectionCore {
             // Rule 5: admitted after the install, it needs the elections
             // and every member's fact: a round of its own (nothing merged,
             // leaders continue).
-            self.begin_round(0, true, out);
+            // No purge: our own announcement may still be queued.
+            self.begin_round(self.clock, false, out);
         } else {
             self.try_install(out);
         }
@@ -527,7 +517,10 @@ impl ElectionCore {
                 .collect();
             if let Phase::Installing { buffered, .. } = &mut self.phase {
                 let before = buffered.len();
-                buffered.retain(|(m, _, known)| *known || announced.contains(m));
+                let merging = &self.merging;
+                buffered.retain(|(m, _, known)| {
+                    *known || announced.contains(m) || merging.contains(m)
+                });
                 self.refused.not_member += (before - buffered.len()) as u64;
             }
             self.view_changed(Vec::new(), out);
@@ -578,7 +571,10 @@ impl ElectionCore {
     }
 
     fn candidacy(&mut self, from: Member, op: CandidacyOp, out: &mut Vec<Action>) {
-        let member = self.roster.is_member(from);
+        // A process of the other side of a merge is a member there and not
+        // yet here: held like a member's, counted at the install only if
+        // it is a member by then (both sides judge it alike).
+        let member = self.roster.is_member(from) || self.merging.contains(&from);
         if !member && self.synced {
             self.refused.not_member += 1;
             return;

@@ -22,7 +22,6 @@ struct Peer {
     applied: Vec<CandidacyOp>,
     closed: bool,
     gave_up: bool,
-    log: Vec<String>,
 }
 
 impl Peer {
@@ -40,7 +39,6 @@ impl Peer {
             applied: Vec::new(),
             closed: false,
             gave_up: false,
-            log: Vec::new(),
         }
     }
 
@@ -73,19 +71,6 @@ impl Peer {
                 return false;
             }
         };
-        let desc = match &event {
-            TransportEvent::Deliver { from, bytes } => {
-                let frame = self.codec.decode_frame(bytes).expect("frame");
-                let msg: ElectionMessage = self.codec.decode_body(frame.body).expect("body");
-                let m = match msg {
-                    ElectionMessage::Info(i) => format!("Info tag={} ann={:?} un={:?}", i.tag % 1000, i.announced.as_ref().map(|a| a.iter().map(|m| m.pid).collect::<Vec<_>>()), i.unannounced.iter().map(|m| m.pid).collect::<Vec<_>>()),
-                    other => format!("{other:?}").chars().take(40).collect(),
-                };
-                format!("from {} {m}", from.pid)
-            }
-            TransportEvent::ConfChg { members, joined, left } => format!("confchg {:?} +{:?} -{:?}", members.iter().map(|m| m.pid).collect::<Vec<_>>(), joined.iter().map(|c| (c.member.pid, c.reason)).collect::<Vec<_>>(), left.iter().map(|c| (c.member.pid, c.reason)).collect::<Vec<_>>()),
-            other => format!("{other:?}").chars().take(60).collect(),
-        };
         let actions = match event {
             TransportEvent::Deliver { from, bytes } => {
                 let frame = self.codec.decode_frame(&bytes).expect("frame");
@@ -100,7 +85,6 @@ impl Peer {
             TransportEvent::Quorum(q) => self.core.handle_quorum(q),
             TransportEvent::TotemConfChg { .. } => Vec::new(),
         };
-        self.log.push(format!("{desc} => installed={} {}", self.core.is_installed(), self.core.debug_state().chars().filter(|_| true).collect::<String>().split("Installing").nth(1).unwrap_or("")));
         for action in actions {
             match action {
                 Action::Mcast(msg) => self.mcast(&msg),
@@ -302,12 +286,6 @@ fn check_views(cluster: &SimCluster, peers: &[Peer]) -> Result<(), String> {
         let leaders: BTreeSet<Option<Leadership>> =
             members.iter().map(|p| p.leader(GROUP_ELECTION)).collect();
         if leaders.len() != 1 {
-            for p in &members {
-                eprintln!("==== {} {:?}", p.member(), p.leader(GROUP_ELECTION));
-                for l in &p.log[p.log.len().saturating_sub(40)..] {
-                    eprintln!("{l}");
-                }
-            }
             return Err(format!("view {view:?} disagrees: {leaders:?}"));
         }
         let quorate = cluster.quorum(view[0].node).is_some_and(|q| q.quorate);
@@ -321,12 +299,6 @@ fn check_views(cluster: &SimCluster, peers: &[Peer]) -> Result<(), String> {
                 return Err(format!("quorate view {view:?} has no leader"));
             };
             if acting != vec![l.leader] {
-                for p in peers.iter().filter(|p| p.alive() && [1000, 1001].contains(&p.member().pid)) {
-                    eprintln!("==== {}", p.member());
-                    for l in &p.log[p.log.len().saturating_sub(40)..] {
-                        eprintln!("{l}");
-                    }
-                }
                 return Err(format!(
                     "quorate view {view:?}: {acting:?} act, {l:?} leads"
                 ));
@@ -344,7 +316,7 @@ fn run_schedule(seed: u64) -> Result<(), String> {
     let nodes = cluster.nodes().len() as u64;
     let mut peers = vec![Peer::new(&cluster, 1)];
     // Every epoch ever decided, with its leader: one leader per epoch.
-    let mut minted: BTreeMap<Epoch, Member> = BTreeMap::new();
+    let mut minted: BTreeMap<(String, Epoch), Member> = BTreeMap::new();
     let mut seen = 0;
     for _ in 0..40 {
         match rng.below(12) {
@@ -404,11 +376,9 @@ fn run_schedule(seed: u64) -> Result<(), String> {
                     epoch: Some(epoch),
                 } = e
                 {
-                    if name == GROUP_ELECTION {
-                        if let Some(other) = minted.insert(*epoch, *l) {
-                            if other != *l {
-                                return Err(format!("epoch {epoch} named {other} and {l}"));
-                            }
+                    if let Some(other) = minted.insert((name.clone(), *epoch), *l) {
+                        if other != *l {
+                            return Err(format!("{name:?} epoch {epoch} named {other} and {l}"));
                         }
                     }
                 }
