@@ -7,9 +7,11 @@
 //!  ────────────────────►  ┌──────────────────────────┐  ─────────────────────►
 //!   handle_confchg        │ view, facts (quorum, in  │   Mcast(Info | Fact)
 //!   handle_quorum (local) │   the stream)            │   Purge     (view changed)
-//!   handle_message        │ phase: Installing{infos, │   Applied(op) (own
-//!    Info Fact            │   buffered ops} |        │     stand/withdraw done)
-//!    Stand Withdraw       │   Installed              │   Resend(op)
+//!   handle_message        │ roster (who announced)   │   Applied(op) (own
+//!    Announce Info Fact   │ phase: Installing{infos, │     stand/withdraw done)
+//!    Stand Withdraw       │   buffered ops} |        │   Resend(op)
+//!                         │   Installed | GaveUp     │   GiveUp (leave)
+//!                         │ refusal counters         │
 //!                         │ elections: candidates    │   Event(ElectionEvent)
 //!                         │   (seniority), leader,   │
 //!                         │   epoch                  │
@@ -35,9 +37,9 @@
 //! # View changes
 //!
 //! After a confchg every member multicasts an info — its quorum fact and
-//! the elections as it holds them — tagged with a hash of the view, so an
-//! info sent for an earlier, different view is never counted. Until every member's
-//! info is in, candidacy changes are buffered, no epoch is minted, and a
+//! the elections as it holds them — tagged with a hash of the raw view, so
+//! an info sent for an earlier, different view is never counted. Until
+//! every member's info is in (rule 5 below), candidacy changes are buffered, no epoch is minted, and a
 //! leader continues only if it is still in the view and nothing merged in
 //! (after a merge two leaders may meet: leadership pauses). Once the infos
 //! are in, every member rebuilds the same elections from them (candidates
@@ -50,6 +52,89 @@
 //! decision names it and its own node's latest quorum notification says
 //! quorate (a local guard, deliberately not a group decision: it can only
 //! make a leader stop earlier). `Elected`/`Deposed` events follow acting.
+//!
+//! # Who counts (DESIGN.md §6)
+//!
+//! A CPG group is not a trust boundary, so the view this core decides on
+//! is the *effective* view of a [`Roster`]: the processes of the raw CPG
+//! view that announced themselves in the stream. Rules, identical on every
+//! member, with why:
+//!
+//! 1. **Announcing.** After every confchg that brings anyone in, every
+//!    member multicasts an `Announce` (protocol version range), then its
+//!    info. An `Announce` from a process in the view that is not yet a
+//!    member admits it; from a member it changes nothing. A separate
+//!    message rather than "an info from a pending process is its
+//!    announcement": an info is the answer to one round, a forged or stale
+//!    one must be refusable on its own, and a joiner must hear *every*
+//!    member of the view (rule 4) even in rounds whose infos it cannot yet
+//!    judge. Announcements are never purged from the send queue.
+//! 2. **Sender rules.** `Info`, `Fact`, `Stand` and `Withdraw` count only
+//!    from members (announced, in the view); anything else is refused and
+//!    counted ([`ElectionRefusals::not_member`]). A `Withdraw` only ever
+//!    removes its sender's own candidacy. An `Announce` whose version range
+//!    excludes ours is refused (`incompatible`). During a round,
+//!    candidacy changes are held; one from a process of the other side of
+//!    a merge (a member there, not yet here) is held too and applied at the
+//!    install only if its sender is a member by then, so both sides judge
+//!    it alike.
+//! 3. **Failover costs nothing new.** A confchg that only removes members
+//!    asks for one round of infos from the surviving members, as before
+//!    announcements existed; nobody announces.
+//! 4. **The joiner.** A process whose first view holds only itself and
+//!    processes that joined with it founds the group. Any other joiner does
+//!    not know who is announced: it admits whoever announces after its
+//!    confchg (every member does, rule 1) and, at the first info from a
+//!    sender that knows (`Info::announced` is `Some`), adopts that list
+//!    plus those admitted since ([`Roster::adopt`]) — the same set the
+//!    others hold at that position. Until then it decides nothing: it
+//!    completes no round, and the candidacy changes it holds are judged
+//!    when it learns. Every round needs at least one such info to complete,
+//!    so a joiner and the members complete it at the same position. Limit:
+//!    a joiner whose view holds only silent older processes waits until
+//!    one of them speaks or leaves (it cannot tell a silent client from a
+//!    member whose info is on its way); and a joiner trusts the first
+//!    member that tells it, so an announced member that lies about the
+//!    list can mislead a joiner (only that joiner) — the group key closes
+//!    that.
+//! 5. **Rounds.** After each confchg every member sends an info tagged
+//!    with the raw view; an admission after the install starts a new round
+//!    (the newcomer needs the elections). A round completes once every
+//!    member's info is in and every process that came in by `NodeUp` (the
+//!    other side of a merge) has announced itself, been named unannounced
+//!    by a member of its side (`Info::unannounced`), or had its
+//!    announcement refused — a condition every side evaluates alike, so
+//!    two sides of a merge install at the same position. After a confchg
+//!    that brought anyone in, an info counts only once its sender's
+//!    announcement came in that round: an info sent before the sender saw
+//!    the confchg may carry the same tag, and the two sides of a merge
+//!    would judge its sender differently. Limit: a merge side holding no
+//!    member at all (only silent clients) is waited for until they leave.
+//! 6. **Quorum facts** count only from members; a fact that arrives before
+//!    its sender's info in a round is ignored (the info, sent later, holds
+//!    a fact at least as new).
+//! 7. **Bounds** ("what the stream allows"). Let `seq` be the lower median
+//!    of the ring seqs the round's infos report and `clock` the lower
+//!    median of their clocks (a minority of liars cannot move a lower
+//!    median). An info's fact with a ring seq above `seq + RING_SLACK`
+//!    (2^16, some 16,000 ring changes) is dropped; its elections are
+//!    ignored (`epoch_jump`) if the founding time exceeds
+//!    `clock + CLOCK_SLACK` (one hour) or an epoch's ring seq exceeds
+//!    `seq + RING_SLACK` or its term exceeds the founding time plus
+//!    `TERM_SLACK` (2^32 leaderships). A later `Fact` is refused
+//!    (`ring_jump`) above the lower median of the other members' facts
+//!    plus `RING_SLACK`. Why: epochs are ordered by ring seq first, so one
+//!    epoch with a huge ring seq would fence out every later leader
+//!    forever; ring seqs only grow by a few per ring change, and clocks of
+//!    one cluster agree to far better than an hour.
+//! 8. **Bounded buffering.** Candidacy changes held during a round are
+//!    capped ([`super::ElectionConfig::max_buffered_ops`]); past the cap
+//!    the member gives up: it emits [`ElectionEvent::GaveUp`] and the
+//!    runtime *leaves* the group (then `Closed`). It does not resync in
+//!    place: the held changes are part of the ordered stream every member
+//!    applies, so a member that dropped them can only come back as a
+//!    joiner, which gets the elections afresh. Only members' changes are
+//!    held, so an outsider cannot fill it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
