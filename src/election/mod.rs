@@ -6,6 +6,13 @@
 //! within the group as well. Every member computes the same leader for each
 //! election, at the same point of the ordered stream:
 //!
+//! - **who counts**: only *members* — processes of the CPG view that
+//!   announced themselves in the stream (every election member does so by
+//!   itself). A CPG client that joins the group and stays silent, or
+//!   multicasts forged election messages, is never a candidate, never
+//!   stalls a view install and never sways a quorum fact; what members
+//!   refuse is counted in [`ElectionStatus::refused`]. The numbered rules
+//!   are in the core's module doc (`src/election/core.rs`);
 //! - **the leader** is the most senior candidate of the view — the one that
 //!   joined (or stood) first in the total order — while the view is quorate
 //!   (every member's quorum notification, multicast into the stream, says
@@ -165,7 +172,7 @@ impl Default for ElectionConfig {
 pub struct ElectionStatus {
     /// This member.
     pub local: Option<Member>,
-    /// The current view, sorted.
+    /// The current view (announced members only), sorted.
     pub members: Vec<Member>,
     /// Whether the view is installed.
     pub installed: bool,
