@@ -70,7 +70,13 @@ fn view_tag(members: &[Member]) -> u64 {
     sorted.sort();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for m in sorted {
-        for b in m.node.0.to_le_bytes().iter().chain(m.pid.to_le_bytes().iter()) {
+        for b in m
+            .node
+            .0
+            .to_le_bytes()
+            .iter()
+            .chain(m.pid.to_le_bytes().iter())
+        {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x100_0000_01b3);
         }
@@ -169,7 +175,11 @@ async fn a_silent_client_neither_stalls_nor_sways_the_election() {
         let s = e.status();
         assert!(s.installed);
         assert_eq!(s.members, ids, "the silent client is no member");
-        assert_eq!(s.leaders.get(GROUP_ELECTION), Some(&before), "same leader, same epoch");
+        assert_eq!(
+            s.leaders.get(GROUP_ELECTION),
+            Some(&before),
+            "same leader, same epoch"
+        );
         assert!(!s.candidates[GROUP_ELECTION].contains(&silent.local()));
     }
     assert_eq!(members[0].is_leader(GROUP_ELECTION), Some(before.epoch));
@@ -326,7 +336,11 @@ async fn a_lying_member_cannot_push_the_epoch_past_the_bound() {
             max_version: actix_cpg::wire::PROTOCOL_VERSION,
         }),
     );
-    lie(&mut liar, &raw_view, members.iter().map(|e| e.local()).collect());
+    lie(
+        &mut liar,
+        &raw_view,
+        members.iter().map(|e| e.local()).collect(),
+    );
     until("the liar admitted", || {
         drain(&mut liar, &mut raw_view);
         members
@@ -339,7 +353,11 @@ async fn a_lying_member_cannot_push_the_epoch_past_the_bound() {
         assert_eq!(s.leaders.get(GROUP_ELECTION), Some(&before), "no new epoch");
         assert_eq!(s.refused.epoch_jump, 1, "{:?}", s.refused);
         assert_eq!(s.refused.ring_jump, 1, "{:?}", s.refused);
-        assert_eq!(s.candidates[GROUP_ELECTION].last(), Some(&me), "least senior");
+        assert_eq!(
+            s.candidates[GROUP_ELECTION].last(),
+            Some(&me),
+            "least senior"
+        );
     }
     // A later fact from it is refused too.
     send(&mut liar, &Msg::Fact(quorate(1 << 40, true)));
@@ -360,9 +378,9 @@ async fn a_lying_member_cannot_push_the_epoch_past_the_bound() {
     lie(&mut liar, &raw_view, raw_view.clone());
     until("the next leader", || {
         drain(&mut liar, &mut raw_view);
-        members[1..].iter().all(|e| {
-            e.leader(GROUP_ELECTION).map(|l| l.leader) == Some(members[1].local())
-        })
+        members[1..]
+            .iter()
+            .all(|e| e.leader(GROUP_ELECTION).map(|l| l.leader) == Some(members[1].local()))
     })
     .await;
     let after = members[1].leader(GROUP_ELECTION).expect("leader");

@@ -387,7 +387,10 @@ impl ElectionCore {
                 .filter(|c| c.reason == Reason::Join)
                 .map(|c| c.member)
                 .collect();
-            if members.iter().all(|m| *m == self.local || fresh.contains(m)) {
+            if members
+                .iter()
+                .all(|m| *m == self.local || fresh.contains(m))
+            {
                 self.synced = true;
             }
         }
@@ -405,7 +408,8 @@ impl ElectionCore {
         let merging = !merged.is_empty();
         self.merging.extend(merged);
         let roster = &self.roster;
-        self.merging.retain(|m| roster.in_view(*m) && !roster.is_member(*m));
+        self.merging
+            .retain(|m| roster.in_view(*m) && !roster.is_member(*m));
         let view = &self.view;
         for entry in self.elections.values_mut() {
             entry.candidates.retain(|m, _| view.contains(m));
@@ -429,12 +433,7 @@ impl ElectionCore {
 
     /// Starts a round of infos (rules 1, 5): drops what the last one
     /// buffered, sends this member's info.
-    fn begin_round(
-        &mut self,
-        now: u64,
-        purge: bool,
-        out: &mut Vec<Action>,
-    ) {
+    fn begin_round(&mut self, now: u64, purge: bool, out: &mut Vec<Action>) {
         // Facts from before may describe another ring: every member
         // reports afresh in its info.
         self.facts.clear();
@@ -603,9 +602,8 @@ impl ElectionCore {
             if let Phase::Installing { buffered, .. } = &mut self.phase {
                 let before = buffered.len();
                 let merging = &self.merging;
-                buffered.retain(|(m, _, known)| {
-                    *known || announced.contains(m) || merging.contains(m)
-                });
+                buffered
+                    .retain(|(m, _, known)| *known || announced.contains(m) || merging.contains(m));
                 self.refused.not_member += (before - buffered.len()) as u64;
             }
             self.view_changed(Vec::new(), out);
@@ -743,8 +741,7 @@ impl ElectionCore {
     /// (then its info is needed) or been named unannounced by a member of
     /// its side, or had its announcement refused.
     fn round_complete(&self) -> bool {
-        let Phase::Installing { infos, refused, .. } = &self.phase
-        else {
+        let Phase::Installing { infos, refused, .. } = &self.phase else {
             return false;
         };
         // An info from a member that knows who is announced: the point

@@ -385,7 +385,10 @@ fn run_schedule(seed: u64) -> Result<(), String> {
                     2 => ElectionMessage::Withdraw("jobs".into()),
                     3 => ElectionMessage::Fact(QuorumState {
                         quorate: rng.chance(50),
-                        ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) },
+                        ring_id: crate::transport::RingId {
+                            seq: n,
+                            nodeid: NodeId(1),
+                        },
                         nodes: vec![],
                     }),
                     4 => ElectionMessage::Info(Info {
@@ -400,7 +403,10 @@ fn run_schedule(seed: u64) -> Result<(), String> {
                                 ElectionState {
                                     candidates: vec![(me, 0), (victim, u64::MAX)],
                                     leader: Some(me),
-                                    epoch: Some(Epoch { ring_seq: n, term: n }),
+                                    epoch: Some(Epoch {
+                                        ring_seq: n,
+                                        term: n,
+                                    }),
                                 },
                             )],
                         }),
@@ -495,12 +501,19 @@ fn run_schedule(seed: u64) -> Result<(), String> {
             || a.refused() != b.refused()
             || a.is_installed() != b.is_installed()
         {
-            return Err(format!("{}: the twin fed the same stream differs", p.member()));
+            return Err(format!(
+                "{}: the twin fed the same stream differs",
+                p.member()
+            ));
         }
         if let Some(s) = a.view().iter().find(|m| strangers.contains(m)) {
             return Err(format!("outsider {s} counts in {}'s view", p.member()));
         }
-        if a.candidates().values().flatten().any(|m| strangers.contains(m)) {
+        if a.candidates()
+            .values()
+            .flatten()
+            .any(|m| strangers.contains(m))
+        {
             return Err(format!("an outsider is a candidate at {}", p.member()));
         }
     }
@@ -536,7 +549,6 @@ proptest! {
     }
 }
 
-
 #[test]
 fn past_the_cap_of_held_candidacies_a_member_gives_up_and_goes_quiet() {
     let local = Member::new(1, 1);
@@ -559,13 +571,17 @@ fn past_the_cap_of_held_candidacies_a_member_gives_up_and_goes_quiet() {
     );
     // Installing (nobody's info is in): the member's own changes are held.
     assert!(!core.is_installed());
-    assert!(core.handle_message(local, ElectionMessage::Stand("a".into())).is_empty());
+    assert!(core
+        .handle_message(local, ElectionMessage::Stand("a".into()))
+        .is_empty());
     // An outsider's are refused at once, so it cannot fill the buffer.
     for _ in 0..10 {
         core.handle_message(other, ElectionMessage::Stand("x".into()));
     }
     assert_eq!(core.refused().not_member, 10);
-    assert!(core.handle_message(local, ElectionMessage::Stand("b".into())).is_empty());
+    assert!(core
+        .handle_message(local, ElectionMessage::Stand("b".into()))
+        .is_empty());
     let out = core.handle_message(local, ElectionMessage::Stand("c".into()));
     assert_eq!(
         out,
@@ -575,6 +591,8 @@ fn past_the_cap_of_held_candidacies_a_member_gives_up_and_goes_quiet() {
         ]
     );
     assert!(core.leaders().is_empty());
-    assert!(core.handle_message(local, ElectionMessage::Stand("d".into())).is_empty());
+    assert!(core
+        .handle_message(local, ElectionMessage::Stand("d".into()))
+        .is_empty());
     assert!(core.handle_confchg(&[local], &[], &[], 30).is_empty());
 }
