@@ -5,7 +5,7 @@
 //! ```text
 //!   transport events              ElectionCore                 actions
 //!  ────────────────────►  ┌──────────────────────────┐  ─────────────────────►
-//!   handle_confchg        │ view, facts (quorum, in  │   Mcast(Info | Fact)
+//!   handle_confchg        │ view, facts (quorum, in  │   Mcast(Announce | Info | Fact)
 //!   handle_quorum (local) │   the stream)            │   Purge     (view changed)
 //!   handle_message        │ roster (who announced)   │   Applied(op) (own
 //!    Announce Info Fact   │ phase: Installing{infos, │     stand/withdraw done)
