@@ -782,20 +782,9 @@ async fn hostile_member<B: Backend>(b: &mut B) {
     }
     assert_eq!(agreed_names(&mut agents).await, names_before);
 
-    // Silent now; a member joins meanwhile and becomes ready.
-    let mut joiner = b.spawn(3, &group, Mode::Group).await;
-    joiner.cmd("call svc joined");
-    joiner.expect("CALL svc ok joined").await;
-    agents.push(joiner);
+    // Silent for a while: nothing moves.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    outsider.cmd("leave");
-    outsider.expect("LEFT").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    let names_after = agreed_names(&mut agents).await;
-    assert_eq!(names_after, names_before);
-    let dead = [false; 4];
-    let c = census(&mut agents, &dead);
+    let c = census(&mut agents, &[false; 3]);
     assert!(
         once_on(&c, &TEST_TREE_CHILDREN, &all),
         "a forgery moved, stopped or doubled a child: {c:?}"
@@ -805,6 +794,33 @@ async fn hostile_member<B: Backend>(b: &mut B) {
         starts_before,
         "a forgery restarted a child"
     );
+    assert_eq!(agreed_names(&mut agents).await, names_before);
+
+    // A member joins while the outsider is there: it becomes ready and
+    // serves; then the outsider leaves, and the four still agree.
+    let mut joiner = b.spawn(3, &group, Mode::Group).await;
+    // It can build the tree's children too (placement would choose it).
+    joiner.cmd("tree");
+    joiner.expect("TREE ok").await;
+    joiner.cmd("call svc joined");
+    joiner.expect("CALL svc ok joined").await;
+    agents.push(joiner);
+    outsider.cmd("leave");
+    outsider.expect("LEFT").await;
+    let four = [0, 1, 2, 3];
+    until_census(
+        &mut agents,
+        &[false; 4],
+        "every child runs once on the four",
+        |c| once_on(c, &TEST_TREE_CHILDREN, &four),
+    )
+    .await;
+    for (i, a) in agents.iter_mut().enumerate() {
+        a.cmd(&format!("call svc after-leave-{i}"));
+        a.expect(&format!("CALL svc ok after-leave-{i}")).await;
+    }
+    let names = agreed_names(&mut agents).await;
+    assert!(!names.contains("evil"), "{names}");
 }
 
 // ---- backends ---------------------------------------------------------------

@@ -5,11 +5,13 @@
 //! ```text
 //!   transport events              ElectionCore                 actions
 //!  ────────────────────►  ┌──────────────────────────┐  ─────────────────────►
-//!   handle_confchg        │ view, facts (quorum, in  │   Mcast(Info | Fact)
+//!   handle_confchg        │ view, facts (quorum, in  │   Mcast(Announce | Info | Fact)
 //!   handle_quorum (local) │   the stream)            │   Purge     (view changed)
-//!   handle_message        │ phase: Installing{infos, │   Applied(op) (own
-//!    Info Fact            │   buffered ops} |        │     stand/withdraw done)
-//!    Stand Withdraw       │   Installed              │   Resend(op)
+//!   handle_message        │ roster (who announced)   │   Applied(op) (own
+//!    Announce Info Fact   │ phase: Installing{infos, │     stand/withdraw done)
+//!    Stand Withdraw       │   buffered ops} |        │   Resend(op)
+//!                         │   Installed | GaveUp     │   GiveUp (leave)
+//!                         │ refusal counters         │
 //!                         │ elections: candidates    │   Event(ElectionEvent)
 //!                         │   (seniority), leader,   │
 //!                         │   epoch                  │
@@ -35,9 +37,9 @@
 //! # View changes
 //!
 //! After a confchg every member multicasts an info — its quorum fact and
-//! the elections as it holds them — tagged with a hash of the view, so an
-//! info sent for an earlier, different view is never counted. Until every member's
-//! info is in, candidacy changes are buffered, no epoch is minted, and a
+//! the elections as it holds them — tagged with a hash of the raw view, so
+//! an info sent for an earlier, different view is never counted. Until
+//! every member's info is in (rule 5 below), candidacy changes are buffered, no epoch is minted, and a
 //! leader continues only if it is still in the view and nothing merged in
 //! (after a merge two leaders may meet: leadership pauses). Once the infos
 //! are in, every member rebuilds the same elections from them (candidates
@@ -50,12 +52,109 @@
 //! decision names it and its own node's latest quorum notification says
 //! quorate (a local guard, deliberately not a group decision: it can only
 //! make a leader stop earlier). `Elected`/`Deposed` events follow acting.
+//!
+//! # Who counts (DESIGN.md §6)
+//!
+//! A CPG group is not a trust boundary, so the view this core decides on
+//! is the *effective* view of a [`Roster`]: the processes of the raw CPG
+//! view that announced themselves in the stream. Rules, identical on every
+//! member, with why:
+//!
+//! 1. **Announcing.** After every confchg that brings anyone in, every
+//!    member multicasts an `Announce` (protocol version range), then its
+//!    info. An `Announce` from a process in the view that is not yet a
+//!    member admits it; from a member it changes nothing. A separate
+//!    message rather than "an info from a pending process is its
+//!    announcement": an info is the answer to one round, a forged or stale
+//!    one must be refusable on its own, and a joiner must hear *every*
+//!    member of the view (rule 4) even in rounds whose infos it cannot yet
+//!    judge. Announcements are never purged from the send queue.
+//! 2. **Sender rules.** `Info`, `Fact`, `Stand` and `Withdraw` count only
+//!    from members (announced, in the view); anything else is refused and
+//!    counted ([`ElectionRefusals::not_member`]). A `Withdraw` only ever
+//!    removes its sender's own candidacy. An `Announce` whose version range
+//!    excludes ours is refused (`incompatible`). During a round,
+//!    candidacy changes are held; one from a process of the other side of
+//!    a merge (a member there, not yet here) is held too and applied at the
+//!    install only if its sender is a member by then, so both sides judge
+//!    it alike.
+//! 3. **Failover costs nothing new.** A confchg that only removes members
+//!    asks for one round of infos from the surviving members, as before
+//!    announcements existed; nobody announces.
+//! 4. **The joiner.** A process whose first view holds only itself and
+//!    processes that joined with it founds the group. Any other joiner does
+//!    not know who is announced: it admits whoever announces after its
+//!    confchg (every member does, rule 1) and, at the first info from a
+//!    sender that knows (`Info::announced` is `Some`), adopts that list
+//!    plus those admitted since ([`Roster::adopt`]) — the same set the
+//!    others hold at that position. Until then it decides nothing: it
+//!    completes no round, and the candidacy changes it holds are judged
+//!    when it learns. Every round needs at least one such info to complete,
+//!    so a joiner and the members complete it at the same position. Limit:
+//!    a joiner whose view holds only silent older processes waits until
+//!    one of them speaks or leaves (it cannot tell a silent client from a
+//!    member whose info is on its way); and a joiner trusts the first
+//!    member that tells it, so an announced member that lies about the
+//!    list can mislead a joiner (only that joiner) — the group key closes
+//!    that.
+//! 5. **Rounds.** After each confchg every member sends an info tagged
+//!    with the raw view; an admission after the install starts a new round
+//!    (the newcomer needs the elections). A round completes once every
+//!    member's info is in and every process that came in by `NodeUp` (the
+//!    other side of a merge) has announced itself, been named unannounced
+//!    by a member of its side (`Info::unannounced`), or had its
+//!    announcement refused — a condition every side evaluates alike, so
+//!    two sides of a merge install at the same position. After a confchg
+//!    that brought anyone in, an info counts only once its sender's
+//!    announcement came in that round: an info sent before the sender saw
+//!    the confchg may carry the same tag, and the two sides of a merge
+//!    would judge its sender differently. Limit: a merge side holding no
+//!    member at all (only silent clients) is waited for until they leave.
+//! 6. **Quorum facts** count only from members; a fact that arrives before
+//!    its sender's info in a round is ignored (the info, sent later, holds
+//!    a fact at least as new).
+//! 7. **Bounds** ("what the stream allows"). Let `seq` be the lower median
+//!    of the ring seqs the round's infos report and `clock` the lower
+//!    median of their clocks (a minority of liars cannot move a lower
+//!    median). An info's fact with a ring seq above `seq + RING_SLACK`
+//!    (2^16, some 16,000 ring changes) is dropped; its elections are
+//!    ignored (`epoch_jump`) if the founding time exceeds
+//!    `clock + CLOCK_SLACK` (one hour) or an epoch's ring seq exceeds
+//!    `seq + RING_SLACK` or its term exceeds the founding time plus
+//!    `TERM_SLACK` (2^32 leaderships). A later `Fact` is refused
+//!    (`ring_jump`) above the lower median of the other members' facts
+//!    plus `RING_SLACK`. Why: epochs are ordered by ring seq first, so one
+//!    epoch with a huge ring seq would fence out every later leader
+//!    forever; ring seqs only grow by a few per ring change, and clocks of
+//!    one cluster agree to far better than an hour.
+//! 8. **Bounded buffering.** Candidacy changes held during a round are
+//!    capped ([`super::ElectionConfig::max_buffered_ops`]); past the cap
+//!    the member gives up: it emits [`ElectionEvent::GaveUp`] and the
+//!    runtime *leaves* the group (then `Closed`). It does not resync in
+//!    place: the held changes are part of the ordered stream every member
+//!    applies, so a member that dropped them can only come back as a
+//!    joiner, which gets the elections afresh. Only members' changes are
+//!    held, so an outsider cannot fill it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::messages::{ElectionMessage, ElectionState, Epoch, GroupState, Info};
-use super::{ElectionEvent, Leadership, GROUP_ELECTION};
+use super::{ElectionEvent, ElectionRefusals, Leadership, GROUP_ELECTION};
+use crate::roster::{Announcement, Roster};
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
+
+/// How far above the lower median of the ring sequences reported in the
+/// stream a reported ring sequence or a claimed epoch may be (rule 7).
+/// Corosync moves the ring seq by 4 per ring it forms, so this is some
+/// 16,000 ring changes that one member saw and the others did not.
+pub(crate) const RING_SLACK: u64 = 1 << 16;
+/// How far above the lower median of the round's clocks a founding time
+/// may be (rule 7): clocks of one cluster disagree by far less than this
+/// (one hour, in microseconds).
+pub(crate) const CLOCK_SLACK: u64 = 3_600 * 1_000_000;
+/// How many leaderships an election may claim above its group's founding
+/// time (rule 7).
+pub(crate) const TERM_SLACK: u64 = 1 << 32;
 
 /// A candidacy change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +177,10 @@ pub(crate) enum Action {
     Resend(CandidacyOp),
     /// Tell subscribers.
     Event(ElectionEvent),
+    /// The buffer of candidacy changes held while installing reached its
+    /// cap (rule 8): this member stops taking part and must leave; the core
+    /// ignores everything from now on.
+    GiveUp,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,20 +190,54 @@ struct Entry {
     epoch: Option<Epoch>,
 }
 
+/// A candidacy change delivered while installing, with whether its sender
+/// was known to be a member when it was delivered.
+type Buffered = (Member, CandidacyOp, bool);
+
 #[derive(Debug)]
 enum Phase {
     Unjoined,
     Installing {
         tag: u64,
         infos: BTreeMap<Member, Info>,
-        buffered: Vec<(Member, CandidacyOp)>,
+        buffered: Vec<Buffered>,
+        /// Processes whose announcement was refused in this round.
+        refused: BTreeSet<Member>,
     },
     Installed,
+    /// Gave up (rule 8): nothing is handled any more.
+    GaveUp,
 }
 
 /// One member's pure election state.
 pub(crate) struct ElectionCore {
     local: Member,
+    max_buffered: usize,
+    roster: Roster,
+    /// Whether this member knows who is announced (rule 4).
+    synced: bool,
+    /// Installed a view it is not in yet (its announcement is on its way):
+    /// it follows every decision, and is admitted with a round of its own.
+    outside: bool,
+    /// Processes that came in by `NodeUp` (another side of a merge) and
+    /// are neither members nor known to be unannounced yet: a round waits
+    /// for them (rule 5).
+    merging: BTreeSet<Member>,
+    /// Whether the latest raw confchg brought anyone in: then every member
+    /// announces itself before its info, and only infos sent after that
+    /// announcement count (rule 5) — an info sent before the sender saw
+    /// the confchg may carry the same tag, and each side of a merge would
+    /// judge its sender differently.
+    gated: bool,
+    /// The local clock at the latest raw confchg (for the infos of rounds
+    /// that an admission begins).
+    clock: u64,
+    /// Who announced itself since the latest raw confchg.
+    heard: BTreeSet<Member>,
+    /// Joined in the latest raw confchg (not old processes for the claim of
+    /// unannounced ones).
+    last_joined: BTreeSet<Member>,
+    /// The effective view: announced members, sorted.
     view: Vec<Member>,
     tag: u64,
     facts: BTreeMap<Member, QuorumState>,
@@ -113,13 +250,31 @@ pub(crate) struct ElectionCore {
     elections: BTreeMap<String, Entry>,
     /// Elections this member acts as leader of, with the epoch.
     acting: BTreeMap<String, Epoch>,
+    refused: ElectionRefusals,
 }
 
 impl ElectionCore {
-    /// A member that has not seen its first confchg.
+    /// A member that has not seen its first confchg, with the default cap
+    /// on buffered candidacy changes.
+    #[cfg(test)]
     pub(crate) fn new(local: Member) -> Self {
+        Self::with_cap(local, super::ElectionConfig::default().max_buffered_ops)
+    }
+
+    /// A member that has not seen its first confchg; it gives up past
+    /// `max_buffered` candidacy changes held while installing.
+    pub(crate) fn with_cap(local: Member, max_buffered: usize) -> Self {
         ElectionCore {
             local,
+            max_buffered: max_buffered.max(1),
+            roster: Roster::new(),
+            synced: false,
+            outside: false,
+            merging: BTreeSet::new(),
+            gated: false,
+            heard: BTreeSet::new(),
+            clock: 0,
+            last_joined: BTreeSet::new(),
             view: Vec::new(),
             tag: 0,
             facts: BTreeMap::new(),
@@ -131,17 +286,34 @@ impl ElectionCore {
             founded: 0,
             elections: BTreeMap::new(),
             acting: BTreeMap::new(),
+            refused: ElectionRefusals::default(),
         }
     }
 
-    /// The current view, sorted.
+    /// The effective view (announced members), sorted.
     pub(crate) fn view(&self) -> &[Member] {
         &self.view
     }
 
-    /// Whether the view is installed.
+    /// Whether the view is installed and this member is in it.
     pub(crate) fn is_installed(&self) -> bool {
+        self.round_done() && !self.outside
+    }
+
+    /// Whether the current round is complete (this member may be outside
+    /// the view it installed: a joiner whose announcement is on its way).
+    fn round_done(&self) -> bool {
         matches!(self.phase, Phase::Installed)
+    }
+
+    /// Messages refused so far, by cause.
+    pub(crate) fn refused(&self) -> ElectionRefusals {
+        self.refused
+    }
+
+    /// Counts a message that could not be decoded (the runtime decodes).
+    pub(crate) fn count_malformed(&mut self) {
+        self.refused.malformed += 1;
     }
 
     /// Every election's decided leader (as this member knows it).
@@ -183,9 +355,9 @@ impl ElectionCore {
             .collect()
     }
 
-    /// A configuration change, at its position in the stream; `now` is the
-    /// local wall clock in microseconds (it enters the stream in the info,
-    /// and counts only if this view founds the group).
+    /// A raw configuration change, at its position in the stream; `now` is
+    /// the local wall clock in microseconds (it enters the stream in the
+    /// info, and counts only if this view founds the group).
     pub(crate) fn handle_confchg(
         &mut self,
         members: &[Member],
@@ -194,32 +366,50 @@ impl ElectionCore {
         now: u64,
     ) -> Vec<Action> {
         let mut out = Vec::new();
-        let mut view = members.to_vec();
-        view.sort();
-        view.dedup();
-        self.view = view;
-        out.push(Action::Event(ElectionEvent::ViewChanged {
-            members: self.view.clone(),
-            joined: joined.to_vec(),
-            left: left.to_vec(),
-        }));
-        if !self.view.contains(&self.local) {
-            // Not joined yet, or our own leave.
+        if matches!(self.phase, Phase::GaveUp) {
             return out;
         }
-        self.tag = view_tag(&self.view);
-        // Facts from before the confchg may describe another ring: every
-        // member reports afresh in its info.
-        self.facts.clear();
-        if let Phase::Installing { buffered, .. } = &mut self.phase {
-            // Never installed: every member of the old view drops them alike.
-            for (from, op) in std::mem::take(buffered) {
-                if from == self.local {
-                    out.push(Action::Resend(op));
-                }
+        let change = self.roster.handle_confchg(members, joined, left);
+        self.last_joined = joined.iter().map(|c| c.member).collect();
+        self.gated = self.roster.should_announce();
+        self.heard.clear();
+        self.clock = now;
+        if !self.roster.in_view(self.local) {
+            // Not joined yet, or our own leave.
+            self.view_changed(change.map(|c| c.left).unwrap_or_default(), &mut out);
+            return out;
+        }
+        if !self.synced {
+            // Rule 4: nobody was here before us (or only who came with us),
+            // so nobody can tell us more: we found the group.
+            let fresh: BTreeSet<Member> = joined
+                .iter()
+                .filter(|c| c.reason == Reason::Join)
+                .map(|c| c.member)
+                .collect();
+            if members
+                .iter()
+                .all(|m| *m == self.local || fresh.contains(m))
+            {
+                self.synced = true;
             }
         }
-        let merging = joined.iter().any(|c| c.reason == Reason::NodeUp);
+        let left_members = change.map(|c| c.left).unwrap_or_default();
+        self.view_changed(left_members, &mut out);
+        let mut raw: Vec<Member> = members.to_vec();
+        raw.sort();
+        raw.dedup();
+        self.tag = view_tag(&raw);
+        let merged: BTreeSet<Member> = joined
+            .iter()
+            .filter(|c| c.reason == Reason::NodeUp)
+            .map(|c| c.member)
+            .collect();
+        let merging = !merged.is_empty();
+        self.merging.extend(merged);
+        let roster = &self.roster;
+        self.merging
+            .retain(|m| roster.in_view(*m) && !roster.is_member(*m));
         let view = &self.view;
         for entry in self.elections.values_mut() {
             entry.candidates.retain(|m, _| view.contains(m));
@@ -227,21 +417,85 @@ impl ElectionCore {
                 entry.leader = None;
             }
         }
+        if self.roster.should_announce() {
+            // Rule 3; before the info, so a receiver admits us first.
+            out.push(Action::Purge);
+            out.push(Action::Mcast(ElectionMessage::Announce(
+                Announcement::this_build(),
+            )));
+            self.begin_round(now, false, &mut out);
+        } else {
+            self.begin_round(now, true, &mut out);
+        }
+        self.update_acting(&mut out);
+        out
+    }
+
+    /// Starts a round of infos (rules 1, 5): drops what the last one
+    /// buffered, sends this member's info.
+    fn begin_round(&mut self, now: u64, purge: bool, out: &mut Vec<Action>) {
+        // Facts from before may describe another ring: every member
+        // reports afresh in its info.
+        self.facts.clear();
+        if let Phase::Installing { buffered, .. } = &mut self.phase {
+            // Never installed: every member drops them alike.
+            for (from, op, _) in std::mem::take(buffered) {
+                if from == self.local {
+                    out.push(Action::Resend(op));
+                }
+            }
+        }
         self.phase = Phase::Installing {
             tag: self.tag,
             infos: BTreeMap::new(),
             buffered: Vec::new(),
+            refused: BTreeSet::new(),
         };
-        out.push(Action::Purge);
+        if purge {
+            out.push(Action::Purge);
+        }
         self.sent_fact = self.local_fact.clone();
+        let unannounced = self
+            .roster
+            .pending()
+            .filter(|m| !self.last_joined.contains(m) && !self.merging.contains(m))
+            .collect();
         out.push(Action::Mcast(ElectionMessage::Info(Info {
             tag: self.tag,
             clock: now,
             fact: self.local_fact.clone(),
             state: self.installed_once.then(|| self.export()),
+            announced: self.synced.then(|| self.view.clone()),
+            unannounced: if self.synced { unannounced } else { Vec::new() },
+            merging: if self.synced {
+                self.merging.iter().copied().collect()
+            } else {
+                Vec::new()
+            },
         })));
-        self.update_acting(&mut out);
-        out
+    }
+
+    /// Recomputes the effective view from the roster; reports a change.
+    fn view_changed(&mut self, left: Vec<MemberChange>, out: &mut Vec<Action>) {
+        self.view_changed_with(Vec::new(), left, out);
+    }
+
+    fn view_changed_with(
+        &mut self,
+        joined: Vec<MemberChange>,
+        left: Vec<MemberChange>,
+        out: &mut Vec<Action>,
+    ) {
+        let members = self.roster.members();
+        if members == self.view && joined.is_empty() && left.is_empty() {
+            return;
+        }
+        self.view = members;
+        out.push(Action::Event(ElectionEvent::ViewChanged {
+            members: self.view.clone(),
+            joined,
+            left,
+        }));
     }
 
     /// This node's quorum service reported (a local fact: multicast, and
@@ -249,6 +503,9 @@ impl ElectionCore {
     /// only to stop acting as leader).
     pub(crate) fn handle_quorum(&mut self, q: QuorumState) -> Vec<Action> {
         let mut out = Vec::new();
+        if matches!(self.phase, Phase::GaveUp) {
+            return out;
+        }
         self.local_fact = Some(q);
         if !matches!(self.phase, Phase::Unjoined) && self.sent_fact != self.local_fact {
             self.sent_fact = self.local_fact.clone();
@@ -263,32 +520,18 @@ impl ElectionCore {
     /// A decoded message from `from`, at its position in the stream.
     pub(crate) fn handle_message(&mut self, from: Member, msg: ElectionMessage) -> Vec<Action> {
         let mut out = Vec::new();
-        if !self.view.contains(&from) || matches!(self.phase, Phase::Unjoined) {
+        if matches!(self.phase, Phase::Unjoined | Phase::GaveUp) {
+            return out;
+        }
+        if !self.roster.in_view(from) {
+            // Sent before it left, or from a process this view never had.
+            self.refused.not_member += 1;
             return out;
         }
         match msg {
-            ElectionMessage::Info(info) => {
-                let complete = match &mut self.phase {
-                    Phase::Installing { tag, infos, .. } if info.tag == *tag => {
-                        if let Some(f) = &info.fact {
-                            self.facts.insert(from, f.clone());
-                        }
-                        infos.insert(from, info);
-                        self.view.iter().all(|m| infos.contains_key(m))
-                    }
-                    // An info for another confchg: not this view's.
-                    _ => false,
-                };
-                if complete {
-                    self.install(&mut out);
-                }
-            }
-            ElectionMessage::Fact(q) => {
-                self.facts.insert(from, q);
-                if self.is_installed() {
-                    self.decide_all(&mut out);
-                }
-            }
+            ElectionMessage::Announce(a) => self.announce(from, a, &mut out),
+            ElectionMessage::Info(info) => self.info(from, info, &mut out),
+            ElectionMessage::Fact(q) => self.fact(from, q, &mut out),
             ElectionMessage::Stand(name) => {
                 self.candidacy(from, CandidacyOp::Stand(name), &mut out)
             }
@@ -300,9 +543,135 @@ impl ElectionCore {
         out
     }
 
+    /// Rule 2: an announcement admits a pending process.
+    fn announce(&mut self, from: Member, a: Announcement, out: &mut Vec<Action>) {
+        if a.compatible() {
+            self.heard.insert(from);
+        }
+        if self.roster.is_member(from) {
+            return;
+        }
+        if !a.compatible() {
+            self.refused.incompatible += 1;
+            if let Phase::Installing { refused, .. } = &mut self.phase {
+                refused.insert(from);
+            }
+            return;
+        }
+        let Some(change) = self.roster.handle_announce(from) else {
+            return;
+        };
+        self.view_changed_with(change.joined, Vec::new(), out);
+        if self.round_done() {
+            // Rule 5: admitted after the install, it needs the elections
+            // and every member's fact: a round of its own (nothing merged,
+            // leaders continue).
+            // No purge: our own announcement may still be queued.
+            self.begin_round(self.clock, false, out);
+        } else {
+            self.try_install(out);
+        }
+    }
+
+    fn info(&mut self, from: Member, info: Info, out: &mut Vec<Action>) {
+        if !self.roster.is_member(from) {
+            self.refused.not_member += 1;
+            return;
+        }
+        let Phase::Installing { tag, .. } = &self.phase else {
+            // An info of a round already installed: nothing to do.
+            return;
+        };
+        if info.tag != *tag || (self.gated && !self.heard.contains(&from)) {
+            // An info for another confchg: not this view's.
+            return;
+        }
+        if let (false, Some(claim)) = (self.synced, &info.announced) {
+            // Rule 4: the first member that knows tells us who counts.
+            let mut announced: BTreeSet<Member> = claim.iter().copied().collect();
+            announced.extend(self.roster.members());
+            self.roster.adopt(announced.iter().copied());
+            self.synced = true;
+            let roster = &self.roster;
+            self.merging = info
+                .merging
+                .iter()
+                .copied()
+                .filter(|m| roster.in_view(*m) && !roster.is_member(*m))
+                .collect();
+            if let Phase::Installing { buffered, .. } = &mut self.phase {
+                let before = buffered.len();
+                let merging = &self.merging;
+                buffered
+                    .retain(|(m, _, known)| *known || announced.contains(m) || merging.contains(m));
+                self.refused.not_member += (before - buffered.len()) as u64;
+            }
+            self.view_changed(Vec::new(), out);
+        }
+        if let Some(f) = &info.fact {
+            self.facts.insert(from, f.clone());
+        }
+        if let Phase::Installing { infos, .. } = &mut self.phase {
+            infos.insert(from, info);
+        }
+        self.try_install(out);
+    }
+
+    fn fact(&mut self, from: Member, q: QuorumState, out: &mut Vec<Action>) {
+        if !self.roster.is_member(from) {
+            self.refused.not_member += 1;
+            return;
+        }
+        match &self.phase {
+            Phase::Installed => {}
+            Phase::Installing { infos, .. } if infos.contains_key(&from) => {}
+            // Before its info: the info that follows (FIFO) carries a fact
+            // at least as new, so this one would be replaced anyway.
+            _ => return,
+        }
+        if let Some(bound) = self.ring_bound(from) {
+            if q.ring_id.seq > bound {
+                self.refused.ring_jump += 1;
+                return;
+            }
+        }
+        self.facts.insert(from, q);
+        if self.round_done() {
+            self.decide_all(out);
+        }
+    }
+
+    /// Rule 7 for facts: the highest ring seq a fact from `from` may report,
+    /// from the others' facts (`None`: nobody else reported).
+    fn ring_bound(&self, from: Member) -> Option<u64> {
+        let seqs: Vec<u64> = self
+            .facts
+            .iter()
+            .filter(|(m, _)| **m != from)
+            .map(|(_, f)| f.ring_id.seq)
+            .collect();
+        lower_median(seqs).map(|s| s.saturating_add(RING_SLACK))
+    }
+
     fn candidacy(&mut self, from: Member, op: CandidacyOp, out: &mut Vec<Action>) {
+        // A process of the other side of a merge is a member there and not
+        // yet here: held like a member's, counted at the install only if
+        // it is a member by then (both sides judge it alike).
+        let member = self.roster.is_member(from) || self.merging.contains(&from);
+        if !member && self.synced {
+            self.refused.not_member += 1;
+            return;
+        }
         match &mut self.phase {
-            Phase::Installing { buffered, .. } => buffered.push((from, op)),
+            Phase::Installing { buffered, .. } => {
+                if buffered.len() >= self.max_buffered {
+                    self.give_up(out);
+                    return;
+                }
+                // Unsynced: whether it counts is known once we learn who
+                // was announced (rule 4).
+                buffered.push((from, op, member));
+            }
             Phase::Installed => {
                 let name = self.apply_op(from, &op);
                 if from == self.local {
@@ -310,8 +679,19 @@ impl ElectionCore {
                 }
                 self.decide(&name, out);
             }
-            Phase::Unjoined => {}
+            Phase::Unjoined | Phase::GaveUp => {}
         }
+    }
+
+    fn give_up(&mut self, out: &mut Vec<Action>) {
+        let buffered = match &self.phase {
+            Phase::Installing { buffered, .. } => buffered.len(),
+            _ => 0,
+        };
+        self.phase = Phase::GaveUp;
+        self.elections.clear();
+        out.push(Action::Event(ElectionEvent::GaveUp { buffered }));
+        out.push(Action::GiveUp);
     }
 
     /// Applies a candidacy change; returns the election's name.
@@ -322,7 +702,7 @@ impl ElectionCore {
                 if let std::collections::btree_map::Entry::Vacant(v) = entry.candidates.entry(from)
                 {
                     v.insert(self.next_stamp);
-                    self.next_stamp += 1;
+                    self.next_stamp = self.next_stamp.saturating_add(1);
                 }
                 name.clone()
             }
@@ -356,6 +736,39 @@ impl ElectionCore {
         }
     }
 
+    /// Rule 5: the round is complete once every member's info is in, and
+    /// every process that came in by `NodeUp` has either become a member
+    /// (then its info is needed) or been named unannounced by a member of
+    /// its side, or had its announcement refused.
+    fn round_complete(&self) -> bool {
+        let Phase::Installing { infos, refused, .. } = &self.phase else {
+            return false;
+        };
+        // An info from a member that knows who is announced: the point
+        // where a joiner learns it too, so every member completes alike.
+        if !self.synced || !infos.values().any(|i| i.announced.is_some()) {
+            return false;
+        }
+        let excused: BTreeSet<Member> = infos
+            .values()
+            .filter(|i| i.announced.is_some())
+            .flat_map(|i| i.unannounced.iter().copied())
+            .collect();
+        self.view.iter().all(|m| infos.contains_key(m))
+            && self.merging.iter().all(|m| {
+                !self.roster.in_view(*m)
+                    || self.roster.is_member(*m)
+                    || excused.contains(m)
+                    || refused.contains(m)
+            })
+    }
+
+    fn try_install(&mut self, out: &mut Vec<Action>) {
+        if self.round_complete() {
+            self.install(out);
+        }
+    }
+
     fn install(&mut self, out: &mut Vec<Action>) {
         let Phase::Installing {
             infos, buffered, ..
@@ -363,14 +776,59 @@ impl ElectionCore {
         else {
             return;
         };
+        let in_view: BTreeSet<Member> = self.view.iter().copied().collect();
+        // Every process of another side is settled now (rule 5).
+        self.merging.clear();
+        let infos: BTreeMap<Member, Info> = infos
+            .into_iter()
+            .filter(|(m, _)| in_view.contains(m))
+            .collect();
+        // Rule 7: what the stream allows, from the lower medians of what
+        // the members report (a minority of liars cannot move them).
+        let clock_bound = lower_median(infos.values().map(|i| i.clock).collect())
+            .unwrap_or(0)
+            .saturating_add(CLOCK_SLACK);
+        let fact_seqs: Vec<u64> = infos
+            .values()
+            .filter_map(|i| i.fact.as_ref().map(|f| f.ring_id.seq))
+            .collect();
+        let seq_bound = lower_median(fact_seqs)
+            .or_else(|| {
+                lower_median(
+                    infos
+                        .values()
+                        .filter_map(|i| i.state.as_ref().map(highest_ring_seq))
+                        .collect(),
+                )
+            })
+            .unwrap_or(0)
+            .saturating_add(RING_SLACK);
+        // Facts came with the infos or after them (the latest counts).
+        self.facts.retain(|m, _| in_view.contains(m));
+        let before = self.facts.len();
+        self.facts.retain(|_, f| f.ring_id.seq <= seq_bound);
+        self.refused.ring_jump += (before - self.facts.len()) as u64;
+        let mut states: Vec<&GroupState> = Vec::new();
+        for i in infos.values() {
+            if let Some(state) = &i.state {
+                if within_bounds(state, clock_bound, seq_bound) {
+                    states.push(state);
+                } else {
+                    self.refused.epoch_jump += 1;
+                }
+            }
+        }
         // Every member rebuilds the elections from the same infos, so all
         // agree whatever each held before.
-        let in_view: BTreeSet<Member> = self.view.iter().copied().collect();
-        let mut next_stamp = 0;
-        let states: Vec<&GroupState> = infos.values().filter_map(|i| i.state.as_ref()).collect();
+        let mut next_stamp: u64 = 0;
         // A group founded here starts its terms above its founders' clocks.
         let founded = if states.is_empty() {
-            infos.values().map(|i| i.clock).max().unwrap_or(0)
+            infos
+                .values()
+                .map(|i| i.clock)
+                .filter(|c| *c <= clock_bound)
+                .max()
+                .unwrap_or(0)
         } else {
             states.iter().map(|s| s.founded).max().unwrap_or(0)
         };
@@ -404,18 +862,30 @@ impl ElectionCore {
         for m in &self.view {
             if !group.candidates.contains_key(m) {
                 group.candidates.insert(*m, next_stamp);
-                next_stamp += 1;
+                next_stamp = next_stamp.saturating_add(1);
             }
         }
         self.next_stamp = next_stamp;
         self.founded = founded;
         self.elections = merged;
         self.installed_once = true;
-        for (from, op) in buffered {
+        for (from, op, _) in buffered {
+            if !in_view.contains(&from) {
+                self.refused.not_member += 1;
+                continue;
+            }
             self.apply_op(from, &op);
             if from == self.local {
                 out.push(Action::Applied(op));
             }
+        }
+        // A joiner whose announcement is still on its way holds the
+        // elections as everyone does, and is admitted with a round of its
+        // own.
+        self.outside = !in_view.contains(&self.local);
+        if self.outside {
+            self.decide_all(out);
+            return;
         }
         out.push(Action::Event(ElectionEvent::Installed {
             members: self.view.clone(),
@@ -442,7 +912,7 @@ impl ElectionCore {
 
     /// Applies the rule to one election (installed views only).
     fn decide(&mut self, name: &str, out: &mut Vec<Action>) {
-        if !self.is_installed() {
+        if !self.round_done() {
             return;
         }
         let quorate = self.view_quorate();
@@ -477,7 +947,7 @@ impl ElectionCore {
             });
             entry.epoch = Some(Epoch {
                 ring_seq: prev.ring_seq.max(ring_seq),
-                term: prev.term + 1,
+                term: prev.term.saturating_add(1),
             });
         }
         entry.leader = next;
@@ -519,6 +989,34 @@ impl ElectionCore {
         }
         self.acting = now;
     }
+}
+
+/// The lower median (a minority of high values cannot move it).
+fn lower_median(mut values: Vec<u64>) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    Some(values[(values.len() - 1) / 2])
+}
+
+fn highest_ring_seq(state: &GroupState) -> u64 {
+    state
+        .elections
+        .iter()
+        .filter_map(|(_, e)| e.epoch.map(|x| x.ring_seq))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Rule 7 for a state carried in an info.
+fn within_bounds(state: &GroupState, clock_bound: u64, seq_bound: u64) -> bool {
+    state.founded <= clock_bound
+        && state.elections.iter().all(|(_, e)| {
+            e.epoch.is_none_or(|x| {
+                x.ring_seq <= seq_bound && x.term <= state.founded.saturating_add(TERM_SLACK)
+            })
+        })
 }
 
 /// Identifies a view for infos: a hash of its sorted member list, the one

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::roster::Announcement;
 use crate::transport::{Member, QuorumState};
 
 /// A fencing epoch: it only grows, and a new one is minted each time an
@@ -71,6 +72,18 @@ pub(crate) struct Info {
     /// The elections as the sender held them when it saw the confchg
     /// (`None` for a member that never held them).
     pub state: Option<GroupState>,
+    /// The members the sender counted when the round began (its announced
+    /// set, sorted), or `None` from a joiner that does not know them yet:
+    /// how a joiner learns who is announced.
+    pub announced: Option<Vec<Member>>,
+    /// Processes the sender had in its view before the round began and knew
+    /// to be unannounced: how the other side of a merge learns that a
+    /// silent process there is not a member it must wait for.
+    pub unannounced: Vec<Member>,
+    /// Processes of another side of a merge that the sender still waits
+    /// for (to announce themselves, or be named unannounced by their side):
+    /// a joiner that learns the members from this info waits for them too.
+    pub merging: Vec<Member>,
 }
 
 /// The body of every election message.
@@ -84,6 +97,10 @@ pub(crate) enum ElectionMessage {
     Stand(String),
     /// The sender withdraws from the named election.
     Withdraw(String),
+    /// The sender announces itself (sent after every confchg that brings
+    /// anyone in): from a process in the view that is not yet a member,
+    /// it admits it. Last, so the earlier variants keep their wire index.
+    Announce(Announcement),
 }
 
 #[cfg(test)]
@@ -124,10 +141,14 @@ mod tests {
                 clock: 11,
                 fact: Some(fact.clone()),
                 state: Some(state),
+                announced: Some(vec![Member::new(1, 2)]),
+                unannounced: vec![Member::new(3, 4)],
+                merging: vec![Member::new(5, 6)],
             }),
             ElectionMessage::Fact(fact),
             ElectionMessage::Stand("jobs".into()),
             ElectionMessage::Withdraw("jobs".into()),
+            ElectionMessage::Announce(Announcement::this_build()),
         ] {
             let bytes = codec.encode(Kind::Election, &msg).expect("encodes");
             let frame = codec.decode_frame(&bytes).expect("frame");

@@ -6,6 +6,13 @@
 //! within the group as well. Every member computes the same leader for each
 //! election, at the same point of the ordered stream:
 //!
+//! - **who counts**: only *members* — processes of the CPG view that
+//!   announced themselves in the stream (every election member does so by
+//!   itself). A CPG client that joins the group and stays silent, or
+//!   multicasts forged election messages, is never a candidate, never
+//!   stalls a view install and never sways a quorum fact; what members
+//!   refuse is counted in [`ElectionStatus::refused`]. The numbered rules
+//!   are in the core's module doc (`src/election/core.rs`);
 //! - **the leader** is the most senior candidate of the view — the one that
 //!   joined (or stood) first in the total order — while the view is quorate
 //!   (every member's quorum notification, multicast into the stream, says
@@ -102,6 +109,14 @@ pub enum ElectionEvent {
         /// The epoch it led with.
         epoch: Epoch,
     },
+    /// More candidacy changes arrived while installing a view than
+    /// [`ElectionConfig::max_buffered_ops`] allows: this member gave up its
+    /// membership and leaves the group (a `Closed` event follows). Start a
+    /// new [`Election`] to rejoin: a joiner gets the elections afresh.
+    GaveUp {
+        /// How many candidacy changes were buffered.
+        buffered: usize,
+    },
     /// The transport failed or the member left; the runtime has stopped.
     Closed {
         /// Why.
@@ -139,6 +154,13 @@ pub struct ElectionConfig {
     /// it is decoded (counted in [`Election::dropped_unauthenticated`]).
     /// `None` (the default) keeps today's bytes. See [`crate::auth`].
     pub key: Option<crate::auth::GroupKey>,
+    /// Most candidacy changes (stand, withdraw) held while a view is being
+    /// installed; past it this member gives up and leaves
+    /// ([`ElectionEvent::GaveUp`]) rather than grow. Only members' changes
+    /// are held (an unannounced sender's are refused at once), so only a
+    /// flood from members — or, for a joiner not yet knowing who the
+    /// members are, from anyone — reaches it.
+    pub max_buffered_ops: usize,
 }
 
 impl Default for ElectionConfig {
@@ -148,6 +170,7 @@ impl Default for ElectionConfig {
             send_window: 16,
             event_capacity: 1024,
             key: None,
+            max_buffered_ops: 4096,
         }
     }
 }
@@ -157,7 +180,7 @@ impl Default for ElectionConfig {
 pub struct ElectionStatus {
     /// This member.
     pub local: Option<Member>,
-    /// The current view, sorted.
+    /// The current view (announced members only), sorted.
     pub members: Vec<Member>,
     /// Whether the view is installed.
     pub installed: bool,
@@ -171,6 +194,36 @@ pub struct ElectionStatus {
     pub locally_quorate: bool,
     /// Whether the runtime has stopped.
     pub closed: bool,
+    /// Messages this member refused, by cause.
+    pub refused: ElectionRefusals,
+}
+
+/// Messages an election member refused, by cause (each also logged). Every
+/// member applies the same rules at the same point of the stream, so a
+/// refusal changes no decision anywhere; the counts are this member's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ElectionRefusals {
+    /// An info, fact, stand or withdraw from a process that is not an
+    /// announced member (a silent or foreign CPG client, or a process that
+    /// has left).
+    pub not_member: u64,
+    /// An announcement whose protocol versions exclude this build's.
+    pub incompatible: u64,
+    /// A quorum fact whose ring sequence jumps past what the stream allows.
+    pub ring_jump: u64,
+    /// An info whose elections claim epochs or a founding time past what
+    /// the stream allows (its state is ignored; the info still counts for
+    /// the install).
+    pub epoch_jump: u64,
+    /// A message that could not be decoded.
+    pub malformed: u64,
+}
+
+impl ElectionRefusals {
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        self.not_member + self.incompatible + self.ring_jump + self.epoch_jump + self.malformed
+    }
 }
 
 /// A handle to this process's membership of an election group. Clone

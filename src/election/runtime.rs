@@ -67,7 +67,7 @@ impl ElectionActor {
         ElectionActor {
             conn,
             ops,
-            core: ElectionCore::new(local),
+            core: ElectionCore::with_cap(local, config.max_buffered_ops),
             codec: Codec::new(limit),
             events,
             status,
@@ -90,6 +90,7 @@ impl ElectionActor {
             candidates: self.core.candidates(),
             locally_quorate: self.core.locally_quorate(),
             closed: false,
+            refused: self.core.refused(),
         };
         self.status.send_if_modified(|s| {
             if *s == next {
@@ -104,6 +105,7 @@ impl ElectionActor {
     fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
         let actions = match event {
             TransportEvent::Deliver { from, bytes } => {
+                let before = self.core.refused();
                 if from == self.conn.local() {
                     self.outbox.own_delivered();
                 }
@@ -114,13 +116,19 @@ impl ElectionActor {
                         Kind::Election => self.codec.decode_body::<ElectionMessage>(frame.body),
                         other => Err(crate::wire::WireError::UnknownKind(other as u8)),
                     });
-                match decoded {
+                let actions = match decoded {
                     Ok(msg) => self.core.handle_message(from, msg),
                     Err(e) => {
                         warn!(group = %self.conn.group(), %from, "dropped a message: {e}");
+                        self.core.count_malformed();
                         Vec::new()
                     }
+                };
+                let refused = self.core.refused();
+                if refused != before {
+                    warn!(group = %self.conn.group(), %from, ?refused, "refused a message");
                 }
+                actions
             }
             TransportEvent::ConfChg {
                 members,
@@ -142,8 +150,11 @@ impl ElectionActor {
     }
 
     fn mcast(&mut self, msg: &ElectionMessage) {
+        // An announcement is never purged: a joiner that came in with an
+        // earlier confchg learns this member only from it.
+        let sticky = matches!(msg, ElectionMessage::Announce(_));
         match self.codec.encode(Kind::Election, msg) {
-            Ok(bytes) => self.outbox.push_control(bytes, false),
+            Ok(bytes) => self.outbox.push_control(bytes, sticky),
             Err(e) => error!("election message not sent: {e}"),
         }
     }
@@ -178,6 +189,17 @@ impl ElectionActor {
                     match self.codec.encode(Kind::Election, &msg) {
                         Ok(bytes) => self.outbox.push_user(bytes, ()),
                         Err(e) => error!("candidacy not resent: {e}"),
+                    }
+                }
+                Action::GiveUp => {
+                    error!(
+                        group = %self.conn.group(),
+                        "too many candidacy changes while installing: leaving the group"
+                    );
+                    self.outbox.purge();
+                    if self.leaving.is_none() {
+                        let (done, _) = oneshot::channel();
+                        self.leaving = Some(done);
                     }
                 }
                 Action::Event(event) => {

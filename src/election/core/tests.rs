@@ -1,6 +1,7 @@
 //! The election core driven synchronously over the sim transport (no actix).
 
 use super::*;
+use crate::roster::Announcement;
 use crate::transport::sim::{SimCluster, SimConnection, SimProcess, SimRng};
 use crate::transport::{Connection, GroupName, NodeId, Transport, TransportEvent};
 use crate::wire::{Codec, Kind};
@@ -17,10 +18,13 @@ struct Peer {
     process: SimProcess,
     conn: SimConnection,
     core: ElectionCore,
+    /// Fed exactly what `core` is fed: must end in the same state.
+    twin: ElectionCore,
     codec: Codec,
     events: Vec<ElectionEvent>,
     applied: Vec<CandidacyOp>,
     closed: bool,
+    gave_up: bool,
 }
 
 impl Peer {
@@ -31,12 +35,14 @@ impl Peer {
             .expect("join");
         Peer {
             core: ElectionCore::new(process.member()),
+            twin: ElectionCore::new(process.member()),
             process,
             conn,
             codec: Codec::new(1 << 20),
             events: Vec::new(),
             applied: Vec::new(),
             closed: false,
+            gave_up: false,
         }
     }
 
@@ -72,15 +78,23 @@ impl Peer {
         let actions = match event {
             TransportEvent::Deliver { from, bytes } => {
                 let frame = self.codec.decode_frame(&bytes).expect("frame");
-                let msg = self.codec.decode_body(frame.body).expect("body");
+                let msg: ElectionMessage = self.codec.decode_body(frame.body).expect("body");
+                self.twin.handle_message(from, msg.clone());
                 self.core.handle_message(from, msg)
             }
             TransportEvent::ConfChg {
                 members,
                 joined,
                 left,
-            } => self.core.handle_confchg(&members, &joined, &left, clock()),
-            TransportEvent::Quorum(q) => self.core.handle_quorum(q),
+            } => {
+                let now = clock();
+                self.twin.handle_confchg(&members, &joined, &left, now);
+                self.core.handle_confchg(&members, &joined, &left, now)
+            }
+            TransportEvent::Quorum(q) => {
+                self.twin.handle_quorum(q.clone());
+                self.core.handle_quorum(q)
+            }
             TransportEvent::TotemConfChg { .. } => Vec::new(),
         };
         for action in actions {
@@ -93,6 +107,7 @@ impl Peer {
                     CandidacyOp::Withdraw(n) => self.mcast(&ElectionMessage::Withdraw(n)),
                 },
                 Action::Event(e) => self.events.push(e),
+                Action::GiveUp => self.gave_up = true,
             }
         }
         true
@@ -247,6 +262,9 @@ fn infos_of_another_confchg_are_not_counted() {
         clock: 0,
         fact: None,
         state: None,
+        announced: Some(vec![local, other]),
+        unannounced: vec![],
+        merging: vec![],
     });
     core.handle_message(other, stale);
     let mine = ElectionMessage::Info(Info {
@@ -254,6 +272,9 @@ fn infos_of_another_confchg_are_not_counted() {
         clock: 0,
         fact: None,
         state: None,
+        announced: Some(vec![local, other]),
+        unannounced: vec![],
+        merging: vec![],
     });
     core.handle_message(local, mine);
     assert!(
@@ -306,11 +327,14 @@ fn run_schedule(seed: u64) -> Result<(), String> {
     let cluster = SimCluster::new(3 + rng.below(3) as u32);
     let nodes = cluster.nodes().len() as u64;
     let mut peers = vec![Peer::new(&cluster, 1)];
+    // Raw clients that never announce: they join, forge, leave.
+    let mut outsiders: Vec<SimConnection> = Vec::new();
+    let codec = Codec::new(1 << 20);
     // Every epoch ever decided, with its leader: one leader per epoch.
-    let mut minted: BTreeMap<Epoch, Member> = BTreeMap::new();
+    let mut minted: BTreeMap<(String, Epoch), Member> = BTreeMap::new();
     let mut seen = 0;
     for _ in 0..40 {
-        match rng.below(12) {
+        match rng.below(14) {
             0..=2 => {
                 let node = 1 + rng.below(nodes) as u32;
                 if cluster.is_up(NodeId(node)) {
@@ -341,6 +365,64 @@ fn run_schedule(seed: u64) -> Result<(), String> {
                 let _ = cluster.partition(&[&a, &b]);
             }
             8 => cluster.heal(),
+            10 => {
+                let node = 1 + rng.below(nodes) as u32;
+                if let Ok(p) = cluster.process(NodeId(node)) {
+                    if let Ok(c) = p.join(&GroupName::new("election").expect("name")) {
+                        outsiders.push(c);
+                    }
+                }
+            }
+            11 if !outsiders.is_empty() => {
+                let i = rng.below(outsiders.len() as u64) as usize;
+                let o = &mut outsiders[i];
+                let me = o.local();
+                let victim = peers[rng.below(peers.len() as u64) as usize].member();
+                let n = rng.below(1 << 20);
+                let msg = match rng.below(6) {
+                    0 => ElectionMessage::Stand(GROUP_ELECTION.into()),
+                    1 => ElectionMessage::Stand("jobs".into()),
+                    2 => ElectionMessage::Withdraw("jobs".into()),
+                    3 => ElectionMessage::Fact(QuorumState {
+                        quorate: rng.chance(50),
+                        ring_id: crate::transport::RingId {
+                            seq: n,
+                            nodeid: NodeId(1),
+                        },
+                        nodes: vec![],
+                    }),
+                    4 => ElectionMessage::Info(Info {
+                        tag: n,
+                        clock: n,
+                        fact: None,
+                        state: Some(GroupState {
+                            next_stamp: 0,
+                            founded: n,
+                            elections: vec![(
+                                GROUP_ELECTION.into(),
+                                ElectionState {
+                                    candidates: vec![(me, 0), (victim, u64::MAX)],
+                                    leader: Some(me),
+                                    epoch: Some(Epoch {
+                                        ring_seq: n,
+                                        term: n,
+                                    }),
+                                },
+                            )],
+                        }),
+                        announced: Some(vec![me, victim]),
+                        unannounced: vec![victim],
+                        merging: vec![],
+                    }),
+                    _ => {
+                        let _ = o.leave();
+                        ElectionMessage::Stand("left".into())
+                    }
+                };
+                // A client that left sends nothing more.
+                let bytes = codec.encode(Kind::Election, &msg).expect("encode");
+                let _ = o.mcast(&bytes);
+            }
             9 => {
                 let i = rng.below(peers.len() as u64) as usize;
                 if peers[i].alive() {
@@ -348,6 +430,9 @@ fn run_schedule(seed: u64) -> Result<(), String> {
                 }
             }
             _ => {}
+        }
+        for o in outsiders.iter_mut() {
+            while let Ok(Some(_)) = o.try_next_event() {}
         }
         // Partial progress, then sometimes a quiet point to check.
         for p in peers.iter_mut() {
@@ -367,11 +452,9 @@ fn run_schedule(seed: u64) -> Result<(), String> {
                     epoch: Some(epoch),
                 } = e
                 {
-                    if name == GROUP_ELECTION {
-                        if let Some(other) = minted.insert(*epoch, *l) {
-                            if other != *l {
-                                return Err(format!("epoch {epoch} named {other} and {l}"));
-                            }
+                    if let Some(other) = minted.insert((name.clone(), *epoch), *l) {
+                        if other != *l {
+                            return Err(format!("{name:?} epoch {epoch} named {other} and {l}"));
                         }
                     }
                 }
@@ -403,8 +486,38 @@ fn run_schedule(seed: u64) -> Result<(), String> {
     for n in 1..=nodes as u32 {
         let _ = cluster.restart_node(NodeId(n));
     }
+    for o in outsiders.iter_mut() {
+        while let Ok(Some(_)) = o.try_next_event() {}
+    }
     settle(&mut peers);
-    check_views(&cluster, &peers)
+    check_views(&cluster, &peers)?;
+    let strangers: BTreeSet<Member> = outsiders.iter().map(|o| o.local()).collect();
+    for p in &peers {
+        let (a, b) = (&p.core, &p.twin);
+        if a.leaders() != b.leaders()
+            || a.candidates() != b.candidates()
+            || a.view() != b.view()
+            || a.acting() != b.acting()
+            || a.refused() != b.refused()
+            || a.is_installed() != b.is_installed()
+        {
+            return Err(format!(
+                "{}: the twin fed the same stream differs",
+                p.member()
+            ));
+        }
+        if let Some(s) = a.view().iter().find(|m| strangers.contains(m)) {
+            return Err(format!("outsider {s} counts in {}'s view", p.member()));
+        }
+        if a.candidates()
+            .values()
+            .flatten()
+            .any(|m| strangers.contains(m))
+        {
+            return Err(format!("an outsider is a candidate at {}", p.member()));
+        }
+    }
+    Ok(())
 }
 
 proptest! {
@@ -428,10 +541,58 @@ proptest! {
             let msg = match kind % 4 {
                 0 => ElectionMessage::Stand(name),
                 1 => ElectionMessage::Withdraw(name),
-                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }) }),
+                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }), announced: Some(vec![other]), unannounced: vec![], merging: vec![] }),
                 _ => ElectionMessage::Fact(QuorumState { quorate: n % 3 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
             };
             let _ = core.handle_message(from, msg);
         }
     }
+}
+
+#[test]
+fn past_the_cap_of_held_candidacies_a_member_gives_up_and_goes_quiet() {
+    let local = Member::new(1, 1);
+    let other = Member::new(2, 2);
+    let mut core = ElectionCore::with_cap(local, 2);
+    let joined = [MemberChange {
+        member: local,
+        reason: Reason::Join,
+    }];
+    core.handle_confchg(&[local], &joined, &[], 10);
+    core.handle_message(local, ElectionMessage::Announce(Announcement::this_build()));
+    core.handle_confchg(
+        &[local, other],
+        &[MemberChange {
+            member: other,
+            reason: Reason::Join,
+        }],
+        &[],
+        20,
+    );
+    // Installing (nobody's info is in): the member's own changes are held.
+    assert!(!core.is_installed());
+    assert!(core
+        .handle_message(local, ElectionMessage::Stand("a".into()))
+        .is_empty());
+    // An outsider's are refused at once, so it cannot fill the buffer.
+    for _ in 0..10 {
+        core.handle_message(other, ElectionMessage::Stand("x".into()));
+    }
+    assert_eq!(core.refused().not_member, 10);
+    assert!(core
+        .handle_message(local, ElectionMessage::Stand("b".into()))
+        .is_empty());
+    let out = core.handle_message(local, ElectionMessage::Stand("c".into()));
+    assert_eq!(
+        out,
+        vec![
+            Action::Event(ElectionEvent::GaveUp { buffered: 2 }),
+            Action::GiveUp
+        ]
+    );
+    assert!(core.leaders().is_empty());
+    assert!(core
+        .handle_message(local, ElectionMessage::Stand("d".into()))
+        .is_empty());
+    assert!(core.handle_confchg(&[local], &[], &[], 30).is_empty());
 }
