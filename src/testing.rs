@@ -349,7 +349,7 @@ async fn run_raw<C: Connection>(
                             let bytes = match i % 3 {
                                 0 => vec![0xde, 0xad, 0xbe, 0xef, i as u8],
                                 1 => b"ACPG\x63\x01\0\0garbage".to_vec(),
-                                _ => b"ACPG\x01\x02\0\0\xff\xff\xff\xff\xff\xff\xff\x7f".to_vec(),
+                                _ => b"ACPG\x02\x02\0\0\xff\xff\xff\xff\xff\xff\xff\x7f".to_vec(),
                             };
                             outbound.push_back(bytes);
                         }

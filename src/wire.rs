@@ -53,8 +53,12 @@ pub use depth::MAX_NESTING;
 
 /// First four bytes of every actix-cpg message.
 pub const MAGIC: [u8; 4] = *b"ACPG";
-/// Version of the envelope and body formats this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version of the envelope and body formats this build speaks. 2: members
+/// announce themselves (`Kind::Announce`), and snapshots, replica infos,
+/// election infos and merge offers carry who is a member; a build of
+/// version 1 cannot take part in the same group, and its messages are
+/// dropped as [`WireError::UnsupportedVersion`] (and ours by it).
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 8;
 /// Bytes a batch spends on each inner envelope besides the envelope itself.
@@ -523,7 +527,7 @@ mod tests {
         let bytes = codec().encode(Kind::Request, &s).unwrap();
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[1, 2, 0, 0],
+            &[2, 2, 0, 0],
             &[7, 0, 0, 0, 0, 0, 0, 0],
             &[2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b'],
             &[2, 0, 0, 0, 0, 0, 0, 0, 1, 2],
@@ -558,7 +562,7 @@ mod tests {
             Err(WireError::UnsupportedVersion(9))
         );
         assert_eq!(
-            c.decode_frame(b"ACPG\x01\xee\0\0"),
+            c.decode_frame(b"ACPG\x02\xee\0\0"),
             Err(WireError::UnknownKind(0xee))
         );
     }
@@ -713,7 +717,7 @@ mod tests {
         let bytes = codec().encode_chunk(head, b"abcd");
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[1, 7, 0, 0],
+            &[2, 7, 0, 0],
             &[9, 0, 0, 0, 0, 0, 0, 0],
             &[1, 0, 0, 0],
             &[3, 0, 0, 0],
@@ -834,7 +838,7 @@ mod tests {
         #[test]
         fn valid_header_then_arbitrary_body_never_panics(body in proptest::collection::vec(any::<u8>(), 0..256)) {
             let c = Codec::new(512);
-            let mut bytes = b"ACPG\x01\x02\0\0".to_vec();
+            let mut bytes = b"ACPG\x02\x02\0\0".to_vec();
             bytes.extend_from_slice(&body);
             let frame = c.decode_frame(&bytes).unwrap();
             let _ = c.decode_body::<Sample>(frame.body);

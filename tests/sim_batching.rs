@@ -384,7 +384,7 @@ async fn a_malformed_batch_is_dropped_whole_and_a_bad_entry_alone() {
     // Framing fine, middle entry garbage: the other two are delivered.
     let mut mixed = codec.begin_batch(256);
     push_to_batch(&mut mixed, &good(1));
-    push_to_batch(&mut mixed, b"ACPG\x01\x02\0\0\xff");
+    push_to_batch(&mut mixed, b"ACPG\x02\x02\0\0\xff");
     push_to_batch(&mut mixed, &good(2));
     raw.mcast(&mixed).expect("sent");
     // The group goes on.
