@@ -1,7 +1,9 @@
-//! Failover on the sim backend, timed: the process hosting a supervised
-//! child is killed; how long until the child runs again on a survivor.
-//! Prints p50/p90/max over a number of rounds (see BENCHMARKS.md for the
-//! figures); asserts only a loose bound, since the machine is shared.
+//! Failover on the sim backend: the process hosting a supervised child is
+//! killed, 30 times over; each time the child runs again on a survivor
+//! (a liveness check with a generous deadline, never a timing assertion:
+//! the machine is shared). It prints p50/p90/max of the time it took, the
+//! figure compared before and after a change to the confchg path
+//! (`cargo test --test failover_timing -- --nocapture`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -135,5 +137,4 @@ async fn a_child_runs_again_soon_after_its_host_is_killed() {
         at(0.9),
         times[times.len() - 1]
     );
-    assert!(at(0.5) < Duration::from_secs(2));
 }
