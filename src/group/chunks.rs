@@ -27,7 +27,8 @@
 //! off cost the others nothing: only joins and merges make a message go
 //! again, and a message keeps being cut only while members keep joining
 //! faster than it travels. Memory is bounded by one message of at
-//! most the codec's limit per sender.
+//! most the codec's limit per sender, and an assembly holds room for only
+//! a few of the pieces it has seen, never for what its first piece claims.
 //!
 //! [`Kind::Chunk`]: crate::wire::Kind::Chunk
 
@@ -35,6 +36,10 @@ use std::collections::HashMap;
 
 use crate::transport::Member;
 use crate::wire::{ChunkHead, WireError};
+
+/// Pieces' worth of room an assembly takes when it starts (see
+/// [`Reassembly::accept`]).
+const PREALLOCATED_PIECES: usize = 4;
 
 /// What a delivered piece amounted to.
 #[derive(Debug, PartialEq, Eq)]
@@ -77,8 +82,14 @@ impl Reassembly {
             // whole (rule 5), so one under way here was interrupted by
             // nothing a member could see: a broken sender. It is replaced.
             self.under_way.remove(&from);
+            // Room for a few pieces, not for the whole claimed message: a
+            // forged first piece of a byte claiming 16 MiB in 16 million
+            // pieces must cost what its sender multicast, not 16 MiB. The
+            // buffer grows with what actually arrives (amortized doubling:
+            // a couple of extra copies of a large message, far below the
+            // time its pieces take to cross the ring).
             let mut bytes = Vec::with_capacity(
-                (head.total as usize).min(piece.len().saturating_mul(head.count as usize)),
+                (head.total as usize).min(piece.len().saturating_mul(PREALLOCATED_PIECES)),
             );
             bytes.extend_from_slice(piece);
             let assembly = Assembly {
@@ -114,6 +125,12 @@ impl Reassembly {
         assembly.bytes.extend_from_slice(piece);
         assembly.next += 1;
         finish_or_keep(&mut self.under_way, from, assembly)
+    }
+
+    /// Bytes reserved by the assemblies under way.
+    #[cfg(test)]
+    pub(crate) fn reserved(&self) -> usize {
+        self.under_way.values().map(|a| a.bytes.capacity()).sum()
     }
 
     /// A confchg (rule 2): if members `joined`, every message under way is

@@ -76,6 +76,30 @@ fn a_confchg_that_only_takes_members_out_keeps_the_others_assemblies() {
 }
 
 #[test]
+fn a_first_piece_claiming_a_huge_message_reserves_a_few_pieces_only() {
+    let mut r = Reassembly::default();
+    // One byte, claiming 16 MiB in 16 Mi pieces: consistent, and forged.
+    let total = 16 << 20;
+    assert_eq!(
+        r.accept(member(1), head(1, 0, total as u32, total), b"x"),
+        Ok(Piece::Pending)
+    );
+    assert!(r.reserved() <= 4, "reserved {}", r.reserved());
+    // An honest large message still assembles whole.
+    let piece = vec![7u8; 1000];
+    for i in 0..10 {
+        let got = r.accept(member(2), head(2, i, 10, 10_000), &piece);
+        let expected = if i == 9 {
+            Piece::Whole(vec![7u8; 10_000])
+        } else {
+            Piece::Pending
+        };
+        assert_eq!(got, Ok(expected));
+    }
+    assert_eq!(r.reserved(), 4);
+}
+
+#[test]
 fn pieces_that_do_not_add_up_are_refused() {
     let mut r = Reassembly::default();
     let a = member(1);
