@@ -986,6 +986,19 @@ fn counter(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
+/// `ask`, but a replica that does not answer within 15 s fails the test
+/// at once: in the hostile scenarios that means the group stalled.
+async fn quick(
+    agent: &Agent,
+    id: usize,
+    rx: &mut UnboundedReceiver<(usize, Instant, String)>,
+    question: &str,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(15), ask(agent, id, rx, question))
+        .await
+        .unwrap_or_else(|_| panic!("replica {id} did not answer {question:?} within 15 s"))
+}
+
 const FORGED_RING: u64 = 1 << 40;
 
 #[tokio::test(flavor = "current_thread")]
@@ -1002,14 +1015,14 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
         agents.push(Agent::spawn(node, &["kv", &group, "--safe"], id, &sink).await);
     }
     for (id, a) in agents.iter().enumerate() {
-        ask(a, id, &mut rx, "wait-primary").await;
+        quick(a, id, &mut rx, "wait-primary").await;
     }
     let mut balance = 100u64;
     for line in [
         "put owner alice".to_owned(),
         format!("put balance {balance}"),
     ] {
-        let a = ask(&agents[0], 0, &mut rx, &line).await;
+        let a = quick(&agents[0], 0, &mut rx, &line).await;
         assert!(a.starts_with("OK "), "{line}: {a}");
     }
 
@@ -1018,13 +1031,13 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
     let me = raw.member;
     // Written after the client's confchg: once every replica is a primary
     // of three holding the state again, the install of its view is over.
-    let a = ask(&agents[1], 1, &mut rx, "put after-join yes").await;
+    let a = quick(&agents[1], 1, &mut rx, "put after-join yes").await;
     assert!(a.starts_with("OK "), "{a}");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut epoch_before = None;
     for (id, agent) in agents.iter().enumerate() {
         loop {
-            let s = ask(agent, id, &mut rx, "status").await;
+            let s = quick(agent, id, &mut rx, "status").await;
             if s.contains("primary=true") && s.contains("members=3") && s.contains("holding=true") {
                 let e = s
                     .split(' ')
@@ -1045,7 +1058,7 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
     let epoch_before = epoch_before.expect("an epoch");
     let mut baseline = Vec::new();
     for (id, agent) in agents.iter().enumerate() {
-        baseline.push(ask(agent, id, &mut rx, "refused").await);
+        baseline.push(quick(agent, id, &mut rx, "refused").await);
     }
 
     // The forgeries: a current-view info claiming a state of epoch 2^40 held
@@ -1081,7 +1094,7 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
     for (id, agent) in agents.iter().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let r = ask(agent, id, &mut rx, "refused").await;
+            let r = quick(agent, id, &mut rx, "refused").await;
             let b = &baseline[id];
             let diff = |k: &str| counter(&r, k) - counter(b, k);
             if diff("epoch") + diff("chunk") + diff("not_member") >= 3 {
@@ -1101,6 +1114,17 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
         }
     }
 
+    // Delivered everywhere and refused: nothing changed.
+    for (id, agent) in agents.iter().enumerate() {
+        for (key, value) in [("owner", "alice"), ("balance", "100")] {
+            let got = quick(agent, id, &mut rx, &format!("get {key}")).await;
+            assert!(
+                got.starts_with("VALUE ") && got.ends_with(&format!(" {value}")),
+                "replica {id}, {key} after the forgeries: {got}"
+            );
+        }
+    }
+
     // The client stays silent; writes keep flowing through every replica
     // while a fourth replica joins and becomes ready.
     let joined = std::cell::Cell::new(false);
@@ -1117,12 +1141,16 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
         while !joined.get() || forged_at.elapsed() < Duration::from_secs(4) {
             let id = i % 3;
             i += 1;
+            // A compare-and-swap: a forged write in between makes it fail.
+            let line = format!("cas balance {balance} {}", balance + 1);
             balance += 1;
-            let line = format!("put balance {balance}");
-            let a = ask(&agents[id], id, &mut rx, &line).await;
-            assert!(a.starts_with("OK "), "{line} through replica {id}: {a}");
+            let a = quick(&agents[id], id, &mut rx, &line).await;
+            assert!(
+                a.starts_with("CAS ") && a.ends_with(" ok"),
+                "{line} through replica {id}: {a}"
+            );
             acked += 1;
-            let a = ask(&agents[id], id, &mut rx, "get owner").await;
+            let a = quick(&agents[id], id, &mut rx, "get owner").await;
             assert!(
                 a.starts_with("VALUE ") && a.ends_with(" alice"),
                 "owner through replica {id}: {a}"
@@ -1133,15 +1161,16 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
     let ((fourth, join_took), returned) = tokio::join!(join, write);
     rx = returned;
     agents.push(fourth);
-    let a = ask(&agents[3], 3, &mut rx, "put joined yes").await;
+    let a = quick(&agents[3], 3, &mut rx, "put joined yes").await;
     assert!(a.starts_with("OK "), "{a}");
     raw.leave().await;
     for id in 0..4 {
+        let line = format!("cas balance {balance} {}", balance + 1);
         balance += 1;
-        let a = ask(&agents[id], id, &mut rx, &format!("put balance {balance}")).await;
+        let a = quick(&agents[id], id, &mut rx, &line).await;
         assert!(
-            a.starts_with("OK "),
-            "after the client left, replica {id}: {a}"
+            a.starts_with("CAS ") && a.ends_with(" ok"),
+            "after the client left, {line} through replica {id}: {a}"
         );
         acked += 1;
     }
@@ -1153,7 +1182,7 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
     loop {
         digests.clear();
         for (id, agent) in agents.iter().enumerate() {
-            digests.insert(ask(agent, id, &mut rx, "digest").await);
+            digests.insert(quick(agent, id, &mut rx, "digest").await);
         }
         if digests.len() == 1 || Instant::now() > settle {
             break;
@@ -1163,7 +1192,7 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
     assert_eq!(digests.len(), 1, "replicas disagree: {digests:?}");
     let mut epochs = BTreeSet::new();
     for (id, agent) in agents.iter().enumerate() {
-        let p = ask(agent, id, &mut rx, "wait-primary").await;
+        let p = quick(agent, id, &mut rx, "wait-primary").await;
         let e = parse_epoch(p.strip_prefix("PRIMARY ").expect("PRIMARY"));
         assert!(
             e.0 < FORGED_RING
@@ -1177,15 +1206,15 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
             ("owner", "alice".to_owned()),
             ("balance", balance.to_string()),
         ] {
-            let got = ask(agent, id, &mut rx, &format!("read {key}")).await;
+            let got = quick(agent, id, &mut rx, &format!("read {key}")).await;
             assert_eq!(got, format!("LOCAL {value}"), "replica {id}, {key}");
-            let got = ask(agent, id, &mut rx, &format!("get {key}")).await;
+            let got = quick(agent, id, &mut rx, &format!("get {key}")).await;
             assert!(
                 got.ends_with(&format!(" {value}")),
                 "replica {id}, {key}: {got}"
             );
         }
-        let r = ask(agent, id, &mut rx, "refused").await;
+        let r = quick(agent, id, &mut rx, "refused").await;
         if id == 3 {
             // It joined after the forgeries.
             for k in ["not_member", "epoch", "inconsistent", "chunk", "overflow"] {
@@ -1195,7 +1224,7 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
     }
     assert_eq!(epochs.len(), 1, "replicas in different epochs: {epochs:?}");
     println!(
-        "hostile kv client: {acked} writes acknowledged, none uncertain; the fourth replica ready in {join_took:.1?}; \
+        "hostile kv client: {acked} compare-and-swap writes acknowledged, none uncertain or failed; the fourth replica ready in {join_took:.1?}; \
          epoch {epoch_before:?} -> {epochs:?}; state {}; took {:.1?}",
         digests.iter().next().cloned().unwrap_or_default(),
         t0.elapsed()
@@ -1303,7 +1332,9 @@ async fn hostile_client_changes_no_leader_or_epoch() {
             },
             u64::MAX,
         ),
-        forgeries::election_fact(FORGED_RING, false),
+        // A plausible ring seq (the current one): only the sender rule
+        // stands between this fact and a deposed leader.
+        forgeries::election_fact(epoch.0, false),
     ];
     for bytes in &forged {
         raw.mcast(bytes).await;
