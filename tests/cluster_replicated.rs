@@ -1164,10 +1164,10 @@ async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
     let a = quick(&agents[3], 3, &mut rx, "put joined yes").await;
     assert!(a.starts_with("OK "), "{a}");
     raw.leave().await;
-    for id in 0..4 {
+    for (id, agent) in agents.iter().enumerate() {
         let line = format!("cas balance {balance} {}", balance + 1);
         balance += 1;
-        let a = quick(&agents[id], id, &mut rx, &line).await;
+        let a = quick(agent, id, &mut rx, &line).await;
         assert!(
             a.starts_with("CAS ") && a.ends_with(" ok"),
             "after the client left, {line} through replica {id}: {a}"
