@@ -15,6 +15,8 @@
 //!  fill PREFIX COUNT SIZE  FILLED POS COUNT       (COUNT keys of SIZE bytes)
 //!  read KEY                LOCAL VALUE  |  LOCAL -   (this replica, no order)
 //!  status                  STATUS primary=B epoch=E members=N applied=A holding=B
+//!  refused                 REFUSED not_member=N epoch=N inconsistent=N chunk=N stale=N overflow=N
+//!                          (protocol messages this replica refused, by cause)
 //!  digest                  DIGEST APPLIED KEYS HASH
 //!  wait-primary            PRIMARY EPOCH
 //!  any failed request      ERR REASON             (not-primary, uncertain, ...)
@@ -224,6 +226,8 @@ pub enum Request {
     LocalRead(String),
     /// `status`.
     Status,
+    /// `refused`.
+    Refused,
     /// `digest`.
     Digest,
     /// `wait-primary`.
@@ -265,6 +269,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         }),
         ("read", [key]) => Request::LocalRead((*key).to_owned()),
         ("status", []) => Request::Status,
+        ("refused", []) => Request::Refused,
         ("digest", []) => Request::Digest,
         ("wait-primary", []) => Request::WaitPrimary,
         _ => return Err(format!("cannot parse {line:?}")),
@@ -362,6 +367,13 @@ pub async fn serve_lines(
                     s.members.len(),
                     s.state.applied,
                     s.holding
+                ));
+            }
+            Ok(Request::Refused) => {
+                let r = replica.status().refused;
+                say(format!(
+                    "REFUSED not_member={} epoch={} inconsistent={} chunk={} stale={} overflow={}",
+                    r.not_member, r.epoch, r.inconsistent, r.chunk, r.stale, r.overflow
                 ));
             }
             Ok(Request::Digest) => {

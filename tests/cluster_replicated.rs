@@ -15,7 +15,17 @@
 //! - the leader is killed 20 times: hand-over and bare confchg detection
 //!   times (p50/p99) are printed;
 //! - safe delivery's cost against agreed delivery, in latency and
-//!   throughput, is printed.
+//!   throughput, is printed;
+//! - a plain CPG client (`cpg-agent GROUP raw`, no actix-cpg runtime) in a
+//!   kv group taking writes multicasts a forged current-view `Info`
+//!   claiming epoch 2^40, a snapshot `Chunk` of that state and a `Command`,
+//!   stays silent while a fourth replica joins, then leaves: writes keep
+//!   being acknowledged, no forged value or epoch ever shows, every replica
+//!   agrees, and each forgery is refused and counted;
+//! - the same client in an election group forges candidacies, a
+//!   withdrawal, an info claiming the leadership with epoch 2^40 and a
+//!   "no quorum" fact: no leader or epoch changes, each is refused, and
+//!   killing the leader afterwards hands over with the next term.
 
 #![cfg(feature = "corosync")]
 
@@ -26,6 +36,9 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use actix_cpg::kv::{KvCommand, KvStore};
+use actix_cpg::{Epoch, Member, StateMachine};
+use support::forgeries;
 use support::history::{check, Event, Op, Outcome};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -860,5 +873,558 @@ async fn safe_delivery_cost_against_agreed_delivery() {
         for a in &mut agents {
             a.kill();
         }
+    }
+}
+
+/// A plain CPG client: `cpg-agent GROUP raw` in a node's namespace. It runs
+/// no actix-cpg runtime; it joins, prints its confchgs and multicasts the
+/// bytes it is given.
+struct RawClient {
+    member: Member,
+    child: tokio::process::Child,
+    tx: UnboundedSender<String>,
+    lines: UnboundedReceiver<String>,
+}
+
+impl RawClient {
+    async fn spawn(node: u32, group: &str) -> RawClient {
+        let mut child = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &format!("acpg-n{node}")])
+            .arg(env!("CARGO_BIN_EXE_cpg-agent"))
+            .args([group, "raw"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start cpg-agent");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, mut in_rx) = unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Some(line) = in_rx.recv().await {
+                if stdin
+                    .write_all(format!("{line}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let (out_tx, lines) = unbounded_channel();
+        tokio::spawn(async move {
+            let mut out = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = out.next_line().await {
+                if out_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut raw = RawClient {
+            member: Member::new(0, 0),
+            child,
+            tx,
+            lines,
+        };
+        let ready = raw.expect("READY", |l| l.starts_with("READY ")).await;
+        raw.member = forgeries::member(&ready["READY ".len()..]);
+        raw
+    }
+
+    async fn expect(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.lines.recv()).await {
+                Ok(Some(line)) if pred(&line) => return line,
+                Ok(Some(line)) if line.starts_with("ERROR") => {
+                    panic!("raw client: {line} (waiting for {what})")
+                }
+                Ok(Some(_)) => {}
+                _ => panic!("the raw client did not say {what} in time"),
+            }
+        }
+    }
+
+    /// The raw view, once it holds `n` processes.
+    async fn view_of(&mut self, n: usize) -> Vec<Member> {
+        let line = self
+            .expect(&format!("a view of {n}"), |l| {
+                l.starts_with("CONFCHG") && forgeries::confchg_members(l).len() == n
+            })
+            .await;
+        forgeries::confchg_members(&line)
+    }
+
+    /// Multicasts `bytes` as they are.
+    async fn mcast(&mut self, bytes: &[u8]) {
+        let _ = self
+            .tx
+            .send(format!("mcast {}", actix_cpg::testing::encode_hex(bytes)));
+        self.expect("SENT 1", |l| l == "SENT 1").await;
+    }
+
+    async fn leave(mut self) {
+        let _ = self.tx.send("leave".into());
+        self.expect("LEFT", |l| l == "LEFT").await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A `ring.term` epoch as the agents print it.
+fn parse_epoch(text: &str) -> (u64, u64) {
+    let (r, t) = text.split_once('.').expect("ring.term");
+    (r.parse().expect("ring"), t.parse().expect("term"))
+}
+
+/// `key=N` of a counters line.
+fn counter(line: &str, key: &str) -> u64 {
+    line.split(' ')
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+/// `ask`, but a replica that does not answer within 15 s fails the test
+/// at once: in the hostile scenarios that means the group stalled.
+async fn quick(
+    agent: &Agent,
+    id: usize,
+    rx: &mut UnboundedReceiver<(usize, Instant, String)>,
+    question: &str,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(15), ask(agent, id, rx, question))
+        .await
+        .unwrap_or_else(|_| panic!("replica {id} did not answer {question:?} within 15 s"))
+}
+
+const FORGED_RING: u64 = 1 << 40;
+
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_client_changes_nothing_in_a_kv_group_taking_writes() {
+    let Some(_cluster) = Cluster::get() else {
+        return;
+    };
+    let t0 = Instant::now();
+    let group = unique_group("hostile-kv");
+    let (sink, mut rx) = unbounded_channel();
+    let mut agents: Vec<Agent> = Vec::new();
+    for node in 1..=3 {
+        let id = agents.len();
+        agents.push(Agent::spawn(node, &["kv", &group, "--safe"], id, &sink).await);
+    }
+    for (id, a) in agents.iter().enumerate() {
+        quick(a, id, &mut rx, "wait-primary").await;
+    }
+    let mut balance = 100u64;
+    for line in [
+        "put owner alice".to_owned(),
+        format!("put balance {balance}"),
+    ] {
+        let a = quick(&agents[0], 0, &mut rx, &line).await;
+        assert!(a.starts_with("OK "), "{line}: {a}");
+    }
+
+    let mut raw = RawClient::spawn(2, &group).await;
+    let view = raw.view_of(4).await;
+    let me = raw.member;
+    // Written after the client's confchg: once every replica is a primary
+    // of three holding the state again, the install of its view is over.
+    let a = quick(&agents[1], 1, &mut rx, "put after-join yes").await;
+    assert!(a.starts_with("OK "), "{a}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut epoch_before = None;
+    for (id, agent) in agents.iter().enumerate() {
+        loop {
+            let s = quick(agent, id, &mut rx, "status").await;
+            if s.contains("primary=true") && s.contains("members=3") && s.contains("holding=true") {
+                let e = s
+                    .split(' ')
+                    .find_map(|w| w.strip_prefix("epoch="))
+                    .map(parse_epoch)
+                    .expect("epoch");
+                assert!(epoch_before.is_none_or(|b| b == e), "epochs differ: {s}");
+                epoch_before = Some(e);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not settled with the client in the view: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let epoch_before = epoch_before.expect("an epoch");
+    let mut baseline = Vec::new();
+    for (id, agent) in agents.iter().enumerate() {
+        baseline.push(quick(agent, id, &mut rx, "refused").await);
+    }
+
+    // The forgeries: a current-view info claiming a state of epoch 2^40 held
+    // by a primary of {itself}, that state's snapshot (owner mallory, a
+    // million), and a command.
+    let state = forgeries::huge_state();
+    let mut evil = KvStore::default();
+    for (key, value) in [("owner", "mallory"), ("balance", "1000000")] {
+        evil.apply(KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+    let codec = actix_cpg::wire::Codec::new(1 << 20);
+    let command = KvCommand::Put {
+        key: "balance".into(),
+        value: "1000000".into(),
+    };
+    let forged_at = Instant::now();
+    raw.mcast(&forgeries::replicated_info(&view, me, state))
+        .await;
+    raw.mcast(&forgeries::replicated_chunk(
+        state,
+        KvStore::encode(evil.snapshot()),
+    ))
+    .await;
+    raw.mcast(&forgeries::replicated_command(
+        1,
+        codec.encode_payload(&command).expect("payload"),
+    ))
+    .await;
+    // Each is refused, once, by its rule, on every replica.
+    for (id, agent) in agents.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = quick(agent, id, &mut rx, "refused").await;
+            let b = &baseline[id];
+            let diff = |k: &str| counter(&r, k) - counter(b, k);
+            if diff("epoch") + diff("chunk") + diff("not_member") >= 3 {
+                assert_eq!(
+                    (diff("epoch"), diff("chunk"), diff("not_member")),
+                    (1, 1, 1),
+                    "replica {id}: {b} -> {r}"
+                );
+                assert_eq!(diff("inconsistent") + diff("overflow"), 0, "{b} -> {r}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {id} did not refuse the three forgeries: {b} -> {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Delivered everywhere and refused: nothing changed.
+    for (id, agent) in agents.iter().enumerate() {
+        for (key, value) in [("owner", "alice"), ("balance", "100")] {
+            let got = quick(agent, id, &mut rx, &format!("get {key}")).await;
+            assert!(
+                got.starts_with("VALUE ") && got.ends_with(&format!(" {value}")),
+                "replica {id}, {key} after the forgeries: {got}"
+            );
+        }
+    }
+
+    // The client stays silent; writes keep flowing through every replica
+    // while a fourth replica joins and becomes ready.
+    let joined = std::cell::Cell::new(false);
+    let join = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let a = Agent::spawn(3, &["kv", &group, "--safe", "--join-only"], 3, &sink).await;
+        joined.set(true);
+        (a, started.elapsed())
+    };
+    let mut acked = 0u64;
+    let write = async {
+        let mut i = 0usize;
+        while !joined.get() || forged_at.elapsed() < Duration::from_secs(4) {
+            let id = i % 3;
+            i += 1;
+            // A compare-and-swap: a forged write in between makes it fail.
+            let line = format!("cas balance {balance} {}", balance + 1);
+            balance += 1;
+            let a = quick(&agents[id], id, &mut rx, &line).await;
+            assert!(
+                a.starts_with("CAS ") && a.ends_with(" ok"),
+                "{line} through replica {id}: {a}"
+            );
+            acked += 1;
+            let a = quick(&agents[id], id, &mut rx, "get owner").await;
+            assert!(
+                a.starts_with("VALUE ") && a.ends_with(" alice"),
+                "owner through replica {id}: {a}"
+            );
+        }
+        rx
+    };
+    let ((fourth, join_took), returned) = tokio::join!(join, write);
+    rx = returned;
+    agents.push(fourth);
+    let a = quick(&agents[3], 3, &mut rx, "put joined yes").await;
+    assert!(a.starts_with("OK "), "{a}");
+    raw.leave().await;
+    for (id, agent) in agents.iter().enumerate() {
+        let line = format!("cas balance {balance} {}", balance + 1);
+        balance += 1;
+        let a = quick(agent, id, &mut rx, &line).await;
+        assert!(
+            a.starts_with("CAS ") && a.ends_with(" ok"),
+            "after the client left, {line} through replica {id}: {a}"
+        );
+        acked += 1;
+    }
+
+    // Every replica agrees, holds only what the client wrote, and its
+    // epoch descends from the real ones.
+    let mut digests = BTreeSet::new();
+    let settle = Instant::now() + Duration::from_secs(20);
+    loop {
+        digests.clear();
+        for (id, agent) in agents.iter().enumerate() {
+            digests.insert(quick(agent, id, &mut rx, "digest").await);
+        }
+        if digests.len() == 1 || Instant::now() > settle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(digests.len(), 1, "replicas disagree: {digests:?}");
+    let mut epochs = BTreeSet::new();
+    for (id, agent) in agents.iter().enumerate() {
+        let p = quick(agent, id, &mut rx, "wait-primary").await;
+        let e = parse_epoch(p.strip_prefix("PRIMARY ").expect("PRIMARY"));
+        assert!(
+            e.0 < FORGED_RING
+                && e.1 < FORGED_RING
+                && e >= epoch_before
+                && e.1 <= epoch_before.1 + 4,
+            "replica {id}: epoch {e:?} (before the forgeries {epoch_before:?})"
+        );
+        epochs.insert(e);
+        for (key, value) in [
+            ("owner", "alice".to_owned()),
+            ("balance", balance.to_string()),
+        ] {
+            let got = quick(agent, id, &mut rx, &format!("read {key}")).await;
+            assert_eq!(got, format!("LOCAL {value}"), "replica {id}, {key}");
+            let got = quick(agent, id, &mut rx, &format!("get {key}")).await;
+            assert!(
+                got.ends_with(&format!(" {value}")),
+                "replica {id}, {key}: {got}"
+            );
+        }
+        let r = quick(agent, id, &mut rx, "refused").await;
+        if id == 3 {
+            // It joined after the forgeries.
+            for k in ["not_member", "epoch", "inconsistent", "chunk", "overflow"] {
+                assert_eq!(counter(&r, k), 0, "the joiner: {r}");
+            }
+        }
+    }
+    assert_eq!(epochs.len(), 1, "replicas in different epochs: {epochs:?}");
+    println!(
+        "hostile kv client: {acked} compare-and-swap writes acknowledged, none uncertain or failed; the fourth replica ready in {join_took:.1?}; \
+         epoch {epoch_before:?} -> {epochs:?}; state {}; took {:.1?}",
+        digests.iter().next().cloned().unwrap_or_default(),
+        t0.elapsed()
+    );
+    for a in &mut agents {
+        a.kill();
+    }
+}
+
+/// Reads the merged lines for `wait`, keeping them.
+async fn collect(
+    rx: &mut UnboundedReceiver<(usize, Instant, String)>,
+    wait: Duration,
+    log: &mut Vec<(usize, String)>,
+) {
+    let until = Instant::now() + wait;
+    while let Ok(Some((id, _, line))) =
+        tokio::time::timeout(until.saturating_duration_since(Instant::now()), rx.recv()).await
+    {
+        log.push((id, line));
+    }
+}
+
+/// Asks agent `id` one tagged question; keeps every other line in `log`.
+async fn ask_logged(
+    agent: &Agent,
+    id: usize,
+    rx: &mut UnboundedReceiver<(usize, Instant, String)>,
+    question: &str,
+    log: &mut Vec<(usize, String)>,
+) -> String {
+    static TAG: AtomicU32 = AtomicU32::new(2_000_000_000);
+    let tag = TAG.fetch_add(1, Ordering::Relaxed);
+    agent.send(format!("#{tag} {question}"));
+    let prefix = format!("#{tag} ");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((from, _, line))) if from == id && line.starts_with(&prefix) => {
+                return line[prefix.len()..].to_owned()
+            }
+            Ok(Some((from, _, line))) => log.push((from, line)),
+            _ => panic!("agent {id} did not answer {question} in time"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_client_changes_no_leader_or_epoch() {
+    let Some(_cluster) = Cluster::get() else {
+        return;
+    };
+    let t0 = Instant::now();
+    let group = unique_group("hostile-elect");
+    let (sink, mut rx) = unbounded_channel();
+    let mut agents: Vec<Agent> = Vec::new();
+    for node in 1..=3 {
+        let id = agents.len();
+        agents.push(Agent::spawn(node, &["elect", &group], id, &sink).await);
+    }
+    // Settled: all three name the same leader, which acts.
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let mut seen = BTreeSet::new();
+        for (id, a) in agents.iter().enumerate() {
+            seen.insert(ask_logged(a, id, &mut rx, "leader", &mut log).await);
+        }
+        let elected = log.iter().any(|(_, l)| l.starts_with("ELECTED "));
+        if seen.len() == 1 && elected && !seen.contains("LEADER - -") {
+            break seen.pop_first().expect("one");
+        }
+        assert!(Instant::now() < deadline, "no agreed leader: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let words: Vec<&str> = before.split(' ').collect();
+    let (leader, epoch) = (words[1].to_owned(), parse_epoch(words[2]));
+    let leader_id = agents
+        .iter()
+        .position(|a| a.member == leader)
+        .expect("the leader is an agent");
+
+    let mut raw = RawClient::spawn(3, &group).await;
+    let view = raw.view_of(4).await;
+    let me = raw.member;
+    collect(&mut rx, Duration::from_millis(500), &mut log).await;
+    let mut baseline = Vec::new();
+    for (id, a) in agents.iter().enumerate() {
+        baseline.push(ask_logged(a, id, &mut rx, "refused", &mut log).await);
+    }
+    let from = log.len();
+    let forged = [
+        forgeries::election_stand(actix_cpg::GROUP_ELECTION),
+        forgeries::election_stand("jobs"),
+        // The leader's candidacy is what a withdrawal would have to end.
+        forgeries::election_withdraw(actix_cpg::GROUP_ELECTION),
+        forgeries::election_info(
+            &view,
+            me,
+            actix_cpg::GROUP_ELECTION,
+            Epoch {
+                ring_seq: FORGED_RING,
+                term: FORGED_RING,
+            },
+            u64::MAX,
+        ),
+        // A plausible ring seq (the current one): only the sender rule
+        // stands between this fact and a deposed leader.
+        forgeries::election_fact(epoch.0, false),
+    ];
+    for bytes in &forged {
+        raw.mcast(bytes).await;
+    }
+    for (id, a) in agents.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = ask_logged(a, id, &mut rx, "refused", &mut log).await;
+            let b = &baseline[id];
+            let diff = |k: &str| counter(&r, k) - counter(b, k);
+            if diff("not_member") >= forged.len() as u64 {
+                assert_eq!(diff("not_member"), forged.len() as u64, "{b} -> {r}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {id} did not refuse the forgeries: {b} -> {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Silent for a while, then gone.
+    collect(&mut rx, Duration::from_secs(3), &mut log).await;
+    raw.leave().await;
+    collect(&mut rx, Duration::from_secs(1), &mut log).await;
+    let changes: Vec<&(usize, String)> = log[from..]
+        .iter()
+        .filter(|(_, l)| {
+            l.starts_with("LEADER") || l.starts_with("ELECTED") || l.starts_with("DEPOSED")
+        })
+        .collect();
+    assert!(changes.is_empty(), "the leadership moved: {changes:?}");
+    for (id, a) in agents.iter().enumerate() {
+        let now = ask_logged(a, id, &mut rx, "leader", &mut log).await;
+        assert_eq!(now, before, "member {id}");
+    }
+
+    // The leader dies: the next senior member takes over with the next term.
+    let killed_at = Instant::now();
+    agents[leader_id].kill();
+    let next_id = (0..agents.len())
+        .find(|&i| i != leader_id)
+        .expect("a survivor");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut elected = None;
+    let mut named = BTreeMap::new();
+    let settled = |elected: &Option<_>, named: &BTreeMap<usize, String>| {
+        elected.is_some() && named.len() == 2 && named.values().all(|l| !l.starts_with('-'))
+    };
+    while !settled(&elected, &named) && Instant::now() < deadline {
+        let Ok(Some((id, _, line))) =
+            tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+        else {
+            continue;
+        };
+        if id == leader_id {
+            continue;
+        }
+        if let Some(e) = line.strip_prefix("ELECTED ") {
+            elected = Some((id, parse_epoch(e), killed_at.elapsed()));
+        }
+        if let Some(rest) = line.strip_prefix("LEADER ") {
+            named.insert(id, rest.to_owned());
+        }
+    }
+    let Some((new_id, new_epoch, took)) = elected else {
+        panic!("no hand-over within 30 s: {named:?}");
+    };
+    assert_eq!(new_id, next_id, "the next senior member leads");
+    assert_eq!(new_epoch.1, epoch.1 + 1, "{new_epoch:?} after {epoch:?}");
+    assert!(
+        new_epoch > epoch && new_epoch.0 < FORGED_RING,
+        "{new_epoch:?}"
+    );
+    let expected = format!("{} {}.{}", agents[new_id].member, new_epoch.0, new_epoch.1);
+    assert_eq!(named.len(), 2, "{named:?}");
+    for (id, l) in &named {
+        assert_eq!(l, &expected, "member {id}");
+    }
+    println!(
+        "hostile election client: 5 forgeries refused by each member, leader {leader} {}.{} kept; \
+         after its kill {} {}.{} in {took:.1?}; took {:.1?}",
+        epoch.0,
+        epoch.1,
+        agents[new_id].member,
+        new_epoch.0,
+        new_epoch.1,
+        t0.elapsed()
+    );
+    for a in &mut agents {
+        a.kill();
     }
 }

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use actix_cpg::kv::{KvCommand, KvResponse, KvStore};
 use actix_cpg::transport::sim::{SimCluster, SimConnection};
-use actix_cpg::wire::{Codec, Kind};
+use actix_cpg::wire::Codec;
 use actix_cpg::{
-    Connection, GroupName, Member, NodeId, PrimaryEpoch, Replica, ReplicaConfig, StateId,
-    StateMachine, Transport,
+    Connection, GroupName, Member, NodeId, Replica, ReplicaConfig, StateMachine, Transport,
 };
 
 fn group() -> GroupName {
@@ -80,77 +79,9 @@ async fn failover_figures() {
     );
 }
 
-/// Mirrors of the replicated protocol's private wire types (same serde
-/// layout), as a foreign client would build them.
-mod forged {
-    use actix_cpg::{Member, PrimaryEpoch, StateId};
-    use serde::Serialize;
-
-    #[derive(Serialize)]
-    pub struct Record {
-        pub epoch: PrimaryEpoch,
-        pub members: Vec<Member>,
-    }
-
-    #[derive(Serialize)]
-    pub struct Info {
-        pub fact: Option<u8>,
-        pub known: Option<Record>,
-        pub state: StateId,
-        pub founder: bool,
-        pub view: u64,
-        pub round: u32,
-        pub members: Option<Vec<Member>>,
-        pub merged: Vec<Member>,
-    }
-
-    #[derive(Serialize)]
-    pub struct Command {
-        pub id: u64,
-        pub payload: Vec<u8>,
-    }
-
-    #[derive(Serialize)]
-    pub struct Chunk {
-        pub state: StateId,
-        pub index: u32,
-        pub total: u32,
-        pub bytes: Vec<u8>,
-    }
-
-    /// Variant order as on the wire (`Fact` and `Ack` hold their place).
-    #[derive(Serialize)]
-    #[allow(dead_code)]
-    pub enum Message {
-        Info(Info),
-        Fact(()),
-        Command(Command),
-        Ack(u64),
-        Chunk(Chunk),
-    }
-
-    /// The tag a replica gives a raw view (FNV-1a chained over members),
-    /// so the forged info is current, not merely stale.
-    pub fn view_tag(members: &[Member]) -> u64 {
-        let mut sorted = members.to_vec();
-        sorted.sort();
-        sorted.iter().fold(0x9e37_79b9, |prev, m| {
-            let mut h = prev ^ 0xcbf2_9ce4_8422_2325;
-            for b in m
-                .node
-                .0
-                .to_le_bytes()
-                .iter()
-                .chain(m.pid.to_le_bytes().iter())
-                .chain(0u64.to_le_bytes().iter())
-            {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x100_0000_01b3);
-            }
-            h
-        })
-    }
-}
+/// Well-formed forgeries, shared with the real-cluster tests.
+#[path = "support/forgeries.rs"]
+mod forgeries;
 
 async fn three(cluster: &SimCluster) -> Vec<Replica<KvStore>> {
     let mut replicas = Vec::new();
@@ -239,46 +170,16 @@ async fn forged_info_chunk_and_command_from_an_outsider_change_nothing() {
     settled(&replicas, 3).await;
     let before: Vec<_> = replicas.iter().map(|r| r.status()).collect();
     let codec = Codec::new(1 << 20);
-    let huge = PrimaryEpoch {
-        ring_seq: 1 << 40,
-        term: 1 << 40,
-    };
-    let forged_state = StateId {
-        epoch: huge,
-        applied: 1 << 40,
-        chain: 7,
-        genesis: 7,
-    };
+    let forged_state = forgeries::huge_state();
     let mut raw_view: Vec<Member> = replicas.iter().map(|r| r.local()).collect();
     raw_view.push(outsider.local());
-    let info = forged::Message::Info(forged::Info {
-        fact: None,
-        known: Some(forged::Record {
-            epoch: huge,
-            members: vec![outsider.local()],
-        }),
-        state: forged_state,
-        founder: true,
-        view: forged::view_tag(&raw_view),
-        round: 0,
-        members: Some(vec![outsider.local()]),
-        merged: Vec::new(),
-    });
+    let info = forgeries::replicated_info(&raw_view, outsider.local(), forged_state);
     let evil = KvStore::encode(KvStore::default().snapshot());
-    let chunk = forged::Message::Chunk(forged::Chunk {
-        state: forged_state,
-        index: 0,
-        total: 1,
-        bytes: evil,
-    });
-    let command = forged::Message::Command(forged::Command {
-        id: 1,
-        payload: codec.encode_payload(&put("k", "evil")).expect("payload"),
-    });
+    let chunk = forgeries::replicated_chunk(forged_state, evil);
+    let command =
+        forgeries::replicated_command(1, codec.encode_payload(&put("k", "evil")).expect("payload"));
     for msg in [&info, &chunk, &command] {
-        outsider
-            .mcast(&codec.encode(Kind::Replicated, msg).expect("encode"))
-            .expect("sent");
+        outsider.mcast(msg).expect("sent");
     }
     // The group keeps serving, with its own state and epoch.
     let r = write(&replicas[1], "other", "x").await;

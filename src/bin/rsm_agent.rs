@@ -12,7 +12,14 @@
 //! line (once the replica holds the state) and, if it received the state
 //! by snapshot, a `RESTORED from bytes ms-since-start` line. `elect` prints `READY member`,
 //! then `VIEW members=N left=a:Reason,...`, `ELECTED epoch`,
-//! `DEPOSED epoch` and `LEADER member epoch` lines as they happen.
+//! `DEPOSED epoch` and `LEADER member epoch` lines as they happen, and
+//! answers these input lines (an optional `#N ` tag is repeated):
+//!
+//! ```text
+//!  leader     LEADER member epoch  |  LEADER - -
+//!  refused    REFUSED not_member=N incompatible=N ring_jump=N epoch_jump=N malformed=N
+//!             (election messages this member refused, by cause)
+//! ```
 
 use std::io::BufRead;
 use std::time::Instant;
@@ -59,7 +66,29 @@ async fn kv(
     Ok(())
 }
 
-async fn elect(group: GroupName, out: UnboundedSender<String>) -> Result<(), String> {
+/// The answer of an `elect` member to one input line.
+fn answer(election: &Election, line: &str) -> String {
+    match line.trim() {
+        "leader" => match election.leader(GROUP_ELECTION) {
+            Some(l) => format!("LEADER {} {}", l.leader, l.epoch),
+            None => "LEADER - -".into(),
+        },
+        "refused" => {
+            let r = election.status().refused;
+            format!(
+                "REFUSED not_member={} incompatible={} ring_jump={} epoch_jump={} malformed={}",
+                r.not_member, r.incompatible, r.ring_jump, r.epoch_jump, r.malformed
+            )
+        }
+        other => format!("ERR cannot parse {other:?}"),
+    }
+}
+
+async fn elect(
+    group: GroupName,
+    mut input: UnboundedReceiver<String>,
+    out: UnboundedSender<String>,
+) -> Result<(), String> {
     let conn = Corosync::new().join(&group).map_err(|e| e.to_string())?;
     let election = Election::start(conn, ElectionConfig::default())
         .await
@@ -75,7 +104,30 @@ async fn elect(group: GroupName, out: UnboundedSender<String>) -> Result<(), Str
     if let Some(epoch) = election.is_leader(GROUP_ELECTION) {
         say(format!("ELECTED {epoch}"));
     }
-    while let Ok(event) = events.recv().await {
+    let mut input_open = true;
+    loop {
+        let event = tokio::select! {
+            line = input.recv(), if input_open => {
+                match line {
+                    Some(line) => {
+                        let (tag, body) = match line.strip_prefix('#') {
+                            Some(rest) => {
+                                let (tag, body) = rest.split_once(' ').unwrap_or((rest, ""));
+                                (format!("#{tag} "), body.to_owned())
+                            }
+                            None => (String::new(), line),
+                        };
+                        say(format!("{tag}{}", answer(&election, &body)));
+                    }
+                    None => input_open = false,
+                }
+                continue;
+            }
+            event = events.recv() => match event {
+                Ok(event) => event,
+                Err(_) => break,
+            },
+        };
         match event {
             ElectionEvent::ViewChanged { members, left, .. } => {
                 let left: Vec<String> = left
@@ -149,7 +201,7 @@ fn main() {
     let result = actix::System::new().block_on(async move {
         match mode.as_str() {
             "kv" => kv(group, safe, founder, in_rx, out_tx.clone()).await,
-            "elect" => elect(group, out_tx.clone()).await,
+            "elect" => elect(group, in_rx, out_tx.clone()).await,
             other => Err(format!("unknown mode {other:?}")),
         }
         .map_err(|e| {

@@ -11,8 +11,9 @@
 use actix_cpg::supervisor::{
     ChildPath, ChildSpec, Fingerprint, IncarnationId, Strategy, SupervisorSpec, TreeSpec,
 };
+use actix_cpg::transport::{QuorumState, RingId};
 use actix_cpg::wire::{Codec, Kind};
-use actix_cpg::Member;
+use actix_cpg::{Epoch, Member, NodeId, PrimaryEpoch, StateId};
 use serde::Serialize;
 
 fn codec() -> Codec {
@@ -152,4 +153,299 @@ pub fn deep_tree(levels: usize) -> Vec<u8> {
         .expect("thread")
         .join()
         .expect("encoded")
+}
+
+/// A member from its `node/pid` form (`node2/1234`), as the agents print it.
+pub fn member(text: &str) -> Member {
+    let (node, pid) = text.split_once('/').expect("node/pid");
+    Member::new(
+        node.trim_start_matches("node").parse().expect("node id"),
+        pid.parse().expect("pid"),
+    )
+}
+
+/// The members of a raw agent's `CONFCHG members=a,b,... joined=...` line.
+pub fn confchg_members(line: &str) -> Vec<Member> {
+    line.split(' ')
+        .find_map(|w| w.strip_prefix("members="))
+        .map(|list| {
+            list.split(',')
+                .filter(|m| !m.is_empty())
+                .map(member)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---- replicated state (envelope kind `Replicated`) -------------------------
+
+#[derive(Serialize)]
+struct PrimaryRecord {
+    epoch: PrimaryEpoch,
+    members: Vec<Member>,
+}
+
+#[derive(Serialize)]
+struct ReplicaInfo {
+    fact: Option<QuorumState>,
+    known: Option<PrimaryRecord>,
+    state: StateId,
+    founder: bool,
+    view: u64,
+    round: u32,
+    members: Option<Vec<Member>>,
+    merged: Vec<Member>,
+}
+
+#[derive(Serialize)]
+struct CommandMsg {
+    id: u64,
+    payload: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct Chunk {
+    state: StateId,
+    index: u32,
+    total: u32,
+    bytes: Vec<u8>,
+}
+
+/// Variant order as on the wire.
+#[derive(Serialize)]
+enum ReplicaMessage {
+    Info(ReplicaInfo),
+    Fact(QuorumState),
+    Command(CommandMsg),
+    Ack(u64),
+    Chunk(Chunk),
+    NoRoster(u64),
+}
+
+fn fnv(prev: u64, m: Member, id: u64) -> u64 {
+    let mut h = prev ^ 0xcbf2_9ce4_8422_2325;
+    for b in m
+        .node
+        .0
+        .to_le_bytes()
+        .iter()
+        .chain(m.pid.to_le_bytes().iter())
+        .chain(id.to_le_bytes().iter())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// The tag a replica gives a raw view (FNV-1a chained over the sorted
+/// members), so a forged info is of the current view, not merely stale.
+pub fn replicated_view_tag(raw: &[Member]) -> u64 {
+    let mut sorted = raw.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    sorted.iter().fold(0x9e37_79b9, |h, m| fnv(h, *m, 0))
+}
+
+/// A state far beyond any real one: epoch `2^40.2^40`.
+pub fn huge_state() -> StateId {
+    let epoch = PrimaryEpoch {
+        ring_seq: 1 << 40,
+        term: 1 << 40,
+    };
+    StateId {
+        epoch,
+        applied: 1 << 40,
+        chain: 7,
+        genesis: 7,
+    }
+}
+
+/// An info from `me` for the raw view `raw` (round 0) claiming `state` and a
+/// last primary component of `{me}` at its epoch: consistent with itself,
+/// current, a founder, with a roster naming only `me`.
+pub fn replicated_info(raw: &[Member], me: Member, state: StateId) -> Vec<u8> {
+    let info = ReplicaInfo {
+        fact: Some(QuorumState {
+            quorate: true,
+            ring_id: RingId {
+                seq: state.epoch.ring_seq,
+                nodeid: me.node,
+            },
+            nodes: vec![NodeId(1), NodeId(2), NodeId(3)],
+        }),
+        known: Some(PrimaryRecord {
+            epoch: state.epoch,
+            members: vec![me],
+        }),
+        state,
+        founder: true,
+        view: replicated_view_tag(raw),
+        round: 0,
+        members: Some(vec![me]),
+        merged: Vec::new(),
+    };
+    codec()
+        .encode(Kind::Replicated, &ReplicaMessage::Info(info))
+        .expect("encode")
+}
+
+/// The whole snapshot of `state` in one chunk.
+pub fn replicated_chunk(state: StateId, bytes: Vec<u8>) -> Vec<u8> {
+    codec()
+        .encode(
+            Kind::Replicated,
+            &ReplicaMessage::Chunk(Chunk {
+                state,
+                index: 0,
+                total: 1,
+                bytes,
+            }),
+        )
+        .expect("encode")
+}
+
+/// A command carrying `payload` (an encoded state-machine command).
+pub fn replicated_command(id: u64, payload: Vec<u8>) -> Vec<u8> {
+    codec()
+        .encode(
+            Kind::Replicated,
+            &ReplicaMessage::Command(CommandMsg { id, payload }),
+        )
+        .expect("encode")
+}
+
+// ---- elections (envelope kind `Election`) ----------------------------------
+
+#[derive(Serialize)]
+struct Announcement {
+    min_version: u8,
+    max_version: u8,
+}
+
+#[derive(Serialize)]
+struct ElectionState {
+    candidates: Vec<(Member, u64)>,
+    leader: Option<Member>,
+    epoch: Option<Epoch>,
+}
+
+#[derive(Serialize)]
+struct GroupState {
+    next_stamp: u64,
+    founded: u64,
+    elections: Vec<(String, ElectionState)>,
+}
+
+#[derive(Serialize)]
+struct ElectionInfo {
+    tag: u64,
+    clock: u64,
+    fact: Option<QuorumState>,
+    state: Option<GroupState>,
+    announced: Option<Vec<Member>>,
+    unannounced: Vec<Member>,
+    merging: Vec<Member>,
+}
+
+/// Variant order as on the wire.
+#[derive(Serialize)]
+enum ElectionMessage {
+    Info(ElectionInfo),
+    Fact(QuorumState),
+    Stand(String),
+    Withdraw(String),
+    Announce(Announcement),
+}
+
+fn election(msg: &ElectionMessage) -> Vec<u8> {
+    codec().encode(Kind::Election, msg).expect("encode")
+}
+
+/// The tag election members put on infos for a raw view: FNV-1a over the
+/// sorted members (node, then pid, little-endian).
+pub fn election_view_tag(raw: &[Member]) -> u64 {
+    let mut sorted = raw.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    sorted.iter().fold(0xcbf2_9ce4_8422_2325, |mut h, m| {
+        for b in m
+            .node
+            .0
+            .to_le_bytes()
+            .iter()
+            .chain(m.pid.to_le_bytes().iter())
+        {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        h
+    })
+}
+
+/// A quorum fact of ring `seq`.
+pub fn quorum_state(seq: u64, quorate: bool) -> QuorumState {
+    QuorumState {
+        quorate,
+        ring_id: RingId {
+            seq,
+            nodeid: NodeId(1),
+        },
+        nodes: vec![NodeId(1), NodeId(2), NodeId(3)],
+    }
+}
+
+/// A candidacy of the sender in `name`.
+pub fn election_stand(name: &str) -> Vec<u8> {
+    election(&ElectionMessage::Stand(name.to_owned()))
+}
+
+/// A withdrawal from `name`.
+pub fn election_withdraw(name: &str) -> Vec<u8> {
+    election(&ElectionMessage::Withdraw(name.to_owned()))
+}
+
+/// A quorum fact of the election protocol.
+pub fn election_fact(seq: u64, quorate: bool) -> Vec<u8> {
+    election(&ElectionMessage::Fact(quorum_state(seq, quorate)))
+}
+
+/// An announcement of the current protocol version.
+pub fn election_announce() -> Vec<u8> {
+    election(&ElectionMessage::Announce(Announcement {
+        min_version: actix_cpg::wire::PROTOCOL_VERSION,
+        max_version: actix_cpg::wire::PROTOCOL_VERSION,
+    }))
+}
+
+/// An info from `me` for the raw view `raw` naming `me` leader of the
+/// group-wide election `election` with `epoch`, a fact of ring
+/// `epoch.ring_seq`, founded at `clock` and announcing only `me`.
+pub fn election_info(
+    raw: &[Member],
+    me: Member,
+    election_name: &str,
+    epoch: Epoch,
+    clock: u64,
+) -> Vec<u8> {
+    election(&ElectionMessage::Info(ElectionInfo {
+        tag: election_view_tag(raw),
+        clock,
+        fact: Some(quorum_state(epoch.ring_seq, true)),
+        state: Some(GroupState {
+            next_stamp: 0,
+            founded: clock.saturating_sub(1),
+            elections: vec![(
+                election_name.to_owned(),
+                ElectionState {
+                    candidates: vec![(me, 0)],
+                    leader: Some(me),
+                    epoch: Some(epoch),
+                },
+            )],
+        }),
+        announced: Some(vec![me]),
+        unannounced: Vec::new(),
+        merging: Vec::new(),
+    }))
 }

@@ -1,2 +1,3 @@
 //! Helpers shared by the test crates that include them (`mod support;`).
+pub mod forgeries;
 pub mod history;
