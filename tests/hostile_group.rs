@@ -514,8 +514,8 @@ async fn an_announced_process_whose_clock_jumps_is_refused() {
         Kind::Announce,
         &Announce {
             announcement: Announcement {
-                min_version: 1,
-                max_version: 1,
+                min_version: actix_cpg::wire::PROTOCOL_VERSION,
+                max_version: actix_cpg::wire::PROTOCOL_VERSION,
             },
             synced: true,
         },

@@ -345,8 +345,8 @@ async fn a_malformed_batch_is_dropped_whole_and_a_bad_entry_alone() {
         synced: bool,
     }
     let announce = Announce {
-        min_version: 1,
-        max_version: 1,
+        min_version: actix_cpg::wire::PROTOCOL_VERSION,
+        max_version: actix_cpg::wire::PROTOCOL_VERSION,
         synced: false,
     };
     raw.mcast(&codec.encode(Kind::Announce, &announce).expect("encode"))
