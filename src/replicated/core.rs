@@ -42,7 +42,10 @@
 //!    (rule 6), and an admitted process's info counts in that install.
 //!    After the install it is decided at once; if admitted, it starts round
 //!    `r + 1`, in which its info counts and every other member multicasts a
-//!    new one (it needs a state, and its state may be newer).
+//!    new one (it needs a state, and its state may be newer). Until an
+//!    install includes it, a process outside the view applies nothing: it
+//!    keeps the state its announcement claims (an announcement may be
+//!    counted long after it was sent, see the limits below).
 //! 4. **Learning.** A process that joins a view holding others, and every
 //!    process at a merge (a confchg with `NodeUp` joiners, where each side
 //!    knows only its own members), decides nothing until the first info of
@@ -78,7 +81,8 @@
 //!      refused;
 //!    - unless the sender is a *merger* (in the view at a confchg with
 //!      `NodeUp` joiners, until an install includes it; a learner takes
-//!      the list with the roster), an announcement may claim no epoch above the
+//!      the list with the roster, except at a merge, where everybody in the
+//!      view is one), an announcement may claim no epoch above the
 //!      last primary this process knows of (the same on every process that
 //!      knows the roster: a learner takes it with the roster) or claimed
 //!      by an info of the round so far; a refused announcement admits
@@ -162,7 +166,8 @@
 //! - The view tag is a hash of the raw members: if the raw view returns to
 //!   the same set while a member's info from the first time is still in
 //!   flight, that info counts in the second; its state is still current
-//!   (no install could complete without it), its roster may miss an
+//!   (no install of the sender's could complete without it, and a process
+//!   outside the view applies nothing, rule 3), its roster may miss an
 //!   admission in between.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -263,6 +268,9 @@ enum Phase {
 struct Learning {
     /// Whether this process knew a roster before the confchg (a merge).
     knew: bool,
+    /// Whether the confchg was a merge: then every process of the view
+    /// is a merger, on every process alike, whatever a roster info says.
+    merge: bool,
     /// Every message delivered since the confchg, to replay.
     record: Vec<(Member, ReplicaMessage)>,
 }
@@ -462,17 +470,20 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.learning = if first {
             (!everyone_new).then(|| Learning {
                 knew: false,
+                merge,
                 record: Vec::new(),
             })
         } else if let Some(learning) = self.learning.take() {
             // Still learning: what was recorded belongs to the old view.
             Some(Learning {
                 knew: learning.knew,
+                merge,
                 record: Vec::new(),
             })
         } else if merge {
             Some(Learning {
                 knew: true,
+                merge,
                 record: Vec::new(),
             })
         } else {
@@ -676,9 +687,13 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         };
         // Who is in a merge comes with the roster: every process that knows
-        // the roster knows the same (it computed the same installs).
+        // the roster knows the same (it computed the same installs). At a
+        // merge everyone already computed it from the confchg (the whole
+        // view), and a roster info may be a stale one from an earlier
+        // incarnation of the same raw view (see the limits), whose list
+        // belongs to that one.
         if let Some((_, ReplicaMessage::Info(info))) = learning.record.last() {
-            if !learning.knew {
+            if !learning.knew && !learning.merge {
                 let raw = &self.raw;
                 self.merged = info
                     .merged
@@ -1304,6 +1319,12 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     fn apply(&mut self, from: Member, cmd: CommandMsg, out: &mut Actions<S>) {
+        if !self.roster.is_member(self.local) {
+            // A process outside the view keeps its state (rule 3): the
+            // group's commands are not applied to another history, so the
+            // state its announcement claims stays the one it holds.
+            return;
+        }
         let command = match self.codec.decode_payload::<S::Command>(&cmd.payload) {
             Ok(c) => c,
             Err(e) => {

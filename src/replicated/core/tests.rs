@@ -908,3 +908,98 @@ proptest! {
         }
     }
 }
+
+/// The infos a batch of actions multicasts.
+fn infos_of(out: Actions<Log>) -> Vec<ReplicaMessage> {
+    out.into_iter()
+        .filter_map(|a| match a {
+            Action::Mcast(m @ ReplicaMessage::Info(_)) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Regression (seed 8951263188248229577): a pending process applied the
+/// group's commands to its own state, so the state it held no longer was
+/// the one its in-flight announcement claimed. When that announcement was
+/// counted later (here: in a later incarnation of the same raw view), the
+/// install chose it as the winner with a state id nobody held: its chunks
+/// were refused everywhere and the receivers never restored.
+#[test]
+fn a_pending_process_keeps_the_state_its_announcement_claims() {
+    let (a, l) = (Member::new(1, 10), Member::new(2, 20));
+    let codec = Codec::new(1 << 16);
+    let new =
+        |m| ReplicaCore::<Log>::new(m, Codec::new(1 << 16), Delivery::Agreed, 1 << 16, 64, true);
+    let quorum = QuorumState {
+        quorate: true,
+        ring_id: crate::transport::RingId {
+            seq: 1,
+            nodeid: NodeId(1),
+        },
+        nodes: vec![NodeId(1), NodeId(2)],
+    };
+    let command = |id: u64, value: u64| {
+        ReplicaMessage::Command(CommandMsg {
+            id,
+            payload: codec.encode_payload(&(a, value)).expect("payload"),
+        })
+    };
+    // `a` founds the group alone and applies a command.
+    let mut ca = new(a);
+    ca.handle_quorum(quorum.clone());
+    let join = |m| MemberChange {
+        member: m,
+        reason: Reason::Join,
+    };
+    for info in infos_of(ca.handle_confchg(&[a], &[join(a)], &[])) {
+        ca.handle_message(a, info);
+    }
+    assert!(ca.is_primary());
+    ca.handle_message(a, command(1, 1));
+    // `l` joins; `a`'s info teaches it the roster and completes the round
+    // before `l`'s own announcement is delivered: `l` is pending.
+    let mut cl = new(l);
+    cl.handle_quorum(quorum);
+    let from_a = infos_of(ca.handle_confchg(&[a, l], &[join(l)], &[]));
+    let from_l = infos_of(cl.handle_confchg(&[a, l], &[join(l)], &[]));
+    for info in from_a {
+        ca.handle_message(a, info.clone());
+        cl.handle_message(a, info);
+    }
+    assert!(cl.is_installed() && cl.view() == [a] && ca.is_primary());
+    // A command of the primary view: applied by its member only.
+    ca.handle_message(a, command(2, 2));
+    cl.handle_message(a, command(2, 2));
+    assert_eq!(ca.state_id().applied, 2);
+    let ReplicaMessage::Info(claim) = &from_l[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        cl.state_id(),
+        claim.state,
+        "the pending process's state moved"
+    );
+    assert_eq!(cl.state(), &Log::default());
+    // Its announcement admits it; the member's state wins and is sent.
+    for info in from_l {
+        let answers = infos_of(ca.handle_message(l, info.clone()));
+        cl.handle_message(l, info);
+        for answer in answers {
+            ca.handle_message(a, answer.clone());
+            cl.handle_message(a, answer);
+        }
+    }
+    assert_eq!(cl.view(), [a, l]);
+    assert!(ca.is_holding() && !cl.is_holding());
+}
+
+#[test]
+fn schedule_8951263188248229577_agrees() {
+    run_schedule(8951263188248229577, Delivery::Agreed).expect("replicas agree");
+}
+
+#[test]
+fn schedule_5979410529304988123_agrees() {
+    run_schedule(5979410529304988123, Delivery::Agreed).expect("replicas agree");
+}
