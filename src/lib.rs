@@ -105,6 +105,9 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod election;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod kv;
 mod outbox;

@@ -200,7 +200,7 @@ impl GroupCore {
     }
 
     /// Whether this member holds the group state (and may answer lookups).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn is_synced(&self) -> bool {
         matches!(self.sync, SyncState::Synced { .. })
     }
