@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 
 use crate::group::fuzz_access::{Reassembly, Request, RequestRef};
 use crate::record::{Recorded, Recording};
-use crate::transport::{Member, MemberChange, QuorumState, Reason, RingId};
+use crate::transport::{Member, MemberChange, QuorumState, Reason, RingId, TransportEvent};
 use crate::wire::{Codec, Kind, HEADER_LEN};
 use stream::Membership;
 use subjects::{ElectionSubject, GroupSubject, ReplicaSubject, Subject};
@@ -225,6 +225,23 @@ fn drive<S: Subject>(stream: &Stream, force_kind: Option<Kind>) -> Outcome {
             } => {
                 let from = membership.sender(*sender);
                 let wrapped = wrap_bytes(*wrap, force_kind, bytes);
+                if let Some(who) = stream.pool[..2].iter().position(|m| *m == from) {
+                    if !S::self_may_send(&wrapped) {
+                        // Only this member's core makes such a message: its
+                        // oldest pending one goes out instead.
+                        let Some(own) = subjects[who].take_outgoing(0) else {
+                            continue;
+                        };
+                        fed += own.len();
+                        for s in &mut subjects {
+                            s.deliver(from, &own);
+                        }
+                        outcome.applied += 1;
+                        let [a, b] = &subjects;
+                        S::agree(a, b);
+                        continue;
+                    }
+                }
                 fed += wrapped.len();
                 let accepted: Vec<bool> = subjects
                     .iter_mut()
@@ -304,45 +321,72 @@ fn wrap_bytes(wrap: u8, force_kind: Option<Kind>, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A recorded stream as a fuzz input: the recording member becomes driven
-/// member 0, another member of its first view (or a made-up one) member 1,
-/// and up to four more members keep their identities; events about members
-/// beyond those, or about member 1 leaving, are left out. Quorum and
-/// clock facts are not recorded; `extra` ops are appended (e.g. echoes so
-/// the driven cores' own messages go round).
+/// A recorded stream as a fuzz input (see [`stream_from_events`]).
 pub fn stream_from_recording(recording: &Recording, extra: &[Op]) -> Stream {
-    let local = recording.local;
-    let mut pool: Vec<Member> = vec![local];
-    let mut order: Vec<Member> = Vec::new();
-    for entry in &recording.entries {
-        if let Recorded::ConfChg { members, .. } = entry {
-            for m in members {
-                if !order.contains(m) && *m != local {
-                    order.push(*m);
-                }
-            }
-        }
-    }
-    // Member 1: someone in the first view with the recorder, if any.
-    let first_view: Vec<Member> = recording
+    let events: Vec<TransportEvent> = recording
         .entries
         .iter()
+        .map(|e| match e.clone() {
+            Recorded::Deliver { from, bytes } => TransportEvent::Deliver { from, bytes },
+            Recorded::ConfChg {
+                members,
+                joined,
+                left,
+            } => TransportEvent::ConfChg {
+                members,
+                joined,
+                left,
+            },
+        })
+        .collect();
+    stream_from_events(recording.local, &events, extra)
+}
+
+/// A member's ordered events as a fuzz input: `local` becomes driven
+/// member 0, another member of its first view (or a made-up one) member
+/// 1, and up to four more members keep their identities, so member ids
+/// inside the recorded bytes still name them. Events about members beyond
+/// those, or about member 1 leaving, are left out; `extra` ops are
+/// appended (e.g. echoes, so the driven cores' own messages go round).
+pub fn stream_from_events(local: Member, events: &[TransportEvent], extra: &[Op]) -> Stream {
+    let mut seen: Vec<Member> = Vec::new();
+    let mut first_view: Option<Vec<Member>> = None;
+    for event in events {
+        if let TransportEvent::ConfChg { members, .. } = event {
+            first_view.get_or_insert_with(|| members.clone());
+            seen.extend(members.iter().filter(|m| **m != local));
+        }
+    }
+    let first_view = first_view.unwrap_or_default();
+    // Member 1 must start as member 0 does: joining in the same first
+    // confchg. A recorded member that did is kept (its own protocol
+    // messages then come from its core, see `drive`); if the recorder
+    // joined a group already there, member 1 is made up, and its core's
+    // messages go round after each confchg.
+    let first_joined: Vec<Member> = events
+        .iter()
         .find_map(|e| match e {
-            Recorded::ConfChg { members, .. } => Some(members.clone()),
+            TransportEvent::ConfChg { joined, .. } => {
+                Some(joined.iter().map(|c| c.member).collect())
+            }
             _ => None,
         })
         .unwrap_or_default();
-    let partner = first_view
+    let recorded_partner = first_view
         .iter()
         .copied()
-        .find(|m| *m != local)
-        .unwrap_or_else(|| Member::new(local.node.0.wrapping_add(100), 1));
-    pool.push(partner);
-    for m in order {
-        if pool.len() == POOL {
-            break;
+        .find(|m| *m != local && first_joined.contains(m));
+    let partner = recorded_partner.unwrap_or_else(|| {
+        let mut made_up = Member::new(local.node.0.wrapping_add(100), 1);
+        while first_view.contains(&made_up) || seen.contains(&made_up) {
+            made_up.pid += 1;
         }
-        if !pool.contains(&m) {
+        made_up
+    });
+    let partner_echo = Op::Echo { core: 1, index: 0 };
+    let mut pool: Vec<Member> = vec![local, partner];
+    for m in seen {
+        if pool.len() < POOL && !pool.contains(&m) {
             pool.push(m);
         }
     }
@@ -361,46 +405,47 @@ pub fn stream_from_recording(recording: &Recording, extra: &[Op]) -> Stream {
     let mut only_driven = false;
     let mut ops = Vec::new();
     let mut started = false;
-    for entry in &recording.entries {
-        match entry {
-            Recorded::ConfChg {
-                members,
-                joined,
-                left,
+    let mut ring_seq = 0u64;
+    for event in events {
+        match event {
+            TransportEvent::ConfChg {
+                members, joined, ..
             } if !started => {
                 started = true;
-                for m in members {
-                    if let Some(i) = index(m).filter(|&i| i >= 2) {
-                        first |= 1 << (i - 2);
-                    }
+                for i in members.iter().filter_map(index).filter(|&i| i >= 2) {
+                    first |= 1 << (i - 2);
                 }
                 // The recorder joined a group that was already there.
-                only_driven = !joined.iter().any(|c| c.member != local) && members.len() > 1;
-                let _ = left;
+                only_driven = members.len() > 1 && joined.iter().all(|c| c.member == local);
+                if recorded_partner.is_none() {
+                    ops.push(partner_echo.clone());
+                }
             }
-            Recorded::ConfChg { joined, left, .. } => {
+            TransportEvent::ConfChg { joined, left, .. } => {
                 let mut actions = [0u8; POOL - 2];
-                let mut any = false;
-                for (changes, leaving) in [(joined, false), (left, true)] {
-                    for MemberChange { member, reason } in changes {
-                        let Some(i) = index(member).filter(|&i| i >= 2) else {
-                            continue;
-                        };
-                        actions[i - 2] = match (leaving, reason) {
-                            (false, Reason::NodeUp) => JOIN_NODE_UP,
-                            (false, _) => JOIN,
-                            (true, Reason::Leave) => LEAVE,
-                            (true, Reason::NodeDown) => LEAVE_NODE_DOWN,
-                            (true, _) => LEAVE_PROC_DOWN,
-                        };
-                        any = true;
+                let changes = joined.iter().map(|c| (c, false));
+                for (MemberChange { member, reason }, leaving) in
+                    changes.chain(left.iter().map(|c| (c, true)))
+                {
+                    let Some(i) = index(member).filter(|&i| i >= 2) else {
+                        continue;
+                    };
+                    actions[i - 2] = match (leaving, reason) {
+                        (false, Reason::NodeUp) => JOIN_NODE_UP,
+                        (false, _) => JOIN,
+                        (true, Reason::Leave) => LEAVE,
+                        (true, Reason::NodeDown) => LEAVE_NODE_DOWN,
+                        (true, _) => LEAVE_PROC_DOWN,
+                    };
+                }
+                if actions != [0; POOL - 2] {
+                    ops.push(Op::ConfChg { actions });
+                    if recorded_partner.is_none() {
+                        ops.push(partner_echo.clone());
                     }
                 }
-                if any {
-                    ops.push(Op::ConfChg { actions });
-                }
             }
-            Recorded::Deliver { from, bytes } => {
+            TransportEvent::Deliver { from, bytes } if started => {
                 if let Some(i) = index(from) {
                     ops.push(Op::Deliver {
                         sender: i as u8,
@@ -409,6 +454,19 @@ pub fn stream_from_recording(recording: &Recording, extra: &[Op]) -> Stream {
                     });
                 }
             }
+            TransportEvent::Quorum(q) if started => {
+                let step = q.ring_id.seq.saturating_sub(ring_seq).min(255);
+                ring_seq += step;
+                let nodes = (0..POOL)
+                    .filter(|&i| q.nodes.contains(&pool[i].node))
+                    .fold(0u8, |mask, i| mask | 1 << i);
+                ops.push(Op::Quorum {
+                    quorate: q.quorate,
+                    ring_step: step as u8,
+                    nodes,
+                });
+            }
+            _ => {}
         }
     }
     ops.extend_from_slice(extra);

@@ -5,7 +5,7 @@
 use crate::election::fuzz_access::ElectionMessage;
 use crate::election::fuzz_access::{Action as ElectionAction, CandidacyOp, ElectionCore};
 use crate::group::fuzz_access::{
-    decode_delivery, whole_message, Command, GroupCore, Outgoing, Reassembly,
+    decode_delivery, whole_message, Command, GroupCore, Outgoing, Reassembly, SupervisionMsg,
 };
 use crate::kv::KvStore;
 use crate::replicated::fuzz_access::{Action as ReplicaAction, Chunk, ReplicaCore, ReplicaMessage};
@@ -36,6 +36,12 @@ pub(super) trait Subject {
         left: &[MemberChange],
         now_ms: u64,
     );
+    /// Whether a driven member's own runtime may multicast `bytes` without
+    /// its core asking (a registration, a call, a command, a candidacy):
+    /// anything else from a driven member can only be its core's own
+    /// message, so the harness delivers that instead (CPG names the sender;
+    /// nobody can send as another process).
+    fn self_may_send(bytes: &[u8]) -> bool;
     /// Returns whether the bytes decoded into something the core took.
     fn deliver(&mut self, from: Member, bytes: &[u8]) -> bool;
     fn quorum(&mut self, q: &QuorumState);
@@ -103,6 +109,31 @@ impl GroupSubject {
 }
 
 impl Subject for GroupSubject {
+    fn self_may_send(bytes: &[u8]) -> bool {
+        let codec = Codec::new(LIMIT);
+        let user = |frame: crate::wire::Frame<'_>| match frame.kind {
+            Kind::Registry | Kind::Request | Kind::Reply => true,
+            // Facts the runtime multicasts (ticks, quorum, exits, trees);
+            // a merge offer is the core's.
+            Kind::Supervision => !matches!(
+                codec.decode_body::<SupervisionMsg>(frame.body),
+                Ok(SupervisionMsg::StateOffered { .. })
+            ),
+            _ => false,
+        };
+        let Ok(frame) = codec.decode_frame(bytes) else {
+            return true;
+        };
+        match frame.kind {
+            Kind::Batch => codec.split_batch(frame.body).is_ok_and(|parts| {
+                parts
+                    .iter()
+                    .all(|p| codec.decode_frame(p).map_or(true, user))
+            }),
+            _ => user(frame),
+        }
+    }
+
     fn new(local: Member, _flags: u8, _skew_ms: u64) -> Self {
         GroupSubject {
             core: GroupCore::new(local),
@@ -239,6 +270,17 @@ impl ReplicaSubject {
 }
 
 impl Subject for ReplicaSubject {
+    fn self_may_send(bytes: &[u8]) -> bool {
+        let codec = Codec::new(LIMIT);
+        codec.decode_frame(bytes).is_ok_and(|frame| {
+            frame.kind != Kind::Replicated
+                || matches!(
+                    codec.decode_body::<ReplicaMessage>(frame.body),
+                    Ok(ReplicaMessage::Command(_)) | Err(_)
+                )
+        })
+    }
+
     fn new(local: Member, flags: u8, _skew_ms: u64) -> Self {
         let delivery = if flags & 2 != 0 {
             Delivery::Safe
@@ -364,6 +406,17 @@ impl ElectionSubject {
 const EPOCH_US: u64 = 1_700_000_000_000_000;
 
 impl Subject for ElectionSubject {
+    fn self_may_send(bytes: &[u8]) -> bool {
+        let codec = Codec::new(LIMIT);
+        codec.decode_frame(bytes).is_ok_and(|frame| {
+            frame.kind != Kind::Election
+                || matches!(
+                    codec.decode_body::<ElectionMessage>(frame.body),
+                    Ok(ElectionMessage::Stand(_) | ElectionMessage::Withdraw(_)) | Err(_)
+                )
+        })
+    }
+
     fn new(local: Member, _flags: u8, skew_ms: u64) -> Self {
         ElectionSubject {
             core: ElectionCore::new(local),
