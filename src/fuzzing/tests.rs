@@ -103,10 +103,18 @@ fn target(name: &str) -> Option<fn(&[u8])> {
     Some(match name {
         "wire" => wire,
         "bodies" => bodies,
-        "group" => |d| drop(group(d)),
-        "supervisor" => |d| drop(supervisor(d)),
-        "replicated" => |d| drop(replicated(d)),
-        "election" => |d| drop(election(d)),
+        "group" => |d| {
+            group(d);
+        },
+        "supervisor" => |d| {
+            supervisor(d);
+        },
+        "replicated" => |d| {
+            replicated(d);
+        },
+        "election" => |d| {
+            election(d);
+        },
         _ => return None,
     })
 }
