@@ -7,7 +7,7 @@ use crate::election::fuzz_access::{Action as ElectionAction, CandidacyOp, Electi
 use crate::group::fuzz_access::{
     decode_delivery, whole_message, Command, GroupCore, Outgoing, Reassembly, SupervisionMsg,
 };
-use crate::kv::KvStore;
+use crate::kv::{KvCommand, KvStore, FILL_KEY_COST, MAX_FILL_BYTES};
 use crate::replicated::fuzz_access::{Action as ReplicaAction, Chunk, ReplicaCore, ReplicaMessage};
 use crate::transport::{Member, MemberChange, QuorumState};
 use crate::wire::{Codec, Kind};
@@ -230,6 +230,11 @@ pub(super) struct ReplicaSubject {
     codec: Codec,
     outbox: Vec<(Vec<u8>, bool)>,
     fatal: Option<String>,
+    /// Keys and bytes that the fills delivered may write (each within
+    /// `kv::MAX_FILL_BYTES`): the amplification a fill is for, allowed
+    /// for in the bounds.
+    fill_keys: usize,
+    fill_bytes: usize,
 }
 
 impl ReplicaSubject {
@@ -293,6 +298,8 @@ impl Subject for ReplicaSubject {
             codec,
             outbox: Vec::new(),
             fatal: None,
+            fill_keys: 0,
+            fill_bytes: 0,
         }
     }
 
@@ -312,6 +319,16 @@ impl Subject for ReplicaSubject {
         let Ok(msg) = decoded else {
             return false;
         };
+        if let ReplicaMessage::Command(cmd) = &msg {
+            if let Ok(KvCommand::Fill { count, size, .. }) = self.codec.decode_payload(&cmd.payload)
+            {
+                let cost = u64::from(count).saturating_mul(u64::from(size) + FILL_KEY_COST);
+                if cost <= MAX_FILL_BYTES {
+                    self.fill_keys += count as usize;
+                    self.fill_bytes += cost as usize;
+                }
+            }
+        }
         let actions = self.core.handle_message(from, msg);
         self.absorb(actions);
         true
@@ -358,14 +375,17 @@ impl Subject for ReplicaSubject {
         // Every key costs a command: a few bytes of input must not make
         // many keys.
         let keys = self.core.state().len();
-        assert!(keys <= fed + 16, "{keys} keys from {fed} bytes of input");
+        assert!(
+            keys <= fed + 16 + self.fill_keys,
+            "{keys} keys from {fed} bytes of input"
+        );
     }
 
     fn check_final_bounds(&self, fed: usize) {
         self.check_bounds(fed);
         let size = format!("{:?}", self.core.state()).len();
         assert!(
-            size <= 64 * fed + (1 << 20),
+            size <= 64 * fed + 4 * self.fill_bytes + (1 << 20),
             "{size} characters of map from {fed} bytes of input"
         );
     }

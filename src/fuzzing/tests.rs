@@ -170,3 +170,61 @@ fn seeds_from_recordings_reach_held_states() {
         assert_eq!(outcome.holding, holds, "{seed}: {outcome:?}");
     }
 }
+
+/// The stream of a two-member replica group that becomes primary, then
+/// one delivery of `command` from member 0.
+fn primary_then_command(command: &crate::kv::KvCommand) -> Vec<u8> {
+    use crate::replicated::fuzz_access::{CommandMsg, ReplicaMessage};
+    let codec = Codec::new(LIMIT);
+    let payload = codec.encode_payload(command).expect("encodes");
+    let msg = ReplicaMessage::Command(CommandMsg { id: 1, payload });
+    let bytes = codec.encode(Kind::Replicated, &msg).expect("encodes");
+    let mut ops = vec![Op::Quorum {
+        quorate: true,
+        ring_step: 1,
+        nodes: 0b11,
+    }];
+    ops.extend((0..8).map(|i| Op::Echo { core: i, index: 0 }));
+    ops.push(Op::Deliver {
+        sender: 0,
+        wrap: 0,
+        bytes,
+    });
+    Stream {
+        pool: pool(),
+        first: 0,
+        flags: 0,
+        ops,
+    }
+    .encode()
+}
+
+#[test]
+fn a_command_from_a_member_reaches_a_primary_replica() {
+    let put = crate::kv::KvCommand::Put {
+        key: "k".into(),
+        value: "v".into(),
+    };
+    let outcome = replicated(&primary_then_command(&put));
+    assert!(outcome.holding && outcome.accepted == 1, "{outcome:?}");
+}
+
+/// Found by the harness: one `Fill` command of 60 bytes from any member
+/// made every replica write `count × size` bytes (`u32::MAX` squared at
+/// most), exhausting every member's memory at once. A fill is now capped
+/// (`kv::MAX_FILL_BYTES`); the harness counts what capped fills may write
+/// into its memory bound.
+#[test]
+fn a_huge_fill_from_a_member_writes_nothing() {
+    let fill = |count, size| crate::kv::KvCommand::Fill {
+        prefix: "x".into(),
+        count,
+        size,
+    };
+    for (count, size) in [(u32::MAX, u32::MAX), (u32::MAX, 0), (100_000, 1_000)] {
+        let outcome = replicated(&primary_then_command(&fill(count, size)));
+        assert!(outcome.holding && outcome.accepted == 1, "{outcome:?}");
+    }
+    // Within the cap a fill writes, and the bound allows for it.
+    replicated(&primary_then_command(&fill(100_000, 100)));
+}

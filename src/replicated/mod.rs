@@ -79,7 +79,7 @@ mod runtime;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz_access {
     pub(crate) use super::core::{Action, Actions, ReplicaCore};
-    pub(crate) use super::messages::{Chunk, ReplicaMessage};
+    pub(crate) use super::messages::{Chunk, CommandMsg, ReplicaMessage};
 }
 
 use std::future::Future;
