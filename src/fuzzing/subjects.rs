@@ -8,7 +8,9 @@ use crate::group::fuzz_access::{
     decode_delivery, whole_message, Command, GroupCore, Outgoing, Reassembly, SupervisionMsg,
 };
 use crate::kv::{KvCommand, KvStore, FILL_KEY_COST, MAX_FILL_BYTES};
-use crate::replicated::fuzz_access::{Action as ReplicaAction, Chunk, ReplicaCore, ReplicaMessage};
+use crate::replicated::fuzz_access::{
+    Action as ReplicaAction, Chunk, CommandMsg, ReplicaCore, ReplicaMessage,
+};
 use crate::transport::{Member, MemberChange, QuorumState};
 use crate::wire::{Codec, Kind};
 use crate::{Delivery, StateMachine};
@@ -319,9 +321,8 @@ impl Subject for ReplicaSubject {
         let Ok(msg) = decoded else {
             return false;
         };
-        if let ReplicaMessage::Command(cmd) = &msg {
-            if let Ok(KvCommand::Fill { count, size, .. }) = self.codec.decode_payload(&cmd.payload)
-            {
+        if let ReplicaMessage::Command(CommandMsg { payload, .. }) = &msg {
+            if let Ok(KvCommand::Fill { count, size, .. }) = self.codec.decode_payload(payload) {
                 let cost = u64::from(count).saturating_mul(u64::from(size) + FILL_KEY_COST);
                 if cost <= MAX_FILL_BYTES {
                     self.fill_keys += count as usize;
