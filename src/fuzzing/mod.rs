@@ -478,7 +478,7 @@ pub fn stream_from_events(local: Member, events: &[TransportEvent], extra: &[Op]
     }
 }
 
-/// Counts, per member, what a stream delivers: a quick look at a corpus
+/// How many ops of each kind a stream holds: a quick look at a corpus
 /// file (`examples/fuzz_corpus.rs` prints it).
 pub fn summary(stream: &Stream) -> BTreeMap<&'static str, usize> {
     let mut out = BTreeMap::new();

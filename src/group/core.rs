@@ -494,7 +494,17 @@ impl GroupCore {
             (SyncState::Waiting(w), Inbound::Snapshot(snap))
                 if snap.for_member == local && w.asked == Some(snap.nonce) =>
             {
-                self.names = snap.names.into_iter().collect();
+                // The snapshot answers a request made in this view (a
+                // confchg makes the member ask again), so every name it
+                // lists lives on a member of the view. One that does not
+                // is forged, and could never drop (no confchg will name its
+                // host): it is not installed, alike on every member.
+                let view = &self.view;
+                self.names = snap
+                    .names
+                    .into_iter()
+                    .filter(|(_, host)| view.contains(host))
+                    .collect();
                 self.engine = snap.supervision;
                 self.offered = false;
                 let unsynced = snap.unsynced.into_iter().collect();
