@@ -313,6 +313,11 @@ impl GroupCore {
                         .filter(|m| !unsynced.contains_key(m))
                         .copied()
                         .collect();
+                    // The registry kept while waiting is the fallback if
+                    // every holder dies before answering: it must lose the
+                    // names of members leaving at this same confchg, or
+                    // they would never drop.
+                    out.extend(self.drop_names_of(left));
                     // The supervision engine merges through its own round
                     // of offers: this side's offer must leave now, from the
                     // state it held before the merge.
@@ -354,6 +359,9 @@ impl GroupCore {
                     out.extend(self.reclaim(waiting.hosted_before));
                     out.push(Command::Event(GroupEvent::Ready));
                 } else {
+                    // The fallback registry follows departures while
+                    // waiting too (see the merge above).
+                    out.extend(self.drop_names_of(left));
                     // Whoever was to answer may be gone: ask again.
                     waiting.asked = None;
                     waiting.buffered.clear();
