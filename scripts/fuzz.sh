@@ -53,7 +53,7 @@ smoke)
             echo "fuzz target $t crashed; its input is in fuzz/artifacts/$t/" >&2
             exit 1
         fi
-        echo "$t: $(grep -E '^#[0-9]+ +DONE' "$scratch/$t.log" || echo 'no summary')"
+        echo "$t: $(grep -E '^#[0-9]+[[:space:]]+DONE' "$scratch/$t.log" || echo 'no summary')"
     done
     ;;
 run)
