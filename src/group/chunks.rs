@@ -116,6 +116,14 @@ impl Reassembly {
         finish_or_keep(&mut self.under_way, from, assembly)
     }
 
+    /// Messages under way and the bytes held for them, to check that
+    /// memory stays within one message size per sender.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn buffered(&self) -> (usize, usize) {
+        let bytes = self.under_way.values().map(|a| a.bytes.capacity()).sum();
+        (self.under_way.len(), bytes)
+    }
+
     /// A confchg (rule 2): if members `joined`, every message under way is
     /// interrupted; otherwise only those of the members who `left`. Returns
     /// how many were.

@@ -365,7 +365,7 @@ impl GroupCore {
     }
 
     /// Whether this member holds the group state (and may answer lookups).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn is_synced(&self) -> bool {
         matches!(self.sync, SyncState::Synced { .. })
     }
@@ -521,6 +521,10 @@ impl GroupCore {
                 // back on its own state, knowing no member but its peers,
                 // and must admit this member before its request.
                 self.announce(false, &mut out);
+                // The registry kept while waiting is the fallback if every
+                // holder dies before answering: it must lose the names of
+                // members leaving meanwhile, or they would never drop.
+                out.extend(self.drop_names_of(left));
                 // Whoever was to answer may be gone: ask again.
                 waiting.asked = None;
                 waiting.buffered.clear();
@@ -789,12 +793,20 @@ impl GroupCore {
 
     /// Installs the snapshot that answers this member's request.
     fn install(&mut self, snap: Snapshot) -> Vec<Command> {
-        self.names = snap.names.into_iter().collect();
         self.engine = snap.supervision;
         self.offered = false;
         let before = std::mem::take(&mut self.view);
         self.roster.adopt(snap.announced.iter().copied());
         self.refresh_view();
+        // Every name of a true snapshot lives on a member (names drop when
+        // their host leaves). One that does not is forged and could never
+        // drop, since no confchg will name its host: it is not installed.
+        let roster = &self.roster;
+        self.names = snap
+            .names
+            .into_iter()
+            .filter(|(_, host)| roster.is_member(*host))
+            .collect();
         let mut view_changed = self.view_changed_from(&before);
         let unsynced = snap
             .unsynced
