@@ -491,8 +491,12 @@ impl GroupCore {
                 // of one another.
                 warn!(local = %self.local, "every process that could hold the group state is gone; continuing with local state");
                 out.extend(self.drop_names_of(left));
-                let mut members = waiting.peers.clone();
-                members.insert(self.local);
+                // Only the peers: every peer computed the same set at the
+                // same confchg. This member is one of them unless its
+                // announcement had not come in by then; it then stays
+                // pending here as everywhere, and the announcement below
+                // admits it on every peer at the same position.
+                let members = waiting.peers.clone();
                 let before = std::mem::take(&mut self.view);
                 self.roster.adopt(members.iter().copied());
                 self.refresh_view();

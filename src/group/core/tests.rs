@@ -992,3 +992,44 @@ fn calls_past_the_cap_fail_at_once() {
     );
     assert_eq!(core.awaiting.len(), 1);
 }
+
+/// Found by fuzzing: two founders whose announcements had not come in yet
+/// merged into a side that held the state, and that side died before
+/// answering. Each founder fell back on its own state with itself as a
+/// member, so each took its own registrations and refused the other's:
+/// the registries parted for good. They now fall back on the peers of the
+/// merge (here none) and admit each other as their announcements arrive.
+#[test]
+fn founders_unannounced_at_a_merge_fall_back_on_the_same_members() {
+    let (a, b, o) = (m(2, 1), m(3, 1), m(1, 1));
+    let mut cores = [GroupCore::new(a), GroupCore::new(b)];
+    let first = [ch(a, Reason::Join), ch(b, Reason::Join)];
+    for core in &mut cores {
+        core.handle_confchg(&[a, b], &first, &[]);
+        // `o` is the lowest old process: its side keeps the state.
+        core.handle_confchg(&[o, a, b], &[ch(o, Reason::NodeUp)], &[]);
+        assert!(!core.is_synced());
+        core.handle_confchg(&[a, b], &[], &[ch(o, Reason::NodeDown)]);
+        assert!(core.is_synced());
+    }
+    let [ca, cb] = &cores;
+    assert_eq!(ca.view(), cb.view(), "fell back on different members");
+    // `b` registers before its announcement is in: refused alike.
+    for core in &mut cores {
+        core.handle_message(b, register("svc", 1));
+    }
+    let [ca, cb] = &cores;
+    assert_eq!(ca.names(), cb.names());
+    assert!(ca.names().is_empty());
+    // Once announced, both take it.
+    for core in &mut cores {
+        core.handle_message(a, ann(true));
+        core.handle_message(b, ann(true));
+        core.handle_message(b, register("svc", 2));
+    }
+    let [ca, cb] = &cores;
+    assert_eq!(ca.view(), &[a, b]);
+    assert_eq!(ca.view(), cb.view());
+    assert_eq!(ca.names(), cb.names());
+    assert_eq!(ca.lookup("svc"), Some(b));
+}
