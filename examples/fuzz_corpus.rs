@@ -344,6 +344,7 @@ fn main() -> Result<(), Error> {
             32 => 5,
             16 => 6,
             17 => 7,
+            8 => 11,
             _ => continue,
         };
         let mut body = vec![pick];

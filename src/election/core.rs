@@ -300,9 +300,16 @@ impl ElectionCore {
         self.round_done() && !self.outside
     }
 
+    /// Whether this member knows who is announced (a founder, or a joiner
+    /// that learned the list, rule 4); until then it decides nothing.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn knows_roster(&self) -> bool {
+        self.synced
+    }
+
     /// Whether the current round is complete (this member may be outside
     /// the view it installed: a joiner whose announcement is on its way).
-    fn round_done(&self) -> bool {
+    pub(crate) fn round_done(&self) -> bool {
         matches!(self.phase, Phase::Installed)
     }
 

@@ -118,14 +118,16 @@ pub fn wire(data: &[u8]) {
 /// serde's.
 pub fn bodies(data: &[u8]) {
     use crate::election::fuzz_access::ElectionMessage;
-    use crate::group::fuzz_access::{RegistryOp, Reply, Snapshot, SupervisionMsg, SyncRequest};
+    use crate::group::fuzz_access::{
+        Announce, RegistryOp, Reply, Snapshot, SupervisionMsg, SyncRequest,
+    };
     use crate::replicated::fuzz_access::ReplicaMessage;
 
     let Some((&pick, body)) = data.split_first() else {
         return;
     };
     let codec = Codec::new(LIMIT);
-    match pick % 11 {
+    match pick % 12 {
         0 => round_trip::<RegistryOp>(&codec, Kind::Registry, body),
         1 => {
             round_trip::<Request>(&codec, Kind::Request, body);
@@ -142,7 +144,8 @@ pub fn bodies(data: &[u8]) {
             // A kv snapshot as a joiner restores it.
             let _ = <crate::kv::KvStore as crate::StateMachine>::restore(body);
         }
-        _ => round_trip::<Recorded>(&codec, Kind::Request, body),
+        10 => round_trip::<Recorded>(&codec, Kind::Request, body),
+        _ => round_trip::<Announce>(&codec, Kind::Announce, body),
     }
 }
 

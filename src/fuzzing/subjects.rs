@@ -183,10 +183,13 @@ impl Subject for GroupSubject {
     }
 
     fn agree(a: &Self, b: &Self) {
-        assert_eq!(a.core.view(), b.core.view(), "views differ");
+        // A member waiting for the state knows only the members it heard
+        // since it joined (rule 4) and decides nothing; the two get their
+        // snapshots at different positions.
         if !(a.core.is_synced() && b.core.is_synced()) {
             return;
         }
+        assert_eq!(a.core.view(), b.core.view(), "views differ");
         assert_eq!(a.core.names(), b.core.names(), "registries differ");
         assert!(
             a.core.engine() == b.core.engine(),
@@ -396,6 +399,7 @@ impl Subject for ReplicaSubject {
 /// The election core behind the election runtime's decode.
 pub(super) struct ElectionSubject {
     core: ElectionCore,
+    local: Member,
     codec: Codec,
     outbox: Vec<(Vec<u8>, bool)>,
     skew_ms: u64,
@@ -404,14 +408,22 @@ pub(super) struct ElectionSubject {
 impl ElectionSubject {
     fn absorb(&mut self, actions: Vec<ElectionAction>) {
         for action in actions {
-            let msg = match action {
-                ElectionAction::Mcast(msg) => msg,
-                ElectionAction::Resend(CandidacyOp::Stand(name)) => ElectionMessage::Stand(name),
+            // As the runtime's outbox: an announcement is never purged (a
+            // joiner learns this member only from it), and a resent
+            // candidacy goes on the user lane, which a purge keeps.
+            let (msg, sticky) = match action {
+                ElectionAction::Mcast(msg) => {
+                    let sticky = matches!(msg, ElectionMessage::Announce(_));
+                    (msg, sticky)
+                }
+                ElectionAction::Resend(CandidacyOp::Stand(name)) => {
+                    (ElectionMessage::Stand(name), true)
+                }
                 ElectionAction::Resend(CandidacyOp::Withdraw(name)) => {
-                    ElectionMessage::Withdraw(name)
+                    (ElectionMessage::Withdraw(name), true)
                 }
                 ElectionAction::Purge => {
-                    self.outbox.clear();
+                    self.outbox.retain(|(_, sticky)| *sticky);
                     continue;
                 }
                 ElectionAction::Applied(_) | ElectionAction::Event(_) => continue,
@@ -422,7 +434,7 @@ impl ElectionSubject {
                 }
             };
             if let Ok(bytes) = self.codec.encode(Kind::Election, &msg) {
-                push_bounded(&mut self.outbox, bytes, false);
+                push_bounded(&mut self.outbox, bytes, sticky);
             }
         }
     }
@@ -447,6 +459,7 @@ impl Subject for ElectionSubject {
     fn new(local: Member, _flags: u8, skew_ms: u64) -> Self {
         ElectionSubject {
             core: ElectionCore::with_cap(local, MAX_HELD),
+            local,
             codec: Codec::new(LIMIT),
             outbox: Vec::new(),
             skew_ms,
@@ -495,12 +508,29 @@ impl Subject for ElectionSubject {
     }
 
     fn agree(a: &Self, b: &Self) {
-        assert_eq!(a.core.view(), b.core.view(), "views differ");
+        // Both founders, or both joiners of one confchg that learn the
+        // roster from the same info (rule 4).
         assert_eq!(
-            a.core.is_installed(),
-            b.core.is_installed(),
-            "one installed"
+            a.core.knows_roster(),
+            b.core.knows_roster(),
+            "one knows the roster"
         );
+        if !a.core.knows_roster() {
+            // A joiner that has not learned the roster decides nothing.
+            return;
+        }
+        assert_eq!(a.core.view(), b.core.view(), "views differ");
+        assert_eq!(a.core.round_done(), b.core.round_done(), "one installed");
+        // A member whose announcement has not come in follows the install
+        // without being in it: only members of the view must both say so.
+        let view = a.core.view();
+        if view.contains(&a.local) && view.contains(&b.local) {
+            assert_eq!(
+                a.core.is_installed(),
+                b.core.is_installed(),
+                "one member installed"
+            );
+        }
         assert_eq!(a.core.leaders(), b.core.leaders(), "leaders differ");
         assert_eq!(
             a.core.candidates(),

@@ -25,7 +25,7 @@ pub(crate) mod fuzz_access {
     pub(crate) use super::chunks::Reassembly;
     pub(crate) use super::core::{Command, GroupCore, Outgoing};
     pub(crate) use super::messages::{
-        RegistryOp, Reply, Request, RequestRef, Snapshot, SupervisionMsg, SyncRequest,
+        Announce, RegistryOp, Reply, Request, RequestRef, Snapshot, SupervisionMsg, SyncRequest,
     };
     pub(crate) use super::replay::{decode_delivery, whole_message};
 }
