@@ -49,7 +49,7 @@ mod runtime;
 /// What `crate::fuzzing` drives (see `crate::group::fuzz_access`).
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz_access {
-    pub(crate) use super::core::{Action, CandidacyOp, ElectionCore};
+    pub(crate) use super::core::{view_tag, Action, CandidacyOp, ElectionCore};
     pub(crate) use super::messages::ElectionMessage;
 }
 

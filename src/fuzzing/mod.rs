@@ -359,6 +359,11 @@ pub fn stream_from_recording(recording: &Recording, extra: &[Op]) -> Stream {
 /// inside the recorded bytes still name them. Events about members beyond
 /// those, or about member 1 leaving, are left out; `extra` ops are
 /// appended (e.g. echoes, so the driven cores' own messages go round).
+///
+/// A made-up member 1 changes every raw view, and an election's info
+/// names the raw view it answers (a hash of it): recorded election infos
+/// are re-tagged to the view they answer in the stream, so the driven
+/// cores can count them and install.
 pub fn stream_from_events(local: Member, events: &[TransportEvent], extra: &[Op]) -> Stream {
     let mut seen: Vec<Member> = Vec::new();
     let mut first_view: Option<Vec<Member>> = None;
@@ -394,7 +399,12 @@ pub fn stream_from_events(local: Member, events: &[TransportEvent], extra: &[Op]
         }
         made_up
     });
-    let partner_echo = Op::Echo { core: 1, index: 0 };
+    // After a confchg a core has up to two messages of its own to send
+    // (an announcement, then an info or a request).
+    let partner_echoes = [
+        Op::Echo { core: 1, index: 0 },
+        Op::Echo { core: 1, index: 0 },
+    ];
     let mut pool: Vec<Member> = vec![local, partner];
     for m in seen {
         if pool.len() < POOL && !pool.contains(&m) {
@@ -412,6 +422,26 @@ pub fn stream_from_events(local: Member, events: &[TransportEvent], extra: &[Op]
     let pool: [Member; POOL] = pool.try_into().expect("six members");
     let index = |m: &Member| pool.iter().position(|p| p == m);
 
+    // Election view tags: recorded raw view's -> the stream's.
+    let mut retag: BTreeMap<u64, u64> = BTreeMap::new();
+    let note_view = |retag: &mut BTreeMap<u64, u64>, members: &[Member]| {
+        if recorded_partner.is_some() {
+            return;
+        }
+        let mut recorded = members.to_vec();
+        recorded.sort();
+        let mut ours: Vec<Member> = recorded
+            .iter()
+            .copied()
+            .filter(|m| index(m).is_some())
+            .chain([partner])
+            .collect();
+        ours.sort();
+        retag.insert(
+            crate::election::fuzz_access::view_tag(&recorded),
+            crate::election::fuzz_access::view_tag(&ours),
+        );
+    };
     let mut first = 0u8;
     let mut only_driven = false;
     let mut ops = Vec::new();
@@ -423,16 +453,22 @@ pub fn stream_from_events(local: Member, events: &[TransportEvent], extra: &[Op]
                 members, joined, ..
             } if !started => {
                 started = true;
+                note_view(&mut retag, members);
                 for i in members.iter().filter_map(index).filter(|&i| i >= 2) {
                     first |= 1 << (i - 2);
                 }
                 // The recorder joined a group that was already there.
                 only_driven = members.len() > 1 && joined.iter().all(|c| c.member == local);
                 if recorded_partner.is_none() {
-                    ops.push(partner_echo.clone());
+                    ops.extend_from_slice(&partner_echoes);
                 }
             }
-            TransportEvent::ConfChg { joined, left, .. } => {
+            TransportEvent::ConfChg {
+                members,
+                joined,
+                left,
+            } => {
+                note_view(&mut retag, members);
                 let mut actions = [0u8; POOL - 2];
                 let changes = joined.iter().map(|c| (c, false));
                 for (MemberChange { member, reason }, leaving) in
@@ -452,7 +488,7 @@ pub fn stream_from_events(local: Member, events: &[TransportEvent], extra: &[Op]
                 if actions != [0; POOL - 2] {
                     ops.push(Op::ConfChg { actions });
                     if recorded_partner.is_none() {
-                        ops.push(partner_echo.clone());
+                        ops.extend_from_slice(&partner_echoes);
                     }
                 }
             }
@@ -461,7 +497,7 @@ pub fn stream_from_events(local: Member, events: &[TransportEvent], extra: &[Op]
                     ops.push(Op::Deliver {
                         sender: i as u8,
                         wrap: 0,
-                        bytes: bytes.clone(),
+                        bytes: retagged(bytes, &retag).unwrap_or_else(|| bytes.clone()),
                     });
                 }
             }
@@ -487,6 +523,24 @@ pub fn stream_from_events(local: Member, events: &[TransportEvent], extra: &[Op]
         flags: u8::from(only_driven),
         ops,
     }
+}
+
+/// `bytes` with the tag of the election info they carry replaced as
+/// `retag` says; `None` if they carry no such info.
+fn retagged(bytes: &[u8], retag: &BTreeMap<u64, u64>) -> Option<Vec<u8>> {
+    use crate::election::fuzz_access::ElectionMessage;
+    let codec = Codec::new(LIMIT);
+    let frame = codec.decode_frame(bytes).ok()?;
+    if frame.kind != Kind::Election {
+        return None;
+    }
+    let ElectionMessage::Info(mut info) = codec.decode_body(frame.body).ok()? else {
+        return None;
+    };
+    info.tag = *retag.get(&info.tag)?;
+    codec
+        .encode(Kind::Election, &ElectionMessage::Info(info))
+        .ok()
 }
 
 /// How many ops of each kind a stream holds: a quick look at a corpus

@@ -153,21 +153,22 @@ fn committed_seeds_and_regressions_pass() {
 }
 
 /// Seeds from real runs reach the cores' held states (they are worth
-/// seeding with), not just the decoders' error paths. Election seeds only
-/// get their messages accepted: an election's info names its view, and the
-/// made-up second driven member changes every view of a recording.
+/// seeding with), not just the decoders' error paths. (An election's info
+/// names its raw view, which the made-up second driven member changes: the
+/// converter re-tags recorded infos, or no election seed would install.)
 #[test]
 fn seeds_from_recordings_reach_held_states() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    for (seed, run, holds) in [
-        ("group/seed-registry-1", group as fn(&[u8]) -> Outcome, true),
-        ("supervisor/seed-supervision-1", supervisor, true),
-        ("replicated/seed-replicated-1", replicated, true),
-        ("election/seed-election-1", election, false),
+    for (seed, run) in [
+        ("group/seed-registry-1", group as fn(&[u8]) -> Outcome),
+        ("supervisor/seed-supervision-1", supervisor),
+        ("replicated/seed-replicated-1", replicated),
+        ("election/seed-election-1", election),
+        ("election/seed-election-3", election),
     ] {
         let outcome = run(&std::fs::read(dir.join(seed)).expect("seed committed"));
         assert!(outcome.accepted > 5, "{seed}: {outcome:?}");
-        assert_eq!(outcome.holding, holds, "{seed}: {outcome:?}");
+        assert!(outcome.holding, "{seed}: {outcome:?}");
     }
 }
 
