@@ -501,6 +501,11 @@ impl GroupCore {
                 self.roster.adopt(members.iter().copied());
                 self.refresh_view();
                 out.extend(self.view_changed_from(&before).map(Command::Event));
+                // A name on a process of the view that is no peer (it had
+                // said it would ask for the state) would live on a
+                // non-member and never drop: it drops here, alike on every
+                // peer, and its host re-claims it once admitted.
+                out.extend(self.drop_names_off_view());
                 self.sync = SyncState::Synced {
                     unsynced: BTreeMap::new(),
                 };
@@ -669,6 +674,27 @@ impl GroupCore {
         out.push(Command::Mcast(Outgoing::SyncRequest(SyncRequest {
             nonce: self.nonce,
         })));
+    }
+
+    /// Drops the names whose host is not a member.
+    fn drop_names_off_view(&mut self) -> Vec<Command> {
+        let strays: Vec<(String, Member)> = self
+            .names
+            .iter()
+            .filter(|(_, h)| !self.view.contains(h))
+            .map(|(n, h)| (n.clone(), *h))
+            .collect();
+        strays
+            .into_iter()
+            .map(|(name, host)| {
+                self.names.remove(&name);
+                Command::Event(GroupEvent::NameDropped {
+                    name,
+                    host,
+                    reason: NameDropReason::LostInMerge,
+                })
+            })
+            .collect()
     }
 
     fn drop_names_of(&mut self, left: &[MemberChange]) -> Vec<Command> {
