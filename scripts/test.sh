@@ -3,7 +3,7 @@
 #   - installs what it needs (corosync and its client libraries, by apt-get),
 #   - starts the real 3-node corosync cluster (scripts/cluster.sh up),
 #   - checks formatting and lints, runs every test (sim and real cluster),
-#     and the demo on both backends,
+#     a few seconds of each fuzz target, and the demo on both backends,
 #   - stops the cluster and removes its namespaces, whatever happened.
 #
 # Usage: bash scripts/test.sh
@@ -40,6 +40,9 @@ cargo clippy --all-targets --all-features -- -D warnings
 
 step "tests: sim backend and the real cluster"
 ACPG_CLUSTER=1 cargo test --all-features
+
+step "fuzz targets, 5 s each from the committed seeds (installs cargo-fuzz if missing)"
+bash scripts/fuzz.sh smoke 5
 
 step "benches, once each with one message (cargo test --benches)"
 cargo test --all-features --benches

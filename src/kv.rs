@@ -66,7 +66,9 @@ pub enum KvCommand {
         new: Option<String>,
     },
     /// Creates `count` keys `PREFIX-i` with `size`-byte values (made up
-    /// deterministically), to build a large state quickly.
+    /// deterministically), to build a large state quickly. A fill of more
+    /// than [`MAX_FILL_BYTES`] (each key counted with its value plus
+    /// [`FILL_KEY_COST`]) writes nothing and returns `Filled(0)`.
     Fill {
         /// Key prefix.
         prefix: String,
@@ -102,6 +104,16 @@ pub enum KvResponse {
 pub struct KvStore {
     map: BTreeMap<Arc<str>, Arc<str>>,
 }
+
+/// Most bytes one [`KvCommand::Fill`] may write: one command of a few
+/// bytes from any member is applied by every replica, so without a cap one
+/// message (`u32::MAX` keys of `u32::MAX` bytes) would exhaust every
+/// replica's memory at once.
+pub const MAX_FILL_BYTES: u64 = 64 << 20;
+
+/// What a key of a fill counts for besides its value, against
+/// [`MAX_FILL_BYTES`] (so empty values do not make a fill free).
+pub const FILL_KEY_COST: u64 = 32;
 
 /// Largest snapshot [`KvStore::restore`] accepts.
 pub const MAX_SNAPSHOT: usize = 1 << 31;
@@ -188,6 +200,10 @@ impl StateMachine for KvStore {
                 count,
                 size,
             } => {
+                let cost = u64::from(count).saturating_mul(u64::from(size) + FILL_KEY_COST);
+                if cost > MAX_FILL_BYTES {
+                    return KvResponse::Filled(0);
+                }
                 for i in 0..count {
                     self.put(format!("{prefix}-{i}"), filler(&prefix, i, size));
                 }
@@ -461,6 +477,16 @@ mod tests {
         });
         assert_eq!(kv.len(), 3);
         assert_eq!(kv.get("f-1").map(str::len), Some(10));
+        // A fill past the cap writes nothing, on every replica alike.
+        for (count, size) in [(u32::MAX, u32::MAX), (u32::MAX, 0), (2, 40 << 20)] {
+            let fill = KvCommand::Fill {
+                prefix: "g".into(),
+                count,
+                size,
+            };
+            assert_eq!(kv.apply(fill), KvResponse::Filled(0));
+        }
+        assert_eq!(kv.len(), 3);
         let copy = KvStore::restore(&KvStore::encode(kv.snapshot())).expect("restores");
         assert_eq!(copy, kv);
         assert_eq!(copy.digest(), kv.digest());

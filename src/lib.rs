@@ -111,6 +111,9 @@
 
 pub mod auth;
 pub mod election;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod kv;
 mod outbox;

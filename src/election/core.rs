@@ -300,9 +300,16 @@ impl ElectionCore {
         self.round_done() && !self.outside
     }
 
+    /// Whether this member knows who is announced (a founder, or a joiner
+    /// that learned the list, rule 4); until then it decides nothing.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn knows_roster(&self) -> bool {
+        self.synced
+    }
+
     /// Whether the current round is complete (this member may be outside
     /// the view it installed: a joiner whose announcement is on its way).
-    fn round_done(&self) -> bool {
+    pub(crate) fn round_done(&self) -> bool {
         matches!(self.phase, Phase::Installed)
     }
 
@@ -1022,7 +1029,7 @@ fn within_bounds(state: &GroupState, clock_bound: u64, seq_bound: u64) -> bool {
 /// Identifies a view for infos: a hash of its sorted member list, the one
 /// thing every member of the view sees alike (at a merge each side sees the
 /// other side in its joined list).
-fn view_tag(members: &[Member]) -> u64 {
+pub(crate) fn view_tag(members: &[Member]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for m in members {
         for b in m

@@ -46,6 +46,13 @@ mod core;
 mod messages;
 mod runtime;
 
+/// What `crate::fuzzing` drives (see `crate::group::fuzz_access`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz_access {
+    pub(crate) use super::core::{view_tag, Action, CandidacyOp, ElectionCore};
+    pub(crate) use super::messages::ElectionMessage;
+}
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

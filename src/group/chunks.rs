@@ -127,10 +127,12 @@ impl Reassembly {
         finish_or_keep(&mut self.under_way, from, assembly)
     }
 
-    /// Bytes reserved by the assemblies under way.
-    #[cfg(test)]
-    pub(crate) fn reserved(&self) -> usize {
-        self.under_way.values().map(|a| a.bytes.capacity()).sum()
+    /// Messages under way and the bytes held for them, to check that
+    /// memory stays within one message size per sender.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn buffered(&self) -> (usize, usize) {
+        let bytes = self.under_way.values().map(|a| a.bytes.capacity()).sum();
+        (self.under_way.len(), bytes)
     }
 
     /// A confchg (rule 2): if members `joined`, every message under way is

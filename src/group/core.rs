@@ -365,7 +365,7 @@ impl GroupCore {
     }
 
     /// Whether this member holds the group state (and may answer lookups).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn is_synced(&self) -> bool {
         matches!(self.sync, SyncState::Synced { .. })
     }
@@ -491,12 +491,21 @@ impl GroupCore {
                 // of one another.
                 warn!(local = %self.local, "every process that could hold the group state is gone; continuing with local state");
                 out.extend(self.drop_names_of(left));
-                let mut members = waiting.peers.clone();
-                members.insert(self.local);
+                // Only the peers: every peer computed the same set at the
+                // same confchg. This member is one of them unless its
+                // announcement had not come in by then; it then stays
+                // pending here as everywhere, and the announcement below
+                // admits it on every peer at the same position.
+                let members = waiting.peers.clone();
                 let before = std::mem::take(&mut self.view);
                 self.roster.adopt(members.iter().copied());
                 self.refresh_view();
                 out.extend(self.view_changed_from(&before).map(Command::Event));
+                // A name on a process of the view that is no peer (it had
+                // said it would ask for the state) would live on a
+                // non-member and never drop: it drops here, alike on every
+                // peer, and its host re-claims it once admitted.
+                out.extend(self.drop_names_off_view());
                 self.sync = SyncState::Synced {
                     unsynced: BTreeMap::new(),
                 };
@@ -521,6 +530,10 @@ impl GroupCore {
                 // back on its own state, knowing no member but its peers,
                 // and must admit this member before its request.
                 self.announce(false, &mut out);
+                // The registry kept while waiting is the fallback if every
+                // holder dies before answering: it must lose the names of
+                // members leaving meanwhile, or they would never drop.
+                out.extend(self.drop_names_of(left));
                 // Whoever was to answer may be gone: ask again.
                 waiting.asked = None;
                 waiting.buffered.clear();
@@ -663,6 +676,27 @@ impl GroupCore {
         })));
     }
 
+    /// Drops the names whose host is not a member.
+    fn drop_names_off_view(&mut self) -> Vec<Command> {
+        let strays: Vec<(String, Member)> = self
+            .names
+            .iter()
+            .filter(|(_, h)| !self.view.contains(h))
+            .map(|(n, h)| (n.clone(), *h))
+            .collect();
+        strays
+            .into_iter()
+            .map(|(name, host)| {
+                self.names.remove(&name);
+                Command::Event(GroupEvent::NameDropped {
+                    name,
+                    host,
+                    reason: NameDropReason::LostInMerge,
+                })
+            })
+            .collect()
+    }
+
     fn drop_names_of(&mut self, left: &[MemberChange]) -> Vec<Command> {
         let mut out = Vec::new();
         for change in left {
@@ -789,12 +823,20 @@ impl GroupCore {
 
     /// Installs the snapshot that answers this member's request.
     fn install(&mut self, snap: Snapshot) -> Vec<Command> {
-        self.names = snap.names.into_iter().collect();
         self.engine = snap.supervision;
         self.offered = false;
         let before = std::mem::take(&mut self.view);
         self.roster.adopt(snap.announced.iter().copied());
         self.refresh_view();
+        // Every name of a true snapshot lives on a member (names drop when
+        // their host leaves). One that does not is forged and could never
+        // drop, since no confchg will name its host: it is not installed.
+        let roster = &self.roster;
+        self.names = snap
+            .names
+            .into_iter()
+            .filter(|(_, host)| roster.is_member(*host))
+            .collect();
         let mut view_changed = self.view_changed_from(&before);
         let unsynced = snap
             .unsynced

@@ -17,6 +17,18 @@ mod replay;
 mod runtime;
 
 pub(crate) use self::replay::replay_registry;
+/// What `crate::fuzzing` drives: the core, its receive pipeline and the
+/// wire types of its messages, in one list so the harness's coupling to
+/// this module stays visible.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz_access {
+    pub(crate) use super::chunks::Reassembly;
+    pub(crate) use super::core::{Command, GroupCore, Outgoing};
+    pub(crate) use super::messages::{
+        Announce, RegistryOp, Reply, Request, RequestRef, Snapshot, SupervisionMsg, SyncRequest,
+    };
+    pub(crate) use super::replay::{decode_delivery, whole_message};
+}
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -56,7 +56,7 @@ pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) ->
 
 /// The message a delivery completes: itself, or for a piece of a larger
 /// message the whole of it once its last piece is in (see `super::chunks`).
-fn whole_message(
+pub(crate) fn whole_message(
     codec: &Codec,
     pieces: &mut Reassembly,
     from: crate::transport::Member,
@@ -74,7 +74,10 @@ fn whole_message(
 }
 
 /// Every message of one delivery, a batch split into its envelopes.
-fn decode_delivery(codec: &Codec, bytes: &[u8]) -> Result<Vec<Inbound>, crate::wire::WireError> {
+pub(crate) fn decode_delivery(
+    codec: &Codec,
+    bytes: &[u8],
+) -> Result<Vec<Inbound>, crate::wire::WireError> {
     let frame = codec.decode_frame(bytes)?;
     if frame.kind == crate::wire::Kind::Chunk {
         return Err(crate::wire::WireError::Malformed(

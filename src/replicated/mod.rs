@@ -82,6 +82,13 @@ mod core;
 mod messages;
 mod runtime;
 
+/// What `crate::fuzzing` drives (see `crate::group::fuzz_access`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz_access {
+    pub(crate) use super::core::{Action, Actions, ReplicaCore};
+    pub(crate) use super::messages::{Chunk, CommandMsg, ReplicaMessage};
+}
+
 use std::future::Future;
 use std::sync::Arc;
 

@@ -992,3 +992,80 @@ fn calls_past_the_cap_fail_at_once() {
     );
     assert_eq!(core.awaiting.len(), 1);
 }
+
+/// Found by fuzzing: two founders whose announcements had not come in yet
+/// merged into a side that held the state, and that side died before
+/// answering. Each founder fell back on its own state with itself as a
+/// member, so each took its own registrations and refused the other's:
+/// the registries parted for good. They now fall back on the peers of the
+/// merge (here none) and admit each other as their announcements arrive.
+#[test]
+fn founders_unannounced_at_a_merge_fall_back_on_the_same_members() {
+    let (a, b, o) = (m(2, 1), m(3, 1), m(1, 1));
+    let mut cores = [GroupCore::new(a), GroupCore::new(b)];
+    let first = [ch(a, Reason::Join), ch(b, Reason::Join)];
+    for core in &mut cores {
+        core.handle_confchg(&[a, b], &first, &[]);
+        // `o` is the lowest old process: its side keeps the state.
+        core.handle_confchg(&[o, a, b], &[ch(o, Reason::NodeUp)], &[]);
+        assert!(!core.is_synced());
+        core.handle_confchg(&[a, b], &[], &[ch(o, Reason::NodeDown)]);
+        assert!(core.is_synced());
+    }
+    let [ca, cb] = &cores;
+    assert_eq!(ca.view(), cb.view(), "fell back on different members");
+    // `b` registers before its announcement is in: refused alike.
+    for core in &mut cores {
+        core.handle_message(b, register("svc", 1));
+    }
+    let [ca, cb] = &cores;
+    assert_eq!(ca.names(), cb.names());
+    assert!(ca.names().is_empty());
+    // Once announced, both take it.
+    for core in &mut cores {
+        core.handle_message(a, ann(true));
+        core.handle_message(b, ann(true));
+        core.handle_message(b, register("svc", 2));
+    }
+    let [ca, cb] = &cores;
+    assert_eq!(ca.view(), &[a, b]);
+    assert_eq!(ca.view(), cb.view());
+    assert_eq!(ca.names(), cb.names());
+    assert_eq!(ca.lookup("svc"), Some(b));
+}
+
+/// Found by fuzzing: after a fallback, a member whose late announcement
+/// said it would ask for the state registered a name; at the next merge it
+/// was no peer (peers are members that hold the state), so when that
+/// merge's holders died too the peers fell back without it and its name
+/// lived on a non-member, never to drop. The name now drops at the
+/// fallback, alike on every peer, and its host re-claims it.
+#[test]
+fn a_fallback_drops_names_of_processes_that_are_no_peers() {
+    let (a, b, o, p) = (m(2, 1), m(3, 1), m(1, 1), m(1, 2));
+    let mut cores = [GroupCore::new(a), GroupCore::new(b)];
+    let first = [ch(a, Reason::Join), ch(b, Reason::Join)];
+    for core in &mut cores {
+        core.handle_confchg(&[a, b], &first, &[]);
+        core.handle_confchg(&[o, a, b], &[ch(o, Reason::NodeUp)], &[]);
+        core.handle_confchg(&[a, b], &[], &[ch(o, Reason::Leave)]);
+        // `a`'s announcement from the merge comes in only now.
+        core.handle_message(a, ann(false));
+        core.handle_message(a, register("svc", 1));
+        assert_eq!(core.lookup("svc"), Some(a));
+    }
+    let mut reclaims = Vec::new();
+    for core in &mut cores {
+        core.handle_confchg(&[p, a, b], &[ch(p, Reason::NodeUp)], &[]);
+        let cmds = core.handle_confchg(&[a, b], &[], &[ch(p, Reason::NodeDown)]);
+        assert!(core.is_synced());
+        assert!(core.names().is_empty(), "{:?}", core.names());
+        reclaims.push(
+            cmds.iter()
+                .any(|c| matches!(c, Command::Reclaim { name } if name == "svc")),
+        );
+    }
+    assert_eq!(reclaims, [true, false], "only the host re-claims it");
+    let [ca, cb] = &cores;
+    assert_eq!(ca.view(), cb.view());
+}
