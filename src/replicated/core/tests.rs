@@ -994,6 +994,60 @@ fn a_pending_process_keeps_the_state_its_announcement_claims() {
     assert!(ca.is_holding() && !cl.is_holding());
 }
 
+/// Seed 12847268596784210228: a process pending after a merge computes
+/// the other side's install; it must not take that side's older primary
+/// as its own, or its next info claims a state above its knowledge.
+#[test]
+fn a_pending_merger_keeps_its_own_later_primary() {
+    let (a, m, j) = (Member::new(1, 10), Member::new(2, 20), Member::new(1, 11));
+    let new =
+        |x| ReplicaCore::<Log>::new(x, Codec::new(1 << 16), Delivery::Agreed, 1 << 16, 64, true);
+    let quorum = |seq: u64, node: u32| QuorumState {
+        quorate: true,
+        ring_id: crate::transport::RingId {
+            seq,
+            nodeid: NodeId(node),
+        },
+        nodes: vec![NodeId(1), NodeId(2)],
+    };
+    let change = |x, reason| MemberChange { member: x, reason };
+    // Each side founds a group alone; `m`'s is on a later ring.
+    let mut ca = new(a);
+    ca.handle_quorum(quorum(1, 1));
+    for info in infos_of(ca.handle_confchg(&[a], &[change(a, Reason::Join)], &[])) {
+        ca.handle_message(a, info);
+    }
+    let mut cm = new(m);
+    cm.handle_quorum(quorum(3, 2));
+    for info in infos_of(cm.handle_confchg(&[m], &[change(m, Reason::Join)], &[])) {
+        cm.handle_message(m, info);
+    }
+    assert!(ca.is_primary() && cm.is_primary());
+    let own = cm.known.clone().expect("a primary");
+    assert!(own.epoch > ca.known.clone().expect("a primary").epoch);
+    // The merge: `a`'s roster info comes first and completes `a`'s install
+    // before `m`'s announcement is delivered; `m` computes it, pending.
+    let from_a = infos_of(ca.handle_confchg(&[a, m], &[change(m, Reason::NodeUp)], &[]));
+    cm.handle_confchg(&[a, m], &[change(a, Reason::NodeUp)], &[]);
+    for info in from_a {
+        ca.handle_message(a, info.clone());
+        cm.handle_message(a, info);
+    }
+    assert!(cm.is_installed() && cm.view() == [a]);
+    assert_eq!(
+        cm.known.as_ref(),
+        Some(&own),
+        "the pending merger forgot its primary"
+    );
+    // Its next info (another process joins) does not contradict itself.
+    let from_m = infos_of(cm.handle_confchg(&[a, j, m], &[change(j, Reason::Join)], &[]));
+    let ReplicaMessage::Info(info) = &from_m[0] else {
+        unreachable!()
+    };
+    assert_eq!(info.state, cm.state_id());
+    assert!(consistent(info), "{info:?}");
+}
+
 #[test]
 fn schedule_8951263188248229577_agrees() {
     run_schedule(8951263188248229577, Delivery::Agreed).expect("replicas agree");
@@ -1002,4 +1056,13 @@ fn schedule_8951263188248229577_agrees() {
 #[test]
 fn schedule_5979410529304988123_agrees() {
     run_schedule(5979410529304988123, Delivery::Agreed).expect("replicas agree");
+}
+
+/// A lone founder's process, pending after a merge, computed the other
+/// side's install and took its older `known`, so its next info claimed a
+/// state above its own knowledge; it won as a merger, and once it was no
+/// longer one its info contradicted itself and it could hold nothing.
+#[test]
+fn schedule_12847268596784210228_agrees() {
+    run_schedule(12847268596784210228, Delivery::Agreed).expect("replicas agree");
 }
