@@ -169,9 +169,14 @@
 //! - The view tag is a hash of the raw members: if the raw view returns to
 //!   the same set while a member's info from the first time is still in
 //!   flight, that info counts in the second; its state is still current
-//!   (no install of the sender's could complete without it, and a process
+//!   if no install of the sender's could complete without it (a process
 //!   outside the view applies nothing, rule 3), its roster may miss an
-//!   admission in between.
+//!   admission in between. That fails once the set returns a third time
+//!   behind a sender lagging in the stream: the second incarnation's
+//!   install counts its first info, it applies commands, and its second
+//!   info counts in the third with a state it has left; the transfer that
+//!   install chooses never completes (seed 13793161246918106685 in the
+//!   tests, ignored). Only a per-incarnation tag rules that out.
 
 use std::collections::{BTreeMap, BTreeSet};
 
