@@ -176,7 +176,10 @@
 //!   install counts its first info, it applies commands, and its second
 //!   info counts in the third with a state it has left; the transfer that
 //!   install chooses never completes (seed 13793161246918106685 in the
-//!   tests, ignored). Only a per-incarnation tag rules that out.
+//!   tests, ignored). Likewise a stale roster info of an earlier
+//!   incarnation, delivered first, teaches a learner a roster the members
+//!   no longer hold (seed 9159937814390469423, ignored), against rule 4.
+//!   Only a per-incarnation tag rules these out.
 
 use std::collections::{BTreeMap, BTreeSet};
 
