@@ -45,7 +45,10 @@
 //!    new one (it needs a state, and its state may be newer). Until an
 //!    install includes it, a process outside the view applies nothing: it
 //!    keeps the state its announcement claims (an announcement may be
-//!    counted long after it was sent, see the limits below).
+//!    counted long after it was sent, see the limits below). It learns the
+//!    last primary of every install it computes, unless it knows a later
+//!    one (a merger's own side's): its next info must not claim a state
+//!    above its own knowledge, which rule 6 refuses once it is no merger.
 //! 4. **Learning.** A process that joins a view holding others, and every
 //!    process at a merge (a confchg with `NodeUp` joiners, where each side
 //!    knows only its own members), decides nothing until the first info of
@@ -166,9 +169,17 @@
 //! - The view tag is a hash of the raw members: if the raw view returns to
 //!   the same set while a member's info from the first time is still in
 //!   flight, that info counts in the second; its state is still current
-//!   (no install of the sender's could complete without it, and a process
+//!   if no install of the sender's could complete without it (a process
 //!   outside the view applies nothing, rule 3), its roster may miss an
-//!   admission in between.
+//!   admission in between. That fails once the set returns a third time
+//!   behind a sender lagging in the stream: the second incarnation's
+//!   install counts its first info, it applies commands, and its second
+//!   info counts in the third with a state it has left; the transfer that
+//!   install chooses never completes (seed 13793161246918106685 in the
+//!   tests, ignored). Likewise a stale roster info of an earlier
+//!   incarnation, delivered first, teaches a learner a roster the members
+//!   no longer hold (seed 9159937814390469423, ignored), against rule 4.
+//!   Only a per-incarnation tag rules these out.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -1090,7 +1101,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         let mut winner_epoch = winner.epoch;
         let mut genesis = winner.genesis;
         // A process outside the view computes the install and learns the
-        // view's knowledge (it may be admitted later), but keeps its state.
+        // view's knowledge (it may be admitted later) unless it knows a
+        // later primary, and keeps its state.
         let member = self.roster.is_member(self.local);
         let (latest, lineage) = if primary {
             let epoch = self.next_epoch(latest);
@@ -1098,14 +1110,14 @@ impl<S: StateMachine> ReplicaCore<S> {
                 genesis = self.genesis_of(epoch);
             }
             winner_epoch = epoch;
-            self.known = Some(PrimaryRecord {
+            self.learn_known(PrimaryRecord {
                 epoch,
                 members: self.view.clone(),
             });
             (Some(epoch), self.view.iter().copied().collect())
         } else {
             if let Some(epoch) = latest {
-                self.known = Some(PrimaryRecord {
+                self.learn_known(PrimaryRecord {
                     epoch,
                     members: lineage.iter().copied().collect(),
                 });
@@ -1206,6 +1218,25 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
+    /// The last primary an install (or a promotion) decided. A member
+    /// takes it: its own info was counted, so it knows no later one. A
+    /// process outside the view learns it too (it may be admitted later),
+    /// but never for an older record than its own: it keeps the state its
+    /// announcement claims (rule 3), and a `known` below that state's epoch
+    /// would make its next info contradict itself (rule 6). A merger's
+    /// claims go unchecked, so such an info could still win an install,
+    /// leaving every member with a state above the last primary it knows,
+    /// and refused as soon as nobody in the view was a merger any more.
+    fn learn_known(&mut self, record: PrimaryRecord) {
+        let newer_own = self
+            .known
+            .as_ref()
+            .is_some_and(|own| own.epoch > record.epoch);
+        if self.roster.is_member(self.local) || !newer_own {
+            self.known = Some(record);
+        }
+    }
+
     /// Rule 6 at the install: the members of the last install that
     /// answered this round (mergers aside) knew the same primary
     /// components, so one claiming more than every other is confirmed by
@@ -1288,7 +1319,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             let epoch = self.next_epoch(installed.latest);
             let genesis = installed.latest.is_none().then(|| self.genesis_of(epoch));
             let member = self.roster.is_member(self.local);
-            self.known = Some(PrimaryRecord {
+            self.learn_known(PrimaryRecord {
                 epoch,
                 members: self.view.clone(),
             });
