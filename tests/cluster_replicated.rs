@@ -238,15 +238,71 @@ async fn expect_from(
     what: &str,
     pred: impl Fn(&str) -> bool,
 ) -> (Instant, String) {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    match expect_within(rx, id, Duration::from_secs(90), pred).await {
+        Some(found) => found,
+        None => panic!("agent {id} did not say {what} in time"),
+    }
+}
+
+/// Like [`expect_from`], giving up after `wait`; `None` also when the
+/// agent's output ended.
+async fn expect_within(
+    rx: &mut UnboundedReceiver<(usize, Instant, String)>,
+    id: usize,
+    wait: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> Option<(Instant, String)> {
+    let deadline = Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some((from, at, line))) if from == id && pred(&line) => return (at, line),
+            Ok(Some((from, at, line))) if from == id && pred(&line) => return Some((at, line)),
+            Ok(Some((from, _, line))) if from == id && line == "EOF" => return None,
             Ok(Some(_)) => {}
-            _ => panic!("agent {id} did not say {what} in time"),
+            _ => return None,
         }
     }
+}
+
+/// Waits until agent `id` holds the state in a primary view; if it does
+/// not within 90 s, fails with what every agent in `live` reports about
+/// itself (its status and the protocol messages it refused).
+async fn wait_primary_or_report(
+    agents: &[Agent],
+    live: &[usize],
+    id: usize,
+    rx: &mut UnboundedReceiver<(usize, Instant, String)>,
+) {
+    static TAG: AtomicU32 = AtomicU32::new(2_000_000_000);
+    let tag = TAG.fetch_add(1, Ordering::Relaxed);
+    agents[id].send(format!("#{tag} wait-primary"));
+    let prefix = format!("#{tag} ");
+    if expect_within(rx, id, Duration::from_secs(90), |l| l.starts_with(&prefix))
+        .await
+        .is_some()
+    {
+        return;
+    }
+    let mut report = Vec::new();
+    for &i in live {
+        for question in ["status", "refused"] {
+            let tag = TAG.fetch_add(1, Ordering::Relaxed);
+            agents[i].send(format!("#{tag} {question}"));
+            let prefix = format!("#{tag} ");
+            let answer = expect_within(rx, i, Duration::from_secs(10), |l| l.starts_with(&prefix))
+                .await
+                .map(|(_, l)| l[prefix.len()..].to_owned())
+                .unwrap_or_else(|| "(no answer)".into());
+            report.push(format!(
+                "agent {i} ({} on node{}): {answer}",
+                agents[i].member, agents[i].node
+            ));
+        }
+    }
+    panic!(
+        "agent {id} did not hold the state in a primary view within 90 s:\n{}",
+        report.join("\n")
+    );
 }
 
 /// Asks agent `id` one tagged question and waits for the answer.
@@ -529,7 +585,7 @@ async fn kv_stream_survives_kills_a_daemon_kill_and_a_cut() {
     loop {
         digests.clear();
         for &i in &live {
-            ask(&agents[i], i, &mut rx, "wait-primary").await;
+            wait_primary_or_report(&agents, &live, i, &mut rx).await;
             digests.insert(ask(&agents[i], i, &mut rx, "digest").await);
         }
         if digests.len() == 1 || Instant::now() > settle {

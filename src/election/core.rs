@@ -302,7 +302,7 @@ impl ElectionCore {
 
     /// Whether this member knows who is announced (a founder, or a joiner
     /// that learned the list, rule 4); until then it decides nothing.
-    #[cfg(feature = "fuzzing")]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn knows_roster(&self) -> bool {
         self.synced
     }

@@ -558,6 +558,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.ack_in_flight = false;
         if !self.replaying {
             out.push(Action::Purge);
+            // A queued fact is dropped with the rest.
+            self.sent_fact = None;
         }
     }
 
@@ -592,14 +594,43 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// and used when it comes back in order).
     pub(crate) fn handle_quorum(&mut self, q: QuorumState) -> Actions<S> {
         self.local_fact = Some(q);
-        // A pending process's fact would be refused; its info carries one.
-        if self.joined && self.roster.is_member(self.local) && self.sent_fact != self.local_fact {
-            self.sent_fact = self.local_fact.clone();
-            if let Some(q) = self.local_fact.clone() {
-                return vec![Action::Mcast(ReplicaMessage::Fact(q))];
-            }
+        let mut out = Vec::new();
+        self.maybe_send_fact(&mut out);
+        out
+    }
+
+    /// Multicasts this process's quorum fact when the stream does not carry
+    /// it yet: when the fact the members counted for it (from its info or
+    /// its last `Fact`) differs and none is in flight. Only a member's fact
+    /// counts (rule 5): a pending process's info carries its fact, and a
+    /// learner waits until it knows whether it is a member. A fact refused
+    /// because it came while its sender was pending is sent again once the
+    /// sender is admitted: a real daemon reports a regained quorum after
+    /// the merge's confchg, and this is how the group learns it.
+    fn maybe_send_fact(&mut self, out: &mut Actions<S>) {
+        if self.replaying
+            || !self.joined
+            || self.learning.is_some()
+            || !self.roster.is_member(self.local)
+        {
+            return;
         }
-        Vec::new()
+        let Some(q) = self.local_fact.clone() else {
+            return;
+        };
+        if self.facts.get(&self.local) == Some(&q) || self.sent_fact.as_ref() == Some(&q) {
+            return;
+        }
+        self.sent_fact = Some(q.clone());
+        out.push(Action::Mcast(ReplicaMessage::Fact(q)));
+    }
+
+    /// This process's own info or fact came back: the fact it carried is
+    /// no longer in flight (counted, or refused).
+    fn own_fact_delivered(&mut self, from: Member, fact: Option<&QuorumState>) {
+        if from == self.local && self.sent_fact.as_ref() == fact {
+            self.sent_fact = None;
+        }
     }
 
     /// A decoded message from `from`, at its position in the stream.
@@ -620,6 +651,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                     self.learn(from, msg, &mut out);
                 } else {
                     self.forget_roster(&mut out);
+                    self.maybe_send_fact(&mut out);
                 }
                 return out;
             }
@@ -736,6 +768,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             }
         }
         self.replaying = false;
+        self.maybe_send_fact(out);
         // The rounds replayed could not be answered while they happened.
         if let Phase::Installing { infos, .. } = &self.phase {
             if self.roster.is_member(self.local)
@@ -755,8 +788,12 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     fn handle_known(&mut self, from: Member, msg: ReplicaMessage, out: &mut Actions<S>) {
         match msg {
-            ReplicaMessage::Info(info) => self.handle_info(from, info, out),
+            ReplicaMessage::Info(info) => {
+                self.own_fact_delivered(from, info.fact.as_ref());
+                self.handle_info(from, info, out);
+            }
             ReplicaMessage::Fact(q) => {
+                self.own_fact_delivered(from, Some(&q));
                 if self.roster.is_member(from) {
                     self.facts.insert(from, q);
                     if matches!(self.phase, Phase::Installed(_)) {
@@ -798,6 +835,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             // Void once a roster of the view was delivered.
             ReplicaMessage::NoRoster(_) => {}
         }
+        self.maybe_send_fact(out);
         self.maybe_ack(out);
     }
 
@@ -885,12 +923,6 @@ impl<S: StateMachine> ReplicaCore<S> {
             joined: change.joined,
             left: change.left,
         }));
-        if from == self.local && self.sent_fact != self.local_fact {
-            if let Some(q) = self.local_fact.clone() {
-                self.sent_fact = Some(q.clone());
-                out.push(Action::Mcast(ReplicaMessage::Fact(q)));
-            }
-        }
     }
 
     fn count_info(&mut self, from: Member, info: Info, out: &mut Actions<S>) {

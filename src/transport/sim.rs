@@ -65,9 +65,15 @@
 //! `Quorum` comes first because votequorum recalculates as soon as totem
 //! reports nodes gone, before CPG finishes its sync: a member on the
 //! minority side learns that it lost quorum *before* it sees the `NodeDown`
-//! that would otherwise make it restart children. (A real daemon may report
-//! a *regained* quorum a little later than that; the sim keeps one order for
-//! both directions.) `TotemConfChg` comes last because CPG notifies the
+//! that would otherwise make it restart children. A *regained* quorum is
+//! reported after the confchgs instead, as a real daemon does after a
+//! merge (its quorum notification follows the sync):
+//!
+//! ```text
+//!   ConfChg(left) → ConfChg(joined) → Quorum(new ring, quorate) → TotemConfChg(new ring)
+//! ```
+//!
+//! `TotemConfChg` comes last because CPG notifies the
 //! totem membership at the end of its sync, after the group confchgs. A node that restarts or crashes without members in a
 //! group still changes the ring: the other connections read `Quorum` and
 //! `TotemConfChg` with no `ConfChg`.
@@ -1051,7 +1057,15 @@ impl State {
     /// a `Leave` one gets its final confchg and becomes `Left`, the others
     /// are left to the caller to close.
     fn reconfigure(&mut self, departing: &BTreeMap<ConnId, Reason>, wakers: &mut Vec<Waker>) {
+        let was_quorate: BTreeSet<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| self.quorum_of(*n).is_some_and(|q| q.quorate))
+            .collect();
         let ring_changed = self.reform_rings();
+        // A node that regains quorum reports it after the group confchgs.
+        let mut regained: BTreeMap<ConnId, TransportEvent> = BTreeMap::new();
         let live: Vec<ConnId> = self
             .conns
             .iter()
@@ -1064,7 +1078,11 @@ impl State {
             if let Some(conn) = self.conns.get(id) {
                 if ring_changed.contains(&conn.member.node) {
                     if let Some(q) = self.quorum_of(conn.member.node) {
-                        out.entry(*id).or_default().push(TransportEvent::Quorum(q));
+                        if q.quorate && !was_quorate.contains(&conn.member.node) {
+                            regained.insert(*id, TransportEvent::Quorum(q));
+                        } else {
+                            out.entry(*id).or_default().push(TransportEvent::Quorum(q));
+                        }
                     }
                 }
             }
@@ -1178,6 +1196,9 @@ impl State {
                     conn.status = Status::Left;
                 }
             }
+        }
+        for (id, quorum) in regained {
+            out.entry(id).or_default().push(quorum);
         }
         for id in &live {
             let Some(node) = self.conns.get(id).map(|c| c.member.node) else {
@@ -1912,7 +1933,16 @@ mod tests {
                 .map(|o| change(o, Reason::NodeUp))
                 .collect();
             assert_eq!(changes[0].1, expected);
-            assert!(matches!(events.first(), Some(TransportEvent::Quorum(q)) if q.quorate));
+            // The minority regains quorum: it hears so after the confchg.
+            let quorum_at = events
+                .iter()
+                .position(|e| matches!(e, TransportEvent::Quorum(q) if q.quorate))
+                .expect("a quorate report");
+            let confchg_at = events
+                .iter()
+                .position(|e| matches!(e, TransportEvent::ConfChg { .. }))
+                .expect("the merge");
+            assert_eq!(quorum_at > confchg_at, i == 2, "member {i}: {events:?}");
             assert!(
                 matches!(events.last(), Some(TransportEvent::TotemConfChg { nodes, .. }) if nodes.len() == 3)
             );

@@ -1094,3 +1094,112 @@ fn schedule_13793161246918106685_agrees() {
 fn schedule_9159937814390469423_agrees() {
     run_schedule(9159937814390469423, Delivery::Agreed).expect("replicas agree");
 }
+
+/// A real daemon reports a *regained* quorum after the confchg of the
+/// merge that regained it. A process cut off alone sends the merge's info
+/// with its old fact (not quorate); its fresh fact, multicast while it
+/// still learned the members, reached the others during the round, before
+/// its announcement admitted it: refused as a pending process's fact, and
+/// never sent again. The merged view stayed non-primary for good (the
+/// real-cluster fault test saw the cut-off member never become primary).
+#[test]
+fn a_fact_refused_while_its_sender_was_pending_is_sent_again() {
+    let (a, b, m) = (Member::new(1, 10), Member::new(2, 20), Member::new(3, 30));
+    let new =
+        |x| ReplicaCore::<Log>::new(x, Codec::new(1 << 16), Delivery::Agreed, 1 << 16, 64, true);
+    let quorum = |quorate: bool, seq: u64| QuorumState {
+        quorate,
+        ring_id: crate::transport::RingId {
+            seq,
+            nodeid: NodeId(1),
+        },
+        nodes: vec![NodeId(1), NodeId(2), NodeId(3)],
+    };
+    let change = |x, reason| MemberChange { member: x, reason };
+    let mut cores = [new(a), new(b), new(m)];
+    let who = [a, b, m];
+    // Delivers `msgs` (sender, message) to every core, in order, and
+    // returns what they multicast, in order of the cores.
+    fn deliver(
+        cores: &mut [ReplicaCore<Log>],
+        who: &[Member],
+        msgs: Vec<(Member, ReplicaMessage)>,
+    ) -> Vec<(Member, ReplicaMessage)> {
+        let mut sent = Vec::new();
+        for (from, msg) in msgs {
+            for (i, core) in cores.iter_mut().enumerate() {
+                for action in core.handle_message(from, msg.clone()) {
+                    if let Action::Mcast(m) = action {
+                        sent.push((who[i], m));
+                    }
+                }
+            }
+        }
+        sent
+    }
+    fn settle(
+        cores: &mut [ReplicaCore<Log>],
+        who: &[Member],
+        mut msgs: Vec<(Member, ReplicaMessage)>,
+    ) {
+        while !msgs.is_empty() {
+            msgs = deliver(cores, who, msgs);
+        }
+    }
+    let mcasts = |x: Member, out: Actions<Log>| -> Vec<(Member, ReplicaMessage)> {
+        out.into_iter()
+            .filter_map(|act| match act {
+                Action::Mcast(msg) => Some((x, msg)),
+                _ => None,
+            })
+            .collect()
+    };
+    // The three found the group together.
+    let mut first = Vec::new();
+    for (i, core) in cores.iter_mut().enumerate() {
+        core.handle_quorum(quorum(true, 1));
+        let joins: Vec<MemberChange> = who.iter().map(|x| change(*x, Reason::Join)).collect();
+        first.extend(mcasts(who[i], core.handle_confchg(&who, &joins, &[])));
+    }
+    settle(&mut cores, &who, first);
+    assert!(cores.iter().all(|c| c.is_primary()));
+    // `m` is cut off: alone, without quorum; `a` and `b` go on.
+    let mut cut = Vec::new();
+    for i in 0..2 {
+        cores[i].handle_quorum(quorum(true, 2));
+        let out = cores[i].handle_confchg(&[a, b], &[], &[change(m, Reason::NodeDown)]);
+        cut.extend(mcasts(who[i], out));
+    }
+    settle(&mut cores[..2], &who[..2], cut);
+    cores[2].handle_quorum(quorum(false, 3));
+    let out = cores[2].handle_confchg(
+        &[m],
+        &[],
+        &[change(a, Reason::NodeDown), change(b, Reason::NodeDown)],
+    );
+    let alone = mcasts(m, out);
+    settle(&mut cores[2..], &who[2..], alone);
+    assert!(cores[0].is_primary() && !cores[2].is_primary());
+    // The merge: `m`'s info still carries its old fact; its quorum
+    // notification comes after the confchg, while it learns the members.
+    let mut infos = Vec::new();
+    for (i, core) in cores.iter_mut().enumerate() {
+        let joined: Vec<MemberChange> = who
+            .iter()
+            .filter(|x| (i == 2) != (**x == m))
+            .map(|x| change(*x, Reason::NodeUp))
+            .collect();
+        infos.push(mcasts(who[i], core.handle_confchg(&who, &joined, &[])));
+    }
+    let fresh = mcasts(m, cores[2].handle_quorum(quorum(true, 4)));
+    // In order: `a`'s info, `m`'s info and fact, `b`'s info.
+    let mut order = infos[0].clone();
+    order.extend(infos[2].clone());
+    order.extend(fresh);
+    order.extend(infos[1].clone());
+    settle(&mut cores, &who, order);
+    for (i, core) in cores.iter().enumerate() {
+        assert_eq!(core.view(), who, "core {i}");
+        assert!(core.is_primary(), "core {i} is not primary after the merge");
+    }
+}
