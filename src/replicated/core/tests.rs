@@ -1203,3 +1203,19 @@ fn a_fact_refused_while_its_sender_was_pending_is_sent_again() {
         assert!(core.is_primary(), "core {i} is not primary after the merge");
     }
 }
+
+/// Found by a sweep of 40,000 seeded schedules (1 in 20,000 fail): two
+/// replicas end with different states. Not analysed yet; kept so the
+/// failure is replayable.
+#[test]
+#[ignore = "1 in 20,000 seeded schedules; not analysed yet"]
+fn schedule_679858307098477684_agrees() {
+    run_schedule(679858307098477684, Delivery::Agreed).expect("replicas agree");
+}
+
+/// Found by the same sweep: a replica never holds the state.
+#[test]
+#[ignore = "1 in 20,000 seeded schedules; not analysed yet"]
+fn schedule_4326418109439069778_agrees() {
+    run_schedule(4326418109439069778, Delivery::Safe).expect("replicas agree");
+}
