@@ -6,7 +6,12 @@ use actix::prelude::*;
 use actix_cpg::record::{replay, Recording};
 use actix_cpg::testing::Echo;
 use actix_cpg::transport::sim::SimCluster;
+use actix_cpg::transport::Connection;
+use actix_cpg::wire::{push_to_batch, Codec, HEADER_LEN};
 use actix_cpg::{Group, GroupConfig, GroupEvent, GroupName, Handlers, NodeId, Transport};
+
+#[path = "support/forgeries.rs"]
+mod forgeries;
 
 struct EchoActor;
 
@@ -243,5 +248,78 @@ async fn a_replay_puts_pieces_back_together_as_the_member_did() {
     assert!(live.chunked_delivered >= 6, "{live:?}");
     assert_eq!(sender.metrics().chunked_resent, 1, "the cut happened");
     assert!(live.chunks_stray > 0, "{live:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A batch holding one envelope that does not decode: the member drops
+/// that envelope alone and takes the others, and the replay of its
+/// recording does exactly the same (both read deliveries through one
+/// receive pipeline).
+#[actix_rt::test]
+async fn a_batch_with_one_bad_envelope_replays_as_the_member_took_it() {
+    let dir = std::env::temp_dir().join(format!("acpg-replay-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("member.rec");
+    let cluster = SimCluster::new(2);
+    let name = GroupName::new("replayed-batch").unwrap();
+    let config = GroupConfig {
+        record_to: Some(path.clone()),
+        ..GroupConfig::default()
+    };
+    let member = Group::start(
+        cluster.process(NodeId(1)).unwrap().join(&name).unwrap(),
+        config,
+    )
+    .await
+    .unwrap();
+    let mut live = member.subscribe();
+    // A plain client announces itself, then multicasts one batch: two
+    // registrations around an envelope whose body is cut short.
+    let mut client = cluster.process(NodeId(2)).unwrap().join(&name).unwrap();
+    client.mcast(&forgeries::group_announce()).unwrap();
+    let mut bad = forgeries::register("cut");
+    bad.truncate(HEADER_LEN + 3);
+    let mut batch = Codec::new(1 << 16).begin_batch(1024);
+    for envelope in [forgeries::register("one"), bad, forgeries::register("two")] {
+        push_to_batch(&mut batch, &envelope);
+    }
+    client.mcast(&batch).unwrap();
+    let registered = |events: &[GroupEvent], wanted: &str| {
+        events
+            .iter()
+            .any(|e| matches!(e, GroupEvent::NameRegistered { name, .. } if name == wanted))
+    };
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        while let Ok(event) = live.try_recv() {
+            seen.push(event);
+        }
+        if registered(&seen, "two") {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        registered(&seen, "one") && registered(&seen, "two"),
+        "{seen:?}"
+    );
+    assert_eq!(member.metrics().dropped_malformed, 1);
+    member.leave().await.unwrap();
+    drop(client);
+
+    let recording = Recording::open(&path).unwrap();
+    let decisions: Vec<String> = replay(&recording, GroupConfig::default().max_message_size)
+        .into_iter()
+        .map(|d| d.decision)
+        .collect();
+    let seen: Vec<String> = seen.iter().map(describe).collect();
+    let replayed: Vec<String> = decisions
+        .iter()
+        .filter(|d| seen.contains(d))
+        .cloned()
+        .collect();
+    assert_eq!(replayed, seen, "the replay takes the member's decisions");
+    let dropped = decisions.iter().filter(|d| d.contains("dropped")).count();
+    assert_eq!(dropped, 1, "{decisions:#?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,7 +5,8 @@
 use crate::election::fuzz_access::ElectionMessage;
 use crate::election::fuzz_access::{Action as ElectionAction, CandidacyOp, ElectionCore};
 use crate::group::fuzz_access::{
-    decode_delivery, whole_message, Command, GroupCore, Outgoing, Reassembly, SupervisionMsg,
+    handle_envelope, receive, unpack, Command, GroupCore, Handled, Outgoing, Piece, Reassembly,
+    Received, SupervisionMsg,
 };
 use crate::kv::{KvCommand, KvStore, FILL_KEY_COST, MAX_FILL_BYTES};
 use crate::replicated::fuzz_access::{
@@ -156,15 +157,28 @@ impl Subject for GroupSubject {
 
     fn deliver(&mut self, from: Member, bytes: &[u8]) -> bool {
         self.senders.insert(from);
-        let decoded = whole_message(&self.codec, &mut self.pieces, from, bytes)
-            .and_then(|whole| whole.map_or(Ok(Vec::new()), |m| decode_delivery(&self.codec, &m)));
-        let Ok(messages) = decoded else {
+        // As the runtime's receive pipeline (`group::inbound`).
+        let whole = match receive(&self.codec, &mut self.pieces, from, bytes) {
+            Ok(Received::Whole(message)) => (message.to_vec(), false),
+            Ok(Received::Piece {
+                outcome: Piece::Whole(message),
+                ..
+            }) => (message, true),
+            Ok(Received::Piece { .. }) | Err(_) => return false,
+        };
+        let Ok(unpacked) = unpack(&self.codec, &whole.0, whole.1) else {
             return false;
         };
-        let took = !messages.is_empty();
-        for inbound in messages {
-            let commands = self.core.handle_message(from, inbound);
-            self.absorb(commands);
+        let mut took = false;
+        for frame in unpacked.envelopes.into_iter().flatten() {
+            match handle_envelope(&mut self.core, &self.codec, from, frame) {
+                Ok(Handled::Skipped) => took = true,
+                Ok(Handled::Request { commands, .. } | Handled::Core(commands)) => {
+                    took = true;
+                    self.absorb(commands);
+                }
+                Err(_) => {}
+            }
         }
         took
     }

@@ -11,6 +11,7 @@ mod children;
 mod chunks;
 mod core;
 mod gate;
+mod inbound;
 mod messages;
 mod metrics;
 mod replay;
@@ -22,12 +23,13 @@ pub(crate) use self::replay::replay_registry;
 /// this module stays visible.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz_access {
+    pub(crate) use super::chunks::Piece;
     pub(crate) use super::chunks::Reassembly;
     pub(crate) use super::core::{Command, GroupCore, Outgoing};
+    pub(crate) use super::inbound::{handle_envelope, receive, unpack, Handled, Received};
     pub(crate) use super::messages::{
         Announce, RegistryOp, Reply, Request, RequestRef, Snapshot, SupervisionMsg, SyncRequest,
     };
-    pub(crate) use super::replay::{decode_delivery, whole_message};
 }
 
 use std::future::Future;

@@ -2,7 +2,8 @@
 
 use super::children::child_name;
 use super::chunks::{Piece, Reassembly};
-use super::core::{decode_inbound, Command, GroupCore, Inbound, Outgoing};
+use super::core::{Command, GroupCore, Outgoing};
+use super::inbound::{self, Handled, Received};
 use super::GroupEvent;
 use crate::record::{Recorded, Recording, Replayed};
 use crate::supervisor::{Command as SupCommand, SupervisionEvent};
@@ -27,18 +28,53 @@ pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) ->
             }
             Recorded::Deliver { from, bytes } => {
                 let mut commands = Vec::new();
-                match whole_message(&codec, &mut pieces, *from, bytes)
-                    .and_then(|whole| whole.map_or(Ok(Vec::new()), |m| decode_delivery(&codec, &m)))
-                {
-                    Ok(messages) => {
-                        for inbound in messages {
-                            commands.extend(core.handle_message(*from, inbound));
-                        }
-                    }
-                    Err(e) => out.push(Replayed {
+                let mut dropped = |e: &crate::wire::WireError| {
+                    out.push(Replayed {
                         position,
                         decision: format!("dropped a message from {from}: {e}"),
-                    }),
+                    })
+                };
+                let whole = match inbound::receive(&codec, &mut pieces, *from, bytes) {
+                    Ok(Received::Whole(message)) => Some((message.to_vec(), false)),
+                    Ok(Received::Piece {
+                        outcome: Piece::Whole(message),
+                        ..
+                    }) => Some((message, true)),
+                    Ok(Received::Piece { .. }) => None,
+                    Err(e) => {
+                        dropped(&e);
+                        None
+                    }
+                };
+                if let Some((message, reassembled)) = whole {
+                    match inbound::unpack(&codec, &message, reassembled) {
+                        Ok(unpacked) => {
+                            for envelope in unpacked.envelopes {
+                                let handled = envelope.map_err(|(_, e)| e).and_then(|frame| {
+                                    inbound::handle_envelope(&mut core, &codec, *from, frame)
+                                });
+                                match handled {
+                                    Ok(Handled::Skipped) => {}
+                                    Ok(Handled::Request {
+                                        request,
+                                        commands: more,
+                                        deliver,
+                                    }) => {
+                                        if deliver {
+                                            commands.push(Command::Deliver {
+                                                from: *from,
+                                                request: request.to_request(),
+                                            });
+                                        }
+                                        commands.extend(more);
+                                    }
+                                    Ok(Handled::Core(more)) => commands.extend(more),
+                                    Err(e) => dropped(&e),
+                                }
+                            }
+                        }
+                        Err(e) => dropped(&e),
+                    }
                 }
                 commands
             }
@@ -52,46 +88,6 @@ pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) ->
         }
     }
     out
-}
-
-/// The message a delivery completes: itself, or for a piece of a larger
-/// message the whole of it once its last piece is in (see `super::chunks`).
-pub(crate) fn whole_message(
-    codec: &Codec,
-    pieces: &mut Reassembly,
-    from: crate::transport::Member,
-    bytes: &[u8],
-) -> Result<Option<Vec<u8>>, crate::wire::WireError> {
-    let frame = codec.decode_frame(bytes)?;
-    if frame.kind != crate::wire::Kind::Chunk {
-        return Ok(Some(bytes.to_vec()));
-    }
-    let (head, piece) = codec.decode_chunk(frame.body)?;
-    match pieces.accept(from, head, piece)? {
-        Piece::Whole(message) => Ok(Some(message)),
-        Piece::Pending | Piece::Stray => Ok(None),
-    }
-}
-
-/// Every message of one delivery, a batch split into its envelopes.
-pub(crate) fn decode_delivery(
-    codec: &Codec,
-    bytes: &[u8],
-) -> Result<Vec<Inbound>, crate::wire::WireError> {
-    let frame = codec.decode_frame(bytes)?;
-    if frame.kind == crate::wire::Kind::Chunk {
-        return Err(crate::wire::WireError::Malformed(
-            "chunk inside a chunked message".into(),
-        ));
-    }
-    if frame.kind != crate::wire::Kind::Batch {
-        return Ok(vec![decode_inbound(codec, frame)?]);
-    }
-    codec
-        .split_batch(frame.body)?
-        .into_iter()
-        .map(|part| decode_inbound(codec, codec.decode_frame(part)?))
-        .collect()
 }
 
 fn members(list: &[crate::transport::Member]) -> String {

@@ -37,10 +37,9 @@ use tracing::{debug, error, warn};
 
 use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalChild};
 use super::chunks::{Outgoing as OutChunks, Piece, Reassembly};
-use super::core::{
-    decode_inbound, Command, GroupCore, Inbound, Limits, Outgoing, MAX_TICK_STEP_MS,
-};
+use super::core::{Command, GroupCore, Limits, Outgoing, MAX_TICK_STEP_MS};
 use super::gate::SendGate;
+use super::inbound::{self, Handled, Received};
 use super::messages::{RegistryOp, RemoteFailure, Reply, RequestRef, SupervisionMsg};
 use super::metrics::GroupMetrics;
 use super::{
@@ -654,14 +653,18 @@ impl GroupActor {
                     self.in_flight = self.in_flight.saturating_sub(1);
                     self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes.len());
                 }
-                let frame = match self.codec.decode_frame(&bytes) {
-                    Ok(frame) => frame,
-                    Err(e) => return self.drop_message(from, bytes.len(), &e),
-                };
-                if frame.kind == Kind::Chunk {
-                    return self.handle_chunk(from, frame.body, ctx);
+                match inbound::receive(&self.codec, &mut self.reassembly, from, &bytes) {
+                    Ok(Received::Whole(message)) => self.handle_message(from, message, false, ctx),
+                    Ok(Received::Piece { head, outcome }) => {
+                        self.handle_piece(from, head, outcome, ctx)
+                    }
+                    Err(e) => {
+                        self.drop_message(from, bytes.len(), &e);
+                        if is_piece(&self.codec, &bytes) {
+                            self.refill(ctx);
+                        }
+                    }
                 }
-                self.handle_frame(from, frame, bytes.len(), ctx);
             }
             TransportEvent::ConfChg {
                 members,
@@ -685,40 +688,28 @@ impl GroupActor {
         }
     }
 
-    /// One piece of a message too large for one multicast: put back
-    /// together, and handled here, at the place of its last piece.
-    fn handle_chunk(&mut self, from: Member, body: &[u8], ctx: &mut Context<Self>) {
-        let (head, piece) = match self.codec.decode_chunk(body) {
-            Ok(chunk) => chunk,
-            Err(e) => return self.drop_message(from, body.len() + HEADER_LEN, &e),
-        };
+    /// One piece of a message too large for one multicast, as the
+    /// reassembly took it: a message it completes is handled here, at the
+    /// place of its last piece.
+    fn handle_piece(
+        &mut self,
+        from: Member,
+        head: wire::ChunkHead,
+        outcome: Piece,
+        ctx: &mut Context<Self>,
+    ) {
         if from == self.local() {
             self.own_piece_delivered(&head);
         }
-        match self.reassembly.accept(from, head, piece) {
-            Ok(Piece::Pending) => self.refill(ctx),
-            Ok(Piece::Stray) => {
-                self.metrics.chunk_stray();
-                self.refill(ctx);
-            }
-            Ok(Piece::Whole(message)) => {
+        match outcome {
+            Piece::Pending => {}
+            Piece::Stray => self.metrics.chunk_stray(),
+            Piece::Whole(message) => {
                 self.metrics.chunked_delivered();
-                match self.codec.decode_frame(&message) {
-                    Ok(frame) if frame.kind == Kind::Chunk => self.drop_message(
-                        from,
-                        message.len(),
-                        &WireError::Malformed("chunk inside a chunked message".into()),
-                    ),
-                    Ok(frame) => self.handle_frame(from, frame, message.len(), ctx),
-                    Err(e) => self.drop_message(from, message.len(), &e),
-                }
-                self.refill(ctx);
-            }
-            Err(e) => {
-                self.drop_message(from, body.len() + HEADER_LEN, &e);
-                self.refill(ctx);
+                self.handle_message(from, &message, true, ctx);
             }
         }
+        self.refill(ctx);
     }
 
     /// One of this member's pieces came back: the message at the head of
@@ -762,38 +753,26 @@ impl GroupActor {
         }
     }
 
-    /// A whole envelope delivered from `from` (alone, or put back together
-    /// from pieces): a single message, or a batch unpacked in order.
-    fn handle_frame(
+    /// A whole message delivered from `from` (alone, or put back together
+    /// from pieces): a single envelope, or a batch unpacked in order.
+    fn handle_message(
         &mut self,
         from: Member,
-        frame: wire::Frame<'_>,
-        len: usize,
+        message: &[u8],
+        reassembled: bool,
         ctx: &mut Context<Self>,
     ) {
-        if frame.kind != Kind::Batch {
-            match self.decode(from, frame) {
-                Ok(inbound) => self.handle_inbound(from, inbound, ctx),
-                Err(e) => self.drop_message(from, len, &e),
-            }
-            return;
-        }
-        // The framing of the whole batch is checked before any of it
-        // reaches the core; then each message is decoded and handled as if
-        // it had come alone, in the batch's order.
-        let parts = match self.codec.split_batch(frame.body) {
-            Ok(parts) => parts,
-            Err(e) => return self.drop_message(from, len, &e),
+        let unpacked = match inbound::unpack(&self.codec, message, reassembled) {
+            Ok(unpacked) => unpacked,
+            Err(e) => return self.drop_message(from, message.len(), &e),
         };
-        self.metrics.batch_delivered();
-        for part in parts {
-            match self
-                .codec
-                .decode_frame(part)
-                .and_then(|f| self.decode(from, f))
-            {
-                Ok(inbound) => self.handle_inbound(from, inbound, ctx),
-                Err(e) => self.drop_message(from, part.len(), &e),
+        if unpacked.batch {
+            self.metrics.batch_delivered();
+        }
+        for envelope in unpacked.envelopes {
+            match envelope {
+                Ok(frame) => self.handle_envelope(from, frame, ctx),
+                Err((len, e)) => self.drop_message(from, len, &e),
             }
             if ctx.state().stopping() {
                 return;
@@ -801,67 +780,39 @@ impl GroupActor {
         }
     }
 
-    fn handle_inbound(
-        &mut self,
-        from: Member,
-        inbound: Option<Decoded<'_>>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn handle_envelope(&mut self, from: Member, frame: wire::Frame<'_>, ctx: &mut Context<Self>) {
+        let len = frame.body.len() + HEADER_LEN;
+        let handled = match inbound::handle_envelope(&mut self.core, &self.codec, from, frame) {
+            Ok(handled) => handled,
+            Err(e) => return self.drop_message(from, len, &e),
+        };
         self.metrics.delivered();
-        let inbound = match inbound {
-            None => {
-                // Only requests are skipped. One of ours freed a window slot.
+        match handled {
+            Handled::Skipped => {
+                // One of ours freed a window slot.
                 self.metrics.request_delivered();
                 if from == self.local() {
                     self.refill(ctx);
                 }
-                return;
             }
-            Some(Decoded::Request(request)) => {
+            Handled::Request {
+                request,
+                commands,
+                deliver,
+            } => {
                 self.metrics.request_delivered();
-                match self.core.handle_request_in_place(from, &request) {
-                    Some((commands, deliver)) => {
-                        if deliver {
-                            self.deliver_local(from, request, ctx);
-                        }
-                        self.execute(commands, ctx);
-                        return;
-                    }
-                    None => Inbound::Request(request.to_request()),
+                if deliver {
+                    self.deliver_local(from, request, ctx);
                 }
+                self.execute(commands, ctx);
             }
-            Some(Decoded::Other(inbound)) => inbound,
-        };
-        let commands = self.core.handle_message(from, inbound);
-        self.execute(commands, ctx);
+            Handled::Core(commands) => self.execute(commands, ctx),
+        }
     }
 
     fn drop_message(&self, from: Member, len: usize, e: &WireError) {
         self.metrics.dropped(e);
         warn!(group = %self.conn.group(), %from, len, "dropped a message: {e}");
-    }
-
-    /// The message for the core, or `None` for a request the core has no
-    /// use for (read in place and dropped without a copy). A request stays
-    /// borrowed from the delivered bytes.
-    fn decode<'a>(
-        &self,
-        from: Member,
-        frame: wire::Frame<'a>,
-    ) -> Result<Option<Decoded<'a>>, WireError> {
-        Ok(Some(match frame.kind {
-            Kind::Request => {
-                let request = RequestRef::parse(frame.body)?;
-                if !self
-                    .core
-                    .wants_request(from, request.target, request.want_reply)
-                {
-                    return Ok(None);
-                }
-                Decoded::Request(request)
-            }
-            _ => Decoded::Other(decode_inbound(&self.codec, frame)?),
-        }))
     }
 
     fn execute(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
@@ -1361,16 +1312,6 @@ impl GroupActor {
     }
 }
 
-/// A decoded message: a request stays borrowed from the delivered bytes
-/// until the core says where it goes.
-// Lives on the stack from `decode` to `handle_inbound` only; boxing the
-// large variant would cost an allocation per message instead.
-#[allow(clippy::large_enum_variant)]
-enum Decoded<'a> {
-    Request(RequestRef<'a>),
-    Other(Inbound),
-}
-
 /// A request to hand to a local actor: read in place, or owned by the core
 /// (replayed after a state transfer).
 trait AsRequest {
@@ -1707,4 +1648,11 @@ impl GroupActor {
 /// The worker kind of `path`, from the tree's spec as the engine holds it.
 fn engine_kind(engine: &crate::supervisor::Engine, path: &ChildPath) -> Option<String> {
     engine.worker_kind(path)
+}
+
+/// Whether `bytes` is framed as a piece of a larger message.
+fn is_piece(codec: &Codec, bytes: &[u8]) -> bool {
+    codec
+        .decode_frame(bytes)
+        .is_ok_and(|frame| frame.kind == Kind::Chunk)
 }

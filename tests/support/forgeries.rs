@@ -58,6 +58,24 @@ enum SupervisionMsg<'a> {
     },
 }
 
+/// The announcement that makes a process a member of an unkeyed group:
+/// the protocol versions it speaks, and that it holds no state.
+pub fn group_announce() -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Announce {
+        min_version: u8,
+        max_version: u8,
+        synced: bool,
+    }
+    let version = actix_cpg::wire::PROTOCOL_VERSION;
+    let body = Announce {
+        min_version: version,
+        max_version: version,
+        synced: false,
+    };
+    codec().encode(Kind::Announce, &body).expect("encode")
+}
+
 /// `Register name` for the sender.
 pub fn register(name: &str) -> Vec<u8> {
     codec()

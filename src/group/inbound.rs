@@ -1,0 +1,140 @@
+//! The receive pipeline of a group member, without I/O: what one delivered
+//! multicast becomes on its way to the core. The runtime and the replay of
+//! a recording both go through it, so a replay takes the decisions the
+//! member took live, malformed input included.
+//!
+//! ```text
+//!  delivered bytes ──receive──► a piece (reassembly: pending | stray | whole)
+//!                          └──► a whole message ──unpack──► envelopes, in order
+//!                                                  (a batch split; one bad
+//!                                                   envelope dropped alone)
+//!  envelope ──handle_envelope──► the core's commands (a request read in
+//!                                place, or skipped if the core has no use)
+//! ```
+//!
+//! Rules, in the order they apply:
+//!
+//! 1. A delivery whose frame does not decode is dropped whole.
+//! 2. A piece goes to the reassembly (`super::chunks`); a message it
+//!    completes is handled at the place of its last piece. A completed
+//!    message that is itself a piece is dropped.
+//! 3. A batch whose framing does not split is dropped whole; otherwise each
+//!    envelope is decoded and handled on its own, in the batch's order, and
+//!    an envelope that does not decode is dropped alone.
+
+use super::chunks::{Piece, Reassembly};
+use super::core::{decode_inbound, Command, GroupCore, Inbound};
+use super::messages::RequestRef;
+use crate::transport::Member;
+use crate::wire::{ChunkHead, Codec, Frame, Kind, WireError};
+
+/// What one delivery is (rules 1 and 2).
+pub(crate) enum Received<'a> {
+    /// A piece of a larger message, and what the reassembly made of it.
+    Piece { head: ChunkHead, outcome: Piece },
+    /// A message that came whole.
+    Whole(&'a [u8]),
+}
+
+/// Reads one delivery from `from`; a piece goes into `pieces`. An error
+/// drops the whole delivery.
+pub(crate) fn receive<'a>(
+    codec: &Codec,
+    pieces: &mut Reassembly,
+    from: Member,
+    bytes: &'a [u8],
+) -> Result<Received<'a>, WireError> {
+    let frame = codec.decode_frame(bytes)?;
+    if frame.kind != Kind::Chunk {
+        return Ok(Received::Whole(bytes));
+    }
+    let (head, piece) = codec.decode_chunk(frame.body)?;
+    let outcome = pieces.accept(from, head, piece)?;
+    Ok(Received::Piece { head, outcome })
+}
+
+/// The envelopes of one whole message (rule 3).
+pub(crate) struct Unpacked<'a> {
+    /// Whether the message was a batch.
+    pub(crate) batch: bool,
+    /// Each envelope, or its length and why it was dropped.
+    pub(crate) envelopes: Vec<Result<Frame<'a>, (usize, WireError)>>,
+}
+
+/// Splits a whole message into its envelopes; `reassembled` if it was put
+/// back together from pieces. An error drops the whole message.
+pub(crate) fn unpack<'a>(
+    codec: &Codec,
+    message: &'a [u8],
+    reassembled: bool,
+) -> Result<Unpacked<'a>, WireError> {
+    let frame = codec.decode_frame(message)?;
+    match frame.kind {
+        Kind::Chunk if reassembled => Err(WireError::Malformed(
+            "chunk inside a chunked message".into(),
+        )),
+        Kind::Batch => {
+            let envelopes = codec
+                .split_batch(frame.body)?
+                .into_iter()
+                .map(|part| codec.decode_frame(part).map_err(|e| (part.len(), e)))
+                .collect();
+            Ok(Unpacked {
+                batch: true,
+                envelopes,
+            })
+        }
+        _ => Ok(Unpacked {
+            batch: false,
+            envelopes: vec![Ok(frame)],
+        }),
+    }
+}
+
+/// What the core made of one envelope.
+pub(crate) enum Handled<'a> {
+    /// A request the core has no use for: read in place and skipped.
+    Skipped,
+    /// A request, read in place: the core's commands, and whether the
+    /// local actor gets it.
+    Request {
+        request: RequestRef<'a>,
+        commands: Vec<Command>,
+        deliver: bool,
+    },
+    /// Any other message: the core's commands.
+    Core(Vec<Command>),
+}
+
+/// Hands one envelope from `from` to `core`. An error drops the envelope
+/// (the core saw nothing).
+pub(crate) fn handle_envelope<'a>(
+    core: &mut GroupCore,
+    codec: &Codec,
+    from: Member,
+    frame: Frame<'a>,
+) -> Result<Handled<'a>, WireError> {
+    if frame.kind != Kind::Request {
+        let inbound = decode_inbound(codec, frame)?;
+        return Ok(Handled::Core(core.handle_message(from, inbound)));
+    }
+    let request = RequestRef::parse(frame.body)?;
+    if !core.wants_request(from, request.target, request.want_reply) {
+        return Ok(Handled::Skipped);
+    }
+    let (commands, deliver) = match core.handle_request_in_place(from, &request) {
+        Some(handled) => handled,
+        None => (
+            core.handle_message(from, Inbound::Request(request.to_request())),
+            false,
+        ),
+    };
+    Ok(Handled::Request {
+        request,
+        commands,
+        deliver,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+use super::*;
+use crate::group::messages::RegistryOp;
+use crate::transport::MemberChange;
+use crate::transport::Reason;
+use crate::wire::{push_to_batch, HEADER_LEN};
+
+fn codec() -> Codec {
+    Codec::new(1 << 16)
+}
+
+fn register(name: &str, token: u64) -> Vec<u8> {
+    codec()
+        .encode(
+            Kind::Registry,
+            &RegistryOp::Register {
+                name: name.into(),
+                token,
+            },
+        )
+        .expect("encode")
+}
+
+/// A batch of `envelopes`, framed as the runtime frames one.
+fn batch(envelopes: &[&[u8]]) -> Vec<u8> {
+    let mut out = codec().begin_batch(1024);
+    for envelope in envelopes {
+        push_to_batch(&mut out, envelope);
+    }
+    out
+}
+
+/// An envelope whose header is right and whose body does not decode.
+fn garbage() -> Vec<u8> {
+    let mut bad = register("x", 1);
+    bad.truncate(HEADER_LEN + 3);
+    bad
+}
+
+#[test]
+fn a_batch_with_one_bad_envelope_keeps_the_others_in_order() {
+    let (a, bad, b) = (register("a", 1), garbage(), register("b", 2));
+    let message = batch(&[&a, &bad, &b]);
+    let unpacked = unpack(&codec(), &message, false).expect("the framing splits");
+    assert!(unpacked.batch);
+    assert_eq!(unpacked.envelopes.len(), 3);
+    assert!(unpacked.envelopes[0].is_ok());
+    assert!(unpacked.envelopes[2].is_ok());
+    // The bad one decodes as a frame (its header is right) and fails in the
+    // core's decode, alone.
+    let mut core = GroupCore::new(Member::new(1, 1));
+    let frame = unpacked.envelopes[1].clone().expect("a frame");
+    assert!(handle_envelope(&mut core, &codec(), Member::new(2, 2), frame).is_err());
+}
+
+#[test]
+fn a_batch_whose_framing_does_not_split_is_dropped_whole() {
+    let a = register("a", 1);
+    let mut message = batch(&[&a, &a]);
+    message.truncate(message.len() - 2);
+    assert!(unpack(&codec(), &message, false).is_err());
+}
+
+#[test]
+fn an_envelope_with_a_bad_header_inside_a_batch_is_dropped_alone() {
+    let a = register("a", 1);
+    let message = batch(&[&a, b"not a frame", &a]);
+    let unpacked = unpack(&codec(), &message, false).expect("the framing splits");
+    let lens: Vec<Option<usize>> = unpacked
+        .envelopes
+        .iter()
+        .map(|e| e.as_ref().err().map(|(len, _)| *len))
+        .collect();
+    assert_eq!(lens, vec![None, Some(11), None]);
+}
+
+#[test]
+fn a_message_put_back_together_that_is_a_piece_is_dropped() {
+    let piece = codec().encode_chunk(
+        ChunkHead {
+            id: 1,
+            index: 0,
+            count: 1,
+            total: 1,
+        },
+        b"x",
+    );
+    assert!(unpack(&codec(), &piece, true).is_err());
+}
+
+#[test]
+fn a_single_envelope_is_not_a_batch() {
+    let a = register("a", 1);
+    let unpacked = unpack(&codec(), &a, false).expect("one envelope");
+    assert!(!unpacked.batch);
+    assert_eq!(unpacked.envelopes.len(), 1);
+}
+
+#[test]
+fn pieces_complete_a_message_at_the_place_of_the_last() {
+    let codec = codec();
+    let whole = register("long", 3);
+    let (first, second) = whole.split_at(whole.len() / 2);
+    let from = Member::new(2, 2);
+    let mut pieces = Reassembly::default();
+    let head = |index| ChunkHead {
+        id: 9,
+        index,
+        count: 2,
+        total: whole.len() as u64,
+    };
+    let one = codec.encode_chunk(head(0), first);
+    let two = codec.encode_chunk(head(1), second);
+    assert!(matches!(
+        receive(&codec, &mut pieces, from, &one),
+        Ok(Received::Piece {
+            outcome: Piece::Pending,
+            ..
+        })
+    ));
+    match receive(&codec, &mut pieces, from, &two) {
+        Ok(Received::Piece {
+            outcome: Piece::Whole(message),
+            ..
+        }) => assert_eq!(message, whole),
+        _ => panic!("the last piece completes the message"),
+    }
+}
+
+#[test]
+fn a_request_nobody_here_hosts_is_skipped_without_the_core() {
+    let codec = codec();
+    let local = Member::new(1, 1);
+    let mut core = GroupCore::new(local);
+    let change = |member| MemberChange {
+        member,
+        reason: Reason::Join,
+    };
+    let other = Member::new(2, 2);
+    // Both found the group and announce themselves.
+    let announce = core
+        .handle_confchg(&[local, other], &[change(local), change(other)], &[])
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Mcast(crate::group::core::Outgoing::Announce(a)) => Some(a),
+            _ => None,
+        })
+        .expect("an announcement");
+    for member in [local, other] {
+        core.handle_message(member, Inbound::Announce(announce));
+    }
+    let request = crate::group::messages::Request {
+        id: 5,
+        target: "nobody".into(),
+        type_tag: "t".into(),
+        want_reply: false,
+        fence: None,
+        payload: vec![1, 2, 3],
+    };
+    let bytes = codec.encode(Kind::Request, &request).expect("encode");
+    let frame = codec.decode_frame(&bytes).expect("frame");
+    assert!(matches!(
+        handle_envelope(&mut core, &codec, other, frame),
+        Ok(Handled::Skipped)
+    ));
+}
