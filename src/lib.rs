@@ -123,6 +123,7 @@ pub mod remote;
 pub mod replicated;
 #[allow(dead_code)] // Used by the cores as they move to announced membership.
 pub(crate) mod roster;
+mod stable_hash;
 pub mod supervisor;
 pub mod testing;
 pub mod transport;

@@ -229,25 +229,13 @@ pub async fn run<C: Connection>(
 
 struct Digest {
     count: u64,
-    hash: u64,
+    /// FNV-1a over (node, pid, bytes) of every delivery in order.
+    hash: crate::stable_hash::StableHasher,
 }
 
 impl Digest {
     fn add(&mut self, from: Member, bytes: &[u8]) {
-        // FNV-1a over (node, pid, bytes) of every delivery in order.
-        let mut h = self.hash;
-        let parts = [
-            &from.node.0.to_le_bytes()[..],
-            &from.pid.to_le_bytes(),
-            bytes,
-        ];
-        for part in parts {
-            for b in part {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x100_0000_01b3);
-            }
-        }
-        self.hash = h;
+        self.hash.member(from).bytes(bytes);
         self.count += 1;
     }
 }
@@ -263,7 +251,7 @@ async fn run_raw<C: Connection>(
     let local = conn.local();
     let mut digest = Digest {
         count: 0,
-        hash: 0xcbf2_9ce4_8422_2325,
+        hash: crate::stable_hash::StableHasher::new(),
     };
     let mut ready = false;
     let mut outbound: VecDeque<Vec<u8>> = VecDeque::new();
@@ -363,7 +351,7 @@ async fn run_raw<C: Connection>(
                         }
                         None => say(format!("ERROR not hex: {hex:?}")),
                     },
-                    ["digest"] => say(format!("DIGEST {} {:016x}", digest.count, digest.hash)),
+                    ["digest"] => say(format!("DIGEST {} {:016x}", digest.count, digest.hash.finish())),
                     ["metrics"] => say(format!("METRICS delivered={} dropped=0 try_again={try_again}", digest.count)),
                     ["leave"] => {
                         let _ = conn.leave();

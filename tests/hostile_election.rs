@@ -63,25 +63,13 @@ fn group() -> GroupName {
     GroupName::new("hostile-election").expect("name")
 }
 
-/// The tag members put on infos for a raw view: FNV-1a over the sorted
-/// members (node, then pid, little-endian).
+/// Well-formed forgeries, shared with the other hostile-input tests.
+#[path = "support/forgeries.rs"]
+mod forgeries;
+
+/// The tag members put on infos for a raw view.
 fn view_tag(members: &[Member]) -> u64 {
-    let mut sorted = members.to_vec();
-    sorted.sort();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for m in sorted {
-        for b in m
-            .node
-            .0
-            .to_le_bytes()
-            .iter()
-            .chain(m.pid.to_le_bytes().iter())
-        {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    h
+    forgeries::election_view_tag(members)
 }
 
 fn send(raw: &mut SimConnection, msg: &Msg) {

@@ -141,6 +141,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::messages::{ElectionMessage, ElectionState, Epoch, GroupState, Info};
 use super::{ElectionEvent, ElectionRefusals, Leadership, GROUP_ELECTION};
 use crate::roster::{Announcement, Roster};
+use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 
 /// How far above the lower median of the ring sequences reported in the
@@ -1030,20 +1031,11 @@ fn within_bounds(state: &GroupState, clock_bound: u64, seq_bound: u64) -> bool {
 /// thing every member of the view sees alike (at a merge each side sees the
 /// other side in its joined list).
 pub(crate) fn view_tag(members: &[Member]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = StableHasher::new();
     for m in members {
-        for b in m
-            .node
-            .0
-            .to_le_bytes()
-            .iter()
-            .chain(m.pid.to_le_bytes().iter())
-        {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
+        h.member(*m);
     }
-    h
+    h.finish()
 }
 
 #[cfg(test)]

@@ -69,29 +69,6 @@ const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
 
 type Done<T> = oneshot::Sender<T>;
 
-/// FNV-1a, for maps keyed by this member's own registered names: short
-/// keys, and only this member inserts, so SipHash's resistance to chosen
-/// keys buys nothing and costs about as much as the rest of a lookup.
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x100_0000_01b3);
-        }
-    }
-}
 type Registering = (String, Option<Done<Result<(), GroupError>>>);
 
 /// A request from a [`super::Group`] handle.
@@ -204,7 +181,7 @@ pub(crate) struct GroupActor {
     window_bytes: usize,
     blocked_by_flow_control: bool,
     /// Looked up once per request hosted here, by a name read off the wire.
-    endpoints: HashMap<String, Endpoint, BuildHasherDefault<Fnv1a>>,
+    endpoints: HashMap<String, Endpoint, BuildHasherDefault<crate::stable_hash::StableHasher>>,
     /// Registrations in flight by token; `None` for a re-claim after a merge.
     registering: HashMap<u64, Registering>,
     calls: HashMap<u64, Done<CallOutcome>>,

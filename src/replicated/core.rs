@@ -190,6 +190,7 @@ use super::messages::{
 };
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
 use crate::roster::Roster;
+use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 use crate::wire::Codec;
 
@@ -1541,21 +1542,10 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 }
 
-/// FNV-1a over the previous chain and the command's identity.
+/// The running hash of applied commands: the previous chain, then the
+/// command's sender and id (see [`crate::stable_hash`]).
 fn chain(prev: u64, from: Member, id: u64) -> u64 {
-    let mut h = prev ^ 0xcbf2_9ce4_8422_2325;
-    for b in from
-        .node
-        .0
-        .to_le_bytes()
-        .iter()
-        .chain(from.pid.to_le_bytes().iter())
-        .chain(id.to_le_bytes().iter())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
+    StableHasher::chained(prev).member(from).u64(id).finish()
 }
 
 /// Whether an info agrees with itself (rule 6): a state is part of the

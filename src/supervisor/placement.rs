@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::fingerprint::{mix64, StableHasher};
+use crate::stable_hash::{mix64, StableHasher};
 use crate::transport::{Member, NodeId};
 
 /// Largest weight honoured; larger weights count as this (each unit of

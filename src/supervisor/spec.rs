@@ -7,8 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::fingerprint::{fingerprint, Fingerprint};
+use super::fingerprint::Fingerprint;
 use super::placement::Placement;
+
+mod canonical;
 
 /// When a child that exited is started again (OTP's `restart`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -225,7 +227,7 @@ impl TreeSpec {
     /// The spec's stable fingerprint, equal on every process and build that
     /// holds the same spec (see [`Fingerprint`]).
     pub fn fingerprint(&self) -> Fingerprint {
-        fingerprint(self)
+        canonical::fingerprint(self)
     }
 
     /// Checks what the engine relies on: non-empty ids unique among

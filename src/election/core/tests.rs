@@ -596,3 +596,14 @@ fn past_the_cap_of_held_candidacies_a_member_gives_up_and_goes_quiet() {
         .is_empty());
     assert!(core.handle_confchg(&[local], &[], &[], 30).is_empty());
 }
+
+/// The view tag is compared between members (and builds): pinned.
+#[test]
+fn the_view_tag_is_pinned() {
+    let raw = [
+        Member::new(1, 1000),
+        Member::new(2, 2000),
+        Member::new(3, 3000),
+    ];
+    assert_eq!(view_tag(&raw), 1_198_570_819_762_012_172);
+}

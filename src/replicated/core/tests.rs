@@ -1219,3 +1219,20 @@ fn schedule_679858307098477684_agrees() {
 fn schedule_4326418109439069778_agrees() {
     run_schedule(4326418109439069778, Delivery::Safe).expect("replicas agree");
 }
+
+/// The view tag and the command chain are compared between members (and
+/// builds): pinned.
+#[test]
+fn the_view_tag_and_the_command_chain_are_pinned() {
+    let raw = [
+        Member::new(1, 1000),
+        Member::new(2, 2000),
+        Member::new(3, 3000),
+    ];
+    assert_eq!(view_tag(&raw), 0xd667_bfd7_35d4_95ed);
+    assert_eq!(chain(0, Member::new(1, 1000), 7), 0xc0ea_6bcc_c0d4_0f8a);
+    assert_eq!(
+        chain(0x1234_5678, Member::new(2, 2000), u64::MAX),
+        0x7269_79c5_ca25_35c6
+    );
+}

@@ -9,8 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::stable_hash::StableHasher;
 use crate::supervisor::command::{Command, ExitCause, Output, StopReason, SupervisionEvent};
-use crate::supervisor::fingerprint::{Fingerprint, StableHasher};
+use crate::supervisor::fingerprint::Fingerprint;
 use crate::supervisor::ids::{ChildPath, FencingToken, IncarnationId};
 use crate::supervisor::placement::{PlacementPolicy, SlotKey, ViewMember};
 use crate::supervisor::spec::{
