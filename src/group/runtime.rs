@@ -23,7 +23,7 @@
 //! linger only delays *when* the runtime multicasts (local I/O timing); it
 //! decides nothing in the group.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::pin::Pin;
@@ -215,8 +215,9 @@ struct LocalSupervision {
     /// Tree starts awaiting their place in the order, with the fingerprint
     /// of the spec this member asked for.
     starting: HashMap<String, (Fingerprint, Done<Result<(), GroupError>>)>,
-    /// Children running here.
-    children: HashMap<(ChildPath, SlotKey), LocalChild>,
+    /// Children running here, in a defined order: the exits this member
+    /// reports in one pass go out in the same order on every run.
+    children: BTreeMap<(ChildPath, SlotKey), LocalChild>,
     /// Child names whose registration lost to a former host that has not
     /// released them yet; registered again when it does.
     wanted: HashMap<String, Endpoint>,
@@ -1000,7 +1001,7 @@ impl GroupActor {
     fn fail_everything(&mut self) {
         // Children run only while this member is in the group; the others
         // restart them elsewhere when they see it leave.
-        for (_, child) in self.sup.children.drain() {
+        for (_, child) in std::mem::take(&mut self.sup.children) {
             child.terminate(Shutdown::BrutalKill);
         }
         for (_, (_, done)) in self.sup.starting.drain() {
