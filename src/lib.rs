@@ -118,10 +118,11 @@ pub mod group;
 pub mod kv;
 mod outbox;
 mod pump;
+#[allow(dead_code)] // Used by the cores as they move to announced membership.
+mod quorum;
 pub mod record;
 pub mod remote;
 pub mod replicated;
-#[allow(dead_code)] // Used by the cores as they move to announced membership.
 pub(crate) mod roster;
 mod stable_hash;
 pub mod supervisor;

@@ -140,6 +140,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::messages::{ElectionMessage, ElectionState, Epoch, GroupState, Info};
 use super::{ElectionEvent, ElectionRefusals, Leadership, GROUP_ELECTION};
+use crate::quorum::QuorumFacts;
 use crate::roster::{Announcement, Roster};
 use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
@@ -241,7 +242,7 @@ pub(crate) struct ElectionCore {
     /// The effective view: announced members, sorted.
     view: Vec<Member>,
     tag: u64,
-    facts: BTreeMap<Member, QuorumState>,
+    facts: QuorumFacts,
     local_fact: Option<QuorumState>,
     sent_fact: Option<QuorumState>,
     phase: Phase,
@@ -278,7 +279,7 @@ impl ElectionCore {
             last_joined: BTreeSet::new(),
             view: Vec::new(),
             tag: 0,
-            facts: BTreeMap::new(),
+            facts: QuorumFacts::default(),
             local_fact: None,
             sent_fact: None,
             phase: Phase::Unjoined,
@@ -617,7 +618,7 @@ impl ElectionCore {
             self.view_changed(Vec::new(), out);
         }
         if let Some(f) = &info.fact {
-            self.facts.insert(from, f.clone());
+            self.facts.record(from, f.clone());
         }
         if let Phase::Installing { infos, .. } = &mut self.phase {
             infos.insert(from, info);
@@ -643,7 +644,7 @@ impl ElectionCore {
                 return;
             }
         }
-        self.facts.insert(from, q);
+        self.facts.record(from, q);
         if self.round_done() {
             self.decide_all(out);
         }
@@ -903,12 +904,7 @@ impl ElectionCore {
 
     /// Quorate by the facts delivered since the last confchg.
     fn view_quorate(&self) -> bool {
-        let mut reported = self
-            .view
-            .iter()
-            .filter_map(|m| self.facts.get(m))
-            .peekable();
-        reported.peek().is_some() && reported.all(|f| f.quorate)
+        self.facts.quorate(&self.view)
     }
 
     fn decide_all(&mut self, out: &mut Vec<Action>) {
@@ -924,13 +920,7 @@ impl ElectionCore {
             return;
         }
         let quorate = self.view_quorate();
-        let ring_seq = self
-            .view
-            .iter()
-            .filter_map(|m| self.facts.get(m))
-            .map(|f| f.ring_id.seq)
-            .max()
-            .unwrap_or(0);
+        let ring_seq = self.facts.highest_ring_seq(&self.view);
         let founded = self.founded;
         let Some(entry) = self.elections.get_mut(name) else {
             return;

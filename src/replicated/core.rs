@@ -189,6 +189,7 @@ use super::messages::{
     Chunk, CommandMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateId,
 };
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
+use crate::quorum::QuorumFacts;
 use crate::roster::Roster;
 use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
@@ -320,7 +321,7 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     sm: S,
     id: StateId,
     known: Option<PrimaryRecord>,
-    facts: BTreeMap<Member, QuorumState>,
+    facts: QuorumFacts,
     local_fact: Option<QuorumState>,
     sent_fact: Option<QuorumState>,
     phase: Phase,
@@ -369,7 +370,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             sm: S::default(),
             id: StateId::default(),
             known: None,
-            facts: BTreeMap::new(),
+            facts: QuorumFacts::default(),
             local_fact: None,
             sent_fact: None,
             phase: Phase::Unjoined,
@@ -796,7 +797,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             ReplicaMessage::Fact(q) => {
                 self.own_fact_delivered(from, Some(&q));
                 if self.roster.is_member(from) {
-                    self.facts.insert(from, q);
+                    self.facts.record(from, q);
                     if matches!(self.phase, Phase::Installed(_)) {
                         self.reevaluate(out);
                     }
@@ -931,7 +932,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         };
         if let Some(f) = &info.fact {
-            self.facts.insert(from, f.clone());
+            self.facts.record(from, f.clone());
         }
         infos.insert(from, info);
         self.maybe_complete(out);
@@ -959,7 +960,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             }
             self.admit(from, out);
             if let Some(f) = &info.fact {
-                self.facts.insert(from, f.clone());
+                self.facts.record(from, f.clone());
             }
             if let Phase::Installing { infos, .. } = &mut self.phase {
                 infos.insert(from, info);
@@ -1011,26 +1012,13 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
-    /// Whether the view's quorum facts say quorate: at least one member
-    /// reported, and every report present says quorate. A member that has
-    /// not reported yet (a joiner reads its first quorum notification after
-    /// its first confchg) shares the others' ring, hence their quorum.
+    /// The quorum rule (`crate::quorum`) over the view's facts.
     fn view_quorate(&self) -> bool {
-        let mut reported = self
-            .view
-            .iter()
-            .filter_map(|m| self.facts.get(m))
-            .peekable();
-        reported.peek().is_some() && reported.all(|f| f.quorate)
+        self.facts.quorate(&self.view)
     }
 
     fn highest_ring_seq(&self) -> u64 {
-        self.view
-            .iter()
-            .filter_map(|m| self.facts.get(m))
-            .map(|f| f.ring_id.seq)
-            .max()
-            .unwrap_or(0)
+        self.facts.highest_ring_seq(&self.view)
     }
 
     /// The genesis of a group founded by the current view with `epoch`:
