@@ -354,6 +354,10 @@ impl<C: Connection> Connection for Authenticated<C> {
     fn leave(&mut self) -> Result<(), TransportError> {
         self.inner.leave()
     }
+
+    fn wall_clock_us(&self) -> u64 {
+        self.inner.wall_clock_us()
+    }
 }
 
 /// `conn` as a boxed connection, wrapped under `key` if there is one.

@@ -360,7 +360,7 @@ fn check_all(delivery: Delivery) {
     let mut total = Stats::default();
     let (mut runs, mut primary_at_end) = (0usize, 0usize);
     for seed in seeds() {
-        match actix::System::new().block_on(run(seed, delivery)) {
+        match simulated().block_on(run(seed, delivery)) {
             Ok(stats) => {
                 if stats.replaced_alive > 0 {
                     println!("seed {seed}: {stats:?}");
@@ -400,4 +400,16 @@ fn agreed_delivery_survives_seeded_fault_schedules() {
 #[test]
 fn safe_delivery_survives_seeded_fault_schedules() {
     check_all(Delivery::Safe);
+}
+
+/// A fresh system on simulated time: timers fire in order without real
+/// waiting, so a seed replays the same run.
+fn simulated() -> actix::SystemRunner {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime")
+    })
 }

@@ -137,10 +137,7 @@ impl ElectionActor {
             } => {
                 debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
                 // The clock only enters the stream (see `Info::clock`).
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_micros() as u64)
-                    .unwrap_or(0);
+                let now = self.conn.wall_clock_us();
                 self.core.handle_confchg(&members, &joined, &left, now)
             }
             TransportEvent::Quorum(q) => self.core.handle_quorum(q),

@@ -1352,10 +1352,7 @@ impl GroupActor {
         if self.ready.is_some() || !self.is_lowest() || self.core.engine().children().is_empty() {
             return;
         }
-        let wall_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let wall_ms = self.conn.wall_clock_us() / 1000;
         // The group refuses a tick too far past the stream time: a clock
         // ahead of it (or a stream time left behind while nothing ticked)
         // catches up a step per tick.

@@ -259,6 +259,17 @@ pub trait Connection: 'static {
     /// Leaves the group cleanly: the others see `Reason::Leave`. Events
     /// already queued may still be read; then the stream reports `Closed`.
     fn leave(&mut self) -> Result<(), TransportError>;
+
+    /// This member's wall clock, in microseconds since the Unix epoch: what
+    /// the facts it puts in the stream read (supervision ticks, election
+    /// infos). The host's clock by default; the sim's runs on simulated
+    /// time, so a sim run replays exactly.
+    fn wall_clock_us(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+    }
 }
 
 /// Something that joins groups: a corosync daemon connection factory, or a

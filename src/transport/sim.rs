@@ -135,6 +135,11 @@ use super::{
 /// Default largest atomic message: corosync's `max_atomic_msgsize`.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1_047_552;
 
+/// The wall clock of a sim cluster when it is built, in microseconds since
+/// the Unix epoch (2023-11-14): the sim's clock starts here, whatever the
+/// host's clock says.
+pub const SIM_EPOCH_US: u64 = 1_700_000_000_000_000;
+
 /// The pid given to the first process of a cluster; later ones count up.
 pub const FIRST_PID: u32 = 1000;
 
@@ -220,6 +225,8 @@ impl SimClusterBuilder {
     /// Builds the cluster: every node up, all on one ring.
     pub fn build(self) -> SimCluster {
         let mut state = State {
+            clock_start: tokio::time::Instant::now(),
+            last_clock_us: 0,
             max_backlog: self.max_backlog,
             max_message_size: self.max_message_size,
             policy: self.policy,
@@ -647,6 +654,19 @@ impl SimConnection {
 }
 
 impl Connection for SimConnection {
+    /// [`SIM_EPOCH_US`] plus the time since the cluster was built, on
+    /// tokio's clock (simulated when the runtime's time is paused), and
+    /// never the same value twice in a cluster.
+    fn wall_clock_us(&self) -> u64 {
+        let mut state = self.cluster.lock();
+        let elapsed = state.clock_start.elapsed().as_micros() as u64;
+        let now = SIM_EPOCH_US
+            .saturating_add(elapsed)
+            .max(state.last_clock_us.saturating_add(1));
+        state.last_clock_us = now;
+        now
+    }
+
     fn group(&self) -> &GroupName {
         &self.group
     }
@@ -887,6 +907,13 @@ impl Iterator for FaultPlan {
 type ConnId = u64;
 
 struct State {
+    /// When the cluster was built, on tokio's clock: simulated when the
+    /// runtime's time is paused, so a run replays exactly.
+    clock_start: tokio::time::Instant,
+    /// The last wall clock read: reads never repeat a value, as a real
+    /// clock moves between two reads (simulated time stands still while
+    /// the runtime is busy).
+    last_clock_us: u64,
     max_backlog: Option<usize>,
     max_message_size: usize,
     policy: FlowControlPolicy,
