@@ -1,10 +1,12 @@
-//! The event pump shared by the replica and election runtimes: it drives a
-//! transport from inside its actor.
+//! The event pump shared by the group, replica and election runtimes: it
+//! drives a transport from inside its actor.
 //!
-//! Each turn it takes in the handles' operations, reads events while there
-//! are any, retries sends after `TRY_AGAIN`, and otherwise sleeps on the
-//! transport's and the operation channel's wakers (no busy polling). When
-//! every handle is gone the member leaves.
+//! Each turn it takes in every operation the handles queued (then lets the
+//! actor send them together: one batch when batching), reads one event,
+//! and repeats while there are any; then it sends what can be sent,
+//! retries sends after `TRY_AGAIN`, wakes at the actor's linger deadline,
+//! and otherwise sleeps on the transport's and the operation channel's
+//! wakers (no busy polling). When every handle is gone the member leaves.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +33,9 @@ pub(crate) trait Pumped: Actor<Context = Context<Self>> {
     fn poll_op(&mut self, task: &mut TaskContext<'_>) -> Poll<Option<Self::Op>>;
     /// Executes one operation.
     fn handle_op(&mut self, op: Self::Op, ctx: &mut Context<Self>);
+    /// The operations waiting were all taken: send them together if the
+    /// runtime batches (by default they go out when the pump is idle).
+    fn ops_taken(&mut self, _ctx: &mut Context<Self>) {}
     /// Every handle is gone: leave, unless already leaving.
     fn handles_gone(&mut self, ctx: &mut Context<Self>);
     /// The next transport event.
@@ -46,16 +51,25 @@ pub(crate) trait Pumped: Actor<Context = Context<Self>> {
     fn idle(&mut self, ctx: &mut Context<Self>);
     /// Whether the last send met `TRY_AGAIN` and something waits to go.
     fn send_blocked(&self) -> bool;
+    /// When held sends must go even if nothing else happens (a batch
+    /// lingering for company), if any.
+    fn linger_deadline(&self) -> Option<tokio::time::Instant> {
+        None
+    }
 }
 
 /// The pump itself; spawn it on the actor's context in `started`.
 pub(crate) struct EventPump {
     retry: Option<Pin<Box<tokio::time::Sleep>>>,
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl EventPump {
     pub(crate) fn new() -> Self {
-        EventPump { retry: None }
+        EventPump {
+            retry: None,
+            linger: None,
+        }
     }
 }
 
@@ -69,23 +83,37 @@ impl<A: Pumped> ActorFuture<A> for EventPump {
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
         act.set_pump_waker(task.waker().clone());
-        for _ in 0..BUDGET {
-            match act.poll_op(task) {
-                Poll::Ready(Some(op)) => {
-                    act.handle_op(op, ctx);
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
+        let mut budget = BUDGET;
+        while budget > 0 {
+            let mut took_ops = false;
+            while budget > 0 {
+                match act.poll_op(task) {
+                    Poll::Ready(Some(op)) => {
+                        budget -= 1;
+                        took_ops = true;
+                        act.handle_op(op, ctx);
                     }
-                    continue;
-                }
-                Poll::Ready(None) => {
-                    act.handles_gone(ctx);
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
+                    Poll::Ready(None) => {
+                        act.handles_gone(ctx);
+                        took_ops = true;
+                        if ctx.state().stopping() {
+                            return Poll::Ready(());
+                        }
+                        break;
                     }
+                    Poll::Pending => break,
                 }
-                Poll::Pending => {}
+                if ctx.state().stopping() {
+                    return Poll::Ready(());
+                }
             }
+            if took_ops {
+                act.ops_taken(ctx);
+                if ctx.state().stopping() {
+                    return Poll::Ready(());
+                }
+            }
+            budget = budget.saturating_sub(1);
             match act.poll_event(task) {
                 Poll::Ready(Ok(event)) => {
                     act.handle_event(event, ctx);
@@ -102,22 +130,49 @@ impl<A: Pumped> ActorFuture<A> for EventPump {
                     if ctx.state().stopping() {
                         return Poll::Ready(());
                     }
-                    if act.send_blocked() {
-                        let retry = self
-                            .retry
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(TRY_AGAIN_BACKOFF)));
-                        if retry.as_mut().poll(task).is_ready() {
-                            self.retry = None;
-                            task.waker().wake_by_ref();
-                        }
-                    } else {
-                        self.retry = None;
-                    }
+                    self.arm_timers(act, task);
                     return Poll::Pending;
                 }
             }
         }
+        act.idle(ctx);
+        if ctx.state().stopping() {
+            return Poll::Ready(());
+        }
         task.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+impl EventPump {
+    /// Before sleeping: a retry after `TRY_AGAIN` and the linger deadline
+    /// wake the pump if nothing else does sooner.
+    fn arm_timers<A: Pumped>(&mut self, act: &A, task: &mut TaskContext<'_>) {
+        if act.send_blocked() {
+            let retry = self
+                .retry
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(TRY_AGAIN_BACKOFF)));
+            if retry.as_mut().poll(task).is_ready() {
+                self.retry = None;
+                task.waker().wake_by_ref();
+            }
+        } else {
+            self.retry = None;
+        }
+        match act.linger_deadline() {
+            Some(deadline) => {
+                let linger = self
+                    .linger
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if linger.deadline() != deadline {
+                    linger.as_mut().reset(deadline);
+                }
+                if linger.as_mut().poll(task).is_ready() {
+                    self.linger = None;
+                    task.waker().wake_by_ref();
+                }
+            }
+            None => self.linger = None,
+        }
     }
 }

@@ -24,9 +24,7 @@
 //! decides nothing in the group.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::Future;
 use std::hash::BuildHasherDefault;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -45,6 +43,7 @@ use super::metrics::GroupMetrics;
 use super::{
     BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason,
 };
+use crate::pump::{EventPump, Pumped};
 use crate::record::{Recorded, Recorder};
 use crate::remote::Endpoint;
 use crate::supervisor::{
@@ -60,12 +59,6 @@ const CHILD_WATCH_INTERVAL: Duration = Duration::from_millis(20);
 /// How often the lowest member puts its clock into the stream (the
 /// supervision engine's only notion of time).
 const TICK_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Events handled per turn before the actor lets its mailbox in.
-const EVENT_BUDGET: usize = 256;
-/// Back-off before retrying a send the daemon answered with `TRY_AGAIN`
-/// when no event arrives to wake the runtime sooner.
-const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
 
 type Done<T> = oneshot::Sender<T>;
 
@@ -1043,10 +1036,7 @@ impl Actor for GroupActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.spawn(EventPump {
-            retry: None,
-            linger: None,
-        });
+        ctx.spawn(EventPump::new());
         ctx.run_interval(CHILD_WATCH_INTERVAL, |act, ctx| {
             act.watch_children();
             act.flush_or_close(ctx);
@@ -1066,111 +1056,60 @@ impl Actor for GroupActor {
     }
 }
 
-/// Drives the transport from inside the actor: reads events while there are
-/// any, retries sends after `TRY_AGAIN`, and sleeps on the transport's waker
-/// otherwise (no busy polling).
-struct EventPump {
-    retry: Option<Pin<Box<tokio::time::Sleep>>>,
-    linger: Option<Pin<Box<tokio::time::Sleep>>>,
-}
+impl Pumped for GroupActor {
+    type Op = Op;
 
-impl ActorFuture<GroupActor> for EventPump {
-    type Output = ();
+    fn set_pump_waker(&mut self, waker: std::task::Waker) {
+        self.pump_waker = Some(waker);
+    }
 
-    fn poll(
-        mut self: Pin<&mut Self>,
-        act: &mut GroupActor,
-        ctx: &mut Context<GroupActor>,
+    fn poll_op(&mut self, task: &mut TaskContext<'_>) -> Poll<Option<Op>> {
+        self.ops.poll_recv(task)
+    }
+
+    fn handle_op(&mut self, op: Op, _ctx: &mut Context<Self>) {
+        GroupActor::handle_op(self, op);
+    }
+
+    /// What callers queued together leaves together (one batch when
+    /// batching).
+    fn ops_taken(&mut self, ctx: &mut Context<Self>) {
+        self.flush_or_close(ctx);
+    }
+
+    fn handles_gone(&mut self, _ctx: &mut Context<Self>) {
+        // Every handle is gone: nobody can use the membership.
+        if self.leaving.is_none() {
+            let (done, _) = oneshot::channel();
+            GroupActor::handle_op(self, Op::Leave { done });
+        }
+    }
+
+    fn poll_event(
+        &mut self,
         task: &mut TaskContext<'_>,
-    ) -> Poll<()> {
-        act.pump_waker = Some(task.waker().clone());
-        let mut budget = EVENT_BUDGET;
-        while budget > 0 {
-            // Every op waiting first, then one flush: what callers queued
-            // together leaves together (one batch when batching).
-            let mut took_ops = false;
-            while budget > 0 {
-                match act.ops.poll_recv(task) {
-                    Poll::Ready(Some(op)) => {
-                        budget -= 1;
-                        took_ops = true;
-                        act.handle_op(op);
-                    }
-                    Poll::Ready(None) => {
-                        // Every handle is gone: nobody can use the membership.
-                        if act.leaving.is_none() {
-                            let (done, _) = oneshot::channel();
-                            act.handle_op(Op::Leave { done });
-                            took_ops = true;
-                        }
-                        break;
-                    }
-                    Poll::Pending => break,
-                }
-                if ctx.state().stopping() {
-                    return Poll::Ready(());
-                }
-            }
-            if took_ops {
-                act.flush_or_close(ctx);
-                if ctx.state().stopping() {
-                    return Poll::Ready(());
-                }
-            }
-            budget = budget.saturating_sub(1);
-            match act.conn.poll_event(task) {
-                Poll::Ready(Ok(event)) => {
-                    act.handle_event(event, ctx);
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
-                    }
-                }
-                Poll::Ready(Err(e)) => {
-                    act.close(e, ctx);
-                    return Poll::Ready(());
-                }
-                Poll::Pending => {
-                    act.flush_or_close(ctx);
-                    if ctx.state().stopping() {
-                        return Poll::Ready(());
-                    }
-                    if act.blocked_by_flow_control && !act.outbound.is_empty() {
-                        let retry = self
-                            .retry
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(TRY_AGAIN_BACKOFF)));
-                        if retry.as_mut().poll(task).is_ready() {
-                            self.retry = None;
-                            task.waker().wake_by_ref();
-                        }
-                    } else {
-                        self.retry = None;
-                    }
-                    match act.linger_until {
-                        Some(until) => {
-                            let deadline = tokio::time::Instant::from_std(until);
-                            let linger = self.linger.get_or_insert_with(|| {
-                                Box::pin(tokio::time::sleep_until(deadline))
-                            });
-                            if linger.deadline() != deadline {
-                                linger.as_mut().reset(deadline);
-                            }
-                            if linger.as_mut().poll(task).is_ready() {
-                                self.linger = None;
-                                task.waker().wake_by_ref();
-                            }
-                        }
-                        None => self.linger = None,
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
-        act.flush_or_close(ctx);
-        if ctx.state().stopping() {
-            return Poll::Ready(());
-        }
-        task.waker().wake_by_ref();
-        Poll::Pending
+    ) -> Poll<Result<TransportEvent, TransportError>> {
+        self.conn.poll_event(task)
+    }
+
+    fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
+        GroupActor::handle_event(self, event, ctx);
+    }
+
+    fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {
+        GroupActor::close(self, error, ctx);
+    }
+
+    fn idle(&mut self, ctx: &mut Context<Self>) {
+        self.flush_or_close(ctx);
+    }
+
+    fn send_blocked(&self) -> bool {
+        self.blocked_by_flow_control && !self.outbound.is_empty()
+    }
+
+    fn linger_deadline(&self) -> Option<tokio::time::Instant> {
+        self.linger_until.map(tokio::time::Instant::from_std)
     }
 }
 
