@@ -705,18 +705,27 @@ fn member_of(agent: &Agent) -> actix_cpg::Member {
     )
 }
 
-/// Every agent's `names` answer, which must agree.
+/// Every agent's `names` answer, once they agree. A registration's answer
+/// on its own member says its place in the order is decided; the other
+/// members may not have read that far yet, so this asks again until every
+/// registry is the same (or fails after 20 s).
 async fn agreed_names(agents: &mut [Agent]) -> String {
-    let mut seen = Vec::new();
-    for a in agents.iter_mut() {
-        a.cmd("names");
-        seen.push(a.expect("NAMES").await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut seen = Vec::new();
+        for a in agents.iter_mut() {
+            a.cmd("names");
+            seen.push(a.expect("NAMES").await);
+        }
+        if seen.windows(2).all(|w| w[0] == w[1]) {
+            return seen.swap_remove(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "registries differ: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        seen.windows(2).all(|w| w[0] == w[1]),
-        "registries differ: {seen:?}"
-    );
-    seen.swap_remove(0)
 }
 
 /// A plain CPG client (no actix-cpg runtime) joins a group that serves a
