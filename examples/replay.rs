@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_cpg::record::{replay, Recording};
+use actix_cpg::group::replay;
+use actix_cpg::record::Recording;
 use actix_cpg::testing::{test_tree, TEST_TREE};
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::{

@@ -53,7 +53,7 @@
 //!
 //! The [`transport::sim`] backend is an in-process cluster with the same
 //! semantics (and fault injection); the `corosync` feature adds
-//! [`transport::corosync`], the real thing.
+//! `transport::corosync`, the real thing.
 //!
 //! # Example
 //!
@@ -135,11 +135,12 @@ pub use election::{
     Election, ElectionConfig, ElectionError, ElectionEvent, ElectionStatus, Epoch, Leadership,
     GROUP_ELECTION,
 };
+pub use group::RemoteAddr;
 pub use group::{
     child_name, BatchConfig, CallError, Child, ChildContext, ExitReporter, Factories, Group,
     GroupConfig, GroupError, GroupEvent, MetricsSnapshot, NameDropReason, RemoteFailure, Terminate,
 };
-pub use remote::{Handlers, RemoteAddr, RemoteMessage};
+pub use remote::{Handlers, RemoteMessage};
 pub use replicated::{
     Delivery, Executed, PrimaryEpoch, RefusedCounts, Replica, ReplicaConfig, ReplicaError,
     ReplicaEvent, ReplicaStatus, StateId, StateMachine,

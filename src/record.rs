@@ -1,11 +1,11 @@
-//! Recording a member's ordered stream, and replaying it offline.
+//! Recording a member's ordered stream to a file, and reading it back.
 //!
 //! Every group-level decision is a function of the ordered stream (and the
 //! state handed over in it), so a file holding that stream reproduces every
 //! decision a member took — the tool to reach for after an incident, as
 //! Pacemaker's `crm_simulate` is for its scheduler. Turn recording on with
 //! [`GroupConfig::record_to`](crate::GroupConfig::record_to); read a file
-//! with [`Recording::open`] and feed it to [`replay`], or run
+//! with [`Recording::open`] and feed it to [`crate::group::replay`], or run
 //! `cargo run --example replay -- FILE`.
 //!
 //! ```text
@@ -163,19 +163,14 @@ impl Recording {
     }
 }
 
-/// One decision reproduced by [`replay`], at its position in the stream.
+/// One decision reproduced by [`crate::group::replay`], at its position in
+/// the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replayed {
     /// Index of the entry that produced it.
     pub position: usize,
     /// What the member decided, in words.
     pub decision: String,
-}
-
-/// Feeds a recording to a fresh decision core and returns every decision it
-/// takes, in order: the same ones the recording member took.
-pub fn replay(recording: &Recording, max_message_size: usize) -> Vec<Replayed> {
-    crate::group::replay_registry(recording, max_message_size)
 }
 
 #[cfg(test)]

@@ -530,7 +530,7 @@ async fn a_keyed_recording_holds_the_verified_envelopes_and_replays_without_the_
         }
     }
     assert!(delivered >= 4);
-    let decisions: Vec<String> = actix_cpg::record::replay(&recording, 16 << 20)
+    let decisions: Vec<String> = actix_cpg::group::replay(&recording, 16 << 20)
         .into_iter()
         .map(|d| d.decision)
         .collect();

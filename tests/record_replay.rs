@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_cpg::record::{replay, Recording};
+use actix_cpg::group::replay;
+use actix_cpg::record::Recording;
 use actix_cpg::testing::Echo;
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::transport::Connection;

@@ -19,7 +19,7 @@
 //! ```
 //!
 //! Everything the harness needs from a core's internals goes through
-//! [`Subject`] and the three `fuzz_access` lists (`group`, `replicated`,
+//! `Subject` and the three `fuzz_access` lists (`group`, `replicated`,
 //! `election`), so a change of a core touches its `Subject` and nothing
 //! else.
 

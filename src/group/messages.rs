@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::remote::RemoteFailure;
+
 use crate::supervisor::{
     ChildPath, FencingToken, Fingerprint, IncarnationId, MergeOffer, TreeSpec,
 };
@@ -214,19 +216,6 @@ pub(crate) struct Reply {
     pub to: Member,
     /// The encoded result, or why there is none.
     pub outcome: Result<Vec<u8>, RemoteFailure>,
-}
-
-/// Why a host could not produce a reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RemoteFailure {
-    /// The host does not accept this message type under that name.
-    UnknownType(String),
-    /// The payload did not decode as the named type.
-    BadPayload(String),
-    /// The local actor is gone (stopped) or its mailbox is closed.
-    ActorGone,
-    /// The result could not be encoded.
-    Encode(String),
 }
 
 /// `Kind::SyncRequest`: a member without the group state asks for it. The

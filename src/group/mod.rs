@@ -14,10 +14,11 @@ mod gate;
 mod inbound;
 mod messages;
 mod metrics;
+mod remote_addr;
 mod replay;
 mod runtime;
 
-pub(crate) use self::replay::replay_registry;
+pub use self::replay::replay;
 /// What `crate::fuzzing` drives: the core, its receive pipeline and the
 /// wire types of its messages, in one list so the harness's coupling to
 /// this module stays visible.
@@ -45,8 +46,9 @@ use self::gate::{Admission, GateClosed, SendGate};
 pub use self::messages::RemoteFailure;
 pub(crate) use self::messages::RequestHead;
 pub use self::metrics::{GroupMetrics, MetricsSnapshot};
+pub use self::remote_addr::RemoteAddr;
 use self::runtime::{GroupActor, Op, Outlets};
-use crate::remote::{Handlers, RemoteAddr, RemoteMessage};
+use crate::remote::{Handlers, RemoteMessage};
 use crate::supervisor::{ChildStatus, SupervisionEvent, TreeSpec};
 use crate::transport::{Connection, GroupName, Member, MemberChange, Reason, TransportError};
 

@@ -9,8 +9,11 @@ use crate::record::{Recorded, Recording, Replayed};
 use crate::supervisor::{Command as SupCommand, SupervisionEvent};
 use crate::wire::Codec;
 
-/// Every decision the registry core takes over `recording`, in words.
-pub(crate) fn replay_registry(recording: &Recording, max_message_size: usize) -> Vec<Replayed> {
+/// Feeds a recording to a fresh decision core and returns every decision it
+/// takes, in order and in words: the same ones the recording member took
+/// (its deliveries go through the member's own receive pipeline,
+/// `super::inbound`).
+pub fn replay(recording: &Recording, max_message_size: usize) -> Vec<Replayed> {
     let codec = Codec::new(max_message_size);
     let mut core = GroupCore::new(recording.local);
     let mut pieces = Reassembly::default();

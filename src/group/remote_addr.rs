@@ -1,0 +1,145 @@
+//! [`RemoteAddr`]: the sending side of remote messages, a typed address of
+//! a named actor somewhere in the group (the receiving side,
+//! [`crate::remote::Handlers`], is in [`crate::remote`]).
+
+use std::future::Future;
+use std::marker::PhantomData;
+
+use crate::group::{CallError, Group, RequestHead};
+use crate::remote::RemoteMessage;
+use crate::supervisor::FencingToken;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::wire::Kind;
+
+/// A typed address of a named actor somewhere in the group.
+pub struct RemoteAddr<M> {
+    group: Group,
+    name: String,
+    fence: Option<FencingToken>,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for RemoteAddr<M> {
+    fn clone(&self) -> Self {
+        RemoteAddr {
+            group: self.group.clone(),
+            name: self.name.clone(),
+            fence: self.fence,
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for RemoteAddr<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteAddr")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl<M> RemoteAddr<M> {
+    pub(crate) fn new(group: Group, name: String) -> Self {
+        RemoteAddr {
+            group,
+            name,
+            fence: None,
+            _message: PhantomData,
+        }
+    }
+
+    /// The registered name this address points at.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Only for the incarnation of the supervised child with this fencing
+    /// token (from [`crate::supervisor::SlotStatus::Running`] or a
+    /// `ChildStarted`/`ChildRestarted` event). If, where the request lands in
+    /// the total order, the child runs another incarnation (or none), every
+    /// member refuses it alike: the caller gets
+    /// [`CallError::StaleIncarnation`] and nothing is delivered.
+    pub fn fenced(mut self, token: FencingToken) -> Self {
+        self.fence = Some(token);
+        self
+    }
+}
+
+impl<M> RemoteAddr<M>
+where
+    M: RemoteMessage,
+    M::Result: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Sends `msg` and awaits the actor's reply. The request takes its place
+    /// among this process's messages when this is called (not when the
+    /// future is first polled), so requests made one after the other enter
+    /// the total order in that order. If the send queue is full the future
+    /// waits for room, keeping that place; dropping it before then gives the
+    /// place up and sends nothing.
+    ///
+    /// Fails with [`CallError::NoSuchName`] if nobody holds the name when
+    /// the request reaches its place in the order, and with
+    /// [`CallError::HostLeft`] if the host leaves before replying.
+    pub fn send(&self, msg: M) -> impl Future<Output = Result<M::Result, CallError>> + 'static {
+        let codec = self.group.codec();
+        let call = self
+            .encode(&msg, true)
+            .map(|(id, bytes)| self.group.call(id, bytes, true));
+        async move {
+            let reply = call?.await?.ok_or(CallError::Closed)?;
+            codec
+                .decode_payload(&reply)
+                .map_err(|e| CallError::Codec(e.to_string()))
+        }
+    }
+
+    /// Sends `msg` without awaiting a reply. Takes its place in the order
+    /// when called, like [`RemoteAddr::send`]; resolves once the message is
+    /// multicast (a message in pieces: once it is back whole, see
+    /// `GroupConfig::chunk_size`), so a producer that awaits it (or keeps a
+    /// bounded number of these in flight) is held back by the send window
+    /// and queue.
+    pub fn tell(&self, msg: M) -> impl Future<Output = Result<(), CallError>> + 'static {
+        let call = self
+            .encode(&msg, false)
+            .map(|(id, bytes)| self.group.call(id, bytes, false));
+        async move { call?.await.map(|_| ()) }
+    }
+
+    /// Queues `msg` for the actor now, or fails with
+    /// [`CallError::WouldBlock`] (nothing queued; `msg` is still the
+    /// caller's) when the send queue is full or others wait for it. A
+    /// producer that meets `WouldBlock` awaits [`Group::ready_to_send`] and
+    /// tries again, so memory stays bounded however fast it is.
+    ///
+    /// [`Group::ready_to_send`]: crate::Group::ready_to_send
+    pub fn try_tell(&self, msg: &M) -> Result<(), CallError> {
+        let (id, bytes) = self.encode(msg, false)?;
+        self.group.try_forget(id, bytes)
+    }
+
+    /// The request envelope, with the message serialized straight into it.
+    fn encode(&self, msg: &M, want_reply: bool) -> Result<(u64, Vec<u8>), CallError> {
+        let id = self.group.next_request_id();
+        let head = RequestHead {
+            id,
+            target: &self.name,
+            type_tag: M::TYPE_TAG,
+            want_reply,
+            fence: self.fence,
+        };
+        let bytes = self
+            .group
+            .codec()
+            .encode_with_written_head(
+                Kind::Request,
+                head.encoded_len(),
+                |out| head.write(out),
+                msg,
+            )
+            .map_err(|e| CallError::Codec(e.to_string()))?;
+        Ok((id, bytes))
+    }
+}
