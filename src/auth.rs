@@ -161,6 +161,7 @@ impl fmt::Debug for GroupKey {
 
 /// Why a key could not be made. Nothing was derived; fix the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The key file is empty.
     #[error("key file is empty")]
@@ -173,6 +174,7 @@ pub enum KeyError {
 /// Why a delivery failed verification. Each is dropped and counted alike;
 /// the kinds only make the log useful.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Unauthenticated {
     /// Shorter than the MAC header.
     Truncated,

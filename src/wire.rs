@@ -120,6 +120,7 @@ impl Kind {
 /// Why bytes could not be decoded. The input is left untouched; nothing is
 /// retried: the message is counted and dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// Fewer bytes than a header.
     #[error("message of {0} bytes is shorter than the {HEADER_LEN}-byte header")]

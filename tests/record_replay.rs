@@ -66,6 +66,8 @@ fn describe(event: &GroupEvent) -> String {
             format!("gave up waiting after {buffered} buffered messages; asks again")
         }
         GroupEvent::Closed { error } => format!("closed: {error}"),
+        // A kind added later: the replay has no words for it yet.
+        other => format!("{other:?}"),
     }
 }
 

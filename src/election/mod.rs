@@ -78,6 +78,7 @@ pub struct Leadership {
 
 /// Something that happened, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ElectionEvent {
     /// The membership changed.
     ViewChanged {
@@ -133,6 +134,7 @@ pub enum ElectionEvent {
 
 /// Why an election operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ElectionError {
     /// The transport failed or refused; nothing changed.
     #[error("transport: {0}")]

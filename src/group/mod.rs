@@ -183,6 +183,7 @@ impl BatchConfig {
 /// stream; every member sees the same sequence of these (except `Ready`,
 /// which marks when this member got the state).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GroupEvent {
     /// The membership changed.
     ViewChanged {
@@ -245,6 +246,7 @@ pub enum NameDropReason {
 
 /// Why a remote call produced no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// No actor was registered under the name when the request reached its
     /// place in the order. Retrying helps once someone registers it.
@@ -290,6 +292,7 @@ pub enum CallError {
 
 /// Why a group operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum GroupError {
     /// Another member registered the name first in the total order. Nothing
     /// changed; retry with another name or after the owner releases it.

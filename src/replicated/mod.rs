@@ -218,6 +218,7 @@ impl Default for ReplicaConfig {
 
 /// Something that happened to this replica, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplicaEvent {
     /// The membership changed (the view is installing).
     ViewChanged {
@@ -284,6 +285,7 @@ pub enum ReplicaEvent {
 
 /// Why a command has no response. Each variant says whether it was applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReplicaError {
     /// The command reached the order in a view that is not a primary
     /// component: no member applied it. Retry once the group is primary.

@@ -142,6 +142,7 @@ pub enum IgnoreReason {
 
 /// A fact about supervision, for subscribers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum SupervisionEvent {
     /// A tree was created (or started again after its root gave up).
     TreeStarted {

@@ -245,6 +245,7 @@ pub const MAX_DEPTH: usize = 32;
 /// Why a spec was refused. Refusing leaves every state unchanged; the same
 /// spec is refused again, so a retry only helps after fixing it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum SpecError {
     /// A child id is empty.
     #[error("a child under {parent:?} has an empty id")]

@@ -161,6 +161,7 @@ pub enum FlowControl {
 
 /// A transport failure. Each variant says whether a retry can help.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportError {
     /// The daemon applies flow control: nothing was sent; retry the same
     /// message later (after dispatching). Order is kept if the caller

@@ -158,6 +158,7 @@ pub enum FlowControlPolicy {
 /// A fault-injection or cluster-control call that could not be applied.
 /// Every variant leaves the cluster unchanged.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SimError {
     /// The cluster was not configured with this node. Nothing changed.
     #[error("the cluster has no {0}")]
