@@ -23,7 +23,15 @@
 //!   and applies commands in the total order, only while the group is a
 //!   primary component; joiners get a snapshot ([`replicated`]);
 //! - an [`Election`] names one leader per quorate view, with a fencing
-//!   [`Epoch`] that only grows ([`election`]).
+//!   [`Epoch`] that only grows ([`election`]);
+//! - a **supervision tree** ([`TreeSpec`]: Erlang/OTP supervisors of
+//!   workers, with restart strategies, intensities and placement policies)
+//!   started with [`Group::start_tree`] runs its children across the
+//!   members: the supervision engine ([`supervisor`]) decides from the
+//!   ordered stream where each child runs and when it restarts — a member
+//!   leaving or its node going down restarts its children elsewhere, on
+//!   every member alike — and each incarnation carries a [`FencingToken`]
+//!   so a call to a stale one is refused.
 //!
 //! ```text
 //!  examples/ tests/              users (kv_store, leader_election, demo)
@@ -144,6 +152,10 @@ pub use remote::{Handlers, RemoteMessage};
 pub use replicated::{
     Delivery, Executed, PrimaryEpoch, RefusedCounts, Replica, ReplicaConfig, ReplicaError,
     ReplicaEvent, ReplicaStatus, StateId, StateMachine,
+};
+pub use supervisor::{
+    ChildSpec, ChildStatus, FencingToken, Placement, PlacementPolicy, QuorumPolicy, RestartType,
+    Shutdown, SlotStatus, Strategy, SupervisionEvent, SupervisorSpec, TreeSpec,
 };
 pub use transport::{
     Connection, GroupName, Member, MemberChange, NodeId, Reason, Transport, TransportError,
