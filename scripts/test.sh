@@ -45,13 +45,13 @@ step "fuzz targets, 5 s each from the committed seeds (installs cargo-fuzz if mi
 bash scripts/fuzz.sh smoke 5
 
 step "benches, once each with one message (cargo test --benches)"
-cargo test --all-features --benches
+cargo test --workspace --all-features --benches
 
 step "bench smoke on both backends (seconds; the full run is in BENCHMARKS.md)"
-cargo run --features corosync --example bench -- --smoke --corosync --nodes 1,3 --overload 3 --key
+cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --nodes 1,3 --overload 3 --key
 
 step "bench smoke with knet crypto off, then on (restarts the cluster; ends with the default)"
-cargo run --features corosync --example bench -- --smoke --corosync --no-sim --nodes 1 --no-latency --crypto both
+cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --no-sim --nodes 1 --no-latency --crypto both
 
 step "demo on the sim backend"
 cargo run --example demo

@@ -2,3 +2,9 @@
 //!
 //! Nothing here is for users of the library; the package is never
 //! published.
+//!
+//! - [`bench`]: the bench orchestrator behind the `bench` binary and
+//!   `benches/throughput.rs` (the raw binding and actix-cpg in the same run).
+#![deny(missing_docs)]
+
+pub mod bench;
