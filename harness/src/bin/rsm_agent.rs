@@ -8,7 +8,7 @@
 //! ip netns exec acpg-n1 target/debug/rsm-agent elect GROUP
 //! ```
 //!
-//! `kv` serves the line protocol of `actix_cpg::kv` after a `READY member`
+//! `kv` serves the line protocol of `actix_cpg_harness::kv_lines` after a `READY member`
 //! line (once the replica holds the state) and, if it received the state
 //! by snapshot, a `RESTORED from bytes ms-since-start` line. `elect` prints `READY member`,
 //! then `VIEW members=N left=a:Reason,...`, `ELECTED epoch`,
@@ -24,12 +24,13 @@
 use std::io::BufRead;
 use std::time::Instant;
 
-use actix_cpg::kv::{serve_lines, KvStore};
+use actix_cpg::kv::KvStore;
 use actix_cpg::transport::corosync::Corosync;
 use actix_cpg::{
     Delivery, Election, ElectionConfig, ElectionEvent, GroupName, Replica, ReplicaConfig,
     Transport, GROUP_ELECTION,
 };
+use actix_cpg_harness::kv_lines::serve_lines;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 async fn kv(
