@@ -20,3 +20,17 @@ pub mod kv_lines;
 pub use conformance::{
     decode_hex, encode_hex, run, run_stdio, test_tree, Echo, Mode, TEST_TREE, TEST_TREE_CHILDREN,
 };
+
+/// Sends this process's logs (the library's `tracing` events) to stderr,
+/// filtered by `RUST_LOG` (`warn` when unset). An agent's stdout carries its
+/// protocol lines; its stderr is the test's, so a failing real-cluster test
+/// shows what its agents logged.
+pub fn log_to_stderr() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A subscriber already installed (a second call) keeps its place.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

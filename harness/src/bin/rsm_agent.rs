@@ -8,6 +8,8 @@
 //! ip netns exec acpg-n1 target/debug/rsm-agent elect GROUP
 //! ```
 //!
+//! Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+//!
 //! `kv` serves the line protocol of `actix_cpg_harness::kv_lines` after a `READY member`
 //! line (once the replica holds the state) and, if it received the state
 //! by snapshot, a `RESTORED from bytes ms-since-start` line. `elect` prints `READY member`,
@@ -31,6 +33,7 @@ use actix_cpg::{
     Transport, GROUP_ELECTION,
 };
 use actix_cpg_harness::kv_lines::serve_lines;
+use actix_cpg_harness::log_to_stderr;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 async fn kv(
@@ -166,6 +169,7 @@ async fn elect(
 }
 
 fn main() {
+    log_to_stderr();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(mode), Some(group)) = (args.first(), args.get(1)) else {
         eprintln!("usage: rsm-agent kv|elect GROUP [--safe] [--join-only]");
