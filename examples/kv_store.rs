@@ -160,12 +160,16 @@ fn serve(replica: Replica<KvStore>) -> Client {
             if body.is_empty() {
                 continue;
             }
-            let answer = answer(&replica, &body);
-            let out = out_tx.clone();
-            // Answers go out as they come: use tags to match them.
-            actix::spawn(async move {
-                let _ = out.send(format!("{tag}{}", answer.await));
-            });
+            let (answer, waits) = answer(&replica, &body);
+            if waits {
+                // Its answer goes out when it comes: use tags to match them.
+                let out = out_tx.clone();
+                actix::spawn(async move {
+                    let _ = out.send(format!("{tag}{}", answer.await));
+                });
+            } else {
+                let _ = out_tx.send(format!("{tag}{}", answer.await));
+            }
         }
     });
     Client {
@@ -174,9 +178,11 @@ fn serve(replica: Replica<KvStore>) -> Client {
     }
 }
 
-/// The answer to one request. A command enters the total order before
-/// this returns, so pipelined commands keep their line order.
-fn answer(replica: &Replica<KvStore>, line: &str) -> LocalBoxFuture<'static, String> {
+/// The answer to one request, and whether it waits for the group (a
+/// command, or `wait-primary`) rather than for this replica alone. A
+/// command enters the total order before this returns, so pipelined
+/// commands keep their line order.
+fn answer(replica: &Replica<KvStore>, line: &str) -> (LocalBoxFuture<'static, String>, bool) {
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
     let words: Vec<&str> = rest.split_whitespace().collect();
     let word = |w: &str| (w != "-").then(|| w.to_owned());
@@ -198,7 +204,7 @@ fn answer(replica: &Replica<KvStore>, line: &str) -> LocalBoxFuture<'static, Str
         },
         ("read", [key]) => {
             let (replica, key) = (replica.clone(), key.to_string());
-            return async move {
+            let read = async move {
                 match replica
                     .query(move |s: &KvStore| s.get(&key).map(str::to_owned))
                     .await
@@ -206,47 +212,52 @@ fn answer(replica: &Replica<KvStore>, line: &str) -> LocalBoxFuture<'static, Str
                     Ok(value) => format!("LOCAL {}", value.as_deref().unwrap_or("-")),
                     Err(e) => error_line(&e),
                 }
-            }
-            .boxed_local();
+            };
+            return (read.boxed_local(), false);
         }
         ("status", []) => {
             let s = replica.status();
             let epoch = s.epoch.map_or_else(|| "-".to_owned(), |e| e.to_string());
-            return ready(format!(
+            let status = format!(
                 "STATUS primary={} epoch={epoch} members={} applied={} holding={}",
                 s.primary,
                 s.members.len(),
                 s.state.applied,
                 s.holding
-            ))
-            .boxed_local();
+            );
+            return (ready(status).boxed_local(), false);
         }
         ("digest", []) => {
             let replica = replica.clone();
-            return async move {
+            let digest = async move {
                 let digest = replica.query(|s: &KvStore| (s.len(), s.digest())).await;
                 let applied = replica.status().state.applied;
                 match digest {
                     Ok((keys, hash)) => format!("DIGEST {applied} {keys} {hash:016x}"),
                     Err(e) => error_line(&e),
                 }
-            }
-            .boxed_local();
+            };
+            return (digest.boxed_local(), false);
         }
         ("wait-primary", []) => {
             let replica = replica.clone();
-            return async move {
+            let primary = async move {
                 match replica.wait_primary().await {
                     Ok(epoch) => format!("PRIMARY {epoch}"),
                     Err(e) => error_line(&e),
                 }
-            }
-            .boxed_local();
+            };
+            return (primary.boxed_local(), true);
         }
-        _ => return ready(format!("ERR cannot parse {line:?}")).boxed_local(),
+        _ => {
+            return (
+                ready(format!("ERR cannot parse {line:?}")).boxed_local(),
+                false,
+            )
+        }
     };
     let executed = replica.execute_traced(command);
-    async move {
+    let outcome = async move {
         let executed = match executed.await {
             Ok(executed) => executed,
             Err(e) => return error_line(&e),
@@ -262,8 +273,8 @@ fn answer(replica: &Replica<KvStore>, line: &str) -> LocalBoxFuture<'static, Str
             }
             KvResponse::Filled(n) => format!("FILLED {pos} {n}"),
         }
-    }
-    .boxed_local()
+    };
+    (outcome.boxed_local(), true)
 }
 
 fn error_line(error: &ReplicaError) -> String {
