@@ -1,7 +1,8 @@
 //! `cargo bench --bench mac`: the CPU cost of a group key alone — sealing
 //! an envelope (MAC computed, copied behind the MAC header) and opening it
 //! (MAC checked, header stripped) — per message size, without a transport.
-//! What it adds to a whole path is measured by `examples/bench.rs --key`.
+//! What it adds to a whole path is measured by the harness's `bench
+//! --key` (`harness/src/bin/bench.rs`).
 
 use std::hint::black_box;
 

@@ -5,10 +5,14 @@
 //! - bare: three plain CPG clients (no actix-cpg protocol), one per node;
 //!   the one on node 3 is killed; time until the first of the others gets
 //!   the `ProcDown` confchg;
-//! - supervised: three members run the test tree
-//!   (`actix_cpg::testing::test_tree`); the process hosting child `a` is
-//!   killed; times until a survivor sees the confchg, until `a` runs on a
+//! - supervised: three members run a tree of six workers (the one the
+//!   conformance suite runs); the process hosting child `a` is killed;
+//!   times until a survivor sees the confchg, until `a` runs on a
 //!   survivor, and until the group registry names its new host.
+//!
+//! Members are processes of this example (`--member GROUP raw|group`, in
+//! `member` below), each in its node's network namespace, printing one line
+//! per event on stdout.
 //!
 //! Times are taken by this parent process when the members' lines arrive,
 //! from just before the kill. Run as root with the cluster up:
@@ -26,9 +30,7 @@ mod run {
     use std::sync::mpsc::{channel, Receiver};
     use std::time::{Duration, Instant};
 
-    use actix_cpg::testing::{self, Mode, TEST_TREE_CHILDREN};
-    use actix_cpg::transport::corosync::Corosync;
-    use actix_cpg::GroupName;
+    use super::member::TREE_CHILDREN;
 
     const WAIT: Duration = Duration::from_secs(30);
 
@@ -49,7 +51,7 @@ mod run {
             let mut process = Command::new("ip")
                 .args(["netns", "exec", &format!("acpg-n{node}")])
                 .arg(exe)
-                .args(["--agent", group, mode])
+                .args(["--member", group, mode])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -149,7 +151,7 @@ mod run {
         let deadline = Instant::now() + WAIT;
         loop {
             let c = census(agents);
-            let ok = TEST_TREE_CHILDREN
+            let ok = TREE_CHILDREN
                 .iter()
                 .all(|n| c.get(*n).is_some_and(|h| h.len() == 1));
             if ok {
@@ -288,17 +290,192 @@ mod run {
         );
         Ok(())
     }
+}
 
-    /// Member mode: the conformance agent over the real backend.
-    pub fn agent(group: &str, mode: &str) {
-        let mode = if mode == "raw" {
-            Mode::Raw
-        } else {
-            Mode::Group
+#[cfg(feature = "corosync")]
+mod member {
+    //! One member process: `raw`, a plain CPG client (the bare detection
+    //! time), or `group`, a group member that starts the tree when it reads
+    //! `tree` on stdin. It prints `READY member`, then `CONFCHG members=..
+    //! left=member:Reason,..` per view change and, in group mode, `TREE ok`,
+    //! `CHILD-UP name incarnation`, `CHILD-DOWN name incarnation` and
+    //! `NAME-UP name host`. Ends when stdin closes.
+
+    use std::io::BufRead;
+
+    use actix::prelude::*;
+    use actix_cpg::supervisor::{
+        ChildSpec, QuorumPolicy, RestartType, Strategy, SupervisorSpec, TreeSpec,
+    };
+    use actix_cpg::transport::corosync::{Corosync, CorosyncConnection};
+    use actix_cpg::transport::next_event;
+    use actix_cpg::{
+        BatchConfig, Child, ChildContext, Connection, Factories, Group, GroupConfig, GroupEvent,
+        GroupName, Handlers, Member, MemberChange, Terminate, Transport, TransportEvent,
+    };
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    const TREE: &str = "conformance";
+
+    /// Group-wide names of the tree's workers.
+    pub const TREE_CHILDREN: [&str; 6] = [
+        "conformance/a",
+        "conformance/b",
+        "conformance/c",
+        "conformance/t",
+        "conformance/sub/s1",
+        "conformance/sub/s2",
+    ];
+
+    /// Three permanent workers, a transient one and a nested `one_for_all`
+    /// supervisor of two, with the `Stop` quorum policy.
+    fn tree() -> TreeSpec {
+        let nested = SupervisorSpec::new(Strategy::OneForAll)
+            .intensity(100, 60_000)
+            .child(ChildSpec::worker("s1", "probe"))
+            .child(ChildSpec::worker("s2", "probe"));
+        TreeSpec::new(
+            SupervisorSpec::new(Strategy::OneForOne)
+                .intensity(100, 60_000)
+                .child(ChildSpec::worker("a", "probe"))
+                .child(ChildSpec::worker("b", "probe"))
+                .child(ChildSpec::worker("c", "probe"))
+                .child(ChildSpec::worker("t", "probe").restart(RestartType::Transient))
+                .child(ChildSpec::supervisor("sub", nested)),
+        )
+        .quorum_policy(QuorumPolicy::Stop)
+    }
+
+    /// A worker that says when it starts and stops.
+    struct Probe {
+        name: String,
+        incarnation: u64,
+    }
+
+    impl Actor for Probe {
+        type Context = Context<Self>;
+        fn started(&mut self, _: &mut Context<Self>) {
+            println!("CHILD-UP {} {}", self.name, self.incarnation);
+        }
+        fn stopped(&mut self, _: &mut Context<Self>) {
+            println!("CHILD-DOWN {} {}", self.name, self.incarnation);
+        }
+    }
+
+    impl Handler<Terminate> for Probe {
+        type Result = ();
+        fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+
+    fn probes() -> Factories {
+        Factories::new().worker("probe", |ctx: &ChildContext| {
+            let probe = Probe {
+                name: ctx.name.clone(),
+                incarnation: ctx.incarnation.0,
+            };
+            // Served under its name: the registry names the new host.
+            Child::serving(Handlers::new(probe.start()))
+        })
+    }
+
+    fn confchg_line(members: &[Member], left: &[MemberChange]) -> String {
+        let members: Vec<String> = members.iter().map(Member::to_string).collect();
+        let left: Vec<String> = left
+            .iter()
+            .map(|c| format!("{}:{:?}", c.member, c.reason))
+            .collect();
+        format!(
+            "CONFCHG members={} left={}",
+            members.join(","),
+            left.join(",")
+        )
+    }
+
+    async fn raw(
+        mut conn: CorosyncConnection,
+        input: &mut UnboundedReceiver<String>,
+    ) -> Result<(), String> {
+        let local = conn.local();
+        let mut ready = false;
+        loop {
+            tokio::select! {
+                event = next_event(&mut conn) => {
+                    if let TransportEvent::ConfChg { members, left, .. } =
+                        event.map_err(|e| e.to_string())?
+                    {
+                        if !ready && members.contains(&local) {
+                            ready = true;
+                            println!("READY {local}");
+                        }
+                        println!("{}", confchg_line(&members, &left));
+                    }
+                }
+                line = input.recv() => if line.is_none() {
+                    return Ok(());
+                },
+            }
+        }
+    }
+
+    async fn supervised(
+        conn: CorosyncConnection,
+        input: &mut UnboundedReceiver<String>,
+    ) -> Result<(), String> {
+        // Batching off: the configuration the figures in BENCHMARKS.md
+        // were measured with.
+        let config = GroupConfig {
+            batch: BatchConfig::disabled(),
+            ..GroupConfig::default()
         };
-        match GroupName::new(group) {
-            Ok(group) => testing::run_stdio(Corosync::new(), &group, mode),
-            Err(e) => println!("ERROR {e}"),
+        let group = Group::start(conn, config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut events = group.subscribe();
+        println!("READY {}", group.local());
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(GroupEvent::ViewChanged { members, left, .. }) => {
+                        println!("{}", confchg_line(&members, &left));
+                    }
+                    Ok(GroupEvent::NameRegistered { name, host }) => println!("NAME-UP {name} {host}"),
+                    Ok(GroupEvent::Closed { error }) => return Err(error.to_string()),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                line = input.recv() => match line.as_deref().map(str::trim) {
+                    Some("tree") => match group.start_tree(TREE, tree(), probes()).await {
+                        Ok(()) => println!("TREE ok"),
+                        Err(e) => println!("TREE err {e}"),
+                    },
+                    Some(other) => println!("ERROR unknown command {other:?}"),
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    pub fn main(group: &str, mode: &str) {
+        let (tx, mut input) = unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let result = actix::System::new().block_on(async move {
+            let name = GroupName::new(group).map_err(|e| e.to_string())?;
+            let conn = Corosync::new().join(&name).map_err(|e| e.to_string())?;
+            match mode {
+                "raw" => raw(conn, &mut input).await,
+                _ => supervised(conn, &mut input).await,
+            }
+        });
+        if let Err(e) = result {
+            println!("ERROR {e}");
         }
     }
 }
@@ -307,10 +484,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     #[cfg(feature = "corosync")]
     {
-        if let Some(i) = args.iter().position(|a| a == "--agent") {
+        if let Some(i) = args.iter().position(|a| a == "--member") {
             let group = args.get(i + 1).map(String::as_str).unwrap_or("");
             let mode = args.get(i + 2).map(String::as_str).unwrap_or("group");
-            run::agent(group, mode);
+            member::main(group, mode);
             return;
         }
         let rounds = args

@@ -24,7 +24,6 @@ use actix_cpg::fuzzing::{stream_from_events, stream_from_recording, summary, Op,
 use actix_cpg::kv::{KvCommand, KvStore};
 use actix_cpg::record::Recording;
 use actix_cpg::supervisor::{ChildSpec, QuorumPolicy, Strategy, SupervisorSpec, TreeSpec};
-use actix_cpg::testing::Echo;
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::transport::FlowControl;
 use actix_cpg::{
@@ -34,6 +33,17 @@ use actix_cpg::{
 };
 
 type Error = Box<dyn std::error::Error>;
+
+/// Asks an echo actor to answer with the same text. The tag is part of the
+/// recorded bytes the seeds are made from: it stays what it was when the
+/// committed seeds were made.
+#[derive(Message, serde::Serialize, serde::Deserialize, Debug)]
+#[rtype(result = "String")]
+struct Echo(String);
+
+impl actix_cpg::RemoteMessage for Echo {
+    const TYPE_TAG: &'static str = "actix-cpg.testing.Echo";
+}
 
 struct EchoActor;
 

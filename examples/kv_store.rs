@@ -4,8 +4,8 @@
 //!
 //! What it shows, printed as it happens:
 //! 1. two replicas found the group and become a primary component;
-//! 2. a client streams puts through one replica over the line protocol
-//!    (`actix_cpg::kv`), pipelined;
+//! 2. a client streams puts through one replica over a line protocol
+//!    (`serve` below), pipelined;
 //! 3. mid-stream a late joiner starts: it receives a snapshot taken at the
 //!    confchg that admitted it, replays what followed, and serves reads;
 //! 4. mid-stream the replica the client writes through is killed (SIGKILL
@@ -42,9 +42,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use actix_cpg::kv::{serve_lines, KvStore};
+use actix_cpg::kv::{KvCommand, KvResponse, KvStore};
 use actix_cpg::transport::sim::{SimCluster, SimProcess};
-use actix_cpg::{Delivery, GroupName, NodeId, Replica, ReplicaConfig, Transport};
+use actix_cpg::{Delivery, GroupName, NodeId, Replica, ReplicaConfig, ReplicaError, Transport};
+use futures::future::{ready, FutureExt, LocalBoxFuture};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -125,15 +126,167 @@ impl Backend for Sim {
     }
 }
 
-/// Serves the line protocol of `replica` over in-process channels.
+/// Serves a line protocol for `replica` over in-process channels. Each line
+/// is one request; an optional tag `#N ` is repeated in its answer, so a
+/// client can pipeline and match answers, and a command's answer names its
+/// position in the group's total order:
+///
+/// ```text
+///  put KEY VALUE...    OK POS                 (value: rest of the line)
+///  get KEY             VALUE POS VALUE  |  NONE POS
+///  del KEY             OK POS
+///  cas KEY OLD NEW     CAS POS ok  |  CAS POS fail CURRENT   (- for absent)
+///  read KEY            LOCAL VALUE  |  LOCAL -   (this replica, no order)
+///  status              STATUS primary=B epoch=E members=N applied=A holding=B
+///  digest              DIGEST APPLIED KEYS HASH
+///  wait-primary        PRIMARY EPOCH
+///  a failed request    ERR REASON             (not-primary, uncertain, ...)
+/// ```
+///
+/// `get` and `cas` are commands like `put`: they take their place in the
+/// total order, so reads are linearizable; `read` may be stale.
 fn serve(replica: Replica<KvStore>) -> Client {
-    let (in_tx, in_rx) = unbounded_channel();
+    let (in_tx, mut in_rx) = unbounded_channel::<String>();
     let (out_tx, out_rx) = unbounded_channel();
-    actix::spawn(serve_lines(replica, in_rx, out_tx));
+    actix::spawn(async move {
+        while let Some(line) = in_rx.recv().await {
+            let (tag, body) = match line.strip_prefix('#') {
+                Some(rest) => {
+                    let (tag, body) = rest.split_once(' ').unwrap_or((rest, ""));
+                    (format!("#{tag} "), body.trim().to_owned())
+                }
+                None => (String::new(), line.trim().to_owned()),
+            };
+            if body.is_empty() {
+                continue;
+            }
+            let (answer, waits) = answer(&replica, &body);
+            if waits {
+                // Its answer goes out when it comes: use tags to match them.
+                let out = out_tx.clone();
+                actix::spawn(async move {
+                    let _ = out.send(format!("{tag}{}", answer.await));
+                });
+            } else {
+                let _ = out_tx.send(format!("{tag}{}", answer.await));
+            }
+        }
+    });
     Client {
         tx: in_tx,
         rx: out_rx,
     }
+}
+
+/// The answer to one request, and whether it waits for the group (a
+/// command, or `wait-primary`) rather than for this replica alone. A
+/// command enters the total order before this returns, so pipelined
+/// commands keep their line order.
+fn answer(replica: &Replica<KvStore>, line: &str) -> (LocalBoxFuture<'static, String>, bool) {
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let word = |w: &str| (w != "-").then(|| w.to_owned());
+    let command = match (verb, words.as_slice()) {
+        ("put", [key, ..]) => KvCommand::Put {
+            key: key.to_string(),
+            value: rest.trim_start()[key.len()..].trim_start().to_owned(),
+        },
+        ("get", [key]) => KvCommand::Get {
+            key: key.to_string(),
+        },
+        ("del", [key]) => KvCommand::Delete {
+            key: key.to_string(),
+        },
+        ("cas", [key, old, new]) => KvCommand::Cas {
+            key: key.to_string(),
+            expected: word(old),
+            new: word(new),
+        },
+        ("read", [key]) => {
+            let (replica, key) = (replica.clone(), key.to_string());
+            let read = async move {
+                match replica
+                    .query(move |s: &KvStore| s.get(&key).map(str::to_owned))
+                    .await
+                {
+                    Ok(value) => format!("LOCAL {}", value.as_deref().unwrap_or("-")),
+                    Err(e) => error_line(&e),
+                }
+            };
+            return (read.boxed_local(), false);
+        }
+        ("status", []) => {
+            let s = replica.status();
+            let epoch = s.epoch.map_or_else(|| "-".to_owned(), |e| e.to_string());
+            let status = format!(
+                "STATUS primary={} epoch={epoch} members={} applied={} holding={}",
+                s.primary,
+                s.members.len(),
+                s.state.applied,
+                s.holding
+            );
+            return (ready(status).boxed_local(), false);
+        }
+        ("digest", []) => {
+            let replica = replica.clone();
+            let digest = async move {
+                let digest = replica.query(|s: &KvStore| (s.len(), s.digest())).await;
+                let applied = replica.status().state.applied;
+                match digest {
+                    Ok((keys, hash)) => format!("DIGEST {applied} {keys} {hash:016x}"),
+                    Err(e) => error_line(&e),
+                }
+            };
+            return (digest.boxed_local(), false);
+        }
+        ("wait-primary", []) => {
+            let replica = replica.clone();
+            let primary = async move {
+                match replica.wait_primary().await {
+                    Ok(epoch) => format!("PRIMARY {epoch}"),
+                    Err(e) => error_line(&e),
+                }
+            };
+            return (primary.boxed_local(), true);
+        }
+        _ => {
+            return (
+                ready(format!("ERR cannot parse {line:?}")).boxed_local(),
+                false,
+            )
+        }
+    };
+    let executed = replica.execute_traced(command);
+    let outcome = async move {
+        let executed = match executed.await {
+            Ok(executed) => executed,
+            Err(e) => return error_line(&e),
+        };
+        let pos = executed.state.applied;
+        match executed.response {
+            KvResponse::Previous(_) => format!("OK {pos}"),
+            KvResponse::Value(Some(v)) => format!("VALUE {pos} {v}"),
+            KvResponse::Value(None) => format!("NONE {pos}"),
+            KvResponse::Cas { swapped: true, .. } => format!("CAS {pos} ok"),
+            KvResponse::Cas { current, .. } => {
+                format!("CAS {pos} fail {}", current.as_deref().unwrap_or("-"))
+            }
+            KvResponse::Filled(n) => format!("FILLED {pos} {n}"),
+        }
+    };
+    (outcome.boxed_local(), true)
+}
+
+fn error_line(error: &ReplicaError) -> String {
+    let reason = match error {
+        ReplicaError::NotPrimary => "not-primary",
+        ReplicaError::Uncertain => "uncertain",
+        ReplicaError::NotMember => "not-member",
+        ReplicaError::Overloaded => "overloaded",
+        ReplicaError::Closed => "closed",
+        other => return format!("ERR {other}"),
+    };
+    format!("ERR {reason}")
 }
 
 fn tag_of(line: &str) -> Option<u64> {

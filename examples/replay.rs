@@ -18,7 +18,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_cpg::group::replay;
 use actix_cpg::record::Recording;
-use actix_cpg::testing::{test_tree, TEST_TREE};
+use actix_cpg::supervisor::{
+    ChildSpec, QuorumPolicy, RestartType, Strategy, SupervisorSpec, TreeSpec,
+};
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::{
     Child, ChildContext, Factories, Group, GroupConfig, GroupName, NodeId, Terminate, Transport,
@@ -35,6 +37,27 @@ impl Handler<Terminate> for Idle {
     fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
         ctx.stop();
     }
+}
+
+const TREE: &str = "conformance";
+
+/// The sample's tree: three permanent workers, a transient one and a
+/// nested `one_for_all` supervisor of two, with the `Stop` quorum policy.
+fn tree() -> TreeSpec {
+    let nested = SupervisorSpec::new(Strategy::OneForAll)
+        .intensity(100, 60_000)
+        .child(ChildSpec::worker("s1", "probe"))
+        .child(ChildSpec::worker("s2", "probe"));
+    TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .intensity(100, 60_000)
+            .child(ChildSpec::worker("a", "probe"))
+            .child(ChildSpec::worker("b", "probe"))
+            .child(ChildSpec::worker("c", "probe"))
+            .child(ChildSpec::worker("t", "probe").restart(RestartType::Transient))
+            .child(ChildSpec::supervisor("sub", nested)),
+    )
+    .quorum_policy(QuorumPolicy::Stop)
 }
 
 fn factories() -> Factories {
@@ -62,7 +85,7 @@ async fn record_sample() -> Result<PathBuf, Box<dyn std::error::Error>> {
         );
     }
     for g in std::iter::once(&recorded).chain(others.iter()) {
-        g.start_tree(TEST_TREE, test_tree(), factories()).await?;
+        g.start_tree(TREE, tree(), factories()).await?;
     }
     let pause = || actix_rt::time::sleep(Duration::from_millis(100));
     pause().await;

@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine, as root:
 #   - installs what it needs (corosync and its client libraries, by apt-get),
 #   - starts the real 3-node corosync cluster (scripts/cluster.sh up),
-#   - checks formatting and lints, runs every test (sim and real cluster),
+#   - checks formatting and lints, runs every test of the workspace (the
+#     library and the harness; sim and real cluster),
 #     a few seconds of each fuzz target, and the demo on both backends,
 #   - stops the cluster and removes its namespaces, whatever happened.
 #
@@ -35,23 +36,23 @@ bash scripts/cluster.sh up
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets --all-features -- -D warnings"
-cargo clippy --all-targets --all-features -- -D warnings
+step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "tests: sim backend and the real cluster"
-ACPG_CLUSTER=1 cargo test --all-features
+step "tests of the library and of the harness: sim backend and the real cluster"
+ACPG_CLUSTER=1 cargo test --workspace --all-features
 
 step "fuzz targets, 5 s each from the committed seeds (installs cargo-fuzz if missing)"
 bash scripts/fuzz.sh smoke 5
 
 step "benches, once each with one message (cargo test --benches)"
-cargo test --all-features --benches
+cargo test --workspace --all-features --benches
 
 step "bench smoke on both backends (seconds; the full run is in BENCHMARKS.md)"
-cargo run --features corosync --example bench -- --smoke --corosync --nodes 1,3 --overload 3 --key
+cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --nodes 1,3 --overload 3 --key
 
 step "bench smoke with knet crypto off, then on (restarts the cluster; ends with the default)"
-cargo run --features corosync --example bench -- --smoke --corosync --no-sim --nodes 1 --no-latency --crypto both
+cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --no-sim --nodes 1 --no-latency --crypto both
 
 step "demo on the sim backend"
 cargo run --example demo

@@ -134,7 +134,6 @@ pub mod replicated;
 pub(crate) mod roster;
 mod stable_hash;
 pub mod supervisor;
-pub mod testing;
 pub mod transport;
 pub mod wire;
 

@@ -5,7 +5,6 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_cpg::group::replay;
 use actix_cpg::record::Recording;
-use actix_cpg::testing::Echo;
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::transport::Connection;
 use actix_cpg::wire::{push_to_batch, Codec, HEADER_LEN};
@@ -13,6 +12,15 @@ use actix_cpg::{Group, GroupConfig, GroupEvent, GroupName, Handlers, NodeId, Tra
 
 #[path = "support/forgeries.rs"]
 mod forgeries;
+
+/// Asks an echo actor to answer with the same text.
+#[derive(Message, serde::Serialize, serde::Deserialize, Debug)]
+#[rtype(result = "String")]
+struct Echo(String);
+
+impl actix_cpg::RemoteMessage for Echo {
+    const TYPE_TAG: &'static str = "actix-cpg.testing.Echo";
+}
 
 struct EchoActor;
 

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_cpg::testing::{test_tree, TEST_TREE, TEST_TREE_CHILDREN};
+use actix_cpg::supervisor::{
+    ChildSpec, QuorumPolicy, RestartType, Strategy, SupervisorSpec, TreeSpec,
+};
 use actix_cpg::transport::sim::{Fault, FaultPlan, SimCluster};
 use actix_cpg::{
     Child, ChildContext, Factories, Group, GroupConfig, GroupName, Member, NodeId, Terminate,
@@ -23,6 +25,39 @@ use actix_cpg::{
 };
 
 type Census = Arc<Mutex<BTreeMap<String, Vec<Member>>>>;
+
+/// Name of the tree under test (the conformance agent's: placement hashes
+/// child names, so the same names keep the seeded schedules as they were).
+const TEST_TREE: &str = "conformance";
+
+/// Three permanent workers, a transient one and a nested `one_for_all`
+/// supervisor of two, with the `Stop` quorum policy.
+fn test_tree() -> TreeSpec {
+    let nested = SupervisorSpec::new(Strategy::OneForAll)
+        .intensity(100, 60_000)
+        .child(ChildSpec::worker("s1", "probe"))
+        .child(ChildSpec::worker("s2", "probe"));
+    TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .intensity(100, 60_000)
+            .child(ChildSpec::worker("a", "probe"))
+            .child(ChildSpec::worker("b", "probe"))
+            .child(ChildSpec::worker("c", "probe"))
+            .child(ChildSpec::worker("t", "probe").restart(RestartType::Transient))
+            .child(ChildSpec::supervisor("sub", nested)),
+    )
+    .quorum_policy(QuorumPolicy::Stop)
+}
+
+/// Group-wide names of the tree's workers.
+const TEST_TREE_CHILDREN: [&str; 6] = [
+    "conformance/a",
+    "conformance/b",
+    "conformance/c",
+    "conformance/t",
+    "conformance/sub/s1",
+    "conformance/sub/s2",
+];
 
 struct Probe {
     name: String,

@@ -453,6 +453,15 @@ async fn a_child_that_panics_is_restarted() {
     assert!(fresh.connected(), "a new incarnation was built");
 }
 
+/// Asks an echo actor to answer with the same text.
+#[derive(Message, serde::Serialize, serde::Deserialize, Debug)]
+#[rtype(result = "String")]
+struct Echo(String);
+
+impl actix_cpg::RemoteMessage for Echo {
+    const TYPE_TAG: &'static str = "actix-cpg.testing.Echo";
+}
+
 struct EchoWorker;
 
 impl Actor for EchoWorker {
@@ -466,13 +475,9 @@ impl Handler<Terminate> for EchoWorker {
     }
 }
 
-impl Handler<actix_cpg::testing::Echo> for EchoWorker {
+impl Handler<Echo> for EchoWorker {
     type Result = String;
-    fn handle(
-        &mut self,
-        actix_cpg::testing::Echo(s): actix_cpg::testing::Echo,
-        _: &mut Context<Self>,
-    ) -> String {
+    fn handle(&mut self, Echo(s): Echo, _: &mut Context<Self>) -> String {
         s
     }
 }
@@ -493,7 +498,6 @@ fn running_token(
 
 #[actix_rt::test]
 async fn a_request_fenced_to_a_stale_incarnation_is_refused() {
-    use actix_cpg::testing::Echo;
     let cluster = SimCluster::new(3);
     let name = GroupName::new("fenced").unwrap();
     let spec = TreeSpec::new(

@@ -13,7 +13,7 @@
 //!
 //! Every member, the sender included, receives every message, and every
 //! member sees confchgs at the same position among the messages (virtual
-//! synchrony). Both backends keep that promise; `tests/conformance*.rs`
+//! synchrony). Both backends keep that promise; `harness/tests/conformance.rs`
 //! checks they keep it alike.
 //!
 //! `Quorum` and `TotemConfChg` notifications come from the node's daemon,

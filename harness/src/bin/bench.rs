@@ -2,12 +2,12 @@
 //! actix-cpg measured in the same run, printed as Markdown tables.
 //!
 //! ```sh
-//! cargo run --release --example bench                      # sim backend only
-//! cargo run --release --features corosync --example bench -- --corosync   # and the real cluster
-//! cargo run --release --features corosync --example bench -- --corosync --no-sim --overload 60
-//! cargo run --example bench -- --smoke                      # seconds: CI keeps it from rotting
-//! cargo run --release --example bench -- --key --sizes 64,1024,16384,65536   # what a group key costs
-//! flock /tmp/acpg-cluster.lock cargo run --release --features corosync --example bench -- \
+//! cargo run -p actix-cpg-harness --release --bin bench                      # sim backend only
+//! cargo run -p actix-cpg-harness --release --features corosync --bin bench -- --corosync   # and the real cluster
+//! cargo run -p actix-cpg-harness --release --features corosync --bin bench -- --corosync --no-sim --overload 60
+//! cargo run -p actix-cpg-harness --bin bench -- --smoke                      # seconds: CI keeps it from rotting
+//! cargo run -p actix-cpg-harness --release --bin bench -- --key --sizes 64,1024,16384,65536   # what a group key costs
+//! flock /tmp/acpg-cluster.lock cargo run -p actix-cpg-harness --release --features corosync --bin bench -- \
 //!     --corosync --no-sim --crypto both --key    # knet crypto off, then on (restarts the cluster)
 //! ```
 //!
@@ -31,13 +31,13 @@
 //! libcpg's own fragmentation on the raw path.
 //!
 //! Every member is a process of this executable (one per node namespace on
-//! corosync); see `actix_cpg::testing::bench`. Tables go to stdout,
+//! corosync); see `actix_cpg_harness::bench`. Tables go to stdout,
 //! progress to stderr.
 
 use std::io::Write;
 use std::time::Duration;
 
-use actix_cpg::testing::bench::{self, Backend, Case, Crypto, Load, Outcome, Path};
+use actix_cpg_harness::bench::{self, Backend, Case, Crypto, Load, Outcome, Path};
 
 struct Options {
     sim: bool,

@@ -4,14 +4,14 @@
 //! in-process `sim` cluster (always), and on the real 3-node corosync
 //! cluster (with `--features corosync` and `ACPG_CLUSTER=1`, which
 //! `scripts/test.sh` sets after `scripts/cluster.sh up`). Members are
-//! conformance agents (`actix_cpg::testing`) driven by text lines: tasks in
+//! conformance agents (`actix_cpg_harness::conformance`) driven by text lines: tasks in
 //! this process on `sim`, `cpg-agent` processes in the nodes' network
 //! namespaces on corosync.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use actix_cpg::testing::Mode;
+use actix_cpg_harness::Mode;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// Long enough for NODEDOWN (token 1000 ms ⇒ about 3.5 s) and a merge.
@@ -489,7 +489,7 @@ async fn garbage_is_dropped_and_counted<B: Backend>(b: &mut B) {
 
 // ---- supervision -----------------------------------------------------------
 
-use actix_cpg::testing::TEST_TREE_CHILDREN;
+use actix_cpg_harness::TEST_TREE_CHILDREN;
 use std::collections::BTreeMap;
 
 /// Where each test-tree child runs, read from the agents' CHILD-UP and
@@ -694,7 +694,7 @@ async fn supervision_leave<B: Backend>(b: &mut B) {
 
 // ---- outsiders --------------------------------------------------------------
 
-#[path = "support/forgeries.rs"]
+#[path = "../../tests/support/forgeries.rs"]
 mod forgeries;
 
 fn member_of(agent: &Agent) -> actix_cpg::Member {
@@ -761,7 +761,7 @@ async fn hostile_member<B: Backend>(b: &mut B) {
         forgeries::quorum(false),
         forgeries::tick(u64::MAX),
         forgeries::sync_request(1),
-        forgeries::child_exited(actix_cpg::testing::TEST_TREE, &["a"], 1),
+        forgeries::child_exited(actix_cpg_harness::TEST_TREE, &["a"], 1),
         forgeries::quorum(true),
     ];
     let codec = actix_cpg::wire::Codec::new(1 << 20);
@@ -772,7 +772,7 @@ async fn hostile_member<B: Backend>(b: &mut B) {
         }
     }
     for bytes in &forged {
-        outsider.cmd(&format!("mcast {}", actix_cpg::testing::encode_hex(bytes)));
+        outsider.cmd(&format!("mcast {}", actix_cpg_harness::encode_hex(bytes)));
         outsider.expect("SENT 1").await;
     }
     // The deep spec went first: once every member has dropped it, the rest
@@ -865,7 +865,7 @@ mod sim_backend {
             self.processes.push(process);
             let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
             let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
-            actix::spawn(actix_cpg::testing::run(conn, mode, in_rx, out_tx));
+            actix::spawn(actix_cpg_harness::run(conn, mode, in_rx, out_tx));
             Agent::start(in_tx, out_rx).await
         }
 
@@ -916,7 +916,7 @@ mod corosync_backend {
     }
 
     fn cluster_script() -> String {
-        format!("{}/scripts/cluster.sh", env!("CARGO_MANIFEST_DIR"))
+        format!("{}/../scripts/cluster.sh", env!("CARGO_MANIFEST_DIR"))
     }
 
     impl Real {

@@ -1,10 +1,10 @@
-//! Throughput, latency and memory loads for `benches/` and
-//! `examples/bench.rs`, run against the raw binding and through actix-cpg
-//! in the same run.
+//! Throughput, latency and memory loads for `benches/throughput.rs` and
+//! the `bench` binary (`src/bin/bench.rs`), run against the raw binding
+//! and through actix-cpg in the same run.
 //!
 //! ```text
-//!  orchestrator (example / criterion bench)            member processes
-//!  ─────────────────────────────────────────            ────────────────
+//!  orchestrator (`bench` binary / criterion bench)     member processes
+//!  ───────────────────────────────────────────────     ────────────────
 //!  run_case(case) ── spawns, per member ──►  [ip netns exec acpg-nN] <same exe>
 //!        ▲                                       with ACPG_BENCH_CHILD=<spec>
 //!        │   PROGRESS n / REPORT ... lines  ◄──  child_main(): one member
@@ -45,11 +45,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::GroupKey;
-use crate::group::{BatchConfig, CallError, Group, GroupConfig, GroupEvent};
-use crate::remote::{Handlers, RemoteMessage};
-use crate::transport::sim::SimCluster;
-use crate::transport::{Connection, GroupName, NodeId, Transport, TransportError, TransportEvent};
+use actix_cpg::transport::sim::SimCluster;
+use actix_cpg::transport::{
+    Connection, GroupName, NodeId, Transport, TransportError, TransportEvent,
+};
+use actix_cpg::{
+    BatchConfig, CallError, Group, GroupConfig, GroupEvent, GroupKey, Handlers, RemoteMessage,
+};
 
 /// The environment variable that turns a bench executable into a member.
 pub const CHILD_ENV: &str = "ACPG_BENCH_CHILD";
@@ -484,7 +486,7 @@ pub async fn raw_member<C: Connection>(
         _ => {}
     };
     while tally.view < load.members {
-        let event = crate::transport::next_event(&mut conn)
+        let event = actix_cpg::transport::next_event(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
         handle(event, &mut tally);
@@ -533,7 +535,7 @@ pub async fn raw_member<C: Connection>(
             last_progress = Instant::now();
         }
         tokio::select! {
-            event = crate::transport::next_event(&mut conn) => {
+            event = actix_cpg::transport::next_event(&mut conn) => {
                 handle(event.map_err(|e| e.to_string())?, &mut tally);
             }
             _ = tokio::time::sleep(Duration::from_millis(1)), if blocked => {}
@@ -572,7 +574,7 @@ pub struct Blob {
     /// When it was sent (ns on the sender's monotonic clock).
     pub ts: u64,
     /// Padding to the load's size.
-    #[serde(with = "crate::wire::bytes")]
+    #[serde(with = "actix_cpg::wire::bytes")]
     pub data: Vec<u8>,
 }
 
@@ -764,13 +766,36 @@ pub async fn actor_member<C: Connection>(
 #[cfg(feature = "corosync")]
 mod raw_cpg {
     //! The raw binding: `rust_corosync::cpg` with nothing of actix-cpg in
-    //! between but the fd registration with tokio.
+    //! between; its fd is registered with tokio here, as the library's
+    //! backend does for its own handles.
 
+    use std::os::fd::{AsRawFd, RawFd};
     use std::sync::{Mutex, PoisonError};
 
     use rust_corosync::{cpg, CsError, DispatchFlags};
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
 
     use super::*;
+
+    /// libcpg's IPC descriptor as tokio sees it. It does not own the fd:
+    /// the cpg handle does, and closes it in `finalize`.
+    struct IpcFd(RawFd);
+
+    impl AsRawFd for IpcFd {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0
+        }
+    }
+
+    fn register(fd: RawFd) -> Result<AsyncFd<IpcFd>, String> {
+        // SAFETY: `fd` is the open IPC socket of the cpg handle of
+        // `member`, which finalizes it (closing the fd) only after the
+        // returned AsyncFd is dropped; libcpg keeps the same fd until
+        // then, and `IpcFd::as_raw_fd` always returns it.
+        unsafe { AsyncFd::register_with_interest(IpcFd(fd), Interest::READABLE) }
+            .map_err(|e| format!("cannot register the cpg fd with tokio: {e}"))
+    }
 
     /// The callbacks are plain `fn`s: one raw member per process keeps
     /// its tally here.
@@ -835,8 +860,7 @@ mod raw_cpg {
             Some((u32::from(node), std::process::id(), Tally::new(load)));
         let raw_fd = cpg::fd_get(&handle).map_err(|e| cs("cpg_fd_get", e))?;
         let result = {
-            let fd =
-                crate::transport::corosync::register(raw_fd, "cpg").map_err(|e| e.to_string())?;
+            let fd = register(raw_fd)?;
             run(&handle, &fd, group, load, index, progress).await
             // `fd` leaves the reactor here, before finalize closes it.
         };
@@ -846,7 +870,7 @@ mod raw_cpg {
 
     async fn run(
         handle: &cpg::Handle,
-        fd: &tokio::io::unix::AsyncFd<crate::transport::corosync::IpcFd>,
+        fd: &AsyncFd<IpcFd>,
         group: &str,
         load: &Load,
         index: usize,
@@ -1078,7 +1102,7 @@ async fn corosync_member(
     group: &str,
     progress: &dyn Fn(u64),
 ) -> Result<Report, String> {
-    use crate::transport::corosync::Corosync;
+    use actix_cpg::transport::corosync::Corosync;
     match path {
         Path::Raw => raw_cpg::member(group, load, index, progress).await,
         Path::Actor { .. } => {
@@ -1225,7 +1249,7 @@ pub fn restart_cluster(crypto: Crypto) -> Result<(), String> {
     if cluster_crypto() == Some(crypto) && cluster_up().is_ok() {
         return Ok(());
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
     for command in ["down", "up"] {
         // The script's log goes to stderr with the bench's progress; its
         // stdout (views) would mix with the tables.

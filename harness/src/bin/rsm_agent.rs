@@ -8,7 +8,9 @@
 //! ip netns exec acpg-n1 target/debug/rsm-agent elect GROUP
 //! ```
 //!
-//! `kv` serves the line protocol of `actix_cpg::kv` after a `READY member`
+//! Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+//!
+//! `kv` serves the line protocol of `actix_cpg_harness::kv_lines` after a `READY member`
 //! line (once the replica holds the state) and, if it received the state
 //! by snapshot, a `RESTORED from bytes ms-since-start` line. `elect` prints `READY member`,
 //! then `VIEW members=N left=a:Reason,...`, `ELECTED epoch`,
@@ -24,12 +26,14 @@
 use std::io::BufRead;
 use std::time::Instant;
 
-use actix_cpg::kv::{serve_lines, KvStore};
+use actix_cpg::kv::KvStore;
 use actix_cpg::transport::corosync::Corosync;
 use actix_cpg::{
     Delivery, Election, ElectionConfig, ElectionEvent, GroupName, Replica, ReplicaConfig,
     Transport, GROUP_ELECTION,
 };
+use actix_cpg_harness::kv_lines::serve_lines;
+use actix_cpg_harness::log_to_stderr;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 async fn kv(
@@ -165,6 +169,7 @@ async fn elect(
 }
 
 fn main() {
+    log_to_stderr();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(mode), Some(group)) = (args.first(), args.get(1)) else {
         eprintln!("usage: rsm-agent kv|elect GROUP [--safe] [--join-only]");

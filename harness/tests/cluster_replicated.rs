@@ -4,8 +4,8 @@
 //! `scripts/test.sh` sets after `scripts/cluster.sh up`); otherwise every
 //! test prints why it skipped. Members are `rsm-agent` processes in the
 //! nodes' network namespaces, driven by lines (see `src/bin/rsm_agent.rs`
-//! and `actix_cpg::kv`). Each test stops the processes it started, and
-//! restores any link it cut and any daemon it killed.
+//! and `actix_cpg_harness::kv_lines`). Each test stops the processes it
+//! started, and restores any link it cut and any daemon it killed.
 //!
 //! - a client streams operations through the kv store (safe delivery) while
 //!   a member is SIGKILLed, a node's daemon is killed and a node's link is
@@ -29,6 +29,7 @@
 
 #![cfg(feature = "corosync")]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,7 +48,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn cluster_script() -> String {
-    format!("{}/scripts/cluster.sh", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/../scripts/cluster.sh", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn unique_group(what: &str) -> String {
@@ -1016,7 +1017,7 @@ impl RawClient {
     async fn mcast(&mut self, bytes: &[u8]) {
         let _ = self
             .tx
-            .send(format!("mcast {}", actix_cpg::testing::encode_hex(bytes)));
+            .send(format!("mcast {}", actix_cpg_harness::encode_hex(bytes)));
         self.expect("SENT 1", |l| l == "SENT 1").await;
     }
 

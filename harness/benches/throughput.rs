@@ -1,6 +1,7 @@
-//! `cargo bench`: ordered throughput of the raw binding and of actix-cpg,
-//! measured in the same run, on the sim backend and (with `--features
-//! corosync` and the test cluster up) on the real 3-node cluster.
+//! `cargo bench -p actix-cpg-harness --bench throughput`: ordered
+//! throughput of the raw binding and of actix-cpg, measured in the same
+//! run, on the sim backend and (with `--features corosync` and the test
+//! cluster up) on the real 3-node cluster.
 //!
 //! Each criterion iteration is one message: a sample runs a case of that
 //! many messages (members are processes of this bench executable, one per
@@ -9,15 +10,15 @@
 //! actor paths to the raw binding is printed. Without a cluster the
 //! corosync groups are skipped with a message saying why.
 //!
-//! `cargo test --benches` runs every case once with a single message, so
+//! `cargo test --workspace --benches` runs every case once with a single message, so
 //! the benches cannot rot. The full table (sizes, latency, memory) comes
-//! from `examples/bench.rs`.
+//! from the `bench` binary (`src/bin/bench.rs`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actix_cpg::testing::bench::{self, Backend, Case, Load, Path};
+use actix_cpg_harness::bench::{self, Backend, Case, Load, Path};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 const PATHS: [Path; 4] = [

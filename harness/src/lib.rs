@@ -1,0 +1,36 @@
+//! The test and bench harness of actix-cpg, kept out of the library.
+//!
+//! Nothing here is for users of the library; the package is never
+//! published.
+//!
+//! - [`conformance`]: the conformance agent, one group member driven by
+//!   text lines (tasks of `tests/conformance.rs` on the sim backend, the
+//!   `cpg-agent` binary on the real cluster), with its test messages and
+//!   test tree;
+//! - [`kv_lines`]: the line protocol of the kv store, which the
+//!   `rsm-agent` binary serves to `tests/cluster_replicated.rs`;
+//! - [`bench`]: the bench orchestrator behind the `bench` binary and
+//!   `benches/throughput.rs` (the raw binding and actix-cpg in the same run).
+#![deny(missing_docs)]
+
+pub mod bench;
+pub mod conformance;
+pub mod kv_lines;
+
+pub use conformance::{
+    decode_hex, encode_hex, run, run_stdio, test_tree, Echo, Mode, TEST_TREE, TEST_TREE_CHILDREN,
+};
+
+/// Sends this process's logs (the library's `tracing` events) to stderr,
+/// filtered by `RUST_LOG` (`warn` when unset). An agent's stdout carries its
+/// protocol lines; its stderr is the test's, so a failing real-cluster test
+/// shows what its agents logged.
+pub fn log_to_stderr() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A subscriber already installed (a second call) keeps its place.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
