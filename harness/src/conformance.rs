@@ -384,7 +384,7 @@ async fn run_raw<C: Connection>(
 /// Bytes from their lowercase or uppercase hex digits; `None` if any pair
 /// is not hex.
 pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

@@ -21,6 +21,7 @@
 //! decision that needs them must put them into the ordered stream first.
 
 #[cfg(feature = "corosync")]
+#[cfg_attr(docsrs, doc(cfg(feature = "corosync")))]
 pub mod corosync;
 pub mod sim;
 
