@@ -173,7 +173,7 @@ async fn run(seed: u64) -> Result<(usize, usize), String> {
                     5..=7 => Op::Get,
                     8 => Op::Del,
                     _ => Op::Cas {
-                        expected: (next_value % 3 != 0)
+                        expected: (!next_value.is_multiple_of(3))
                             .then(|| format!("v{}", next_value.saturating_sub(rng.below(8)))),
                         new: Some(format!("v{next_value}")),
                     },

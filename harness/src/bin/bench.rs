@@ -179,7 +179,7 @@ fn label(backend: Backend, crypto: Option<Crypto>) -> String {
 }
 
 fn human(size: usize) -> String {
-    if size >= 1024 && size % 1024 == 0 {
+    if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {
         format!("{size} B")
