@@ -10,54 +10,11 @@ use std::time::Duration;
 
 use actix_cpg::election::ElectionRefusals;
 use actix_cpg::transport::sim::{SimCluster, SimConnection};
-use actix_cpg::transport::{QuorumState, RingId};
-use actix_cpg::wire::{Codec, Kind};
+use actix_cpg::transport::QuorumState;
 use actix_cpg::{
     Connection, Election, ElectionConfig, Epoch, GroupName, Leadership, Member, NodeId, Transport,
     TransportEvent, GROUP_ELECTION,
 };
-use serde::Serialize;
-
-#[derive(Serialize)]
-struct Announcement {
-    min_version: u8,
-    max_version: u8,
-}
-
-#[derive(Serialize)]
-struct ElectionState {
-    candidates: Vec<(Member, u64)>,
-    leader: Option<Member>,
-    epoch: Option<Epoch>,
-}
-
-#[derive(Serialize)]
-struct GroupState {
-    next_stamp: u64,
-    founded: u64,
-    elections: Vec<(String, ElectionState)>,
-}
-
-#[derive(Serialize)]
-struct Info {
-    tag: u64,
-    clock: u64,
-    fact: Option<QuorumState>,
-    state: Option<GroupState>,
-    announced: Option<Vec<Member>>,
-    unannounced: Vec<Member>,
-    merging: Vec<Member>,
-}
-
-#[derive(Serialize)]
-#[allow(dead_code)] // Variants are only ever serialized.
-enum Msg {
-    Info(Info),
-    Fact(QuorumState),
-    Stand(String),
-    Withdraw(String),
-    Announce(Announcement),
-}
 
 fn group() -> GroupName {
     GroupName::new("hostile-election").expect("name")
@@ -72,11 +29,12 @@ fn view_tag(members: &[Member]) -> u64 {
     forgeries::election_view_tag(members)
 }
 
+use forgeries::{
+    Announcement, ElectionInfo as Info, ElectionMessage as Msg, ElectionState, GroupState,
+};
+
 fn send(raw: &mut SimConnection, msg: &Msg) {
-    let bytes = Codec::new(1 << 20)
-        .encode(Kind::Election, msg)
-        .expect("encode");
-    raw.mcast(&bytes).expect("sent");
+    raw.mcast(&forgeries::election(msg)).expect("sent");
 }
 
 /// Reads what the raw client was sent; returns the latest view it saw.
@@ -127,14 +85,7 @@ fn leader(members: &[Election]) -> Leadership {
 }
 
 fn quorate(seq: u64, quorate: bool) -> QuorumState {
-    QuorumState {
-        quorate,
-        ring_id: RingId {
-            seq,
-            nodeid: NodeId(1),
-        },
-        nodes: vec![NodeId(1), NodeId(2), NodeId(3)],
-    }
+    forgeries::quorum_state(seq, quorate)
 }
 
 #[actix_rt::test]

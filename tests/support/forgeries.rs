@@ -335,40 +335,42 @@ pub fn replicated_command(id: u64, payload: Vec<u8>) -> Vec<u8> {
 
 // ---- elections (envelope kind `Election`) ----------------------------------
 
+// Mirrors of the election messages, public for tests that forge their own.
+
 #[derive(Serialize)]
-struct Announcement {
-    min_version: u8,
-    max_version: u8,
+pub struct Announcement {
+    pub min_version: u8,
+    pub max_version: u8,
 }
 
 #[derive(Serialize)]
-struct ElectionState {
-    candidates: Vec<(Member, u64)>,
-    leader: Option<Member>,
-    epoch: Option<Epoch>,
+pub struct ElectionState {
+    pub candidates: Vec<(Member, u64)>,
+    pub leader: Option<Member>,
+    pub epoch: Option<Epoch>,
 }
 
 #[derive(Serialize)]
-struct GroupState {
-    next_stamp: u64,
-    founded: u64,
-    elections: Vec<(String, ElectionState)>,
+pub struct GroupState {
+    pub next_stamp: u64,
+    pub founded: u64,
+    pub elections: Vec<(String, ElectionState)>,
 }
 
 #[derive(Serialize)]
-struct ElectionInfo {
-    tag: u64,
-    clock: u64,
-    fact: Option<QuorumState>,
-    state: Option<GroupState>,
-    announced: Option<Vec<Member>>,
-    unannounced: Vec<Member>,
-    merging: Vec<Member>,
+pub struct ElectionInfo {
+    pub tag: u64,
+    pub clock: u64,
+    pub fact: Option<QuorumState>,
+    pub state: Option<GroupState>,
+    pub announced: Option<Vec<Member>>,
+    pub unannounced: Vec<Member>,
+    pub merging: Vec<Member>,
 }
 
 /// Variant order as on the wire.
 #[derive(Serialize)]
-enum ElectionMessage {
+pub enum ElectionMessage {
     Info(ElectionInfo),
     Fact(QuorumState),
     Stand(String),
@@ -376,7 +378,8 @@ enum ElectionMessage {
     Announce(Announcement),
 }
 
-fn election(msg: &ElectionMessage) -> Vec<u8> {
+/// An election message as a member would multicast it.
+pub fn election(msg: &ElectionMessage) -> Vec<u8> {
     codec().encode(Kind::Election, msg).expect("encode")
 }
 
