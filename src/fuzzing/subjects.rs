@@ -5,8 +5,8 @@
 use crate::election::fuzz_access::ElectionMessage;
 use crate::election::fuzz_access::{Action as ElectionAction, CandidacyOp, ElectionCore};
 use crate::group::fuzz_access::{
-    handle_envelope, receive, unpack, Command, GroupCore, Handled, Outgoing, Piece, Reassembly,
-    Received, SupervisionMsg,
+    handle_envelope, receive, unpack, Command, GroupCore, Handled, Outgoing, Reassembly,
+    SupervisionMsg,
 };
 use crate::kv::{KvCommand, KvStore, FILL_KEY_COST, MAX_FILL_BYTES};
 use crate::replicated::fuzz_access::{
@@ -158,15 +158,13 @@ impl Subject for GroupSubject {
     fn deliver(&mut self, from: Member, bytes: &[u8]) -> bool {
         self.senders.insert(from);
         // As the runtime's receive pipeline (`group::inbound`).
-        let whole = match receive(&self.codec, &mut self.pieces, from, bytes) {
-            Ok(Received::Whole(message)) => (message.to_vec(), false),
-            Ok(Received::Piece {
-                outcome: Piece::Whole(message),
-                ..
-            }) => (message, true),
-            Ok(Received::Piece { .. }) | Err(_) => return false,
+        let Some((message, reassembled)) = receive(&self.codec, &mut self.pieces, from, bytes)
+            .ok()
+            .and_then(|received| received.into_whole())
+        else {
+            return false;
         };
-        let Ok(unpacked) = unpack(&self.codec, &whole.0, whole.1) else {
+        let Ok(unpacked) = unpack(&self.codec, &message, reassembled) else {
             return false;
         };
         let mut took = false;

@@ -22,6 +22,8 @@
 //!    envelope is decoded and handled on its own, in the batch's order, and
 //!    an envelope that does not decode is dropped alone.
 
+use std::borrow::Cow;
+
 use super::chunks::{Piece, Reassembly};
 use super::core::{decode_inbound, Command, GroupCore, Inbound};
 use super::messages::RequestRef;
@@ -34,6 +36,22 @@ pub(crate) enum Received<'a> {
     Piece { head: ChunkHead, outcome: Piece },
     /// A message that came whole.
     Whole(&'a [u8]),
+}
+
+impl<'a> Received<'a> {
+    /// The whole message this delivery completes, if any (borrowed when it
+    /// came whole), and whether it was put back together from pieces: what
+    /// [`unpack`] takes.
+    pub(crate) fn into_whole(self) -> Option<(Cow<'a, [u8]>, bool)> {
+        match self {
+            Received::Whole(message) => Some((Cow::Borrowed(message), false)),
+            Received::Piece {
+                outcome: Piece::Whole(message),
+                ..
+            } => Some((Cow::Owned(message), true)),
+            Received::Piece { .. } => None,
+        }
+    }
 }
 
 /// Reads one delivery from `from`; a piece goes into `pieces`. An error

@@ -24,10 +24,9 @@ pub use self::replay::replay;
 /// this module stays visible.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz_access {
-    pub(crate) use super::chunks::Piece;
     pub(crate) use super::chunks::Reassembly;
     pub(crate) use super::core::{Command, GroupCore, Outgoing};
-    pub(crate) use super::inbound::{handle_envelope, receive, unpack, Handled, Received};
+    pub(crate) use super::inbound::{handle_envelope, receive, unpack, Handled};
     pub(crate) use super::messages::{
         Announce, RegistryOp, Reply, Request, RequestRef, Snapshot, SupervisionMsg, SyncRequest,
     };

@@ -1,9 +1,9 @@
 //! Re-running the group core over a recorded stream.
 
 use super::children::child_name;
-use super::chunks::{Piece, Reassembly};
+use super::chunks::Reassembly;
 use super::core::{Command, GroupCore, Outgoing};
-use super::inbound::{self, Handled, Received};
+use super::inbound::{self, Handled};
 use super::GroupEvent;
 use crate::record::{Recorded, Recording, Replayed};
 use crate::supervisor::{Command as SupCommand, SupervisionEvent};
@@ -38,12 +38,7 @@ pub fn replay(recording: &Recording, max_message_size: usize) -> Vec<Replayed> {
                     })
                 };
                 let whole = match inbound::receive(&codec, &mut pieces, *from, bytes) {
-                    Ok(Received::Whole(message)) => Some((message.to_vec(), false)),
-                    Ok(Received::Piece {
-                        outcome: Piece::Whole(message),
-                        ..
-                    }) => Some((message, true)),
-                    Ok(Received::Piece { .. }) => None,
+                    Ok(received) => received.into_whole(),
                     Err(e) => {
                         dropped(&e);
                         None
