@@ -173,12 +173,13 @@ async fn forged_info_chunk_and_command_from_an_outsider_change_nothing() {
     let forged_state = forgeries::huge_state();
     let mut raw_view: Vec<Member> = replicas.iter().map(|r| r.local()).collect();
     raw_view.push(outsider.local());
-    let info = forgeries::replicated_info(&raw_view, outsider.local(), forged_state);
+    let mark = forgeries::replicated_mark(1);
+    let info = forgeries::replicated_info(&raw_view, outsider.local(), forged_state, 1);
     let evil = KvStore::encode(KvStore::default().snapshot());
     let chunk = forgeries::replicated_chunk(forged_state, evil);
     let command =
         forgeries::replicated_command(1, codec.encode_payload(&put("k", "evil")).expect("payload"));
-    for msg in [&info, &chunk, &command] {
+    for msg in [&mark, &info, &chunk, &command] {
         outsider.mcast(msg).expect("sent");
     }
     // The group keeps serving, with its own state and epoch.

@@ -260,7 +260,7 @@ impl ReplicaSubject {
         for action in actions {
             match action {
                 ReplicaAction::Mcast(msg) => {
-                    let sticky = matches!(msg, ReplicaMessage::Info(_));
+                    let sticky = matches!(msg, ReplicaMessage::Info(_) | ReplicaMessage::Mark(_));
                     if let Ok(bytes) = self.codec.encode(Kind::Replicated, &msg) {
                         push_bounded(&mut self.outbox, bytes, sticky);
                     }

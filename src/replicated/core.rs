@@ -26,11 +26,17 @@
 //! identical on every member:
 //!
 //! 1. **Rounds.** Every raw confchg that keeps this process in the view
-//!    starts install round 0 of that view, and every process multicasts an
-//!    `Info` tagged with the view (a hash of its sorted raw members) and the
-//!    round. An info with another tag is stale and ignored. A confchg that
-//!    only removes members asks of the survivors exactly what it did before
-//!    announcements existed: one info each.
+//!    starts install round 0 of that view. Every process multicasts a
+//!    `Mark` (a number it never used before) and, once its mark comes back
+//!    with no confchg in between, an `Info` tagged with the view (a hash of
+//!    its sorted raw members), the round and that mark. An info counts only
+//!    if its mark is the sender's latest delivered since the confchg:
+//!    anything else is stale and ignored. The mark is what ties an info to
+//!    one *incarnation* of a raw view: the same set of processes can form
+//!    the view again while a lagging sender's info from the first time is
+//!    still in flight, and only a message delivered after the latest
+//!    confchg proves its sender had seen it. A confchg that only removes
+//!    members asks of the survivors one mark and one info each.
 //! 2. **Install.** A round completes when every announced member's info
 //!    for it is in (with no announced member: at the first announcement);
 //!    pending processes are never waited for, so a silent client stalls
@@ -66,11 +72,11 @@
 //!    process of the view has sent an info without a roster (every member
 //!    that knew one was gone). When silent clients keep that from
 //!    happening, a learner's timer
-//!    ([`super::ReplicaConfig::learn_timeout`]) multicasts a `NoRoster`;
-//!    delivered before any roster of the view and before any install in
-//!    it, it makes every process — learners, and members whose own info
-//!    has not come back yet — take the empty roster at that position;
-//!    after either, it is void.
+//!    ([`super::ReplicaConfig::learn_timeout`]) multicasts a `NoRoster`
+//!    (tagged with its mark, like an info); delivered before any roster of
+//!    the view and before any install in it, it makes every process —
+//!    learners, and members whose own info has not come back yet — take
+//!    the empty roster at that position; after either, it is void.
 //! 5. **Sender rules.** `Fact` and `Command` count only from announced
 //!    members (a pending process's command is refused on every member, and
 //!    its caller gets [`ReplicaError::NotMember`]); `Ack` only from a holder;
@@ -98,7 +104,12 @@
 //!      winner's state), so a liar neither stalls the round nor wins it. A
 //!      merger, a newcomer, or a member alone among the last install's
 //!      cannot be checked: there the rules cannot tell a real newer
-//!      primary from a forged one (the group key can).
+//!      primary from a forged one (the group key can);
+//!    - a process whose own announcement is refused for its epoch learned
+//!      that primary outside the view from members gone since; if its
+//!      state is not above the members' last primary, it takes their
+//!      knowledge and announces itself again (it would otherwise stay
+//!      outside until the next confchg).
 //! 7. **Last primary.** Of the `known` records naming the latest epoch,
 //!    those sent by a member the record names decide the lineage; a record
 //!    from a process outside it (a forger's `{itself}`) cannot shrink it.
@@ -166,20 +177,12 @@
 //!   can send one in the short window after a confchg before any roster
 //!   is delivered, and make everyone start that view with nobody
 //!   announced (every member is then admitted again by its own info).
-//! - The view tag is a hash of the raw members: if the raw view returns to
-//!   the same set while a member's info from the first time is still in
-//!   flight, that info counts in the second; its state is still current
-//!   if no install of the sender's could complete without it (a process
-//!   outside the view applies nothing, rule 3), its roster may miss an
-//!   admission in between. That fails once the set returns a third time
-//!   behind a sender lagging in the stream: the second incarnation's
-//!   install counts its first info, it applies commands, and its second
-//!   info counts in the third with a state it has left; the transfer that
-//!   install chooses never completes (seed 13793161246918106685 in the
-//!   tests, ignored). Likewise a stale roster info of an earlier
-//!   incarnation, delivered first, teaches a learner a roster the members
-//!   no longer hold (seed 9159937814390469423, ignored), against rule 4.
-//!   Only a per-incarnation tag rules these out.
+//! - A mark is only as unique as the sender makes it: a forger can send a
+//!   mark and an info like anyone (rule 6 and the group key judge what
+//!   the info claims). A process's own marks count up from one for every
+//!   confchg it sees, so a new incarnation of a replica (a new process, or
+//!   the same process joining again after its last messages were
+//!   delivered) never repeats one that is still in flight.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -286,6 +289,9 @@ struct Learning {
     merge: bool,
     /// Every message delivered since the confchg, to replay.
     record: Vec<(Member, ReplicaMessage)>,
+    /// The processes whose info of this incarnation said they do not know
+    /// the members either.
+    unknowing: BTreeSet<Member>,
 }
 
 /// One replica's pure state.
@@ -314,8 +320,20 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     learning: Option<Learning>,
     /// A roster of this view was delivered (a `NoRoster` is void then).
     taught: bool,
-    /// The tag of the last info this member multicast.
+    /// The tag of the last info this member multicast (or will, once its
+    /// mark is back).
     sent_info: Option<(u64, u32)>,
+    /// This process's mark of the current incarnation (rule 1), and
+    /// whether it came back.
+    mark: u64,
+    marked: bool,
+    /// The info to multicast once the mark is back: the roster as of the
+    /// confchg.
+    deferred_info: Option<Option<Vec<Member>>>,
+    /// The latest mark of each process delivered since the confchg.
+    marks: BTreeMap<Member, u64>,
+    /// This process's announcement was just refused (rule 6).
+    reannounce: bool,
     replaying: bool,
     joined: bool,
     sm: S,
@@ -365,6 +383,11 @@ impl<S: StateMachine> ReplicaCore<S> {
             learning: None,
             taught: false,
             sent_info: None,
+            mark: 0,
+            marked: false,
+            deferred_info: None,
+            marks: BTreeMap::new(),
+            reannounce: false,
             replaying: false,
             joined: false,
             sm: S::default(),
@@ -485,6 +508,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                 knew: false,
                 merge,
                 record: Vec::new(),
+                unknowing: BTreeSet::new(),
             })
         } else if let Some(learning) = self.learning.take() {
             // Still learning: what was recorded belongs to the old view.
@@ -492,12 +516,14 @@ impl<S: StateMachine> ReplicaCore<S> {
                 knew: learning.knew,
                 merge,
                 record: Vec::new(),
+                unknowing: BTreeSet::new(),
             })
         } else if merge {
             Some(Learning {
                 knew: true,
                 merge,
                 record: Vec::new(),
+                unknowing: BTreeSet::new(),
             })
         } else {
             None
@@ -507,6 +533,10 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.raw = raw;
         self.round = 0;
         self.begin_round(&mut out);
+        self.marks.clear();
+        self.mark += 1;
+        self.marked = false;
+        out.push(Action::Mcast(ReplicaMessage::Mark(self.mark)));
         let roster = knew.then(|| self.roster.members());
         self.send_info(roster, &mut out);
         out
@@ -571,6 +601,11 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         self.sent_info = Some((self.view_tag, self.round));
         self.sent_fact = self.local_fact.clone();
+        if !self.marked {
+            // Sent once the mark is back (rule 1).
+            self.deferred_info = Some(members);
+            return;
+        }
         out.push(Action::Mcast(ReplicaMessage::Info(Info {
             fact: self.local_fact.clone(),
             known: self.known.clone(),
@@ -580,14 +615,25 @@ impl<S: StateMachine> ReplicaCore<S> {
             round: self.round,
             members,
             merged: self.merged.iter().copied().collect(),
+            mark: self.mark,
         })));
+    }
+
+    /// Whether `mark` is the latest mark `from` has had delivered since the
+    /// confchg: only then does its info or `NoRoster` belong to this
+    /// incarnation of the view (rule 1).
+    fn marked(&self, from: Member, mark: u64) -> bool {
+        self.marks.get(&from) == Some(&mark)
     }
 
     /// The learning timer ran out (rule 4): while this process still
     /// knows no member, it asks the stream to decide that none exists.
     pub(crate) fn handle_tick(&mut self) -> Actions<S> {
-        if self.learning.is_some() && !self.taught {
-            return vec![Action::Mcast(ReplicaMessage::NoRoster(self.view_tag))];
+        if self.learning.is_some() && !self.taught && self.marked {
+            return vec![Action::Mcast(ReplicaMessage::NoRoster {
+                view: self.view_tag,
+                mark: self.mark,
+            })];
         }
         Vec::new()
     }
@@ -641,11 +687,32 @@ impl<S: StateMachine> ReplicaCore<S> {
         if !self.joined {
             return out;
         }
+        if let ReplicaMessage::Mark(mark) = msg {
+            self.marks.insert(from, mark);
+            if from == self.local && mark == self.mark && !self.marked {
+                self.marked = true;
+                if let Some(members) = self.deferred_info.take() {
+                    self.send_info(members, &mut out);
+                }
+            }
+            if self.learning.is_some() {
+                // Replayed with the rest, so that each info is judged
+                // against the marks delivered before it.
+                self.learn(from, msg, &mut out);
+            }
+            return out;
+        }
         match &msg {
-            ReplicaMessage::Info(info) if info.view == self.view_tag && info.members.is_some() => {
+            ReplicaMessage::Info(info)
+                if info.view == self.view_tag
+                    && info.members.is_some()
+                    && self.marked(from, info.mark) =>
+            {
                 self.taught = true;
             }
-            ReplicaMessage::NoRoster(tag) if *tag == self.view_tag && !self.taught => {
+            ReplicaMessage::NoRoster { view, mark }
+                if *view == self.view_tag && self.marked(from, *mark) && !self.taught =>
+            {
                 // Nobody who knows the members answered before this point:
                 // every process decides here that none is announced.
                 self.taught = true;
@@ -687,12 +754,18 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// Rule 4: record, and learn the roster from the first info that can
     /// teach it.
     fn learn(&mut self, from: Member, msg: ReplicaMessage, out: &mut Actions<S>) {
+        let counts = match &msg {
+            ReplicaMessage::Info(info) => {
+                info.view == self.view_tag && self.marked(from, info.mark)
+            }
+            // Before any roster of the view (a roster ends the learning).
+            ReplicaMessage::NoRoster { view, mark } => {
+                *view == self.view_tag && self.marked(from, *mark)
+            }
+            _ => false,
+        };
         let Some(learning) = &mut self.learning else {
             return;
-        };
-        let teaches = match &msg {
-            ReplicaMessage::Info(info) if info.view == self.view_tag => info.members.is_some(),
-            _ => false,
         };
         if learning.record.len() >= self.max_held {
             self.give_up(
@@ -705,25 +778,22 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         }
         let roster = match &msg {
-            ReplicaMessage::Info(info) if teaches => info.members.clone(),
-            ReplicaMessage::NoRoster(_) => Some(Vec::new()),
+            ReplicaMessage::Info(info) if counts => info.members.clone(),
+            ReplicaMessage::NoRoster { .. } if counts => Some(Vec::new()),
             _ => None,
         };
+        if counts && matches!(&msg, ReplicaMessage::Info(i) if i.members.is_none()) {
+            learning.unknowing.insert(from);
+        }
         learning.record.push((from, msg));
+        // Every process of the view said it does not know the members
+        // either: nobody in it is announced (rule 4).
         let roster = roster.or_else(|| {
-            // Every process of the view said it does not know the members
-            // either: nobody in it is announced (rule 4).
-            let tag = self.view_tag;
-            let unknowing: BTreeSet<Member> = learning
-                .record
+            let unknowing = &learning.unknowing;
+            self.raw
                 .iter()
-                .filter(|(_, m)| {
-                    matches!(m, ReplicaMessage::Info(i) if i.view == tag && i.members.is_none())
-                })
-                .map(|(from, _)| *from)
-                .collect();
-            let everyone = self.raw.iter().all(|m| unknowing.contains(m));
-            everyone.then(Vec::new)
+                .all(|m| unknowing.contains(m))
+                .then(Vec::new)
         });
         let Some(roster) = roster else {
             return;
@@ -734,9 +804,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         // Who is in a merge comes with the roster: every process that knows
         // the roster knows the same (it computed the same installs). At a
         // merge everyone already computed it from the confchg (the whole
-        // view), and a roster info may be a stale one from an earlier
-        // incarnation of the same raw view (see the limits), whose list
-        // belongs to that one.
+        // view).
         if let Some((_, ReplicaMessage::Info(info))) = learning.record.last() {
             if !learning.knew && !learning.merge {
                 let raw = &self.raw;
@@ -762,6 +830,9 @@ impl<S: StateMachine> ReplicaCore<S> {
         let roster = &self.roster;
         self.facts.retain(|m, _| roster.is_member(*m));
         self.replaying = true;
+        // Rebuilt as the record is replayed: each info is judged against
+        // the marks delivered before it, as it was live.
+        self.marks.clear();
         for (from, msg) in learning.record {
             self.handle_known(from, msg, out);
             if self.learning.is_some() {
@@ -771,6 +842,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         self.replaying = false;
         self.maybe_send_fact(out);
+        self.maybe_reannounce(out);
         // The rounds replayed could not be answered while they happened.
         if let Phase::Installing { infos, .. } = &self.phase {
             if self.roster.is_member(self.local)
@@ -835,7 +907,13 @@ impl<S: StateMachine> ReplicaCore<S> {
             }
             ReplicaMessage::Chunk(chunk) => self.handle_chunk(from, chunk, out),
             // Void once a roster of the view was delivered.
-            ReplicaMessage::NoRoster(_) => {}
+            ReplicaMessage::NoRoster { .. } => {}
+            // Live, `handle_message` takes marks.
+            ReplicaMessage::Mark(mark) => {
+                if self.replaying {
+                    self.marks.insert(from, mark);
+                }
+            }
         }
         self.maybe_send_fact(out);
         self.maybe_ack(out);
@@ -846,7 +924,8 @@ impl<S: StateMachine> ReplicaCore<S> {
             self.refused.not_member += 1;
             return;
         }
-        if info.view != self.view_tag {
+        if info.view != self.view_tag || !self.marked(from, info.mark) {
+            // Of another view, or of an earlier incarnation of this one.
             self.refused.stale += 1;
             return;
         }
@@ -880,6 +959,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             Phase::Installed(installed) => {
                 let (history, ceiling) = (installed.history, installed.ceiling);
                 if !self.admissible(from, &info, history, ceiling) {
+                    self.maybe_reannounce(out);
                     return;
                 }
                 self.admit(from, out);
@@ -909,6 +989,9 @@ impl<S: StateMachine> ReplicaCore<S> {
         let claimed = claims(info);
         if history && !self.merged.contains(&from) && claimed > ceiling {
             self.refused.epoch += 1;
+            if from == self.local {
+                self.reannounce = true;
+            }
             warn!(%from, %claimed, %ceiling, "announcement claims an epoch past the stream; refused");
             return false;
         }
@@ -967,6 +1050,44 @@ impl<S: StateMachine> ReplicaCore<S> {
             }
         }
         self.install(out);
+        self.maybe_reannounce(out);
+    }
+
+    /// This process's announcement was refused for claiming a primary
+    /// component the members never saw (rule 6). It learned that primary
+    /// while it followed the stream outside the view, from members that
+    /// are gone since (newcomers that never saw it founded or continued
+    /// the group). Its claim is true but cannot be checked, and a refused
+    /// process is never asked again: it would stay outside the view until
+    /// the next confchg. If the state it holds is not above the members'
+    /// last primary, it takes their knowledge, which its state does not
+    /// contradict, and announces itself again; the members judge that
+    /// info like any other. (It holds nothing the group lacks: the
+    /// forgotten primary's state is not its own.)
+    fn maybe_reannounce(&mut self, out: &mut Actions<S>) {
+        if self.replaying {
+            // Once the replay is over (`learn`).
+            return;
+        }
+        if !std::mem::take(&mut self.reannounce) || self.roster.is_member(self.local) {
+            return;
+        }
+        let Phase::Installed(installed) = &self.phase else {
+            return;
+        };
+        let Some(latest) = installed.latest else {
+            return;
+        };
+        if self.id.epoch > latest {
+            warn!(local = %self.local, state = %self.id.epoch, %latest,
+                "announcement refused: this process holds a state of a primary the members never saw");
+            return;
+        }
+        self.known = Some(PrimaryRecord {
+            epoch: latest,
+            members: installed.lineage.iter().copied().collect(),
+        });
+        self.send_info(Some(self.roster.members()), out);
     }
 
     fn handle_command(&mut self, from: Member, cmd: CommandMsg, out: &mut Actions<S>) {

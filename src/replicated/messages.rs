@@ -83,6 +83,10 @@ pub(crate) struct Info {
     /// The processes the sender counts as mergers (in the view at a merge,
     /// not yet in an install); a learner takes them with the roster.
     pub merged: Vec<Member>,
+    /// The sender's [`ReplicaMessage::Mark`] of this incarnation of the
+    /// view, which it saw delivered before sending this info: an info
+    /// counts only if that mark was delivered after the latest confchg.
+    pub mark: u64,
 }
 
 /// A client command; `id` is unique per sender.
@@ -117,9 +121,21 @@ pub(crate) enum ReplicaMessage {
     /// State transfer.
     Chunk(Chunk),
     /// A process still learning the members found no process that knows
-    /// them (its timer ran out): carries the view tag. Delivered before any
-    /// roster of that view, it means nobody in it is announced.
-    NoRoster(u64),
+    /// them (its timer ran out). Delivered before any roster of the view,
+    /// and after the sender's mark of this incarnation, it means nobody in
+    /// it is announced.
+    NoRoster {
+        /// The view tag.
+        view: u64,
+        /// The sender's mark of this incarnation.
+        mark: u64,
+    },
+    /// Multicast after every confchg that keeps the sender in the view,
+    /// before its info: a number the sender never used before. The info
+    /// follows once the mark came back with no confchg in between, so an
+    /// info is tied to one incarnation of a raw view even when the same
+    /// set of processes forms it again (rule 1).
+    Mark(u64),
 }
 
 #[cfg(test)]
@@ -161,6 +177,7 @@ mod tests {
                 round: 2,
                 members: Some(vec![Member::new(1, 2)]),
                 merged: vec![Member::new(3, 4)],
+                mark: 5,
             }),
             ReplicaMessage::Fact(fact),
             ReplicaMessage::Command(CommandMsg {
@@ -168,7 +185,8 @@ mod tests {
                 payload: vec![1, 2, 3],
             }),
             ReplicaMessage::Ack(12),
-            ReplicaMessage::NoRoster(99),
+            ReplicaMessage::NoRoster { view: 99, mark: 4 },
+            ReplicaMessage::Mark(6),
             ReplicaMessage::Chunk(Chunk {
                 state: id,
                 index: 0,

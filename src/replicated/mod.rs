@@ -29,7 +29,9 @@
 //!   ([`ReplicaConfig::found_group`]). Each primary component gets a
 //!   growing [`PrimaryEpoch`].
 //! - **Which state survives a view change**: after every confchg each
-//!   member multicasts its [`StateId`]; the greatest id wins (the latest
+//!   member multicasts a mark and, once the mark is back, its [`StateId`]
+//!   (so an answer a lagging member sent to an earlier view of the same
+//!   members never counts); the greatest id wins (the latest
 //!   primary epoch, then the most commands applied). A member that comes
 //!   back from a minority partition holds an older epoch, so it discards
 //!   its divergent state and receives the primary component's.

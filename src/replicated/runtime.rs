@@ -194,11 +194,13 @@ impl<S: StateMachine> ReplicaActor<S> {
         for action in actions {
             match action {
                 Action::Mcast(msg) => match self.codec.encode(Kind::Replicated, &msg) {
-                    // An info must reach the group even across later view
-                    // changes (see `ReplicaCore::handle_confchg`).
-                    Ok(bytes) => self
-                        .outbox
-                        .push_control(bytes, matches!(msg, ReplicaMessage::Info(_))),
+                    // An info, and the mark it waits for, must reach the
+                    // group even across later install rounds (see
+                    // `ReplicaCore::handle_confchg`).
+                    Ok(bytes) => self.outbox.push_control(
+                        bytes,
+                        matches!(msg, ReplicaMessage::Info(_) | ReplicaMessage::Mark(_)),
+                    ),
                     Err(e) => error!("protocol message not sent: {e}"),
                 },
                 Action::Purge => {

@@ -213,6 +213,7 @@ struct ReplicaInfo {
     round: u32,
     members: Option<Vec<Member>>,
     merged: Vec<Member>,
+    mark: u64,
 }
 
 #[derive(Serialize)]
@@ -237,7 +238,8 @@ enum ReplicaMessage {
     Command(CommandMsg),
     Ack(u64),
     Chunk(Chunk),
-    NoRoster(u64),
+    NoRoster { view: u64, mark: u64 },
+    Mark(u64),
 }
 
 fn fnv(prev: u64, m: Member, id: u64) -> u64 {
@@ -279,10 +281,19 @@ pub fn huge_state() -> StateId {
     }
 }
 
+/// The mark that ties a process's next info to this incarnation of the view
+/// (what a replica multicasts after each confchg, before its info).
+pub fn replicated_mark(mark: u64) -> Vec<u8> {
+    codec()
+        .encode(Kind::Replicated, &ReplicaMessage::Mark(mark))
+        .expect("encode")
+}
+
 /// An info from `me` for the raw view `raw` (round 0) claiming `state` and a
 /// last primary component of `{me}` at its epoch: consistent with itself,
-/// current, a founder, with a roster naming only `me`.
-pub fn replicated_info(raw: &[Member], me: Member, state: StateId) -> Vec<u8> {
+/// current, a founder, with a roster naming only `me`. It counts after
+/// `replicated_mark(mark)` from the same process, in the same view.
+pub fn replicated_info(raw: &[Member], me: Member, state: StateId, mark: u64) -> Vec<u8> {
     let info = ReplicaInfo {
         fact: Some(QuorumState {
             quorate: true,
@@ -302,6 +313,7 @@ pub fn replicated_info(raw: &[Member], me: Member, state: StateId) -> Vec<u8> {
         round: 0,
         members: Some(vec![me]),
         merged: Vec::new(),
+        mark,
     };
     codec()
         .encode(Kind::Replicated, &ReplicaMessage::Info(info))
