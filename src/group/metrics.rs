@@ -190,13 +190,22 @@ impl GroupMetrics {
         self.batches_delivered.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn try_again(&self) {
-        self.try_again.fetch_add(1, Ordering::Relaxed);
+    /// What one flush of the send queue did.
+    pub(crate) fn flushed(&self, f: &super::send_queue::Flushed) {
+        if f.multicasts + f.pieces > 0 {
+            self.sent.fetch_add(f.messages, Ordering::Relaxed);
+            self.multicasts
+                .fetch_add(f.multicasts + f.pieces, Ordering::Relaxed);
+            self.batches_sent.fetch_add(f.batches, Ordering::Relaxed);
+            self.chunks_sent.fetch_add(f.pieces, Ordering::Relaxed);
+        }
+        if f.try_again > 0 {
+            self.try_again.fetch_add(f.try_again, Ordering::Relaxed);
+        }
     }
 
-    pub(crate) fn chunk_sent(&self) {
-        self.multicasts.fetch_add(1, Ordering::Relaxed);
-        self.chunks_sent.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn try_again(&self) {
+        self.try_again.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn chunked_delivered(&self) {

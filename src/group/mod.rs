@@ -17,6 +17,7 @@ mod metrics;
 mod remote_addr;
 mod replay;
 mod runtime;
+mod send_queue;
 
 pub use self::replay::replay;
 /// What `crate::fuzzing` drives: the core, its receive pipeline and the

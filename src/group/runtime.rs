@@ -34,12 +34,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalChild};
-use super::chunks::{Outgoing as OutChunks, Piece, Reassembly};
+use super::chunks::{Piece, Reassembly};
 use super::core::{Command, GroupCore, Limits, Outgoing, MAX_TICK_STEP_MS};
 use super::gate::SendGate;
 use super::inbound::{self, Handled, Received};
 use super::messages::{RegistryOp, RemoteFailure, Reply, RequestRef, SupervisionMsg};
 use super::metrics::GroupMetrics;
+use super::send_queue::{Finished, QueueLimits, SendQueue};
 use super::{
     BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason,
 };
@@ -53,7 +54,7 @@ use crate::supervisor::{
     SlotStatus, SupervisionEvent, TreeSpec,
 };
 use crate::transport::{Connection, Member, MemberChange, TransportError, TransportEvent};
-use crate::wire::{self, Codec, Kind, WireError, BATCH_ENTRY_OVERHEAD, CHUNK_OVERHEAD, HEADER_LEN};
+use crate::wire::{self, Codec, Kind, WireError, HEADER_LEN};
 use local_supervision::LocalSupervision;
 
 /// How often local children are checked for having stopped. Only the
@@ -115,17 +116,6 @@ pub(crate) enum Op {
     },
 }
 
-/// What [`GroupActor::send_piece`] did.
-enum PieceStep {
-    /// The head of the queue is not a message in pieces.
-    NotInPieces,
-    /// A piece went out, or a message that cannot go was refused: go on.
-    Sent,
-    /// Nothing more now (window full, `TRY_AGAIN`, or the last piece is
-    /// awaited).
-    Stop,
-}
-
 /// What to do once a queued message has been handed to the transport.
 enum OnSent {
     Nothing,
@@ -138,44 +128,19 @@ enum OnSent {
     Registering(u64),
 }
 
-struct Outbound {
-    bytes: Vec<u8>,
-    on_sent: OnSent,
-    /// Admitted through the gate: release it there once gone.
-    gated: bool,
-    /// Position in this member's queue; 0 for state transfer, which goes
-    /// ahead of everything.
-    seq: u64,
-    /// Only read for the linger, so only taken when there is one (a clock
-    /// read per message is not free on every machine).
-    queued_at: Option<Instant>,
-    /// For a message larger than one multicast: its pieces, sent from the
-    /// head of the queue, which it leaves once delivered back whole (see
-    /// `super::chunks`).
-    chunks: Option<OutChunks>,
-}
-
 pub(crate) struct GroupActor {
     conn: Box<dyn Connection>,
     ops: mpsc::UnboundedReceiver<Op>,
     core: GroupCore,
     codec: Codec,
-    /// Largest multicast: the transport's atomic size, or the configured
-    /// chunk size if smaller. Larger messages go in pieces.
-    frame_limit: usize,
     reassembly: Reassembly,
-    window: usize,
-    batch: BatchConfig,
+    queue: SendQueue<OnSent>,
+    /// Reused for what each flush finished.
+    finished: Vec<Finished<OnSent>>,
     gate: Arc<SendGate>,
     metrics: Arc<GroupMetrics>,
     events: broadcast::Sender<GroupEvent>,
     ready: Option<Done<Result<(), TransportError>>>,
-    outbound: VecDeque<Outbound>,
-    in_flight: usize,
-    /// Bytes of those multicasts.
-    in_flight_bytes: usize,
-    window_bytes: usize,
-    blocked_by_flow_control: bool,
     /// Looked up once per request hosted here, by a name read off the wire.
     endpoints: HashMap<String, Endpoint, BuildHasherDefault<crate::stable_hash::StableHasher>>,
     /// Registrations in flight by token; `None` for a re-claim after a merge.
@@ -186,13 +151,8 @@ pub(crate) struct GroupActor {
     pump_waker: Option<std::task::Waker>,
     recorder: Option<Recorder>,
     sup: LocalSupervision,
-    next_seq: u64,
-    /// Messages up to this seq go out without lingering.
-    flush_upto: u64,
     /// Flush requests, resolved once the message with that seq is sent.
     flush_marks: VecDeque<(u64, Done<()>)>,
-    /// When the head of the queue stops lingering.
-    linger_until: Option<Instant>,
 }
 
 /// Where the runtime publishes what the group handles read.
@@ -240,19 +200,18 @@ impl GroupActor {
                 },
             ),
             codec: Codec::new(limit),
-            frame_limit,
             reassembly: Reassembly::default(),
-            window: config.send_window.max(1),
-            batch,
+            queue: SendQueue::new(QueueLimits {
+                window: config.send_window,
+                window_bytes: config.send_window_bytes,
+                frame_limit,
+                batch,
+            }),
+            finished: Vec::new(),
             gate,
             metrics,
             events,
             ready: Some(ready),
-            outbound: VecDeque::new(),
-            in_flight: 0,
-            in_flight_bytes: 0,
-            window_bytes: config.send_window_bytes.max(1),
-            blocked_by_flow_control: false,
             endpoints: HashMap::default(),
             registering: HashMap::new(),
             calls: HashMap::new(),
@@ -264,10 +223,7 @@ impl GroupActor {
                 events: Some(supervision_events),
                 ..LocalSupervision::default()
             },
-            next_seq: 1,
-            flush_upto: 0,
             flush_marks: VecDeque::new(),
-            linger_until: None,
         }
         .start()
     }
@@ -296,231 +252,49 @@ impl GroupActor {
     }
 
     fn push_back(&mut self, bytes: Vec<u8>, on_sent: OnSent, gated: bool) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let queued_at = (!self.batch.linger.is_zero()).then(Instant::now);
-        if let Some(out) = self.outbound_entry(bytes, on_sent, gated, seq, queued_at) {
-            self.outbound.push_back(out);
+        if let Err(refused) = self.queue.push(bytes, on_sent, gated) {
+            self.finish(refused);
         }
     }
 
-    /// A queue entry for `bytes`, planned in pieces if it is larger than one
-    /// multicast; `None` (the sender told) if it cannot be sent at all.
-    fn outbound_entry(
-        &mut self,
-        bytes: Vec<u8>,
-        on_sent: OnSent,
-        gated: bool,
-        seq: u64,
-        queued_at: Option<Instant>,
-    ) -> Option<Outbound> {
-        let mut chunks = None;
-        if bytes.len() > self.frame_limit {
-            let id = self.next_id();
-            let piece_len = self.frame_limit.saturating_sub(CHUNK_OVERHEAD);
-            chunks = (piece_len > 0)
-                .then(|| OutChunks::new(id, bytes.len(), piece_len))
-                .flatten();
-            if chunks.is_none() {
-                let error = TransportError::MessageTooLarge {
-                    len: bytes.len(),
-                    max: self.frame_limit,
-                };
-                if gated {
-                    self.gate.release(bytes.len());
-                }
-                self.finish_sent(on_sent, Err(error.to_string()));
-                return None;
-            }
-        }
-        Some(Outbound {
-            bytes,
-            on_sent,
-            gated,
-            seq,
-            queued_at,
-            chunks,
-        })
-    }
-
-    /// How many messages from the head of the queue the next multicast
-    /// carries, and its length; `None` if the queue is empty or its head
-    /// lingers for company.
-    fn next_mcast(&mut self, now: Instant) -> Option<(usize, usize)> {
-        let first = self.outbound.front()?;
-        if first.chunks.is_some() {
-            return Some((1, first.bytes.len()));
-        }
-        let mut count = 1;
-        let mut len = HEADER_LEN + BATCH_ENTRY_OVERHEAD + first.bytes.len();
-        let mut full = self.batch.max_messages <= 1 || len > self.batch.max_bytes;
-        if !full {
-            for out in self.outbound.iter().skip(1) {
-                if count >= self.batch.max_messages || out.chunks.is_some() {
-                    full = true;
-                    break;
-                }
-                let grown = len + BATCH_ENTRY_OVERHEAD + out.bytes.len();
-                if grown > self.batch.max_bytes {
-                    full = true;
-                    break;
-                }
-                len = grown;
-                count += 1;
-            }
-            full |= count >= self.batch.max_messages;
-        }
-        if !full && !self.batch.linger.is_zero() && first.seq > self.flush_upto {
-            let until = first.queued_at.unwrap_or(now) + self.batch.linger;
-            if now < until {
-                self.linger_until = Some(until);
-                return None;
-            }
-        }
-        if count == 1 {
-            len = first.bytes.len();
-        }
-        Some((count, len))
-    }
-
-    /// Multicasts queued messages while the window has room, packing what
-    /// fits into batches. Stops at the first `TRY_AGAIN`, leaving what it
-    /// tried at the head.
+    /// Multicasts what the queue lets go (see `super::send_queue`) and tells
+    /// the senders of what left it.
     fn flush(&mut self) -> Result<(), TransportError> {
-        self.blocked_by_flow_control = false;
-        self.linger_until = None;
-        let now = Instant::now();
-        let mut alone = false;
-        while self.in_flight < self.window {
-            match self.send_piece()? {
-                PieceStep::Sent => continue,
-                PieceStep::Stop => break,
-                PieceStep::NotInPieces => {}
+        let mut finished = std::mem::take(&mut self.finished);
+        let conn = &mut self.conn;
+        let result = self.queue.flush(
+            Instant::now(),
+            &self.codec,
+            &mut |bytes| conn.mcast(bytes),
+            &mut finished,
+        );
+        let (mut freed, mut freed_bytes) = (0, 0);
+        for done in finished.drain(..) {
+            if let Some(len) = done.gated {
+                freed += 1;
+                freed_bytes += len;
             }
-            let Some((count, len)) = self.next_mcast(now) else {
-                break;
-            };
-            let (count, len) = if alone {
-                (1, self.outbound[0].bytes.len())
-            } else {
-                (count, len)
-            };
-            if !self.window_has_room(len) {
-                break;
-            }
-            let result = if count == 1 {
-                self.conn.mcast(&self.outbound[0].bytes)
-            } else {
-                // A copy of each payload the binding forces:
-                // `cpg_mcast_joined` takes an iovec, but rust-corosync 3.2
-                // passes it one slice only.
-                let mut batch = self.codec.begin_batch(len);
-                for out in self.outbound.iter().take(count) {
-                    wire::push_to_batch(&mut batch, &out.bytes);
-                }
-                self.conn.mcast(&batch)
-            };
-            match result {
-                Ok(()) => {
-                    alone = false;
-                    self.in_flight += 1;
-                    self.metrics.multicast(count as u64);
-                    self.in_flight_bytes += len;
-                    let (mut last_seq, mut freed, mut freed_bytes) = (0, 0, 0);
-                    for _ in 0..count {
-                        if let Some(sent) = self.outbound.pop_front() {
-                            last_seq = last_seq.max(sent.seq);
-                            if sent.gated {
-                                freed += 1;
-                                freed_bytes += sent.bytes.len();
-                            }
-                            self.finish_sent(sent.on_sent, Ok(()));
-                        }
-                    }
-                    if freed > 0 {
-                        self.gate.release_many(freed, freed_bytes);
-                    }
-                    self.resolve_flush_marks(last_seq);
-                }
-                Err(TransportError::TryAgain) => {
-                    self.metrics.try_again();
-                    self.blocked_by_flow_control = true;
-                    self.wake_pump();
-                    break;
-                }
-                Err(TransportError::MessageTooLarge { .. }) if count > 1 => {
-                    // The transport's limit is below what it announced:
-                    // send the head on its own instead.
-                    warn!(group = %self.conn.group(), count, len, "batch refused as too large; sending one by one");
-                    alone = true;
-                }
-                Err(e @ TransportError::MessageTooLarge { .. }) => {
-                    if let Some(refused) = self.outbound.pop_front() {
-                        self.finish_outbound(refused, Err(e.to_string()));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+            self.resolve_flush_marks(done.seq);
+            self.finish_sent(done.token, done.result);
         }
-        if self.outbound.is_empty() {
+        self.finished = finished;
+        if freed > 0 {
+            self.gate.release_many(freed, freed_bytes);
+        }
+        let flushed = result?;
+        self.metrics.flushed(&flushed);
+        if flushed.batch_refused {
+            warn!(group = %self.conn.group(), "a batch was refused as too large; sent one by one");
+        }
+        if self.queue.blocked() {
+            self.wake_pump();
+        }
+        if self.queue.is_empty() {
             for (_, done) in self.flush_marks.drain(..) {
                 let _ = done.send(());
             }
         }
         Ok(())
-    }
-
-    /// If the head of the queue is a message in pieces, multicasts its next
-    /// piece, or stops everything until its last piece is back (rule 5 of
-    /// `super::chunks`).
-    fn send_piece(&mut self) -> Result<PieceStep, TransportError> {
-        let Some(head) = self.outbound.front() else {
-            return Ok(PieceStep::NotInPieces);
-        };
-        let Some(plan) = &head.chunks else {
-            return Ok(PieceStep::NotInPieces);
-        };
-        let Some((chunk, piece)) = plan.next_piece(&head.bytes) else {
-            return Ok(PieceStep::Stop);
-        };
-        let len = CHUNK_OVERHEAD + piece.len();
-        if !self.window_has_room(len) {
-            return Ok(PieceStep::Stop);
-        }
-        // The piece is copied behind its head: the binding takes one slice.
-        let frame = self.codec.encode_chunk(chunk, piece);
-        let started = plan.started();
-        match self.conn.mcast(&frame) {
-            Ok(()) => {
-                if let Some(plan) = self.outbound.front_mut().and_then(|o| o.chunks.as_mut()) {
-                    plan.piece_sent();
-                }
-                self.in_flight += 1;
-                self.in_flight_bytes += len;
-                self.metrics.chunk_sent();
-                Ok(PieceStep::Sent)
-            }
-            Err(TransportError::TryAgain) => {
-                self.metrics.try_again();
-                self.blocked_by_flow_control = true;
-                self.wake_pump();
-                Ok(PieceStep::Stop)
-            }
-            Err(e @ TransportError::MessageTooLarge { .. }) if !started => {
-                if let Some(refused) = self.outbound.pop_front() {
-                    self.finish_outbound(refused, Err(e.to_string()));
-                }
-                Ok(PieceStep::Sent)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Whether a multicast of `len` bytes fits the window now. One always
-    /// goes when nothing is in flight, however large.
-    fn window_has_room(&self, len: usize) -> bool {
-        self.in_flight == 0
-            || (self.in_flight < self.window && self.in_flight_bytes + len <= self.window_bytes)
     }
 
     /// Flush requests for messages up to `seq` are done.
@@ -535,11 +309,13 @@ impl GroupActor {
         }
     }
 
-    fn finish_outbound(&mut self, out: Outbound, result: Result<(), String>) {
-        if out.gated {
-            self.gate.release(out.bytes.len());
+    /// A message left the queue: release its place in the gate and tell
+    /// its sender.
+    fn finish(&mut self, done: Finished<OnSent>) {
+        if let Some(len) = done.gated {
+            self.gate.release(len);
         }
-        self.finish_sent(out.on_sent, result);
+        self.finish_sent(done.token, done.result);
     }
 
     fn finish_sent(&mut self, on_sent: OnSent, result: Result<(), String>) {
@@ -601,8 +377,7 @@ impl GroupActor {
         match event {
             TransportEvent::Deliver { from, bytes } => {
                 if from == self.local() {
-                    self.in_flight = self.in_flight.saturating_sub(1);
-                    self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes.len());
+                    self.queue.own_delivered(bytes.len());
                 }
                 match inbound::receive(&self.codec, &mut self.reassembly, from, &bytes) {
                     Ok(Received::Whole(message)) => self.handle_message(from, message, false, ctx),
@@ -666,16 +441,10 @@ impl GroupActor {
     /// One of this member's pieces came back: the message at the head of
     /// the queue leaves it once the last one is back.
     fn own_piece_delivered(&mut self, head: &wire::ChunkHead) {
-        let whole = match self.outbound.front_mut().and_then(|o| o.chunks.as_mut()) {
-            Some(plan) => plan.piece_delivered(head),
-            None => false,
-        };
-        if whole {
-            if let Some(sent) = self.outbound.pop_front() {
-                let seq = sent.seq;
-                self.finish_outbound(sent, Ok(()));
-                self.resolve_flush_marks(seq);
-            }
+        if let Some(sent) = self.queue.own_piece_delivered(head) {
+            let seq = sent.seq;
+            self.finish(sent);
+            self.resolve_flush_marks(seq);
         }
     }
 
@@ -686,16 +455,7 @@ impl GroupActor {
     fn interrupt_chunks(&mut self, joined: &[MemberChange], left: &[MemberChange]) {
         let left: Vec<Member> = left.iter().map(|c| c.member).collect();
         let cut = self.reassembly.confchg(!joined.is_empty(), &left);
-        let mut next_id = self.next_id;
-        let restarted = match self.outbound.front_mut().and_then(|o| o.chunks.as_mut()) {
-            Some(plan) if !joined.is_empty() => plan.interrupted(|| {
-                let id = next_id;
-                next_id += 1;
-                id
-            }),
-            _ => false,
-        };
-        self.next_id = next_id;
+        let restarted = self.queue.confchg(!joined.is_empty());
         if cut > 0 || restarted {
             debug!(group = %self.conn.group(), cut, restarted, "confchg cut messages in pieces");
         }
@@ -781,26 +541,8 @@ impl GroupActor {
                     };
                     match encoded {
                         Ok(bytes) => {
-                            if let Some(out) =
-                                self.outbound_entry(bytes, OnSent::Nothing, false, 0, None)
-                            {
-                                // Never between the pieces of a message
-                                // under way, and after the state transfer
-                                // messages already queued: their order
-                                // matters (an announcement goes before
-                                // the request or offer that follows it).
-                                let mut at = match self.outbound.front() {
-                                    Some(head)
-                                        if head.chunks.as_ref().is_some_and(|c| c.started()) =>
-                                    {
-                                        1
-                                    }
-                                    _ => 0,
-                                };
-                                while self.outbound.get(at).is_some_and(|o| o.seq == 0) {
-                                    at += 1;
-                                }
-                                self.outbound.insert(at, out);
+                            if let Err(refused) = self.queue.push_control(bytes, OnSent::Nothing) {
+                                self.finish(refused);
                             }
                         }
                         Err(e) => error!("state transfer message not sent: {e}"),
@@ -889,7 +631,7 @@ impl GroupActor {
     /// at a time would make every freed slot a multicast of its own, where
     /// waiting a little packs the queue into a batch.
     fn refill(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight * 2 <= self.window && self.in_flight_bytes * 2 <= self.window_bytes {
+        if self.queue.half_free() {
             self.flush_or_close(ctx);
         }
     }
@@ -951,7 +693,7 @@ impl GroupActor {
             self.close(e, ctx);
             return;
         }
-        if self.leaving.is_some() && self.outbound.is_empty() {
+        if self.leaving.is_some() && self.queue.is_empty() {
             let result = self.conn.leave().map_err(GroupError::from);
             if let Some(done) = self.leaving.take() {
                 let _ = done.send(result);
@@ -995,11 +737,12 @@ impl GroupActor {
         }
         self.gate.close();
         self.flush_marks.clear();
-        for out in std::mem::take(&mut self.outbound) {
-            if out.gated {
-                self.gate.release(out.bytes.len());
+        let unsent: Vec<Finished<OnSent>> = self.queue.drain().collect();
+        for out in unsent {
+            if let Some(len) = out.gated {
+                self.gate.release(len);
             }
-            match out.on_sent {
+            match out.token {
                 OnSent::Resolve(done) => {
                     let _ = done.send(Err(GroupError::Closed));
                 }
@@ -1085,11 +828,13 @@ impl Pumped for GroupActor {
     }
 
     fn send_blocked(&self) -> bool {
-        self.blocked_by_flow_control && !self.outbound.is_empty()
+        self.queue.blocked()
     }
 
     fn linger_deadline(&self) -> Option<tokio::time::Instant> {
-        self.linger_until.map(tokio::time::Instant::from_std)
+        self.queue
+            .linger_deadline()
+            .map(tokio::time::Instant::from_std)
     }
 }
 
@@ -1166,14 +911,12 @@ impl GroupActor {
                 };
                 self.push_back(bytes, on_sent, true);
             }
-            Op::Flush { done } => {
-                if self.outbound.is_empty() {
+            Op::Flush { done } => match self.queue.flush_all() {
+                None => {
                     let _ = done.send(());
-                } else {
-                    self.flush_upto = self.next_seq - 1;
-                    self.flush_marks.push_back((self.flush_upto, done));
                 }
-            }
+                Some(upto) => self.flush_marks.push_back((upto, done)),
+            },
             Op::Leave { done } => {
                 self.leaving = Some(done);
             }
