@@ -1,27 +1,28 @@
 //! The group runtime: one actix actor per joined group, the only code that
-//! touches the transport. It decodes events, feeds them to [`GroupCore`] and
-//! executes the commands that come back.
+//! touches the transport. It is glue between pure parts:
 //!
 //! ```text
-//!  Op (register, call, ...) ──► outbound queue ──► pack ──► mcast (window, TRY_AGAIN)
-//!   (calls pass the SendGate)                       (batch)      │
-//!  transport ─ poll_event ─► decode ─► unbatch ─► GroupCore ─► commands ─► local
-//!                                                        actors, replies, events
+//!  Op (register, call, ...) ──► ops ──► SendQueue ──► mcast (window, batch, pieces)
+//!   (calls pass the SendGate)                              │
+//!  transport ─ poll_event ─► receive ─► inbound pipeline ─► GroupCore
+//!                                                              │
+//!               local actors, replies, events ◄── commands ◄───┘
+//!               children (local_supervision)
 //! ```
 //!
-//! The send window bounds multicasts made but not yet delivered back to
-//! this member; a multicast that meets `TRY_AGAIN` stays at the head of the
-//! queue and is retried before anything behind it, so nothing is lost or
-//! reordered. The runtime polls the transport between sends, so the daemon
-//! never holds more than a window of this member's deliveries.
+//! - `ops`: what a [`super::Group`] handle asks, answered locally or queued;
+//! - [`super::send_queue`]: the window of multicasts in flight, batching
+//!   with linger, messages in pieces, `TRY_AGAIN` (no I/O: this actor hands
+//!   it the transport's multicast);
+//! - `receive`: recording, the inbound pipeline (frames, pieces, batches,
+//!   see [`super::inbound`]) and this member's own multicasts coming back;
+//! - `commands`: the core's commands carried out;
+//! - `local_supervision`: the children this member hosts.
 //!
-//! Batching: when a window slot opens, the messages at the head of the
-//! queue that fit within [`BatchConfig`]'s caps go out as one
-//! [`Kind::Batch`] multicast. A batch is unpacked on delivery into the same
-//! messages, handed to the core one by one at the batch's place in the
-//! order, so the core cannot tell a batched message from a lone one. The
-//! linger only delays *when* the runtime multicasts (local I/O timing); it
-//! decides nothing in the group.
+//! The event pump ([`crate::pump`]) drives it: ops first, then transport
+//! events, flushing the queue when it runs out of both. The linger only
+//! delays *when* the runtime multicasts (local I/O timing); it decides
+//! nothing in the group.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -34,28 +35,29 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalChild};
-use super::chunks::{Piece, Reassembly};
-use super::core::{Command, GroupCore, Limits, Outgoing, MAX_TICK_STEP_MS};
+use super::chunks::Reassembly;
+use super::core::{GroupCore, Limits, MAX_TICK_STEP_MS};
 use super::gate::SendGate;
-use super::inbound::{self, Handled, Received};
-use super::messages::{RegistryOp, RemoteFailure, Reply, RequestRef, SupervisionMsg};
+use super::messages::{RegistryOp, SupervisionMsg};
 use super::metrics::GroupMetrics;
 use super::send_queue::{Finished, QueueLimits, SendQueue};
-use super::{
-    BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, NameDropReason,
-};
+use super::{BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent};
 use crate::pump::{EventPump, Pumped};
 
+mod commands;
 mod local_supervision;
-use crate::record::{Recorded, Recorder};
+mod ops;
+mod receive;
+use crate::record::Recorder;
 use crate::remote::Endpoint;
 use crate::supervisor::{
-    ChildPath, ChildStatus, Command as SupCommand, Fingerprint, Output, Shutdown, SlotKey,
-    SlotStatus, SupervisionEvent, TreeSpec,
+    ChildPath, Command as SupCommand, Fingerprint, Output, Shutdown, SlotKey, SlotStatus,
+    SupervisionEvent,
 };
-use crate::transport::{Connection, Member, MemberChange, TransportError, TransportEvent};
-use crate::wire::{self, Codec, Kind, WireError, HEADER_LEN};
+use crate::transport::{Connection, Member, TransportError, TransportEvent};
+use crate::wire::{Codec, Kind};
 use local_supervision::LocalSupervision;
+pub(crate) use ops::Op;
 
 /// How often local children are checked for having stopped. Only the
 /// detection delay depends on it, never a decision.
@@ -67,54 +69,6 @@ const TICK_INTERVAL: Duration = Duration::from_millis(500);
 type Done<T> = oneshot::Sender<T>;
 
 type Registering = (String, Option<Done<Result<(), GroupError>>>);
-
-/// A request from a [`super::Group`] handle.
-pub(crate) enum Op {
-    Register {
-        name: String,
-        endpoint: Endpoint,
-        done: Done<Result<(), GroupError>>,
-    },
-    Unregister {
-        name: String,
-        done: Done<Result<(), GroupError>>,
-    },
-    Lookup {
-        name: String,
-        done: Done<Option<Member>>,
-    },
-    Names {
-        done: Done<Vec<(String, Member)>>,
-    },
-    Members {
-        done: Done<Vec<Member>>,
-    },
-    /// A request envelope built by the caller, admitted by the gate (its
-    /// bytes are released there once multicast).
-    Call {
-        id: u64,
-        bytes: Vec<u8>,
-        want_reply: bool,
-        /// `None` for a fire-and-forget `try_tell`: nobody awaits it.
-        done: Option<Done<CallOutcome>>,
-    },
-    /// Multicast everything queued so far without waiting for the linger.
-    Flush {
-        done: Done<()>,
-    },
-    Leave {
-        done: Done<Result<(), GroupError>>,
-    },
-    StartTree {
-        name: String,
-        spec: TreeSpec,
-        factories: Factories,
-        done: Done<Result<(), GroupError>>,
-    },
-    Children {
-        done: Done<Vec<ChildStatus>>,
-    },
-}
 
 /// What to do once a queued message has been handed to the transport.
 enum OnSent {
@@ -354,340 +308,6 @@ impl GroupActor {
         }
     }
 
-    fn record(&mut self, event: &TransportEvent) {
-        let Some(recorder) = &mut self.recorder else {
-            return;
-        };
-        let Some(entry) = Recorded::from_event(event) else {
-            return;
-        };
-        let mut result = recorder.append(&entry);
-        if matches!(entry, Recorded::ConfChg { .. }) {
-            // Membership changes are what an incident review needs first.
-            result = result.and_then(|()| recorder.flush());
-        }
-        if let Err(e) = result {
-            error!(group = %self.conn.group(), "recording stopped: {e}");
-            self.recorder = None;
-        }
-    }
-
-    fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
-        self.record(&event);
-        match event {
-            TransportEvent::Deliver { from, bytes } => {
-                if from == self.local() {
-                    self.queue.own_delivered(bytes.len());
-                }
-                match inbound::receive(&self.codec, &mut self.reassembly, from, &bytes) {
-                    Ok(Received::Whole(message)) => self.handle_message(from, message, false, ctx),
-                    Ok(Received::Piece { head, outcome }) => {
-                        self.handle_piece(from, head, outcome, ctx)
-                    }
-                    Err(e) => {
-                        self.drop_message(from, bytes.len(), &e);
-                        if is_piece(&self.codec, &bytes) {
-                            self.refill(ctx);
-                        }
-                    }
-                }
-            }
-            TransportEvent::ConfChg {
-                members,
-                joined,
-                left,
-            } => {
-                debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
-                self.interrupt_chunks(&joined, &left);
-                let commands = self.core.handle_confchg(&members, &joined, &left);
-                self.execute(commands, ctx);
-            }
-            TransportEvent::TotemConfChg { ring_id, nodes } => {
-                debug!(?ring_id, ?nodes, "totem confchg");
-            }
-            TransportEvent::Quorum(q) => {
-                debug!(quorate = q.quorate, ring = ?q.ring_id, "quorum");
-                self.sup.quorate = Some((q.quorate, q.nodes.clone()));
-                self.announce_quorum();
-                self.flush_or_close(ctx);
-            }
-        }
-    }
-
-    /// One piece of a message too large for one multicast, as the
-    /// reassembly took it: a message it completes is handled here, at the
-    /// place of its last piece.
-    fn handle_piece(
-        &mut self,
-        from: Member,
-        head: wire::ChunkHead,
-        outcome: Piece,
-        ctx: &mut Context<Self>,
-    ) {
-        if from == self.local() {
-            self.own_piece_delivered(&head);
-        }
-        match outcome {
-            Piece::Pending => {}
-            Piece::Stray => self.metrics.chunk_stray(),
-            Piece::Whole(message) => {
-                self.metrics.chunked_delivered();
-                self.handle_message(from, &message, true, ctx);
-            }
-        }
-        self.refill(ctx);
-    }
-
-    /// One of this member's pieces came back: the message at the head of
-    /// the queue leaves it once the last one is back.
-    fn own_piece_delivered(&mut self, head: &wire::ChunkHead) {
-        if let Some(sent) = self.queue.own_piece_delivered(head) {
-            let seq = sent.seq;
-            self.finish(sent);
-            self.resolve_flush_marks(seq);
-        }
-    }
-
-    /// A confchg that brings members in cuts every message in pieces, and
-    /// this member's own one, if it was cut, goes again from its first
-    /// piece; one that only takes members out drops their messages alone
-    /// (see `super::chunks`).
-    fn interrupt_chunks(&mut self, joined: &[MemberChange], left: &[MemberChange]) {
-        let left: Vec<Member> = left.iter().map(|c| c.member).collect();
-        let cut = self.reassembly.confchg(!joined.is_empty(), &left);
-        let restarted = self.queue.confchg(!joined.is_empty());
-        if cut > 0 || restarted {
-            debug!(group = %self.conn.group(), cut, restarted, "confchg cut messages in pieces");
-        }
-        if restarted {
-            self.metrics.chunked_resent();
-        }
-    }
-
-    /// A whole message delivered from `from` (alone, or put back together
-    /// from pieces): a single envelope, or a batch unpacked in order.
-    fn handle_message(
-        &mut self,
-        from: Member,
-        message: &[u8],
-        reassembled: bool,
-        ctx: &mut Context<Self>,
-    ) {
-        let unpacked = match inbound::unpack(&self.codec, message, reassembled) {
-            Ok(unpacked) => unpacked,
-            Err(e) => return self.drop_message(from, message.len(), &e),
-        };
-        if unpacked.batch {
-            self.metrics.batch_delivered();
-        }
-        for envelope in unpacked.envelopes {
-            match envelope {
-                Ok(frame) => self.handle_envelope(from, frame, ctx),
-                Err((len, e)) => self.drop_message(from, len, &e),
-            }
-            if ctx.state().stopping() {
-                return;
-            }
-        }
-    }
-
-    fn handle_envelope(&mut self, from: Member, frame: wire::Frame<'_>, ctx: &mut Context<Self>) {
-        let len = frame.body.len() + HEADER_LEN;
-        let handled = match inbound::handle_envelope(&mut self.core, &self.codec, from, frame) {
-            Ok(handled) => handled,
-            Err(e) => return self.drop_message(from, len, &e),
-        };
-        self.metrics.delivered();
-        match handled {
-            Handled::Skipped => {
-                // One of ours freed a window slot.
-                self.metrics.request_delivered();
-                if from == self.local() {
-                    self.refill(ctx);
-                }
-            }
-            Handled::Request {
-                request,
-                commands,
-                deliver,
-            } => {
-                self.metrics.request_delivered();
-                if deliver {
-                    self.deliver_local(from, request, ctx);
-                }
-                self.execute(commands, ctx);
-            }
-            Handled::Core(commands) => self.execute(commands, ctx),
-        }
-    }
-
-    fn drop_message(&self, from: Member, len: usize, e: &WireError) {
-        self.metrics.dropped(e);
-        warn!(group = %self.conn.group(), %from, len, "dropped a message: {e}");
-    }
-
-    fn execute(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
-        for command in commands {
-            match command {
-                Command::Mcast(outgoing) => {
-                    // State transfer goes ahead of user traffic: the member
-                    // that asked waits on it, and its position relative to
-                    // this member's other messages does not matter.
-                    let encoded = match &outgoing {
-                        Outgoing::Announce(a) => self.codec.encode(Kind::Announce, a),
-                        Outgoing::SyncRequest(r) => self.codec.encode(Kind::SyncRequest, r),
-                        Outgoing::Snapshot(s) => self.codec.encode(Kind::Snapshot, s),
-                        Outgoing::Supervision(m) => self.codec.encode(Kind::Supervision, m),
-                    };
-                    match encoded {
-                        Ok(bytes) => {
-                            if let Err(refused) = self.queue.push_control(bytes, OnSent::Nothing) {
-                                self.finish(refused);
-                            }
-                        }
-                        Err(e) => error!("state transfer message not sent: {e}"),
-                    }
-                }
-                Command::RegisterDone { token, result } => {
-                    if let Some((name, done)) = self.registering.remove(&token) {
-                        let outcome = match result {
-                            Ok(()) => Ok(()),
-                            Err(owner) => {
-                                let endpoint = self.endpoints.remove(&name);
-                                let child_name = self.sup.children.values().any(|c| c.name == name);
-                                if let (true, Some(endpoint)) = (child_name, endpoint) {
-                                    // The former host has not released it yet.
-                                    self.sup.wanted.insert(name.clone(), endpoint);
-                                } else if done.is_none() {
-                                    self.publish(GroupEvent::NameDropped {
-                                        name: name.clone(),
-                                        host: self.local(),
-                                        reason: NameDropReason::LostInMerge,
-                                    });
-                                }
-                                Err(GroupError::NameTaken { name, owner })
-                            }
-                        };
-                        if let Some(done) = done {
-                            let _ = done.send(outcome);
-                        }
-                    }
-                }
-                Command::Deliver { from, request } => self.deliver_local(from, request, ctx),
-                Command::CallDone { id, outcome } => {
-                    if let Some(done) = self.calls.remove(&id) {
-                        let _ = done.send(outcome.map(Some));
-                    }
-                }
-                Command::Reclaim { name } => {
-                    if self.endpoints.contains_key(&name) {
-                        let token = self.next_id();
-                        self.registering.insert(token, (name.clone(), None));
-                        self.enqueue(
-                            Kind::Registry,
-                            &RegistryOp::Register { name, token },
-                            OnSent::Registering(token),
-                        );
-                    }
-                }
-                Command::Dropped { from, cause } => {
-                    self.metrics.refused(cause);
-                    warn!(group = %self.conn.group(), %from, ?cause, "refused a message");
-                }
-                Command::Supervise(output) => self.supervise(output),
-                Command::Reconcile => self.reconcile(),
-                Command::Event(event) => {
-                    match &event {
-                        GroupEvent::NameDropped { name, host, .. } if *host == self.local() => {
-                            self.endpoints.remove(name);
-                        }
-                        GroupEvent::NameDropped { name, .. }
-                        | GroupEvent::NameUnregistered { name, .. } => {
-                            if let Some(endpoint) = self.sup.wanted.remove(name) {
-                                self.register_child_name(name.clone(), endpoint);
-                            }
-                        }
-                        GroupEvent::Ready => {
-                            if let Some(ready) = self.ready.take() {
-                                let _ = ready.send(Ok(()));
-                            }
-                            self.announce_quorum();
-                        }
-                        GroupEvent::ViewChanged { .. } if self.is_lowest() => {
-                            self.announce_quorum();
-                        }
-                        _ => {}
-                    }
-                    self.publish(event);
-                }
-            }
-        }
-        self.refill(ctx);
-    }
-
-    /// Multicasts again once half the window is free (in multicasts and in
-    /// bytes), or leaves it to the pump, which flushes whenever it runs out
-    /// of events and after taking in the ops waiting: sending a slot's worth
-    /// at a time would make every freed slot a multicast of its own, where
-    /// waiting a little packs the queue into a batch.
-    fn refill(&mut self, ctx: &mut Context<Self>) {
-        if self.queue.half_free() {
-            self.flush_or_close(ctx);
-        }
-    }
-
-    fn publish(&self, event: GroupEvent) {
-        // No subscriber is fine.
-        let _ = self.events.send(event);
-    }
-
-    fn deliver_local(&mut self, from: Member, request: impl AsRequest, ctx: &mut Context<Self>) {
-        let RequestRef {
-            id,
-            target,
-            type_tag,
-            want_reply,
-            payload,
-            ..
-        } = request.as_request();
-        let dispatched = match self.endpoints.get(target) {
-            Some(endpoint) => endpoint.dispatch(&self.codec, type_tag, payload, want_reply),
-            None => Err(RemoteFailure::ActorGone),
-        };
-        match dispatched {
-            Ok(Some(fut)) => {
-                ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
-                    act.reply(id, from, outcome);
-                    act.flush_or_close(ctx);
-                }));
-            }
-            Ok(None) => {}
-            Err(failure) => {
-                if matches!(failure, RemoteFailure::UnknownType(_)) {
-                    self.metrics.unknown_type();
-                }
-                let type_tag = String::from_utf8_lossy(type_tag);
-                warn!(%from, %target, %type_tag, ?failure, "request not handled");
-                if want_reply {
-                    self.reply(id, from, Err(failure));
-                }
-            }
-        }
-    }
-
-    fn reply(&mut self, id: u64, to: Member, outcome: Result<Vec<u8>, RemoteFailure>) {
-        let reply = Reply { id, to, outcome };
-        let reply = match self.codec.encode(Kind::Reply, &reply) {
-            Ok(_) => reply,
-            Err(e) => Reply {
-                id,
-                to,
-                outcome: Err(RemoteFailure::Encode(e.to_string())),
-            },
-        };
-        self.enqueue(Kind::Reply, &reply, OnSent::Nothing);
-    }
-
     fn flush_or_close(&mut self, ctx: &mut Context<Self>) {
         if let Err(e) = self.flush() {
             self.close(e, ctx);
@@ -791,7 +411,7 @@ impl Pumped for GroupActor {
     }
 
     fn handle_op(&mut self, op: Op, _ctx: &mut Context<Self>) {
-        GroupActor::handle_op(self, op);
+        self.take_op(op);
     }
 
     /// What callers queued together leaves together (one batch when
@@ -804,7 +424,7 @@ impl Pumped for GroupActor {
         // Every handle is gone: nobody can use the membership.
         if self.leaving.is_none() {
             let (done, _) = oneshot::channel();
-            GroupActor::handle_op(self, Op::Leave { done });
+            self.take_op(Op::Leave { done });
         }
     }
 
@@ -836,164 +456,4 @@ impl Pumped for GroupActor {
             .linger_deadline()
             .map(tokio::time::Instant::from_std)
     }
-}
-
-impl GroupActor {
-    fn handle_op(&mut self, op: Op) {
-        if self.leaving.is_some() {
-            if let Op::Call { bytes, .. } = &op {
-                self.gate.release(bytes.len());
-            }
-            reject_closed(op);
-            return;
-        }
-        match op {
-            Op::Register {
-                name,
-                endpoint,
-                done,
-            } => {
-                if self.endpoints.contains_key(&name) {
-                    let _ = done.send(Err(GroupError::NameTaken {
-                        name,
-                        owner: self.local(),
-                    }));
-                    return;
-                }
-                let token = self.next_id();
-                self.endpoints.insert(name.clone(), endpoint);
-                self.registering.insert(token, (name.clone(), Some(done)));
-                self.enqueue(
-                    Kind::Registry,
-                    &RegistryOp::Register { name, token },
-                    OnSent::Registering(token),
-                );
-            }
-            Op::Unregister { name, done } => {
-                if self.endpoints.remove(&name).is_some() {
-                    self.enqueue(
-                        Kind::Registry,
-                        &RegistryOp::Unregister { name },
-                        OnSent::Resolve(done),
-                    );
-                } else {
-                    let _ = done.send(Ok(()));
-                }
-            }
-            Op::Lookup { name, done } => {
-                let _ = done.send(self.core.lookup(&name));
-            }
-            Op::Names { done } => {
-                let _ = done.send(
-                    self.core
-                        .names()
-                        .iter()
-                        .map(|(n, h)| (n.clone(), *h))
-                        .collect(),
-                );
-            }
-            Op::Members { done } => {
-                let _ = done.send(self.core.view().to_vec());
-            }
-            Op::Call {
-                id,
-                bytes,
-                want_reply,
-                done,
-            } => {
-                let on_sent = match (want_reply, done) {
-                    (true, Some(done)) => {
-                        self.calls.insert(id, done);
-                        OnSent::Awaiting(id)
-                    }
-                    (false, Some(done)) => OnSent::Told(done),
-                    (_, None) => OnSent::Nothing,
-                };
-                self.push_back(bytes, on_sent, true);
-            }
-            Op::Flush { done } => match self.queue.flush_all() {
-                None => {
-                    let _ = done.send(());
-                }
-                Some(upto) => self.flush_marks.push_back((upto, done)),
-            },
-            Op::Leave { done } => {
-                self.leaving = Some(done);
-            }
-            Op::StartTree {
-                name,
-                spec,
-                factories,
-                done,
-            } => {
-                let fingerprint = spec.fingerprint();
-                self.sup.trees.insert(name.clone(), factories);
-                if let Some((_, earlier)) =
-                    self.sup.starting.insert(name.clone(), (fingerprint, done))
-                {
-                    let _ = earlier.send(Err(GroupError::Closed));
-                }
-                self.enqueue(
-                    Kind::Supervision,
-                    &SupervisionMsg::TreeStarted {
-                        name,
-                        fingerprint,
-                        spec,
-                    },
-                    OnSent::Nothing,
-                );
-                // Children the engine already placed here may now be built.
-                self.reconcile();
-            }
-            Op::Children { done } => {
-                let _ = done.send(self.core.engine().children());
-            }
-        }
-    }
-}
-
-/// A request to hand to a local actor: read in place, or owned by the core
-/// (replayed after a state transfer).
-trait AsRequest {
-    fn as_request(&self) -> RequestRef<'_>;
-}
-
-impl AsRequest for RequestRef<'_> {
-    fn as_request(&self) -> RequestRef<'_> {
-        *self
-    }
-}
-
-impl AsRequest for super::messages::Request {
-    fn as_request(&self) -> RequestRef<'_> {
-        RequestRef::from(self)
-    }
-}
-
-fn reject_closed(op: Op) {
-    match op {
-        Op::Register { done, .. } | Op::Unregister { done, .. } | Op::Leave { done } => {
-            let _ = done.send(Err(GroupError::Closed));
-        }
-        Op::Call { done, .. } => {
-            if let Some(done) = done {
-                let _ = done.send(Err(CallError::Closed));
-            }
-        }
-        Op::StartTree { done, .. } => {
-            let _ = done.send(Err(GroupError::Closed));
-        }
-        Op::Lookup { .. }
-        | Op::Names { .. }
-        | Op::Members { .. }
-        | Op::Children { .. }
-        | Op::Flush { .. } => {}
-    }
-}
-
-/// Whether `bytes` is framed as a piece of a larger message.
-fn is_piece(codec: &Codec, bytes: &[u8]) -> bool {
-    codec
-        .decode_frame(bytes)
-        .is_ok_and(|frame| frame.kind == Kind::Chunk)
 }

@@ -1,0 +1,200 @@
+//! The core's commands, carried out: multicasts queued, local actors
+//! given their requests, replies sent, registrations and calls resolved,
+//! supervision executed, events published.
+
+use actix::prelude::*;
+use tracing::{error, warn};
+
+use super::{GroupActor, OnSent};
+use crate::group::core::{Command, Outgoing};
+use crate::group::messages::{RegistryOp, RemoteFailure, Reply, RequestRef};
+use crate::group::{GroupError, GroupEvent, NameDropReason};
+use crate::transport::Member;
+use crate::wire::Kind;
+
+impl GroupActor {
+    pub(super) fn execute(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
+        for command in commands {
+            match command {
+                Command::Mcast(outgoing) => {
+                    // State transfer goes ahead of user traffic: the member
+                    // that asked waits on it, and its position relative to
+                    // this member's other messages does not matter.
+                    let encoded = match &outgoing {
+                        Outgoing::Announce(a) => self.codec.encode(Kind::Announce, a),
+                        Outgoing::SyncRequest(r) => self.codec.encode(Kind::SyncRequest, r),
+                        Outgoing::Snapshot(s) => self.codec.encode(Kind::Snapshot, s),
+                        Outgoing::Supervision(m) => self.codec.encode(Kind::Supervision, m),
+                    };
+                    match encoded {
+                        Ok(bytes) => {
+                            if let Err(refused) = self.queue.push_control(bytes, OnSent::Nothing) {
+                                self.finish(refused);
+                            }
+                        }
+                        Err(e) => error!("state transfer message not sent: {e}"),
+                    }
+                }
+                Command::RegisterDone { token, result } => {
+                    if let Some((name, done)) = self.registering.remove(&token) {
+                        let outcome = match result {
+                            Ok(()) => Ok(()),
+                            Err(owner) => {
+                                let endpoint = self.endpoints.remove(&name);
+                                let child_name = self.sup.children.values().any(|c| c.name == name);
+                                if let (true, Some(endpoint)) = (child_name, endpoint) {
+                                    // The former host has not released it yet.
+                                    self.sup.wanted.insert(name.clone(), endpoint);
+                                } else if done.is_none() {
+                                    self.publish(GroupEvent::NameDropped {
+                                        name: name.clone(),
+                                        host: self.local(),
+                                        reason: NameDropReason::LostInMerge,
+                                    });
+                                }
+                                Err(GroupError::NameTaken { name, owner })
+                            }
+                        };
+                        if let Some(done) = done {
+                            let _ = done.send(outcome);
+                        }
+                    }
+                }
+                Command::Deliver { from, request } => self.deliver_local(from, request, ctx),
+                Command::CallDone { id, outcome } => {
+                    if let Some(done) = self.calls.remove(&id) {
+                        let _ = done.send(outcome.map(Some));
+                    }
+                }
+                Command::Reclaim { name } => {
+                    if self.endpoints.contains_key(&name) {
+                        let token = self.next_id();
+                        self.registering.insert(token, (name.clone(), None));
+                        self.enqueue(
+                            Kind::Registry,
+                            &RegistryOp::Register { name, token },
+                            OnSent::Registering(token),
+                        );
+                    }
+                }
+                Command::Dropped { from, cause } => {
+                    self.metrics.refused(cause);
+                    warn!(group = %self.conn.group(), %from, ?cause, "refused a message");
+                }
+                Command::Supervise(output) => self.supervise(output),
+                Command::Reconcile => self.reconcile(),
+                Command::Event(event) => {
+                    match &event {
+                        GroupEvent::NameDropped { name, host, .. } if *host == self.local() => {
+                            self.endpoints.remove(name);
+                        }
+                        GroupEvent::NameDropped { name, .. }
+                        | GroupEvent::NameUnregistered { name, .. } => {
+                            if let Some(endpoint) = self.sup.wanted.remove(name) {
+                                self.register_child_name(name.clone(), endpoint);
+                            }
+                        }
+                        GroupEvent::Ready => {
+                            if let Some(ready) = self.ready.take() {
+                                let _ = ready.send(Ok(()));
+                            }
+                            self.announce_quorum();
+                        }
+                        GroupEvent::ViewChanged { .. } if self.is_lowest() => {
+                            self.announce_quorum();
+                        }
+                        _ => {}
+                    }
+                    self.publish(event);
+                }
+            }
+        }
+        self.refill(ctx);
+    }
+
+    /// Multicasts again once half the window is free (in multicasts and in
+    /// bytes), or leaves it to the pump, which flushes whenever it runs out
+    /// of events and after taking in the ops waiting: sending a slot's worth
+    /// at a time would make every freed slot a multicast of its own, where
+    /// waiting a little packs the queue into a batch.
+    pub(super) fn refill(&mut self, ctx: &mut Context<Self>) {
+        if self.queue.half_free() {
+            self.flush_or_close(ctx);
+        }
+    }
+
+    pub(super) fn publish(&self, event: GroupEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    pub(super) fn deliver_local(
+        &mut self,
+        from: Member,
+        request: impl AsRequest,
+        ctx: &mut Context<Self>,
+    ) {
+        let RequestRef {
+            id,
+            target,
+            type_tag,
+            want_reply,
+            payload,
+            ..
+        } = request.as_request();
+        let dispatched = match self.endpoints.get(target) {
+            Some(endpoint) => endpoint.dispatch(&self.codec, type_tag, payload, want_reply),
+            None => Err(RemoteFailure::ActorGone),
+        };
+        match dispatched {
+            Ok(Some(fut)) => {
+                ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
+                    act.reply(id, from, outcome);
+                    act.flush_or_close(ctx);
+                }));
+            }
+            Ok(None) => {}
+            Err(failure) => {
+                if matches!(failure, RemoteFailure::UnknownType(_)) {
+                    self.metrics.unknown_type();
+                }
+                let type_tag = String::from_utf8_lossy(type_tag);
+                warn!(%from, %target, %type_tag, ?failure, "request not handled");
+                if want_reply {
+                    self.reply(id, from, Err(failure));
+                }
+            }
+        }
+    }
+
+    pub(super) fn reply(&mut self, id: u64, to: Member, outcome: Result<Vec<u8>, RemoteFailure>) {
+        let reply = Reply { id, to, outcome };
+        let reply = match self.codec.encode(Kind::Reply, &reply) {
+            Ok(_) => reply,
+            Err(e) => Reply {
+                id,
+                to,
+                outcome: Err(RemoteFailure::Encode(e.to_string())),
+            },
+        };
+        self.enqueue(Kind::Reply, &reply, OnSent::Nothing);
+    }
+}
+
+/// A request to hand to a local actor: read in place, or owned by the core
+/// (replayed after a state transfer).
+pub(super) trait AsRequest {
+    fn as_request(&self) -> RequestRef<'_>;
+}
+
+impl AsRequest for RequestRef<'_> {
+    fn as_request(&self) -> RequestRef<'_> {
+        *self
+    }
+}
+
+impl AsRequest for crate::group::messages::Request {
+    fn as_request(&self) -> RequestRef<'_> {
+        RequestRef::from(self)
+    }
+}
