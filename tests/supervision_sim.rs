@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_cpg::supervisor::{
-    ChildSpec, QuorumPolicy, RestartType, Strategy, SupervisorSpec, TreeSpec,
+    ChildSpec, QuorumPolicy, Refusal, RestartType, Strategy, SupervisorSpec, TreeSpec,
 };
 use actix_cpg::transport::sim::{SimCluster, SimProcess};
 use actix_cpg::{
@@ -399,10 +399,13 @@ async fn a_different_spec_under_the_same_name_is_refused() {
     let refused = second
         .start_tree("jobs", other, factories(second.local(), &census, &addrs))
         .await;
-    assert!(
-        matches!(refused, Err(actix_cpg::GroupError::TreeRefused(_))),
-        "{refused:?}"
-    );
+    // The cause is typed, and chained for error reporters.
+    let Err(error @ actix_cpg::GroupError::TreeRefused(Refusal::SpecMismatch { .. })) = &refused
+    else {
+        panic!("{refused:?}");
+    };
+    let cause = std::error::Error::source(error).expect("a source");
+    assert!(cause.to_string().contains("another spec"), "{cause}");
     // The first spec keeps running, and the refused member can still join
     // the tree with the right one.
     second

@@ -145,7 +145,7 @@ pub enum ElectionError {
     Closed,
     /// The message could not be encoded; nothing changed.
     #[error("codec: {0}")]
-    Codec(String),
+    Codec(#[source] crate::wire::WireError),
 }
 
 /// Tuning of one election member.

@@ -273,7 +273,7 @@ impl ElectionActor {
                         self.outbox.push_user(bytes, ());
                     }
                     Err(e) => {
-                        let _ = done.send(Err(ElectionError::Codec(e.to_string())));
+                        let _ = done.send(Err(ElectionError::Codec(e)));
                     }
                 }
             }

@@ -49,8 +49,9 @@ pub use self::metrics::{GroupMetrics, MetricsSnapshot};
 pub use self::remote_addr::RemoteAddr;
 use self::runtime::{GroupActor, Op, Outlets};
 use crate::remote::{Handlers, RemoteMessage};
-use crate::supervisor::{ChildStatus, SupervisionEvent, TreeSpec};
+use crate::supervisor::{ChildStatus, Refusal, SpecError, SupervisionEvent, TreeSpec};
 use crate::transport::{Connection, GroupName, Member, MemberChange, Reason, TransportError};
+use crate::wire::WireError;
 
 /// The outcome of a queued call: the encoded reply (`None` for a tell).
 pub(crate) type CallOutcome = Result<Option<Vec<u8>>, CallError>;
@@ -276,7 +277,7 @@ pub enum CallError {
     },
     /// The message or its result could not be encoded or decoded here.
     #[error("codec: {0}")]
-    Codec(String),
+    Codec(#[source] WireError),
     /// The group runtime stopped (left, or transport closed).
     #[error("group closed")]
     Closed,
@@ -311,17 +312,19 @@ pub enum GroupError {
     Closed,
     /// The operation's message could not be encoded.
     #[error("codec: {0}")]
-    Codec(String),
+    Codec(#[source] WireError),
     /// The recording file could not be created; nothing was joined.
     #[error("recording: {0}")]
     Record(String),
     /// The supervision tree spec is invalid; nothing was sent.
     #[error("invalid tree spec: {0}")]
-    InvalidSpec(String),
-    /// Another member started a tree of this name with another spec first.
-    /// Nothing runs here for it; fix the spec (or the name) and start again.
+    InvalidSpec(#[source] SpecError),
+    /// The group refused the tree at its place in the order (another
+    /// member started a tree of this name with another spec first, or the
+    /// spec sent does not match its fingerprint). Nothing runs here for
+    /// it; fix the spec (or the name) and start again.
     #[error("tree refused: {0}")]
-    TreeRefused(String),
+    TreeRefused(#[source] Refusal),
 }
 
 /// A handle to this process's membership of one group. Clone freely; the
@@ -485,8 +488,7 @@ impl Group {
         spec: TreeSpec,
         factories: Factories,
     ) -> Result<(), GroupError> {
-        spec.validate()
-            .map_err(|e| GroupError::InvalidSpec(e.to_string()))?;
+        spec.validate().map_err(GroupError::InvalidSpec)?;
         let (tx, rx) = oneshot::channel();
         self.op(Op::StartTree {
             name: name.to_owned(),

@@ -89,9 +89,7 @@ where
             .map(|(id, bytes)| self.group.call(id, bytes, true));
         async move {
             let reply = call?.await?.ok_or(CallError::Closed)?;
-            codec
-                .decode_payload(&reply)
-                .map_err(|e| CallError::Codec(e.to_string()))
+            codec.decode_payload(&reply).map_err(CallError::Codec)
         }
     }
 
@@ -139,7 +137,7 @@ where
                 |out| head.write(out),
                 msg,
             )
-            .map_err(|e| CallError::Codec(e.to_string()))?;
+            .map_err(CallError::Codec)?;
         Ok((id, bytes))
     }
 }

@@ -55,7 +55,7 @@ use crate::supervisor::{
     SupervisionEvent,
 };
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
-use crate::wire::{Codec, Kind};
+use crate::wire::{Codec, Kind, WireError};
 use local_supervision::LocalSupervision;
 pub(crate) use ops::Op;
 
@@ -69,6 +69,31 @@ const TICK_INTERVAL: Duration = Duration::from_millis(500);
 type Done<T> = oneshot::Sender<T>;
 
 type Registering = (String, Option<Done<Result<(), GroupError>>>);
+
+/// Why a message of this member was never multicast.
+#[derive(Debug)]
+enum Unsent {
+    /// It could not be encoded.
+    Codec(WireError),
+    /// The transport refused it (too large).
+    Transport(TransportError),
+}
+
+impl Unsent {
+    fn group_error(self) -> GroupError {
+        match self {
+            Unsent::Codec(e) => GroupError::Codec(e),
+            Unsent::Transport(e) => GroupError::Transport(e),
+        }
+    }
+
+    fn call_error(self) -> CallError {
+        match self {
+            Unsent::Codec(e) => CallError::Codec(e),
+            Unsent::Transport(e) => CallError::Transport(e),
+        }
+    }
+}
 
 /// What to do once a queued message has been handed to the transport.
 enum OnSent {
@@ -201,7 +226,7 @@ impl GroupActor {
     fn enqueue<T: serde::Serialize>(&mut self, kind: Kind, body: &T, on_sent: OnSent) {
         match self.codec.encode(kind, body) {
             Ok(bytes) => self.push_back(bytes, on_sent, false),
-            Err(e) => self.finish_sent(on_sent, Err(e.to_string())),
+            Err(e) => self.finish_sent(on_sent, Err(Unsent::Codec(e))),
         }
     }
 
@@ -229,7 +254,7 @@ impl GroupActor {
                 freed_bytes += len;
             }
             self.resolve_flush_marks(done.seq);
-            self.finish_sent(done.token, done.result);
+            self.finish_sent(done.token, done.result.map_err(Unsent::Transport));
         }
         self.finished = finished;
         if freed > 0 {
@@ -269,21 +294,21 @@ impl GroupActor {
         if let Some(len) = done.gated {
             self.gate.release(len);
         }
-        self.finish_sent(done.token, done.result);
+        self.finish_sent(done.token, done.result.map_err(Unsent::Transport));
     }
 
-    fn finish_sent(&mut self, on_sent: OnSent, result: Result<(), String>) {
+    fn finish_sent(&mut self, on_sent: OnSent, result: Result<(), Unsent>) {
         match on_sent {
             OnSent::Nothing => {
                 if let Err(e) = result {
-                    error!(group = %self.conn.group(), "could not send a group message: {e}");
+                    error!(group = %self.conn.group(), "could not send a group message: {e:?}");
                 }
             }
             OnSent::Resolve(done) => {
-                let _ = done.send(result.map_err(GroupError::Codec));
+                let _ = done.send(result.map_err(Unsent::group_error));
             }
             OnSent::Told(done) => {
-                if let Err(Err(e)) = done.send(result.map(|()| None).map_err(CallError::Codec)) {
+                if let Err(Err(e)) = done.send(result.map(|()| None).map_err(Unsent::call_error)) {
                     // A `try_tell` has nobody to tell.
                     error!(group = %self.conn.group(), "could not send a message: {e}");
                 }
@@ -291,7 +316,7 @@ impl GroupActor {
             OnSent::Awaiting(id) => {
                 if let Err(e) = result {
                     if let Some(done) = self.calls.remove(&id) {
-                        let _ = done.send(Err(CallError::Codec(e)));
+                        let _ = done.send(Err(e.call_error()));
                     }
                 }
             }
@@ -300,7 +325,7 @@ impl GroupActor {
                     if let Some((name, done)) = self.registering.remove(&token) {
                         self.endpoints.remove(&name);
                         if let Some(done) = done {
-                            let _ = done.send(Err(GroupError::Codec(e)));
+                            let _ = done.send(Err(e.group_error()));
                         }
                     }
                 }

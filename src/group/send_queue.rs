@@ -49,7 +49,7 @@ pub(crate) struct Finished<T> {
     /// Its place in the queue (0 for control messages).
     pub(crate) seq: u64,
     /// `Err`: it was never multicast, and why.
-    pub(crate) result: Result<(), String>,
+    pub(crate) result: Result<(), TransportError>,
 }
 
 /// What one flush did, for the metrics.
@@ -82,7 +82,7 @@ struct Entry<T> {
 }
 
 impl<T> Entry<T> {
-    fn finish(self, result: Result<(), String>) -> Finished<T> {
+    fn finish(self, result: Result<(), TransportError>) -> Finished<T> {
         Finished {
             gated: self.gated.then_some(self.bytes.len()),
             token: self.token,
@@ -222,7 +222,7 @@ impl<T> SendQueue<T> {
                     len: entry.bytes.len(),
                     max: self.limits.frame_limit,
                 };
-                return Err(entry.finish(Err(error.to_string())));
+                return Err(entry.finish(Err(error)));
             }
             self.next_piece_id += 1;
         }
@@ -311,7 +311,7 @@ impl<T> SendQueue<T> {
                 }
                 Err(e @ TransportError::MessageTooLarge { .. }) => {
                     if let Some(refused) = self.entries.pop_front() {
-                        finished.push(refused.finish(Err(e.to_string())));
+                        finished.push(refused.finish(Err(e)));
                     }
                 }
                 Err(e) => return Err(e),
@@ -403,7 +403,7 @@ impl<T> SendQueue<T> {
             }
             Err(e @ TransportError::MessageTooLarge { .. }) if !started => {
                 if let Some(refused) = self.entries.pop_front() {
-                    finished.push(refused.finish(Err(e.to_string())));
+                    finished.push(refused.finish(Err(e)));
                 }
                 Ok(PieceStep::Sent)
             }
@@ -464,7 +464,7 @@ impl<T> SendQueue<T> {
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Finished<T>> + '_ {
         self.entries
             .drain(..)
-            .map(|e| e.finish(Err("the group closed".to_owned())))
+            .map(|e| e.finish(Err(TransportError::Closed("the group closed".to_owned()))))
     }
 }
 

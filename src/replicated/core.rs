@@ -1507,7 +1507,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                 if from == self.local {
                     out.push(Action::Reply {
                         id: cmd.id,
-                        result: Err(ReplicaError::Codec(e.to_string())),
+                        result: Err(ReplicaError::Codec(e)),
                     });
                 }
                 return;

@@ -310,7 +310,7 @@ pub enum ReplicaError {
     Uncertain,
     /// The command could not be encoded or decoded; it was not applied.
     #[error("codec: {0}")]
-    Codec(String),
+    Codec(#[source] crate::wire::WireError),
     /// The transport refused the command (e.g. too large); not applied.
     #[error("transport: {0}")]
     Transport(TransportError),
@@ -541,7 +541,7 @@ impl<S: StateMachine> Replica<S> {
     ) -> Result<oneshot::Receiver<Result<Executed<S::Response>, ReplicaError>>, ReplicaError> {
         let payload = Codec::new(self.metrics.limit())
             .encode_payload(command)
-            .map_err(|e| ReplicaError::Codec(e.to_string()))?;
+            .map_err(ReplicaError::Codec)?;
         let (done, rx) = oneshot::channel();
         self.ops
             .send(Op::Execute { payload, done })

@@ -376,7 +376,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                         self.outbox.push_user(bytes, id);
                     }
                     Err(e) => {
-                        let _ = done.send(Err(ReplicaError::Codec(e.to_string())));
+                        let _ = done.send(Err(ReplicaError::Codec(e)));
                     }
                 }
             }

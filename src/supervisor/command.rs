@@ -35,9 +35,11 @@ pub enum StopReason {
 }
 
 /// Why a [`Event::TreeStarted`](super::Event::TreeStarted) was refused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
 pub enum Refusal {
     /// A tree of that name already runs with another spec.
+    #[error("a tree of that name runs with another spec ({expected}, not {got})")]
     SpecMismatch {
         /// Fingerprint of the running tree.
         expected: Fingerprint,
@@ -46,6 +48,7 @@ pub enum Refusal {
     },
     /// The fingerprint sent does not match the spec sent (a different
     /// encoding or a corrupted message).
+    #[error("the fingerprint sent ({claimed}) is not the spec's ({computed})")]
     FingerprintMismatch {
         /// What the sender claimed.
         claimed: Fingerprint,
@@ -53,7 +56,8 @@ pub enum Refusal {
         computed: Fingerprint,
     },
     /// The spec is invalid.
-    InvalidSpec(SpecError),
+    #[error("invalid spec: {0}")]
+    InvalidSpec(#[source] SpecError),
 }
 
 /// Something the runtime must do. Only the addressed member acts.

@@ -139,7 +139,7 @@ impl GroupActor {
                 SupCommand::RefuseTree { name, by, why } if by == local => {
                     self.sup.trees.remove(&name);
                     if let Some((_, done)) = self.sup.starting.remove(&name) {
-                        let _ = done.send(Err(GroupError::TreeRefused(format!("{why:?}"))));
+                        let _ = done.send(Err(GroupError::TreeRefused(why.clone())));
                     }
                 }
                 SupCommand::Escalated { tree, at } => {
