@@ -8,7 +8,10 @@
 //!   once, on a member of that partition; outside it, nothing runs.
 //!
 //! `SUP_SEEDS=n` runs n seeds (default 40); `SUP_SEED=s` replays one. A
-//! failure names its seed and the schedule so far.
+//! failure names its seed and the schedule so far. Each seed runs on
+//! simulated time (a paused tokio clock in a fresh system), so the settling
+//! waits cost nothing real: 400 seeds take about 17 s here, where 40 took
+//! 23 s on real timers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -290,8 +293,21 @@ async fn run_seed(seed: u64, faults: usize) -> Result<(), String> {
         .map_err(|e| format!("after healing [{}]: {e}", done.join(", ")))
 }
 
-#[actix_rt::test]
-async fn seeded_fault_schedules_keep_every_child_once() {
+/// A fresh system on simulated time for each seed: the settling waits and
+/// the runtimes' timers (ticks, child watch) take no real time, and a seed
+/// replays the same run.
+fn simulated() -> actix::SystemRunner {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime")
+    })
+}
+
+#[test]
+fn seeded_fault_schedules_keep_every_child_once() {
     let seeds: Vec<u64> = match std::env::var("SUP_SEED") {
         Ok(s) => vec![s.parse().expect("SUP_SEED is a number")],
         Err(_) => {
@@ -303,7 +319,7 @@ async fn seeded_fault_schedules_keep_every_child_once() {
         }
     };
     for seed in seeds {
-        if let Err(e) = run_seed(seed, 10).await {
+        if let Err(e) = simulated().block_on(run_seed(seed, 10)) {
             panic!("seed {seed} failed (replay with SUP_SEED={seed}): {e}");
         }
     }
