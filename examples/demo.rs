@@ -33,7 +33,29 @@ use actix_cpg::{
     CallError, Group, GroupConfig, GroupError, GroupEvent, GroupName, Handlers, Member, NodeId,
     RemoteMessage, Transport,
 };
+use clap::Parser;
 use serde::{Deserialize, Serialize};
+
+mod support;
+
+/// The actix-cpg tour: a three-member group as an actor registry.
+///
+/// Three members register actors under group-wide names, race for one name,
+/// send notes to a journal in the group's total order and call each other;
+/// then one member is killed and its names leave the registry everywhere.
+/// It runs on the in-process sim backend unless `--corosync` is given.
+#[derive(Parser)]
+struct Cli {
+    /// Run on the real 3-node corosync cluster, one process per node in its
+    /// namespace (as root, after `bash scripts/cluster.sh up`). Setting
+    /// ACPG_BACKEND=corosync does the same.
+    #[arg(long)]
+    corosync: bool,
+    /// Be the member on node N: what the `--corosync` run starts in each
+    /// node's namespace.
+    #[arg(long, value_name = "N", hide = true)]
+    member: Option<u32>,
+}
 
 /// A note for the journal; the reply is its position in the journal.
 #[derive(Message, Serialize, Deserialize, Debug)]
@@ -258,18 +280,15 @@ mod real {
     use super::*;
     use actix_cpg::transport::corosync::Corosync;
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     /// Parent: start three members, relay their output, kill the third.
     pub fn orchestrate() -> Result<(), Box<dyn std::error::Error>> {
         println!("== actix-cpg demo on the real corosync cluster: 3 nodes, 1 process each ==");
-        let exe = std::env::current_exe()?;
         let mut children = Vec::new();
         let (tx, rx) = std::sync::mpsc::channel::<(u32, String)>();
         for node in 1..=3u32 {
-            let mut child = Command::new("ip")
-                .args(["netns", "exec", &format!("acpg-n{node}")])
-                .arg(&exe)
+            let mut child = crate::support::member_command(node)?
                 .args(["--member", &node.to_string()])
                 .stdout(Stdio::piped())
                 .stdin(Stdio::piped())
@@ -366,14 +385,8 @@ mod real {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let corosync = args.iter().any(|a| a == "--corosync")
-        || std::env::var("ACPG_BACKEND").is_ok_and(|b| b == "corosync");
-    let member = args
-        .iter()
-        .position(|a| a == "--member")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse::<u32>().ok());
+    let Cli { corosync, member } = Cli::parse();
+    let corosync = corosync || std::env::var("ACPG_BACKEND").is_ok_and(|b| b == "corosync");
     #[cfg(feature = "corosync")]
     {
         if let Some(node) = member {

@@ -22,11 +22,37 @@
 //! cargo run --release --features corosync --example failover -- --rounds 20
 //! ```
 
+use clap::Parser;
+
+mod support;
+
+/// Failover time of a supervised child on the real 3-node cluster, next to
+/// the bare CPG detection time, measured in the same run.
+///
+/// Over `--rounds` SIGKILLs each: three plain CPG clients, one per node,
+/// the one on node 3 killed (time until a survivor sees the confchg); then
+/// three members running a supervision tree, the host of child `a` killed
+/// (times until a survivor sees the confchg, runs `a`, and registers it).
+/// Needs `--features corosync`, root, and the cluster up (`bash
+/// scripts/cluster.sh up`).
+#[derive(Parser)]
+struct Cli {
+    /// How many processes are killed in each of the two measurements.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    rounds: usize,
+    /// Be one member process of GROUP: `raw`, a plain CPG client, or
+    /// `group` (the default, also for any other word), a group member that
+    /// starts the tree when it reads `tree` on stdin. This run starts them
+    /// in each node's namespace.
+    #[arg(long, hide = true, num_args = 1..=2, value_names = ["GROUP", "MODE"])]
+    member: Option<Vec<String>>,
+}
+
 #[cfg(feature = "corosync")]
 mod run {
     use std::collections::BTreeMap;
     use std::io::{BufRead, BufReader, Write};
-    use std::process::{Child, ChildStdin, Command, Stdio};
+    use std::process::{Child, ChildStdin, Stdio};
     use std::sync::mpsc::{channel, Receiver};
     use std::time::{Duration, Instant};
 
@@ -47,10 +73,8 @@ mod run {
 
     impl Agent {
         fn spawn(node: u32, group: &str, mode: &str) -> Result<Agent, String> {
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let mut process = Command::new("ip")
-                .args(["netns", "exec", &format!("acpg-n{node}")])
-                .arg(exe)
+            let mut process = crate::support::member_command(node)
+                .map_err(|e| e.to_string())?
                 .args(["--member", group, mode])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -481,21 +505,15 @@ mod member {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Cli { rounds, member } = Cli::parse();
     #[cfg(feature = "corosync")]
     {
-        if let Some(i) = args.iter().position(|a| a == "--member") {
-            let group = args.get(i + 1).map(String::as_str).unwrap_or("");
-            let mode = args.get(i + 2).map(String::as_str).unwrap_or("group");
-            member::main(group, mode);
+        if let Some(values) = member {
+            // clap takes one or two values: GROUP, then MODE if given.
+            let mode = values.get(1).map_or("group", String::as_str);
+            member::main(&values[0], mode);
             return;
         }
-        let rounds = args
-            .iter()
-            .position(|a| a == "--rounds")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(20);
         if let Err(e) = run::main(rounds) {
             eprintln!("failover: {e}");
             std::process::exit(1);
@@ -503,7 +521,7 @@ fn main() {
     }
     #[cfg(not(feature = "corosync"))]
     {
-        let _ = args;
+        let _ = (rounds, member);
         eprintln!(
             "failover measures the real cluster: run with --features corosync (see the header)"
         );

@@ -45,9 +45,51 @@ use std::time::{Duration, Instant};
 use actix_cpg::kv::{KvCommand, KvResponse, KvStore};
 use actix_cpg::transport::sim::{SimCluster, SimProcess};
 use actix_cpg::{Delivery, GroupName, NodeId, Replica, ReplicaConfig, ReplicaError, Transport};
+use clap::Parser;
 use futures::future::{ready, FutureExt, LocalBoxFuture};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+mod support;
+
+/// A replicated key-value service: every member holds the whole map and
+/// every command takes its place in the group's total order.
+///
+/// Without options it runs a scripted tour on the in-process sim backend: a
+/// client streams puts through one replica while a late joiner starts and
+/// the replica it writes through is killed; then every acknowledged put is
+/// checked in every survivor. `--stdin` or `--listen` serve the line
+/// protocol (put k v / get k / cas k old new / del k / read k / status /
+/// digest) instead.
+#[derive(Parser)]
+struct Cli {
+    /// Safe delivery: a command's reply waits until every replica holding
+    /// the state has applied it (agreed otherwise: until this one has).
+    #[arg(long)]
+    safe: bool,
+    /// Serve the line protocol on stdin/stdout instead of the tour: three
+    /// sim replicas, commands go to node1's.
+    #[arg(long)]
+    stdin: bool,
+    /// Serve the line protocol to TCP clients of ADDR instead of stdin (with
+    /// the sim replicas of `--stdin`, or as the `--member` replica).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Run the tour on the real 3-node corosync cluster, one replica process
+    /// per node in its namespace (as root, after `bash scripts/cluster.sh
+    /// up`).
+    #[arg(long)]
+    corosync: bool,
+    /// Be one replica of the real cluster, serving the line protocol on
+    /// stdin or `--listen` (start it in a node's namespace: `ip netns exec
+    /// acpg-n1 kv_store --member`); the `--corosync` tour starts these.
+    #[arg(long)]
+    member: bool,
+    /// With `--member`: only join an existing group, never found a new
+    /// history (wait for a replica that holds the state to send it).
+    #[arg(long)]
+    join_only: bool,
+}
 
 const GROUP: &str = "kv-store";
 const PUTS: u64 = 3000;
@@ -531,11 +573,10 @@ mod real {
 
     impl Backend for Real {
         async fn start(&mut self, node: u32, founder: bool) -> Client {
-            let exe = std::env::current_exe().expect("own path");
-            let mut cmd = tokio::process::Command::new("ip");
-            cmd.args(["netns", "exec", &format!("acpg-n{node}")])
-                .arg(exe)
-                .arg("--member");
+            let mut cmd = tokio::process::Command::from(
+                crate::support::member_command(node).expect("own path"),
+            );
+            cmd.arg("--member");
             if self.safe {
                 cmd.arg("--safe");
             }
@@ -626,28 +667,22 @@ mod real {
 }
 
 fn main() -> Result<(), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |f: &str| args.iter().any(|a| a == f);
-    let listen = args
-        .iter()
-        .position(|a| a == "--listen")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let safe = flag("--safe");
+    let cli = Cli::parse();
+    let (safe, listen) = (cli.safe, cli.listen);
     #[cfg(feature = "corosync")]
     {
-        if flag("--member") {
-            return actix::System::new().block_on(real::member(safe, !flag("--join-only"), listen));
+        if cli.member {
+            return actix::System::new().block_on(real::member(safe, !cli.join_only, listen));
         }
-        if flag("--corosync") {
+        if cli.corosync {
             return actix::System::new().block_on(real::tour(safe));
         }
     }
     #[cfg(not(feature = "corosync"))]
-    if flag("--corosync") || flag("--member") {
+    if cli.corosync || cli.member {
         return Err("the real backend needs `--features corosync`".into());
     }
-    if flag("--stdin") || listen.is_some() {
+    if cli.stdin || listen.is_some() {
         return actix::System::new().block_on(sim_interactive(safe, listen));
     }
     actix::System::new().block_on(sim_tour(safe))

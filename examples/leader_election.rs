@@ -36,7 +36,33 @@ use actix_cpg::{
     Connection, Election, ElectionConfig, ElectionEvent, GroupName, NodeId, Transport,
     GROUP_ELECTION,
 };
+use clap::Parser;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+mod support;
+
+/// Leader election with fencing epochs, and how long a hand-over takes.
+///
+/// Three members elect a leader, which works under its fencing epoch; the
+/// resource it writes to refuses stale epochs. The leader is killed, the
+/// others elect a new one with a greater epoch, and a newcomer replaces the
+/// killed member, round after round; then p50/p99 of the confchg detection
+/// and hand-over times are printed. It runs on the in-process sim backend
+/// unless `--corosync` is given.
+#[derive(Parser)]
+struct Cli {
+    /// How many times the leader is killed and replaced.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    rounds: usize,
+    /// Run on the real 3-node corosync cluster, one member process per node
+    /// in its namespace (as root, after `bash scripts/cluster.sh up`).
+    #[arg(long)]
+    corosync: bool,
+    /// Be one member process, printing its events as lines: what the
+    /// `--corosync` run starts in each node's namespace.
+    #[arg(long, hide = true)]
+    member: bool,
+}
 
 const GROUP: &str = "leader-election";
 
@@ -308,16 +334,15 @@ mod real {
 
     impl Backend for Real {
         async fn start(&mut self, node: u32) -> Handle {
-            let exe = std::env::current_exe().expect("own path");
-            let mut child = tokio::process::Command::new("ip")
-                .args(["netns", "exec", &format!("acpg-n{node}")])
-                .arg(exe)
-                .arg("--member")
-                .stdout(Stdio::piped())
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("start a member process");
+            let mut child = tokio::process::Command::from(
+                crate::support::member_command(node).expect("own path"),
+            )
+            .arg("--member")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start a member process");
             let stdout = child.stdout.take().expect("stdout");
             self.children.insert(node, child);
             let (tx, rx) = unbounded_channel();
@@ -371,25 +396,22 @@ mod real {
 }
 
 fn main() -> Result<(), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |f: &str| args.iter().any(|a| a == f);
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5);
+    let Cli {
+        rounds,
+        corosync,
+        member,
+    } = Cli::parse();
     #[cfg(feature = "corosync")]
     {
-        if flag("--member") {
+        if member {
             return actix::System::new().block_on(real::member_process());
         }
-        if flag("--corosync") {
+        if corosync {
             return actix::System::new().block_on(real::tour(rounds));
         }
     }
     #[cfg(not(feature = "corosync"))]
-    if flag("--corosync") || flag("--member") {
+    if corosync || member {
         return Err("the real backend needs `--features corosync`".into());
     }
     actix::System::new().block_on(sim_tour(rounds))

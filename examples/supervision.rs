@@ -43,6 +43,29 @@ use actix_cpg::{
     Child, ChildContext, Factories, Group, GroupConfig, GroupName, Member, NodeId, Terminate,
     Transport,
 };
+use clap::Parser;
+
+mod support;
+
+/// A supervision tree spread over a three-member group, and what it does
+/// when members fail.
+///
+/// Every member starts the same tree and computes the same placement; then
+/// a member process is killed, two nodes crash one after the other (the
+/// last survivor loses quorum and stops every child), and a node comes back.
+/// It runs on the in-process sim backend unless `--corosync` is given.
+#[derive(Parser)]
+struct Cli {
+    /// Run on the real 3-node corosync cluster, one process per node in its
+    /// namespace, killing processes and daemons (as root, after `bash
+    /// scripts/cluster.sh up`). Setting ACPG_BACKEND=corosync does the same.
+    #[arg(long)]
+    corosync: bool,
+    /// Be the member on node N: what the `--corosync` run starts in each
+    /// node's namespace.
+    #[arg(long, value_name = "N", hide = true)]
+    member: Option<u32>,
+}
 
 /// A worker that only says when it starts and stops.
 struct Worker {
@@ -232,13 +255,10 @@ mod real {
     /// Parent: start three members, inject the faults, relay the output.
     pub fn orchestrate() -> Result<(), Box<dyn std::error::Error>> {
         println!("== actix-cpg supervision on the real corosync cluster ==");
-        let exe = std::env::current_exe()?;
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let mut children = Vec::new();
         for node in 1..=3u32 {
-            let mut child = Command::new("ip")
-                .args(["netns", "exec", &format!("acpg-n{node}")])
-                .arg(&exe)
+            let mut child = crate::support::member_command(node)?
                 .args(["--member", &node.to_string()])
                 .stdout(Stdio::piped())
                 .spawn()?;
@@ -315,14 +335,8 @@ mod real {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let corosync = args.iter().any(|a| a == "--corosync")
-        || std::env::var("ACPG_BACKEND").is_ok_and(|b| b == "corosync");
-    let member = args
-        .iter()
-        .position(|a| a == "--member")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse::<u32>().ok());
+    let Cli { corosync, member } = Cli::parse();
+    let corosync = corosync || std::env::var("ACPG_BACKEND").is_ok_and(|b| b == "corosync");
     #[cfg(feature = "corosync")]
     {
         if let Some(node) = member {
