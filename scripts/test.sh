@@ -70,6 +70,12 @@ step "kv_store and leader_election examples on the sim backend"
 cargo run --example kv_store
 cargo run --example leader_election
 
+step "the short examples on the sim backend"
+cargo run --example own_state_machine
+cargo run --example registry_calls
+cargo run --example restart_elsewhere
+cargo run --example elect_a_leader
+
 step "kv_store and leader_election examples on the real cluster"
 cargo run --features corosync --example kv_store -- --corosync
 cargo run --features corosync --example leader_election -- --corosync
