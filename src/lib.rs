@@ -124,6 +124,7 @@ pub mod election;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod group;
+mod incarnation;
 pub mod kv;
 mod outbox;
 mod pump;

@@ -35,7 +35,8 @@
 //!    one *incarnation* of a raw view: the same set of processes can form
 //!    the view again while a lagging sender's info from the first time is
 //!    still in flight, and only a message delivered after the latest
-//!    confchg proves its sender had seen it. A confchg that only removes
+//!    confchg proves its sender had seen it ([`crate::incarnation`] holds
+//!    the rule and its property test). A confchg that only removes
 //!    members asks of the survivors one mark and one info each.
 //! 2. **Install.** A round completes when every announced member's info
 //!    for it is in (with no announced member: at the first announcement);
@@ -192,6 +193,7 @@ use super::messages::{
     Chunk, CommandMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateId,
 };
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
+use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
 use crate::roster::Roster;
 use crate::stable_hash::StableHasher;
@@ -323,15 +325,9 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// The tag of the last info this member multicast (or will, once its
     /// mark is back).
     sent_info: Option<(u64, u32)>,
-    /// This process's mark of the current incarnation (rule 1), and
-    /// whether it came back.
-    mark: u64,
-    marked: bool,
-    /// The info to multicast once the mark is back: the roster as of the
-    /// confchg.
-    deferred_info: Option<Option<Vec<Member>>>,
-    /// The latest mark of each process delivered since the confchg.
-    marks: BTreeMap<Member, u64>,
+    /// Marks (rule 1, [`crate::incarnation`]); the info held until this
+    /// process's mark is back carries the roster as of the confchg.
+    incarnation: Incarnation<Option<Vec<Member>>>,
     /// This process's announcement was just refused (rule 6).
     reannounce: bool,
     replaying: bool,
@@ -383,10 +379,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             learning: None,
             taught: false,
             sent_info: None,
-            mark: 0,
-            marked: false,
-            deferred_info: None,
-            marks: BTreeMap::new(),
+            incarnation: Incarnation::default(),
             reannounce: false,
             replaying: false,
             joined: false,
@@ -533,10 +526,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.raw = raw;
         self.round = 0;
         self.begin_round(&mut out);
-        self.marks.clear();
-        self.mark += 1;
-        self.marked = false;
-        out.push(Action::Mcast(ReplicaMessage::Mark(self.mark)));
+        let mark = self.incarnation.confchg();
+        out.push(Action::Mcast(ReplicaMessage::Mark(mark)));
         let roster = knew.then(|| self.roster.members());
         self.send_info(roster, &mut out);
         out
@@ -601,11 +592,13 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         self.sent_info = Some((self.view_tag, self.round));
         self.sent_fact = self.local_fact.clone();
-        if !self.marked {
-            // Sent once the mark is back (rule 1).
-            self.deferred_info = Some(members);
-            return;
+        // Held until the mark is back (rule 1).
+        if let Some((mark, members)) = self.incarnation.answer(members) {
+            self.push_info(mark, members, out);
         }
+    }
+
+    fn push_info(&mut self, mark: u64, members: Option<Vec<Member>>, out: &mut Actions<S>) {
         out.push(Action::Mcast(ReplicaMessage::Info(Info {
             fact: self.local_fact.clone(),
             known: self.known.clone(),
@@ -615,7 +608,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             round: self.round,
             members,
             merged: self.merged.iter().copied().collect(),
-            mark: self.mark,
+            mark,
         })));
     }
 
@@ -623,16 +616,16 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// confchg: only then does its info or `NoRoster` belong to this
     /// incarnation of the view (rule 1).
     fn marked(&self, from: Member, mark: u64) -> bool {
-        self.marks.get(&from) == Some(&mark)
+        self.incarnation.fresh(from, mark)
     }
 
     /// The learning timer ran out (rule 4): while this process still
     /// knows no member, it asks the stream to decide that none exists.
     pub(crate) fn handle_tick(&mut self) -> Actions<S> {
-        if self.learning.is_some() && !self.taught && self.marked {
+        if self.learning.is_some() && !self.taught && self.incarnation.is_back() {
             return vec![Action::Mcast(ReplicaMessage::NoRoster {
                 view: self.view_tag,
-                mark: self.mark,
+                mark: self.incarnation.own(),
             })];
         }
         Vec::new()
@@ -688,12 +681,8 @@ impl<S: StateMachine> ReplicaCore<S> {
             return out;
         }
         if let ReplicaMessage::Mark(mark) = msg {
-            self.marks.insert(from, mark);
-            if from == self.local && mark == self.mark && !self.marked {
-                self.marked = true;
-                if let Some(members) = self.deferred_info.take() {
-                    self.send_info(members, &mut out);
-                }
+            if let Some((mark, members)) = self.incarnation.delivered(self.local, from, mark) {
+                self.push_info(mark, members, &mut out);
             }
             if self.learning.is_some() {
                 // Replayed with the rest, so that each info is judged
@@ -832,7 +821,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.replaying = true;
         // Rebuilt as the record is replayed: each info is judged against
         // the marks delivered before it, as it was live.
-        self.marks.clear();
+        self.incarnation.forget_marks();
         for (from, msg) in learning.record {
             self.handle_known(from, msg, out);
             if self.learning.is_some() {
@@ -911,7 +900,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             // Live, `handle_message` takes marks.
             ReplicaMessage::Mark(mark) => {
                 if self.replaying {
-                    self.marks.insert(from, mark);
+                    self.incarnation.replayed(from, mark);
                 }
             }
         }

@@ -295,7 +295,7 @@ fn the_lowest_winner_sends_and_a_dead_sender_is_replaced() {
     peers[0].hold_chunks = true;
     peers.push(Peer::new(&cluster, 3, Delivery::Agreed));
     // Its confchg, then its own mark, after which it sends its info.
-    while !peers[2].core.marked {
+    while !peers[2].core.incarnation.is_back() {
         assert!(peers[2].step(), "the joiner's mark comes back");
     }
     settle(&mut peers[..2]);
