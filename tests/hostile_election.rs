@@ -192,6 +192,7 @@ async fn forged_messages_from_an_outsider_change_nothing_and_are_counted() {
             announced: Some(vec![me]),
             unannounced: vec![],
             merging: vec![],
+            mark: 1,
         }),
     );
     send(&mut raw, &Msg::Fact(quorate(1 << 40, false)));
@@ -220,6 +221,9 @@ fn lie(liar: &mut SimConnection, view: &[Member], announced: Vec<Member>) {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_micros() as u64;
+    // Its mark first, as every member's, so the info is judged on what it
+    // claims.
+    send(liar, &Msg::Mark(1));
     send(
         liar,
         &Msg::Info(Info {
@@ -244,6 +248,7 @@ fn lie(liar: &mut SimConnection, view: &[Member], announced: Vec<Member>) {
             announced: Some(announced),
             unannounced: vec![],
             merging: vec![],
+            mark: 1,
         }),
     );
 }

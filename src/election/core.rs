@@ -37,8 +37,9 @@
 //! # View changes
 //!
 //! After a confchg every member multicasts an info — its quorum fact and
-//! the elections as it holds them — tagged with a hash of the raw view, so
-//! an info sent for an earlier, different view is never counted. Until
+//! the elections as it holds them — tagged with a hash of the raw view and
+//! with a mark that ties it to this incarnation of that view (rule 5), so
+//! an info sent for an earlier view is never counted. Until
 //! every member's info is in (rule 5 below), candidacy changes are buffered, no epoch is minted, and a
 //! leader continues only if it is still in the view and nothing merged in
 //! (after a merge two leaders may meet: leadership pauses). Once the infos
@@ -78,9 +79,9 @@
 //!    a merge (a member there, not yet here) is held too and applied at the
 //!    install only if its sender is a member by then, so both sides judge
 //!    it alike.
-//! 3. **Failover costs nothing new.** A confchg that only removes members
-//!    asks for one round of infos from the surviving members, as before
-//!    announcements existed; nobody announces.
+//! 3. **Failover asks no announcement.** A confchg that only removes
+//!    members asks the surviving members for a mark and an info each;
+//!    nobody announces.
 //! 4. **The joiner.** A process whose first view holds only itself and
 //!    processes that joined with it founds the group. Any other joiner does
 //!    not know who is announced: it admits whoever announces after its
@@ -104,12 +105,15 @@
 //!    other side of a merge) has announced itself, been named unannounced
 //!    by a member of its side (`Info::unannounced`), or had its
 //!    announcement refused — a condition every side evaluates alike, so
-//!    two sides of a merge install at the same position. After a confchg
-//!    that brought anyone in, an info counts only once its sender's
-//!    announcement came in that round: an info sent before the sender saw
-//!    the confchg may carry the same tag, and the two sides of a merge
-//!    would judge its sender differently. Limit: a merge side holding no
-//!    member at all (only silent clients) is waited for until they leave.
+//!    two sides of a merge install at the same position. After every
+//!    confchg a process multicasts a mark and sends its info only once
+//!    the mark is back; an info counts only if it carries its sender's
+//!    latest mark delivered since the confchg ([`crate::incarnation`]):
+//!    an info sent before the sender saw the confchg may carry the same
+//!    tag (the same processes formed the view before), and the two sides
+//!    of a merge, or a joiner and the members, would judge it
+//!    differently. Limit: a merge side holding no member at all (only
+//!    silent clients) is waited for until they leave.
 //! 6. **Quorum facts** count only from members; a fact that arrives before
 //!    its sender's info in a round is ignored (the info, sent later, holds
 //!    a fact at least as new).
@@ -140,6 +144,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::messages::{ElectionMessage, ElectionState, Epoch, GroupState, Info};
 use super::{ElectionEvent, ElectionRefusals, Leadership, GROUP_ELECTION};
+use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
 use crate::roster::{Announcement, Roster};
 use crate::stable_hash::StableHasher;
@@ -225,17 +230,13 @@ pub(crate) struct ElectionCore {
     /// are neither members nor known to be unannounced yet: a round waits
     /// for them (rule 5).
     merging: BTreeSet<Member>,
-    /// Whether the latest raw confchg brought anyone in: then every member
-    /// announces itself before its info, and only infos sent after that
-    /// announcement count (rule 5) — an info sent before the sender saw
-    /// the confchg may carry the same tag, and each side of a merge would
-    /// judge its sender differently.
-    gated: bool,
+    /// Marks ([`crate::incarnation`]): an info counts only if it carries
+    /// its sender's latest mark delivered since the raw confchg (rule 5);
+    /// this member's own info is held until its mark is back.
+    incarnation: Incarnation<Info>,
     /// The local clock at the latest raw confchg (for the infos of rounds
     /// that an admission begins).
     clock: u64,
-    /// Who announced itself since the latest raw confchg.
-    heard: BTreeSet<Member>,
     /// Joined in the latest raw confchg (not old processes for the claim of
     /// unannounced ones).
     last_joined: BTreeSet<Member>,
@@ -273,8 +274,7 @@ impl ElectionCore {
             synced: false,
             outside: false,
             merging: BTreeSet::new(),
-            gated: false,
-            heard: BTreeSet::new(),
+            incarnation: Incarnation::default(),
             clock: 0,
             last_joined: BTreeSet::new(),
             view: Vec::new(),
@@ -380,8 +380,6 @@ impl ElectionCore {
         }
         let change = self.roster.handle_confchg(members, joined, left);
         self.last_joined = joined.iter().map(|c| c.member).collect();
-        self.gated = self.roster.should_announce();
-        self.heard.clear();
         self.clock = now;
         if !self.roster.in_view(self.local) {
             // Not joined yet, or our own leave.
@@ -426,6 +424,9 @@ impl ElectionCore {
                 entry.leader = None;
             }
         }
+        // The info this round begins is held until the mark is back
+        // (rule 5).
+        let mark = self.incarnation.confchg();
         if self.roster.should_announce() {
             // Rule 3; before the info, so a receiver admits us first.
             out.push(Action::Purge);
@@ -436,6 +437,8 @@ impl ElectionCore {
         } else {
             self.begin_round(now, true, &mut out);
         }
+        // After the purge, which drops what the last view queued.
+        out.push(Action::Mcast(ElectionMessage::Mark(mark)));
         self.update_acting(&mut out);
         out
     }
@@ -469,7 +472,7 @@ impl ElectionCore {
             .pending()
             .filter(|m| !self.last_joined.contains(m) && !self.merging.contains(m))
             .collect();
-        out.push(Action::Mcast(ElectionMessage::Info(Info {
+        let info = Info {
             tag: self.tag,
             clock: now,
             fact: self.local_fact.clone(),
@@ -481,7 +484,21 @@ impl ElectionCore {
             } else {
                 Vec::new()
             },
-        })));
+            mark: 0,
+        };
+        if let Some((mark, info)) = self.incarnation.answer(info) {
+            self.send_info(mark, info, out);
+        }
+    }
+
+    /// Multicasts this member's info of the round with its mark. Its fact
+    /// is this node's latest: a `Fact` sent while the info was held is
+    /// ignored by the others (rule 6), so the info must carry it.
+    fn send_info(&mut self, mark: u64, mut info: Info, out: &mut Vec<Action>) {
+        info.mark = mark;
+        info.fact = self.local_fact.clone();
+        self.sent_fact = self.local_fact.clone();
+        out.push(Action::Mcast(ElectionMessage::Info(info)));
     }
 
     /// Recomputes the effective view from the roster; reports a change.
@@ -538,6 +555,11 @@ impl ElectionCore {
             return out;
         }
         match msg {
+            ElectionMessage::Mark(mark) => {
+                if let Some((mark, info)) = self.incarnation.delivered(self.local, from, mark) {
+                    self.send_info(mark, info, &mut out);
+                }
+            }
             ElectionMessage::Announce(a) => self.announce(from, a, &mut out),
             ElectionMessage::Info(info) => self.info(from, info, &mut out),
             ElectionMessage::Fact(q) => self.fact(from, q, &mut out),
@@ -554,9 +576,6 @@ impl ElectionCore {
 
     /// Rule 2: an announcement admits a pending process.
     fn announce(&mut self, from: Member, a: Announcement, out: &mut Vec<Action>) {
-        if a.compatible() {
-            self.heard.insert(from);
-        }
         if self.roster.is_member(from) {
             return;
         }
@@ -591,8 +610,9 @@ impl ElectionCore {
             // An info of a round already installed: nothing to do.
             return;
         };
-        if info.tag != *tag || (self.gated && !self.heard.contains(&from)) {
-            // An info for another confchg: not this view's.
+        if info.tag != *tag || !self.incarnation.fresh(from, info.mark) {
+            // An info for another confchg, or an earlier incarnation of
+            // this raw view: not this one's.
             return;
         }
         if let (false, Some(claim)) = (self.synced, &info.announced) {

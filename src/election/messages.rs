@@ -84,6 +84,10 @@ pub(crate) struct Info {
     /// for (to announce themselves, or be named unannounced by their side):
     /// a joiner that learns the members from this info waits for them too.
     pub merging: Vec<Member>,
+    /// The sender's mark of this incarnation of the view, which came back
+    /// before it sent this info (see [`crate::incarnation`]): the info
+    /// counts only if that mark is the sender's latest since the confchg.
+    pub mark: u64,
 }
 
 /// The body of every election message.
@@ -99,8 +103,12 @@ pub(crate) enum ElectionMessage {
     Withdraw(String),
     /// The sender announces itself (sent after every confchg that brings
     /// anyone in): from a process in the view that is not yet a member,
-    /// it admits it. Last, so the earlier variants keep their wire index.
+    /// it admits it.
     Announce(Announcement),
+    /// Multicast after every confchg that keeps the sender in the view,
+    /// before its info (see [`crate::incarnation`]). Last, so the earlier
+    /// variants keep their wire index.
+    Mark(u64),
 }
 
 #[cfg(test)]
@@ -144,11 +152,13 @@ mod tests {
                 announced: Some(vec![Member::new(1, 2)]),
                 unannounced: vec![Member::new(3, 4)],
                 merging: vec![Member::new(5, 6)],
+                mark: 8,
             }),
             ElectionMessage::Fact(fact),
             ElectionMessage::Stand("jobs".into()),
             ElectionMessage::Withdraw("jobs".into()),
             ElectionMessage::Announce(Announcement::this_build()),
+            ElectionMessage::Mark(12),
         ] {
             let bytes = codec.encode(Kind::Election, &msg).expect("encodes");
             let frame = codec.decode_frame(&bytes).expect("frame");

@@ -149,7 +149,7 @@ impl ElectionActor {
     fn mcast(&mut self, msg: &ElectionMessage) {
         // An announcement is never purged: a joiner that came in with an
         // earlier confchg learns this member only from it.
-        let sticky = matches!(msg, ElectionMessage::Announce(_));
+        let sticky = matches!(msg, ElectionMessage::Announce(_) | ElectionMessage::Mark(_));
         match self.codec.encode(Kind::Election, msg) {
             Ok(bytes) => self.outbox.push_control(bytes, sticky),
             Err(e) => error!("election message not sent: {e}"),

@@ -399,9 +399,11 @@ pub fn stream_from_events(local: Member, events: &[TransportEvent], extra: &[Op]
         }
         made_up
     });
-    // After a confchg a core has up to two messages of its own to send
-    // (an announcement, then an info or a request).
+    // After a confchg a core has up to three messages of its own to send
+    // (an announcement, a mark, then an info or a request once the mark
+    // is back).
     let partner_echoes = [
+        Op::Echo { core: 1, index: 0 },
         Op::Echo { core: 1, index: 0 },
         Op::Echo { core: 1, index: 0 },
     ];

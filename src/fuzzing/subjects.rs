@@ -425,7 +425,8 @@ impl ElectionSubject {
             // candidacy goes on the user lane, which a purge keeps.
             let (msg, sticky) = match action {
                 ElectionAction::Mcast(msg) => {
-                    let sticky = matches!(msg, ElectionMessage::Announce(_));
+                    let sticky =
+                        matches!(msg, ElectionMessage::Announce(_) | ElectionMessage::Mark(_));
                     (msg, sticky)
                 }
                 ElectionAction::Resend(CandidacyOp::Stand(name)) => {

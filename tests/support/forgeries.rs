@@ -378,6 +378,7 @@ pub struct ElectionInfo {
     pub announced: Option<Vec<Member>>,
     pub unannounced: Vec<Member>,
     pub merging: Vec<Member>,
+    pub mark: u64,
 }
 
 /// Variant order as on the wire.
@@ -388,6 +389,7 @@ pub enum ElectionMessage {
     Stand(String),
     Withdraw(String),
     Announce(Announcement),
+    Mark(u64),
 }
 
 /// An election message as a member would multicast it.
@@ -480,5 +482,13 @@ pub fn election_info(
         announced: Some(vec![me]),
         unannounced: Vec::new(),
         merging: Vec::new(),
+        mark: 1,
     }))
+}
+
+/// The mark an election member multicasts after each confchg, before its
+/// info; an info counts only after its sender's mark of the same view
+/// (`election_info` carries mark 1).
+pub fn election_mark(mark: u64) -> Vec<u8> {
+    election(&ElectionMessage::Mark(mark))
 }

@@ -265,7 +265,9 @@ fn infos_of_another_confchg_are_not_counted() {
         announced: Some(vec![local, other]),
         unannounced: vec![],
         merging: vec![],
+        mark: 1,
     });
+    core.handle_message(other, ElectionMessage::Mark(1));
     core.handle_message(other, stale);
     let mine = ElectionMessage::Info(Info {
         tag: view_tag(&[local, other]),
@@ -275,7 +277,9 @@ fn infos_of_another_confchg_are_not_counted() {
         announced: Some(vec![local, other]),
         unannounced: vec![],
         merging: vec![],
+        mark: 1,
     });
+    core.handle_message(local, ElectionMessage::Mark(1));
     core.handle_message(local, mine);
     assert!(
         !core.is_installed(),
@@ -413,6 +417,7 @@ fn run_schedule(seed: u64) -> Result<(), String> {
                         announced: Some(vec![me, victim]),
                         unannounced: vec![victim],
                         merging: vec![],
+                        mark: n % 3,
                     }),
                     _ => {
                         let _ = o.leave();
@@ -538,10 +543,11 @@ proptest! {
         core.handle_confchg(&[local, other], &[MemberChange { member: local, reason: Reason::Join }], &[], 0);
         for (kind, n, name) in msgs {
             let from = if n % 2 == 0 { local } else { other };
-            let msg = match kind % 4 {
+            let msg = match kind % 5 {
+                4 => ElectionMessage::Mark(n % 3),
                 0 => ElectionMessage::Stand(name),
                 1 => ElectionMessage::Withdraw(name),
-                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }), announced: Some(vec![other]), unannounced: vec![], merging: vec![] }),
+                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }), announced: Some(vec![other]), unannounced: vec![], merging: vec![], mark: n % 3 }),
                 _ => ElectionMessage::Fact(QuorumState { quorate: n % 3 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
             };
             let _ = core.handle_message(from, msg);
@@ -606,4 +612,105 @@ fn the_view_tag_is_pinned() {
         Member::new(3, 3000),
     ];
     assert_eq!(view_tag(&raw), 1_198_570_819_762_012_172);
+}
+
+/// What a batch of actions multicasts.
+fn mcasts(out: Vec<Action>) -> Vec<ElectionMessage> {
+    out.into_iter()
+        .filter_map(|a| match a {
+            Action::Mcast(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Delivers `core`'s own messages back to it (and what they cause), in
+/// order: a member that keeps up with the stream.
+fn own(core: &mut ElectionCore, me: Member, out: Vec<Action>) {
+    let mut queue: std::collections::VecDeque<ElectionMessage> = mcasts(out).into();
+    while let Some(msg) = queue.pop_front() {
+        queue.extend(mcasts(core.handle_message(me, msg)));
+    }
+}
+
+/// Rule 5: an info of an earlier incarnation of the same raw view does not
+/// count. `b` lags behind the stream: its info for the second time `{a, b}`
+/// formed arrives after the view formed a third time (a silent `c` came
+/// and went twice). Without marks `a` would install on it; with them it
+/// waits for `b`'s info of this incarnation.
+#[test]
+fn an_info_of_an_earlier_incarnation_of_the_same_view_does_not_count() {
+    let (a, b, c) = (Member::new(1, 1), Member::new(2, 2), Member::new(3, 3));
+    let mut ca = ElectionCore::new(a);
+    let join = |m| MemberChange {
+        member: m,
+        reason: Reason::Join,
+    };
+    let leave = |m| MemberChange {
+        member: m,
+        reason: Reason::Leave,
+    };
+    let ab = view_tag(&[a, b]);
+    let info = |tag, mark| {
+        ElectionMessage::Info(Info {
+            tag,
+            clock: 1,
+            fact: None,
+            state: None,
+            announced: Some(vec![a, b]),
+            unannounced: vec![],
+            merging: vec![],
+            mark,
+        })
+    };
+    let announce = || ElectionMessage::Announce(Announcement::this_build());
+    // `a` and `b` found the group together.
+    let out = ca.handle_confchg(&[a, b], &[join(a), join(b)], &[], 1);
+    own(&mut ca, a, out);
+    for msg in [announce(), ElectionMessage::Mark(1), info(ab, 1)] {
+        let out = ca.handle_message(b, msg);
+        own(&mut ca, a, out);
+    }
+    assert!(ca.is_installed() && ca.view() == [a, b]);
+    // `c` joins and leaves: {a, b} forms again; `b`'s mark comes back in
+    // it, its info is still on its way.
+    let out = ca.handle_confchg(&[a, b, c], &[join(c)], &[], 2);
+    own(&mut ca, a, out);
+    for msg in [
+        announce(),
+        ElectionMessage::Mark(2),
+        info(view_tag(&[a, b, c]), 2),
+    ] {
+        let out = ca.handle_message(b, msg);
+        own(&mut ca, a, out);
+    }
+    let out = ca.handle_confchg(&[a, b], &[], &[leave(c)], 3);
+    own(&mut ca, a, out);
+    let out = ca.handle_message(b, ElectionMessage::Mark(3));
+    own(&mut ca, a, out);
+    // And once more, before `b` reads on.
+    let out = ca.handle_confchg(&[a, b, c], &[join(c)], &[], 4);
+    own(&mut ca, a, out);
+    let out = ca.handle_confchg(&[a, b], &[], &[leave(c)], 5);
+    own(&mut ca, a, out);
+    let out = ca.handle_message(b, info(ab, 3));
+    own(&mut ca, a, out);
+    assert!(
+        !ca.is_installed(),
+        "installed with an info of an earlier incarnation"
+    );
+    // `b` read both confchgs before its fourth mark came back: no info
+    // answers that one; its fifth does.
+    for msg in [
+        announce(),
+        ElectionMessage::Mark(4),
+        ElectionMessage::Mark(5),
+    ] {
+        let out = ca.handle_message(b, msg);
+        own(&mut ca, a, out);
+    }
+    assert!(!ca.is_installed());
+    let out = ca.handle_message(b, info(ab, 5));
+    own(&mut ca, a, out);
+    assert!(ca.is_installed() && ca.view() == [a, b]);
 }
