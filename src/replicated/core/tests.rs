@@ -1244,6 +1244,18 @@ fn a_fact_refused_while_its_sender_was_pending_is_sent_again() {
     }
 }
 
+/// Found by the sweep once marks delayed infos: node1/1003 followed the
+/// stream outside the view and learned of primary 7.3, minted by a member
+/// that died since; newcomers refounded the group at 7.1 and refused its
+/// announcement for claiming an epoch past their ceiling (rule 6), and a
+/// refused process was never asked again: it held no state at the end.
+/// Now it takes the members' knowledge and announces itself again.
+#[test]
+fn schedule_1063408102092004128_agrees() {
+    run_schedule(1063408102092004128, Delivery::Agreed).expect("replicas agree");
+    run_schedule(1063408102092004128, Delivery::Safe).expect("replicas agree");
+}
+
 /// Found by a sweep of 40,000 seeded schedules (1 in 20,000 failed): two
 /// replicas ended with different states, because a stale info of an
 /// earlier incarnation of the same raw view counted. Fixed by marks.
