@@ -116,6 +116,18 @@
 //! The merge rule of rule 5 used to skip processes still waiting for the
 //! state; each side knew only its own, so two sides could each find the
 //! other primary. It now reads the confchg alone, the same on every side.
+//!
+//! Unlike the replicated and election cores, this core collects no round of
+//! answers after a confchg, so it needs no marks ([`crate::incarnation`]):
+//! an announcement admits a process of the current raw view at its
+//! position and says only what the sender holds there, and a state request
+//! is answered where it is delivered, by the member the rules choose at
+//! that point, with a snapshot that names its position. The one round it
+//! has is the supervision engine's merge round, and its offers are not yet
+//! tied to the merge they answer: a member lagging behind two merges of the
+//! same sides could have its offer for the first counted in the second (one
+//! offer per sender, so its fresh one would then be ignored). That is a
+//! known limit, not yet covered by a test.
 
 use std::collections::{BTreeMap, BTreeSet};
 
