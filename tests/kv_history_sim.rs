@@ -287,14 +287,6 @@ fn kv_histories_are_linearizable_per_key_under_seeded_faults() {
     );
 }
 
-/// A fresh system on simulated time: timers fire in order without real
-/// waiting, so a seed replays the same run.
-fn simulated() -> actix::SystemRunner {
-    actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a runtime")
-    })
-}
+#[path = "support/simulated.rs"]
+mod simulated;
+use simulated::simulated;

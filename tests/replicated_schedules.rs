@@ -402,14 +402,6 @@ fn safe_delivery_survives_seeded_fault_schedules() {
     check_all(Delivery::Safe);
 }
 
-/// A fresh system on simulated time: timers fire in order without real
-/// waiting, so a seed replays the same run.
-fn simulated() -> actix::SystemRunner {
-    actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a runtime")
-    })
-}
+#[path = "support/simulated.rs"]
+mod simulated;
+use simulated::simulated;

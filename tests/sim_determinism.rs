@@ -115,14 +115,7 @@ async fn scenario(dir: &Path) {
 /// returns each member's recording.
 fn run(dir: &PathBuf) -> Vec<Vec<u8>> {
     std::fs::create_dir_all(dir).unwrap();
-    let system = actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    });
-    system.block_on(scenario(dir));
+    simulated().block_on(scenario(dir));
     (1..=3)
         .map(|node| std::fs::read(dir.join(format!("member{node}.rec"))).unwrap())
         .collect()
@@ -145,3 +138,7 @@ fn the_same_scenario_twice_records_the_same_streams() {
         );
     }
 }
+
+#[path = "support/simulated.rs"]
+mod simulated;
+use simulated::simulated;

@@ -293,19 +293,6 @@ async fn run_seed(seed: u64, faults: usize) -> Result<(), String> {
         .map_err(|e| format!("after healing [{}]: {e}", done.join(", ")))
 }
 
-/// A fresh system on simulated time for each seed: the settling waits and
-/// the runtimes' timers (ticks, child watch) take no real time, and a seed
-/// replays the same run.
-fn simulated() -> actix::SystemRunner {
-    actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a runtime")
-    })
-}
-
 #[test]
 fn seeded_fault_schedules_keep_every_child_once() {
     let seeds: Vec<u64> = match std::env::var("SUP_SEED") {
@@ -324,3 +311,7 @@ fn seeded_fault_schedules_keep_every_child_once() {
         }
     }
 }
+
+#[path = "support/simulated.rs"]
+mod simulated;
+use simulated::simulated;

@@ -71,11 +71,13 @@ type Done<T> = oneshot::Sender<T>;
 type Registering = (String, Option<Done<Result<(), GroupError>>>);
 
 /// Why a message of this member was never multicast.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum Unsent {
     /// It could not be encoded.
+    #[error("codec: {0}")]
     Codec(WireError),
     /// The transport refused it (too large).
+    #[error("transport: {0}")]
     Transport(TransportError),
 }
 
@@ -301,7 +303,7 @@ impl GroupActor {
         match on_sent {
             OnSent::Nothing => {
                 if let Err(e) = result {
-                    error!(group = %self.conn.group(), "could not send a group message: {e:?}");
+                    error!(group = %self.conn.group(), "could not send a group message: {e}");
                 }
             }
             OnSent::Resolve(done) => {

@@ -599,6 +599,8 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     fn push_info(&mut self, mark: u64, members: Option<Vec<Member>>, out: &mut Actions<S>) {
+        // The fact in flight is the one this info carries.
+        self.sent_fact = self.local_fact.clone();
         out.push(Action::Mcast(ReplicaMessage::Info(Info {
             fact: self.local_fact.clone(),
             known: self.known.clone(),
