@@ -27,6 +27,30 @@
 //! count, including a joiner that knows nothing of the group yet: the rule
 //! needs no history from before the confchg. The cost is one ordered
 //! round after each confchg.
+//!
+//! # Users, and what they do not share
+//!
+//! Three rounds use this rule: the replicated core's infos, the election
+//! core's infos and the supervision merge offers of a registry group
+//! ([`crate::group`], rule 5). With the quorum rule ([`crate::quorum`]),
+//! that is everything their view installs have in common. What completes a
+//! round is each core's own, and differs for reasons of substance, so no
+//! shared install-round type holds them:
+//!
+//! - the **replicated** core waits for an info from every member, then
+//!   admits announcing processes only if their claims fit what the members
+//!   hold (a process with a state of a primary the members never saw is
+//!   refused), and the install picks the holders of the latest state;
+//! - the **election** core waits for every member's info and for every
+//!   process of a merging side to be settled (a member, excused by an info
+//!   that says it never announced itself, or refused), then rebuilds every
+//!   election from the infos and clears the quorum facts;
+//! - the **supervision** merge round needs one offer per *side*, not per
+//!   member (a side's members hold the same state, which can be large), an
+//!   offer speaking only for processes that arrived with its sender.
+//!
+//! A shared type would be the intersection (a tag, a set of answers, a
+//! completion predicate passed in), which is this module plus a map.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +59,7 @@ use crate::transport::Member;
 /// One process's side of the rule (module doc): its own marks, and the
 /// marks delivered since the latest confchg. `A` is an answer held until
 /// the process's own mark is back.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Incarnation<A> {
     own: u64,
     back: bool,

@@ -77,7 +77,14 @@
 //!    silent processes of a side that offers hold nothing up, and admits
 //!    the members it lists where they have not announced themselves yet.
 //!    A side made only of silent processes cannot be told from a slow one
-//!    without a clock: the round waits until they leave.
+//!    without a clock: the round waits until they leave. An offer answers
+//!    one incarnation of the view ([`crate::incarnation`]): after every
+//!    confchg that leaves a round open, each process multicasts a mark
+//!    ([`SupervisionMsg::Mark`]); it offers only once its mark is back, and
+//!    an offer counts only with its sender's latest mark since the latest
+//!    confchg. Marks and offers are judged where they are delivered, also
+//!    by a member still waiting for the state, so a buffered offer is not
+//!    judged again when it is replayed.
 //! 6. **Sender rules**, checked before anything else on a member that holds
 //!    the state (a joiner checks what it buffered when it replays it):
 //!    registry changes, requests, replies, quorum facts, ticks, tree starts
@@ -117,17 +124,17 @@
 //! state; each side knew only its own, so two sides could each find the
 //! other primary. It now reads the confchg alone, the same on every side.
 //!
-//! Unlike the replicated and election cores, this core collects no round of
-//! answers after a confchg, so it needs no marks ([`crate::incarnation`]):
-//! an announcement admits a process of the current raw view at its
-//! position and says only what the sender holds there, and a state request
-//! is answered where it is delivered, by the member the rules choose at
-//! that point, with a snapshot that names its position. The one round it
-//! has is the supervision engine's merge round, and its offers are not yet
-//! tied to the merge they answer: a member lagging behind two merges of the
-//! same sides could have its offer for the first counted in the second (one
-//! offer per sender, so its fresh one would then be ignored). That is a
-//! known limit, not yet covered by a test.
+//! Apart from the merge offers, this core collects no round of answers
+//! after a confchg, so nothing else needs marks: an announcement admits a
+//! process of the current raw view at its position and says only what the
+//! sender holds there, and a state request is answered where it is
+//! delivered, by the member the rules choose at that point, with a
+//! snapshot that names its position. The offers need them: a member
+//! lagging behind a partition and a heal would otherwise have the offer it
+//! made for the first merge counted in the second, where its side may have
+//! moved on (and its fresh offer would be refused as a second one from the
+//! same sender); `a_merge_offer_made_for_an_earlier_merge_is_not_counted_in_a_later_one`
+//! is that case.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -138,6 +145,7 @@ use super::messages::{
     Unsynced,
 };
 use super::{CallError, GroupEvent, NameDropReason};
+use crate::incarnation::Incarnation;
 use crate::roster::{Announcement, Roster};
 use crate::supervisor::{self, Engine, ViewChange};
 use crate::transport::{Member, MemberChange, Reason};
@@ -343,6 +351,8 @@ pub(crate) struct GroupCore {
     offered: bool,
     /// This member's side of the CPG view at the last merge, for its offer.
     side: Vec<Member>,
+    /// Which incarnation of the view a merge offer answers (rule 5).
+    marks: Incarnation<()>,
     limits: Limits,
 }
 
@@ -372,6 +382,7 @@ impl GroupCore {
             engine: Engine::new(),
             offered: false,
             side: Vec::new(),
+            marks: Incarnation::default(),
             limits,
         }
     }
@@ -415,6 +426,24 @@ impl GroupCore {
 
     /// A configuration change, at its position in the stream.
     pub(crate) fn handle_confchg(
+        &mut self,
+        members: &[Member],
+        joined: &[MemberChange],
+        left: &[MemberChange],
+    ) -> Vec<Command> {
+        // Before anything decides: an offer made from here on answers this
+        // confchg, and waits for the mark that says so.
+        let mark = self.marks.confchg();
+        let mut out = self.apply_confchg(members, joined, left);
+        if self.joined && members.contains(&self.local) && self.engine.is_merging() {
+            out.push(Command::Mcast(Outgoing::Supervision(
+                SupervisionMsg::Mark { mark },
+            )));
+        }
+        out
+    }
+
+    fn apply_confchg(
         &mut self,
         members: &[Member],
         joined: &[MemberChange],
@@ -546,6 +575,18 @@ impl GroupCore {
                 // holder dies before answering: it must lose the names of
                 // members leaving meanwhile, or they would never drop.
                 out.extend(self.drop_names_of(left));
+                // This side's offer may still be owed to a merge round, and
+                // one in flight no longer counts after this confchg: the
+                // round hears of the change and this member offers again
+                // if it is its side's representative.
+                if self.engine.is_merging() {
+                    let merging: Vec<MemberChange> = joined
+                        .iter()
+                        .filter(|c| c.reason == Reason::NodeUp)
+                        .copied()
+                        .collect();
+                    self.supervise_view(&merging, left, &mut out);
+                }
                 // Whoever was to answer may be gone: ask again.
                 waiting.asked = None;
                 waiting.buffered.clear();
@@ -667,14 +708,24 @@ impl GroupCore {
         if !output.commands.is_empty() || !output.events.is_empty() {
             out.push(Command::Supervise(output));
         }
+        self.offer_if_due(out);
+    }
+
+    /// Multicasts this side's state if the merge round wants it from this
+    /// member and this member's mark of the latest confchg is back (rule
+    /// 5: an offer sent before would not say which incarnation it answers).
+    fn offer_if_due(&mut self, out: &mut Vec<Command>) {
         if !self.engine.is_merging() {
             self.offered = false;
-        } else if !self.offered && self.engine.should_offer(self.local) {
+        } else if !self.offered && self.marks.is_back() && self.engine.should_offer(self.local) {
             if let Some(mut offer) = self.engine.merge_offer() {
                 self.offered = true;
                 offer.side = self.side.clone();
                 out.push(Command::Mcast(Outgoing::Supervision(
-                    SupervisionMsg::StateOffered { offer },
+                    SupervisionMsg::StateOffered {
+                        offer,
+                        mark: self.marks.own(),
+                    },
                 )));
             }
         }
@@ -757,6 +808,33 @@ impl GroupCore {
         if !self.joined {
             return Vec::new();
         }
+        // Marks and the freshness of offers are judged where they are
+        // delivered, whether this member holds the state or waits for it:
+        // every process of the view saw the same confchg and the same marks
+        // since, so all judge alike, and a buffered offer is not judged
+        // again against later marks when it is replayed.
+        match msg {
+            Inbound::Supervision(SupervisionMsg::Mark { mark }) => {
+                self.marks.delivered(self.local, from, mark);
+                let mut out = Vec::new();
+                if from == self.local && mark == self.marks.own() {
+                    self.offer_if_due(&mut out);
+                }
+                return out;
+            }
+            Inbound::Supervision(SupervisionMsg::StateOffered { mark, .. })
+                if !self.marks.fresh(from, mark) =>
+            {
+                debug!(local = %self.local, %from, "an offer made before the latest confchg; not counted");
+                return Vec::new();
+            }
+            _ => {}
+        }
+        self.dispatch(from, msg)
+    }
+
+    /// A delivered message, by this member's sync state.
+    fn dispatch(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
         match self.sync {
             SyncState::Waiting(_) => self.handle_waiting(from, msg),
             SyncState::Synced { .. } => self.handle_synced(from, msg),
@@ -927,7 +1005,7 @@ impl GroupCore {
                 None => 0,
             };
             for (from, msg) in buffered.into_iter().skip(skip) {
-                out.extend(self.handle_message(from, msg));
+                out.extend(self.dispatch(from, msg));
             }
             let local = self.local;
             if let Some(unsynced) = self.unsynced() {
@@ -1263,10 +1341,12 @@ impl GroupCore {
                     SupervisionMsg::Quorum { quorate, nodes } => {
                         supervisor::Event::QuorumChanged { quorate, nodes }
                     }
-                    SupervisionMsg::StateOffered { offer } => {
+                    SupervisionMsg::StateOffered { offer, .. } => {
                         self.admit_offered(&offer, &mut out);
                         supervisor::Event::StateOffered { from, offer }
                     }
+                    // Taken where delivered (`handle_message`).
+                    SupervisionMsg::Mark { .. } => return out,
                 };
                 let output = self.engine.handle(event);
                 self.push_supervision(output, &mut out);

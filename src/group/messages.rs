@@ -320,8 +320,12 @@ pub(crate) enum SupervisionMsg {
     Tick { now_ms: u64 },
     /// The sender's partition gained or lost quorum; its nodes.
     Quorum { quorate: bool, nodes: Vec<NodeId> },
-    /// After a merge, the sender's side's state.
-    StateOffered { offer: MergeOffer },
+    /// After a merge, the sender's side's state, with the sender's mark
+    /// of the confchg it answers ([`crate::incarnation`]).
+    StateOffered { offer: MergeOffer, mark: u64 },
+    /// The sender's mark after a confchg during a merge: its next offer
+    /// carries it.
+    Mark { mark: u64 },
 }
 
 #[cfg(test)]

@@ -695,3 +695,185 @@ fn an_offer_outside_a_merge_is_ignored() {
         }]
     );
 }
+
+/// Three members split `{m1} | {m2, m3}`, merge, and the two-member side
+/// offers at once while `m1`'s offer is still on its way. Returns the
+/// cluster and `m1`'s offer, not yet delivered.
+fn merge_with_one_offer_in(spec: &TreeSpec) -> (Cluster, Event) {
+    let all = members(3);
+    let (one, two) = (vec![m(1)], vec![m(2), m(3)]);
+    let mut cl = Cluster::default();
+    let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
+    cl.feed(&all, &change(&all, 1, &joined, &[]));
+    cl.feed(
+        &all,
+        &Event::QuorumChanged {
+            quorate: true,
+            nodes: vec![],
+        },
+    );
+    cl.feed(&all, &started("t", spec, m(1)));
+    let down = |side: &[Member]| -> Vec<(Member, Reason)> {
+        side.iter().map(|x| (*x, Reason::NodeDown)).collect()
+    };
+    let up = |side: &[Member]| -> Vec<(Member, Reason)> {
+        side.iter().map(|x| (*x, Reason::NodeUp)).collect()
+    };
+    cl.feed(&one, &change(&one, 2, &[], &down(&two)));
+    cl.feed(&two, &change(&two, 2, &[], &down(&one)));
+    cl.feed(&one, &change(&all, 3, &up(&two), &[]));
+    cl.feed(&two, &change(&all, 3, &up(&one), &[]));
+    let late = Event::StateOffered {
+        from: m(1),
+        offer: cl.engines[&m(1)].merge_offer().unwrap(),
+    };
+    let early = Event::StateOffered {
+        from: m(2),
+        offer: cl.engines[&m(2)].merge_offer().unwrap(),
+    };
+    cl.feed(&all, &early);
+    (cl, late)
+}
+
+/// A side that leaves during a merge round and comes back within it may
+/// have moved on while it was away: the offer it made before it left no
+/// longer speaks for it. Here `m1`'s round stays open across a second
+/// partition and its heal (its own offer is late), while the other side
+/// settles its round alone and starts a tree. The stale offer used to
+/// cover that side, its fresh one was refused (one offer per sender), and
+/// the tree was lost on `m1` — the member whose state the group keeps.
+#[test]
+fn an_offer_made_before_its_side_left_and_came_back_speaks_for_it_no_more() {
+    let spec = three_workers(Strategy::OneForOne).quorum_policy(QuorumPolicy::Ignore);
+    let (mut cl, late) = merge_with_one_offer_in(&spec);
+    let all = members(3);
+    let (one, two) = (vec![m(1)], vec![m(2), m(3)]);
+    cl.feed(
+        &one,
+        &change(
+            &one,
+            4,
+            &[],
+            &[(m(2), Reason::NodeDown), (m(3), Reason::NodeDown)],
+        ),
+    );
+    cl.feed(&two, &change(&two, 4, &[], &[(m(1), Reason::NodeDown)]));
+    assert!(cl.engines[&m(1)].is_merging(), "m1 still waits for itself");
+    assert!(!cl.engines[&m(2)].is_merging(), "the other side settled");
+    cl.feed(&two, &started("u", &spec, m(2)));
+    cl.feed(
+        &one,
+        &change(
+            &all,
+            5,
+            &[(m(2), Reason::NodeUp), (m(3), Reason::NodeUp)],
+            &[],
+        ),
+    );
+    cl.feed(&two, &change(&all, 5, &[(m(1), Reason::NodeUp)], &[]));
+    cl.feed(&all, &late);
+    assert!(
+        cl.engines[&m(1)].is_merging(),
+        "m1's round waits for the returning side's fresh offer"
+    );
+    assert!(cl.engines[&m(2)].should_offer(m(2)));
+    let fresh = Event::StateOffered {
+        from: m(2),
+        offer: cl.engines[&m(2)].merge_offer().unwrap(),
+    };
+    cl.feed(&all, &fresh);
+    // The two sides settled different rounds (`m1`'s spans more of the
+    // stream, so its positions run ahead); the group keeps one side's
+    // engine and hands it to the other. What runs where agrees.
+    let placed = |e: &Engine| -> Vec<(ChildPath, SlotStatus)> {
+        e.children()
+            .into_iter()
+            .map(|c| match c.status {
+                SlotStatus::Running {
+                    host, incarnation, ..
+                } => (
+                    c.path,
+                    SlotStatus::Running {
+                        host,
+                        incarnation,
+                        token: FencingToken::default(),
+                    },
+                ),
+                other => (c.path, other),
+            })
+            .collect()
+    };
+    for x in &all {
+        let e = &cl.engines[x];
+        assert!(!e.is_merging(), "{x} settled");
+        assert_eq!(e.tree_fingerprint("u"), Some(spec.fingerprint()), "on {x}");
+        assert_eq!(placed(e), placed(&cl.engines[&m(1)]), "on {x}");
+    }
+    assert!(
+        cl.instances().values().all(|n| *n == 1),
+        "{:?}",
+        cl.instances()
+    );
+}
+
+/// The same when only part of a side goes away and comes back: the
+/// member that stayed offers again, but its offer, made before the other
+/// left, cannot speak for the one that returns; only an offer from the
+/// returning side can.
+#[test]
+fn a_member_that_came_back_during_a_merge_is_covered_only_by_its_new_side() {
+    let spec = three_workers(Strategy::OneForOne).quorum_policy(QuorumPolicy::Ignore);
+    let (mut cl, late) = merge_with_one_offer_in(&spec);
+    let all = members(3);
+    let (stay, away) = (vec![m(1), m(2)], vec![m(3)]);
+    cl.feed(&stay, &change(&stay, 4, &[], &[(m(3), Reason::NodeDown)]));
+    cl.feed(
+        &away,
+        &change(
+            &away,
+            4,
+            &[],
+            &[(m(1), Reason::NodeDown), (m(2), Reason::NodeDown)],
+        ),
+    );
+    assert!(!cl.engines[&m(3)].is_merging(), "m3 settled alone");
+    cl.feed(&away, &started("u", &spec, m(3)));
+    cl.feed(&stay, &change(&all, 5, &[(m(3), Reason::NodeUp)], &[]));
+    cl.feed(
+        &away,
+        &change(
+            &all,
+            5,
+            &[(m(1), Reason::NodeUp), (m(2), Reason::NodeUp)],
+            &[],
+        ),
+    );
+    // The offers start over: `m3`'s side begins a round that needs them.
+    assert!(cl.engines[&m(2)].should_offer(m(2)));
+    let again = Event::StateOffered {
+        from: m(2),
+        offer: cl.engines[&m(2)].merge_offer().unwrap(),
+    };
+    cl.feed(&all, &late);
+    cl.feed(&all, &again);
+    assert!(
+        cl.engines.values().all(Engine::is_merging),
+        "m2's offer lists m3 but cannot speak for it"
+    );
+    assert!(cl.engines[&m(3)].should_offer(m(3)));
+    let fresh = Event::StateOffered {
+        from: m(3),
+        offer: cl.engines[&m(3)].merge_offer().unwrap(),
+    };
+    cl.feed(&all, &fresh);
+    for x in &all {
+        let e = &cl.engines[x];
+        assert!(!e.is_merging(), "{x} settled");
+        assert_eq!(e.tree_fingerprint("u"), Some(spec.fingerprint()), "on {x}");
+    }
+    assert!(
+        cl.instances().values().all(|n| *n == 1),
+        "{:?}",
+        cl.instances()
+    );
+}

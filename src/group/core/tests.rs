@@ -229,6 +229,8 @@ fn a_joiner_gets_the_state_at_its_request_and_replays_what_followed() {
         let mut c = old.clone();
         c.local = j;
         c.nonce = joiner.nonce;
+        // Marks are per process, like the nonce.
+        c.marks = joiner.marks.clone();
         c
     });
 }
@@ -1068,4 +1070,68 @@ fn a_fallback_drops_names_of_processes_that_are_no_peers() {
     assert_eq!(reclaims, [true, false], "only the host re-claims it");
     let [ca, cb] = &cores;
     assert_eq!(ca.view(), cb.view());
+}
+
+fn mark_of(cmds: &[Command]) -> Option<Inbound> {
+    cmds.iter().find_map(|c| match c {
+        Command::Mcast(Outgoing::Supervision(m @ SupervisionMsg::Mark { .. })) => {
+            Some(Inbound::Supervision(m.clone()))
+        }
+        _ => None,
+    })
+}
+
+fn offer_of(cmds: &[Command]) -> Option<Inbound> {
+    cmds.iter().find_map(|c| match c {
+        Command::Mcast(Outgoing::Supervision(o @ SupervisionMsg::StateOffered { .. })) => {
+            Some(Inbound::Supervision(o.clone()))
+        }
+        _ => None,
+    })
+}
+
+/// A merge offer is sent only once its sender's mark of the latest confchg
+/// is back, and counts only with its sender's latest mark since that
+/// confchg: an offer that a lagging member made for one merge and that
+/// reaches the stream after a second partition and heal is not counted in
+/// the second merge (its sender's side may have moved on, and its fresh
+/// offer would be refused as a second one from the same sender).
+#[test]
+fn a_merge_offer_made_for_an_earlier_merge_is_not_counted_in_a_later_one() {
+    let (a, b) = (m(1, 1), m(2, 2));
+    let [mut ca, mut cb]: [GroupCore; 2] = founders(&[a, b]).try_into().unwrap();
+    let split = |ca: &mut GroupCore, cb: &mut GroupCore| {
+        ca.handle_confchg(&[a], &[], &[ch(b, Reason::NodeDown)]);
+        cb.handle_confchg(&[b], &[], &[ch(a, Reason::NodeDown)]);
+    };
+    let heal = |ca: &mut GroupCore, cb: &mut GroupCore| {
+        let at_a = ca.handle_confchg(&[a, b], &[ch(b, Reason::NodeUp)], &[]);
+        let at_b = cb.handle_confchg(&[a, b], &[ch(a, Reason::NodeUp)], &[]);
+        assert!(ca.engine().is_merging() && cb.engine().is_merging());
+        assert!(
+            offer_of(&at_a).is_none(),
+            "no offer before the mark is back"
+        );
+        (at_a, at_b)
+    };
+    split(&mut ca, &mut cb);
+    let (_, at_b) = heal(&mut ca, &mut cb);
+    // `b` reads its own mark back and offers; the offer is slow to reach
+    // the stream.
+    let stale = offer_of(&cb.handle_message(b, mark_of(&at_b).unwrap())).expect("b offers");
+    split(&mut ca, &mut cb);
+    let (at_a, at_b) = heal(&mut ca, &mut cb);
+    let a_offer = offer_of(&ca.handle_message(a, mark_of(&at_a).unwrap())).expect("a offers");
+    ca.handle_message(a, a_offer);
+    ca.handle_message(b, announce_of(&at_b).unwrap());
+    ca.handle_message(b, stale);
+    assert!(
+        ca.engine().is_merging(),
+        "the offer of the first merge does not cover b in the second"
+    );
+    let mark = mark_of(&at_b).unwrap();
+    ca.handle_message(b, mark.clone());
+    let fresh = offer_of(&cb.handle_message(b, mark)).expect("b offers again");
+    ca.handle_message(b, fresh);
+    assert!(!ca.engine().is_merging(), "b's fresh offer settles it");
 }

@@ -23,7 +23,7 @@ use crate::transport::{Member, NodeId, Reason};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Engine {
     core: Core,
-    merge: Option<MergeRound>,
+    merge: Option<Box<MergeRound>>,
 }
 
 /// The state of one slot, for inspection.
@@ -104,7 +104,7 @@ impl Engine {
                     epoch = vc.epoch,
                     "partitions merge; waiting for every side's state"
                 );
-                self.merge = Some(MergeRound::new(&vc));
+                self.merge = Some(Box::new(MergeRound::new(&vc)));
                 Output {
                     commands: Vec::new(),
                     events: vec![SupervisionEvent::MergeStarted],
@@ -191,11 +191,7 @@ impl Engine {
             .iter()
             .map(|v| v.member)
             .find(|m| round.view.binary_search(m).is_ok());
-        let covered = round
-            .offers
-            .iter()
-            .any(|(_, o)| o.core.view.iter().any(|v| v.member == local));
-        representative == Some(local) && !covered
+        representative == Some(local) && !round.covers(local)
     }
 
     /// Whether a state that came from another member (a snapshot) is one

@@ -18,6 +18,15 @@
 //!   time, epoch and position take the maximum, quorum is the "or";
 //! - then the view is set to the common one, placement is recomputed, and
 //!   the events buffered during the round are replayed.
+//!
+//! A round can outlive the partition that it heals: a side may split again
+//! and come back in parts before every offer is in. An offer speaks only
+//! for the processes that arrived in the round with its sender (this
+//! side's members at the merging confchg, or the processes of one later
+//! change that brought them back), and a change that brings processes back
+//! starts the offers over: the returning side may have settled a round of
+//! its own and started trees while away, and the round it begins on its
+//! side needs every side's offer from after the change.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,6 +77,15 @@ pub(crate) struct MergeRound {
     pub(crate) buffered: Vec<Event>,
     /// Events of the round that are not replayed (trigger, offers).
     pub(crate) consumed: u64,
+    /// How each process of the round arrived in it: 0 for this side's
+    /// members at the merging confchg, `k` for the processes that came in
+    /// together in the round's `k`-th change that brought anyone (`NodeUp`).
+    /// An offer speaks only for processes that arrived with its sender: a
+    /// side that split during the round and came back in parts has moved
+    /// on, and only its own new offer knows where to.
+    pub(crate) arrival: BTreeMap<Member, u32>,
+    /// Changes of the round that brought processes in.
+    pub(crate) arrivals: u32,
 }
 
 impl MergeRound {
@@ -94,6 +112,18 @@ impl MergeRound {
             offers: Vec::new(),
             buffered: Vec::new(),
             consumed: 1,
+            arrival: vc
+                .members
+                .iter()
+                .map(|m| (*m, 0))
+                .chain(
+                    vc.joined
+                        .iter()
+                        .filter(|c| c.reason == Reason::NodeUp)
+                        .map(|c| (c.member, 1)),
+                )
+                .collect(),
+            arrivals: 1,
         }
     }
 
@@ -110,26 +140,49 @@ impl MergeRound {
             view.binary_search(m).is_ok()
                 || (before.binary_search(m).is_err() && !vc.left.iter().any(|c| c.member == *m))
         });
-        for c in &vc.joined {
-            if c.reason == Reason::NodeUp {
-                self.required.insert(c.member);
-            }
+        let back: BTreeSet<Member> = vc
+            .joined
+            .iter()
+            .filter(|c| c.reason == Reason::NodeUp)
+            .map(|c| c.member)
+            .collect();
+        if back.is_empty() {
+            return;
+        }
+        self.required.extend(back.iter().copied());
+        // Processes come back: what they did while away is in no offer
+        // made before, and their side (which may have settled its round
+        // and started trees meanwhile) begins a round of its own that
+        // needs every side's offer after this change. So the offers start
+        // over, and the returning processes count as one new side.
+        self.offers.clear();
+        self.arrivals = self.arrivals.saturating_add(1);
+        for m in back {
+            self.arrival.insert(m, self.arrivals);
         }
     }
 
-    pub(crate) fn covered(&self) -> bool {
-        let covered: BTreeSet<Member> = self
-            .offers
+    /// Whether the offer `from` sent speaks for `member`: it lists it, and
+    /// its sender arrived in the round with it.
+    fn speaks_for(&self, from: Member, offer: &MergeOffer, member: Member) -> bool {
+        let listed =
+            offer.core.view.iter().any(|v| v.member == member) || offer.side.contains(&member);
+        listed
+            && self
+                .arrival
+                .get(&from)
+                .is_some_and(|side| self.arrival.get(&member) == Some(side))
+    }
+
+    /// Whether an offer that speaks for `member` is in.
+    pub(crate) fn covers(&self, member: Member) -> bool {
+        self.offers
             .iter()
-            .flat_map(|(_, o)| {
-                o.core
-                    .view
-                    .iter()
-                    .map(|v| v.member)
-                    .chain(o.side.iter().copied())
-            })
-            .collect();
-        self.required.is_subset(&covered)
+            .any(|(from, o)| self.speaks_for(*from, o, member))
+    }
+
+    pub(crate) fn covered(&self) -> bool {
+        self.required.iter().all(|m| self.covers(*m))
     }
 
     /// The merged state and what it takes to get there.
