@@ -2,8 +2,8 @@
 # The whole test suite, on a fresh machine, as root:
 #   - installs what it needs (corosync and its client libraries, by apt-get),
 #   - starts the real 3-node corosync cluster (scripts/cluster.sh up),
-#   - checks formatting and lints, runs every test of the workspace (the
-#     library and the harness; sim and real cluster),
+#   - checks formatting, lints, the docs and the package, runs every test
+#     of the workspace (the library and the harness; sim and real cluster),
 #     a few seconds of each fuzz target, and the demo on both backends,
 #   - stops the cluster and removes its namespaces, whatever happened.
 #
@@ -38,6 +38,16 @@ cargo fmt --all -- --check
 
 step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "docs, warnings denied: default features, and all features as docs.rs builds them"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p actix-cpg
+# docs.rs builds on nightly with `--cfg docsrs` (the `doc(cfg)` badges);
+# RUSTC_BOOTSTRAP=1 lets the stable toolchain do the same.
+RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="-D warnings --cfg docsrs" \
+    cargo doc --no-deps -p actix-cpg --all-features --target-dir target/docsrs
+
+step "the library packages and builds alone, as published (cargo publish --dry-run)"
+cargo publish --dry-run -p actix-cpg --allow-dirty
 
 step "tests of the library and of the harness: sim backend and the real cluster"
 ACPG_CLUSTER=1 cargo test --workspace --all-features
