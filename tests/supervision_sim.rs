@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_cpg::supervisor::{
-    ChildSpec, QuorumPolicy, Refusal, RestartType, Strategy, SupervisorSpec, TreeSpec,
+    ChildSpec, QuorumPolicy, Refusal, RestartType, SlotStatus, Strategy, SupervisionEvent,
+    SupervisorSpec, TreeSpec,
 };
 use actix_cpg::transport::sim::{SimCluster, SimProcess};
 use actix_cpg::{
-    Child, ChildContext, Factories, Group, GroupConfig, GroupName, Member, NodeId, Terminate,
-    Transport,
+    Child, ChildContext, Factories, Group, GroupConfig, GroupError, GroupName, Member, NodeId,
+    Terminate, Transport,
 };
 
 /// Which live actor runs which child, seen from outside every member.
@@ -559,4 +560,124 @@ async fn a_request_fenced_to_a_stale_incarnation_is_refused() {
     }
     let current = caller.remote::<Echo>("jobs/svc").fenced(new);
     assert_eq!(current.send(Echo("three".into())).await.unwrap(), "three");
+}
+
+async fn member(cluster: &SimCluster, node: u32) -> (SimProcess, Group) {
+    let process = cluster.process(NodeId(node)).unwrap();
+    let name = GroupName::new("supervised").unwrap();
+    let group = Group::start(process.join(&name).unwrap(), GroupConfig::default())
+        .await
+        .unwrap();
+    (process, group)
+}
+
+fn one_child(kind: &str) -> TreeSpec {
+    TreeSpec::new(SupervisorSpec::new(Strategy::OneForOne).child(ChildSpec::worker("w", kind)))
+        .quorum_policy(QuorumPolicy::Ignore)
+}
+
+/// A member that only uses the registry (a client, a tool) and never
+/// starts a tree hosts none of it: with 24 single-child trees started by
+/// two members, every child runs on one of those two, and the client's
+/// view of the trees agrees.
+#[actix_rt::test]
+async fn a_member_that_never_starts_a_tree_hosts_none_of_it() {
+    let cluster = SimCluster::new(3);
+    let census = Census::default();
+    let addrs = Addrs::default();
+    let (_p1, g1) = member(&cluster, 1).await;
+    let (_p2, g2) = member(&cluster, 2).await;
+    let (_p3, client) = member(&cluster, 3).await;
+    let names: Vec<String> = (0..24).map(|i| format!("t{i}/w")).collect();
+    for i in 0..24 {
+        for g in [&g1, &g2] {
+            g.start_tree(
+                &format!("t{i}"),
+                one_child("worker"),
+                factories(g.local(), &census, &addrs),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let hosts = [g1.local(), g2.local()];
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    until(&census, "every child runs once on a host", |m| {
+        each_once(m, &wanted, &hosts)
+    })
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..500 {
+        seen = client.children().await.unwrap();
+        if seen.len() == 24 && seen.iter().all(|c| c.status != SlotStatus::Pending) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen.len(), 24);
+    for c in &seen {
+        match c.status {
+            SlotStatus::Running { host, .. } => {
+                assert!(hosts.contains(&host), "{} runs on {host}", c.path)
+            }
+            s => panic!("{} is {s:?}", c.path),
+        }
+    }
+}
+
+/// A typo in a child's kind is refused by `start_tree` before anything is
+/// sent; started without hosting, the child waits, says why, and starts as
+/// soon as a member that can build it starts the tree.
+#[actix_rt::test]
+async fn a_kind_without_a_factory_is_refused_or_waits_and_says_so() {
+    let cluster = SimCluster::new(2);
+    let census = Census::default();
+    let addrs = Addrs::default();
+    let (_p1, g1) = member(&cluster, 1).await;
+    let (_p2, g2) = member(&cluster, 2).await;
+    let refused = g1
+        .start_tree(
+            "typo",
+            one_child("wrker"),
+            factories(g1.local(), &census, &addrs),
+        )
+        .await;
+    match refused {
+        Err(GroupError::NoFactory { tree, kind }) => {
+            assert_eq!((tree.as_str(), kind.as_str()), ("typo", "wrker"))
+        }
+        other => panic!("expected NoFactory, got {other:?}"),
+    }
+    assert!(g1.children().await.unwrap().is_empty(), "nothing was sent");
+
+    let mut events = g1.supervision_events();
+    g1.start_tree_without_hosting("idle", one_child("worker"))
+        .await
+        .unwrap();
+    let waits = loop {
+        match events.recv().await.unwrap() {
+            SupervisionEvent::ChildWaitsForHost { path, kind } => break (path, kind),
+            _ => continue,
+        }
+    };
+    assert_eq!(waits.0.to_string(), "idle/w");
+    assert_eq!(waits.1, "worker");
+    let status = g1.children().await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].status, SlotStatus::Pending);
+    assert!(census.snapshot().is_empty());
+
+    g2.start_tree(
+        "idle",
+        one_child("worker"),
+        factories(g2.local(), &census, &addrs),
+    )
+    .await
+    .unwrap();
+    until(
+        &census,
+        "the child runs on the member that can build it",
+        |m| each_once(m, &["idle/w"], &[g2.local()]),
+    )
+    .await;
 }

@@ -12,8 +12,9 @@
 //!   same stream position everywhere);
 //! - the actors that really run in a partition are exactly the ones its
 //!   engine believes run, so no child runs twice, merges included;
-//! - in a view that may start children, every supervised permanent child
-//!   placed by `Any` or `Singleton` runs on exactly one member of the view;
+//! - in a view that may start children and holds a member that started
+//!   the tree (its hosts), every supervised permanent child placed by `Any`
+//!   or `Singleton` runs on exactly one member of the view;
 //! - a transient child that exits normally stays down;
 //! - on every member, successive starts of a slot carry strictly growing
 //!   fencing tokens.
@@ -502,6 +503,7 @@ impl World {
                 let ev = Event::TreeStarted {
                     name: name.into(),
                     fingerprint: spec.fingerprint(),
+                    kinds: spec.worker_kinds().into_iter().collect(),
                     spec,
                     by: p[by as usize % p.len()],
                 };
@@ -543,7 +545,11 @@ impl World {
             prop_assert_eq!(&real, &believed, "actors differ from the engine's belief");
 
             for c in e.children() {
-                let may_start = (e.quorate() && !e.quorum_fenced()) || c.path.tree == "u";
+                // Every start here says it can build every kind: a view
+                // holding any host of the tree can run all of it.
+                let hosted = e.tree_hosts(&c.path.tree).iter().any(|h| p.contains(h));
+                let may_start =
+                    hosted && ((e.quorate() && !e.quorum_fenced()) || c.path.tree == "u");
                 let placed_anywhere =
                     matches!(c.policy, PlacementPolicy::Any | PlacementPolicy::Singleton);
                 if c.supervised
@@ -638,6 +644,7 @@ fn raw() -> impl Strategy<Value = Raw> {
             Raw::Event(Event::TreeStarted {
                 name: name.into(),
                 fingerprint: spec.fingerprint(),
+                kinds: spec.worker_kinds().into_iter().collect(),
                 spec,
                 by,
             })

@@ -138,6 +138,11 @@ impl Factories {
         self
     }
 
+    /// Whether children of worker kind `kind` can be built here.
+    pub fn has(&self, kind: &str) -> bool {
+        self.kinds.contains_key(kind)
+    }
+
     pub(crate) fn build(&self, kind: &str, ctx: &ChildContext) -> Option<Child> {
         self.kinds.get(kind).map(|f| f(ctx))
     }

@@ -1265,6 +1265,7 @@ impl GroupCore {
                         name,
                         fingerprint,
                         spec,
+                        kinds,
                     } => {
                         let invalid = if name.is_empty() {
                             Some(supervisor::SpecError::EmptyTreeName)
@@ -1298,6 +1299,7 @@ impl GroupCore {
                             fingerprint,
                             spec,
                             by: from,
+                            kinds,
                         }
                     }
                     SupervisionMsg::ChildExited {

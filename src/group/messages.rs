@@ -304,11 +304,13 @@ impl Snapshot {
 /// the member that asked, hosted or offered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum SupervisionMsg {
-    /// Start (or revive) a tree with this spec.
+    /// Start (or revive, or take part in) a tree with this spec; the
+    /// sender hosts the worker kinds it lists.
     TreeStarted {
         name: String,
         fingerprint: Fingerprint,
         spec: TreeSpec,
+        kinds: Vec<String>,
     },
     /// An incarnation the sender hosted stopped on its own.
     ChildExited {

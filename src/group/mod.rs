@@ -325,6 +325,17 @@ pub enum GroupError {
     /// it; fix the spec (or the name) and start again.
     #[error("tree refused: {0}")]
     TreeRefused(#[source] Refusal),
+    /// The spec names a worker kind this member has no factory for; nothing
+    /// was sent. Usually a typo in the spec or in
+    /// [`Factories::worker`]; a member that means to take part without
+    /// hosting uses [`Group::start_tree_without_hosting`].
+    #[error("tree {tree:?} names worker kind {kind:?}, and this member has no factory for it")]
+    NoFactory {
+        /// The tree.
+        tree: String,
+        /// The first kind (in order) without a factory.
+        kind: String,
+    },
 }
 
 /// A handle to this process's membership of one group. Clone freely; the
@@ -480,8 +491,13 @@ impl Group {
     /// spec travels in the ordered stream, and the first spec of a name
     /// wins; a member that starts it with another spec gets
     /// [`GroupError::TreeRefused`]. `factories` build this member's share of
-    /// the children wherever the engine places them. Resolves when the start
-    /// reaches its place in the order.
+    /// the children wherever the engine places them: this member becomes a
+    /// host of the tree, and the engine places children only on its hosts
+    /// (a member that never starts the tree never hosts any of it).
+    /// Resolves when the start reaches its place in the order.
+    ///
+    /// Refused with [`GroupError::NoFactory`], before anything is sent, if
+    /// the spec names a worker kind `factories` cannot build.
     pub async fn start_tree(
         &self,
         name: &str,
@@ -489,6 +505,35 @@ impl Group {
         factories: Factories,
     ) -> Result<(), GroupError> {
         spec.validate().map_err(GroupError::InvalidSpec)?;
+        if let Some(kind) = spec.worker_kinds().into_iter().find(|k| !factories.has(k)) {
+            return Err(GroupError::NoFactory {
+                tree: name.to_owned(),
+                kind,
+            });
+        }
+        self.send_tree_start(name, spec, factories).await
+    }
+
+    /// Starts (or joins) the supervision tree `name` without hosting any of
+    /// it: the tree runs on the members that start it with factories, and
+    /// this member sees its state ([`Group::children`]) and can call its
+    /// children by name. A child whose kind no member can build waits
+    /// ([`SupervisionEvent::ChildWaitsForHost`]).
+    pub async fn start_tree_without_hosting(
+        &self,
+        name: &str,
+        spec: TreeSpec,
+    ) -> Result<(), GroupError> {
+        spec.validate().map_err(GroupError::InvalidSpec)?;
+        self.send_tree_start(name, spec, Factories::new()).await
+    }
+
+    async fn send_tree_start(
+        &self,
+        name: &str,
+        spec: TreeSpec,
+        factories: Factories,
+    ) -> Result<(), GroupError> {
         let (tx, rx) = oneshot::channel();
         self.op(Op::StartTree {
             name: name.to_owned(),

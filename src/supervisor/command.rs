@@ -227,6 +227,18 @@ pub enum SupervisionEvent {
         /// Stream position of the decision.
         at: FencingToken,
     },
+    /// A child waits (its status stays [`SlotStatus::Pending`](crate::supervisor::SlotStatus::Pending))
+    /// because no member of the view said it can build its kind: nobody
+    /// started the tree with a factory for it (a typo in the spec's kind,
+    /// or only members that take part without hosting). It starts as soon
+    /// as a member that can build it starts the tree. Reported once each
+    /// time the child starts waiting for this reason.
+    ChildWaitsForHost {
+        /// The child.
+        path: ChildPath,
+        /// The kind nobody can build.
+        kind: String,
+    },
     /// The partition lost quorum.
     QuorumLost,
     /// The partition regained quorum.

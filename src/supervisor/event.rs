@@ -60,8 +60,11 @@ pub enum Event {
         /// still lists a departed node predates the change and is ignored.
         nodes: Vec<NodeId>,
     },
-    /// A member asked to start a tree. The first start of a name wins; a
-    /// later one with another fingerprint is refused.
+    /// A member asked to start a tree, or to take part in one already
+    /// started. The first start of a name wins; a later one with another
+    /// fingerprint is refused. Every start also says which of the tree's
+    /// worker kinds its member can build: children are placed only on
+    /// members that said they can build their kind.
     TreeStarted {
         /// The tree name.
         name: String,
@@ -72,6 +75,10 @@ pub enum Event {
         spec: TreeSpec,
         /// The member that asked.
         by: Member,
+        /// The worker kinds `by` has factories for (kinds the spec does not
+        /// name are ignored); empty for a member that takes part without
+        /// hosting anything.
+        kinds: Vec<String>,
     },
     /// After a merge, a member multicast its side's state as it was just
     /// before the merge (see [`Engine::merge_offer`](super::Engine::merge_offer)).

@@ -67,6 +67,15 @@
 //!   starts nothing (failures are decided, restarts wait), `Ignore` acts as
 //!   quorate. The engine starts not quorate: the runtime must put the
 //!   quorum state into the stream.
+//! - **Hosts.** Children are placed only on members that started the tree
+//!   ([`Event::TreeStarted`]) saying they can build the child's kind: a
+//!   member in the view that never started it (a client, a tool) hosts
+//!   none of it. A member that starts the tree later is its newest host:
+//!   `Any` children that now score highest on it move, as on a join, and no
+//!   singleton moves. A child that no host in the view can build waits
+//!   ([`SlotStatus::Pending`], reported once by
+//!   [`SupervisionEvent::ChildWaitsForHost`]). Hosts that leave the view
+//!   stop being hosts; a process that comes back starts the tree again.
 //! - **Merge.** A confchg with `NodeUp` joiners opens a merge round: the
 //!   engine buffers events until every side has offered its pre-merge state
 //!   ([`Engine::should_offer`], [`Engine::merge_offer`],

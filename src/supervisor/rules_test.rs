@@ -1,5 +1,7 @@
 //! One test per rule of the engine.
 
+use std::collections::BTreeSet;
+
 use super::testing::*;
 use super::*;
 use crate::transport::{Member, NodeId, Reason};
@@ -275,10 +277,16 @@ fn adding_a_sixth_member_moves_about_a_sixth_of_600_children() {
         root = root.child(ChildSpec::worker(format!("w{i}"), "k"));
     }
     let five = members(5);
-    let (mut e, out) = boot(&five, &TreeSpec::new(root));
-    assert_eq!(verbs(&out).len(), 600);
+    let spec = TreeSpec::new(root);
+    let (mut e, _) = boot(&five, &spec);
+    assert_eq!(e.running().len(), 600);
     let six = members(6);
     let out = e.handle(change(&six, 2, &[(m(6), Reason::Join)], &[]));
+    assert!(
+        out.commands.is_empty(),
+        "a member that joins hosts nothing yet"
+    );
+    let out = e.handle(started("t", &spec, m(6)));
     let moved = out
         .commands
         .iter()
@@ -327,9 +335,11 @@ fn pinned_singleton_one_per_node_and_every_member_placements() {
     assert_eq!(hosts(&e, "node").len(), 2);
     assert_eq!(hosts(&e, "all"), vec![a, b, c]);
 
-    // A join gets its own instance and moves neither the singleton nor the pin.
+    // A new host gets its own instance and moves neither the singleton nor
+    // the pin.
     let d = Member::new(3, 10);
-    let out = e.handle(change(&[a, b, c, d], 2, &[(d, Reason::Join)], &[]));
+    e.handle(change(&[a, b, c, d], 2, &[(d, Reason::Join)], &[]));
+    let out = e.handle(started("t", &spec, d));
     assert_eq!(
         verbs(&out),
         vec![("start", "node".to_owned()), ("start", "all".to_owned())]
@@ -482,6 +492,7 @@ fn successive_incarnations_get_strictly_growing_tokens() {
         let rest: Vec<_> = members(3).into_iter().filter(|x| *x != host).collect();
         e.handle(change(&rest, epoch, &[], &[(host, Reason::ProcDown)]));
         e.handle(change(&members(3), epoch, &[(host, Reason::Join)], &[]));
+        e.handle(started("t", &three_workers(Strategy::OneForOne), host));
         exit(&mut e, &["b"], false);
         let now = running(&e, &["b"]).unwrap().2;
         assert!(now > last, "{now} after {last}");
@@ -577,7 +588,9 @@ fn split_and_merge(spec: &TreeSpec) -> Cluster {
             nodes: vec![],
         },
     );
-    cl.feed(&all, &started("t", spec, m(1)));
+    for x in &all {
+        cl.feed(&all, &started("t", spec, *x));
+    }
 
     let down = |side: &[Member]| -> Vec<(Member, Reason)> {
         side.iter().map(|x| (*x, Reason::NodeDown)).collect()
@@ -712,7 +725,9 @@ fn merge_with_one_offer_in(spec: &TreeSpec) -> (Cluster, Event) {
             nodes: vec![],
         },
     );
-    cl.feed(&all, &started("t", spec, m(1)));
+    for x in &all {
+        cl.feed(&all, &started("t", spec, *x));
+    }
     let down = |side: &[Member]| -> Vec<(Member, Reason)> {
         side.iter().map(|x| (*x, Reason::NodeDown)).collect()
     };
@@ -876,4 +891,135 @@ fn a_member_that_came_back_during_a_merge_is_covered_only_by_its_new_side() {
         "{:?}",
         cl.instances()
     );
+}
+
+// ---- hosts: who said it can build what ----------------------------------
+
+fn waits_for_host(out: &Output) -> Vec<(String, String)> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            SupervisionEvent::ChildWaitsForHost { path, kind } => {
+                Some((path.ids.join("/"), kind.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A member in the view that never started the tree (a client, a tool)
+/// hosts none of it, whatever placement would give it; when the hosts are
+/// gone the children wait, and a member that starts the tree takes them.
+#[test]
+fn only_members_that_started_the_tree_host_it() {
+    let all = members(3);
+    let mut root = sup(Strategy::OneForOne);
+    for i in 0..24 {
+        root = root.child(ChildSpec::worker(format!("w{i}"), "k"));
+    }
+    let spec = TreeSpec::new(root).quorum_policy(QuorumPolicy::Ignore);
+    let mut e = Engine::new();
+    let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
+    e.handle(change(&all, 1, &joined, &[]));
+    e.handle(started("t", &spec, m(1)));
+    e.handle(started("t", &spec, m(2)));
+    let hosts: BTreeSet<Member> = e
+        .running()
+        .iter()
+        .filter_map(|c| match c.status {
+            SlotStatus::Running { host, .. } => Some(host),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(e.running().len(), 24);
+    assert_eq!(hosts, BTreeSet::from([m(1), m(2)]), "m(3) never started it");
+
+    let out = e.handle(change(
+        &[m(3)],
+        2,
+        &[],
+        &[(m(1), Reason::ProcDown), (m(2), Reason::ProcDown)],
+    ));
+    assert!(verbs(&out).iter().all(|(v, _)| *v != "start"));
+    assert!(e.running().is_empty());
+    assert_eq!(
+        waits_for_host(&out).len(),
+        24,
+        "each waiting child is reported"
+    );
+    assert_eq!(status(&e, &["w0"]), Some(SlotStatus::Pending));
+    // Reported once: a later pass says nothing new.
+    let out = e.handle(Event::Tick { now_ms: 1 });
+    assert!(waits_for_host(&out).is_empty());
+    let out = e.handle(e_quorum());
+    assert!(waits_for_host(&out).is_empty());
+
+    let out = e.handle(started("t", &spec, m(3)));
+    assert_eq!(verbs(&out).len(), 24);
+    assert_eq!(e.running().len(), 24);
+}
+
+fn e_quorum() -> Event {
+    Event::QuorumChanged {
+        quorate: true,
+        nodes: vec![],
+    }
+}
+
+/// A kind nobody can build (a typo in the spec, or members that only
+/// take part) leaves the child waiting, reported, and never `Running`.
+#[test]
+fn a_kind_nobody_can_build_waits_and_says_so() {
+    let all = members(2);
+    let spec = TreeSpec::new(
+        sup(Strategy::OneForOne)
+            .child(ChildSpec::worker("ok", "w"))
+            .child(ChildSpec::worker("typo", "wrker")),
+    );
+    let mut e = Engine::new();
+    let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
+    e.handle(change(&all, 1, &joined, &[]));
+    e.handle(e_quorum());
+    let start = |by: Member, kinds: &[&str]| Event::TreeStarted {
+        name: "t".into(),
+        fingerprint: spec.fingerprint(),
+        spec: spec.clone(),
+        by,
+        kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+    };
+    let out = e.handle(start(m(1), &["w", "worker"]));
+    assert_eq!(verbs(&out), vec![("start", "ok".to_owned())]);
+    assert_eq!(
+        waits_for_host(&out),
+        vec![("typo".to_owned(), "wrker".to_owned())]
+    );
+    assert_eq!(status(&e, &["typo"]), Some(SlotStatus::Pending));
+    // A member that takes part without hosting changes nothing.
+    let out = e.handle(start(m(2), &[]));
+    assert!(verbs(&out).is_empty() && waits_for_host(&out).is_empty());
+    // A member that can build it: it starts there.
+    let out = e.handle(start(m(2), &["wrker"]));
+    assert_eq!(verbs(&out), vec![("start", "typo".to_owned())]);
+    assert_eq!(running(&e, &["typo"]).map(|r| r.0), Some(m(2)));
+}
+
+/// A member that starts the tree after the others is its newest host: it
+/// takes its share of `Any` children, and no singleton moves to it even
+/// if it has been in the view longest.
+#[test]
+fn a_late_host_moves_no_singleton() {
+    let all = members(3);
+    let spec = TreeSpec::new(
+        sup(Strategy::OneForOne)
+            .child(ChildSpec::worker("one", "k").placement(Placement::singleton())),
+    );
+    let mut e = Engine::new();
+    let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
+    e.handle(change(&all, 1, &joined, &[]));
+    e.handle(e_quorum());
+    e.handle(started("t", &spec, m(3)));
+    e.handle(started("t", &spec, m(2)));
+    let out = e.handle(started("t", &spec, m(1)));
+    assert!(verbs(&out).is_empty(), "{:?}", verbs(&out));
+    assert_eq!(running(&e, &["one"]).map(|r| r.0), Some(m(3)));
 }

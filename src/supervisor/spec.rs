@@ -5,6 +5,8 @@
 //! *kind* (a string key) and the runtime maps kinds to factories, so a spec
 //! can travel in the ordered stream, be fingerprinted and be compared.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::Fingerprint;
@@ -228,6 +230,27 @@ impl TreeSpec {
     /// holds the same spec (see [`Fingerprint`]).
     pub fn fingerprint(&self) -> Fingerprint {
         canonical::fingerprint(self)
+    }
+
+    /// Every worker kind the tree names, at any depth: what a member needs
+    /// factories for to host all of it.
+    pub fn worker_kinds(&self) -> BTreeSet<String> {
+        fn walk(spec: &SupervisorSpec, depth: usize, out: &mut BTreeSet<String>) {
+            if depth > MAX_DEPTH {
+                return;
+            }
+            for c in &spec.children {
+                match &c.kind {
+                    ChildKind::Worker(w) => {
+                        out.insert(w.kind.clone());
+                    }
+                    ChildKind::Supervisor(s) => walk(s, depth + 1, out),
+                }
+            }
+        }
+        let mut out = BTreeSet::new();
+        walk(&self.root, 0, &mut out);
+        out
     }
 
     /// Checks what the engine relies on: non-empty ids unique among

@@ -33,16 +33,19 @@ pub(crate) fn change(
     })
 }
 
+/// `by` starts (or joins) the tree, able to build every kind it names.
 pub(crate) fn started(name: &str, spec: &TreeSpec, by: Member) -> Event {
     Event::TreeStarted {
         name: name.to_owned(),
         fingerprint: spec.fingerprint(),
         spec: spec.clone(),
         by,
+        kinds: spec.worker_kinds().into_iter().collect(),
     }
 }
 
-/// An engine that saw `members` join, quorum, and the tree `t` start.
+/// An engine that saw `members` join, quorum, and the tree `t` started by
+/// every member (each able to build every kind).
 pub(crate) fn boot(members: &[Member], spec: &TreeSpec) -> (Engine, Output) {
     let mut e = Engine::new();
     let joined: Vec<_> = members.iter().map(|m| (*m, Reason::Join)).collect();
@@ -51,7 +54,9 @@ pub(crate) fn boot(members: &[Member], spec: &TreeSpec) -> (Engine, Output) {
         quorate: true,
         nodes: vec![],
     }));
-    out.extend(e.handle(started("t", spec, members[0])));
+    for m in members {
+        out.extend(e.handle(started("t", spec, *m)));
+    }
     (e, out)
 }
 

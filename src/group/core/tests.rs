@@ -856,6 +856,7 @@ fn an_invalid_tree_spec_never_reaches_the_engine() {
             name: "t".into(),
             fingerprint: spec.fingerprint(),
             spec,
+            kinds: vec!["k".into()],
         }),
     );
     assert_eq!(dropped(&cmds), vec![DropCause::Invalid]);

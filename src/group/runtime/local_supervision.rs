@@ -207,9 +207,10 @@ impl GroupActor {
             .get(&ctx.path.tree)
             .and_then(|f| f.build(kind, &ctx))
         else {
-            // This member has not started the tree yet (or lacks the kind):
-            // `reconcile` builds it once the factories are given.
-            debug!(path = %ctx.path, kind, "no factory here yet");
+            // The engine places a child only on a member that said it can
+            // build its kind, and the factories are kept before that is
+            // said: a placement here without one is a broken promise.
+            warn!(path = %ctx.path, kind, "placed here, but this member has no factory for its kind");
             return;
         };
         let (local, endpoint) = LocalChild::new(&ctx, child);

@@ -148,6 +148,11 @@ impl GroupActor {
                 done,
             } => {
                 let fingerprint = spec.fingerprint();
+                let kinds = spec
+                    .worker_kinds()
+                    .into_iter()
+                    .filter(|k| factories.has(k))
+                    .collect();
                 self.sup.trees.insert(name.clone(), factories);
                 if let Some((_, earlier)) =
                     self.sup.starting.insert(name.clone(), (fingerprint, done))
@@ -160,6 +165,7 @@ impl GroupActor {
                         name,
                         fingerprint,
                         spec,
+                        kinds,
                     },
                     OnSent::Nothing,
                 );

@@ -2,13 +2,13 @@
 //! event changes it. Merges are handled one level up, in the engine; here a
 //! `NodeUp` join is an ordinary join.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::tree::{
-    self, exited_event, on_child_down, reconcile, running_slots, stop_all, Ctx, Slot, SupState,
-    Tree,
+    self, exited_event, on_child_down, reconcile, running_slots, stop_all, Ctx, Host, Slot,
+    SupState, Tree,
 };
 use crate::supervisor::command::{
     Command, ExitCause, IgnoreReason, Output, Refusal, StopReason, SupervisionEvent,
@@ -75,7 +75,8 @@ impl Core {
                 fingerprint,
                 spec,
                 by,
-            } => self.apply_tree_started(name, fingerprint, spec, by),
+                kinds,
+            } => self.apply_tree_started(name, fingerprint, spec, by, kinds),
             Event::StateOffered { .. } => Output::ignored(IgnoreReason::UnexpectedOffer),
         }
     }
@@ -100,9 +101,13 @@ impl Core {
         let quorum_known = *quorate && quorum_fence.is_none();
         for (name, tree) in trees.iter_mut() {
             let allow_start = quorum_known || tree.spec.quorum_policy == QuorumPolicy::Ignore;
+            // Lent to the context while the tree's state changes (nothing
+            // in a pass changes who hosts the tree).
+            let hosts = std::mem::take(&mut tree.hosts);
             let mut ctx = Ctx {
                 tree: name,
                 view,
+                hosts: &hosts,
                 now_ms: *now_ms,
                 token,
                 next_incarnation,
@@ -118,6 +123,7 @@ impl Core {
                 allow_start,
                 rebalance,
             );
+            tree.hosts = hosts;
         }
         out
     }
@@ -178,6 +184,9 @@ impl Core {
             self.quorum_fence = Some(gone);
         }
         self.view = new_view;
+        for tree in self.trees.values_mut() {
+            tree.hosts.retain(|m, _| members.binary_search(m).is_ok());
+        }
         self.for_trees(true, |tree, ctx, _| {
             let mut found = Vec::new();
             running_slots(&tree.spec.root, &tree.root, &mut Vec::new(), &mut found);
@@ -306,6 +315,7 @@ impl Core {
         claimed: Fingerprint,
         spec: TreeSpec,
         by: Member,
+        kinds: Vec<String>,
     ) -> Output {
         let refuse = |why: Refusal| {
             tracing::info!(tree = %name, %by, ?why, "tree start refused");
@@ -332,6 +342,10 @@ impl Core {
         if computed != claimed {
             return refuse(Refusal::FingerprintMismatch { claimed, computed });
         }
+        // Only kinds the spec names: what a sender claims beyond them could
+        // only grow the state.
+        let named = spec.worker_kinds();
+        let kinds: BTreeSet<String> = kinds.into_iter().filter(|k| named.contains(k)).collect();
         let token = self.token();
         match self.trees.get_mut(&name) {
             Some(tree) if tree.fingerprint != computed => {
@@ -340,10 +354,22 @@ impl Core {
                     got: computed,
                 })
             }
-            Some(tree) if tree.root.alive => return Output::ignored(IgnoreReason::AlreadyStarted),
+            Some(tree) if tree.root.alive => {
+                if tree.hosts.get(&by).is_some_and(|h| h.kinds == kinds) {
+                    return Output::ignored(IgnoreReason::AlreadyStarted);
+                }
+                // Another member takes part (or says anew what it can
+                // build): children waiting for a host start, and `Any`
+                // children that now score highest on it move, as on a join.
+                let since = tree.hosts.get(&by).map_or(self.seq, |h| h.since);
+                tree.hosts.insert(by, Host { since, kinds });
+                return self.reconcile_all(true);
+            }
             Some(tree) => {
                 tree.root = SupState::fresh(&tree.spec.root);
                 tree.by = by;
+                let since = tree.hosts.get(&by).map_or(self.seq, |h| h.since);
+                tree.hosts.insert(by, Host { since, kinds });
             }
             None => {
                 let root = SupState::fresh(&spec.root);
@@ -355,6 +381,13 @@ impl Core {
                         by,
                         started: token,
                         root,
+                        hosts: BTreeMap::from([(
+                            by,
+                            Host {
+                                since: self.seq,
+                                kinds,
+                            },
+                        )]),
                     },
                 );
             }

@@ -145,19 +145,22 @@ impl Engine {
         self.handle(Event::QuorumChanged { quorate, nodes })
     }
 
-    /// [`Event::TreeStarted`], with the fingerprint the sender computed.
+    /// [`Event::TreeStarted`], with the fingerprint the sender computed and
+    /// the worker kinds the sender can build.
     pub fn handle_tree_started(
         &mut self,
         name: impl Into<String>,
         fingerprint: Fingerprint,
         spec: TreeSpec,
         by: Member,
+        kinds: Vec<String>,
     ) -> Output {
         self.handle(Event::TreeStarted {
             name: name.into(),
             fingerprint,
             spec,
             by,
+            kinds,
         })
     }
 
@@ -175,6 +178,21 @@ impl Engine {
             epoch: round.trigger_epoch,
             side: Vec::new(),
         })
+    }
+
+    /// The members of the view that started (or joined) the tree `name`
+    /// with factories: the only ones its children are placed on. Sorted;
+    /// empty for an unknown tree.
+    pub fn tree_hosts(&self, name: &str) -> Vec<Member> {
+        let Some(tree) = self.core.trees.get(name) else {
+            return Vec::new();
+        };
+        self.core
+            .view
+            .iter()
+            .map(|v| v.member)
+            .filter(|m| tree.hosts.get(m).is_some_and(|h| !h.kinds.is_empty()))
+            .collect()
     }
 
     /// Whether `local` should multicast [`Engine::merge_offer`] now: a

@@ -296,6 +296,12 @@ fn merge_cores<'a>(cores: impl Iterator<Item = &'a Core> + Clone, out: &mut Outp
         for t in &candidates {
             if t.fingerprint == base.fingerprint {
                 same.push(&t.root);
+                // Whoever took part on any side hosts the merged tree.
+                for (m, host) in &t.hosts {
+                    let merged = tree.hosts.entry(*m).or_insert_with(|| host.clone());
+                    merged.since = merged.since.min(host.since);
+                    merged.kinds.extend(host.kinds.iter().cloned());
+                }
                 continue;
             }
             let mut stops = Vec::new();

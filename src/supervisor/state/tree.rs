@@ -7,6 +7,8 @@
 //! spec ([`SupState::fresh`]), and every access is checked, so a state from
 //! an untrusted merge offer with another shape is skipped, never a panic.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::stable_hash::StableHasher;
@@ -48,6 +50,9 @@ pub(crate) struct WorkerState {
     /// The whole child was removed (a temporary child terminated by a
     /// sibling's restart): no new slots are added for new members.
     pub(crate) removed: bool,
+    /// The child waits because no member of the view said it can build
+    /// its kind (reported once, when it starts waiting for that reason).
+    pub(crate) no_host: bool,
     /// Sorted by key.
     pub(crate) slots: Vec<(SlotKey, Slot)>,
 }
@@ -81,6 +86,7 @@ impl SupState {
                 .map(|c| match &c.kind {
                     ChildKind::Worker(w) => NodeState::Worker(WorkerState {
                         removed: false,
+                        no_host: false,
                         slots: if is_multi(w) {
                             Vec::new()
                         } else {
@@ -103,6 +109,20 @@ pub(crate) struct Tree {
     /// Token of the first start; the earliest start wins a merge conflict.
     pub(crate) started: FencingToken,
     pub(crate) root: SupState,
+    /// Members that started (or joined) the tree, with the worker kinds
+    /// each can build: the only members that host its children.
+    pub(crate) hosts: BTreeMap<Member, Host>,
+}
+
+/// A member that hosts a tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Host {
+    /// Stream position at which it became a host: placement counts a host
+    /// as present from then on, so a member that starts the tree late is
+    /// the newest host and moves no singleton.
+    pub(crate) since: u64,
+    /// The worker kinds it can build.
+    pub(crate) kinds: BTreeSet<String>,
 }
 
 fn is_multi(w: &WorkerSpec) -> bool {
@@ -125,6 +145,8 @@ pub(crate) struct Found {
 pub(crate) struct Ctx<'a> {
     pub(crate) tree: &'a str,
     pub(crate) view: &'a [ViewMember],
+    /// The tree's hosts and the kinds each can build.
+    pub(crate) hosts: &'a BTreeMap<Member, Host>,
     pub(crate) now_ms: u64,
     /// Token for every start decided by the current event.
     pub(crate) token: FencingToken,
@@ -142,6 +164,21 @@ impl Ctx<'_> {
             tree: self.tree.to_owned(),
             ids: ids.to_vec(),
         }
+    }
+
+    /// The members of the view that can build `kind`, in view order, each
+    /// present since it became a host (if that came after its join).
+    fn able(&self, kind: &str) -> Vec<ViewMember> {
+        self.view
+            .iter()
+            .filter_map(|v| {
+                let host = self.hosts.get(&v.member)?;
+                host.kinds.contains(kind).then_some(ViewMember {
+                    member: v.member,
+                    since: v.since.max(host.since),
+                })
+            })
+            .collect()
     }
 }
 
@@ -493,8 +530,9 @@ fn reconcile_worker(
     rebalance: bool,
 ) {
     let placement = &w.placement;
+    let able = ctx.able(&w.kind);
     if is_multi(w) {
-        let wanted = placement.slot_keys(ctx.view);
+        let wanted = placement.slot_keys(&able);
         let mut kept = Vec::with_capacity(ws.slots.len());
         for (key, mut slot) in std::mem::take(&mut ws.slots) {
             if wanted.contains(&key) {
@@ -513,11 +551,35 @@ fn reconcile_worker(
         }
     }
     let child = child_key(ctx.tree, ids);
+    // Whether the child waits only because nobody can build its kind: the
+    // whole view would have a place for it.
+    let mut no_host = false;
+    if allow_start && !ws.removed {
+        no_host = if is_multi(w) {
+            ws.slots.is_empty() && !placement.slot_keys(ctx.view).is_empty()
+        } else {
+            ws.slots.iter().any(|(key, slot)| {
+                matches!(slot, Slot::Pending { .. })
+                    && placement.host(child, key, &able).is_none()
+                    && placement.host(child, key, ctx.view).is_some()
+            })
+        };
+    }
+    if no_host && !ws.no_host {
+        let path = ctx.path(ids);
+        tracing::warn!(child = %path, kind = %w.kind,
+            "no member can build this child's kind: it waits until one starts the tree with a factory for it");
+        ctx.out.events.push(SupervisionEvent::ChildWaitsForHost {
+            path,
+            kind: w.kind.clone(),
+        });
+    }
+    ws.no_host = no_host;
     for (key, slot) in ws.slots.iter_mut() {
         match *slot {
             Slot::Running(r) if !ctx.in_view(r.host) => *slot = Slot::Pending { restart: true },
             Slot::Running(r) if rebalance && allow_start => {
-                if let Some(host) = placement.host(child, key, ctx.view) {
+                if let Some(host) = placement.host(child, key, &able) {
                     if host != r.host {
                         stop_slot(ctx, ids, cspec, *key, slot, StopReason::Rebalanced);
                     }
@@ -526,7 +588,7 @@ fn reconcile_worker(
             _ => {}
         }
         if let (Slot::Pending { restart }, true) = (*slot, allow_start) {
-            if let Some(host) = placement.host(child, key, ctx.view) {
+            if let Some(host) = placement.host(child, key, &able) {
                 let incarnation = IncarnationId(*ctx.next_incarnation);
                 *ctx.next_incarnation = ctx.next_incarnation.saturating_add(1);
                 let token = ctx.token;
