@@ -116,6 +116,7 @@ enum SupervisionFact<'a> {
         name: &'a str,
         fingerprint: Fingerprint,
         spec: &'a TreeSpec,
+        kinds: Vec<&'a str>,
     },
 }
 
@@ -149,6 +150,7 @@ async fn a_group_drops_a_deep_spec_on_every_member_and_keeps_serving() {
                     name: "deep",
                     fingerprint: spec.fingerprint(),
                     spec,
+                    kinds: Vec::new(),
                 },
             )
             .expect("encode")

@@ -43,6 +43,7 @@ enum SupervisionMsg<'a> {
         name: &'a str,
         fingerprint: Fingerprint,
         spec: &'a TreeSpec,
+        kinds: Vec<&'a str>,
     },
     ChildExited {
         path: ChildPath,
@@ -164,6 +165,7 @@ pub fn deep_tree(levels: usize) -> Vec<u8> {
                         name: "deep",
                         fingerprint: spec.fingerprint(),
                         spec: &spec,
+                        kinds: Vec::new(),
                     },
                 )
                 .expect("encode")
