@@ -534,6 +534,18 @@ async fn run_group<C: Connection>(
                             Err(e) => say(format!("TREE err {e}")),
                         }
                     }
+                    ["tree-typo"] => {
+                        // The test tree with one kind misspelled: this
+                        // member's factories cannot build it.
+                        let mut spec = test_tree();
+                        spec.root = spec
+                            .root
+                            .child(ChildSpec::worker("typo", "prboe"));
+                        match group.start_tree("typo", spec, test_factories(output.clone())).await {
+                            Ok(()) => say("TREE ok".into()),
+                            Err(e) => say(format!("TREE err {e}")),
+                        }
+                    }
                     _ => say(format!("ERROR unknown command {line:?}")),
                 }
             }

@@ -577,6 +577,44 @@ async fn start_tree_on_three<B: Backend>(b: &mut B, scenario: &str) -> Vec<Agent
     agents
 }
 
+/// A member that never starts the tree (it only uses the group) hosts none
+/// of it, also when a host dies and its children move; a misspelled kind
+/// is refused by `start_tree` before anything is sent.
+async fn supervision_hosts_only<B: Backend>(b: &mut B) {
+    let group = unique_group("sup-hosts");
+    let mut agents = spawn_all(b, &group, Mode::Group, &[1, 2, 3]).await;
+    for a in &agents[..2] {
+        a.cmd("tree");
+    }
+    for a in &mut agents[..2] {
+        a.expect("TREE ok").await;
+    }
+    let mut dead = [false; 3];
+    until_census(&mut agents, &dead, "every child runs once on a host", |c| {
+        once_on(c, &TEST_TREE_CHILDREN, &[0, 1])
+    })
+    .await;
+    agents[2].cmd("tree-typo");
+    let refused = agents[2].expect("TREE").await;
+    assert!(
+        refused.starts_with("TREE err") && refused.contains("\"prboe\""),
+        "{refused}"
+    );
+    b.kill(&agents[0]).await;
+    dead[0] = true;
+    until_census(
+        &mut agents,
+        &dead,
+        "every child on the one host left",
+        |c| once_on(c, &TEST_TREE_CHILDREN, &[1]),
+    )
+    .await;
+    assert!(
+        !agents[2].seen.iter().any(|l| l.starts_with("CHILD-UP")),
+        "the member that never started the tree hosted a child"
+    );
+}
+
 /// A member process hosting children is SIGKILLed: each of its children is
 /// started again exactly once, on another member.
 async fn supervision_process_kill<B: Backend>(b: &mut B) {
@@ -1092,5 +1130,6 @@ conformance!(
     supervision_node_down,
     supervision_partition,
     supervision_leave,
+    supervision_hosts_only,
     hostile_member,
 );
