@@ -139,6 +139,11 @@ pub mod supervisor;
 pub mod transport;
 pub mod wire;
 
+/// `#[derive(RemoteMessage)]` with `#[remote(tag = "...")]`: the trait's
+/// impl with that wire tag (feature `derive`).
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use actix_cpg_macros::RemoteMessage;
 pub use auth::GroupKey;
 pub use election::{
     Election, ElectionConfig, ElectionError, ElectionEvent, ElectionStatus, Epoch, Leadership,
