@@ -19,7 +19,7 @@ use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Handler, Me
 use tokio::sync::oneshot;
 
 use crate::remote::{Endpoint, Handlers};
-use crate::supervisor::{ChildPath, FencingToken, IncarnationId, Shutdown, SlotKey};
+use crate::supervisor::{ChildName, ChildPath, FencingToken, IncarnationId, Shutdown, SlotKey};
 
 /// Asks a supervised actor to stop. A child made with [`Child::new`] or
 /// [`Child::serving`] handles it, usually with `ctx.stop()`; one started
@@ -273,13 +273,17 @@ impl Factories {
     }
 }
 
-/// The group-wide name of a child instance.
+/// The group-wide name of a child instance, which
+/// [`Group::remote`](crate::Group::remote) and
+/// [`Group::lookup`](crate::Group::lookup) take: its path — the tree, then
+/// the ids from the root down, nested supervisors included, separated by
+/// `/` (`jobs/ingest`, `jobs/pipeline/parse`) — then, for a
+/// [`OnePerNode`](crate::PlacementPolicy::OnePerNode) child, `@` and the
+/// node (`jobs/cache@node2`), and for an
+/// [`OnEveryMember`](crate::PlacementPolicy::OnEveryMember) child, `@` and
+/// the member (`jobs/agent@node2/1007`). [`ChildContext::name`] holds it.
 pub fn child_name(path: &ChildPath, slot: &SlotKey) -> String {
-    match slot {
-        SlotKey::Single => path.to_string(),
-        SlotKey::Node(node) => format!("{path}@{node}"),
-        SlotKey::Member(member) => format!("{path}@{member}"),
-    }
+    ChildName(path, slot).to_string()
 }
 
 /// A child running on this member.
@@ -335,6 +339,22 @@ mod tests {
             self.0.lock().unwrap().push(t.shutdown);
             actix::ActorContext::stop(ctx);
         }
+    }
+
+    #[test]
+    fn child_names_are_the_path_then_the_node_or_member_of_the_instance() {
+        use crate::transport::{Member, NodeId};
+        let path = ChildPath::new("jobs", ["pipeline", "parse"]);
+        assert_eq!(child_name(&path, &SlotKey::Single), "jobs/pipeline/parse");
+        let cache = ChildPath::new("jobs", ["cache"]);
+        assert_eq!(
+            child_name(&cache, &SlotKey::Node(NodeId(2))),
+            "jobs/cache@node2"
+        );
+        assert_eq!(
+            child_name(&cache, &SlotKey::Member(Member::new(2, 1007))),
+            "jobs/cache@node2/1007"
+        );
     }
 
     fn context() -> ChildContext {
