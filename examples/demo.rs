@@ -9,8 +9,9 @@
 //!    receives them in the group's total order and replies with a position;
 //! 4. a typed remote call to another member's counter, and its reply;
 //! 5. the process on node 3 is killed (SIGKILL-like): the others see
-//!    `ProcDown`, its names leave the registry at the same point on every
-//!    member, and a call to them fails cleanly.
+//!    `ProcDown` (printed `left (process down)`), its names leave the
+//!    registry at the same point on every member, and a call to them fails
+//!    cleanly.
 //!
 //! Run it on the in-process `sim` backend (no daemon needed):
 //!
@@ -30,7 +31,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::{
-    CallError, Group, GroupConfig, GroupError, GroupEvent, GroupName, Handlers, Member, NodeId,
+    CallError, Group, GroupConfig, GroupError, GroupEvent, GroupName, Handlers, NodeId,
     RemoteMessage, Transport,
 };
 use clap::Parser;
@@ -58,25 +59,19 @@ struct Cli {
 }
 
 /// A note for the journal; the reply is its position in the journal.
-#[derive(Message, Serialize, Deserialize, Debug)]
+#[derive(Message, Serialize, Deserialize, RemoteMessage, Debug)]
 #[rtype(result = "u64")]
+#[remote(tag = "demo.Note")]
 struct Note {
     author: String,
     seq: u32,
 }
 
-impl RemoteMessage for Note {
-    const TYPE_TAG: &'static str = "demo.Note";
-}
-
 /// Adds to a counter; the reply is the new total.
-#[derive(Message, Serialize, Deserialize, Debug)]
+#[derive(Message, Serialize, Deserialize, RemoteMessage, Debug)]
 #[rtype(result = "u64")]
+#[remote(tag = "demo.Add")]
 struct Add(u64);
-
-impl RemoteMessage for Add {
-    const TYPE_TAG: &'static str = "demo.Add";
-}
 
 #[derive(Default)]
 struct Journal {
@@ -120,28 +115,12 @@ impl Handler<Add> for Counter {
 }
 
 fn describe(who: &str, event: &GroupEvent) -> Option<String> {
-    Some(match event {
-        GroupEvent::ViewChanged {
-            members,
-            joined,
-            left,
-        } => {
-            let list: Vec<String> = members.iter().map(Member::to_string).collect();
-            let mut s = format!("[{who}] view [{}]", list.join(", "));
-            for j in joined {
-                s += &format!("  +{} ({:?})", j.member, j.reason);
-            }
-            for l in left {
-                s += &format!("  -{} ({:?})", l.member, l.reason);
-            }
-            s
-        }
-        GroupEvent::NameDropped { name, host, reason } => {
-            format!("[{who}] name {name:?} dropped (host {host}, {reason:?})")
-        }
-        GroupEvent::Closed { error } => format!("[{who}] closed: {error}"),
-        _ => return None,
-    })
+    match event {
+        GroupEvent::ViewChanged { .. }
+        | GroupEvent::NameDropped { .. }
+        | GroupEvent::Closed { .. } => Some(format!("[{who}] {event}")),
+        _ => None,
+    }
 }
 
 /// Prints one member's view changes and dropped names as they happen.

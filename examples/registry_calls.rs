@@ -17,13 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::{timeout, Duration};
 
 /// Asks an actor where it runs; the reply is its host.
-#[derive(Message, Serialize, Deserialize)]
+#[derive(Message, Serialize, Deserialize, RemoteMessage)]
 #[rtype(result = "Member")]
+#[remote(tag = "registry_calls.WhereAreYou")]
 struct WhereAreYou;
-
-impl RemoteMessage for WhereAreYou {
-    const TYPE_TAG: &'static str = "registry_calls.WhereAreYou";
-}
 
 struct Locator(Member);
 

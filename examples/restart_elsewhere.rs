@@ -11,23 +11,21 @@ use actix_cpg::supervisor::{ChildSpec, Strategy, SupervisorSpec, TreeSpec};
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::{
     Child, ChildContext, Factories, FencingToken, Group, GroupConfig, GroupEvent, GroupName,
-    Handlers, Member, NodeId, RemoteMessage, Terminate, Transport,
+    Member, NodeId, RemoteMessage, Transport,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::Receiver;
 use tokio::time::{timeout, Duration};
 
-/// The worker's group-wide name: its tree, then its id.
+/// The worker's group-wide name ([`actix_cpg::child_name`]): its tree, then
+/// its id (a per-node child adds `@node2`, a per-member one `@node2/1007`).
 const WORKER: &str = "jobs/ingest";
 
 /// Asks the worker which incarnation answers: its host and fencing token.
-#[derive(Message, Serialize, Deserialize)]
+#[derive(Message, Serialize, Deserialize, RemoteMessage)]
 #[rtype(result = "(Member, FencingToken)")]
+#[remote(tag = "restart_elsewhere.WhoAnswers")]
 struct WhoAnswers;
-
-impl RemoteMessage for WhoAnswers {
-    const TYPE_TAG: &'static str = "restart_elsewhere.WhoAnswers";
-}
 
 struct Worker(Member, FencingToken);
 
@@ -39,13 +37,6 @@ impl Handler<WhoAnswers> for Worker {
     type Result = MessageResult<WhoAnswers>;
     fn handle(&mut self, _: WhoAnswers, _: &mut Context<Self>) -> Self::Result {
         MessageResult((self.0, self.1))
-    }
-}
-
-impl Handler<Terminate> for Worker {
-    type Result = ();
-    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }
 
@@ -77,7 +68,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (_, group) in &members {
         let host = group.local();
         let factories = Factories::new().worker("worker", move |ctx: &ChildContext| {
-            Child::serving(Handlers::new(Worker(host, ctx.token).start()).with::<WhoAnswers>())
+            // Started by the group, which also stops it: no `Terminate`
+            // handler to write.
+            Child::start_serving(Worker(host, ctx.token), |h| h.with::<WhoAnswers>())
         });
         let root = SupervisorSpec::new(Strategy::OneForOne);
         let spec = TreeSpec::new(root.child(ChildSpec::worker("ingest", "worker")));

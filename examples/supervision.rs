@@ -40,8 +40,7 @@ use actix_cpg::supervisor::{
 };
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::{
-    Child, ChildContext, Factories, Group, GroupConfig, GroupName, Member, NodeId, Terminate,
-    Transport,
+    Child, ChildContext, Factories, Group, GroupConfig, GroupName, Member, NodeId, Transport,
 };
 use clap::Parser;
 
@@ -87,13 +86,6 @@ impl Actor for Worker {
     }
 }
 
-impl Handler<Terminate> for Worker {
-    type Result = ();
-    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
 fn spec() -> TreeSpec {
     let pipeline = SupervisorSpec::new(Strategy::OneForAll)
         .intensity(10, 60_000)
@@ -114,15 +106,13 @@ fn spec() -> TreeSpec {
 }
 
 fn factories(host: Member) -> Factories {
+    // The group starts each child, and stops it when the engine says so.
     Factories::new().worker("worker", move |ctx: &ChildContext| {
-        Child::new(
-            Worker {
-                name: ctx.name.clone(),
-                host,
-                token: ctx.token.to_string(),
-            }
-            .start(),
-        )
+        Child::start(Worker {
+            name: ctx.name.clone(),
+            host,
+            token: ctx.token.to_string(),
+        })
     })
 }
 
@@ -131,28 +121,17 @@ fn watch(group: &Group) {
     let mut events = group.supervision_events();
     actix::spawn(async move {
         while let Ok(event) = events.recv().await {
-            let line = match event {
-                SupervisionEvent::ChildRestarted { path, host, .. } => {
-                    format!("restart {path} on {host}")
-                }
-                SupervisionEvent::ChildExited {
-                    path, host, cause, ..
-                } => {
-                    format!("{path} on {host} exited: {cause:?}")
-                }
-                SupervisionEvent::ChildStopped {
-                    path, host, reason, ..
-                } => {
-                    format!("stop {path} on {host}: {reason:?}")
-                }
-                SupervisionEvent::QuorumLost => "quorum lost".into(),
-                SupervisionEvent::QuorumRegained => "quorum regained".into(),
-                SupervisionEvent::SupervisorEscalated { supervisor, .. } => {
-                    format!("{supervisor} gave up and escalated")
-                }
-                _ => continue,
-            };
-            println!("  decision: {line}");
+            if matches!(
+                event,
+                SupervisionEvent::ChildRestarted { .. }
+                    | SupervisionEvent::ChildExited { .. }
+                    | SupervisionEvent::ChildStopped { .. }
+                    | SupervisionEvent::QuorumLost
+                    | SupervisionEvent::QuorumRegained
+                    | SupervisionEvent::SupervisorEscalated { .. }
+            ) {
+                println!("  decision: {event}");
+            }
         }
     });
 }

@@ -46,8 +46,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p actix-cpg
 RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="-D warnings --cfg docsrs" \
     cargo doc --no-deps -p actix-cpg --all-features --target-dir target/docsrs
 
-step "the library packages and builds alone, as published (cargo publish --dry-run)"
-cargo publish --dry-run -p actix-cpg --allow-dirty
+step "the library and its derive macros package and build alone, as published (cargo publish --dry-run)"
+# Together: the library's optional `actix-cpg-macros` resolves to the one
+# packaged beside it, not to crates.io.
+cargo publish --dry-run -p actix-cpg -p actix-cpg-macros --allow-dirty
 
 step "tests of the library and of the harness: sim backend and the real cluster"
 ACPG_CLUSTER=1 cargo test --workspace --all-features

@@ -66,7 +66,10 @@
 //! # Example
 //!
 //! Two processes of a simulated cluster: one hosts a counter under a
-//! group-wide name, the other calls it.
+//! group-wide name, the other calls it. The message derives
+//! [`RemoteMessage`](trait@RemoteMessage) with its wire tag (cargo feature `derive`; without it,
+//! `impl RemoteMessage for Add { const TYPE_TAG: &'static str = "doc.Add.v1"; }`
+//! does the same).
 //!
 //! ```
 //! use actix::prelude::*;
@@ -74,13 +77,10 @@
 //! use actix_cpg::{Group, GroupConfig, GroupName, Handlers, NodeId, RemoteMessage, Transport};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Message, Serialize, Deserialize)]
+//! #[derive(Message, Serialize, Deserialize, RemoteMessage)]
 //! #[rtype(result = "u64")]
+//! #[remote(tag = "doc.Add.v1")]
 //! struct Add(u64);
-//!
-//! impl RemoteMessage for Add {
-//!     const TYPE_TAG: &'static str = "doc.Add";
-//! }
 //!
 //! #[derive(Default)]
 //! struct Counter(u64);
@@ -139,6 +139,11 @@ pub mod supervisor;
 pub mod transport;
 pub mod wire;
 
+/// `#[derive(RemoteMessage)]` with `#[remote(tag = "...")]`: the trait's
+/// impl with that wire tag (feature `derive`).
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use actix_cpg_macros::RemoteMessage;
 pub use auth::GroupKey;
 pub use election::{
     Election, ElectionConfig, ElectionError, ElectionEvent, ElectionStatus, Epoch, Leadership,

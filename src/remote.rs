@@ -21,7 +21,9 @@ use crate::wire::Codec;
 /// An actix message that can cross the group.
 ///
 /// `TYPE_TAG` names the type on the wire: keep it stable across versions
-/// (for example `"myapp.Deposit.v1"`), independent of the Rust path.
+/// (for example `"myapp.Deposit.v1"`), independent of the Rust path. With
+/// the cargo feature `derive`, `#[derive(RemoteMessage)]` and
+/// `#[remote(tag = "myapp.Deposit.v1")]` write the impl below.
 ///
 /// ```
 /// use actix::Message;

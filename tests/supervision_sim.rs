@@ -681,3 +681,110 @@ async fn a_kind_without_a_factory_is_refused_or_waits_and_says_so() {
     )
     .await;
 }
+
+/// Stops the actor that receives it, as a crash.
+#[derive(Message, serde::Serialize, serde::Deserialize, actix_cpg::RemoteMessage)]
+#[rtype(result = "()")]
+#[remote(tag = "actix-cpg.testing.Crash")]
+struct Crash;
+
+/// Answers `Echo` and stops on `Crash`; it has no `Terminate` handler, and
+/// counts its stops.
+struct Plain(Arc<Mutex<u32>>);
+
+impl Actor for Plain {
+    type Context = Context<Self>;
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        *self.0.lock().unwrap() += 1;
+    }
+}
+
+impl Handler<Echo> for Plain {
+    type Result = String;
+    fn handle(&mut self, Echo(s): Echo, _: &mut Context<Self>) -> String {
+        s
+    }
+}
+
+impl Handler<Crash> for Plain {
+    type Result = ();
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[actix_rt::test]
+async fn children_started_by_the_library_are_stopped_by_the_engine_without_a_terminate_handler() {
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new("started").unwrap();
+    // one_for_all: `b` crashing makes the engine stop `a` and start both.
+    let spec = TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForAll)
+            .intensity(10, 60_000)
+            .child(ChildSpec::worker("a", "plain"))
+            .child(ChildSpec::worker("b", "plain")),
+    );
+    let stops = Arc::new(Mutex::new(0));
+    let mut groups = Vec::new();
+    for node in 1..=3 {
+        let process = cluster.process(NodeId(node)).unwrap();
+        let g = Group::start(process.join(&name).unwrap(), GroupConfig::default())
+            .await
+            .unwrap();
+        let stops = stops.clone();
+        let factories = Factories::new().worker("plain", move |_: &ChildContext| {
+            Child::start_serving(Plain(stops.clone()), |h| h.with::<Echo>().with::<Crash>())
+        });
+        g.start_tree("jobs", spec.clone(), factories).await.unwrap();
+        groups.push(g);
+    }
+    let caller = &groups[0];
+    let mut old = None;
+    for _ in 0..200 {
+        let children = caller.children().await.unwrap();
+        let both = running_token(&children, "a").zip(running_token(&children, "b"));
+        if both.is_some() && caller.lookup("jobs/b").await.unwrap().is_some() {
+            old = both;
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (old_a, old_b) = old.expect("a and b run");
+    let echo = caller.remote::<Echo>("jobs/a");
+    assert_eq!(echo.send(Echo("one".into())).await.unwrap(), "one");
+
+    // Placement may have moved a child while the members announced
+    // themselves: count from here.
+    let stops_before = *stops.lock().unwrap();
+    caller.remote::<Crash>("jobs/b").tell(Crash).await.unwrap();
+    let mut new = None;
+    for _ in 0..300 {
+        let children = caller.children().await.unwrap();
+        let both = running_token(&children, "a").zip(running_token(&children, "b"));
+        if both.is_some_and(|(a, b)| a > old_a && b > old_b) {
+            new = both;
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    new.expect("a and b restarted");
+    // The engine starts the new incarnations without waiting for the old
+    // `a` to finish stopping.
+    let stopped = || *stops.lock().unwrap() - stops_before;
+    for _ in 0..200 {
+        if stopped() >= 2 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stopped(), 2, "b crashed, the engine stopped a");
+    let mut answer = echo.send(Echo("two".into())).await;
+    for _ in 0..200 {
+        if answer.is_ok() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+        answer = echo.send(Echo("two".into())).await;
+    }
+    assert_eq!(answer.unwrap(), "two", "the new `a` answers by name");
+}

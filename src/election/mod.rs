@@ -62,7 +62,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use self::messages::Epoch;
 use self::runtime::{ElectionActor, Op};
-use crate::transport::{Connection, GroupName, Member, MemberChange, TransportError};
+use crate::transport::{
+    write_view, Connection, GroupName, Member, MemberChange, MemberList, TransportError,
+};
 
 /// The election every member of the group is a candidate of.
 pub const GROUP_ELECTION: &str = "";
@@ -130,6 +132,61 @@ pub enum ElectionEvent {
         /// Why.
         error: TransportError,
     },
+}
+
+/// One line: `leader of the group election: node1/1007 (epoch 5.2)`,
+/// `this member leads "jobs" (epoch 5.2)`.
+impl std::fmt::Display for ElectionEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ElectionEvent::ViewChanged {
+                members,
+                joined,
+                left,
+            } => write_view(f, members, joined, left),
+            ElectionEvent::Installed { members } => {
+                write!(f, "installed view {}", MemberList(members))
+            }
+            ElectionEvent::LeaderChanged {
+                name,
+                leader,
+                epoch,
+            } => {
+                write!(f, "leader of {}: ", Named(name))?;
+                match (leader, epoch) {
+                    (Some(leader), Some(epoch)) => write!(f, "{leader} (epoch {epoch})"),
+                    (Some(leader), None) => write!(f, "{leader}"),
+                    (None, _) => f.write_str("none"),
+                }
+            }
+            ElectionEvent::Elected { name, epoch } => {
+                write!(f, "this member leads {} (epoch {epoch})", Named(name))
+            }
+            ElectionEvent::Deposed { name, epoch } => write!(
+                f,
+                "this member no longer leads {} (epoch {epoch})",
+                Named(name)
+            ),
+            ElectionEvent::GaveUp { buffered } => write!(
+                f,
+                "gave up: {buffered} candidacy changes buffered while installing a view"
+            ),
+            ElectionEvent::Closed { error } => write!(f, "closed: {error}"),
+        }
+    }
+}
+
+/// An election as a line names it: `the group election` or `"jobs"`.
+struct Named<'a>(&'a str);
+
+impl std::fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == GROUP_ELECTION {
+            f.write_str("the group election")
+        } else {
+            write!(f, "{:?}", self.0)
+        }
+    }
 }
 
 /// Why an election operation failed.
@@ -388,5 +445,70 @@ impl Election {
             .send(Op::Leave { done: tx })
             .map_err(|_| ElectionError::Closed)?;
         rx.await.map_err(|_| ElectionError::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Reason;
+
+    #[test]
+    fn election_events_read_as_short_lines() {
+        let (a, b) = (Member::new(1, 1007), Member::new(2, 1008));
+        let epoch = Epoch {
+            ring_seq: 5,
+            term: 2,
+        };
+        let changed = ElectionEvent::LeaderChanged {
+            name: GROUP_ELECTION.into(),
+            leader: Some(a),
+            epoch: Some(epoch),
+        };
+        assert_eq!(
+            changed.to_string(),
+            "leader of the group election: node1/1007 (epoch 5.2)"
+        );
+        let none = ElectionEvent::LeaderChanged {
+            name: "jobs".into(),
+            leader: None,
+            epoch: None,
+        };
+        assert_eq!(none.to_string(), r#"leader of "jobs": none"#);
+        let elected = ElectionEvent::Elected {
+            name: "jobs".into(),
+            epoch,
+        };
+        assert_eq!(
+            elected.to_string(),
+            r#"this member leads "jobs" (epoch 5.2)"#
+        );
+        let deposed = ElectionEvent::Deposed {
+            name: GROUP_ELECTION.into(),
+            epoch,
+        };
+        assert_eq!(
+            deposed.to_string(),
+            "this member no longer leads the group election (epoch 5.2)"
+        );
+        let view = ElectionEvent::ViewChanged {
+            members: vec![a],
+            joined: vec![],
+            left: vec![MemberChange {
+                member: b,
+                reason: Reason::ProcDown,
+            }],
+        };
+        assert_eq!(
+            view.to_string(),
+            "view [node1/1007]: node2/1008 left (process down)"
+        );
+        let installed = ElectionEvent::Installed {
+            members: vec![a, b],
+        };
+        assert_eq!(
+            installed.to_string(),
+            "installed view [node1/1007, node2/1008]"
+        );
     }
 }

@@ -50,7 +50,9 @@ pub use self::remote_addr::RemoteAddr;
 use self::runtime::{GroupActor, Op, Outlets};
 use crate::remote::{Handlers, RemoteMessage};
 use crate::supervisor::{ChildStatus, Refusal, SpecError, SupervisionEvent, TreeSpec};
-use crate::transport::{Connection, GroupName, Member, MemberChange, Reason, TransportError};
+use crate::transport::{
+    went, write_view, Connection, GroupName, Member, MemberChange, Reason, TransportError,
+};
 use crate::wire::WireError;
 
 /// The outcome of a queued call: the encoded reply (`None` for a tell).
@@ -236,6 +238,35 @@ pub enum GroupEvent {
     },
 }
 
+/// One line: `view [node1/1007, node3/1009]: node2/1008 left (node down)`,
+/// `"journal" registered on node1/1007`.
+impl std::fmt::Display for GroupEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupEvent::ViewChanged {
+                members,
+                joined,
+                left,
+            } => write_view(f, members, joined, left),
+            GroupEvent::NameRegistered { name, host } => {
+                write!(f, "{name:?} registered on {host}")
+            }
+            GroupEvent::NameUnregistered { name, host } => {
+                write!(f, "{name:?} released by {host}")
+            }
+            GroupEvent::NameDropped { name, host, reason } => {
+                write!(f, "{name:?} dropped from {host}: {reason}")
+            }
+            GroupEvent::Ready => f.write_str("ready: this member holds the group state"),
+            GroupEvent::StateTransferRestarted { buffered } => write!(
+                f,
+                "state transfer restarted after {buffered} buffered messages"
+            ),
+            GroupEvent::Closed { error } => write!(f, "closed: {error}"),
+        }
+    }
+}
+
 /// Why a name left the registry on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameDropReason {
@@ -243,6 +274,16 @@ pub enum NameDropReason {
     HostLeft(Reason),
     /// Two partitions merged and the other side held the name.
     LostInMerge,
+}
+
+/// `host left (node down)`, `lost in a merge`.
+impl std::fmt::Display for NameDropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameDropReason::HostLeft(reason) => write!(f, "host {}", went(*reason)),
+            NameDropReason::LostInMerge => f.write_str("lost in a merge"),
+        }
+    }
 }
 
 /// Why a remote call produced no result.
@@ -720,5 +761,69 @@ impl Drop for InLine {
         if let Some(ticket) = self.ticket.take() {
             self.group.gate.cancel(ticket);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_events_read_as_short_lines() {
+        let (a, b, c) = (
+            Member::new(1, 1007),
+            Member::new(2, 1008),
+            Member::new(3, 1009),
+        );
+        let view = GroupEvent::ViewChanged {
+            members: vec![a, c],
+            joined: vec![],
+            left: vec![MemberChange {
+                member: b,
+                reason: Reason::NodeDown,
+            }],
+        };
+        assert_eq!(
+            view.to_string(),
+            "view [node1/1007, node3/1009]: node2/1008 left (node down)"
+        );
+        let grown = GroupEvent::ViewChanged {
+            members: vec![a, b],
+            joined: vec![MemberChange {
+                member: b,
+                reason: Reason::Join,
+            }],
+            left: vec![],
+        };
+        assert_eq!(
+            grown.to_string(),
+            "view [node1/1007, node2/1008]: node2/1008 joined"
+        );
+        let registered = GroupEvent::NameRegistered {
+            name: "journal".into(),
+            host: a,
+        };
+        assert_eq!(
+            registered.to_string(),
+            r#""journal" registered on node1/1007"#
+        );
+        let dropped = GroupEvent::NameDropped {
+            name: "journal".into(),
+            host: b,
+            reason: NameDropReason::HostLeft(Reason::ProcDown),
+        };
+        assert_eq!(
+            dropped.to_string(),
+            r#""journal" dropped from node2/1008: host left (process down)"#
+        );
+        assert_eq!(NameDropReason::LostInMerge.to_string(), "lost in a merge");
+        assert_eq!(
+            GroupEvent::Ready.to_string(),
+            "ready: this member holds the group state"
+        );
+        let closed = GroupEvent::Closed {
+            error: TransportError::TryAgain,
+        };
+        assert!(closed.to_string().starts_with("closed: flow control"));
     }
 }

@@ -101,7 +101,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub use self::messages::{PrimaryEpoch, StateId};
 use self::runtime::{Op, ReplicaActor};
 use crate::group::{GroupMetrics, MetricsSnapshot};
-use crate::transport::{Connection, GroupName, Member, MemberChange, TransportError};
+use crate::transport::{
+    write_view, Connection, GroupName, Member, MemberChange, MemberList, TransportError,
+};
 use crate::wire::Codec;
 
 /// A deterministic state machine: every replica starts from
@@ -283,6 +285,70 @@ pub enum ReplicaEvent {
         /// Why.
         error: TransportError,
     },
+}
+
+/// One line: `installed, primary (epoch 3.1); node1/1007 sends the state
+/// to [node3/1009]`, `no longer primary`.
+impl std::fmt::Display for ReplicaEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplicaEvent::ViewChanged {
+                members,
+                joined,
+                left,
+            } => write_view(f, members, joined, left),
+            ReplicaEvent::Installed {
+                primary,
+                epoch,
+                sender,
+                receivers,
+            } => {
+                f.write_str("installed, ")?;
+                write_primary(f, *primary, epoch)?;
+                if let Some(sender) = sender {
+                    write!(f, "; {sender} sends the state to {}", MemberList(receivers))?;
+                }
+                Ok(())
+            }
+            ReplicaEvent::PrimaryChanged {
+                primary: true,
+                epoch,
+            } => {
+                f.write_str("now ")?;
+                write_primary(f, true, epoch)
+            }
+            ReplicaEvent::PrimaryChanged { primary: false, .. } => f.write_str("no longer primary"),
+            ReplicaEvent::TransferStarted { to } => {
+                write!(f, "sending the state to {}", MemberList(to))
+            }
+            ReplicaEvent::TransferEncoded { bytes } => {
+                write!(f, "state encoded: {bytes} bytes")
+            }
+            ReplicaEvent::Restored {
+                from,
+                bytes,
+                replayed,
+            } => write!(
+                f,
+                "restored {bytes} bytes of state from {from}, replayed {replayed}"
+            ),
+            ReplicaEvent::Ready => f.write_str("ready: this member holds the group state"),
+            ReplicaEvent::GaveUp { why } => write!(f, "gave up: {why}"),
+            ReplicaEvent::Closed { error } => write!(f, "closed: {error}"),
+        }
+    }
+}
+
+fn write_primary(
+    f: &mut std::fmt::Formatter<'_>,
+    primary: bool,
+    epoch: &Option<PrimaryEpoch>,
+) -> std::fmt::Result {
+    match (primary, epoch) {
+        (true, Some(epoch)) => write!(f, "primary (epoch {epoch})"),
+        (true, None) => f.write_str("primary"),
+        (false, _) => f.write_str("not primary"),
+    }
 }
 
 /// Why a command has no response. Each variant says whether it was applied.
@@ -593,4 +659,75 @@ pub fn decode_snapshot<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Resul
     Codec::new(limit)
         .decode_payload(bytes)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Reason;
+
+    #[test]
+    fn replica_events_read_as_short_lines() {
+        let (a, b, c) = (
+            Member::new(1, 1007),
+            Member::new(2, 1008),
+            Member::new(3, 1009),
+        );
+        let epoch = Some(PrimaryEpoch {
+            ring_seq: 3,
+            term: 1,
+        });
+        let installed = ReplicaEvent::Installed {
+            primary: true,
+            epoch,
+            sender: Some(a),
+            receivers: vec![c],
+        };
+        assert_eq!(
+            installed.to_string(),
+            "installed, primary (epoch 3.1); node1/1007 sends the state to [node3/1009]"
+        );
+        let minority = ReplicaEvent::Installed {
+            primary: false,
+            epoch: None,
+            sender: None,
+            receivers: vec![],
+        };
+        assert_eq!(minority.to_string(), "installed, not primary");
+        let regained = ReplicaEvent::PrimaryChanged {
+            primary: true,
+            epoch,
+        };
+        assert_eq!(regained.to_string(), "now primary (epoch 3.1)");
+        let lost = ReplicaEvent::PrimaryChanged {
+            primary: false,
+            epoch: None,
+        };
+        assert_eq!(lost.to_string(), "no longer primary");
+        let restored = ReplicaEvent::Restored {
+            from: a,
+            bytes: 1234,
+            replayed: 5,
+        };
+        assert_eq!(
+            restored.to_string(),
+            "restored 1234 bytes of state from node1/1007, replayed 5"
+        );
+        let view = ReplicaEvent::ViewChanged {
+            members: vec![a, b, c],
+            joined: vec![MemberChange {
+                member: c,
+                reason: Reason::Join,
+            }],
+            left: vec![],
+        };
+        assert_eq!(
+            view.to_string(),
+            "view [node1/1007, node2/1008, node3/1009]: node3/1009 joined"
+        );
+        let gave_up = ReplicaEvent::GaveUp {
+            why: "held commands over max_held".into(),
+        };
+        assert_eq!(gave_up.to_string(), "gave up: held commands over max_held");
+    }
 }

@@ -5,13 +5,15 @@
 //! commands whose `host` (or `by`) is its own member and may publish all
 //! the events.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::Fingerprint;
-use super::ids::{ChildPath, FencingToken, IncarnationId};
+use super::ids::{ChildName, ChildPath, FencingToken, IncarnationId};
 use super::placement::SlotKey;
 use super::spec::{Shutdown, SpecError};
-use crate::transport::{Member, Reason};
+use crate::transport::{went, Member, Reason};
 
 /// Why the engine stops a running incarnation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,6 +34,21 @@ pub enum StopReason {
     Superseded,
     /// It runs under a supervisor that is no longer alive.
     Orphaned,
+}
+
+/// Why, in a few words: `quorum lost`, `placement moved it`.
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::SiblingRestart => "a sibling restarts",
+            StopReason::SupervisorGaveUp => "its supervisor gave up",
+            StopReason::QuorumLost => "quorum lost",
+            StopReason::Rebalanced => "placement moved it",
+            StopReason::Duplicate => "a duplicate after a merge",
+            StopReason::Superseded => "its tree was superseded after a merge",
+            StopReason::Orphaned => "its supervisor is gone",
+        })
+    }
 }
 
 /// Why a [`Event::TreeStarted`](super::Event::TreeStarted) was refused.
@@ -126,6 +143,17 @@ pub enum ExitCause {
     HostLeft(Reason),
 }
 
+/// `normal exit`, `crash`, `host left (node down)`.
+impl fmt::Display for ExitCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitCause::Normal => f.write_str("normal exit"),
+            ExitCause::Crashed => f.write_str("crash"),
+            ExitCause::HostLeft(reason) => write!(f, "host {}", went(*reason)),
+        }
+    }
+}
+
 /// Why an event changed nothing. Every member ignores the same events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IgnoreReason {
@@ -142,6 +170,20 @@ pub enum IgnoreReason {
     /// A quorum report that predates the last `NodeDown` view change (it
     /// still lists a departed node).
     StaleQuorum,
+}
+
+/// Why, in a few words: `stale incarnation`, `unknown tree`.
+impl fmt::Display for IgnoreReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IgnoreReason::StaleIncarnation => "stale incarnation",
+            IgnoreReason::UnknownTree => "unknown tree",
+            IgnoreReason::UnknownChild => "unknown child",
+            IgnoreReason::AlreadyStarted => "tree already started",
+            IgnoreReason::UnexpectedOffer => "unexpected state offer",
+            IgnoreReason::StaleQuorum => "stale quorum report",
+        })
+    }
 }
 
 /// A fact about supervision, for subscribers.
@@ -257,6 +299,84 @@ pub enum SupervisionEvent {
     },
 }
 
+/// One line, children by their group-wide name ([`crate::child_name`]):
+/// `jobs/ingest restarted on node2/1008 (incarnation #4, token 3.17)`,
+/// `jobs/cache@node3 #2 on node3/1009 stopped: quorum lost`.
+impl fmt::Display for SupervisionEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SupervisionEvent::TreeStarted {
+                name,
+                fingerprint,
+                by,
+            } => write!(f, "tree {name} started by {by} (spec {fingerprint})"),
+            SupervisionEvent::TreeRefused { name, by, why } => {
+                write!(f, "tree {name} refused to {by}: {why}")
+            }
+            SupervisionEvent::ChildStarted {
+                path,
+                slot,
+                host,
+                incarnation,
+                token,
+            } => write!(
+                f,
+                "{} started on {host} (incarnation {incarnation}, token {token})",
+                ChildName(path, slot)
+            ),
+            SupervisionEvent::ChildRestarted {
+                path,
+                slot,
+                host,
+                incarnation,
+                token,
+            } => write!(
+                f,
+                "{} restarted on {host} (incarnation {incarnation}, token {token})",
+                ChildName(path, slot)
+            ),
+            SupervisionEvent::ChildExited {
+                path,
+                slot,
+                host,
+                incarnation,
+                cause,
+            } => write!(
+                f,
+                "{} {incarnation} on {host} ended: {cause}",
+                ChildName(path, slot)
+            ),
+            SupervisionEvent::ChildStopped {
+                path,
+                slot,
+                host,
+                incarnation,
+                reason,
+            } => write!(
+                f,
+                "{} {incarnation} on {host} stopped: {reason}",
+                ChildName(path, slot)
+            ),
+            SupervisionEvent::SupervisorEscalated { supervisor, at } => {
+                write!(f, "supervisor {supervisor} gave up and escalated (at {at})")
+            }
+            SupervisionEvent::ChildWaitsForHost { path, kind } => write!(
+                f,
+                "{path} waits: no member can build kind {kind:?} (none started the tree with a factory for it)"
+            ),
+            SupervisionEvent::QuorumLost => f.write_str("quorum lost"),
+            SupervisionEvent::QuorumRegained => f.write_str("quorum regained"),
+            SupervisionEvent::MergeStarted => {
+                f.write_str("merge started: decisions wait for every side's state")
+            }
+            SupervisionEvent::MergeResolved { offers } => {
+                write!(f, "merge resolved ({offers} offers)")
+            }
+            SupervisionEvent::Ignored { why } => write!(f, "ignored: {why}"),
+        }
+    }
+}
+
 /// What one event produced, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Output {
@@ -279,5 +399,86 @@ impl Output {
             commands: Vec::new(),
             events: vec![SupervisionEvent::Ignored { why }],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::NodeId;
+
+    #[test]
+    fn supervision_events_read_as_short_lines() {
+        let host = Member::new(2, 1008);
+        let path = ChildPath::new("jobs", ["ingest"]);
+        let token = FencingToken { epoch: 3, seq: 17 };
+        let restarted = SupervisionEvent::ChildRestarted {
+            path: path.clone(),
+            slot: SlotKey::Single,
+            host,
+            incarnation: IncarnationId(4),
+            token,
+        };
+        assert_eq!(
+            restarted.to_string(),
+            "jobs/ingest restarted on node2/1008 (incarnation #4, token 3.17)"
+        );
+        let stopped = SupervisionEvent::ChildStopped {
+            path: ChildPath::new("jobs", ["cache"]),
+            slot: SlotKey::Node(NodeId(3)),
+            host: Member::new(3, 1009),
+            incarnation: IncarnationId(2),
+            reason: StopReason::QuorumLost,
+        };
+        assert_eq!(
+            stopped.to_string(),
+            "jobs/cache@node3 #2 on node3/1009 stopped: quorum lost"
+        );
+        let exited = SupervisionEvent::ChildExited {
+            path: ChildPath::new("jobs", ["agent"]),
+            slot: SlotKey::Member(host),
+            host,
+            incarnation: IncarnationId(5),
+            cause: ExitCause::HostLeft(Reason::NodeDown),
+        };
+        assert_eq!(
+            exited.to_string(),
+            "jobs/agent@node2/1008 #5 on node2/1008 ended: host left (node down)"
+        );
+        let escalated = SupervisionEvent::SupervisorEscalated {
+            supervisor: ChildPath::new("jobs", ["pipeline"]),
+            at: token,
+        };
+        assert_eq!(
+            escalated.to_string(),
+            "supervisor jobs/pipeline gave up and escalated (at 3.17)"
+        );
+        let started = SupervisionEvent::TreeStarted {
+            name: "jobs".into(),
+            fingerprint: Fingerprint(0xab),
+            by: host,
+        };
+        assert_eq!(
+            started.to_string(),
+            "tree jobs started by node2/1008 (spec 00000000000000ab)"
+        );
+        assert_eq!(SupervisionEvent::QuorumLost.to_string(), "quorum lost");
+        assert_eq!(
+            SupervisionEvent::MergeResolved { offers: 2 }.to_string(),
+            "merge resolved (2 offers)"
+        );
+        let ignored = SupervisionEvent::Ignored {
+            why: IgnoreReason::StaleIncarnation,
+        };
+        assert_eq!(ignored.to_string(), "ignored: stale incarnation");
+    }
+
+    #[test]
+    fn exit_causes_and_stop_reasons_are_a_few_words() {
+        assert_eq!(ExitCause::Crashed.to_string(), "crash");
+        assert_eq!(ExitCause::Normal.to_string(), "normal exit");
+        assert_eq!(ExitCause::HostLeft(Reason::Leave).to_string(), "host left");
+        assert_eq!(StopReason::Rebalanced.to_string(), "placement moved it");
+        assert_eq!(StopReason::SiblingRestart.to_string(), "a sibling restarts");
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::placement::SlotKey;
+
 /// A child's place in a tree: the tree name, then the ids from the root
 /// supervisor down to the child.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -35,6 +37,22 @@ impl fmt::Display for ChildPath {
             write!(f, "/{id}")?;
         }
         Ok(())
+    }
+}
+
+/// The group-wide name of a child instance, where the format lives: the
+/// path (`jobs/pipeline/parse`), then `@node2` for a per-node instance or
+/// `@node2/1007` for a per-member one. [`crate::child_name`] and the
+/// supervision events print it.
+pub(crate) struct ChildName<'a>(pub(crate) &'a ChildPath, pub(crate) &'a SlotKey);
+
+impl fmt::Display for ChildName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            SlotKey::Single => write!(f, "{}", self.0),
+            SlotKey::Node(node) => write!(f, "{}@{node}", self.0),
+            SlotKey::Member(member) => write!(f, "{}@{member}", self.0),
+        }
     }
 }
 

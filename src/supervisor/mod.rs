@@ -103,6 +103,7 @@ pub use command::{
 };
 pub use event::{Event, ViewChange};
 pub use fingerprint::Fingerprint;
+pub(crate) use ids::ChildName;
 pub use ids::{ChildPath, FencingToken, IncarnationId};
 pub use placement::{rendezvous, Placement, PlacementPolicy, SlotKey, ViewMember, MAX_WEIGHT};
 pub use spec::{

@@ -91,6 +91,65 @@ impl Reason {
     }
 }
 
+/// `join`, `leave`, `node down`, `node up`, `process down`.
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reason::Join => "join",
+            Reason::Leave => "leave",
+            Reason::NodeDown => "node down",
+            Reason::NodeUp => "node up",
+            Reason::ProcDown => "process down",
+        })
+    }
+}
+
+/// What a member did, for a reason: `joined`, `left`, or either with the
+/// reason when it says more (`left (node down)`, `joined (node up)`).
+/// `Join`/`NodeUp` appear only in joined lists, the others only in left
+/// lists, so the reason tells which.
+pub(crate) fn went(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Join => "joined",
+        Reason::Leave => "left",
+        Reason::NodeDown => "left (node down)",
+        Reason::NodeUp => "joined (node up)",
+        Reason::ProcDown => "left (process down)",
+    }
+}
+
+/// Members as a bracketed list: `[node1/1007, node2/1008]`.
+pub(crate) struct MemberList<'a>(pub(crate) &'a [Member]);
+
+impl fmt::Display for MemberList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, member) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{member}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// A view change in one line, as every event enum with a `ViewChanged`
+/// prints it: `view [node1/1007, node3/1009]: node2/1008 left (node down)`.
+pub(crate) fn write_view(
+    f: &mut fmt::Formatter<'_>,
+    members: &[Member],
+    joined: &[MemberChange],
+    left: &[MemberChange],
+) -> fmt::Result {
+    write!(f, "view {}", MemberList(members))?;
+    for (i, change) in joined.iter().chain(left).enumerate() {
+        f.write_str(if i == 0 { ": " } else { ", " })?;
+        write!(f, "{change}")?;
+    }
+    Ok(())
+}
+
 /// A member in a confchg's joined or left list, with the reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MemberChange {
@@ -98,6 +157,13 @@ pub struct MemberChange {
     pub member: Member,
     /// Why.
     pub reason: Reason,
+}
+
+/// `node2/1007 left (node down)`, `node3/1009 joined`.
+impl fmt::Display for MemberChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.member, went(self.reason))
+    }
 }
 
 /// Totem ring identifier; `seq` only grows, so it can seed fencing epochs.
@@ -303,5 +369,27 @@ mod tests {
             Err(TransportError::InvalidGroupName { len: 128, max: 127 })
         );
         assert!(GroupName::new("").is_err());
+    }
+
+    #[test]
+    fn members_reasons_and_changes_read_as_short_lines() {
+        assert_eq!(Member::new(2, 1007).to_string(), "node2/1007");
+        assert_eq!(Reason::NodeDown.to_string(), "node down");
+        assert_eq!(Reason::ProcDown.to_string(), "process down");
+        assert_eq!(Reason::Leave.to_string(), "leave");
+        let change = |reason| MemberChange {
+            member: Member::new(2, 1007),
+            reason,
+        };
+        assert_eq!(
+            change(Reason::NodeDown).to_string(),
+            "node2/1007 left (node down)"
+        );
+        assert_eq!(change(Reason::Leave).to_string(), "node2/1007 left");
+        assert_eq!(change(Reason::Join).to_string(), "node2/1007 joined");
+        assert_eq!(
+            change(Reason::NodeUp).to_string(),
+            "node2/1007 joined (node up)"
+        );
     }
 }
