@@ -11,10 +11,22 @@
 //!   member is elected with only grow.
 //!
 //! `SIM_SEEDS=n` (default 200) and `SIM_SEED=s` as in the other schedules.
+//!
+//! Each seed runs on simulated time (a paused tokio clock in a fresh
+//! system), so a seed replays the same run. The members take their wall
+//! clock from that clock, and epochs depend on it: a group founded again in
+//! the same ring (everyone gone, then a joiner) starts its terms at its
+//! founders' clock + 1, and terms grow by one per leader change, so epochs
+//! stay unique only while the clock moves faster than leaders change, as
+//! it does on a real cluster. Paused time stands still while anything is
+//! ready to run (the members wait on no timer), so the schedule moves the
+//! clock itself, as real time would pass: 50 µs at every scheduler pass
+//! between faults, 1 ms at every round of waiting for a quiet point.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::time::Duration;
 
 use actix_cpg::transport::sim::{FaultOutcome, FaultPlan, SimCluster, SimConnection, SimRng};
 use actix_cpg::{
@@ -64,17 +76,26 @@ impl World {
     }
 }
 
-async fn yields(n: u64) {
+/// How far the clock moves in one scheduler pass of the schedule.
+const PASS: Duration = Duration::from_micros(50);
+
+/// `n` scheduler passes (the members run what is ready), the clock
+/// moving [`PASS`] in each as it would on a busy runtime. Simulated time
+/// otherwise stands still while anything is ready to run, and no timer of
+/// the members needs to fire for them to progress.
+async fn passes(n: u64) {
     for _ in 0..n {
-        tokio::task::yield_now().await;
+        tokio::time::advance(PASS).await;
     }
 }
 
-/// Runs until every live member is installed and nothing changes.
+/// Runs until every live member is installed and nothing changes. Each
+/// round sleeps 1 ms: on the paused clock that runs the members until none
+/// has anything left to do, then the millisecond passes.
 async fn quiet(world: &World) {
     let mut last = Vec::new();
     for _ in 0..200 {
-        yields(20).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
         let now: Vec<_> = world.live().iter().map(|e| e.status()).collect();
         if now == last && now.iter().all(|s| s.installed) {
             return;
@@ -166,7 +187,7 @@ async fn run(seed: u64) -> Result<(usize, usize), String> {
             .join(&group)
             .expect("join");
         world.start(conn);
-        yields(50).await;
+        passes(50).await;
     }
     let mut plan = FaultPlan::new(seed, nodes);
     let mut checks = 0;
@@ -185,7 +206,8 @@ async fn run(seed: u64) -> Result<(usize, usize), String> {
             Ok(_) => {}
             Err(e) => return Err(format!("fault {fault} rejected: {e}")),
         }
-        yields(rng.below(40)).await;
+        // At least one pass: a step takes time, as on a real runtime.
+        passes(1 + rng.below(40)).await;
         if rng.chance(50) {
             quiet(&world).await;
             check_views(&world).map_err(|e| format!("after {fault}: {e}"))?;
@@ -218,7 +240,7 @@ fn one_leader_per_quorate_view_and_no_shared_epochs_across_seeded_schedules() {
     let (mut checks, mut epochs) = (0, 0);
     let runs = seeds();
     for seed in &runs {
-        match actix::System::new().block_on(run(*seed)) {
+        match simulated().block_on(run(*seed)) {
             Ok((c, e)) => {
                 checks += c;
                 epochs += e;
@@ -231,3 +253,7 @@ fn one_leader_per_quorate_view_and_no_shared_epochs_across_seeded_schedules() {
         runs.len()
     );
 }
+
+#[path = "support/simulated.rs"]
+mod simulated;
+use simulated::simulated;
