@@ -476,6 +476,12 @@ impl Group {
     }
 
     /// Where `name` lives, as of the last message this member processed.
+    ///
+    /// Each member processes the ordered stream at its own pace, so right
+    /// after another member's [`Group::register`] resolves, this member may
+    /// not have reached that registration yet and still say `None`. To
+    /// wait for a name, use [`Group::wait_for_name`] rather than polling
+    /// this.
     pub async fn lookup(&self, name: &str) -> Result<Option<Member>, GroupError> {
         let (tx, rx) = oneshot::channel();
         self.op(Op::Lookup {
@@ -483,6 +489,53 @@ impl Group {
             done: tx,
         })?;
         rx.await.map_err(|_| GroupError::Closed)
+    }
+
+    /// Resolves with the host of `name` once this member's registry holds
+    /// it: at once if it already does, otherwise when its registration
+    /// reaches this member in the order (or a state hand-over brings it).
+    ///
+    /// This is what to use after another member registers a name: its
+    /// `register` resolves when the registration reaches *that* member, and
+    /// [`Group::lookup`] here may still say `None` for a while. Nothing is
+    /// missed between looking and waiting: the wait listens from before
+    /// the look.
+    ///
+    /// Fails with [`GroupError::Closed`] if the group closes (this member
+    /// leaves, or its transport fails) first. It waits as long as that
+    /// takes: bound it with a timer (`tokio::time::timeout`) if the name
+    /// may never come.
+    pub async fn wait_for_name(&self, name: &str) -> Result<Member, GroupError> {
+        let mut events = self.subscribe();
+        if let Some(host) = self.lookup(name).await? {
+            return Ok(host);
+        }
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                // The runtime is gone (left) without a `Closed` event.
+                () = self.ops.closed() => return Err(GroupError::Closed),
+            };
+            match event {
+                Ok(GroupEvent::NameRegistered {
+                    name: registered,
+                    host,
+                }) if registered == name => {
+                    return Ok(host);
+                }
+                Ok(GroupEvent::Closed { .. }) | Err(broadcast::error::RecvError::Closed) => {
+                    return Err(GroupError::Closed);
+                }
+                // A state hand-over installs names without an event each,
+                // and a lagging receiver missed some: look again.
+                Ok(GroupEvent::Ready) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Some(host) = self.lookup(name).await? {
+                        return Ok(host);
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
     }
 
     /// Every registered name and its host.
