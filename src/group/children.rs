@@ -143,13 +143,12 @@ impl Factories {
     }
 }
 
-/// The group-wide name of a child instance.
+/// The group-wide name of a child instance, as
+/// [`ChildStatus::name`](crate::supervisor::ChildStatus::name) documents
+/// it: `tree/id` for a single instance, `tree/id@node2` for a per-node
+/// one, `tree/id@node2/4242` for a per-member one.
 pub fn child_name(path: &ChildPath, slot: &SlotKey) -> String {
-    match slot {
-        SlotKey::Single => path.to_string(),
-        SlotKey::Node(node) => format!("{path}@{node}"),
-        SlotKey::Member(member) => format!("{path}@{member}"),
-    }
+    crate::supervisor::registry_name(path, slot)
 }
 
 /// A child running on this member.

@@ -95,6 +95,7 @@ pub use command::{
 pub use event::{Event, ViewChange};
 pub use fingerprint::Fingerprint;
 pub use ids::{ChildPath, FencingToken, IncarnationId};
+pub(crate) use placement::registry_name;
 pub use placement::{rendezvous, Placement, PlacementPolicy, SlotKey, ViewMember, MAX_WEIGHT};
 pub use spec::{
     ChildKind, ChildSpec, Intensity, QuorumPolicy, RestartType, Shutdown, SpecError, Strategy,
