@@ -6,6 +6,145 @@
 //! request is multicast (CPG has no unicast), reaches its place in the total
 //! order, and the member that holds the name at that point hands it to the
 //! local actor; the reply travels back through the group.
+//!
+//! # Evolving a message
+//!
+//! The payload is bincode, which is not self-describing: a member reads a
+//! message by the shape its own build has for the type tag, and refuses
+//! bytes that do not fit that shape exactly (trailing bytes included). So
+//! a shape never changes under a tag in use: add a field to a message
+//! tagged `"app.Add.v1"` and every member still on the old build fails it.
+//! A new shape gets a new type with a new tag instead:
+//!
+//! 1. Add the new type beside the old one (`AddV2`, tagged
+//!    `"app.Add.v2"`); the old type and its tag stay as they are. The
+//!    result type is part of the shape too: a new result needs a new tag.
+//! 2. Upgrade the members one at a time. An upgraded host accepts both
+//!    (`Handlers::new(addr).with::<AddV1>().with::<AddV2>()`), usually
+//!    handling v1 as the v2 it means.
+//! 3. Callers keep sending v1 while any member runs the old build: any
+//!    member may host a name (a supervised child moves when its host
+//!    leaves). Once every member is upgraded, callers switch to v2.
+//! 4. A later release, once nobody sends v1, drops its handler.
+//!
+//! A mismatch reaches the caller of [`RemoteAddr::send`](crate::RemoteAddr::send)
+//! as an error, never a hang:
+//!
+//! - a tag the host does not accept under that name (v2 sent to an old
+//!   build): [`CallError::Remote`](crate::CallError::Remote)`(`[`RemoteFailure::UnknownType`]`)`;
+//! - a payload that does not decode as the tagged type (a shape changed
+//!   under the old tag): [`CallError::Remote`](crate::CallError::Remote)`(`[`RemoteFailure::BadPayload`]`)`;
+//! - a reply that does not decode as the caller's result type:
+//!   [`CallError::Codec`](crate::CallError::Codec).
+//!
+//! In the first two cases the actor handled nothing, so a caller may also
+//! try v2 and fall back to v1 on `UnknownType`. A `tell` or `try_tell` gets
+//! no answer: it succeeds once multicast, and the host drops a message it
+//! cannot take and logs it (an unknown tag is also counted, in
+//! [`MetricsSnapshot::dropped_unknown_type`](crate::MetricsSnapshot::dropped_unknown_type)).
+//! During a rollout, use `send` where a mismatch must be seen.
+//!
+//! ```
+//! use actix::prelude::*;
+//! use actix_cpg::transport::sim::SimCluster;
+//! use actix_cpg::{
+//!     CallError, Group, GroupConfig, GroupName, Handlers, NodeId, RemoteFailure, RemoteMessage,
+//!     Transport,
+//! };
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// The first shape: every build takes it.
+//! #[derive(Message, Serialize, Deserialize)]
+//! #[rtype(result = "u64")]
+//! struct AddV1(u64);
+//!
+//! impl RemoteMessage for AddV1 {
+//!     const TYPE_TAG: &'static str = "app.Add.v1";
+//! }
+//!
+//! /// A field more: a new shape, so a tag of its own.
+//! #[derive(Message, Serialize, Deserialize)]
+//! #[rtype(result = "u64")]
+//! struct AddV2 {
+//!     n: u64,
+//!     times: u64,
+//! }
+//!
+//! impl RemoteMessage for AddV2 {
+//!     const TYPE_TAG: &'static str = "app.Add.v2";
+//! }
+//!
+//! /// The old build's counter: v1 only.
+//! #[derive(Default)]
+//! struct OldCounter(u64);
+//!
+//! impl Actor for OldCounter {
+//!     type Context = Context<Self>;
+//! }
+//!
+//! impl Handler<AddV1> for OldCounter {
+//!     type Result = u64;
+//!     fn handle(&mut self, AddV1(n): AddV1, _: &mut Context<Self>) -> u64 {
+//!         self.0 += n;
+//!         self.0
+//!     }
+//! }
+//!
+//! /// The upgraded build's counter: v2, and v1 as the v2 it means.
+//! #[derive(Default)]
+//! struct Counter(u64);
+//!
+//! impl Actor for Counter {
+//!     type Context = Context<Self>;
+//! }
+//!
+//! impl Handler<AddV2> for Counter {
+//!     type Result = u64;
+//!     fn handle(&mut self, AddV2 { n, times }: AddV2, _: &mut Context<Self>) -> u64 {
+//!         self.0 += n * times;
+//!         self.0
+//!     }
+//! }
+//!
+//! impl Handler<AddV1> for Counter {
+//!     type Result = u64;
+//!     fn handle(&mut self, AddV1(n): AddV1, _: &mut Context<Self>) -> u64 {
+//!         self.0 += n;
+//!         self.0
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! actix::System::new().block_on(async {
+//!     let cluster = SimCluster::new(2);
+//!     let name = GroupName::new("app")?;
+//!     let old = Group::start(cluster.process(NodeId(1))?.join(&name)?, GroupConfig::default()).await?;
+//!     let new = Group::start(cluster.process(NodeId(2))?.join(&name)?, GroupConfig::default()).await?;
+//!     old.register("old-counter", Handlers::new(OldCounter::default().start()).with::<AddV1>())
+//!         .await?;
+//!     new.register(
+//!         "counter",
+//!         Handlers::new(Counter::default().start()).with::<AddV1>().with::<AddV2>(),
+//!     )
+//!     .await?;
+//!
+//!     // While an old build may host a name, callers send v1: every build takes it.
+//!     assert_eq!(old.remote::<AddV1>("counter").send(AddV1(2)).await?, 2);
+//!     assert_eq!(new.remote::<AddV1>("old-counter").send(AddV1(2)).await?, 2);
+//!
+//!     // v2 at an old build is refused, handled by nobody: fall back to v1.
+//!     let refused = new.remote::<AddV2>("old-counter").send(AddV2 { n: 1, times: 3 }).await;
+//!     assert_eq!(
+//!         refused,
+//!         Err(CallError::Remote(RemoteFailure::UnknownType("app.Add.v2".into())))
+//!     );
+//!
+//!     // An upgraded host takes both.
+//!     assert_eq!(new.remote::<AddV2>("counter").send(AddV2 { n: 1, times: 3 }).await?, 5);
+//!     Ok(())
+//! })
+//! # }
+//! ```
 
 use std::collections::HashMap;
 
@@ -21,8 +160,9 @@ use crate::wire::Codec;
 /// An actix message that can cross the group.
 ///
 /// `TYPE_TAG` names the type on the wire: keep it stable across versions
-/// (for example `"myapp.Deposit.v1"`), independent of the Rust path. With
-/// the cargo feature `derive`, `#[derive(RemoteMessage)]` and
+/// (for example `"myapp.Deposit.v1"`), independent of the Rust path, and
+/// give a changed shape a new tag ([evolving a message](crate::remote#evolving-a-message)).
+/// With the cargo feature `derive`, `#[derive(RemoteMessage)]` and
 /// `#[remote(tag = "myapp.Deposit.v1")]` write the impl below.
 ///
 /// ```
@@ -42,13 +182,15 @@ pub trait RemoteMessage: Message + Serialize + DeserializeOwned + Send + 'static
     const TYPE_TAG: &'static str;
 }
 
-/// The reply to come, if the sender wants one.
 /// Why a host could not produce a reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RemoteFailure {
-    /// The host does not accept this message type under that name.
+    /// The host does not accept this message type (the tag given) under
+    /// that name: an older or other build. Nothing was handled.
     UnknownType(String),
-    /// The payload did not decode as the named type.
+    /// The payload did not decode as the type its tag names on the host
+    /// (the sender's shape for the tag differs; why, in words). Nothing
+    /// was handled.
     BadPayload(String),
     /// The local actor is gone (stopped) or its mailbox is closed.
     ActorGone,
@@ -56,6 +198,7 @@ pub enum RemoteFailure {
     Encode(String),
 }
 
+/// The reply to come, if the sender wants one.
 pub(crate) type PendingReply = Option<LocalBoxFuture<'static, Result<Vec<u8>, RemoteFailure>>>;
 
 type HandlerFn = Box<dyn Fn(&Codec, &[u8], bool) -> Result<PendingReply, RemoteFailure> + Send>;

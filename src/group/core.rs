@@ -110,6 +110,15 @@
 //!    ([`GroupEvent::StateTransferRestarted`]) and asks again; past the
 //!    call cap a call fails at once with [`CallError::WouldBlock`].
 //!
+//! This member's own calls are its bookkeeping, not a group decision, kept
+//! from the same stream: a call is awaited from where its request comes
+//! back (the host there owes the reply) until the reply, the host's
+//! departure, or its caller giving up ([`GroupCore::abandon_call`]: a
+//! timeout or a dropped future), after which a late reply answers no call
+//! and is ignored. A request of this member that goes by while it waits
+//! for the state is replayed after the snapshot, or, if the wait dropped
+//! it, ends with [`CallError::OutcomeUnknown`] once the state arrives.
+//!
 //! Limits, each because a silent process cannot be told from a slow member
 //! without a clock (a timeout that enters the stream would lift them): a
 //! joiner whose view holds no member that holds the state, only silent
@@ -343,6 +352,15 @@ pub(crate) struct GroupCore {
     /// This member's calls whose request was delivered, by id, with the host
     /// that owes the reply.
     awaiting: BTreeMap<u64, Member>,
+    /// This member's calls given up before their request came back
+    /// ([`GroupCore::abandon_call`]): when it does, nothing awaits a reply.
+    /// An id leaves when its request is routed, found lost (`limbo`), or
+    /// never sent.
+    abandoned: BTreeSet<u64>,
+    /// This member's own requests (wanting a reply) delivered while it
+    /// waited for the state, not routed yet: replayed after the snapshot,
+    /// or lost with what the wait dropped (ended when the state arrives).
+    limbo: BTreeSet<u64>,
     /// Last sync request nonce this member used.
     nonce: u64,
     /// The supervision trees of the group.
@@ -378,6 +396,8 @@ impl GroupCore {
                 BTreeSet::new(),
             )),
             awaiting: BTreeMap::new(),
+            abandoned: BTreeSet::new(),
+            limbo: BTreeSet::new(),
             nonce: 0,
             engine: Engine::new(),
             offered: false,
@@ -550,6 +570,7 @@ impl GroupCore {
                 self.sync = SyncState::Synced {
                     unsynced: BTreeMap::new(),
                 };
+                self.settle_limbo(&mut out);
                 self.announce(true, &mut out);
                 let engine_view = self.engine.view();
                 let admitted: Vec<MemberChange> = self
@@ -845,6 +866,11 @@ impl GroupCore {
     /// after its own request, checked when replayed (rule 4).
     fn handle_waiting(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
         let local = self.local;
+        if let Inbound::Request(request) = &msg {
+            if from == local && request.want_reply {
+                self.limbo.insert(request.id);
+            }
+        }
         let in_view = self.roster.in_view(from);
         let SyncState::Waiting(w) = &mut self.sync else {
             return Vec::new();
@@ -1007,6 +1033,7 @@ impl GroupCore {
             for (from, msg) in buffered.into_iter().skip(skip) {
                 out.extend(self.dispatch(from, msg));
             }
+            self.settle_limbo(&mut out);
             let local = self.local;
             if let Some(unsynced) = self.unsynced() {
                 unsynced.remove(&local);
@@ -1016,6 +1043,22 @@ impl GroupCore {
         out.push(Command::Reconcile);
         out.push(Command::Event(GroupEvent::Ready));
         out
+    }
+
+    /// Ends this member's calls whose request went by while it waited for
+    /// the state and was not replayed (delivered before its own request, or
+    /// dropped with the buffer at a confchg or past the cap): it has no
+    /// registry of that position to learn the host from, so it cannot
+    /// match a reply. Without this they would wait forever.
+    fn settle_limbo(&mut self, out: &mut Vec<Command>) {
+        for id in std::mem::take(&mut self.limbo) {
+            if !self.abandoned.remove(&id) {
+                out.push(Command::CallDone {
+                    id,
+                    outcome: Err(CallError::OutcomeUnknown),
+                });
+            }
+        }
     }
 
     /// Names this member hosted before it lost the group state: claim the
@@ -1254,7 +1297,8 @@ impl GroupCore {
                             from,
                             cause: DropCause::NotHost,
                         }),
-                        // A call that already ended (its host left).
+                        // A call that already ended (its host left, or
+                        // its caller gave up on it): a late reply.
                         None => {}
                     }
                 }
@@ -1406,9 +1450,10 @@ impl GroupCore {
         request: &RequestRef<'_>,
         out: &mut Vec<Command>,
     ) -> bool {
+        let ours = from == self.local && request.want_reply && self.still_awaited(request.id);
         if let Some(fence) = request.fence {
             if !self.runs_incarnation(request.target, fence) {
-                if from == self.local && request.want_reply {
+                if ours {
                     out.push(Command::CallDone {
                         id: request.id,
                         outcome: Err(CallError::StaleIncarnation {
@@ -1421,7 +1466,7 @@ impl GroupCore {
             }
         }
         let host = self.names.get(request.target).copied();
-        if from == self.local && request.want_reply {
+        if ours {
             match host {
                 Some(_) if self.awaiting.len() >= self.limits.max_awaiting => {
                     // Its host still gets the request; the reply finds no
@@ -1443,6 +1488,14 @@ impl GroupCore {
         host == Some(self.local)
     }
 
+    /// Whether one of this member's calls waits on its request `id`, now at
+    /// its place in the order. A call given up before its request came back
+    /// waits no more (its host still gets the request).
+    fn still_awaited(&mut self, id: u64) -> bool {
+        self.limbo.remove(&id);
+        !self.abandoned.remove(&id)
+    }
+
     /// Whether the supervised child registered as `name` runs the
     /// incarnation with token `fence`, as of this point in the stream.
     fn runs_incarnation(&self, name: &str, fence: supervisor::FencingToken) -> bool {
@@ -1452,9 +1505,33 @@ impl GroupCore {
         })
     }
 
+    /// Forgets call `id`: its caller gave up on it (a timeout, or a
+    /// dropped future). If its request has come back, the reply it awaited
+    /// will be ignored as one for no call; if not, the request will be
+    /// passed on to its host as usual but start no wait here.
+    pub(crate) fn abandon_call(&mut self, id: u64) {
+        if self.awaiting.remove(&id).is_none() {
+            self.abandoned.insert(id);
+        }
+    }
+
+    /// The request of call `id` was never multicast: it will not come
+    /// back to settle the call's abandonment.
+    pub(crate) fn call_unsent(&mut self, id: u64) {
+        self.abandoned.remove(&id);
+    }
+
+    /// Calls of this member whose host owes a reply.
+    pub(crate) fn awaiting_replies(&self) -> usize {
+        self.awaiting.len()
+    }
+
     /// Fails every call still awaiting a reply (the group is closing).
     pub(crate) fn fail_all_calls(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.awaiting).into_keys().collect()
+        self.abandoned.clear();
+        let mut ids: Vec<u64> = std::mem::take(&mut self.awaiting).into_keys().collect();
+        ids.extend(std::mem::take(&mut self.limbo));
+        ids
     }
 }
 

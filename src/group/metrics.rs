@@ -35,6 +35,9 @@ pub struct GroupMetrics {
     refused_clock: AtomicU64,
     refused_invalid: AtomicU64,
     refused_incompatible: AtomicU64,
+    calls_outstanding: AtomicU64,
+    replies_awaited: AtomicU64,
+    calls_abandoned: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -101,6 +104,16 @@ pub struct MetricsSnapshot {
     /// Refused: an announcement of protocol versions this build does not
     /// speak.
     pub refused_incompatible: u64,
+    /// Calls of this member waiting for their outcome now (queued, on
+    /// their way, or awaiting the reply), as of the runtime's last step.
+    pub calls_outstanding: u64,
+    /// Of those, the calls whose request reached its place in the order
+    /// and whose host owes the reply.
+    pub replies_awaited: u64,
+    /// Calls given up before their outcome came (a timeout, or a caller
+    /// that dropped the call's future), since the start; a late reply to
+    /// one is ignored.
+    pub calls_abandoned: u64,
 }
 
 impl MetricsSnapshot {
@@ -153,6 +166,9 @@ impl GroupMetrics {
             refused_clock: r(&self.refused_clock),
             refused_invalid: r(&self.refused_invalid),
             refused_incompatible: r(&self.refused_incompatible),
+            calls_outstanding: r(&self.calls_outstanding),
+            replies_awaited: r(&self.replies_awaited),
+            calls_abandoned: r(&self.calls_abandoned),
         }
     }
 
@@ -218,6 +234,19 @@ impl GroupMetrics {
 
     pub(crate) fn chunk_stray(&self) {
         self.chunks_stray.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The call gauges: calls waiting for their outcome, and of those the
+    /// ones whose host owes the reply.
+    pub(crate) fn set_calls(&self, outstanding: usize, awaited: usize) {
+        self.calls_outstanding
+            .store(outstanding as u64, Ordering::Relaxed);
+        self.replies_awaited
+            .store(awaited as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn call_abandoned(&self) {
+        self.calls_abandoned.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn unknown_type(&self) {

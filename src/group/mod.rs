@@ -121,6 +121,12 @@ pub struct GroupConfig {
     /// with [`CallError::WouldBlock`] (its request still reaches the host;
     /// the reply is ignored).
     pub max_awaiting_replies: usize,
+    /// How long a [`RemoteAddr::send`] waits for its outcome, from the
+    /// call, before it fails with [`CallError::Timeout`]; an address can
+    /// set its own ([`RemoteAddr::timeout`]). `None` (the default): as long
+    /// as it takes — a call still ends if its host leaves or the group
+    /// closes, but a host that never answers holds it forever.
+    pub call_timeout: Option<Duration>,
 }
 
 impl Default for GroupConfig {
@@ -138,6 +144,7 @@ impl Default for GroupConfig {
             key: None,
             max_sync_buffer: 65_536,
             max_awaiting_replies: 65_536,
+            call_timeout: None,
         }
     }
 }
@@ -330,6 +337,19 @@ pub enum CallError {
     /// [`Group::ready_to_send`] resolves, or use the awaiting variant.
     #[error("send queue full: would block")]
     WouldBlock,
+    /// No outcome within the call's time limit ([`RemoteAddr::timeout`],
+    /// [`GroupConfig::call_timeout`]). This member forgot the call and will
+    /// ignore a late reply. If the call was still waiting for room in the
+    /// send queue nothing was sent; otherwise the request may or may not be
+    /// handled, so retry only what is safe to repeat.
+    #[error("no outcome within {0:?}")]
+    Timeout(Duration),
+    /// The request went by while this member waited for the group state
+    /// (partitions had just merged), so it cannot tell who hosted the name
+    /// at that point or match a reply. The request may or may not have been
+    /// handled; retry only what is safe to repeat.
+    #[error("outcome unknown: the request went by while this member waited for the group state")]
+    OutcomeUnknown,
 }
 
 /// Why a group operation failed.
@@ -392,6 +412,7 @@ pub struct Group {
     name: GroupName,
     metrics: Arc<GroupMetrics>,
     events: broadcast::Sender<GroupEvent>,
+    call_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Group {
@@ -415,6 +436,7 @@ impl Group {
         let (supervision_events, _) = broadcast::channel(config.event_capacity.max(1));
         let (ready_tx, ready_rx) = oneshot::channel();
         let (ops, ops_rx) = mpsc::unbounded_channel();
+        let call_timeout = config.call_timeout;
         let recorder = match &config.record_to {
             Some(path) => Some(
                 crate::record::Recorder::create(path, local)
@@ -450,6 +472,7 @@ impl Group {
                 name,
                 metrics,
                 events,
+                call_timeout,
             }),
             Ok(Err(e)) => Err(GroupError::Transport(e)),
             Err(_) => Err(GroupError::Closed),
@@ -505,6 +528,12 @@ impl Group {
     }
 
     /// Where `name` lives, as of the last message this member processed.
+    ///
+    /// Each member processes the ordered stream at its own pace, so right
+    /// after another member's [`Group::register`] resolves, this member may
+    /// not have reached that registration yet and still say `None`. To
+    /// wait for a name, use [`Group::wait_for_name`] rather than polling
+    /// this.
     pub async fn lookup(&self, name: &str) -> Result<Option<Member>, GroupError> {
         let (tx, rx) = oneshot::channel();
         self.op(Op::Lookup {
@@ -512,6 +541,53 @@ impl Group {
             done: tx,
         })?;
         rx.await.map_err(|_| GroupError::Closed)
+    }
+
+    /// Resolves with the host of `name` once this member's registry holds
+    /// it: at once if it already does, otherwise when its registration
+    /// reaches this member in the order (or a state hand-over brings it).
+    ///
+    /// This is what to use after another member registers a name: its
+    /// `register` resolves when the registration reaches *that* member, and
+    /// [`Group::lookup`] here may still say `None` for a while. Nothing is
+    /// missed between looking and waiting: the wait listens from before
+    /// the look.
+    ///
+    /// Fails with [`GroupError::Closed`] if the group closes (this member
+    /// leaves, or its transport fails) first. It waits as long as that
+    /// takes: bound it with a timer (`tokio::time::timeout`) if the name
+    /// may never come.
+    pub async fn wait_for_name(&self, name: &str) -> Result<Member, GroupError> {
+        let mut events = self.subscribe();
+        if let Some(host) = self.lookup(name).await? {
+            return Ok(host);
+        }
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                // The runtime is gone (left) without a `Closed` event.
+                () = self.ops.closed() => return Err(GroupError::Closed),
+            };
+            match event {
+                Ok(GroupEvent::NameRegistered {
+                    name: registered,
+                    host,
+                }) if registered == name => {
+                    return Ok(host);
+                }
+                Ok(GroupEvent::Closed { .. }) | Err(broadcast::error::RecvError::Closed) => {
+                    return Err(GroupError::Closed);
+                }
+                // A state hand-over installs names without an event each,
+                // and a lagging receiver missed some: look again.
+                Ok(GroupEvent::Ready) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Some(host) = self.lookup(name).await? {
+                        return Ok(host);
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
     }
 
     /// Every registered name and its host.
@@ -636,6 +712,11 @@ impl Group {
         self.gate.queued()
     }
 
+    /// The time limit of calls through a new [`RemoteAddr`].
+    pub(crate) fn call_timeout(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+
     pub(crate) fn next_request_id(&self) -> u64 {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
@@ -661,11 +742,11 @@ impl Group {
             Err(GateClosed::Closed) => Queued::Now(Err(CallError::Closed)),
         };
         async move {
-            let rx = match queued {
-                Queued::Now(rx) => rx?,
+            let outcome = match queued {
+                Queued::Now(outcome) => outcome?,
                 Queued::Later(mut in_line) => in_line.admitted().await?,
             };
-            rx.await.map_err(|_| CallError::Closed)?
+            outcome.await
         }
     }
 
@@ -684,10 +765,13 @@ impl Group {
         id: u64,
         bytes: Vec<u8>,
         want_reply: bool,
-    ) -> Result<oneshot::Receiver<CallOutcome>, CallError> {
+    ) -> Result<PendingOutcome, CallError> {
         let (tx, rx) = oneshot::channel();
         self.push_call(id, bytes, want_reply, Some(tx))?;
-        Ok(rx)
+        Ok(PendingOutcome {
+            rx,
+            forget: want_reply.then(|| (self.ops.downgrade(), id)),
+        })
     }
 
     fn push_call(
@@ -724,8 +808,42 @@ impl Group {
 }
 
 enum Queued {
-    Now(Result<oneshot::Receiver<CallOutcome>, CallError>),
+    Now(Result<PendingOutcome, CallError>),
     Later(InLine),
+}
+
+/// The outcome of a queued call, to come. Dropped before it comes (a
+/// timeout, or a caller that gave up), it has the runtime forget a call
+/// awaiting a reply, so nothing is kept for a reply nobody reads. It does
+/// not keep the membership alive (a weak handle to the runtime).
+struct PendingOutcome {
+    rx: oneshot::Receiver<CallOutcome>,
+    /// Whom to tell, and which call, if it is dropped unresolved; `None`
+    /// for a tell or once resolved.
+    forget: Option<(mpsc::WeakUnboundedSender<Op>, u64)>,
+}
+
+impl Future for PendingOutcome {
+    type Output = CallOutcome;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<CallOutcome> {
+        let outcome = std::task::ready!(std::pin::Pin::new(&mut self.rx).poll(cx));
+        self.forget = None;
+        Poll::Ready(outcome.unwrap_or(Err(CallError::Closed)))
+    }
+}
+
+impl Drop for PendingOutcome {
+    fn drop(&mut self) {
+        if let Some((ops, id)) = self.forget.take() {
+            if let Some(ops) = ops.upgrade() {
+                let _ = ops.send(Op::Forget { id });
+            }
+        }
+    }
 }
 
 /// A call waiting in line for the send queue. Dropped before its turn, it
@@ -739,7 +857,7 @@ struct InLine {
 }
 
 impl InLine {
-    async fn admitted(&mut self) -> Result<oneshot::Receiver<CallOutcome>, CallError> {
+    async fn admitted(&mut self) -> Result<PendingOutcome, CallError> {
         let Some(ticket) = self.ticket else {
             return Err(CallError::Closed);
         };

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use crate::group::{CallError, Group, RequestHead};
 use crate::remote::RemoteMessage;
@@ -18,6 +19,7 @@ pub struct RemoteAddr<M> {
     group: Group,
     name: String,
     fence: Option<FencingToken>,
+    timeout: Option<Duration>,
     _message: PhantomData<fn() -> M>,
 }
 
@@ -27,6 +29,7 @@ impl<M> Clone for RemoteAddr<M> {
             group: self.group.clone(),
             name: self.name.clone(),
             fence: self.fence,
+            timeout: self.timeout,
             _message: PhantomData,
         }
     }
@@ -36,6 +39,7 @@ impl<M> std::fmt::Debug for RemoteAddr<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteAddr")
             .field("name", &self.name)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -43,6 +47,7 @@ impl<M> std::fmt::Debug for RemoteAddr<M> {
 impl<M> RemoteAddr<M> {
     pub(crate) fn new(group: Group, name: String) -> Self {
         RemoteAddr {
+            timeout: group.call_timeout(),
             group,
             name,
             fence: None,
@@ -65,6 +70,17 @@ impl<M> RemoteAddr<M> {
         self.fence = Some(token);
         self
     }
+
+    /// Bounds every [`RemoteAddr::send`] through this address: without an
+    /// outcome `limit` after the call, it fails with
+    /// [`CallError::Timeout`]. This member then forgets the call and
+    /// ignores a late reply; the request itself may still be handled.
+    /// Replaces `GroupConfig::call_timeout` for this address. `tell` and
+    /// `try_tell` are not bounded: they end once the message is multicast.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
 }
 
 impl<M> RemoteAddr<M>
@@ -80,15 +96,55 @@ where
     /// place up and sends nothing.
     ///
     /// Fails with [`CallError::NoSuchName`] if nobody holds the name when
-    /// the request reaches its place in the order, and with
-    /// [`CallError::HostLeft`] if the host leaves before replying.
+    /// the request reaches its place in the order, with
+    /// [`CallError::HostLeft`] if the host leaves before replying, with
+    /// [`CallError::Remote`] if the host cannot handle it (a type tag it
+    /// does not accept under that name, a payload that does not decode as
+    /// the tagged type: see [`crate::remote`] on evolving a message), and
+    /// with [`CallError::Timeout`] past the address's time limit
+    /// ([`RemoteAddr::timeout`]), if it has one. Dropping the future gives
+    /// the call up: a reply that comes after is ignored.
     pub fn send(&self, msg: M) -> impl Future<Output = Result<M::Result, CallError>> + 'static {
+        self.send_within(msg, self.timeout)
+    }
+
+    /// [`RemoteAddr::send`], failing with [`CallError::Timeout`] if no
+    /// outcome comes within `limit` of this call (instead of the
+    /// address's own limit, if any).
+    pub fn send_timeout(
+        &self,
+        msg: M,
+        limit: Duration,
+    ) -> impl Future<Output = Result<M::Result, CallError>> + 'static {
+        self.send_within(msg, Some(limit))
+    }
+
+    fn send_within(
+        &self,
+        msg: M,
+        limit: Option<Duration>,
+    ) -> impl Future<Output = Result<M::Result, CallError>> + 'static {
+        // Counted from the call, like the request's place in the order; a
+        // limit too far off to be an instant is no limit.
+        let deadline = limit.and_then(|limit| {
+            tokio::time::Instant::now()
+                .checked_add(limit)
+                .map(|at| (at, limit))
+        });
         let codec = self.group.codec();
         let call = self
             .encode(&msg, true)
             .map(|(id, bytes)| self.group.call(id, bytes, true));
         async move {
-            let reply = call?.await?.ok_or(CallError::Closed)?;
+            let call = call?;
+            let outcome = match deadline {
+                // Dropping the call on expiry has the runtime forget it.
+                Some((at, limit)) => tokio::time::timeout_at(at, call)
+                    .await
+                    .map_err(|_| CallError::Timeout(limit))?,
+                None => call.await,
+            };
+            let reply = outcome?.ok_or(CallError::Closed)?;
             codec.decode_payload(&reply).map_err(CallError::Codec)
         }
     }

@@ -317,8 +317,11 @@ impl GroupActor {
             }
             OnSent::Awaiting(id) => {
                 if let Err(e) = result {
-                    if let Some(done) = self.calls.remove(&id) {
-                        let _ = done.send(Err(e.call_error()));
+                    match self.calls.remove(&id) {
+                        Some(done) => {
+                            let _ = done.send(Err(e.call_error()));
+                        }
+                        None => self.core.call_unsent(id),
                     }
                 }
             }
@@ -335,8 +338,17 @@ impl GroupActor {
         }
     }
 
+    /// Publishes the call gauges of the metrics.
+    fn count_calls(&self) {
+        self.metrics
+            .set_calls(self.calls.len(), self.core.awaiting_replies());
+    }
+
     fn flush_or_close(&mut self, ctx: &mut Context<Self>) {
-        if let Err(e) = self.flush() {
+        let flushed = self.flush();
+        // A send that failed ended its call.
+        self.count_calls();
+        if let Err(e) = flushed {
             self.close(e, ctx);
             return;
         }
@@ -382,6 +394,7 @@ impl GroupActor {
                 let _ = done.send(Err(GroupError::Closed));
             }
         }
+        self.count_calls();
         self.gate.close();
         self.flush_marks.clear();
         let unsent: Vec<Finished<OnSent>> = self.queue.drain().collect();
@@ -439,6 +452,7 @@ impl Pumped for GroupActor {
 
     fn handle_op(&mut self, op: Op, _ctx: &mut Context<Self>) {
         self.take_op(op);
+        self.count_calls();
     }
 
     /// What callers queued together leaves together (one batch when
@@ -464,6 +478,7 @@ impl Pumped for GroupActor {
 
     fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
         GroupActor::handle_event(self, event, ctx);
+        self.count_calls();
     }
 
     fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {

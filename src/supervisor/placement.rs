@@ -183,6 +183,15 @@ pub enum SlotKey {
     Member(Member),
 }
 
+/// The registry name of an instance: the path (`tree/id`, one `/id` per
+/// level), then `@` and the slot for a per-node (`@node2`) or per-member
+/// (`@node2/4242`) instance. The one rule for it, used by the engine's
+/// [`ChildStatus::name`](super::ChildStatus::name) and by the runtime that
+/// registers the child (`crate::group::child_name`).
+pub(crate) fn registry_name(path: &super::ChildPath, slot: &SlotKey) -> String {
+    super::ids::ChildName(path, slot).to_string()
+}
+
 /// A member of the current view and the stream position at which it
 /// entered the view (smaller is older).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -239,6 +248,24 @@ mod tests {
         (0..n)
             .map(|k| p.host(mix64(k), &SlotKey::Single, view))
             .collect()
+    }
+
+    #[test]
+    fn registry_names_are_the_path_then_the_slot() {
+        let nested = crate::supervisor::ChildPath::new("jobs", ["pool", "indexer"]);
+        assert_eq!(
+            registry_name(&nested, &SlotKey::Single),
+            "jobs/pool/indexer"
+        );
+        let agent = crate::supervisor::ChildPath::new("jobs", ["agent"]);
+        assert_eq!(
+            registry_name(&agent, &SlotKey::Node(NodeId(2))),
+            "jobs/agent@node2"
+        );
+        assert_eq!(
+            registry_name(&agent, &SlotKey::Member(Member::new(2, 4242))),
+            "jobs/agent@node2/4242"
+        );
     }
 
     #[test]

@@ -996,6 +996,111 @@ fn calls_past_the_cap_fail_at_once() {
     assert_eq!(core.awaiting.len(), 1);
 }
 
+/// A request of a call wanting a reply.
+fn call_to(id: u64, target: &str) -> Inbound {
+    Inbound::Request(Request {
+        id,
+        target: target.into(),
+        type_tag: "t".into(),
+        want_reply: true,
+        fence: None,
+        payload: vec![],
+    })
+}
+
+fn reply_to(id: u64, to: Member) -> Inbound {
+    Inbound::Reply(Reply {
+        id,
+        to,
+        outcome: Ok(vec![1]),
+    })
+}
+
+#[test]
+fn a_call_given_up_is_forgotten_whether_its_request_came_back_or_not() {
+    let (a, h) = (m(1, 1), m(2, 2));
+    let mut core = GroupCore::new(a);
+    core.handle_confchg(&[a, h], &[ch(a, Reason::Join), ch(h, Reason::Join)], &[]);
+    announce(&mut [&mut core], &[a, h]);
+    core.handle_message(h, register("svc", 1));
+
+    // Given up after its request came back: the host's late reply answers
+    // no call, and is not refused either.
+    assert!(core.handle_message(a, call_to(1, "svc")).is_empty());
+    assert_eq!(core.awaiting_replies(), 1);
+    core.abandon_call(1);
+    assert_eq!(core.awaiting_replies(), 0);
+    assert!(core.handle_message(h, reply_to(1, a)).is_empty());
+
+    // Given up before: the request still goes to its host, but starts no
+    // wait here, and nothing is left behind.
+    core.abandon_call(2);
+    assert!(core.handle_message(a, call_to(2, "svc")).is_empty());
+    assert_eq!(core.awaiting_replies(), 0);
+    assert!(core.abandoned.is_empty());
+    assert!(core.handle_message(h, reply_to(2, a)).is_empty());
+
+    // Given up before its request found no name: no outcome to report.
+    core.abandon_call(3);
+    assert!(core.handle_message(a, call_to(3, "nobody")).is_empty());
+    assert!(core.abandoned.is_empty());
+
+    // Never sent: its abandonment is forgotten too.
+    core.abandon_call(4);
+    core.call_unsent(4);
+    assert!(core.abandoned.is_empty());
+}
+
+/// A member on the side of a merge that loses its state waits for the
+/// other side's: its own requests that go by before its state request are
+/// in nobody's replay. They used to wait forever for a reply this member
+/// could no longer match; they now end when the state arrives.
+#[test]
+fn own_calls_that_went_by_while_waiting_end_when_the_state_arrives() {
+    let (a, b) = (m(1, 1), m(2, 2));
+    let mut ca = founded(a);
+    let mut cb = founded(b);
+    ca.handle_message(a, register("svc", 1));
+
+    let view = [a, b];
+    ca.handle_confchg(&view, &[ch(b, Reason::NodeUp)], &[]);
+    let ask = request_of(&cb.handle_confchg(&view, &[ch(a, Reason::NodeUp)], &[]))
+        .expect("the other side asks for the state");
+    for c in [&mut ca, &mut cb] {
+        c.handle_message(a, ann(true));
+        c.handle_message(b, ann(false));
+    }
+    // Before b's request: in the state, not in the replay.
+    cb.handle_message(b, call_to(6, "svc"));
+    cb.handle_message(b, call_to(7, "svc"));
+    cb.abandon_call(6);
+    cb.handle_message(b, ask.clone());
+    // After it: replayed once the state is in.
+    cb.handle_message(b, call_to(8, "svc"));
+    cb.handle_message(b, call_to(9, "svc"));
+    cb.abandon_call(9);
+
+    let snap = snapshot_of(&ca.handle_message(b, ask)).expect("the primary side answers");
+    let cmds = cb.handle_message(a, Inbound::Snapshot(snap));
+    let ended: Vec<(u64, Result<Vec<u8>, CallError>)> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::CallDone { id, outcome } => Some((*id, outcome.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, vec![(7, Err(CallError::OutcomeUnknown))]);
+    assert_eq!(cb.awaiting, BTreeMap::from([(8, a)]));
+    assert!(cb.abandoned.is_empty() && cb.limbo.is_empty());
+    assert_eq!(
+        cb.handle_message(a, reply_to(8, b)),
+        vec![Command::CallDone {
+            id: 8,
+            outcome: Ok(vec![1])
+        }]
+    );
+}
+
 /// Found by fuzzing: two founders whose announcements had not come in yet
 /// merged into a side that held the state, and that side died before
 /// answering. Each founder fell back on its own state with itself as a

@@ -41,6 +41,11 @@ pub(crate) enum Op {
         /// `None` for a fire-and-forget `try_tell`: nobody awaits it.
         done: Option<Done<CallOutcome>>,
     },
+    /// The caller of call `id` gave up on it (a timeout, or it dropped the
+    /// call's future): forget it, and ignore its reply.
+    Forget {
+        id: u64,
+    },
     /// Multicast everything queued so far without waiting for the linger.
     Flush {
         done: Done<()>,
@@ -132,6 +137,13 @@ impl GroupActor {
                 };
                 self.push_back(bytes, on_sent, true);
             }
+            Op::Forget { id } => {
+                // Unknown when the call already ended: nothing to forget.
+                if self.calls.remove(&id).is_some() {
+                    self.core.abandon_call(id);
+                    self.metrics.call_abandoned();
+                }
+            }
             Op::Flush { done } => match self.queue.flush_all() {
                 None => {
                     let _ = done.send(());
@@ -193,6 +205,7 @@ pub(super) fn reject_closed(op: Op) {
             let _ = done.send(Err(GroupError::Closed));
         }
         Op::Lookup { .. }
+        | Op::Forget { .. }
         | Op::Names { .. }
         | Op::Members { .. }
         | Op::Children { .. }

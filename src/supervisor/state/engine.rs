@@ -63,6 +63,29 @@ pub struct ChildStatus {
     pub status: SlotStatus,
 }
 
+impl ChildStatus {
+    /// The name under which this instance, while it runs, is reachable in
+    /// the group's registry (with [`Group::remote`](crate::Group::remote)),
+    /// if its factory gave it handlers (`Child::serving`):
+    ///
+    /// - `tree/id` for the single instance of an `Any`, `Pinned` or
+    ///   `Singleton` child: the tree's name, then the child ids from the
+    ///   root down, one `/id` per level (`jobs/indexer`, or
+    ///   `jobs/pool/indexer` under a nested supervisor `pool`);
+    /// - `tree/id@node<N>` for the instance of a `OnePerNode` child on
+    ///   node `N` (`jobs/agent@node2`);
+    /// - `tree/id@node<N>/<pid>` for the instance of an `OnEveryMember`
+    ///   child on member `(N, pid)` (`jobs/probe@node2/4242`).
+    ///
+    /// Its host registers the name once it has built the child, an ordered
+    /// message of its own that comes after the start: to reach a child
+    /// just started, wait for the name with
+    /// [`Group::wait_for_name`](crate::Group::wait_for_name).
+    pub fn name(&self) -> String {
+        crate::supervisor::registry_name(&self.path, &self.slot)
+    }
+}
+
 impl Engine {
     /// An engine that has seen nothing: empty view, no trees, not quorate.
     pub fn new() -> Self {
