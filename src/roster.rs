@@ -45,6 +45,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::transport::{Member, MemberChange, Reason};
 
+/// What a member does in a group, as its announcement says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Takes part: registers names, hosts the children of the trees it
+    /// starts, counts for decisions.
+    #[default]
+    Participant,
+    /// Sees what a participant sees (the registry, the trees and where
+    /// their children run) and can call any name, but takes part in no
+    /// decision: it registers no name, starts and hosts no tree, and puts
+    /// no clock or quorum fact into the stream. For the library's own
+    /// clients and tools (`GroupConfig::role`).
+    Observer,
+}
+
 /// What a process says of itself to become a member. The wire type of the
 /// announcement every protocol carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,15 +68,23 @@ pub(crate) struct Announcement {
     pub min_version: u8,
     /// The highest protocol version the sender speaks.
     pub max_version: u8,
+    /// What the sender does in the group.
+    pub role: Role,
 }
 
 impl Announcement {
-    /// What this build says of itself.
+    /// What this build says of itself, as a participant.
     pub(crate) fn this_build() -> Self {
         Announcement {
             min_version: crate::wire::PROTOCOL_VERSION,
             max_version: crate::wire::PROTOCOL_VERSION,
+            role: Role::Participant,
         }
+    }
+
+    /// The same, in `role`.
+    pub(crate) fn with_role(self, role: Role) -> Self {
+        Announcement { role, ..self }
     }
 
     /// Whether a member announcing this can take part with this build.
@@ -89,6 +112,8 @@ pub(crate) struct Roster {
     announced: BTreeSet<Member>,
     /// In the view, not yet announced, with the reason they joined it.
     pending: BTreeMap<Member, Reason>,
+    /// Announced members that announced themselves as observers.
+    observers: BTreeSet<Member>,
     /// Whether the last confchg brought anyone in.
     joined_last: bool,
 }
@@ -147,6 +172,7 @@ impl Roster {
         let view = &self.view;
         self.announced.retain(|m| view.contains(m));
         self.pending.retain(|m, _| view.contains(m));
+        self.observers.retain(|m| view.contains(m));
         if gone.is_empty() {
             return None;
         }
@@ -181,6 +207,8 @@ impl Roster {
     pub(crate) fn adopt(&mut self, announced: impl IntoIterator<Item = Member>) {
         let view = &self.view;
         self.announced = announced.into_iter().filter(|m| view.contains(m)).collect();
+        let announced = &self.announced;
+        self.observers.retain(|m| announced.contains(m));
         for m in &self.view {
             if !self.announced.contains(m) {
                 self.pending.entry(*m).or_insert(Reason::Join);
@@ -188,6 +216,24 @@ impl Roster {
         }
         let announced = &self.announced;
         self.pending.retain(|m, _| !announced.contains(m));
+    }
+
+    /// Records that the member `m` announced itself as an observer (a
+    /// process that is no member is ignored).
+    pub(crate) fn set_observer(&mut self, m: Member) {
+        if self.announced.contains(&m) {
+            self.observers.insert(m);
+        }
+    }
+
+    /// Whether the member `m` is an observer.
+    pub(crate) fn is_observer(&self, m: Member) -> bool {
+        self.observers.contains(&m)
+    }
+
+    /// The observers among the members, sorted.
+    pub(crate) fn observers(&self) -> Vec<Member> {
+        self.observers.iter().copied().collect()
     }
 
     /// Whether `m` is pending after a merge (it joined the view with

@@ -101,12 +101,15 @@ fn forged_announce() -> Vec<u8> {
     struct Announce {
         min_version: u8,
         max_version: u8,
+        /// The role's variant index: 0, a participant.
+        role: u32,
         synced: bool,
     }
     let version = actix_cpg::wire::PROTOCOL_VERSION;
     let body = Announce {
         min_version: version,
         max_version: version,
+        role: 0,
         synced: false,
     };
     codec().encode(Kind::Announce, &body).expect("encode")

@@ -278,6 +278,7 @@ async fn a_lying_member_cannot_push_the_epoch_past_the_bound() {
         &Msg::Announce(Announcement {
             min_version: actix_cpg::wire::PROTOCOL_VERSION,
             max_version: actix_cpg::wire::PROTOCOL_VERSION,
+            role: 0,
         }),
     );
     lie(

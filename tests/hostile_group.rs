@@ -51,6 +51,8 @@ struct SyncRequest {
 struct Announcement {
     min_version: u8,
     max_version: u8,
+    /// The role's variant index: 0, a participant.
+    role: u32,
 }
 
 #[derive(Serialize)]
@@ -516,6 +518,7 @@ async fn an_announced_process_whose_clock_jumps_is_refused() {
             announcement: Announcement {
                 min_version: actix_cpg::wire::PROTOCOL_VERSION,
                 max_version: actix_cpg::wire::PROTOCOL_VERSION,
+                role: 0,
             },
             synced: true,
         },

@@ -342,11 +342,14 @@ async fn a_malformed_batch_is_dropped_whole_and_a_bad_entry_alone() {
     struct Announce {
         min_version: u8,
         max_version: u8,
+        /// The role's variant index: 0, a participant.
+        role: u32,
         synced: bool,
     }
     let announce = Announce {
         min_version: actix_cpg::wire::PROTOCOL_VERSION,
         max_version: actix_cpg::wire::PROTOCOL_VERSION,
+        role: 0,
         synced: false,
     };
     raw.mcast(&codec.encode(Kind::Announce, &announce).expect("encode"))

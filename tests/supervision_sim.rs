@@ -13,8 +13,8 @@ use actix_cpg::supervisor::{
 };
 use actix_cpg::transport::sim::{SimCluster, SimProcess};
 use actix_cpg::{
-    Child, ChildContext, Factories, Group, GroupConfig, GroupError, GroupName, Member, NodeId,
-    Terminate, Transport,
+    Child, ChildContext, Factories, Group, GroupConfig, GroupError, GroupName, Handlers, Member,
+    NodeId, Role, Terminate, Transport,
 };
 
 /// Which live actor runs which child, seen from outside every member.
@@ -787,4 +787,76 @@ async fn children_started_by_the_library_are_stopped_by_the_engine_without_a_ter
         answer = echo.send(Echo("two".into())).await;
     }
     assert_eq!(answer.unwrap(), "two", "the new `a` answers by name");
+}
+
+/// An observer sees the registry and the trees of a group and can look
+/// names up, but registers nothing, starts no tree and hosts nothing.
+#[actix_rt::test]
+async fn an_observer_sees_the_trees_and_takes_no_part() {
+    let cluster = SimCluster::new(3);
+    let census = Census::default();
+    let addrs = Addrs::default();
+    let (_p1, g1) = member(&cluster, 1).await;
+    let (_p2, g2) = member(&cluster, 2).await;
+    let process = cluster.process(NodeId(3)).unwrap();
+    let observer = Group::start(
+        process
+            .join(&GroupName::new("supervised").unwrap())
+            .unwrap(),
+        GroupConfig {
+            role: Role::Observer,
+            ..GroupConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(observer.role(), Role::Observer);
+    for g in [&g1, &g2] {
+        g.start_tree("jobs", spec(), factories(g.local(), &census, &addrs))
+            .await
+            .unwrap();
+    }
+    let hosts = [g1.local(), g2.local()];
+    until(&census, "every child runs once on a participant", |m| {
+        each_once(m, &NAMES, &hosts)
+    })
+    .await;
+    // The observer's view of the tree: every child running, on a
+    // participant.
+    let mut running = Vec::new();
+    for _ in 0..500 {
+        running = observer
+            .children()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| match c.status {
+                SlotStatus::Running { host, .. } => Some(host),
+                _ => None,
+            })
+            .collect();
+        if running.len() == NAMES.len() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(running.len(), NAMES.len());
+    assert!(running.iter().all(|h| hosts.contains(h)), "{running:?}");
+    assert!(matches!(
+        observer
+            .start_tree("jobs", spec(), factories(observer.local(), &census, &addrs))
+            .await,
+        Err(GroupError::Observer)
+    ));
+    assert!(matches!(
+        observer.start_tree_without_hosting("other", spec()).await,
+        Err(GroupError::Observer)
+    ));
+    let handlers = Handlers::new(Plain(Arc::default()).start()).with::<Echo>();
+    assert!(matches!(
+        observer.register("mine", handlers).await,
+        Err(GroupError::Observer)
+    ));
+    assert_eq!(observer.metrics().refused(), 0, "it sent nothing to refuse");
+    assert_eq!(g1.metrics().refused_observer, 0);
 }

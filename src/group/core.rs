@@ -86,7 +86,12 @@
 //!    by a member still waiting for the state, so a buffered offer is not
 //!    judged again when it is replayed.
 //! 6. **Sender rules**, checked before anything else on a member that holds
-//!    the state (a joiner checks what it buffered when it replays it):
+//!    the state (a joiner checks what it buffered when it replays it). An
+//!    observer ([`Role::Observer`], said in its announcement and carried in
+//!    snapshots) is a member for the registry — it gets the state and may
+//!    call — but its registrations, tree starts, child exits, ticks and
+//!    quorum facts are refused ([`DropCause::Observer`]), so it never hosts
+//!    nor moves a decision. The rest:
 //!    registry changes, requests, replies, quorum facts, ticks, tree starts
 //!    and merge offers only from members (requests also from a process of
 //!    another side of a merge not yet announced here: a member's requests
@@ -155,7 +160,7 @@ use super::messages::{
 };
 use super::{CallError, GroupEvent, NameDropReason};
 use crate::incarnation::Incarnation;
-use crate::roster::{Announcement, Roster};
+use crate::roster::{Announcement, Role, Roster};
 use crate::supervisor::{self, Engine, ViewChange};
 use crate::transport::{Member, MemberChange, Reason};
 use crate::wire::{Codec, Frame, Kind, WireError};
@@ -225,6 +230,9 @@ pub(crate) enum DropCause {
     Invalid,
     /// An announcement of protocol versions this build does not speak.
     Incompatible,
+    /// A registration, a tree start, a child's exit, a clock or a quorum
+    /// fact from an observer, which takes part in no decision.
+    Observer,
 }
 
 /// Bounds on what the core holds for the network (rule 7).
@@ -371,6 +379,8 @@ pub(crate) struct GroupCore {
     side: Vec<Member>,
     /// Which incarnation of the view a merge offer answers (rule 5).
     marks: Incarnation<()>,
+    /// What this member announces itself as.
+    role: Role,
     limits: Limits,
 }
 
@@ -403,8 +413,25 @@ impl GroupCore {
             offered: false,
             side: Vec::new(),
             marks: Incarnation::default(),
+            role: Role::Participant,
             limits,
         }
+    }
+
+    /// The same member, announcing itself in `role`.
+    pub(crate) fn with_role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// What this member announces itself as.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether the member `m` announced itself as an observer.
+    pub(crate) fn is_observer(&self, m: Member) -> bool {
+        self.roster.is_observer(m)
     }
 
     /// Whether this member holds the group state (and may answer lookups).
@@ -682,7 +709,7 @@ impl GroupCore {
 
     fn announce(&mut self, synced: bool, out: &mut Vec<Command>) {
         out.push(Command::Mcast(Outgoing::Announce(Announce {
-            announcement: Announcement::this_build(),
+            announcement: Announcement::this_build().with_role(self.role),
             synced,
         })));
     }
@@ -943,6 +970,9 @@ impl GroupCore {
         self.offered = false;
         let before = std::mem::take(&mut self.view);
         self.roster.adopt(snap.announced.iter().copied());
+        for m in &snap.observers {
+            self.roster.set_observer(*m);
+        }
         self.refresh_view();
         // Every name of a true snapshot lives on a member (names drop when
         // their host leaves). One that does not is forged and could never
@@ -1089,6 +1119,13 @@ impl GroupCore {
             Inbound::Announce(a) => return self.admit(from, a),
             Inbound::Request(_) if self.may_request(from) => {}
             _ if !self.roster.is_member(from) => return dropped(DropCause::Unannounced),
+            Inbound::Registry(_)
+            | Inbound::Supervision(
+                SupervisionMsg::TreeStarted { .. }
+                | SupervisionMsg::ChildExited { .. }
+                | SupervisionMsg::Tick { .. }
+                | SupervisionMsg::Quorum { .. },
+            ) if self.roster.is_observer(from) => return dropped(DropCause::Observer),
             Inbound::SyncRequest(req) => {
                 let local = self.local;
                 let view = &self.view;
@@ -1147,6 +1184,7 @@ impl GroupCore {
             supervision: self.engine.clone(),
             unsynced,
             announced: self.view.clone(),
+            observers: self.roster.observers(),
         })))
     }
 
@@ -1161,6 +1199,9 @@ impl GroupCore {
         let Some(change) = self.roster.handle_announce(from) else {
             return Vec::new();
         };
+        if a.announcement.role == Role::Observer {
+            self.roster.set_observer(from);
+        }
         self.refresh_view();
         let mut out = vec![Command::Event(GroupEvent::ViewChanged {
             members: change.members,

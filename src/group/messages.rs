@@ -272,6 +272,8 @@ pub(crate) struct Snapshot {
     pub unsynced: Vec<Unsynced>,
     /// The members for decisions at that point, sorted.
     pub announced: Vec<Member>,
+    /// Those of them that are observers, sorted.
+    pub observers: Vec<Member>,
 }
 
 impl Snapshot {
@@ -289,6 +291,11 @@ impl Snapshot {
             .find(|m| waiting.binary_search(m).is_err())
             .copied();
         strictly_sorted(&self.announced)
+            && strictly_sorted(&self.observers)
+            && self
+                .observers
+                .iter()
+                .all(|m| self.announced.binary_search(m).is_ok())
             && strictly_sorted(&waiting)
             && names_sorted
             && waiting

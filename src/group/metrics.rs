@@ -35,6 +35,7 @@ pub struct GroupMetrics {
     refused_clock: AtomicU64,
     refused_invalid: AtomicU64,
     refused_incompatible: AtomicU64,
+    refused_observer: AtomicU64,
     calls_outstanding: AtomicU64,
     replies_awaited: AtomicU64,
     calls_abandoned: AtomicU64,
@@ -104,6 +105,9 @@ pub struct MetricsSnapshot {
     /// Refused: an announcement of protocol versions this build does not
     /// speak.
     pub refused_incompatible: u64,
+    /// Refused: a registration, tree start, child exit, clock or quorum
+    /// fact from an observer (which takes part in no decision).
+    pub refused_observer: u64,
     /// Calls of this member waiting for their outcome now (queued, on
     /// their way, or awaiting the reply), as of the runtime's last step.
     pub calls_outstanding: u64,
@@ -125,6 +129,7 @@ impl MetricsSnapshot {
             + self.refused_clock
             + self.refused_invalid
             + self.refused_incompatible
+            + self.refused_observer
     }
 
     /// Every message dropped for any reason.
@@ -166,6 +171,7 @@ impl GroupMetrics {
             refused_clock: r(&self.refused_clock),
             refused_invalid: r(&self.refused_invalid),
             refused_incompatible: r(&self.refused_incompatible),
+            refused_observer: r(&self.refused_observer),
             calls_outstanding: r(&self.calls_outstanding),
             replies_awaited: r(&self.replies_awaited),
             calls_abandoned: r(&self.calls_abandoned),
@@ -263,6 +269,7 @@ impl GroupMetrics {
             DropCause::Clock => &self.refused_clock,
             DropCause::Invalid => &self.refused_invalid,
             DropCause::Incompatible => &self.refused_incompatible,
+            DropCause::Observer => &self.refused_observer,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -49,6 +49,7 @@ pub use self::metrics::{GroupMetrics, MetricsSnapshot};
 pub use self::remote_addr::RemoteAddr;
 use self::runtime::{GroupActor, Op, Outlets};
 use crate::remote::{Handlers, RemoteMessage};
+pub use crate::roster::Role;
 use crate::supervisor::{ChildStatus, Refusal, SpecError, SupervisionEvent, TreeSpec};
 use crate::transport::{
     went, write_view, Connection, GroupName, Member, MemberChange, Reason, TransportError,
@@ -127,6 +128,13 @@ pub struct GroupConfig {
     /// as it takes — a call still ends if its host leaves or the group
     /// closes, but a host that never answers holds it forever.
     pub call_timeout: Option<Duration>,
+    /// What this member does in the group. [`Role::Participant`] (the
+    /// default) takes part in everything; [`Role::Observer`] sees the
+    /// registry and the trees and can call any name, but registers no
+    /// name and starts no tree ([`GroupError::Observer`]), and every member
+    /// refuses such a message from it: for monitoring tools and clients
+    /// that must never host or decide anything.
+    pub role: Role,
 }
 
 impl Default for GroupConfig {
@@ -145,6 +153,7 @@ impl Default for GroupConfig {
             max_sync_buffer: 65_536,
             max_awaiting_replies: 65_536,
             call_timeout: None,
+            role: Role::Participant,
         }
     }
 }
@@ -397,6 +406,10 @@ pub enum GroupError {
         /// The first kind (in order) without a factory.
         kind: String,
     },
+    /// This member is an observer ([`Role::Observer`]): it registers no
+    /// name and starts no tree. Nothing was sent.
+    #[error("an observer registers no name and starts no tree")]
+    Observer,
 }
 
 /// A handle to this process's membership of one group. Clone freely; the
@@ -413,6 +426,7 @@ pub struct Group {
     metrics: Arc<GroupMetrics>,
     events: broadcast::Sender<GroupEvent>,
     call_timeout: Option<Duration>,
+    role: Role,
 }
 
 impl std::fmt::Debug for Group {
@@ -437,6 +451,7 @@ impl Group {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let call_timeout = config.call_timeout;
+        let role = config.role;
         let recorder = match &config.record_to {
             Some(path) => Some(
                 crate::record::Recorder::create(path, local)
@@ -473,6 +488,7 @@ impl Group {
                 metrics,
                 events,
                 call_timeout,
+                role,
             }),
             Ok(Err(e)) => Err(GroupError::Transport(e)),
             Err(_) => Err(GroupError::Closed),
@@ -482,6 +498,18 @@ impl Group {
     /// This member.
     pub fn local(&self) -> Member {
         self.local
+    }
+
+    /// What this member does in the group ([`GroupConfig::role`]).
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    fn participant(&self) -> Result<(), GroupError> {
+        match self.role {
+            Role::Participant => Ok(()),
+            Role::Observer => Err(GroupError::Observer),
+        }
     }
 
     /// The group's name.
@@ -507,6 +535,7 @@ impl Group {
     where
         A: actix::Actor<Context = actix::Context<A>>,
     {
+        self.participant()?;
         let (tx, rx) = oneshot::channel();
         self.op(Op::Register {
             name: name.to_owned(),
@@ -651,6 +680,7 @@ impl Group {
         spec: TreeSpec,
         factories: Factories,
     ) -> Result<(), GroupError> {
+        self.participant()?;
         let (tx, rx) = oneshot::channel();
         self.op(Op::StartTree {
             name: name.to_owned(),

@@ -41,7 +41,7 @@ use super::gate::SendGate;
 use super::messages::{RegistryOp, SupervisionMsg};
 use super::metrics::GroupMetrics;
 use super::send_queue::{Finished, QueueLimits, SendQueue};
-use super::{BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent};
+use super::{BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, Role};
 use crate::pump::{EventPump, Pumped};
 
 mod commands;
@@ -179,7 +179,8 @@ impl GroupActor {
                     max_buffered: config.max_sync_buffer.max(1),
                     max_awaiting: config.max_awaiting_replies.max(1),
                 },
-            ),
+            )
+            .with_role(config.role),
             codec: Codec::new(limit),
             reassembly: Reassembly::default(),
             queue: SendQueue::new(QueueLimits {

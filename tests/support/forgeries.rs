@@ -66,12 +66,15 @@ pub fn group_announce() -> Vec<u8> {
     struct Announce {
         min_version: u8,
         max_version: u8,
+        /// The role's variant index: 0, a participant.
+        role: u32,
         synced: bool,
     }
     let version = actix_cpg::wire::PROTOCOL_VERSION;
     let body = Announce {
         min_version: version,
         max_version: version,
+        role: 0,
         synced: false,
     };
     codec().encode(Kind::Announce, &body).expect("encode")
@@ -355,6 +358,8 @@ pub fn replicated_command(id: u64, payload: Vec<u8>) -> Vec<u8> {
 pub struct Announcement {
     pub min_version: u8,
     pub max_version: u8,
+    /// The role's variant index: 0, a participant.
+    pub role: u32,
 }
 
 #[derive(Serialize)]
@@ -452,6 +457,7 @@ pub fn election_announce() -> Vec<u8> {
     election(&ElectionMessage::Announce(Announcement {
         min_version: actix_cpg::wire::PROTOCOL_VERSION,
         max_version: actix_cpg::wire::PROTOCOL_VERSION,
+        role: 0,
     }))
 }
 

@@ -497,6 +497,7 @@ fn forgery(kind: u8, nonce: u64, target: Member) -> Inbound {
                 responder: Some(OUTSIDER),
             }],
             announced: vec![target, OUTSIDER],
+            observers: vec![],
         }),
         3 => Inbound::Reply(Reply {
             id: nonce,
@@ -1240,4 +1241,86 @@ fn a_merge_offer_made_for_an_earlier_merge_is_not_counted_in_a_later_one() {
     let fresh = offer_of(&cb.handle_message(b, mark)).expect("b offers again");
     ca.handle_message(b, fresh);
     assert!(!ca.engine().is_merging(), "b's fresh offer settles it");
+}
+
+/// An observer is a member for the registry (it is in the view, gets the
+/// state, may call), but every member refuses what would make it take
+/// part in a decision: a registration, a tree start, a child's exit, a
+/// clock or a quorum fact. Joiners learn who observes from the snapshot.
+#[test]
+fn an_observer_sees_the_group_and_decides_nothing() {
+    use crate::supervisor::{ChildSpec, Strategy, SupervisorSpec, TreeSpec};
+    let (a, o) = (m(1, 1), m(2, 2));
+    let mut core = founded(a);
+    let mut observer = GroupCore::new(o).with_role(Role::Observer);
+    let view = [a, o];
+    let join = [ch(o, Reason::Join)];
+    core.handle_confchg(&view, &join, &[]);
+    let cmds = observer.handle_confchg(&view, &join, &[]);
+    let Some(Inbound::Announce(announce)) = announce_of(&cmds) else {
+        panic!("the observer announces itself");
+    };
+    assert_eq!(announce.announcement.role, Role::Observer);
+    core.handle_message(o, Inbound::Announce(announce));
+    assert_eq!(core.view(), &[a, o], "a member of the view");
+    assert!(core.is_observer(o) && !core.is_observer(a));
+
+    let spec =
+        TreeSpec::new(SupervisorSpec::new(Strategy::OneForOne).child(ChildSpec::worker("w", "k")));
+    for msg in [
+        register("svc", 1),
+        Inbound::Supervision(SupervisionMsg::TreeStarted {
+            name: "t".into(),
+            fingerprint: spec.fingerprint(),
+            spec: spec.clone(),
+            kinds: vec!["k".into()],
+        }),
+        Inbound::Supervision(SupervisionMsg::Tick { now_ms: 5 }),
+        Inbound::Supervision(SupervisionMsg::Quorum {
+            quorate: false,
+            nodes: vec![],
+        }),
+    ] {
+        let cmds = core.handle_message(o, msg);
+        assert_eq!(dropped(&cmds), vec![DropCause::Observer]);
+    }
+    assert!(core.names().is_empty());
+    assert!(core.engine().tree_fingerprint("t").is_none());
+    assert_eq!(core.engine().now_ms(), 0);
+
+    // The participant's tree runs on the participant only.
+    core.handle_message(
+        a,
+        Inbound::Supervision(SupervisionMsg::TreeStarted {
+            name: "t".into(),
+            fingerprint: spec.fingerprint(),
+            spec: spec.clone(),
+            kinds: vec!["k".into()],
+        }),
+    );
+    assert_eq!(core.engine().tree_hosts("t"), vec![a]);
+
+    // A joiner learns the observer from the snapshot.
+    let j = m(3, 3);
+    let mut joiner = GroupCore::new(j);
+    let view = [a, o, j];
+    let join = [ch(j, Reason::Join)];
+    core.handle_confchg(&view, &join, &[]);
+    let cmds = joiner.handle_confchg(&view, &join, &[]);
+    let ask = request_of(&cmds).expect("the joiner asks");
+    core.handle_message(a, ann(true));
+    joiner.handle_message(a, ann(true));
+    for c in [&mut core, &mut joiner] {
+        c.handle_message(j, ann(false));
+    }
+    joiner.handle_message(j, ask.clone());
+    let snap = snapshot_of(&core.handle_message(j, ask)).expect("a answers");
+    assert_eq!(snap.observers, vec![o]);
+    joiner.handle_message(a, Inbound::Snapshot(snap));
+    assert!(joiner.is_synced());
+    assert!(joiner.is_observer(o));
+    assert_eq!(
+        dropped(&joiner.handle_message(o, register("svc", 2))),
+        vec![DropCause::Observer]
+    );
 }

@@ -31,13 +31,26 @@ pub(super) struct LocalSupervision {
 }
 
 impl GroupActor {
+    /// Whether this member is the lowest participant: the one that puts
+    /// its clock into the stream (observers decide nothing).
     pub(super) fn is_lowest(&self) -> bool {
-        self.core.view().first() == Some(&self.local())
+        let local = self.local();
+        self.core.role() == Role::Participant
+            && self
+                .core
+                .view()
+                .iter()
+                .find(|m| !self.core.is_observer(**m))
+                == Some(&local)
     }
 
     /// Puts this node's quorum state into the stream (the engine decides
-    /// from the stream, never from the local notification).
+    /// from the stream, never from the local notification). Observers
+    /// put no fact in.
     pub(super) fn announce_quorum(&mut self) {
+        if self.core.role() == Role::Observer {
+            return;
+        }
         if let (Some((quorate, nodes)), Some(_)) = (&self.sup.quorate, self.core.view().first()) {
             if self.ready.is_none() {
                 let msg = SupervisionMsg::Quorum {
