@@ -188,6 +188,22 @@ async fn members(cluster: &SimCluster, nodes: u32, config: &GroupConfig) -> Vec<
     groups
 }
 
+/// `host` registers `silent`, which never answers, and `echo`; `caller`
+/// sees both.
+async fn silent_and_echo(host: &Group, caller: &Group) {
+    host.register(
+        "silent",
+        Handlers::new(Gated(Arc::new(Semaphore::new(0))).start()).with::<Ask>(),
+    )
+    .await
+    .unwrap();
+    host.register("echo", Handlers::new(Echo(3).start()).with::<Ask>())
+        .await
+        .unwrap();
+    caller.wait_for_name("echo").await.unwrap();
+    caller.wait_for_name("silent").await.unwrap();
+}
+
 /// Waits until `group`'s runtime has taken every operation asked before
 /// (operations are taken in order, and this one answers).
 async fn settled(group: &Group) {
@@ -243,16 +259,7 @@ fn the_configured_call_timeout_bounds_every_send() {
         };
         let groups = members(&cluster, 2, &config).await;
         let (host, caller) = (&groups[0], &groups[1]);
-        host.register(
-            "silent",
-            Handlers::new(Gated(Arc::new(Semaphore::new(0))).start()).with::<Ask>(),
-        )
-        .await
-        .unwrap();
-        host.register("echo", Handlers::new(Echo(3).start()).with::<Ask>())
-            .await
-            .unwrap();
-        caller.wait_for_name("echo").await.unwrap();
+        silent_and_echo(host, caller).await;
 
         let silent = caller.remote::<Ask>("silent");
         assert_eq!(silent.send(Ask).await, Err(CallError::Timeout(LIMIT)));
@@ -306,16 +313,7 @@ fn a_call_given_up_before_its_request_came_back_leaves_nothing_behind() {
         let cluster = SimCluster::new(2);
         let groups = members(&cluster, 2, &GroupConfig::default()).await;
         let (host, caller) = (&groups[0], &groups[1]);
-        host.register(
-            "silent",
-            Handlers::new(Gated(Arc::new(Semaphore::new(0))).start()).with::<Ask>(),
-        )
-        .await
-        .unwrap();
-        host.register("echo", Handlers::new(Echo(3).start()).with::<Ask>())
-            .await
-            .unwrap();
-        caller.wait_for_name("echo").await.unwrap();
+        silent_and_echo(host, caller).await;
         let silent = caller.remote::<Ask>("silent");
 
         // The caller's process delivers nothing while paused: its requests

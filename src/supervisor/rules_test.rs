@@ -573,31 +573,32 @@ fn state_and_events_round_trip_through_the_wire_codec() {
 
 // ---- merge ------------------------------------------------------------------
 
+/// `all` joined, quorate, every one of them a host of the tree `t`.
+fn quorate_cluster(all: &[Member], spec: &TreeSpec) -> Cluster {
+    let mut cl = Cluster::default();
+    let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
+    cl.feed(all, &change(all, 1, &joined, &[]));
+    cl.feed(all, &e_quorum());
+    for x in all {
+        cl.feed(all, &started("t", spec, *x));
+    }
+    cl
+}
+
+/// Every member of `side`, with `reason`.
+fn changes(side: &[Member], reason: Reason) -> Vec<(Member, Reason)> {
+    side.iter().map(|x| (*x, reason)).collect()
+}
+
 /// Four members split 2/2 under `Ignore` (so both halves run everything),
 /// then merge. Returns the cluster after the merge.
 fn split_and_merge(spec: &TreeSpec) -> Cluster {
     let all = members(4);
     let (left_side, right_side) = (vec![m(1), m(2)], vec![m(3), m(4)]);
-    let mut cl = Cluster::default();
-    let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
-    cl.feed(&all, &change(&all, 1, &joined, &[]));
-    cl.feed(
-        &all,
-        &Event::QuorumChanged {
-            quorate: true,
-            nodes: vec![],
-        },
-    );
-    for x in &all {
-        cl.feed(&all, &started("t", spec, *x));
-    }
+    let mut cl = quorate_cluster(&all, spec);
 
-    let down = |side: &[Member]| -> Vec<(Member, Reason)> {
-        side.iter().map(|x| (*x, Reason::NodeDown)).collect()
-    };
-    let up = |side: &[Member]| -> Vec<(Member, Reason)> {
-        side.iter().map(|x| (*x, Reason::NodeUp)).collect()
-    };
+    let down = |side: &[Member]| changes(side, Reason::NodeDown);
+    let up = |side: &[Member]| changes(side, Reason::NodeUp);
     cl.feed(&left_side, &change(&left_side, 2, &[], &down(&right_side)));
     cl.feed(&right_side, &change(&right_side, 2, &[], &down(&left_side)));
     // Both halves now run every child: the split brain the merge must end.
@@ -715,25 +716,9 @@ fn an_offer_outside_a_merge_is_ignored() {
 fn merge_with_one_offer_in(spec: &TreeSpec) -> (Cluster, Event) {
     let all = members(3);
     let (one, two) = (vec![m(1)], vec![m(2), m(3)]);
-    let mut cl = Cluster::default();
-    let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
-    cl.feed(&all, &change(&all, 1, &joined, &[]));
-    cl.feed(
-        &all,
-        &Event::QuorumChanged {
-            quorate: true,
-            nodes: vec![],
-        },
-    );
-    for x in &all {
-        cl.feed(&all, &started("t", spec, *x));
-    }
-    let down = |side: &[Member]| -> Vec<(Member, Reason)> {
-        side.iter().map(|x| (*x, Reason::NodeDown)).collect()
-    };
-    let up = |side: &[Member]| -> Vec<(Member, Reason)> {
-        side.iter().map(|x| (*x, Reason::NodeUp)).collect()
-    };
+    let mut cl = quorate_cluster(&all, spec);
+    let down = |side: &[Member]| changes(side, Reason::NodeDown);
+    let up = |side: &[Member]| changes(side, Reason::NodeUp);
     cl.feed(&one, &change(&one, 2, &[], &down(&two)));
     cl.feed(&two, &change(&two, 2, &[], &down(&one)));
     cl.feed(&one, &change(&all, 3, &up(&two), &[]));
@@ -959,6 +944,15 @@ fn only_members_that_started_the_tree_host_it() {
     assert_eq!(e.running().len(), 24);
 }
 
+/// An engine that saw `all` join and quorum, and no tree yet.
+fn quorate_engine(all: &[Member]) -> Engine {
+    let mut e = Engine::new();
+    let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
+    e.handle(change(all, 1, &joined, &[]));
+    e.handle(e_quorum());
+    e
+}
+
 fn e_quorum() -> Event {
     Event::QuorumChanged {
         quorate: true,
@@ -976,10 +970,7 @@ fn a_kind_nobody_can_build_waits_and_says_so() {
             .child(ChildSpec::worker("ok", "w"))
             .child(ChildSpec::worker("typo", "wrker")),
     );
-    let mut e = Engine::new();
-    let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
-    e.handle(change(&all, 1, &joined, &[]));
-    e.handle(e_quorum());
+    let mut e = quorate_engine(&all);
     let start = |by: Member, kinds: &[&str]| Event::TreeStarted {
         name: "t".into(),
         fingerprint: spec.fingerprint(),
@@ -1013,10 +1004,7 @@ fn a_late_host_moves_no_singleton() {
         sup(Strategy::OneForOne)
             .child(ChildSpec::worker("one", "k").placement(Placement::singleton())),
     );
-    let mut e = Engine::new();
-    let joined: Vec<_> = all.iter().map(|x| (*x, Reason::Join)).collect();
-    e.handle(change(&all, 1, &joined, &[]));
-    e.handle(e_quorum());
+    let mut e = quorate_engine(&all);
     e.handle(started("t", &spec, m(3)));
     e.handle(started("t", &spec, m(2)));
     let out = e.handle(started("t", &spec, m(1)));

@@ -330,16 +330,7 @@ fn calls_end_with_a_reply_a_missing_name_or_a_departed_host() {
     core.handle_confchg(&[a, h], &[ch(a, Reason::Join), ch(h, Reason::Join)], &[]);
     announce(&mut [&mut core], &[a, h]);
     core.handle_message(h, register("svc", 1));
-    let req = |id, target: &str| {
-        Inbound::Request(Request {
-            id,
-            target: target.into(),
-            type_tag: "t".into(),
-            want_reply: true,
-            fence: None,
-            payload: vec![],
-        })
-    };
+    let req = call_to;
     assert_eq!(
         core.handle_message(a, req(1, "nobody")),
         vec![Command::CallDone {
@@ -976,16 +967,7 @@ fn calls_past_the_cap_fail_at_once() {
     core.handle_confchg(&[a, h], &joined, &[]);
     announce(&mut [&mut core], &[a, h]);
     core.handle_message(h, register("svc", 1));
-    let call = |id| {
-        Inbound::Request(Request {
-            id,
-            target: "svc".into(),
-            type_tag: "t".into(),
-            want_reply: true,
-            fence: None,
-            payload: vec![],
-        })
-    };
+    let call = |id| call_to(id, "svc");
     assert!(core.handle_message(a, call(1)).is_empty());
     assert_eq!(
         core.handle_message(a, call(2)),
