@@ -193,6 +193,7 @@ async fn forged_messages_from_an_outsider_change_nothing_and_are_counted() {
             unannounced: vec![],
             merging: vec![],
             mark: 1,
+            observers: Vec::new(),
         }),
     );
     send(&mut raw, &Msg::Fact(quorate(1 << 40, false)));
@@ -249,6 +250,7 @@ fn lie(liar: &mut SimConnection, view: &[Member], announced: Vec<Member>) {
             unannounced: vec![],
             merging: vec![],
             mark: 1,
+            observers: Vec::new(),
         }),
     );
 }

@@ -116,7 +116,12 @@
 //!    silent clients) is waited for until they leave.
 //! 6. **Quorum facts** count only from members; a fact that arrives before
 //!    its sender's info in a round is ignored (the info, sent later, holds
-//!    a fact at least as new).
+//!    a fact at least as new). An **observer** (its announcement says
+//!    [`Role::Observer`]; infos that teach a joiner the members list the
+//!    observers too) is a member of the view, sends infos and is waited
+//!    for like any member, but its facts never count and it is never a
+//!    candidate: not of the group-wide election, and its stands and
+//!    withdrawals are refused (`refused.observer`).
 //! 7. **Bounds** ("what the stream allows"). Let `seq` be the lower median
 //!    of the ring seqs the round's infos report and `clock` the lower
 //!    median of their clocks (a minority of liars cannot move a lower
@@ -146,7 +151,7 @@ use super::messages::{ElectionMessage, ElectionState, Epoch, GroupState, Info};
 use super::{ElectionEvent, ElectionRefusals, Leadership, GROUP_ELECTION};
 use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
-use crate::roster::{Announcement, Roster};
+use crate::roster::{Announcement, Role, Roster};
 use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 
@@ -254,6 +259,8 @@ pub(crate) struct ElectionCore {
     /// Elections this member acts as leader of, with the epoch.
     acting: BTreeMap<String, Epoch>,
     refused: ElectionRefusals,
+    /// What this member announces itself as.
+    role: Role,
 }
 
 impl ElectionCore {
@@ -289,7 +296,20 @@ impl ElectionCore {
             elections: BTreeMap::new(),
             acting: BTreeMap::new(),
             refused: ElectionRefusals::default(),
+            role: Role::Participant,
         }
+    }
+
+    /// The same member, announcing itself in `role`: an observer is never
+    /// a candidate and its quorum facts do not count.
+    pub(crate) fn with_role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// Whether the member `m` announced itself as an observer.
+    fn observer(&self, m: Member) -> bool {
+        self.roster.is_observer(m)
     }
 
     /// The effective view (announced members), sorted.
@@ -431,7 +451,7 @@ impl ElectionCore {
             // Rule 3; before the info, so a receiver admits us first.
             out.push(Action::Purge);
             out.push(Action::Mcast(ElectionMessage::Announce(
-                Announcement::this_build(),
+                Announcement::this_build().with_role(self.role),
             )));
             self.begin_round(now, false, &mut out);
         } else {
@@ -485,6 +505,11 @@ impl ElectionCore {
                 Vec::new()
             },
             mark: 0,
+            observers: if self.synced {
+                self.roster.observers()
+            } else {
+                Vec::new()
+            },
         };
         if let Some((mark, info)) = self.incarnation.answer(info) {
             self.send_info(mark, info, out);
@@ -589,6 +614,9 @@ impl ElectionCore {
         let Some(change) = self.roster.handle_announce(from) else {
             return;
         };
+        if a.role == Role::Observer {
+            self.roster.set_observer(from);
+        }
         self.view_changed_with(change.joined, Vec::new(), out);
         if self.round_done() {
             // Rule 5: admitted after the install, it needs the elections
@@ -620,6 +648,12 @@ impl ElectionCore {
             let mut announced: BTreeSet<Member> = claim.iter().copied().collect();
             announced.extend(self.roster.members());
             self.roster.adopt(announced.iter().copied());
+            for m in &info.observers {
+                self.roster.set_observer(*m);
+            }
+            // Facts recorded before it knew who observes.
+            let roster = &self.roster;
+            self.facts.retain(|m, _| !roster.is_observer(*m));
             self.synced = true;
             let roster = &self.roster;
             self.merging = info
@@ -637,7 +671,7 @@ impl ElectionCore {
             }
             self.view_changed(Vec::new(), out);
         }
-        if let Some(f) = &info.fact {
+        if let (Some(f), false) = (&info.fact, self.observer(from)) {
             self.facts.record(from, f.clone());
         }
         if let Phase::Installing { infos, .. } = &mut self.phase {
@@ -649,6 +683,10 @@ impl ElectionCore {
     fn fact(&mut self, from: Member, q: QuorumState, out: &mut Vec<Action>) {
         if !self.roster.is_member(from) {
             self.refused.not_member += 1;
+            return;
+        }
+        if self.observer(from) {
+            self.refused.observer += 1;
             return;
         }
         match &self.phase {
@@ -689,6 +727,10 @@ impl ElectionCore {
         let member = self.roster.is_member(from) || self.merging.contains(&from);
         if !member && self.synced {
             self.refused.not_member += 1;
+            return;
+        }
+        if self.observer(from) {
+            self.refused.observer += 1;
             return;
         }
         match &mut self.phase {
@@ -832,8 +874,11 @@ impl ElectionCore {
             })
             .unwrap_or(0)
             .saturating_add(RING_SLACK);
-        // Facts came with the infos or after them (the latest counts).
-        self.facts.retain(|m, _| in_view.contains(m));
+        // Facts came with the infos or after them (the latest counts);
+        // an observer's never count.
+        let roster = &self.roster;
+        self.facts
+            .retain(|m, _| in_view.contains(m) && !roster.is_observer(*m));
         let before = self.facts.len();
         self.facts.retain(|_, f| f.ring_id.seq <= seq_bound);
         self.refused.ring_jump += (before - self.facts.len()) as u64;
@@ -869,7 +914,7 @@ impl ElectionCore {
             for (name, e) in &state.elections {
                 let entry = merged.entry(name.clone()).or_default();
                 for (m, stamp) in &e.candidates {
-                    if in_view.contains(m) {
+                    if in_view.contains(m) && !self.roster.is_observer(*m) {
                         let s = entry.candidates.entry(*m).or_insert(*stamp);
                         *s = (*s).min(*stamp);
                     }
@@ -889,7 +934,7 @@ impl ElectionCore {
         }
         let group = merged.entry(GROUP_ELECTION.to_owned()).or_default();
         for m in &self.view {
-            if !group.candidates.contains_key(m) {
+            if !group.candidates.contains_key(m) && !self.roster.is_observer(*m) {
                 group.candidates.insert(*m, next_stamp);
                 next_stamp = next_stamp.saturating_add(1);
             }
@@ -901,6 +946,10 @@ impl ElectionCore {
         for (from, op, _) in buffered {
             if !in_view.contains(&from) {
                 self.refused.not_member += 1;
+                continue;
+            }
+            if self.roster.is_observer(from) {
+                self.refused.observer += 1;
                 continue;
             }
             self.apply_op(from, &op);

@@ -88,6 +88,9 @@ pub(crate) struct Info {
     /// before it sent this info (see [`crate::incarnation`]): the info
     /// counts only if that mark is the sender's latest since the confchg.
     pub mark: u64,
+    /// The observers among `announced` (sorted; empty when `announced` is
+    /// `None`): a joiner learns them with the members.
+    pub observers: Vec<Member>,
 }
 
 /// The body of every election message.
@@ -153,6 +156,7 @@ mod tests {
                 unannounced: vec![Member::new(3, 4)],
                 merging: vec![Member::new(5, 6)],
                 mark: 8,
+                observers: vec![Member::new(1, 2)],
             }),
             ElectionMessage::Fact(fact),
             ElectionMessage::Stand("jobs".into()),

@@ -62,6 +62,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use self::messages::Epoch;
 use self::runtime::{ElectionActor, Op};
+pub use crate::roster::Role;
 use crate::transport::{
     write_view, Connection, GroupName, Member, MemberChange, MemberList, TransportError,
 };
@@ -203,6 +204,10 @@ pub enum ElectionError {
     /// The message could not be encoded; nothing changed.
     #[error("codec: {0}")]
     Codec(#[source] crate::wire::WireError),
+    /// This member is an observer ([`ElectionConfig::role`]): it stands in
+    /// no election. Nothing was sent.
+    #[error("an observer stands in no election")]
+    Observer,
 }
 
 /// Tuning of one election member.
@@ -227,6 +232,12 @@ pub struct ElectionConfig {
     /// flood from members — or, for a joiner not yet knowing who the
     /// members are, from anyone — reaches it.
     pub max_buffered_ops: usize,
+    /// What this member does in the group. An [`Role::Observer`] follows
+    /// every election (status, leaders, epochs) but is never a candidate —
+    /// not even of the group-wide election every participant stands in —
+    /// and its quorum facts do not count; every member refuses its
+    /// candidacies and facts ([`ElectionRefusals::observer`]).
+    pub role: Role,
 }
 
 impl Default for ElectionConfig {
@@ -237,6 +248,7 @@ impl Default for ElectionConfig {
             event_capacity: 1024,
             key: None,
             max_buffered_ops: 4096,
+            role: Role::Participant,
         }
     }
 }
@@ -283,12 +295,20 @@ pub struct ElectionRefusals {
     pub epoch_jump: u64,
     /// A message that could not be decoded.
     pub malformed: u64,
+    /// A quorum fact or a candidacy from an observer, which takes part in
+    /// no decision.
+    pub observer: u64,
 }
 
 impl ElectionRefusals {
     /// All refusals.
     pub fn total(&self) -> u64 {
-        self.not_member + self.incompatible + self.ring_jump + self.epoch_jump + self.malformed
+        self.not_member
+            + self.incompatible
+            + self.ring_jump
+            + self.epoch_jump
+            + self.malformed
+            + self.observer
     }
 }
 
@@ -303,6 +323,7 @@ pub struct Election {
     events: broadcast::Sender<ElectionEvent>,
     status: watch::Receiver<ElectionStatus>,
     unauthenticated: Arc<AtomicU64>,
+    role: Role,
 }
 
 impl std::fmt::Debug for Election {
@@ -332,6 +353,7 @@ impl Election {
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let unauthenticated = Arc::new(AtomicU64::new(0));
         let conn = crate::auth::boxed(conn, config.key.as_ref(), unauthenticated.clone());
+        let role = config.role;
         ElectionActor::start_with(conn, ops_rx, config, events.clone(), status_tx, ready_tx);
         match ready_rx.await {
             Ok(Ok(())) => Ok(Election {
@@ -341,6 +363,7 @@ impl Election {
                 events,
                 status,
                 unauthenticated,
+                role,
             }),
             Ok(Err(e)) => Err(ElectionError::Transport(e)),
             Err(_) => Err(ElectionError::Closed),
@@ -426,13 +449,21 @@ impl Election {
         name: &str,
         stand: bool,
     ) -> impl Future<Output = Result<(), ElectionError>> + 'static {
+        let observer = self.role == Role::Observer;
         let (done, rx) = oneshot::channel();
-        let sent = self.ops.send(Op::Candidacy {
-            name: name.to_owned(),
-            stand,
-            done,
-        });
+        let sent = if observer {
+            Ok(())
+        } else {
+            self.ops.send(Op::Candidacy {
+                name: name.to_owned(),
+                stand,
+                done,
+            })
+        };
         async move {
+            if observer {
+                return Err(ElectionError::Observer);
+            }
             sent.map_err(|_| ElectionError::Closed)?;
             rx.await.map_err(|_| ElectionError::Closed)?
         }

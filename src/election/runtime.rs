@@ -67,7 +67,7 @@ impl ElectionActor {
         ElectionActor {
             conn,
             ops,
-            core: ElectionCore::with_cap(local, config.max_buffered_ops),
+            core: ElectionCore::with_cap(local, config.max_buffered_ops).with_role(config.role),
             codec: Codec::new(limit),
             events,
             status,

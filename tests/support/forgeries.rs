@@ -386,6 +386,7 @@ pub struct ElectionInfo {
     pub unannounced: Vec<Member>,
     pub merging: Vec<Member>,
     pub mark: u64,
+    pub observers: Vec<Member>,
 }
 
 /// Variant order as on the wire.
@@ -491,6 +492,7 @@ pub fn election_info(
         unannounced: Vec::new(),
         merging: Vec::new(),
         mark: 1,
+        observers: Vec::new(),
     }))
 }
 

@@ -266,6 +266,7 @@ fn infos_of_another_confchg_are_not_counted() {
         unannounced: vec![],
         merging: vec![],
         mark: 1,
+        observers: vec![],
     });
     core.handle_message(other, ElectionMessage::Mark(1));
     core.handle_message(other, stale);
@@ -278,6 +279,7 @@ fn infos_of_another_confchg_are_not_counted() {
         unannounced: vec![],
         merging: vec![],
         mark: 1,
+        observers: vec![],
     });
     core.handle_message(local, ElectionMessage::Mark(1));
     core.handle_message(local, mine);
@@ -418,6 +420,7 @@ fn run_schedule(seed: u64) -> Result<(), String> {
                         unannounced: vec![victim],
                         merging: vec![],
                         mark: n % 3,
+                        observers: vec![],
                     }),
                     _ => {
                         let _ = o.leave();
@@ -547,7 +550,7 @@ proptest! {
                 4 => ElectionMessage::Mark(n % 3),
                 0 => ElectionMessage::Stand(name),
                 1 => ElectionMessage::Withdraw(name),
-                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }), announced: Some(vec![other]), unannounced: vec![], merging: vec![], mark: n % 3 }),
+                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }), announced: Some(vec![other]), unannounced: vec![], merging: vec![], mark: n % 3, observers: vec![] }),
                 _ => ElectionMessage::Fact(QuorumState { quorate: n % 3 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
             };
             let _ = core.handle_message(from, msg);
@@ -661,6 +664,7 @@ fn an_info_of_an_earlier_incarnation_of_the_same_view_does_not_count() {
             unannounced: vec![],
             merging: vec![],
             mark,
+            observers: vec![],
         })
     };
     let announce = || ElectionMessage::Announce(Announcement::this_build());
