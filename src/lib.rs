@@ -128,7 +128,6 @@ mod incarnation;
 pub mod kv;
 mod outbox;
 mod pump;
-#[allow(dead_code)] // Used by the cores as they move to announced membership.
 mod quorum;
 pub mod record;
 pub mod remote;
