@@ -280,6 +280,8 @@ pub struct ElectionStatus {
 /// member applies the same rules at the same point of the stream, so a
 /// refusal changes no decision anywhere; the counts are this member's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+// Counters are added as the library grows: built only by the library.
+#[non_exhaustive]
 pub struct ElectionRefusals {
     /// An info, fact, stand or withdraw from a process that is not an
     /// announced member (a silent or foreign CPG client, or a process that

@@ -43,6 +43,8 @@ pub struct GroupMetrics {
 
 /// A copy of the counters at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+// Counters are added as the library grows: built only by the library.
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// Messages delivered to this member and decoded (each message of a
     /// batch counts once).

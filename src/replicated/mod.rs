@@ -431,6 +431,8 @@ pub struct ReplicaStatus {
 /// member refuses the same messages of the stream, so the counts agree
 /// across members that saw the same stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+// Counters are added as the library grows: built only by the library.
+#[non_exhaustive]
 pub struct RefusedCounts {
     /// A fact, command, ack or info from a process that is not an
     /// announced member (or not in the view).
