@@ -208,26 +208,17 @@ fn describe_command(command: &SupCommand) -> String {
 }
 
 fn describe_event(event: &SupervisionEvent) -> Option<String> {
-    Some(match event {
-        SupervisionEvent::TreeStarted { name, by, .. } => format!("tree {name} started by {by}"),
-        SupervisionEvent::ChildExited {
-            path,
-            slot,
-            host,
-            cause,
-            ..
-        } => format!("{} on {host} exited: {cause:?}", child_name(path, slot)),
-        SupervisionEvent::SupervisorEscalated { supervisor, .. } => {
-            format!("supervisor {supervisor} escalated")
-        }
-        SupervisionEvent::QuorumLost => "quorum lost".into(),
-        SupervisionEvent::QuorumRegained => "quorum regained".into(),
-        SupervisionEvent::MergeStarted => "merge started: waiting for every side's state".into(),
-        SupervisionEvent::MergeResolved { offers } => {
-            format!("merge resolved from {offers} offers")
-        }
+    match event {
+        SupervisionEvent::TreeStarted { .. }
+        | SupervisionEvent::ChildExited { .. }
+        | SupervisionEvent::ChildWaitsForHost { .. }
+        | SupervisionEvent::SupervisorEscalated { .. }
+        | SupervisionEvent::QuorumLost
+        | SupervisionEvent::QuorumRegained
+        | SupervisionEvent::MergeStarted
+        | SupervisionEvent::MergeResolved { .. } => Some(event.to_string()),
         // Starts, stops and refusals already appear as commands; ignored
         // events changed nothing.
-        _ => return None,
-    })
+        _ => None,
+    }
 }
