@@ -40,8 +40,10 @@
 //! In the first two cases the actor handled nothing, so a caller may also
 //! try v2 and fall back to v1 on `UnknownType`. A `tell` or `try_tell` gets
 //! no answer: it succeeds once multicast, and the host drops a message it
-//! cannot take and logs it (an unknown tag is also counted, in
-//! [`MetricsSnapshot::dropped_unknown_type`](crate::MetricsSnapshot::dropped_unknown_type)).
+//! cannot take, logs it and counts it: an unknown tag in
+//! [`MetricsSnapshot::dropped_unknown_type`](crate::MetricsSnapshot::dropped_unknown_type),
+//! a payload that does not decode in
+//! [`MetricsSnapshot::dropped_bad_payload`](crate::MetricsSnapshot::dropped_bad_payload).
 //! During a rollout, use `send` where a mismatch must be seen.
 //!
 //! ```

@@ -566,5 +566,10 @@ fn a_new_shape_under_a_new_tag_lives_beside_old_builds() {
             3,
             "one call and two tells of an unknown tag"
         );
+        assert_eq!(
+            new.metrics().dropped_bad_payload,
+            3,
+            "one call and two tells of a changed shape"
+        );
     });
 }

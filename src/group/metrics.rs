@@ -24,6 +24,7 @@ pub struct GroupMetrics {
     dropped_unknown_kind: AtomicU64,
     dropped_malformed: AtomicU64,
     dropped_unknown_type: AtomicU64,
+    dropped_bad_payload: AtomicU64,
     /// Shared with the connection's [`crate::auth::Authenticated`] wrapper,
     /// which drops before the runtime sees anything.
     dropped_unauthenticated: Arc<AtomicU64>,
@@ -84,6 +85,9 @@ pub struct MetricsSnapshot {
     pub dropped_malformed: u64,
     /// Requests for a local actor naming a message type it does not take.
     pub dropped_unknown_type: u64,
+    /// Requests for a local actor whose payload does not decode as the
+    /// type it names (a shape changed under an old tag, or garbage).
+    pub dropped_bad_payload: u64,
     /// Dropped before decoding: the group has a key and the delivery
     /// carried no valid MAC from its CPG sender (no MAC, another key,
     /// another sender's message sent again, truncated). See
@@ -141,6 +145,7 @@ impl MetricsSnapshot {
             + self.dropped_unknown_kind
             + self.dropped_malformed
             + self.dropped_unknown_type
+            + self.dropped_bad_payload
             + self.dropped_unauthenticated
     }
 }
@@ -166,6 +171,7 @@ impl GroupMetrics {
             dropped_unknown_kind: r(&self.dropped_unknown_kind),
             dropped_malformed: r(&self.dropped_malformed),
             dropped_unknown_type: r(&self.dropped_unknown_type),
+            dropped_bad_payload: r(&self.dropped_bad_payload),
             dropped_unauthenticated: r(&self.dropped_unauthenticated),
             refused_unannounced: r(&self.refused_unannounced),
             refused_not_host: r(&self.refused_not_host),
@@ -255,6 +261,10 @@ impl GroupMetrics {
 
     pub(crate) fn call_abandoned(&self) {
         self.calls_abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bad_payload(&self) {
+        self.dropped_bad_payload.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn unknown_type(&self) {

@@ -155,8 +155,10 @@ impl GroupActor {
             }
             Ok(None) => {}
             Err(failure) => {
-                if matches!(failure, RemoteFailure::UnknownType(_)) {
-                    self.metrics.unknown_type();
+                match failure {
+                    RemoteFailure::UnknownType(_) => self.metrics.unknown_type(),
+                    RemoteFailure::BadPayload(_) => self.metrics.bad_payload(),
+                    _ => {}
                 }
                 let type_tag = String::from_utf8_lossy(type_tag);
                 warn!(%from, %target, %type_tag, ?failure, "request not handled");
