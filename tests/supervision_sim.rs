@@ -860,3 +860,55 @@ async fn an_observer_sees_the_trees_and_takes_no_part() {
     assert_eq!(observer.metrics().refused(), 0, "it sent nothing to refuse");
     assert_eq!(g1.metrics().refused_observer, 0);
 }
+
+/// `start_tree` resolves once this member's own start is in: the engine
+/// places children here from then on, so a per-member child has a slot
+/// for it in the state the member reads right after.
+#[actix_rt::test]
+async fn a_start_resolves_once_this_member_hosts_the_tree() {
+    let cluster = SimCluster::new(2);
+    let census = Census::default();
+    let addrs = Addrs::default();
+    let (_p1, g1) = member(&cluster, 1).await;
+    let (_p2, g2) = member(&cluster, 2).await;
+    let spec = TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne).child(
+            ChildSpec::worker("agent", "worker")
+                .placement(actix_cpg::supervisor::Placement::on_every_member()),
+        ),
+    )
+    .quorum_policy(QuorumPolicy::Ignore);
+    g1.start_tree(
+        "every",
+        spec.clone(),
+        factories(g1.local(), &census, &addrs),
+    )
+    .await
+    .unwrap();
+    until(&census, "the first host runs its instance", |m| {
+        !m.is_empty()
+    })
+    .await;
+    // The second member's own start cannot come back while its process
+    // delivers nothing, though the tree runs already.
+    cluster.pause_process(g2.local()).unwrap();
+    let start = {
+        let (g2, factories) = (g2.clone(), factories(g2.local(), &census, &addrs));
+        actix::spawn(async move { g2.start_tree("every", spec, factories).await })
+    };
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    assert!(!start.is_finished(), "resolved before its own start was in");
+    cluster.resume_process(g2.local()).unwrap();
+    start.await.unwrap().unwrap();
+    let slots: Vec<_> = g2
+        .children()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.slot)
+        .collect();
+    assert!(
+        slots.contains(&actix_cpg::supervisor::SlotKey::Member(g2.local())),
+        "{slots:?}"
+    );
+}

@@ -640,7 +640,9 @@ impl Group {
     /// the children wherever the engine places them: this member becomes a
     /// host of the tree, and the engine places children only on its hosts
     /// (a member that never starts the tree never hosts any of it).
-    /// Resolves when the start reaches its place in the order.
+    /// Resolves when this member's start has reached its place in the
+    /// order and the tree runs with this spec: from then on this member
+    /// hosts its share.
     ///
     /// Refused with [`GroupError::NoFactory`], before anything is sent, if
     /// the spec names a worker kind `factories` cannot build.

@@ -109,6 +109,11 @@ impl GroupActor {
                 }
             }
         }
+        // A start that joins a running tree may change nothing the engine
+        // reports (no child moves): it is done once it is in all the same.
+        if !self.sup.starting.is_empty() {
+            self.resolve_tree_starts();
+        }
         self.refill(ctx);
     }
 

@@ -173,15 +173,18 @@ impl GroupActor {
     }
 
     /// A tree start is done once the group runs a live tree of that name
-    /// with this member's spec (whoever's start got there first).
+    /// with this member's spec (whoever's start got there first) and this
+    /// member's own start is in: from then on the engine places children
+    /// here.
     pub(super) fn resolve_tree_starts(&mut self) {
         let engine = self.core.engine();
+        let local = self.local();
         let done: Vec<String> = self
             .sup
             .starting
             .iter()
             .filter(|(name, (fp, _))| {
-                engine.tree_fingerprint(name) == Some(*fp) && engine.tree_alive(name) == Some(true)
+                engine.tree_fingerprint(name) == Some(*fp) && engine.took_part(name, local)
             })
             .map(|(name, _)| name.clone())
             .collect();

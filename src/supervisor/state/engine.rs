@@ -218,6 +218,15 @@ impl Engine {
             .collect()
     }
 
+    /// Whether `member` started (or joined) the live tree `name` and is
+    /// still in its view: its start, with or without factories, is in.
+    pub fn took_part(&self, name: &str, member: Member) -> bool {
+        self.core
+            .trees
+            .get(name)
+            .is_some_and(|t| t.root.alive && t.hosts.contains_key(&member))
+    }
+
     /// Whether `local` should multicast [`Engine::merge_offer`] now: a
     /// merge is in progress, `local` is the smallest member of its own side
     /// still in the view, and no offer covering it has arrived. Ask again
