@@ -207,14 +207,13 @@ impl Roster {
     pub(crate) fn adopt(&mut self, announced: impl IntoIterator<Item = Member>) {
         let view = &self.view;
         self.announced = announced.into_iter().filter(|m| view.contains(m)).collect();
-        let announced = &self.announced;
-        self.observers.retain(|m| announced.contains(m));
         for m in &self.view {
             if !self.announced.contains(m) {
                 self.pending.entry(*m).or_insert(Reason::Join);
             }
         }
         let announced = &self.announced;
+        self.observers.retain(|m| announced.contains(m));
         self.pending.retain(|m, _| !announced.contains(m));
     }
 

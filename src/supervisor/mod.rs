@@ -105,7 +105,6 @@ pub use event::{Event, ViewChange};
 pub use fingerprint::Fingerprint;
 pub(crate) use ids::ChildName;
 pub use ids::{ChildPath, FencingToken, IncarnationId};
-pub(crate) use placement::registry_name;
 pub use placement::{rendezvous, Placement, PlacementPolicy, SlotKey, ViewMember, MAX_WEIGHT};
 pub use spec::{
     ChildKind, ChildSpec, Intensity, QuorumPolicy, RestartType, Shutdown, SpecError, Strategy,

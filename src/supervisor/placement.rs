@@ -183,15 +183,6 @@ pub enum SlotKey {
     Member(Member),
 }
 
-/// The registry name of an instance: the path (`tree/id`, one `/id` per
-/// level), then `@` and the slot for a per-node (`@node2`) or per-member
-/// (`@node2/4242`) instance. The one rule for it, used by the engine's
-/// [`ChildStatus::name`](super::ChildStatus::name) and by the runtime that
-/// registers the child (`crate::group::child_name`).
-pub(crate) fn registry_name(path: &super::ChildPath, slot: &SlotKey) -> String {
-    super::ids::ChildName(path, slot).to_string()
-}
-
 /// A member of the current view and the stream position at which it
 /// entered the view (smaller is older).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -254,16 +245,17 @@ mod tests {
     fn registry_names_are_the_path_then_the_slot() {
         let nested = crate::supervisor::ChildPath::new("jobs", ["pool", "indexer"]);
         assert_eq!(
-            registry_name(&nested, &SlotKey::Single),
+            crate::supervisor::ChildName(&nested, &SlotKey::Single).to_string(),
             "jobs/pool/indexer"
         );
         let agent = crate::supervisor::ChildPath::new("jobs", ["agent"]);
         assert_eq!(
-            registry_name(&agent, &SlotKey::Node(NodeId(2))),
+            crate::supervisor::ChildName(&agent, &SlotKey::Node(NodeId(2))).to_string(),
             "jobs/agent@node2"
         );
         assert_eq!(
-            registry_name(&agent, &SlotKey::Member(Member::new(2, 4242))),
+            crate::supervisor::ChildName(&agent, &SlotKey::Member(Member::new(2, 4242)))
+                .to_string(),
             "jobs/agent@node2/4242"
         );
     }

@@ -82,7 +82,7 @@ impl ChildStatus {
     /// just started, wait for the name with
     /// [`Group::wait_for_name`](crate::Group::wait_for_name).
     pub fn name(&self) -> String {
-        crate::supervisor::registry_name(&self.path, &self.slot)
+        crate::supervisor::ChildName(&self.path, &self.slot).to_string()
     }
 }
 
