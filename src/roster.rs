@@ -61,7 +61,10 @@ pub enum Role {
 }
 
 /// What a process says of itself to become a member. The wire type of the
-/// announcement every protocol carries.
+/// announcement every protocol carries; its layout is frozen (see
+/// [`crate::wire`]): every build since version 2 reads it in an envelope of
+/// any version, so members of different builds judge the same announcement
+/// alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Announcement {
     /// The lowest protocol version the sender speaks.
@@ -73,11 +76,16 @@ pub(crate) struct Announcement {
 }
 
 impl Announcement {
-    /// What this build says of itself, as a participant.
+    /// What this build says of itself by default, as a participant.
     pub(crate) fn this_build() -> Self {
+        Announcement::speaking(crate::wire::Versions::this_build())
+    }
+
+    /// A participant speaking `versions`.
+    pub(crate) fn speaking(versions: crate::wire::Versions) -> Self {
         Announcement {
-            min_version: crate::wire::PROTOCOL_VERSION,
-            max_version: crate::wire::PROTOCOL_VERSION,
+            min_version: versions.min,
+            max_version: versions.max,
             role: Role::Participant,
         }
     }
@@ -87,9 +95,16 @@ impl Announcement {
         Announcement { role, ..self }
     }
 
-    /// Whether a member announcing this can take part with this build.
-    pub(crate) fn compatible(&self) -> bool {
-        let v = crate::wire::PROTOCOL_VERSION;
+    /// The versions it names.
+    pub(crate) fn versions(&self) -> crate::wire::Versions {
+        crate::wire::Versions {
+            min: self.min_version,
+            max: self.max_version,
+        }
+    }
+
+    /// Whether the sender speaks protocol version `v`.
+    pub(crate) fn speaks(&self, v: u8) -> bool {
         self.min_version <= v && v <= self.max_version
     }
 }
@@ -105,15 +120,37 @@ pub(crate) struct Change {
     pub left: Vec<MemberChange>,
 }
 
+/// A process refused because it cannot speak the group's protocol
+/// version (rule 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// The refused process.
+    pub member: Member,
+    /// The versions it announced.
+    pub versions: crate::wire::Versions,
+    /// The version the group speaks where it was refused.
+    pub group_version: u8,
+}
+
+/// What an announcement did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// It admitted its sender.
+    Admitted(Change),
+    /// Its sender cannot speak the group's version: it stays outside.
+    Refused(Refusal),
+    /// Nothing: the sender is not in the view, or already a member.
+    Nothing,
+}
+
 /// The raw view and who in it has announced itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Roster {
     view: BTreeSet<Member>,
-    announced: BTreeSet<Member>,
+    /// The members, with what each announced (versions and role).
+    announced: BTreeMap<Member, Announcement>,
     /// In the view, not yet announced, with the reason they joined it.
     pending: BTreeMap<Member, Reason>,
-    /// Announced members that announced themselves as observers.
-    observers: BTreeSet<Member>,
     /// Whether the last confchg brought anyone in.
     joined_last: bool,
 }
@@ -126,12 +163,23 @@ impl Roster {
 
     /// The effective view: announced members, sorted.
     pub(crate) fn members(&self) -> Vec<Member> {
-        self.announced.iter().copied().collect()
+        self.announced.keys().copied().collect()
+    }
+
+    /// The members with their announcements, sorted: what a snapshot
+    /// carries for [`Roster::adopt`].
+    pub(crate) fn announcements(&self) -> Vec<(Member, Announcement)> {
+        self.announced.iter().map(|(m, a)| (*m, *a)).collect()
+    }
+
+    /// What the member `m` announced, if it is one.
+    pub(crate) fn announcement(&self, m: Member) -> Option<Announcement> {
+        self.announced.get(&m).copied()
     }
 
     /// Whether `m` counts for decisions.
     pub(crate) fn is_member(&self, m: Member) -> bool {
-        self.announced.contains(&m)
+        self.announced.contains_key(&m)
     }
 
     /// Whether `m` is in the raw CPG view (announced or not).
@@ -142,6 +190,27 @@ impl Roster {
     /// Processes in the view that have not announced themselves.
     pub(crate) fn pending(&self) -> impl Iterator<Item = Member> + '_ {
         self.pending.keys().copied()
+    }
+
+    /// The protocol version the group speaks (rule 5): the highest every
+    /// member speaks. `None` while nobody is a member.
+    pub(crate) fn group_version(&self) -> Option<u8> {
+        self.announced.values().map(|a| a.max_version).min()
+    }
+
+    /// The envelope versions a message may carry to count (rule 5): those
+    /// every member speaks. `None` while nobody is a member.
+    pub(crate) fn common_versions(&self) -> Option<crate::wire::Versions> {
+        let max = self.group_version()?;
+        let min = self.announced.values().map(|a| a.min_version).max()?;
+        Some(crate::wire::Versions { min, max })
+    }
+
+    /// Whether a message in an envelope of version `v` counts (rule 5):
+    /// every member speaks `v` (any version does while nobody is a member).
+    pub(crate) fn counts_version(&self, v: u8) -> bool {
+        self.common_versions()
+            .is_none_or(|c| c.min <= v && v <= c.max)
     }
 
     /// Whether this member should announce itself now: the last confchg
@@ -160,19 +229,18 @@ impl Roster {
         self.view = members.iter().copied().collect();
         self.joined_last = !joined.is_empty();
         for change in joined {
-            if self.view.contains(&change.member) && !self.announced.contains(&change.member) {
+            if self.view.contains(&change.member) && !self.announced.contains_key(&change.member) {
                 self.pending.insert(change.member, change.reason);
             }
         }
         let gone: Vec<MemberChange> = left
             .iter()
-            .filter(|c| self.announced.contains(&c.member) && !self.view.contains(&c.member))
+            .filter(|c| self.announced.contains_key(&c.member) && !self.view.contains(&c.member))
             .copied()
             .collect();
         let view = &self.view;
-        self.announced.retain(|m| view.contains(m));
+        self.announced.retain(|m, _| view.contains(m));
         self.pending.retain(|m, _| view.contains(m));
-        self.observers.retain(|m| view.contains(m));
         if gone.is_empty() {
             return None;
         }
@@ -183,15 +251,30 @@ impl Roster {
         })
     }
 
-    /// An announcement delivered from `from` (rule 2). `None` when it
-    /// admits nobody.
-    pub(crate) fn handle_announce(&mut self, from: Member) -> Option<Change> {
-        if !self.view.contains(&from) || self.announced.contains(&from) {
-            return None;
+    /// An announcement `a` delivered from `from` (rules 2 and 5).
+    pub(crate) fn handle_announce(&mut self, from: Member, a: Announcement) -> Admission {
+        if !self.view.contains(&from) || self.announced.contains_key(&from) {
+            return Admission::Nothing;
+        }
+        if let Some(group_version) = self.group_version() {
+            if !a.speaks(group_version) {
+                return Admission::Refused(Refusal {
+                    member: from,
+                    versions: a.versions(),
+                    group_version,
+                });
+            }
+        } else if a.min_version > a.max_version {
+            // Speaks nothing: no version could ever be the group's.
+            return Admission::Refused(Refusal {
+                member: from,
+                versions: a.versions(),
+                group_version: a.max_version,
+            });
         }
         let reason = self.pending.remove(&from).unwrap_or(Reason::Join);
-        self.announced.insert(from);
-        Some(Change {
+        self.announced.insert(from, a);
+        Admission::Admitted(Change {
             members: self.members(),
             joined: vec![MemberChange {
                 member: from,
@@ -201,38 +284,38 @@ impl Roster {
         })
     }
 
-    /// Takes the announced set from transferred state (rule 4): members
-    /// not in the raw view are ignored; everyone else in the view stays
-    /// pending.
-    pub(crate) fn adopt(&mut self, announced: impl IntoIterator<Item = Member>) {
+    /// Takes the members, with their announcements, from transferred state
+    /// (rule 4): members not in the raw view are ignored; everyone else in
+    /// the view stays pending.
+    pub(crate) fn adopt(&mut self, announced: impl IntoIterator<Item = (Member, Announcement)>) {
         let view = &self.view;
-        self.announced = announced.into_iter().filter(|m| view.contains(m)).collect();
+        self.announced = announced
+            .into_iter()
+            .filter(|(m, _)| view.contains(m))
+            .collect();
         for m in &self.view {
-            if !self.announced.contains(m) {
+            if !self.announced.contains_key(m) {
                 self.pending.entry(*m).or_insert(Reason::Join);
             }
         }
         let announced = &self.announced;
-        self.observers.retain(|m| announced.contains(m));
-        self.pending.retain(|m, _| !announced.contains(m));
-    }
-
-    /// Records that the member `m` announced itself as an observer (a
-    /// process that is no member is ignored).
-    pub(crate) fn set_observer(&mut self, m: Member) {
-        if self.announced.contains(&m) {
-            self.observers.insert(m);
-        }
+        self.pending.retain(|m, _| !announced.contains_key(m));
     }
 
     /// Whether the member `m` is an observer.
     pub(crate) fn is_observer(&self, m: Member) -> bool {
-        self.observers.contains(&m)
+        self.announced
+            .get(&m)
+            .is_some_and(|a| a.role == Role::Observer)
     }
 
     /// The observers among the members, sorted.
     pub(crate) fn observers(&self) -> Vec<Member> {
-        self.observers.iter().copied().collect()
+        self.announced
+            .iter()
+            .filter(|(_, a)| a.role == Role::Observer)
+            .map(|(m, _)| *m)
+            .collect()
     }
 
     /// Whether `m` is pending after a merge (it joined the view with

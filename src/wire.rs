@@ -53,12 +53,63 @@ pub use depth::MAX_NESTING;
 
 /// First four bytes of every actix-cpg message.
 pub const MAGIC: [u8; 4] = *b"ACPG";
-/// Version of the envelope and body formats this build speaks. 2: members
-/// announce themselves (`Kind::Announce`), and snapshots, replica infos,
-/// election infos and merge offers carry who is a member; a build of
-/// version 1 cannot take part in the same group, and its messages are
-/// dropped as [`WireError::UnsupportedVersion`] (and ours by it).
+/// The highest version of the envelope and body formats this build speaks
+/// by default. 2: members announce themselves (`Kind::Announce`), and
+/// snapshots, replica infos, election infos and merge offers carry who is a
+/// member.
+///
+/// A group speaks the highest version every member speaks, decided from the
+/// members' announcements in the ordered stream (see `crate::roster`): a
+/// process that cannot speak it is refused, and the group moves up when
+/// the last member that held it back leaves. The header, the announcement,
+/// and the framing of batches and chunks keep one layout in every version,
+/// so any build reads them whatever version an envelope names.
 pub const PROTOCOL_VERSION: u8 = 2;
+/// The lowest version this build reads and speaks. Version 1 had no
+/// announcements and cannot take part in a group of this build: its
+/// messages are dropped as [`WireError::UnsupportedVersion`].
+pub const MIN_PROTOCOL_VERSION: u8 = 2;
+/// A version no release speaks, for tests of version negotiation only: a
+/// build configured to speak it (`GroupConfig::protocol_versions`) encodes
+/// replies in a changed shape at this version. Never used by default.
+#[doc(hidden)]
+pub const NEXT_PROTOCOL_VERSION: u8 = 3;
+
+/// A range of protocol versions, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Versions {
+    /// The lowest version in the range.
+    pub min: u8,
+    /// The highest version in the range.
+    pub max: u8,
+}
+
+impl Versions {
+    /// What this build speaks by default: [`MIN_PROTOCOL_VERSION`] to
+    /// [`PROTOCOL_VERSION`].
+    pub const fn this_build() -> Self {
+        Versions {
+            min: MIN_PROTOCOL_VERSION,
+            max: PROTOCOL_VERSION,
+        }
+    }
+
+    /// Whether `v` is in the range.
+    pub const fn contains(&self, v: u8) -> bool {
+        self.min <= v && v <= self.max
+    }
+}
+
+impl std::fmt::Display for Versions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "v{}", self.min)
+        } else {
+            write!(f, "v{}..=v{}", self.min, self.max)
+        }
+    }
+}
+
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 8;
 /// Bytes a batch spends on each inner envelope besides the envelope itself.
@@ -90,6 +141,9 @@ pub enum Kind {
     /// A process of a registry group says who it is; from then on it is a
     /// member for decisions (see `crate::group` core, DESIGN.md §6).
     Announce = 8,
+    /// A registry group tells a process it refused that the group speaks
+    /// a protocol version the process does not.
+    Refusal = 9,
     /// A replicated state machine's message (see `crate::replicated`).
     Replicated = 16,
     /// A leader election's message (see `crate::election`).
@@ -99,6 +153,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether every version lays this kind out alike, so any build reads
+    /// it whatever version its envelope names: what a process says before
+    /// it knows the group's version (its announcement, its state request),
+    /// the refusal it may get back, and the framing of batches and chunks
+    /// (each inner message is judged on its own). A newer version may
+    /// extend such a body at its end only.
+    pub fn is_shared(self) -> bool {
+        matches!(
+            self,
+            Kind::Announce | Kind::SyncRequest | Kind::Refusal | Kind::Batch | Kind::Chunk
+        )
+    }
+
     fn from_byte(b: u8) -> Option<Kind> {
         Some(match b {
             1 => Kind::Registry,
@@ -109,6 +176,7 @@ impl Kind {
             6 => Kind::Batch,
             7 => Kind::Chunk,
             8 => Kind::Announce,
+            9 => Kind::Refusal,
             16 => Kind::Replicated,
             17 => Kind::Election,
             32 => Kind::Supervision,
@@ -129,7 +197,7 @@ pub enum WireError {
     #[error("foreign message (bad magic)")]
     BadMagic,
     /// An actix-cpg message of a protocol version this build does not speak.
-    #[error("unsupported protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
+    #[error("unsupported protocol version {0}")]
     UnsupportedVersion(u8),
     /// A kind byte this build does not know.
     #[error("unknown message kind {0}")]
@@ -150,6 +218,8 @@ pub enum WireError {
 pub struct Frame<'a> {
     /// What the body holds.
     pub kind: Kind,
+    /// The protocol version the envelope names.
+    pub version: u8,
     /// The body bytes.
     pub body: &'a [u8],
 }
@@ -167,18 +237,52 @@ pub struct ChunkHead {
     pub total: u64,
 }
 
-/// Encoder/decoder with a size limit. Cheap to copy.
+/// Encoder/decoder with a size limit and protocol versions. Cheap to copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Codec {
     limit: u64,
+    /// The version envelopes are written at.
+    version: u8,
+    /// The versions envelopes are read at.
+    reads: Versions,
 }
 
 impl Codec {
-    /// A codec that refuses messages (header included) above `limit` bytes.
+    /// A codec that refuses messages (header included) above `limit` bytes,
+    /// reads the versions this build speaks and writes
+    /// [`PROTOCOL_VERSION`].
     pub fn new(limit: usize) -> Self {
         Codec {
             limit: limit as u64,
+            version: PROTOCOL_VERSION,
+            reads: Versions::this_build(),
         }
+    }
+
+    /// The same codec reading `reads` (and writing its highest version):
+    /// a build that speaks other versions than the default.
+    pub fn reading(self, reads: Versions) -> Self {
+        Codec {
+            reads,
+            version: reads.max,
+            ..self
+        }
+    }
+
+    /// The same codec writing envelopes at version `version` (which the
+    /// group speaks).
+    pub fn at_version(self, version: u8) -> Self {
+        Codec { version, ..self }
+    }
+
+    /// The version envelopes are written at.
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// The versions envelopes are read at.
+    pub fn reads(&self) -> Versions {
+        self.reads
     }
 
     /// The size limit in bytes.
@@ -211,7 +315,7 @@ impl Codec {
             other => WireError::Malformed(other.to_string()),
         })?;
         let mut out = Vec::with_capacity(HEADER_LEN + size as usize);
-        push_header(&mut out, kind);
+        push_header(&mut out, self.version, kind);
         Self::checked_write_options()
             .serialize_into(&mut out, body)
             .map_err(|e| WireError::Malformed(e.to_string()))?;
@@ -265,7 +369,7 @@ impl Codec {
             return Err(WireError::TooLarge { limit: self.limit });
         }
         let mut out = Vec::with_capacity(total as usize);
-        push_header(&mut out, kind);
+        push_header(&mut out, self.version, kind);
         write_head(&mut out);
         debug_assert_eq!(out.len(), HEADER_LEN + head_len, "head length as announced");
         out.extend_from_slice(&payload_size.to_le_bytes());
@@ -279,7 +383,7 @@ impl Codec {
     /// bytes. The caller keeps it within one multicast.
     pub fn encode_chunk(&self, head: ChunkHead, piece: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(CHUNK_OVERHEAD + piece.len());
-        push_header(&mut out, Kind::Chunk);
+        push_header(&mut out, self.version, Kind::Chunk);
         out.extend_from_slice(&head.id.to_le_bytes());
         out.extend_from_slice(&head.index.to_le_bytes());
         out.extend_from_slice(&head.count.to_le_bytes());
@@ -338,7 +442,7 @@ impl Codec {
     /// envelopes with [`push_to_batch`].
     pub fn begin_batch(&self, capacity: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(capacity.max(HEADER_LEN));
-        push_header(&mut out, Kind::Batch);
+        push_header(&mut out, self.version, Kind::Batch);
         out
     }
 
@@ -380,16 +484,31 @@ impl Codec {
         Ok(parts)
     }
 
-    /// Checks the header and splits off the body; never panics.
+    /// Checks the header and splits off the body; never panics. A version
+    /// this codec does not read is refused, except for the kinds whose
+    /// layout every version shares ([`Kind::is_shared`]), which are read at
+    /// any version from [`MIN_PROTOCOL_VERSION`] up.
     pub fn decode_frame<'a>(&self, bytes: &'a [u8]) -> Result<Frame<'a>, WireError> {
+        let frame = self.decode_frame_any_version(bytes)?;
+        if !frame.kind.is_shared() && !self.reads.contains(frame.version) {
+            return Err(WireError::UnsupportedVersion(frame.version));
+        }
+        Ok(frame)
+    }
+
+    /// [`Codec::decode_frame`] for any version from
+    /// [`MIN_PROTOCOL_VERSION`] up: for a protocol whose announcement is one
+    /// of its kind's messages, which it must read at every version.
+    pub fn decode_frame_any_version<'a>(&self, bytes: &'a [u8]) -> Result<Frame<'a>, WireError> {
         if bytes.len() < HEADER_LEN {
             return Err(WireError::Truncated(bytes.len()));
         }
         if bytes[..4] != MAGIC {
             return Err(WireError::BadMagic);
         }
-        if bytes[4] != PROTOCOL_VERSION {
-            return Err(WireError::UnsupportedVersion(bytes[4]));
+        let version = bytes[4];
+        if version < MIN_PROTOCOL_VERSION {
+            return Err(WireError::UnsupportedVersion(version));
         }
         let kind = Kind::from_byte(bytes[5]).ok_or(WireError::UnknownKind(bytes[5]))?;
         if bytes.len() as u64 > self.limit {
@@ -401,8 +520,20 @@ impl Codec {
         }
         Ok(Frame {
             kind,
+            version,
             body: &bytes[HEADER_LEN..],
         })
+    }
+
+    /// Decodes the leading value of a body and ignores what follows it: an
+    /// announcement in an envelope of a version this codec does not read,
+    /// which that version may have extended at its end. Never panics, never
+    /// allocates past the limit.
+    pub fn decode_body_prefix<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, WireError> {
+        self.body_options()
+            .allow_trailing_bytes()
+            .deserialize_seed(depth::Seed::<T>::new(MAX_NESTING), body)
+            .map_err(|e| WireError::Malformed(e.to_string()))
     }
 
     /// Decodes a body; never panics, never allocates past the limit.
@@ -439,9 +570,9 @@ impl Codec {
     }
 }
 
-fn push_header(out: &mut Vec<u8>, kind: Kind) {
+fn push_header(out: &mut Vec<u8>, version: u8, kind: Kind) {
     out.extend_from_slice(&MAGIC);
-    out.push(PROTOCOL_VERSION);
+    out.push(version);
     out.push(kind as u8);
     out.extend_from_slice(&[0, 0]);
 }

@@ -151,7 +151,7 @@ use super::messages::{ElectionMessage, ElectionState, Epoch, GroupState, Info};
 use super::{ElectionEvent, ElectionRefusals, Leadership, GROUP_ELECTION};
 use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
-use crate::roster::{Announcement, Role, Roster};
+use crate::roster::{Admission, Announcement, Role, Roster};
 use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 
@@ -604,19 +604,17 @@ impl ElectionCore {
         if self.roster.is_member(from) {
             return;
         }
-        if !a.compatible() {
-            self.refused.incompatible += 1;
-            if let Phase::Installing { refused, .. } = &mut self.phase {
-                refused.insert(from);
+        let change = match self.roster.handle_announce(from, a) {
+            Admission::Admitted(change) => change,
+            Admission::Refused(_) => {
+                self.refused.incompatible += 1;
+                if let Phase::Installing { refused, .. } = &mut self.phase {
+                    refused.insert(from);
+                }
+                return;
             }
-            return;
-        }
-        let Some(change) = self.roster.handle_announce(from) else {
-            return;
+            Admission::Nothing => return,
         };
-        if a.role == Role::Observer {
-            self.roster.set_observer(from);
-        }
         self.view_changed_with(change.joined, Vec::new(), out);
         if self.round_done() {
             // Rule 5: admitted after the install, it needs the elections
@@ -647,10 +645,22 @@ impl ElectionCore {
             // Rule 4: the first member that knows tells us who counts.
             let mut announced: BTreeSet<Member> = claim.iter().copied().collect();
             announced.extend(self.roster.members());
-            self.roster.adopt(announced.iter().copied());
-            for m in &info.observers {
-                self.roster.set_observer(*m);
-            }
+            let announcements: Vec<(Member, Announcement)> = announced
+                .iter()
+                .map(|m| {
+                    let role = if info.observers.contains(m) {
+                        Role::Observer
+                    } else {
+                        Role::Participant
+                    };
+                    let a = self
+                        .roster
+                        .announcement(*m)
+                        .unwrap_or_else(|| Announcement::this_build().with_role(role));
+                    (*m, a)
+                })
+                .collect();
+            self.roster.adopt(announcements);
             // Facts recorded before it knew who observes.
             let roster = &self.roster;
             self.facts.retain(|m, _| !roster.is_observer(*m));

@@ -98,6 +98,7 @@ impl GroupSubject {
             if let Command::Mcast(outgoing) = command {
                 let encoded = match &outgoing {
                     Outgoing::Announce(a) => self.codec.encode(Kind::Announce, a),
+                    Outgoing::Refusal(r) => self.codec.encode(Kind::Refusal, r),
                     Outgoing::SyncRequest(r) => self.codec.encode(Kind::SyncRequest, r),
                     Outgoing::Snapshot(s) => self.codec.encode(Kind::Snapshot, s),
                     Outgoing::Supervision(m) => self.codec.encode(Kind::Supervision, m),

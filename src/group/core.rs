@@ -155,15 +155,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, warn};
 
 use super::messages::{
-    Announce, RegistryOp, Reply, Request, RequestRef, Snapshot, SupervisionMsg, SyncRequest,
-    Unsynced,
+    Announce, RefusalNotice, RegistryOp, Reply, Request, RequestRef, Snapshot, SupervisionMsg,
+    SyncRequest, Unsynced,
 };
 use super::{CallError, GroupEvent, NameDropReason};
 use crate::incarnation::Incarnation;
-use crate::roster::{Announcement, Role, Roster};
+use crate::roster::{Admission, Announcement, Refusal, Role, Roster};
 use crate::supervisor::{self, Engine, ViewChange};
 use crate::transport::{Member, MemberChange, Reason};
-use crate::wire::{Codec, Frame, Kind, WireError};
+use crate::wire::{Codec, Frame, Kind, Versions, WireError};
 
 /// How far past the stream time a tick may go. The lowest member ticks
 /// every half second, so this is twenty periods: room for a new lowest
@@ -176,6 +176,7 @@ pub(crate) const MAX_TICK_STEP_MS: u64 = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Inbound {
     Announce(Announce),
+    Refusal(RefusalNotice),
     Registry(RegistryOp),
     Request(Request),
     Reply(Reply),
@@ -187,12 +188,13 @@ pub(crate) enum Inbound {
 /// Decodes one (non-batch) envelope into the message the core takes.
 pub(crate) fn decode_inbound(codec: &Codec, frame: Frame<'_>) -> Result<Inbound, WireError> {
     Ok(match frame.kind {
-        Kind::Announce => Inbound::Announce(codec.decode_body(frame.body)?),
+        Kind::Announce => Inbound::Announce(decode_shared(codec, frame)?),
+        Kind::Refusal => Inbound::Refusal(decode_shared(codec, frame)?),
+        Kind::SyncRequest => Inbound::SyncRequest(decode_shared(codec, frame)?),
         Kind::Registry => Inbound::Registry(codec.decode_body(frame.body)?),
         Kind::Request => Inbound::Request(codec.decode_body(frame.body)?),
-        Kind::Reply => Inbound::Reply(codec.decode_body(frame.body)?),
+        Kind::Reply => Inbound::Reply(Reply::decode(codec, frame.version, frame.body)?),
         Kind::Snapshot => Inbound::Snapshot(codec.decode_body(frame.body)?),
-        Kind::SyncRequest => Inbound::SyncRequest(codec.decode_body(frame.body)?),
         Kind::Supervision => Inbound::Supervision(codec.decode_body(frame.body)?),
         Kind::Batch => return Err(WireError::Malformed("batch nested in a batch".into())),
         // Kinds of other protocols (replicated state, elections) never
@@ -202,10 +204,25 @@ pub(crate) fn decode_inbound(codec: &Codec, frame: Frame<'_>) -> Result<Inbound,
     })
 }
 
+/// The body of a kind whose layout every version shares: exactly, at a
+/// version this build reads; its leading value, at another (which may have
+/// extended it at its end).
+fn decode_shared<T: serde::de::DeserializeOwned>(
+    codec: &Codec,
+    frame: Frame<'_>,
+) -> Result<T, WireError> {
+    if codec.reads().contains(frame.version) {
+        codec.decode_body(frame.body)
+    } else {
+        codec.decode_body_prefix(frame.body)
+    }
+}
+
 /// A message the core asks the runtime to multicast.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outgoing {
     Announce(Announce),
+    Refusal(RefusalNotice),
     SyncRequest(SyncRequest),
     Snapshot(Box<Snapshot>),
     Supervision(SupervisionMsg),
@@ -228,8 +245,13 @@ pub(crate) enum DropCause {
     Clock,
     /// A body that does not validate (a tree spec, a snapshot).
     Invalid,
-    /// An announcement of protocol versions this build does not speak.
+    /// An announcement of protocol versions that do not include the one
+    /// the group speaks.
     Incompatible,
+    /// A message in an envelope of a protocol version some member does not
+    /// speak (sent before the group moved up, delivered after a member
+    /// that speaks only the new version came in).
+    Version,
     /// A registration, a tree start, a child's exit, a clock or a quorum
     /// fact from an observer, which takes part in no decision.
     Observer,
@@ -284,6 +306,9 @@ pub(crate) enum Command {
     Reconcile,
     /// A message from `from` was refused (counted and logged).
     Dropped { from: Member, cause: DropCause },
+    /// This process cannot speak the version the group speaks (rule 8):
+    /// it is no member, and the runtime stops.
+    Refused(Refusal),
 }
 
 /// A waiting member's latest request since the last confchg.
@@ -317,6 +342,9 @@ struct Waiting {
     /// Processes heard announcing themselves as holders while this member
     /// waits: a snapshot is accepted only from one of them (rule 4).
     heard: BTreeSet<Member>,
+    /// What each process announced while this member waits (the latest):
+    /// the versions and role of peers it falls back with.
+    announcements: BTreeMap<Member, Announcement>,
     /// Nonce of this member's latest request delivered since the last
     /// confchg; `buffered` is everything delivered after it.
     asked: Option<u64>,
@@ -338,6 +366,7 @@ impl Waiting {
             holders,
             peers,
             heard: BTreeSet::new(),
+            announcements: BTreeMap::new(),
             asked: None,
             buffered: Vec::new(),
             requests: BTreeMap::new(),
@@ -379,8 +408,10 @@ pub(crate) struct GroupCore {
     side: Vec<Member>,
     /// Which incarnation of the view a merge offer answers (rule 5).
     marks: Incarnation<()>,
-    /// What this member announces itself as.
-    role: Role,
+    /// What this member announces itself as: its role and versions.
+    announcement: Announcement,
+    /// The version the group speaks, as last reported.
+    version: Option<u8>,
     limits: Limits,
 }
 
@@ -413,20 +444,46 @@ impl GroupCore {
             offered: false,
             side: Vec::new(),
             marks: Incarnation::default(),
-            role: Role::Participant,
+            announcement: Announcement::this_build(),
+            version: None,
             limits,
         }
     }
 
     /// The same member, announcing itself in `role`.
     pub(crate) fn with_role(mut self, role: Role) -> Self {
-        self.role = role;
+        self.announcement = self.announcement.with_role(role);
+        self
+    }
+
+    /// The same member, speaking `versions`.
+    pub(crate) fn with_versions(mut self, versions: Versions) -> Self {
+        self.announcement = Announcement {
+            role: self.announcement.role,
+            ..Announcement::speaking(versions)
+        };
         self
     }
 
     /// What this member announces itself as.
     pub(crate) fn role(&self) -> Role {
-        self.role
+        self.announcement.role
+    }
+
+    /// The version the group speaks, as this member knows it: what it
+    /// writes its messages at. `None` before anyone is a member.
+    pub(crate) fn group_version(&self) -> Option<u8> {
+        self.roster.group_version()
+    }
+
+    /// Whether a message in an envelope of version `v` counts here (rule
+    /// 8). A member waiting for the state knows the members only once it
+    /// has it: until then it takes every version its build reads.
+    pub(crate) fn counts_version(&self, v: u8) -> bool {
+        match self.sync {
+            SyncState::Waiting(_) => true,
+            SyncState::Synced { .. } => self.roster.counts_version(v),
+        }
     }
 
     /// Whether the member `m` announced itself as an observer.
@@ -482,6 +539,7 @@ impl GroupCore {
         // confchg, and waits for the mark that says so.
         let mark = self.marks.confchg();
         let mut out = self.apply_confchg(members, joined, left);
+        self.report_version(&mut out);
         if self.joined && members.contains(&self.local) && self.engine.is_merging() {
             out.push(Command::Mcast(Outgoing::Supervision(
                 SupervisionMsg::Mark { mark },
@@ -584,9 +642,19 @@ impl GroupCore {
                 // announcement had not come in by then; it then stays
                 // pending here as everywhere, and the announcement below
                 // admits it on every peer at the same position.
-                let members = waiting.peers.clone();
+                let members: Vec<(Member, Announcement)> = waiting
+                    .peers
+                    .iter()
+                    .filter_map(|m| {
+                        let a = self
+                            .roster
+                            .announcement(*m)
+                            .or_else(|| waiting.announcements.get(m).copied())?;
+                        Some((*m, a))
+                    })
+                    .collect();
                 let before = std::mem::take(&mut self.view);
-                self.roster.adopt(members.iter().copied());
+                self.roster.adopt(members);
                 self.refresh_view();
                 out.extend(self.view_changed_from(&before).map(Command::Event));
                 // A name on a process of the view that is no peer (it had
@@ -709,9 +777,22 @@ impl GroupCore {
 
     fn announce(&mut self, synced: bool, out: &mut Vec<Command>) {
         out.push(Command::Mcast(Outgoing::Announce(Announce {
-            announcement: Announcement::this_build().with_role(self.role),
+            announcement: self.announcement,
             synced,
         })));
+    }
+
+    /// Reports a move of the group's protocol version (rule 8), on a member
+    /// that holds the state.
+    fn report_version(&mut self, out: &mut Vec<Command>) {
+        let now = self.roster.group_version();
+        if now == self.version || matches!(self.sync, SyncState::Waiting(_)) {
+            return;
+        }
+        let from = std::mem::replace(&mut self.version, now);
+        if let Some(to) = now {
+            out.push(Command::Event(GroupEvent::VersionChanged { from, to }));
+        }
     }
 
     /// Feeds a merging confchg to the supervision engine: the members of
@@ -773,6 +854,7 @@ impl GroupCore {
                     SupervisionMsg::StateOffered {
                         offer,
                         mark: self.marks.own(),
+                        announced: self.roster.announcements(),
                     },
                 )));
             }
@@ -853,6 +935,12 @@ impl GroupCore {
 
     /// A decoded message from `from`, at its position in the stream.
     pub(crate) fn handle_message(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
+        let mut out = self.take_message(from, msg);
+        self.report_version(&mut out);
+        out
+    }
+
+    fn take_message(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
         if !self.joined {
             return Vec::new();
         }
@@ -904,10 +992,31 @@ impl GroupCore {
         };
         let msg = match msg {
             Inbound::Announce(a) => {
-                if a.synced && a.announcement.compatible() && in_view {
-                    w.heard.insert(from);
+                if in_view {
+                    w.announcements.insert(from, a.announcement);
+                    if a.synced {
+                        w.heard.insert(from);
+                    }
                 }
                 Inbound::Announce(a)
+            }
+            Inbound::Refusal(notice) => {
+                if notice.member == local && w.heard.contains(&from) {
+                    let refusal = Refusal {
+                        member: local,
+                        versions: self.announcement.versions(),
+                        group_version: notice.group_version,
+                    };
+                    return vec![
+                        Command::Event(GroupEvent::MemberRefused {
+                            member: local,
+                            versions: refusal.versions,
+                            group_version: refusal.group_version,
+                        }),
+                        Command::Refused(refusal),
+                    ];
+                }
+                return Vec::new();
             }
             Inbound::SyncRequest(req) => {
                 w.requests.insert(from, req.nonce);
@@ -970,9 +1079,6 @@ impl GroupCore {
         self.offered = false;
         let before = std::mem::take(&mut self.view);
         self.roster.adopt(snap.announced.iter().copied());
-        for m in &snap.observers {
-            self.roster.set_observer(*m);
-        }
         self.refresh_view();
         // Every name of a true snapshot lives on a member (names drop when
         // their host leaves). One that does not is forged and could never
@@ -1117,6 +1223,8 @@ impl GroupCore {
         let dropped = |cause| vec![Command::Dropped { from, cause }];
         match msg {
             Inbound::Announce(a) => return self.admit(from, a),
+            // Read by the process it names, while it waits.
+            Inbound::Refusal(_) => return Vec::new(),
             Inbound::Request(_) if self.may_request(from) => {}
             _ if !self.roster.is_member(from) => return dropped(DropCause::Unannounced),
             Inbound::Registry(_)
@@ -1183,25 +1291,17 @@ impl GroupCore {
             names: self.names.iter().map(|(n, h)| (n.clone(), *h)).collect(),
             supervision: self.engine.clone(),
             unsynced,
-            announced: self.view.clone(),
-            observers: self.roster.observers(),
+            announced: self.roster.announcements(),
         })))
     }
 
     /// An announcement (rules 1 and 2).
     fn admit(&mut self, from: Member, a: Announce) -> Vec<Command> {
-        if !a.announcement.compatible() {
-            return vec![Command::Dropped {
-                from,
-                cause: DropCause::Incompatible,
-            }];
-        }
-        let Some(change) = self.roster.handle_announce(from) else {
-            return Vec::new();
+        let change = match self.roster.handle_announce(from, a.announcement) {
+            Admission::Admitted(change) => change,
+            Admission::Nothing => return Vec::new(),
+            Admission::Refused(refusal) => return self.refuse(refusal),
         };
-        if a.announcement.role == Role::Observer {
-            self.roster.set_observer(from);
-        }
         self.refresh_view();
         let mut out = vec![Command::Event(GroupEvent::ViewChanged {
             members: change.members,
@@ -1230,6 +1330,40 @@ impl GroupCore {
         out
     }
 
+    /// A process refused for its versions (rule 8): reported on every
+    /// member; this process stops if it is the one.
+    fn refuse(&mut self, refusal: Refusal) -> Vec<Command> {
+        warn!(local = %self.local, member = %refusal.member, versions = %refusal.versions, group_version = refusal.group_version, "refused a process that cannot speak the group's protocol version");
+        let mut out = vec![
+            Command::Event(GroupEvent::MemberRefused {
+                member: refusal.member,
+                versions: refusal.versions,
+                group_version: refusal.group_version,
+            }),
+            Command::Dropped {
+                from: refusal.member,
+                cause: DropCause::Incompatible,
+            },
+        ];
+        if refusal.member == self.local {
+            out.push(Command::Refused(refusal));
+        } else if self.view.iter().find(|m| !self.is_unsynced(**m)) == Some(&self.local) {
+            // The member that would answer its state request tells it.
+            out.push(Command::Mcast(Outgoing::Refusal(RefusalNotice {
+                member: refusal.member,
+                group_version: refusal.group_version,
+            })));
+        }
+        out
+    }
+
+    fn is_unsynced(&self, m: Member) -> bool {
+        match &self.sync {
+            SyncState::Synced { unsynced } => unsynced.contains_key(&m),
+            SyncState::Waiting(_) => true,
+        }
+    }
+
     /// Requests that found no member to answer them get one now that the
     /// holder `admitted` counts, with the state at its admission.
     fn answer_orphans(&mut self, admitted: Member, out: &mut Vec<Command>) {
@@ -1255,12 +1389,30 @@ impl GroupCore {
 
     /// Admits the members a merge offer lists that have not announced
     /// themselves here yet: their side vouches for them (rule 5).
-    fn admit_offered(&mut self, offer: &supervisor::MergeOffer, out: &mut Vec<Command>) {
+    fn admit_offered(
+        &mut self,
+        offer: &supervisor::MergeOffer,
+        announced: &[(Member, Announcement)],
+        out: &mut Vec<Command>,
+    ) {
         for v in &offer.core.view {
             if !self.roster.in_view(v.member) || self.roster.is_member(v.member) {
                 continue;
             }
-            if let Some(change) = self.roster.handle_announce(v.member) {
+            // Vouched for with what it announced on its side; without that
+            // it stays pending until it announces itself here.
+            let Some((_, a)) = announced.iter().find(|(m, _)| *m == v.member) else {
+                continue;
+            };
+            let change = match self.roster.handle_announce(v.member, *a) {
+                Admission::Admitted(change) => change,
+                Admission::Nothing => continue,
+                Admission::Refused(refusal) => {
+                    out.extend(self.refuse(refusal));
+                    continue;
+                }
+            };
+            {
                 self.refresh_view();
                 out.push(Command::Event(GroupEvent::ViewChanged {
                     members: change.members,
@@ -1428,8 +1580,10 @@ impl GroupCore {
                     SupervisionMsg::Quorum { quorate, nodes } => {
                         supervisor::Event::QuorumChanged { quorate, nodes }
                     }
-                    SupervisionMsg::StateOffered { offer, .. } => {
-                        self.admit_offered(&offer, &mut out);
+                    SupervisionMsg::StateOffered {
+                        offer, announced, ..
+                    } => {
+                        self.admit_offered(&offer, &announced, &mut out);
                         supervisor::Event::StateOffered { from, offer }
                     }
                     // Taken where delivered (`handle_message`).
@@ -1438,7 +1592,10 @@ impl GroupCore {
                 let output = self.engine.handle(event);
                 self.push_supervision(output, &mut out);
             }
-            Inbound::Announce(_) | Inbound::SyncRequest(_) | Inbound::Snapshot(_) => {}
+            Inbound::Announce(_)
+            | Inbound::Refusal(_)
+            | Inbound::SyncRequest(_)
+            | Inbound::Snapshot(_) => {}
         }
         out
     }

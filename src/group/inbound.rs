@@ -25,7 +25,7 @@
 use std::borrow::Cow;
 
 use super::chunks::{Piece, Reassembly};
-use super::core::{decode_inbound, Command, GroupCore, Inbound};
+use super::core::{decode_inbound, Command, DropCause, GroupCore, Inbound};
 use super::messages::RequestRef;
 use crate::transport::Member;
 use crate::wire::{ChunkHead, Codec, Frame, Kind, WireError};
@@ -132,6 +132,15 @@ pub(crate) fn handle_envelope<'a>(
     from: Member,
     frame: Frame<'a>,
 ) -> Result<Handled<'a>, WireError> {
+    // Rule 8 of the core: a message counts only in a version every member
+    // speaks (what a process says before it knows the version is read in
+    // any).
+    if !frame.kind.is_shared() && !core.counts_version(frame.version) {
+        return Ok(Handled::Core(vec![Command::Dropped {
+            from,
+            cause: DropCause::Version,
+        }]));
+    }
     if frame.kind != Kind::Request {
         let inbound = decode_inbound(codec, frame)?;
         return Ok(Handled::Core(core.handle_message(from, inbound)));

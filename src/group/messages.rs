@@ -11,7 +11,7 @@ use crate::supervisor::{
     ChildPath, FencingToken, Fingerprint, IncarnationId, MergeOffer, TreeSpec,
 };
 use crate::transport::{Member, NodeId};
-use crate::wire::WireError;
+use crate::wire::{Codec, Kind, WireError, NEXT_PROTOCOL_VERSION};
 
 /// `Kind::Registry`: a change to the name table, decided where it lands in
 /// the total order. The sender is the host.
@@ -218,6 +218,51 @@ pub(crate) struct Reply {
     pub outcome: Result<Vec<u8>, RemoteFailure>,
 }
 
+/// `Kind::Reply` at [`NEXT_PROTOCOL_VERSION`], a version only tests speak:
+/// the same reply laid out anew (fields in another order, one more), so a
+/// test shows that members read each version's shape and write the one the
+/// group speaks. A decoder of the other shape would misread it.
+#[derive(Serialize, Deserialize)]
+struct NextReply<O> {
+    to: Member,
+    id: u64,
+    outcome: O,
+    /// Always 0: room a newer version would use.
+    flags: u8,
+}
+
+impl Reply {
+    /// The envelope of this reply, in the shape of the version `codec`
+    /// writes.
+    pub(crate) fn encode(&self, codec: &Codec) -> Result<Vec<u8>, WireError> {
+        if codec.version() >= NEXT_PROTOCOL_VERSION {
+            let next = NextReply {
+                to: self.to,
+                id: self.id,
+                outcome: &self.outcome,
+                flags: 0,
+            };
+            codec.encode(Kind::Reply, &next)
+        } else {
+            codec.encode(Kind::Reply, self)
+        }
+    }
+
+    /// A reply body, in the shape of the version its envelope names.
+    pub(crate) fn decode(codec: &Codec, version: u8, body: &[u8]) -> Result<Reply, WireError> {
+        if version >= NEXT_PROTOCOL_VERSION {
+            let next: NextReply<Result<Vec<u8>, RemoteFailure>> = codec.decode_body(body)?;
+            Ok(Reply {
+                id: next.id,
+                to: next.to,
+                outcome: next.outcome,
+            })
+        } else {
+            codec.decode_body(body)
+        }
+    }
+}
+
 /// `Kind::SyncRequest`: a member without the group state asks for it. The
 /// state it gets is the state at this request's position in the order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +282,19 @@ pub(crate) struct Announce {
     /// the side of a merge that keeps its state); `false` for a member that
     /// is about to ask for it.
     pub synced: bool,
+}
+
+/// `Kind::Refusal`: the members refused `member`, which cannot speak the
+/// version the group speaks (`group_version`). Sent by the member that
+/// would answer its state request, so a refused process, which cannot read
+/// the group's other messages, learns why it is no member. Its layout is
+/// the same in every version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RefusalNotice {
+    /// The refused process.
+    pub member: Member,
+    /// The version the group speaks where it was refused.
+    pub group_version: u8,
 }
 
 /// A member still waiting for the group state, as a snapshot carries it.
@@ -270,10 +328,9 @@ pub(crate) struct Snapshot {
     pub supervision: crate::supervisor::Engine,
     /// Members still waiting for state at that point, sorted.
     pub unsynced: Vec<Unsynced>,
-    /// The members for decisions at that point, sorted.
-    pub announced: Vec<Member>,
-    /// Those of them that are observers, sorted.
-    pub observers: Vec<Member>,
+    /// The members for decisions at that point, with what each announced
+    /// (versions and role), sorted.
+    pub announced: Vec<(Member, crate::roster::Announcement)>,
 }
 
 impl Snapshot {
@@ -284,23 +341,24 @@ impl Snapshot {
     pub(crate) fn is_sane(&self, from: Member) -> bool {
         let strictly_sorted = |v: &[Member]| v.windows(2).all(|w| w[0] < w[1]);
         let waiting: Vec<Member> = self.unsynced.iter().map(|u| u.member).collect();
+        let announced: Vec<Member> = self.announced.iter().map(|(m, _)| *m).collect();
         let names_sorted = self.names.windows(2).all(|w| w[0].0 < w[1].0);
-        let responder = self
-            .announced
+        let responder = announced
             .iter()
             .find(|m| waiting.binary_search(m).is_err())
             .copied();
-        strictly_sorted(&self.announced)
-            && strictly_sorted(&self.observers)
-            && self
-                .observers
-                .iter()
-                .all(|m| self.announced.binary_search(m).is_ok())
+        // Every member speaks the version the members speak: a roster no
+        // stream could have produced is forged.
+        let group_version = self.announced.iter().map(|(_, a)| a.max_version).min();
+        let consistent = self
+            .announced
+            .iter()
+            .all(|(_, a)| group_version.is_some_and(|v| a.speaks(v)));
+        strictly_sorted(&announced)
+            && consistent
             && strictly_sorted(&waiting)
             && names_sorted
-            && waiting
-                .iter()
-                .all(|m| self.announced.binary_search(m).is_ok())
+            && waiting.iter().all(|m| announced.binary_search(m).is_ok())
             && waiting.binary_search(&self.for_member).is_ok()
             && responder == Some(from)
             && self.supervision.is_sane()
@@ -330,8 +388,13 @@ pub(crate) enum SupervisionMsg {
     /// The sender's partition gained or lost quorum; its nodes.
     Quorum { quorate: bool, nodes: Vec<NodeId> },
     /// After a merge, the sender's side's state, with the sender's mark
-    /// of the confchg it answers ([`crate::incarnation`]).
-    StateOffered { offer: MergeOffer, mark: u64 },
+    /// of the confchg it answers ([`crate::incarnation`]) and what the
+    /// members of its side announced (their versions and roles), sorted.
+    StateOffered {
+        offer: MergeOffer,
+        mark: u64,
+        announced: Vec<(Member, crate::roster::Announcement)>,
+    },
     /// The sender's mark after a confchg during a merge: its next offer
     /// carries it.
     Mark { mark: u64 },

@@ -37,6 +37,9 @@ pub struct GroupMetrics {
     refused_invalid: AtomicU64,
     refused_incompatible: AtomicU64,
     refused_observer: AtomicU64,
+    refused_version: AtomicU64,
+    /// The protocol version this member writes at (the group's).
+    version: std::sync::atomic::AtomicU8,
     calls_outstanding: AtomicU64,
     replies_awaited: AtomicU64,
     calls_abandoned: AtomicU64,
@@ -108,12 +111,20 @@ pub struct MetricsSnapshot {
     pub refused_clock: u64,
     /// Refused: a body that did not validate (a tree spec, a snapshot).
     pub refused_invalid: u64,
-    /// Refused: an announcement of protocol versions this build does not
-    /// speak.
+    /// Refused: an announcement of protocol versions that do not include
+    /// the one the group speaks (each is also a
+    /// [`GroupEvent::MemberRefused`](crate::GroupEvent::MemberRefused)).
     pub refused_incompatible: u64,
     /// Refused: a registration, tree start, child exit, clock or quorum
     /// fact from an observer (which takes part in no decision).
     pub refused_observer: u64,
+    /// Refused: a message in an envelope of a protocol version some member
+    /// does not speak (sent before the group moved to a newer version,
+    /// delivered after a member that speaks only the newer one came in).
+    pub refused_version: u64,
+    /// The protocol version this member writes its messages at: the one
+    /// the group speaks, once this member knows it.
+    pub protocol_version: u8,
     /// Calls of this member waiting for their outcome now (queued, on
     /// their way, or awaiting the reply), as of the runtime's last step.
     pub calls_outstanding: u64,
@@ -136,6 +147,7 @@ impl MetricsSnapshot {
             + self.refused_invalid
             + self.refused_incompatible
             + self.refused_observer
+            + self.refused_version
     }
 
     /// Every message dropped for any reason.
@@ -180,6 +192,8 @@ impl GroupMetrics {
             refused_invalid: r(&self.refused_invalid),
             refused_incompatible: r(&self.refused_incompatible),
             refused_observer: r(&self.refused_observer),
+            refused_version: r(&self.refused_version),
+            protocol_version: self.version.load(Ordering::Relaxed),
             calls_outstanding: r(&self.calls_outstanding),
             replies_awaited: r(&self.replies_awaited),
             calls_abandoned: r(&self.calls_abandoned),
@@ -259,6 +273,15 @@ impl GroupMetrics {
             .store(awaited as u64, Ordering::Relaxed);
     }
 
+    /// The protocol version this member writes at.
+    pub(crate) fn version(&self) -> u8 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_version(&self, version: u8) {
+        self.version.store(version, Ordering::Relaxed);
+    }
+
     pub(crate) fn call_abandoned(&self) {
         self.calls_abandoned.fetch_add(1, Ordering::Relaxed);
     }
@@ -282,6 +305,7 @@ impl GroupMetrics {
             DropCause::Invalid => &self.refused_invalid,
             DropCause::Incompatible => &self.refused_incompatible,
             DropCause::Observer => &self.refused_observer,
+            DropCause::Version => &self.refused_version,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

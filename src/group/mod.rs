@@ -54,7 +54,7 @@ use crate::supervisor::{ChildStatus, Refusal, SpecError, SupervisionEvent, TreeS
 use crate::transport::{
     went, write_view, Connection, GroupName, Member, MemberChange, Reason, TransportError,
 };
-use crate::wire::WireError;
+use crate::wire::{Versions, WireError};
 
 /// The outcome of a queued call: the encoded reply (`None` for a tell).
 pub(crate) type CallOutcome = Result<Option<Vec<u8>>, CallError>;
@@ -135,6 +135,12 @@ pub struct GroupConfig {
     /// refuses such a message from it: for monitoring tools and clients
     /// that must never host or decide anything.
     pub role: Role,
+    /// The protocol versions this member speaks: this build's
+    /// ([`Versions::this_build`]). Only tests of version negotiation set
+    /// another range (with [`crate::wire::NEXT_PROTOCOL_VERSION`], whose
+    /// replies have a changed shape), to play a newer build.
+    #[doc(hidden)]
+    pub protocol_versions: Versions,
 }
 
 impl Default for GroupConfig {
@@ -154,6 +160,7 @@ impl Default for GroupConfig {
             max_awaiting_replies: 65_536,
             call_timeout: None,
             role: Role::Participant,
+            protocol_versions: Versions::this_build(),
         }
     }
 }
@@ -247,6 +254,29 @@ pub enum GroupEvent {
         /// Messages buffered when it gave up.
         buffered: usize,
     },
+    /// A process announced protocol versions that do not include the one
+    /// the group speaks: it is no member, and none of its messages changes
+    /// anything. Every member reports it at the same position; when
+    /// `member` is this process, the group runtime stops
+    /// ([`GroupError::Incompatible`]).
+    MemberRefused {
+        /// The refused process.
+        member: Member,
+        /// The versions it speaks.
+        versions: Versions,
+        /// The version the group speaks there.
+        group_version: u8,
+    },
+    /// The group moved to another protocol version at this point of the
+    /// stream: the highest every member speaks changed, because the last
+    /// member that held it back left (or, for the first member, it
+    /// founded the group).
+    VersionChanged {
+        /// The version spoken before; `None` when nobody was a member.
+        from: Option<u8>,
+        /// The version spoken from here on.
+        to: u8,
+    },
     /// The transport failed; the group runtime has stopped.
     Closed {
         /// What the transport said.
@@ -278,6 +308,20 @@ impl std::fmt::Display for GroupEvent {
                 f,
                 "state transfer restarted after {buffered} buffered messages"
             ),
+            GroupEvent::MemberRefused {
+                member,
+                versions,
+                group_version,
+            } => write!(
+                f,
+                "{member} refused: it speaks {versions}, the group speaks v{group_version}"
+            ),
+            GroupEvent::VersionChanged { from: Some(v), to } => {
+                write!(f, "protocol version v{v} -> v{to}")
+            }
+            GroupEvent::VersionChanged { from: None, to } => {
+                write!(f, "protocol version v{to}")
+            }
             GroupEvent::Closed { error } => write!(f, "closed: {error}"),
         }
     }
@@ -410,6 +454,18 @@ pub enum GroupError {
     /// name and starts no tree. Nothing was sent.
     #[error("an observer registers no name and starts no tree")]
     Observer,
+    /// The group speaks a protocol version this build does not: it refused
+    /// this member where its announcement was delivered, and the group
+    /// runtime stopped. Upgrade (or downgrade) this build to one that
+    /// speaks `group_version`, or wait until the members that hold the
+    /// group there are upgraded.
+    #[error("the group speaks protocol v{group_version}; this build speaks {ours}")]
+    Incompatible {
+        /// What this build speaks.
+        ours: Versions,
+        /// What the group speaks.
+        group_version: u8,
+    },
 }
 
 /// A handle to this process's membership of one group. Clone freely; the
@@ -427,6 +483,8 @@ pub struct Group {
     events: broadcast::Sender<GroupEvent>,
     call_timeout: Option<Duration>,
     role: Role,
+    /// The protocol versions this member speaks.
+    versions: Versions,
 }
 
 impl std::fmt::Debug for Group {
@@ -452,6 +510,7 @@ impl Group {
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let call_timeout = config.call_timeout;
         let role = config.role;
+        let versions = config.protocol_versions;
         let recorder = match &config.record_to {
             Some(path) => Some(
                 crate::record::Recorder::create(path, local)
@@ -489,8 +548,9 @@ impl Group {
                 events,
                 call_timeout,
                 role,
+                versions,
             }),
-            Ok(Err(e)) => Err(GroupError::Transport(e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(GroupError::Closed),
         }
     }
@@ -829,6 +889,8 @@ impl Group {
 
     pub(crate) fn codec(&self) -> crate::wire::Codec {
         crate::wire::Codec::new(self.metrics.limit())
+            .reading(self.versions)
+            .at_version(self.metrics.version())
     }
 
     /// Queues `op` for the runtime now, so operations issued one after the

@@ -112,6 +112,14 @@ fn describe(command: Command) -> Vec<String> {
                 "about to ask for the group state"
             }
         ),
+        Command::Mcast(Outgoing::Refusal(r)) => format!(
+            "tell {} that the group speaks v{} and refused it",
+            r.member, r.group_version
+        ),
+        Command::Refused(r) => format!(
+            "this member is refused: it speaks {}, the group v{}; stop",
+            r.versions, r.group_version
+        ),
         Command::Mcast(Outgoing::SyncRequest(r)) => {
             format!("ask for the group state (nonce {})", r.nonce)
         }
@@ -161,6 +169,9 @@ fn describe(command: Command) -> Vec<String> {
         Command::Event(GroupEvent::NameRegistered { name, host }) => {
             format!("name {name:?} now on {host}")
         }
+        Command::Event(
+            event @ (GroupEvent::MemberRefused { .. } | GroupEvent::VersionChanged { .. }),
+        ) => event.to_string(),
         Command::Event(GroupEvent::NameUnregistered { name, host }) => {
             format!("name {name:?} released by {host}")
         }

@@ -121,7 +121,7 @@ pub(crate) struct GroupActor {
     gate: Arc<SendGate>,
     metrics: Arc<GroupMetrics>,
     events: broadcast::Sender<GroupEvent>,
-    ready: Option<Done<Result<(), TransportError>>>,
+    ready: Option<Done<Result<(), GroupError>>>,
     /// Looked up once per request hosted here, by a name read off the wire.
     endpoints: HashMap<String, Endpoint, BuildHasherDefault<crate::stable_hash::StableHasher>>,
     /// Registrations in flight by token; `None` for a re-claim after a merge.
@@ -150,7 +150,7 @@ impl GroupActor {
         ops: mpsc::UnboundedReceiver<Op>,
         config: GroupConfig,
         outlets: Outlets,
-        ready: Done<Result<(), TransportError>>,
+        ready: Done<Result<(), GroupError>>,
         recorder: Option<Recorder>,
     ) -> Addr<GroupActor> {
         let Outlets {
@@ -161,6 +161,7 @@ impl GroupActor {
         } = outlets;
         let limit = config.max_message_size;
         metrics.set_limit(limit);
+        metrics.set_version(config.protocol_versions.max);
         let frame_limit = config.chunk_size.min(conn.max_message_size());
         let local = conn.local();
         let batch = BatchConfig {
@@ -180,8 +181,9 @@ impl GroupActor {
                     max_awaiting: config.max_awaiting_replies.max(1),
                 },
             )
-            .with_role(config.role),
-            codec: Codec::new(limit),
+            .with_role(config.role)
+            .with_versions(config.protocol_versions),
+            codec: Codec::new(limit).reading(config.protocol_versions),
             reassembly: Reassembly::default(),
             queue: SendQueue::new(QueueLimits {
                 window: config.send_window,
@@ -363,10 +365,38 @@ impl GroupActor {
         }
     }
 
+    /// This process cannot speak the group's version: it leaves, and
+    /// everything waiting on it fails.
+    fn refused(&mut self, refusal: crate::roster::Refusal, ctx: &mut Context<Self>) {
+        error!(group = %self.conn.group(), versions = %refusal.versions, group_version = refusal.group_version, "the group refused this member: it speaks a protocol version this build does not");
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(GroupError::Incompatible {
+                ours: refusal.versions,
+                group_version: refusal.group_version,
+            }));
+        }
+        if let Err(e) = self.conn.leave() {
+            warn!(group = %self.conn.group(), "leaving after the refusal: {e}");
+        }
+        self.fail_everything();
+        ctx.stop();
+    }
+
+    /// Writes at the version the group speaks once this member knows it
+    /// (rule 8 of the core): it moves at a point of the stream.
+    pub(super) fn follow_version(&mut self) {
+        if let Some(v) = self.core.group_version() {
+            if v != self.codec.version() {
+                self.codec = self.codec.at_version(v);
+                self.metrics.set_version(v);
+            }
+        }
+    }
+
     fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {
         error!(group = %self.conn.group(), "group transport closed: {error}");
         if let Some(ready) = self.ready.take() {
-            let _ = ready.send(Err(error.clone()));
+            let _ = ready.send(Err(GroupError::Transport(error.clone())));
         }
         self.fail_everything();
         self.publish(GroupEvent::Closed { error });

@@ -195,7 +195,7 @@ use super::messages::{
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
 use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
-use crate::roster::Roster;
+use crate::roster::{Admission, Announcement, Roster};
 use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 use crate::wire::Codec;
@@ -729,7 +729,7 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// theirs came before it, so, like the learners, it starts the view
     /// with nobody announced (their infos will admit them).
     fn forget_roster(&mut self, out: &mut Actions<S>) {
-        self.roster.adopt(Vec::new());
+        self.roster.adopt(Vec::<(Member, Announcement)>::new());
         if !self.view.is_empty() {
             self.view.clear();
             out.push(Action::Event(ReplicaEvent::ViewChanged {
@@ -809,7 +809,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         debug!(local = %self.local, %from, ?roster, "learned the members");
         let before = self.view.clone();
-        self.roster.adopt(roster);
+        self.roster
+            .adopt(roster.into_iter().map(|m| (m, Announcement::this_build())));
         self.view = self.roster.members();
         if self.view != before {
             out.push(Action::Event(ReplicaEvent::ViewChanged {
@@ -990,7 +991,10 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     fn admit(&mut self, from: Member, out: &mut Actions<S>) {
-        let Some(change) = self.roster.handle_announce(from) else {
+        let Admission::Admitted(change) = self
+            .roster
+            .handle_announce(from, Announcement::this_build())
+        else {
             return;
         };
         self.view = change.members;

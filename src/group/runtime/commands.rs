@@ -14,6 +14,7 @@ use crate::wire::Kind;
 
 impl GroupActor {
     pub(super) fn execute(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
+        self.follow_version();
         for command in commands {
             match command {
                 Command::Mcast(outgoing) => {
@@ -22,6 +23,7 @@ impl GroupActor {
                     // this member's other messages does not matter.
                     let encoded = match &outgoing {
                         Outgoing::Announce(a) => self.codec.encode(Kind::Announce, a),
+                        Outgoing::Refusal(r) => self.codec.encode(Kind::Refusal, r),
                         Outgoing::SyncRequest(r) => self.codec.encode(Kind::SyncRequest, r),
                         Outgoing::Snapshot(s) => self.codec.encode(Kind::Snapshot, s),
                         Outgoing::Supervision(m) => self.codec.encode(Kind::Supervision, m),
@@ -80,6 +82,10 @@ impl GroupActor {
                 Command::Dropped { from, cause } => {
                     self.metrics.refused(cause);
                     warn!(group = %self.conn.group(), %from, ?cause, "refused a message");
+                }
+                Command::Refused(refusal) => {
+                    self.refused(refusal, ctx);
+                    return;
                 }
                 Command::Supervise(output) => self.supervise(output),
                 Command::Reconcile => self.reconcile(),
@@ -175,16 +181,18 @@ impl GroupActor {
     }
 
     pub(super) fn reply(&mut self, id: u64, to: Member, outcome: Result<Vec<u8>, RemoteFailure>) {
-        let reply = Reply { id, to, outcome };
-        let reply = match self.codec.encode(Kind::Reply, &reply) {
-            Ok(_) => reply,
-            Err(e) => Reply {
+        let encoded = Reply { id, to, outcome }.encode(&self.codec).or_else(|e| {
+            Reply {
                 id,
                 to,
                 outcome: Err(RemoteFailure::Encode(e.to_string())),
-            },
-        };
-        self.enqueue(Kind::Reply, &reply, OnSent::Nothing);
+            }
+            .encode(&self.codec)
+        });
+        match encoded {
+            Ok(bytes) => self.push_back(bytes, OnSent::Nothing, false),
+            Err(e) => error!(group = %self.conn.group(), "reply not sent: {e}"),
+        }
     }
 }
 
