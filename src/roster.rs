@@ -90,6 +90,18 @@ impl Announcement {
         }
     }
 
+    /// What a member is taken to speak until its announcement arrives, when
+    /// it became a member without one (peers that fall back together on
+    /// their own state, see the group core): every version, so it moves no
+    /// decision about versions, the same in every build.
+    pub(crate) const fn unknown() -> Self {
+        Announcement {
+            min_version: 0,
+            max_version: u8::MAX,
+            role: Role::Participant,
+        }
+    }
+
     /// The same, in `role`.
     pub(crate) fn with_role(self, role: Role) -> Self {
         Announcement { role, ..self }
@@ -195,14 +207,21 @@ impl Roster {
     /// The protocol version the group speaks (rule 5): the highest every
     /// member speaks. `None` while nobody is a member.
     pub(crate) fn group_version(&self) -> Option<u8> {
-        self.announced.values().map(|a| a.max_version).min()
+        self.known().map(|a| a.max_version).min()
+    }
+
+    /// The members' announcements, but those not arrived yet.
+    fn known(&self) -> impl Iterator<Item = &Announcement> {
+        self.announced
+            .values()
+            .filter(|a| **a != Announcement::unknown())
     }
 
     /// The envelope versions a message may carry to count (rule 5): those
     /// every member speaks. `None` while nobody is a member.
     pub(crate) fn common_versions(&self) -> Option<crate::wire::Versions> {
         let max = self.group_version()?;
-        let min = self.announced.values().map(|a| a.min_version).max()?;
+        let min = self.known().map(|a| a.min_version).max()?;
         Some(crate::wire::Versions { min, max })
     }
 
@@ -253,7 +272,15 @@ impl Roster {
 
     /// An announcement `a` delivered from `from` (rules 2 and 5).
     pub(crate) fn handle_announce(&mut self, from: Member, a: Announcement) -> Admission {
-        if !self.view.contains(&from) || self.announced.contains_key(&from) {
+        if let Some(known) = self.announced.get_mut(&from) {
+            // A member taken in before its announcement arrived learns what
+            // it speaks now, at the same position everywhere.
+            if *known == Announcement::unknown() {
+                *known = a;
+            }
+            return Admission::Nothing;
+        }
+        if !self.view.contains(&from) {
             return Admission::Nothing;
         }
         if let Some(group_version) = self.group_version() {
@@ -335,6 +362,21 @@ mod tests {
         Member::new(n, 100 + n)
     }
 
+    fn a() -> Announcement {
+        Announcement::this_build()
+    }
+
+    fn speaking(min: u8, max: u8) -> Announcement {
+        Announcement::speaking(crate::wire::Versions { min, max })
+    }
+
+    fn admitted(x: Admission) -> Option<Change> {
+        match x {
+            Admission::Admitted(c) => Some(c),
+            _ => None,
+        }
+    }
+
     fn ch(n: u32, reason: Reason) -> MemberChange {
         MemberChange {
             member: m(n),
@@ -346,7 +388,7 @@ mod tests {
     fn an_outsider_that_comes_and_goes_changes_nothing() {
         let mut r = Roster::new();
         assert_eq!(r.handle_confchg(&[m(1)], &[ch(1, Reason::Join)], &[]), None);
-        assert!(r.handle_announce(m(1)).is_some());
+        assert!(admitted(r.handle_announce(m(1), a())).is_some());
         // A silent client joins, stays, leaves.
         assert_eq!(
             r.handle_confchg(&[m(1), m(9)], &[ch(9, Reason::Join)], &[]),
@@ -371,12 +413,20 @@ mod tests {
             &[ch(1, Reason::Join), ch(2, Reason::NodeUp)],
             &[],
         );
-        let c = r.handle_announce(m(2)).expect("admitted");
+        let c = admitted(r.handle_announce(m(2), a())).expect("admitted");
         assert_eq!(c.joined, vec![ch(2, Reason::NodeUp)]);
         assert_eq!(c.members, vec![m(2)]);
-        assert_eq!(r.handle_announce(m(2)), None, "twice admits nobody");
-        assert_eq!(r.handle_announce(m(7)), None, "not in the view");
-        let c = r.handle_announce(m(1)).expect("admitted");
+        assert_eq!(
+            r.handle_announce(m(2), a()),
+            Admission::Nothing,
+            "twice admits nobody"
+        );
+        assert_eq!(
+            r.handle_announce(m(7), a()),
+            Admission::Nothing,
+            "not in the view"
+        );
+        let c = admitted(r.handle_announce(m(1), a())).expect("admitted");
         assert_eq!(c.members, vec![m(1), m(2)]);
     }
 
@@ -384,7 +434,7 @@ mod tests {
     fn a_member_that_leaves_is_an_effective_leave_and_its_late_announcement_is_void() {
         let mut r = Roster::new();
         r.handle_confchg(&[m(1), m(2), m(3)], &[], &[]);
-        r.adopt([m(1), m(2)]);
+        r.adopt([(m(1), a()), (m(2), a())]);
         let c = r
             .handle_confchg(
                 &[m(1)],
@@ -394,7 +444,7 @@ mod tests {
             .expect("changed");
         assert_eq!(c.left, vec![ch(2, Reason::NodeDown)]);
         assert_eq!(c.members, vec![m(1)]);
-        assert_eq!(r.handle_announce(m(3)), None);
+        assert_eq!(r.handle_announce(m(3), a()), Admission::Nothing);
     }
 
     #[test]
@@ -408,7 +458,7 @@ mod tests {
         assert!(r.pending_after_merge(m(2)));
         assert!(!r.pending_after_merge(m(3)));
         assert!(!r.pending_after_merge(m(1)), "not pending at all");
-        r.handle_announce(m(2));
+        r.handle_announce(m(2), a());
         assert!(!r.pending_after_merge(m(2)));
     }
 
@@ -416,10 +466,86 @@ mod tests {
     fn adopting_keeps_only_the_view_and_leaves_the_rest_pending() {
         let mut r = Roster::new();
         r.handle_confchg(&[m(1), m(2), m(3)], &[ch(3, Reason::Join)], &[]);
-        r.adopt([m(1), m(5)]);
+        r.adopt([(m(1), a()), (m(5), a())]);
         assert_eq!(r.members(), vec![m(1)]);
         assert_eq!(r.pending().collect::<Vec<_>>(), vec![m(2), m(3)]);
-        assert!(r.handle_announce(m(2)).is_some());
+        assert!(admitted(r.handle_announce(m(2), a())).is_some());
+    }
+
+    #[test]
+    fn the_group_speaks_the_highest_version_every_member_speaks_and_refuses_who_cannot() {
+        let mut r = Roster::new();
+        r.handle_confchg(
+            &[m(1), m(2)],
+            &[ch(1, Reason::Join), ch(2, Reason::Join)],
+            &[],
+        );
+        assert_eq!(r.group_version(), None);
+        assert!(r.counts_version(9), "nobody yet: any version counts");
+        // The first member sets it: the highest it speaks.
+        assert!(admitted(r.handle_announce(m(1), speaking(2, 2))).is_some());
+        assert_eq!(r.group_version(), Some(2));
+        // A newer build that also speaks 2 comes in; the group stays at 2.
+        assert!(admitted(r.handle_announce(m(2), speaking(2, 3))).is_some());
+        assert_eq!(r.group_version(), Some(2));
+        assert_eq!(
+            r.common_versions(),
+            Some(crate::wire::Versions { min: 2, max: 2 })
+        );
+        assert!(!r.counts_version(3), "the old member cannot read 3");
+        // One that speaks only 3 is refused, and stays outside.
+        r.handle_confchg(&[m(1), m(2), m(3)], &[ch(3, Reason::Join)], &[]);
+        assert_eq!(
+            r.handle_announce(m(3), speaking(3, 3)),
+            Admission::Refused(Refusal {
+                member: m(3),
+                versions: crate::wire::Versions { min: 3, max: 3 },
+                group_version: 2,
+            })
+        );
+        assert!(!r.is_member(m(3)));
+        // The old member leaves: the group moves up, and the process that
+        // was refused is admitted when it announces again.
+        r.handle_confchg(&[m(2), m(3)], &[], &[ch(1, Reason::Leave)]);
+        assert_eq!(r.group_version(), Some(3));
+        assert!(
+            r.counts_version(2) && r.counts_version(3),
+            "both still readable"
+        );
+        assert!(admitted(r.handle_announce(m(3), speaking(3, 3))).is_some());
+        assert_eq!(
+            r.common_versions(),
+            Some(crate::wire::Versions { min: 3, max: 3 })
+        );
+        // It never moves down: an old build is refused now.
+        r.handle_confchg(&[m(2), m(3), m(4)], &[ch(4, Reason::Join)], &[]);
+        assert!(matches!(
+            r.handle_announce(m(4), speaking(2, 2)),
+            Admission::Refused(Refusal {
+                group_version: 3,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_announcement_of_no_version_at_all_is_refused_even_by_an_empty_group() {
+        let mut r = Roster::new();
+        r.handle_confchg(&[m(1)], &[ch(1, Reason::Join)], &[]);
+        assert!(matches!(
+            r.handle_announce(m(1), speaking(4, 3)),
+            Admission::Refused(_)
+        ));
+        assert_eq!(r.group_version(), None);
+    }
+
+    #[test]
+    fn roles_come_with_the_announcement_and_with_adoption() {
+        let mut r = Roster::new();
+        r.handle_confchg(&[m(1), m(2)], &[], &[]);
+        r.adopt([(m(1), a()), (m(2), a().with_role(Role::Observer))]);
+        assert!(r.is_observer(m(2)) && !r.is_observer(m(1)));
+        assert_eq!(r.observers(), vec![m(2)]);
     }
 
     proptest! {
@@ -449,10 +575,19 @@ mod tests {
                             b.handle_confchg(&members, &[], &[ch(n, reason)])
                         );
                     }
-                    _ => prop_assert_eq!(a.handle_announce(m(n)), b.handle_announce(m(n))),
+                    _ => {
+                        // Ranges drawn around the versions so some are
+                        // refused once the group speaks a higher one.
+                        let x = speaking(2 + (n % 2) as u8, 3 + flag as u8);
+                        prop_assert_eq!(a.handle_announce(m(n), x), b.handle_announce(m(n), x));
+                    }
                 }
                 prop_assert_eq!(&a, &b);
                 prop_assert!(a.members().iter().all(|x| view.contains(x)));
+                // Every member speaks the group's version.
+                if let Some(v) = a.group_version() {
+                    prop_assert!(a.announcements().iter().all(|(_, x)| x.speaks(v)));
+                }
             }
         }
     }

@@ -642,15 +642,19 @@ impl GroupCore {
                 // announcement had not come in by then; it then stays
                 // pending here as everywhere, and the announcement below
                 // admits it on every peer at the same position.
+                // What each announced, where it has arrived; a peer whose
+                // announcement is still on its way is taken in all the
+                // same and learns its versions when it arrives.
                 let members: Vec<(Member, Announcement)> = waiting
                     .peers
                     .iter()
-                    .filter_map(|m| {
+                    .map(|m| {
                         let a = self
                             .roster
                             .announcement(*m)
-                            .or_else(|| waiting.announcements.get(m).copied())?;
-                        Some((*m, a))
+                            .or_else(|| waiting.announcements.get(m).copied())
+                            .unwrap_or(Announcement::unknown());
+                        (*m, a)
                     })
                     .collect();
                 let before = std::mem::take(&mut self.view);
