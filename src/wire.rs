@@ -986,4 +986,36 @@ mod tests {
             prop_assert_eq!(c.decode_body::<Sample>(frame.body).unwrap(), s);
         }
     }
+
+    #[test]
+    fn envelopes_name_the_version_they_are_written_at_and_only_shared_kinds_cross_versions() {
+        let old = Codec::new(1 << 16);
+        let new = old.reading(Versions { min: 2, max: 3 });
+        assert_eq!(new.version(), 3, "a build writes its highest until told");
+        let body = (7u64, 9u32);
+        let at_3 = new.encode(Kind::Registry, &body).unwrap();
+        assert_eq!(at_3[4], 3);
+        assert_eq!(new.decode_frame(&at_3).unwrap().version, 3);
+        assert_eq!(
+            old.decode_frame(&at_3),
+            Err(WireError::UnsupportedVersion(3))
+        );
+        assert_eq!(old.decode_frame_any_version(&at_3).unwrap().version, 3);
+        // A shared kind is read whatever version it names, and a newer
+        // version may have appended to it.
+        for kind in [Kind::Announce, Kind::SyncRequest, Kind::Refusal] {
+            assert!(kind.is_shared());
+            let longer = new.encode(kind, &(body, 1u8)).unwrap();
+            let frame = old.decode_frame(&longer).expect("read at any version");
+            assert_eq!(old.decode_body_prefix::<(u64, u32)>(frame.body), Ok(body));
+            assert!(old.decode_body::<(u64, u32)>(frame.body).is_err());
+        }
+        assert!(!Kind::Request.is_shared() && !Kind::Reply.is_shared());
+        // Below the oldest version any build of this format speaks: refused,
+        // shared or not.
+        let mut v1 = old.encode(Kind::Announce, &body).unwrap();
+        v1[4] = 1;
+        assert_eq!(old.decode_frame(&v1), Err(WireError::UnsupportedVersion(1)));
+        assert_eq!(new.at_version(2).encode(Kind::Reply, &body).unwrap()[4], 2);
+    }
 }

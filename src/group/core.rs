@@ -114,6 +114,35 @@
 //!    joiner drops what it buffered, says so
 //!    ([`GroupEvent::StateTransferRestarted`]) and asks again; past the
 //!    call cap a call fails at once with [`CallError::WouldBlock`].
+//! 8. **Versions.** An announcement carries the protocol versions its
+//!    sender speaks; the group speaks the highest version every member
+//!    speaks ([`Roster::group_version`]), so it is the same everywhere at
+//!    every point of the stream. An announcement that does not include it
+//!    is refused ([`DropCause::Incompatible`], and
+//!    [`GroupEvent::MemberRefused`] on every member): the process stays
+//!    outside, and none of its messages changes anything. It cannot read
+//!    the group's messages, so the member that would answer its state
+//!    request multicasts a [`RefusalNotice`] (a kind every version reads);
+//!    the refused process takes it only from a holder it heard, reports it
+//!    and stops ([`Command::Refused`]); a founder refused at its own
+//!    announcement stops there. The group never moves down; it moves up
+//!    where the last member that held it back leaves
+//!    ([`GroupEvent::VersionChanged`]), and from there every member writes
+//!    at the new version. A message counts only in a version every member
+//!    speaks ([`DropCause::Version`], checked before the core): a message
+//!    written at the old version before the move still counts after it,
+//!    unless a process speaking only the new one has come in by then. What
+//!    a process sends before it knows the version (its announcement, its
+//!    state request) and the notice have one layout in every version.
+//!    Peers that fall back together on their own state (rule 4) take in a
+//!    peer whose announcement is still on its way as speaking every version
+//!    until it arrives.
+//!
+//!    Limits: a member waiting for the state checks what it buffered
+//!    against its own build's versions only (it learns the members with the
+//!    state); and two sides of a merge that speak different versions each
+//!    judge the other's announcements by their own version until the state
+//!    hand-over, where the side that keeps its state decides.
 //!
 //! This member's own calls are its bookkeeping, not a group decision, kept
 //! from the same stream: a call is awaited from where its request comes

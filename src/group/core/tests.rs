@@ -1313,3 +1313,141 @@ fn an_observer_sees_the_group_and_decides_nothing() {
         vec![DropCause::Observer]
     );
 }
+
+// ---- protocol versions (rule 8) ---------------------------------------------
+
+fn speaking(min: u8, max: u8) -> Announcement {
+    Announcement::speaking(Versions { min, max })
+}
+
+fn ann_speaking(versions: Announcement, synced: bool) -> Inbound {
+    Inbound::Announce(Announce {
+        announcement: versions,
+        synced,
+    })
+}
+
+fn refusal_notice_of(cmds: &[Command]) -> Option<RefusalNotice> {
+    cmds.iter().find_map(|c| match c {
+        Command::Mcast(Outgoing::Refusal(n)) => Some(*n),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_joiner_that_cannot_speak_the_group_version_is_refused_everywhere_and_told_by_one_member() {
+    let (a, b, j) = (m(1, 1), m(2, 2), m(3, 3));
+    let mut cores = founders(&[a, b]);
+    let mut joiner = GroupCore::new(j).with_versions(Versions { min: 3, max: 3 });
+    let view = [a, b, j];
+    let join = [ch(j, Reason::Join)];
+    for core in cores.iter_mut() {
+        core.handle_confchg(&view, &join, &[]);
+    }
+    let cmds = joiner.handle_confchg(&view, &join, &[]);
+    let own = announce_of(&cmds).expect("the joiner announces itself");
+    // The holders' announcements reach the joiner: it heard them.
+    for from in [a, b] {
+        joiner.handle_message(from, ann(true));
+    }
+    let mut notices = Vec::new();
+    for core in cores.iter_mut() {
+        let cmds = core.handle_message(j, own.clone());
+        assert_eq!(
+            events(&cmds),
+            vec![GroupEvent::MemberRefused {
+                member: j,
+                versions: Versions { min: 3, max: 3 },
+                group_version: 2,
+            }],
+            "on {}",
+            core.local
+        );
+        assert_eq!(dropped(&cmds), vec![DropCause::Incompatible]);
+        notices.extend(refusal_notice_of(&cmds).map(|n| (core.local, n)));
+        assert_eq!(core.view(), &[a, b], "never a member");
+    }
+    // Exactly one member tells it: the one that would answer its request.
+    assert_eq!(
+        notices,
+        vec![(
+            a,
+            RefusalNotice {
+                member: j,
+                group_version: 2
+            }
+        )]
+    );
+    // Its messages change nothing.
+    for core in cores.iter_mut() {
+        let before = core.clone();
+        assert_eq!(
+            dropped(&core.handle_message(j, register("mine", 1))),
+            vec![DropCause::Unannounced]
+        );
+        assert_eq!(*core, before);
+    }
+    // A notice from a process it never heard as a holder is ignored; the
+    // one from a holder ends it.
+    let notice = Inbound::Refusal(notices[0].1);
+    joiner.handle_message(j, own.clone());
+    assert!(joiner.handle_message(m(9, 9), notice.clone()).is_empty());
+    let cmds = joiner.handle_message(a, notice);
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        Command::Refused(Refusal {
+            group_version: 2,
+            ..
+        })
+    )));
+    assert!(events(&cmds)
+        .iter()
+        .any(|e| matches!(e, GroupEvent::MemberRefused { member, .. } if *member == j)));
+}
+
+#[test]
+fn the_group_moves_up_where_the_last_member_that_held_it_back_leaves() {
+    let (a, b, c) = (m(1, 1), m(2, 2), m(3, 3));
+    let all = [a, b, c];
+    let joined: Vec<_> = all.iter().map(|x| ch(*x, Reason::Join)).collect();
+    let versions = [speaking(2, 2), speaking(2, 3), speaking(2, 3)];
+    let mut cores: Vec<GroupCore> = all
+        .iter()
+        .zip(versions)
+        .map(|(x, v)| GroupCore::new(*x).with_versions(v.versions()))
+        .collect();
+    for core in cores.iter_mut() {
+        core.handle_confchg(&all, &joined, &[]);
+    }
+    for (from, v) in all.iter().zip(versions) {
+        for core in cores.iter_mut() {
+            core.handle_message(*from, ann_speaking(v, true));
+        }
+    }
+    for core in &cores {
+        assert_eq!(core.group_version(), Some(2));
+        assert!(core.counts_version(2) && !core.counts_version(3));
+    }
+    // A message at 3 while the old member is there counts nowhere (the
+    // runtime checks before the core: `counts_version`).
+    let mut moved = Vec::new();
+    for core in cores.iter_mut().skip(1) {
+        let cmds = core.handle_confchg(&[b, c], &[], &[ch(a, Reason::Leave)]);
+        moved.push(
+            events(&cmds)
+                .into_iter()
+                .filter(|e| matches!(e, GroupEvent::VersionChanged { .. }))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(core.group_version(), Some(3));
+        assert!(
+            core.counts_version(2) && core.counts_version(3),
+            "messages sent at 2 before the move still count"
+        );
+    }
+    let up = vec![GroupEvent::VersionChanged {
+        from: Some(2),
+        to: 3,
+    }];
+    assert_eq!(moved, vec![up.clone(), up]);
+}

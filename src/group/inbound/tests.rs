@@ -163,3 +163,62 @@ fn a_request_nobody_here_hosts_is_skipped_without_the_core() {
         Ok(Handled::Skipped)
     ));
 }
+
+#[test]
+fn a_message_at_a_version_some_member_does_not_speak_is_refused_before_the_core() {
+    use crate::group::messages::Announce;
+    use crate::roster::Announcement;
+    use crate::wire::Versions;
+    let (a, b) = (Member::new(1, 1), Member::new(2, 2));
+    let new = Versions { min: 2, max: 3 };
+    let mut core = GroupCore::new(b).with_versions(new);
+    let joined = [
+        MemberChange {
+            member: a,
+            reason: Reason::Join,
+        },
+        MemberChange {
+            member: b,
+            reason: Reason::Join,
+        },
+    ];
+    core.handle_confchg(&[a, b], &joined, &[]);
+    for (from, versions) in [(a, Versions { min: 2, max: 2 }), (b, new)] {
+        core.handle_message(
+            from,
+            Inbound::Announce(Announce {
+                announcement: Announcement::speaking(versions),
+                synced: true,
+            }),
+        );
+    }
+    let reads_new = codec().reading(new);
+    let at_3 = reads_new
+        .at_version(3)
+        .encode(
+            Kind::Registry,
+            &RegistryOp::Register {
+                name: "x".into(),
+                token: 1,
+            },
+        )
+        .expect("encode");
+    let frame = reads_new.decode_frame(&at_3).expect("this build reads 3");
+    let before = core.clone();
+    match handle_envelope(&mut core, &reads_new, b, frame) {
+        Ok(Handled::Core(cmds)) => assert_eq!(
+            cmds,
+            vec![Command::Dropped {
+                from: b,
+                cause: DropCause::Version
+            }]
+        ),
+        _ => panic!("not refused"),
+    }
+    assert_eq!(core, before, "nothing changed");
+    // The old member cannot even read it.
+    assert_eq!(
+        codec().decode_frame(&at_3),
+        Err(WireError::UnsupportedVersion(3))
+    );
+}
