@@ -12,7 +12,8 @@
 //! ```text
 //!  any mode   leave                 LEFT
 //!             metrics               METRICS delivered=N dropped=N try_again=N
-//!                                   (group mode adds chunked=N resent=N stray=N)
+//!                                   (group mode adds chunked=N resent=N stray=N
+//!                                   version=V refused=N)
 //!  raw        send N                SENT N          (N messages, TRY_AGAIN retried)
 //!             digest                DIGEST count hash   (of every delivery so far)
 //!             garbage N             SENT N          (N non-actix-cpg payloads)
@@ -26,6 +27,8 @@
 //!             tree                  TREE ok | TREE err ERROR   (start the test tree)
 //!             (a child starts/stops) CHILD-UP name incarnation | CHILD-DOWN name incarnation
 //!             (a name is registered) NAME-UP name host
+//!             (a process is refused) REFUSED member versions vG
+//!             (the version moves)   VERSION v
 //!  always     (on start)            READY node/pid
 //!             (on each confchg)     CONFCHG members=a,b joined=a:Join left=b:ProcDown
 //! ```
@@ -45,6 +48,7 @@ use actix_cpg::supervisor::{
 use actix_cpg::transport::{
     Connection, GroupName, Member, MemberChange, Transport, TransportError, TransportEvent,
 };
+use actix_cpg::wire::Versions;
 use actix_cpg::{
     BatchConfig, Child, ChildContext, Factories, Group, GroupConfig, GroupError, GroupEvent,
     Handlers, RemoteMessage, Terminate,
@@ -86,6 +90,9 @@ pub enum Mode {
     Raw,
     /// Through the group runtime: registry and remote calls.
     Group,
+    /// The same, as a build speaking these protocol versions (for rolling
+    /// upgrades: `GroupConfig::protocol_versions`).
+    GroupSpeaking(Versions),
 }
 
 /// Asks the agent's `echo` actor to answer with the same text.
@@ -221,8 +228,12 @@ pub async fn run<C: Connection>(
 ) {
     match mode {
         Mode::Raw => run_raw(conn, input, output).await,
-        Mode::Group => {
-            if let Err(e) = run_group(conn, input, output.clone()).await {
+        Mode::Group | Mode::GroupSpeaking(_) => {
+            let versions = match mode {
+                Mode::GroupSpeaking(v) => v,
+                _ => Versions::this_build(),
+            };
+            if let Err(e) = run_group(conn, versions, input, output.clone()).await {
                 let _ = output.send(format!("ERROR {e}"));
             }
         }
@@ -400,6 +411,7 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 
 async fn run_group<C: Connection>(
     conn: C,
+    versions: Versions,
     mut input: UnboundedReceiver<String>,
     output: UnboundedSender<String>,
 ) -> Result<(), GroupError> {
@@ -415,6 +427,7 @@ async fn run_group<C: Connection>(
     let config = GroupConfig {
         batch: BatchConfig::disabled(),
         chunk_size: 32 << 10,
+        protocol_versions: versions,
         ..GroupConfig::default()
     };
     let group = Group::start(conn, config).await?;
@@ -441,6 +454,10 @@ async fn run_group<C: Connection>(
                 Ok(GroupEvent::NameRegistered { name, host }) => {
                     say(format!("NAME-UP {name} {host}"));
                 }
+                Ok(GroupEvent::MemberRefused { member, versions, group_version }) => {
+                    say(format!("REFUSED {member} {versions} v{group_version}"));
+                }
+                Ok(GroupEvent::VersionChanged { to, .. }) => say(format!("VERSION {to}")),
                 Ok(GroupEvent::Closed { error }) => {
                     say(format!("CLOSED {error}"));
                     return Ok(());
@@ -514,13 +531,15 @@ async fn run_group<C: Connection>(
                     ["metrics"] => {
                         let m = group.metrics();
                         say(format!(
-                            "METRICS delivered={} dropped={} try_again={} chunked={} resent={} stray={}",
+                            "METRICS delivered={} dropped={} try_again={} chunked={} resent={} stray={} version={} refused={}",
                             m.delivered,
                             m.dropped(),
                             m.try_again,
                             m.chunked_delivered,
                             m.chunked_resent,
-                            m.chunks_stray
+                            m.chunks_stray,
+                            m.protocol_version,
+                            m.refused()
                         ));
                     }
                     ["leave"] => {

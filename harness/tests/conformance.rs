@@ -26,16 +26,31 @@ struct Agent {
 }
 
 impl Agent {
-    async fn start(tx: UnboundedSender<String>, rx: UnboundedReceiver<String>) -> Agent {
-        let mut agent = Agent {
+    /// An agent whose start has not been waited for.
+    fn unready(tx: UnboundedSender<String>, rx: UnboundedReceiver<String>) -> Agent {
+        Agent {
             member: String::new(),
             tx,
             rx,
             seen: Vec::new(),
-        };
-        let ready = agent.expect("READY ").await;
-        agent.member = ready["READY ".len()..].to_owned();
-        agent
+        }
+    }
+
+    /// Waits until the agent is a member.
+    async fn ready(mut self) -> Agent {
+        let ready = self.expect("READY ").await;
+        self.member = ready["READY ".len()..].to_owned();
+        self
+    }
+
+    /// The first line the agent prints, which must be an error: it was
+    /// never admitted.
+    async fn refused(mut self) -> String {
+        match tokio::time::timeout(WAIT, self.rx.recv()).await {
+            Ok(Some(line)) if line.starts_with("ERROR ") => line,
+            Ok(other) => panic!("expected a refusal, the agent said {other:?}"),
+            Err(_) => panic!("the agent said nothing within {WAIT:?}"),
+        }
     }
 
     /// Moves every line already printed into `seen`, without waiting.
@@ -159,7 +174,11 @@ trait Backend {
     /// says it for small messages).
     const FORCES_TRY_AGAIN: bool;
 
-    async fn spawn(&mut self, node: u32, group: &str, mode: Mode) -> Agent;
+    async fn spawn(&mut self, node: u32, group: &str, mode: Mode) -> Agent {
+        self.spawn_unready(node, group, mode).await.ready().await
+    }
+    /// Starts an agent without waiting for it to become a member.
+    async fn spawn_unready(&mut self, node: u32, group: &str, mode: Mode) -> Agent;
     async fn kill(&mut self, agent: &Agent);
     async fn cut(&mut self, node: u32);
     async fn restore(&mut self, node: u32);
@@ -870,6 +889,97 @@ async fn hostile_member<B: Backend>(b: &mut B) {
     assert!(!names.contains("evil"), "{names}");
 }
 
+/// Builds of two protocol versions in one group while calls flow: old
+/// builds speak 2, new ones 2 and the test-only 3 (whose replies have
+/// another layout). The group speaks 2 until the last old member leaves,
+/// then 3 on every member at once; an old build is then refused, with the
+/// reason on itself and on every member, and changes nothing.
+async fn rolling_upgrade<B: Backend>(b: &mut B) {
+    use actix_cpg::wire::{Versions, NEXT_PROTOCOL_VERSION as NEXT, PROTOCOL_VERSION as CUR};
+    let old = Mode::GroupSpeaking(Versions { min: CUR, max: CUR });
+    let new = Mode::GroupSpeaking(Versions {
+        min: CUR,
+        max: NEXT,
+    });
+    let group = unique_group("upgrade");
+    let mut olds = spawn_all(b, &group, old, &[1, 2, 3]).await;
+    for (i, a) in olds.iter_mut().enumerate() {
+        a.cmd(&format!("register old{i}"));
+        a.expect(&format!("REGISTER old{i} ok")).await;
+    }
+    let mut news = Vec::new();
+    for (i, node) in [1u32, 2].into_iter().enumerate() {
+        let mut n = b.spawn(node, &group, new).await;
+        n.cmd(&format!("register new{i}"));
+        n.expect(&format!("REGISTER new{i} ok")).await;
+        news.push(n);
+    }
+    // Calls both ways, at version 2.
+    for a in olds.iter_mut().chain(news.iter_mut()) {
+        for name in ["old0", "new0", "new1"] {
+            a.cmd(&format!("call {name} hi"));
+            a.expect(&format!("CALL {name} ok hi")).await;
+        }
+        let m = a.poll("metrics", "METRICS", |_| true).await;
+        assert_eq!(metric(&m, "version"), u64::from(CUR), "{m}");
+    }
+    // The old members leave one by one; calls go on; the version moves
+    // only when the last one is gone.
+    let total = olds.len();
+    for (i, mut leaving) in olds.into_iter().enumerate() {
+        leaving.cmd("leave");
+        leaving.expect("LEFT").await;
+        for n in news.iter_mut() {
+            n.expect_view_of(total - i - 1 + 2).await;
+            for name in ["new0", "new1"] {
+                n.cmd(&format!("call {name} after{i}"));
+                n.expect(&format!("CALL {name} ok after{i}")).await;
+            }
+        }
+    }
+    for n in news.iter_mut() {
+        let moved = format!("VERSION {NEXT}");
+        if !n.seen.contains(&moved) {
+            n.expect(&moved).await;
+        }
+        let moves = n.seen.iter().filter(|l| l.starts_with("VERSION")).count();
+        assert_eq!(moves, 1, "the version moved once: {:?}", n.seen);
+        // It moved where the last old member left, before any later call.
+        let at = n.seen.iter().position(|l| *l == moved);
+        let last_leave = n.seen.iter().rposition(|l| l.contains(":Leave"));
+        assert_eq!(at, last_leave.map(|i| i + 1), "{:?}", n.seen);
+        let m = n.poll("metrics", "METRICS", |_| true).await;
+        assert_eq!(metric(&m, "version"), u64::from(NEXT), "{m}");
+        assert_eq!(metric(&m, "refused"), 0, "{m}");
+        for name in ["new0", "new1"] {
+            n.cmd(&format!("call {name} v3"));
+            n.expect(&format!("CALL {name} ok v3")).await;
+        }
+    }
+    // An old build now: refused on itself and on every member.
+    let late = b.spawn_unready(3, &group, old).await;
+    let error = late.refused().await;
+    assert!(
+        error.contains(&format!("the group speaks protocol v{NEXT}")),
+        "{error}"
+    );
+    for n in news.iter_mut() {
+        let line = n.expect("REFUSED").await;
+        assert!(line.ends_with(&format!("v{CUR} v{NEXT}")), "{line}");
+        n.cmd("names");
+        let names = n.expect("NAMES").await;
+        assert!(
+            names.contains("new0=") && names.contains("new1="),
+            "{names}"
+        );
+        assert!(!names.contains("old"), "{names}");
+    }
+    for mut n in news {
+        n.cmd("leave");
+        n.expect("LEFT").await;
+    }
+}
+
 // ---- backends ---------------------------------------------------------------
 
 mod sim_backend {
@@ -896,7 +1006,7 @@ mod sim_backend {
     impl Backend for Sim {
         const FORCES_TRY_AGAIN: bool = true;
 
-        async fn spawn(&mut self, node: u32, group: &str, mode: Mode) -> Agent {
+        async fn spawn_unready(&mut self, node: u32, group: &str, mode: Mode) -> Agent {
             let process = self.cluster.process(NodeId(node)).expect("node is up");
             let name = actix_cpg::GroupName::new(group).expect("valid name");
             let conn = process.join(&name).expect("join");
@@ -904,7 +1014,7 @@ mod sim_backend {
             let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
             let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
             actix::spawn(actix_cpg_harness::run(conn, mode, in_rx, out_tx));
-            Agent::start(in_tx, out_rx).await
+            Agent::unready(in_tx, out_rx)
         }
 
         async fn kill(&mut self, agent: &Agent) {
@@ -1016,15 +1126,16 @@ mod corosync_backend {
     impl Backend for Real {
         const FORCES_TRY_AGAIN: bool = false;
 
-        async fn spawn(&mut self, node: u32, group: &str, mode: Mode) -> Agent {
+        async fn spawn_unready(&mut self, node: u32, group: &str, mode: Mode) -> Agent {
             let mode = match mode {
-                Mode::Raw => "raw",
-                Mode::Group => "group",
+                Mode::Raw => "raw".to_owned(),
+                Mode::Group => "group".to_owned(),
+                Mode::GroupSpeaking(v) => format!("group@{}-{}", v.min, v.max),
             };
             let mut child = tokio::process::Command::new("ip")
                 .args(["netns", "exec", &format!("acpg-n{node}")])
                 .arg(env!("CARGO_BIN_EXE_cpg-agent"))
-                .args([group, mode])
+                .args([group, &mode])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .kill_on_drop(true)
@@ -1053,8 +1164,15 @@ mod corosync_backend {
                     }
                 }
             });
-            let agent = Agent::start(in_tx, out_rx).await;
-            self.children.push((agent.member.clone(), child));
+            self.children.push((String::new(), child));
+            Agent::unready(in_tx, out_rx)
+        }
+
+        async fn spawn(&mut self, node: u32, group: &str, mode: Mode) -> Agent {
+            let agent = self.spawn_unready(node, group, mode).await.ready().await;
+            if let Some((member, _)) = self.children.last_mut() {
+                member.clone_from(&agent.member);
+            }
             agent
         }
 
@@ -1132,4 +1250,5 @@ conformance!(
     supervision_leave,
     supervision_hosts_only,
     hostile_member,
+    rolling_upgrade,
 );
