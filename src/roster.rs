@@ -90,18 +90,6 @@ impl Announcement {
         }
     }
 
-    /// What a member is taken to speak until its announcement arrives, when
-    /// it became a member without one (peers that fall back together on
-    /// their own state, see the group core): every version, so it moves no
-    /// decision about versions, the same in every build.
-    pub(crate) const fn unknown() -> Self {
-        Announcement {
-            min_version: 0,
-            max_version: u8::MAX,
-            role: Role::Participant,
-        }
-    }
-
     /// The same, in `role`.
     pub(crate) fn with_role(self, role: Role) -> Self {
         Announcement { role, ..self }
@@ -163,6 +151,10 @@ pub(crate) struct Roster {
     announced: BTreeMap<Member, Announcement>,
     /// In the view, not yet announced, with the reason they joined it.
     pending: BTreeMap<Member, Reason>,
+    /// Members taken in before their announcement arrived (peers that fall
+    /// back together on their own state, see the group core): they count
+    /// for no decision about versions until it does.
+    unconfirmed: BTreeSet<Member>,
     /// Whether the last confchg brought anyone in.
     joined_last: bool,
 }
@@ -213,8 +205,9 @@ impl Roster {
     /// The members' announcements, but those not arrived yet.
     fn known(&self) -> impl Iterator<Item = &Announcement> {
         self.announced
-            .values()
-            .filter(|a| **a != Announcement::unknown())
+            .iter()
+            .filter(|(m, _)| !self.unconfirmed.contains(m))
+            .map(|(_, a)| a)
     }
 
     /// The envelope versions a message may carry to count (rule 5): those
@@ -260,6 +253,7 @@ impl Roster {
         let view = &self.view;
         self.announced.retain(|m, _| view.contains(m));
         self.pending.retain(|m, _| view.contains(m));
+        self.unconfirmed.retain(|m| view.contains(m));
         if gone.is_empty() {
             return None;
         }
@@ -275,7 +269,7 @@ impl Roster {
         if let Some(known) = self.announced.get_mut(&from) {
             // A member taken in before its announcement arrived learns what
             // it speaks now, at the same position everywhere.
-            if *known == Announcement::unknown() {
+            if self.unconfirmed.remove(&from) {
                 *known = a;
             }
             return Admission::Nothing;
@@ -327,6 +321,34 @@ impl Roster {
         }
         let announced = &self.announced;
         self.pending.retain(|m, _| !announced.contains_key(m));
+        self.unconfirmed.clear();
+    }
+
+    /// Takes `peers` as the members, each with its announcement where it
+    /// arrived; one still on its way is taken in all the same, counts for
+    /// no decision about versions, and is learnt when it arrives (a
+    /// participant until then). The rest as [`Roster::adopt`].
+    pub(crate) fn adopt_peers(
+        &mut self,
+        peers: impl IntoIterator<Item = (Member, Option<Announcement>)>,
+    ) {
+        let mut unconfirmed = BTreeSet::new();
+        let announced: Vec<(Member, Announcement)> = peers
+            .into_iter()
+            .map(|(m, a)| {
+                let a = a.unwrap_or_else(|| {
+                    unconfirmed.insert(m);
+                    Announcement::this_build()
+                });
+                (m, a)
+            })
+            .collect();
+        self.adopt(announced);
+        let view = &self.view;
+        self.unconfirmed = unconfirmed
+            .into_iter()
+            .filter(|m| view.contains(m))
+            .collect();
     }
 
     /// Whether the member `m` is an observer.

@@ -674,20 +674,19 @@ impl GroupCore {
                 // What each announced, where it has arrived; a peer whose
                 // announcement is still on its way is taken in all the
                 // same and learns its versions when it arrives.
-                let members: Vec<(Member, Announcement)> = waiting
+                let members: Vec<(Member, Option<Announcement>)> = waiting
                     .peers
                     .iter()
                     .map(|m| {
                         let a = self
                             .roster
                             .announcement(*m)
-                            .or_else(|| waiting.announcements.get(m).copied())
-                            .unwrap_or(Announcement::unknown());
+                            .or_else(|| waiting.announcements.get(m).copied());
                         (*m, a)
                     })
                     .collect();
                 let before = std::mem::take(&mut self.view);
-                self.roster.adopt(members);
+                self.roster.adopt_peers(members);
                 self.refresh_view();
                 out.extend(self.view_changed_from(&before).map(Command::Event));
                 // A name on a process of the view that is no peer (it had
