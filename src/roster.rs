@@ -358,7 +358,9 @@ impl Roster {
             .is_some_and(|a| a.role == Role::Observer)
     }
 
-    /// The observers among the members, sorted.
+    /// The observers among the members, sorted (the roles travel in the
+    /// announcements now: only tests ask).
+    #[cfg(test)]
     pub(crate) fn observers(&self) -> Vec<Member> {
         self.announced
             .iter()

@@ -30,7 +30,8 @@ fn view_tag(members: &[Member]) -> u64 {
 }
 
 use forgeries::{
-    Announcement, ElectionInfo as Info, ElectionMessage as Msg, ElectionState, GroupState,
+    election_listed, Announcement, ElectionInfo as Info, ElectionMessage as Msg, ElectionState,
+    GroupState,
 };
 
 fn send(raw: &mut SimConnection, msg: &Msg) {
@@ -189,11 +190,10 @@ async fn forged_messages_from_an_outsider_change_nothing_and_are_counted() {
                     },
                 )],
             }),
-            announced: Some(vec![me]),
+            announced: Some(election_listed([me])),
             unannounced: vec![],
             merging: vec![],
             mark: 1,
-            observers: Vec::new(),
         }),
     );
     send(&mut raw, &Msg::Fact(quorate(1 << 40, false)));
@@ -246,11 +246,10 @@ fn lie(liar: &mut SimConnection, view: &[Member], announced: Vec<Member>) {
                     },
                 )],
             }),
-            announced: Some(announced),
+            announced: Some(election_listed(announced)),
             unannounced: vec![],
             merging: vec![],
             mark: 1,
-            observers: Vec::new(),
         }),
     );
 }
@@ -275,14 +274,7 @@ async fn a_lying_member_cannot_push_the_epoch_past_the_bound() {
     .await;
     // It announces itself properly, then answers the round with a fact and
     // elections far beyond anything the stream reported.
-    send(
-        &mut liar,
-        &Msg::Announce(Announcement {
-            min_version: actix_cpg::wire::PROTOCOL_VERSION,
-            max_version: actix_cpg::wire::PROTOCOL_VERSION,
-            role: 0,
-        }),
-    );
+    send(&mut liar, &Msg::Announce(Announcement::participant()));
     lie(
         &mut liar,
         &raw_view,

@@ -7,14 +7,16 @@
 //!  ────────────────────►  ┌──────────────────────────┐  ─────────────────────►
 //!   handle_confchg        │ view, facts (quorum, in  │   Mcast(Announce | Info | Fact)
 //!   handle_quorum (local) │   the stream)            │   Purge     (view changed)
-//!   handle_message        │ roster (who announced)   │   Applied(op) (own
-//!    Announce Info Fact   │ phase: Installing{infos, │     stand/withdraw done)
-//!    Stand Withdraw       │   buffered ops} |        │   Resend(op)
-//!                         │   Installed | GaveUp     │   GiveUp (leave)
-//!                         │ refusal counters         │
-//!                         │ elections: candidates    │   Event(ElectionEvent)
-//!                         │   (seniority), leader,   │
-//!                         │   epoch                  │
+//!   handle_envelope       │ roster (who announced,   │   Applied(op) (own
+//!    (version, message)   │   what they speak)       │     stand/withdraw done)
+//!    Announce Info Fact   │ phase: Installing{infos, │   Resend(op)
+//!    Stand Withdraw Mark  │   buffered ops} |        │   GiveUp (leave)
+//!                         │   Installed | GaveUp |   │   Refused (stop)
+//!                         │   Refused                │
+//!                         │ refusal counters         │   Event(ElectionEvent)
+//!                         │ elections: candidates    │
+//!                         │   (seniority), leader,   │   write_version() (what
+//!                         │   epoch                  │     the runtime writes at)
 //!                         └──────────────────────────┘
 //! ```
 //!
@@ -62,23 +64,24 @@
 //! member, with why:
 //!
 //! 1. **Announcing.** After every confchg that brings anyone in, every
-//!    member multicasts an `Announce` (protocol version range), then its
-//!    info. An `Announce` from a process in the view that is not yet a
-//!    member admits it; from a member it changes nothing. A separate
-//!    message rather than "an info from a pending process is its
-//!    announcement": an info is the answer to one round, a forged or stale
-//!    one must be refusable on its own, and a joiner must hear *every*
-//!    member of the view (rule 4) even in rounds whose infos it cannot yet
-//!    judge. Announcements are never purged from the send queue.
+//!    member multicasts an `Announce` (protocol version range and role),
+//!    then its info. An `Announce` from a process in the view that is not
+//!    yet a member admits it (if it speaks the group's version, rule 9);
+//!    from a member it changes nothing. A separate message rather than "an
+//!    info from a pending process is its announcement": an info is the
+//!    answer to one round, a forged or stale one must be refusable on its
+//!    own, and a joiner must hear *every* member of the view (rule 4) even
+//!    in rounds whose infos it cannot yet judge. Announcements are never
+//!    purged from the send queue.
 //! 2. **Sender rules.** `Info`, `Fact`, `Stand` and `Withdraw` count only
 //!    from members (announced, in the view); anything else is refused and
 //!    counted ([`ElectionRefusals::not_member`]). A `Withdraw` only ever
 //!    removes its sender's own candidacy. An `Announce` whose version range
-//!    excludes ours is refused (`incompatible`). During a round,
-//!    candidacy changes are held; one from a process of the other side of
-//!    a merge (a member there, not yet here) is held too and applied at the
-//!    install only if its sender is a member by then, so both sides judge
-//!    it alike.
+//!    excludes the group's version is refused (`incompatible`, rule 9).
+//!    During a round, candidacy changes are held; one from a process of the
+//!    other side of a merge (a member there, not yet here) is held too and
+//!    applied at the install only if its sender is a member by then, so both
+//!    sides judge it alike.
 //! 3. **Failover asks no announcement.** A confchg that only removes
 //!    members asks the surviving members for a mark and an info each;
 //!    nobody announces.
@@ -86,18 +89,18 @@
 //!    processes that joined with it founds the group. Any other joiner does
 //!    not know who is announced: it admits whoever announces after its
 //!    confchg (every member does, rule 1) and, at the first info from a
-//!    sender that knows (`Info::announced` is `Some`), adopts that list
-//!    plus those admitted since ([`Roster::adopt`]) — the same set the
-//!    others hold at that position. Until then it decides nothing: it
-//!    completes no round, and the candidacy changes it holds are judged
-//!    when it learns. Every round needs at least one such info to complete,
-//!    so a joiner and the members complete it at the same position. Limit:
-//!    a joiner whose view holds only silent older processes waits until
-//!    one of them speaks or leaves (it cannot tell a silent client from a
-//!    member whose info is on its way); and a joiner trusts the first
-//!    member that tells it, so an announced member that lies about the
-//!    list can mislead a joiner (only that joiner) — the group key closes
-//!    that.
+//!    sender that knows (`Info::announced` is `Some`: the members with their
+//!    announcements), adopts that list ([`Roster::adopt`]) and judges the
+//!    announcements delivered since (rule 9) — the same set the others hold
+//!    at that position. Until then it decides nothing: it completes no
+//!    round, and the candidacy changes it holds are judged when it learns.
+//!    Every round needs at least one such info to complete, so a joiner and
+//!    the members complete it at the same position. Limit: a joiner whose
+//!    view holds only silent older processes waits until one of them speaks
+//!    or leaves (it cannot tell a silent client from a member whose info is
+//!    on its way); and a joiner trusts the first member that tells it, so an
+//!    announced member that lies about the list can mislead a joiner (only
+//!    that joiner) — the group key closes that.
 //! 5. **Rounds.** After each confchg every member sends an info tagged
 //!    with the raw view; an admission after the install starts a new round
 //!    (the newcomer needs the elections). A round completes once every
@@ -115,13 +118,13 @@
 //!    differently. Limit: a merge side holding no member at all (only
 //!    silent clients) is waited for until they leave.
 //! 6. **Quorum facts** count only from members; a fact that arrives before
-//!    its sender's info in a round is ignored (the info, sent later, holds
-//!    a fact at least as new). An **observer** (its announcement says
-//!    [`Role::Observer`]; infos that teach a joiner the members list the
-//!    observers too) is a member of the view, sends infos and is waited
-//!    for like any member, but its facts never count and it is never a
-//!    candidate: not of the group-wide election, and its stands and
-//!    withdrawals are refused (`refused.observer`).
+//!    its sender's info in a round is ignored (the info, sent later, holds a
+//!    fact at least as new). An **observer** (its announcement says
+//!    [`Role::Observer`]; infos that teach a joiner the members carry each
+//!    one's announcement, role included) is a member of the view, sends
+//!    infos and is waited for like any member, but its facts never count and
+//!    it is never a candidate: not of the group-wide election, and its
+//!    stands and withdrawals are refused (`refused.observer`).
 //! 7. **Bounds** ("what the stream allows"). Let `seq` be the lower median
 //!    of the ring seqs the round's infos report and `clock` the lower
 //!    median of their clocks (a minority of liars cannot move a lower
@@ -144,6 +147,42 @@
 //!    applies, so a member that dropped them can only come back as a
 //!    joiner, which gets the elections afresh. Only members' changes are
 //!    held, so an outsider cannot fill it.
+//! 9. **Versions.** The group speaks the highest protocol version every
+//!    member speaks ([`Roster::group_version`]); an `Announce` that does not
+//!    speak it is refused: every member reports
+//!    [`ElectionEvent::MemberRefused`] where it lands, its sender stays
+//!    outside (none of its messages counts: it is never a candidate, its
+//!    facts and infos are a non-member's), and the sender itself, once it
+//!    knows the members, reports it about itself and stops
+//!    ([`Action::Refused`]). The version never moves down (a member must
+//!    speak it to come in) and moves up only where the last member that held
+//!    it back leaves ([`ElectionEvent::VersionChanged`] there, on every
+//!    member). What a process sends before it knows the version (`Announce`,
+//!    `Mark`, `Info`) is laid out alike in every version and read at any
+//!    (see `messages`); `Fact`, `Stand` and `Withdraw` are sent only once
+//!    the sender knows the members, at the group's version
+//!    ([`ElectionCore::write_version`]; a quorum change seen before waits
+//!    until then), and count only in an envelope of a version every member
+//!    speaks (else refused as `version`; a member that cannot read it drops
+//!    it, counted alike). A joiner that does not know the members yet judges
+//!    no announcement (it cannot know the group's version): it takes the
+//!    announcers in as rule 4 says and judges their announcements, in their
+//!    order, against the list it learns. Admissions never move the version,
+//!    so that is what every member decided where each landed. An
+//!    announcement from before the latest confchg is judged by the list
+//!    itself: a process that announced then is a member only if listed, so a
+//!    joiner whose own announcement landed then and that the list lacks was
+//!    refused — at a version it may speak now, if the group moved up since:
+//!    then it announces again (judged where that lands), else it is refused
+//!    at the version the list speaks. The candidacy changes it holds are
+//!    judged by the version of their envelope against that list too. Limit:
+//!    a joiner that cannot read an older version, arriving while the group
+//!    moves up, drops a candidacy change still in flight at that older
+//!    version, which the members count if they all read it. Limit: two sides
+//!    of a partition that moved to different versions judge each other's
+//!    members at the merge against their own version; a member of one side
+//!    that the other side's version excludes counts on its side only, so the
+//!    two sides may disagree on who counts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -151,9 +190,10 @@ use super::messages::{ElectionMessage, ElectionState, Epoch, GroupState, Info};
 use super::{ElectionEvent, ElectionRefusals, Leadership, GROUP_ELECTION};
 use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
-use crate::roster::{Admission, Announcement, Role, Roster};
+use crate::roster::{Admission, Announcement, Refusal, Role, Roster};
 use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
+use crate::wire::{Versions, WireError};
 
 /// How far above the lower median of the ring sequences reported in the
 /// stream a reported ring sequence or a claimed epoch may be (rule 7).
@@ -193,6 +233,15 @@ pub(crate) enum Action {
     /// cap (rule 8): this member stops taking part and must leave; the core
     /// ignores everything from now on.
     GiveUp,
+    /// The group refused this process (rule 9): it speaks `ours`, the
+    /// group speaks `group_version`. It must leave and stop; the core
+    /// ignores everything from now on.
+    Refused {
+        /// What this process speaks.
+        ours: Versions,
+        /// What the group speaks.
+        group_version: u8,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -203,8 +252,9 @@ struct Entry {
 }
 
 /// A candidacy change delivered while installing, with whether its sender
-/// was known to be a member when it was delivered.
-type Buffered = (Member, CandidacyOp, bool);
+/// was known to be a member when it was delivered and the version of its
+/// envelope (judged when a joiner learns the members, rule 9).
+type Buffered = (Member, CandidacyOp, bool, u8);
 
 #[derive(Debug)]
 enum Phase {
@@ -219,6 +269,8 @@ enum Phase {
     Installed,
     /// Gave up (rule 8): nothing is handled any more.
     GaveUp,
+    /// Refused by the group (rule 9): nothing is handled any more.
+    Refused,
 }
 
 /// One member's pure election state.
@@ -259,8 +311,18 @@ pub(crate) struct ElectionCore {
     /// Elections this member acts as leader of, with the epoch.
     acting: BTreeMap<String, Epoch>,
     refused: ElectionRefusals,
-    /// What this member announces itself as.
-    role: Role,
+    /// What this member announces itself as: its role and versions.
+    announcement: Announcement,
+    /// The version the group speaks, as last reported (rule 9).
+    version: Option<u8>,
+    /// Announcements delivered since the latest confchg while this member
+    /// does not know who is announced, in order: judged when it learns
+    /// (rule 9).
+    heard: Vec<(Member, Announcement)>,
+    /// This member does not know who is announced, and its own
+    /// announcement landed before the latest confchg (none since): the
+    /// list it learns says whether the members admitted it (rule 9).
+    announced_before: bool,
 }
 
 impl ElectionCore {
@@ -296,15 +358,39 @@ impl ElectionCore {
             elections: BTreeMap::new(),
             acting: BTreeMap::new(),
             refused: ElectionRefusals::default(),
-            role: Role::Participant,
+            announcement: Announcement::this_build(),
+            version: None,
+            heard: Vec::new(),
+            announced_before: false,
         }
     }
 
     /// The same member, announcing itself in `role`: an observer is never
     /// a candidate and its quorum facts do not count.
     pub(crate) fn with_role(mut self, role: Role) -> Self {
-        self.role = role;
+        self.announcement = self.announcement.with_role(role);
         self
+    }
+
+    /// The same member, speaking `versions` (rule 9).
+    pub(crate) fn with_versions(mut self, versions: Versions) -> Self {
+        self.announcement = Announcement {
+            role: self.announcement.role,
+            ..Announcement::speaking(versions)
+        };
+        self
+    }
+
+    /// The version the group speaks, once this member knows the members
+    /// and speaks it: what it writes its messages at (rule 9). `None`
+    /// until then: it sends only what every version shares.
+    pub(crate) fn write_version(&self) -> Option<u8> {
+        if !self.synced || matches!(self.phase, Phase::GaveUp | Phase::Refused) {
+            return None;
+        }
+        self.roster
+            .group_version()
+            .filter(|v| self.announcement.speaks(*v))
     }
 
     /// Whether the member `m` announced itself as an observer.
@@ -340,9 +426,14 @@ impl ElectionCore {
         self.refused
     }
 
-    /// Counts a message that could not be decoded (the runtime decodes).
-    pub(crate) fn count_malformed(&mut self) {
-        self.refused.malformed += 1;
+    /// Counts a message that could not be decoded (the runtime decodes):
+    /// one of a version this build does not read as `version` (rule 9), any
+    /// other as `malformed`.
+    pub(crate) fn count_undecodable(&mut self, error: &WireError) {
+        match error {
+            WireError::UnsupportedVersion(_) => self.refused.version += 1,
+            _ => self.refused.malformed += 1,
+        }
     }
 
     /// Every election's decided leader (as this member knows it).
@@ -395,18 +486,69 @@ impl ElectionCore {
         now: u64,
     ) -> Vec<Action> {
         let mut out = Vec::new();
-        if matches!(self.phase, Phase::GaveUp) {
+        if self.quiet() {
             return out;
         }
+        self.take_confchg(members, joined, left, now, &mut out);
+        self.settle(&mut out);
+        out
+    }
+
+    /// Gave up or refused: nothing is handled any more.
+    fn quiet(&self) -> bool {
+        matches!(self.phase, Phase::GaveUp | Phase::Refused)
+    }
+
+    /// What every input ends with (rule 9): the version move it caused,
+    /// and a quorum change held until this member knows the version.
+    fn settle(&mut self, out: &mut Vec<Action>) {
+        if self.quiet() {
+            return;
+        }
+        if self.synced {
+            let now = self.roster.group_version();
+            if now != self.version {
+                let from = std::mem::replace(&mut self.version, now);
+                if let Some(to) = now {
+                    out.push(Action::Event(ElectionEvent::VersionChanged { from, to }));
+                }
+            }
+        }
+        if !matches!(self.phase, Phase::Unjoined)
+            && self.write_version().is_some()
+            && self.sent_fact != self.local_fact
+        {
+            self.sent_fact = self.local_fact.clone();
+            if let Some(q) = self.local_fact.clone() {
+                out.push(Action::Mcast(ElectionMessage::Fact(q)));
+            }
+        }
+    }
+
+    fn take_confchg(
+        &mut self,
+        members: &[Member],
+        joined: &[MemberChange],
+        left: &[MemberChange],
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
         let change = self.roster.handle_confchg(members, joined, left);
         self.last_joined = joined.iter().map(|c| c.member).collect();
         self.clock = now;
         if !self.roster.in_view(self.local) {
             // Not joined yet, or our own leave.
-            self.view_changed(change.map(|c| c.left).unwrap_or_default(), &mut out);
-            return out;
+            self.view_changed(change.map(|c| c.left).unwrap_or_default(), out);
+            return;
         }
         if !self.synced {
+            // Rule 9: what was heard before this confchg is judged by the
+            // list this member learns; only our own announcement matters
+            // (unless we announce again now).
+            let own = self.heard.iter().any(|(m, _)| *m == self.local);
+            self.heard.clear();
+            self.announced_before =
+                (self.announced_before || own) && !self.roster.should_announce();
             // Rule 4: nobody was here before us (or only who came with us),
             // so nobody can tell us more: we found the group.
             let fresh: BTreeSet<Member> = joined
@@ -418,11 +560,14 @@ impl ElectionCore {
                 .iter()
                 .all(|m| *m == self.local || fresh.contains(m))
             {
+                // Whoever it took in before (itself at most) it takes in
+                // as a founder would: nobody else can judge them.
                 self.synced = true;
+                self.announced_before = false;
             }
         }
         let left_members = change.map(|c| c.left).unwrap_or_default();
-        self.view_changed(left_members, &mut out);
+        self.view_changed(left_members, out);
         let mut raw: Vec<Member> = members.to_vec();
         raw.sort();
         raw.dedup();
@@ -450,17 +595,14 @@ impl ElectionCore {
         if self.roster.should_announce() {
             // Rule 3; before the info, so a receiver admits us first.
             out.push(Action::Purge);
-            out.push(Action::Mcast(ElectionMessage::Announce(
-                Announcement::this_build().with_role(self.role),
-            )));
-            self.begin_round(now, false, &mut out);
+            out.push(Action::Mcast(ElectionMessage::Announce(self.announcement)));
+            self.begin_round(now, false, out);
         } else {
-            self.begin_round(now, true, &mut out);
+            self.begin_round(now, true, out);
         }
         // After the purge, which drops what the last view queued.
         out.push(Action::Mcast(ElectionMessage::Mark(mark)));
-        self.update_acting(&mut out);
-        out
+        self.update_acting(out);
     }
 
     /// Starts a round of infos (rules 1, 5): drops what the last one
@@ -471,7 +613,7 @@ impl ElectionCore {
         self.facts.clear();
         if let Phase::Installing { buffered, .. } = &mut self.phase {
             // Never installed: every member drops them alike.
-            for (from, op, _) in std::mem::take(buffered) {
+            for (from, op, _, _) in std::mem::take(buffered) {
                 if from == self.local {
                     out.push(Action::Resend(op));
                 }
@@ -497,7 +639,7 @@ impl ElectionCore {
             clock: now,
             fact: self.local_fact.clone(),
             state: self.installed_once.then(|| self.export()),
-            announced: self.synced.then(|| self.view.clone()),
+            announced: self.synced.then(|| self.roster.announcements()),
             unannounced: if self.synced { unannounced } else { Vec::new() },
             merging: if self.synced {
                 self.merging.iter().copied().collect()
@@ -505,11 +647,6 @@ impl ElectionCore {
                 Vec::new()
             },
             mark: 0,
-            observers: if self.synced {
-                self.roster.observers()
-            } else {
-                Vec::new()
-            },
         };
         if let Some((mark, info)) = self.incarnation.answer(info) {
             self.send_info(mark, info, out);
@@ -554,29 +691,49 @@ impl ElectionCore {
     /// only to stop acting as leader).
     pub(crate) fn handle_quorum(&mut self, q: QuorumState) -> Vec<Action> {
         let mut out = Vec::new();
-        if matches!(self.phase, Phase::GaveUp) {
+        if self.quiet() {
             return out;
         }
         self.local_fact = Some(q);
-        if !matches!(self.phase, Phase::Unjoined) && self.sent_fact != self.local_fact {
-            self.sent_fact = self.local_fact.clone();
-            if let Some(q) = self.local_fact.clone() {
-                out.push(Action::Mcast(ElectionMessage::Fact(q)));
-            }
-        }
+        // Multicast by `settle` (once this member knows the version).
+        self.settle(&mut out);
         self.update_acting(&mut out);
         out
     }
 
-    /// A decoded message from `from`, at its position in the stream.
+    /// A message from `from` in an envelope of this build's default
+    /// version, at its position in the stream.
+    #[cfg(test)]
     pub(crate) fn handle_message(&mut self, from: Member, msg: ElectionMessage) -> Vec<Action> {
+        self.handle_envelope(from, crate::wire::PROTOCOL_VERSION, msg)
+    }
+
+    /// A decoded message from `from` in an envelope of protocol version
+    /// `version`, at its position in the stream.
+    pub(crate) fn handle_envelope(
+        &mut self,
+        from: Member,
+        version: u8,
+        msg: ElectionMessage,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
-        if matches!(self.phase, Phase::Unjoined | Phase::GaveUp) {
+        if matches!(self.phase, Phase::Unjoined) || self.quiet() {
             return out;
         }
         if !self.roster.in_view(from) {
             // Sent before it left, or from a process this view never had.
             self.refused.not_member += 1;
+            return out;
+        }
+        // Rule 9. A joiner that does not know the members judges the
+        // candidacy changes it holds once it learns them.
+        let held = !self.synced
+            && matches!(
+                msg,
+                ElectionMessage::Stand(_) | ElectionMessage::Withdraw(_)
+            );
+        if !msg.is_shared() && !held && !self.roster.counts_version(version) {
+            self.refused.version += 1;
             return out;
         }
         match msg {
@@ -589,31 +746,59 @@ impl ElectionCore {
             ElectionMessage::Info(info) => self.info(from, info, &mut out),
             ElectionMessage::Fact(q) => self.fact(from, q, &mut out),
             ElectionMessage::Stand(name) => {
-                self.candidacy(from, CandidacyOp::Stand(name), &mut out)
+                self.candidacy(from, CandidacyOp::Stand(name), version, &mut out)
             }
             ElectionMessage::Withdraw(name) => {
-                self.candidacy(from, CandidacyOp::Withdraw(name), &mut out)
+                self.candidacy(from, CandidacyOp::Withdraw(name), version, &mut out)
             }
         }
+        if self.quiet() {
+            return out;
+        }
         self.update_acting(&mut out);
+        self.settle(&mut out);
         out
     }
 
-    /// Rule 2: an announcement admits a pending process.
+    /// Rule 2: an announcement admits a pending process; rule 9: unless
+    /// it does not speak the group's version.
     fn announce(&mut self, from: Member, a: Announcement, out: &mut Vec<Action>) {
+        if !self.synced {
+            // Every one, even from a process taken in already: where the
+            // members refused it, a later one may admit it (rule 9).
+            self.heard.push((from, a));
+        }
         if self.roster.is_member(from) {
             return;
         }
-        let change = match self.roster.handle_announce(from, a) {
-            Admission::Admitted(change) => change,
-            Admission::Refused(_) => {
-                self.refused.incompatible += 1;
-                if let Phase::Installing { refused, .. } = &mut self.phase {
-                    refused.insert(from);
+        let change = if self.synced {
+            match self.roster.handle_announce(from, a) {
+                Admission::Admitted(change) => change,
+                Admission::Refused(refusal) => {
+                    self.refuse(refusal, out);
+                    return;
                 }
-                return;
+                Admission::Nothing => return,
             }
-            Admission::Nothing => return,
+        } else {
+            // Rule 4: taken in until the list says otherwise; rule 9: the
+            // version is judged then.
+            let reason = if self.roster.pending_after_merge(from) {
+                Reason::NodeUp
+            } else {
+                Reason::Join
+            };
+            let mut announced = self.roster.announcements();
+            announced.push((from, a));
+            self.roster.adopt(announced);
+            crate::roster::Change {
+                members: self.roster.members(),
+                joined: vec![MemberChange {
+                    member: from,
+                    reason,
+                }],
+                left: Vec::new(),
+            }
         };
         self.view_changed_with(change.joined, Vec::new(), out);
         if self.round_done() {
@@ -632,6 +817,12 @@ impl ElectionCore {
             self.refused.not_member += 1;
             return;
         }
+        if !info.announced_is_sane() {
+            // A list no roster could hold (rule 9): forged, on every member
+            // alike.
+            self.refused.malformed += 1;
+            return;
+        }
         let Phase::Installing { tag, .. } = &self.phase else {
             // An info of a round already installed: nothing to do.
             return;
@@ -642,28 +833,39 @@ impl ElectionCore {
             return;
         }
         if let (false, Some(claim)) = (self.synced, &info.announced) {
-            // Rule 4: the first member that knows tells us who counts.
-            let mut announced: BTreeSet<Member> = claim.iter().copied().collect();
-            announced.extend(self.roster.members());
-            let announcements: Vec<(Member, Announcement)> = announced
-                .iter()
-                .map(|m| {
-                    let role = if info.observers.contains(m) {
-                        Role::Observer
-                    } else {
-                        Role::Participant
-                    };
-                    let a = self
-                        .roster
-                        .announcement(*m)
-                        .unwrap_or_else(|| Announcement::this_build().with_role(role));
-                    (*m, a)
-                })
-                .collect();
-            self.roster.adopt(announcements);
+            // Rule 4: the first member that knows tells us who counts, and
+            // what each speaks; rule 9: the announcements heard since the
+            // confchg are judged against that, in their order.
+            self.roster.adopt(claim.iter().copied());
+            let mut refusals = Vec::new();
+            for (m, a) in std::mem::take(&mut self.heard) {
+                if let Admission::Refused(refusal) = self.roster.handle_announce(m, a) {
+                    refusals.push(refusal);
+                }
+            }
+            if std::mem::take(&mut self.announced_before) && !self.roster.is_member(self.local) {
+                // Our announcement landed before the latest confchg, and
+                // the members did not take us in: they refused it.
+                match self.roster.group_version() {
+                    // At a version it does not speak, before the group
+                    // moved up to one it does: it asks again, judged
+                    // where that lands.
+                    Some(v) if self.announcement.speaks(v) => {
+                        out.push(Action::Mcast(ElectionMessage::Announce(self.announcement)));
+                    }
+                    Some(group_version) => refusals.push(Refusal {
+                        member: self.local,
+                        versions: self.announcement.versions(),
+                        group_version,
+                    }),
+                    None => {}
+                }
+            }
+            let announced: BTreeSet<Member> = self.roster.members().into_iter().collect();
             // Facts recorded before it knew who observes.
             let roster = &self.roster;
-            self.facts.retain(|m, _| !roster.is_observer(*m));
+            self.facts
+                .retain(|m, _| roster.is_member(*m) && !roster.is_observer(*m));
             self.synced = true;
             let roster = &self.roster;
             self.merging = info
@@ -673,13 +875,34 @@ impl ElectionCore {
                 .filter(|m| roster.in_view(*m) && !roster.is_member(*m))
                 .collect();
             if let Phase::Installing { buffered, .. } = &mut self.phase {
-                let before = buffered.len();
+                // Held while it did not know: a change counts if its sender
+                // was a member where it landed (taken in then and not
+                // refused since) or of another side, and its envelope's
+                // version is one every member speaks.
+                let roster = &self.roster;
                 let merging = &self.merging;
-                buffered
-                    .retain(|(m, _, known)| *known || announced.contains(m) || merging.contains(m));
-                self.refused.not_member += (before - buffered.len()) as u64;
+                let (mut not_member, mut version) = (0, 0);
+                buffered.retain(|(m, _, known, v)| {
+                    if !(*known && announced.contains(m) || merging.contains(m)) {
+                        not_member += 1;
+                        false
+                    } else if !roster.counts_version(*v) {
+                        version += 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+                self.refused.not_member += not_member;
+                self.refused.version += version;
             }
             self.view_changed(Vec::new(), out);
+            for refusal in refusals {
+                self.refuse(refusal, out);
+                if self.quiet() {
+                    return;
+                }
+            }
         }
         if let (Some(f), false) = (&info.fact, self.observer(from)) {
             self.facts.record(from, f.clone());
@@ -730,7 +953,7 @@ impl ElectionCore {
         lower_median(seqs).map(|s| s.saturating_add(RING_SLACK))
     }
 
-    fn candidacy(&mut self, from: Member, op: CandidacyOp, out: &mut Vec<Action>) {
+    fn candidacy(&mut self, from: Member, op: CandidacyOp, version: u8, out: &mut Vec<Action>) {
         // A process of the other side of a merge is a member there and not
         // yet here: held like a member's, counted at the install only if
         // it is a member by then (both sides judge it alike).
@@ -751,7 +974,7 @@ impl ElectionCore {
                 }
                 // Unsynced: whether it counts is known once we learn who
                 // was announced (rule 4).
-                buffered.push((from, op, member));
+                buffered.push((from, op, member, version));
             }
             Phase::Installed => {
                 let name = self.apply_op(from, &op);
@@ -760,7 +983,28 @@ impl ElectionCore {
                 }
                 self.decide(&name, out);
             }
-            Phase::Unjoined | Phase::GaveUp => {}
+            Phase::Unjoined | Phase::GaveUp | Phase::Refused => {}
+        }
+    }
+
+    /// A process refused for its versions (rule 9): reported on every
+    /// member; this process stops if it is the one.
+    fn refuse(&mut self, refusal: Refusal, out: &mut Vec<Action>) {
+        self.refused.incompatible += 1;
+        if let Phase::Installing { refused, .. } = &mut self.phase {
+            refused.insert(refusal.member);
+        }
+        out.push(Action::Event(ElectionEvent::MemberRefused {
+            member: refusal.member,
+            versions: refusal.versions,
+            group_version: refusal.group_version,
+        }));
+        if refusal.member == self.local {
+            self.phase = Phase::Refused;
+            out.push(Action::Refused {
+                ours: refusal.versions,
+                group_version: refusal.group_version,
+            });
         }
     }
 
@@ -953,7 +1197,7 @@ impl ElectionCore {
         self.founded = founded;
         self.elections = merged;
         self.installed_once = true;
-        for (from, op, _) in buffered {
+        for (from, op, _, _) in buffered {
             if !in_view.contains(&from) {
                 self.refused.not_member += 1;
                 continue;

@@ -25,7 +25,14 @@
 //! - **acting**: a member acts as leader ([`Election::is_leader`],
 //!   [`ElectionEvent::Elected`] / [`ElectionEvent::Deposed`]) only while the
 //!   group names it *and* its own node's latest quorum notification says
-//!   quorate — no member acts as leader without quorum.
+//!   quorate — no member acts as leader without quorum;
+//! - **versions**: the group speaks the highest protocol version every
+//!   member speaks, decided from the announcements in the stream. A process
+//!   that cannot speak it is refused ([`ElectionEvent::MemberRefused`] on
+//!   every member and on itself, whose start fails with
+//!   [`ElectionError::Incompatible`]) and none of its messages counts; when
+//!   the last member that held the group back leaves, the group moves up
+//!   at that point of the stream ([`ElectionEvent::VersionChanged`]).
 //!
 //! # The guarantee and its limit
 //!
@@ -50,7 +57,7 @@ mod runtime;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz_access {
     pub(crate) use super::core::{view_tag, Action, CandidacyOp, ElectionCore};
-    pub(crate) use super::messages::ElectionMessage;
+    pub(crate) use super::messages::{decode_envelope, ElectionMessage};
 }
 
 use std::collections::BTreeMap;
@@ -66,6 +73,7 @@ pub use crate::roster::Role;
 use crate::transport::{
     write_view, Connection, GroupName, Member, MemberChange, MemberList, TransportError,
 };
+use crate::wire::Versions;
 
 /// The election every member of the group is a candidate of.
 pub const GROUP_ELECTION: &str = "";
@@ -128,6 +136,31 @@ pub enum ElectionEvent {
         /// How many candidacy changes were buffered.
         buffered: usize,
     },
+    /// A process announced protocol versions that do not include the one
+    /// the group speaks: it is no member, and none of its messages changes
+    /// anything. Every member reports it where the announcement lands in
+    /// the stream (a joiner that did not know the members yet, when it
+    /// learns them). When `member` is this process, the runtime stops
+    /// (`Closed` follows, and a start in progress fails with
+    /// [`ElectionError::Incompatible`]).
+    MemberRefused {
+        /// The refused process.
+        member: Member,
+        /// The versions it speaks.
+        versions: Versions,
+        /// The version the group speaks there.
+        group_version: u8,
+    },
+    /// The group speaks another protocol version from this point of the
+    /// stream on: the last member that held it back left (or this member
+    /// learned the version: it founded the group, or joined it).
+    VersionChanged {
+        /// The version spoken before; `None` when this member did not know
+        /// one.
+        from: Option<u8>,
+        /// The version spoken from here on.
+        to: u8,
+    },
     /// The transport failed or the member left; the runtime has stopped.
     Closed {
         /// Why.
@@ -172,6 +205,20 @@ impl std::fmt::Display for ElectionEvent {
                 f,
                 "gave up: {buffered} candidacy changes buffered while installing a view"
             ),
+            ElectionEvent::MemberRefused {
+                member,
+                versions,
+                group_version,
+            } => write!(
+                f,
+                "{member} refused: it speaks {versions}, the group speaks v{group_version}"
+            ),
+            ElectionEvent::VersionChanged { from: Some(v), to } => {
+                write!(f, "protocol version v{v} -> v{to}")
+            }
+            ElectionEvent::VersionChanged { from: None, to } => {
+                write!(f, "protocol version v{to}")
+            }
             ElectionEvent::Closed { error } => write!(f, "closed: {error}"),
         }
     }
@@ -208,6 +255,18 @@ pub enum ElectionError {
     /// no election. Nothing was sent.
     #[error("an observer stands in no election")]
     Observer,
+    /// The group speaks a protocol version this build does not: it refused
+    /// this process where its announcement landed in the stream, and the
+    /// runtime left the group and stopped. A retry fails the same way until
+    /// this build speaks `group_version` or the members that hold the group
+    /// there are gone.
+    #[error("the group speaks protocol v{group_version}; this build speaks {ours}")]
+    Incompatible {
+        /// What this build speaks.
+        ours: Versions,
+        /// What the group speaks.
+        group_version: u8,
+    },
 }
 
 /// Tuning of one election member.
@@ -238,6 +297,11 @@ pub struct ElectionConfig {
     /// and its quorum facts do not count; every member refuses its
     /// candidacies and facts ([`ElectionRefusals::observer`]).
     pub role: Role,
+    /// The protocol versions this member speaks: this build's
+    /// ([`Versions::this_build`]). Only tests of version negotiation set
+    /// another range, to play an older or a newer build.
+    #[doc(hidden)]
+    pub protocol_versions: Versions,
 }
 
 impl Default for ElectionConfig {
@@ -249,6 +313,7 @@ impl Default for ElectionConfig {
             key: None,
             max_buffered_ops: 4096,
             role: Role::Participant,
+            protocol_versions: Versions::this_build(),
         }
     }
 }
@@ -287,7 +352,8 @@ pub struct ElectionRefusals {
     /// announced member (a silent or foreign CPG client, or a process that
     /// has left).
     pub not_member: u64,
-    /// An announcement whose protocol versions exclude this build's.
+    /// An announcement whose protocol versions exclude the one the group
+    /// speaks (its sender is refused, [`ElectionEvent::MemberRefused`]).
     pub incompatible: u64,
     /// A quorum fact whose ring sequence jumps past what the stream allows.
     pub ring_jump: u64,
@@ -300,6 +366,11 @@ pub struct ElectionRefusals {
     /// A quorum fact or a candidacy from an observer, which takes part in
     /// no decision.
     pub observer: u64,
+    /// A fact or a candidacy in an envelope of a protocol version some
+    /// member does not speak (sent before the group moved up and delivered
+    /// after, or from a process that does not follow the group's version),
+    /// or of a version this build does not read.
+    pub version: u64,
 }
 
 impl ElectionRefusals {
@@ -311,6 +382,7 @@ impl ElectionRefusals {
             + self.epoch_jump
             + self.malformed
             + self.observer
+            + self.version
     }
 }
 
@@ -367,7 +439,7 @@ impl Election {
                 unauthenticated,
                 role,
             }),
-            Ok(Err(e)) => Err(ElectionError::Transport(e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ElectionError::Closed),
         }
     }
@@ -542,6 +614,30 @@ mod tests {
         assert_eq!(
             installed.to_string(),
             "installed view [node1/1007, node2/1008]"
+        );
+        let refused = ElectionEvent::MemberRefused {
+            member: b,
+            versions: Versions { min: 2, max: 2 },
+            group_version: 3,
+        };
+        assert_eq!(
+            refused.to_string(),
+            "node2/1008 refused: it speaks v2, the group speaks v3"
+        );
+        let moved = ElectionEvent::VersionChanged {
+            from: Some(2),
+            to: 3,
+        };
+        assert_eq!(moved.to_string(), "protocol version v2 -> v3");
+        let learned = ElectionEvent::VersionChanged { from: None, to: 2 };
+        assert_eq!(learned.to_string(), "protocol version v2");
+        let error = ElectionError::Incompatible {
+            ours: Versions { min: 2, max: 2 },
+            group_version: 3,
+        };
+        assert_eq!(
+            error.to_string(),
+            "the group speaks protocol v3; this build speaks v2"
         );
     }
 }

@@ -7,6 +7,12 @@
 //!  transport ─ poll_event ─► decode ─► ElectionCore ─► actions ─► events,
 //!                                                      status, completions
 //! ```
+//!
+//! Envelopes are read at any version from the lowest this build knows (the
+//! messages every version shares are read whatever version they name, see
+//! `messages`), and written at the version the group speaks once the core
+//! knows it ([`ElectionCore::write_version`]), before that at the highest
+//! this member speaks (only shared messages go out then).
 
 use std::collections::{HashMap, VecDeque};
 use std::task::{Context as TaskContext, Poll};
@@ -16,12 +22,12 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
 
 use super::core::{Action, CandidacyOp, ElectionCore};
-use super::messages::ElectionMessage;
+use super::messages::{decode_envelope, ElectionMessage};
 use super::{ElectionConfig, ElectionError, ElectionEvent, ElectionStatus};
 use crate::outbox::Outbox;
 use crate::pump::{EventPump, Pumped};
 use crate::transport::{Connection, TransportError, TransportEvent};
-use crate::wire::{Codec, Kind};
+use crate::wire::{Codec, Kind, Versions};
 
 type Done<T> = oneshot::Sender<T>;
 type Completion = Done<Result<(), ElectionError>>;
@@ -45,7 +51,7 @@ pub(crate) struct ElectionActor {
     codec: Codec,
     events: broadcast::Sender<ElectionEvent>,
     status: watch::Sender<ElectionStatus>,
-    ready: Option<Done<Result<(), TransportError>>>,
+    ready: Option<Done<Result<(), ElectionError>>>,
     outbox: Outbox<()>,
     /// Candidacy changes in flight, per (name, stand), oldest first.
     waiting: HashMap<(String, bool), VecDeque<Completion>>,
@@ -60,15 +66,17 @@ impl ElectionActor {
         config: ElectionConfig,
         events: broadcast::Sender<ElectionEvent>,
         status: watch::Sender<ElectionStatus>,
-        ready: Done<Result<(), TransportError>>,
+        ready: Done<Result<(), ElectionError>>,
     ) -> Addr<Self> {
         let limit = config.max_message_size.min(conn.max_message_size());
         let local = conn.local();
         ElectionActor {
             conn,
             ops,
-            core: ElectionCore::with_cap(local, config.max_buffered_ops).with_role(config.role),
-            codec: Codec::new(limit),
+            core: ElectionCore::with_cap(local, config.max_buffered_ops)
+                .with_role(config.role)
+                .with_versions(config.protocol_versions),
+            codec: Codec::new(limit).reading(config.protocol_versions),
             events,
             status,
             ready: Some(ready),
@@ -109,18 +117,11 @@ impl ElectionActor {
                 if from == self.conn.local() {
                     self.outbox.own_delivered();
                 }
-                let decoded = self
-                    .codec
-                    .decode_frame(&bytes)
-                    .and_then(|frame| match frame.kind {
-                        Kind::Election => self.codec.decode_body::<ElectionMessage>(frame.body),
-                        other => Err(crate::wire::WireError::UnknownKind(other as u8)),
-                    });
-                let actions = match decoded {
-                    Ok(msg) => self.core.handle_message(from, msg),
+                let actions = match decode_envelope(&self.codec, &bytes) {
+                    Ok((version, msg)) => self.core.handle_envelope(from, version, msg),
                     Err(e) => {
                         warn!(group = %self.conn.group(), %from, "dropped a message: {e}");
-                        self.core.count_malformed();
+                        self.core.count_undecodable(&e);
                         Vec::new()
                     }
                 };
@@ -156,7 +157,20 @@ impl ElectionActor {
         }
     }
 
+    /// Writes at the version the group speaks once the core knows it: it
+    /// moves at a point of the stream, before the messages that point
+    /// causes are encoded.
+    fn follow_version(&mut self) {
+        if let Some(v) = self.core.write_version() {
+            if v != self.codec.version() {
+                debug!(group = %self.conn.group(), version = v, "writing at the group's protocol version");
+                self.codec = self.codec.at_version(v);
+            }
+        }
+    }
+
     fn execute(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+        self.follow_version();
         for action in actions {
             match action {
                 // Infos carry a tag, so a stale one is harmless: any queued
@@ -199,6 +213,13 @@ impl ElectionActor {
                         self.leaving = Some(done);
                     }
                 }
+                Action::Refused {
+                    ours,
+                    group_version,
+                } => {
+                    self.refused(ours, group_version, ctx);
+                    return;
+                }
                 Action::Event(event) => {
                     if matches!(event, ElectionEvent::Installed { .. }) {
                         if let Some(ready) = self.ready.take() {
@@ -234,10 +255,37 @@ impl ElectionActor {
         }
     }
 
+    /// The group refused this process (rule 9 of the core): it leaves,
+    /// a start in progress fails, and the runtime stops.
+    fn refused(&mut self, ours: Versions, group_version: u8, ctx: &mut Context<Self>) {
+        error!(
+            group = %self.conn.group(),
+            %ours,
+            group_version,
+            "the group refused this member: it speaks a protocol version this build does not"
+        );
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(ElectionError::Incompatible {
+                ours,
+                group_version,
+            }));
+        }
+        self.outbox.purge();
+        if let Err(e) = self.conn.leave() {
+            warn!(group = %self.conn.group(), "leaving after the refusal: {e}");
+        }
+        self.close(
+            TransportError::Closed(format!(
+                "refused: the group speaks v{group_version}, this build speaks {ours}"
+            )),
+            ctx,
+        );
+    }
+
     fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {
         debug!(group = %self.conn.group(), "election runtime stops: {error}");
         if let Some(ready) = self.ready.take() {
-            let _ = ready.send(Err(error.clone()));
+            let _ = ready.send(Err(ElectionError::Transport(error.clone())));
         }
         for (_, queue) in self.waiting.drain() {
             for done in queue {

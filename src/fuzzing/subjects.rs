@@ -2,7 +2,7 @@
 //! it, its outbox, what "the same group-level state" means for it, and its
 //! memory bounds. The only code of the harness that knows a core's API.
 
-use crate::election::fuzz_access::ElectionMessage;
+use crate::election::fuzz_access::{decode_envelope, ElectionMessage};
 use crate::election::fuzz_access::{Action as ElectionAction, CandidacyOp, ElectionCore};
 use crate::group::fuzz_access::{
     handle_envelope, receive, unpack, Command, GroupCore, Handled, Outgoing, Reassembly,
@@ -441,12 +441,17 @@ impl ElectionSubject {
                     continue;
                 }
                 ElectionAction::Applied(_) | ElectionAction::Event(_) => continue,
-                // Past its cap the member leaves; what it held is gone.
-                ElectionAction::GiveUp => {
+                // Past its cap, or refused, the member leaves; what it held
+                // is gone.
+                ElectionAction::GiveUp | ElectionAction::Refused { .. } => {
                     self.outbox.clear();
                     continue;
                 }
             };
+            // As the runtime: at the group's version once it is known.
+            if let Some(v) = self.core.write_version() {
+                self.codec = self.codec.at_version(v);
+            }
             if let Ok(bytes) = self.codec.encode(Kind::Election, &msg) {
                 push_bounded(&mut self.outbox, bytes, sticky);
             }
@@ -493,17 +498,10 @@ impl Subject for ElectionSubject {
     }
 
     fn deliver(&mut self, from: Member, bytes: &[u8]) -> bool {
-        let decoded = self
-            .codec
-            .decode_frame(bytes)
-            .and_then(|frame| match frame.kind {
-                Kind::Election => self.codec.decode_body::<ElectionMessage>(frame.body),
-                other => Err(crate::wire::WireError::UnknownKind(other as u8)),
-            });
-        let Ok(msg) = decoded else {
+        let Ok((version, msg)) = decode_envelope(&self.codec, bytes) else {
             return false;
         };
-        let actions = self.core.handle_message(from, msg);
+        let actions = self.core.handle_envelope(from, version, msg);
         self.absorb(actions);
         true
     }

@@ -354,12 +354,32 @@ pub fn replicated_command(id: u64, payload: Vec<u8>) -> Vec<u8> {
 
 // Mirrors of the election messages, public for tests that forge their own.
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone, Copy)]
 pub struct Announcement {
     pub min_version: u8,
     pub max_version: u8,
     /// The role's variant index: 0, a participant.
     pub role: u32,
+}
+
+impl Announcement {
+    /// A participant speaking only the current protocol version.
+    pub fn participant() -> Self {
+        Announcement {
+            min_version: actix_cpg::wire::PROTOCOL_VERSION,
+            max_version: actix_cpg::wire::PROTOCOL_VERSION,
+            role: 0,
+        }
+    }
+}
+
+/// `members` as an election info lists them: each with its announcement
+/// (here a participant of the current version).
+pub fn election_listed(members: impl IntoIterator<Item = Member>) -> Vec<(Member, Announcement)> {
+    members
+        .into_iter()
+        .map(|m| (m, Announcement::participant()))
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -382,11 +402,10 @@ pub struct ElectionInfo {
     pub clock: u64,
     pub fact: Option<QuorumState>,
     pub state: Option<GroupState>,
-    pub announced: Option<Vec<Member>>,
+    pub announced: Option<Vec<(Member, Announcement)>>,
     pub unannounced: Vec<Member>,
     pub merging: Vec<Member>,
     pub mark: u64,
-    pub observers: Vec<Member>,
 }
 
 /// Variant order as on the wire.
@@ -455,11 +474,7 @@ pub fn election_fact(seq: u64, quorate: bool) -> Vec<u8> {
 
 /// An announcement of the current protocol version.
 pub fn election_announce() -> Vec<u8> {
-    election(&ElectionMessage::Announce(Announcement {
-        min_version: actix_cpg::wire::PROTOCOL_VERSION,
-        max_version: actix_cpg::wire::PROTOCOL_VERSION,
-        role: 0,
-    }))
+    election(&ElectionMessage::Announce(Announcement::participant()))
 }
 
 /// An info from `me` for the raw view `raw` naming `me` leader of the
@@ -488,11 +503,10 @@ pub fn election_info(
                 },
             )],
         }),
-        announced: Some(vec![me]),
+        announced: Some(election_listed([me])),
         unannounced: Vec::new(),
         merging: Vec::new(),
         mark: 1,
-        observers: Vec::new(),
     }))
 }
 

@@ -1,10 +1,13 @@
 //! The election core driven synchronously over the sim transport (no actix).
 
 use super::*;
+use crate::election::messages::decode_envelope;
 use crate::roster::Announcement;
 use crate::transport::sim::{SimCluster, SimConnection, SimProcess, SimRng};
 use crate::transport::{Connection, GroupName, NodeId, Transport, TransportEvent};
 use crate::wire::{Codec, Kind};
+
+mod versions;
 use proptest::prelude::*;
 
 /// A fake wall clock in microseconds: every reading is later than the last.
@@ -25,24 +28,32 @@ struct Peer {
     applied: Vec<CandidacyOp>,
     closed: bool,
     gave_up: bool,
+    /// What the core said when the group refused it.
+    refused: Option<(Versions, u8)>,
 }
 
 impl Peer {
     fn new(cluster: &SimCluster, node: u32) -> Peer {
+        Peer::speaking(cluster, node, Versions::this_build())
+    }
+
+    /// A member of a build that speaks `versions`.
+    fn speaking(cluster: &SimCluster, node: u32, versions: Versions) -> Peer {
         let process = cluster.process(NodeId(node)).expect("node up");
         let conn = process
             .join(&GroupName::new("election").expect("name"))
             .expect("join");
         Peer {
-            core: ElectionCore::new(process.member()),
-            twin: ElectionCore::new(process.member()),
+            core: ElectionCore::new(process.member()).with_versions(versions),
+            twin: ElectionCore::new(process.member()).with_versions(versions),
             process,
             conn,
-            codec: Codec::new(1 << 20),
+            codec: Codec::new(1 << 20).reading(versions),
             events: Vec::new(),
             applied: Vec::new(),
             closed: false,
             gave_up: false,
+            refused: None,
         }
     }
 
@@ -76,12 +87,22 @@ impl Peer {
             }
         };
         let actions = match event {
-            TransportEvent::Deliver { from, bytes } => {
-                let frame = self.codec.decode_frame(&bytes).expect("frame");
-                let msg: ElectionMessage = self.codec.decode_body(frame.body).expect("body");
-                self.twin.handle_message(from, msg.clone());
-                self.core.handle_message(from, msg)
-            }
+            TransportEvent::Deliver { from, bytes } => match decode_envelope(&self.codec, &bytes) {
+                Ok((version, msg)) => {
+                    self.twin.handle_envelope(from, version, msg.clone());
+                    self.core.handle_envelope(from, version, msg)
+                }
+                Err(e) => {
+                    assert_eq!(
+                        e,
+                        crate::wire::WireError::UnsupportedVersion(bytes[4]),
+                        "only a version this build does not read fails"
+                    );
+                    self.twin.count_undecodable(&e);
+                    self.core.count_undecodable(&e);
+                    Vec::new()
+                }
+            },
             TransportEvent::ConfChg {
                 members,
                 joined,
@@ -97,6 +118,10 @@ impl Peer {
             }
             TransportEvent::TotemConfChg { .. } => Vec::new(),
         };
+        // As the runtime: at the group's version once it is known.
+        if let Some(v) = self.core.write_version() {
+            self.codec = self.codec.at_version(v);
+        }
         for action in actions {
             match action {
                 Action::Mcast(msg) => self.mcast(&msg),
@@ -108,6 +133,16 @@ impl Peer {
                 },
                 Action::Event(e) => self.events.push(e),
                 Action::GiveUp => self.gave_up = true,
+                Action::Refused {
+                    ours,
+                    group_version,
+                } => {
+                    // As the runtime: it leaves and stops.
+                    self.refused = Some((ours, group_version));
+                    let _ = self.conn.leave();
+                    self.closed = true;
+                    return true;
+                }
             }
         }
         true
@@ -262,11 +297,10 @@ fn infos_of_another_confchg_are_not_counted() {
         clock: 0,
         fact: None,
         state: None,
-        announced: Some(vec![local, other]),
+        announced: Some(listed(&[local, other])),
         unannounced: vec![],
         merging: vec![],
         mark: 1,
-        observers: vec![],
     });
     core.handle_message(other, ElectionMessage::Mark(1));
     core.handle_message(other, stale);
@@ -275,11 +309,10 @@ fn infos_of_another_confchg_are_not_counted() {
         clock: 0,
         fact: None,
         state: None,
-        announced: Some(vec![local, other]),
+        announced: Some(listed(&[local, other])),
         unannounced: vec![],
         merging: vec![],
         mark: 1,
-        observers: vec![],
     });
     core.handle_message(local, ElectionMessage::Mark(1));
     core.handle_message(local, mine);
@@ -416,11 +449,10 @@ fn run_schedule(seed: u64) -> Result<(), String> {
                                 },
                             )],
                         }),
-                        announced: Some(vec![me, victim]),
+                        announced: Some(listed(&[me, victim])),
                         unannounced: vec![victim],
                         merging: vec![],
                         mark: n % 3,
-                        observers: vec![],
                     }),
                     _ => {
                         let _ = o.leave();
@@ -550,7 +582,7 @@ proptest! {
                 4 => ElectionMessage::Mark(n % 3),
                 0 => ElectionMessage::Stand(name),
                 1 => ElectionMessage::Withdraw(name),
-                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }), announced: Some(vec![other]), unannounced: vec![], merging: vec![], mark: n % 3, observers: vec![] }),
+                2 => ElectionMessage::Info(Info { tag: n, clock: n, fact: None, state: Some(GroupState { next_stamp: n, founded: n, elections: vec![(name, ElectionState { candidates: vec![(other, n)], leader: Some(local), epoch: None })] }), announced: Some(listed(&[other])), unannounced: vec![], merging: vec![], mark: n % 3 }),
                 _ => ElectionMessage::Fact(QuorumState { quorate: n % 3 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
             };
             let _ = core.handle_message(from, msg);
@@ -617,6 +649,14 @@ fn the_view_tag_is_pinned() {
     assert_eq!(view_tag(&raw), 1_198_570_819_762_012_172);
 }
 
+/// `members`, each announced as this build, as an info lists them.
+fn listed(members: &[Member]) -> Vec<(Member, Announcement)> {
+    members
+        .iter()
+        .map(|m| (*m, Announcement::this_build()))
+        .collect()
+}
+
 /// What a batch of actions multicasts.
 fn mcasts(out: Vec<Action>) -> Vec<ElectionMessage> {
     out.into_iter()
@@ -660,11 +700,10 @@ fn an_info_of_an_earlier_incarnation_of_the_same_view_does_not_count() {
             clock: 1,
             fact: None,
             state: None,
-            announced: Some(vec![a, b]),
+            announced: Some(listed(&[a, b])),
             unannounced: vec![],
             merging: vec![],
             mark,
-            observers: vec![],
         })
     };
     let announce = || ElectionMessage::Announce(Announcement::this_build());
