@@ -90,6 +90,15 @@ impl Announcement {
         }
     }
 
+    /// The same, speaking `versions`.
+    pub(crate) fn with_versions(self, versions: crate::wire::Versions) -> Self {
+        Announcement {
+            min_version: versions.min,
+            max_version: versions.max,
+            ..self
+        }
+    }
+
     /// The same, in `role`.
     pub(crate) fn with_role(self, role: Role) -> Self {
         Announcement { role, ..self }

@@ -374,10 +374,7 @@ impl ElectionCore {
 
     /// The same member, speaking `versions` (rule 9).
     pub(crate) fn with_versions(mut self, versions: Versions) -> Self {
-        self.announcement = Announcement {
-            role: self.announcement.role,
-            ..Announcement::speaking(versions)
-        };
+        self.announcement = self.announcement.with_versions(versions);
         self
     }
 

@@ -487,10 +487,7 @@ impl GroupCore {
 
     /// The same member, speaking `versions`.
     pub(crate) fn with_versions(mut self, versions: Versions) -> Self {
-        self.announcement = Announcement {
-            role: self.announcement.role,
-            ..Announcement::speaking(versions)
-        };
+        self.announcement = self.announcement.with_versions(versions);
         self
     }
 
