@@ -335,6 +335,18 @@ mod tests {
         Member::new(n, 100 + n)
     }
 
+    /// What this build announces.
+    fn a() -> Announcement {
+        Announcement::this_build()
+    }
+
+    fn admitted(admission: Admission) -> Change {
+        match admission {
+            Admission::Admitted(change) => change,
+            other => panic!("not admitted: {other:?}"),
+        }
+    }
+
     fn ch(n: u32, reason: Reason) -> MemberChange {
         MemberChange {
             member: m(n),
@@ -346,7 +358,7 @@ mod tests {
     fn an_outsider_that_comes_and_goes_changes_nothing() {
         let mut r = Roster::new();
         assert_eq!(r.handle_confchg(&[m(1)], &[ch(1, Reason::Join)], &[]), None);
-        assert!(r.handle_announce(m(1)).is_some());
+        admitted(r.handle_announce(m(1), a()));
         // A silent client joins, stays, leaves.
         assert_eq!(
             r.handle_confchg(&[m(1), m(9)], &[ch(9, Reason::Join)], &[]),
@@ -371,12 +383,20 @@ mod tests {
             &[ch(1, Reason::Join), ch(2, Reason::NodeUp)],
             &[],
         );
-        let c = r.handle_announce(m(2)).expect("admitted");
+        let c = admitted(r.handle_announce(m(2), a()));
         assert_eq!(c.joined, vec![ch(2, Reason::NodeUp)]);
         assert_eq!(c.members, vec![m(2)]);
-        assert_eq!(r.handle_announce(m(2)), None, "twice admits nobody");
-        assert_eq!(r.handle_announce(m(7)), None, "not in the view");
-        let c = r.handle_announce(m(1)).expect("admitted");
+        assert_eq!(
+            r.handle_announce(m(2), a()),
+            Admission::Nothing,
+            "twice admits nobody"
+        );
+        assert_eq!(
+            r.handle_announce(m(7), a()),
+            Admission::Nothing,
+            "not in the view"
+        );
+        let c = admitted(r.handle_announce(m(1), a()));
         assert_eq!(c.members, vec![m(1), m(2)]);
     }
 
@@ -384,7 +404,7 @@ mod tests {
     fn a_member_that_leaves_is_an_effective_leave_and_its_late_announcement_is_void() {
         let mut r = Roster::new();
         r.handle_confchg(&[m(1), m(2), m(3)], &[], &[]);
-        r.adopt([m(1), m(2)]);
+        r.adopt([(m(1), a()), (m(2), a())]);
         let c = r
             .handle_confchg(
                 &[m(1)],
@@ -394,7 +414,7 @@ mod tests {
             .expect("changed");
         assert_eq!(c.left, vec![ch(2, Reason::NodeDown)]);
         assert_eq!(c.members, vec![m(1)]);
-        assert_eq!(r.handle_announce(m(3)), None);
+        assert_eq!(r.handle_announce(m(3), a()), Admission::Nothing);
     }
 
     #[test]
@@ -408,7 +428,7 @@ mod tests {
         assert!(r.pending_after_merge(m(2)));
         assert!(!r.pending_after_merge(m(3)));
         assert!(!r.pending_after_merge(m(1)), "not pending at all");
-        r.handle_announce(m(2));
+        r.handle_announce(m(2), a());
         assert!(!r.pending_after_merge(m(2)));
     }
 
@@ -416,10 +436,10 @@ mod tests {
     fn adopting_keeps_only_the_view_and_leaves_the_rest_pending() {
         let mut r = Roster::new();
         r.handle_confchg(&[m(1), m(2), m(3)], &[ch(3, Reason::Join)], &[]);
-        r.adopt([m(1), m(5)]);
+        r.adopt([(m(1), a()), (m(5), a())]);
         assert_eq!(r.members(), vec![m(1)]);
         assert_eq!(r.pending().collect::<Vec<_>>(), vec![m(2), m(3)]);
-        assert!(r.handle_announce(m(2)).is_some());
+        admitted(r.handle_announce(m(2), a()));
     }
 
     proptest! {
@@ -427,8 +447,8 @@ mod tests {
         /// view is always within the raw view.
         #[test]
         fn same_stream_same_roster(ops in proptest::collection::vec((0u8..3, 1u32..6, any::<bool>()), 0..80)) {
-            let mut a = Roster::new();
-            let mut b = Roster::new();
+            let mut ra = Roster::new();
+            let mut rb = Roster::new();
             let mut view: BTreeSet<Member> = BTreeSet::new();
             for (op, n, flag) in ops {
                 match op {
@@ -437,22 +457,22 @@ mod tests {
                         let members: Vec<_> = view.iter().copied().collect();
                         let reason = if flag { Reason::Join } else { Reason::NodeUp };
                         prop_assert_eq!(
-                            a.handle_confchg(&members, &[ch(n, reason)], &[]),
-                            b.handle_confchg(&members, &[ch(n, reason)], &[])
+                            ra.handle_confchg(&members, &[ch(n, reason)], &[]),
+                            rb.handle_confchg(&members, &[ch(n, reason)], &[])
                         );
                     }
                     1 if view.remove(&m(n)) => {
                         let members: Vec<_> = view.iter().copied().collect();
                         let reason = if flag { Reason::Leave } else { Reason::ProcDown };
                         prop_assert_eq!(
-                            a.handle_confchg(&members, &[], &[ch(n, reason)]),
-                            b.handle_confchg(&members, &[], &[ch(n, reason)])
+                            ra.handle_confchg(&members, &[], &[ch(n, reason)]),
+                            rb.handle_confchg(&members, &[], &[ch(n, reason)])
                         );
                     }
-                    _ => prop_assert_eq!(a.handle_announce(m(n)), b.handle_announce(m(n))),
+                    _ => prop_assert_eq!(ra.handle_announce(m(n), a()), rb.handle_announce(m(n), a())),
                 }
-                prop_assert_eq!(&a, &b);
-                prop_assert!(a.members().iter().all(|x| view.contains(x)));
+                prop_assert_eq!(&ra, &rb);
+                prop_assert!(ra.members().iter().all(|x| view.contains(x)));
             }
         }
     }

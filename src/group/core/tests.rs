@@ -487,8 +487,10 @@ fn forgery(kind: u8, nonce: u64, target: Member) -> Inbound {
                 asked: Some(nonce),
                 responder: Some(OUTSIDER),
             }],
-            announced: vec![target, OUTSIDER],
-            observers: vec![],
+            announced: vec![
+                (target, Announcement::this_build()),
+                (OUTSIDER, Announcement::this_build()),
+            ],
         }),
         3 => Inbound::Reply(Reply {
             id: nonce,
@@ -872,7 +874,9 @@ fn a_joiner_takes_the_state_only_from_a_holder_it_heard() {
     assert!(!joiner.is_synced());
     // A snapshot that names another responder than its sender: refused.
     let mut lying = snap.clone();
-    lying.announced.insert(0, m(0, 1));
+    lying
+        .announced
+        .insert(0, (m(0, 1), Announcement::this_build()));
     assert_eq!(
         dropped(&joiner.handle_message(a, Inbound::Snapshot(lying))),
         vec![DropCause::Invalid]
@@ -1297,7 +1301,13 @@ fn an_observer_sees_the_group_and_decides_nothing() {
     }
     joiner.handle_message(j, ask.clone());
     let snap = snapshot_of(&core.handle_message(j, ask)).expect("a answers");
-    assert_eq!(snap.observers, vec![o]);
+    let observers: Vec<Member> = snap
+        .announced
+        .iter()
+        .filter(|(_, a)| a.role == Role::Observer)
+        .map(|(m, _)| *m)
+        .collect();
+    assert_eq!(observers, vec![o]);
     joiner.handle_message(a, Inbound::Snapshot(snap));
     assert!(joiner.is_synced());
     assert!(joiner.is_observer(o));
