@@ -317,5 +317,7 @@ async fn an_upgraded_group_moves_up_when_the_last_old_replica_leaves_and_refuses
     let lost: Vec<_> = acked.difference(&applied).collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert!(acked.iter().any(|(m, _)| *m == old[0].local()));
-    assert!(acked.iter().any(|(m, _)| new.iter().any(|r| r.local() == *m)));
+    assert!(acked
+        .iter()
+        .any(|(m, _)| new.iter().any(|r| r.local() == *m)));
 }

@@ -82,13 +82,12 @@
 //!    has not come back yet — take the empty roster at that position;
 //!    otherwise it is void (the learner's timer sends another). A process
 //!    that marked answers with an info at once, and a member's carries the
-//!    roster: so a `NoRoster` never overtakes the roster of a member that
-//!    had answered the confchg. That is what keeps a lone process of
-//!    another build from founding a history of its own next to a running
-//!    group: its own info is delivered before its `NoRoster`, so after an
-//!    empty roster it would be the first admitted, set the group's
-//!    version to its own, and the members' infos would be refused
-//!    (rule 9).
+//!    roster: so a `NoRoster` never overtakes the roster of a member whose
+//!    mark came before it. That is what keeps a lone process of another
+//!    build from founding a history of its own next to a running group:
+//!    its own info is delivered before its `NoRoster`, so after an empty
+//!    roster it would be the first admitted, set the group's version to
+//!    its own, and the members' infos would be refused (rule 9).
 //! 5. **Sender rules.** `Fact` and `Command` count only from announced
 //!    members (a pending process's command is refused on every member, and
 //!    its caller gets [`ReplicaError::NotMember`]); `Ack` only from a holder;
@@ -229,8 +228,7 @@
 //!   timeout to see the confchg) can still be overtaken: every process
 //!   then starts the view with nobody announced, and the first
 //!   announcement delivered sets the group's version — possibly an older
-//!   build's, whose version the members that do not speak it are then
-//!   refused for.
+//!   build's, and then the members that do not speak it are refused.
 //! - A client that multicasts a mark and never an info keeps every
 //!   `NoRoster` of that incarnation void: learners of a view where nobody
 //!   knows the members wait (no group is founded) until it leaves; members

@@ -35,8 +35,8 @@ use crate::wire::{Codec, Frame, Kind, WireError, NEXT_PROTOCOL_VERSION};
 /// along the history of the group's state. `ring_seq` is the highest totem
 /// ring sequence the members reported when the component formed (never
 /// lower than the previous component's); `term` counts components.
-/// Ordered by `ring_seq`, then `term`. Part of an [`Info`]: its layout is
-/// the same in every protocol version.
+/// Ordered by `ring_seq`, then `term`. Every replica's announcement carries
+/// it: its layout is the same in every protocol version.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -55,8 +55,9 @@ impl std::fmt::Display for PrimaryEpoch {
 
 /// What a replica's state is: two replicas with equal ids hold equal
 /// states. Ordered by `epoch`, then `applied`, `chain` and `genesis`; the
-/// greatest id in a view is the state the view keeps. Part of an
-/// [`Info`]: its layout is the same in every protocol version.
+/// greatest id in a view is the state the view keeps. Every replica's
+/// announcement carries it: its layout is the same in every protocol
+/// version.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]

@@ -51,6 +51,16 @@
 //!   every member holding the state has acknowledged (with an ordered
 //!   message) that it applied it; so an acknowledged command is held by
 //!   every member of the view and survives the crash of any minority.
+//! - **Protocol versions**: each replica announces the versions its build
+//!   speaks; the group speaks the highest every member speaks, decided in
+//!   the stream, so identically everywhere. A replica that cannot speak it
+//!   is refused on every member ([`ReplicaEvent::MemberRefused`]) and on
+//!   itself ([`ReplicaError::Incompatible`]), and none of its messages
+//!   changes anything. When the last member that held the group at an
+//!   older version leaves, the group moves up at that point of the stream
+//!   ([`ReplicaEvent::VersionChanged`]). To upgrade a running group: start
+//!   replicas of the new build (they speak the old version too), then stop
+//!   the old ones.
 //!
 //! # Limits
 //!
@@ -827,5 +837,27 @@ mod tests {
             why: "held commands over max_held".into(),
         };
         assert_eq!(gave_up.to_string(), "gave up: held commands over max_held");
+        let refused = ReplicaEvent::MemberRefused {
+            member: c,
+            versions: Versions { min: 2, max: 2 },
+            group_version: 3,
+        };
+        assert_eq!(
+            refused.to_string(),
+            "node3/1009 refused: it speaks v2, the group speaks v3"
+        );
+        let moved = ReplicaEvent::VersionChanged {
+            from: Some(2),
+            to: 3,
+        };
+        assert_eq!(moved.to_string(), "protocol version v2 -> v3");
+        let error = ReplicaError::Incompatible {
+            ours: Versions { min: 2, max: 2 },
+            group_version: 3,
+        };
+        assert_eq!(
+            error.to_string(),
+            "the group speaks protocol v3; this build speaks v2"
+        );
     }
 }

@@ -1691,8 +1691,8 @@ fn a_lone_older_build_whose_no_roster_comes_before_the_members_infos_founds_noth
 fn the_group_moves_up_where_the_last_old_member_leaves_and_writes_at_the_new_version() {
     let cluster = SimCluster::new(3);
     let mut peers = builds(&cluster, &[OLD, BOTH, BOTH]);
-    for i in 0..3 {
-        peers[i].execute(i as u64 + 1);
+    for (i, p) in peers.iter_mut().enumerate() {
+        p.execute(i as u64 + 1);
     }
     settle(&mut peers);
     for p in &peers {
