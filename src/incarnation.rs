@@ -130,6 +130,11 @@ impl<A> Incarnation<A> {
         self.marks.get(&from) == Some(&mark)
     }
 
+    /// The processes whose mark was delivered since the latest confchg.
+    pub(crate) fn marked(&self) -> impl Iterator<Item = Member> + '_ {
+        self.marks.keys().copied()
+    }
+
     /// Whether this process's own mark of this incarnation is back.
     pub(crate) fn is_back(&self) -> bool {
         self.back

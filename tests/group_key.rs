@@ -70,8 +70,13 @@ enum ReplicaMessage {
     Info(Info),
 }
 
+/// Its leading fields: what it announces (versions, role), then its
+/// claims. (Dropped before it is decoded, so the rest does not matter.)
 #[derive(Serialize)]
 struct Info {
+    min_version: u8,
+    max_version: u8,
+    role: u32,
     fact: Option<QuorumState>,
     known: Option<PrimaryRecord>,
     state: StateId,
@@ -130,7 +135,11 @@ fn forged_info(forger: Member) -> Vec<u8> {
         ring_seq: u64::MAX / 2,
         term: u64::MAX / 2,
     };
+    let version = actix_cpg::wire::PROTOCOL_VERSION;
     let info = Info {
+        min_version: version,
+        max_version: version,
+        role: 0,
         fact: Some(QuorumState {
             quorate: true,
             ring_id: RingId {

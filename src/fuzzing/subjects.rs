@@ -262,7 +262,7 @@ impl ReplicaSubject {
             match action {
                 ReplicaAction::Mcast(msg) => {
                     let sticky = matches!(msg, ReplicaMessage::Info(_) | ReplicaMessage::Mark(_));
-                    if let Ok(bytes) = self.codec.encode(Kind::Replicated, &msg) {
+                    if let Ok(bytes) = msg.encode(&self.codec) {
                         push_bounded(&mut self.outbox, bytes, sticky);
                     }
                 }
@@ -278,15 +278,15 @@ impl ReplicaSubject {
                             total: total as u32,
                             bytes: piece.to_vec(),
                         };
-                        if let Ok(b) = self
-                            .codec
-                            .encode(Kind::Replicated, &ReplicaMessage::Chunk(chunk))
-                        {
+                        if let Ok(b) = ReplicaMessage::Chunk(chunk).encode(&self.codec) {
                             push_bounded(&mut self.outbox, b, false);
                         }
                     }
                 }
                 ReplicaAction::Fatal(why) => self.fatal = Some(why),
+                ReplicaAction::Refused(refusal) => {
+                    self.fatal = Some(format!("refused: {refusal:?}"));
+                }
                 ReplicaAction::Reply { .. } | ReplicaAction::Event(_) => {}
             }
         }
@@ -296,10 +296,10 @@ impl ReplicaSubject {
 impl Subject for ReplicaSubject {
     fn self_may_send(bytes: &[u8]) -> bool {
         let codec = Codec::new(LIMIT);
-        codec.decode_frame(bytes).is_ok_and(|frame| {
+        codec.decode_frame_any_version(bytes).is_ok_and(|frame| {
             frame.kind != Kind::Replicated
                 || matches!(
-                    codec.decode_body::<ReplicaMessage>(frame.body),
+                    ReplicaMessage::decode(&codec, frame),
                     Ok(ReplicaMessage::Command(_)) | Err(_)
                 )
         })
@@ -330,12 +330,11 @@ impl Subject for ReplicaSubject {
     fn deliver(&mut self, from: Member, bytes: &[u8]) -> bool {
         let decoded = self
             .codec
-            .decode_frame(bytes)
-            .and_then(|frame| match frame.kind {
-                Kind::Replicated => self.codec.decode_body::<ReplicaMessage>(frame.body),
-                other => Err(crate::wire::WireError::UnknownKind(other as u8)),
+            .decode_frame_any_version(bytes)
+            .and_then(|frame| {
+                ReplicaMessage::decode(&self.codec, frame).map(|msg| (frame.version, msg))
             });
-        let Ok(msg) = decoded else {
+        let Ok((version, msg)) = decoded else {
             return false;
         };
         if let ReplicaMessage::Command(CommandMsg { payload, .. }) = &msg {
@@ -347,7 +346,7 @@ impl Subject for ReplicaSubject {
                 }
             }
         }
-        let actions = self.core.handle_message(from, msg);
+        let actions = self.core.handle_message(from, version, msg);
         self.absorb(actions);
         true
     }

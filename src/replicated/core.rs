@@ -8,12 +8,13 @@
 //!   handle_confchg         │ roster: raw view, announced │   Mcast(Info | Fact | Ack)
 //!   handle_quorum (local)  │   members, pending ones     │   Purge      (round changed)
 //!   handle_message         │ learning (joiner, merge)    │   SendSnapshot{state, capture}
-//!    Info Fact Command     │ phase: Installing{infos,    │   Reply{id, result}
-//!    Ack Chunk             │         held} | Installed   │   Event(ReplicaEvent)
-//!                          │ sm: S, id: StateId          │   Fatal(why)
-//!                          │ known: last primary (L)     │
+//!    (from, version, msg)  │ phase: Installing{infos,    │   Reply{id, result}
+//!    Mark Info NoRoster    │         held} | Installed   │   Event(ReplicaEvent)
+//!    Fact Command Ack      │ sm: S, id: StateId          │   Fatal(why)
+//!    Chunk                 │ known: last primary (L)     │   Refused(versions)
 //!                          │ refused: counts by cause    │
-//!                          └─────────────────────────────┘
+//!                          │ announcement: our versions  │  writes_at(): the group's
+//!                          └─────────────────────────────┘    version, to write at
 //! ```
 //!
 //! # Who counts (DESIGN.md §6)
@@ -75,9 +76,18 @@
 //!    happening, a learner's timer
 //!    ([`super::ReplicaConfig::learn_timeout`]) multicasts a `NoRoster`
 //!    (tagged with its mark, like an info); delivered before any roster of
-//!    the view and before any install in it, it makes every process —
-//!    learners, and members whose own info has not come back yet — take
-//!    the empty roster at that position; after either, it is void.
+//!    the view and before any install in it, and once every process whose
+//!    mark of this incarnation was delivered has had its info delivered
+//!    too, it makes every process — learners, and members whose own info
+//!    has not come back yet — take the empty roster at that position;
+//!    otherwise it is void (the learner's timer sends another). A process
+//!    that marked answers with an info at once, and a member's carries the
+//!    roster: so a `NoRoster` never overtakes the roster of a member whose
+//!    mark came before it. That is what keeps a lone process of another
+//!    build from founding a history of its own next to a running group:
+//!    its own info is delivered before its `NoRoster`, so after an empty
+//!    roster it would be the first admitted, set the group's version to
+//!    its own, and the members' infos would be refused (rule 9).
 //! 5. **Sender rules.** `Fact` and `Command` count only from announced
 //!    members (a pending process's command is refused on every member, and
 //!    its caller gets [`ReplicaError::NotMember`]); `Ack` only from a holder;
@@ -121,6 +131,35 @@
 //!    snapshot bytes — is capped too; past it this member gives up
 //!    ([`ReplicaEvent::GaveUp`]) and leaves the group; its owner starts it
 //!    again to rejoin.
+//! 9. **Versions.** An info is its sender's announcement: it carries the
+//!    protocol versions the sender speaks (a `crate::roster::Announcement`),
+//!    and the roster an info carries names each member with its own, so a
+//!    learner knows the ranges too. The group speaks the highest version
+//!    every member speaks ([`Roster::group_version`]); it never moves on
+//!    an admission, and moves up at the confchg where the last member
+//!    that held it back leaves, on every process alike
+//!    ([`ReplicaEvent::VersionChanged`]); from that point the runtime
+//!    writes at it ([`ReplicaCore::writes_at`]).
+//!    - An announcement whose range does not include the group's version
+//!      (with no member: the first admitted sets it) admits nobody. It is
+//!      judged where any announcement is (rule 3: at the end of the round,
+//!      or at once after the install), before its claims (rule 6): every
+//!      process that knows the members reports
+//!      [`ReplicaEvent::MemberRefused`] at that position and counts it
+//!      (`incompatible`). The refused process computes the same once it
+//!      knows the members (a learner replays its own info like any
+//!      other): it reports the event about itself and stops
+//!      ([`Action::Refused`], [`ReplicaError::Incompatible`]). It is no
+//!      member, so none of its messages changes any state (rule 5).
+//!    - What a process sends before it knows the group's version — `Mark`,
+//!      `Info`, `NoRoster` — has a layout every version shares (see
+//!      [`super::messages`]) and counts in an envelope of any version. Any
+//!      other message counts only in an envelope of a version every member
+//!      speaks ([`Roster::counts_version`]); otherwise every member refuses
+//!      it (`version`), and a command's sender gets
+//!      [`ReplicaError::StaleVersion`]. (One in a version a member's build
+//!      does not read at all is dropped before its core sees it; that
+//!      member applies nothing of it either.)
 //!
 //! Every refusal is counted by cause ([`RefusedCounts`]) and logged.
 //!
@@ -184,6 +223,16 @@
 //!   confchg it sees, so a new incarnation of a replica (a new process, or
 //!   the same process joining again after its last messages were
 //!   delivered) never repeats one that is still in flight.
+//! - A member that has not multicast its mark of a view by the time a
+//!   learner's `NoRoster` is delivered (it took longer than the learning
+//!   timeout to see the confchg) can still be overtaken: every process
+//!   then starts the view with nobody announced, and the first
+//!   announcement delivered sets the group's version — possibly an older
+//!   build's, and then the members that do not speak it are refused.
+//! - A client that multicasts a mark and never an info keeps every
+//!   `NoRoster` of that incarnation void: learners of a view where nobody
+//!   knows the members wait (no group is founded) until it leaves; members
+//!   are not held up.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -195,10 +244,10 @@ use super::messages::{
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
 use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
-use crate::roster::{Admission, Announcement, Roster};
+use crate::roster::{Admission, Announcement, Refusal, Roster};
 use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
-use crate::wire::Codec;
+use crate::wire::{Codec, Versions};
 
 /// The actions for a state machine `S`.
 pub(crate) type Actions<S> =
@@ -223,6 +272,10 @@ pub(crate) enum Action<R, C> {
     /// This replica cannot go on (a snapshot did not restore, a buffer
     /// overflowed): leave.
     Fatal(String),
+    /// The group refused this process: it cannot speak the version the
+    /// group speaks (rule 9). Leave, and fail what waits with
+    /// [`ReplicaError::Incompatible`].
+    Refused(Refusal),
 }
 
 /// Something to redo, in order, after a received snapshot is restored.
@@ -289,8 +342,9 @@ struct Learning {
     /// Whether the confchg was a merge: then every process of the view
     /// is a merger, on every process alike, whatever a roster info says.
     merge: bool,
-    /// Every message delivered since the confchg, to replay.
-    record: Vec<(Member, ReplicaMessage)>,
+    /// Every message delivered since the confchg, with its envelope's
+    /// version, to replay.
+    record: Vec<(Member, u8, ReplicaMessage)>,
     /// The processes whose info of this incarnation said they do not know
     /// the members either.
     unknowing: BTreeSet<Member>,
@@ -304,6 +358,10 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     max_snapshot: usize,
     max_held: usize,
     founder: bool,
+    /// What this process announces itself as (rule 9).
+    announcement: Announcement,
+    /// The group's version as this member last reported it (rule 9).
+    version: Option<u8>,
     roster: Roster,
     /// The effective view (announced members), sorted.
     view: Vec<Member>,
@@ -322,12 +380,15 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     learning: Option<Learning>,
     /// A roster of this view was delivered (a `NoRoster` is void then).
     taught: bool,
+    /// The processes whose info of this incarnation of the view was
+    /// delivered (a `NoRoster` waits for every process that marked, rule 4).
+    answered: BTreeSet<Member>,
     /// The tag of the last info this member multicast (or will, once its
     /// mark is back).
     sent_info: Option<(u64, u32)>,
     /// Marks (rule 1, [`crate::incarnation`]); the info held until this
     /// process's mark is back carries the roster as of the confchg.
-    incarnation: Incarnation<Option<Vec<Member>>>,
+    incarnation: Incarnation<Option<Vec<(Member, Announcement)>>>,
     /// This process's announcement was just refused (rule 6).
     reannounce: bool,
     replaying: bool,
@@ -369,6 +430,8 @@ impl<S: StateMachine> ReplicaCore<S> {
             max_snapshot,
             max_held: max_held.max(1),
             founder,
+            announcement: Announcement::this_build(),
+            version: None,
             roster: Roster::new(),
             view: Vec::new(),
             raw: Vec::new(),
@@ -378,6 +441,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             last_install: BTreeSet::new(),
             learning: None,
             taught: false,
+            answered: BTreeSet::new(),
             sent_info: None,
             incarnation: Incarnation::default(),
             reannounce: false,
@@ -398,6 +462,27 @@ impl<S: StateMachine> ReplicaCore<S> {
             acked: 0,
             unstable: BTreeMap::new(),
         }
+    }
+
+    /// The same replica, speaking `versions` (rule 9).
+    pub(crate) fn with_versions(mut self, versions: Versions) -> Self {
+        self.announcement = Announcement::speaking(versions);
+        self
+    }
+
+    /// The version the group speaks, as this process knows it (`None`
+    /// before it knows a member).
+    pub(crate) fn group_version(&self) -> Option<u8> {
+        self.roster.group_version()
+    }
+
+    /// The version this process writes its messages at from this point of
+    /// the stream (rule 9): the group's, once it knows it and speaks it.
+    /// `None`: its own highest (what it says before it knows the group's is
+    /// read at any version).
+    pub(crate) fn writes_at(&self) -> Option<u8> {
+        self.group_version()
+            .filter(|v| self.announcement.speaks(*v))
     }
 
     /// The local state (as of the last delivered event).
@@ -523,13 +608,16 @@ impl<S: StateMachine> ReplicaCore<S> {
         };
         self.view_tag = view_tag(&raw);
         self.taught = false;
+        self.answered.clear();
         self.raw = raw;
         self.round = 0;
         self.begin_round(&mut out);
         let mark = self.incarnation.confchg();
         out.push(Action::Mcast(ReplicaMessage::Mark(mark)));
-        let roster = knew.then(|| self.roster.members());
+        let roster = knew.then(|| self.roster.announcements());
         self.send_info(roster, &mut out);
+        // The last member that held the version back may have left.
+        self.report_version(&mut out);
         out
     }
 
@@ -586,7 +674,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
-    fn send_info(&mut self, members: Option<Vec<Member>>, out: &mut Actions<S>) {
+    fn send_info(&mut self, members: Option<Vec<(Member, Announcement)>>, out: &mut Actions<S>) {
         if self.replaying {
             return;
         }
@@ -598,10 +686,16 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
-    fn push_info(&mut self, mark: u64, members: Option<Vec<Member>>, out: &mut Actions<S>) {
+    fn push_info(
+        &mut self,
+        mark: u64,
+        members: Option<Vec<(Member, Announcement)>>,
+        out: &mut Actions<S>,
+    ) {
         // The fact in flight is the one this info carries.
         self.sent_fact = self.local_fact.clone();
         out.push(Action::Mcast(ReplicaMessage::Info(Info {
+            announcement: self.announcement,
             fact: self.local_fact.clone(),
             known: self.known.clone(),
             state: self.id,
@@ -621,10 +715,31 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.incarnation.fresh(from, mark)
     }
 
+    /// Whether every process whose mark of this incarnation was delivered
+    /// has had its info delivered too (rule 4): until then a `NoRoster` is
+    /// void, since that info may carry the roster.
+    fn marks_answered(&self) -> bool {
+        self.incarnation
+            .marked()
+            .all(|m| self.answered.contains(&m))
+    }
+
+    /// Whether a `NoRoster` of `view` with `mark` from `from`, delivered
+    /// now, makes every process take the empty roster (rule 4).
+    fn no_roster_counts(&self, from: Member, view: u64, mark: u64) -> bool {
+        view == self.view_tag && self.marked(from, mark) && !self.taught && self.marks_answered()
+    }
+
     /// The learning timer ran out (rule 4): while this process still
-    /// knows no member, it asks the stream to decide that none exists.
+    /// knows no member, it asks the stream to decide that none exists
+    /// (unless a process that marked has yet to answer: its info may
+    /// teach the roster, and would void the `NoRoster` anyway).
     pub(crate) fn handle_tick(&mut self) -> Actions<S> {
-        if self.learning.is_some() && !self.taught && self.incarnation.is_back() {
+        if self.learning.is_some()
+            && !self.taught
+            && self.incarnation.is_back()
+            && self.marks_answered()
+        {
             return vec![Action::Mcast(ReplicaMessage::NoRoster {
                 view: self.view_tag,
                 mark: self.incarnation.own(),
@@ -676,53 +791,91 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
-    /// A decoded message from `from`, at its position in the stream.
-    pub(crate) fn handle_message(&mut self, from: Member, msg: ReplicaMessage) -> Actions<S> {
+    /// A decoded message from `from`, at its position in the stream, in an
+    /// envelope of protocol version `version`.
+    pub(crate) fn handle_message(
+        &mut self,
+        from: Member,
+        version: u8,
+        msg: ReplicaMessage,
+    ) -> Actions<S> {
         let mut out = Vec::new();
         if !self.joined {
             return out;
         }
+        self.take_message(from, version, msg, &mut out);
+        // An admission may have set the version (the first member's), or
+        // this process learned the members.
+        self.report_version(&mut out);
+        out
+    }
+
+    fn take_message(
+        &mut self,
+        from: Member,
+        version: u8,
+        msg: ReplicaMessage,
+        out: &mut Actions<S>,
+    ) {
         if let ReplicaMessage::Mark(mark) = msg {
             if let Some((mark, members)) = self.incarnation.delivered(self.local, from, mark) {
-                self.push_info(mark, members, &mut out);
+                self.push_info(mark, members, out);
             }
             if self.learning.is_some() {
                 // Replayed with the rest, so that each info is judged
                 // against the marks delivered before it.
-                self.learn(from, msg, &mut out);
+                self.learn(from, version, msg, false, out);
             }
-            return out;
+            return;
         }
-        match &msg {
-            ReplicaMessage::Info(info)
-                if info.view == self.view_tag
-                    && info.members.is_some()
-                    && self.marked(from, info.mark) =>
-            {
-                self.taught = true;
+        if let ReplicaMessage::Info(info) = &msg {
+            if info.view == self.view_tag && self.marked(from, info.mark) {
+                self.answered.insert(from);
+                if info.members.is_some() {
+                    self.taught = true;
+                }
             }
-            ReplicaMessage::NoRoster { view, mark }
-                if *view == self.view_tag && self.marked(from, *mark) && !self.taught =>
-            {
-                // Nobody who knows the members answered before this point:
-                // every process decides here that none is announced.
+        }
+        if let ReplicaMessage::NoRoster { view, mark } = msg {
+            if self.no_roster_counts(from, view, mark) {
+                // Nobody who knows the members answered before this point,
+                // and every process that marked answered: every process
+                // decides here that none is announced.
                 self.taught = true;
                 if self.learning.is_some() {
-                    self.learn(from, msg, &mut out);
+                    self.learn(from, version, msg, true, out);
                 } else {
-                    self.forget_roster(&mut out);
-                    self.maybe_send_fact(&mut out);
+                    self.forget_roster(out);
+                    self.maybe_send_fact(out);
                 }
-                return out;
+                return;
             }
-            _ => {}
         }
         if self.learning.is_some() {
-            self.learn(from, msg, &mut out);
-            return out;
+            self.learn(from, version, msg, false, out);
+            return;
         }
-        self.handle_known(from, msg, &mut out);
-        out
+        self.handle_known(from, version, msg, out);
+    }
+
+    /// Reports a move of the group's version (rule 9) on a member that
+    /// knows the members.
+    fn report_version(&mut self, out: &mut Actions<S>) {
+        if self.learning.is_some() || !self.roster.is_member(self.local) {
+            return;
+        }
+        let Some(now) = self.roster.group_version() else {
+            return;
+        };
+        if self.version == Some(now) {
+            return;
+        }
+        let from = self.version.replace(now);
+        debug!(local = %self.local, ?from, to = now, "the group's protocol version moved");
+        out.push(Action::Event(ReplicaEvent::VersionChanged {
+            from,
+            to: now,
+        }));
     }
 
     /// A `NoRoster` reached a process that knew the members: no info of
@@ -743,16 +896,20 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     /// Rule 4: record, and learn the roster from the first info that can
-    /// teach it.
-    fn learn(&mut self, from: Member, msg: ReplicaMessage, out: &mut Actions<S>) {
+    /// teach it (or from a `NoRoster` that counts: `no_roster`).
+    fn learn(
+        &mut self,
+        from: Member,
+        version: u8,
+        msg: ReplicaMessage,
+        no_roster: bool,
+        out: &mut Actions<S>,
+    ) {
         let counts = match &msg {
             ReplicaMessage::Info(info) => {
                 info.view == self.view_tag && self.marked(from, info.mark)
             }
-            // Before any roster of the view (a roster ends the learning).
-            ReplicaMessage::NoRoster { view, mark } => {
-                *view == self.view_tag && self.marked(from, *mark)
-            }
+            ReplicaMessage::NoRoster { .. } => no_roster,
             _ => false,
         };
         let Some(learning) = &mut self.learning else {
@@ -776,7 +933,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         if counts && matches!(&msg, ReplicaMessage::Info(i) if i.members.is_none()) {
             learning.unknowing.insert(from);
         }
-        learning.record.push((from, msg));
+        learning.record.push((from, version, msg));
         // Every process of the view said it does not know the members
         // either: nobody in it is announced (rule 4).
         let roster = roster.or_else(|| {
@@ -796,7 +953,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         // the roster knows the same (it computed the same installs). At a
         // merge everyone already computed it from the confchg (the whole
         // view).
-        if let Some((_, ReplicaMessage::Info(info))) = learning.record.last() {
+        if let Some((_, _, ReplicaMessage::Info(info))) = learning.record.last() {
             if !learning.knew && !learning.merge {
                 let raw = &self.raw;
                 self.merged = info
@@ -809,8 +966,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         debug!(local = %self.local, %from, ?roster, "learned the members");
         let before = self.view.clone();
-        self.roster
-            .adopt(roster.into_iter().map(|m| (m, Announcement::this_build())));
+        self.roster.adopt(roster);
         self.view = self.roster.members();
         if self.view != before {
             out.push(Action::Event(ReplicaEvent::ViewChanged {
@@ -825,8 +981,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         // Rebuilt as the record is replayed: each info is judged against
         // the marks delivered before it, as it was live.
         self.incarnation.forget_marks();
-        for (from, msg) in learning.record {
-            self.handle_known(from, msg, out);
+        for (from, version, msg) in learning.record {
+            self.handle_known(from, version, msg, out);
             if self.learning.is_some() {
                 // Gave up meanwhile.
                 break;
@@ -841,7 +997,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                 && !infos.contains_key(&self.local)
                 && self.sent_info != Some((self.view_tag, self.round))
             {
-                self.send_info(Some(self.roster.members()), out);
+                self.send_info(Some(self.roster.announcements()), out);
             }
         }
     }
@@ -852,53 +1008,77 @@ impl<S: StateMachine> ReplicaCore<S> {
         out.push(Action::Fatal(why));
     }
 
-    fn handle_known(&mut self, from: Member, msg: ReplicaMessage, out: &mut Actions<S>) {
+    fn handle_known(
+        &mut self,
+        from: Member,
+        version: u8,
+        msg: ReplicaMessage,
+        out: &mut Actions<S>,
+    ) {
         match msg {
+            // Shared layout: counts in an envelope of any version.
             ReplicaMessage::Info(info) => {
                 self.own_fact_delivered(from, info.fact.as_ref());
                 self.handle_info(from, info, out);
             }
             ReplicaMessage::Fact(q) => {
                 self.own_fact_delivered(from, Some(&q));
-                if self.roster.is_member(from) {
+                if !self.roster.is_member(from) {
+                    self.refused.not_member += 1;
+                    debug!(%from, "fact from a process that is not a member; refused");
+                } else if self.refuse_version(from, version) {
+                    // Sent again at the group's version (`maybe_send_fact`).
+                } else {
                     self.facts.record(from, q);
                     if matches!(self.phase, Phase::Installed(_)) {
                         self.reevaluate(out);
                     }
-                } else {
-                    self.refused.not_member += 1;
-                    debug!(%from, "fact from a process that is not a member; refused");
                 }
             }
             ReplicaMessage::Command(cmd) => {
-                if !self.roster.is_member(from) {
+                let refusal = if !self.roster.is_member(from) {
                     // Refused alike everywhere: applied by none.
                     self.refused.not_member += 1;
                     debug!(%from, id = cmd.id, "command from a process that is not a member; refused");
-                    if from == self.local {
-                        out.push(Action::Reply {
-                            id: cmd.id,
-                            result: Err(ReplicaError::NotMember),
-                        });
-                    }
-                    return;
+                    Some(ReplicaError::NotMember)
+                } else if self.refuse_version(from, version) {
+                    Some(ReplicaError::StaleVersion { version })
+                } else {
+                    None
+                };
+                match refusal {
+                    Some(error) if from == self.local => out.push(Action::Reply {
+                        id: cmd.id,
+                        result: Err(error),
+                    }),
+                    Some(_) => {}
+                    None => self.handle_command(from, cmd, out),
                 }
-                self.handle_command(from, cmd, out);
             }
             ReplicaMessage::Ack(upto) => {
                 if from == self.local {
                     self.ack_in_flight = false;
                 }
-                if matches!(self.phase, Phase::Installed(_)) && self.holders.contains(&from) {
+                if !self.roster.is_member(from) {
+                    self.refused.not_member += 1;
+                } else if self.refuse_version(from, version) {
+                    // A later ack covers it.
+                } else if matches!(self.phase, Phase::Installed(_)) && self.holders.contains(&from)
+                {
                     let acked = self.acks.entry(from).or_default();
                     *acked = (*acked).max(upto);
                     self.release_stable(out);
-                } else if !self.roster.is_member(from) {
-                    self.refused.not_member += 1;
                 }
             }
-            ReplicaMessage::Chunk(chunk) => self.handle_chunk(from, chunk, out),
-            // Void once a roster of the view was delivered.
+            ReplicaMessage::Chunk(chunk) => {
+                // Only a member can be the chosen sender (rule 5 refuses
+                // the rest as chunks).
+                if !self.roster.is_member(from) || !self.refuse_version(from, version) {
+                    self.handle_chunk(from, chunk, out);
+                }
+            }
+            // Void once a roster of the view was delivered, or while a
+            // process that marked has yet to answer.
             ReplicaMessage::NoRoster { .. } => {}
             // Live, `handle_message` takes marks.
             ReplicaMessage::Mark(mark) => {
@@ -909,6 +1089,19 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         self.maybe_send_fact(out);
         self.maybe_ack(out);
+    }
+
+    /// Rule 9: a member's message that is not of a shared layout counts
+    /// only in an envelope of a version every member speaks. Counts and
+    /// logs a refusal; returns whether it refused.
+    fn refuse_version(&mut self, from: Member, version: u8) -> bool {
+        if self.roster.counts_version(version) {
+            return false;
+        }
+        self.refused.version += 1;
+        warn!(%from, version, common = ?self.roster.common_versions(),
+            "message at a protocol version some member does not speak; refused");
+        true
     }
 
     fn handle_info(&mut self, from: Member, info: Info, out: &mut Actions<S>) {
@@ -942,7 +1135,9 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         match &mut self.phase {
             Phase::Installing { announcing, .. } => {
-                // Decided when the round's members are all in (rule 6).
+                // Decided when the round's members are all in (rules 6
+                // and 9), as a learner that does not know the members yet
+                // decides it once it does.
                 if !announcing.iter().any(|(m, _)| *m == from) {
                     announcing.push((from, info));
                 }
@@ -950,17 +1145,23 @@ impl<S: StateMachine> ReplicaCore<S> {
             }
             Phase::Installed(installed) => {
                 let (history, ceiling) = (installed.history, installed.ceiling);
+                // What it speaks first (rule 9).
+                if self.refuse_announcement(from, info.announcement, out) {
+                    return;
+                }
                 if !self.admissible(from, &info, history, ceiling) {
                     self.maybe_reannounce(out);
                     return;
                 }
-                self.admit(from, out);
+                if !self.admit(from, info.announcement, out) {
+                    return;
+                }
                 // A late announcement: a new round, where its info counts
                 // and everyone else answers.
                 self.round += 1;
                 self.begin_round(out);
                 if from != self.local && self.roster.is_member(self.local) {
-                    self.send_info(Some(self.roster.members()), out);
+                    self.send_info(Some(self.roster.announcements()), out);
                 }
                 self.count_info(from, info, out);
             }
@@ -990,12 +1191,36 @@ impl<S: StateMachine> ReplicaCore<S> {
         true
     }
 
-    fn admit(&mut self, from: Member, out: &mut Actions<S>) {
-        let Admission::Admitted(change) = self
-            .roster
-            .handle_announce(from, Announcement::this_build())
-        else {
-            return;
+    /// Rule 9 for an announcement, while the group speaks a version:
+    /// refuses it if it does not speak that version. Returns whether it
+    /// refused.
+    fn refuse_announcement(&mut self, from: Member, a: Announcement, out: &mut Actions<S>) -> bool {
+        match self.roster.group_version() {
+            Some(group_version) if !a.speaks(group_version) => {
+                self.refuse(
+                    Refusal {
+                        member: from,
+                        versions: a.versions(),
+                        group_version,
+                    },
+                    out,
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Admits `from` with its announcement `a` (rules 3 and 9). Returns
+    /// whether it is a member now.
+    fn admit(&mut self, from: Member, a: Announcement, out: &mut Actions<S>) -> bool {
+        let change = match self.roster.handle_announce(from, a) {
+            Admission::Admitted(change) => change,
+            Admission::Refused(refusal) => {
+                self.refuse(refusal, out);
+                return false;
+            }
+            Admission::Nothing => return false,
         };
         self.view = change.members;
         out.push(Action::Event(ReplicaEvent::ViewChanged {
@@ -1003,6 +1228,25 @@ impl<S: StateMachine> ReplicaCore<S> {
             joined: change.joined,
             left: change.left,
         }));
+        true
+    }
+
+    /// A process refused for its versions (rule 9): reported and counted
+    /// by every process that knows the members; this process stops if it
+    /// is the one.
+    fn refuse(&mut self, refusal: Refusal, out: &mut Actions<S>) {
+        self.refused.incompatible += 1;
+        warn!(local = %self.local, member = %refusal.member, versions = %refusal.versions,
+            group_version = refusal.group_version,
+            "refused a process that cannot speak the group's protocol version");
+        out.push(Action::Event(ReplicaEvent::MemberRefused {
+            member: refusal.member,
+            versions: refusal.versions,
+            group_version: refusal.group_version,
+        }));
+        if refusal.member == self.local {
+            out.push(Action::Refused(refusal));
+        }
     }
 
     fn count_info(&mut self, from: Member, info: Info, out: &mut Actions<S>) {
@@ -1033,10 +1277,15 @@ impl<S: StateMachine> ReplicaCore<S> {
         let history = infos.values().any(|i| i.known.is_some());
         let ceiling = infos.values().map(claims).max().unwrap_or_default();
         for (from, info) in announcing {
-            if !self.roster.in_view(from) || !self.admissible(from, &info, history, ceiling) {
+            // What it speaks first (rule 9): the first admitted of a group
+            // with no member sets the version the others must speak.
+            if !self.roster.in_view(from)
+                || self.refuse_announcement(from, info.announcement, out)
+                || !self.admissible(from, &info, history, ceiling)
+                || !self.admit(from, info.announcement, out)
+            {
                 continue;
             }
-            self.admit(from, out);
             if let Some(f) = &info.fact {
                 self.facts.record(from, f.clone());
             }
@@ -1082,7 +1331,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             epoch: latest,
             members: installed.lineage.iter().copied().collect(),
         });
-        self.send_info(Some(self.roster.members()), out);
+        self.send_info(Some(self.roster.announcements()), out);
     }
 
     fn handle_command(&mut self, from: Member, cmd: CommandMsg, out: &mut Actions<S>) {

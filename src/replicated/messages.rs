@@ -3,16 +3,40 @@
 //!
 //! Plain structs and enums only: no `flatten`, `tag`, `untagged` or `skip`,
 //! which bincode cannot round-trip.
+//!
+//! # Versions
+//!
+//! A [`ReplicaMessage`] is one envelope; its body is the variant index (a
+//! `u32`) then the variant's fields. Three variants are what a process
+//! sends before it knows the version the group speaks: [`ReplicaMessage::Mark`]
+//! (index 6), [`ReplicaMessage::Info`] (index 0, its announcement) and
+//! [`ReplicaMessage::NoRoster`] (index 5). Their **layout is shared** by
+//! every version: the index, and the fields of the variant and of every
+//! type inside it ([`Info`], [`PrimaryRecord`], [`StateId`],
+//! [`PrimaryEpoch`], `QuorumState`, `Member`, `Announcement`), never change;
+//! a newer version may only append fields at the end of the body. So
+//! [`ReplicaMessage::decode`] reads them in an envelope of any version
+//! (what trails them at a version it does not read is ignored), and
+//! members of different builds judge the same announcements alike.
+//!
+//! Every other variant is read only at a version this build reads, in the
+//! layout of the envelope's version (the core then counts it only if every
+//! member speaks that version), and is written in the layout of the
+//! version the writer's codec writes. The one that differs so far:
+//! `Command` at [`NEXT_PROTOCOL_VERSION`], a version only tests speak.
 
 use serde::{Deserialize, Serialize};
 
+use crate::roster::Announcement;
 use crate::transport::{Member, QuorumState};
+use crate::wire::{Codec, Frame, Kind, WireError, NEXT_PROTOCOL_VERSION};
 
 /// Identifies a primary component of a replicated group: it only grows
 /// along the history of the group's state. `ring_seq` is the highest totem
 /// ring sequence the members reported when the component formed (never
 /// lower than the previous component's); `term` counts components.
-/// Ordered by `ring_seq`, then `term`.
+/// Ordered by `ring_seq`, then `term`. Every replica's announcement carries
+/// it: its layout is the same in every protocol version.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -31,7 +55,9 @@ impl std::fmt::Display for PrimaryEpoch {
 
 /// What a replica's state is: two replicas with equal ids hold equal
 /// states. Ordered by `epoch`, then `applied`, `chain` and `genesis`; the
-/// greatest id in a view is the state the view keeps.
+/// greatest id in a view is the state the view keeps. Every replica's
+/// announcement carries it: its layout is the same in every protocol
+/// version.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -50,7 +76,8 @@ pub struct StateId {
 }
 
 /// The last primary component a member knows of, minus the members it saw
-/// leave on purpose or die (`Leave`, `ProcDown`).
+/// leave on purpose or die (`Leave`, `ProcDown`). Part of an [`Info`]: its
+/// layout is the same in every protocol version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PrimaryRecord {
     pub epoch: PrimaryEpoch,
@@ -59,9 +86,14 @@ pub(crate) struct PrimaryRecord {
 }
 
 /// What every member multicasts right after each confchg; the view is
-/// installed once every member's info has been delivered.
+/// installed once every member's info has been delivered. It is also the
+/// sender's announcement. Shared layout (module docs): read in an envelope
+/// of any version; a newer version may append fields at its end only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Info {
+    /// What the sender says of itself: the protocol versions it speaks
+    /// (and its role). First, so that it stays where every build reads it.
+    pub announcement: Announcement,
     /// The sender's latest quorum notification, if any.
     pub fact: Option<QuorumState>,
     /// The latest primary component the sender knows of.
@@ -76,10 +108,11 @@ pub(crate) struct Info {
     /// Which install round of that view it answers (0 after the confchg,
     /// one more after every late admission).
     pub round: u32,
-    /// The announced members as the sender knew them right after the
-    /// confchg (`None`: the sender did not know them, it was joining).
-    /// A joiner, and both sides of a merge, learn the roster from it.
-    pub members: Option<Vec<Member>>,
+    /// The announced members, with what each announced (versions, role),
+    /// as the sender knew them right after the confchg (`None`: the sender
+    /// did not know them, it was joining). A joiner, and both sides of a
+    /// merge, learn the roster from it, and with it the group's version.
+    pub members: Option<Vec<(Member, Announcement)>>,
     /// The processes the sender counts as mergers (in the view at a merge,
     /// not yet in an install); a learner takes them with the roster.
     pub merged: Vec<Member>,
@@ -107,14 +140,19 @@ pub(crate) struct Chunk {
     pub bytes: Vec<u8>,
 }
 
-/// The body of every replicated-state message.
+/// The body of every replicated-state message. The variant order is the
+/// wire's: `Info`, `NoRoster` and `Mark` have a layout every version shares
+/// (module docs); the others are laid out by the envelope's version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ReplicaMessage {
-    /// View installation: the sender's state and knowledge.
+    /// View installation: the sender's announcement, state and knowledge.
+    /// Shared layout.
     Info(Info),
     /// The sender's quorum notification changed.
     Fact(QuorumState),
-    /// A command to apply in the total order.
+    /// A command to apply in the total order. At
+    /// [`NEXT_PROTOCOL_VERSION`] its fields are laid out anew (see
+    /// [`ReplicaMessage::encode`]).
     Command(CommandMsg),
     /// Safe delivery: the sender has applied this many commands.
     Ack(u64),
@@ -123,7 +161,7 @@ pub(crate) enum ReplicaMessage {
     /// A process still learning the members found no process that knows
     /// them (its timer ran out). Delivered before any roster of the view,
     /// and after the sender's mark of this incarnation, it means nobody in
-    /// it is announced.
+    /// it is announced. Shared layout.
     NoRoster {
         /// The view tag.
         view: u64,
@@ -134,27 +172,114 @@ pub(crate) enum ReplicaMessage {
     /// before its info: a number the sender never used before. The info
     /// follows once the mark came back with no confchg in between, so an
     /// info is tied to one incarnation of a raw view even when the same
-    /// set of processes forms it again (rule 1).
+    /// set of processes forms it again (rule 1). Shared layout.
     Mark(u64),
+}
+
+/// Variant indices of [`ReplicaMessage`] on the wire (bincode writes an
+/// enum as its variant index, a `u32`, then the variant's fields).
+const INFO: u32 = 0;
+const COMMAND: u32 = 2;
+const NO_ROSTER: u32 = 5;
+const MARK: u32 = 6;
+
+/// `Command` as [`NEXT_PROTOCOL_VERSION`] lays it out: the same command
+/// with its fields in another order and one more, so tests show that
+/// replicas read each version's shape and write the one the group speaks.
+/// A decoder of the other shape would misread it. Written and read as the
+/// pair (variant index, fields), which is how bincode writes the variant.
+#[derive(Serialize, Deserialize)]
+struct NextCommand<P> {
+    /// Always 0: room a newer version would use.
+    flags: u8,
+    id: u64,
+    payload: P,
+}
+
+impl ReplicaMessage {
+    /// Whether every version lays this message out alike (module docs):
+    /// what a process sends before it knows the group's version.
+    #[cfg(test)]
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(
+            self,
+            ReplicaMessage::Info(_) | ReplicaMessage::NoRoster { .. } | ReplicaMessage::Mark(_)
+        )
+    }
+
+    /// The envelope of this message, in the layout of the version `codec`
+    /// writes.
+    pub(crate) fn encode(&self, codec: &Codec) -> Result<Vec<u8>, WireError> {
+        match self {
+            ReplicaMessage::Command(cmd) if codec.version() >= NEXT_PROTOCOL_VERSION => {
+                let next = NextCommand {
+                    flags: 0,
+                    id: cmd.id,
+                    payload: cmd.payload.as_slice(),
+                };
+                codec.encode(Kind::Replicated, &(COMMAND, next))
+            }
+            _ => codec.encode(Kind::Replicated, self),
+        }
+    }
+
+    /// The message in `frame` (decoded with
+    /// [`Codec::decode_frame_any_version`]), in the layout of the version
+    /// its envelope names. At a version `codec` does not read, only the
+    /// shared variants are read (their leading fields: a newer version may
+    /// have appended more); anything else is
+    /// [`WireError::UnsupportedVersion`].
+    pub(crate) fn decode(codec: &Codec, frame: Frame<'_>) -> Result<ReplicaMessage, WireError> {
+        if frame.kind != Kind::Replicated {
+            return Err(WireError::UnknownKind(frame.kind as u8));
+        }
+        let index = frame
+            .body
+            .first_chunk::<4>()
+            .map(|b| u32::from_le_bytes(*b));
+        if !codec.reads().contains(frame.version) {
+            return match index {
+                Some(INFO | NO_ROSTER | MARK) => codec.decode_body_prefix(frame.body),
+                _ => Err(WireError::UnsupportedVersion(frame.version)),
+            };
+        }
+        if frame.version >= NEXT_PROTOCOL_VERSION && index == Some(COMMAND) {
+            let (_, next): (u32, NextCommand<Vec<u8>>) = codec.decode_body(frame.body)?;
+            return Ok(ReplicaMessage::Command(CommandMsg {
+                id: next.id,
+                payload: next.payload,
+            }));
+        }
+        codec.decode_body(frame.body)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::transport::{NodeId, RingId};
-    use crate::wire::{Codec, Kind};
+    use crate::wire::{Versions, PROTOCOL_VERSION};
 
-    #[test]
-    fn every_message_round_trips() {
-        let codec = Codec::new(1 << 20);
-        let fact = QuorumState {
-            quorate: true,
-            ring_id: RingId {
-                seq: 7,
-                nodeid: NodeId(1),
-            },
-            nodes: vec![NodeId(1), NodeId(2)],
-        };
+    /// Reads and writes both versions, writing at `version`.
+    fn both(version: u8) -> Codec {
+        Codec::new(1 << 20)
+            .reading(Versions {
+                min: PROTOCOL_VERSION,
+                max: NEXT_PROTOCOL_VERSION,
+            })
+            .at_version(version)
+    }
+
+    /// This build's default: reads and writes the current version only.
+    fn old() -> Codec {
+        Codec::new(1 << 20)
+    }
+
+    fn decode(codec: &Codec, bytes: &[u8]) -> Result<ReplicaMessage, WireError> {
+        ReplicaMessage::decode(codec, codec.decode_frame_any_version(bytes)?)
+    }
+
+    fn info() -> Info {
         let id = StateId {
             epoch: PrimaryEpoch {
                 ring_seq: 7,
@@ -164,22 +289,35 @@ mod tests {
             chain: 0xfeed,
             genesis: 3,
         };
-        let messages = vec![
-            ReplicaMessage::Info(Info {
-                fact: Some(fact.clone()),
-                known: Some(PrimaryRecord {
-                    epoch: id.epoch,
-                    members: vec![Member::new(1, 2)],
-                }),
-                state: id,
-                founder: true,
-                view: 11,
-                round: 2,
-                members: Some(vec![Member::new(1, 2)]),
-                merged: vec![Member::new(3, 4)],
-                mark: 5,
+        Info {
+            announcement: Announcement::this_build(),
+            fact: Some(QuorumState {
+                quorate: true,
+                ring_id: RingId {
+                    seq: 7,
+                    nodeid: NodeId(1),
+                },
+                nodes: vec![NodeId(1), NodeId(2)],
             }),
-            ReplicaMessage::Fact(fact),
+            known: Some(PrimaryRecord {
+                epoch: id.epoch,
+                members: vec![Member::new(1, 2)],
+            }),
+            state: id,
+            founder: true,
+            view: 11,
+            round: 2,
+            members: Some(vec![(Member::new(1, 2), Announcement::this_build())]),
+            merged: vec![Member::new(3, 4)],
+            mark: 5,
+        }
+    }
+
+    fn every_message() -> Vec<ReplicaMessage> {
+        let info = info();
+        vec![
+            ReplicaMessage::Info(info.clone()),
+            ReplicaMessage::Fact(info.fact.clone().expect("a fact")),
             ReplicaMessage::Command(CommandMsg {
                 id: 3,
                 payload: vec![1, 2, 3],
@@ -188,25 +326,29 @@ mod tests {
             ReplicaMessage::NoRoster { view: 99, mark: 4 },
             ReplicaMessage::Mark(6),
             ReplicaMessage::Chunk(Chunk {
-                state: id,
+                state: info.state,
                 index: 0,
                 total: 1,
                 bytes: vec![0; 10],
             }),
-        ];
-        for msg in messages {
-            let bytes = codec.encode(Kind::Replicated, &msg).expect("encodes");
-            let frame = codec.decode_frame(&bytes).expect("frame");
-            assert_eq!(frame.kind, Kind::Replicated);
-            assert_eq!(codec.decode_body::<ReplicaMessage>(frame.body), Ok(msg));
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_at_every_version() {
+        for version in [PROTOCOL_VERSION, NEXT_PROTOCOL_VERSION] {
+            let codec = both(version);
+            for msg in every_message() {
+                let bytes = msg.encode(&codec).expect("encodes");
+                assert_eq!(bytes[4], version);
+                assert_eq!(decode(&codec, &bytes), Ok(msg));
+            }
         }
     }
 
     #[test]
     fn golden_bytes_of_an_ack() {
-        let bytes = Codec::new(64)
-            .encode(Kind::Replicated, &ReplicaMessage::Ack(5))
-            .expect("encodes");
+        let bytes = ReplicaMessage::Ack(5).encode(&old()).expect("encodes");
         // Header (kind 16), variant index 3 as u32, then the u64.
         assert_eq!(
             bytes,
@@ -217,6 +359,100 @@ mod tests {
                 &[5, 0, 0, 0, 0, 0, 0, 0]
             ]
             .concat()
+        );
+    }
+
+    #[test]
+    fn the_shared_variants_keep_their_indices_and_the_announcement_leads_the_info() {
+        let mark = ReplicaMessage::Mark(9).encode(&old()).expect("encodes");
+        assert_eq!(
+            mark,
+            [
+                &b"ACPG"[..],
+                &[2, 16, 0, 0],
+                &[6, 0, 0, 0],
+                &[9, 0, 0, 0, 0, 0, 0, 0]
+            ]
+            .concat()
+        );
+        let no_roster = ReplicaMessage::NoRoster { view: 1, mark: 2 }
+            .encode(&old())
+            .expect("encodes");
+        assert_eq!(
+            no_roster[8..],
+            [
+                &[5, 0, 0, 0][..],
+                &[1, 0, 0, 0, 0, 0, 0, 0],
+                &[2, 0, 0, 0, 0, 0, 0, 0]
+            ]
+            .concat()
+        );
+        let info = ReplicaMessage::Info(info())
+            .encode(&old())
+            .expect("encodes");
+        // Variant 0, then the announcement: min 2, max 2, role 0
+        // (participant) as u32.
+        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 2, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_command_at_the_next_version_has_its_own_layout() {
+        let cmd = ReplicaMessage::Command(CommandMsg {
+            id: 7,
+            payload: vec![0xaa],
+        });
+        let next = cmd.encode(&both(NEXT_PROTOCOL_VERSION)).expect("encodes");
+        assert_eq!(
+            next,
+            [
+                &b"ACPG"[..],
+                &[3, 16, 0, 0],
+                &[2, 0, 0, 0],
+                // flags, id, then the payload with its length.
+                &[0],
+                &[7, 0, 0, 0, 0, 0, 0, 0],
+                &[1, 0, 0, 0, 0, 0, 0, 0, 0xaa]
+            ]
+            .concat()
+        );
+        let current = cmd.encode(&both(PROTOCOL_VERSION)).expect("encodes");
+        assert_ne!(next[8..], current[8..]);
+        // The other version's layout does not read it back.
+        assert_ne!(
+            both(PROTOCOL_VERSION).decode_body::<ReplicaMessage>(&next[8..]),
+            Ok(cmd)
+        );
+    }
+
+    #[test]
+    fn a_build_reads_only_the_shared_messages_of_a_version_it_does_not_read() {
+        let newer = both(NEXT_PROTOCOL_VERSION);
+        for msg in every_message() {
+            let mut bytes = msg.encode(&newer).expect("encodes");
+            if msg.is_shared() {
+                // A newer version may append fields at the end.
+                bytes.extend_from_slice(&[1, 2, 3]);
+                assert_eq!(decode(&old(), &bytes), Ok(msg));
+            } else {
+                assert_eq!(
+                    decode(&old(), &bytes),
+                    Err(WireError::UnsupportedVersion(NEXT_PROTOCOL_VERSION)),
+                    "{msg:?}"
+                );
+            }
+        }
+        // At a version it reads, trailing bytes are malformed.
+        let mut bytes = ReplicaMessage::Mark(1).encode(&old()).expect("encodes");
+        bytes.push(0);
+        assert!(matches!(
+            decode(&old(), &bytes),
+            Err(WireError::Malformed(_))
+        ));
+        // Only its own kind.
+        let other = old().encode(Kind::Election, &1u32).expect("encodes");
+        assert_eq!(
+            decode(&old(), &other),
+            Err(WireError::UnknownKind(Kind::Election as u8))
         );
     }
 }

@@ -51,6 +51,16 @@
 //!   every member holding the state has acknowledged (with an ordered
 //!   message) that it applied it; so an acknowledged command is held by
 //!   every member of the view and survives the crash of any minority.
+//! - **Protocol versions**: each replica announces the versions its build
+//!   speaks; the group speaks the highest every member speaks, decided in
+//!   the stream, so identically everywhere. A replica that cannot speak it
+//!   is refused on every member ([`ReplicaEvent::MemberRefused`]) and on
+//!   itself ([`ReplicaError::Incompatible`]), and none of its messages
+//!   changes anything. When the last member that held the group at an
+//!   older version leaves, the group moves up at that point of the stream
+//!   ([`ReplicaEvent::VersionChanged`]). To upgrade a running group: start
+//!   replicas of the new build (they speak the old version too), then stop
+//!   the old ones.
 //!
 //! # Limits
 //!
@@ -92,7 +102,7 @@ pub(crate) mod fuzz_access {
 }
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -104,7 +114,7 @@ use crate::group::{GroupMetrics, MetricsSnapshot};
 use crate::transport::{
     write_view, Connection, GroupName, Member, MemberChange, MemberList, TransportError,
 };
-use crate::wire::Codec;
+use crate::wire::{Codec, Versions};
 
 /// A deterministic state machine: every replica starts from
 /// `Self::default()` and applies the same commands in the same order, so
@@ -200,6 +210,12 @@ pub struct ReplicaConfig {
     /// the group to decide that nobody is a member (the processes of the
     /// view are then all silent clients or other newcomers).
     pub learn_timeout: std::time::Duration,
+    /// The protocol versions this replica speaks: this build's
+    /// ([`Versions::this_build`]). Only tests of version negotiation set
+    /// another range (with [`crate::wire::NEXT_PROTOCOL_VERSION`], whose
+    /// commands have a changed layout), to play a newer build.
+    #[doc(hidden)]
+    pub protocol_versions: Versions,
 }
 
 impl Default for ReplicaConfig {
@@ -216,6 +232,7 @@ impl Default for ReplicaConfig {
             key: None,
             max_held: 100_000,
             learn_timeout: std::time::Duration::from_secs(1),
+            protocol_versions: Versions::this_build(),
         }
     }
 }
@@ -280,6 +297,30 @@ pub enum ReplicaEvent {
         /// What overflowed.
         why: String,
     },
+    /// A process announced protocol versions that do not include the one
+    /// the group speaks: it is no member, and none of its messages changes
+    /// anything. Every process that knows the members reports it at the
+    /// same position of the stream; when `member` is this replica, it
+    /// stops ([`ReplicaError::Incompatible`], then [`ReplicaEvent::Closed`]).
+    MemberRefused {
+        /// The refused process.
+        member: Member,
+        /// The versions it speaks.
+        versions: Versions,
+        /// The version the group speaks there.
+        group_version: u8,
+    },
+    /// The group speaks another protocol version from this point of the
+    /// stream on: the highest every member speaks changed, because the
+    /// last member that held it back left (or this replica was admitted:
+    /// `from` is then `None`). The replica writes at `to` from here on.
+    VersionChanged {
+        /// The version spoken before, as this member knew it; `None` when
+        /// it knew none.
+        from: Option<u8>,
+        /// The version spoken from here on.
+        to: u8,
+    },
     /// The transport failed or the replica left; the runtime has stopped.
     Closed {
         /// Why.
@@ -334,6 +375,20 @@ impl std::fmt::Display for ReplicaEvent {
             ),
             ReplicaEvent::Ready => f.write_str("ready: this member holds the group state"),
             ReplicaEvent::GaveUp { why } => write!(f, "gave up: {why}"),
+            ReplicaEvent::MemberRefused {
+                member,
+                versions,
+                group_version,
+            } => write!(
+                f,
+                "{member} refused: it speaks {versions}, the group speaks v{group_version}"
+            ),
+            ReplicaEvent::VersionChanged { from: Some(v), to } => {
+                write!(f, "protocol version v{v} -> v{to}")
+            }
+            ReplicaEvent::VersionChanged { from: None, to } => {
+                write!(f, "protocol version v{to}")
+            }
             ReplicaEvent::Closed { error } => write!(f, "closed: {error}"),
         }
     }
@@ -369,6 +424,28 @@ pub enum ReplicaError {
     /// it, none applied it. Retry later.
     #[error("too many commands waiting for an install; the command was not applied")]
     Overloaded,
+    /// The command was written at protocol version `version`, which a
+    /// member admitted while it was in flight does not speak: every member
+    /// refused it, none applied it. Retry (the replica writes at the
+    /// group's version).
+    #[error("written at protocol v{version}, which some member does not speak; the command was not applied")]
+    StaleVersion {
+        /// The version the command was written at.
+        version: u8,
+    },
+    /// The group speaks a protocol version this build does not: the
+    /// members refused this replica where its announcement was delivered,
+    /// and its runtime stopped. Nothing of it was applied anywhere.
+    /// Upgrade (or downgrade) this build to one that speaks
+    /// `group_version`, or wait until the members that hold the group
+    /// there are upgraded, then start the replica again.
+    #[error("the group speaks protocol v{group_version}; this build speaks {ours}")]
+    Incompatible {
+        /// What this build speaks.
+        ours: Versions,
+        /// What the group speaks.
+        group_version: u8,
+    },
     /// The view changed before the outcome was known here: the command may
     /// or may not have been applied (like a timeout). Retry only if the
     /// command is idempotent, or read the state first.
@@ -449,10 +526,19 @@ pub struct RefusedCounts {
     pub stale: u64,
     /// A command refused because the install's hold buffer was full.
     pub overflow: u64,
+    /// A fact, command, ack or chunk in an envelope of a protocol version
+    /// some member does not speak (written before a member that does not
+    /// speak it was admitted).
+    pub version: u64,
+    /// An announcement whose protocol versions do not include the one the
+    /// group speaks: its sender was refused (an older or newer build, not
+    /// an attack).
+    pub incompatible: u64,
 }
 
 impl RefusedCounts {
-    /// Refusals of every cause but `stale`, which honest races produce.
+    /// Refusals of every cause but `stale`, `version` and `incompatible`,
+    /// which honest races and builds of other versions produce.
     pub fn hostile(&self) -> u64 {
         self.not_member + self.epoch + self.inconsistent + self.chunk + self.overflow
     }
@@ -467,6 +553,17 @@ pub struct Replica<S: StateMachine> {
     metrics: Arc<GroupMetrics>,
     events: broadcast::Sender<ReplicaEvent>,
     status: watch::Receiver<ReplicaStatus>,
+    /// Why the runtime stopped, when it stopped for a reason a call should
+    /// report rather than [`ReplicaError::Closed`] (the group refused it).
+    stopped: Stopped,
+}
+
+/// Why a replica's runtime stopped, set once by the runtime.
+pub(crate) type Stopped = Arc<OnceLock<ReplicaError>>;
+
+/// What a call gets once the runtime is gone.
+fn gone(stopped: &Stopped) -> ReplicaError {
+    stopped.get().cloned().unwrap_or(ReplicaError::Closed)
 }
 
 impl<S: StateMachine> Clone for Replica<S> {
@@ -478,6 +575,7 @@ impl<S: StateMachine> Clone for Replica<S> {
             metrics: self.metrics.clone(),
             events: self.events.clone(),
             status: self.status.clone(),
+            stopped: self.stopped.clone(),
         }
     }
 }
@@ -495,7 +593,9 @@ impl<S: StateMachine> Replica<S> {
     /// Starts a replica on the current actix arbiter over `conn` and
     /// returns once it holds the group state (its first install, or the
     /// end of its state transfer). The view may or may not be primary
-    /// then: see [`Replica::wait_primary`].
+    /// then: see [`Replica::wait_primary`]. Fails with
+    /// [`ReplicaError::Incompatible`] when the group speaks a protocol
+    /// version this build does not.
     pub async fn start<C: Connection>(
         conn: C,
         config: ReplicaConfig,
@@ -511,13 +611,17 @@ impl<S: StateMachine> Replica<S> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let conn = crate::auth::boxed(conn, config.key.as_ref(), metrics.unauthenticated_counter());
+        let stopped = Stopped::default();
         ReplicaActor::<S>::start_with(
             conn,
             ops_rx,
             config,
-            metrics.clone(),
-            events.clone(),
-            status_tx,
+            runtime::Outlets {
+                metrics: metrics.clone(),
+                events: events.clone(),
+                status: status_tx,
+                stopped: stopped.clone(),
+            },
             ready_tx,
         );
         match ready_rx.await {
@@ -528,9 +632,10 @@ impl<S: StateMachine> Replica<S> {
                 metrics,
                 events,
                 status,
+                stopped,
             }),
-            Ok(Err(e)) => Err(ReplicaError::Transport(e)),
-            Err(_) => Err(ReplicaError::Closed),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(gone(&stopped)),
         }
     }
 
@@ -574,7 +679,7 @@ impl<S: StateMachine> Replica<S> {
                     return Ok(epoch);
                 }
             }
-            status.changed().await.map_err(|_| ReplicaError::Closed)?;
+            status.changed().await.map_err(|_| gone(&self.stopped))?;
         }
     }
 
@@ -599,7 +704,8 @@ impl<S: StateMachine> Replica<S> {
         command: S::Command,
     ) -> impl Future<Output = Result<Executed<S::Response>, ReplicaError>> + 'static {
         let queued = self.queue(&command);
-        async move { queued?.await.map_err(|_| ReplicaError::Closed)? }
+        let stopped = self.stopped.clone();
+        async move { queued?.await.map_err(|_| gone(&stopped))? }
     }
 
     #[allow(clippy::type_complexity)]
@@ -613,7 +719,7 @@ impl<S: StateMachine> Replica<S> {
         let (done, rx) = oneshot::channel();
         self.ops
             .send(Op::Execute { payload, done })
-            .map_err(|_| ReplicaError::Closed)?;
+            .map_err(|_| gone(&self.stopped))?;
         Ok(rx)
     }
 
@@ -629,8 +735,8 @@ impl<S: StateMachine> Replica<S> {
         let op = Op::Query(Box::new(move |s: &S| {
             let _ = tx.send(read(s));
         }));
-        self.ops.send(op).map_err(|_| ReplicaError::Closed)?;
-        rx.await.map_err(|_| ReplicaError::Closed)
+        self.ops.send(op).map_err(|_| gone(&self.stopped))?;
+        rx.await.map_err(|_| gone(&self.stopped))
     }
 
     /// Leaves the group cleanly (others see `Leave`) and stops the runtime.
@@ -638,8 +744,8 @@ impl<S: StateMachine> Replica<S> {
         let (tx, rx) = oneshot::channel();
         self.ops
             .send(Op::Leave { done: tx })
-            .map_err(|_| ReplicaError::Closed)?;
-        rx.await.map_err(|_| ReplicaError::Closed)?
+            .map_err(|_| gone(&self.stopped))?;
+        rx.await.map_err(|_| gone(&self.stopped))?
     }
 }
 
@@ -731,5 +837,27 @@ mod tests {
             why: "held commands over max_held".into(),
         };
         assert_eq!(gave_up.to_string(), "gave up: held commands over max_held");
+        let refused = ReplicaEvent::MemberRefused {
+            member: c,
+            versions: Versions { min: 2, max: 2 },
+            group_version: 3,
+        };
+        assert_eq!(
+            refused.to_string(),
+            "node3/1009 refused: it speaks v2, the group speaks v3"
+        );
+        let moved = ReplicaEvent::VersionChanged {
+            from: Some(2),
+            to: 3,
+        };
+        assert_eq!(moved.to_string(), "protocol version v2 -> v3");
+        let error = ReplicaError::Incompatible {
+            ours: Versions { min: 2, max: 2 },
+            group_version: 3,
+        };
+        assert_eq!(
+            error.to_string(),
+            "the group speaks protocol v3; this build speaks v2"
+        );
     }
 }

@@ -19,12 +19,15 @@ use tracing::{debug, error, warn};
 
 use super::core::{Action, Actions, ReplicaCore};
 use super::messages::{Chunk, CommandMsg, ReplicaMessage, StateId};
-use super::{Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaStatus, StateMachine};
+use super::{
+    Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaStatus, StateMachine, Stopped,
+};
 use crate::group::GroupMetrics;
 use crate::outbox::Outbox;
 use crate::pump::{EventPump, Pumped};
+use crate::roster::Refusal;
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
-use crate::wire::{Codec, Kind, HEADER_LEN};
+use crate::wire::{Codec, HEADER_LEN};
 
 /// Room for a chunk's own fields (state id, index, total, length prefix)
 /// and the enum tag, on top of the header.
@@ -45,6 +48,14 @@ pub(crate) enum Op<S: StateMachine> {
     },
 }
 
+/// Where the runtime reports: shared with the [`super::Replica`] handles.
+pub(crate) struct Outlets {
+    pub(crate) metrics: Arc<GroupMetrics>,
+    pub(crate) events: broadcast::Sender<ReplicaEvent>,
+    pub(crate) status: watch::Sender<ReplicaStatus>,
+    pub(crate) stopped: Stopped,
+}
+
 pub(crate) struct ReplicaActor<S: StateMachine> {
     conn: Box<dyn Connection>,
     ops: mpsc::UnboundedReceiver<Op<S>>,
@@ -55,7 +66,8 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     metrics: Arc<GroupMetrics>,
     events: broadcast::Sender<ReplicaEvent>,
     status: watch::Sender<ReplicaStatus>,
-    ready: Option<Done<Result<(), TransportError>>>,
+    stopped: Stopped,
+    ready: Option<Done<Result<(), ReplicaError>>>,
     outbox: Outbox<u64>,
     calls: HashMap<u64, Reply<S>>,
     next_id: u64,
@@ -72,14 +84,21 @@ impl<S: StateMachine> ReplicaActor<S> {
         conn: Box<dyn Connection>,
         ops: mpsc::UnboundedReceiver<Op<S>>,
         config: ReplicaConfig,
-        metrics: Arc<GroupMetrics>,
-        events: broadcast::Sender<ReplicaEvent>,
-        status: watch::Sender<ReplicaStatus>,
-        ready: Done<Result<(), TransportError>>,
+        outlets: Outlets,
+        ready: Done<Result<(), ReplicaError>>,
     ) -> Addr<Self> {
+        let Outlets {
+            metrics,
+            events,
+            status,
+            stopped,
+        } = outlets;
         let limit = config.max_message_size.min(conn.max_message_size());
         metrics.set_limit(limit);
-        let codec = Codec::new(limit);
+        // Until it knows the group's version, a replica writes at its own
+        // highest: what it sends then is read at any version.
+        let codec = Codec::new(limit).reading(config.protocol_versions);
+        metrics.set_version(codec.version());
         let chunk_size = config
             .chunk_size
             .clamp(1, limit.saturating_sub(HEADER_LEN + CHUNK_OVERHEAD).max(1));
@@ -87,19 +106,23 @@ impl<S: StateMachine> ReplicaActor<S> {
         ReplicaActor {
             conn,
             ops,
-            core: Box::new(ReplicaCore::new(
-                local,
-                codec,
-                config.delivery,
-                config.max_snapshot_size,
-                config.max_held,
-                config.found_group,
-            )),
+            core: Box::new(
+                ReplicaCore::new(
+                    local,
+                    codec,
+                    config.delivery,
+                    config.max_snapshot_size,
+                    config.max_held,
+                    config.found_group,
+                )
+                .with_versions(config.protocol_versions),
+            ),
             codec,
             chunk_size,
             metrics,
             events,
             status,
+            stopped,
             ready: Some(ready),
             outbox: Outbox::new(config.send_window, config.chunks_in_flight),
             calls: HashMap::new(),
@@ -152,15 +175,15 @@ impl<S: StateMachine> ReplicaActor<S> {
                 }
                 let decoded = self
                     .codec
-                    .decode_frame(&bytes)
-                    .and_then(|frame| match frame.kind {
-                        Kind::Replicated => self.codec.decode_body::<ReplicaMessage>(frame.body),
-                        other => Err(crate::wire::WireError::UnknownKind(other as u8)),
+                    .decode_frame_any_version(&bytes)
+                    .and_then(|frame| {
+                        ReplicaMessage::decode(&self.codec, frame).map(|msg| (frame.version, msg))
                     });
                 match decoded {
-                    Ok(msg) => {
+                    Ok((version, msg)) => {
                         self.metrics.delivered();
-                        let actions = self.core.handle_message(from, msg);
+                        let actions = self.core.handle_message(from, version, msg);
+                        self.follow_version();
                         self.execute(actions, ctx);
                     }
                     Err(e) => {
@@ -176,6 +199,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             } => {
                 debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
                 let actions = self.core.handle_confchg(&members, &joined, &left);
+                self.follow_version();
                 self.execute(actions, ctx);
             }
             TransportEvent::TotemConfChg { ring_id, nodes } => {
@@ -189,11 +213,23 @@ impl<S: StateMachine> ReplicaActor<S> {
         }
     }
 
+    /// Writes at the version the group speaks once this replica knows it
+    /// and speaks it (rule 9 of the core): it moves at a point of the
+    /// stream, before the actions of that point are encoded.
+    fn follow_version(&mut self) {
+        if let Some(v) = self.core.writes_at() {
+            if v != self.codec.version() {
+                self.codec = self.codec.at_version(v);
+                self.metrics.set_version(v);
+            }
+        }
+    }
+
     fn execute(&mut self, actions: Actions<S>, ctx: &mut Context<Self>) {
         let mut changed = false;
         for action in actions {
             match action {
-                Action::Mcast(msg) => match self.codec.encode(Kind::Replicated, &msg) {
+                Action::Mcast(msg) => match msg.encode(&self.codec) {
                     // An info, and the mark it waits for, must reach the
                     // group even across later install rounds (see
                     // `ReplicaCore::handle_confchg`).
@@ -232,6 +268,11 @@ impl<S: StateMachine> ReplicaActor<S> {
                     error!(group = %self.conn.group(), "replica stops: {why}");
                     let _ = self.conn.leave();
                     self.close(TransportError::Other(why), ctx);
+                    return;
+                }
+                Action::Refused(refusal) => {
+                    // The event about itself went out just before.
+                    self.refused(refusal, ctx);
                     return;
                 }
             }
@@ -291,7 +332,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 bytes: bytes.get(start..end).unwrap_or_default().to_vec(),
             };
             index += 1;
-            match codec.encode(Kind::Replicated, &ReplicaMessage::Chunk(chunk)) {
+            match ReplicaMessage::Chunk(chunk).encode(&codec) {
                 Ok(encoded) => Some(encoded),
                 Err(e) => {
                     error!("snapshot chunk not encoded: {e}; transfer abandoned");
@@ -342,21 +383,47 @@ impl<S: StateMachine> ReplicaActor<S> {
         error!(group = %self.conn.group(), "replica transport closed: {error}");
         self.status.send_modify(|s| s.closed = true);
         if let Some(ready) = self.ready.take() {
-            let _ = ready.send(Err(error.clone()));
+            let _ = ready.send(Err(ReplicaError::Transport(error.clone())));
         }
         self.fail_everything();
         self.publish(ReplicaEvent::Closed { error });
         ctx.stop();
     }
 
+    /// The group refused this replica: it cannot speak the group's
+    /// version. It leaves; what waits on it, and every later call, fails
+    /// with [`ReplicaError::Incompatible`].
+    fn refused(&mut self, refusal: Refusal, ctx: &mut Context<Self>) {
+        let error = ReplicaError::Incompatible {
+            ours: refusal.versions,
+            group_version: refusal.group_version,
+        };
+        error!(group = %self.conn.group(), "replica stops: {error}");
+        let _ = self.stopped.set(error.clone());
+        if let Err(e) = self.conn.leave() {
+            warn!(group = %self.conn.group(), "leaving after the refusal: {e}");
+        }
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(error.clone()));
+        }
+        self.fail_everything();
+        self.status.send_modify(|s| s.closed = true);
+        self.publish(ReplicaEvent::Closed {
+            error: TransportError::Closed(error.to_string()),
+        });
+        ctx.stop();
+    }
+
+    /// Fails every call in flight, with why the runtime stopped.
     fn fail_everything(&mut self) {
+        let error = self.stopped.get().cloned().unwrap_or(ReplicaError::Closed);
         for id in self.outbox.drain_user() {
             if let Some(done) = self.calls.remove(&id) {
-                let _ = done.send(Err(ReplicaError::Closed));
+                let _ = done.send(Err(error.clone()));
             }
         }
         for (_, done) in self.calls.drain() {
-            let _ = done.send(Err(ReplicaError::Closed));
+            let _ = done.send(Err(error.clone()));
         }
     }
 
@@ -370,7 +437,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 let id = self.next_id;
                 self.next_id += 1;
                 let msg = ReplicaMessage::Command(CommandMsg { id, payload });
-                match self.codec.encode(Kind::Replicated, &msg) {
+                match msg.encode(&self.codec) {
                     Ok(bytes) => {
                         self.calls.insert(id, done);
                         self.outbox.push_user(bytes, id);

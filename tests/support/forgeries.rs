@@ -208,15 +208,35 @@ struct PrimaryRecord {
     members: Vec<Member>,
 }
 
+/// What a replica's info announces: the versions it speaks and its role
+/// (the variant index of `Role`: 0, a participant).
+#[derive(Serialize, Clone, Copy)]
+struct ReplicaAnnouncement {
+    min_version: u8,
+    max_version: u8,
+    role: u32,
+}
+
+impl ReplicaAnnouncement {
+    fn this_build() -> Self {
+        ReplicaAnnouncement {
+            min_version: actix_cpg::wire::PROTOCOL_VERSION,
+            max_version: actix_cpg::wire::PROTOCOL_VERSION,
+            role: 0,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ReplicaInfo {
+    announcement: ReplicaAnnouncement,
     fact: Option<QuorumState>,
     known: Option<PrimaryRecord>,
     state: StateId,
     founder: bool,
     view: u64,
     round: u32,
-    members: Option<Vec<Member>>,
+    members: Option<Vec<(Member, ReplicaAnnouncement)>>,
     merged: Vec<Member>,
     mark: u64,
 }
@@ -300,6 +320,7 @@ pub fn replicated_mark(mark: u64) -> Vec<u8> {
 /// `replicated_mark(mark)` from the same process, in the same view.
 pub fn replicated_info(raw: &[Member], me: Member, state: StateId, mark: u64) -> Vec<u8> {
     let info = ReplicaInfo {
+        announcement: ReplicaAnnouncement::this_build(),
         fact: Some(QuorumState {
             quorate: true,
             ring_id: RingId {
@@ -316,7 +337,7 @@ pub fn replicated_info(raw: &[Member], me: Member, state: StateId, mark: u64) ->
         founder: true,
         view: replicated_view_tag(raw),
         round: 0,
-        members: Some(vec![me]),
+        members: Some(vec![(me, ReplicaAnnouncement::this_build())]),
         merged: Vec::new(),
         mark,
     };

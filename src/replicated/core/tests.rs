@@ -6,8 +6,12 @@ use super::*;
 use crate::replicated::{decode_snapshot, encode_snapshot};
 use crate::transport::sim::{SimCluster, SimConnection, SimProcess, SimRng};
 use crate::transport::{Connection, GroupName, NodeId, Transport, TransportEvent};
-use crate::wire::Kind;
+use crate::wire::{Kind, Versions, WireError, NEXT_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use proptest::prelude::*;
+
+/// The version this build writes by default: what the messages these
+/// tests deliver by hand are in.
+const V: u8 = PROTOCOL_VERSION;
 
 /// Appends values; the response is the log's length after the append.
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
@@ -57,17 +61,40 @@ struct Peer {
     lie: bool,
     /// Why this replica gave up, if it did.
     fatal: Option<String>,
+    /// Why the group refused this replica, if it did.
+    refused: Option<Refusal>,
+    /// Each event, with where in the stream it happened.
+    positions: Vec<(ReplicaEvent, Position)>,
+    /// Every point of the stream this replica handled.
+    handled: Vec<Position>,
+}
+
+/// A point of the stream: the same on every process that saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Position {
+    /// The delivery of these bytes from this sender.
+    Deliver(Member, Vec<u8>),
+    /// A confchg to this view.
+    ConfChg(Vec<Member>),
+    /// A local event (a quorum notification).
+    Local,
 }
 
 impl Peer {
     fn new(cluster: &SimCluster, node: u32, delivery: Delivery) -> Peer {
+        Peer::speaking(cluster, node, delivery, Versions::this_build())
+    }
+
+    /// A replica of a build that speaks `versions`.
+    fn speaking(cluster: &SimCluster, node: u32, delivery: Delivery, versions: Versions) -> Peer {
         let process = cluster.process(NodeId(node)).expect("node up");
         let conn = process
             .join(&GroupName::new("rsm").expect("name"))
             .expect("join");
-        let codec = Codec::new(1 << 20);
+        let codec = Codec::new(1 << 20).reading(versions);
         Peer {
-            core: ReplicaCore::new(process.member(), codec, delivery, 1 << 20, 10_000, true),
+            core: ReplicaCore::new(process.member(), codec, delivery, 1 << 20, 10_000, true)
+                .with_versions(versions),
             process,
             conn,
             codec,
@@ -80,6 +107,9 @@ impl Peer {
             hold_chunks: false,
             lie: false,
             fatal: None,
+            refused: None,
+            positions: Vec::new(),
+            handled: Vec::new(),
         }
     }
 
@@ -103,8 +133,19 @@ impl Peer {
     }
 
     fn mcast(&mut self, msg: &ReplicaMessage) -> bool {
-        let bytes = self.codec.encode(Kind::Replicated, msg).expect("encode");
+        let bytes = msg.encode(&self.codec).expect("encode");
         self.conn.mcast(&bytes).is_ok()
+    }
+
+    /// Runs the learning timer once, as the runtime's interval does.
+    fn tick(&mut self) -> bool {
+        let mut sent = false;
+        for action in self.core.handle_tick() {
+            if let Action::Mcast(msg) = action {
+                sent |= self.mcast(&msg);
+            }
+        }
+        sent
     }
 
     /// Handles one event; false when there was none.
@@ -120,20 +161,38 @@ impl Peer {
                 return false;
             }
         };
+        let mut position = Position::Local;
         let actions = match event {
             TransportEvent::Deliver { from, bytes } => {
-                let frame = self.codec.decode_frame(&bytes).expect("frame");
-                let msg = self.codec.decode_body(frame.body).expect("body");
-                self.core.handle_message(from, msg)
+                let frame = self.codec.decode_frame_any_version(&bytes).expect("frame");
+                let version = frame.version;
+                let actions = match ReplicaMessage::decode(&self.codec, frame) {
+                    Ok(msg) => self.core.handle_message(from, version, msg),
+                    // A version this build does not read, as the runtime
+                    // drops it.
+                    Err(WireError::UnsupportedVersion(_)) => Vec::new(),
+                    Err(e) => panic!("{}: undecodable message: {e}", self.member()),
+                };
+                position = Position::Deliver(from, bytes);
+                actions
             }
             TransportEvent::ConfChg {
                 members,
                 joined,
                 left,
-            } => self.core.handle_confchg(&members, &joined, &left),
+            } => {
+                position = Position::ConfChg(members.clone());
+                self.core.handle_confchg(&members, &joined, &left)
+            }
             TransportEvent::Quorum(q) => self.core.handle_quorum(q),
             TransportEvent::TotemConfChg { .. } => Vec::new(),
         };
+        self.handled.push(position.clone());
+        // As the runtime: the version moves before this point's actions
+        // are encoded.
+        if let Some(v) = self.core.writes_at() {
+            self.codec = self.codec.at_version(v);
+        }
         for action in actions {
             match action {
                 Action::Mcast(ReplicaMessage::Info(mut info)) if self.lie => {
@@ -178,10 +237,19 @@ impl Peer {
                         self.member()
                     );
                 }
-                Action::Event(e) => self.events.push(e),
+                Action::Event(e) => {
+                    self.positions.push((e.clone(), position.clone()));
+                    self.events.push(e);
+                }
                 Action::Fatal(why) => {
                     // The runtime leaves the group.
                     self.fatal = Some(why);
+                    self.closed = true;
+                    let _ = self.conn.leave();
+                }
+                Action::Refused(refusal) => {
+                    // The runtime leaves the group.
+                    self.refused = Some(refusal);
                     self.closed = true;
                     let _ = self.conn.leave();
                 }
@@ -202,11 +270,7 @@ fn settle(peers: &mut [Peer]) {
         if !moved {
             // Quiet: the learning timers run out.
             for p in peers.iter_mut().filter(|p| !p.closed) {
-                for action in p.core.handle_tick() {
-                    if let Action::Mcast(msg) = action {
-                        moved |= p.mcast(&msg);
-                    }
-                }
+                moved |= p.tick();
             }
         }
         if !moved {
@@ -491,9 +555,9 @@ fn garbage_chunks_and_infos_from_outsiders_change_nothing() {
         total: 1,
         bytes: vec![1; 1000],
     });
-    assert!(core.handle_message(stranger, chunk).is_empty());
+    assert!(core.handle_message(stranger, V, chunk).is_empty());
     assert!(core
-        .handle_message(stranger, ReplicaMessage::Ack(u64::MAX))
+        .handle_message(stranger, V, ReplicaMessage::Ack(u64::MAX))
         .is_empty());
     assert!(!core.is_installed());
 }
@@ -559,6 +623,7 @@ fn forged_messages_from_a_pending_process_are_refused_and_counted() {
         genesis: 1,
     };
     let info = ReplicaMessage::Info(Info {
+        announcement: Announcement::this_build(),
         fact: None,
         known: Some(PrimaryRecord {
             epoch: huge,
@@ -568,7 +633,7 @@ fn forged_messages_from_a_pending_process_are_refused_and_counted() {
         founder: true,
         view: view_tag(&raw_view(&cluster)),
         round: 0,
-        members: Some(vec![me]),
+        members: Some(vec![(me, Announcement::this_build())]),
         merged: Vec::new(),
         mark: 1,
     });
@@ -720,6 +785,7 @@ fn forged(rng: &mut SimRng, me: Member, codec: &Codec) -> ReplicaMessage {
     };
     match rng.below(5) {
         0 => ReplicaMessage::Info(Info {
+            announcement: Announcement::this_build(),
             fact: None,
             known: Some(PrimaryRecord {
                 epoch: huge,
@@ -729,7 +795,7 @@ fn forged(rng: &mut SimRng, me: Member, codec: &Codec) -> ReplicaMessage {
             founder: true,
             view: rng.next_u64(),
             round: 0,
-            members: Some(vec![me]),
+            members: Some(vec![(me, Announcement::this_build())]),
             merged: Vec::new(),
             mark: rng.next_u64(),
         }),
@@ -760,9 +826,38 @@ fn forged(rng: &mut SimRng, me: Member, codec: &Codec) -> ReplicaMessage {
 /// A seeded schedule over a 3-node sim cluster: commands from random live
 /// members interleaved with joins, kills, crashes, partitions and heals.
 fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
+    run_schedule_with(seed, delivery, false)
+}
+
+/// The builds a mixed schedule draws from: this one, one that also speaks
+/// the next version, and one that speaks only the next.
+const BUILDS: [Versions; 3] = [
+    Versions::this_build(),
+    Versions {
+        min: PROTOCOL_VERSION,
+        max: NEXT_PROTOCOL_VERSION,
+    },
+    Versions {
+        min: NEXT_PROTOCOL_VERSION,
+        max: NEXT_PROTOCOL_VERSION,
+    },
+];
+
+/// [`run_schedule`]; with `mixed`, every replica that joins is of a build
+/// drawn from [`BUILDS`] (without it the draws, and so every seed's
+/// schedule, are the same as before builds were mixed).
+fn run_schedule_with(seed: u64, delivery: Delivery, mixed: bool) -> Result<(), String> {
     let mut rng = SimRng::new(seed);
+    let build = |rng: &mut SimRng| {
+        if mixed {
+            BUILDS[rng.below(BUILDS.len() as u64) as usize]
+        } else {
+            Versions::this_build()
+        }
+    };
     let cluster = SimCluster::new(3);
-    let mut peers = vec![Peer::new(&cluster, 1, delivery)];
+    let first = build(&mut rng);
+    let mut peers = vec![Peer::speaking(&cluster, 1, delivery, first)];
     let mut value = 0u64;
     // A client that is no replica: joins, leaves, stays silent or forges.
     let mut outsider: Option<SimConnection> = None;
@@ -786,7 +881,8 @@ fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
             0 | 1 => {
                 let node = 1 + rng.below(3) as u32;
                 if cluster.is_up(NodeId(node)) {
-                    peers.push(Peer::new(&cluster, node, delivery));
+                    let versions = build(&mut rng);
+                    peers.push(Peer::speaking(&cluster, node, delivery, versions));
                 }
             }
             2 => {
@@ -828,18 +924,46 @@ fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
     for n in 1..=3 {
         let _ = cluster.restart_node(NodeId(n));
     }
+    settle(&mut peers);
+    // The last replicas may have died, or (of mixed builds) learned only
+    // now that the group refused them.
     if live(&peers).next().is_none() {
         peers.push(Peer::new(&cluster, 1, delivery));
+        settle(&mut peers);
     }
-    settle(&mut peers);
     let alive: Vec<&Peer> = live(&peers).collect();
-    let first = alive[0];
+    let Some(first) = alive.first().copied() else {
+        let ends: Vec<String> = peers
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: refused {:?}, fatal {:?}",
+                    p.member(),
+                    p.refused,
+                    p.fatal
+                )
+            })
+            .collect();
+        return Err(format!("no replica is left: {ends:?}"));
+    };
     for p in &alive {
         if p.core.state_id() != first.core.state_id() || p.core.state() != first.core.state() {
             return Err(format!("{} and {} differ", p.member(), first.member()));
         }
         if !p.core.is_holding() {
             return Err(format!("{} does not hold the state", p.member()));
+        }
+    }
+    // Every member speaks the version the group speaks, and writes at it.
+    let version = first.core.group_version();
+    for p in &alive {
+        if p.core.group_version() != version || p.core.writes_at() != version {
+            return Err(format!(
+                "{} writes at {:?}, the group speaks {version:?} at {}",
+                p.member(),
+                p.core.writes_at(),
+                first.member()
+            ));
         }
     }
     let state = &first.core.state().0;
@@ -896,6 +1020,14 @@ proptest! {
     }
 
     #[test]
+    fn replicas_of_mixed_builds_agree_after_any_schedule(seed in any::<u64>(), safe in any::<bool>()) {
+        let delivery = if safe { Delivery::Safe } else { Delivery::Agreed };
+        if let Err(why) = run_schedule_with(seed, delivery, true) {
+            prop_assert!(false, "seed {seed} ({delivery:?}, mixed builds): {why}");
+        }
+    }
+
+    #[test]
     fn arbitrary_messages_never_panic(msgs in proptest::collection::vec(any::<(u8, u64, Vec<u8>)>(), 0..40)) {
         let local = Member::new(1, 1);
         let other = Member::new(2, 2);
@@ -908,10 +1040,10 @@ proptest! {
                 0 => ReplicaMessage::Ack(n),
                 1 => ReplicaMessage::Command(CommandMsg { id: n, payload: bytes }),
                 2 => ReplicaMessage::Chunk(Chunk { state: StateId::default(), index: (n % 3) as u32, total: (n % 4) as u32, bytes }),
-                3 => ReplicaMessage::Info(Info { fact: None, known: None, state: StateId { applied: n, ..StateId::default() }, founder: n % 3 == 0, view: n % 2, round: (n % 3) as u32, members: (n % 5 == 0).then(|| vec![local, other]), merged: if n % 7 == 0 { vec![other] } else { vec![] }, mark: n % 3 }),
+                3 => ReplicaMessage::Info(Info { announcement: Announcement::this_build(), fact: None, known: None, state: StateId { applied: n, ..StateId::default() }, founder: n % 3 == 0, view: n % 2, round: (n % 3) as u32, members: (n % 5 == 0).then(|| vec![(local, Announcement::this_build()), (other, Announcement::this_build())]), merged: if n % 7 == 0 { vec![other] } else { vec![] }, mark: n % 3 }),
                 _ => ReplicaMessage::Fact(QuorumState { quorate: n % 2 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
             };
-            let _ = core.handle_message(from, msg);
+            let _ = core.handle_message(from, V, msg);
         }
     }
 }
@@ -924,7 +1056,7 @@ fn announce(core: &mut ReplicaCore<Log>, me: Member, out: Actions<Log>) -> Vec<R
         match action {
             Action::Mcast(mark @ ReplicaMessage::Mark(_)) => {
                 sent.push(mark.clone());
-                sent.extend(infos_of(core.handle_message(me, mark)));
+                sent.extend(infos_of(core.handle_message(me, V, mark)));
             }
             Action::Mcast(info @ ReplicaMessage::Info(_)) => sent.push(info),
             _ => {}
@@ -988,10 +1120,10 @@ fn a_pending_process_keeps_the_state_its_announcement_claims() {
     };
     let out = ca.handle_confchg(&[a], &[join(a)], &[]);
     for info in announce(&mut ca, a, out) {
-        ca.handle_message(a, info);
+        ca.handle_message(a, V, info);
     }
     assert!(ca.is_primary());
-    ca.handle_message(a, command(1, 1));
+    ca.handle_message(a, V, command(1, 1));
     // `l` joins; `a`'s info teaches it the roster and completes the round
     // before `l`'s own announcement is delivered: `l` is pending.
     let mut cl = new(l);
@@ -1001,13 +1133,13 @@ fn a_pending_process_keeps_the_state_its_announcement_claims() {
     let out = cl.handle_confchg(&[a, l], &[join(l)], &[]);
     let from_l = announce(&mut cl, l, out);
     for info in from_a {
-        ca.handle_message(a, info.clone());
-        cl.handle_message(a, info);
+        ca.handle_message(a, V, info.clone());
+        cl.handle_message(a, V, info);
     }
     assert!(cl.is_installed() && cl.view() == [a] && ca.is_primary());
     // A command of the primary view: applied by its member only.
-    ca.handle_message(a, command(2, 2));
-    cl.handle_message(a, command(2, 2));
+    ca.handle_message(a, V, command(2, 2));
+    cl.handle_message(a, V, command(2, 2));
     assert_eq!(ca.state_id().applied, 2);
     let claim = info_in(&from_l);
     assert_eq!(
@@ -1018,11 +1150,11 @@ fn a_pending_process_keeps_the_state_its_announcement_claims() {
     assert_eq!(cl.state(), &Log::default());
     // Its announcement admits it; the member's state wins and is sent.
     for info in from_l {
-        let answers = infos_of(ca.handle_message(l, info.clone()));
-        cl.handle_message(l, info);
+        let answers = infos_of(ca.handle_message(l, V, info.clone()));
+        cl.handle_message(l, V, info);
         for answer in answers {
-            ca.handle_message(a, answer.clone());
-            cl.handle_message(a, answer);
+            ca.handle_message(a, V, answer.clone());
+            cl.handle_message(a, V, answer);
         }
     }
     assert_eq!(cl.view(), [a, l]);
@@ -1051,13 +1183,13 @@ fn a_pending_merger_keeps_its_own_later_primary() {
     ca.handle_quorum(quorum(1, 1));
     let out = ca.handle_confchg(&[a], &[change(a, Reason::Join)], &[]);
     for info in announce(&mut ca, a, out) {
-        ca.handle_message(a, info);
+        ca.handle_message(a, V, info);
     }
     let mut cm = new(m);
     cm.handle_quorum(quorum(3, 2));
     let out = cm.handle_confchg(&[m], &[change(m, Reason::Join)], &[]);
     for info in announce(&mut cm, m, out) {
-        cm.handle_message(m, info);
+        cm.handle_message(m, V, info);
     }
     assert!(ca.is_primary() && cm.is_primary());
     let own = cm.known.clone().expect("a primary");
@@ -1068,8 +1200,8 @@ fn a_pending_merger_keeps_its_own_later_primary() {
     let from_a = announce(&mut ca, a, out);
     cm.handle_confchg(&[a, m], &[change(a, Reason::NodeUp)], &[]);
     for info in from_a {
-        ca.handle_message(a, info.clone());
-        cm.handle_message(a, info);
+        ca.handle_message(a, V, info.clone());
+        cm.handle_message(a, V, info);
     }
     assert!(cm.is_installed() && cm.view() == [a]);
     assert_eq!(
@@ -1168,7 +1300,7 @@ fn a_fact_refused_while_its_sender_was_pending_is_sent_again() {
         let mut sent = Vec::new();
         for (from, msg) in msgs {
             for (i, core) in cores.iter_mut().enumerate() {
-                for action in core.handle_message(from, msg.clone()) {
+                for action in core.handle_message(from, V, msg.clone()) {
                     if let Action::Mcast(m) = action {
                         sent.push((who[i], m));
                     }
@@ -1309,7 +1441,7 @@ fn an_info_of_an_earlier_incarnation_of_the_same_view_is_stale() {
     let (mut ca, mut cb) = (new(a), new(b));
     let out = ca.handle_confchg(&[a], &[join(a)], &[]);
     for msg in announce(&mut ca, a, out) {
-        ca.handle_message(a, msg);
+        ca.handle_message(a, V, msg);
     }
     // `b` joins and both install {a, b}.
     let out = ca.handle_confchg(&[a, b], &[join(b)], &[]);
@@ -1322,8 +1454,8 @@ fn an_info_of_an_earlier_incarnation_of_the_same_view_is_stale() {
         .chain(from_b.into_iter().map(|m| (b, m)))
         .collect();
     while let Some((from, msg)) = queue.pop_front() {
-        let sent_a = infos_of(ca.handle_message(from, msg.clone()));
-        let sent_b = infos_of(cb.handle_message(from, msg));
+        let sent_a = infos_of(ca.handle_message(from, V, msg.clone()));
+        let sent_b = infos_of(cb.handle_message(from, V, msg));
         queue.extend(sent_a.into_iter().map(|m| (a, m)));
         queue.extend(sent_b.into_iter().map(|m| (b, m)));
     }
@@ -1354,17 +1486,17 @@ fn an_info_of_an_earlier_incarnation_of_the_same_view_is_stale() {
         ]
     ));
     for msg in from_a.concat() {
-        ca.handle_message(a, msg);
+        ca.handle_message(a, V, msg);
     }
-    ca.handle_message(b, ReplicaMessage::Mark(2));
-    ca.handle_message(b, lagging[0].clone());
+    ca.handle_message(b, V, ReplicaMessage::Mark(2));
+    ca.handle_message(b, V, lagging[0].clone());
     // A third time, before `b` reads on; its info of the second arrives.
     let from_a = cycle(&mut ca, a);
     for msg in from_a.concat() {
-        ca.handle_message(a, msg);
+        ca.handle_message(a, V, msg);
     }
     let stale_before = ca.refused().stale;
-    ca.handle_message(b, lagging[1].clone());
+    ca.handle_message(b, V, lagging[1].clone());
     assert_eq!(
         ca.refused().stale,
         stale_before + 1,
@@ -1379,14 +1511,282 @@ fn an_info_of_an_earlier_incarnation_of_the_same_view_is_stale() {
         &fourth[..],
         [.., Action::Mcast(ReplicaMessage::Mark(4))]
     ));
-    assert!(infos_of(cb.handle_message(b, ReplicaMessage::Mark(4))).is_empty());
-    ca.handle_message(b, ReplicaMessage::Mark(4));
+    assert!(infos_of(cb.handle_message(b, V, ReplicaMessage::Mark(4))).is_empty());
+    ca.handle_message(b, V, ReplicaMessage::Mark(4));
     assert!(!ca.is_installed());
     let fifth = announce(&mut cb, b, out);
     assert!(matches!(info_in(&fifth), Info { mark: 5, .. }));
     for msg in fifth {
-        ca.handle_message(b, msg);
+        ca.handle_message(b, V, msg);
     }
     assert!(ca.is_installed());
     assert_eq!(ca.view(), [a, b]);
+}
+
+// ---- versions (rule 9) -------------------------------------------------------
+
+/// A build that speaks only this version.
+const OLD: Versions = Versions::this_build();
+/// A build that speaks this version and the next.
+const BOTH: Versions = Versions {
+    min: PROTOCOL_VERSION,
+    max: NEXT_PROTOCOL_VERSION,
+};
+/// A build that speaks only the next version.
+const NEW: Versions = Versions {
+    min: NEXT_PROTOCOL_VERSION,
+    max: NEXT_PROTOCOL_VERSION,
+};
+
+/// Peers of the builds `versions`, joining one after the other.
+fn builds(cluster: &SimCluster, versions: &[Versions]) -> Vec<Peer> {
+    let mut peers = Vec::new();
+    for (i, v) in versions.iter().enumerate() {
+        peers.push(Peer::speaking(cluster, i as u32 + 1, Delivery::Agreed, *v));
+        settle(&mut peers);
+    }
+    peers
+}
+
+/// Steps `p` until it has handled a point of the stream that `is`.
+fn step_until(p: &mut Peer, is: impl Fn(&Position) -> bool) {
+    loop {
+        assert!(p.step(), "{}: nothing more to handle", p.member());
+        if p.handled.last().is_some_and(&is) {
+            return;
+        }
+    }
+}
+
+/// Whether `position` is the delivery of a message from `from` that `is`.
+fn delivered(position: &Position, from: Member, is: impl Fn(&ReplicaMessage) -> bool) -> bool {
+    let codec = Codec::new(1 << 20).reading(BOTH);
+    match position {
+        Position::Deliver(sender, bytes) if *sender == from => codec
+            .decode_frame_any_version(bytes)
+            .and_then(|frame| ReplicaMessage::decode(&codec, frame))
+            .is_ok_and(|m| is(&m)),
+        _ => false,
+    }
+}
+
+/// The refusals of `member` a peer reported, with where in the stream.
+fn refusals_of(p: &Peer, member: Member) -> Vec<(ReplicaEvent, Position)> {
+    p.positions
+        .iter()
+        .filter(|(e, _)| matches!(e, ReplicaEvent::MemberRefused { member: m, .. } if *m == member))
+        .cloned()
+        .collect()
+}
+
+/// The version moves a peer reported, with where in the stream.
+fn moves(p: &Peer) -> Vec<(ReplicaEvent, Position)> {
+    p.positions
+        .iter()
+        .filter(|(e, _)| matches!(e, ReplicaEvent::VersionChanged { .. }))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_process_that_cannot_speak_the_group_version_is_refused_on_every_member_at_one_position() {
+    let cluster = SimCluster::new(3);
+    let mut peers = builds(&cluster, &[BOTH, NEW]);
+    for p in &peers {
+        assert_eq!(p.core.group_version(), Some(NEXT_PROTOCOL_VERSION));
+        assert_eq!(p.codec.version(), NEXT_PROTOCOL_VERSION);
+    }
+    let before = peers[0].execute(1);
+    settle(&mut peers);
+    assert_eq!(peers[0].replies[&before], Ok(1));
+    peers.push(Peer::speaking(&cluster, 3, Delivery::Agreed, OLD));
+    settle(&mut peers);
+    let old = peers[2].member();
+    let refusal = ReplicaEvent::MemberRefused {
+        member: old,
+        versions: OLD,
+        group_version: NEXT_PROTOCOL_VERSION,
+    };
+    let at_first = refusals_of(&peers[0], old);
+    assert_eq!(at_first.len(), 1, "{at_first:?}");
+    assert_eq!(at_first[0].0, refusal);
+    // At one delivery, on every member and on the refused process.
+    assert!(matches!(&at_first[0].1, Position::Deliver(..)));
+    assert_eq!(refusals_of(&peers[1], old), at_first);
+    assert_eq!(refusals_of(&peers[2], old), at_first);
+    for p in &peers[..2] {
+        assert_eq!(p.core.view(), [peers[0].member(), peers[1].member()]);
+        assert_eq!(p.core.refused().incompatible, 1);
+        assert_eq!(p.core.refused().hostile(), 0);
+        assert!(p.core.is_primary());
+    }
+    // The refused process learned it from the members' roster, said so
+    // about itself and stopped, holding nothing of the group's.
+    assert_eq!(
+        peers[2].refused,
+        Some(Refusal {
+            member: old,
+            versions: OLD,
+            group_version: NEXT_PROTOCOL_VERSION,
+        })
+    );
+    assert!(peers[2].closed);
+    assert!(!peers[2].core.is_ready());
+    assert_eq!(peers[2].core.state_id(), StateId::default());
+    // The group goes on.
+    let after = peers[1].execute(2);
+    settle(&mut peers);
+    assert_eq!(peers[1].replies[&after], Ok(2));
+    assert_agree(&peers);
+}
+
+#[test]
+fn a_lone_older_build_whose_no_roster_comes_before_the_members_infos_founds_nothing() {
+    let cluster = SimCluster::new(3);
+    let mut peers = builds(&cluster, &[BOTH, NEW]);
+    peers[0].execute(1);
+    settle(&mut peers);
+    let state = peers[0].core.state_id();
+    peers.push(Peer::speaking(&cluster, 3, Delivery::Agreed, OLD));
+    let old = peers[2].member();
+    // The old process sees the confchg and its own mark first and sends
+    // its info; the members then see the confchg (their marks follow its
+    // info); it delivers its info and its timer runs out before it sees
+    // the members' marks.
+    let is_mark = |m: &ReplicaMessage| matches!(m, ReplicaMessage::Mark(_));
+    let is_info = |m: &ReplicaMessage| matches!(m, ReplicaMessage::Info(_));
+    step_until(&mut peers[2], |p| matches!(p, Position::ConfChg(_)));
+    step_until(&mut peers[2], |p| delivered(p, old, is_mark));
+    for member in &mut peers[..2] {
+        step_until(member, |p| matches!(p, Position::ConfChg(_)));
+    }
+    step_until(&mut peers[2], |p| delivered(p, old, is_info));
+    assert!(peers[2].tick(), "it asks for the empty roster");
+    // In the stream: its mark, its info, the members' marks, its
+    // `NoRoster`, then the members' infos. Every process saw the members'
+    // marks before the `NoRoster` and waits for their infos: it is void.
+    settle(&mut peers);
+    for p in &peers[..2] {
+        assert_eq!(p.core.view(), [peers[0].member(), peers[1].member()]);
+        assert_eq!(p.core.group_version(), Some(NEXT_PROTOCOL_VERSION));
+        assert!(p.core.is_primary() && p.core.is_holding());
+        // The same history (each install mints a new epoch).
+        let id = p.core.state_id();
+        assert_eq!(
+            (id.applied, id.chain, id.genesis),
+            (state.applied, state.chain, state.genesis)
+        );
+        assert_eq!(p.refused, None);
+        assert_eq!(refusals_of(p, old), refusals_of(&peers[2], old));
+        assert_eq!(refusals_of(p, old).len(), 1);
+        // No move back and forth.
+        assert_eq!(moves(p).len(), 1, "{:?}", moves(p));
+    }
+    assert!(peers[2].refused.is_some());
+    assert!(!peers[2].core.is_ready());
+    assert_eq!(peers[2].core.state_id(), StateId::default());
+}
+
+#[test]
+fn the_group_moves_up_where_the_last_old_member_leaves_and_writes_at_the_new_version() {
+    let cluster = SimCluster::new(3);
+    let mut peers = builds(&cluster, &[OLD, BOTH, BOTH]);
+    for (i, p) in peers.iter_mut().enumerate() {
+        p.execute(i as u64 + 1);
+    }
+    settle(&mut peers);
+    for p in &peers {
+        assert_eq!(p.core.group_version(), Some(PROTOCOL_VERSION));
+        assert_eq!(p.codec.version(), PROTOCOL_VERSION);
+    }
+    let old = peers[0].member();
+    peers[0].conn.leave().expect("leaves");
+    peers[0].closed = true;
+    // Commands in flight across the move, written at the old version.
+    peers[1].execute(10);
+    peers[2].execute(20);
+    settle(&mut peers);
+    let moved = ReplicaEvent::VersionChanged {
+        from: Some(PROTOCOL_VERSION),
+        to: NEXT_PROTOCOL_VERSION,
+    };
+    let at_second = moves(&peers[1]);
+    assert_eq!(at_second.last().map(|m| &m.0), Some(&moved));
+    // At the confchg that removed the old member, on both.
+    assert!(
+        matches!(&at_second.last().expect("a move").1, Position::ConfChg(view) if !view.contains(&old))
+    );
+    assert_eq!(moves(&peers[2]).last(), at_second.last());
+    for p in &peers[1..] {
+        assert_eq!(p.core.group_version(), Some(NEXT_PROTOCOL_VERSION));
+        assert_eq!(p.core.writes_at(), Some(NEXT_PROTOCOL_VERSION));
+        assert_eq!(p.codec.version(), NEXT_PROTOCOL_VERSION);
+    }
+    // Written at the new version, in its layout, and applied everywhere.
+    let ids = [peers[1].execute(11), peers[2].execute(21)];
+    settle(&mut peers);
+    assert!(peers[1].replies[&ids[0]].is_ok());
+    assert!(peers[2].replies[&ids[1]].is_ok());
+    assert_agree(&peers);
+    let applied: Vec<u64> = peers[1].core.state().0.iter().map(|(_, v)| *v).collect();
+    for v in [1, 2, 3, 10, 20, 11, 21] {
+        assert!(applied.contains(&v), "{v} missing from {applied:?}");
+    }
+    assert_eq!(peers[1].core.refused().version, 0);
+}
+
+#[test]
+fn a_message_at_a_version_not_every_member_speaks_is_refused_by_all() {
+    let cluster = SimCluster::new(3);
+    let mut peers = builds(&cluster, &[BOTH, BOTH, NEW]);
+    assert_eq!(peers[0].core.group_version(), Some(NEXT_PROTOCOL_VERSION));
+    let state = peers[0].core.state_id();
+    // A command written at the old version, which the third member does
+    // not speak.
+    let stale = peers[0].codec.at_version(PROTOCOL_VERSION);
+    let payload = stale
+        .encode_payload(&(peers[0].member(), 99u64))
+        .expect("payload");
+    let bytes = ReplicaMessage::Command(CommandMsg { id: 77, payload })
+        .encode(&stale)
+        .expect("encodes");
+    assert_eq!(bytes[4], PROTOCOL_VERSION);
+    peers[0].sent.insert(77, 99);
+    peers[0].conn.mcast(&bytes).expect("sent");
+    settle(&mut peers);
+    assert_eq!(
+        peers[0].replies[&77],
+        Err(ReplicaError::StaleVersion {
+            version: PROTOCOL_VERSION
+        })
+    );
+    for p in &peers {
+        assert_eq!(p.core.state_id(), state, "{} applied it", p.member());
+    }
+    // Refused by the members that read it; the third does not read it.
+    assert_eq!(peers[0].core.refused().version, 1);
+    assert_eq!(peers[1].core.refused().version, 1);
+    assert_eq!(peers[2].core.refused().version, 0);
+    // At the group's version it counts.
+    let id = peers[0].execute(5);
+    settle(&mut peers);
+    assert!(peers[0].replies[&id].is_ok());
+    assert_agree(&peers);
+}
+
+#[test]
+fn builds_with_no_common_version_found_at_the_first_announcement() {
+    // The first admitted sets the version; a build that cannot speak it
+    // is refused, and one that can is admitted.
+    let cluster = SimCluster::new(3);
+    let peers = builds(&cluster, &[OLD, NEW, BOTH]);
+    let (old, new, both) = (peers[0].member(), peers[1].member(), peers[2].member());
+    assert_eq!(refusals_of(&peers[0], new).len(), 1);
+    assert!(peers[1].refused.is_some());
+    for p in [&peers[0], &peers[2]] {
+        assert_eq!(p.core.view(), [old, both]);
+        assert_eq!(p.core.group_version(), Some(PROTOCOL_VERSION));
+        assert_eq!(p.codec.version(), PROTOCOL_VERSION);
+    }
+    assert_agree(&peers);
 }
