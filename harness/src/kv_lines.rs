@@ -15,7 +15,7 @@
 //!                          (OLD, NEW, CURRENT: a word, or - for absent)
 //!  fill PREFIX COUNT SIZE  FILLED POS COUNT       (COUNT keys of SIZE bytes)
 //!  read KEY                LOCAL VALUE  |  LOCAL -   (this replica, no order)
-//!  status                  STATUS primary=B epoch=E members=N applied=A holding=B
+//!  status                  STATUS primary=B epoch=E members=N applied=A holding=B version=V
 //!  refused                 REFUSED not_member=N epoch=N inconsistent=N chunk=N stale=N overflow=N
 //!                          (protocol messages this replica refused, by cause)
 //!  digest                  DIGEST APPLIED KEYS HASH
@@ -179,12 +179,14 @@ pub async fn serve_lines(
             Ok(Request::Status) => {
                 let s = replica.status();
                 say(format!(
-                    "STATUS primary={} epoch={} members={} applied={} holding={}",
+                    "STATUS primary={} epoch={} members={} applied={} holding={} version={}",
                     s.primary,
                     s.epoch.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
                     s.members.len(),
                     s.state.applied,
-                    s.holding
+                    s.holding,
+                    s.protocol_version
+                        .map_or_else(|| "-".into(), |v| v.to_string())
                 ));
             }
             Ok(Request::Refused) => {

@@ -880,6 +880,138 @@ fn status_epoch(status: &str) -> String {
 /// it has served a write. 20 rounds; a newcomer replaces the killed replica
 /// on its node after each, and every replica is primary again before the
 /// next kill.
+/// Puts the next key `k<n>` through the next live replica in turn; the key
+/// and value if the put was acknowledged.
+async fn put_next(
+    agents: &[Agent],
+    live: &[usize],
+    rx: &mut UnboundedReceiver<(usize, Instant, String)>,
+    n: &mut usize,
+) -> Option<(String, String)> {
+    let id = live[*n % live.len()];
+    *n += 1;
+    let (key, value) = (format!("k{n}"), format!("v{n}"));
+    let answer = quick(&agents[id], id, rx, &format!("put {key} {value}")).await;
+    answer.starts_with("OK").then_some((key, value))
+}
+
+/// Starts an agent on `node` that must be refused: returns its `ERROR` line.
+async fn refused_agent(node: u32, args: &[&str]) -> String {
+    let output = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new("ip")
+            .args(["netns", "exec", &format!("acpg-n{node}")])
+            .arg(env!("CARGO_BIN_EXE_rsm-agent"))
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("a refused agent stops")
+    .expect("run rsm-agent");
+    assert!(
+        !output.status.success(),
+        "an incompatible agent was admitted"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find(|l| l.starts_with("ERROR"))
+        .unwrap_or_else(|| panic!("no ERROR line: {stdout}"))
+        .to_owned()
+}
+
+/// A kv group of builds speaking version 2 only takes writes while builds
+/// speaking 2 and the test-only 3 (whose commands have another layout)
+/// join and the old ones are killed one by one: the group moves to 3 once
+/// the last old replica is gone, an old build is then refused with the
+/// reason, and every acknowledged write is on every replica, whose states
+/// are equal.
+#[tokio::test(flavor = "current_thread")]
+async fn a_rolling_upgrade_of_a_kv_group_loses_no_acknowledged_write() {
+    let Some(_cluster) = Cluster::get() else {
+        return;
+    };
+    let group = unique_group("upgrade");
+    let (sink, mut rx) = unbounded_channel();
+    let mut agents: Vec<Agent> = Vec::new();
+    for node in 1..=3 {
+        let id = agents.len();
+        let mut args = vec!["kv", group.as_str(), "--versions", "2-2"];
+        if node > 1 {
+            args.push("--join-only");
+        }
+        agents.push(Agent::spawn(node, &args, id, &sink).await);
+    }
+    let mut live: Vec<usize> = vec![0, 1, 2];
+    for &i in &live {
+        wait_primary_or_report(&agents, &live, i, &mut rx).await;
+    }
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let mut n = 0;
+    for _ in 0..20 {
+        acked.extend(put_next(&agents, &live, &mut rx, &mut n).await);
+    }
+    // The new builds join.
+    for node in [1, 2] {
+        let id = agents.len();
+        let args = ["kv", group.as_str(), "--versions", "2-3", "--join-only"];
+        agents.push(Agent::spawn(node, &args, id, &sink).await);
+        live.push(id);
+        for &i in &live {
+            wait_primary_or_report(&agents, &live, i, &mut rx).await;
+        }
+        for _ in 0..20 {
+            acked.extend(put_next(&agents, &live, &mut rx, &mut n).await);
+        }
+    }
+    for &i in &live {
+        let status = quick(&agents[i], i, &mut rx, "status").await;
+        assert!(status.contains("version=2"), "{status}");
+    }
+    // The old ones go, one by one, with writes in between.
+    for old in [0, 1, 2] {
+        agents[old].kill();
+        live.retain(|&i| i != old);
+        for &i in &live {
+            wait_primary_or_report(&agents, &live, i, &mut rx).await;
+        }
+        for _ in 0..20 {
+            acked.extend(put_next(&agents, &live, &mut rx, &mut n).await);
+        }
+    }
+    for &i in &live {
+        let status = quick(&agents[i], i, &mut rx, "status").await;
+        assert!(status.contains("version=3"), "moved up: {status}");
+    }
+    // An old build is refused now, with the reason.
+    let error = refused_agent(3, &["kv", &group, "--versions", "2-2", "--join-only"]).await;
+    assert!(error.contains("the group speaks protocol v3"), "{error}");
+    // Nothing acknowledged was lost, and the replicas agree.
+    assert!(acked.len() >= 100, "writes were served: {}", acked.len());
+    let mut digests = Vec::new();
+    for &i in &live {
+        for (key, value) in &acked {
+            let got = quick(&agents[i], i, &mut rx, &format!("get {key}")).await;
+            assert!(
+                got.starts_with("VALUE") && got.ends_with(&format!(" {value}")),
+                "{key} on replica {i}: {got}"
+            );
+        }
+        let digest = quick(&agents[i], i, &mut rx, "digest").await;
+        digests.push(digest.split(' ').skip(2).collect::<Vec<_>>().join(" "));
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    println!(
+        "rolling upgrade: {} writes acknowledged, all on both new replicas",
+        acked.len()
+    );
+    for a in &mut agents {
+        a.kill();
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn replica_failover_over_20_rounds() {
     let Some(_cluster) = Cluster::get() else {

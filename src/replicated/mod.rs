@@ -502,6 +502,9 @@ pub struct ReplicaStatus {
     pub restored: Option<(Member, u64)>,
     /// Protocol messages this replica refused, by cause.
     pub refused: RefusedCounts,
+    /// The protocol version the group speaks, as this replica knows it
+    /// (`None` before it knows the members).
+    pub protocol_version: Option<u8>,
 }
 
 /// Protocol messages a replica refused, by cause (DESIGN.md §6). Every

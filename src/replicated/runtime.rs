@@ -156,6 +156,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             closed: false,
             restored: self.restored,
             refused: core.refused(),
+            protocol_version: core.group_version(),
         };
         self.status.send_if_modified(|s| {
             if *s == next {

@@ -4,11 +4,15 @@
 //! network namespace of the test cluster:
 //!
 //! ```text
-//! ip netns exec acpg-n1 target/debug/rsm-agent kv GROUP [--safe] [--join-only]
+//! ip netns exec acpg-n1 target/debug/rsm-agent kv GROUP [--safe] [--join-only] [--versions MIN-MAX]
 //! ip netns exec acpg-n1 target/debug/rsm-agent elect GROUP
 //! ```
 //!
 //! Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+//!
+//! `--versions MIN-MAX` plays a build speaking those protocol versions
+//! (rolling-upgrade tests); refused by the group, the agent prints
+//! `ERROR` with the reason and exits 1.
 //!
 //! `kv` serves the line protocol of `actix_cpg_harness::kv_lines` after a `READY member`
 //! line (once the replica holds the state) and, if it received the state
@@ -28,6 +32,7 @@ use std::time::Instant;
 
 use actix_cpg::kv::KvStore;
 use actix_cpg::transport::corosync::Corosync;
+use actix_cpg::wire::Versions;
 use actix_cpg::{
     Delivery, Election, ElectionConfig, ElectionEvent, GroupName, Replica, ReplicaConfig,
     Transport, GROUP_ELECTION,
@@ -40,6 +45,7 @@ async fn kv(
     group: GroupName,
     safe: bool,
     founder: bool,
+    versions: Versions,
     input: UnboundedReceiver<String>,
     out: UnboundedSender<String>,
 ) -> Result<(), String> {
@@ -52,6 +58,7 @@ async fn kv(
             Delivery::Agreed
         },
         found_group: founder,
+        protocol_versions: versions,
         ..ReplicaConfig::default()
     };
     let replica = Replica::<KvStore>::start(conn, config)
@@ -203,9 +210,28 @@ fn main() {
     });
     let mode = mode.clone();
     let (safe, founder) = (flag("--safe"), !flag("--join-only"));
+    let versions = match args.iter().position(|a| a == "--versions") {
+        None => Versions::this_build(),
+        Some(i) => {
+            let parsed = args.get(i + 1).and_then(|v| {
+                let (min, max) = v.split_once('-')?;
+                Some(Versions {
+                    min: min.parse().ok()?,
+                    max: max.parse().ok()?,
+                })
+            });
+            match parsed {
+                Some(v) => v,
+                None => {
+                    eprintln!("--versions takes MIN-MAX, e.g. 2-3");
+                    std::process::exit(2);
+                }
+            }
+        }
+    };
     let result = actix::System::new().block_on(async move {
         match mode.as_str() {
-            "kv" => kv(group, safe, founder, in_rx, out_tx.clone()).await,
+            "kv" => kv(group, safe, founder, versions, in_rx, out_tx.clone()).await,
             "elect" => elect(group, in_rx, out_tx.clone()).await,
             other => Err(format!("unknown mode {other:?}")),
         }
