@@ -64,7 +64,7 @@ async fn inspect_until(
     pred: impl Fn(&GroupInspection) -> bool,
 ) -> GroupInspection {
     let mut last = None;
-    for _ in 0..500 {
+    for _ in 0..2000 {
         let seen = group.inspect().await.unwrap();
         if pred(&seen) {
             return seen;

@@ -35,8 +35,9 @@
 //! 4. **Refusals are one line and exit code 2**: no daemon (the
 //!    transport's error on join: [`ToolError::Join`]), nobody there, no
 //!    state in time, an invalid group name, a recording that does not read.
-//!    A failure after acpg has started to print (the group closed under
-//!    it, the output failed) exits with 1 ([`ToolError::exit_code`]).
+//!    Output that fails exits with 1 ([`ToolError::exit_code`]); a closed
+//!    pipe ends a command quietly. A group that closes under `watch` ends
+//!    it normally ([`WatchEnd::Closed`]), after its last line.
 //! 5. **JSON is the library's own serde**: `status --json` prints one
 //!    [`GroupInspection`]; `watch --json` one [`WatchLine`] per line;
 //!    `replay --json` one [`Replayed`](actix_cpg::record::Replayed) per
@@ -140,14 +141,6 @@ pub enum ToolError {
         /// What the group said.
         error: GroupError,
     },
-    /// The group closed under acpg after it started to print.
-    #[error("group {group}: {error}")]
-    Lost {
-        /// The group.
-        group: String,
-        /// What the group said.
-        error: GroupError,
-    },
     /// The recording could not be read.
     #[error("cannot read recording {path}: {error}")]
     Recording {
@@ -162,22 +155,24 @@ pub enum ToolError {
 }
 
 impl ToolError {
-    /// 2 for a refusal before anything was shown, 1 for a failure after.
+    /// 2 for a refusal before anything was shown, 1 for output that
+    /// failed.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ToolError::Lost { .. } | ToolError::Output(_) => 1,
+            ToolError::Output(_) => 1,
             _ => 2,
         }
     }
 }
 
 /// Joins `group` through `transport` as an observer, and returns once it
-/// holds the group state with someone else in it (rules 1 to 3).
+/// holds the group state with someone else in it (rules 1 to 3), with what
+/// it saw then.
 pub async fn observe<T: Transport>(
     transport: &T,
     group: &str,
     ready_within: Duration,
-) -> Result<Group, ToolError> {
+) -> Result<(Group, GroupInspection), ToolError> {
     let name = GroupName::new(group).map_err(ToolError::InvalidGroup)?;
     let conn = transport.join(&name).map_err(|error| ToolError::Join {
         group: group.to_owned(),
@@ -214,7 +209,7 @@ pub async fn observe<T: Transport>(
             group: group.to_owned(),
         });
     }
-    Ok(observer)
+    Ok((observer, seen))
 }
 
 /// Whether no member but the inspecting one is in the group (rule 3).
@@ -230,13 +225,8 @@ pub async fn status<T: Transport>(
     options: Options,
     out: &mut dyn Write,
 ) -> Result<GroupInspection, ToolError> {
-    let observer = observe(transport, group, options.ready_within).await?;
-    let seen = observer.inspect().await;
+    let (observer, seen) = observe(transport, group, options.ready_within).await?;
     let _ = observer.leave().await;
-    let seen = seen.map_err(|error| ToolError::Lost {
-        group: group.to_owned(),
-        error,
-    })?;
     write_status(&seen, options.format, out)?;
     out.flush()?;
     Ok(seen)
@@ -308,14 +298,10 @@ pub async fn watch<T: Transport>(
     mut clock: impl FnMut() -> SystemTime,
     stop: impl Future<Output = ()>,
 ) -> Result<WatchEnd, ToolError> {
-    let observer = observe(transport, group, options.ready_within).await?;
+    let (observer, seen) = observe(transport, group, options.ready_within).await?;
     let mut events = observer.subscribe();
     let mut supervision = observer.supervision_events();
     if options.format == Format::Text {
-        let seen = observer.inspect().await.map_err(|error| ToolError::Lost {
-            group: group.to_owned(),
-            error,
-        })?;
         let others = seen.members.len().saturating_sub(1);
         let line = format!(
             "{} acpg         watching group {group} as {} ({others} other member{})",

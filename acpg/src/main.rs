@@ -8,8 +8,8 @@
 //!
 //! `status` and `watch` join GROUP through the corosync daemon of this
 //! network namespace, as an observer (see the `acpg` library for the
-//! rules). Refusals print one line on stderr and exit with 2; a failure
-//! after output began exits with 1.
+//! rules). Refusals print one line on stderr and exit with 2; output that
+//! fails exits with 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,6 +97,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`acpg replay FILE | head`): nothing to say.
+        Err(ToolError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&e),
     }
 }

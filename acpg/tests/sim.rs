@@ -88,7 +88,7 @@ async fn until_inspected(
     what: &str,
     pred: impl Fn(&GroupInspection) -> bool,
 ) -> GroupInspection {
-    for _ in 0..500 {
+    for _ in 0..2000 {
         let seen = group.inspect().await.unwrap();
         if pred(&seen) {
             return seen;
@@ -236,7 +236,7 @@ async fn status_of_a_group_nobody_is_in_refuses_with_exit_code_2() {
     assert!(out.is_empty(), "nothing printed");
     // It left the group it founded.
     let name = GroupName::new("empty").unwrap();
-    for _ in 0..500 {
+    for _ in 0..2000 {
         if cluster.group_members(&name).is_empty() {
             break;
         }
@@ -335,7 +335,7 @@ fn start_watch(cluster: &SimCluster, group: &str, options: Options) -> Watching 
 
 impl Watching {
     async fn until(&self, what: &str, pred: impl Fn(&str) -> bool) {
-        for _ in 0..500 {
+        for _ in 0..2000 {
             if pred(&self.out.text()) {
                 return;
             }
