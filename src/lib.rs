@@ -151,8 +151,8 @@ pub use election::{
 pub use group::RemoteAddr;
 pub use group::{
     child_name, BatchConfig, CallError, Child, ChildContext, ExitReporter, Factories, Group,
-    GroupConfig, GroupError, GroupEvent, MetricsSnapshot, NameDropReason, RemoteFailure, Role,
-    Terminate,
+    GroupConfig, GroupError, GroupEvent, GroupInspection, MetricsSnapshot, NameDropReason,
+    RemoteFailure, Role, Terminate,
 };
 pub use remote::{Handlers, RemoteMessage};
 pub use replicated::{

@@ -165,7 +165,7 @@ impl Recording {
 
 /// One decision reproduced by [`crate::group::replay`], at its position in
 /// the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replayed {
     /// Index of the entry that produced it.
     pub position: usize,

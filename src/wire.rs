@@ -75,8 +75,10 @@ pub const MIN_PROTOCOL_VERSION: u8 = 2;
 #[doc(hidden)]
 pub const NEXT_PROTOCOL_VERSION: u8 = 3;
 
-/// A range of protocol versions, both ends included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A range of protocol versions, both ends included. Serializable for
+/// inspection ([`crate::group::GroupInspection`]); announcements carry
+/// the two ends as fields of their own, so no wire body holds this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Versions {
     /// The lowest version in the range.
     pub min: u8,

@@ -518,9 +518,24 @@ impl GroupCore {
     }
 
     /// Whether this member holds the group state (and may answer lookups).
-    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn is_synced(&self) -> bool {
         matches!(self.sync, SyncState::Synced { .. })
+    }
+
+    /// This member.
+    pub(crate) fn local(&self) -> Member {
+        self.local
+    }
+
+    /// The versions this member announces itself as speaking.
+    pub(crate) fn versions(&self) -> Versions {
+        self.announcement.versions()
+    }
+
+    /// Who counts: the members with their announcements, and the pending
+    /// processes of the view.
+    pub(crate) fn roster(&self) -> &Roster {
+        &self.roster
     }
 
     /// The members (announced processes of the view), sorted.

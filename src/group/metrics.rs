@@ -46,7 +46,7 @@ pub struct GroupMetrics {
 }
 
 /// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 // Counters are added as the library grows: built only by the library.
 #[non_exhaustive]
 pub struct MetricsSnapshot {

@@ -12,6 +12,7 @@ mod chunks;
 mod core;
 mod gate;
 mod inbound;
+mod inspect;
 mod messages;
 mod metrics;
 mod remote_addr;
@@ -43,6 +44,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use self::children::{child_name, Child, ChildContext, ExitReporter, Factories, Terminate};
 use self::gate::{Admission, GateClosed, SendGate};
+pub use self::inspect::{
+    GroupInspection, MemberInspection, QuorumInspection, RegisteredName, SlotInspection,
+    SupervisionPosition, TreeInspection,
+};
 pub use self::messages::RemoteFailure;
 pub(crate) use self::messages::RequestHead;
 pub use self::metrics::{GroupMetrics, MetricsSnapshot};
@@ -207,8 +212,9 @@ impl BatchConfig {
 
 /// Something that happened in the group, at its position in the ordered
 /// stream; every member sees the same sequence of these (except `Ready`,
-/// which marks when this member got the state).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// which marks when this member got the state). Serializable for tools
+/// (`acpg watch --json`); never sent on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum GroupEvent {
     /// The membership changed.
@@ -328,7 +334,7 @@ impl std::fmt::Display for GroupEvent {
 }
 
 /// Why a name left the registry on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NameDropReason {
     /// The host left the group, for this confchg reason.
     HostLeft(Reason),
@@ -758,6 +764,20 @@ impl Group {
     pub async fn children(&self) -> Result<Vec<ChildStatus>, GroupError> {
         let (tx, rx) = oneshot::channel();
         self.op(Op::Children { done: tx })?;
+        rx.await.map_err(|_| GroupError::Closed)
+    }
+
+    /// What this member sees of the group at one point of the ordered
+    /// stream: the members with their roles and protocol versions, the
+    /// processes not announced yet, the registry, every supervision tree
+    /// with its slots (where each child runs, its incarnation and fencing
+    /// token), quorum as the supervision engine knows it, and this
+    /// member's counters. Every field holds at the same position (see
+    /// [`GroupInspection`] for the rules). Observers can call it: it is
+    /// what `acpg status` prints.
+    pub async fn inspect(&self) -> Result<GroupInspection, GroupError> {
+        let (tx, rx) = oneshot::channel();
+        self.op(Op::Inspect { done: tx })?;
         rx.await.map_err(|_| GroupError::Closed)
     }
 

@@ -227,7 +227,7 @@ pub enum FlowControl {
 }
 
 /// A transport failure. Each variant says whether a retry can help.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum TransportError {
     /// The daemon applies flow control: nothing was sent; retry the same

@@ -4,6 +4,7 @@
 
 use super::{Done, GroupActor, OnSent};
 use crate::group::children::Factories;
+use crate::group::inspect::{inspect, GroupInspection};
 use crate::group::messages::{RegistryOp, SupervisionMsg};
 use crate::group::{CallError, CallOutcome, GroupError};
 use crate::remote::Endpoint;
@@ -61,6 +62,9 @@ pub(crate) enum Op {
     },
     Children {
         done: Done<Vec<ChildStatus>>,
+    },
+    Inspect {
+        done: Done<GroupInspection>,
     },
 }
 
@@ -187,6 +191,13 @@ impl GroupActor {
             Op::Children { done } => {
                 let _ = done.send(self.core.engine().children());
             }
+            Op::Inspect { done } => {
+                let _ = done.send(inspect(
+                    &self.core,
+                    self.conn.group(),
+                    self.metrics.snapshot(),
+                ));
+            }
         }
     }
 }
@@ -209,6 +220,7 @@ pub(super) fn reject_closed(op: Op) {
         | Op::Names { .. }
         | Op::Members { .. }
         | Op::Children { .. }
+        | Op::Inspect { .. }
         | Op::Flush { .. } => {}
     }
 }

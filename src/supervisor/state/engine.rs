@@ -307,6 +307,16 @@ impl Engine {
         self.core.view.iter().map(|v| v.member).collect()
     }
 
+    /// The names of the started trees, sorted.
+    pub fn tree_names(&self) -> Vec<String> {
+        self.core.trees.keys().cloned().collect()
+    }
+
+    /// The spec a started tree runs with (the first start of its name).
+    pub fn tree_spec(&self, name: &str) -> Option<&TreeSpec> {
+        self.core.trees.get(name).map(|t| &t.spec)
+    }
+
     /// The fingerprint of a started tree.
     pub fn tree_fingerprint(&self, name: &str) -> Option<Fingerprint> {
         self.core.trees.get(name).map(|t| t.fingerprint)

@@ -1,0 +1,111 @@
+//! `acpg`: look at a live actix-cpg group from the command line.
+//!
+//! ```text
+//! acpg status GROUP [--json] [--wait SECS]   members, names, trees, quorum
+//! acpg watch GROUP [--json] [--wait SECS]    every decision as it happens
+//! acpg replay FILE [--json]                  the decisions of a recording
+//! ```
+//!
+//! `status` and `watch` join GROUP through the corosync daemon of this
+//! network namespace, as an observer (see the `acpg` library for the
+//! rules). Refusals print one line on stderr and exit with 2; output that
+//! fails exits with 1.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use acpg::{Format, Options, ToolError};
+use actix_cpg::transport::corosync::Corosync;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "acpg",
+    version,
+    about = "Look at a live actix-cpg group: its members, registry, supervision trees and decisions"
+)]
+struct Cli {
+    /// Print JSON: one object for status, one per line for watch and replay.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join GROUP as an observer, print what it holds at one point of its
+    /// stream, and leave.
+    Status {
+        /// The CPG group name.
+        group: String,
+        /// Seconds to wait for a member to hand over the group state.
+        #[arg(long, default_value_t = 10.0)]
+        wait: f64,
+    },
+    /// Join GROUP as an observer and print every group and supervision
+    /// event, timestamped, until interrupted (Ctrl-C) or the group closes.
+    Watch {
+        /// The CPG group name.
+        group: String,
+        /// Seconds to wait for a member to hand over the group state.
+        #[arg(long, default_value_t = 10.0)]
+        wait: f64,
+    },
+    /// Print every decision a member took, from its recording
+    /// (`GroupConfig::record_to`).
+    Replay {
+        /// The recording.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = if cli.json { Format::Json } else { Format::Text };
+    let options = |wait: f64| Options {
+        format,
+        ready_within: Duration::try_from_secs_f64(wait).unwrap_or(Duration::from_secs(10)),
+    };
+    let mut out = std::io::stdout();
+    let result = match cli.command {
+        Command::Replay { file } => acpg::replay(&file, format, &mut out),
+        Command::Status { group, wait } => actix::System::new().block_on(async {
+            acpg::status(&Corosync::new(), &group, options(wait), &mut out)
+                .await
+                .map(drop)
+        }),
+        Command::Watch { group, wait } => actix::System::new().block_on(async {
+            let interrupted = async {
+                // Without a signal handler, Ctrl-C ends the process as usual.
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            acpg::watch(
+                &Corosync::new(),
+                &group,
+                options(wait),
+                &mut out,
+                SystemTime::now,
+                interrupted,
+            )
+            .await
+            .map(drop)
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`acpg replay FILE | head`): nothing to say.
+        Err(ToolError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &ToolError) -> ExitCode {
+    eprintln!("acpg: {e}");
+    ExitCode::from(e.exit_code())
+}

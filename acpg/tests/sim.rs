@@ -1,0 +1,585 @@
+//! The `acpg` commands on the sim backend: what `status`, `watch` and
+//! `replay` print, as text and as JSON, and how they refuse.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use acpg::{Format, Options, ToolError, WatchEnd, WatchLine, Watched};
+use actix::prelude::*;
+use actix_cpg::group::GroupInspection;
+use actix_cpg::record::Replayed;
+use actix_cpg::supervisor::{
+    ChildSpec, QuorumPolicy, Strategy, SupervisionEvent, SupervisorSpec, TreeSpec,
+};
+use actix_cpg::transport::sim::{SimCluster, SimProcess};
+use actix_cpg::{
+    Child, ChildContext, Factories, Group, GroupConfig, GroupEvent, GroupName, Handlers, Member,
+    NodeId, Reason, Transport,
+};
+
+struct Idle;
+
+impl Actor for Idle {
+    type Context = Context<Self>;
+}
+
+fn spec() -> TreeSpec {
+    let nested = SupervisorSpec::new(Strategy::OneForAll)
+        .intensity(20, 60_000)
+        .child(ChildSpec::worker("s1", "idle"))
+        .child(ChildSpec::worker("s2", "idle"));
+    TreeSpec::new(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .intensity(20, 60_000)
+            .child(ChildSpec::worker("a", "idle"))
+            .child(ChildSpec::worker("b", "idle"))
+            .child(ChildSpec::supervisor("sub", nested)),
+    )
+    .quorum_policy(QuorumPolicy::Stop)
+}
+
+const SLOTS: [&str; 4] = ["jobs/a", "jobs/b", "jobs/sub/s1", "jobs/sub/s2"];
+
+fn factories() -> Factories {
+    Factories::new().worker("idle", |_: &ChildContext| Child::start(Idle))
+}
+
+/// Three participants running `jobs`, the first also hosting "journal".
+struct Running {
+    cluster: SimCluster,
+    members: Vec<Group>,
+}
+
+async fn running(group: &str) -> Running {
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new(group).unwrap();
+    let mut members = Vec::new();
+    for node in 1..=3 {
+        let process = cluster.process(NodeId(node)).unwrap();
+        let g = Group::start(process.join(&name).unwrap(), GroupConfig::default())
+            .await
+            .unwrap();
+        g.start_tree("jobs", spec(), factories()).await.unwrap();
+        members.push(g);
+    }
+    members[0]
+        .register("journal", Handlers::new(Idle.start()))
+        .await
+        .unwrap();
+    let all: Vec<Member> = members.iter().map(Group::local).collect();
+    until_inspected(&members[0], "every slot runs and the name is in", |s| {
+        runs_everything_on(s, &all) && s.names.len() == 1
+    })
+    .await;
+    Running { cluster, members }
+}
+
+fn runs_everything_on(seen: &GroupInspection, hosts: &[Member]) -> bool {
+    let slots: Vec<_> = seen.slots().collect();
+    slots.len() == SLOTS.len()
+        && slots
+            .iter()
+            .all(|s| s.host().is_some_and(|h| hosts.contains(&h)))
+}
+
+async fn until_inspected(
+    group: &Group,
+    what: &str,
+    pred: impl Fn(&GroupInspection) -> bool,
+) -> GroupInspection {
+    for _ in 0..2000 {
+        let seen = group.inspect().await.unwrap();
+        if pred(&seen) {
+            return seen;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never reached: {what}");
+}
+
+fn text_options() -> Options {
+    Options::default()
+}
+
+fn json_options() -> Options {
+    Options {
+        format: Format::Json,
+        ..Options::default()
+    }
+}
+
+#[actix_rt::test]
+async fn status_shows_members_with_roles_and_versions_names_and_where_each_child_runs() {
+    let Running { cluster, members } = running("status-text").await;
+    let tool = cluster.process(NodeId(2)).unwrap();
+    let mut out = Vec::new();
+    let seen = acpg::status(&tool, "status-text", text_options(), &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    println!("{text}");
+    let lines: Vec<&str> = text.lines().collect();
+
+    assert_eq!(lines[0], "group status-text: protocol v2, quorate");
+    assert!(
+        lines[1].starts_with(&format!("seen by {} at supervision event ", tool.member())),
+        "{}",
+        lines[1]
+    );
+    let row = |member: Member| -> String {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("  {member} ")))
+            .unwrap_or_else(|| panic!("a row for {member} in\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(text.contains("\nmembers (4)\n"), "{text}");
+    for m in &members {
+        assert_eq!(row(m.local()), format!("{} participant v2", m.local()));
+    }
+    assert_eq!(
+        row(tool.member()),
+        format!("{} observer v2 this acpg", tool.member())
+    );
+    assert!(text.contains("pending (in the CPG view, not announced): none"));
+    assert!(text.contains("\nnames (1)\n"), "{text}");
+    assert_eq!(
+        lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("journal"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["journal", &members[0].local().to_string()])
+    );
+    assert!(
+        text.contains(&format!(
+            "tree jobs: supervised, 4 of 4 slots running, spec {}, without quorum: stop",
+            spec().fingerprint()
+        )),
+        "{text}"
+    );
+    let hosts: Vec<String> = members.iter().map(|m| m.local().to_string()).collect();
+    assert!(
+        text.contains(&format!("  hosts: {}\n", hosts.join(", "))),
+        "{text}"
+    );
+    // One row per slot: where it runs, its incarnation and token, as the
+    // inspection says.
+    for slot in seen.slots() {
+        let line = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(&format!("{} ", slot.name)))
+            .unwrap_or_else(|| panic!("a row for {} in\n{text}", slot.name));
+        let actix_cpg::SlotStatus::Running {
+            host,
+            incarnation,
+            token,
+        } = slot.status
+        else {
+            panic!("{} runs", slot.name);
+        };
+        let words = line.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            words,
+            format!(
+                "{} running on {host} incarnation {incarnation} token {token} permanent any member",
+                slot.name
+            )
+        );
+    }
+    let names: Vec<&str> = seen.slots().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, SLOTS);
+    // It left: the members see it go.
+    until_inspected(&members[0], "the observer left", |s| {
+        s.member(tool.member()).is_none()
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn status_json_is_one_object_that_reads_back_as_the_inspection() {
+    // The members stay (dropping their handles would make them leave).
+    let Running {
+        cluster,
+        members: _members,
+    } = running("status-json").await;
+    let tool = cluster.process(NodeId(1)).unwrap();
+    let mut out = Vec::new();
+    let seen = acpg::status(&tool, "status-json", json_options(), &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 1, "one object on one line: {text}");
+    let back: GroupInspection = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, seen);
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["group"], "status-json");
+    assert_eq!(value["role"], "Observer");
+    assert_eq!(value["trees"][0]["children"][0]["name"], "jobs/a");
+    assert!(value["trees"][0]["children"][0]["status"]["Running"]["host"].is_object());
+    assert_eq!(value["quorum"]["quorate"], true);
+}
+
+#[actix_rt::test]
+async fn status_of_a_group_nobody_is_in_refuses_with_exit_code_2() {
+    let cluster = SimCluster::new(1);
+    let tool = cluster.process(NodeId(1)).unwrap();
+    let mut out = Vec::new();
+    let err = acpg::status(&tool, "empty", text_options(), &mut out)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ToolError::Nobody { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "nobody is in group empty");
+    assert_eq!(err.exit_code(), 2);
+    assert!(out.is_empty(), "nothing printed");
+    // It left the group it founded.
+    let name = GroupName::new("empty").unwrap();
+    for _ in 0..2000 {
+        if cluster.group_members(&name).is_empty() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cluster.group_members(&name), Vec::<Member>::new());
+}
+
+#[actix_rt::test]
+async fn status_refuses_an_invalid_group_name_and_a_group_whose_processes_stay_silent() {
+    let cluster = SimCluster::new(1);
+    let tool = cluster.process(NodeId(1)).unwrap();
+    let err = acpg::status(&tool, "", text_options(), &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ToolError::InvalidGroup(_)), "{err:?}");
+    assert_eq!(err.exit_code(), 2);
+
+    // Only a plain CPG client in the group: nobody hands the state over.
+    let silent = cluster.process(NodeId(1)).unwrap();
+    let _conn = silent.join(&GroupName::new("silent").unwrap()).unwrap();
+    let options = Options {
+        ready_within: Duration::from_millis(200),
+        ..Options::default()
+    };
+    let err = acpg::status(&tool, "silent", options, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ToolError::NoState { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), 2);
+}
+
+/// A `Write` the test reads while a watch writes to it.
+#[derive(Clone, Default)]
+struct Shared(Rc<RefCell<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.borrow().clone()).unwrap()
+    }
+}
+
+const AT: &str = "2025-06-01T09:30:00.125Z";
+
+fn fixed_clock() -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(1_748_770_200_125)
+}
+
+/// A watch running in a task of this arbiter: its output, the process it
+/// joined through, how to stop it, and how it ended.
+struct Watching {
+    out: Shared,
+    tool: SimProcess,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    end: tokio::sync::oneshot::Receiver<Result<WatchEnd, ToolError>>,
+}
+
+fn start_watch(cluster: &SimCluster, group: &str, options: Options) -> Watching {
+    let out = Shared::default();
+    let tool = cluster.process(NodeId(3)).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (done, end) = tokio::sync::oneshot::channel();
+    let (mut writer, transport, group) = (out.clone(), tool.clone(), group.to_owned());
+    actix::spawn(async move {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let end = acpg::watch(
+            &transport,
+            &group,
+            options,
+            &mut writer,
+            fixed_clock,
+            stopped,
+        )
+        .await;
+        let _ = done.send(end);
+    });
+    Watching {
+        out,
+        tool,
+        stop: Some(stop),
+        end,
+    }
+}
+
+impl Watching {
+    async fn until(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        for _ in 0..2000 {
+            if pred(&self.out.text()) {
+                return;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the watch never showed {what}:\n{}", self.out.text());
+    }
+
+    async fn stop(mut self) -> (Result<WatchEnd, ToolError>, String) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let end = (&mut self.end).await.expect("the watch ends");
+        (end, self.out.text())
+    }
+}
+
+/// Kills the member hosting `jobs/a` (never the first); returns it.
+async fn kill_a_host(running: &Running) -> Member {
+    let seen = running.members[0].inspect().await.unwrap();
+    let host = seen
+        .slots()
+        .find(|s| s.name == "jobs/a")
+        .and_then(|s| s.host())
+        .unwrap();
+    let victim = if host == running.members[0].local() {
+        running.members[1].local()
+    } else {
+        host
+    };
+    running.cluster.kill_process(victim).unwrap();
+    victim
+}
+
+#[actix_rt::test]
+async fn watch_prints_a_member_leaving_and_its_children_restarting_with_a_timestamp() {
+    let running = running("watch-text").await;
+    let watching = start_watch(&running.cluster, "watch-text", text_options());
+    watching
+        .until("its first line", |t| t.contains("watching group"))
+        .await;
+    let victim = kill_a_host(&running).await;
+    let left = format!("{victim} left (process down)");
+    watching
+        .until("the member leaving and a restart", |t| {
+            t.contains(&left) && t.contains(" restarted on ")
+        })
+        .await;
+    let (end, text) = watching.stop().await;
+    println!("{text}");
+    assert_eq!(end.unwrap(), WatchEnd::Stopped);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "{AT} acpg         watching group watch-text as node3/{} (3 other members)",
+            lines[0]
+                .rsplit_once("node3/")
+                .unwrap()
+                .1
+                .split(' ')
+                .next()
+                .unwrap()
+        )
+    );
+    assert!(
+        lines.iter().all(|l| l.starts_with(&format!("{AT} "))),
+        "{text}"
+    );
+    let view = lines
+        .iter()
+        .find(|l| l.contains(&left))
+        .expect("the view change");
+    assert!(
+        view.starts_with(&format!("{AT} group        view [")),
+        "{view}"
+    );
+    let restart = lines
+        .iter()
+        .find(|l| l.contains(" restarted on "))
+        .expect("a restart");
+    assert!(
+        restart.starts_with(&format!("{AT} supervision  ")),
+        "{restart}"
+    );
+    assert!(!restart.contains(&victim.to_string()), "{restart}");
+}
+
+#[actix_rt::test]
+async fn watch_json_prints_one_event_per_line_that_reads_back() {
+    let running = running("watch-json").await;
+    let watching = start_watch(&running.cluster, "watch-json", json_options());
+    // No header in JSON: wait until the watcher is a member.
+    until_inspected(&running.members[0], "the watcher joined", |s| {
+        s.members.len() == 4
+    })
+    .await;
+    let victim = kill_a_host(&running).await;
+    watching
+        .until("a restart", |t| t.contains("ChildRestarted"))
+        .await;
+    let (end, text) = watching.stop().await;
+    assert_eq!(end.unwrap(), WatchEnd::Stopped);
+    let lines: Vec<WatchLine> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l.at == AT));
+    assert!(lines.iter().any(|l| matches!(
+        &l.watched,
+        Watched::Group(GroupEvent::ViewChanged { left, .. })
+            if left.iter().any(|c| c.member == victim && c.reason == Reason::ProcDown)
+    )));
+    let restart = lines
+        .iter()
+        .find(|l| {
+            matches!(
+                l.watched,
+                Watched::Supervision(SupervisionEvent::ChildRestarted { .. })
+            )
+        })
+        .unwrap();
+    assert!(restart.text.contains(" restarted on "), "{}", restart.text);
+    let value: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!(value["source"].is_string() && value["text"].is_string());
+}
+
+#[actix_rt::test]
+async fn watch_ends_when_the_group_closes_under_it() {
+    let running = running("watch-closed").await;
+    let watching = start_watch(&running.cluster, "watch-closed", text_options());
+    watching
+        .until("its first line", |t| t.contains("watching group"))
+        .await;
+    running
+        .cluster
+        .kill_process(watching.tool.member())
+        .unwrap();
+    watching
+        .until("the group closing", |t| t.contains("closed: "))
+        .await;
+    let (end, text) = watching.stop().await;
+    assert_eq!(end.unwrap(), WatchEnd::Closed, "{text}");
+}
+
+#[actix_rt::test]
+async fn watch_of_a_group_nobody_is_in_refuses_with_exit_code_2() {
+    let cluster = SimCluster::new(3);
+    let watching = start_watch(&cluster, "nobody", text_options());
+    let (end, text) = watching.stop().await;
+    let err = end.unwrap_err();
+    assert!(matches!(err, ToolError::Nobody { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), 2);
+    assert!(text.is_empty());
+}
+
+fn temp_file(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("acpg-{name}-{}.rec", std::process::id()))
+}
+
+/// Records a member of a group in which a tree runs and another member is
+/// killed; returns the file.
+async fn recording(name: &str) -> std::path::PathBuf {
+    let path = temp_file(name);
+    let cluster = SimCluster::new(2);
+    let group = GroupName::new(name).unwrap();
+    let config = GroupConfig {
+        record_to: Some(path.clone()),
+        ..GroupConfig::default()
+    };
+    let recorded = Group::start(
+        cluster.process(NodeId(1)).unwrap().join(&group).unwrap(),
+        config,
+    )
+    .await
+    .unwrap();
+    let other = Group::start(
+        cluster.process(NodeId(2)).unwrap().join(&group).unwrap(),
+        GroupConfig::default(),
+    )
+    .await
+    .unwrap();
+    for g in [&recorded, &other] {
+        g.start_tree("jobs", spec(), factories()).await.unwrap();
+    }
+    let both = [recorded.local(), other.local()];
+    until_inspected(&recorded, "every slot runs", |s| {
+        runs_everything_on(s, &both)
+    })
+    .await;
+    cluster.kill_process(other.local()).unwrap();
+    until_inspected(&recorded, "every slot runs on the survivor", |s| {
+        runs_everything_on(s, &[recorded.local()])
+    })
+    .await;
+    recorded.leave().await.unwrap();
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    path
+}
+
+#[actix_rt::test]
+async fn replay_prints_the_decisions_of_a_recording_as_text_and_as_json_lines() {
+    let path = recording("replayed").await;
+    let mut out = Vec::new();
+    acpg::replay(&path, Format::Text, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    println!("{text}");
+    let first = text.lines().next().unwrap();
+    assert!(first.contains(" events recorded by node1/"), "{first}");
+    assert!(text.contains("] view ["), "{text}");
+    assert!(text.contains("] start jobs/a on "), "{text}");
+    assert!(text.contains("left node2/"), "{text}");
+
+    let mut out = Vec::new();
+    acpg::replay(&path, Format::Json, &mut out).unwrap();
+    let json = String::from_utf8(out).unwrap();
+    let decisions: Vec<Replayed> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(
+        decisions.len(),
+        text.lines().count() - 1,
+        "the same decisions"
+    );
+    assert!(decisions.windows(2).all(|w| w[0].position <= w[1].position));
+    assert!(decisions
+        .iter()
+        .any(|d| d.decision.starts_with("start jobs/a on ")));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[actix_rt::test]
+async fn replay_of_a_file_that_is_no_recording_refuses_with_exit_code_2() {
+    let missing = temp_file("missing");
+    let err = acpg::replay(&missing, Format::Text, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, ToolError::Recording { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), 2);
+    let junk = temp_file("junk");
+    std::fs::write(&junk, b"not a recording at all").unwrap();
+    let err = acpg::replay(&junk, Format::Json, &mut Vec::new()).unwrap_err();
+    assert!(
+        err.to_string().contains("not an actix-cpg recording"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&junk);
+}
