@@ -415,6 +415,9 @@ pub(super) struct ElectionSubject {
     codec: Codec,
     outbox: Vec<(Vec<u8>, bool)>,
     skew_ms: u64,
+    /// The group refused this process (rule 9 of the core): as the
+    /// runtime, it has left and stopped.
+    refused: bool,
 }
 
 impl ElectionSubject {
@@ -442,8 +445,13 @@ impl ElectionSubject {
                 ElectionAction::Applied(_) | ElectionAction::Event(_) => continue,
                 // Past its cap, or refused, the member leaves; what it held
                 // is gone.
-                ElectionAction::GiveUp | ElectionAction::Refused { .. } => {
+                ElectionAction::GiveUp => {
                     self.outbox.clear();
+                    continue;
+                }
+                ElectionAction::Refused { .. } => {
+                    self.outbox.clear();
+                    self.refused = true;
                     continue;
                 }
             };
@@ -481,6 +489,7 @@ impl Subject for ElectionSubject {
             codec: Codec::new(LIMIT),
             outbox: Vec::new(),
             skew_ms,
+            refused: false,
         }
     }
 
@@ -528,6 +537,22 @@ impl Subject for ElectionSubject {
         );
         if !a.core.knows_roster() {
             // A joiner that has not learned the roster decides nothing.
+            return;
+        }
+        // A refusal is judged where the process's own announcement lands
+        // (or, for a joiner, where it learns the members), so the two
+        // driven processes, announcing at different positions, are refused
+        // at different positions. A refused process has left and holds
+        // nothing; what must hold is that the other never counts it.
+        // (Giving up is not like this: the held changes that cause it are
+        // the same on both, so both give up alike.)
+        if a.refused || b.refused {
+            for (gone, other) in [(a, b), (b, a)] {
+                assert!(
+                    !gone.refused || !other.core.view().contains(&gone.local),
+                    "a refused process counts on the other"
+                );
+            }
             return;
         }
         assert_eq!(a.core.view(), b.core.view(), "views differ");

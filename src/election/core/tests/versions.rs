@@ -488,3 +488,62 @@ fn an_info_listing_members_of_no_common_version_is_refused() {
     assert!(!j.core.knows_roster());
     assert_eq!(j.core.refused().malformed, 1);
 }
+
+/// Two processes of one build join together a group that speaks a
+/// version they cannot: each is refused where its own announcement is
+/// judged. The one whose announcement landed first is refused when a
+/// member's info tells both who counts; the other follows the group from
+/// then on without counting it (the view is installed for it, it is not
+/// in it), and is refused when its own announcement lands. So two
+/// processes fed one stream may stand differently for a while: one
+/// refused and stopped, the other following.
+#[test]
+fn two_joiners_of_one_build_are_refused_each_where_its_announcement_is_judged() {
+    let (member, first, second) = (Member::new(1, 1), Member::new(2, 2), Member::new(3, 3));
+    let raw = [member, first, second];
+    let mut joiners = [Joiner::new(first, OLD), Joiner::new(second, OLD)];
+    for j in &mut joiners {
+        j.confchg(&raw, &[first, second], &[]);
+    }
+    let first_announcement = joiners[0].own_announcement();
+    let second_announcement = joiners[1].own_announcement();
+    let stream = [
+        (first, first_announcement),
+        (
+            member,
+            ElectionMessage::Announce(Announcement::speaking(NEXT_ONLY)),
+        ),
+        (member, ElectionMessage::Mark(1)),
+        (member, info_listing(&raw, &[(member, NEXT_ONLY)], 1)),
+    ];
+    for (from, msg) in stream {
+        for j in &mut joiners {
+            j.hear(from, msg.clone());
+        }
+    }
+    let [early, late] = &joiners;
+    assert_eq!(early.refused(), Some((OLD, NEXT_PROTOCOL_VERSION)));
+    assert!(!early.core.round_done(), "it stopped");
+    assert_eq!(late.refused(), None, "its announcement is still on its way");
+    assert!(late.core.round_done(), "it follows the group");
+    assert!(!late.core.is_installed(), "without being in it");
+    assert_eq!(late.core.view(), [member], "the refused one never counts");
+    assert!(late
+        .events()
+        .contains(&&refused(first, OLD, NEXT_PROTOCOL_VERSION)));
+
+    for j in &mut joiners {
+        j.hear(second, second_announcement.clone());
+    }
+    let [early, late] = &joiners;
+    assert_eq!(late.refused(), Some((OLD, NEXT_PROTOCOL_VERSION)));
+    assert!(late
+        .events()
+        .contains(&&refused(second, OLD, NEXT_PROTOCOL_VERSION)));
+    assert!(
+        !early
+            .events()
+            .contains(&&refused(second, OLD, NEXT_PROTOCOL_VERSION)),
+        "a stopped process judges nothing"
+    );
+}
