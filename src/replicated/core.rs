@@ -244,7 +244,7 @@ use super::messages::{
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
 use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
-use crate::roster::{Admission, Announcement, Refusal, Roster};
+use crate::roster::{Admission, Announcement, Refusal, Role, Roster};
 use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 use crate::wire::{Codec, Versions};
@@ -466,8 +466,34 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     /// The same replica, speaking `versions` (rule 9).
     pub(crate) fn with_versions(mut self, versions: Versions) -> Self {
-        self.announcement = Announcement::speaking(versions);
+        self.announcement = self.announcement.with_versions(versions);
         self
+    }
+
+    /// The same replica, announcing itself in `role` (rule 10).
+    pub(crate) fn with_role(mut self, role: Role) -> Self {
+        self.announcement = self.announcement.with_role(role);
+        self
+    }
+
+    /// Whether this replica is an observer (rule 10).
+    fn observing(&self) -> bool {
+        self.announcement.role == Role::Observer
+    }
+
+    /// Whether the member `m` is an observer (rule 10).
+    fn is_observer(&self, m: Member) -> bool {
+        self.roster.is_observer(m)
+    }
+
+    /// The participants of the effective view, sorted: the members that
+    /// count for decisions (rule 10).
+    fn participants(&self) -> Vec<Member> {
+        self.view
+            .iter()
+            .filter(|m| !self.is_observer(**m))
+            .copied()
+            .collect()
     }
 
     /// The version the group speaks, as this process knows it (`None`
@@ -498,6 +524,25 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// The effective view (announced members), sorted.
     pub(crate) fn view(&self) -> &[Member] {
         &self.view
+    }
+
+    /// The observers of the effective view, sorted (rule 10).
+    pub(crate) fn observers(&self) -> Vec<Member> {
+        self.view
+            .iter()
+            .filter(|m| self.is_observer(**m))
+            .copied()
+            .collect()
+    }
+
+    /// The event for a change of the effective view.
+    fn view_changed(&self, joined: Vec<MemberChange>, left: Vec<MemberChange>) -> ReplicaEvent {
+        ReplicaEvent::ViewChanged {
+            members: self.view.clone(),
+            observers: self.observers(),
+            joined,
+            left,
+        }
     }
 
     /// Messages refused so far, by cause.
@@ -547,11 +592,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         let knew = self.joined && self.learning.as_ref().is_none_or(|l| l.knew);
         if let Some(change) = self.roster.handle_confchg(members, joined, left) {
             self.view = change.members;
-            out.push(Action::Event(ReplicaEvent::ViewChanged {
-                members: self.view.clone(),
-                joined: change.joined,
-                left: change.left,
-            }));
+            out.push(Action::Event(self.view_changed(change.joined, change.left)));
         }
         if !self.roster.in_view(self.local) {
             // Not joined yet, or this is our own leave: no view to install.
@@ -679,7 +720,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         }
         self.sent_info = Some((self.view_tag, self.round));
-        self.sent_fact = self.local_fact.clone();
+        self.sent_fact = self.local_fact.clone().filter(|_| !self.observing());
         // Held until the mark is back (rule 1).
         if let Some((mark, members)) = self.incarnation.answer(members) {
             self.push_info(mark, members, out);
@@ -692,14 +733,16 @@ impl<S: StateMachine> ReplicaCore<S> {
         members: Option<Vec<(Member, Announcement)>>,
         out: &mut Actions<S>,
     ) {
-        // The fact in flight is the one this info carries.
-        self.sent_fact = self.local_fact.clone();
+        // The fact in flight is the one this info carries. An observer
+        // puts no fact into the stream and founds nothing (rule 10).
+        let observing = self.observing();
+        self.sent_fact = self.local_fact.clone().filter(|_| !observing);
         out.push(Action::Mcast(ReplicaMessage::Info(Info {
             announcement: self.announcement,
-            fact: self.local_fact.clone(),
+            fact: self.sent_fact.clone(),
             known: self.known.clone(),
             state: self.id,
-            founder: self.founder,
+            founder: self.founder && !observing,
             view: self.view_tag,
             round: self.round,
             members,
@@ -770,6 +813,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             || !self.joined
             || self.learning.is_some()
             || !self.roster.is_member(self.local)
+            || self.observing()
         {
             return;
         }
@@ -885,11 +929,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.roster.adopt(Vec::<(Member, Announcement)>::new());
         if !self.view.is_empty() {
             self.view.clear();
-            out.push(Action::Event(ReplicaEvent::ViewChanged {
-                members: Vec::new(),
-                joined: Vec::new(),
-                left: Vec::new(),
-            }));
+            out.push(Action::Event(self.view_changed(Vec::new(), Vec::new())));
         }
         self.facts.clear();
         self.maybe_complete(out);
@@ -969,11 +1009,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.roster.adopt(roster);
         self.view = self.roster.members();
         if self.view != before {
-            out.push(Action::Event(ReplicaEvent::ViewChanged {
-                members: self.view.clone(),
-                joined: Vec::new(),
-                left: Vec::new(),
-            }));
+            out.push(Action::Event(self.view_changed(Vec::new(), Vec::new())));
         }
         let roster = &self.roster;
         self.facts.retain(|m, _| roster.is_member(*m));
@@ -1026,6 +1062,10 @@ impl<S: StateMachine> ReplicaCore<S> {
                 if !self.roster.is_member(from) {
                     self.refused.not_member += 1;
                     debug!(%from, "fact from a process that is not a member; refused");
+                } else if self.is_observer(from) {
+                    // Rule 10: an observer puts no fact into the stream.
+                    self.refused.observer += 1;
+                    warn!(%from, "quorum fact from an observer; refused");
                 } else if self.refuse_version(from, version) {
                     // Sent again at the group's version (`maybe_send_fact`).
                 } else {
@@ -1041,6 +1081,12 @@ impl<S: StateMachine> ReplicaCore<S> {
                     self.refused.not_member += 1;
                     debug!(%from, id = cmd.id, "command from a process that is not a member; refused");
                     Some(ReplicaError::NotMember)
+                } else if self.is_observer(from) {
+                    // Rule 10: its own replica sends none, so this one is
+                    // forged; refused alike everywhere.
+                    self.refused.observer += 1;
+                    warn!(%from, id = cmd.id, "command from an observer; refused");
+                    Some(ReplicaError::Observer)
                 } else if self.refuse_version(from, version) {
                     Some(ReplicaError::StaleVersion { version })
                 } else {
@@ -1061,6 +1107,10 @@ impl<S: StateMachine> ReplicaCore<S> {
                 }
                 if !self.roster.is_member(from) {
                     self.refused.not_member += 1;
+                } else if self.is_observer(from) {
+                    // Rule 10: safe delivery waits for participants only.
+                    self.refused.observer += 1;
+                    warn!(%from, upto, "ack from an observer; refused");
                 } else if self.refuse_version(from, version) {
                     // A later ack covers it.
                 } else if matches!(self.phase, Phase::Installed(_)) && self.holders.contains(&from)
@@ -1127,8 +1177,9 @@ impl<S: StateMachine> ReplicaCore<S> {
             self.count_info(from, info, out);
             return;
         }
-        // A pending process announces itself (rule 3).
-        if !self.merged.contains(&from) && !consistent(&info) {
+        // A pending process announces itself (rule 3). Nothing an observer
+        // claims is read (rule 10): its claims are not judged.
+        if !self.merged.contains(&from) && !observes(&info) && !consistent(&info) {
             self.refused.inconsistent += 1;
             warn!(%from, "announcement contradicts itself; refused");
             return;
@@ -1171,7 +1222,8 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     /// Rule 6 for an announcement: when the members it is compared with
     /// have a history, it may claim no epoch above `ceiling`, unless it is
-    /// a merger. Counts a refusal.
+    /// a merger or an observer (whose claims nobody reads, rule 10).
+    /// Counts a refusal.
     fn admissible(
         &mut self,
         from: Member,
@@ -1180,7 +1232,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         ceiling: PrimaryEpoch,
     ) -> bool {
         let claimed = claims(info);
-        if history && !self.merged.contains(&from) && claimed > ceiling {
+        if history && !self.merged.contains(&from) && !observes(info) && claimed > ceiling {
             self.refused.epoch += 1;
             if from == self.local {
                 self.reannounce = true;
@@ -1223,11 +1275,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             Admission::Nothing => return false,
         };
         self.view = change.members;
-        out.push(Action::Event(ReplicaEvent::ViewChanged {
-            members: self.view.clone(),
-            joined: change.joined,
-            left: change.left,
-        }));
+        out.push(Action::Event(self.view_changed(change.joined, change.left)));
         true
     }
 
@@ -1253,7 +1301,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         let Phase::Installing { infos, .. } = &mut self.phase else {
             return;
         };
-        if let Some(f) = &info.fact {
+        // An observer's fact counts for nothing (rule 10).
+        if let (Some(f), false) = (&info.fact, self.roster.is_observer(from)) {
             self.facts.record(from, f.clone());
         }
         infos.insert(from, info);
@@ -1274,8 +1323,17 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         }
         let announcing = std::mem::take(announcing);
-        let history = infos.values().any(|i| i.known.is_some());
-        let ceiling = infos.values().map(claims).max().unwrap_or_default();
+        // What the participants claim (rule 10: nothing an observer claims
+        // is read).
+        let roster = &self.roster;
+        let counted = || {
+            infos
+                .iter()
+                .filter(|(m, _)| !roster.is_observer(**m))
+                .map(|(_, i)| i)
+        };
+        let history = counted().any(|i| i.known.is_some());
+        let ceiling = counted().map(claims).max().unwrap_or_default();
         for (from, info) in announcing {
             // What it speaks first (rule 9): the first admitted of a group
             // with no member sets the version the others must speak.
@@ -1286,7 +1344,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             {
                 continue;
             }
-            if let Some(f) = &info.fact {
+            if let (Some(f), false) = (&info.fact, self.roster.is_observer(from)) {
                 self.facts.record(from, f.clone());
             }
             if let Phase::Installing { infos, .. } = &mut self.phase {
@@ -1378,18 +1436,24 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     /// The quorum rule (`crate::quorum`) over the view's facts.
+    /// Over the participants' facts (rule 10): a view of observers only is
+    /// never quorate.
     fn view_quorate(&self) -> bool {
-        self.facts.quorate(&self.view)
+        self.facts.quorate(&self.participants())
     }
 
     fn highest_ring_seq(&self) -> u64 {
-        self.facts.highest_ring_seq(&self.view)
+        self.facts.highest_ring_seq(&self.participants())
     }
 
     /// The genesis of a group founded by the current view with `epoch`:
     /// every member of the view computes the same.
     fn genesis_of(&self, epoch: PrimaryEpoch) -> u64 {
-        let founder = self.view.first().copied().unwrap_or(self.local);
+        let founder = self
+            .participants()
+            .first()
+            .copied()
+            .unwrap_or(self.local);
         chain(chain(0, founder, epoch.ring_seq), founder, epoch.term).max(1)
     }
 
@@ -1422,7 +1486,13 @@ impl<S: StateMachine> ReplicaCore<S> {
                 if lineage.is_empty() {
                     return true;
                 }
-                let present = self.view.iter().filter(|m| lineage.contains(m)).count();
+                // Observers never count towards it (rule 10), even if a
+                // forged record names one.
+                let present = self
+                    .participants()
+                    .iter()
+                    .filter(|m| lineage.contains(m))
+                    .count();
                 2 * present > lineage.len()
             }
         }
@@ -1437,24 +1507,42 @@ impl<S: StateMachine> ReplicaCore<S> {
         };
         // The members of the view are known from here on.
         self.taught = true;
+        // Rule 10: of an observer's info only its state is read, and only
+        // to tell whether it already holds the winner's.
+        let roster = &self.roster;
+        let observed: BTreeMap<Member, StateId> = infos
+            .iter()
+            .filter(|(m, _)| roster.is_observer(**m))
+            .map(|(m, i)| (*m, i.state))
+            .collect();
+        infos.retain(|m, _| !observed.contains_key(m));
         let discarded = self.discard_unconfirmed(&mut infos);
         let history = infos.values().any(|i| i.known.is_some());
         let claimed = infos.values().map(claims).max().unwrap_or_default();
         // Its state was compared with the others': no longer a merger.
         let view = &self.view;
         self.merged.retain(|m| !view.contains(m));
-        self.last_install = view.iter().copied().collect();
-        // The greatest state wins; ties (equal ids) are the same state.
-        let winner = infos.values().map(|i| i.state).max().unwrap_or_default();
+        self.last_install = infos.keys().copied().collect();
+        // The greatest state of a participant wins; ties (equal ids) are
+        // the same state.
+        let winner = infos.values().map(|i| i.state).max();
         let winners: BTreeSet<Member> = infos
             .iter()
-            .filter(|(m, i)| i.state == winner && !discarded.contains(m))
+            .filter(|(m, i)| Some(i.state) == winner && !discarded.contains(m))
             .map(|(m, _)| *m)
             .collect();
+        // An observer that holds it keeps it; with no participant, nobody
+        // can send one, and every observer keeps its own.
+        let keepers: BTreeSet<Member> = observed
+            .iter()
+            .filter(|(_, state)| winner.is_none_or(|w| **state == w))
+            .map(|(m, _)| *m)
+            .collect();
+        let winner = winner.unwrap_or_default();
         let receivers: BTreeSet<Member> = self
             .view
             .iter()
-            .filter(|m| !winners.contains(m))
+            .filter(|m| !winners.contains(m) && !keepers.contains(m))
             .copied()
             .collect();
         let latest = infos
@@ -1496,11 +1584,13 @@ impl<S: StateMachine> ReplicaCore<S> {
                 genesis = self.genesis_of(epoch);
             }
             winner_epoch = epoch;
+            // Rule 10: observers are in no primary's membership.
+            let participants = self.participants();
             self.learn_known(PrimaryRecord {
                 epoch,
-                members: self.view.clone(),
+                members: participants.clone(),
             });
-            (Some(epoch), self.view.iter().copied().collect())
+            (Some(epoch), participants.into_iter().collect())
         } else {
             if let Some(epoch) = latest {
                 self.learn_known(PrimaryRecord {
@@ -1520,7 +1610,8 @@ impl<S: StateMachine> ReplicaCore<S> {
             genesis,
             ..winner
         };
-        let am_winner = winners.contains(&self.local);
+        // A winner, or an observer that keeps its state.
+        let am_winner = winners.contains(&self.local) || keepers.contains(&self.local);
         let mut incoming = None;
         if am_winner {
             self.id.epoch = winner_epoch;
@@ -1705,11 +1796,13 @@ impl<S: StateMachine> ReplicaCore<S> {
             let epoch = self.next_epoch(installed.latest);
             let genesis = installed.latest.is_none().then(|| self.genesis_of(epoch));
             let member = self.roster.is_member(self.local);
+            // Rule 10: observers are in no primary's membership.
+            let participants = self.participants();
             self.learn_known(PrimaryRecord {
                 epoch,
-                members: self.view.clone(),
+                members: participants.clone(),
             });
-            let lineage: BTreeSet<Member> = self.view.iter().copied().collect();
+            let lineage: BTreeSet<Member> = participants.into_iter().collect();
             if let Phase::Installed(installed) = &mut self.phase {
                 installed.primary = true;
                 installed.history = true;
@@ -1802,6 +1895,7 @@ impl<S: StateMachine> ReplicaCore<S> {
     fn maybe_ack(&mut self, out: &mut Actions<S>) {
         if self.delivery != Delivery::Safe
             || self.ack_in_flight
+            || self.observing()
             || !self.is_holding()
             || self.id.applied <= self.acked
         {
@@ -1810,6 +1904,14 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.acked = self.id.applied;
         self.ack_in_flight = true;
         out.push(Action::Mcast(ReplicaMessage::Ack(self.id.applied)));
+    }
+
+    /// The receivers of a transfer hold the state now; safe delivery waits
+    /// for the participants among them only (rule 10).
+    fn hold(&mut self, receivers: BTreeSet<Member>) {
+        let roster = &self.roster;
+        self.holders
+            .extend(receivers.into_iter().filter(|m| !roster.is_observer(*m)));
     }
 
     fn handle_chunk(&mut self, from: Member, chunk: Chunk, out: &mut Actions<S>) {
@@ -1833,7 +1935,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                 // Every receiver restores at this same point.
                 installed.transfer_done = true;
                 let receivers = installed.receivers.clone();
-                self.holders.extend(receivers);
+                self.hold(receivers);
             }
             return;
         };
@@ -1860,7 +1962,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         let Some(incoming) = installed.incoming.take() else {
             return;
         };
-        self.holders.extend(receivers);
+        self.hold(receivers);
         match S::restore(&incoming.bytes) {
             Ok(sm) => {
                 self.sm = sm;
@@ -1908,6 +2010,11 @@ fn consistent(info: &Info) -> bool {
         Some(known) => info.state.epoch <= known.epoch,
         None => info.state.epoch == PrimaryEpoch::default(),
     }
+}
+
+/// Whether an info is an observer's (rule 10).
+fn observes(info: &Info) -> bool {
+    info.announcement.role == Role::Observer
 }
 
 /// The greatest epoch an info claims.
