@@ -90,7 +90,8 @@
 //!    its own, and the members' infos would be refused (rule 9).
 //! 5. **Sender rules.** `Fact` and `Command` count only from announced
 //!    members (a pending process's command is refused on every member, and
-//!    its caller gets [`ReplicaError::NotMember`]); `Ack` only from a holder;
+//!    its caller gets [`ReplicaError::NotMember`]) that are participants
+//!    (rule 10); `Ack` only from a participant holding the state;
 //!    a `Chunk` only from the sender the install chose, for the state id it
 //!    chose, in order, and only until the transfer's last chunk.
 //! 6. **Claims.** Every epoch a group mints is minted by an install or a
@@ -160,6 +161,40 @@
 //!      [`ReplicaError::StaleVersion`]. (One in a version a member's build
 //!      does not read at all is dropped before its core sees it; that
 //!      member applies nothing of it either.)
+//! 10. **Observers.** An info's announcement says the sender's role; the
+//!     roster (and the roster an info carries to a learner) keeps it. An
+//!     observer ([`Role::Observer`]) is a member for installs and takes
+//!     part in no decision:
+//!     - it is admitted like anyone (rules 3 and 9: it must speak the
+//!       group's version, to read the stream), its info is waited for like
+//!       any member's, and it applies every command the group applies;
+//!     - of its info only the state id is read, and only for itself: an
+//!       observer holding the winner's state keeps it, any other receives
+//!       the winner's. It is never the winner nor the sender, whatever its
+//!       info claims; its `known` record, `founder` flag and quorum fact
+//!       are not read (nor judged: rule 6 checks no claim of an
+//!       observer's), so they neither make a view primary nor keep one
+//!       from being primary;
+//!     - a primary record's membership (the lineage) lists participants
+//!       only, and only participants count towards the majority of the
+//!       last primary;
+//!     - the quorum rule reads the participants' facts only; a view of
+//!       observers only is never primary (nobody can send a state either:
+//!       every observer keeps its own);
+//!     - safe delivery waits for the participants holding the state only;
+//!     - it sends no command, fact or ack (its replica refuses a command
+//!       locally, [`ReplicaError::Observer`]); one from an observer is
+//!       refused on every member (`observer`), a command's sender getting
+//!       [`ReplicaError::Observer`].
+//!
+//!     So, but for the install rounds an observer's coming and going
+//!     starts (a primary view mints an epoch at each, as at any view
+//!     change) and the versions it must speak, the participants decide
+//!     what they would decide without the observers. An observer's copy
+//!     carries no history forward: once every participant holding the
+//!     state is gone, the group goes on as if the observers were not
+//!     there (a newcomer may found it afresh), and the observers receive
+//!     that state.
 //!
 //! Every refusal is counted by cause ([`RefusedCounts`]) and logged.
 //!
@@ -168,15 +203,16 @@
 //! An install over the infos of the announced members of a round (every
 //! member computes the same: it saw the same infos in the same order):
 //!
-//! - **winner**: the greatest state id in the view; the members holding it
-//!   (equal ids mean equal states) keep their state, everyone else
-//!   discards theirs and receives the winner's;
+//! - **winner**: the greatest state id of a participant in the view; the
+//!   members holding it (equal ids mean equal states; observers too, rule
+//!   10) keep their state, everyone else discards theirs and receives the
+//!   winner's;
 //! - **sender**: the lowest winner; it captures its state *at this point*
 //!   (before the held commands), and its runtime encodes and multicasts it
 //!   in chunks; receivers buffer every command applied after this point and
 //!   replay it once the snapshot is restored;
-//! - **primary** ⇔ every member's latest quorum fact says quorate (at least
-//!   one member reported), and either no member knows of any earlier
+//! - **primary** ⇔ every participant's latest quorum fact says quorate (at
+//!   least one reported), and either no participant knows of any earlier
 //!   primary component and one of them may found a group
 //!   ([`super::ReplicaConfig::found_group`]), or the winner holds the state
 //!   of the last primary component `L` and the view holds a strict
@@ -200,8 +236,9 @@
 //! # Safe delivery
 //!
 //! In [`Delivery::Safe`] commands are applied in delivery order as above,
-//! but the caller's reply waits until every member that holds the state has
-//! multicast an [`ReplicaMessage::Ack`] at or past the command's position.
+//! but the caller's reply waits until every participant that holds the
+//! state has multicast an [`ReplicaMessage::Ack`] at or past the command's
+//! position (rule 10).
 //! Replies still waiting when the view changes are released only if this
 //! member's state survives into a primary view; otherwise the caller gets
 //! [`ReplicaError::Uncertain`].
@@ -1449,11 +1486,7 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// The genesis of a group founded by the current view with `epoch`:
     /// every member of the view computes the same.
     fn genesis_of(&self, epoch: PrimaryEpoch) -> u64 {
-        let founder = self
-            .participants()
-            .first()
-            .copied()
-            .unwrap_or(self.local);
+        let founder = self.view.first().copied().unwrap_or(self.local);
         chain(chain(0, founder, epoch.ring_seq), founder, epoch.term).max(1)
     }
 

@@ -59,6 +59,8 @@ struct Peer {
     hold_chunks: bool,
     /// Claim a primary epoch far past the real one in every info.
     lie: bool,
+    /// Rewrites every info this replica multicasts.
+    tamper: Option<fn(&mut Info)>,
     /// Why this replica gave up, if it did.
     fatal: Option<String>,
     /// Why the group refused this replica, if it did.
@@ -106,11 +108,19 @@ impl Peer {
             closed: false,
             hold_chunks: false,
             lie: false,
+            tamper: None,
             fatal: None,
             refused: None,
             positions: Vec::new(),
             handled: Vec::new(),
         }
+    }
+
+    /// An observer (rule 10) of this build.
+    fn observer(cluster: &SimCluster, node: u32, delivery: Delivery) -> Peer {
+        let mut p = Peer::new(cluster, node, delivery);
+        p.core = p.core.with_role(Role::Observer);
+        p
     }
 
     fn member(&self) -> Member {
@@ -204,6 +214,12 @@ impl Peer {
                         known.epoch = huge;
                     }
                     info.state.epoch = huge;
+                    self.mcast(&ReplicaMessage::Info(info));
+                }
+                Action::Mcast(ReplicaMessage::Info(mut info)) if self.tamper.is_some() => {
+                    if let Some(tamper) = self.tamper {
+                        tamper(&mut info);
+                    }
                     self.mcast(&ReplicaMessage::Info(info));
                 }
                 Action::Mcast(msg) => {
@@ -1790,3 +1806,5 @@ fn builds_with_no_common_version_found_at_the_first_announcement() {
     }
     assert_agree(&peers);
 }
+
+mod observers;
