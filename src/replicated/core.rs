@@ -178,8 +178,9 @@
 //!     - a primary record's membership (the lineage) lists participants
 //!       only, and only participants count towards the majority of the
 //!       last primary;
-//!     - the quorum rule reads the participants' facts only; a view of
-//!       observers only is never primary (nobody can send a state either:
+//!     - an observer's quorum fact is never recorded, so the quorum rule
+//!       reads the participants' only: a view of observers only is never
+//!       quorate, hence never primary (nobody can send a state either:
 //!       every observer keeps its own);
 //!     - safe delivery waits for the participants holding the state only;
 //!     - it sends no command, fact or ack (its replica refuses a command
@@ -1472,15 +1473,14 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
-    /// The quorum rule (`crate::quorum`) over the view's facts.
-    /// Over the participants' facts (rule 10): a view of observers only is
-    /// never quorate.
+    /// The quorum rule (`crate::quorum`) over the view's facts: the
+    /// participants' (an observer's are never recorded, rule 10).
     fn view_quorate(&self) -> bool {
-        self.facts.quorate(&self.participants())
+        self.facts.quorate(&self.view)
     }
 
     fn highest_ring_seq(&self) -> u64 {
-        self.facts.highest_ring_seq(&self.participants())
+        self.facts.highest_ring_seq(&self.view)
     }
 
     /// The genesis of a group founded by the current view with `epoch`:

@@ -219,13 +219,22 @@ fn observers_are_in_no_primary_record_and_make_no_majority() {
 fn quorum_facts_of_an_observer_count_for_nothing() {
     let cluster = SimCluster::new(3);
     let mut peers = group_of(&cluster, 2, Delivery::Agreed);
-    // Its info says its node lost quorum.
+    // Every info it sends says its node lost quorum.
     let mut observer = Peer::observer(&cluster, 3, Delivery::Agreed);
     observer.tamper = Some(NOT_QUORATE);
     peers.push(observer);
+    // Its first info comes before the members' marks: its announcement is
+    // decided where the round completes.
+    let o = peers[2].member();
+    let is_info = |m: &ReplicaMessage| matches!(m, ReplicaMessage::Info(_));
+    step_until(&mut peers[2], |p| delivered(p, o, is_info));
     settle(&mut peers);
     assert!(peers.iter().all(|p| p.core.is_primary()));
-    // So does a fact it multicasts.
+    // A member's info in a later round.
+    let quiet = silent(&cluster, 1);
+    settle(&mut peers);
+    assert!(peers.iter().all(|p| p.core.is_primary()));
+    // A fact it multicasts.
     let fact = ReplicaMessage::Fact(QuorumState {
         quorate: false,
         ring_id: crate::transport::RingId {
@@ -247,6 +256,38 @@ fn quorum_facts_of_an_observer_count_for_nothing() {
         .core
         .primary_epoch()
         .is_some_and(|e| e.ring_seq < 1 << 20));
+    drop(quiet);
+}
+
+#[test]
+fn a_view_primary_again_after_a_quorum_fact_records_no_observer() {
+    let cluster = SimCluster::new(3);
+    let mut peers = observed_group(&cluster, Delivery::Agreed, 1);
+    let (p1, p2) = (peers[0].member(), peers[1].member());
+    let reported = cluster.quorum(NodeId(1)).expect("node 1 is up");
+    // The first participant's node reports a lost quorum, then a regained
+    // one: the view stops being primary, then becomes primary again.
+    for quorate in [false, true] {
+        let fact = QuorumState {
+            quorate,
+            ..reported.clone()
+        };
+        for action in peers[0].core.handle_quorum(fact) {
+            if let Action::Mcast(msg) = action {
+                peers[0].mcast(&msg);
+            }
+        }
+        settle(&mut peers);
+        assert!(peers.iter().all(|p| p.core.is_primary() == quorate));
+    }
+    for p in &peers {
+        assert!(p.events.iter().any(|e| matches!(
+            e,
+            ReplicaEvent::PrimaryChanged { primary: true, .. }
+        )));
+        let known = p.core.known.as_ref().expect("a last primary");
+        assert_eq!(known.members, vec![p1, p2], "at {}", p.member());
+    }
 }
 
 #[test]
@@ -421,4 +462,30 @@ fn an_observers_claims_do_not_raise_what_an_announcement_may_claim() {
         assert_eq!(p.core.state_id().applied, b.applied);
         assert!(p.core.primary_epoch().is_some_and(|e| e.term < 1 << 40));
     }
+}
+
+#[test]
+fn an_observers_info_that_contradicts_itself_still_admits_it() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 2, Delivery::Agreed);
+    peers[0].execute(1);
+    settle(&mut peers);
+    // A state of a primary it says it knows nothing of.
+    let mut observer = Peer::observer(&cluster, 3, Delivery::Agreed);
+    observer.tamper = Some(|info| {
+        info.known = None;
+        info.state.epoch = PrimaryEpoch {
+            ring_seq: 1,
+            term: 1,
+        };
+    });
+    peers.push(observer);
+    settle(&mut peers);
+    let o = peers[2].member();
+    for p in &peers {
+        assert!(p.core.view().contains(&o), "admitted at {}", p.member());
+        assert_eq!(p.core.refused().inconsistent, 0);
+    }
+    assert!(peers[2].core.is_holding());
+    assert_agree(&peers);
 }
