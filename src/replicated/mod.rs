@@ -61,9 +61,24 @@
 //!   ([`ReplicaEvent::VersionChanged`]). To upgrade a running group: start
 //!   replicas of the new build (they speak the old version too), then stop
 //!   the old ones.
+//! - **Observers** ([`ReplicaConfig::role`] = [`Role::Observer`]): a
+//!   replica that receives the state and applies every command, so it can
+//!   read the state and the group's status, but takes part in no decision.
+//!   It is never the state a view goes on from nor its sender, it is in no
+//!   primary component's membership and never counts towards a majority of
+//!   one, its quorum facts and its founding flag count for nothing, safe
+//!   delivery does not wait for it, and it sends no command
+//!   ([`ReplicaError::Observer`]; one forged from its process is refused on
+//!   every member, [`RefusedCounts::observer`]). A view of observers only
+//!   is never primary. [`ReplicaStatus::observers`] and
+//!   [`ReplicaEvent::ViewChanged`] say who observes.
 //!
 //! # Limits
 //!
+//! - An observer's copy of the state carries no history forward: once
+//!   every participant that held it is gone, the group goes on as if the
+//!   observers were not there (a participant that comes may found it
+//!   afresh), and the observers receive that state.
 //! - The state lives in memory only. Once every member that held the
 //!   latest state is gone, the group never goes on from an older state
 //!   (that would silently drop what was acknowledged): it stays
