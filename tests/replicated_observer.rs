@@ -193,7 +193,13 @@ async fn an_observer_reads_everything_writes_nothing_and_makes_no_majority() {
     cluster.crash_node(NodeId(2)).expect("crash");
     assert!(cluster.quorum(NodeId(3)).is_some_and(|q| q.quorate));
     let last = [&participants[2], &observer];
-    settled(&last, &[ids[2], observer.local()], &[observer.local()], false).await;
+    settled(
+        &last,
+        &[ids[2], observer.local()],
+        &[observer.local()],
+        false,
+    )
+    .await;
     assert_eq!(
         participants[2].execute((ids[2], 40)).await,
         Err(ReplicaError::NotPrimary)

@@ -125,8 +125,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use self::messages::{PrimaryEpoch, StateId};
 use self::runtime::{Op, ReplicaActor};
-pub use crate::roster::Role;
 use crate::group::{GroupMetrics, MetricsSnapshot};
+pub use crate::roster::Role;
 use crate::transport::{
     write_view, Connection, GroupName, Member, MemberChange, MemberList, TransportError,
 };

@@ -1034,7 +1034,10 @@ fn run_schedule_with(
                 | ReplicaEvent::Restored { from, .. }
                     if watching.contains(from) =>
                 {
-                    return Err(format!("{} took the state from observer {from}", p.member()));
+                    return Err(format!(
+                        "{} took the state from observer {from}",
+                        p.member()
+                    ));
                 }
                 _ => {}
             }

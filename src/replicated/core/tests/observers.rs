@@ -212,7 +212,9 @@ fn observers_are_in_no_primary_record_and_make_no_majority() {
     // Nor does a record that names the observer make it count.
     let lineage: BTreeSet<Member> = [p2, p3, o].into_iter().collect();
     let latest = peers[2].core.known.as_ref().expect("known").epoch;
-    assert!(!peers[2].core.eligible(Some(latest), &lineage, latest, false));
+    assert!(!peers[2]
+        .core
+        .eligible(Some(latest), &lineage, latest, false));
 }
 
 #[test]
@@ -281,10 +283,10 @@ fn a_view_primary_again_after_a_quorum_fact_records_no_observer() {
         assert!(peers.iter().all(|p| p.core.is_primary() == quorate));
     }
     for p in &peers {
-        assert!(p.events.iter().any(|e| matches!(
-            e,
-            ReplicaEvent::PrimaryChanged { primary: true, .. }
-        )));
+        assert!(p
+            .events
+            .iter()
+            .any(|e| matches!(e, ReplicaEvent::PrimaryChanged { primary: true, .. })));
         let known = p.core.known.as_ref().expect("a last primary");
         assert_eq!(known.members, vec![p1, p2], "at {}", p.member());
     }
