@@ -90,7 +90,8 @@
 //!    its own, and the members' infos would be refused (rule 9).
 //! 5. **Sender rules.** `Fact` and `Command` count only from announced
 //!    members (a pending process's command is refused on every member, and
-//!    its caller gets [`ReplicaError::NotMember`]); `Ack` only from a holder;
+//!    its caller gets [`ReplicaError::NotMember`]) that are participants
+//!    (rule 10); `Ack` only from a participant holding the state;
 //!    a `Chunk` only from the sender the install chose, for the state id it
 //!    chose, in order, and only until the transfer's last chunk.
 //! 6. **Claims.** Every epoch a group mints is minted by an install or a
@@ -160,6 +161,41 @@
 //!      [`ReplicaError::StaleVersion`]. (One in a version a member's build
 //!      does not read at all is dropped before its core sees it; that
 //!      member applies nothing of it either.)
+//! 10. **Observers.** An info's announcement says the sender's role; the
+//!     roster (and the roster an info carries to a learner) keeps it. An
+//!     observer ([`Role::Observer`]) is a member for installs and takes
+//!     part in no decision:
+//!     - it is admitted like anyone (rules 3 and 9: it must speak the
+//!       group's version, to read the stream), its info is waited for like
+//!       any member's, and it applies every command the group applies;
+//!     - of its info only the state id is read, and only for itself: an
+//!       observer holding the winner's state keeps it, any other receives
+//!       the winner's. It is never the winner nor the sender, whatever its
+//!       info claims; its `known` record, `founder` flag and quorum fact
+//!       are not read (nor judged: rule 6 checks no claim of an
+//!       observer's), so they neither make a view primary nor keep one
+//!       from being primary;
+//!     - a primary record's membership (the lineage) lists participants
+//!       only, and only participants count towards the majority of the
+//!       last primary;
+//!     - an observer's quorum fact is never recorded, so the quorum rule
+//!       reads the participants' only: a view of observers only is never
+//!       quorate, hence never primary (nobody can send a state either:
+//!       every observer keeps its own);
+//!     - safe delivery waits for the participants holding the state only;
+//!     - it sends no command, fact or ack (its replica refuses a command
+//!       locally, [`ReplicaError::Observer`]); one from an observer is
+//!       refused on every member (`observer`), a command's sender getting
+//!       [`ReplicaError::Observer`].
+//!
+//!     So, but for the install rounds an observer's coming and going
+//!     starts (a primary view mints an epoch at each, as at any view
+//!     change) and the versions it must speak, the participants decide
+//!     what they would decide without the observers. An observer's copy
+//!     carries no history forward: once every participant holding the
+//!     state is gone, the group goes on as if the observers were not
+//!     there (a newcomer may found it afresh), and the observers receive
+//!     that state.
 //!
 //! Every refusal is counted by cause ([`RefusedCounts`]) and logged.
 //!
@@ -168,15 +204,16 @@
 //! An install over the infos of the announced members of a round (every
 //! member computes the same: it saw the same infos in the same order):
 //!
-//! - **winner**: the greatest state id in the view; the members holding it
-//!   (equal ids mean equal states) keep their state, everyone else
-//!   discards theirs and receives the winner's;
+//! - **winner**: the greatest state id of a participant in the view; the
+//!   members holding it (equal ids mean equal states; observers too, rule
+//!   10) keep their state, everyone else discards theirs and receives the
+//!   winner's;
 //! - **sender**: the lowest winner; it captures its state *at this point*
 //!   (before the held commands), and its runtime encodes and multicasts it
 //!   in chunks; receivers buffer every command applied after this point and
 //!   replay it once the snapshot is restored;
-//! - **primary** ⇔ every member's latest quorum fact says quorate (at least
-//!   one member reported), and either no member knows of any earlier
+//! - **primary** ⇔ every participant's latest quorum fact says quorate (at
+//!   least one reported), and either no participant knows of any earlier
 //!   primary component and one of them may found a group
 //!   ([`super::ReplicaConfig::found_group`]), or the winner holds the state
 //!   of the last primary component `L` and the view holds a strict
@@ -200,8 +237,9 @@
 //! # Safe delivery
 //!
 //! In [`Delivery::Safe`] commands are applied in delivery order as above,
-//! but the caller's reply waits until every member that holds the state has
-//! multicast an [`ReplicaMessage::Ack`] at or past the command's position.
+//! but the caller's reply waits until every participant that holds the
+//! state has multicast an [`ReplicaMessage::Ack`] at or past the command's
+//! position (rule 10).
 //! Replies still waiting when the view changes are released only if this
 //! member's state survives into a primary view; otherwise the caller gets
 //! [`ReplicaError::Uncertain`].
@@ -244,7 +282,7 @@ use super::messages::{
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
 use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
-use crate::roster::{Admission, Announcement, Refusal, Roster};
+use crate::roster::{Admission, Announcement, Refusal, Role, Roster};
 use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 use crate::wire::{Codec, Versions};
@@ -466,8 +504,34 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     /// The same replica, speaking `versions` (rule 9).
     pub(crate) fn with_versions(mut self, versions: Versions) -> Self {
-        self.announcement = Announcement::speaking(versions);
+        self.announcement = self.announcement.with_versions(versions);
         self
+    }
+
+    /// The same replica, announcing itself in `role` (rule 10).
+    pub(crate) fn with_role(mut self, role: Role) -> Self {
+        self.announcement = self.announcement.with_role(role);
+        self
+    }
+
+    /// Whether this replica is an observer (rule 10).
+    fn observing(&self) -> bool {
+        self.announcement.role == Role::Observer
+    }
+
+    /// Whether the member `m` is an observer (rule 10).
+    fn is_observer(&self, m: Member) -> bool {
+        self.roster.is_observer(m)
+    }
+
+    /// The participants of the effective view, sorted: the members that
+    /// count for decisions (rule 10).
+    fn participants(&self) -> Vec<Member> {
+        self.view
+            .iter()
+            .filter(|m| !self.is_observer(**m))
+            .copied()
+            .collect()
     }
 
     /// The version the group speaks, as this process knows it (`None`
@@ -498,6 +562,25 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// The effective view (announced members), sorted.
     pub(crate) fn view(&self) -> &[Member] {
         &self.view
+    }
+
+    /// The observers of the effective view, sorted (rule 10).
+    pub(crate) fn observers(&self) -> Vec<Member> {
+        self.view
+            .iter()
+            .filter(|m| self.is_observer(**m))
+            .copied()
+            .collect()
+    }
+
+    /// The event for a change of the effective view.
+    fn view_changed(&self, joined: Vec<MemberChange>, left: Vec<MemberChange>) -> ReplicaEvent {
+        ReplicaEvent::ViewChanged {
+            members: self.view.clone(),
+            observers: self.observers(),
+            joined,
+            left,
+        }
     }
 
     /// Messages refused so far, by cause.
@@ -547,11 +630,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         let knew = self.joined && self.learning.as_ref().is_none_or(|l| l.knew);
         if let Some(change) = self.roster.handle_confchg(members, joined, left) {
             self.view = change.members;
-            out.push(Action::Event(ReplicaEvent::ViewChanged {
-                members: self.view.clone(),
-                joined: change.joined,
-                left: change.left,
-            }));
+            out.push(Action::Event(self.view_changed(change.joined, change.left)));
         }
         if !self.roster.in_view(self.local) {
             // Not joined yet, or this is our own leave: no view to install.
@@ -679,7 +758,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         }
         self.sent_info = Some((self.view_tag, self.round));
-        self.sent_fact = self.local_fact.clone();
+        self.sent_fact = self.local_fact.clone().filter(|_| !self.observing());
         // Held until the mark is back (rule 1).
         if let Some((mark, members)) = self.incarnation.answer(members) {
             self.push_info(mark, members, out);
@@ -692,14 +771,16 @@ impl<S: StateMachine> ReplicaCore<S> {
         members: Option<Vec<(Member, Announcement)>>,
         out: &mut Actions<S>,
     ) {
-        // The fact in flight is the one this info carries.
-        self.sent_fact = self.local_fact.clone();
+        // The fact in flight is the one this info carries. An observer
+        // puts no fact into the stream and founds nothing (rule 10).
+        let observing = self.observing();
+        self.sent_fact = self.local_fact.clone().filter(|_| !observing);
         out.push(Action::Mcast(ReplicaMessage::Info(Info {
             announcement: self.announcement,
-            fact: self.local_fact.clone(),
+            fact: self.sent_fact.clone(),
             known: self.known.clone(),
             state: self.id,
-            founder: self.founder,
+            founder: self.founder && !observing,
             view: self.view_tag,
             round: self.round,
             members,
@@ -770,6 +851,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             || !self.joined
             || self.learning.is_some()
             || !self.roster.is_member(self.local)
+            || self.observing()
         {
             return;
         }
@@ -885,11 +967,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.roster.adopt(Vec::<(Member, Announcement)>::new());
         if !self.view.is_empty() {
             self.view.clear();
-            out.push(Action::Event(ReplicaEvent::ViewChanged {
-                members: Vec::new(),
-                joined: Vec::new(),
-                left: Vec::new(),
-            }));
+            out.push(Action::Event(self.view_changed(Vec::new(), Vec::new())));
         }
         self.facts.clear();
         self.maybe_complete(out);
@@ -969,11 +1047,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.roster.adopt(roster);
         self.view = self.roster.members();
         if self.view != before {
-            out.push(Action::Event(ReplicaEvent::ViewChanged {
-                members: self.view.clone(),
-                joined: Vec::new(),
-                left: Vec::new(),
-            }));
+            out.push(Action::Event(self.view_changed(Vec::new(), Vec::new())));
         }
         let roster = &self.roster;
         self.facts.retain(|m, _| roster.is_member(*m));
@@ -1026,6 +1100,10 @@ impl<S: StateMachine> ReplicaCore<S> {
                 if !self.roster.is_member(from) {
                     self.refused.not_member += 1;
                     debug!(%from, "fact from a process that is not a member; refused");
+                } else if self.is_observer(from) {
+                    // Rule 10: an observer puts no fact into the stream.
+                    self.refused.observer += 1;
+                    warn!(%from, "quorum fact from an observer; refused");
                 } else if self.refuse_version(from, version) {
                     // Sent again at the group's version (`maybe_send_fact`).
                 } else {
@@ -1041,6 +1119,12 @@ impl<S: StateMachine> ReplicaCore<S> {
                     self.refused.not_member += 1;
                     debug!(%from, id = cmd.id, "command from a process that is not a member; refused");
                     Some(ReplicaError::NotMember)
+                } else if self.is_observer(from) {
+                    // Rule 10: its own replica sends none, so this one is
+                    // forged; refused alike everywhere.
+                    self.refused.observer += 1;
+                    warn!(%from, id = cmd.id, "command from an observer; refused");
+                    Some(ReplicaError::Observer)
                 } else if self.refuse_version(from, version) {
                     Some(ReplicaError::StaleVersion { version })
                 } else {
@@ -1061,6 +1145,10 @@ impl<S: StateMachine> ReplicaCore<S> {
                 }
                 if !self.roster.is_member(from) {
                     self.refused.not_member += 1;
+                } else if self.is_observer(from) {
+                    // Rule 10: safe delivery waits for participants only.
+                    self.refused.observer += 1;
+                    warn!(%from, upto, "ack from an observer; refused");
                 } else if self.refuse_version(from, version) {
                     // A later ack covers it.
                 } else if matches!(self.phase, Phase::Installed(_)) && self.holders.contains(&from)
@@ -1127,8 +1215,9 @@ impl<S: StateMachine> ReplicaCore<S> {
             self.count_info(from, info, out);
             return;
         }
-        // A pending process announces itself (rule 3).
-        if !self.merged.contains(&from) && !consistent(&info) {
+        // A pending process announces itself (rule 3). Nothing an observer
+        // claims is read (rule 10): its claims are not judged.
+        if !self.merged.contains(&from) && !observes(&info) && !consistent(&info) {
             self.refused.inconsistent += 1;
             warn!(%from, "announcement contradicts itself; refused");
             return;
@@ -1171,7 +1260,8 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     /// Rule 6 for an announcement: when the members it is compared with
     /// have a history, it may claim no epoch above `ceiling`, unless it is
-    /// a merger. Counts a refusal.
+    /// a merger or an observer (whose claims nobody reads, rule 10).
+    /// Counts a refusal.
     fn admissible(
         &mut self,
         from: Member,
@@ -1180,7 +1270,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         ceiling: PrimaryEpoch,
     ) -> bool {
         let claimed = claims(info);
-        if history && !self.merged.contains(&from) && claimed > ceiling {
+        if history && !self.merged.contains(&from) && !observes(info) && claimed > ceiling {
             self.refused.epoch += 1;
             if from == self.local {
                 self.reannounce = true;
@@ -1223,11 +1313,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             Admission::Nothing => return false,
         };
         self.view = change.members;
-        out.push(Action::Event(ReplicaEvent::ViewChanged {
-            members: self.view.clone(),
-            joined: change.joined,
-            left: change.left,
-        }));
+        out.push(Action::Event(self.view_changed(change.joined, change.left)));
         true
     }
 
@@ -1253,7 +1339,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         let Phase::Installing { infos, .. } = &mut self.phase else {
             return;
         };
-        if let Some(f) = &info.fact {
+        // An observer's fact counts for nothing (rule 10).
+        if let (Some(f), false) = (&info.fact, self.roster.is_observer(from)) {
             self.facts.record(from, f.clone());
         }
         infos.insert(from, info);
@@ -1274,8 +1361,17 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         }
         let announcing = std::mem::take(announcing);
-        let history = infos.values().any(|i| i.known.is_some());
-        let ceiling = infos.values().map(claims).max().unwrap_or_default();
+        // What the participants claim (rule 10: nothing an observer claims
+        // is read).
+        let roster = &self.roster;
+        let counted = || {
+            infos
+                .iter()
+                .filter(|(m, _)| !roster.is_observer(**m))
+                .map(|(_, i)| i)
+        };
+        let history = counted().any(|i| i.known.is_some());
+        let ceiling = counted().map(claims).max().unwrap_or_default();
         for (from, info) in announcing {
             // What it speaks first (rule 9): the first admitted of a group
             // with no member sets the version the others must speak.
@@ -1286,7 +1382,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             {
                 continue;
             }
-            if let Some(f) = &info.fact {
+            if let (Some(f), false) = (&info.fact, self.roster.is_observer(from)) {
                 self.facts.record(from, f.clone());
             }
             if let Phase::Installing { infos, .. } = &mut self.phase {
@@ -1377,7 +1473,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
-    /// The quorum rule (`crate::quorum`) over the view's facts.
+    /// The quorum rule (`crate::quorum`) over the view's facts: the
+    /// participants' (an observer's are never recorded, rule 10).
     fn view_quorate(&self) -> bool {
         self.facts.quorate(&self.view)
     }
@@ -1422,7 +1519,13 @@ impl<S: StateMachine> ReplicaCore<S> {
                 if lineage.is_empty() {
                     return true;
                 }
-                let present = self.view.iter().filter(|m| lineage.contains(m)).count();
+                // Observers never count towards it (rule 10), even if a
+                // forged record names one.
+                let present = self
+                    .participants()
+                    .iter()
+                    .filter(|m| lineage.contains(m))
+                    .count();
                 2 * present > lineage.len()
             }
         }
@@ -1437,24 +1540,42 @@ impl<S: StateMachine> ReplicaCore<S> {
         };
         // The members of the view are known from here on.
         self.taught = true;
+        // Rule 10: of an observer's info only its state is read, and only
+        // to tell whether it already holds the winner's.
+        let roster = &self.roster;
+        let observed: BTreeMap<Member, StateId> = infos
+            .iter()
+            .filter(|(m, _)| roster.is_observer(**m))
+            .map(|(m, i)| (*m, i.state))
+            .collect();
+        infos.retain(|m, _| !observed.contains_key(m));
         let discarded = self.discard_unconfirmed(&mut infos);
         let history = infos.values().any(|i| i.known.is_some());
         let claimed = infos.values().map(claims).max().unwrap_or_default();
         // Its state was compared with the others': no longer a merger.
         let view = &self.view;
         self.merged.retain(|m| !view.contains(m));
-        self.last_install = view.iter().copied().collect();
-        // The greatest state wins; ties (equal ids) are the same state.
-        let winner = infos.values().map(|i| i.state).max().unwrap_or_default();
+        self.last_install = infos.keys().copied().collect();
+        // The greatest state of a participant wins; ties (equal ids) are
+        // the same state.
+        let winner = infos.values().map(|i| i.state).max();
         let winners: BTreeSet<Member> = infos
             .iter()
-            .filter(|(m, i)| i.state == winner && !discarded.contains(m))
+            .filter(|(m, i)| Some(i.state) == winner && !discarded.contains(m))
             .map(|(m, _)| *m)
             .collect();
+        // An observer that holds it keeps it; with no participant, nobody
+        // can send one, and every observer keeps its own.
+        let keepers: BTreeSet<Member> = observed
+            .iter()
+            .filter(|(_, state)| winner.is_none_or(|w| **state == w))
+            .map(|(m, _)| *m)
+            .collect();
+        let winner = winner.unwrap_or_default();
         let receivers: BTreeSet<Member> = self
             .view
             .iter()
-            .filter(|m| !winners.contains(m))
+            .filter(|m| !winners.contains(m) && !keepers.contains(m))
             .copied()
             .collect();
         let latest = infos
@@ -1496,11 +1617,13 @@ impl<S: StateMachine> ReplicaCore<S> {
                 genesis = self.genesis_of(epoch);
             }
             winner_epoch = epoch;
+            // Rule 10: observers are in no primary's membership.
+            let participants = self.participants();
             self.learn_known(PrimaryRecord {
                 epoch,
-                members: self.view.clone(),
+                members: participants.clone(),
             });
-            (Some(epoch), self.view.iter().copied().collect())
+            (Some(epoch), participants.into_iter().collect())
         } else {
             if let Some(epoch) = latest {
                 self.learn_known(PrimaryRecord {
@@ -1520,7 +1643,8 @@ impl<S: StateMachine> ReplicaCore<S> {
             genesis,
             ..winner
         };
-        let am_winner = winners.contains(&self.local);
+        // A winner, or an observer that keeps its state.
+        let am_winner = winners.contains(&self.local) || keepers.contains(&self.local);
         let mut incoming = None;
         if am_winner {
             self.id.epoch = winner_epoch;
@@ -1705,11 +1829,13 @@ impl<S: StateMachine> ReplicaCore<S> {
             let epoch = self.next_epoch(installed.latest);
             let genesis = installed.latest.is_none().then(|| self.genesis_of(epoch));
             let member = self.roster.is_member(self.local);
+            // Rule 10: observers are in no primary's membership.
+            let participants = self.participants();
             self.learn_known(PrimaryRecord {
                 epoch,
-                members: self.view.clone(),
+                members: participants.clone(),
             });
-            let lineage: BTreeSet<Member> = self.view.iter().copied().collect();
+            let lineage: BTreeSet<Member> = participants.into_iter().collect();
             if let Phase::Installed(installed) = &mut self.phase {
                 installed.primary = true;
                 installed.history = true;
@@ -1802,6 +1928,7 @@ impl<S: StateMachine> ReplicaCore<S> {
     fn maybe_ack(&mut self, out: &mut Actions<S>) {
         if self.delivery != Delivery::Safe
             || self.ack_in_flight
+            || self.observing()
             || !self.is_holding()
             || self.id.applied <= self.acked
         {
@@ -1810,6 +1937,14 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.acked = self.id.applied;
         self.ack_in_flight = true;
         out.push(Action::Mcast(ReplicaMessage::Ack(self.id.applied)));
+    }
+
+    /// The receivers of a transfer hold the state now; safe delivery waits
+    /// for the participants among them only (rule 10).
+    fn hold(&mut self, receivers: BTreeSet<Member>) {
+        let roster = &self.roster;
+        self.holders
+            .extend(receivers.into_iter().filter(|m| !roster.is_observer(*m)));
     }
 
     fn handle_chunk(&mut self, from: Member, chunk: Chunk, out: &mut Actions<S>) {
@@ -1833,7 +1968,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                 // Every receiver restores at this same point.
                 installed.transfer_done = true;
                 let receivers = installed.receivers.clone();
-                self.holders.extend(receivers);
+                self.hold(receivers);
             }
             return;
         };
@@ -1860,7 +1995,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         let Some(incoming) = installed.incoming.take() else {
             return;
         };
-        self.holders.extend(receivers);
+        self.hold(receivers);
         match S::restore(&incoming.bytes) {
             Ok(sm) => {
                 self.sm = sm;
@@ -1908,6 +2043,11 @@ fn consistent(info: &Info) -> bool {
         Some(known) => info.state.epoch <= known.epoch,
         None => info.state.epoch == PrimaryEpoch::default(),
     }
+}
+
+/// Whether an info is an observer's (rule 10).
+fn observes(info: &Info) -> bool {
+    info.announcement.role == Role::Observer
 }
 
 /// The greatest epoch an info claims.

@@ -61,9 +61,24 @@
 //!   ([`ReplicaEvent::VersionChanged`]). To upgrade a running group: start
 //!   replicas of the new build (they speak the old version too), then stop
 //!   the old ones.
+//! - **Observers** ([`ReplicaConfig::role`] = [`Role::Observer`]): a
+//!   replica that receives the state and applies every command, so it can
+//!   read the state and the group's status, but takes part in no decision.
+//!   It is never the state a view goes on from nor its sender, it is in no
+//!   primary component's membership and never counts towards a majority of
+//!   one, its quorum facts and its founding flag count for nothing, safe
+//!   delivery does not wait for it, and it sends no command
+//!   ([`ReplicaError::Observer`]; one forged from its process is refused on
+//!   every member, [`RefusedCounts::observer`]). A view of observers only
+//!   is never primary. [`ReplicaStatus::observers`] and
+//!   [`ReplicaEvent::ViewChanged`] say who observes.
 //!
 //! # Limits
 //!
+//! - An observer's copy of the state carries no history forward: once
+//!   every participant that held it is gone, the group goes on as if the
+//!   observers were not there (a participant that comes may found it
+//!   afresh), and the observers receive that state.
 //! - The state lives in memory only. Once every member that held the
 //!   latest state is gone, the group never goes on from an older state
 //!   (that would silently drop what was acknowledged): it stays
@@ -111,6 +126,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub use self::messages::{PrimaryEpoch, StateId};
 use self::runtime::{Op, ReplicaActor};
 use crate::group::{GroupMetrics, MetricsSnapshot};
+pub use crate::roster::Role;
 use crate::transport::{
     write_view, Connection, GroupName, Member, MemberChange, MemberList, TransportError,
 };
@@ -216,6 +232,15 @@ pub struct ReplicaConfig {
     /// commands have a changed layout), to play a newer build.
     #[doc(hidden)]
     pub protocol_versions: Versions,
+    /// What this replica does in the group. [`Role::Participant`] (the
+    /// default) takes part in everything; [`Role::Observer`] receives the
+    /// state and applies every command, so it can read the state and the
+    /// group's status, but takes part in no decision: it is never the
+    /// state a view goes on from nor its sender, never counts towards a
+    /// primary component, its quorum facts and acknowledgements do not
+    /// count, and it sends no command ([`ReplicaError::Observer`]). For
+    /// read replicas, monitoring tools and the library's own clients.
+    pub role: Role,
 }
 
 impl Default for ReplicaConfig {
@@ -233,6 +258,7 @@ impl Default for ReplicaConfig {
             max_held: 100_000,
             learn_timeout: std::time::Duration::from_secs(1),
             protocol_versions: Versions::this_build(),
+            role: Role::Participant,
         }
     }
 }
@@ -245,6 +271,8 @@ pub enum ReplicaEvent {
     ViewChanged {
         /// The view after the change, sorted.
         members: Vec<Member>,
+        /// The observers among `members` ([`Role::Observer`]), sorted.
+        observers: Vec<Member>,
         /// Who joined, and why.
         joined: Vec<MemberChange>,
         /// Who left, and why.
@@ -335,9 +363,16 @@ impl std::fmt::Display for ReplicaEvent {
         match self {
             ReplicaEvent::ViewChanged {
                 members,
+                observers,
                 joined,
                 left,
-            } => write_view(f, members, joined, left),
+            } => {
+                write_view(f, members, joined, left)?;
+                if !observers.is_empty() {
+                    write!(f, "; observers {}", MemberList(observers))?;
+                }
+                Ok(())
+            }
             ReplicaEvent::Installed {
                 primary,
                 epoch,
@@ -446,6 +481,13 @@ pub enum ReplicaError {
         /// What the group speaks.
         group_version: u8,
     },
+    /// This replica is an observer ([`ReplicaConfig::role`]): it sends no
+    /// command. Nothing was sent; no member applied it. Do not retry:
+    /// write through a participant. (A command an observer's process
+    /// forges anyway is refused alike on every member, counted in
+    /// [`RefusedCounts::observer`].)
+    #[error("an observer sends no command; nothing was sent")]
+    Observer,
     /// The view changed before the outcome was known here: the command may
     /// or may not have been applied (like a timeout). Retry only if the
     /// command is idempotent, or read the state first.
@@ -482,6 +524,10 @@ pub struct ReplicaStatus {
     pub local: Option<Member>,
     /// The current view, sorted.
     pub members: Vec<Member>,
+    /// The observers among `members` ([`Role::Observer`]), sorted: they
+    /// hold the state but count for no decision, so a view of observers
+    /// only is never primary.
+    pub observers: Vec<Member>,
     /// Whether the view is installed (every member's info is in).
     pub installed: bool,
     /// Whether this replica holds the view's state (not waiting for it).
@@ -537,13 +583,21 @@ pub struct RefusedCounts {
     /// group speaks: its sender was refused (an older or newer build, not
     /// an attack).
     pub incompatible: u64,
+    /// A command, quorum fact or ack from an observer, which takes part in
+    /// no decision (its own replica sends none of them).
+    pub observer: u64,
 }
 
 impl RefusedCounts {
     /// Refusals of every cause but `stale`, `version` and `incompatible`,
     /// which honest races and builds of other versions produce.
     pub fn hostile(&self) -> u64 {
-        self.not_member + self.epoch + self.inconsistent + self.chunk + self.overflow
+        self.not_member
+            + self.epoch
+            + self.inconsistent
+            + self.chunk
+            + self.overflow
+            + self.observer
     }
 }
 
@@ -559,6 +613,8 @@ pub struct Replica<S: StateMachine> {
     /// Why the runtime stopped, when it stopped for a reason a call should
     /// report rather than [`ReplicaError::Closed`] (the group refused it).
     stopped: Stopped,
+    /// What this replica does in the group.
+    role: Role,
 }
 
 /// Why a replica's runtime stopped, set once by the runtime.
@@ -579,6 +635,7 @@ impl<S: StateMachine> Clone for Replica<S> {
             events: self.events.clone(),
             status: self.status.clone(),
             stopped: self.stopped.clone(),
+            role: self.role,
         }
     }
 }
@@ -615,6 +672,7 @@ impl<S: StateMachine> Replica<S> {
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let conn = crate::auth::boxed(conn, config.key.as_ref(), metrics.unauthenticated_counter());
         let stopped = Stopped::default();
+        let role = config.role;
         ReplicaActor::<S>::start_with(
             conn,
             ops_rx,
@@ -636,6 +694,7 @@ impl<S: StateMachine> Replica<S> {
                 events,
                 status,
                 stopped,
+                role,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(gone(&stopped)),
@@ -645,6 +704,11 @@ impl<S: StateMachine> Replica<S> {
     /// This member.
     pub fn local(&self) -> Member {
         self.local
+    }
+
+    /// What this replica does in the group ([`ReplicaConfig::role`]).
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// The group's name.
@@ -687,9 +751,10 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Multicasts `command` and resolves with this replica's response once
-    /// it has applied it (and, in safe mode, once every member holding the
-    /// state has). The command is queued when this is called, so commands
-    /// issued one after the other enter the total order in that order.
+    /// it has applied it (and, in safe mode, once every participant holding
+    /// the state has). The command is queued when this is called, so
+    /// commands issued one after the other enter the total order in that
+    /// order. An observer gets [`ReplicaError::Observer`] at once.
     pub fn execute(
         &self,
         command: S::Command,
@@ -716,6 +781,9 @@ impl<S: StateMachine> Replica<S> {
         &self,
         command: &S::Command,
     ) -> Result<oneshot::Receiver<Result<Executed<S::Response>, ReplicaError>>, ReplicaError> {
+        if self.role == Role::Observer {
+            return Err(ReplicaError::Observer);
+        }
         let payload = Codec::new(self.metrics.limit())
             .encode_payload(command)
             .map_err(ReplicaError::Codec)?;
@@ -826,6 +894,7 @@ mod tests {
         );
         let view = ReplicaEvent::ViewChanged {
             members: vec![a, b, c],
+            observers: vec![],
             joined: vec![MemberChange {
                 member: c,
                 reason: Reason::Join,
@@ -835,6 +904,23 @@ mod tests {
         assert_eq!(
             view.to_string(),
             "view [node1/1007, node2/1008, node3/1009]: node3/1009 joined"
+        );
+        let observed = ReplicaEvent::ViewChanged {
+            members: vec![a, b, c],
+            observers: vec![c],
+            joined: vec![MemberChange {
+                member: c,
+                reason: Reason::Join,
+            }],
+            left: vec![],
+        };
+        assert_eq!(
+            observed.to_string(),
+            "view [node1/1007, node2/1008, node3/1009]: node3/1009 joined; observers [node3/1009]"
+        );
+        assert_eq!(
+            ReplicaError::Observer.to_string(),
+            "an observer sends no command; nothing was sent"
         );
         let gave_up = ReplicaEvent::GaveUp {
             why: "held commands over max_held".into(),

@@ -115,7 +115,8 @@ impl<S: StateMachine> ReplicaActor<S> {
                     config.max_held,
                     config.found_group,
                 )
-                .with_versions(config.protocol_versions),
+                .with_versions(config.protocol_versions)
+                .with_role(config.role),
             ),
             codec,
             chunk_size,
@@ -146,6 +147,7 @@ impl<S: StateMachine> ReplicaActor<S> {
         let next = ReplicaStatus {
             local: Some(self.conn.local()),
             members: core.view().to_vec(),
+            observers: core.observers(),
             installed: core.is_installed(),
             holding: core.is_holding(),
             primary: core.is_primary(),

@@ -59,6 +59,8 @@ struct Peer {
     hold_chunks: bool,
     /// Claim a primary epoch far past the real one in every info.
     lie: bool,
+    /// Rewrites every info this replica multicasts.
+    tamper: Option<fn(&mut Info)>,
     /// Why this replica gave up, if it did.
     fatal: Option<String>,
     /// Why the group refused this replica, if it did.
@@ -106,11 +108,19 @@ impl Peer {
             closed: false,
             hold_chunks: false,
             lie: false,
+            tamper: None,
             fatal: None,
             refused: None,
             positions: Vec::new(),
             handled: Vec::new(),
         }
+    }
+
+    /// An observer (rule 10) of this build.
+    fn observer(cluster: &SimCluster, node: u32, delivery: Delivery) -> Peer {
+        let mut p = Peer::new(cluster, node, delivery);
+        p.core = p.core.with_role(Role::Observer);
+        p
     }
 
     fn member(&self) -> Member {
@@ -204,6 +214,12 @@ impl Peer {
                         known.epoch = huge;
                     }
                     info.state.epoch = huge;
+                    self.mcast(&ReplicaMessage::Info(info));
+                }
+                Action::Mcast(ReplicaMessage::Info(mut info)) if self.tamper.is_some() => {
+                    if let Some(tamper) = self.tamper {
+                        tamper(&mut info);
+                    }
                     self.mcast(&ReplicaMessage::Info(info));
                 }
                 Action::Mcast(msg) => {
@@ -826,7 +842,7 @@ fn forged(rng: &mut SimRng, me: Member, codec: &Codec) -> ReplicaMessage {
 /// A seeded schedule over a 3-node sim cluster: commands from random live
 /// members interleaved with joins, kills, crashes, partitions and heals.
 fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
-    run_schedule_with(seed, delivery, false)
+    run_schedule_with(seed, delivery, false, false)
 }
 
 /// The builds a mixed schedule draws from: this one, one that also speaks
@@ -844,9 +860,15 @@ const BUILDS: [Versions; 3] = [
 ];
 
 /// [`run_schedule`]; with `mixed`, every replica that joins is of a build
-/// drawn from [`BUILDS`] (without it the draws, and so every seed's
-/// schedule, are the same as before builds were mixed).
-fn run_schedule_with(seed: u64, delivery: Delivery, mixed: bool) -> Result<(), String> {
+/// drawn from [`BUILDS`], and with `observers`, it is an observer about one
+/// time in three (without them the draws, and so every seed's schedule,
+/// are the same as before builds and roles were mixed).
+fn run_schedule_with(
+    seed: u64,
+    delivery: Delivery,
+    mixed: bool,
+    observers: bool,
+) -> Result<(), String> {
     let mut rng = SimRng::new(seed);
     let build = |rng: &mut SimRng| {
         if mixed {
@@ -882,7 +904,11 @@ fn run_schedule_with(seed: u64, delivery: Delivery, mixed: bool) -> Result<(), S
                 let node = 1 + rng.below(3) as u32;
                 if cluster.is_up(NodeId(node)) {
                     let versions = build(&mut rng);
-                    peers.push(Peer::speaking(&cluster, node, delivery, versions));
+                    let mut peer = Peer::speaking(&cluster, node, delivery, versions);
+                    if observers && rng.chance(33) {
+                        peer.core = peer.core.with_role(Role::Observer);
+                    }
+                    peers.push(peer);
                 }
             }
             2 => {
@@ -929,6 +955,12 @@ fn run_schedule_with(seed: u64, delivery: Delivery, mixed: bool) -> Result<(), S
     // now that the group refused them.
     if live(&peers).next().is_none() {
         peers.push(Peer::new(&cluster, 1, delivery));
+        settle(&mut peers);
+    }
+    // Observers alone each keep their own state (rule 10): a participant
+    // (of a build that speaks any version the group may speak) brings one.
+    if live(&peers).all(|p| p.core.observing()) {
+        peers.push(Peer::speaking(&cluster, 1, delivery, BUILDS[1]));
         settle(&mut peers);
     }
     let alive: Vec<&Peer> = live(&peers).collect();
@@ -978,6 +1010,42 @@ fn run_schedule_with(seed: u64, delivery: Delivery, mixed: bool) -> Result<(), S
             state.iter().find(|(_, v)| *v >= FORGED)
         ));
     }
+    // Rule 10: an observer is never a sender, in no primary's membership,
+    // and none of its commands is applied.
+    let watching: BTreeSet<Member> = peers
+        .iter()
+        .filter(|p| p.core.observing())
+        .map(|p| p.member())
+        .collect();
+    if let Some(entry) = state.iter().find(|(m, _)| watching.contains(m)) {
+        return Err(format!("an observer's command was applied: {entry:?}"));
+    }
+    for p in &peers {
+        if let Some(known) = &p.core.known {
+            if let Some(o) = known.members.iter().find(|m| watching.contains(m)) {
+                return Err(format!("{} records observer {o} in {known:?}", p.member()));
+            }
+        }
+        for e in &p.events {
+            match e {
+                ReplicaEvent::Installed {
+                    sender: Some(from), ..
+                }
+                | ReplicaEvent::Restored { from, .. }
+                    if watching.contains(from) =>
+                {
+                    return Err(format!(
+                        "{} took the state from observer {from}",
+                        p.member()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if watching.contains(&p.member()) && p.replies.values().any(|r| r.is_ok()) {
+            return Err(format!("observer {} had a command applied", p.member()));
+        }
+    }
     let mut seen = BTreeSet::new();
     for entry in state {
         if !seen.insert(*entry) {
@@ -1022,8 +1090,16 @@ proptest! {
     #[test]
     fn replicas_of_mixed_builds_agree_after_any_schedule(seed in any::<u64>(), safe in any::<bool>()) {
         let delivery = if safe { Delivery::Safe } else { Delivery::Agreed };
-        if let Err(why) = run_schedule_with(seed, delivery, true) {
+        if let Err(why) = run_schedule_with(seed, delivery, true, false) {
             prop_assert!(false, "seed {seed} ({delivery:?}, mixed builds): {why}");
+        }
+    }
+
+    #[test]
+    fn replicas_and_observers_agree_after_any_schedule(seed in any::<u64>(), safe in any::<bool>(), mixed in any::<bool>()) {
+        let delivery = if safe { Delivery::Safe } else { Delivery::Agreed };
+        if let Err(why) = run_schedule_with(seed, delivery, mixed, true) {
+            prop_assert!(false, "seed {seed} ({delivery:?}, mixed builds {mixed}, observers): {why}");
         }
     }
 
@@ -1790,3 +1866,5 @@ fn builds_with_no_common_version_found_at_the_first_announcement() {
     }
     assert_agree(&peers);
 }
+
+mod observers;
