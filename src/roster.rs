@@ -166,6 +166,9 @@ pub(crate) struct Roster {
     unconfirmed: BTreeSet<Member>,
     /// Whether the last confchg brought anyone in.
     joined_last: bool,
+    /// The versions every member that announced itself speaks, kept with
+    /// the members: read for every delivered message (rule 5).
+    common: Option<crate::wire::Versions>,
 }
 
 impl Roster {
@@ -208,7 +211,7 @@ impl Roster {
     /// The protocol version the group speaks (rule 5): the highest every
     /// member speaks. `None` while nobody is a member.
     pub(crate) fn group_version(&self) -> Option<u8> {
-        self.known().map(|a| a.max_version).min()
+        self.common.map(|c| c.max)
     }
 
     /// The members' announcements, but those not arrived yet.
@@ -222,9 +225,17 @@ impl Roster {
     /// The envelope versions a message may carry to count (rule 5): those
     /// every member speaks. `None` while nobody is a member.
     pub(crate) fn common_versions(&self) -> Option<crate::wire::Versions> {
-        let max = self.group_version()?;
-        let min = self.known().map(|a| a.min_version).max()?;
-        Some(crate::wire::Versions { min, max })
+        self.common
+    }
+
+    /// Recomputes [`Roster::common_versions`] after the members or what
+    /// they announced changed.
+    fn settle_versions(&mut self) {
+        let max = self.known().map(|a| a.max_version).min();
+        let min = self.known().map(|a| a.min_version).max();
+        self.common = min
+            .zip(max)
+            .map(|(min, max)| crate::wire::Versions { min, max });
     }
 
     /// Whether a message in an envelope of version `v` counts (rule 5):
@@ -263,6 +274,7 @@ impl Roster {
         self.announced.retain(|m, _| view.contains(m));
         self.pending.retain(|m, _| view.contains(m));
         self.unconfirmed.retain(|m| view.contains(m));
+        self.settle_versions();
         if gone.is_empty() {
             return None;
         }
@@ -280,6 +292,7 @@ impl Roster {
             // it speaks now, at the same position everywhere.
             if self.unconfirmed.remove(&from) {
                 *known = a;
+                self.settle_versions();
             }
             return Admission::Nothing;
         }
@@ -304,6 +317,7 @@ impl Roster {
         }
         let reason = self.pending.remove(&from).unwrap_or(Reason::Join);
         self.announced.insert(from, a);
+        self.settle_versions();
         Admission::Admitted(Change {
             members: self.members(),
             joined: vec![MemberChange {
@@ -331,6 +345,7 @@ impl Roster {
         let announced = &self.announced;
         self.pending.retain(|m, _| !announced.contains_key(m));
         self.unconfirmed.clear();
+        self.settle_versions();
     }
 
     /// Takes `peers` as the members, each with its announcement where it
@@ -358,6 +373,7 @@ impl Roster {
             .into_iter()
             .filter(|m| view.contains(m))
             .collect();
+        self.settle_versions();
     }
 
     /// Whether the member `m` is an observer.

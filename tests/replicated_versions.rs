@@ -13,12 +13,10 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix_cpg::replicated::{decode_snapshot, encode_snapshot};
 use actix_cpg::transport::sim::{SimCluster, SimConnection};
 use actix_cpg::wire::{Versions, NEXT_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use actix_cpg::{
-    GroupName, Member, NodeId, Replica, ReplicaConfig, ReplicaError, ReplicaEvent, StateMachine,
-    Transport,
+    GroupName, Member, NodeId, Replica, ReplicaConfig, ReplicaError, ReplicaEvent, Transport,
 };
 use tokio::sync::broadcast;
 
@@ -30,32 +28,9 @@ const BOTH: Versions = Versions {
     max: NEXT_PROTOCOL_VERSION,
 };
 
-/// An append-only log of `(writer, n)`.
-#[derive(Default, Debug, Clone, PartialEq, Eq)]
-struct Ledger(Vec<(Member, u64)>);
-
-impl StateMachine for Ledger {
-    type Command = (Member, u64);
-    type Response = u64;
-    type Snapshot = Vec<(Member, u64)>;
-
-    fn apply(&mut self, entry: (Member, u64)) -> u64 {
-        self.0.push(entry);
-        self.0.len() as u64
-    }
-
-    fn snapshot(&self) -> Vec<(Member, u64)> {
-        self.0.clone()
-    }
-
-    fn encode(snapshot: Vec<(Member, u64)>) -> Vec<u8> {
-        encode_snapshot(&snapshot)
-    }
-
-    fn restore(snapshot: &[u8]) -> Result<Self, String> {
-        decode_snapshot(snapshot, 1 << 24).map(Ledger)
-    }
-}
+#[path = "support/ledger.rs"]
+mod ledger;
+use ledger::Ledger;
 
 fn join(cluster: &SimCluster, node: u32) -> SimConnection {
     cluster
