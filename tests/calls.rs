@@ -21,8 +21,7 @@ use actix_cpg::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-#[path = "support/simulated.rs"]
-mod simulated;
+use crate::support::simulated;
 use simulated::simulated;
 
 // ---- messages and actors ---------------------------------------------------

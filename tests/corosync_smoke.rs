@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! scripts/cluster.sh up
-//! ACPG_CLUSTER=1 cargo test --features corosync --test corosync_smoke
+//! ACPG_CLUSTER=1 cargo test --features corosync --test integration corosync_smoke::
 //! scripts/cluster.sh down
 //! ```
 //!

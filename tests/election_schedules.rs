@@ -254,6 +254,5 @@ fn one_leader_per_quorate_view_and_no_shared_epochs_across_seeded_schedules() {
     );
 }
 
-#[path = "support/simulated.rs"]
-mod simulated;
+use crate::support::simulated;
 use simulated::simulated;

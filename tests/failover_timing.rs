@@ -3,7 +3,7 @@
 //! (a liveness check with a generous deadline, never a timing assertion:
 //! the machine is shared). It prints p50/p90/max of the time it took, the
 //! figure compared before and after a change to the confchg path
-//! (`cargo test --test failover_timing -- --nocapture`).
+//! (`cargo test --test integration failover_timing:: -- --nocapture`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -19,8 +19,7 @@ use actix_cpg::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-#[path = "support/simulated.rs"]
-mod simulated;
+use crate::support::simulated;
 use simulated::simulated;
 
 #[derive(Message, Serialize, Deserialize, Debug)]

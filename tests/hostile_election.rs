@@ -20,9 +20,8 @@ fn group() -> GroupName {
     GroupName::new("hostile-election").expect("name")
 }
 
-/// Well-formed forgeries, shared with the other hostile-input tests.
-#[path = "support/forgeries.rs"]
-mod forgeries;
+// Well-formed forgeries, shared with the other hostile-input tests.
+use crate::support::forgeries;
 
 /// The tag members put on infos for a raw view.
 fn view_tag(members: &[Member]) -> u64 {

@@ -43,7 +43,7 @@ fn put(key: &str, value: &str) -> KvCommand {
 
 /// Kill a replica, time until the next write through a survivor is
 /// acknowledged. Prints p50/max over the rounds; run with
-/// `cargo test --test hostile_replicated -- --ignored --nocapture`.
+/// `cargo test --test integration hostile_replicated:: -- --ignored --nocapture`.
 #[actix_rt::test]
 #[ignore = "a measurement, not a check"]
 async fn failover_figures() {
@@ -79,9 +79,8 @@ async fn failover_figures() {
     );
 }
 
-/// Well-formed forgeries, shared with the real-cluster tests.
-#[path = "support/forgeries.rs"]
-mod forgeries;
+// Well-formed forgeries, shared with the real-cluster tests.
+use crate::support::forgeries;
 
 async fn three(cluster: &SimCluster) -> Vec<Replica<KvStore>> {
     let mut replicas = Vec::new();

@@ -8,7 +8,7 @@
 //!
 //! `SIM_SEEDS=n` (default 100) and `SIM_SEED=s` as in the other schedules.
 
-mod support;
+use crate::support;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -287,6 +287,5 @@ fn kv_histories_are_linearizable_per_key_under_seeded_faults() {
     );
 }
 
-#[path = "support/simulated.rs"]
-mod simulated;
+use crate::support::simulated;
 use simulated::simulated;

@@ -10,8 +10,7 @@ use actix_cpg::transport::Connection;
 use actix_cpg::wire::{push_to_batch, Codec, HEADER_LEN};
 use actix_cpg::{Group, GroupConfig, GroupEvent, GroupName, Handlers, NodeId, Transport};
 
-#[path = "support/forgeries.rs"]
-mod forgeries;
+use crate::support::forgeries;
 
 /// Asks an echo actor to answer with the same text.
 #[derive(Message, serde::Serialize, serde::Deserialize, Debug)]

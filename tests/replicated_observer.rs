@@ -14,8 +14,7 @@ use actix_cpg::{
     GroupName, Member, NodeId, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, Role, Transport,
 };
 
-#[path = "support/ledger.rs"]
-mod ledger;
+use crate::support::ledger;
 use ledger::Ledger;
 
 fn join(cluster: &SimCluster, node: u32) -> SimConnection {

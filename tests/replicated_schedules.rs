@@ -29,8 +29,7 @@ use actix_cpg::{
 
 const STEPS: usize = 30;
 
-#[path = "support/ledger.rs"]
-mod ledger;
+use crate::support::ledger;
 use ledger::Ledger;
 
 #[derive(Debug, Clone)]
@@ -377,6 +376,5 @@ fn safe_delivery_survives_seeded_fault_schedules() {
     check_all(Delivery::Safe);
 }
 
-#[path = "support/simulated.rs"]
-mod simulated;
+use crate::support::simulated;
 use simulated::simulated;

@@ -28,8 +28,7 @@ const BOTH: Versions = Versions {
     max: NEXT_PROTOCOL_VERSION,
 };
 
-#[path = "support/ledger.rs"]
-mod ledger;
+use crate::support::ledger;
 use ledger::Ledger;
 
 fn join(cluster: &SimCluster, node: u32) -> SimConnection {

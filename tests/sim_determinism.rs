@@ -139,6 +139,5 @@ fn the_same_scenario_twice_records_the_same_streams() {
     }
 }
 
-#[path = "support/simulated.rs"]
-mod simulated;
+use crate::support::simulated;
 use simulated::simulated;

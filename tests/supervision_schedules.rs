@@ -312,6 +312,5 @@ fn seeded_fault_schedules_keep_every_child_once() {
     }
 }
 
-#[path = "support/simulated.rs"]
-mod simulated;
+use crate::support::simulated;
 use simulated::simulated;

@@ -29,7 +29,9 @@
 
 #![cfg(feature = "corosync")]
 
+// The library's test helpers; this suite uses the history checker.
 #[path = "../../tests/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,5 @@
 //! An append-only log of `(writer, n)` as a replicated state machine, for
-//! the replica tests that include it (`#[path = "support/ledger.rs"]`): the
-//! response to a command is the log's length after it.
+//! the replica tests: the response to a command is the log's length after it.
 
 use actix_cpg::replicated::{decode_snapshot, encode_snapshot};
 use actix_cpg::{Member, StateMachine};

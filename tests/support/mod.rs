@@ -1,3 +1,5 @@
-//! Helpers shared by the test crates that include them (`mod support;`).
+//! Helpers shared by the integration tests (`crate::support::…`).
 pub mod forgeries;
 pub mod history;
+pub mod ledger;
+pub mod simulated;
