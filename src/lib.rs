@@ -135,6 +135,7 @@ pub mod replicated;
 pub(crate) mod roster;
 mod stable_hash;
 pub mod supervisor;
+pub mod telemetry;
 pub mod transport;
 pub mod wire;
 

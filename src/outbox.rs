@@ -113,6 +113,12 @@ impl<T> Outbox<T> {
         self.in_flight.len()
     }
 
+    /// Messages queued and not yet multicast (a bulk transfer under way
+    /// counts one).
+    pub(crate) fn queued(&self) -> usize {
+        self.control.len() + self.user.len() + usize::from(self.bulk.is_some() || self.bulk_next.is_some())
+    }
+
     /// Takes every queued user message (the runtime is closing).
     pub(crate) fn drain_user(&mut self) -> Vec<T> {
         self.user.drain(..).map(|(_, t)| t).collect()

@@ -428,7 +428,17 @@ impl Election {
         let unauthenticated = Arc::new(AtomicU64::new(0));
         let conn = crate::auth::boxed(conn, config.key.as_ref(), unauthenticated.clone());
         let role = config.role;
-        ElectionActor::start_with(conn, ops_rx, config, events.clone(), status_tx, ready_tx);
+        ElectionActor::start_with(
+            conn,
+            ops_rx,
+            config,
+            runtime::Outlets {
+                events: events.clone(),
+                status: status_tx,
+                unauthenticated: unauthenticated.clone(),
+            },
+            ready_tx,
+        );
         match ready_rx.await {
             Ok(Ok(())) => Ok(Election {
                 ops,

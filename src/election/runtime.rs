@@ -15,6 +15,8 @@
 //! this member speaks (only shared messages go out then).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use actix::prelude::*;
@@ -26,6 +28,7 @@ use super::messages::{decode_envelope, ElectionMessage};
 use super::{ElectionConfig, ElectionError, ElectionEvent, ElectionStatus};
 use crate::outbox::Outbox;
 use crate::pump::{EventPump, Pumped};
+use crate::telemetry::{self, ElectionGauges, ElectionTelemetry};
 use crate::transport::{Connection, TransportError, TransportEvent};
 use crate::wire::{Codec, Kind, Versions};
 
@@ -57,6 +60,16 @@ pub(crate) struct ElectionActor {
     waiting: HashMap<(String, bool), VecDeque<Completion>>,
     leaving: Option<Done<Result<(), ElectionError>>>,
     pump_waker: Option<std::task::Waker>,
+    /// Deliveries the group key's check dropped (shared with the handles).
+    unauthenticated: Arc<AtomicU64>,
+    telemetry: ElectionTelemetry,
+}
+
+/// Where the runtime reports: shared with the [`super::Election`] handles.
+pub(crate) struct Outlets {
+    pub(crate) events: broadcast::Sender<ElectionEvent>,
+    pub(crate) status: watch::Sender<ElectionStatus>,
+    pub(crate) unauthenticated: Arc<AtomicU64>,
 }
 
 impl ElectionActor {
@@ -64,12 +77,17 @@ impl ElectionActor {
         conn: Box<dyn Connection>,
         ops: mpsc::UnboundedReceiver<Op>,
         config: ElectionConfig,
-        events: broadcast::Sender<ElectionEvent>,
-        status: watch::Sender<ElectionStatus>,
+        outlets: Outlets,
         ready: Done<Result<(), ElectionError>>,
     ) -> Addr<Self> {
+        let Outlets {
+            events,
+            status,
+            unauthenticated,
+        } = outlets;
         let limit = config.max_message_size.min(conn.max_message_size());
         let local = conn.local();
+        let telemetry = ElectionTelemetry::new(conn.group(), local);
         ElectionActor {
             conn,
             ops,
@@ -84,6 +102,8 @@ impl ElectionActor {
             waiting: HashMap::new(),
             leaving: None,
             pump_waker: None,
+            unauthenticated,
+            telemetry,
         }
         .start()
     }
@@ -110,6 +130,19 @@ impl ElectionActor {
         });
     }
 
+    /// Copies the counters and gauges into the metrics recorder (see
+    /// [`crate::telemetry`]).
+    fn publish_metrics(&mut self) {
+        let status = self.status.borrow();
+        self.telemetry.publish(ElectionGauges {
+            unauthenticated: self.unauthenticated.load(Ordering::Relaxed),
+            in_flight: self.outbox.in_flight(),
+            queued: self.outbox.queued(),
+            protocol_version: self.core.write_version().unwrap_or(0),
+            status: &status,
+        });
+    }
+
     fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
         let actions = match event {
             TransportEvent::Deliver { from, bytes } => {
@@ -118,7 +151,10 @@ impl ElectionActor {
                     self.outbox.own_delivered();
                 }
                 let actions = match decode_envelope(&self.codec, &bytes) {
-                    Ok((version, msg)) => self.core.handle_envelope(from, version, msg),
+                    Ok((version, msg)) => {
+                        self.telemetry.delivered();
+                        self.core.handle_envelope(from, version, msg)
+                    }
                     Err(e) => {
                         warn!(group = %self.conn.group(), %from, "dropped a message: {e}");
                         self.core.count_undecodable(&e);
@@ -137,6 +173,7 @@ impl ElectionActor {
                 left,
             } => {
                 debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                self.telemetry.confchg();
                 // The clock only enters the stream (see `Info::clock`).
                 let now = self.conn.wall_clock_us();
                 self.core.handle_confchg(&members, &joined, &left, now)
@@ -222,6 +259,7 @@ impl ElectionActor {
                 }
                 Action::Event(event) => {
                     if matches!(event, ElectionEvent::Installed { .. }) {
+                        self.telemetry.installed();
                         if let Some(ready) = self.ready.take() {
                             let _ = ready.send(Ok(()));
                         }
@@ -342,6 +380,10 @@ impl Actor for ElectionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.spawn(EventPump::new());
+        if let Some(every) = telemetry::PUBLISH_EVERY {
+            // Only a copy of the counters: nothing is decided from it.
+            ctx.run_interval(every, |act, _| act.publish_metrics());
+        }
     }
 }
 

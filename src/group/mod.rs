@@ -491,6 +491,8 @@ pub struct Group {
     role: Role,
     /// The protocol versions this member speaks.
     versions: Versions,
+    /// Where calls record their duration ([`crate::telemetry`]).
+    call_timers: crate::telemetry::CallTimers,
 }
 
 impl std::fmt::Debug for Group {
@@ -515,6 +517,7 @@ impl Group {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let call_timeout = config.call_timeout;
+        let call_timers = crate::telemetry::CallTimers::new(&name, local);
         let role = config.role;
         let versions = config.protocol_versions;
         let recorder = match &config.record_to {
@@ -555,6 +558,7 @@ impl Group {
                 call_timeout,
                 role,
                 versions,
+                call_timers,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(GroupError::Closed),
@@ -905,6 +909,11 @@ impl Group {
             return Err(CallError::Closed);
         }
         Ok(())
+    }
+
+    /// A call's duration starts now.
+    pub(crate) fn call_timer(&self) -> crate::telemetry::CallTimer {
+        self.call_timers.start()
     }
 
     pub(crate) fn codec(&self) -> crate::wire::Codec {

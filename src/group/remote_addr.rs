@@ -132,20 +132,26 @@ where
                 .map(|at| (at, limit))
         });
         let codec = self.group.codec();
+        let timer = self.group.call_timer();
         let call = self
             .encode(&msg, true)
             .map(|(id, bytes)| self.group.call(id, bytes, true));
         async move {
-            let call = call?;
-            let outcome = match deadline {
-                // Dropping the call on expiry has the runtime forget it.
-                Some((at, limit)) => tokio::time::timeout_at(at, call)
-                    .await
-                    .map_err(|_| CallError::Timeout(limit))?,
-                None => call.await,
-            };
-            let reply = outcome?.ok_or(CallError::Closed)?;
-            codec.decode_payload(&reply).map_err(CallError::Codec)
+            let outcome = async {
+                let call = call?;
+                let outcome = match deadline {
+                    // Dropping the call on expiry has the runtime forget it.
+                    Some((at, limit)) => tokio::time::timeout_at(at, call)
+                        .await
+                        .map_err(|_| CallError::Timeout(limit))?,
+                    None => call.await,
+                };
+                let reply = outcome?.ok_or(CallError::Closed)?;
+                codec.decode_payload(&reply).map_err(CallError::Codec)
+            }
+            .await;
+            timer.done(outcome.is_ok());
+            outcome
         }
     }
 

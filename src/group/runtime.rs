@@ -50,6 +50,7 @@ mod ops;
 mod receive;
 use crate::record::Recorder;
 use crate::remote::Endpoint;
+use crate::telemetry::{self, GroupGauges, GroupTelemetry};
 use crate::supervisor::{
     ChildPath, Command as SupCommand, Fingerprint, Output, Shutdown, SlotKey, SlotStatus,
     SupervisionEvent,
@@ -134,6 +135,7 @@ pub(crate) struct GroupActor {
     sup: LocalSupervision,
     /// Flush requests, resolved once the message with that seq is sent.
     flush_marks: VecDeque<(u64, Done<()>)>,
+    telemetry: GroupTelemetry,
 }
 
 /// Where the runtime publishes what the group handles read.
@@ -164,6 +166,7 @@ impl GroupActor {
         metrics.set_version(config.protocol_versions.max);
         let frame_limit = config.chunk_size.min(conn.max_message_size());
         let local = conn.local();
+        let telemetry = GroupTelemetry::new(conn.group(), local);
         let batch = BatchConfig {
             // A batch is one multicast: it must fit the transport's atomic
             // limit, or libcpg would fragment it (see DESIGN §3).
@@ -208,6 +211,7 @@ impl GroupActor {
                 ..LocalSupervision::default()
             },
             flush_marks: VecDeque::new(),
+            telemetry,
         }
         .start()
     }
@@ -341,6 +345,27 @@ impl GroupActor {
         }
     }
 
+    /// Copies the counters and gauges into the metrics recorder (see
+    /// [`crate::telemetry`]).
+    fn publish_metrics(&mut self) {
+        let (queued, queued_bytes) = self.queue.depth();
+        let engine = self.core.engine();
+        let children_pending = engine
+            .children()
+            .iter()
+            .filter(|c| c.status == SlotStatus::Pending)
+            .count();
+        let gauges = GroupGauges {
+            members: self.core.view().len(),
+            queued,
+            queued_bytes,
+            in_flight: self.queue.in_flight(),
+            children_running: self.sup.children.len(),
+            children_pending,
+        };
+        self.telemetry.publish(&self.metrics.snapshot(), gauges);
+    }
+
     /// Publishes the call gauges of the metrics.
     fn count_calls(&self) {
         self.metrics
@@ -459,6 +484,10 @@ impl Actor for GroupActor {
             act.tick();
             act.flush_or_close(ctx);
         });
+        if let Some(every) = telemetry::PUBLISH_EVERY {
+            // Only a copy of the counters: nothing is decided from it.
+            ctx.run_interval(every, |act, _| act.publish_metrics());
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

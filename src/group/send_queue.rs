@@ -144,6 +144,20 @@ impl<T> SendQueue<T> {
         self.entries.is_empty()
     }
 
+    /// Messages waiting to be multicast, and their bytes (a message whose
+    /// pieces are under way counts whole until it leaves).
+    pub(crate) fn depth(&self) -> (usize, usize) {
+        (
+            self.entries.len(),
+            self.entries.iter().map(|e| e.bytes.len()).sum(),
+        )
+    }
+
+    /// Multicasts sent and not yet delivered back.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
     /// Whether the last flush stopped at `TRY_AGAIN` with messages left.
     pub(crate) fn blocked(&self) -> bool {
         self.blocked && !self.entries.is_empty()

@@ -26,6 +26,7 @@ use crate::group::GroupMetrics;
 use crate::outbox::Outbox;
 use crate::pump::{EventPump, Pumped};
 use crate::roster::Refusal;
+use crate::telemetry::{self, ReplicaGauges, ReplicaTelemetry};
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
 use crate::wire::{Codec, HEADER_LEN};
 
@@ -77,6 +78,7 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     /// Bumped at every view change: an encoding started before is void.
     transfer_generation: u64,
     learn_timeout: std::time::Duration,
+    telemetry: ReplicaTelemetry,
 }
 
 impl<S: StateMachine> ReplicaActor<S> {
@@ -103,6 +105,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             .chunk_size
             .clamp(1, limit.saturating_sub(HEADER_LEN + CHUNK_OVERHEAD).max(1));
         let local = conn.local();
+        let telemetry = ReplicaTelemetry::new(conn.group(), local);
         ReplicaActor {
             conn,
             ops,
@@ -133,6 +136,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             restored: None,
             transfer_generation: 0,
             learn_timeout: config.learn_timeout,
+            telemetry,
         }
         .start()
     }
@@ -170,6 +174,22 @@ impl<S: StateMachine> ReplicaActor<S> {
         });
     }
 
+    /// Copies the counters and gauges into the metrics recorder (see
+    /// [`crate::telemetry`]).
+    fn publish_metrics(&mut self) {
+        let core = &self.core;
+        let gauges = ReplicaGauges {
+            members: core.view().len(),
+            queued: self.outbox.queued(),
+            in_flight: self.outbox.in_flight(),
+            primary: core.is_primary(),
+            applied: core.state_id().applied,
+            protocol_version: core.group_version().unwrap_or(0),
+        };
+        self.telemetry
+            .publish(&self.metrics.snapshot(), &core.refused(), gauges);
+    }
+
     fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
         match event {
             TransportEvent::Deliver { from, bytes } => {
@@ -201,6 +221,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 left,
             } => {
                 debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                self.telemetry.confchg();
                 let actions = self.core.handle_confchg(&members, &joined, &left);
                 self.follow_version();
                 self.execute(actions, ctx);
@@ -251,14 +272,23 @@ impl<S: StateMachine> ReplicaActor<S> {
                     self.encode_snapshot(state, snapshot, ctx)
                 }
                 Action::Reply { id, result } => {
+                    self.telemetry.outcome(id, result.is_ok());
                     if let Some(done) = self.calls.remove(&id) {
                         let _ = done.send(result);
                     }
                 }
                 Action::Event(event) => {
                     changed = true;
-                    if let ReplicaEvent::Restored { from, bytes, .. } = event {
-                        self.restored = Some((from, bytes));
+                    match &event {
+                        ReplicaEvent::Installed { receivers, .. } => {
+                            let local = self.conn.local();
+                            self.telemetry.installed(receivers.contains(&local));
+                        }
+                        ReplicaEvent::Restored { from, bytes, .. } => {
+                            self.telemetry.restored();
+                            self.restored = Some((*from, *bytes));
+                        }
+                        _ => {}
                     }
                     if event == ReplicaEvent::Ready {
                         if let Some(ready) = self.ready.take() {
@@ -350,7 +380,10 @@ impl<S: StateMachine> ReplicaActor<S> {
         let result = self.outbox.flush(self.conn.as_mut(), &mut sent);
         for (id, outcome) in sent {
             match outcome {
-                Ok(()) => self.metrics.multicast(1),
+                Ok(()) => {
+                    self.metrics.multicast(1);
+                    self.telemetry.multicast(id);
+                }
                 Err(e) => {
                     if let Some(done) = self.calls.remove(&id) {
                         let _ = done.send(Err(ReplicaError::Transport(e)));
@@ -419,6 +452,7 @@ impl<S: StateMachine> ReplicaActor<S> {
 
     /// Fails every call in flight, with why the runtime stopped.
     fn fail_everything(&mut self) {
+        self.telemetry.forget_commands();
         let error = self.stopped.get().cloned().unwrap_or(ReplicaError::Closed);
         for id in self.outbox.drain_user() {
             if let Some(done) = self.calls.remove(&id) {
@@ -477,6 +511,10 @@ impl<S: StateMachine> Actor for ReplicaActor<S> {
                 act.execute(actions, ctx);
             },
         );
+        if let Some(every) = telemetry::PUBLISH_EVERY {
+            // Only a copy of the counters: nothing is decided from it.
+            ctx.run_interval(every, |act, _| act.publish_metrics());
+        }
     }
 }
 

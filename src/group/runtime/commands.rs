@@ -15,9 +15,13 @@ use crate::wire::Kind;
 impl GroupActor {
     pub(super) fn execute(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
         self.follow_version();
+        let mut settled = false;
         for command in commands {
             match command {
                 Command::Mcast(outgoing) => {
+                    if matches!(outgoing, Outgoing::SyncRequest(_)) {
+                        self.telemetry.state_asked();
+                    }
                     // State transfer goes ahead of user traffic: the member
                     // that asked waits on it, and its position relative to
                     // this member's other messages does not matter.
@@ -90,6 +94,7 @@ impl GroupActor {
                 Command::Supervise(output) => self.supervise(output),
                 Command::Reconcile => self.reconcile(),
                 Command::Event(event) => {
+                    settled |= matches!(event, GroupEvent::ViewChanged { .. });
                     match &event {
                         GroupEvent::NameDropped { name, host, .. } if *host == self.local() => {
                             self.endpoints.remove(name);
@@ -119,6 +124,13 @@ impl GroupActor {
         // reports (no child moves): it is done once it is in all the same.
         if !self.sup.starting.is_empty() {
             self.resolve_tree_starts();
+        }
+        // A view change's decisions are carried out once its commands are.
+        if settled {
+            self.telemetry.view_settled();
+        }
+        if self.core.is_synced() {
+            self.telemetry.state_held();
         }
         self.refill(ctx);
     }

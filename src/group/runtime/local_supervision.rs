@@ -96,6 +96,7 @@ impl GroupActor {
             if let Some(child) = self.sup.children.remove(&key) {
                 let normal = child.exited_normally();
                 debug!(path = %key.0, incarnation = %child.incarnation, normal, "child stopped");
+                self.telemetry.exit_seen(&key);
                 self.release_child_name(&child.name);
                 self.enqueue(
                     Kind::Supervision,
@@ -121,9 +122,20 @@ impl GroupActor {
         let _entered = span.enter();
         for command in &output.commands {
             debug!(?command, "decision");
+            if let SupCommand::StartChild {
+                path, slot, host, ..
+            } = command
+            {
+                if *host != local {
+                    self.telemetry.started_elsewhere(&(path.clone(), *slot));
+                }
+            }
         }
         for event in &output.events {
             debug!(?event, "supervision event");
+            if let SupervisionEvent::ChildExited { path, slot, .. } = event {
+                self.telemetry.exit_seen(&(path.clone(), *slot));
+            }
         }
         for command in output.commands {
             match command {
@@ -231,6 +243,7 @@ impl GroupActor {
         };
         let (local, endpoint) = LocalChild::new(&ctx, child);
         debug!(name = %ctx.name, incarnation = %incarnation, %token, "child started");
+        self.telemetry.running_here(&key);
         self.sup.children.insert(key, local);
         if let Some(endpoint) = endpoint {
             self.register_child_name(ctx.name, endpoint);

@@ -58,6 +58,7 @@ impl GroupActor {
                 left,
             } => {
                 debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                self.telemetry.confchg();
                 self.interrupt_chunks(&joined, &left);
                 let commands = self.core.handle_confchg(&members, &joined, &left);
                 self.execute(commands, ctx);
