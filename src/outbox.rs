@@ -116,7 +116,9 @@ impl<T> Outbox<T> {
     /// Messages queued and not yet multicast (a bulk transfer under way
     /// counts one).
     pub(crate) fn queued(&self) -> usize {
-        self.control.len() + self.user.len() + usize::from(self.bulk.is_some() || self.bulk_next.is_some())
+        self.control.len()
+            + self.user.len()
+            + usize::from(self.bulk.is_some() || self.bulk_next.is_some())
     }
 
     /// Takes every queued user message (the runtime is closing).

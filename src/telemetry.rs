@@ -196,7 +196,11 @@ pub(crate) struct ElectionGauges<'a> {
 
 /// The labels every series of one runtime carries.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-fn base_labels(group: &GroupName, member: Member, protocol: Protocol) -> Vec<(&'static str, String)> {
+fn base_labels(
+    group: &GroupName,
+    member: Member,
+    protocol: Protocol,
+) -> Vec<(&'static str, String)> {
     vec![
         ("group", group.as_str().to_owned()),
         ("member", member.to_string()),

@@ -50,11 +50,11 @@ mod ops;
 mod receive;
 use crate::record::Recorder;
 use crate::remote::Endpoint;
-use crate::telemetry::{self, GroupGauges, GroupTelemetry};
 use crate::supervisor::{
     ChildPath, Command as SupCommand, Fingerprint, Output, Shutdown, SlotKey, SlotStatus,
     SupervisionEvent,
 };
+use crate::telemetry::{self, GroupGauges, GroupTelemetry};
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
 use crate::wire::{Codec, Kind, WireError};
 use local_supervision::LocalSupervision;

@@ -68,7 +68,13 @@ impl ReplicaTelemetry {
         ReplicaTelemetry
     }
     #[inline(always)]
-    pub(crate) fn publish(&mut self, s: &MetricsSnapshot, refused: &RefusedCounts, g: ReplicaGauges) {}
+    pub(crate) fn publish(
+        &mut self,
+        s: &MetricsSnapshot,
+        refused: &RefusedCounts,
+        g: ReplicaGauges,
+    ) {
+    }
     #[inline(always)]
     pub(crate) fn confchg(&mut self) {}
     #[inline(always)]
@@ -85,7 +91,6 @@ impl ReplicaTelemetry {
 
 /// The election runtime's series.
 pub(crate) struct ElectionTelemetry;
-
 
 impl ElectionTelemetry {
     #[inline(always)]

@@ -30,40 +30,118 @@ fn labels(base: &[(&'static str, String)], extra: &[(&'static str, &str)]) -> Ve
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!("acpg_delivered_total", "Messages delivered to this member and decoded");
+    describe_counter!(
+        "acpg_delivered_total",
+        "Messages delivered to this member and decoded"
+    );
     describe_counter!("acpg_sent_total", "Messages this member multicast");
     describe_counter!("acpg_multicasts_total", "Multicasts this member made");
     describe_counter!("acpg_requests_total", "Requests to named actors delivered");
     describe_counter!("acpg_batches_sent_total", "Multicasts that were batches");
     describe_counter!("acpg_batches_delivered_total", "Batches delivered");
-    describe_counter!("acpg_chunks_sent_total", "Pieces of large messages multicast");
-    describe_counter!("acpg_chunked_delivered_total", "Messages in pieces delivered whole");
-    describe_counter!("acpg_chunked_resent_total", "Messages in pieces sent again after a confchg cut them");
+    describe_counter!(
+        "acpg_chunks_sent_total",
+        "Pieces of large messages multicast"
+    );
+    describe_counter!(
+        "acpg_chunked_delivered_total",
+        "Messages in pieces delivered whole"
+    );
+    describe_counter!(
+        "acpg_chunked_resent_total",
+        "Messages in pieces sent again after a confchg cut them"
+    );
     describe_counter!("acpg_chunks_stray_total", "Pieces of no message under way");
-    describe_counter!("acpg_try_again_total", "TRY_AGAIN answers of the transport (each retried)");
-    describe_counter!("acpg_calls_abandoned_total", "Calls given up before their outcome");
-    describe_counter!("acpg_dropped_total", "Messages dropped before any rule judged them, by cause");
-    describe_counter!("acpg_refused_total", "Messages refused by a sender rule, by cause");
+    describe_counter!(
+        "acpg_try_again_total",
+        "TRY_AGAIN answers of the transport (each retried)"
+    );
+    describe_counter!(
+        "acpg_calls_abandoned_total",
+        "Calls given up before their outcome"
+    );
+    describe_counter!(
+        "acpg_dropped_total",
+        "Messages dropped before any rule judged them, by cause"
+    );
+    describe_counter!(
+        "acpg_refused_total",
+        "Messages refused by a sender rule, by cause"
+    );
     describe_gauge!("acpg_members", "Members in this member's view");
-    describe_gauge!("acpg_protocol_version", "Protocol version this member writes at");
-    describe_gauge!("acpg_multicasts_in_flight", "Multicasts not yet delivered back");
-    describe_gauge!("acpg_send_queue_messages", "Messages waiting to be multicast");
-    describe_gauge!("acpg_send_queue_bytes", Unit::Bytes, "Bytes waiting to be multicast");
+    describe_gauge!(
+        "acpg_protocol_version",
+        "Protocol version this member writes at"
+    );
+    describe_gauge!(
+        "acpg_multicasts_in_flight",
+        "Multicasts not yet delivered back"
+    );
+    describe_gauge!(
+        "acpg_send_queue_messages",
+        "Messages waiting to be multicast"
+    );
+    describe_gauge!(
+        "acpg_send_queue_bytes",
+        Unit::Bytes,
+        "Bytes waiting to be multicast"
+    );
     describe_gauge!("acpg_calls_outstanding", "Calls waiting for their outcome");
     describe_gauge!("acpg_replies_awaited", "Calls whose host owes the reply");
-    describe_gauge!("acpg_children_running", "Supervised children running on this member");
+    describe_gauge!(
+        "acpg_children_running",
+        "Supervised children running on this member"
+    );
     describe_gauge!("acpg_children_pending", "Child slots waiting for a host");
-    describe_gauge!("acpg_primary", "1 while the replica's view is a primary component");
-    describe_gauge!("acpg_replica_applied", "Commands applied to the state this replica holds");
-    describe_gauge!("acpg_election_leading", "1 while this member leads the election");
-    describe_gauge!("acpg_election_has_leader", "1 while the election has a leader");
-    describe_gauge!("acpg_election_epoch_term", "Term of the leader's fencing epoch");
-    describe_gauge!("acpg_election_epoch_ring_seq", "Ring sequence of the leader's fencing epoch");
-    describe_histogram!("acpg_call_duration_seconds", Unit::Seconds, "Call start to outcome, at the caller");
-    describe_histogram!("acpg_apply_duration_seconds", Unit::Seconds, "Command multicast to applied, at its sender");
-    describe_histogram!("acpg_confchg_decision_seconds", Unit::Seconds, "Confchg delivered to the view's decisions carried out");
-    describe_histogram!("acpg_state_transfer_seconds", Unit::Seconds, "State asked for to state restored, at the joiner");
-    describe_histogram!("acpg_restart_seconds", Unit::Seconds, "Child exit seen to the child running again here");
+    describe_gauge!(
+        "acpg_primary",
+        "1 while the replica's view is a primary component"
+    );
+    describe_gauge!(
+        "acpg_replica_applied",
+        "Commands applied to the state this replica holds"
+    );
+    describe_gauge!(
+        "acpg_election_leading",
+        "1 while this member leads the election"
+    );
+    describe_gauge!(
+        "acpg_election_has_leader",
+        "1 while the election has a leader"
+    );
+    describe_gauge!(
+        "acpg_election_epoch_term",
+        "Term of the leader's fencing epoch"
+    );
+    describe_gauge!(
+        "acpg_election_epoch_ring_seq",
+        "Ring sequence of the leader's fencing epoch"
+    );
+    describe_histogram!(
+        "acpg_call_duration_seconds",
+        Unit::Seconds,
+        "Call start to outcome, at the caller"
+    );
+    describe_histogram!(
+        "acpg_apply_duration_seconds",
+        Unit::Seconds,
+        "Command multicast to applied, at its sender"
+    );
+    describe_histogram!(
+        "acpg_confchg_decision_seconds",
+        Unit::Seconds,
+        "Confchg delivered to the view's decisions carried out"
+    );
+    describe_histogram!(
+        "acpg_state_transfer_seconds",
+        Unit::Seconds,
+        "State asked for to state restored, at the joiner"
+    );
+    describe_histogram!(
+        "acpg_restart_seconds",
+        Unit::Seconds,
+        "Child exit seen to the child running again here"
+    );
 }
 
 /// Counters registered once, in the order of the values published.
@@ -75,7 +153,11 @@ impl Counters {
             values
                 .iter()
                 .map(|(name, cause, _)| {
-                    let extra: &[(&str, &str)] = if cause.is_empty() { &[] } else { &[("cause", cause)] };
+                    let extra: &[(&str, &str)] = if cause.is_empty() {
+                        &[]
+                    } else {
+                        &[("cause", cause)]
+                    };
                     metrics::counter!(*name, labels(base, extra))
                 })
                 .collect(),
@@ -109,7 +191,11 @@ fn wire_counters(s: &MetricsSnapshot) -> [CounterValue; 9] {
         ("acpg_dropped_total", "version", s.dropped_version),
         ("acpg_dropped_total", "unknown_kind", s.dropped_unknown_kind),
         ("acpg_dropped_total", "malformed", s.dropped_malformed),
-        ("acpg_dropped_total", "unauthenticated", s.dropped_unauthenticated),
+        (
+            "acpg_dropped_total",
+            "unauthenticated",
+            s.dropped_unauthenticated,
+        ),
     ]
 }
 
@@ -154,7 +240,11 @@ fn replica_counters(s: &MetricsSnapshot, r: &RefusedCounts) -> Vec<CounterValue>
     out
 }
 
-fn election_counters(delivered: u64, r: &ElectionRefusals, unauthenticated: u64) -> [CounterValue; 9] {
+fn election_counters(
+    delivered: u64,
+    r: &ElectionRefusals,
+    unauthenticated: u64,
+) -> [CounterValue; 9] {
     [
         ("acpg_delivered_total", "", delivered),
         ("acpg_dropped_total", "unauthenticated", unauthenticated),
@@ -205,7 +295,12 @@ pub(crate) struct CallTimer {
 impl CallTimers {
     pub(crate) fn new(group: &GroupName, member: Member) -> Self {
         let base = base_labels(group, member, Protocol::Registry);
-        let h = |outcome| metrics::histogram!("acpg_call_duration_seconds", labels(&base, &[("outcome", outcome)]));
+        let h = |outcome| {
+            metrics::histogram!(
+                "acpg_call_duration_seconds",
+                labels(&base, &[("outcome", outcome)])
+            )
+        };
         CallTimers {
             ok: h("ok"),
             error: h("error"),
@@ -222,7 +317,11 @@ impl CallTimers {
 
 impl CallTimer {
     pub(crate) fn done(self, ok: bool) {
-        let into = if ok { &self.timers.ok } else { &self.timers.error };
+        let into = if ok {
+            &self.timers.ok
+        } else {
+            &self.timers.error
+        };
         into.record(self.at.elapsed());
     }
 }
@@ -368,7 +467,12 @@ impl ReplicaTelemetry {
         }
     }
 
-    pub(crate) fn publish(&mut self, s: &MetricsSnapshot, refused: &RefusedCounts, g: ReplicaGauges) {
+    pub(crate) fn publish(
+        &mut self,
+        s: &MetricsSnapshot,
+        refused: &RefusedCounts,
+        g: ReplicaGauges,
+    ) {
         self.counters.publish(&replica_counters(s, refused));
         self.members.set(g.members as f64);
         self.version.set(f64::from(g.protocol_version));
@@ -434,7 +538,6 @@ pub(crate) struct ElectionTelemetry {
     seen: BTreeSet<String>,
 }
 
-
 impl ElectionTelemetry {
     pub(crate) fn new(group: &GroupName, member: Member) -> Self {
         describe();
@@ -458,8 +561,11 @@ impl ElectionTelemetry {
 
     pub(crate) fn publish(&mut self, g: ElectionGauges<'_>) {
         let status = g.status;
-        self.counters
-            .publish(&election_counters(self.delivered, &status.refused, g.unauthenticated));
+        self.counters.publish(&election_counters(
+            self.delivered,
+            &status.refused,
+            g.unauthenticated,
+        ));
         self.members.set(status.members.len() as f64);
         self.version.set(f64::from(g.protocol_version));
         self.in_flight.set(g.in_flight as f64);
@@ -470,7 +576,8 @@ impl ElectionTelemetry {
             let l = labels(&self.base, &[("election", name)]);
             let leader = status.leaders.get(name);
             let flag = |b: bool| if b { 1.0 } else { 0.0 };
-            metrics::gauge!("acpg_election_leading", l.clone()).set(flag(status.acting.contains_key(name)));
+            metrics::gauge!("acpg_election_leading", l.clone())
+                .set(flag(status.acting.contains_key(name)));
             metrics::gauge!("acpg_election_has_leader", l.clone()).set(flag(leader.is_some()));
             let (term, ring) = leader.map_or((0, 0), |l| (l.epoch.term, l.epoch.ring_seq));
             metrics::gauge!("acpg_election_epoch_term", l.clone()).set(term as f64);
