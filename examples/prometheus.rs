@@ -156,7 +156,10 @@ async fn run(limit: Option<Duration>) -> Result<(), Box<dyn std::error::Error>> 
     let second = member(&cluster, 2).await?;
     first
         .group
-        .register("counter", Handlers::new(Counter::default().start()).with::<Add>())
+        .register(
+            "counter",
+            Handlers::new(Counter::default().start()).with::<Add>(),
+        )
         .await?;
     let counter = second.group.remote::<Add>("counter");
     let started = tokio::time::Instant::now();

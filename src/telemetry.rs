@@ -22,7 +22,7 @@
 //!    runtime already keeps its counters ([`crate::group::MetricsSnapshot`],
 //!    [`crate::replicated::RefusedCounts`],
 //!    [`crate::election::ElectionRefusals`]) as plain atomics or fields on
-//!    its hot path; every [`PUBLISH_EVERY`] it copies them into the facade
+//!    its hot path; every quarter second it copies them into the facade
 //!    (`Counter::absolute`, `Gauge::set`), from a timer of its own. So the
 //!    hot path pays nothing for the export, the exported counters can never
 //!    disagree with `Group::metrics()`, and an idle group's gauges still

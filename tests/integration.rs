@@ -27,6 +27,7 @@ mod record_replay;
 mod replicated_observer;
 mod replicated_schedules;
 mod replicated_versions;
+mod scrape;
 mod sim_batching;
 mod sim_chunking;
 mod sim_determinism;
