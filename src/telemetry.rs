@@ -81,6 +81,11 @@
 //! | `acpg_election_epoch_term` | election, `election` | term of the current leader's fencing epoch (the founding time plus the leaderships so far) |
 //! | `acpg_election_epoch_ring_seq` | election, `election` | totem ring sequence of the current leader's fencing epoch |
 //!
+//! When a runtime stops (it left, was refused, or its transport closed) it
+//! publishes its last counts and sets `acpg_members` (and `acpg_primary`,
+//! `acpg_children_running`, `acpg_election_leading`) to 0: its series stay
+//! in the recorder, so a stopped member reads as out of every view.
+//!
 //! An election's gauges appear once it has had a leader or candidates,
 //! and stay (at 0) once it has none. The election named `""` is the
 //! group-wide one ([`crate::GROUP_ELECTION`]).

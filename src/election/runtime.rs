@@ -385,6 +385,14 @@ impl Actor for ElectionActor {
             ctx.run_interval(every, |act, _| act.publish_metrics());
         }
     }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if telemetry::PUBLISH_EVERY.is_some() {
+            // The last counts, then a stopped member's gauges.
+            self.publish_metrics();
+            self.telemetry.closed();
+        }
+    }
 }
 
 impl Pumped for ElectionActor {

@@ -491,6 +491,11 @@ impl Actor for GroupActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        if telemetry::PUBLISH_EVERY.is_some() {
+            // The last counts, then a stopped member's gauges.
+            self.publish_metrics();
+            self.telemetry.closed();
+        }
         if let Some(recorder) = &mut self.recorder {
             if let Err(e) = recorder.flush() {
                 error!("recording not flushed: {e}");

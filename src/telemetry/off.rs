@@ -44,6 +44,8 @@ impl GroupTelemetry {
     #[inline(always)]
     pub(crate) fn publish(&mut self, s: &MetricsSnapshot, g: GroupGauges) {}
     #[inline(always)]
+    pub(crate) fn closed(&mut self) {}
+    #[inline(always)]
     pub(crate) fn confchg(&mut self) {}
     #[inline(always)]
     pub(crate) fn view_settled(&mut self) {}
@@ -76,6 +78,8 @@ impl ReplicaTelemetry {
     ) {
     }
     #[inline(always)]
+    pub(crate) fn closed(&mut self) {}
+    #[inline(always)]
     pub(crate) fn confchg(&mut self) {}
     #[inline(always)]
     pub(crate) fn installed(&mut self, receiving: bool) {}
@@ -101,6 +105,8 @@ impl ElectionTelemetry {
     pub(crate) fn publish(&mut self, g: ElectionGauges<'_>) {}
     #[inline(always)]
     pub(crate) fn delivered(&mut self) {}
+    #[inline(always)]
+    pub(crate) fn closed(&mut self) {}
     #[inline(always)]
     pub(crate) fn confchg(&mut self) {}
     #[inline(always)]

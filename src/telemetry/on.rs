@@ -383,6 +383,12 @@ impl GroupTelemetry {
         self.pending.set(g.children_pending as f64);
     }
 
+    /// The runtime stopped: it is in no view and runs no child.
+    pub(crate) fn closed(&mut self) {
+        self.members.set(0.0);
+        self.running.set(0.0);
+    }
+
     /// A confchg was delivered.
     pub(crate) fn confchg(&mut self) {
         self.confchg.start_latest();
@@ -480,6 +486,12 @@ impl ReplicaTelemetry {
         self.queued.set(g.queued as f64);
         self.primary.set(if g.primary { 1.0 } else { 0.0 });
         self.applied.set(g.applied as f64);
+    }
+
+    /// The runtime stopped: it is in no view, and no primary.
+    pub(crate) fn closed(&mut self) {
+        self.members.set(0.0);
+        self.primary.set(0.0);
     }
 
     pub(crate) fn confchg(&mut self) {
@@ -582,6 +594,15 @@ impl ElectionTelemetry {
             let (term, ring) = leader.map_or((0, 0), |l| (l.epoch.term, l.epoch.ring_seq));
             metrics::gauge!("acpg_election_epoch_term", l.clone()).set(term as f64);
             metrics::gauge!("acpg_election_epoch_ring_seq", l).set(ring as f64);
+        }
+    }
+
+    /// The runtime stopped: it is in no view, and leads nothing.
+    pub(crate) fn closed(&mut self) {
+        self.members.set(0.0);
+        for name in &self.seen {
+            let l = labels(&self.base, &[("election", name)]);
+            metrics::gauge!("acpg_election_leading", l).set(0.0);
         }
     }
 
