@@ -260,3 +260,33 @@ fn a_restart_is_logged_at_info_after_the_exit_that_caused_it() {
         lines[restarted]
     );
 }
+
+#[test]
+fn an_election_logs_its_leader_at_info_in_its_own_span() {
+    use actix_cpg::{Election, ElectionConfig, GROUP_ELECTION};
+    let lines = logged(async {
+        let cluster = SimCluster::new(2);
+        let name = GroupName::new("chosen").unwrap();
+        let mut elections = Vec::new();
+        for node in 1..=2 {
+            let conn = cluster.process(NodeId(node)).unwrap().join(&name).unwrap();
+            elections.push(
+                Election::start(conn, ElectionConfig::default())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for election in &elections {
+            election.wait_leader(GROUP_ELECTION).await.unwrap();
+        }
+    });
+    let elected: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains(" INFO ") && l.contains("protocol=election"))
+        .filter(|l| l.to_lowercase().contains("leader") || l.contains("elected"))
+        .collect();
+    assert!(!elected.is_empty(), "{lines:#?}");
+    for line in elected {
+        assert!(line.contains("group=chosen"), "{line}");
+    }
+}
