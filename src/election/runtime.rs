@@ -60,6 +60,8 @@ pub(crate) struct ElectionActor {
     waiting: HashMap<(String, bool), VecDeque<Completion>>,
     leaving: Option<Done<Result<(), ElectionError>>>,
     pump_waker: Option<std::task::Waker>,
+    /// This runtime's span (group and member), entered on every turn.
+    span: tracing::Span,
     /// Deliveries the group key's check dropped (shared with the handles).
     unauthenticated: Arc<AtomicU64>,
     telemetry: ElectionTelemetry,
@@ -87,6 +89,7 @@ impl ElectionActor {
         } = outlets;
         let limit = config.max_message_size.min(conn.max_message_size());
         let local = conn.local();
+        let span = crate::spans::runtime(crate::spans::Protocol::Election, conn.group(), local);
         let telemetry = ElectionTelemetry::new(conn.group(), local);
         ElectionActor {
             conn,
@@ -102,6 +105,7 @@ impl ElectionActor {
             waiting: HashMap::new(),
             leaving: None,
             pump_waker: None,
+            span,
             unauthenticated,
             telemetry,
         }
@@ -172,7 +176,7 @@ impl ElectionActor {
                 joined,
                 left,
             } => {
-                debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                crate::spans::confchg(&members, &joined, &left);
                 self.telemetry.confchg();
                 // The clock only enters the stream (see `Info::clock`).
                 let now = self.conn.wall_clock_us();
@@ -264,6 +268,7 @@ impl ElectionActor {
                             let _ = ready.send(Ok(()));
                         }
                     }
+                    tracing::info!("{event}");
                     let _ = self.events.send(event);
                 }
             }
@@ -397,6 +402,10 @@ impl Actor for ElectionActor {
 
 impl Pumped for ElectionActor {
     type Op = Op;
+
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
 
     fn set_pump_waker(&mut self, waker: std::task::Waker) {
         self.pump_waker = Some(waker);

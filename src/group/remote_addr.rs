@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use crate::group::{CallError, Group, RequestHead};
 use crate::remote::RemoteMessage;
+use crate::spans::RequestKey;
 use crate::supervisor::FencingToken;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::wire::Kind;
 
@@ -133,26 +135,29 @@ where
         });
         let codec = self.group.codec();
         let timer = self.group.call_timer();
-        let call = self
-            .encode(&msg, true)
-            .map(|(id, bytes)| self.group.call(id, bytes, true));
-        async move {
-            let outcome = async {
-                let call = call?;
-                let outcome = match deadline {
-                    // Dropping the call on expiry has the runtime forget it.
-                    Some((at, limit)) => tokio::time::timeout_at(at, call)
-                        .await
-                        .map_err(|_| CallError::Timeout(limit))?,
-                    None => call.await,
-                };
-                let reply = outcome?.ok_or(CallError::Closed)?;
-                codec.decode_payload(&reply).map_err(CallError::Codec)
-            }
-            .await;
+        let mut span = tracing::Span::none();
+        let call = self.encode(&msg, true).map(|(id, bytes)| {
+            span = self.span(id);
+            self.group.call(id, bytes, true)
+        });
+        let called = async move {
+            let call = call?;
+            let outcome = match deadline {
+                // Dropping the call on expiry has the runtime forget it.
+                Some((at, limit)) => tokio::time::timeout_at(at, call)
+                    .await
+                    .map_err(|_| CallError::Timeout(limit))?,
+                None => call.await,
+            };
+            let reply = outcome?.ok_or(CallError::Closed)?;
+            codec.decode_payload(&reply).map_err(CallError::Codec)
+        };
+        let timed = async move {
+            let outcome = called.await;
             timer.done(outcome.is_ok());
             outcome
-        }
+        };
+        outcome_logged(timed).instrument(span)
     }
 
     /// Sends `msg` without awaiting a reply. Takes its place in the order
@@ -162,10 +167,25 @@ where
     /// bounded number of these in flight) is held back by the send window
     /// and queue.
     pub fn tell(&self, msg: M) -> impl Future<Output = Result<(), CallError>> + 'static {
-        let call = self
-            .encode(&msg, false)
-            .map(|(id, bytes)| self.group.call(id, bytes, false));
-        async move { call?.await.map(|_| ()) }
+        let mut span = tracing::Span::none();
+        let call = self.encode(&msg, false).map(|(id, bytes)| {
+            span = self.span(id);
+            self.group.call(id, bytes, false)
+        });
+        outcome_logged(async move { call?.await.map(|_| ()) }).instrument(span)
+    }
+
+    /// The caller's span of the call `id` ([`crate::spans`]).
+    fn span(&self, id: u64) -> tracing::Span {
+        crate::spans::call(
+            self.group.name(),
+            RequestKey {
+                caller: self.group.local(),
+                id,
+            },
+            &self.name,
+            M::TYPE_TAG,
+        )
     }
 
     /// Queues `msg` for the actor now, or fails with
@@ -202,4 +222,16 @@ where
             .map_err(CallError::Codec)?;
         Ok((id, bytes))
     }
+}
+
+/// `call`, logging its outcome at debug (inside the call's span).
+async fn outcome_logged<T>(
+    call: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    let outcome = call.await;
+    match &outcome {
+        Ok(_) => tracing::debug!("call done"),
+        Err(e) => tracing::debug!(error = %e, "call failed"),
+    }
+    outcome
 }

@@ -113,12 +113,8 @@ impl GroupActor {
 
     pub(super) fn supervise(&mut self, output: Output) {
         let local = self.local();
-        let span = tracing::debug_span!(
-            "supervision",
-            group = %self.conn.group(),
-            member = %local,
-            seq = self.core.engine().seq()
-        );
+        // Inside the runtime's span, which names the group and member.
+        let span = tracing::debug_span!("supervision", seq = self.core.engine().seq());
         let _entered = span.enter();
         for command in &output.commands {
             debug!(?command, "decision");
@@ -132,9 +128,12 @@ impl GroupActor {
             }
         }
         for event in &output.events {
-            debug!(?event, "supervision event");
             if let SupervisionEvent::ChildExited { path, slot, .. } = event {
                 self.telemetry.exit_seen(&(path.clone(), *slot));
+            }
+            match event {
+                SupervisionEvent::Ignored { why } => debug!(?why, "supervision: nothing to do"),
+                event => info!("{event}"),
             }
         }
         for command in output.commands {
