@@ -50,6 +50,7 @@
 //! the greatest it has seen (fencing).
 
 mod core;
+mod inspect;
 mod messages;
 mod runtime;
 
@@ -67,6 +68,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+pub use self::inspect::{ElectionEntry, ElectionInspection, ElectionQuorum};
 pub use self::messages::Epoch;
 use self::runtime::{ElectionActor, Op};
 pub use crate::roster::Role;
@@ -344,7 +346,7 @@ pub struct ElectionStatus {
 /// Messages an election member refused, by cause (each also logged). Every
 /// member applies the same rules at the same point of the stream, so a
 /// refusal changes no decision anywhere; the counts are this member's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 // Counters are added as the library grows: built only by the library.
 #[non_exhaustive]
 pub struct ElectionRefusals {
@@ -428,7 +430,15 @@ impl Election {
         let unauthenticated = Arc::new(AtomicU64::new(0));
         let conn = crate::auth::boxed(conn, config.key.as_ref(), unauthenticated.clone());
         let role = config.role;
-        ElectionActor::start_with(conn, ops_rx, config, events.clone(), status_tx, ready_tx);
+        ElectionActor::start_with(
+            conn,
+            ops_rx,
+            config,
+            events.clone(),
+            status_tx,
+            ready_tx,
+            unauthenticated.clone(),
+        );
         match ready_rx.await {
             Ok(Ok(())) => Ok(Election {
                 ops,
@@ -541,6 +551,18 @@ impl Election {
             sent.map_err(|_| ElectionError::Closed)?;
             rx.await.map_err(|_| ElectionError::Closed)?
         }
+    }
+
+    /// What this member holds at one point of the ordered stream: members
+    /// with roles and versions, pending processes, every election with its
+    /// candidates, leader and epoch, quorum and refusals (see
+    /// [`ElectionInspection`] for the rules). Observers can call it.
+    pub async fn inspect(&self) -> Result<ElectionInspection, ElectionError> {
+        let (done, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Inspect { done })
+            .map_err(|_| ElectionError::Closed)?;
+        rx.await.map_err(|_| ElectionError::Closed)
     }
 
     /// Leaves the group cleanly (others see `Leave`) and stops the runtime.

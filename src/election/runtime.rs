@@ -15,6 +15,8 @@
 //! this member speaks (only shared messages go out then).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use actix::prelude::*;
@@ -23,7 +25,7 @@ use tracing::{debug, error, warn};
 
 use super::core::{Action, CandidacyOp, ElectionCore};
 use super::messages::{decode_envelope, ElectionMessage};
-use super::{ElectionConfig, ElectionError, ElectionEvent, ElectionStatus};
+use super::{ElectionConfig, ElectionError, ElectionEvent, ElectionInspection, ElectionStatus};
 use crate::outbox::Outbox;
 use crate::pump::{EventPump, Pumped};
 use crate::transport::{Connection, TransportError, TransportEvent};
@@ -42,6 +44,8 @@ pub(crate) enum Op {
     Leave {
         done: Done<Result<(), ElectionError>>,
     },
+    /// Answered from the core between two events.
+    Inspect { done: Done<ElectionInspection> },
 }
 
 pub(crate) struct ElectionActor {
@@ -57,6 +61,8 @@ pub(crate) struct ElectionActor {
     waiting: HashMap<(String, bool), VecDeque<Completion>>,
     leaving: Option<Done<Result<(), ElectionError>>>,
     pump_waker: Option<std::task::Waker>,
+    /// Deliveries the MAC check dropped (shared with the handles).
+    unauthenticated: Arc<AtomicU64>,
 }
 
 impl ElectionActor {
@@ -67,6 +73,7 @@ impl ElectionActor {
         events: broadcast::Sender<ElectionEvent>,
         status: watch::Sender<ElectionStatus>,
         ready: Done<Result<(), ElectionError>>,
+        unauthenticated: Arc<AtomicU64>,
     ) -> Addr<Self> {
         let limit = config.max_message_size.min(conn.max_message_size());
         let local = conn.local();
@@ -84,6 +91,7 @@ impl ElectionActor {
             waiting: HashMap::new(),
             leaving: None,
             pump_waker: None,
+            unauthenticated,
         }
         .start()
     }
@@ -302,6 +310,11 @@ impl ElectionActor {
 
     fn handle_op(&mut self, op: Op, ctx: &mut Context<Self>) {
         match op {
+            Op::Inspect { done } => {
+                let dropped = self.unauthenticated.load(Ordering::Relaxed);
+                let _ = done.send(self.core.inspect(self.conn.group().as_str(), dropped));
+                return;
+            }
             Op::Candidacy { name, stand, done } => {
                 if self.leaving.is_some() {
                     let _ = done.send(Err(ElectionError::Closed));

@@ -106,7 +106,9 @@
 //!   Dolev), which this implementation does not track.
 
 mod core;
+mod inspect;
 mod messages;
+mod observer;
 mod runtime;
 
 /// What `crate::fuzzing` drives (see `crate::group::fuzz_access`).
@@ -123,7 +125,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+pub use self::inspect::{Agreement, ReplicaInspection, ReplicaMemberInspection, SharedState};
 pub use self::messages::{PrimaryEpoch, StateId};
+pub use self::observer::ReplicaObserver;
 use self::runtime::{Op, ReplicaActor};
 use crate::group::{GroupMetrics, MetricsSnapshot};
 pub use crate::roster::Role;
@@ -556,7 +560,7 @@ pub struct ReplicaStatus {
 /// Protocol messages a replica refused, by cause (DESIGN.md §6). Every
 /// member refuses the same messages of the stream, so the counts agree
 /// across members that saw the same stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 // Counters are added as the library grows: built only by the library.
 #[non_exhaustive]
 pub struct RefusedCounts {
@@ -807,6 +811,19 @@ impl<S: StateMachine> Replica<S> {
             let _ = tx.send(read(s));
         }));
         self.ops.send(op).map_err(|_| gone(&self.stopped))?;
+        rx.await.map_err(|_| gone(&self.stopped))
+    }
+
+    /// What this replica holds at one point of the ordered stream: members
+    /// with roles, versions and the state each announced, pending
+    /// processes, primary or not, its own state id, whether the
+    /// participants agree, refusals and counters (see
+    /// [`ReplicaInspection`] for the rules). Observers can call it.
+    pub async fn inspect(&self) -> Result<ReplicaInspection, ReplicaError> {
+        let (done, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Inspect { done })
+            .map_err(|_| gone(&self.stopped))?;
         rx.await.map_err(|_| gone(&self.stopped))
     }
 
