@@ -89,8 +89,9 @@ pub struct Leadership {
     pub leader: Member,
 }
 
-/// Something that happened, in stream order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something that happened, in stream order. Serializable for tools
+/// (`acpg watch --json`); never sent on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ElectionEvent {
     /// The membership changed.

@@ -267,8 +267,9 @@ impl Default for ReplicaConfig {
     }
 }
 
-/// Something that happened to this replica, in stream order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something that happened to this replica, in stream order. Serializable for tools
+/// (`acpg watch --json`); never sent on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ReplicaEvent {
     /// The membership changed (the view is installing).
