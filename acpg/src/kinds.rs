@@ -359,7 +359,7 @@ pub fn write_election_status(
                 m.member.to_string(),
                 role(m.role).to_owned(),
                 m.versions.to_string(),
-                this(m.member, seen.local),
+                this(m.member, seen.local, seen.role),
             ]
         })
         .collect();
@@ -455,7 +455,7 @@ pub fn write_replica_status(
                     Some(s) => format!("announced {}", state(&s)),
                     None => "announced nothing yet".to_owned(),
                 },
-                this(m.member, seen.local),
+                this(m.member, seen.local, seen.role),
             ]
         })
         .collect();
@@ -523,11 +523,14 @@ fn protocol(version: Option<u8>) -> String {
     }
 }
 
-fn this(member: Member, local: Member) -> String {
-    if member == local {
-        "this acpg".to_owned()
-    } else {
-        String::new()
+/// The mark of the inspecting member's row: acpg itself is an observer;
+/// a participant's own inspection, printed by a program, is marked as
+/// such.
+fn this(member: Member, local: Member, role: Role) -> String {
+    match (member == local, role) {
+        (false, _) => String::new(),
+        (true, Role::Observer) => "this acpg".to_owned(),
+        (true, Role::Participant) => "inspected here".to_owned(),
     }
 }
 
