@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use actix_cpg::election::ElectionInspection;
-use actix_cpg::replicated::ReplicaInspection;
+use actix_cpg::replicated::{ReplicaInspection, StateId};
 use actix_cpg::transport::sim::{SimCluster, SimConnection};
 use actix_cpg::wire::Versions;
 use actix_cpg::{
@@ -413,4 +413,50 @@ async fn an_untyped_observer_follows_the_participants_state_ids() {
         assert_eq!(inspected(r).await.refused.hostile(), 0);
     }
     observer.leave().await.expect("leave");
+}
+
+#[actix_rt::test]
+async fn a_history_founded_apart_shows_another_genesis_at_the_merge() {
+    let cluster = SimCluster::new(3);
+    let first = replica(&cluster, 1, "inspect-geneses").await;
+    write(&first, 1).await;
+    // Node 1 is cut off before anyone else joined: a replica started on
+    // the quorate side knows of no primary component, and founds a
+    // history of its own.
+    cluster
+        .partition(&[&[NodeId(1)], &[NodeId(2), NodeId(3)]])
+        .expect("partition");
+    let second = replica(&cluster, 2, "inspect-geneses").await;
+    replica_until(|| inspected(&second), "founded", settled(1)).await;
+    write(&second, 2).await;
+    write(&second, 3).await;
+    let apart = (
+        inspected(&first).await.state,
+        inspected(&second).await.state,
+    );
+    assert_ne!(apart.0.genesis, apart.1.genesis, "two histories");
+
+    cluster.heal();
+    let merged = replica_until(
+        || inspected(&second),
+        "merged",
+        |s| s.installed && s.members.len() == 2 && !s.agreement.agree,
+    )
+    .await;
+    let geneses: Vec<u64> = merged
+        .agreement
+        .states
+        .iter()
+        .map(|s| s.state.genesis)
+        .collect();
+    assert_eq!(geneses.len(), 2, "{merged:#?}");
+    assert!(geneses.contains(&apart.0.genesis) && geneses.contains(&apart.1.genesis));
+    // (Epochs may move without a command: compare the histories.)
+    let history = |s: StateId| (s.genesis, s.applied, s.chain);
+    let announced = merged.member(first.local()).unwrap().announced;
+    assert_eq!(announced.map(history), Some(history(apart.0)));
+    // The greatest state wins (listed first); the other side receives it.
+    let states = &merged.agreement.states;
+    assert!(states[0].state > states[1].state);
+    assert_eq!(merged.agreement.receivers, states[1].members);
 }
