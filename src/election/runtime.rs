@@ -61,6 +61,8 @@ pub(crate) struct ElectionActor {
     waiting: HashMap<(String, bool), VecDeque<Completion>>,
     leaving: Option<Done<Result<(), ElectionError>>>,
     pump_waker: Option<std::task::Waker>,
+    /// This runtime's span (group and member), entered on every turn.
+    span: tracing::Span,
     /// Deliveries the MAC check dropped (shared with the handles).
     unauthenticated: Arc<AtomicU64>,
 }
@@ -77,6 +79,7 @@ impl ElectionActor {
     ) -> Addr<Self> {
         let limit = config.max_message_size.min(conn.max_message_size());
         let local = conn.local();
+        let span = crate::spans::runtime(crate::spans::Protocol::Election, conn.group(), local);
         ElectionActor {
             conn,
             ops,
@@ -91,6 +94,7 @@ impl ElectionActor {
             waiting: HashMap::new(),
             leaving: None,
             pump_waker: None,
+            span,
             unauthenticated,
         }
         .start()
@@ -144,7 +148,7 @@ impl ElectionActor {
                 joined,
                 left,
             } => {
-                debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                crate::spans::confchg(&members, &joined, &left);
                 // The clock only enters the stream (see `Info::clock`).
                 let now = self.conn.wall_clock_us();
                 self.core.handle_confchg(&members, &joined, &left, now)
@@ -234,6 +238,7 @@ impl ElectionActor {
                             let _ = ready.send(Ok(()));
                         }
                     }
+                    tracing::info!("{event}");
                     let _ = self.events.send(event);
                 }
             }
@@ -360,6 +365,10 @@ impl Actor for ElectionActor {
 
 impl Pumped for ElectionActor {
     type Op = Op;
+
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
 
     fn set_pump_waker(&mut self, waker: std::task::Waker) {
         self.pump_waker = Some(waker);
