@@ -147,8 +147,8 @@ pub mod wire;
 pub use actix_cpg_macros::RemoteMessage;
 pub use auth::GroupKey;
 pub use election::{
-    Election, ElectionConfig, ElectionError, ElectionEvent, ElectionStatus, Epoch, Leadership,
-    GROUP_ELECTION,
+    Election, ElectionConfig, ElectionError, ElectionEvent, ElectionInspection, ElectionStatus,
+    Epoch, Leadership, GROUP_ELECTION,
 };
 pub use group::RemoteAddr;
 pub use group::{
@@ -159,7 +159,7 @@ pub use group::{
 pub use remote::{Handlers, RemoteMessage};
 pub use replicated::{
     Delivery, Executed, PrimaryEpoch, RefusedCounts, Replica, ReplicaConfig, ReplicaError,
-    ReplicaEvent, ReplicaStatus, StateId, StateMachine,
+    ReplicaEvent, ReplicaInspection, ReplicaObserver, ReplicaStatus, StateId, StateMachine,
 };
 pub use supervisor::{
     ChildSpec, ChildStatus, FencingToken, Placement, PlacementPolicy, QuorumPolicy, RestartType,

@@ -22,6 +22,7 @@ mod hostile_election;
 mod hostile_group;
 mod hostile_replicated;
 mod inspect;
+mod inspect_rsm;
 mod kv_history_sim;
 mod record_replay;
 mod replicated_observer;

@@ -7,6 +7,7 @@
 //!  acpg watch GROUP    join as an observer ─► GroupEvent + SupervisionEvent
 //!                                             ─► one timestamped line each,
 //!                                                until interrupted or closed
+//!  --election, --replica: the same for election and replica groups (rule 7)
 //!  acpg replay FILE    Recording::open ─► actix_cpg::group::replay ─► one line
 //!                                             per decision
 //!  --json              one JSON object (status), one per line (watch, replay)
@@ -47,6 +48,26 @@
 //!    from two channels: a line of one kind may print before a line of the
 //!    other that the group decided first. A slow reader that misses events
 //!    is told how many ([`Watched::Missed`]).
+//! 7. **The user says the kind.** A registry group ([`Group`]) is the
+//!    default; `--election` looks at an [`actix_cpg::Election`] group and
+//!    `--replica` at a [`actix_cpg::Replica`] group ([`Kind`]). Each kind
+//!    has its own observer, so acpg must join as the right one: told the
+//!    wrong kind, it hears no member it can read and refuses: with
+//!    [`ToolError::OtherKind`] when it holds a state of its own with only
+//!    unannounced processes around it (a replica observer founds an empty
+//!    view after its learning timeout), else with [`ToolError::NoState`]
+//!    after `--wait`; the members drop its messages, and nothing of
+//!    theirs changes. It does not
+//!    guess from the first announcements it reads: that would take a join
+//!    as some kind first, and the guess would still need the members of
+//!    that kind to answer. A replica group is looked at with
+//!    [`actix_cpg::ReplicaObserver`], which needs no state machine type:
+//!    it follows the state ids of the ordered stream without decoding a
+//!    command, so acpg shows where each replica stands in the history
+//!    (and whether they agree), not what the state holds. `status --json`
+//!    prints an [`actix_cpg::ElectionInspection`] or an
+//!    [`actix_cpg::ReplicaInspection`]; `watch --json` the events of the
+//!    kind ([`Watched::Election`], [`Watched::Replica`]).
 
 #![deny(missing_docs)]
 
@@ -59,15 +80,21 @@ use actix_cpg::group::GroupInspection;
 use actix_cpg::record::Recording;
 use actix_cpg::supervisor::SupervisionEvent;
 use actix_cpg::{
-    Group, GroupConfig, GroupError, GroupEvent, GroupName, Role, Transport, TransportError,
+    ElectionError, ElectionEvent, Group, GroupConfig, GroupError, GroupEvent, GroupName,
+    ReplicaError, ReplicaEvent, Role, Transport, TransportError,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
 mod clock;
+mod kinds;
 mod render;
 
 pub use clock::utc;
+pub use kinds::{
+    election_status, observe_election, observe_replica, replica_status, watch_election,
+    watch_replica, write_election_status, write_replica_status, Kind,
+};
 pub use render::write_status;
 
 /// How a command prints.
@@ -121,10 +148,26 @@ pub enum ToolError {
         /// The group.
         group: String,
     },
+    /// Joined, and no member but acpg is in the group, but other processes
+    /// are in its CPG view without ever announcing themselves in the
+    /// protocol of the kind asked for: likely a group of another kind
+    /// (rule 7); acpg left.
+    #[error(
+        "group {group} has {processes} other process(es) in its CPG view, but no {kind} \
+         member (is it a group of another kind?)"
+    )]
+    OtherKind {
+        /// The group.
+        group: String,
+        /// The kind asked for: `election` or `replica`.
+        kind: String,
+        /// The processes of the view that did not announce themselves.
+        processes: usize,
+    },
     /// No member handed the group state over in time (rule 2); acpg left.
     #[error(
         "no member of group {group} handed over the group state within {waited:?} \
-         (is anything but silent processes in it?)"
+         (is anything but silent processes in it? is it a group of the kind asked for?)"
     )]
     NoState {
         /// The group.
@@ -140,6 +183,25 @@ pub enum ToolError {
         group: String,
         /// What the group said.
         error: GroupError,
+    },
+    /// The election runtime refused or failed while acpg joined (another
+    /// protocol version, the transport closed).
+    #[error("cannot observe election group {group}: {error}")]
+    StartElection {
+        /// The group.
+        group: String,
+        /// What the election runtime said.
+        error: ElectionError,
+    },
+    /// The replica runtime refused or failed while acpg joined (another
+    /// protocol version, a snapshot over the size limit, the transport
+    /// closed).
+    #[error("cannot observe replica group {group}: {error}")]
+    StartReplica {
+        /// The group.
+        group: String,
+        /// What the replica runtime said.
+        error: ReplicaError,
     },
     /// The recording could not be read.
     #[error("cannot read recording {path}: {error}")]
@@ -254,6 +316,11 @@ pub enum Watched {
     Group(GroupEvent),
     /// A supervision decision: starts, exits, restarts, quorum, merges.
     Supervision(SupervisionEvent),
+    /// An event of an election group: views, leaders and epochs.
+    Election(ElectionEvent),
+    /// An event of a replica group: views, installs, primary components,
+    /// state transfers.
+    Replica(ReplicaEvent),
     /// acpg read too slowly and missed this many events of one stream.
     Missed(u64),
 }
@@ -263,6 +330,8 @@ impl Watched {
         match self {
             Watched::Group(_) => "group",
             Watched::Supervision(_) => "supervision",
+            Watched::Election(_) => "election",
+            Watched::Replica(_) => "replica",
             Watched::Missed(_) => "acpg",
         }
     }
@@ -271,6 +340,8 @@ impl Watched {
         match self {
             Watched::Group(e) => e.to_string(),
             Watched::Supervision(e) => e.to_string(),
+            Watched::Election(e) => e.to_string(),
+            Watched::Replica(e) => e.to_string(),
             Watched::Missed(n) => format!("missed {n} events (acpg read too slowly)"),
         }
     }
@@ -344,7 +415,7 @@ pub async fn watch<T: Transport>(
     Ok(end)
 }
 
-fn ended_by_output(e: io::Error) -> Result<WatchEnd, ToolError> {
+pub(crate) fn ended_by_output(e: io::Error) -> Result<WatchEnd, ToolError> {
     if e.kind() == io::ErrorKind::BrokenPipe {
         Ok(WatchEnd::OutputClosed)
     } else {
@@ -352,7 +423,7 @@ fn ended_by_output(e: io::Error) -> Result<WatchEnd, ToolError> {
     }
 }
 
-fn write_watched(
+pub(crate) fn write_watched(
     out: &mut dyn Write,
     format: Format,
     at: String,

@@ -3,6 +3,8 @@
 //! ```text
 //! acpg status GROUP [--json] [--wait SECS]   members, names, trees, quorum
 //! acpg watch GROUP [--json] [--wait SECS]    every decision as it happens
+//!   --election   GROUP is an election group: leaders, epochs, candidates
+//!   --replica    GROUP is a replica group: state ids, primary, agreement
 //! acpg replay FILE [--json]                  the decisions of a recording
 //! ```
 //!
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use acpg::{Format, Options, ToolError};
+use acpg::{Format, Kind, Options, ToolError};
 use actix_cpg::transport::corosync::Corosync;
 use clap::{Parser, Subcommand};
 
@@ -43,6 +45,8 @@ enum Command {
         /// Seconds to wait for a member to hand over the group state.
         #[arg(long, default_value_t = 10.0)]
         wait: f64,
+        #[command(flatten)]
+        kind: KindFlags,
     },
     /// Join GROUP as an observer and print every group and supervision
     /// event, timestamped, until interrupted (Ctrl-C) or the group closes.
@@ -52,6 +56,8 @@ enum Command {
         /// Seconds to wait for a member to hand over the group state.
         #[arg(long, default_value_t = 10.0)]
         wait: f64,
+        #[command(flatten)]
+        kind: KindFlags,
     },
     /// Print every decision a member took, from its recording
     /// (`GroupConfig::record_to`).
@@ -59,6 +65,31 @@ enum Command {
         /// The recording.
         file: PathBuf,
     },
+}
+
+/// Which kind of group GROUP is (a registry group without a flag).
+#[derive(clap::Args)]
+#[group(multiple = false)]
+struct KindFlags {
+    /// GROUP is an election group (`Election`): show its members, each
+    /// election's leader, epoch and candidates.
+    #[arg(long)]
+    election: bool,
+    /// GROUP is a replica group (`Replica`, any state machine): show each
+    /// member's state id, whether the view is primary, and whether the
+    /// replicas agree.
+    #[arg(long)]
+    replica: bool,
+}
+
+impl KindFlags {
+    fn kind(&self) -> Kind {
+        match (self.election, self.replica) {
+            (true, _) => Kind::Election,
+            (_, true) => Kind::Replica,
+            _ => Kind::Registry,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -71,27 +102,40 @@ fn main() -> ExitCode {
     let mut out = std::io::stdout();
     let result = match cli.command {
         Command::Replay { file } => acpg::replay(&file, format, &mut out),
-        Command::Status { group, wait } => actix::System::new().block_on(async {
-            acpg::status(&Corosync::new(), &group, options(wait), &mut out)
-                .await
-                .map(drop)
+        Command::Status { group, wait, kind } => actix::System::new().block_on(async {
+            let (daemon, options) = (Corosync::new(), options(wait));
+            match kind.kind() {
+                Kind::Registry => acpg::status(&daemon, &group, options, &mut out)
+                    .await
+                    .map(drop),
+                Kind::Election => acpg::election_status(&daemon, &group, options, &mut out)
+                    .await
+                    .map(drop),
+                Kind::Replica => acpg::replica_status(&daemon, &group, options, &mut out)
+                    .await
+                    .map(drop),
+            }
         }),
-        Command::Watch { group, wait } => actix::System::new().block_on(async {
+        Command::Watch { group, wait, kind } => actix::System::new().block_on(async {
             let interrupted = async {
                 // Without a signal handler, Ctrl-C ends the process as usual.
                 if tokio::signal::ctrl_c().await.is_err() {
                     std::future::pending::<()>().await;
                 }
             };
-            acpg::watch(
-                &Corosync::new(),
-                &group,
-                options(wait),
-                &mut out,
-                SystemTime::now,
-                interrupted,
-            )
-            .await
+            let (daemon, options) = (Corosync::new(), options(wait));
+            let (now, out) = (SystemTime::now, &mut out);
+            match kind.kind() {
+                Kind::Registry => {
+                    acpg::watch(&daemon, &group, options, out, now, interrupted).await
+                }
+                Kind::Election => {
+                    acpg::watch_election(&daemon, &group, options, out, now, interrupted).await
+                }
+                Kind::Replica => {
+                    acpg::watch_replica(&daemon, &group, options, out, now, interrupted).await
+                }
+            }
             .map(drop)
         }),
     };

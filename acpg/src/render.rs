@@ -162,7 +162,10 @@ fn slot_row(slot: &SlotInspection) -> [String; 5] {
 
 /// Rows of cells, two spaces in and between, columns aligned (an empty
 /// column takes no room), trailing blanks cut.
-fn write_rows<const N: usize>(out: &mut dyn Write, rows: &[[String; N]]) -> io::Result<()> {
+pub(crate) fn write_rows<const N: usize>(
+    out: &mut dyn Write,
+    rows: &[[String; N]],
+) -> io::Result<()> {
     let mut widths = [0usize; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -189,7 +192,7 @@ fn quorum(seen: &GroupInspection) -> &'static str {
     }
 }
 
-fn role(role: Role) -> &'static str {
+pub(crate) fn role(role: Role) -> &'static str {
     match role {
         Role::Participant => "participant",
         Role::Observer => "observer",
@@ -214,7 +217,7 @@ fn policy(policy: PlacementPolicy) -> String {
     }
 }
 
-fn list(members: &[Member]) -> String {
+pub(crate) fn list(members: &[Member]) -> String {
     members
         .iter()
         .map(ToString::to_string)

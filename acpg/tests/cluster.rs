@@ -6,8 +6,16 @@
 //! `acpg status` shows the children moved with larger fencing tokens; a
 //! group nobody is in, and a namespace with no daemon, are refused.
 //!
-//! `cpg-agent` is the harness's binary: `cargo test --workspace
-//! --all-features` builds it next to `acpg` before any test runs.
+//! Election groups and replica groups the same way: three `rsm-agent elect`
+//! members, `acpg status --election` shows the leader and its epoch, the
+//! leader is SIGKILLed while `acpg watch --election` looks on, and the next
+//! one leads with a greater epoch; three `rsm-agent kv` replicas take
+//! writes, `acpg status --replica` shows each one's state id and that they
+//! agree, one is SIGKILLed and leaves, and the two others still agree.
+//!
+//! `cpg-agent` and `rsm-agent` are the harness's binaries: `cargo test
+//! --workspace --all-features` builds them next to `acpg` before any test
+//! runs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -15,8 +23,11 @@ use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use actix_cpg::election::ElectionInspection;
 use actix_cpg::group::GroupInspection;
-use actix_cpg::{Member, Role, SlotStatus};
+use actix_cpg::replicated::ReplicaInspection;
+use actix_cpg::{Member, Role, SlotStatus, GROUP_ELECTION};
+use serde::de::DeserializeOwned;
 
 /// Long enough for a member to be seen gone and its children restarted
 /// (PROCDOWN comes within milliseconds); a bound, not a measurement.
@@ -35,6 +46,17 @@ fn cpg_agent() -> PathBuf {
         path.exists(),
         "{} is missing: build it with `cargo build -p actix-cpg-harness --features corosync \
          --bin cpg-agent` (`cargo test --workspace --all-features` does)",
+        path.display()
+    );
+    path
+}
+
+fn rsm_agent() -> PathBuf {
+    let path = PathBuf::from(acpg()).with_file_name("rsm-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p actix-cpg-harness --features corosync \
+         --bin rsm-agent` (`cargo test --workspace --all-features` does)",
         path.display()
     );
     path
@@ -353,4 +375,195 @@ fn status_refuses_a_group_nobody_is_in_and_a_namespace_without_a_daemon() {
         )),
         "{stderr}"
     );
+}
+
+/// An `rsm-agent` (`elect GROUP` or `kv GROUP`) on `node`, once ready.
+fn rsm(node: u32, mode: &str, group: &str) -> (Spawned, Member) {
+    let path = rsm_agent();
+    let mut agent = Spawned::start(node, path.to_str().expect("utf-8 path"), &[mode, group]);
+    let ready = agent.expect("READY", |l| l.starts_with("READY "));
+    (agent, parse_member(&ready["READY ".len()..]))
+}
+
+/// `acpg status --json KIND GROUP` from `node` until `pred` holds.
+fn kind_status_until<T: DeserializeOwned + std::fmt::Debug>(
+    node: u32,
+    kind: &str,
+    group: &str,
+    what: &str,
+    pred: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = run_acpg(node, &["status", "--json", kind, group]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "acpg status {kind} failed: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen: T = serde_json::from_str(&stdout).expect("status --json reads back");
+        if pred(&seen) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "never {what}; last {seen:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `acpg status KIND GROUP` as text, printed for the record.
+fn show_kind_status(node: u32, kind: &str, group: &str) -> String {
+    let out = run_acpg(node, &["status", kind, group]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    println!("$ acpg status {kind} {group}\n{text}");
+    text
+}
+
+fn interrupt(watch: &mut Spawned) {
+    let pid = watch.child.id().to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    let status = watch.child.wait().expect("the watch ends");
+    assert!(status.success(), "the watch exits 0 on Ctrl-C: {status}");
+}
+
+#[test]
+fn status_shows_the_election_leader_and_a_new_epoch_when_the_leader_is_killed() {
+    if !cluster_up() {
+        return;
+    }
+    let group = format!("acpg-elect-{}", std::process::id());
+    let mut agents = Vec::new();
+    for node in 1..=3 {
+        agents.push(rsm(node, "elect", &group));
+    }
+    let all: Vec<Member> = agents.iter().map(|(_, m)| *m).collect();
+    let participants = |s: &ElectionInspection| -> Vec<Member> {
+        s.members
+            .iter()
+            .filter(|m| m.role == Role::Participant)
+            .map(|m| m.member)
+            .collect()
+    };
+    let before: ElectionInspection =
+        kind_status_until(1, "--election", &group, "three members and a leader", |s| {
+            let s: &ElectionInspection = s;
+            participants(s) == all
+                && s.election(GROUP_ELECTION)
+                    .is_some_and(|e| e.leader.is_some())
+        });
+    let led = before.election(GROUP_ELECTION).expect("the group election");
+    // The first to join is the most senior.
+    assert_eq!(led.leader, Some(all[0]));
+    assert_eq!(led.candidates, all);
+    let text = show_kind_status(2, "--election", &group);
+    assert!(
+        text.contains(&format!("(group)  leader {}", all[0])),
+        "{text}"
+    );
+
+    let mut watch = Spawned::start(3, acpg(), &["watch", "--election", &group]);
+    watch.expect("the watch's first line", |l| l.contains("watching group"));
+    agents[0].0.kill();
+    let left = format!("{} left (process down)", all[0]);
+    let next = format!("leader of the group election: {} (epoch ", all[1]);
+    watch.until("the leader leaving and the next one leading", |seen| {
+        seen.iter().any(|l| l.contains(&left)) && seen.iter().any(|l| l.contains(&next))
+    });
+    let after: ElectionInspection =
+        kind_status_until(2, "--election", &group, "the next leader", |s| {
+            let s: &ElectionInspection = s;
+            participants(s) == all[1..]
+                && s.election(GROUP_ELECTION)
+                    .is_some_and(|e| e.leader == Some(all[1]))
+        });
+    let old = led.epoch.expect("an epoch");
+    let new = after
+        .election(GROUP_ELECTION)
+        .unwrap()
+        .epoch
+        .expect("an epoch");
+    assert!(new > old, "a greater epoch: {old} -> {new}");
+    show_kind_status(2, "--election", &group);
+    interrupt(&mut watch);
+    println!(
+        "$ acpg watch --election {group}\n{}",
+        watch_lines(&mut watch).join("\n")
+    );
+}
+
+#[test]
+fn status_shows_the_replicas_agreeing_and_a_killed_replica_leaving() {
+    if !cluster_up() {
+        return;
+    }
+    let group = format!("acpg-kv-{}", std::process::id());
+    let mut agents = Vec::new();
+    for node in 1..=3 {
+        agents.push(rsm(node, "kv", &group));
+    }
+    let all: Vec<Member> = agents.iter().map(|(_, m)| *m).collect();
+    for (i, (agent, _)) in agents.iter_mut().enumerate() {
+        agent.cmd(&format!("put key{i} value{i}"));
+        agent.expect("OK", |l| l.starts_with("OK "));
+    }
+    let participants = |s: &ReplicaInspection| -> Vec<Member> {
+        s.members
+            .iter()
+            .filter(|m| m.role == Role::Participant)
+            .map(|m| m.member)
+            .collect()
+    };
+    let before: ReplicaInspection = kind_status_until(
+        1,
+        "--replica",
+        &group,
+        "three replicas agreeing on three writes",
+        |s| {
+            let s: &ReplicaInspection = s;
+            participants(s) == all
+                && s.primary
+                && s.agreement.agree
+                && s.agreement
+                    .states
+                    .first()
+                    .is_some_and(|x| x.state.applied == 3)
+        },
+    );
+    assert_eq!(before.agreement.states.len(), 1);
+    assert_eq!(before.agreement.states[0].members, all);
+    assert_eq!(before.state.applied, 3, "acpg followed the history");
+    let text = show_kind_status(2, "--replica", &group);
+    assert!(
+        text.contains("agree (3 participants at the same state)"),
+        "{text}"
+    );
+
+    // The replica on node 3 is killed: it leaves, the others still agree
+    // and take writes.
+    agents[2].0.kill();
+    agents[0].0.cmd("put after kill");
+    agents[0].0.expect("OK", |l| l.starts_with("OK "));
+    let after: ReplicaInspection =
+        kind_status_until(1, "--replica", &group, "two replicas agreeing", |s| {
+            let s: &ReplicaInspection = s;
+            participants(s) == all[..2]
+                && s.primary
+                && s.agreement.agree
+                && s.agreement
+                    .states
+                    .first()
+                    .is_some_and(|x| x.state.applied == 4)
+        });
+    assert!(after.member(all[2]).is_none(), "the dead replica left");
+    assert_eq!(after.state.applied, 4);
+    let text = show_kind_status(2, "--replica", &group);
+    assert!(!text.contains(&all[2].to_string()), "{text}");
 }

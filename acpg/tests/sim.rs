@@ -583,3 +583,523 @@ async fn replay_of_a_file_that_is_no_recording_refuses_with_exit_code_2() {
     );
     let _ = std::fs::remove_file(&junk);
 }
+
+// Election groups (`--election`) and replica groups (`--replica`).
+
+mod kinds {
+    use super::*;
+    use actix_cpg::election::ElectionInspection;
+    use actix_cpg::replicated::ReplicaInspection;
+    use actix_cpg::{
+        Election, ElectionConfig, Replica, ReplicaConfig, StateMachine, GROUP_ELECTION,
+    };
+
+    /// A counter: the replicated state of these tests (acpg never knows
+    /// its type).
+    #[derive(Default)]
+    struct Count(u64);
+
+    impl StateMachine for Count {
+        type Command = u64;
+        type Response = u64;
+        type Snapshot = u64;
+        fn apply(&mut self, n: u64) -> u64 {
+            self.0 += n;
+            self.0
+        }
+        fn snapshot(&self) -> u64 {
+            self.0
+        }
+        fn encode(n: u64) -> Vec<u8> {
+            actix_cpg::replicated::encode_snapshot(&n)
+        }
+        fn restore(bytes: &[u8]) -> Result<Self, String> {
+            actix_cpg::replicated::decode_snapshot(bytes, 64).map(Count)
+        }
+    }
+
+    fn join(
+        cluster: &SimCluster,
+        node: u32,
+        group: &str,
+    ) -> actix_cpg::transport::sim::SimConnection {
+        cluster
+            .process(NodeId(node))
+            .unwrap()
+            .join(&GroupName::new(group).unwrap())
+            .unwrap()
+    }
+
+    /// Three election participants on nodes 1 to 3; the second stands in
+    /// "jobs". Returns once every one sees both leaders.
+    async fn electing(cluster: &SimCluster, group: &str) -> Vec<Election> {
+        let mut members = Vec::new();
+        for node in 1..=3 {
+            members.push(
+                Election::start(join(cluster, node, group), ElectionConfig::default())
+                    .await
+                    .unwrap(),
+            );
+        }
+        members[1].stand("jobs").await.unwrap();
+        for m in &members {
+            m.wait_leader(GROUP_ELECTION).await.unwrap();
+            m.wait_leader("jobs").await.unwrap();
+        }
+        members
+    }
+
+    /// Three replicas on nodes 1 to 3, with `writes` applied everywhere.
+    async fn replicating(cluster: &SimCluster, group: &str, writes: u64) -> Vec<Replica<Count>> {
+        let mut replicas = Vec::new();
+        for node in 1..=3 {
+            replicas.push(
+                Replica::<Count>::start(join(cluster, node, group), ReplicaConfig::default())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for n in 0..writes {
+            replicas[(n % 3) as usize].execute(n).await.unwrap();
+        }
+        for r in &replicas {
+            for _ in 0..2000 {
+                if r.status().state.applied == writes {
+                    break;
+                }
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(r.status().state.applied, writes);
+        }
+        replicas
+    }
+
+    fn words(line: &str) -> String {
+        line.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[actix_rt::test]
+    async fn status_of_an_election_group_shows_each_election_with_its_leader_and_epoch() {
+        let cluster = SimCluster::new(3);
+        let members = electing(&cluster, "status-elect").await;
+        let tool = cluster.process(NodeId(2)).unwrap();
+        let mut out = Vec::new();
+        let seen = acpg::election_status(&tool, "status-elect", text_options(), &mut out)
+            .await
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        println!("{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with(
+                "election group status-elect: protocol v2, quorate (3 of 3 participants reported, ring "
+            ),
+            "{text}"
+        );
+        assert_eq!(lines[1], format!("seen by {}", tool.member()));
+        assert!(text.contains("\nmembers (4)\n"), "{text}");
+        for m in &members {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| words(l) == format!("{} participant v2", m.local())),
+                "{text}"
+            );
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| words(l) == format!("{} observer v2 this acpg", tool.member())),
+            "{text}"
+        );
+        let group = members[0].leader(GROUP_ELECTION).unwrap();
+        let jobs = members[0].leader("jobs").unwrap();
+        let ids: Vec<String> = members.iter().map(|m| m.local().to_string()).collect();
+        assert!(text.contains("\nelections (2)\n"), "{text}");
+        let row = |start: &str| {
+            words(
+                lines
+                    .iter()
+                    .find(|l| l.trim_start().starts_with(start))
+                    .unwrap_or_else(|| panic!("a row {start} in\n{text}")),
+            )
+        };
+        assert_eq!(
+            row("(group)"),
+            format!(
+                "(group) leader {} epoch {} candidates {}",
+                group.leader,
+                group.epoch,
+                ids.join(", ")
+            )
+        );
+        assert_eq!(
+            row("\"jobs\""),
+            format!(
+                "\"jobs\" leader {} epoch {} candidates {}",
+                jobs.leader, jobs.epoch, ids[1]
+            )
+        );
+        assert_eq!(
+            seen.election("jobs").unwrap().leader,
+            Some(members[1].local())
+        );
+
+        // JSON: one object that reads back.
+        let mut out = Vec::new();
+        let seen = acpg::election_status(&tool, "status-elect", json_options(), &mut out)
+            .await
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let back: ElectionInspection = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, seen);
+    }
+
+    #[actix_rt::test]
+    async fn status_of_a_replica_group_shows_each_state_id_and_that_the_replicas_agree() {
+        let cluster = SimCluster::new(3);
+        let replicas = replicating(&cluster, "status-rsm", 5).await;
+        let tool = cluster.process(NodeId(1)).unwrap();
+        let mut out = Vec::new();
+        let seen = acpg::replica_status(&tool, "status-rsm", text_options(), &mut out)
+            .await
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        println!("{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        // The epochs moved since (acpg's coming and going are installs).
+        let state = replicas[0].status().state;
+        assert_eq!(
+            lines[0],
+            format!(
+                "replica group status-rsm: protocol v2, primary (epoch {})",
+                seen.epoch.unwrap()
+            )
+        );
+        // acpg followed the stream to the participants' id, without their
+        // type: the same commands in the same order.
+        assert_eq!(seen.agreement.states.len(), 1);
+        let announced = seen.agreement.states[0].state;
+        assert_eq!(
+            (seen.state.applied, seen.state.chain, seen.state.genesis),
+            (5, state.chain, state.genesis)
+        );
+        assert_eq!(
+            (announced.chain, announced.genesis),
+            (state.chain, state.genesis)
+        );
+        let id = format!(
+            "epoch {} applied 5 chain {:016x} genesis {:016x}",
+            announced.epoch, state.chain, state.genesis
+        );
+        for r in &replicas {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| words(l) == format!("{} participant v2 announced {id}", r.local())),
+                "{text}"
+            );
+        }
+        assert!(
+            lines.iter().any(|l| words(l)
+                == format!("{} observer v2 announced no state this acpg", tool.member())),
+            "{text}"
+        );
+        assert!(
+            text.contains("agreement at install round 1: agree (3 participants at the same state)"),
+            "{text}"
+        );
+        // It joined with nothing and got the state from the lowest holder.
+        assert!(
+            text.contains(&format!(
+                "  {} sent the state to {}",
+                replicas[0].local(),
+                tool.member()
+            )),
+            "{text}"
+        );
+
+        let mut out = Vec::new();
+        let seen = acpg::replica_status(&tool, "status-rsm", json_options(), &mut out)
+            .await
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let back: ReplicaInspection = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, seen);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["agreement"]["agree"], true);
+        assert_eq!(value["role"], "Observer");
+    }
+
+    #[actix_rt::test]
+    async fn a_disagreement_prints_every_state_with_who_held_it_and_the_transfer() {
+        let cluster = SimCluster::new(3);
+        let replicas = replicating(&cluster, "split-rsm", 1).await;
+        let ids: Vec<Member> = replicas.iter().map(Replica::local).collect();
+        cluster
+            .partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]])
+            .unwrap();
+        // The majority goes on, the minority refuses.
+        let mut applied = None;
+        for _ in 0..2000 {
+            if let Ok(r) = replicas[0].execute_traced(10).await {
+                applied = Some(r.state);
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        let applied = applied.expect("the majority applies");
+        cluster.heal();
+        let mut merged = None;
+        for _ in 0..2000 {
+            let seen = replicas[0].inspect().await.unwrap();
+            if seen.installed && seen.members.len() == 3 && !seen.agreement.agree {
+                merged = Some(seen);
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        let merged = merged.expect("a merge round where the sides disagree");
+        let mut out = Vec::new();
+        acpg::write_replica_status(&merged, Format::Text, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        println!("{text}");
+        assert!(
+            text.contains(&format!(
+                "agreement at install round {}: DISAGREE (2 different states)",
+                merged.agreement.round
+            )),
+            "{text}"
+        );
+        let row = |members: String| {
+            text.lines()
+                .find(|l| l.ends_with(&members))
+                .map(words)
+                .unwrap_or_else(|| panic!("a row for {members} in\n{text}"))
+        };
+        assert!(
+            row(format!("{}, {}", ids[0], ids[1]))
+                .contains(&format!(" applied 2 chain {:016x} ", applied.chain)),
+            "{text}"
+        );
+        assert!(row(ids[2].to_string()).contains(" applied 1 "), "{text}");
+        assert!(
+            text.contains(&format!("  {} sent the state to {}", ids[0], ids[2])),
+            "{text}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn watch_of_an_election_group_prints_the_new_leader_and_its_epoch() {
+        let cluster = SimCluster::new(3);
+        let members = electing(&cluster, "watch-elect").await;
+        let out = Shared::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (mut writer, group) = (out.clone(), "watch-elect");
+        let tool = cluster.process(NodeId(3)).unwrap();
+        let watch = actix::spawn(async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            acpg::watch_election(
+                &tool,
+                group,
+                text_options(),
+                &mut writer,
+                fixed_clock,
+                stopped,
+            )
+            .await
+        });
+        let watching = |what: &'static str, pred: Box<dyn Fn(&str) -> bool>| {
+            let out = out.clone();
+            async move {
+                for _ in 0..2000 {
+                    if pred(&out.text()) {
+                        return;
+                    }
+                    actix_rt::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("the watch never showed {what}:\n{}", out.text());
+            }
+        };
+        watching("its first line", Box::new(|t| t.contains("watching group"))).await;
+        let old = members[0].leader(GROUP_ELECTION).unwrap();
+        cluster.kill_process(old.leader).unwrap();
+        let next = members[1].local();
+        let line = format!("leader of the group election: {next} (epoch ");
+        watching("the new leader", Box::new(move |t| t.contains(&line))).await;
+        stop.send(()).unwrap();
+        assert_eq!(watch.await.unwrap().unwrap(), WatchEnd::Stopped);
+        let text = out.text();
+        println!("{text}");
+        let changed = text
+            .lines()
+            .find(|l| l.contains("leader of the group election: "))
+            .unwrap();
+        assert!(
+            changed.starts_with(&format!("{AT} election     ")),
+            "{changed}"
+        );
+        let epoch = members[1].leader(GROUP_ELECTION).unwrap().epoch;
+        assert!(epoch > old.epoch);
+        assert!(
+            changed.ends_with(&format!("{next} (epoch {epoch})")),
+            "{changed}"
+        );
+        assert!(
+            text.contains(&format!("{} left (process down)", old.leader)),
+            "{text}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn watch_json_of_a_replica_group_prints_the_dead_replica_leaving_and_the_new_install() {
+        let cluster = SimCluster::new(3);
+        let replicas = replicating(&cluster, "watch-rsm", 2).await;
+        let out = Shared::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut writer = out.clone();
+        let tool = cluster.process(NodeId(3)).unwrap();
+        let watch = actix::spawn(async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            acpg::watch_replica(
+                &tool,
+                "watch-rsm",
+                json_options(),
+                &mut writer,
+                fixed_clock,
+                stopped,
+            )
+            .await
+        });
+        let lines = || -> Vec<WatchLine> {
+            out.text()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let until = |what: &'static str, pred: &dyn Fn(&[WatchLine]) -> bool| {
+            let seen = lines();
+            if pred(&seen) {
+                return true;
+            }
+            let _ = what;
+            false
+        };
+        // acpg subscribes once it holds the state, and prints nothing in
+        // JSON before an event: replicas come and go on node 2 until it has
+        // printed one, so it surely sees what follows.
+        let mut extras = Vec::new();
+        while out.text().is_empty() {
+            assert!(extras.len() < 50, "the watch never printed an event");
+            extras.push(
+                Replica::<Count>::start(join(&cluster, 2, "watch-rsm"), ReplicaConfig::default())
+                    .await
+                    .unwrap(),
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        let victim = replicas[2].local();
+        cluster.kill_process(victim).unwrap();
+        let mut done = false;
+        for _ in 0..2000 {
+            done = until(
+                "the victim leaving and an install",
+                &|seen: &[WatchLine]| {
+                    let Some(left) = seen.iter().position(|l| {
+                    matches!(&l.watched, Watched::Replica(actix_cpg::ReplicaEvent::ViewChanged { left, .. })
+                        if left.iter().any(|c| c.member == victim && c.reason == Reason::ProcDown))
+                }) else {
+                        return false;
+                    };
+                    let installed = seen[left..].iter().any(|l| {
+                        matches!(
+                            &l.watched,
+                            Watched::Replica(actix_cpg::ReplicaEvent::Installed {
+                                primary: true,
+                                ..
+                            })
+                        )
+                    });
+                    installed
+                },
+            );
+            if done {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(done, "{}", out.text());
+        stop.send(()).unwrap();
+        assert_eq!(watch.await.unwrap().unwrap(), WatchEnd::Stopped);
+        for line in lines() {
+            assert_eq!(line.at, AT);
+            assert_eq!(
+                line.text,
+                match &line.watched {
+                    Watched::Replica(e) => e.to_string(),
+                    other => panic!("only replica events: {other:?}"),
+                }
+            );
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(out.text().lines().next().unwrap()).unwrap();
+        assert_eq!(value["source"], "replica");
+    }
+
+    #[actix_rt::test]
+    async fn election_and_replica_groups_nobody_is_in_refuse_with_exit_code_2() {
+        let cluster = SimCluster::new(1);
+        let tool = cluster.process(NodeId(1)).unwrap();
+        let mut out = Vec::new();
+        let err = acpg::election_status(&tool, "no-elect", text_options(), &mut out)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ToolError::Nobody { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "nobody is in group no-elect");
+        assert_eq!(err.exit_code(), 2);
+        let err = acpg::replica_status(&tool, "no-rsm", text_options(), &mut out)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ToolError::Nobody { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 2);
+        assert!(out.is_empty(), "nothing printed");
+    }
+
+    #[actix_rt::test]
+    async fn asked_for_the_wrong_kind_acpg_refuses_with_exit_code_2() {
+        let cluster = SimCluster::new(3);
+        let _members = electing(&cluster, "elect-not-rsm").await;
+        let tool = cluster.process(NodeId(1)).unwrap();
+        let options = Options {
+            ready_within: Duration::from_secs(3),
+            ..text_options()
+        };
+        let err = acpg::replica_status(&tool, "elect-not-rsm", options, &mut Vec::new())
+            .await
+            .unwrap_err();
+        println!("{err}");
+        assert!(
+            matches!(err, ToolError::OtherKind { processes: 3, .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "group elect-not-rsm has 3 other process(es) in its CPG view, but no replica member \
+             (is it a group of another kind?)"
+        );
+        assert_eq!(err.exit_code(), 2);
+        let _replicas = replicating(&cluster, "rsm-not-elect", 0).await;
+        let err = acpg::election_status(&tool, "rsm-not-elect", options, &mut Vec::new())
+            .await
+            .unwrap_err();
+        println!("{err}");
+        assert!(matches!(err, ToolError::NoState { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 2);
+    }
+}

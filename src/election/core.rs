@@ -186,8 +186,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::inspect::{ElectionEntry, ElectionInspection, ElectionQuorum};
 use super::messages::{ElectionMessage, ElectionState, Epoch, GroupState, Info};
 use super::{ElectionEvent, ElectionRefusals, Leadership, GROUP_ELECTION};
+use crate::group::MemberInspection;
 use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
 use crate::roster::{Admission, Announcement, Refusal, Role, Roster};
@@ -470,6 +472,65 @@ impl ElectionCore {
                 (name.clone(), c.into_iter().map(|(_, m)| m).collect())
             })
             .collect()
+    }
+
+    /// What this member holds, at this point of the stream (see
+    /// [`ElectionInspection`] for the rules); `dropped_unauthenticated`
+    /// comes from the runtime's MAC check.
+    pub(crate) fn inspect(&self, group: &str, dropped_unauthenticated: u64) -> ElectionInspection {
+        let mut pending: Vec<Member> = self.roster.pending().collect();
+        pending.sort();
+        let candidates = self.candidates();
+        let elections = self
+            .elections
+            .iter()
+            .map(|(name, e)| ElectionEntry {
+                name: name.clone(),
+                candidates: candidates.get(name).cloned().unwrap_or_default(),
+                leader: e.leader,
+                epoch: e.epoch,
+                acting: self.acting.contains_key(name),
+            })
+            .collect();
+        let reported: Vec<Member> = self
+            .facts
+            .iter()
+            .map(|(m, _)| *m)
+            .filter(|m| self.view.contains(m))
+            .collect();
+        ElectionInspection {
+            group: group.to_owned(),
+            local: self.local,
+            role: self.announcement.role,
+            versions: self.announcement.versions(),
+            group_version: if self.synced {
+                self.roster.group_version()
+            } else {
+                None
+            },
+            knows_members: self.synced,
+            installed: self.is_installed(),
+            members: self
+                .roster
+                .announcements()
+                .into_iter()
+                .map(|(member, a)| MemberInspection {
+                    member,
+                    role: a.role,
+                    versions: a.versions(),
+                })
+                .collect(),
+            pending,
+            elections,
+            quorum: ElectionQuorum {
+                quorate: self.view_quorate(),
+                ring_seq: self.facts.highest_ring_seq(&self.view),
+                reported,
+                locally_quorate: self.locally_quorate(),
+            },
+            refused: self.refused,
+            dropped_unauthenticated,
+        }
     }
 
     /// A raw configuration change, at its position in the stream; `now` is

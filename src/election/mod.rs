@@ -50,6 +50,7 @@
 //! the greatest it has seen (fencing).
 
 mod core;
+mod inspect;
 mod messages;
 mod runtime;
 
@@ -67,6 +68,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+pub use self::inspect::{ElectionEntry, ElectionInspection, ElectionQuorum};
 pub use self::messages::Epoch;
 use self::runtime::{ElectionActor, Op};
 pub use crate::roster::Role;
@@ -87,8 +89,9 @@ pub struct Leadership {
     pub leader: Member,
 }
 
-/// Something that happened, in stream order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something that happened, in stream order. Serializable for tools
+/// (`acpg watch --json`); never sent on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ElectionEvent {
     /// The membership changed.
@@ -344,7 +347,7 @@ pub struct ElectionStatus {
 /// Messages an election member refused, by cause (each also logged). Every
 /// member applies the same rules at the same point of the stream, so a
 /// refusal changes no decision anywhere; the counts are this member's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 // Counters are added as the library grows: built only by the library.
 #[non_exhaustive]
 pub struct ElectionRefusals {
@@ -551,6 +554,18 @@ impl Election {
             sent.map_err(|_| ElectionError::Closed)?;
             rx.await.map_err(|_| ElectionError::Closed)?
         }
+    }
+
+    /// What this member holds at one point of the ordered stream: members
+    /// with roles and versions, pending processes, every election with its
+    /// candidates, leader and epoch, quorum and refusals (see
+    /// [`ElectionInspection`] for the rules). Observers can call it.
+    pub async fn inspect(&self) -> Result<ElectionInspection, ElectionError> {
+        let (done, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Inspect { done })
+            .map_err(|_| ElectionError::Closed)?;
+        rx.await.map_err(|_| ElectionError::Closed)
     }
 
     /// Leaves the group cleanly (others see `Leave`) and stops the runtime.

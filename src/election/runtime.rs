@@ -25,7 +25,7 @@ use tracing::{debug, error, warn};
 
 use super::core::{Action, CandidacyOp, ElectionCore};
 use super::messages::{decode_envelope, ElectionMessage};
-use super::{ElectionConfig, ElectionError, ElectionEvent, ElectionStatus};
+use super::{ElectionConfig, ElectionError, ElectionEvent, ElectionInspection, ElectionStatus};
 use crate::outbox::Outbox;
 use crate::pump::{EventPump, Pumped};
 use crate::telemetry::{self, ElectionGauges, ElectionTelemetry};
@@ -45,6 +45,8 @@ pub(crate) enum Op {
     Leave {
         done: Done<Result<(), ElectionError>>,
     },
+    /// Answered from the core between two events.
+    Inspect { done: Done<ElectionInspection> },
 }
 
 pub(crate) struct ElectionActor {
@@ -345,6 +347,11 @@ impl ElectionActor {
 
     fn handle_op(&mut self, op: Op, ctx: &mut Context<Self>) {
         match op {
+            Op::Inspect { done } => {
+                let dropped = self.unauthenticated.load(Ordering::Relaxed);
+                let _ = done.send(self.core.inspect(self.conn.group().as_str(), dropped));
+                return;
+            }
             Op::Candidacy { name, stand, done } => {
                 if self.leaving.is_some() {
                     let _ = done.send(Err(ElectionError::Closed));

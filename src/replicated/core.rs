@@ -276,10 +276,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{debug, warn};
 
+use super::inspect::{Agreement, ReplicaInspection, ReplicaMemberInspection, SharedState};
 use super::messages::{
     Chunk, CommandMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateId,
 };
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
+use crate::group::MetricsSnapshot;
 use crate::incarnation::Incarnation;
 use crate::quorum::QuorumFacts;
 use crate::roster::{Admission, Announcement, Refusal, Role, Roster};
@@ -448,6 +450,9 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// This member's applied commands whose reply waits for stability, by
     /// position (`applied` after the command).
     unstable: BTreeMap<u64, (u64, Executed<S::Response>)>,
+    /// The state each member announced in the latest round installed, and
+    /// that round (for inspection only: no decision reads it).
+    announced: (u32, BTreeMap<Member, StateId>),
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
@@ -499,6 +504,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             ack_in_flight: false,
             acked: 0,
             unstable: BTreeMap::new(),
+            announced: (0, BTreeMap::new()),
         }
     }
 
@@ -616,6 +622,69 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// Whether this member has held the state at least once.
     pub(crate) fn is_ready(&self) -> bool {
         self.ready
+    }
+
+    /// What this replica holds, at this point of the stream (see
+    /// [`ReplicaInspection`] for the rules), with `metrics` read at the
+    /// same moment.
+    pub(crate) fn inspect(&self, group: &str, metrics: MetricsSnapshot) -> ReplicaInspection {
+        let (round, announced) = &self.announced;
+        let mut pending: Vec<Member> = self.roster.pending().collect();
+        pending.sort();
+        let members: Vec<ReplicaMemberInspection> = self
+            .roster
+            .announcements()
+            .into_iter()
+            .map(|(member, a)| ReplicaMemberInspection {
+                member,
+                role: a.role,
+                versions: a.versions(),
+                announced: announced.get(&member).copied(),
+            })
+            .collect();
+        let mut by_state: BTreeMap<StateId, Vec<Member>> = BTreeMap::new();
+        let mut empty = Vec::new();
+        let mut unknown = false;
+        for m in members.iter().filter(|m| m.role == Role::Participant) {
+            match m.announced {
+                // No history at all (genesis 0): a joiner, not a rival.
+                Some(state) if state.genesis == 0 => empty.push(m.member),
+                Some(state) => by_state.entry(state).or_default().push(m.member),
+                None => unknown = true,
+            }
+        }
+        let (sender, receivers) = match &self.phase {
+            Phase::Installed(i) => (i.sender, i.receivers.iter().copied().collect()),
+            _ => (None, Vec::new()),
+        };
+        ReplicaInspection {
+            group: group.to_owned(),
+            local: self.local,
+            role: self.announcement.role,
+            versions: self.announcement.versions(),
+            group_version: self.group_version(),
+            installed: self.is_installed(),
+            holding: self.is_holding(),
+            primary: self.is_primary(),
+            epoch: self.primary_epoch(),
+            state: self.id,
+            agreement: Agreement {
+                agree: !unknown && by_state.len() <= 1,
+                round: *round,
+                states: by_state
+                    .into_iter()
+                    .rev()
+                    .map(|(state, members)| SharedState { state, members })
+                    .collect(),
+                empty,
+                sender,
+                receivers,
+            },
+            members,
+            pending,
+            refused: self.refused,
+            metrics,
+        }
     }
 
     /// A configuration change, at its position in the stream.
@@ -1540,6 +1609,10 @@ impl<S: StateMachine> ReplicaCore<S> {
         };
         // The members of the view are known from here on.
         self.taught = true;
+        self.announced = (
+            self.round,
+            infos.iter().map(|(m, i)| (*m, i.state)).collect(),
+        );
         // Rule 10: of an observer's info only its state is read, and only
         // to tell whether it already holds the winner's.
         let roster = &self.roster;
@@ -1868,7 +1941,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             // state its announcement claims stays the one it holds.
             return;
         }
-        let command = match self.codec.decode_payload::<S::Command>(&cmd.payload) {
+        let command = match super::observer::decode_command::<S>(&self.codec, &cmd.payload) {
             Ok(c) => c,
             Err(e) => {
                 // Every replica fails alike on the same bytes, so skipping

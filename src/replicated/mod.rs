@@ -110,7 +110,9 @@ mod core;
 // until then only its tests use it.
 #[allow(dead_code)]
 mod durable;
+mod inspect;
 mod messages;
+mod observer;
 mod runtime;
 
 /// What `crate::fuzzing` drives (see `crate::group::fuzz_access`).
@@ -127,7 +129,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+pub use self::inspect::{Agreement, ReplicaInspection, ReplicaMemberInspection, SharedState};
 pub use self::messages::{PrimaryEpoch, StateId};
+pub use self::observer::ReplicaObserver;
 use self::runtime::{Op, ReplicaActor};
 use crate::group::{GroupMetrics, MetricsSnapshot};
 pub use crate::roster::Role;
@@ -267,8 +271,9 @@ impl Default for ReplicaConfig {
     }
 }
 
-/// Something that happened to this replica, in stream order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something that happened to this replica, in stream order. Serializable for tools
+/// (`acpg watch --json`); never sent on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ReplicaEvent {
     /// The membership changed (the view is installing).
@@ -560,7 +565,7 @@ pub struct ReplicaStatus {
 /// Protocol messages a replica refused, by cause (DESIGN.md §6). Every
 /// member refuses the same messages of the stream, so the counts agree
 /// across members that saw the same stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 // Counters are added as the library grows: built only by the library.
 #[non_exhaustive]
 pub struct RefusedCounts {
@@ -811,6 +816,19 @@ impl<S: StateMachine> Replica<S> {
             let _ = tx.send(read(s));
         }));
         self.ops.send(op).map_err(|_| gone(&self.stopped))?;
+        rx.await.map_err(|_| gone(&self.stopped))
+    }
+
+    /// What this replica holds at one point of the ordered stream: members
+    /// with roles, versions and the state each announced, pending
+    /// processes, primary or not, its own state id, whether the
+    /// participants agree, refusals and counters (see
+    /// [`ReplicaInspection`] for the rules). Observers can call it.
+    pub async fn inspect(&self) -> Result<ReplicaInspection, ReplicaError> {
+        let (done, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Inspect { done })
+            .map_err(|_| gone(&self.stopped))?;
         rx.await.map_err(|_| gone(&self.stopped))
     }
 

@@ -20,7 +20,8 @@ use tracing::{debug, error, warn};
 use super::core::{Action, Actions, ReplicaCore};
 use super::messages::{Chunk, CommandMsg, ReplicaMessage, StateId};
 use super::{
-    Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaStatus, StateMachine, Stopped,
+    Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaInspection, ReplicaStatus,
+    StateMachine, Stopped,
 };
 use crate::group::GroupMetrics;
 use crate::outbox::Outbox;
@@ -44,6 +45,10 @@ pub(crate) enum Op<S: StateMachine> {
         done: Reply<S>,
     },
     Query(Box<dyn FnOnce(&S) + Send>),
+    /// Answered from the core between two events.
+    Inspect {
+        done: Done<ReplicaInspection>,
+    },
     Leave {
         done: Done<Result<(), ReplicaError>>,
     },
@@ -490,6 +495,12 @@ impl<S: StateMachine> ReplicaActor<S> {
                 }
             }
             Op::Query(read) => read(self.core.state()),
+            Op::Inspect { done } => {
+                let seen = self
+                    .core
+                    .inspect(self.conn.group().as_str(), self.metrics.snapshot());
+                let _ = done.send(seen);
+            }
             Op::Leave { done } => {
                 if self.leaving.is_some() {
                     let _ = done.send(Err(ReplicaError::Closed));
