@@ -26,6 +26,7 @@ use super::messages::{decode_envelope, ElectionMessage};
 use super::{ElectionConfig, ElectionError, ElectionEvent, ElectionStatus};
 use crate::outbox::Outbox;
 use crate::pump::{EventPump, Pumped};
+use crate::record::{Recorded, Recorder};
 use crate::transport::{Connection, TransportError, TransportEvent};
 use crate::wire::{Codec, Kind, Versions};
 
@@ -44,6 +45,13 @@ pub(crate) enum Op {
     },
 }
 
+/// Where the runtime reports: the handles' channels, and the recording.
+pub(crate) struct Outlets {
+    pub(crate) events: broadcast::Sender<ElectionEvent>,
+    pub(crate) status: watch::Sender<ElectionStatus>,
+    pub(crate) recorder: Option<Recorder>,
+}
+
 pub(crate) struct ElectionActor {
     conn: Box<dyn Connection>,
     ops: mpsc::UnboundedReceiver<Op>,
@@ -57,6 +65,7 @@ pub(crate) struct ElectionActor {
     waiting: HashMap<(String, bool), VecDeque<Completion>>,
     leaving: Option<Done<Result<(), ElectionError>>>,
     pump_waker: Option<std::task::Waker>,
+    recorder: Option<Recorder>,
 }
 
 impl ElectionActor {
@@ -64,10 +73,14 @@ impl ElectionActor {
         conn: Box<dyn Connection>,
         ops: mpsc::UnboundedReceiver<Op>,
         config: ElectionConfig,
-        events: broadcast::Sender<ElectionEvent>,
-        status: watch::Sender<ElectionStatus>,
+        outlets: Outlets,
         ready: Done<Result<(), ElectionError>>,
     ) -> Addr<Self> {
+        let Outlets {
+            events,
+            status,
+            recorder,
+        } = outlets;
         let limit = config.max_message_size.min(conn.max_message_size());
         let local = conn.local();
         ElectionActor {
@@ -84,6 +97,7 @@ impl ElectionActor {
             waiting: HashMap::new(),
             leaving: None,
             pump_waker: None,
+            recorder,
         }
         .start()
     }
@@ -110,7 +124,22 @@ impl ElectionActor {
         });
     }
 
+    /// Appends what this member decides from to its recording: the
+    /// ordered events and, since acting as leader follows it, this node's
+    /// quorum notifications.
+    fn record(&mut self, event: &TransportEvent) {
+        if self.recorder.is_none() {
+            return;
+        }
+        let entry = match event {
+            TransportEvent::Quorum(q) => Some(Recorded::Quorum(q.clone())),
+            other => Recorded::from_event(other),
+        };
+        crate::record::keep(&mut self.recorder, self.conn.group(), entry);
+    }
+
     fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
+        self.record(&event);
         let actions = match event {
             TransportEvent::Deliver { from, bytes } => {
                 let before = self.core.refused();
@@ -342,6 +371,10 @@ impl Actor for ElectionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.spawn(EventPump::new());
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        crate::record::finish(&mut self.recorder, self.conn.group());
     }
 }
 

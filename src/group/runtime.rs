@@ -462,11 +462,7 @@ impl Actor for GroupActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        if let Some(recorder) = &mut self.recorder {
-            if let Err(e) = recorder.flush() {
-                error!("recording not flushed: {e}");
-            }
-        }
+        crate::record::finish(&mut self.recorder, self.conn.group());
     }
 }
 

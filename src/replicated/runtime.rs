@@ -25,6 +25,7 @@ use super::{
 use crate::group::GroupMetrics;
 use crate::outbox::Outbox;
 use crate::pump::{EventPump, Pumped};
+use crate::record::{Recorded, Recorder};
 use crate::roster::Refusal;
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
 use crate::wire::{Codec, HEADER_LEN};
@@ -54,6 +55,7 @@ pub(crate) struct Outlets {
     pub(crate) events: broadcast::Sender<ReplicaEvent>,
     pub(crate) status: watch::Sender<ReplicaStatus>,
     pub(crate) stopped: Stopped,
+    pub(crate) recorder: Option<Recorder>,
 }
 
 pub(crate) struct ReplicaActor<S: StateMachine> {
@@ -77,6 +79,7 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     /// Bumped at every view change: an encoding started before is void.
     transfer_generation: u64,
     learn_timeout: std::time::Duration,
+    recorder: Option<Recorder>,
 }
 
 impl<S: StateMachine> ReplicaActor<S> {
@@ -92,6 +95,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             events,
             status,
             stopped,
+            recorder,
         } = outlets;
         let limit = config.max_message_size.min(conn.max_message_size());
         metrics.set_limit(limit);
@@ -133,6 +137,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             restored: None,
             transfer_generation: 0,
             learn_timeout: config.learn_timeout,
+            recorder,
         }
         .start()
     }
@@ -171,6 +176,15 @@ impl<S: StateMachine> ReplicaActor<S> {
     }
 
     fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
+        if self.recorder.is_some() {
+            // Quorum notifications are left out: a replica's only reach
+            // the decisions as facts it multicasts (recorded as delivered).
+            crate::record::keep(
+                &mut self.recorder,
+                self.conn.group(),
+                Recorded::from_event(&event),
+            );
+        }
         match event {
             TransportEvent::Deliver { from, bytes } => {
                 if from == self.conn.local() {
@@ -477,6 +491,10 @@ impl<S: StateMachine> Actor for ReplicaActor<S> {
                 act.execute(actions, ctx);
             },
         );
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        crate::record::finish(&mut self.recorder, self.conn.group());
     }
 }
 
