@@ -53,7 +53,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     for node in 1..=3 {
         let conn = cluster.process(NodeId(node))?.join(&name)?;
         let config = ElectionConfig {
-            record_to: observe.record_to(node as usize),
+            record_to: observe.record_to(node),
             ..ElectionConfig::default()
         };
         members.push(Election::start(conn, config).await?);

@@ -102,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut replicas = Vec::new();
     for node in 1..=3 {
-        replicas.push(Replica::<Bank>::start(join(node)?, config(node as usize)).await?);
+        replicas.push(Replica::<Bank>::start(join(node)?, config(node)).await?);
     }
     replicas[0].wait_primary().await?;
     replicas[0]

@@ -54,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for node in 1..=3 {
         let conn = cluster.process(NodeId(node))?.join(&name)?;
         let config = GroupConfig {
-            record_to: observe.record_to(node as usize),
+            record_to: observe.record_to(node),
             ..GroupConfig::default()
         };
         groups.push(Group::start(conn, config).await?);

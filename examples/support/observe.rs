@@ -46,7 +46,7 @@ impl Observe {
 
     /// The recording of the `member`-th member this process starts
     /// (1-based): `FILE.member`.
-    pub fn record_to(&self, member: usize) -> Option<PathBuf> {
+    pub fn record_to(&self, member: u32) -> Option<PathBuf> {
         let file = self.record.as_ref()?;
         let mut name = file.as_os_str().to_owned();
         name.push(format!(".{member}"));
@@ -63,7 +63,7 @@ impl Observe {
     /// (`FILE.node`) and `--show`.
     pub fn forward(&self, node: u32) -> Vec<String> {
         let mut args = Vec::new();
-        if let Some(file) = self.record_to(node as usize) {
+        if let Some(file) = self.record_to(node) {
             args.push("--record".to_owned());
             args.push(file.display().to_string());
         }
