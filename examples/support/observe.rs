@@ -75,11 +75,25 @@ impl Observe {
 
     /// With `--show`, prints what each of `members` holds now.
     pub async fn show<'a, T: Shown + 'a>(&self, members: impl IntoIterator<Item = &'a T>) {
-        if self.show {
-            for member in members {
-                println!("{}", member.describe().await);
-            }
+        if let Some(text) = self.shown(members).await {
+            println!("{text}");
         }
+    }
+
+    /// With `--show`, what each of `members` holds now, for a program
+    /// whose stdout is a protocol (it prints it elsewhere).
+    pub async fn shown<'a, T: Shown + 'a>(
+        &self,
+        members: impl IntoIterator<Item = &'a T>,
+    ) -> Option<String> {
+        if !self.show {
+            return None;
+        }
+        let mut text = Vec::new();
+        for member in members {
+            text.push(member.describe().await);
+        }
+        Some(text.join("\n"))
     }
 }
 
@@ -87,19 +101,28 @@ impl Observe {
 /// decisions of a replica recording, which need the state machine
 /// (`acpg replay` reads only registry and election recordings).
 pub fn replay_replica<S: StateMachine>(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
     let recording = actix_cpg::record::Recording::open(path)?;
     let decisions =
         actix_cpg::replicated::replay::<S>(&recording, &actix_cpg::ReplicaConfig::default());
-    println!(
+    let mut out = std::io::stdout().lock();
+    let printed = writeln!(
+        out,
         "{} events recorded by {} (replica); {} decisions:",
         recording.entries.len(),
         recording.local,
         decisions.len()
-    );
-    for d in decisions {
-        println!("  [{:>5}] {}", d.position, d.decision);
+    )
+    .and_then(|()| {
+        decisions
+            .iter()
+            .try_for_each(|d| writeln!(out, "  [{:>5}] {}", d.position, d.decision))
+    });
+    match printed {
+        // The reader went away (`| head`): nothing to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
-    Ok(())
 }
 
 /// A member whose metrics and snapshot `--show` prints.
