@@ -59,11 +59,12 @@ impl Observe {
         self.record.clone()
     }
 
-    /// The flags for the member process on node `node`: its own file
-    /// (`FILE.node`) and `--show`.
-    pub fn forward(&self, node: u32) -> Vec<String> {
+    /// The flags for the `member`-th member process a run starts (where
+    /// one runs per node, its node): its own file (`FILE.member`) and
+    /// `--show`.
+    pub fn forward(&self, member: u32) -> Vec<String> {
         let mut args = Vec::new();
-        if let Some(file) = self.record_to(node) {
+        if let Some(file) = self.record_to(member) {
             args.push("--record".to_owned());
             args.push(file.display().to_string());
         }
