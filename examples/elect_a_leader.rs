@@ -11,7 +11,6 @@
 
 use std::error::Error;
 
-
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::{
     Election, ElectionConfig, GroupName, Leadership, Member, NodeId, Transport, GROUP_ELECTION,

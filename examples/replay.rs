@@ -87,9 +87,7 @@ fn factories() -> Factories {
 }
 
 /// Records a short scenario from node 1's member and returns the file.
-async fn record_sample(
-    observe: &observe::Observe,
-) -> Result<PathBuf, Box<dyn std::error::Error>> {
+async fn record_sample(observe: &observe::Observe) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let path = observe.record_to(1).unwrap_or_else(|| {
         std::env::temp_dir().join(format!("actix-cpg-sample-{}.rec", std::process::id()))
     });
@@ -119,7 +117,9 @@ async fn record_sample(
     pause().await;
     cluster.heal();
     pause().await;
-    observe.show(std::iter::once(&recorded).chain(others.iter())).await;
+    observe
+        .show(std::iter::once(&recorded).chain(others.iter()))
+        .await;
     recorded.leave().await?;
     pause().await;
     Ok(path)

@@ -61,7 +61,9 @@ async fn next_host(events: &mut Receiver<GroupEvent>) -> Result<Member, &'static
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let observe = observe::Observe::parse("A supervised worker restarted on another member when its host is killed (sim backend).");
+    let observe = observe::Observe::parse(
+        "A supervised worker restarted on another member when its host is killed (sim backend).",
+    );
     let cluster = SimCluster::new(3);
     let name = GroupName::new("restart-elsewhere")?;
     let mut members = Vec::new();

@@ -65,7 +65,11 @@ fn an_example_run_with_record_writes_recordings_that_replay_to_what_it_printed()
         .output()
         .expect("the example runs");
     let out = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(run.status.success(), "{out}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     // "node1/1000 leads with epoch E1" and
     // "node1/1000 killed: node2/1001 leads with epoch E2".
     let first_line = out.lines().next().unwrap_or_default();
@@ -81,7 +85,10 @@ fn an_example_run_with_record_writes_recordings_that_replay_to_what_it_printed()
         .unwrap_or_default()
         .to_owned();
     let second_epoch = after(second_line, " leads with epoch ").to_owned();
-    assert!(out.contains(&format!("-- {second_leader}: status()")), "{out}");
+    assert!(
+        out.contains(&format!("-- {second_leader}: status()")),
+        "{out}"
+    );
 
     let mut replayed = Vec::new();
     for member in 1..=3 {
@@ -104,7 +111,10 @@ fn an_example_run_with_record_writes_recordings_that_replay_to_what_it_printed()
             assert!(has(&leads(&first_leader, &first_epoch)), "{decisions:#?}");
             assert!(has(&acts(&first_epoch)), "{decisions:#?}");
         } else {
-            assert!(has(&leads(&second_leader, &second_epoch)), "{member}: {decisions:#?}");
+            assert!(
+                has(&leads(&second_leader, &second_epoch)),
+                "{member}: {decisions:#?}"
+            );
         }
         if *member == second_leader {
             assert!(has(&acts(&second_epoch)), "{decisions:#?}");

@@ -11,10 +11,10 @@ mod support;
 
 mod calls;
 mod corosync_smoke;
-mod example_record;
 mod election_observer;
 mod election_schedules;
 mod election_versions;
+mod example_record;
 mod failover_timing;
 mod group_key;
 mod group_versions;

@@ -418,15 +418,18 @@ async fn replaying_an_election_recording_reproduces_every_live_decision() {
         }
     }
     assert!(seen.iter().any(|e| e.starts_with("this member leads")));
-    assert!(seen.iter().any(|e| e.starts_with("this member no longer leads")));
+    assert!(seen
+        .iter()
+        .any(|e| e.starts_with("this member no longer leads")));
 
     let recording = Recording::open(&path).unwrap();
     assert_eq!(recording.protocol, Protocol::Election);
     assert_eq!(recording.local, c.local());
-    let decisions: Vec<String> = actix_cpg::election::replay(&recording, &ElectionConfig::default())
-        .into_iter()
-        .map(|d| d.decision)
-        .collect();
+    let decisions: Vec<String> =
+        actix_cpg::election::replay(&recording, &ElectionConfig::default())
+            .into_iter()
+            .map(|d| d.decision)
+            .collect();
     ends_with_live(&decisions, &seen);
     for own in [
         r#"own candidacy in "jobs" took effect"#,
@@ -473,7 +476,13 @@ async fn replaying_a_replica_recording_reproduces_every_live_decision() {
     c.wait_primary().await.unwrap();
     let mut answered = Vec::new();
     for n in 0..3 {
-        answered.push(c.execute_traced((c.local(), n)).await.unwrap().state.applied);
+        answered.push(
+            c.execute_traced((c.local(), n))
+                .await
+                .unwrap()
+                .state
+                .applied,
+        );
         b.execute((b.local(), n)).await.unwrap();
     }
     // Node 3 alone is a minority: not primary, then primary again.

@@ -61,7 +61,8 @@ use actix_cpg::group::GroupInspection;
 use actix_cpg::record::{Protocol, Recording};
 use actix_cpg::supervisor::SupervisionEvent;
 use actix_cpg::{
-    ElectionConfig, Group, GroupConfig, GroupError, GroupEvent, GroupName, Role, Transport, TransportError,
+    ElectionConfig, Group, GroupConfig, GroupError, GroupEvent, GroupName, Role, Transport,
+    TransportError,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;

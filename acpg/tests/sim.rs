@@ -629,7 +629,10 @@ async fn replay_prints_an_election_recording_and_refuses_a_replica_recording_wit
     );
 
     let err = acpg::replay(&replicated, Format::Text, &mut Vec::new()).unwrap_err();
-    assert!(matches!(err, ToolError::NeedsStateMachine { .. }), "{err:?}");
+    assert!(
+        matches!(err, ToolError::NeedsStateMachine { .. }),
+        "{err:?}"
+    );
     assert_eq!(err.exit_code(), 2);
     assert!(
         err.to_string().contains("actix_cpg::replicated::replay"),

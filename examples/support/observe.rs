@@ -162,9 +162,17 @@ impl<S: StateMachine> Shown for Replica<S> {
             self.local(),
             list(&s.members),
             list(&s.observers),
-            if s.installed { "installed" } else { "installing" },
+            if s.installed {
+                "installed"
+            } else {
+                "installing"
+            },
             primary,
-            if s.holding { "holds the state" } else { "waits for the state" },
+            if s.holding {
+                "holds the state"
+            } else {
+                "waits for the state"
+            },
             s.state.applied,
             s.state.genesis,
             s.outstanding,
@@ -189,7 +197,11 @@ impl Shown for Election {
              locally quorate: {}; refused {:?}; dropped unauthenticated {}{}",
             self.local(),
             list(&s.members),
-            if s.installed { "installed" } else { "installing" },
+            if s.installed {
+                "installed"
+            } else {
+                "installing"
+            },
             leaders.join(", "),
             acting.join(", "),
             s.locally_quorate,

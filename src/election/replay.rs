@@ -37,23 +37,21 @@ pub fn replay(recording: &Recording, config: &ElectionConfig) -> Vec<Replayed> {
                 left,
             } => core.handle_confchg(members, joined, left, 0),
             Recorded::Quorum(q) => core.handle_quorum(q.clone()),
-            Recorded::Deliver { from, bytes } => {
-                match decode_envelope(&codec, bytes) {
-                    Ok((version, msg)) => {
-                        let before = core.refused();
-                        let actions = core.handle_envelope(*from, version, msg);
-                        for cause in refusal_causes(&before, &core.refused()) {
-                            say(format!("refused a message from {from} ({cause})"));
-                        }
-                        actions
+            Recorded::Deliver { from, bytes } => match decode_envelope(&codec, bytes) {
+                Ok((version, msg)) => {
+                    let before = core.refused();
+                    let actions = core.handle_envelope(*from, version, msg);
+                    for cause in refusal_causes(&before, &core.refused()) {
+                        say(format!("refused a message from {from} ({cause})"));
                     }
-                    Err(e) => {
-                        say(format!("dropped a message from {from}: {e}"));
-                        core.count_undecodable(&e);
-                        Vec::new()
-                    }
+                    actions
                 }
-            }
+                Err(e) => {
+                    say(format!("dropped a message from {from}: {e}"));
+                    core.count_undecodable(&e);
+                    Vec::new()
+                }
+            },
         };
         if let Some(v) = core.write_version() {
             if v != codec.version() {
@@ -97,7 +95,11 @@ fn candidacy(op: &CandidacyOp) -> String {
 fn refusal_causes(before: &ElectionRefusals, after: &ElectionRefusals) -> Vec<&'static str> {
     [
         ("not a member", before.not_member, after.not_member),
-        ("incompatible versions", before.incompatible, after.incompatible),
+        (
+            "incompatible versions",
+            before.incompatible,
+            after.incompatible,
+        ),
         ("ring sequence jump", before.ring_jump, after.ring_jump),
         ("epoch jump", before.epoch_jump, after.epoch_jump),
         ("malformed", before.malformed, after.malformed),

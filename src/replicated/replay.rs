@@ -149,7 +149,11 @@ fn refusal_causes(before: &RefusedCounts, after: &RefusedCounts) -> Vec<&'static
         ("stale info", before.stale, after.stale),
         ("hold buffer full", before.overflow, after.overflow),
         ("protocol version", before.version, after.version),
-        ("incompatible versions", before.incompatible, after.incompatible),
+        (
+            "incompatible versions",
+            before.incompatible,
+            after.incompatible,
+        ),
         ("from an observer", before.observer, after.observer),
     ]
     .into_iter()
