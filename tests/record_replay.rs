@@ -542,7 +542,7 @@ async fn replaying_a_replica_recording_reproduces_every_live_decision() {
         live_state.applied, live_state.epoch, live_state.genesis
     );
     assert_eq!(
-        decisions.iter().filter(|d| d.starts_with("state ")).last(),
+        decisions.iter().rfind(|d| d.starts_with("state ")),
         Some(&final_state)
     );
     std::fs::remove_dir_all(&dir).unwrap();
