@@ -547,3 +547,62 @@ async fn replaying_a_replica_recording_reproduces_every_live_decision() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A keyed election member records what it decided from: the verified
+/// deliveries without their MAC, so the recording replays without the key
+/// to the same leader, and a member without the key changes nothing.
+#[actix_rt::test]
+async fn a_keyed_election_recording_replays_without_the_key() {
+    use actix_cpg::{Election, ElectionConfig, GroupKey, GROUP_ELECTION};
+
+    let dir = std::env::temp_dir().join(format!("acpg-replay-keyed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("member.rec");
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new("replayed-keyed-election").unwrap();
+    let join = |node| cluster.process(NodeId(node)).unwrap().join(&name).unwrap();
+    let key = GroupKey::from_passphrase("record-replay test: the election's key");
+    let keyed = |record_to| ElectionConfig {
+        key: Some(key.clone()),
+        record_to,
+        ..ElectionConfig::default()
+    };
+    // The recording member founds the group: it decides the first leader
+    // (a joiner takes the leader over from the members' infos).
+    let a = Election::start(join(1), keyed(Some(path.clone())))
+        .await
+        .unwrap();
+    let b = Election::start(join(2), keyed(None)).await.unwrap();
+    // No key: its announcement never verifies, so it is nobody.
+    let outsider = ElectionConfig {
+        key: Some(GroupKey::from_passphrase("another key")),
+        ..ElectionConfig::default()
+    };
+    let stranger = join(3);
+    actix::spawn(async move {
+        let _ = Election::start(stranger, outsider).await;
+    });
+    settle(|| a.dropped_unauthenticated() > 0).await;
+    let leader = a.wait_leader(GROUP_ELECTION).await.unwrap();
+    assert_eq!(leader.leader, a.local());
+    b.leave().await.unwrap();
+    a.leave().await.unwrap();
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+
+    let recording = Recording::open(&path).unwrap();
+    let decisions: Vec<String> =
+        actix_cpg::election::replay(&recording, &ElectionConfig::default())
+            .into_iter()
+            .map(|d| d.decision)
+            .collect();
+    let named = format!(
+        "leader of the group election: {} (epoch {})",
+        leader.leader, leader.epoch
+    );
+    assert!(decisions.contains(&named), "{decisions:#?}");
+    assert!(
+        !decisions.iter().any(|d| d.contains("dropped")),
+        "only verified deliveries are recorded: {decisions:#?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
