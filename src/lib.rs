@@ -133,6 +133,7 @@ pub mod record;
 pub mod remote;
 pub mod replicated;
 pub(crate) mod roster;
+pub mod spans;
 mod stable_hash;
 pub mod supervisor;
 pub mod transport;

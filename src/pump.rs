@@ -27,6 +27,9 @@ const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
 pub(crate) trait Pumped: Actor<Context = Context<Self>> {
     /// An operation from a handle.
     type Op;
+    /// The runtime's span ([`crate::spans::runtime`]), entered for every
+    /// turn of the pump.
+    fn span(&self) -> &tracing::Span;
     /// Remembers the pump's waker, to wake it after queueing a send.
     fn set_pump_waker(&mut self, waker: Waker);
     /// The next operation from the handles; `None` when every handle is gone.
@@ -82,6 +85,8 @@ impl<A: Pumped> ActorFuture<A> for EventPump {
         ctx: &mut Context<A>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
+        let span = act.span().clone();
+        let _entered = span.enter();
         act.set_pump_waker(task.waker().clone());
         let mut budget = BUDGET;
         while budget > 0 {

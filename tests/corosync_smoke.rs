@@ -9,7 +9,7 @@
 //! A CPG client must run inside its node's network namespace (libqb IPC uses
 //! abstract unix sockets, which belong to the namespace), so each test starts
 //! member processes of this same test binary with
-//! `ip netns exec acpg-nN <this exe> child_process_entry --exact`, tells them
+//! `ip netns exec acpg-nN <this exe> corosync_smoke::child_process_entry --exact`, tells them
 //! their role through the environment, and reads what they see as `ACPG …`
 //! lines on their stdout. Every process and namespace a test starts, it
 //! stops (see the `Drop` impls).
@@ -85,7 +85,11 @@ impl Proc {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns])
             .arg(exe)
-            .args(["child_process_entry", "--exact", "--nocapture"])
+            .args([
+                "corosync_smoke::child_process_entry",
+                "--exact",
+                "--nocapture",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -37,3 +37,4 @@ mod sim_semantics;
 mod supervision_schedules;
 mod supervision_sim;
 mod supervisor_properties;
+mod tracing_spans;

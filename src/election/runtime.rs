@@ -66,6 +66,8 @@ pub(crate) struct ElectionActor {
     leaving: Option<Done<Result<(), ElectionError>>>,
     pump_waker: Option<std::task::Waker>,
     recorder: Option<Recorder>,
+    /// This runtime's span (group and member), entered on every turn.
+    span: tracing::Span,
 }
 
 impl ElectionActor {
@@ -83,6 +85,7 @@ impl ElectionActor {
         } = outlets;
         let limit = config.max_message_size.min(conn.max_message_size());
         let local = conn.local();
+        let span = crate::spans::runtime(crate::spans::Protocol::Election, conn.group(), local);
         ElectionActor {
             conn,
             ops,
@@ -98,6 +101,7 @@ impl ElectionActor {
             leaving: None,
             pump_waker: None,
             recorder,
+            span,
         }
         .start()
     }
@@ -165,7 +169,7 @@ impl ElectionActor {
                 joined,
                 left,
             } => {
-                debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                crate::spans::confchg(&members, &joined, &left);
                 // The clock only enters the stream (see `Info::clock`).
                 let now = self.conn.wall_clock_us();
                 self.core.handle_confchg(&members, &joined, &left, now)
@@ -255,6 +259,7 @@ impl ElectionActor {
                             let _ = ready.send(Ok(()));
                         }
                     }
+                    tracing::info!("{event}");
                     let _ = self.events.send(event);
                 }
             }
@@ -380,6 +385,10 @@ impl Actor for ElectionActor {
 
 impl Pumped for ElectionActor {
     type Op = Op;
+
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
 
     fn set_pump_waker(&mut self, waker: std::task::Waker) {
         self.pump_waker = Some(waker);

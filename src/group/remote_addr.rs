@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use crate::group::{CallError, Group, RequestHead};
 use crate::remote::RemoteMessage;
+use crate::spans::RequestKey;
 use crate::supervisor::FencingToken;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::wire::Kind;
 
@@ -132,10 +134,12 @@ where
                 .map(|at| (at, limit))
         });
         let codec = self.group.codec();
-        let call = self
-            .encode(&msg, true)
-            .map(|(id, bytes)| self.group.call(id, bytes, true));
-        async move {
+        let mut span = tracing::Span::none();
+        let call = self.encode(&msg, true).map(|(id, bytes)| {
+            span = self.span(id);
+            self.group.call(id, bytes, true)
+        });
+        let called = async move {
             let call = call?;
             let outcome = match deadline {
                 // Dropping the call on expiry has the runtime forget it.
@@ -146,7 +150,8 @@ where
             };
             let reply = outcome?.ok_or(CallError::Closed)?;
             codec.decode_payload(&reply).map_err(CallError::Codec)
-        }
+        };
+        outcome_logged(called).instrument(span)
     }
 
     /// Sends `msg` without awaiting a reply. Takes its place in the order
@@ -156,10 +161,25 @@ where
     /// bounded number of these in flight) is held back by the send window
     /// and queue.
     pub fn tell(&self, msg: M) -> impl Future<Output = Result<(), CallError>> + 'static {
-        let call = self
-            .encode(&msg, false)
-            .map(|(id, bytes)| self.group.call(id, bytes, false));
-        async move { call?.await.map(|_| ()) }
+        let mut span = tracing::Span::none();
+        let call = self.encode(&msg, false).map(|(id, bytes)| {
+            span = self.span(id);
+            self.group.call(id, bytes, false)
+        });
+        outcome_logged(async move { call?.await.map(|_| ()) }).instrument(span)
+    }
+
+    /// The caller's span of the call `id` ([`crate::spans`]).
+    fn span(&self, id: u64) -> tracing::Span {
+        crate::spans::call(
+            self.group.name(),
+            RequestKey {
+                caller: self.group.local(),
+                id,
+            },
+            &self.name,
+            M::TYPE_TAG,
+        )
     }
 
     /// Queues `msg` for the actor now, or fails with
@@ -196,4 +216,16 @@ where
             .map_err(CallError::Codec)?;
         Ok((id, bytes))
     }
+}
+
+/// `call`, logging its outcome at debug (inside the call's span).
+async fn outcome_logged<T>(
+    call: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    let outcome = call.await;
+    match &outcome {
+        Ok(_) => tracing::debug!("call done"),
+        Err(e) => tracing::debug!(error = %e, "call failed"),
+    }
+    outcome
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalChild};
 use super::chunks::Reassembly;
@@ -43,6 +43,7 @@ use super::metrics::GroupMetrics;
 use super::send_queue::{Finished, QueueLimits, SendQueue};
 use super::{BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, Role};
 use crate::pump::{EventPump, Pumped};
+use crate::spans::Protocol;
 
 mod commands;
 mod local_supervision;
@@ -133,6 +134,8 @@ pub(crate) struct GroupActor {
     recorder: Option<Recorder>,
     sup: LocalSupervision,
     /// Flush requests, resolved once the message with that seq is sent.
+    /// This runtime's span (group and member), entered on every turn.
+    span: tracing::Span,
     flush_marks: VecDeque<(u64, Done<()>)>,
 }
 
@@ -164,6 +167,7 @@ impl GroupActor {
         metrics.set_version(config.protocol_versions.max);
         let frame_limit = config.chunk_size.min(conn.max_message_size());
         let local = conn.local();
+        let group = conn.group().clone();
         let batch = BatchConfig {
             // A batch is one multicast: it must fit the transport's atomic
             // limit, or libcpg would fragment it (see DESIGN §3).
@@ -208,6 +212,7 @@ impl GroupActor {
                 ..LocalSupervision::default()
             },
             flush_marks: VecDeque::new(),
+            span: crate::spans::runtime(Protocol::Registry, &group, local),
         }
         .start()
     }
@@ -452,10 +457,14 @@ impl Actor for GroupActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.spawn(EventPump::new());
         ctx.run_interval(CHILD_WATCH_INTERVAL, |act, ctx| {
+            let span = act.span.clone();
+            let _entered = span.enter();
             act.watch_children();
             act.flush_or_close(ctx);
         });
         ctx.run_interval(TICK_INTERVAL, |act, ctx| {
+            let span = act.span.clone();
+            let _entered = span.enter();
             act.tick();
             act.flush_or_close(ctx);
         });
@@ -468,6 +477,10 @@ impl Actor for GroupActor {
 
 impl Pumped for GroupActor {
     type Op = Op;
+
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
 
     fn set_pump_waker(&mut self, waker: std::task::Waker) {
         self.pump_waker = Some(waker);

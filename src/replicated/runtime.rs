@@ -80,6 +80,8 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     transfer_generation: u64,
     learn_timeout: std::time::Duration,
     recorder: Option<Recorder>,
+    /// This runtime's span (group and member), entered on every turn.
+    span: tracing::Span,
 }
 
 impl<S: StateMachine> ReplicaActor<S> {
@@ -107,6 +109,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             .chunk_size
             .clamp(1, limit.saturating_sub(HEADER_LEN + CHUNK_OVERHEAD).max(1));
         let local = conn.local();
+        let span = crate::spans::runtime(crate::spans::Protocol::Replica, conn.group(), local);
         ReplicaActor {
             conn,
             ops,
@@ -138,11 +141,13 @@ impl<S: StateMachine> ReplicaActor<S> {
             transfer_generation: 0,
             learn_timeout: config.learn_timeout,
             recorder,
+            span,
         }
         .start()
     }
 
     fn publish(&self, event: ReplicaEvent) {
+        tracing::info!("{event}");
         // No subscriber is fine.
         let _ = self.events.send(event);
     }
@@ -214,7 +219,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 joined,
                 left,
             } => {
-                debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                crate::spans::confchg(&members, &joined, &left);
                 let actions = self.core.handle_confchg(&members, &joined, &left);
                 self.follow_version();
                 self.execute(actions, ctx);
@@ -487,6 +492,8 @@ impl<S: StateMachine> Actor for ReplicaActor<S> {
         ctx.run_interval(
             self.learn_timeout.max(std::time::Duration::from_millis(10)),
             |act, ctx| {
+                let span = act.span.clone();
+                let _entered = span.enter();
                 let actions = act.core.handle_tick();
                 act.execute(actions, ctx);
             },
@@ -500,6 +507,10 @@ impl<S: StateMachine> Actor for ReplicaActor<S> {
 
 impl<S: StateMachine> Pumped for ReplicaActor<S> {
     type Op = Op<S>;
+
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
 
     fn set_pump_waker(&mut self, waker: std::task::Waker) {
         self.pump_waker = Some(waker);

@@ -3,12 +3,13 @@
 //! supervision executed, events published.
 
 use actix::prelude::*;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::{GroupActor, OnSent};
 use crate::group::core::{Command, Outgoing};
 use crate::group::messages::{RegistryOp, RemoteFailure, Reply, RequestRef};
 use crate::group::{GroupError, GroupEvent, NameDropReason};
+use crate::spans::RequestKey;
 use crate::transport::Member;
 use crate::wire::Kind;
 
@@ -135,6 +136,16 @@ impl GroupActor {
     }
 
     pub(super) fn publish(&self, event: GroupEvent) {
+        match &event {
+            // The registry's own traffic, one line per name: not a
+            // decision about the group.
+            GroupEvent::NameRegistered { .. } | GroupEvent::NameUnregistered { .. } => {
+                debug!("{event}")
+            }
+            // The confchg itself is logged where it is read.
+            GroupEvent::ViewChanged { .. } => {}
+            _ => tracing::info!("{event}"),
+        }
         // No subscriber is fine.
         let _ = self.events.send(event);
     }
@@ -153,13 +164,23 @@ impl GroupActor {
             payload,
             ..
         } = request.as_request();
+        let span = crate::spans::request(
+            &self.span,
+            RequestKey { caller: from, id },
+            target,
+            type_tag,
+        );
+        let _entered = span.enter();
         let dispatched = match self.endpoints.get(target) {
             Some(endpoint) => endpoint.dispatch(&self.codec, type_tag, payload, want_reply),
             None => Err(RemoteFailure::ActorGone),
         };
         match dispatched {
             Ok(Some(fut)) => {
+                let replying = span.clone();
                 ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
+                    let _entered = replying.enter();
+                    debug!(ok = outcome.is_ok(), "replying");
                     act.reply(id, from, outcome);
                     act.flush_or_close(ctx);
                 }));

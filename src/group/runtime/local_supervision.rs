@@ -112,18 +112,17 @@ impl GroupActor {
 
     pub(super) fn supervise(&mut self, output: Output) {
         let local = self.local();
-        let span = tracing::debug_span!(
-            "supervision",
-            group = %self.conn.group(),
-            member = %local,
-            seq = self.core.engine().seq()
-        );
+        // Inside the runtime's span, which names the group and member.
+        let span = tracing::debug_span!("supervision", seq = self.core.engine().seq());
         let _entered = span.enter();
         for command in &output.commands {
             debug!(?command, "decision");
         }
         for event in &output.events {
-            debug!(?event, "supervision event");
+            match event {
+                SupervisionEvent::Ignored { why } => debug!(?why, "supervision: nothing to do"),
+                event => info!("{event}"),
+            }
         }
         for command in output.commands {
             match command {

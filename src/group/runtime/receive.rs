@@ -49,7 +49,7 @@ impl GroupActor {
                 joined,
                 left,
             } => {
-                debug!(group = %self.conn.group(), ?joined, ?left, "confchg");
+                crate::spans::confchg(&members, &joined, &left);
                 self.interrupt_chunks(&joined, &left);
                 let commands = self.core.handle_confchg(&members, &joined, &left);
                 self.execute(commands, ctx);

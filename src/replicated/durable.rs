@@ -1,0 +1,490 @@
+//! A replica's data directory: what it applied, kept across restarts.
+//!
+//! ```text
+//!   data dir/
+//!     snapshot   "ACPGSNP" 1 | state id | len u64 | bytes | digest(all before) 32
+//!     log        "ACPGLOG" 1 | record*
+//!                   record := len u32 | digest(body)[..8] | body = bincode(Entry)
+//!     meta       "ACPGMET" 1 | len u64 | bytes | digest(all before) 32
+//! ```
+//!
+//! The store keeps three things, each with one rule:
+//!
+//! 1. **The log** holds every change of the state's id after the
+//!    snapshot's, in order: each command applied (with its sender, id and
+//!    payload, so it can be applied again) and each move to a new primary
+//!    epoch. Appends are written at once; [`Store::commit`] makes them
+//!    durable according to the [`SyncPolicy`] before the runtime
+//!    acknowledges them to callers.
+//! 2. **The snapshot** is a whole state at one id, replaced atomically
+//!    (written beside, synced, renamed over, directory synced). Once it is
+//!    durable the log restarts empty: a crash between the two leaves log
+//!    entries at or below the snapshot, which recovery skips.
+//! 3. **The meta** is a small opaque record the replica keeps beside its
+//!    state (the last primary component it knew), replaced atomically.
+//!
+//! **Recovery reads the longest valid prefix.** A record that is cut short
+//! (the process died mid-write), whose digest does not match (a torn or
+//! corrupted sector) or that does not follow from the one before (a gap,
+//! a state id that goes back) ends the log there: recovery keeps what came
+//! before, truncates the rest, and says how many bytes it dropped. A
+//! snapshot or meta file that does not verify is an error: they are
+//! written whole or not at all, so a bad one is damage, not a crash, and
+//! guessing would risk presenting a wrong state as durable.
+//!
+//! Plain files, not an embedded database: the log is append-only and read
+//! once at start, the snapshot is one blob, and the sync policy must map
+//! one-to-one onto `fsync` calls (group commit is one `fsync` per batch of
+//! delivered commands). A B-tree store (redb, fjall) would add a second log
+//! and its own sync schedule under ours for no query we make.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::messages::StateId;
+use crate::transport::Member;
+use crate::wire::Codec;
+
+const LOG_MAGIC: &[u8; 8] = b"ACPGLOG\x01";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"ACPGSNP\x01";
+const META_MAGIC: &[u8; 8] = b"ACPGMET\x01";
+/// Bytes before a record's body: its length and the first 8 bytes of its
+/// digest.
+const RECORD_HEAD: usize = 4 + 8;
+
+/// When appended entries reach the disk (`fsync`), relative to the replies
+/// they release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// One `fsync` per command, before its reply: nothing acknowledged is
+    /// ever lost to a crash of the machine.
+    EveryCommand,
+    /// One `fsync` per batch of commands delivered together, before any of
+    /// their replies (group commit): the same guarantee, fewer syncs.
+    #[default]
+    Batch,
+    /// Never `fsync`: written to the operating system, which loses what
+    /// it had not written back if the machine (not the process) dies.
+    Never,
+}
+
+/// One change of the state's id, in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Entry {
+    /// A command was applied; `after` is the state's id once it was.
+    Applied {
+        /// Who sent it.
+        from: Member,
+        /// Its id among its sender's commands.
+        id: u64,
+        /// The command as it was delivered.
+        payload: Vec<u8>,
+        /// The state's id after it.
+        after: StateId,
+    },
+    /// The state joined a new primary component without a command.
+    Moved {
+        /// The state's id after the move.
+        after: StateId,
+    },
+}
+
+impl Entry {
+    /// The state's id after this entry.
+    pub(crate) fn after(&self) -> StateId {
+        match self {
+            Entry::Applied { after, .. } | Entry::Moved { after } => *after,
+        }
+    }
+
+    /// Whether this entry can follow a state whose id is `before`.
+    fn follows(&self, before: StateId) -> bool {
+        let after = self.after();
+        match self {
+            Entry::Applied { .. } => {
+                after.applied == before.applied + 1
+                    && after.epoch >= before.epoch
+                    && after.genesis == before.genesis
+            }
+            Entry::Moved { .. } => after.applied == before.applied && after.epoch > before.epoch,
+        }
+    }
+}
+
+/// What a data directory held when it was opened.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// The latest durable snapshot: its state's id and bytes.
+    pub snapshot: Option<(StateId, Vec<u8>)>,
+    /// The log entries after the snapshot, in order.
+    pub entries: Vec<Entry>,
+    /// The meta record.
+    pub meta: Option<Vec<u8>>,
+    /// Bytes at the end of the log that did not form valid entries (a
+    /// write cut short by a crash, or damage), dropped.
+    pub dropped_bytes: u64,
+}
+
+impl Recovered {
+    /// The id of the state these hold: the last entry's, else the
+    /// snapshot's.
+    pub(crate) fn state(&self) -> Option<StateId> {
+        self.entries
+            .last()
+            .map(Entry::after)
+            .or(self.snapshot.as_ref().map(|(id, _)| *id))
+    }
+}
+
+/// Why a data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing failed; what was durable before still is.
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// A snapshot or meta file does not verify: it was written whole or
+    /// not at all, so this is damage. Nothing was changed; the directory
+    /// needs an operator.
+    #[error("data directory {path}: {what}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// An entry could not be encoded (larger than the store's limit).
+    /// Nothing was written.
+    #[error("entry not encoded: {0}")]
+    Encode(String),
+}
+
+/// An open data directory.
+pub(crate) struct Store {
+    dir: PathBuf,
+    log: File,
+    sync: SyncPolicy,
+    codec: Codec,
+    /// Appended since the last commit, not yet synced.
+    unsynced: bool,
+    /// The id of the last entry appended (or of the snapshot).
+    last: Option<StateId>,
+    scratch: Vec<u8>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn damaged(path: &Path, what: impl Into<String>) -> StoreError {
+    StoreError::Damaged {
+        path: path.to_owned(),
+        what: what.into(),
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    *blake3::hash(bytes).as_bytes()
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory `dir` and recovers
+    /// what it holds. Entries and snapshots up to `limit` bytes are read.
+    pub(crate) fn open(
+        dir: &Path,
+        sync: SyncPolicy,
+        limit: usize,
+    ) -> Result<(Store, Recovered), StoreError> {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let codec = Codec::new(limit);
+        let snapshot = read_blob(&dir.join("snapshot"), SNAPSHOT_MAGIC, limit)?
+            .map(|bytes| split_snapshot(&dir.join("snapshot"), &bytes, &codec))
+            .transpose()?;
+        let meta = read_blob(&dir.join("meta"), META_MAGIC, limit)?
+            .map(|body| split_meta(&dir.join("meta"), body))
+            .transpose()?;
+        let log_path = dir.join("log");
+        let (entries, valid_len, dropped_bytes) = read_log(
+            &log_path,
+            &codec,
+            limit,
+            snapshot.as_ref().map(|(id, _)| *id),
+        )?;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&log_path)
+            .map_err(io_error(&log_path))?;
+        if valid_len == 0 {
+            log.set_len(0).map_err(io_error(&log_path))?;
+            log.write_all(LOG_MAGIC).map_err(io_error(&log_path))?;
+            log.sync_all().map_err(io_error(&log_path))?;
+            sync_dir(dir)?;
+        } else if dropped_bytes > 0 {
+            log.set_len(valid_len).map_err(io_error(&log_path))?;
+            log.sync_all().map_err(io_error(&log_path))?;
+        }
+        // Appends go after the valid prefix.
+        use std::io::Seek;
+        log.seek(io::SeekFrom::End(0))
+            .map_err(io_error(&log_path))?;
+        let recovered = Recovered {
+            snapshot,
+            entries,
+            meta,
+            dropped_bytes,
+        };
+        let store = Store {
+            dir: dir.to_owned(),
+            log,
+            sync,
+            codec,
+            unsynced: false,
+            last: recovered.state(),
+            scratch: Vec::new(),
+        };
+        Ok((store, recovered))
+    }
+
+    /// Appends `entry`, which must follow the last one (a runtime that
+    /// breaks this has a bug: refused, nothing written). Under
+    /// [`SyncPolicy::EveryCommand`] it is durable when this returns.
+    pub(crate) fn append(&mut self, entry: &Entry) -> Result<(), StoreError> {
+        if let Some(last) = self.last {
+            if !entry.follows(last) {
+                return Err(StoreError::Encode(format!(
+                    "entry to {} does not follow {}",
+                    entry.after().applied,
+                    last.applied
+                )));
+            }
+        }
+        let body = self
+            .codec
+            .encode_payload(entry)
+            .map_err(|e| StoreError::Encode(e.to_string()))?;
+        let len = u32::try_from(body.len()).map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&len.to_le_bytes());
+        self.scratch.extend_from_slice(&digest(&body)[..8]);
+        self.scratch.extend_from_slice(&body);
+        let path = self.dir.join("log");
+        self.log.write_all(&self.scratch).map_err(io_error(&path))?;
+        self.last = Some(entry.after());
+        self.unsynced = true;
+        if self.sync == SyncPolicy::EveryCommand {
+            self.sync_log()?;
+        }
+        Ok(())
+    }
+
+    /// Makes what was appended durable as the policy says; call it before
+    /// releasing the replies of the entries appended since the last call.
+    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        if self.unsynced && self.sync == SyncPolicy::Batch {
+            self.sync_log()?;
+        }
+        self.unsynced = self.unsynced && self.sync == SyncPolicy::Never;
+        Ok(())
+    }
+
+    fn sync_log(&mut self) -> Result<(), StoreError> {
+        let path = self.dir.join("log");
+        self.log.sync_data().map_err(io_error(&path))?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Replaces the snapshot with `bytes`, the whole state at `id` (which
+    /// must be the last entry's id), then starts the log afresh.
+    pub(crate) fn snapshot(&mut self, id: StateId, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.last.is_some_and(|last| last != id) {
+            return Err(StoreError::Encode(format!(
+                "snapshot at {} while the log is at {}",
+                id.applied,
+                self.last.map_or(0, |l| l.applied)
+            )));
+        }
+        let head = self
+            .codec
+            .encode_payload(&id)
+            .map_err(|e| StoreError::Encode(e.to_string()))?;
+        let mut body = Vec::with_capacity(head.len() + 8 + bytes.len());
+        body.extend_from_slice(&head);
+        body.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        body.extend_from_slice(bytes);
+        write_blob(&self.dir, "snapshot", SNAPSHOT_MAGIC, &body)?;
+        // The snapshot is durable: the log before it is not needed. A crash
+        // before this truncation leaves entries at or below the snapshot,
+        // which recovery skips.
+        let path = self.dir.join("log");
+        self.log
+            .set_len(LOG_MAGIC.len() as u64)
+            .map_err(io_error(&path))?;
+        use std::io::Seek;
+        self.log
+            .seek(io::SeekFrom::End(0))
+            .map_err(io_error(&path))?;
+        self.log.sync_all().map_err(io_error(&path))?;
+        self.last = Some(id);
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Replaces the meta record.
+    pub(crate) fn set_meta(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut body = Vec::with_capacity(8 + bytes.len());
+        body.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        body.extend_from_slice(bytes);
+        write_blob(&self.dir, "meta", META_MAGIC, &body)
+    }
+}
+
+/// Writes `magic | body | digest` to `dir/name` atomically.
+fn write_blob(dir: &Path, name: &str, magic: &[u8; 8], body: &[u8]) -> Result<(), StoreError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut all = Vec::with_capacity(magic.len() + body.len() + 32);
+    all.extend_from_slice(magic);
+    all.extend_from_slice(body);
+    let sum = digest(&all);
+    all.extend_from_slice(&sum);
+    let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+    file.write_all(&all).map_err(io_error(&tmp))?;
+    file.sync_all().map_err(io_error(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_error(&path))?;
+    sync_dir(dir)
+}
+
+/// The body of `path` (between its magic and its digest), if it exists.
+fn read_blob(path: &Path, magic: &[u8; 8], limit: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let len = file.metadata().map_err(io_error(path))?.len();
+    if len > (limit as u64).saturating_add(128) {
+        return Err(damaged(
+            path,
+            format!("{len} bytes, past the limit of {limit}"),
+        ));
+    }
+    let mut all = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut all).map_err(io_error(path))?;
+    if all.len() < magic.len() + 32 || !all.starts_with(magic) {
+        return Err(damaged(path, "not a file of this format and version"));
+    }
+    let (content, sum) = all.split_at(all.len() - 32);
+    if digest(content) != sum {
+        return Err(damaged(path, "digest does not match"));
+    }
+    Ok(Some(content[magic.len()..].to_vec()))
+}
+
+fn split_snapshot(
+    path: &Path,
+    body: &[u8],
+    codec: &Codec,
+) -> Result<(StateId, Vec<u8>), StoreError> {
+    // A state id is fixed-size in fixint bincode.
+    let id_len = codec
+        .encode_payload(&StateId::default())
+        .map_err(|e| StoreError::Encode(e.to_string()))?
+        .len();
+    if body.len() < id_len + 8 {
+        return Err(damaged(path, "shorter than its head"));
+    }
+    let id: StateId = codec
+        .decode_payload(&body[..id_len])
+        .map_err(|e| damaged(path, e.to_string()))?;
+    let len = u64::from_le_bytes(body[id_len..id_len + 8].try_into().expect("8 bytes"));
+    let bytes = &body[id_len + 8..];
+    if len != bytes.len() as u64 {
+        return Err(damaged(path, "length does not match"));
+    }
+    Ok((id, bytes.to_vec()))
+}
+
+fn split_meta(path: &Path, body: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    let Some((len, bytes)) = body.split_first_chunk::<8>() else {
+        return Err(damaged(path, "shorter than its head"));
+    };
+    if u64::from_le_bytes(*len) != bytes.len() as u64 {
+        return Err(damaged(path, "length does not match"));
+    }
+    Ok(bytes.to_vec())
+}
+
+/// The valid entries of the log after `base`, the length of the valid
+/// prefix (0: no valid header), and the bytes past it.
+fn read_log(
+    path: &Path,
+    codec: &Codec,
+    limit: usize,
+    base: Option<StateId>,
+) -> Result<(Vec<Entry>, u64, u64), StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0, 0)),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let total = file.metadata().map_err(io_error(path))?.len();
+    let mut reader = BufReader::new(file);
+    let mut magic = [0u8; 8];
+    if reader.read_exact(&mut magic).is_err() || &magic != LOG_MAGIC {
+        return Ok((Vec::new(), 0, total));
+    }
+    let mut valid = LOG_MAGIC.len() as u64;
+    let mut entries = Vec::new();
+    let mut last = base;
+    let mut head = [0u8; RECORD_HEAD];
+    let mut body = Vec::new();
+    loop {
+        if reader.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        if len > limit || valid + (RECORD_HEAD + len) as u64 > total {
+            break;
+        }
+        body.resize(len, 0);
+        if reader.read_exact(&mut body).is_err() || digest(&body)[..8] != head[4..] {
+            break;
+        }
+        let Ok(entry) = codec.decode_payload::<Entry>(&body) else {
+            break;
+        };
+        let at_or_below_base = base.is_some_and(|b| entry.after() <= b);
+        if !at_or_below_base {
+            if last.is_some_and(|l| !entry.follows(l)) {
+                break;
+            }
+            last = Some(entry.after());
+            entries.push(entry);
+        }
+        valid += (RECORD_HEAD + len) as u64;
+    }
+    Ok((entries, valid, total - valid))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+#[cfg(test)]
+mod tests;
