@@ -25,6 +25,10 @@
 //! ```text
 //! cargo run --features corosync --example demo -- --corosync
 //! ```
+//!
+//! `--record FILE` records each member's stream (FILE.1, FILE.2, FILE.3;
+//! `acpg replay FILE.1` prints its decisions); `--show` prints each
+//! member's metrics and `inspect()` snapshot before the end.
 
 use std::time::Duration;
 
@@ -38,6 +42,9 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 
 mod support;
+
+#[path = "support/observe.rs"]
+mod observe;
 
 /// The actix-cpg tour: a three-member group as an actor registry.
 ///
@@ -56,6 +63,8 @@ struct Cli {
     /// node's namespace.
     #[arg(long, value_name = "N", hide = true)]
     member: Option<u32>,
+    #[command(flatten)]
+    observe: observe::Observe,
 }
 
 /// A note for the journal; the reply is its position in the journal.
@@ -184,7 +193,7 @@ async fn send_notes(group: Group, notes: u32) -> Vec<u64> {
     positions
 }
 
-async fn sim_demo() -> Result<(), Box<dyn std::error::Error>> {
+async fn sim_demo(observe: observe::Observe) -> Result<(), Box<dyn std::error::Error>> {
     println!("== actix-cpg demo on the sim backend: 3 nodes, 1 process each ==");
     let cluster = SimCluster::new(3);
     let name = GroupName::new("actix-cpg-demo")?;
@@ -193,7 +202,11 @@ async fn sim_demo() -> Result<(), Box<dyn std::error::Error>> {
     println!("\n-- 1. three processes join {name}");
     for node in 1..=3 {
         let process = cluster.process(NodeId(node))?;
-        let group = Group::start(process.join(&name)?, GroupConfig::default()).await?;
+        let config = GroupConfig {
+            record_to: observe.record_to(node),
+            ..GroupConfig::default()
+        };
+        let group = Group::start(process.join(&name)?, config).await?;
         println!("  {} joined and holds the group state", group.local());
         if node == 1 {
             watch(&group);
@@ -236,6 +249,7 @@ async fn sim_demo() -> Result<(), Box<dyn std::error::Error>> {
         "  node1 and node2 hold the same registry: {}",
         if a == b { "yes" } else { "NO" }
     );
+    observe.show(&groups).await;
     for g in &groups[..2] {
         g.leave().await?;
     }
@@ -262,13 +276,14 @@ mod real {
     use std::process::Stdio;
 
     /// Parent: start three members, relay their output, kill the third.
-    pub fn orchestrate() -> Result<(), Box<dyn std::error::Error>> {
+    pub fn orchestrate(observe: &observe::Observe) -> Result<(), Box<dyn std::error::Error>> {
         println!("== actix-cpg demo on the real corosync cluster: 3 nodes, 1 process each ==");
         let mut children = Vec::new();
         let (tx, rx) = std::sync::mpsc::channel::<(u32, String)>();
         for node in 1..=3u32 {
             let mut child = crate::support::member_command(node)?
                 .args(["--member", &node.to_string()])
+                .args(observe.forward(node))
                 .stdout(Stdio::piped())
                 .stdin(Stdio::piped())
                 .spawn()?;
@@ -307,9 +322,16 @@ mod real {
     }
 
     /// Child: one member of the tour.
-    pub async fn member(node: u32) -> Result<(), Box<dyn std::error::Error>> {
+    pub async fn member(
+        node: u32,
+        observe: observe::Observe,
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let name = GroupName::new("actix-cpg-demo")?;
-        let group = Group::start(Corosync::new().join(&name)?, GroupConfig::default()).await?;
+        let config = GroupConfig {
+            record_to: observe.record_alone(),
+            ..GroupConfig::default()
+        };
+        let group = Group::start(Corosync::new().join(&name)?, config).await?;
         if node == 1 {
             watch(&group);
         }
@@ -357,6 +379,7 @@ mod real {
             // Let node 1 finish its checks before this member leaves.
             actix_rt::time::sleep(Duration::from_millis(500)).await;
         }
+        observe.show([&group]).await;
         group.leave().await?;
         println!("DONE");
         Ok(())
@@ -364,20 +387,24 @@ mod real {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Cli { corosync, member } = Cli::parse();
+    let Cli {
+        corosync,
+        member,
+        observe,
+    } = Cli::parse();
     let corosync = corosync || std::env::var("ACPG_BACKEND").is_ok_and(|b| b == "corosync");
     #[cfg(feature = "corosync")]
     {
         if let Some(node) = member {
-            return actix::System::new().block_on(real::member(node));
+            return actix::System::new().block_on(real::member(node, observe));
         }
         if corosync {
-            return real::orchestrate();
+            return real::orchestrate(&observe);
         }
     }
     #[cfg(not(feature = "corosync"))]
     if corosync || member.is_some() {
         return Err("the real backend needs `--features corosync`".into());
     }
-    actix::System::new().block_on(sim_demo())
+    actix::System::new().block_on(sim_demo(observe))
 }

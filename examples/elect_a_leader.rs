@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! cargo run --example elect_a_leader
+//! cargo run --example elect_a_leader -- --record /tmp/elect --show   # /tmp/elect.1 ..3
 //! ```
 
 use std::error::Error;
@@ -15,6 +16,9 @@ use actix_cpg::{
     Election, ElectionConfig, GroupName, Leadership, Member, NodeId, Transport, GROUP_ELECTION,
 };
 use tokio::time::{timeout, Duration};
+
+#[path = "support/observe.rs"]
+mod observe;
 
 /// The leader `election`'s member names once it has installed a view of
 /// `size` members led by someone other than `gone` (and, if it is the
@@ -41,12 +45,17 @@ async fn leader_seen(
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    let observe = observe::Observe::parse("One leader of three; its process killed, another elected with a greater epoch (sim backend).");
     let cluster = SimCluster::new(3);
     let name = GroupName::new("elect-a-leader")?;
     let mut members = Vec::new();
     for node in 1..=3 {
         let conn = cluster.process(NodeId(node))?.join(&name)?;
-        members.push(Election::start(conn, ElectionConfig::default()).await?);
+        let config = ElectionConfig {
+            record_to: observe.record_to(node),
+            ..ElectionConfig::default()
+        };
+        members.push(Election::start(conn, config).await?);
     }
     let mut named = Vec::new();
     for member in &members {
@@ -69,5 +78,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
     assert!(named.iter().all(|l| *l == second), "one leader: {named:?}");
     assert!(second.epoch > first.epoch, "the new epoch fences the old");
+    observe.show(&members).await;
     Ok(())
 }

@@ -21,10 +21,19 @@
 //! bash scripts/cluster.sh up
 //! cargo run --release --features corosync --example failover -- --rounds 20
 //! ```
+//!
+//! `--record FILE` records the stream of each member of the supervised run
+//! (FILE.1, FILE.2, ... in the order they start; `acpg replay FILE.4`
+//! prints the decisions of the first replacement); `--show` prints each
+//! surviving member's metrics and `inspect()` snapshot at the end (on
+//! stderr: the members' stdout is their line protocol).
 
 use clap::Parser;
 
 mod support;
+
+#[path = "support/observe.rs"]
+mod observe;
 
 /// Failover time of a supervised child on the real 3-node cluster, next to
 /// the bare CPG detection time, measured in the same run.
@@ -46,6 +55,8 @@ struct Cli {
     /// in each node's namespace.
     #[arg(long, hide = true, num_args = 1..=2, value_names = ["GROUP", "MODE"])]
     member: Option<Vec<String>>,
+    #[command(flatten)]
+    observe: observe::Observe,
 }
 
 #[cfg(feature = "corosync")]
@@ -57,6 +68,7 @@ mod run {
     use std::time::{Duration, Instant};
 
     use super::member::TREE_CHILDREN;
+    use crate::observe::Observe;
 
     const WAIT: Duration = Duration::from_secs(30);
 
@@ -72,10 +84,11 @@ mod run {
     }
 
     impl Agent {
-        fn spawn(node: u32, group: &str, mode: &str) -> Result<Agent, String> {
+        fn spawn(node: u32, group: &str, mode: &str, flags: &[String]) -> Result<Agent, String> {
             let mut process = crate::support::member_command(node)
                 .map_err(|e| e.to_string())?
                 .args(["--member", group, mode])
+                .args(flags)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -215,7 +228,7 @@ mod run {
         d.as_secs_f64() * 1000.0
     }
 
-    pub fn main(rounds: usize) -> Result<(), String> {
+    pub fn main(rounds: usize, observe: &Observe) -> Result<(), String> {
         eprintln!("bare CPG detection: {rounds} kills");
         let mut bare = Vec::new();
         for round in 0..rounds {
@@ -223,10 +236,10 @@ mod run {
             // node; the first survivor to see the confchg counts.
             let group = format!("failover-bare-{}-{round}", std::process::id());
             let mut observers = vec![
-                Agent::spawn(1, &group, "raw")?,
-                Agent::spawn(2, &group, "raw")?,
+                Agent::spawn(1, &group, "raw", &[])?,
+                Agent::spawn(2, &group, "raw", &[])?,
             ];
-            let mut victim = Agent::spawn(3, &group, "raw")?;
+            let mut victim = Agent::spawn(3, &group, "raw", &[])?;
             for o in &mut observers {
                 o.wait_for(|l| l.starts_with("CONFCHG") && l.contains(&victim.member))?;
             }
@@ -243,9 +256,15 @@ mod run {
 
         eprintln!("supervised failover: {rounds} kills");
         let group = format!("failover-tree-{}", std::process::id());
+        // Members of the supervised run, counted as they start (`--record`).
+        let mut started = 0;
+        let mut flags = || {
+            started += 1;
+            observe.forward(started)
+        };
         let mut agents = Vec::new();
         for node in 1..=3 {
-            let mut a = Agent::spawn(node, &group, "group")?;
+            let mut a = Agent::spawn(node, &group, "group", &flags())?;
             a.cmd("tree")?;
             a.wait_for(|l| l.starts_with("TREE "))?;
             agents.push(a);
@@ -297,7 +316,7 @@ mod run {
                 registered[round]
             );
             // A fresh member takes the victim's place for the next round.
-            let mut fresh = Agent::spawn(node, &group, "group")?;
+            let mut fresh = Agent::spawn(node, &group, "group", &flags())?;
             fresh.cmd("tree")?;
             fresh.wait_for(|l| l.starts_with("TREE "))?;
             agents[victim] = fresh;
@@ -312,6 +331,12 @@ mod run {
             "actix-cpg: child `a` registered at its new host",
             registered,
         );
+        if observe.show {
+            for a in &mut agents {
+                a.cmd("show")?;
+                a.wait_for(|l| l == "SHOWN")?;
+            }
+        }
         Ok(())
     }
 }
@@ -323,7 +348,8 @@ mod member {
     //! `tree` on stdin. It prints `READY member`, then `CONFCHG members=..
     //! left=member:Reason,..` per view change and, in group mode, `TREE ok`,
     //! `CHILD-UP name incarnation`, `CHILD-DOWN name incarnation` and
-    //! `NAME-UP name host`. Ends when stdin closes.
+    //! `NAME-UP name host`; `show` on stdin prints what `--show` prints on
+    //! stderr, then `SHOWN`. Ends when stdin closes.
 
     use std::io::BufRead;
 
@@ -446,11 +472,13 @@ mod member {
     async fn supervised(
         conn: CorosyncConnection,
         input: &mut UnboundedReceiver<String>,
+        observe: &crate::observe::Observe,
     ) -> Result<(), String> {
         // Batching off: the configuration the figures in BENCHMARKS.md
         // were measured with.
         let config = GroupConfig {
             batch: BatchConfig::disabled(),
+            record_to: observe.record_alone(),
             ..GroupConfig::default()
         };
         let group = Group::start(conn, config)
@@ -474,6 +502,12 @@ mod member {
                         Ok(()) => println!("TREE ok"),
                         Err(e) => println!("TREE err {e}"),
                     },
+                    Some("show") => {
+                        if let Some(text) = observe.shown([&group]).await {
+                            eprintln!("{text}");
+                        }
+                        println!("SHOWN");
+                    }
                     Some(other) => println!("ERROR unknown command {other:?}"),
                     None => return Ok(()),
                 },
@@ -481,7 +515,7 @@ mod member {
         }
     }
 
-    pub fn main(group: &str, mode: &str) {
+    pub fn main(group: &str, mode: &str, observe: crate::observe::Observe) {
         let (tx, mut input) = unbounded_channel();
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines().map_while(Result::ok) {
@@ -495,7 +529,7 @@ mod member {
             let conn = Corosync::new().join(&name).map_err(|e| e.to_string())?;
             match mode {
                 "raw" => raw(conn, &mut input).await,
-                _ => supervised(conn, &mut input).await,
+                _ => supervised(conn, &mut input, &observe).await,
             }
         });
         if let Err(e) = result {
@@ -505,23 +539,27 @@ mod member {
 }
 
 fn main() {
-    let Cli { rounds, member } = Cli::parse();
+    let Cli {
+        rounds,
+        member,
+        observe,
+    } = Cli::parse();
     #[cfg(feature = "corosync")]
     {
         if let Some(values) = member {
             // clap takes one or two values: GROUP, then MODE if given.
             let mode = values.get(1).map_or("group", String::as_str);
-            member::main(&values[0], mode);
+            member::main(&values[0], mode, observe);
             return;
         }
-        if let Err(e) = run::main(rounds) {
+        if let Err(e) = run::main(rounds, &observe) {
             eprintln!("failover: {e}");
             std::process::exit(1);
         }
     }
     #[cfg(not(feature = "corosync"))]
     {
-        let _ = (rounds, member);
+        let _ = (rounds, member, observe);
         eprintln!(
             "failover measures the real cluster: run with --features corosync (see the header)"
         );

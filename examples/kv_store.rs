@@ -38,6 +38,12 @@
 //! ip netns exec acpg-n1 target/debug/examples/kv_store --member --listen 127.0.0.1:7878
 //! ip netns exec acpg-n1 nc 127.0.0.1 7878      # put k v / get k / cas k v w / del k
 //! ```
+//!
+//! `--record FILE` records each replica's stream (FILE.1, FILE.2, ... in
+//! the order they start); a replica's recording replays with its state
+//! machine, which this example has: `kv_store --replay FILE.3`. `--show`
+//! prints each replica's metrics and status at the end (a `--member`
+//! replica: on stderr, once its stdin closes).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -51,6 +57,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 mod support;
+
+#[path = "support/observe.rs"]
+mod observe;
 
 /// A replicated key-value service: every member holds the whole map and
 /// every command takes its place in the group's total order.
@@ -89,6 +98,12 @@ struct Cli {
     /// history (wait for a replica that holds the state to send it).
     #[arg(long)]
     join_only: bool,
+    #[command(flatten)]
+    observe: observe::Observe,
+    /// Print the decisions of a replica recording this example made
+    /// (`--record`), and exit.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<std::path::PathBuf>,
 }
 
 const GROUP: &str = "kv-store";
@@ -130,8 +145,9 @@ trait Backend {
     fn kill(&mut self, node: u32);
 }
 
-fn config(safe: bool, founder: bool) -> ReplicaConfig {
+fn config(safe: bool, founder: bool, record_to: Option<std::path::PathBuf>) -> ReplicaConfig {
     ReplicaConfig {
+        record_to,
         delivery: if safe {
             Delivery::Safe
         } else {
@@ -146,6 +162,9 @@ struct Sim {
     cluster: SimCluster,
     safe: bool,
     processes: BTreeMap<u32, SimProcess>,
+    observe: observe::Observe,
+    /// Every replica started, in order (for `--record` and `--show`).
+    replicas: Vec<Replica<KvStore>>,
 }
 
 impl Backend for Sim {
@@ -155,9 +174,11 @@ impl Backend for Sim {
             .join(&GroupName::new(GROUP).expect("name"))
             .expect("join");
         self.processes.insert(node, process);
-        let replica = Replica::<KvStore>::start(conn, config(self.safe, founder))
+        let record_to = self.observe.record_to(self.replicas.len() as u32 + 1);
+        let replica = Replica::<KvStore>::start(conn, config(self.safe, founder, record_to))
             .await
             .expect("replica starts");
+        self.replicas.push(replica.clone());
         serve(replica)
     }
 
@@ -447,7 +468,7 @@ async fn tour<B: Backend>(b: &mut B) -> Result<(), String> {
     Ok(())
 }
 
-async fn sim_tour(safe: bool) -> Result<(), String> {
+async fn sim_tour(safe: bool, observe: observe::Observe) -> Result<(), String> {
     println!(
         "== kv_store on the sim backend: 3 nodes, {} delivery ==\n",
         if safe { "safe" } else { "agreed" }
@@ -456,8 +477,11 @@ async fn sim_tour(safe: bool) -> Result<(), String> {
         cluster: SimCluster::new(3),
         safe,
         processes: BTreeMap::new(),
+        observe,
+        replicas: Vec::new(),
     };
     tour(&mut sim).await?;
+    sim.observe.show(&sim.replicas).await;
     println!("\n== done ==");
     Ok(())
 }
@@ -521,7 +545,11 @@ async fn serve_tcp(replica: Replica<KvStore>, addr: &str) -> std::io::Result<()>
 
 /// Interactive use on the sim: three replicas in this process; the line
 /// protocol talks to node1's.
-async fn sim_interactive(safe: bool, listen: Option<String>) -> Result<(), String> {
+async fn sim_interactive(
+    safe: bool,
+    listen: Option<String>,
+    observe: observe::Observe,
+) -> Result<(), String> {
     let cluster = SimCluster::new(3);
     let name = GroupName::new(GROUP).map_err(|e| e.to_string())?;
     let mut replicas = Vec::new();
@@ -534,7 +562,7 @@ async fn sim_interactive(safe: bool, listen: Option<String>) -> Result<(), Strin
             })
             .map_err(|e| e.to_string())?;
         replicas.push(
-            Replica::<KvStore>::start(conn, config(safe, true))
+            Replica::<KvStore>::start(conn, config(safe, true, observe.record_to(node)))
                 .await
                 .map_err(|e| e.to_string())?,
         );
@@ -552,6 +580,9 @@ async fn sim_interactive(safe: bool, listen: Option<String>) -> Result<(), Strin
             .map_err(|e| e.to_string()),
         None => {
             serve_stdin(replicas[0].clone()).await;
+            if let Some(text) = observe.shown(&replicas).await {
+                eprintln!("{text}");
+            }
             Ok(())
         }
     }
@@ -569,6 +600,7 @@ mod real {
     pub struct Real {
         safe: bool,
         children: BTreeMap<u32, tokio::process::Child>,
+        observe: observe::Observe,
     }
 
     impl Backend for Real {
@@ -583,6 +615,7 @@ mod real {
             if !founder {
                 cmd.arg("--join-only");
             }
+            cmd.args(self.observe.forward(node));
             let mut child = cmd
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -630,17 +663,24 @@ mod real {
         }
     }
 
-    pub async fn tour(safe: bool) -> Result<(), String> {
+    pub async fn tour(safe: bool, observe: observe::Observe) -> Result<(), String> {
         println!(
             "== kv_store on the real corosync cluster: 3 nodes, 1 replica process each, {} delivery ==\n",
             if safe { "safe" } else { "agreed" }
         );
+        let show = observe.show;
         let mut real = Real {
             safe,
             children: BTreeMap::new(),
+            observe,
         };
         let result = super::tour(&mut real).await;
         for (_, mut child) in std::mem::take(&mut real.children) {
+            if show {
+                // Its stdin closed with the tour's clients: it prints what
+                // it holds (on stderr) and exits.
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            }
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
@@ -649,17 +689,27 @@ mod real {
     }
 
     /// One replica of the real cluster serving stdin (or `listen`).
-    pub async fn member(safe: bool, founder: bool, listen: Option<String>) -> Result<(), String> {
+    pub async fn member(
+        safe: bool,
+        founder: bool,
+        listen: Option<String>,
+        observe: observe::Observe,
+    ) -> Result<(), String> {
         let name = GroupName::new(GROUP).map_err(|e| e.to_string())?;
         let conn = Corosync::new().join(&name).map_err(|e| e.to_string())?;
-        let replica = Replica::<KvStore>::start(conn, config(safe, founder))
+        let config = config(safe, founder, observe.record_alone());
+        let replica = Replica::<KvStore>::start(conn, config)
             .await
             .map_err(|e| e.to_string())?;
         println!("READY {}", replica.local());
         match listen {
             Some(addr) => serve_tcp(replica, &addr).await.map_err(|e| e.to_string()),
             None => {
-                serve_stdin(replica).await;
+                serve_stdin(replica.clone()).await;
+                // Stdout is the line protocol.
+                if let Some(text) = observe.shown([&replica]).await {
+                    eprintln!("{text}");
+                }
                 Ok(())
             }
         }
@@ -668,14 +718,18 @@ mod real {
 
 fn main() -> Result<(), String> {
     let cli = Cli::parse();
-    let (safe, listen) = (cli.safe, cli.listen);
+    let (safe, listen, observe) = (cli.safe, cli.listen, cli.observe);
+    if let Some(path) = cli.replay {
+        return observe::replay_replica::<KvStore>(&path).map_err(|e| e.to_string());
+    }
     #[cfg(feature = "corosync")]
     {
         if cli.member {
-            return actix::System::new().block_on(real::member(safe, !cli.join_only, listen));
+            let founder = !cli.join_only;
+            return actix::System::new().block_on(real::member(safe, founder, listen, observe));
         }
         if cli.corosync {
-            return actix::System::new().block_on(real::tour(safe));
+            return actix::System::new().block_on(real::tour(safe, observe));
         }
     }
     #[cfg(not(feature = "corosync"))]
@@ -683,7 +737,7 @@ fn main() -> Result<(), String> {
         return Err("the real backend needs `--features corosync`".into());
     }
     if cli.stdin || listen.is_some() {
-        return actix::System::new().block_on(sim_interactive(safe, listen));
+        return actix::System::new().block_on(sim_interactive(safe, listen, observe));
     }
-    actix::System::new().block_on(sim_tour(safe))
+    actix::System::new().block_on(sim_tour(safe, observe))
 }

@@ -27,19 +27,28 @@
 //! A member process prints one line per event (`READY`, `VIEW`, `ELECTED`,
 //! `DEPOSED`, `WORK`); this program reads them, plays the fenced resource,
 //! kills leaders and times the hand-overs.
+//!
+//! `--record FILE` records each member's stream (FILE.1, FILE.2, ... in the
+//! order they start; `acpg replay FILE.1` prints its decisions); `--show`
+//! prints each member's status at the end (a member process of the real
+//! cluster, which is killed rather than stopped: on stderr after every
+//! view change).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix_cpg::transport::sim::{SimCluster, SimProcess};
 use actix_cpg::{
-    Connection, Election, ElectionConfig, ElectionEvent, GroupName, NodeId, Transport,
+    Election, ElectionConfig, ElectionError, ElectionEvent, GroupName, NodeId, Transport,
     GROUP_ELECTION,
 };
 use clap::Parser;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 mod support;
+
+#[path = "support/observe.rs"]
+mod observe;
 
 /// Leader election with fencing epochs, and how long a hand-over takes.
 ///
@@ -62,6 +71,8 @@ struct Cli {
     /// `--corosync` run starts in each node's namespace.
     #[arg(long, hide = true)]
     member: bool,
+    #[command(flatten)]
+    observe: observe::Observe,
 }
 
 const GROUP: &str = "leader-election";
@@ -69,12 +80,18 @@ const GROUP: &str = "leader-election";
 /// How often an acting leader does a unit of work.
 const WORK_EVERY: Duration = Duration::from_millis(20);
 
-/// One member: reports events as lines, and works while it leads.
-async fn member<C: Connection>(conn: C, out: UnboundedSender<String>) {
+/// One member: reports events as lines, and works while it leads. With
+/// `show_on_views` (a member process, whose stdout is those lines) it
+/// prints what `--show` prints on stderr after every view change.
+async fn member(
+    election: Result<Election, ElectionError>,
+    out: UnboundedSender<String>,
+    show_on_views: Option<observe::Observe>,
+) {
     let say = |line: String| {
         let _ = out.send(line);
     };
-    let election = match Election::start(conn, ElectionConfig::default()).await {
+    let election = match election {
         Ok(e) => e,
         Err(e) => return say(format!("ERROR {e}")),
     };
@@ -92,6 +109,11 @@ async fn member<C: Connection>(conn: C, out: UnboundedSender<String>) {
                     let left: Vec<String> =
                         left.iter().map(|c| format!("{}:{:?}", c.member, c.reason)).collect();
                     say(format!("VIEW members={} left={}", members.len(), left.join(",")));
+                    if let Some(observe) = &show_on_views {
+                        if let Some(text) = observe.shown([&election]).await {
+                            eprintln!("{text}");
+                        }
+                    }
                 }
                 Ok(ElectionEvent::Elected { name, epoch }) if name == GROUP_ELECTION => {
                     say(format!("ELECTED {epoch}"));
@@ -128,6 +150,9 @@ trait Backend {
 struct Sim {
     cluster: SimCluster,
     processes: BTreeMap<u32, SimProcess>,
+    observe: observe::Observe,
+    /// Every member started, in order (for `--record` and `--show`).
+    elections: Vec<Election>,
 }
 
 impl Backend for Sim {
@@ -137,8 +162,16 @@ impl Backend for Sim {
             .join(&GroupName::new(GROUP).expect("name"))
             .expect("join");
         self.processes.insert(node, process);
+        let config = ElectionConfig {
+            record_to: self.observe.record_to(self.elections.len() as u32 + 1),
+            ..ElectionConfig::default()
+        };
+        let election = Election::start(conn, config).await;
+        if let Ok(e) = &election {
+            self.elections.push(e.clone());
+        }
         let (tx, rx) = unbounded_channel();
-        actix::spawn(member(conn, tx));
+        actix::spawn(member(election, tx, None));
         ready(rx).await
     }
 
@@ -308,13 +341,16 @@ async fn tour<B: Backend>(b: &mut B, rounds: usize) -> Result<(), String> {
     Ok(())
 }
 
-async fn sim_tour(rounds: usize) -> Result<(), String> {
+async fn sim_tour(rounds: usize, observe: observe::Observe) -> Result<(), String> {
     println!("== leader_election on the sim backend: 3 nodes ==\n");
     let mut sim = Sim {
         cluster: SimCluster::new(3),
         processes: BTreeMap::new(),
+        observe,
+        elections: Vec::new(),
     };
     tour(&mut sim, rounds).await?;
+    sim.observe.show(&sim.elections).await;
     println!("\n== done ==");
     Ok(())
 }
@@ -330,6 +366,7 @@ mod real {
 
     pub struct Real {
         children: BTreeMap<u32, tokio::process::Child>,
+        observe: observe::Observe,
     }
 
     impl Backend for Real {
@@ -338,6 +375,7 @@ mod real {
                 crate::support::member_command(node).expect("own path"),
             )
             .arg("--member")
+            .args(self.observe.forward(node))
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -364,10 +402,11 @@ mod real {
         }
     }
 
-    pub async fn tour(rounds: usize) -> Result<(), String> {
+    pub async fn tour(rounds: usize, observe: observe::Observe) -> Result<(), String> {
         println!("== leader_election on the real corosync cluster: 3 nodes, 1 process each ==\n");
         let mut real = Real {
             children: BTreeMap::new(),
+            observe,
         };
         let result = super::tour(&mut real, rounds).await;
         for (_, mut child) in std::mem::take(&mut real.children) {
@@ -378,12 +417,19 @@ mod real {
         result
     }
 
-    /// One member process: prints its events on stdout.
-    pub async fn member_process() -> Result<(), String> {
+    /// One member process: prints its events on stdout (and, with
+    /// `--show`, its status on stderr after every view change: the parent
+    /// kills it rather than stopping it).
+    pub async fn member_process(observe: observe::Observe) -> Result<(), String> {
         let name = GroupName::new(GROUP).map_err(|e| e.to_string())?;
         let conn = Corosync::new().join(&name).map_err(|e| e.to_string())?;
+        let config = ElectionConfig {
+            record_to: observe.record_alone(),
+            ..ElectionConfig::default()
+        };
+        let election = Election::start(conn, config).await;
         let (tx, mut rx) = unbounded_channel();
-        actix::spawn(super::member(conn, tx));
+        actix::spawn(super::member(election, tx, Some(observe)));
         while let Some(line) = rx.recv().await {
             use std::io::Write;
             // The parent closed the pipe: it is done with this member.
@@ -400,19 +446,20 @@ fn main() -> Result<(), String> {
         rounds,
         corosync,
         member,
+        observe,
     } = Cli::parse();
     #[cfg(feature = "corosync")]
     {
         if member {
-            return actix::System::new().block_on(real::member_process());
+            return actix::System::new().block_on(real::member_process(observe));
         }
         if corosync {
-            return actix::System::new().block_on(real::tour(rounds));
+            return actix::System::new().block_on(real::tour(rounds, observe));
         }
     }
     #[cfg(not(feature = "corosync"))]
     if corosync || member {
         return Err("the real backend needs `--features corosync`".into());
     }
-    actix::System::new().block_on(sim_tour(rounds))
+    actix::System::new().block_on(sim_tour(rounds, observe))
 }

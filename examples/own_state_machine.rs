@@ -8,14 +8,23 @@
 //!
 //! ```text
 //! cargo run --example own_state_machine
+//! cargo run --example own_state_machine -- --record /tmp/bank --show   # /tmp/bank.1 ..4
 //! ```
+//!
+//! A replica's recording replays with its state machine:
+//! `cargo run --example own_state_machine -- --replay /tmp/bank.4` prints
+//! the decisions of the late joiner (`actix_cpg::replicated::replay`).
 
 use std::collections::BTreeMap;
 
 use actix_cpg::replicated::{decode_snapshot, encode_snapshot};
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::{GroupName, NodeId, Replica, ReplicaConfig, StateMachine, Transport};
+use clap::Parser;
 use serde::{Deserialize, Serialize};
+
+#[path = "support/observe.rs"]
+mod observe;
 
 #[derive(Default, Debug, PartialEq)]
 struct Bank(BTreeMap<String, u64>);
@@ -65,16 +74,35 @@ impl StateMachine for Bank {
     }
 }
 
+/// A replicated bank: concurrent transfers decided by the total order, a
+/// late joiner (sim backend).
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    observe: observe::Observe,
+    /// Print the decisions of a recording this example made, and exit.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<std::path::PathBuf>,
+}
+
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let Cli { observe, replay } = Cli::parse();
+    if let Some(path) = replay {
+        return Ok(observe::replay_replica::<Bank>(&path)?);
+    }
     let cluster = SimCluster::new(4);
     let name = GroupName::new("bank")?;
     let join = |node| -> Result<_, Box<dyn std::error::Error>> {
         Ok(cluster.process(NodeId(node))?.join(&name)?)
     };
+    let config = |member| ReplicaConfig {
+        record_to: observe.record_to(member),
+        ..ReplicaConfig::default()
+    };
     let mut replicas = Vec::new();
     for node in 1..=3 {
-        replicas.push(Replica::<Bank>::start(join(node)?, ReplicaConfig::default()).await?);
+        replicas.push(Replica::<Bank>::start(join(node)?, config(node)).await?);
     }
     replicas[0].wait_primary().await?;
     replicas[0]
@@ -101,7 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // A late joiner gets the state by snapshot, then follows the order.
-    let late = Replica::<Bank>::start(join(4)?, ReplicaConfig::default()).await?;
+    let late = Replica::<Bank>::start(join(4)?, config(4)).await?;
     late.wait_primary().await?;
     late.execute(Op::Deposit("dave".into(), 5)).await?;
     let mut seen = Vec::new();
@@ -114,5 +142,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         seen.push(balances);
     }
     assert!(seen.windows(2).all(|w| w[0] == w[1]), "replicas agree");
+    observe.show(replicas.iter().chain([&late])).await;
     Ok(())
 }

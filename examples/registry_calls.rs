@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cargo run --example registry_calls
+//! cargo run --example registry_calls -- --record /tmp/calls --show   # /tmp/calls.1 ..3
 //! ```
 
 use actix::prelude::*;
@@ -15,6 +16,9 @@ use actix_cpg::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::{timeout, Duration};
+
+#[path = "support/observe.rs"]
+mod observe;
 
 /// Asks an actor where it runs; the reply is its host.
 #[derive(Message, Serialize, Deserialize, RemoteMessage)]
@@ -43,12 +47,17 @@ async fn serve(group: &Group, name: &str) -> Result<(), GroupError> {
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let observe = observe::Observe::parse("The group as an actor registry: calls by name, a race for a name, a host leaving (sim backend).");
     let cluster = SimCluster::new(3);
     let name = GroupName::new("registry-calls")?;
     let mut groups = Vec::new();
     for node in 1..=3 {
         let conn = cluster.process(NodeId(node))?.join(&name)?;
-        groups.push(Group::start(conn, GroupConfig::default()).await?);
+        let config = GroupConfig {
+            record_to: observe.record_to(node),
+            ..GroupConfig::default()
+        };
+        groups.push(Group::start(conn, config).await?);
     }
     let (a, b, c) = (&groups[0], &groups[1], &groups[2]);
 
@@ -92,5 +101,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(g.names().await?, vec![("scheduler".to_owned(), winner)]);
     }
     println!("{} left: \"journal\" is gone on b and c", a.local());
+    observe.show(&groups).await;
     Ok(())
 }

@@ -10,21 +10,43 @@
 //!
 //! Without an argument it records a short supervised scenario on the sim
 //! backend (a member killed, a partition, a merge) into a temporary file
-//! and replays that.
+//! and replays that. `--record FILE` keeps every member's recording of it
+//! (FILE.1, FILE.2, FILE.3; FILE.1 is replayed), `--show` prints each
+//! member's metrics and `inspect()` snapshot before the end.
+//!
+//! An election's recording replays too (`ElectionConfig::record_to`); a
+//! replica's needs its state machine (`actix_cpg::replicated::replay`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_cpg::group::replay;
-use actix_cpg::record::Recording;
+use actix_cpg::record::{Protocol, Recording};
 use actix_cpg::supervisor::{
     ChildSpec, QuorumPolicy, RestartType, Strategy, SupervisorSpec, TreeSpec,
 };
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::{
-    Child, ChildContext, Factories, Group, GroupConfig, GroupName, NodeId, Terminate, Transport,
+    Child, ChildContext, ElectionConfig, Factories, Group, GroupConfig, GroupName, NodeId,
+    Terminate, Transport,
 };
+use clap::Parser;
+
+#[path = "support/observe.rs"]
+mod observe;
+
+/// Replays a recorded ordered stream and prints every decision the member
+/// took, in order. Without FILE, records a short supervised scenario on
+/// the sim backend and replays that.
+#[derive(Parser)]
+struct Cli {
+    /// A recording (`GroupConfig::record_to`, `ElectionConfig::record_to`,
+    /// `--record` of an example).
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    observe: observe::Observe,
+}
 
 struct Idle;
 
@@ -65,8 +87,10 @@ fn factories() -> Factories {
 }
 
 /// Records a short scenario from node 1's member and returns the file.
-async fn record_sample() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let path = std::env::temp_dir().join(format!("actix-cpg-sample-{}.rec", std::process::id()));
+async fn record_sample(observe: &observe::Observe) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let path = observe.record_to(1).unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("actix-cpg-sample-{}.rec", std::process::id()))
+    });
     let cluster = SimCluster::new(3);
     let name = GroupName::new("replay-sample")?;
     let config = GroupConfig {
@@ -76,13 +100,11 @@ async fn record_sample() -> Result<PathBuf, Box<dyn std::error::Error>> {
     let recorded = Group::start(cluster.process(NodeId(1))?.join(&name)?, config).await?;
     let mut others = Vec::new();
     for node in 2..=3 {
-        others.push(
-            Group::start(
-                cluster.process(NodeId(node))?.join(&name)?,
-                GroupConfig::default(),
-            )
-            .await?,
-        );
+        let config = GroupConfig {
+            record_to: observe.record_to(node),
+            ..GroupConfig::default()
+        };
+        others.push(Group::start(cluster.process(NodeId(node))?.join(&name)?, config).await?);
     }
     for g in std::iter::once(&recorded).chain(others.iter()) {
         g.start_tree(TREE, tree(), factories()).await?;
@@ -95,16 +117,20 @@ async fn record_sample() -> Result<PathBuf, Box<dyn std::error::Error>> {
     pause().await;
     cluster.heal();
     pause().await;
+    observe
+        .show(std::iter::once(&recorded).chain(others.iter()))
+        .await;
     recorded.leave().await?;
     pause().await;
     Ok(path)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = match std::env::args().nth(1) {
-        Some(p) => PathBuf::from(p),
+    let Cli { file, observe } = Cli::parse();
+    let path = match file {
+        Some(p) => p,
         None => {
-            let p = actix::System::new().block_on(record_sample())?;
+            let p = actix::System::new().block_on(record_sample(&observe))?;
             println!("recorded a sample scenario to {}", p.display());
             p
         }
@@ -115,7 +141,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         recording.entries.len(),
         recording.local
     );
-    for d in replay(&recording, GroupConfig::default().max_message_size) {
+    let decisions = match recording.protocol {
+        Protocol::Registry => replay(&recording, GroupConfig::default().max_message_size),
+        Protocol::Election => actix_cpg::election::replay(&recording, &ElectionConfig::default()),
+        Protocol::Replica => {
+            return Err("a replica's recording replays with its state machine: \
+                        actix_cpg::replicated::replay::<YourState>"
+                .into())
+        }
+    };
+    for d in decisions {
         println!("  [{:>4}] {}", d.position, d.decision);
     }
     Ok(())

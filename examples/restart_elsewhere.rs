@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --example restart_elsewhere
+//! cargo run --example restart_elsewhere -- --record /tmp/restart --show   # /tmp/restart.1 ..3
 //! ```
 
 use actix::prelude::*;
@@ -16,6 +17,9 @@ use actix_cpg::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::Receiver;
 use tokio::time::{timeout, Duration};
+
+#[path = "support/observe.rs"]
+mod observe;
 
 /// The worker's group-wide name ([`actix_cpg::child_name`]): its tree, then
 /// its id (a per-node child adds `@node2`, a per-member one `@node2/1007`).
@@ -57,12 +61,19 @@ async fn next_host(events: &mut Receiver<GroupEvent>) -> Result<Member, &'static
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let observe = observe::Observe::parse(
+        "A supervised worker restarted on another member when its host is killed (sim backend).",
+    );
     let cluster = SimCluster::new(3);
     let name = GroupName::new("restart-elsewhere")?;
     let mut members = Vec::new();
     for node in 1..=3 {
         let conn = cluster.process(NodeId(node))?.join(&name)?;
-        let group = Group::start(conn, GroupConfig::default()).await?;
+        let config = GroupConfig {
+            record_to: observe.record_to(node),
+            ..GroupConfig::default()
+        };
+        let group = Group::start(conn, config).await?;
         members.push((group.subscribe(), group));
     }
     for (_, group) in &members {
@@ -89,5 +100,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{first} killed: {WORKER} runs on {host} with fencing token {new_token}");
     assert_eq!(host, second, "the call reaches the new incarnation");
     assert!(new_token > token, "a new incarnation has a greater token");
+    observe.show(members.iter().map(|(_, group)| group)).await;
     Ok(())
 }

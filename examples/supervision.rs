@@ -30,6 +30,11 @@
 //! bash scripts/cluster.sh up
 //! cargo run --features corosync --example supervision -- --corosync
 //! ```
+//!
+//! `--record FILE` records each member's stream (FILE.1, FILE.2, ...; replay
+//! with `acpg replay FILE.1`); `--show` prints each member's metrics and
+//! `inspect()` snapshot at the end (on the real cluster, whose members are
+//! killed rather than stopped, after each membership change).
 
 use std::time::Duration;
 
@@ -45,6 +50,9 @@ use actix_cpg::{
 use clap::Parser;
 
 mod support;
+
+#[path = "support/observe.rs"]
+mod observe;
 
 /// A supervision tree spread over a three-member group, and what it does
 /// when members fail.
@@ -64,6 +72,8 @@ struct Cli {
     /// node's namespace.
     #[arg(long, value_name = "N", hide = true)]
     member: Option<u32>,
+    #[command(flatten)]
+    observe: observe::Observe,
 }
 
 /// A worker that only says when it starts and stops.
@@ -157,17 +167,17 @@ async fn settle() {
     actix_rt::time::sleep(Duration::from_millis(200)).await;
 }
 
-async fn sim_tour() -> Result<(), Box<dyn std::error::Error>> {
+async fn sim_tour(observe: observe::Observe) -> Result<(), Box<dyn std::error::Error>> {
     println!("== actix-cpg supervision on the sim backend: 3 nodes, 1 process each ==");
     let cluster = SimCluster::new(3);
     let name = GroupName::new("supervision-demo")?;
+    let config = |member| GroupConfig {
+        record_to: observe.record_to(member),
+        ..GroupConfig::default()
+    };
     let mut groups = Vec::new();
     for node in 1..=3 {
-        let group = Group::start(
-            cluster.process(NodeId(node))?.join(&name)?,
-            GroupConfig::default(),
-        )
-        .await?;
+        let group = Group::start(cluster.process(NodeId(node))?.join(&name)?, config(node)).await?;
         groups.push(group);
     }
     watch(&groups[0]);
@@ -200,14 +210,11 @@ async fn sim_tour() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\n-- 5. node 2 comes back with a new process: quorum returns");
     cluster.restart_node(NodeId(2))?;
-    let g2 = Group::start(
-        cluster.process(NodeId(2))?.join(&name)?,
-        GroupConfig::default(),
-    )
-    .await?;
+    let g2 = Group::start(cluster.process(NodeId(2))?.join(&name)?, config(4)).await?;
     g2.start_tree("jobs", spec(), factories(g2.local())).await?;
     settle().await;
     placement(&groups[0]).await;
+    observe.show(groups.iter().chain([&g2])).await;
     println!("\n== done ==");
     Ok(())
 }
@@ -232,13 +239,14 @@ mod real {
     }
 
     /// Parent: start three members, inject the faults, relay the output.
-    pub fn orchestrate() -> Result<(), Box<dyn std::error::Error>> {
+    pub fn orchestrate(observe: &observe::Observe) -> Result<(), Box<dyn std::error::Error>> {
         println!("== actix-cpg supervision on the real corosync cluster ==");
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let mut children = Vec::new();
         for node in 1..=3u32 {
             let mut child = crate::support::member_command(node)?
                 .args(["--member", &node.to_string()])
+                .args(observe.forward(node))
                 .stdout(Stdio::piped())
                 .spawn()?;
             let out = child.stdout.take().ok_or("no stdout")?;
@@ -285,9 +293,16 @@ mod real {
     }
 
     /// Child: one member.
-    pub async fn member(node: u32) -> Result<(), Box<dyn std::error::Error>> {
+    pub async fn member(
+        node: u32,
+        observe: observe::Observe,
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let name = GroupName::new("supervision-demo")?;
-        let group = Group::start(Corosync::new().join(&name)?, GroupConfig::default()).await?;
+        let config = GroupConfig {
+            record_to: observe.record_alone(),
+            ..GroupConfig::default()
+        };
+        let group = Group::start(Corosync::new().join(&name)?, config).await?;
         if node == 1 {
             watch(&group);
         }
@@ -300,6 +315,7 @@ mod real {
             if node == 1 {
                 placement(&group).await;
             }
+            observe.show([&group]).await;
             // Print again after every membership change.
             loop {
                 match views.recv().await {
@@ -314,20 +330,24 @@ mod real {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Cli { corosync, member } = Cli::parse();
+    let Cli {
+        corosync,
+        member,
+        observe,
+    } = Cli::parse();
     let corosync = corosync || std::env::var("ACPG_BACKEND").is_ok_and(|b| b == "corosync");
     #[cfg(feature = "corosync")]
     {
         if let Some(node) = member {
-            return actix::System::new().block_on(real::member(node));
+            return actix::System::new().block_on(real::member(node, observe));
         }
         if corosync {
-            return real::orchestrate();
+            return real::orchestrate(&observe);
         }
     }
     #[cfg(not(feature = "corosync"))]
     if corosync || member.is_some() {
         return Err("the real backend needs `--features corosync`".into());
     }
-    actix::System::new().block_on(sim_tour())
+    actix::System::new().block_on(sim_tour(observe))
 }

@@ -14,6 +14,7 @@ mod corosync_smoke;
 mod election_observer;
 mod election_schedules;
 mod election_versions;
+mod example_record;
 mod failover_timing;
 mod group_key;
 mod group_versions;

@@ -333,3 +333,276 @@ async fn a_batch_with_one_bad_envelope_replays_as_the_member_took_it() {
     assert_eq!(dropped, 1, "{decisions:#?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Polls `ready` every few milliseconds, for at most ten seconds.
+async fn settle(mut ready: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if ready() {
+            return;
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("not settled within ten seconds");
+}
+
+/// The replayed decisions that read like a live event, in order: they
+/// must end with the live events (the subscription began after the start,
+/// the replay covers the whole stream).
+fn ends_with_live(replayed: &[String], seen: &[String]) {
+    let matching: Vec<&String> = replayed.iter().filter(|d| seen.contains(d)).collect();
+    let seen: Vec<&String> = seen.iter().collect();
+    assert!(
+        matching.ends_with(&seen),
+        "the replay takes the same decisions in the same order\nreplayed: {matching:#?}\nlive: {seen:#?}"
+    );
+}
+
+/// An election member records its stream (deliveries, confchgs and its
+/// node's quorum notifications): the replay names the same leaders with
+/// the same epochs, and acts and stops acting where the member did —
+/// through a candidacy, a killed leader, a partition that costs its node
+/// quorum and the heal.
+#[actix_rt::test]
+async fn replaying_an_election_recording_reproduces_every_live_decision() {
+    use actix_cpg::record::Protocol;
+    use actix_cpg::{Election, ElectionConfig, ElectionEvent};
+
+    let dir = std::env::temp_dir().join(format!("acpg-replay-election-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("member.rec");
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new("replayed-election").unwrap();
+    let join = |node| cluster.process(NodeId(node)).unwrap().join(&name).unwrap();
+    let a = Election::start(join(1), ElectionConfig::default())
+        .await
+        .unwrap();
+    let b = Election::start(join(2), ElectionConfig::default())
+        .await
+        .unwrap();
+    let config = ElectionConfig {
+        record_to: Some(path.clone()),
+        ..ElectionConfig::default()
+    };
+    let c = Election::start(join(3), config).await.unwrap();
+    let mut live = c.subscribe();
+
+    c.stand("jobs").await.unwrap();
+    a.stand("jobs").await.unwrap();
+    settle(|| c.is_leader("jobs").is_some()).await;
+    cluster.kill_process(a.local()).unwrap();
+    settle(|| {
+        let s = c.status();
+        s.members.len() == 2 && s.installed && s.leaders.contains_key("")
+    })
+    .await;
+    cluster
+        .partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]])
+        .unwrap();
+    settle(|| c.is_leader("jobs").is_none()).await;
+    cluster.heal();
+    settle(|| {
+        let s = c.status();
+        s.members.len() == 2 && s.installed && c.is_leader("jobs").is_some()
+    })
+    .await;
+    c.withdraw("jobs").await.unwrap();
+    b.leave().await.unwrap();
+    settle(|| c.status().members.len() == 1).await;
+    c.leave().await.unwrap();
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+
+    let mut seen = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        if !matches!(event, ElectionEvent::Closed { .. }) {
+            seen.push(event.to_string());
+        }
+    }
+    assert!(seen.iter().any(|e| e.starts_with("this member leads")));
+    assert!(seen
+        .iter()
+        .any(|e| e.starts_with("this member no longer leads")));
+
+    let recording = Recording::open(&path).unwrap();
+    assert_eq!(recording.protocol, Protocol::Election);
+    assert_eq!(recording.local, c.local());
+    let decisions: Vec<String> =
+        actix_cpg::election::replay(&recording, &ElectionConfig::default())
+            .into_iter()
+            .map(|d| d.decision)
+            .collect();
+    ends_with_live(&decisions, &seen);
+    for own in [
+        r#"own candidacy in "jobs" took effect"#,
+        r#"own withdrawal from "jobs" took effect"#,
+    ] {
+        assert!(decisions.iter().any(|d| d == own), "{decisions:#?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A replica records its stream from its join on (it receives the state
+/// by snapshot): replayed with the same state machine, it restores, applies
+/// the same commands to the same state ids, answers its own commands at
+/// the positions it answered them live, and loses and regains the primary
+/// component where it did.
+#[actix_rt::test]
+async fn replaying_a_replica_recording_reproduces_every_live_decision() {
+    use crate::support::ledger::Ledger;
+    use actix_cpg::record::Protocol;
+    use actix_cpg::{Replica, ReplicaConfig, ReplicaEvent};
+
+    let dir = std::env::temp_dir().join(format!("acpg-replay-replica-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("member.rec");
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new("replayed-replica").unwrap();
+    let join = |node| cluster.process(NodeId(node)).unwrap().join(&name).unwrap();
+    let a = Replica::<Ledger>::start(join(1), ReplicaConfig::default())
+        .await
+        .unwrap();
+    let b = Replica::<Ledger>::start(join(2), ReplicaConfig::default())
+        .await
+        .unwrap();
+    a.wait_primary().await.unwrap();
+    for n in 0..3 {
+        a.execute((a.local(), n)).await.unwrap();
+    }
+    let config = ReplicaConfig {
+        record_to: Some(path.clone()),
+        ..ReplicaConfig::default()
+    };
+    let c = Replica::<Ledger>::start(join(3), config).await.unwrap();
+    let mut live = c.subscribe();
+    c.wait_primary().await.unwrap();
+    let mut answered = Vec::new();
+    for n in 0..3 {
+        answered.push(
+            c.execute_traced((c.local(), n))
+                .await
+                .unwrap()
+                .state
+                .applied,
+        );
+        b.execute((b.local(), n)).await.unwrap();
+    }
+    // Node 3 alone is a minority: not primary, then primary again.
+    cluster
+        .partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]])
+        .unwrap();
+    settle(|| !c.status().primary && c.status().members.len() == 1).await;
+    cluster.heal();
+    settle(|| c.status().primary && c.status().members.len() == 3).await;
+    a.execute((a.local(), 9)).await.unwrap();
+    let last = c.execute_traced((c.local(), 9)).await.unwrap().state;
+    answered.push(last.applied);
+    let live_state = c.status().state;
+    assert_eq!(live_state, last);
+    c.leave().await.unwrap();
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+
+    let mut seen = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        if !matches!(
+            event,
+            ReplicaEvent::Closed { .. } | ReplicaEvent::TransferEncoded { .. }
+        ) {
+            seen.push(event.to_string());
+        }
+    }
+    assert!(
+        seen.iter().any(|e| e == "installed, not primary"),
+        "{seen:#?}"
+    );
+
+    let recording = Recording::open(&path).unwrap();
+    assert_eq!(recording.protocol, Protocol::Replica);
+    let decisions: Vec<String> =
+        actix_cpg::replicated::replay::<Ledger>(&recording, &ReplicaConfig::default())
+            .into_iter()
+            .map(|d| d.decision)
+            .collect();
+    ends_with_live(&decisions, &seen);
+    assert!(
+        decisions.iter().any(|d| d.starts_with("restored")),
+        "{decisions:#?}"
+    );
+    let own: Vec<String> = decisions
+        .iter()
+        .filter(|d| d.starts_with("own command"))
+        .cloned()
+        .collect();
+    let ids = 1..=answered.len();
+    let expected: Vec<String> = ids
+        .zip(&answered)
+        .map(|(id, applied)| format!("own command {id} applied at state {applied}"))
+        .collect();
+    assert_eq!(own, expected);
+    let final_state = format!(
+        "state {} (epoch {}, genesis {:x})",
+        live_state.applied, live_state.epoch, live_state.genesis
+    );
+    assert_eq!(
+        decisions.iter().rfind(|d| d.starts_with("state ")),
+        Some(&final_state)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A keyed election member records what it decided from: the verified
+/// deliveries without their MAC, so the recording replays without the key
+/// to the same leader, and a member without the key changes nothing.
+#[actix_rt::test]
+async fn a_keyed_election_recording_replays_without_the_key() {
+    use actix_cpg::{Election, ElectionConfig, GroupKey, GROUP_ELECTION};
+
+    let dir = std::env::temp_dir().join(format!("acpg-replay-keyed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("member.rec");
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new("replayed-keyed-election").unwrap();
+    let join = |node| cluster.process(NodeId(node)).unwrap().join(&name).unwrap();
+    let key = GroupKey::from_passphrase("record-replay test: the election's key");
+    let keyed = |record_to| ElectionConfig {
+        key: Some(key.clone()),
+        record_to,
+        ..ElectionConfig::default()
+    };
+    // The recording member founds the group: it decides the first leader
+    // (a joiner takes the leader over from the members' infos).
+    let a = Election::start(join(1), keyed(Some(path.clone())))
+        .await
+        .unwrap();
+    let b = Election::start(join(2), keyed(None)).await.unwrap();
+    // No key: its announcement never verifies, so it is nobody.
+    let outsider = ElectionConfig {
+        key: Some(GroupKey::from_passphrase("another key")),
+        ..ElectionConfig::default()
+    };
+    let stranger = join(3);
+    actix::spawn(async move {
+        let _ = Election::start(stranger, outsider).await;
+    });
+    settle(|| a.dropped_unauthenticated() > 0).await;
+    let leader = a.wait_leader(GROUP_ELECTION).await.unwrap();
+    assert_eq!(leader.leader, a.local());
+    b.leave().await.unwrap();
+    a.leave().await.unwrap();
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+
+    let recording = Recording::open(&path).unwrap();
+    let decisions: Vec<String> =
+        actix_cpg::election::replay(&recording, &ElectionConfig::default())
+            .into_iter()
+            .map(|d| d.decision)
+            .collect();
+    let named = format!(
+        "leader of the group election: {} (epoch {})",
+        leader.leader, leader.epoch
+    );
+    assert!(decisions.contains(&named), "{decisions:#?}");
+    assert!(
+        !decisions.iter().any(|d| d.contains("dropped")),
+        "only verified deliveries are recorded: {decisions:#?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

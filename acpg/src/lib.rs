@@ -8,8 +8,8 @@
 //!                                             ─► one timestamped line each,
 //!                                                until interrupted or closed
 //!  --election, --replica: the same for election and replica groups (rule 7)
-//!  acpg replay FILE    Recording::open ─► actix_cpg::group::replay ─► one line
-//!                                             per decision
+//!  acpg replay FILE    Recording::open ─► group::replay | election::replay
+//!                                             ─► one line per decision
 //!  --json              one JSON object (status), one per line (watch, replay)
 //! ```
 //!
@@ -35,7 +35,9 @@
 //!    once.
 //! 4. **Refusals are one line and exit code 2**: no daemon (the
 //!    transport's error on join: [`ToolError::Join`]), nobody there, no
-//!    state in time, an invalid group name, a recording that does not read.
+//!    state in time, an invalid group name, a recording that does not read,
+//!    a replica's recording ([`ToolError::NeedsStateMachine`]: its
+//!    decisions replay only with the program's state machine).
 //!    Output that fails exits with 1 ([`ToolError::exit_code`]); a closed
 //!    pipe ends a command quietly. A group that closes under `watch` ends
 //!    it normally ([`WatchEnd::Closed`]), after its last line.
@@ -77,11 +79,11 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use actix_cpg::group::GroupInspection;
-use actix_cpg::record::Recording;
+use actix_cpg::record::{Protocol, Recording};
 use actix_cpg::supervisor::SupervisionEvent;
 use actix_cpg::{
-    ElectionError, ElectionEvent, Group, GroupConfig, GroupError, GroupEvent, GroupName,
-    ReplicaError, ReplicaEvent, Role, Transport, TransportError,
+    ElectionConfig, ElectionError, ElectionEvent, Group, GroupConfig, GroupError, GroupEvent,
+    GroupName, ReplicaError, ReplicaEvent, Role, Transport, TransportError,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
@@ -210,6 +212,21 @@ pub enum ToolError {
         path: String,
         /// Why.
         error: io::Error,
+    },
+    /// The recording is a replica's: its decisions depend on the state
+    /// machine of the program that recorded it (the commands it applies,
+    /// the snapshots it restores), which acpg does not have. Nothing was
+    /// printed.
+    #[error(
+        "{path} is a replica recording by {local}: its decisions need the program's state \
+         machine; replay it with actix_cpg::replicated::replay::<YourState> \
+         (the examples: `--replay FILE`)"
+    )]
+    NeedsStateMachine {
+        /// The file.
+        path: String,
+        /// The replica that recorded it.
+        local: actix_cpg::Member,
     },
     /// Printing failed.
     #[error("output: {0}")]
@@ -445,19 +462,36 @@ pub(crate) fn write_watched(
 }
 
 /// `acpg replay FILE`: prints every decision the recording member took, in
-/// order ([`actix_cpg::group::replay`]), for the default message size
-/// limit ([`GroupConfig::max_message_size`]).
+/// order, for the default configuration: a registry group's
+/// ([`actix_cpg::group::replay`]) or an election's
+/// ([`actix_cpg::election::replay`]), as the file's header says. A
+/// replica's recording is refused ([`ToolError::NeedsStateMachine`]).
 pub fn replay(path: &Path, format: Format, out: &mut dyn Write) -> Result<(), ToolError> {
     let recording = Recording::open(path).map_err(|error| ToolError::Recording {
         path: path.display().to_string(),
         error,
     })?;
-    let decisions = actix_cpg::group::replay(&recording, GroupConfig::default().max_message_size);
+    let (decisions, kind) = match recording.protocol {
+        Protocol::Registry => (
+            actix_cpg::group::replay(&recording, GroupConfig::default().max_message_size),
+            "",
+        ),
+        Protocol::Election => (
+            actix_cpg::election::replay(&recording, &ElectionConfig::default()),
+            " (election)",
+        ),
+        Protocol::Replica => {
+            return Err(ToolError::NeedsStateMachine {
+                path: path.display().to_string(),
+                local: recording.local,
+            })
+        }
+    };
     match format {
         Format::Text => {
             writeln!(
                 out,
-                "{} events recorded by {}; {} decisions:",
+                "{} events recorded by {}{kind}; {} decisions:",
                 recording.entries.len(),
                 recording.local,
                 decisions.len()

@@ -60,7 +60,9 @@ enum Command {
         kind: KindFlags,
     },
     /// Print every decision a member took, from its recording
-    /// (`GroupConfig::record_to`).
+    /// (`GroupConfig::record_to`, `ElectionConfig::record_to`, or `--record
+    /// FILE` of an example or agent). A replica's recording needs the
+    /// program's state machine: acpg says so and exits with 2.
     Replay {
         /// The recording.
         file: PathBuf,

@@ -1103,3 +1103,61 @@ mod kinds {
         assert_eq!(err.exit_code(), 2);
     }
 }
+
+#[actix_rt::test]
+async fn replay_prints_an_election_recording_and_refuses_a_replica_recording_with_exit_code_2() {
+    use actix_cpg::kv::KvStore;
+    use actix_cpg::{Election, ElectionConfig, Replica, ReplicaConfig, GROUP_ELECTION};
+
+    let cluster = SimCluster::new(2);
+    let elected = temp_file("elected");
+    let group = GroupName::new("replayed-election").unwrap();
+    let config = ElectionConfig {
+        record_to: Some(elected.clone()),
+        ..ElectionConfig::default()
+    };
+    let conn = cluster.process(NodeId(1)).unwrap().join(&group).unwrap();
+    let election = Election::start(conn, config).await.unwrap();
+    election.wait_leader(GROUP_ELECTION).await.unwrap();
+    election.leave().await.unwrap();
+
+    let replicated = temp_file("replicated");
+    let group = GroupName::new("replayed-replica").unwrap();
+    let config = ReplicaConfig {
+        record_to: Some(replicated.clone()),
+        ..ReplicaConfig::default()
+    };
+    let conn = cluster.process(NodeId(2)).unwrap().join(&group).unwrap();
+    let replica = Replica::<KvStore>::start(conn, config).await.unwrap();
+    replica.leave().await.unwrap();
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+
+    let mut out = Vec::new();
+    acpg::replay(&elected, Format::Text, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    println!("{text}");
+    let first = text.lines().next().unwrap();
+    assert!(first.contains("recorded by node1/"), "{first}");
+    assert!(first.contains("(election)"), "{first}");
+    assert!(
+        text.contains("] leader of the group election: node1/"),
+        "{text}"
+    );
+    assert!(
+        text.contains("] this member leads the group election"),
+        "{text}"
+    );
+
+    let err = acpg::replay(&replicated, Format::Text, &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(err, ToolError::NeedsStateMachine { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        err.to_string().contains("actix_cpg::replicated::replay"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&elected);
+    let _ = std::fs::remove_file(&replicated);
+}

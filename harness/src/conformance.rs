@@ -10,7 +10,7 @@
 //! Commands (one per line) and what the agent prints back:
 //!
 //! ```text
-//!  any mode   leave                 LEFT
+//!  any mode   leave                 LEFT   (after SHOW ... with --show)
 //!             metrics               METRICS delivered=N dropped=N try_again=N
 //!                                   (group mode adds chunked=N resent=N stray=N
 //!                                   version=V refused=N)
@@ -25,6 +25,7 @@
 //!             sink                  SINK count in_order
 //!             names                 NAMES a=node1/7,b=node2/9   (sorted)
 //!             tree                  TREE ok | TREE err ERROR   (start the test tree)
+//!             show                  SHOW {inspect() as JSON}   (see `crate::observe`)
 //!             (a child starts/stops) CHILD-UP name incarnation | CHILD-DOWN name incarnation
 //!             (a name is registered) NAME-UP name host
 //!             (a process is refused) REFUSED member versions vG
@@ -41,6 +42,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::observe::Observe;
 
 use actix_cpg::supervisor::{
     ChildSpec, QuorumPolicy, RestartType, Strategy, SupervisorSpec, TreeSpec,
@@ -226,14 +229,29 @@ pub async fn run<C: Connection>(
     input: UnboundedReceiver<String>,
     output: UnboundedSender<String>,
 ) {
+    run_observed(conn, mode, Observe::default(), input, output).await
+}
+
+/// [`run`], with the agent's `--record FILE` and `--show` (group mode
+/// only: a raw agent has no runtime to record or show, and says `ERROR`).
+pub async fn run_observed<C: Connection>(
+    conn: C,
+    mode: Mode,
+    observe: Observe,
+    input: UnboundedReceiver<String>,
+    output: UnboundedSender<String>,
+) {
     match mode {
+        Mode::Raw if observe != Observe::default() => {
+            let _ = output.send("ERROR a raw agent records and shows nothing".into());
+        }
         Mode::Raw => run_raw(conn, input, output).await,
         Mode::Group | Mode::GroupSpeaking(_) => {
             let versions = match mode {
                 Mode::GroupSpeaking(v) => v,
                 _ => Versions::this_build(),
             };
-            if let Err(e) = run_group(conn, versions, input, output.clone()).await {
+            if let Err(e) = run_group(conn, versions, observe, input, output.clone()).await {
                 let _ = output.send(format!("ERROR {e}"));
             }
         }
@@ -412,6 +430,7 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 async fn run_group<C: Connection>(
     conn: C,
     versions: Versions,
+    observe: Observe,
     mut input: UnboundedReceiver<String>,
     output: UnboundedSender<String>,
 ) -> Result<(), GroupError> {
@@ -428,6 +447,7 @@ async fn run_group<C: Connection>(
         batch: BatchConfig::disabled(),
         chunk_size: 32 << 10,
         protocol_versions: versions,
+        record_to: observe.record.clone(),
         ..GroupConfig::default()
     };
     let group = Group::start(conn, config).await?;
@@ -469,9 +489,15 @@ async fn run_group<C: Connection>(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
             },
             line = input.recv() => {
-                let Some(line) = line else { return Ok(()) };
+                let Some(line) = line else {
+                    if observe.show {
+                        say(crate::observe::group_line(&group).await);
+                    }
+                    return Ok(());
+                };
                 let words: Vec<&str> = line.split_whitespace().collect();
                 match words.as_slice() {
+                    ["show"] => say(crate::observe::group_line(&group).await),
                     ["register", name] => {
                         let endpoint = Endpoint { stats: stats.clone() }.start();
                         let handlers = Handlers::new(endpoint)
@@ -543,6 +569,9 @@ async fn run_group<C: Connection>(
                         ));
                     }
                     ["leave"] => {
+                        if observe.show {
+                            say(crate::observe::group_line(&group).await);
+                        }
                         group.leave().await?;
                         say("LEFT".into());
                         return Ok(());
@@ -655,7 +684,7 @@ fn test_factories(output: UnboundedSender<String>) -> Factories {
 /// Runs one agent over this process's stdin and stdout until `leave` or
 /// the end of stdin: what the `cpg-agent` binary does. Blocks; builds its
 /// own actix system (the transport is joined inside it).
-pub fn run_stdio<T: Transport>(transport: T, group: &GroupName, mode: Mode) {
+pub fn run_stdio<T: Transport>(transport: T, group: &GroupName, mode: Mode, observe: Observe) {
     use std::io::BufRead;
     let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -673,7 +702,7 @@ pub fn run_stdio<T: Transport>(transport: T, group: &GroupName, mode: Mode) {
     });
     actix::System::new().block_on(async move {
         match transport.join(group) {
-            Ok(conn) => run(conn, mode, in_rx, out_tx).await,
+            Ok(conn) => run_observed(conn, mode, observe, in_rx, out_tx).await,
             Err(e) => {
                 let _ = out_tx.send(format!("ERROR {e}"));
             }

@@ -20,6 +20,7 @@
 //!                          (protocol messages this replica refused, by cause)
 //!  digest                  DIGEST APPLIED KEYS HASH
 //!  wait-primary            PRIMARY EPOCH
+//!  show                    SHOW metrics={json} status=...   (see `crate::observe`)
 //!  any failed request      ERR REASON             (not-primary, uncertain, ...)
 //! ```
 //!
@@ -48,6 +49,8 @@ pub enum Request {
     Digest,
     /// `wait-primary`.
     WaitPrimary,
+    /// `show`.
+    Show,
 }
 
 fn word_or_absent(w: &str) -> Option<String> {
@@ -88,6 +91,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         ("refused", []) => Request::Refused,
         ("digest", []) => Request::Digest,
         ("wait-primary", []) => Request::WaitPrimary,
+        ("show", []) => Request::Show,
         _ => return Err(format!("cannot parse {line:?}")),
     })
 }
@@ -176,6 +180,7 @@ pub async fn serve_lines(
                     Err(e) => format_error(&e),
                 });
             }
+            Ok(Request::Show) => say(crate::observe::replica_line(&replica)),
             Ok(Request::Status) => {
                 let s = replica.status();
                 say(format!(

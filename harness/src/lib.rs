@@ -9,6 +9,7 @@
 //!   test tree;
 //! - [`kv_lines`]: the line protocol of the kv store, which the
 //!   `rsm-agent` binary serves to `tests/cluster_replicated.rs`;
+//! - [`observe`]: the agents' `--record FILE` and `--show`;
 //! - [`bench`]: the bench orchestrator behind the `bench` binary and
 //!   `benches/throughput.rs` (the raw binding and actix-cpg in the same run).
 #![deny(missing_docs)]
@@ -16,10 +17,13 @@
 pub mod bench;
 pub mod conformance;
 pub mod kv_lines;
+pub mod observe;
 
 pub use conformance::{
-    decode_hex, encode_hex, run, run_stdio, test_tree, Echo, Mode, TEST_TREE, TEST_TREE_CHILDREN,
+    decode_hex, encode_hex, run, run_observed, run_stdio, test_tree, Echo, Mode, TEST_TREE,
+    TEST_TREE_CHILDREN,
 };
+pub use observe::Observe;
 
 /// Sends this process's logs (the library's `tracing` events) to stderr,
 /// filtered by `RUST_LOG` (`warn` when unset). An agent's stdout carries its

@@ -1252,3 +1252,56 @@ conformance!(
     hostile_member,
     rolling_upgrade,
 );
+
+/// An agent's `--record FILE` and `--show` (the `cpg-agent` flags, on the
+/// sim): `show` answers one `SHOW` line holding its `inspect()`, `leave`
+/// prints one before `LEFT`, and the recording replays to the agent's
+/// registration.
+#[actix_rt::test]
+async fn an_agent_records_its_stream_and_shows_its_inspection() {
+    use actix_cpg::group::GroupInspection;
+    use actix_cpg::record::{Protocol, Recording};
+    use actix_cpg::transport::sim::SimCluster;
+    use actix_cpg::{NodeId, Transport};
+    use actix_cpg_harness::Observe;
+
+    let path = std::env::temp_dir().join(format!("acpg-agent-{}.rec", std::process::id()));
+    let cluster = SimCluster::new(1);
+    let name = actix_cpg::GroupName::new(unique_group("agent-flags")).unwrap();
+    let conn = cluster.process(NodeId(1)).unwrap().join(&name).unwrap();
+    let observe = Observe {
+        record: Some(path.clone()),
+        show: true,
+    };
+    let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+    actix::spawn(actix_cpg_harness::run_observed(
+        conn,
+        Mode::Group,
+        observe,
+        in_rx,
+        out_tx,
+    ));
+    let mut agent = Agent::unready(in_tx, out_rx).ready().await;
+    agent.cmd("register flagged");
+    agent.expect("REGISTER flagged ok").await;
+    agent.cmd("show");
+    let shown = agent.expect("SHOW ").await;
+    let seen: GroupInspection = serde_json::from_str(&shown["SHOW ".len()..]).unwrap();
+    assert!(seen.names.iter().any(|n| n.name == "flagged"), "{shown}");
+    agent.cmd("leave");
+    agent.expect("SHOW {").await;
+    agent.expect("LEFT").await;
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+
+    let recording = Recording::open(&path).unwrap();
+    assert_eq!(recording.protocol, Protocol::Registry);
+    let decisions = actix_cpg::group::replay(&recording, 1 << 20);
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.decision == r#"name "flagged" now on "#.to_owned() + &seen.local.to_string()),
+        "{decisions:#?}"
+    );
+    let _ = std::fs::remove_file(&path);
+}

@@ -52,6 +52,7 @@
 mod core;
 mod inspect;
 mod messages;
+mod replay;
 mod runtime;
 
 /// What `crate::fuzzing` drives (see `crate::group::fuzz_access`).
@@ -70,7 +71,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use self::inspect::{ElectionEntry, ElectionInspection, ElectionQuorum};
 pub use self::messages::Epoch;
-use self::runtime::{ElectionActor, Op};
+pub use self::replay::replay;
+use self::runtime::{ElectionActor, Op, Outlets};
 pub use crate::roster::Role;
 use crate::transport::{
     write_view, Connection, GroupName, Member, MemberChange, MemberList, TransportError,
@@ -258,6 +260,10 @@ pub enum ElectionError {
     /// no election. Nothing was sent.
     #[error("an observer stands in no election")]
     Observer,
+    /// The recording file ([`ElectionConfig::record_to`]) could not be
+    /// created; nothing was joined. Retry once the path is writable.
+    #[error("recording: {0}")]
+    Record(String),
     /// The group speaks a protocol version this build does not: it refused
     /// this process where its announcement landed in the stream, and the
     /// runtime left the group and stopped. A retry fails the same way until
@@ -300,6 +306,12 @@ pub struct ElectionConfig {
     /// and its quorum facts do not count; every member refuses its
     /// candidacies and facts ([`ElectionRefusals::observer`]).
     pub role: Role,
+    /// Record this member's ordered stream to this file (see
+    /// [`crate::record`]: deliveries, confchgs and this node's quorum
+    /// notifications; in a keyed group the verified deliveries without
+    /// their MAC), to replay its decisions offline with [`replay`] or
+    /// `acpg replay FILE`.
+    pub record_to: Option<std::path::PathBuf>,
     /// The protocol versions this member speaks: this build's
     /// ([`Versions::this_build`]). Only tests of version negotiation set
     /// another range, to play an older or a newer build.
@@ -316,6 +328,7 @@ impl Default for ElectionConfig {
             key: None,
             max_buffered_ops: 4096,
             role: Role::Participant,
+            record_to: None,
             protocol_versions: Versions::this_build(),
         }
     }
@@ -428,6 +441,12 @@ impl Election {
         });
         let (ready_tx, ready_rx) = oneshot::channel();
         let (ops, ops_rx) = mpsc::unbounded_channel();
+        let recorder = crate::record::Recorder::for_config(
+            config.record_to.as_deref(),
+            local,
+            crate::record::Protocol::Election,
+        )
+        .map_err(ElectionError::Record)?;
         let unauthenticated = Arc::new(AtomicU64::new(0));
         let conn = crate::auth::boxed(conn, config.key.as_ref(), unauthenticated.clone());
         let role = config.role;
@@ -435,10 +454,11 @@ impl Election {
             conn,
             ops_rx,
             config,
-            runtime::Outlets {
+            Outlets {
                 events: events.clone(),
                 status: status_tx,
                 unauthenticated: unauthenticated.clone(),
+                recorder,
             },
             ready_tx,
         );

@@ -28,6 +28,7 @@ use super::messages::{decode_envelope, ElectionMessage};
 use super::{ElectionConfig, ElectionError, ElectionEvent, ElectionInspection, ElectionStatus};
 use crate::outbox::Outbox;
 use crate::pump::{EventPump, Pumped};
+use crate::record::{Recorded, Recorder};
 use crate::telemetry::{self, ElectionGauges, ElectionTelemetry};
 use crate::transport::{Connection, TransportError, TransportEvent};
 use crate::wire::{Codec, Kind, Versions};
@@ -49,6 +50,16 @@ pub(crate) enum Op {
     Inspect { done: Done<ElectionInspection> },
 }
 
+/// Where the runtime reports: the handles' channels (shared with the
+/// [`super::Election`] handles), and the recording.
+pub(crate) struct Outlets {
+    pub(crate) events: broadcast::Sender<ElectionEvent>,
+    pub(crate) status: watch::Sender<ElectionStatus>,
+    /// Deliveries the group key's check dropped.
+    pub(crate) unauthenticated: Arc<AtomicU64>,
+    pub(crate) recorder: Option<Recorder>,
+}
+
 pub(crate) struct ElectionActor {
     conn: Box<dyn Connection>,
     ops: mpsc::UnboundedReceiver<Op>,
@@ -62,18 +73,12 @@ pub(crate) struct ElectionActor {
     waiting: HashMap<(String, bool), VecDeque<Completion>>,
     leaving: Option<Done<Result<(), ElectionError>>>,
     pump_waker: Option<std::task::Waker>,
+    recorder: Option<Recorder>,
     /// This runtime's span (group and member), entered on every turn.
     span: tracing::Span,
     /// Deliveries the group key's check dropped (shared with the handles).
     unauthenticated: Arc<AtomicU64>,
     telemetry: ElectionTelemetry,
-}
-
-/// Where the runtime reports: shared with the [`super::Election`] handles.
-pub(crate) struct Outlets {
-    pub(crate) events: broadcast::Sender<ElectionEvent>,
-    pub(crate) status: watch::Sender<ElectionStatus>,
-    pub(crate) unauthenticated: Arc<AtomicU64>,
 }
 
 impl ElectionActor {
@@ -88,6 +93,7 @@ impl ElectionActor {
             events,
             status,
             unauthenticated,
+            recorder,
         } = outlets;
         let limit = config.max_message_size.min(conn.max_message_size());
         let local = conn.local();
@@ -107,6 +113,7 @@ impl ElectionActor {
             waiting: HashMap::new(),
             leaving: None,
             pump_waker: None,
+            recorder,
             span,
             unauthenticated,
             telemetry,
@@ -149,7 +156,22 @@ impl ElectionActor {
         });
     }
 
+    /// Appends what this member decides from to its recording: the
+    /// ordered events and, since acting as leader follows it, this node's
+    /// quorum notifications.
+    fn record(&mut self, event: &TransportEvent) {
+        if self.recorder.is_none() {
+            return;
+        }
+        let entry = match event {
+            TransportEvent::Quorum(q) => Some(Recorded::Quorum(q.clone())),
+            other => Recorded::from_event(other),
+        };
+        crate::record::keep(&mut self.recorder, self.conn.group(), entry);
+    }
+
     fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
+        self.record(&event);
         let actions = match event {
             TransportEvent::Deliver { from, bytes } => {
                 let before = self.core.refused();
@@ -404,6 +426,7 @@ impl Actor for ElectionActor {
             self.publish_metrics();
             self.telemetry.closed();
         }
+        crate::record::finish(&mut self.recorder, self.conn.group());
     }
 }
 

@@ -348,6 +348,7 @@ pub fn stream_from_recording(recording: &Recording, extra: &[Op]) -> Stream {
                 joined,
                 left,
             },
+            Recorded::Quorum(q) => TransportEvent::Quorum(q),
         })
         .collect();
     stream_from_events(recording.local, &events, extra)

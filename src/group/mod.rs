@@ -520,13 +520,12 @@ impl Group {
         let call_timers = crate::telemetry::CallTimers::new(&name, local);
         let role = config.role;
         let versions = config.protocol_versions;
-        let recorder = match &config.record_to {
-            Some(path) => Some(
-                crate::record::Recorder::create(path, local)
-                    .map_err(|e| GroupError::Record(format!("{}: {e}", path.display())))?,
-            ),
-            None => None,
-        };
+        let recorder = crate::record::Recorder::for_config(
+            config.record_to.as_deref(),
+            local,
+            crate::record::Protocol::Registry,
+        )
+        .map_err(GroupError::Record)?;
         let gate = Arc::new(SendGate::new(
             config.send_queue_messages,
             config.send_queue_bytes,

@@ -12,7 +12,10 @@ use crate::wire::Codec;
 /// Feeds a recording to a fresh decision core and returns every decision it
 /// takes, in order and in words: the same ones the recording member took
 /// (its deliveries go through the member's own receive pipeline,
-/// `super::inbound`).
+/// `super::inbound`). For a registry recording
+/// ([`Protocol::Registry`](crate::record::Protocol)); an election's or a
+/// replica's replays through [`crate::election::replay`] or
+/// [`crate::replicated::replay`].
 pub fn replay(recording: &Recording, max_message_size: usize) -> Vec<Replayed> {
     let codec = Codec::new(max_message_size);
     let mut core = GroupCore::new(recording.local);
@@ -29,6 +32,8 @@ pub fn replay(recording: &Recording, max_message_size: usize) -> Vec<Replayed> {
                 pieces.confchg(!joined.is_empty(), &gone);
                 core.handle_confchg(members, joined, left)
             }
+            // Only elections record them; they take no registry decision.
+            Recorded::Quorum(_) => Vec::new(),
             Recorded::Deliver { from, bytes } => {
                 let mut commands = Vec::new();
                 let mut dropped = |e: &crate::wire::WireError| {

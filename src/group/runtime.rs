@@ -505,11 +505,7 @@ impl Actor for GroupActor {
             self.publish_metrics();
             self.telemetry.closed();
         }
-        if let Some(recorder) = &mut self.recorder {
-            if let Err(e) = recorder.flush() {
-                error!("recording not flushed: {e}");
-            }
-        }
+        crate::record::finish(&mut self.recorder, self.conn.group());
     }
 }
 

@@ -113,6 +113,7 @@ mod durable;
 mod inspect;
 mod messages;
 mod observer;
+mod replay;
 mod runtime;
 
 /// What `crate::fuzzing` drives (see `crate::group::fuzz_access`).
@@ -132,6 +133,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub use self::inspect::{Agreement, ReplicaInspection, ReplicaMemberInspection, SharedState};
 pub use self::messages::{PrimaryEpoch, StateId};
 pub use self::observer::ReplicaObserver;
+pub use self::replay::replay;
 use self::runtime::{Op, ReplicaActor};
 use crate::group::{GroupMetrics, MetricsSnapshot};
 pub use crate::roster::Role;
@@ -249,6 +251,11 @@ pub struct ReplicaConfig {
     /// count, and it sends no command ([`ReplicaError::Observer`]). For
     /// read replicas, monitoring tools and the library's own clients.
     pub role: Role,
+    /// Record this replica's ordered stream to this file (see
+    /// [`crate::record`]; in a keyed group the verified deliveries without
+    /// their MAC), to replay its decisions offline with [`replay`] and the
+    /// same state machine.
+    pub record_to: Option<std::path::PathBuf>,
 }
 
 impl Default for ReplicaConfig {
@@ -267,6 +274,7 @@ impl Default for ReplicaConfig {
             learn_timeout: std::time::Duration::from_secs(1),
             protocol_versions: Versions::this_build(),
             role: Role::Participant,
+            record_to: None,
         }
     }
 }
@@ -513,6 +521,11 @@ pub enum ReplicaError {
     /// flight.
     #[error("replica closed")]
     Closed,
+    /// The recording file ([`ReplicaConfig::record_to`]) could not be
+    /// created: the replica did not start, nothing was applied. Retry once
+    /// the path is writable.
+    #[error("recording: {0}")]
+    Record(String),
 }
 
 /// A command's response, and where it landed in the group's history.
@@ -679,6 +692,12 @@ impl<S: StateMachine> Replica<S> {
         });
         let (ready_tx, ready_rx) = oneshot::channel();
         let (ops, ops_rx) = mpsc::unbounded_channel();
+        let recorder = crate::record::Recorder::for_config(
+            config.record_to.as_deref(),
+            local,
+            crate::record::Protocol::Replica,
+        )
+        .map_err(ReplicaError::Record)?;
         let conn = crate::auth::boxed(conn, config.key.as_ref(), metrics.unauthenticated_counter());
         let stopped = Stopped::default();
         let role = config.role;
@@ -691,6 +710,7 @@ impl<S: StateMachine> Replica<S> {
                 events: events.clone(),
                 status: status_tx,
                 stopped: stopped.clone(),
+                recorder,
             },
             ready_tx,
         );

@@ -26,6 +26,7 @@ use super::{
 use crate::group::GroupMetrics;
 use crate::outbox::Outbox;
 use crate::pump::{EventPump, Pumped};
+use crate::record::{Recorded, Recorder};
 use crate::roster::Refusal;
 use crate::telemetry::{self, ReplicaGauges, ReplicaTelemetry};
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
@@ -60,6 +61,7 @@ pub(crate) struct Outlets {
     pub(crate) events: broadcast::Sender<ReplicaEvent>,
     pub(crate) status: watch::Sender<ReplicaStatus>,
     pub(crate) stopped: Stopped,
+    pub(crate) recorder: Option<Recorder>,
 }
 
 pub(crate) struct ReplicaActor<S: StateMachine> {
@@ -83,6 +85,7 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     /// Bumped at every view change: an encoding started before is void.
     transfer_generation: u64,
     learn_timeout: std::time::Duration,
+    recorder: Option<Recorder>,
     /// This runtime's span (group and member), entered on every turn.
     span: tracing::Span,
     telemetry: ReplicaTelemetry,
@@ -101,6 +104,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             events,
             status,
             stopped,
+            recorder,
         } = outlets;
         let limit = config.max_message_size.min(conn.max_message_size());
         metrics.set_limit(limit);
@@ -144,6 +148,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             restored: None,
             transfer_generation: 0,
             learn_timeout: config.learn_timeout,
+            recorder,
             span,
             telemetry,
         }
@@ -201,6 +206,15 @@ impl<S: StateMachine> ReplicaActor<S> {
     }
 
     fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
+        if self.recorder.is_some() {
+            // Quorum notifications are left out: a replica's only reach
+            // the decisions as facts it multicasts (recorded as delivered).
+            crate::record::keep(
+                &mut self.recorder,
+                self.conn.group(),
+                Recorded::from_event(&event),
+            );
+        }
         match event {
             TransportEvent::Deliver { from, bytes } => {
                 if from == self.conn.local() {
@@ -541,6 +555,7 @@ impl<S: StateMachine> Actor for ReplicaActor<S> {
             self.publish_metrics();
             self.telemetry.closed();
         }
+        crate::record::finish(&mut self.recorder, self.conn.group());
     }
 }
 

@@ -4,9 +4,15 @@
 //! network namespace of the test cluster:
 //!
 //! ```text
-//! ip netns exec acpg-n1 target/debug/rsm-agent kv GROUP [--safe] [--join-only] [--versions MIN-MAX]
-//! ip netns exec acpg-n1 target/debug/rsm-agent elect GROUP
+//! ip netns exec acpg-n1 target/debug/rsm-agent kv GROUP [--safe] [--join-only] [--versions MIN-MAX] [--record FILE] [--show]
+//! ip netns exec acpg-n1 target/debug/rsm-agent elect GROUP [--record FILE] [--show]
 //! ```
+//!
+//! `--record FILE` records the member's stream (an election's replays with
+//! `acpg replay FILE`, a kv replica's with
+//! `actix_cpg::replicated::replay::<KvStore>`); `--show` prints a `SHOW`
+//! line before the agent ends, and the `show` line asks for one at any
+//! time (see `actix_cpg_harness::observe`).
 //!
 //! Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
 //!
@@ -25,6 +31,7 @@
 //!  leader     LEADER member epoch  |  LEADER - -
 //!  refused    REFUSED not_member=N incompatible=N ring_jump=N epoch_jump=N malformed=N
 //!             (election messages this member refused, by cause)
+//!  show       SHOW status=...
 //! ```
 
 use std::io::BufRead;
@@ -38,14 +45,14 @@ use actix_cpg::{
     Transport, GROUP_ELECTION,
 };
 use actix_cpg_harness::kv_lines::serve_lines;
-use actix_cpg_harness::log_to_stderr;
+use actix_cpg_harness::observe::{election_line, replica_line};
+use actix_cpg_harness::{log_to_stderr, Observe};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 async fn kv(
     group: GroupName,
-    safe: bool,
-    founder: bool,
-    versions: Versions,
+    (safe, founder, versions): (bool, bool, Versions),
+    observe: Observe,
     input: UnboundedReceiver<String>,
     out: UnboundedSender<String>,
 ) -> Result<(), String> {
@@ -59,6 +66,7 @@ async fn kv(
         },
         found_group: founder,
         protocol_versions: versions,
+        record_to: observe.record,
         ..ReplicaConfig::default()
     };
     let replica = Replica::<KvStore>::start(conn, config)
@@ -73,7 +81,10 @@ async fn kv(
             started.elapsed().as_millis()
         ));
     }
-    serve_lines(replica, input, out).await;
+    serve_lines(replica.clone(), input, out.clone()).await;
+    if observe.show {
+        let _ = out.send(replica_line(&replica));
+    }
     Ok(())
 }
 
@@ -91,17 +102,23 @@ fn answer(election: &Election, line: &str) -> String {
                 r.not_member, r.incompatible, r.ring_jump, r.epoch_jump, r.malformed
             )
         }
+        "show" => election_line(election),
         other => format!("ERR cannot parse {other:?}"),
     }
 }
 
 async fn elect(
     group: GroupName,
+    observe: Observe,
     mut input: UnboundedReceiver<String>,
     out: UnboundedSender<String>,
 ) -> Result<(), String> {
     let conn = Corosync::new().join(&group).map_err(|e| e.to_string())?;
-    let election = Election::start(conn, ElectionConfig::default())
+    let config = ElectionConfig {
+        record_to: observe.record,
+        ..ElectionConfig::default()
+    };
+    let election = Election::start(conn, config)
         .await
         .map_err(|e| e.to_string())?;
     let mut events = election.subscribe();
@@ -130,7 +147,12 @@ async fn elect(
                         };
                         say(format!("{tag}{}", answer(&election, &body)));
                     }
-                    None => input_open = false,
+                    None => {
+                        input_open = false;
+                        if observe.show {
+                            say(election_line(&election));
+                        }
+                    }
                 }
                 continue;
             }
@@ -166,6 +188,9 @@ async fn elect(
                 say(format!("DEPOSED {epoch}"))
             }
             ElectionEvent::Closed { error } => {
+                if observe.show && input_open {
+                    say(election_line(&election));
+                }
                 say(format!("CLOSED {error}"));
                 break;
             }
@@ -177,9 +202,15 @@ async fn elect(
 
 fn main() {
     log_to_stderr();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    const USAGE: &str =
+        "usage: rsm-agent kv|elect GROUP [--safe] [--join-only] [--versions MIN-MAX] [--record FILE] [--show]";
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let observe = Observe::take_from(&mut args).unwrap_or_else(|e| {
+        eprintln!("{e}\n{USAGE}");
+        std::process::exit(2);
+    });
     let (Some(mode), Some(group)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: rsm-agent kv|elect GROUP [--safe] [--join-only]");
+        eprintln!("{USAGE}");
         std::process::exit(2);
     };
     let group = match GroupName::new(group.clone()) {
@@ -231,8 +262,11 @@ fn main() {
     };
     let result = actix::System::new().block_on(async move {
         match mode.as_str() {
-            "kv" => kv(group, safe, founder, versions, in_rx, out_tx.clone()).await,
-            "elect" => elect(group, in_rx, out_tx.clone()).await,
+            "kv" => {
+                let replica = (safe, founder, versions);
+                kv(group, replica, observe, in_rx, out_tx.clone()).await
+            }
+            "elect" => elect(group, observe, in_rx, out_tx.clone()).await,
             other => Err(format!("unknown mode {other:?}")),
         }
         .map_err(|e| {

@@ -4,7 +4,7 @@
 //! back free the send window.
 
 use actix::prelude::*;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use super::GroupActor;
 use crate::group::chunks::Piece;
@@ -15,20 +15,12 @@ use crate::wire::{self, Codec, Kind, WireError, HEADER_LEN};
 
 impl GroupActor {
     pub(super) fn record(&mut self, event: &TransportEvent) {
-        let Some(recorder) = &mut self.recorder else {
-            return;
-        };
-        let Some(entry) = Recorded::from_event(event) else {
-            return;
-        };
-        let mut result = recorder.append(&entry);
-        if matches!(entry, Recorded::ConfChg { .. }) {
-            // Membership changes are what an incident review needs first.
-            result = result.and_then(|()| recorder.flush());
-        }
-        if let Err(e) = result {
-            error!(group = %self.conn.group(), "recording stopped: {e}");
-            self.recorder = None;
+        if self.recorder.is_some() {
+            crate::record::keep(
+                &mut self.recorder,
+                self.conn.group(),
+                Recorded::from_event(event),
+            );
         }
     }
 
