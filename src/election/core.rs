@@ -934,14 +934,22 @@ impl ElectionCore {
                 .collect();
             if let Phase::Installing { buffered, .. } = &mut self.phase {
                 // Held while it did not know: a change counts if its sender
-                // was a member where it landed (taken in then and not
-                // refused since) or of another side, and its envelope's
-                // version is one every member speaks.
+                // was a member where it landed, or of another side, and its
+                // envelope's version is one every member speaks. A member
+                // where it landed is one the list names (it counts the
+                // members where this round began, at the confchg, and every
+                // held change landed after it: a confchg drops what was
+                // held), or one taken in after the confchg by an
+                // announcement heard before the change and not refused
+                // since. A sender the list names need not have announced
+                // where this joiner could hear it.
+                let from_list: BTreeSet<Member> = claim.iter().map(|(m, _)| *m).collect();
                 let roster = &self.roster;
                 let merging = &self.merging;
                 let (mut not_member, mut version) = (0, 0);
                 buffered.retain(|(m, _, known, v)| {
-                    if !(*known && announced.contains(m) || merging.contains(m)) {
+                    let member = from_list.contains(m) || *known && announced.contains(m);
+                    if !(member || merging.contains(m)) {
                         not_member += 1;
                         false
                     } else if !roster.counts_version(*v) {

@@ -757,3 +757,61 @@ fn an_info_of_an_earlier_incarnation_of_the_same_view_does_not_count() {
     own(&mut ca, a, out);
     assert!(ca.is_installed() && ca.view() == [a, b]);
 }
+
+/// Rule 4: a joiner judges the candidacy changes it held against the list
+/// it learns. A member's `Stand`, sent just before it saw the joiner's
+/// confchg, lands after that confchg and before the member's announcement
+/// of this round: the joiner never heard that member announce before the
+/// change, yet the member counted where it landed (it did on every other
+/// member). Dropping it left the joiner with other candidates than the
+/// group, so it named another leader at an epoch already minted.
+#[test]
+fn a_joiner_counts_a_stand_from_a_listed_member_it_has_not_heard_announce() {
+    let (a, j) = (Member::new(1, 1), Member::new(2, 2));
+    let join = |m| MemberChange {
+        member: m,
+        reason: Reason::Join,
+    };
+    let quorate = QuorumState {
+        quorate: true,
+        ring_id: crate::transport::RingId {
+            seq: 1,
+            nodeid: NodeId(1),
+        },
+        nodes: vec![NodeId(1), NodeId(2)],
+    };
+    // `a` founds the group alone.
+    let mut ca = ElectionCore::new(a);
+    ca.handle_quorum(quorate.clone());
+    let out = ca.handle_confchg(&[a], &[join(a)], &[], 1_000);
+    own(&mut ca, a, out);
+    assert!(ca.is_installed());
+    // `j` joins; both see the confchg, then the same stream.
+    let mut cj = ElectionCore::new(j);
+    cj.handle_quorum(quorate);
+    let from_a = mcasts(ca.handle_confchg(&[a, j], &[join(j)], &[], 2_000));
+    let from_j = mcasts(cj.handle_confchg(&[a, j], &[join(j)], &[], 2_000));
+    let mut stream: std::collections::VecDeque<(Member, ElectionMessage)> =
+        std::collections::VecDeque::new();
+    // Sent by `a` before it read the confchg: lands first.
+    stream.push_back((a, ElectionMessage::Stand("jobs".into())));
+    stream.extend(from_j.into_iter().map(|m| (j, m)));
+    stream.extend(from_a.into_iter().map(|m| (a, m)));
+    while let Some((from, msg)) = stream.pop_front() {
+        let out_a = mcasts(ca.handle_message(from, msg.clone()));
+        let out_j = mcasts(cj.handle_message(from, msg));
+        stream.extend(out_a.into_iter().map(|m| (a, m)));
+        stream.extend(out_j.into_iter().map(|m| (j, m)));
+    }
+    assert!(ca.is_installed() && cj.is_installed());
+    assert_eq!(cj.candidates().get("jobs"), Some(&vec![a]));
+    assert_eq!(cj.candidates(), ca.candidates());
+    assert_eq!(cj.leaders(), ca.leaders());
+    assert_eq!(cj.refused().not_member, 0);
+}
+
+/// The schedule that found it: two leaders named for one epoch of "jobs".
+#[test]
+fn schedule_3409759313808876996_names_one_leader_per_epoch() {
+    run_schedule(3409759313808876996).unwrap();
+}
