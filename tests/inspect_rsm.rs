@@ -459,4 +459,13 @@ async fn a_history_founded_apart_shows_another_genesis_at_the_merge() {
     let states = &merged.agreement.states;
     assert!(states[0].state > states[1].state);
     assert_eq!(merged.agreement.receivers, states[1].members);
+    // One history goes on, whole, on both (module docs of `replicated`:
+    // which one the stream decides); the other side's writes are gone.
+    let winner = history(states[0].state);
+    assert!(winner == history(apart.0) || winner == history(apart.1));
+    for r in [&first, &second] {
+        let s = replica_until(|| inspected(r), "holding", |s| s.holding).await;
+        assert_eq!(s.state.genesis, winner.0);
+        assert!(s.state.applied >= winner.1);
+    }
 }

@@ -88,14 +88,25 @@
 //!   state — its holders crashed with `NodeDown`, which cannot be told from
 //!   a partition — stays non-primary rather than guess; so does a minority.
 //! - A group founded afresh in a quorate partition while replicas of an
-//!   older state live in a minority partition starts empty, and wins over
-//!   the older state when the partitions merge (newer epoch). Let only the
-//!   first members found the group, and start every later or restarted
-//!   member with [`ReplicaConfig::found_group`] set to `false`.
+//!   older state live in a minority partition starts a second history.
+//!   When the partitions merge, one history wins and the other side's
+//!   acknowledged writes are lost. Which one is decided by the stream, not
+//!   by age: every process learns the members at a merge from the first
+//!   roster delivered, so if that roster's side holds a majority of its own
+//!   last primary component (the cut-off side, when it was all of it), it
+//!   installs alone, becomes primary with a new epoch, and wins when the
+//!   other side is admitted; otherwise the founded side wins (newer epoch).
+//!   Let only the first members found the group, and start every later or
+//!   restarted member with [`ReplicaConfig::found_group`] set to `false`:
+//!   then no second history can start.
 //! - corosync delivers a quorum notification on its own channel, so around
 //!   a partition a member's fact may lag the confchg by a few milliseconds;
 //!   the majority-of-the-last-primary rule keeps a minority from becoming
-//!   primary in that window.
+//!   primary in that window — unless the minority side holds all of the
+//!   last primary component (a group of one, or the members the others
+//!   left with `Leave`/`ProcDown`): then it goes on applying until its
+//!   fact says otherwise, and nothing else can be primary meanwhile
+//!   (no other side holds a majority of that component).
 //! - The install exchange takes one multicast round after each confchg. If
 //!   the view splits again during that round so that some members complete
 //!   the install and others do not (possible under extended virtual
