@@ -268,6 +268,8 @@ impl ReplicaSubject {
                 }
                 // As the runtime's outbox: an info survives a view change.
                 ReplicaAction::Purge => self.outbox.retain(|(_, sticky)| *sticky),
+                // The subject keeps no data directory.
+                ReplicaAction::Persist(_) | ReplicaAction::Rebase { .. } => {}
                 ReplicaAction::SendSnapshot { state, snapshot } => {
                     let bytes = KvStore::encode(snapshot);
                     let total = bytes.len().div_ceil(SNAPSHOT_PIECE).max(1);

@@ -276,6 +276,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{debug, warn};
 
+use super::durable::Entry;
 use super::inspect::{Agreement, ReplicaInspection, ReplicaMemberInspection, SharedState};
 use super::messages::{
     Chunk, CommandMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateId,
@@ -316,6 +317,15 @@ pub(crate) enum Action<R, C> {
     /// group speaks (rule 9). Leave, and fail what waits with
     /// [`ReplicaError::Incompatible`].
     Refused(Refusal),
+    /// (Durable replicas only.) The state's id changed by this entry:
+    /// append it to the log before any reply or acknowledgement that
+    /// follows it.
+    Persist(Entry),
+    /// (Durable replicas only.) The state was replaced by a received
+    /// snapshot (`bytes`, as [`StateMachine::encode`] made them) at
+    /// `state`: it becomes the durable snapshot, and the log starts
+    /// afresh after it.
+    Rebase { state: StateId, bytes: Vec<u8> },
 }
 
 /// Something to redo, in order, after a received snapshot is restored.
@@ -453,6 +463,13 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// The state each member announced in the latest round installed, and
     /// that round (for inspection only: no decision reads it).
     announced: (u32, BTreeMap<Member, StateId>),
+    /// Whether every change of the state's id is reported as an action
+    /// ([`Action::Persist`], [`Action::Rebase`]): a durable replica.
+    journal: bool,
+    /// The replica whose data directory this one took over: stopped for
+    /// good, so it never counts in a primary component's membership this
+    /// replica knows of (like a member seen leaving with `ProcDown`).
+    predecessor: Option<Member>,
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
@@ -505,6 +522,109 @@ impl<S: StateMachine> ReplicaCore<S> {
             acked: 0,
             unstable: BTreeMap::new(),
             announced: (0, BTreeMap::new()),
+            journal: false,
+            predecessor: None,
+        }
+    }
+
+    /// The same replica, reporting every change of its state's id for a
+    /// data directory to keep.
+    pub(crate) fn journal_changes(&mut self) {
+        self.journal = true;
+    }
+
+    /// Takes the state a data directory held (before the first confchg):
+    /// the snapshot, then every entry after it applied again, each checked
+    /// against the id it recorded, and the last primary component this
+    /// replica knew. Fails, changing nothing, if an entry does not replay
+    /// to the id it recorded (the state machine is not the one that wrote
+    /// the log, or is not deterministic) or the state claims an epoch its
+    /// knowledge does not hold.
+    pub(crate) fn recover(
+        &mut self,
+        snapshot: Option<(StateId, S)>,
+        entries: Vec<Entry>,
+        known: Option<PrimaryRecord>,
+        predecessor: Option<Member>,
+    ) -> Result<(), String> {
+        let (mut id, mut sm) = match snapshot {
+            Some((id, sm)) => (id, sm),
+            None => (StateId::default(), S::default()),
+        };
+        for entry in entries {
+            match entry {
+                Entry::Applied {
+                    from,
+                    id: cmd,
+                    payload,
+                    after,
+                } => {
+                    let command = super::observer::decode_command::<S>(&self.codec, &payload)
+                        .map_err(|e| format!("entry {} does not decode: {e}", after.applied))?;
+                    sm.apply(command);
+                    let next = StateId {
+                        epoch: after.epoch,
+                        genesis: id.genesis,
+                        applied: id.applied + 1,
+                        chain: chain(id.chain, from, cmd),
+                    };
+                    if next != after {
+                        return Err(format!(
+                            "entry {} replays to another state than it recorded",
+                            after.applied
+                        ));
+                    }
+                    id = next;
+                }
+                Entry::Moved { after } => {
+                    if after.applied != id.applied || after.chain != id.chain {
+                        return Err(format!("a move at {} changes the history", after.applied));
+                    }
+                    id = after;
+                }
+            }
+        }
+        let consistent = match &known {
+            Some(k) => id.epoch <= k.epoch,
+            None => id.epoch == PrimaryEpoch::default(),
+        };
+        if !consistent {
+            return Err(format!(
+                "the state's epoch {} is above the last primary component recorded",
+                id.epoch
+            ));
+        }
+        self.id = id;
+        self.sm = sm;
+        self.predecessor = predecessor;
+        self.known = known.map(|k| self.without_predecessor(k));
+        Ok(())
+    }
+
+    /// A record of a primary component without this replica's
+    /// predecessor, which is gone for sure.
+    fn without_predecessor(&self, mut record: PrimaryRecord) -> PrimaryRecord {
+        if let Some(p) = self.predecessor {
+            record.members.retain(|m| *m != p);
+        }
+        record
+    }
+
+    /// This process.
+    pub(crate) fn local(&self) -> Member {
+        self.local
+    }
+
+    /// The last primary component this replica knows of.
+    pub(crate) fn known(&self) -> Option<&PrimaryRecord> {
+        self.known.as_ref()
+    }
+
+    /// Reports a change of the state's id that no command made (a new
+    /// epoch, a founding), for a durable replica.
+    fn moved(&self, before: StateId, out: &mut Actions<S>) {
+        if self.journal && self.id != before {
+            out.push(Action::Persist(Entry::Moved { after: self.id }));
         }
     }
 
@@ -1492,10 +1612,11 @@ impl<S: StateMachine> ReplicaCore<S> {
                 "announcement refused: this process holds a state of a primary the members never saw");
             return;
         }
-        self.known = Some(PrimaryRecord {
+        let record = PrimaryRecord {
             epoch: latest,
             members: installed.lineage.iter().copied().collect(),
-        });
+        };
+        self.known = Some(self.without_predecessor(record));
         self.send_info(Some(self.roster.announcements()), out);
     }
 
@@ -1720,8 +1841,10 @@ impl<S: StateMachine> ReplicaCore<S> {
         let am_winner = winners.contains(&self.local) || keepers.contains(&self.local);
         let mut incoming = None;
         if am_winner {
+            let before = self.id;
             self.id.epoch = winner_epoch;
             self.id.genesis = genesis;
+            self.moved(before, out);
             if sender == Some(self.local) {
                 debug!(local = %self.local, to = ?receivers, "sending the state");
                 out.push(Action::Event(ReplicaEvent::TransferStarted {
@@ -1816,7 +1939,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             .as_ref()
             .is_some_and(|own| own.epoch > record.epoch);
         if self.roster.is_member(self.local) || !newer_own {
-            self.known = Some(record);
+            self.known = Some(self.without_predecessor(record));
         }
     }
 
@@ -1920,10 +2043,12 @@ impl<S: StateMachine> ReplicaCore<S> {
                     Some(incoming) => incoming.replay.push(Replay::Promote(epoch, genesis)),
                     None if !member => {}
                     None => {
+                        let before = self.id;
                         self.id.epoch = epoch;
                         if let Some(genesis) = genesis {
                             self.id.genesis = genesis;
                         }
+                        self.moved(before, out);
                     }
                 }
             }
@@ -1959,6 +2084,14 @@ impl<S: StateMachine> ReplicaCore<S> {
         let response = self.sm.apply(command);
         self.id.applied += 1;
         self.id.chain = chain(self.id.chain, from, cmd.id);
+        if self.journal {
+            out.push(Action::Persist(Entry::Applied {
+                from,
+                id: cmd.id,
+                payload: cmd.payload,
+                after: self.id,
+            }));
+        }
         if from == self.local {
             let executed = Executed {
                 response,
@@ -2073,21 +2206,30 @@ impl<S: StateMachine> ReplicaCore<S> {
             Ok(sm) => {
                 self.sm = sm;
                 self.id = incoming.expect;
+                let bytes = incoming.bytes.len() as u64;
+                if self.journal {
+                    out.push(Action::Rebase {
+                        state: self.id,
+                        bytes: incoming.bytes,
+                    });
+                }
                 let replayed = incoming.replay.len();
                 for step in incoming.replay {
                     match step {
                         Replay::Apply(from, cmd) => self.apply(from, cmd, out),
                         Replay::Promote(epoch, genesis) => {
+                            let before = self.id;
                             self.id.epoch = epoch;
                             if let Some(genesis) = genesis {
                                 self.id.genesis = genesis;
                             }
+                            self.moved(before, out);
                         }
                     }
                 }
                 out.push(Action::Event(ReplicaEvent::Restored {
                     from,
-                    bytes: incoming.bytes.len() as u64,
+                    bytes,
                     replayed,
                 }));
                 if !self.ready {

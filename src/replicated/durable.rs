@@ -160,6 +160,13 @@ pub enum StoreError {
         /// What is wrong with it.
         what: String,
     },
+    /// Another replica (in this process or another) holds the directory.
+    /// Nothing was read or changed.
+    #[error("data directory {path}: held by another replica")]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// An entry could not be encoded (larger than the store's limit).
     /// Nothing was written.
     #[error("entry not encoded: {0}")]
@@ -169,6 +176,8 @@ pub enum StoreError {
 /// An open data directory.
 pub(crate) struct Store {
     dir: PathBuf,
+    /// Holds the directory's lock for as long as the store lives.
+    _lock: File,
     log: File,
     sync: SyncPolicy,
     codec: Codec,
@@ -206,6 +215,7 @@ impl Store {
         limit: usize,
     ) -> Result<(Store, Recovered), StoreError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let lock = lock(dir)?;
         let codec = Codec::new(limit);
         let snapshot = read_blob(&dir.join("snapshot"), SNAPSHOT_MAGIC, limit)?
             .map(|bytes| split_snapshot(&dir.join("snapshot"), &bytes, &codec))
@@ -248,6 +258,7 @@ impl Store {
         };
         let store = Store {
             dir: dir.to_owned(),
+            _lock: lock,
             log,
             sync,
             codec,
@@ -307,6 +318,11 @@ impl Store {
         Ok(())
     }
 
+    /// The sync policy this store applies.
+    pub(crate) fn sync_policy(&self) -> SyncPolicy {
+        self.sync
+    }
+
     /// Replaces the snapshot with `bytes`, the whole state at `id` (which
     /// must be the last entry's id), then starts the log afresh.
     pub(crate) fn snapshot(&mut self, id: StateId, bytes: &[u8]) -> Result<(), StoreError> {
@@ -317,6 +333,13 @@ impl Store {
                 self.last.map_or(0, |l| l.applied)
             )));
         }
+        self.rebase(id, bytes)
+    }
+
+    /// Replaces the snapshot with `bytes`, a whole state at `id` that need
+    /// not follow the log (a state received from the group), then starts
+    /// the log afresh.
+    pub(crate) fn rebase(&mut self, id: StateId, bytes: &[u8]) -> Result<(), StoreError> {
         let head = self
             .codec
             .encode_payload(&id)
@@ -350,6 +373,30 @@ impl Store {
         body.extend_from_slice(bytes);
         write_blob(&self.dir, "meta", META_MAGIC, &body)
     }
+}
+
+/// Takes the exclusive lock of `dir` (the file `lock` in it): one store
+/// per directory at a time, released by the kernel when the process dies.
+fn lock(dir: &Path) -> Result<File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    // SAFETY: `flock` only reads the descriptor, which `file` owns and
+    // keeps open for this call; no memory is shared with the kernel.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let source = io::Error::last_os_error();
+        if source.kind() == io::ErrorKind::WouldBlock {
+            return Err(StoreError::Busy { path });
+        }
+        return Err(StoreError::Io { path, source });
+    }
+    Ok(file)
 }
 
 /// Writes `magic | body | digest` to `dir/name` atomically.

@@ -79,11 +79,33 @@
 //!   every participant that held it is gone, the group goes on as if the
 //!   observers were not there (a participant that comes may found it
 //!   afresh), and the observers receive that state.
-//! - The state lives in memory only. Once every member that held the
-//!   latest state is gone, the group never goes on from an older state
-//!   (that would silently drop what was acknowledged): it stays
-//!   non-primary, refusing commands, until the whole group is restarted
-//!   (every replica stopped, founders started afresh).
+//! - Without a data directory the state lives in memory only. Once every
+//!   member that held the latest state is gone, the group never goes on
+//!   from an older state (that would silently drop what was acknowledged):
+//!   it stays non-primary, refusing commands, until the whole group is
+//!   restarted (every replica stopped, founders started afresh).
+//! - With a data directory ([`ReplicaConfig::data_dir`]) a replica comes
+//!   back with what it applied: a command is on disk, under the
+//!   [`SyncPolicy`], before its reply (and, in safe mode, before this
+//!   replica's acknowledgement). The replica that wrote a directory is
+//!   gone for sure once another opens it (the directory is locked), so it
+//!   stops counting towards the last primary component, like a member that
+//!   left with `ProcDown`. A group restarted whole is primary again once
+//!   every member of the last primary component it knows of is back (the
+//!   last one alive, alone, if members died one after another); the
+//!   greatest state among them goes on. Loss window: with
+//!   [`SyncPolicy::Never`], what the operating system had not written when
+//!   its machine died; in agreed mode, a command applied and replied here
+//!   that no other member received before this node died (as without a
+//!   directory); in safe mode under [`SyncPolicy::Batch`] or
+//!   [`SyncPolicy::EveryCommand`], nothing acknowledged.
+//! - Limit of restarts: a returning replica is admitted only if the
+//!   primary component its disk names is one the members back before it
+//!   know of (rule 6 of the core, which keeps an outsider from claiming a
+//!   newer history). After members died one after another, the later
+//!   ones knew later components: start them first (the last one to die
+//!   first), or all at once; one that knows more than the members already
+//!   back waits outside until they restart.
 //! - A view holding a majority of the last primary component but not its
 //!   state — its holders crashed with `NodeDown`, which cannot be told from
 //!   a partition — stays non-primary rather than guess; so does a minority.
@@ -117,11 +139,9 @@
 //!   Dolev), which this implementation does not track.
 
 mod core;
-// The replica runtime persists through it once durability is wired in;
-// until then only its tests use it.
-#[allow(dead_code)]
 mod durable;
 mod inspect;
+mod keeper;
 mod messages;
 mod observer;
 mod replay;
@@ -141,6 +161,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+pub use self::durable::{StoreError, SyncPolicy};
 pub use self::inspect::{Agreement, ReplicaInspection, ReplicaMemberInspection, SharedState};
 pub use self::messages::{PrimaryEpoch, StateId};
 pub use self::observer::ReplicaObserver;
@@ -267,6 +288,20 @@ pub struct ReplicaConfig {
     /// their MAC), to replay its decisions offline with [`replay`] and the
     /// same state machine.
     pub record_to: Option<std::path::PathBuf>,
+    /// Keep the state in this directory (created if needed), so a
+    /// restarted replica comes back with it: a log of every command
+    /// applied, a snapshot every [`ReplicaConfig::snapshot_every`]
+    /// commands, and the last primary component it knew. One replica per
+    /// directory: a second one started on it fails with
+    /// [`ReplicaError::Storage`]. `None` (the default): in memory only.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// When what a durable replica applied reaches the disk, relative to
+    /// the replies it releases ([`SyncPolicy`]; only with a
+    /// [`ReplicaConfig::data_dir`]).
+    pub sync: SyncPolicy,
+    /// Commands between two snapshots of a durable replica: a restart
+    /// replays at most this many from the log.
+    pub snapshot_every: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -286,6 +321,9 @@ impl Default for ReplicaConfig {
             protocol_versions: Versions::this_build(),
             role: Role::Participant,
             record_to: None,
+            data_dir: None,
+            sync: SyncPolicy::default(),
+            snapshot_every: 10_000,
         }
     }
 }
@@ -537,6 +575,13 @@ pub enum ReplicaError {
     /// the path is writable.
     #[error("recording: {0}")]
     Record(String),
+    /// The data directory ([`ReplicaConfig::data_dir`]) could not be used:
+    /// at start (unreadable, damaged, held by another replica, or a log
+    /// that does not replay with this state machine; the replica did not
+    /// start), or while running (a write failed; the replica stopped, and
+    /// what it acknowledged before is durable).
+    #[error("data directory: {0}")]
+    Storage(String),
 }
 
 /// A command's response, and where it landed in the group's history.
@@ -724,7 +769,7 @@ impl<S: StateMachine> Replica<S> {
                 recorder,
             },
             ready_tx,
-        );
+        )?;
         match ready_rx.await {
             Ok(Ok(())) => Ok(Replica {
                 ops,

@@ -94,7 +94,11 @@ pub fn replay<S: StateMachine>(recording: &Recording, config: &ReplicaConfig) ->
                 // Protocol traffic, not decisions: what it carries is in
                 // the stream where it lands. A capture to send is
                 // announced by the core's `TransferStarted`.
-                Action::Mcast(_) | Action::Purge | Action::SendSnapshot { .. } => continue,
+                Action::Mcast(_)
+                | Action::Purge
+                | Action::SendSnapshot { .. }
+                | Action::Persist(_)
+                | Action::Rebase { .. } => continue,
                 Action::Event(event) => event.to_string(),
                 Action::Reply { id, result } => match result {
                     Ok(executed) => format!(

@@ -18,6 +18,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
 
 use super::core::{Action, Actions, ReplicaCore};
+use super::durable::StoreError;
+use super::keeper::Keeper;
 use super::messages::{Chunk, CommandMsg, ReplicaMessage, StateId};
 use super::{
     Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaInspection, ReplicaStatus,
@@ -64,6 +66,8 @@ pub(crate) struct Outlets {
     pub(crate) recorder: Option<Recorder>,
 }
 
+type KeeperOf<S> = Keeper<<S as StateMachine>::Response, <S as StateMachine>::Snapshot>;
+
 pub(crate) struct ReplicaActor<S: StateMachine> {
     conn: Box<dyn Connection>,
     ops: mpsc::UnboundedReceiver<Op<S>>,
@@ -89,6 +93,9 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     /// This runtime's span (group and member), entered on every turn.
     span: tracing::Span,
     telemetry: ReplicaTelemetry,
+    /// The data directory of a durable replica (boxed, as `core`: it holds
+    /// user types).
+    keeper: Option<Box<KeeperOf<S>>>,
 }
 
 impl<S: StateMachine> ReplicaActor<S> {
@@ -98,7 +105,7 @@ impl<S: StateMachine> ReplicaActor<S> {
         config: ReplicaConfig,
         outlets: Outlets,
         ready: Done<Result<(), ReplicaError>>,
-    ) -> Addr<Self> {
+    ) -> Result<Addr<Self>, ReplicaError> {
         let Outlets {
             metrics,
             events,
@@ -118,21 +125,24 @@ impl<S: StateMachine> ReplicaActor<S> {
         let local = conn.local();
         let span = crate::spans::runtime(crate::spans::Protocol::Replica, conn.group(), local);
         let telemetry = ReplicaTelemetry::new(conn.group(), local);
-        ReplicaActor {
+        let mut core = ReplicaCore::new(
+            local,
+            codec,
+            config.delivery,
+            config.max_snapshot_size,
+            config.max_held,
+            config.found_group,
+        )
+        .with_versions(config.protocol_versions)
+        .with_role(config.role);
+        let keeper = match &config.data_dir {
+            Some(dir) => Some(Box::new(Self::recover(dir, &config, &mut core)?)),
+            None => None,
+        };
+        Ok(ReplicaActor {
             conn,
             ops,
-            core: Box::new(
-                ReplicaCore::new(
-                    local,
-                    codec,
-                    config.delivery,
-                    config.max_snapshot_size,
-                    config.max_held,
-                    config.found_group,
-                )
-                .with_versions(config.protocol_versions)
-                .with_role(config.role),
-            ),
+            core: Box::new(core),
             codec,
             chunk_size,
             metrics,
@@ -151,8 +161,51 @@ impl<S: StateMachine> ReplicaActor<S> {
             recorder,
             span,
             telemetry,
+            keeper,
         }
-        .start()
+        .start())
+    }
+
+    /// Opens the data directory and gives `core` the state it holds.
+    fn recover(
+        dir: &std::path::Path,
+        config: &ReplicaConfig,
+        core: &mut ReplicaCore<S>,
+    ) -> Result<KeeperOf<S>, ReplicaError> {
+        let storage = |e: String| ReplicaError::Storage(format!("{}: {e}", dir.display()));
+        let limit = config.max_snapshot_size.max(config.max_message_size);
+        let opened = Keeper::open(dir, core.local(), config.sync, config.snapshot_every, limit)
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        let recovered = opened.recovered;
+        if recovered.dropped_bytes > 0 {
+            warn!(
+                dir = %dir.display(),
+                dropped = recovered.dropped_bytes,
+                "the log ended in an incomplete record (a write cut short); dropped it"
+            );
+        }
+        let snapshot = match recovered.snapshot {
+            Some((id, bytes)) => Some((id, S::restore(&bytes).map_err(storage)?)),
+            None => None,
+        };
+        let entries = recovered.entries.len();
+        core.recover(
+            snapshot,
+            recovered.entries,
+            opened.known,
+            opened.predecessor,
+        )
+        .map_err(storage)?;
+        core.journal_changes();
+        let id = core.state_id();
+        tracing::info!(
+            dir = %dir.display(),
+            applied = id.applied,
+            epoch = %id.epoch,
+            replayed = entries,
+            "recovered the state from the data directory"
+        );
+        Ok(opened.keeper)
     }
 
     fn publish(&self, event: ReplicaEvent) {
@@ -276,7 +329,29 @@ impl<S: StateMachine> ReplicaActor<S> {
     fn execute(&mut self, actions: Actions<S>, ctx: &mut Context<Self>) {
         let mut changed = false;
         for action in actions {
+            if let Some(keeper) = &mut self.keeper {
+                if keeper.holds(&action) {
+                    keeper.hold(action);
+                    continue;
+                }
+            }
             match action {
+                Action::Persist(entry) => {
+                    if let Some(keeper) = &mut self.keeper {
+                        if let Err(e) = keeper.persist(&entry, self.core.known()) {
+                            self.storage_failed(e, ctx);
+                            return;
+                        }
+                    }
+                }
+                Action::Rebase { state, bytes } => {
+                    if let Some(keeper) = &mut self.keeper {
+                        if let Err(e) = keeper.rebase(state, &bytes, self.core.known()) {
+                            self.storage_failed(e, ctx);
+                            return;
+                        }
+                    }
+                }
                 Action::Mcast(msg) => match msg.encode(&self.codec) {
                     // An info, and the mark it waits for, must reach the
                     // group even across later install rounds (see
@@ -334,10 +409,52 @@ impl<S: StateMachine> ReplicaActor<S> {
                 }
             }
         }
+        if let Err(e) = self.keep_up() {
+            self.storage_failed(e, ctx);
+            return;
+        }
         if changed {
             self.refresh_status();
         }
         self.flush_or_close(ctx);
+    }
+
+    /// After the actions of one input: the knowledge and, when the log is
+    /// long, a snapshot reach the data directory (see `keeper`).
+    fn keep_up(&mut self) -> Result<(), StoreError> {
+        let Some(keeper) = &mut self.keeper else {
+            return Ok(());
+        };
+        keeper.remember(self.core.known())?;
+        if keeper.wants_snapshot() && self.core.is_holding() {
+            let state = self.core.state_id();
+            let bytes = S::encode(self.core.state().snapshot());
+            keeper.snapshot(state, &bytes, self.core.known())?;
+        }
+        Ok(())
+    }
+
+    /// End of a pump turn: commit what was appended, release what waited
+    /// for it (group commit).
+    fn commit(&mut self, ctx: &mut Context<Self>) {
+        let Some(keeper) = &mut self.keeper else {
+            return;
+        };
+        match keeper.commit() {
+            Ok(released) if released.is_empty() => {}
+            Ok(released) => self.execute(released, ctx),
+            Err(e) => self.storage_failed(e, ctx),
+        }
+    }
+
+    /// The data directory failed: what was acknowledged is durable, what
+    /// waits is not and never will be. The replica stops.
+    fn storage_failed(&mut self, e: StoreError, ctx: &mut Context<Self>) {
+        let why = format!("data directory failed: {e}");
+        error!(group = %self.conn.group(), "replica stops: {why}");
+        self.keeper = None;
+        let _ = self.conn.leave();
+        self.close(TransportError::Other(why), ctx);
     }
 
     /// Encodes the capture on a blocking thread, then sends it, unless the
@@ -602,6 +719,7 @@ impl<S: StateMachine> Pumped for ReplicaActor<S> {
     }
 
     fn idle(&mut self, ctx: &mut Context<Self>) {
+        self.commit(ctx);
         self.flush_or_close(ctx);
         self.refresh_status();
     }

@@ -69,6 +69,12 @@ struct Peer {
     positions: Vec<(ReplicaEvent, Position)>,
     /// Every point of the stream this replica handled.
     handled: Vec<Position>,
+    /// What a data directory would hold: the last snapshot received (state
+    /// and bytes) and every change of the state's id since.
+    journal: (
+        Option<(StateId, Vec<u8>)>,
+        Vec<crate::replicated::durable::Entry>,
+    ),
 }
 
 /// A point of the stream: the same on every process that saw it.
@@ -94,9 +100,11 @@ impl Peer {
             .join(&GroupName::new("rsm").expect("name"))
             .expect("join");
         let codec = Codec::new(1 << 20).reading(versions);
+        let mut core = ReplicaCore::new(process.member(), codec, delivery, 1 << 20, 10_000, true)
+            .with_versions(versions);
+        core.journal_changes();
         Peer {
-            core: ReplicaCore::new(process.member(), codec, delivery, 1 << 20, 10_000, true)
-                .with_versions(versions),
+            core,
             process,
             conn,
             codec,
@@ -113,7 +121,41 @@ impl Peer {
             refused: None,
             positions: Vec::new(),
             handled: Vec::new(),
+            journal: (None, Vec::new()),
         }
+    }
+
+    /// Whether what a data directory of this replica would hold recovers
+    /// exactly the state it holds (every change of the id reported, in
+    /// order, and replayable).
+    fn journal_replays(&self) -> Result<(), String> {
+        let mut fresh: ReplicaCore<Log> = ReplicaCore::new(
+            self.member(),
+            self.codec,
+            Delivery::Agreed,
+            1 << 20,
+            10,
+            true,
+        );
+        let snapshot = match &self.journal.0 {
+            Some((id, bytes)) => Some((*id, Log::restore(bytes)?)),
+            None => None,
+        };
+        fresh.recover(
+            snapshot,
+            self.journal.1.clone(),
+            self.core.known().cloned(),
+            None,
+        )?;
+        if fresh.state_id() != self.core.state_id() || fresh.state() != self.core.state() {
+            return Err(format!(
+                "{}: its journal recovers {:?}, it holds {:?}",
+                self.member(),
+                fresh.state_id(),
+                self.core.state_id()
+            ));
+        }
+        Ok(())
     }
 
     /// An observer (rule 10) of this build.
@@ -226,6 +268,10 @@ impl Peer {
                     self.mcast(&msg);
                 }
                 Action::Purge => {}
+                Action::Persist(entry) => self.journal.1.push(entry),
+                Action::Rebase { state, bytes } => {
+                    self.journal = (Some((state, bytes)), Vec::new())
+                }
                 Action::SendSnapshot { .. } if self.hold_chunks => {}
                 Action::SendSnapshot { state, snapshot } => {
                     let bytes = Log::encode(snapshot);
@@ -1051,6 +1097,13 @@ fn run_schedule_with(
         if !seen.insert(*entry) {
             return Err(format!("{entry:?} applied twice"));
         }
+    }
+    // A durable replica would come back with exactly what it holds.
+    for p in peers
+        .iter()
+        .filter(|p| p.fatal.is_none() && p.refused.is_none())
+    {
+        p.journal_replays()?;
     }
     if first.core.is_primary() {
         // Every acknowledged command of the final state's history is in it;

@@ -1,0 +1,380 @@
+//! Durable replicas on the sim backend (`ReplicaConfig::data_dir`): what a
+//! replica acknowledged survives the death of its process, and of every
+//! process of the group. A restarted replica comes back with its state; a
+//! group restarted whole becomes primary again once every member of the
+//! last primary component is back, and not before; a directory serves one
+//! replica at a time, and a damaged one stops the start.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix_cpg::replicated::{Delivery, ReplicaError, SyncPolicy};
+use actix_cpg::transport::sim::{SimCluster, SimProcess};
+use actix_cpg::{GroupName, Member, NodeId, Replica, ReplicaConfig, Transport};
+
+use crate::support::ledger::Ledger;
+
+const GROUP: &str = "durable";
+
+/// A directory of this test process, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("acpg-durable-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    fn replica(&self, i: usize) -> PathBuf {
+        self.0.join(format!("r{i}"))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(dir: &Path, delivery: Delivery, sync: SyncPolicy) -> ReplicaConfig {
+    ReplicaConfig {
+        delivery,
+        data_dir: Some(dir.to_owned()),
+        sync,
+        // Small, so that restarts read a snapshot and a log after it.
+        snapshot_every: 7,
+        ..ReplicaConfig::default()
+    }
+}
+
+/// A replica process on `node`, with its data directory.
+struct Running {
+    process: SimProcess,
+    replica: Replica<Ledger>,
+}
+
+async fn start(
+    cluster: &SimCluster,
+    node: u32,
+    config: ReplicaConfig,
+) -> Result<Running, ReplicaError> {
+    let process = cluster.process(NodeId(node)).expect("node up");
+    let conn = process
+        .join(&GroupName::new(GROUP).expect("name"))
+        .expect("join");
+    let replica = tokio::time::timeout(Duration::from_secs(20), Replica::start(conn, config))
+        .await
+        .expect("started in time")?;
+    Ok(Running { process, replica })
+}
+
+/// SIGKILL semantics: the process is gone at once; waits until its runtime
+/// has stopped (and let go of its directory).
+async fn kill(r: Running) {
+    kill_all(vec![r]).await;
+}
+
+/// Every process killed at the same moment (a power loss): no survivor
+/// sees another leave, so all of them knew the same last primary.
+async fn kill_all(all: Vec<Running>) {
+    for r in &all {
+        r.process.kill().expect("kill");
+    }
+    for r in &all {
+        for _ in 0..2000 {
+            if r.replica.inspect().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            r.replica.inspect().await.is_err(),
+            "the killed replica's runtime never stopped"
+        );
+    }
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..4000 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never reached: {what}");
+}
+
+async fn ledger(r: &Replica<Ledger>) -> Vec<(Member, u64)> {
+    r.query(|l: &Ledger| l.0.clone()).await.expect("query")
+}
+
+/// Writes `n` entries through `r`, each acknowledged before the next.
+async fn write(r: &Replica<Ledger>, from: u64, n: u64) -> Vec<(Member, u64)> {
+    let mut written = Vec::new();
+    for i in from..from + n {
+        let entry = (r.local(), i);
+        r.execute(entry).await.expect("acknowledged");
+        written.push(entry);
+    }
+    written
+}
+
+fn is_subsequence(part: &[(Member, u64)], whole: &[(Member, u64)]) -> bool {
+    let mut it = whole.iter();
+    part.iter().all(|p| it.any(|w| w == p))
+}
+
+async fn whole_group_comes_back(
+    delivery: Delivery,
+    sync: SyncPolicy,
+    order: [usize; 3],
+    name: &str,
+) {
+    let dirs = Scratch::new(name);
+    let cluster = SimCluster::new(3);
+    let mut running = Vec::new();
+    for i in 0..3 {
+        let r = start(
+            &cluster,
+            i as u32 + 1,
+            config(&dirs.replica(i), delivery, sync),
+        )
+        .await
+        .expect("start");
+        running.push(r);
+    }
+    for r in &running {
+        r.replica.wait_primary().await.expect("primary");
+    }
+    let mut acknowledged = Vec::new();
+    for (i, r) in running.iter().enumerate() {
+        acknowledged.extend(write(&r.replica, 100 * i as u64, 9).await);
+    }
+    let before = ledger(&running[0].replica).await;
+    kill_all(running).await;
+
+    // Every process is new; they come back in another order.
+    let mut back = Vec::new();
+    for i in order {
+        let r = start(
+            &cluster,
+            i as u32 + 1,
+            config(&dirs.replica(i), delivery, sync),
+        )
+        .await
+        .expect("restart");
+        back.push(r);
+    }
+    for r in &back {
+        tokio::time::timeout(Duration::from_secs(20), r.replica.wait_primary())
+            .await
+            .expect("primary again in time")
+            .expect("primary again");
+    }
+    for r in &back {
+        let now = ledger(&r.replica).await;
+        assert!(
+            is_subsequence(&acknowledged, &now),
+            "an acknowledged write is missing"
+        );
+        assert_eq!(now, before, "the state from before the restart");
+    }
+    // And it goes on.
+    let more = write(&back[0].replica, 1000, 3).await;
+    let now = ledger(&back[0].replica).await;
+    assert!(is_subsequence(&more, &now));
+}
+
+#[actix_rt::test]
+async fn a_group_killed_whole_comes_back_from_its_directories_with_group_commit() {
+    whole_group_comes_back(
+        Delivery::Agreed,
+        SyncPolicy::Batch,
+        [2, 0, 1],
+        "whole-batch",
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_group_killed_whole_comes_back_with_every_safe_write_synced() {
+    whole_group_comes_back(
+        Delivery::Safe,
+        SyncPolicy::EveryCommand,
+        [1, 2, 0],
+        "whole-safe",
+    )
+    .await;
+}
+
+/// Members that die one after another leave a primary component behind
+/// each death; the last one alive held the last one, alone. Back first, it
+/// is primary on its own (nobody else can hold a later state), and the
+/// others rejoin it.
+#[actix_rt::test]
+async fn after_a_cascade_the_last_to_die_comes_back_primary_and_the_others_rejoin() {
+    let dirs = Scratch::new("cascade");
+    let cluster = SimCluster::new(3);
+    let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
+    let mut running = Vec::new();
+    for i in 0..3 {
+        running.push(start(&cluster, i as u32 + 1, cfg(i)).await.expect("start"));
+    }
+    for r in &running {
+        r.replica.wait_primary().await.expect("primary");
+    }
+    let mut acknowledged = write(&running[0].replica, 0, 4).await;
+    let last = running.pop().expect("three");
+    for r in running {
+        kill(r).await;
+    }
+    last.replica
+        .wait_primary()
+        .await
+        .expect("alone, still primary");
+    acknowledged.extend(write(&last.replica, 10, 5).await);
+    kill(last).await;
+    let mut back = vec![start(&cluster, 3, cfg(2)).await.expect("the last back")];
+    back[0].replica.wait_primary().await.expect("primary alone");
+    for i in [0usize, 1] {
+        back.push(
+            start(&cluster, i as u32 + 1, cfg(i))
+                .await
+                .expect("restart"),
+        );
+    }
+    for r in &back {
+        r.replica.wait_primary().await.expect("primary");
+        assert!(is_subsequence(&acknowledged, &ledger(&r.replica).await));
+    }
+}
+
+#[actix_rt::test]
+async fn two_of_three_back_wait_for_the_third_before_they_are_primary() {
+    let dirs = Scratch::new("two-of-three");
+    let cluster = SimCluster::new(3);
+    let mut running = Vec::new();
+    for i in 0..3 {
+        let cfg = config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
+        running.push(start(&cluster, i as u32 + 1, cfg).await.expect("start"));
+    }
+    for r in &running {
+        r.replica.wait_primary().await.expect("primary");
+    }
+    let acknowledged = write(&running[1].replica, 0, 5).await;
+    kill_all(running).await;
+    let mut back = Vec::new();
+    for i in [0usize, 1] {
+        let cfg = config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
+        back.push(start(&cluster, i as u32 + 1, cfg).await.expect("restart"));
+    }
+    // Both are installed together, and that view is not primary: the
+    // third member of the last primary component may have gone on alone.
+    until("both installed in one view", async || {
+        let s = back[0].replica.inspect().await.expect("inspect");
+        s.installed && s.members.len() == 2
+    })
+    .await;
+    for r in &back {
+        let s = r.replica.inspect().await.expect("inspect");
+        assert!(s.installed && !s.primary, "{s:#?}");
+    }
+    assert!(matches!(
+        back[0].replica.execute((back[0].replica.local(), 7)).await,
+        Err(ReplicaError::NotPrimary)
+    ));
+    let cfg = config(&dirs.replica(2), Delivery::Safe, SyncPolicy::Batch);
+    back.push(start(&cluster, 3, cfg).await.expect("third back"));
+    for r in &back {
+        tokio::time::timeout(Duration::from_secs(20), r.replica.wait_primary())
+            .await
+            .expect("primary in time")
+            .expect("primary");
+    }
+    let now = ledger(&back[2].replica).await;
+    assert!(is_subsequence(&acknowledged, &now));
+}
+
+#[actix_rt::test]
+async fn a_group_of_one_comes_back_primary_with_its_state() {
+    let dirs = Scratch::new("one");
+    let cluster = SimCluster::new(3);
+    let cfg = || config(&dirs.replica(0), Delivery::Agreed, SyncPolicy::EveryCommand);
+    let r = start(&cluster, 1, cfg()).await.expect("start");
+    r.replica.wait_primary().await.expect("primary");
+    let acknowledged = write(&r.replica, 0, 20).await;
+    kill(r).await;
+    let r = start(&cluster, 2, cfg()).await.expect("restart");
+    r.replica.wait_primary().await.expect("primary again");
+    assert_eq!(ledger(&r.replica).await, acknowledged);
+}
+
+#[actix_rt::test]
+async fn a_restarted_replica_catches_up_with_a_group_that_went_on() {
+    let dirs = Scratch::new("catch-up");
+    let cluster = SimCluster::new(3);
+    let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
+    let mut running = Vec::new();
+    for i in 0..3 {
+        running.push(start(&cluster, i as u32 + 1, cfg(i)).await.expect("start"));
+    }
+    for r in &running {
+        r.replica.wait_primary().await.expect("primary");
+    }
+    write(&running[0].replica, 0, 4).await;
+    let gone = running.remove(2);
+    kill(gone).await;
+    write(&running[0].replica, 10, 12).await;
+    let back = start(&cluster, 3, cfg(2)).await.expect("restart");
+    let want = ledger(&running[0].replica).await;
+    until(
+        "the restarted replica holds the group's state",
+        async || ledger(&back.replica).await == want,
+    )
+    .await;
+    back.replica.wait_primary().await.expect("primary");
+}
+
+#[actix_rt::test]
+async fn a_directory_serves_one_replica_at_a_time() {
+    let dirs = Scratch::new("busy");
+    let cluster = SimCluster::new(3);
+    let cfg = || config(&dirs.replica(0), Delivery::Agreed, SyncPolicy::Batch);
+    let first = start(&cluster, 1, cfg()).await.expect("start");
+    let second = start(&cluster, 2, cfg()).await;
+    assert!(
+        matches!(&second, Err(ReplicaError::Storage(why)) if why.contains("held by another replica")),
+        "{:?}",
+        second.err()
+    );
+    first
+        .replica
+        .wait_primary()
+        .await
+        .expect("the first goes on");
+}
+
+#[actix_rt::test]
+async fn a_damaged_snapshot_stops_the_start() {
+    let dirs = Scratch::new("damaged");
+    let cluster = SimCluster::new(3);
+    let cfg = || config(&dirs.replica(0), Delivery::Agreed, SyncPolicy::Batch);
+    let r = start(&cluster, 1, cfg()).await.expect("start");
+    r.replica.wait_primary().await.expect("primary");
+    // Past `snapshot_every`: a snapshot is on disk.
+    write(&r.replica, 0, 10).await;
+    kill(r).await;
+    let snapshot = dirs.replica(0).join("snapshot");
+    let mut bytes = std::fs::read(&snapshot).expect("a snapshot was written");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&snapshot, bytes).expect("damage it");
+    let again = start(&cluster, 2, cfg()).await;
+    assert!(
+        matches!(&again, Err(ReplicaError::Storage(_))),
+        "{:?}",
+        again.err()
+    );
+}
