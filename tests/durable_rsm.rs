@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use actix_cpg::auth::GroupKey;
 use actix_cpg::replicated::{Delivery, ReplicaError, SyncPolicy};
 use actix_cpg::transport::sim::{SimCluster, SimProcess};
 use actix_cpg::{GroupName, Member, NodeId, Replica, ReplicaConfig, Transport};
@@ -247,6 +248,62 @@ async fn after_a_cascade_the_last_to_die_comes_back_primary_and_the_others_rejoi
     }
     for r in &back {
         r.replica.wait_primary().await.expect("primary");
+        assert!(is_subsequence(&acknowledged, &ledger(&r.replica).await));
+    }
+}
+
+/// The same cascade, the last one to die back last: in a keyed group its
+/// claim of a later primary component is trusted (every sender holds the
+/// key), so it is admitted, and the group is primary again with its state.
+#[actix_rt::test]
+async fn in_a_keyed_group_the_last_to_die_may_come_back_last() {
+    let dirs = Scratch::new("cascade-keyed");
+    let cluster = SimCluster::new(3);
+    let key = GroupKey::from_passphrase("durable replicas");
+    let cfg = |i| ReplicaConfig {
+        key: Some(key.clone()),
+        ..config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch)
+    };
+    let mut running = Vec::new();
+    for i in 0..3 {
+        running.push(start(&cluster, i as u32 + 1, cfg(i)).await.expect("start"));
+    }
+    for r in &running {
+        r.replica.wait_primary().await.expect("primary");
+    }
+    let mut acknowledged = write(&running[0].replica, 0, 4).await;
+    let last = running.pop().expect("three");
+    for r in running {
+        kill(r).await;
+    }
+    last.replica
+        .wait_primary()
+        .await
+        .expect("alone, still primary");
+    acknowledged.extend(write(&last.replica, 10, 5).await);
+    kill(last).await;
+    let mut back = Vec::new();
+    for i in [0usize, 1] {
+        back.push(
+            start(&cluster, i as u32 + 1, cfg(i))
+                .await
+                .expect("restart"),
+        );
+    }
+    // Both knew earlier components only: not primary without the last.
+    for r in &back {
+        assert!(!r.replica.status().primary);
+    }
+    back.push(
+        start(&cluster, 3, cfg(2))
+            .await
+            .expect("the last, back last"),
+    );
+    for r in &back {
+        tokio::time::timeout(Duration::from_secs(20), r.replica.wait_primary())
+            .await
+            .expect("primary in time")
+            .expect("primary");
         assert!(is_subsequence(&acknowledged, &ledger(&r.replica).await));
     }
 }

@@ -107,7 +107,10 @@
 //!      last primary this process knows of (the same on every process that
 //!      knows the roster: a learner takes it with the roster) or claimed
 //!      by an info of the round so far; a refused announcement admits
-//!      nobody;
+//!      nobody. In a keyed group ([`super::ReplicaConfig::key`]) every
+//!      sender holds the key, so a claim is a replica's own knowledge
+//!      (a durable replica's, from its disk, after a restart): it is not
+//!      checked;
 //!    - at the install, the members of the last install that answered
 //!      this round (mergers aside) knew the same primary components when
 //!      they answered, so one claiming an epoch above every other's is
@@ -470,6 +473,9 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// good, so it never counts in a primary component's membership this
     /// replica knows of (like a member seen leaving with `ProcDown`).
     predecessor: Option<Member>,
+    /// Every sender holds the group key: an announcement's claims are a
+    /// replica's own knowledge, never forged (rule 6 trusts them).
+    keyed: bool,
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
@@ -524,7 +530,25 @@ impl<S: StateMachine> ReplicaCore<S> {
             announced: (0, BTreeMap::new()),
             journal: false,
             predecessor: None,
+            keyed: false,
         }
+    }
+
+    /// The replica `config` describes (its versions, role, and whether
+    /// the group is keyed), holding `S::default()`.
+    pub(crate) fn from_config(local: Member, codec: Codec, config: &super::ReplicaConfig) -> Self {
+        let mut core = ReplicaCore::new(
+            local,
+            codec,
+            config.delivery,
+            config.max_snapshot_size,
+            config.max_held,
+            config.found_group,
+        )
+        .with_versions(config.protocol_versions)
+        .with_role(config.role);
+        core.keyed = config.key.is_some();
+        core
     }
 
     /// The same replica, reporting every change of its state's id for a
@@ -1459,7 +1483,12 @@ impl<S: StateMachine> ReplicaCore<S> {
         ceiling: PrimaryEpoch,
     ) -> bool {
         let claimed = claims(info);
-        if history && !self.merged.contains(&from) && !observes(info) && claimed > ceiling {
+        if history
+            && !self.keyed
+            && !self.merged.contains(&from)
+            && !observes(info)
+            && claimed > ceiling
+        {
             self.refused.epoch += 1;
             if from == self.local {
                 self.reannounce = true;

@@ -104,8 +104,10 @@
 //!   know of (rule 6 of the core, which keeps an outsider from claiming a
 //!   newer history). After members died one after another, the later
 //!   ones knew later components: start them first (the last one to die
-//!   first), or all at once; one that knows more than the members already
-//!   back waits outside until they restart.
+//!   first); one that knows more than the members already back waits
+//!   outside until they restart. In a keyed group
+//!   ([`ReplicaConfig::key`]) every sender holds the key, so such a claim
+//!   is trusted and the replicas may come back in any order.
 //! - A view holding a majority of the last primary component but not its
 //!   state — its holders crashed with `NodeDown`, which cannot be told from
 //!   a partition — stays non-primary rather than guess; so does a minority.

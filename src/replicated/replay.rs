@@ -41,16 +41,7 @@ use crate::wire::Codec;
 /// (the encoding of a capture) and `Closed`.
 pub fn replay<S: StateMachine>(recording: &Recording, config: &ReplicaConfig) -> Vec<Replayed> {
     let mut codec = Codec::new(config.max_message_size).reading(config.protocol_versions);
-    let mut core = ReplicaCore::<S>::new(
-        recording.local,
-        codec,
-        config.delivery,
-        config.max_snapshot_size,
-        config.max_held,
-        config.found_group,
-    )
-    .with_versions(config.protocol_versions)
-    .with_role(config.role);
+    let mut core = ReplicaCore::<S>::from_config(recording.local, codec, config);
     let mut out = Vec::new();
     let mut state = core.state_id();
     for (position, entry) in recording.entries.iter().enumerate() {

@@ -125,16 +125,7 @@ impl<S: StateMachine> ReplicaActor<S> {
         let local = conn.local();
         let span = crate::spans::runtime(crate::spans::Protocol::Replica, conn.group(), local);
         let telemetry = ReplicaTelemetry::new(conn.group(), local);
-        let mut core = ReplicaCore::new(
-            local,
-            codec,
-            config.delivery,
-            config.max_snapshot_size,
-            config.max_held,
-            config.found_group,
-        )
-        .with_versions(config.protocol_versions)
-        .with_role(config.role);
+        let mut core = ReplicaCore::from_config(local, codec, &config);
         let keeper = match &config.data_dir {
             Some(dir) => Some(Box::new(Self::recover(dir, &config, &mut core)?)),
             None => None,
