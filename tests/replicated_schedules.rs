@@ -14,8 +14,14 @@
 //!   history died (only the initial replicas may found a group; later ones
 //!   join an existing one).
 //!
-//! `SIM_SEEDS=n` changes how many seeds run (default 200), `SIM_SEED=s`
-//! replays one; a failure names its seed.
+//! A third run gives every replica a data directory (and the group a key):
+//! after the schedule every process is killed at once, and one new process
+//! per directory comes back, in a seeded order. The same checks hold, and
+//! the group must be primary again at the end — in memory, every state
+//! would be gone.
+//!
+//! `SIM_SEEDS=n` changes how many seeds run (default 200; 60 for the
+//! durable run), `SIM_SEED=s` replays one; a failure names its seed.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,14 +53,33 @@ struct World {
     held: BTreeMap<Member, BTreeSet<u64>>,
     config: ReplicaConfig,
     log: Vec<String>,
+    /// Durable runs: where the data directories are, and how many were
+    /// handed out (one per replica started, in order).
+    durable: Option<(std::path::PathBuf, Rc<RefCell<usize>>)>,
 }
 
 impl World {
     /// Starts a replica; only `founder`s may start a new history.
     fn start(&self, conn: actix_cpg::transport::sim::SimConnection, founder: bool) {
+        let dir = self.durable.as_ref().map(|(base, next)| {
+            let mut next = next.borrow_mut();
+            *next += 1;
+            base.join(format!("r{}", *next - 1))
+        });
+        self.start_on(conn, founder, dir);
+    }
+
+    /// Starts a replica on the data directory `dir` (durable runs).
+    fn start_on(
+        &self,
+        conn: actix_cpg::transport::sim::SimConnection,
+        founder: bool,
+        dir: Option<std::path::PathBuf>,
+    ) {
         let replicas = self.replicas.clone();
         let config = ReplicaConfig {
             found_group: founder,
+            data_dir: dir,
             ..self.config.clone()
         };
         actix::spawn(async move {
@@ -133,9 +158,26 @@ async fn settle(world: &World) -> Result<(), String> {
     }
 }
 
-async fn run(seed: u64, delivery: Delivery) -> Result<Stats, String> {
+/// A scratch directory for one durable schedule, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn run(seed: u64, delivery: Delivery, durable: bool) -> Result<Stats, String> {
     let mut rng = SimRng::new(seed ^ 0x0005_1A7E_5EED);
     let nodes = 3 + rng.below(3) as u32;
+    let scratch = durable.then(|| {
+        let dir = std::env::temp_dir().join(format!(
+            "acpg-schedules-{}-{seed}-{delivery:?}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Scratch(dir)
+    });
     let mut world = World {
         cluster: SimCluster::builder(nodes)
             .max_backlog(4 + rng.below(12) as usize)
@@ -147,9 +189,20 @@ async fn run(seed: u64, delivery: Delivery) -> Result<Stats, String> {
         config: ReplicaConfig {
             delivery,
             chunk_size: 64,
+            // A durable group is keyed: a replica back from its disk may
+            // claim a later primary than those back before it (module docs
+            // of `replicated`).
+            key: durable.then(|| actix_cpg::auth::GroupKey::from_passphrase("schedules")),
+            // Processes die here, machines do not: what was written survives.
+            sync: actix_cpg::replicated::SyncPolicy::Never,
+            snapshot_every: 16,
+            learn_timeout: Duration::from_millis(50),
             ..ReplicaConfig::default()
         },
         log: Vec::new(),
+        durable: scratch
+            .as_ref()
+            .map(|s| (s.0.clone(), Rc::new(RefCell::new(0)))),
     };
     let group = GroupName::new("ledger").expect("name");
     for node in 1..=nodes.min(3) {
@@ -196,7 +249,39 @@ async fn run(seed: u64, delivery: Delivery) -> Result<Stats, String> {
         let _ = world.cluster.restart_node(node);
     }
     world.log.push("heal, restart every node".into());
-    if world.live().is_empty() {
+    if let Some((base, handed)) = world.durable.clone() {
+        // Every process dies at once, wherever the group is (commands,
+        // installs and transfers in flight); one new process per directory
+        // comes back, in a seeded order, on a seeded node.
+        let all: Vec<Replica<Ledger>> = world.replicas.borrow_mut().drain(..).collect();
+        for r in &all {
+            let _ = world.cluster.kill_process(r.local());
+        }
+        for r in &all {
+            while r.inspect().await.is_ok() {
+                turn().await;
+            }
+        }
+        let mut dirs: Vec<usize> = (0..*handed.borrow()).collect();
+        for i in (1..dirs.len()).rev() {
+            dirs.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        world
+            .log
+            .push(format!("kill every process; back in order {dirs:?}"));
+        for i in dirs {
+            let node = NodeId(1 + rng.below(u64::from(nodes)) as u32);
+            let conn = world
+                .cluster
+                .process(node)
+                .expect("up")
+                .join(&group)
+                .expect("join");
+            world.start_on(conn, false, Some(base.join(format!("r{i}"))));
+            turn().await;
+        }
+    }
+    if world.live().is_empty() && world.durable.is_none() {
         let conn = world
             .cluster
             .process(NodeId(1))
@@ -212,6 +297,19 @@ async fn run(seed: u64, delivery: Delivery) -> Result<Stats, String> {
         world.start(conn, false);
     }
     settle(&world).await?;
+    if world.durable.is_some() {
+        // Back from their disks: primary again.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !world.live().iter().all(|r| r.status().primary) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "not primary again after the restart from disk: {:#?}",
+                    world.live().iter().map(|r| r.status()).collect::<Vec<_>>()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 
     let live = world.live();
     let mut states = Vec::new();
@@ -319,22 +417,26 @@ fn conn_member(conn: &actix_cpg::transport::sim::SimConnection) -> Member {
     conn.local()
 }
 
-fn seeds() -> Vec<u64> {
+fn seeds(default: u64) -> Vec<u64> {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         return vec![seed];
     }
     let count = std::env::var("SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200u64);
+        .unwrap_or(default);
     (0..count).collect()
 }
 
 fn check_all(delivery: Delivery) {
+    check_runs(delivery, false, 200);
+}
+
+fn check_runs(delivery: Delivery, durable: bool, default_seeds: u64) {
     let mut total = Stats::default();
     let (mut runs, mut primary_at_end) = (0usize, 0usize);
-    for seed in seeds() {
-        match simulated().block_on(run(seed, delivery)) {
+    for seed in seeds(default_seeds) {
+        match simulated().block_on(run(seed, delivery, durable)) {
             Ok(stats) => {
                 if stats.replaced_alive > 0 {
                     println!("seed {seed}: {stats:?}");
@@ -355,7 +457,10 @@ fn check_all(delivery: Delivery) {
             }
         }
     }
-    println!("{delivery:?}: {runs} schedules, {primary_at_end} ended primary; {total:?}");
+    println!(
+        "{delivery:?}{}: {runs} schedules, {primary_at_end} ended primary; {total:?}",
+        if durable { ", durable" } else { "" }
+    );
     assert!(
         runs < 10 || primary_at_end * 4 > runs,
         "too few schedules end in a primary component to check much"
@@ -374,6 +479,11 @@ fn agreed_delivery_survives_seeded_fault_schedules() {
 #[test]
 fn safe_delivery_survives_seeded_fault_schedules() {
     check_all(Delivery::Safe);
+}
+
+#[test]
+fn durable_safe_replicas_come_back_from_disk_after_every_process_is_killed() {
+    check_runs(Delivery::Safe, true, 60);
 }
 
 use crate::support::simulated;

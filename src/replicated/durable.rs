@@ -348,7 +348,7 @@ impl Store {
         body.extend_from_slice(&head);
         body.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         body.extend_from_slice(bytes);
-        write_blob(&self.dir, "snapshot", SNAPSHOT_MAGIC, &body)?;
+        write_blob(&self.dir, "snapshot", SNAPSHOT_MAGIC, &body, self.syncs())?;
         // The snapshot is durable: the log before it is not needed. A crash
         // before this truncation leaves entries at or below the snapshot,
         // which recovery skips.
@@ -360,7 +360,9 @@ impl Store {
         self.log
             .seek(io::SeekFrom::End(0))
             .map_err(io_error(&path))?;
-        self.log.sync_all().map_err(io_error(&path))?;
+        if self.syncs() {
+            self.log.sync_all().map_err(io_error(&path))?;
+        }
         self.last = Some(id);
         self.unsynced = false;
         Ok(())
@@ -371,7 +373,13 @@ impl Store {
         let mut body = Vec::with_capacity(8 + bytes.len());
         body.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         body.extend_from_slice(bytes);
-        write_blob(&self.dir, "meta", META_MAGIC, &body)
+        write_blob(&self.dir, "meta", META_MAGIC, &body, self.syncs())
+    }
+
+    /// Whether this store calls `fsync` at all ([`SyncPolicy::Never`]
+    /// does not: snapshots and meta are still replaced atomically).
+    fn syncs(&self) -> bool {
+        self.sync != SyncPolicy::Never
     }
 }
 
@@ -400,7 +408,15 @@ fn lock(dir: &Path) -> Result<File, StoreError> {
 }
 
 /// Writes `magic | body | digest` to `dir/name` atomically.
-fn write_blob(dir: &Path, name: &str, magic: &[u8; 8], body: &[u8]) -> Result<(), StoreError> {
+/// With `sync` it is durable on return; without, the rename still makes
+/// it whole or absent to any reader, but a machine crash may lose it.
+fn write_blob(
+    dir: &Path,
+    name: &str,
+    magic: &[u8; 8],
+    body: &[u8],
+    sync: bool,
+) -> Result<(), StoreError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
     let mut all = Vec::with_capacity(magic.len() + body.len() + 32);
@@ -410,9 +426,14 @@ fn write_blob(dir: &Path, name: &str, magic: &[u8; 8], body: &[u8]) -> Result<()
     all.extend_from_slice(&sum);
     let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
     file.write_all(&all).map_err(io_error(&tmp))?;
-    file.sync_all().map_err(io_error(&tmp))?;
+    if sync {
+        file.sync_all().map_err(io_error(&tmp))?;
+    }
     fs::rename(&tmp, &path).map_err(io_error(&path))?;
-    sync_dir(dir)
+    if sync {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// The body of `path` (between its magic and its digest), if it exists.
