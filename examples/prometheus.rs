@@ -34,6 +34,9 @@ use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde::{Deserialize, Serialize};
 
+#[path = "support/logs.rs"]
+mod logs;
+
 /// Serves the metrics of a small simulated group over HTTP.
 #[derive(Parser)]
 struct Args {
@@ -139,6 +142,7 @@ async fn member(cluster: &SimCluster, node: u32) -> Result<Member, Box<dyn std::
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init();
     let args = Args::parse();
     let addr = resolve(args.listen)?;
     // Outside the actix system: the exporter serves from a thread of its own.
