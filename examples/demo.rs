@@ -46,6 +46,9 @@ mod support;
 #[path = "support/observe.rs"]
 mod observe;
 
+#[path = "support/logs.rs"]
+mod logs;
+
 /// The actix-cpg tour: a three-member group as an actor registry.
 ///
 /// Three members register actors under group-wide names, race for one name,
@@ -387,6 +390,7 @@ mod real {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init();
     let Cli {
         corosync,
         member,

@@ -20,6 +20,9 @@ use tokio::time::{timeout, Duration};
 #[path = "support/observe.rs"]
 mod observe;
 
+#[path = "support/logs.rs"]
+mod logs;
+
 /// The leader `election`'s member names once it has installed a view of
 /// `size` members led by someone other than `gone` (and, if it is the
 /// leader itself, acts as leader: that also needs its node's quorum).
@@ -45,6 +48,7 @@ async fn leader_seen(
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    logs::init();
     let observe = observe::Observe::parse("One leader of three; its process killed, another elected with a greater epoch (sim backend).");
     let cluster = SimCluster::new(3);
     let name = GroupName::new("elect-a-leader")?;

@@ -35,6 +35,9 @@ mod support;
 #[path = "support/observe.rs"]
 mod observe;
 
+#[path = "support/logs.rs"]
+mod logs;
+
 /// Failover time of a supervised child on the real 3-node cluster, next to
 /// the bare CPG detection time, measured in the same run.
 ///
@@ -539,6 +542,7 @@ mod member {
 }
 
 fn main() {
+    logs::init();
     let Cli {
         rounds,
         member,

@@ -32,6 +32,9 @@ use actix_cpg::{
     TransportError, TransportEvent,
 };
 
+#[path = "support/logs.rs"]
+mod logs;
+
 type Error = Box<dyn std::error::Error>;
 
 /// Asks an echo actor to answer with the same text. The tag is part of the
@@ -279,6 +282,7 @@ fn write(out: &Path, target: &str, tag: &str, stream: &Stream) -> Result<(), Err
 }
 
 fn main() -> Result<(), Error> {
+    logs::init();
     let out = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)

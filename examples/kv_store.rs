@@ -42,8 +42,9 @@
 //! `--record FILE` records each replica's stream (FILE.1, FILE.2, ... in
 //! the order they start); a replica's recording replays with its state
 //! machine, which this example has: `kv_store --replay FILE.3`. `--show`
-//! prints each replica's metrics and status at the end (a `--member`
-//! replica: on stderr, once its stdin closes).
+//! prints each replica's metrics and `inspect()` snapshot (its state id,
+//! and whether the replicas agree) at the end (a `--member` replica: on
+//! stderr, once its stdin closes).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -60,6 +61,9 @@ mod support;
 
 #[path = "support/observe.rs"]
 mod observe;
+
+#[path = "support/logs.rs"]
+mod logs;
 
 /// A replicated key-value service: every member holds the whole map and
 /// every command takes its place in the group's total order.
@@ -717,6 +721,7 @@ mod real {
 }
 
 fn main() -> Result<(), String> {
+    logs::init();
     let cli = Cli::parse();
     let (safe, listen, observe) = (cli.safe, cli.listen, cli.observe);
     if let Some(path) = cli.replay {

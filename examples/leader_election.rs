@@ -30,7 +30,7 @@
 //!
 //! `--record FILE` records each member's stream (FILE.1, FILE.2, ... in the
 //! order they start; `acpg replay FILE.1` prints its decisions); `--show`
-//! prints each member's status at the end (a member process of the real
+//! prints each member's `inspect()` snapshot at the end (a member process of the real
 //! cluster, which is killed rather than stopped: on stderr after every
 //! view change).
 
@@ -49,6 +49,9 @@ mod support;
 
 #[path = "support/observe.rs"]
 mod observe;
+
+#[path = "support/logs.rs"]
+mod logs;
 
 /// Leader election with fencing epochs, and how long a hand-over takes.
 ///
@@ -418,8 +421,8 @@ mod real {
     }
 
     /// One member process: prints its events on stdout (and, with
-    /// `--show`, its status on stderr after every view change: the parent
-    /// kills it rather than stopping it).
+    /// `--show`, its `inspect()` snapshot on stderr after every view
+    /// change: the parent kills it rather than stopping it).
     pub async fn member_process(observe: observe::Observe) -> Result<(), String> {
         let name = GroupName::new(GROUP).map_err(|e| e.to_string())?;
         let conn = Corosync::new().join(&name).map_err(|e| e.to_string())?;
@@ -442,6 +445,7 @@ mod real {
 }
 
 fn main() -> Result<(), String> {
+    logs::init();
     let Cli {
         rounds,
         corosync,

@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 #[path = "support/observe.rs"]
 mod observe;
 
+#[path = "support/logs.rs"]
+mod logs;
+
 #[derive(Default, Debug, PartialEq)]
 struct Bank(BTreeMap<String, u64>);
 
@@ -87,6 +90,7 @@ struct Cli {
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init();
     let Cli { observe, replay } = Cli::parse();
     if let Some(path) = replay {
         return Ok(observe::replay_replica::<Bank>(&path)?);

@@ -18,6 +18,18 @@
 //! `--listen 127.0.0.1:0` picks a free port. Either way the first line on
 //! stdout is the address served (`127.0.0.1:9464`), so a script or a test
 //! can read it. It runs until killed, or for `--for SECS`.
+//!
+//! On the real 3-node corosync cluster (as root, after `bash
+//! scripts/cluster.sh up`): one member process per node, each in its
+//! node's network namespace and serving its own metrics on that
+//! namespace's loopback (`--listen`, default a free port); the member on
+//! node 3 joins a second after the others. The run prints where each one
+//! serves, to be scraped from inside its namespace:
+//!
+//! ```text
+//! cargo run --features metrics,corosync --example prometheus -- --corosync --listen 127.0.0.1:9464
+//! ip netns exec acpg-n2 curl -s 127.0.0.1:9464/metrics | grep acpg_members
+//! ```
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,7 +46,12 @@ use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde::{Deserialize, Serialize};
 
-/// Serves the metrics of a small simulated group over HTTP.
+#[path = "support/logs.rs"]
+mod logs;
+mod support;
+
+/// Serves the metrics of a small group over HTTP: simulated, or on the
+/// real cluster with `--corosync`.
 #[derive(Parser)]
 struct Args {
     /// Where to serve the metrics: a loopback address; port 0 picks one.
@@ -43,6 +60,15 @@ struct Args {
     /// Stop after this many seconds (default: run until killed).
     #[arg(long = "for")]
     for_secs: Option<u64>,
+    /// Run on the real 3-node corosync cluster, one member process per
+    /// node in its namespace, each serving its own metrics (as root, after
+    /// `bash scripts/cluster.sh up`).
+    #[arg(long)]
+    corosync: bool,
+    /// Be the member on node N: what the `--corosync` run starts in each
+    /// node's namespace.
+    #[arg(long, value_name = "N", hide = true)]
+    member: Option<u32>,
 }
 
 /// Histogram buckets (seconds): from a fast local call to a slow failover.
@@ -99,15 +125,16 @@ fn resolve(listen: SocketAddr) -> std::io::Result<SocketAddr> {
     std::net::TcpListener::bind(listen)?.local_addr()
 }
 
-/// One member: the group, its replica and its election, on `node`.
+/// One member: the group, its replica and its election.
 struct Member {
     group: Group,
     replica: Replica<KvStore>,
     _election: Election,
 }
 
-async fn member(cluster: &SimCluster, node: u32) -> Result<Member, Box<dyn std::error::Error>> {
-    let process = cluster.process(NodeId(node))?;
+/// A member joining through `process` (a sim process, or the corosync
+/// daemon of the namespace it runs in).
+async fn member<T: Transport>(process: &T) -> Result<Member, Box<dyn std::error::Error>> {
     let group = Group::start(
         process.join(&GroupName::new("metrics-demo")?)?,
         GroupConfig::default(),
@@ -138,30 +165,71 @@ async fn member(cluster: &SimCluster, node: u32) -> Result<Member, Box<dyn std::
     })
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
-    let addr = resolve(args.listen)?;
+/// Serves the metrics of this process on `listen` (port 0: a free one)
+/// and prints the address served.
+fn serve(listen: SocketAddr) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let addr = resolve(listen)?;
     // Outside the actix system: the exporter serves from a thread of its own.
     PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(BUCKETS)?
         .install()?;
     println!("{addr}");
-    actix::System::new().block_on(run(args.for_secs.map(Duration::from_secs)))
+    Ok(addr)
 }
 
-async fn run(limit: Option<Duration>) -> Result<(), Box<dyn std::error::Error>> {
-    let cluster = SimCluster::new(3);
-    let first = member(&cluster, 1).await?;
-    let second = member(&cluster, 2).await?;
-    first
-        .group
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init();
+    let args = Args::parse();
+    let limit = args.for_secs.map(Duration::from_secs);
+    #[cfg(feature = "corosync")]
+    {
+        if let Some(node) = args.member {
+            serve(args.listen)?;
+            return actix::System::new().block_on(real::member(node, limit));
+        }
+        if args.corosync {
+            return real::orchestrate(&args);
+        }
+    }
+    #[cfg(not(feature = "corosync"))]
+    if args.corosync || args.member.is_some() {
+        return Err("the real backend needs `--features metrics,corosync`".into());
+    }
+    serve(args.listen)?;
+    actix::System::new().block_on(run(limit))
+}
+
+/// The counter actor, registered by the first member.
+async fn register_counter(group: &Group) -> Result<(), Box<dyn std::error::Error>> {
+    group
         .register(
             "counter",
             Handlers::new(Counter::default().start()).with::<Add>(),
         )
         .await?;
-    let counter = second.group.remote::<Add>("counter");
+    Ok(())
+}
+
+/// One tick of load from `member`: a call to the counter, and a put of
+/// what it answered.
+async fn tick(member: &Member, n: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let total = member.group.remote::<Add>("counter").send(Add(1)).await?;
+    member
+        .replica
+        .execute(KvCommand::Put {
+            key: format!("k{}", n % 100),
+            value: total.to_string(),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn run(limit: Option<Duration>) -> Result<(), Box<dyn std::error::Error>> {
+    let cluster = SimCluster::new(3);
+    let first = member(&cluster.process(NodeId(1))?).await?;
+    let second = member(&cluster.process(NodeId(2))?).await?;
+    register_counter(&first.group).await?;
     let started = tokio::time::Instant::now();
     let mut third = None;
     let mut n = 0u64;
@@ -170,18 +238,107 @@ async fn run(limit: Option<Duration>) -> Result<(), Box<dyn std::error::Error>> 
             return Ok(());
         }
         if third.is_none() && started.elapsed() >= Duration::from_secs(1) {
-            third = Some(member(&cluster, 3).await?);
+            third = Some(member(&cluster.process(NodeId(3))?).await?);
             println!("a third member joined");
         }
         n += 1;
-        let total = counter.send(Add(1)).await?;
-        second
-            .replica
-            .execute(KvCommand::Put {
-                key: format!("k{}", n % 100),
-                value: total.to_string(),
-            })
-            .await?;
+        tick(&second, n).await?;
         tokio::time::sleep(TICK).await;
+    }
+}
+
+#[cfg(feature = "corosync")]
+mod real {
+    //! The same members, one OS process per node of the test cluster
+    //! (`scripts/cluster.sh`), each serving its own metrics.
+
+    use super::*;
+    use actix_cpg::transport::corosync::Corosync;
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    /// Parent: start a member on each node (node 3 a second later), say
+    /// where each serves, relay their output until `--for` ends or the
+    /// parent is killed.
+    pub fn orchestrate(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let mut children = Vec::new();
+        for node in 1..=3u32 {
+            if node == 3 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let mut command = crate::support::member_command(node)?;
+            command
+                .args(["--member", &node.to_string()])
+                .args(["--listen", &args.listen.to_string()]);
+            if let Some(secs) = args.for_secs {
+                command.args(["--for", &secs.to_string()]);
+            }
+            let mut child = command.stdout(Stdio::piped()).spawn()?;
+            let out = child.stdout.take().ok_or("no stdout")?;
+            let mut lines = BufReader::new(out).lines().map_while(Result::ok);
+            // A member's first line is the address it serves.
+            let addr = lines.next().ok_or("a member ended before serving")?;
+            println!(
+                "node {node}: metrics on {addr} in namespace acpg-n{node} \
+                 (ip netns exec acpg-n{node} curl -s {addr}/metrics)"
+            );
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in lines {
+                    let _ = tx.send(format!("node {node}: {line}"));
+                }
+            });
+            children.push(child);
+        }
+        drop(tx);
+        // Ends when every member has ended (`--for`), or never.
+        for line in rx {
+            println!("{line}");
+        }
+        for mut child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// Child: the member on `node`; node 1 hosts the counter, every member
+    /// calls it and puts what it answered.
+    pub async fn member(
+        node: u32,
+        limit: Option<Duration>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let me = super::member(&Corosync::new()).await?;
+        println!("{} joined", me.group.local());
+        if node == 1 {
+            register_counter(&me.group).await?;
+        }
+        let started = tokio::time::Instant::now();
+        let mut n = 0u64;
+        let mut paused: Option<String> = None;
+        while limit.is_none_or(|limit| started.elapsed() < limit) {
+            n += 1;
+            // Until node 1 has registered the counter, and while a view
+            // changes, a call or a put can fail; the load goes on.
+            match tick(&me, n).await {
+                Ok(()) => {
+                    if paused.take().is_some() {
+                        println!("load going again");
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if paused.as_ref() != Some(&e) {
+                        println!("load paused: {e}");
+                        paused = Some(e);
+                    }
+                }
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        // The others' calls fail from now on if this is node 1.
+        println!("{} ends (--for)", me.group.local());
+        Ok(())
     }
 }

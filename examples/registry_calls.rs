@@ -20,6 +20,9 @@ use tokio::time::{timeout, Duration};
 #[path = "support/observe.rs"]
 mod observe;
 
+#[path = "support/logs.rs"]
+mod logs;
+
 /// Asks an actor where it runs; the reply is its host.
 #[derive(Message, Serialize, Deserialize, RemoteMessage)]
 #[rtype(result = "Member")]
@@ -47,6 +50,7 @@ async fn serve(group: &Group, name: &str) -> Result<(), GroupError> {
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init();
     let observe = observe::Observe::parse("The group as an actor registry: calls by name, a race for a name, a host leaving (sim backend).");
     let cluster = SimCluster::new(3);
     let name = GroupName::new("registry-calls")?;

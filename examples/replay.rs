@@ -36,6 +36,9 @@ use clap::Parser;
 #[path = "support/observe.rs"]
 mod observe;
 
+#[path = "support/logs.rs"]
+mod logs;
+
 /// Replays a recorded ordered stream and prints every decision the member
 /// took, in order. Without FILE, records a short supervised scenario on
 /// the sim backend and replays that.
@@ -126,6 +129,7 @@ async fn record_sample(observe: &observe::Observe) -> Result<PathBuf, Box<dyn st
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init();
     let Cli { file, observe } = Cli::parse();
     let path = match file {
         Some(p) => p,

@@ -21,6 +21,9 @@ use tokio::time::{timeout, Duration};
 #[path = "support/observe.rs"]
 mod observe;
 
+#[path = "support/logs.rs"]
+mod logs;
+
 /// The worker's group-wide name ([`actix_cpg::child_name`]): its tree, then
 /// its id (a per-node child adds `@node2`, a per-member one `@node2/1007`).
 const WORKER: &str = "jobs/ingest";
@@ -61,6 +64,7 @@ async fn next_host(events: &mut Receiver<GroupEvent>) -> Result<Member, &'static
 
 #[actix::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init();
     let observe = observe::Observe::parse(
         "A supervised worker restarted on another member when its host is killed (sim backend).",
     );

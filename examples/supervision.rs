@@ -54,6 +54,9 @@ mod support;
 #[path = "support/observe.rs"]
 mod observe;
 
+#[path = "support/logs.rs"]
+mod logs;
+
 /// A supervision tree spread over a three-member group, and what it does
 /// when members fail.
 ///
@@ -330,6 +333,7 @@ mod real {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs::init();
     let Cli {
         corosync,
         member,

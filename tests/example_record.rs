@@ -1,12 +1,13 @@
 //! A shipped example run with `--record FILE` writes one recording per
-//! member, and replaying them reproduces what the example printed live.
+//! member, and replaying them reproduces what the example printed live;
+//! `--show` prints each member's `inspect()` snapshot.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use actix_cpg::election::replay;
+use actix_cpg::election::{replay, ElectionInspection};
 use actix_cpg::record::{Protocol, Recording};
-use actix_cpg::ElectionConfig;
+use actix_cpg::{ElectionConfig, GROUP_ELECTION};
 
 /// The path of example `name`, built with this test's features and
 /// profile. `cargo test` builds the examples along with the tests; a run
@@ -53,6 +54,20 @@ fn after<'a>(out: &'a str, what: &str) -> &'a str {
     rest.split(')').next().unwrap_or(rest).trim()
 }
 
+/// The `inspect()` snapshot `--show` printed for `member`: the indented
+/// JSON after its `-- MEMBER: inspect()` line, up to the next `-- ` line.
+fn inspection(out: &str, member: &str) -> ElectionInspection {
+    let head = format!("-- {member}: inspect()");
+    let json: Vec<&str> = out
+        .lines()
+        .skip_while(|l| *l != head)
+        .skip(1)
+        .take_while(|l| !l.starts_with("-- "))
+        .collect();
+    serde_json::from_str(&json.join("\n"))
+        .unwrap_or_else(|e| panic!("no inspection of {member} ({e}) in {out}"))
+}
+
 #[test]
 fn an_example_run_with_record_writes_recordings_that_replay_to_what_it_printed() {
     let dir = std::env::temp_dir().join(format!("acpg-example-record-{}", std::process::id()));
@@ -85,9 +100,28 @@ fn an_example_run_with_record_writes_recordings_that_replay_to_what_it_printed()
         .unwrap_or_default()
         .to_owned();
     let second_epoch = after(second_line, " leads with epoch ").to_owned();
+    // `--show` printed each survivor's `inspect()`: the group's leader
+    // and epoch there are the ones the example printed.
+    let shown = inspection(&out, &second_leader);
+    let group = shown
+        .election(GROUP_ELECTION)
+        .unwrap_or_else(|| panic!("no group election in {shown:#?}"));
+    assert_eq!(
+        group.leader.map(|m| m.to_string()).as_deref(),
+        Some(second_leader.as_str()),
+        "{shown:#?}"
+    );
+    assert_eq!(
+        group.epoch.map(|e| e.to_string()).as_deref(),
+        Some(second_epoch.as_str()),
+        "{shown:#?}"
+    );
     assert!(
-        out.contains(&format!("-- {second_leader}: status()")),
-        "{out}"
+        !shown
+            .members
+            .iter()
+            .any(|m| m.member.to_string() == first_leader),
+        "the killed leader is gone: {shown:#?}"
     );
 
     let mut replayed = Vec::new();

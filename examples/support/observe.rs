@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use actix_cpg::{Election, Group, Replica, StateMachine};
+use actix_cpg::{Election, Group, Replica, ReplicaObserver, StateMachine};
 
 /// What to keep of a run: flatten it into an example's command line
 /// (`#[command(flatten)]`), or [`Observe::parse`] it alone.
@@ -27,9 +27,9 @@ pub struct Observe {
     /// real cluster, FILE.N for the member on node N).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// At the end, print each member's metrics and snapshot: `inspect()` of
-    /// a group, `metrics()` and `status()` of a replica, `status()` of an
-    /// election.
+    /// At the end, print each member's metrics and snapshot: `metrics()`
+    /// and `inspect()` of a group or a replica, `inspect()` of an election
+    /// (as indented JSON).
     #[arg(long)]
     pub show: bool,
 }
@@ -135,10 +135,7 @@ pub trait Shown {
 impl Shown for Group {
     async fn describe(&self) -> String {
         let metrics = json(&self.metrics());
-        let inspected = match self.inspect().await {
-            Ok(seen) => serde_json::to_string_pretty(&seen).unwrap_or_else(|e| e.to_string()),
-            Err(e) => format!("not available: {e}"),
-        };
+        let inspected = pretty(self.inspect().await);
         format!(
             "-- {}: metrics\n{metrics}\n-- {}: inspect()\n{inspected}",
             self.local(),
@@ -149,72 +146,48 @@ impl Shown for Group {
 
 impl<S: StateMachine> Shown for Replica<S> {
     async fn describe(&self) -> String {
-        let s = self.status();
-        let primary = match s.epoch {
-            Some(epoch) if s.primary => format!("primary (epoch {epoch})"),
-            _ => "not primary".to_owned(),
-        };
-        format!(
-            "-- {}: metrics\n{}\n-- {}: status()\n  members {}, observers {}; {}; {}, {}; \
-             state {} (genesis {:x}); {} outstanding; protocol {:?}; refused {:?}{}",
-            self.local(),
-            json(&self.metrics()),
-            self.local(),
-            list(&s.members),
-            list(&s.observers),
-            if s.installed {
-                "installed"
-            } else {
-                "installing"
-            },
-            primary,
-            if s.holding {
-                "holds the state"
-            } else {
-                "waits for the state"
-            },
-            s.state.applied,
-            s.state.genesis,
-            s.outstanding,
-            s.protocol_version,
-            s.refused,
-            if s.closed { "; closed" } else { "" },
-        )
+        replica_text(self.local(), &self.metrics(), self.inspect().await)
+    }
+}
+
+impl Shown for ReplicaObserver {
+    async fn describe(&self) -> String {
+        replica_text(self.local(), &self.metrics(), self.inspect().await)
     }
 }
 
 impl Shown for Election {
     async fn describe(&self) -> String {
-        let s = self.status();
-        let leaders: Vec<String> = s
-            .leaders
-            .iter()
-            .map(|(name, l)| format!("{name:?} -> {} (epoch {})", l.leader, l.epoch))
-            .collect();
-        let acting: Vec<String> = s.acting.keys().map(|name| format!("{name:?}")).collect();
+        // An election has no counters of its own beyond what `inspect()`
+        // holds (its refusals and unauthenticated drops).
         format!(
-            "-- {}: status()\n  members {}; {}; leaders [{}]; acts as leader of [{}]; \
-             locally quorate: {}; refused {:?}; dropped unauthenticated {}{}",
+            "-- {}: inspect()\n{}",
             self.local(),
-            list(&s.members),
-            if s.installed {
-                "installed"
-            } else {
-                "installing"
-            },
-            leaders.join(", "),
-            acting.join(", "),
-            s.locally_quorate,
-            s.refused,
-            self.dropped_unauthenticated(),
-            if s.closed { "; closed" } else { "" },
+            pretty(self.inspect().await)
         )
     }
 }
 
-fn list(members: &[actix_cpg::Member]) -> String {
-    let names: Vec<String> = members.iter().map(ToString::to_string).collect();
-    format!("[{}]", names.join(", "))
+/// A replica's (or a replica observer's) metrics, then its `inspect()`:
+/// the state id it holds and whether the participants agree.
+fn replica_text(
+    local: actix_cpg::Member,
+    metrics: &impl serde::Serialize,
+    inspected: Result<actix_cpg::ReplicaInspection, actix_cpg::ReplicaError>,
+) -> String {
+    format!(
+        "-- {local}: metrics\n{}\n-- {local}: inspect()\n{}",
+        json(metrics),
+        pretty(inspected)
+    )
+}
+
+/// A snapshot as indented JSON, or why there is none.
+fn pretty<T: serde::Serialize, E: std::fmt::Display>(inspected: Result<T, E>) -> String {
+    match inspected {
+        Ok(seen) => serde_json::to_string_pretty(&seen).unwrap_or_else(|e| e.to_string()),
+        Err(e) => format!("not available: {e}"),
+    }
 }
 
 fn json(value: &impl serde::Serialize) -> String {

@@ -20,7 +20,7 @@
 //!                          (protocol messages this replica refused, by cause)
 //!  digest                  DIGEST APPLIED KEYS HASH
 //!  wait-primary            PRIMARY EPOCH
-//!  show                    SHOW metrics={json} status=...   (see `crate::observe`)
+//!  show                    SHOW {inspect() as JSON}   (see `crate::observe`)
 //!  any failed request      ERR REASON             (not-primary, uncertain, ...)
 //! ```
 //!
@@ -180,7 +180,7 @@ pub async fn serve_lines(
                     Err(e) => format_error(&e),
                 });
             }
-            Ok(Request::Show) => say(crate::observe::replica_line(&replica)),
+            Ok(Request::Show) => say(crate::observe::replica_line(&replica).await),
             Ok(Request::Status) => {
                 let s = replica.status();
                 say(format!(

@@ -9,10 +9,13 @@
 //!   (`leave`, or the end of its input). The `show` command prints the
 //!   same line at any time, flag or not.
 //!
-//! A `SHOW` line is one line, as every protocol line: a group member's is
-//! `SHOW {json}`, its `Group::inspect()` (which holds its metrics); a
-//! replica's `SHOW metrics={json} status={debug}`, an election member's
-//! `SHOW status={debug}` (they get `inspect()` later).
+//! A `SHOW` line is one line, as every protocol line: `SHOW {json}`, the
+//! member's `inspect()` as one JSON object — `Group::inspect()` of a group
+//! member, `Replica::inspect()` of a replica (its state id, each member's
+//! announced state and whether the participants agree),
+//! `Election::inspect()` of an election member — each holding the
+//! member's counters; or `SHOW error REASON` when the runtime cannot
+//! answer (it has stopped).
 
 use std::path::PathBuf;
 
@@ -49,24 +52,25 @@ impl Observe {
 
 /// A group member's `SHOW` line: its `inspect()` as JSON, or why not.
 pub async fn group_line(group: &Group) -> String {
-    match group.inspect().await {
-        Ok(seen) => match serde_json::to_string(&seen) {
-            Ok(json) => format!("SHOW {json}"),
-            Err(e) => format!("SHOW error {e}"),
-        },
+    line(group.inspect().await)
+}
+
+/// A replica's `SHOW` line: its `inspect()` as JSON, or why not.
+pub async fn replica_line<S: StateMachine>(replica: &Replica<S>) -> String {
+    line(replica.inspect().await)
+}
+
+/// An election member's `SHOW` line: its `inspect()` as JSON, or why not.
+pub async fn election_line(election: &Election) -> String {
+    line(election.inspect().await)
+}
+
+fn line<T: serde::Serialize, E: std::fmt::Display>(inspected: Result<T, E>) -> String {
+    match inspected.map(|seen| serde_json::to_string(&seen)) {
+        Ok(Ok(json)) => format!("SHOW {json}"),
+        Ok(Err(e)) => format!("SHOW error {e}"),
         Err(e) => format!("SHOW error {e}"),
     }
-}
-
-/// A replica's `SHOW` line: its metrics as JSON and its status.
-pub fn replica_line<S: StateMachine>(replica: &Replica<S>) -> String {
-    let metrics = serde_json::to_string(&replica.metrics()).unwrap_or_else(|e| e.to_string());
-    format!("SHOW metrics={metrics} status={:?}", replica.status())
-}
-
-/// An election member's `SHOW` line: its status.
-pub fn election_line(election: &Election) -> String {
-    format!("SHOW status={:?}", election.status())
 }
 
 #[cfg(test)]

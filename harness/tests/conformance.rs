@@ -1305,3 +1305,65 @@ async fn an_agent_records_its_stream_and_shows_its_inspection() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// A replica's `show` line (the kv line protocol `rsm-agent kv` serves, on
+/// the sim): one `SHOW` line holding its `inspect()` — the state id it
+/// holds after a write, each member's announced state, and that the
+/// replicas agree.
+#[actix_rt::test]
+async fn a_replica_shows_its_inspection_with_its_state_id_and_agreement() {
+    use actix_cpg::kv::KvStore;
+    use actix_cpg::replicated::ReplicaInspection;
+    use actix_cpg::transport::sim::SimCluster;
+    use actix_cpg::{NodeId, Replica, ReplicaConfig, Transport};
+
+    let cluster = SimCluster::new(2);
+    let name = actix_cpg::GroupName::new(unique_group("replica-show")).unwrap();
+    let mut replicas = Vec::new();
+    for node in 1..=2 {
+        let conn = cluster.process(NodeId(node)).unwrap().join(&name).unwrap();
+        let replica = Replica::<KvStore>::start(conn, ReplicaConfig::default())
+            .await
+            .expect("a replica starts");
+        replicas.push(replica);
+    }
+    let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+    actix::spawn(actix_cpg_harness::kv_lines::serve_lines(
+        replicas[0].clone(),
+        in_rx,
+        out_tx,
+    ));
+    let mut agent = Agent::unready(in_tx, out_rx);
+    agent.member = replicas[0].local().to_string();
+    agent.cmd("wait-primary");
+    agent.expect("PRIMARY ").await;
+    agent.cmd("put k v");
+    agent.expect("OK ").await;
+
+    // The other replica announces its state at the next install round, so
+    // ask until both are in and agree.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let seen = loop {
+        agent.cmd("show");
+        let shown = agent.expect("SHOW ").await;
+        let seen: ReplicaInspection = serde_json::from_str(&shown["SHOW ".len()..])
+            .unwrap_or_else(|e| panic!("{e}: {shown}"));
+        if seen.agreement.agree && seen.members.len() == 2 && seen.state.applied == 1 {
+            break seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never two agreeing replicas with the write: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(seen.local, replicas[0].local());
+    assert!(seen.primary && seen.holding, "{seen:#?}");
+    assert_eq!(seen.state, replicas[0].status().state);
+    let others = replicas[1].inspect().await.expect("inspect");
+    assert_eq!(seen.state, others.state, "{seen:#?}\n{others:#?}");
+    for r in &replicas {
+        r.leave().await.expect("leave");
+    }
+}

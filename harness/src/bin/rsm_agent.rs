@@ -31,7 +31,7 @@
 //!  leader     LEADER member epoch  |  LEADER - -
 //!  refused    REFUSED not_member=N incompatible=N ring_jump=N epoch_jump=N malformed=N
 //!             (election messages this member refused, by cause)
-//!  show       SHOW status=...
+//!  show       SHOW {inspect() as JSON}
 //! ```
 
 use std::io::BufRead;
@@ -83,13 +83,13 @@ async fn kv(
     }
     serve_lines(replica.clone(), input, out.clone()).await;
     if observe.show {
-        let _ = out.send(replica_line(&replica));
+        let _ = out.send(replica_line(&replica).await);
     }
     Ok(())
 }
 
 /// The answer of an `elect` member to one input line.
-fn answer(election: &Election, line: &str) -> String {
+async fn answer(election: &Election, line: &str) -> String {
     match line.trim() {
         "leader" => match election.leader(GROUP_ELECTION) {
             Some(l) => format!("LEADER {} {}", l.leader, l.epoch),
@@ -102,7 +102,7 @@ fn answer(election: &Election, line: &str) -> String {
                 r.not_member, r.incompatible, r.ring_jump, r.epoch_jump, r.malformed
             )
         }
-        "show" => election_line(election),
+        "show" => election_line(election).await,
         other => format!("ERR cannot parse {other:?}"),
     }
 }
@@ -145,12 +145,12 @@ async fn elect(
                             }
                             None => (String::new(), line),
                         };
-                        say(format!("{tag}{}", answer(&election, &body)));
+                        say(format!("{tag}{}", answer(&election, &body).await));
                     }
                     None => {
                         input_open = false;
                         if observe.show {
-                            say(election_line(&election));
+                            say(election_line(&election).await);
                         }
                     }
                 }
@@ -189,7 +189,7 @@ async fn elect(
             }
             ElectionEvent::Closed { error } => {
                 if observe.show && input_open {
-                    say(election_line(&election));
+                    say(election_line(&election).await);
                 }
                 say(format!("CLOSED {error}"));
                 break;
