@@ -4,7 +4,7 @@
 //! network namespace of the test cluster:
 //!
 //! ```text
-//! ip netns exec acpg-n1 target/debug/rsm-agent kv GROUP [--safe] [--join-only] [--versions MIN-MAX] [--record FILE] [--show]
+//! ip netns exec acpg-n1 target/debug/rsm-agent kv GROUP [--safe] [--join-only] [--versions MIN-MAX] [--data-dir DIR] [--sync every|batch|never] [--key PASSPHRASE] [--record FILE] [--show]
 //! ip netns exec acpg-n1 target/debug/rsm-agent elect GROUP [--record FILE] [--show]
 //! ```
 //!
@@ -15,6 +15,11 @@
 //! time (see `actix_cpg_harness::observe`).
 //!
 //! Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+//!
+//! `--data-dir DIR` keeps the kv replica's state in DIR (a restarted agent
+//! comes back with it), written to disk as `--sync` says (default `batch`:
+//! one `fsync` per batch, before the replies); `--key PASSPHRASE` keys the
+//! group (every member needs the same one).
 //!
 //! `--versions MIN-MAX` plays a build speaking those protocol versions
 //! (rolling-upgrade tests); refused by the group, the agent prints
@@ -37,7 +42,9 @@
 use std::io::BufRead;
 use std::time::Instant;
 
+use actix_cpg::auth::GroupKey;
 use actix_cpg::kv::KvStore;
+use actix_cpg::replicated::SyncPolicy;
 use actix_cpg::transport::corosync::Corosync;
 use actix_cpg::wire::Versions;
 use actix_cpg::{
@@ -49,9 +56,18 @@ use actix_cpg_harness::observe::{election_line, replica_line};
 use actix_cpg_harness::{log_to_stderr, Observe};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+/// Where and how a kv replica keeps its state (`--data-dir`, `--sync`,
+/// `--key`).
+struct Durability {
+    data_dir: Option<std::path::PathBuf>,
+    sync: SyncPolicy,
+    key: Option<GroupKey>,
+}
+
 async fn kv(
     group: GroupName,
     (safe, founder, versions): (bool, bool, Versions),
+    durability: Durability,
     observe: Observe,
     input: UnboundedReceiver<String>,
     out: UnboundedSender<String>,
@@ -67,6 +83,9 @@ async fn kv(
         found_group: founder,
         protocol_versions: versions,
         record_to: observe.record,
+        data_dir: durability.data_dir,
+        sync: durability.sync,
+        key: durability.key,
         ..ReplicaConfig::default()
     };
     let replica = Replica::<KvStore>::start(conn, config)
@@ -203,7 +222,7 @@ async fn elect(
 fn main() {
     log_to_stderr();
     const USAGE: &str =
-        "usage: rsm-agent kv|elect GROUP [--safe] [--join-only] [--versions MIN-MAX] [--record FILE] [--show]";
+        "usage: rsm-agent kv|elect GROUP [--safe] [--join-only] [--versions MIN-MAX] [--data-dir DIR] [--sync every|batch|never] [--key PASSPHRASE] [--record FILE] [--show]";
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let observe = Observe::take_from(&mut args).unwrap_or_else(|e| {
         eprintln!("{e}\n{USAGE}");
@@ -260,11 +279,35 @@ fn main() {
             }
         }
     };
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .map(|i| match args.get(i + 1) {
+                Some(v) => v.clone(),
+                None => {
+                    eprintln!("{f} takes a value\n{USAGE}");
+                    std::process::exit(2);
+                }
+            })
+    };
+    let durability = Durability {
+        data_dir: value("--data-dir").map(Into::into),
+        sync: match value("--sync").as_deref() {
+            None | Some("batch") => SyncPolicy::Batch,
+            Some("every") => SyncPolicy::EveryCommand,
+            Some("never") => SyncPolicy::Never,
+            Some(other) => {
+                eprintln!("--sync takes every, batch or never, not {other:?}");
+                std::process::exit(2);
+            }
+        },
+        key: value("--key").map(|p| GroupKey::from_passphrase(&p)),
+    };
     let result = actix::System::new().block_on(async move {
         match mode.as_str() {
             "kv" => {
                 let replica = (safe, founder, versions);
-                kv(group, replica, observe, in_rx, out_tx.clone()).await
+                kv(group, replica, durability, observe, in_rx, out_tx.clone()).await
             }
             "elect" => elect(group, observe, in_rx, out_tx.clone()).await,
             other => Err(format!("unknown mode {other:?}")),
