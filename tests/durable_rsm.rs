@@ -435,3 +435,69 @@ async fn a_damaged_snapshot_stops_the_start() {
         again.err()
     );
 }
+
+/// A disk lost for good: the two replicas back wait for the third forever,
+/// until the operator bootstraps one of them (never done by the library):
+/// then they are primary again with what they held, and the report says
+/// which members were written off.
+#[actix_rt::test]
+async fn after_a_disk_is_lost_the_operator_bootstraps_the_survivors() {
+    let dirs = Scratch::new("bootstrap");
+    let cluster = SimCluster::new(3);
+    let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
+    let mut running = Vec::new();
+    for i in 0..3 {
+        running.push(start(&cluster, i as u32 + 1, cfg(i)).await.expect("start"));
+    }
+    for r in &running {
+        r.replica.wait_primary().await.expect("primary");
+    }
+    let acknowledged = write(&running[0].replica, 0, 6).await;
+    let old: Vec<Member> = running.iter().map(|r| r.replica.local()).collect();
+    kill_all(running).await;
+    std::fs::remove_dir_all(dirs.replica(2)).expect("the disk is lost");
+
+    let mut back = Vec::new();
+    for i in [0usize, 1] {
+        back.push(
+            start(&cluster, i as u32 + 1, cfg(i))
+                .await
+                .expect("restart"),
+        );
+    }
+    until("both installed in one view", async || {
+        let s = back[0].replica.inspect().await.expect("inspect");
+        s.installed && s.members.len() == 2
+    })
+    .await;
+    assert!(back.iter().all(|r| !r.replica.status().primary));
+    kill_all(back).await;
+
+    // A running replica's directory is refused.
+    let busy = start(&cluster, 1, cfg(0)).await.expect("restart");
+    assert!(matches!(
+        actix_cpg::replicated::bootstrap(&dirs.replica(0)),
+        Err(actix_cpg::replicated::StoreError::Busy { .. })
+    ));
+    kill(busy).await;
+
+    let report = actix_cpg::replicated::bootstrap(&dirs.replica(0)).expect("bootstrap");
+    assert!(report.epoch.is_some());
+    assert!(report.written_off.contains(&old[2]), "{report:?}");
+    assert!(report.state.applied >= acknowledged.len() as u64);
+    let mut back = Vec::new();
+    for i in [1usize, 0] {
+        back.push(
+            start(&cluster, i as u32 + 1, cfg(i))
+                .await
+                .expect("restart"),
+        );
+    }
+    for r in &back {
+        tokio::time::timeout(Duration::from_secs(20), r.replica.wait_primary())
+            .await
+            .expect("primary in time")
+            .expect("primary");
+        assert!(is_subsequence(&acknowledged, &ledger(&r.replica).await));
+    }
+}

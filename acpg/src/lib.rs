@@ -228,6 +228,15 @@ pub enum ToolError {
         /// The replica that recorded it.
         local: actix_cpg::Member,
     },
+    /// The data directory could not be bootstrapped (a replica runs on it,
+    /// or it is damaged); nothing was changed.
+    #[error("cannot bootstrap {path}: {error}")]
+    Bootstrap {
+        /// The directory.
+        path: String,
+        /// Why.
+        error: actix_cpg::replicated::StoreError,
+    },
     /// Printing failed.
     #[error("output: {0}")]
     Output(#[from] io::Error),
@@ -459,6 +468,56 @@ pub(crate) fn write_watched(
         }
     }
     out.flush()
+}
+
+/// Bootstraps the data directory `dir` of a stopped replica
+/// ([`actix_cpg::replicated::bootstrap`]): the operator's action when a
+/// member of the last primary component lost its disk for good. Prints
+/// what it did and what may be lost.
+pub fn bootstrap(dir: &Path, format: Format, out: &mut dyn Write) -> Result<(), ToolError> {
+    let report = actix_cpg::replicated::bootstrap(dir).map_err(|error| ToolError::Bootstrap {
+        path: dir.display().to_string(),
+        error,
+    })?;
+    match format {
+        Format::Json => {
+            serde_json::to_writer(&mut *out, &report).map_err(io::Error::other)?;
+            writeln!(out)?;
+        }
+        Format::Text => match report.epoch {
+            None => writeln!(
+                out,
+                "{}: knows no primary component; nothing to write off (state: {} applied)",
+                dir.display(),
+                report.state.applied
+            )?,
+            Some(epoch) => {
+                let off: Vec<String> = report.written_off.iter().map(|m| m.to_string()).collect();
+                writeln!(
+                    out,
+                    "{}: state {} applied at epoch {}; last primary component {}",
+                    dir.display(),
+                    report.state.applied,
+                    report.state.epoch,
+                    epoch
+                )?;
+                writeln!(
+                    out,
+                    "written off: {}",
+                    if off.is_empty() {
+                        "nobody".to_owned()
+                    } else {
+                        off.join(", ")
+                    }
+                )?;
+                writeln!(
+                    out,
+                    "once this replica is back, the group may be primary without them:                      whatever they applied after this state is lost unless one of them comes back"
+                )?;
+            }
+        },
+    }
+    Ok(())
 }
 
 /// `acpg replay FILE`: prints every decision the recording member took, in

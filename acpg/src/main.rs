@@ -6,6 +6,8 @@
 //!   --election   GROUP is an election group: leaders, epochs, candidates
 //!   --replica    GROUP is a replica group: state ids, primary, agreement
 //! acpg replay FILE [--json]                  the decisions of a recording
+//! acpg bootstrap DIR [--json]                write off the lost members of a
+//!                                            stopped replica's last primary
 //! ```
 //!
 //! `status` and `watch` join GROUP through the corosync daemon of this
@@ -67,6 +69,14 @@ enum Command {
         /// The recording.
         file: PathBuf,
     },
+    /// On the data directory of a stopped replica whose group waits for a
+    /// member that lost its disk for good: write off the other members of
+    /// the last primary component it knew, so the replicas back may be
+    /// primary without them. Says what may be lost. Never done on its own.
+    Bootstrap {
+        /// The replica's data directory (`ReplicaConfig::data_dir`).
+        dir: PathBuf,
+    },
 }
 
 /// Which kind of group GROUP is (a registry group without a flag).
@@ -104,6 +114,7 @@ fn main() -> ExitCode {
     let mut out = std::io::stdout();
     let result = match cli.command {
         Command::Replay { file } => acpg::replay(&file, format, &mut out),
+        Command::Bootstrap { dir } => acpg::bootstrap(&dir, format, &mut out),
         Command::Status { group, wait, kind } => actix::System::new().block_on(async {
             let (daemon, options) = (Corosync::new(), options(wait));
             match kind.kind() {

@@ -1161,3 +1161,76 @@ async fn replay_prints_an_election_recording_and_refuses_a_replica_recording_wit
     let _ = std::fs::remove_file(&elected);
     let _ = std::fs::remove_file(&replicated);
 }
+
+/// `acpg bootstrap DIR` on the directory of a stopped durable replica:
+/// says which members of the last primary component it writes off and
+/// what may be lost; refuses a directory a replica runs on, changing
+/// nothing.
+#[actix_rt::test]
+async fn bootstrap_writes_off_the_lost_members_and_refuses_a_running_replica() {
+    use actix_cpg::kv::{KvCommand, KvStore};
+    use actix_cpg::{Replica, ReplicaConfig};
+    let base = std::env::temp_dir().join(format!("acpg-bootstrap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = |i: u32| base.join(format!("r{i}"));
+    let cluster = SimCluster::new(3);
+    let name = GroupName::new("acpg-bootstrap").expect("name");
+    let mut processes = Vec::new();
+    let mut replicas = Vec::new();
+    for node in 1..=2 {
+        let process = cluster.process(NodeId(node)).expect("up");
+        let config = ReplicaConfig {
+            data_dir: Some(dir(node)),
+            ..ReplicaConfig::default()
+        };
+        let replica = Replica::<KvStore>::start(process.join(&name).expect("join"), config)
+            .await
+            .expect("start");
+        replica.wait_primary().await.expect("primary");
+        processes.push(process);
+        replicas.push(replica);
+    }
+    let members: Vec<Member> = replicas.iter().map(|r| r.local()).collect();
+    replicas[0]
+        .execute(KvCommand::Put {
+            key: "k".into(),
+            value: "v".into(),
+        })
+        .await
+        .expect("put");
+
+    let mut out = Shared::default();
+    let busy = acpg::bootstrap(&dir(1), Format::Text, &mut out);
+    assert!(matches!(busy, Err(ToolError::Bootstrap { .. })), "{busy:?}");
+    assert_eq!(busy.err().map(|e| e.exit_code()), Some(2));
+    assert!(out.text().is_empty());
+
+    for p in &processes {
+        p.kill().expect("kill");
+    }
+    for r in &replicas {
+        while r.inspect().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut out = Shared::default();
+    acpg::bootstrap(&dir(1), Format::Text, &mut out).expect("bootstrap");
+    let text = out.text();
+    assert!(text.contains("state 1 applied"), "{text}");
+    assert!(
+        text.contains(&format!("written off: {}", members[1])),
+        "{text}"
+    );
+    assert!(!text.contains(&members[0].to_string()), "{text}");
+    assert!(
+        text.contains("is lost unless one of them comes back"),
+        "{text}"
+    );
+
+    let mut out = Shared::default();
+    acpg::bootstrap(&dir(1), Format::Json, &mut out).expect("bootstrap again");
+    let report: actix_cpg::replicated::Bootstrapped =
+        serde_json::from_str(out.text().trim()).expect("one JSON object");
+    assert_eq!(report.written_off, vec![members[1]]);
+    let _ = std::fs::remove_dir_all(&base);
+}

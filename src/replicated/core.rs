@@ -469,10 +469,11 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// Whether every change of the state's id is reported as an action
     /// ([`Action::Persist`], [`Action::Rebase`]): a durable replica.
     journal: bool,
-    /// The replica whose data directory this one took over: stopped for
-    /// good, so it never counts in a primary component's membership this
-    /// replica knows of (like a member seen leaving with `ProcDown`).
-    predecessor: Option<Member>,
+    /// Members gone for good: the replica whose data directory this one
+    /// took over, and any an operator wrote off. None counts in a primary
+    /// component's membership this replica knows of (like a member seen
+    /// leaving with `ProcDown`).
+    gone: BTreeSet<Member>,
     /// Every sender holds the group key: an announcement's claims are a
     /// replica's own knowledge, never forged (rule 6 trusts them).
     keyed: bool,
@@ -529,7 +530,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             unstable: BTreeMap::new(),
             announced: (0, BTreeMap::new()),
             journal: false,
-            predecessor: None,
+            gone: BTreeSet::new(),
             keyed: false,
         }
     }
@@ -569,7 +570,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         snapshot: Option<(StateId, S)>,
         entries: Vec<Entry>,
         known: Option<PrimaryRecord>,
-        predecessor: Option<Member>,
+        gone: impl IntoIterator<Item = Member>,
     ) -> Result<(), String> {
         let (mut id, mut sm) = match snapshot {
             Some((id, sm)) => (id, sm),
@@ -620,17 +621,14 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         self.id = id;
         self.sm = sm;
-        self.predecessor = predecessor;
-        self.known = known.map(|k| self.without_predecessor(k));
+        self.gone = gone.into_iter().collect();
+        self.known = known.map(|k| self.without_gone(k));
         Ok(())
     }
 
-    /// A record of a primary component without this replica's
-    /// predecessor, which is gone for sure.
-    fn without_predecessor(&self, mut record: PrimaryRecord) -> PrimaryRecord {
-        if let Some(p) = self.predecessor {
-            record.members.retain(|m| *m != p);
-        }
+    /// A record of a primary component without the members gone for good.
+    fn without_gone(&self, mut record: PrimaryRecord) -> PrimaryRecord {
+        record.members.retain(|m| !self.gone.contains(m));
         record
     }
 
@@ -1645,7 +1643,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             epoch: latest,
             members: installed.lineage.iter().copied().collect(),
         };
-        self.known = Some(self.without_predecessor(record));
+        self.known = Some(self.without_gone(record));
         self.send_info(Some(self.roster.announcements()), out);
     }
 
@@ -1968,7 +1966,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             .as_ref()
             .is_some_and(|own| own.epoch > record.epoch);
         if self.roster.is_member(self.local) || !newer_own {
-            self.known = Some(self.without_predecessor(record));
+            self.known = Some(self.without_gone(record));
         }
     }
 

@@ -50,6 +50,9 @@ pub(crate) struct Meta {
     pub member: Member,
     /// The last primary component that replica knew of.
     pub known: Option<PrimaryRecord>,
+    /// Members an operator wrote off ([`bootstrap`]): gone for good, like
+    /// the replica that wrote this record.
+    pub written_off: Vec<Member>,
 }
 
 /// A data directory in use by one runtime.
@@ -64,6 +67,8 @@ pub(crate) struct Keeper<R, C> {
     held: Vec<Action<R, C>>,
     /// The knowledge the meta file holds (rule 2).
     written: Option<PrimaryRecord>,
+    /// Members an operator wrote off: kept in every meta record.
+    written_off: Vec<Member>,
     since_snapshot: u64,
     snapshot_every: u64,
 }
@@ -75,8 +80,9 @@ pub(crate) struct Opened<R, C> {
     /// The last primary component the directory's previous replica knew
     /// of.
     pub known: Option<PrimaryRecord>,
-    /// That replica, gone for sure (rule 4).
-    pub predecessor: Option<Member>,
+    /// Members gone for sure: that replica (rule 4), and any an operator
+    /// wrote off ([`bootstrap`]).
+    pub gone: Vec<Member>,
 }
 
 impl<R, C> Keeper<R, C> {
@@ -91,15 +97,17 @@ impl<R, C> Keeper<R, C> {
     ) -> Result<Opened<R, C>, StoreError> {
         let (store, recovered) = Store::open(dir, sync, limit)?;
         let codec = Codec::new(limit);
-        let (known, predecessor) = match &recovered.meta {
+        let (known, written_off, gone) = match &recovered.meta {
             Some(bytes) => {
                 let meta: Meta = codec.decode_body(bytes).map_err(|e| StoreError::Damaged {
                     path: dir.join("meta"),
                     what: format!("meta does not decode: {e}"),
                 })?;
-                (meta.known, Some(meta.member))
+                let mut gone = meta.written_off.clone();
+                gone.push(meta.member);
+                (meta.known, meta.written_off, gone)
             }
-            None => (None, None),
+            None => (None, Vec::new(), Vec::new()),
         };
         Ok(Opened {
             keeper: Keeper {
@@ -108,6 +116,7 @@ impl<R, C> Keeper<R, C> {
                 codec,
                 // The file still names the previous replica.
                 written: None,
+                written_off,
                 pending: false,
                 held: Vec::new(),
                 since_snapshot: recovered.entries.len() as u64,
@@ -115,7 +124,7 @@ impl<R, C> Keeper<R, C> {
             },
             recovered,
             known,
-            predecessor,
+            gone,
         })
     }
 
@@ -140,6 +149,7 @@ impl<R, C> Keeper<R, C> {
         let meta = Meta {
             member: self.local,
             known: known.cloned(),
+            written_off: self.written_off.clone(),
         };
         let bytes = self
             .codec
@@ -221,4 +231,86 @@ impl<R, C> Keeper<R, C> {
         self.pending = false;
         Ok(())
     }
+}
+
+/// What [`bootstrap`] did to a data directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bootstrapped {
+    /// The state the directory holds, which the group may now go on from.
+    pub state: StateId,
+    /// The last primary component the directory's replica knew of.
+    pub epoch: Option<super::messages::PrimaryEpoch>,
+    /// Its members other than this directory's replica: written off. What
+    /// any of them applied after `state` is lost if none of them comes
+    /// back.
+    pub written_off: Vec<Member>,
+}
+
+/// The operator's way out when a disk is lost for good (as Galera's
+/// bootstrap): the group killed whole waits for every member of its last
+/// primary component, and one will never come back. Run on the data
+/// directory of a stopped replica, this writes off every other member of
+/// the last primary component it knew, so once it is back it may make a
+/// primary component with whoever is there (the greatest state among them
+/// goes on). Logged at `warn` with what may be lost; never taken by the
+/// library on its own.
+///
+/// Fails with [`StoreError::Busy`] if a replica runs on `dir`, and changes
+/// nothing if the directory knows no primary component.
+pub fn bootstrap(dir: &Path) -> Result<Bootstrapped, StoreError> {
+    // Nothing is appended: the sync policy does not matter, and `Never`
+    // leaves the meta write to the explicit sync below.
+    let limit = 1 << 30;
+    let (mut store, recovered) = Store::open(dir, SyncPolicy::EveryCommand, limit)?;
+    let state = recovered.state().unwrap_or_default();
+    let codec = Codec::new(limit);
+    let Some(bytes) = &recovered.meta else {
+        return Ok(Bootstrapped {
+            state,
+            epoch: None,
+            written_off: Vec::new(),
+        });
+    };
+    let meta: Meta = codec.decode_body(bytes).map_err(|e| StoreError::Damaged {
+        path: dir.join("meta"),
+        what: format!("meta does not decode: {e}"),
+    })?;
+    let Some(known) = meta.known.clone() else {
+        return Ok(Bootstrapped {
+            state,
+            epoch: None,
+            written_off: Vec::new(),
+        });
+    };
+    let written_off: Vec<Member> = known
+        .members
+        .iter()
+        .copied()
+        .filter(|m| *m != meta.member)
+        .collect();
+    let mut all_off = meta.written_off.clone();
+    all_off.extend(written_off.iter().copied());
+    all_off.sort();
+    all_off.dedup();
+    let bytes = codec
+        .encode_payload(&Meta {
+            member: meta.member,
+            known: Some(known.clone()),
+            written_off: all_off,
+        })
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    store.set_meta(&bytes)?;
+    tracing::warn!(
+        dir = %dir.display(),
+        applied = state.applied,
+        epoch = %known.epoch,
+        ?written_off,
+        "bootstrap: the members of the last primary component are written off; \
+         what they applied after this state is lost unless one of them comes back"
+    );
+    Ok(Bootstrapped {
+        state,
+        epoch: Some(known.epoch),
+        written_off,
+    })
 }

@@ -165,6 +165,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use self::durable::{StoreError, SyncPolicy};
 pub use self::inspect::{Agreement, ReplicaInspection, ReplicaMemberInspection, SharedState};
+pub use self::keeper::{bootstrap, Bootstrapped};
 pub use self::messages::{PrimaryEpoch, StateId};
 pub use self::observer::ReplicaObserver;
 pub use self::replay::replay;

@@ -180,13 +180,8 @@ impl<S: StateMachine> ReplicaActor<S> {
             None => None,
         };
         let entries = recovered.entries.len();
-        core.recover(
-            snapshot,
-            recovered.entries,
-            opened.known,
-            opened.predecessor,
-        )
-        .map_err(storage)?;
+        core.recover(snapshot, recovered.entries, opened.known, opened.gone)
+            .map_err(storage)?;
         core.journal_changes();
         let id = core.state_id();
         tracing::info!(

@@ -145,7 +145,7 @@ impl Peer {
             snapshot,
             self.journal.1.clone(),
             self.core.known().cloned(),
-            None,
+            [],
         )?;
         if fresh.state_id() != self.core.state_id() || fresh.state() != self.core.state() {
             return Err(format!(
