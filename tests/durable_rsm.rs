@@ -84,17 +84,47 @@ async fn kill_all(all: Vec<Running>) {
         r.process.kill().expect("kill");
     }
     for r in &all {
+        // Closed: its directory is free.
         for _ in 0..2000 {
-            if r.replica.inspect().await.is_err() {
+            if r.replica.status().closed {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(
-            r.replica.inspect().await.is_err(),
+            r.replica.status().closed,
             "the killed replica's runtime never stopped"
         );
     }
+}
+
+/// One replica per node 1..=3, each on its directory, all primary.
+async fn start_three(cluster: &SimCluster, cfg: impl Fn(usize) -> ReplicaConfig) -> Vec<Running> {
+    let mut running = Vec::new();
+    for i in 0..3 {
+        running.push(start(cluster, i as u32 + 1, cfg(i)).await.expect("start"));
+    }
+    for r in &running {
+        r.replica.wait_primary().await.expect("primary");
+    }
+    running
+}
+
+/// Writes, then the replicas die one after another, the one on node 3
+/// last, after it took more writes alone. Returns what was acknowledged.
+async fn cascade(mut running: Vec<Running>) -> Vec<(Member, u64)> {
+    let mut acknowledged = write(&running[0].replica, 0, 4).await;
+    let last = running.pop().expect("three");
+    for r in running {
+        kill(r).await;
+    }
+    last.replica
+        .wait_primary()
+        .await
+        .expect("alone, still primary");
+    acknowledged.extend(write(&last.replica, 10, 5).await);
+    kill(last).await;
+    acknowledged
 }
 
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -219,24 +249,7 @@ async fn after_a_cascade_the_last_to_die_comes_back_primary_and_the_others_rejoi
     let dirs = Scratch::new("cascade");
     let cluster = SimCluster::new(3);
     let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
-    let mut running = Vec::new();
-    for i in 0..3 {
-        running.push(start(&cluster, i as u32 + 1, cfg(i)).await.expect("start"));
-    }
-    for r in &running {
-        r.replica.wait_primary().await.expect("primary");
-    }
-    let mut acknowledged = write(&running[0].replica, 0, 4).await;
-    let last = running.pop().expect("three");
-    for r in running {
-        kill(r).await;
-    }
-    last.replica
-        .wait_primary()
-        .await
-        .expect("alone, still primary");
-    acknowledged.extend(write(&last.replica, 10, 5).await);
-    kill(last).await;
+    let acknowledged = cascade(start_three(&cluster, cfg).await).await;
     let mut back = vec![start(&cluster, 3, cfg(2)).await.expect("the last back")];
     back[0].replica.wait_primary().await.expect("primary alone");
     for i in [0usize, 1] {
@@ -264,24 +277,7 @@ async fn in_a_keyed_group_the_last_to_die_may_come_back_last() {
         key: Some(key.clone()),
         ..config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch)
     };
-    let mut running = Vec::new();
-    for i in 0..3 {
-        running.push(start(&cluster, i as u32 + 1, cfg(i)).await.expect("start"));
-    }
-    for r in &running {
-        r.replica.wait_primary().await.expect("primary");
-    }
-    let mut acknowledged = write(&running[0].replica, 0, 4).await;
-    let last = running.pop().expect("three");
-    for r in running {
-        kill(r).await;
-    }
-    last.replica
-        .wait_primary()
-        .await
-        .expect("alone, still primary");
-    acknowledged.extend(write(&last.replica, 10, 5).await);
-    kill(last).await;
+    let acknowledged = cascade(start_three(&cluster, cfg).await).await;
     let mut back = Vec::new();
     for i in [0usize, 1] {
         back.push(
@@ -312,14 +308,8 @@ async fn in_a_keyed_group_the_last_to_die_may_come_back_last() {
 async fn two_of_three_back_wait_for_the_third_before_they_are_primary() {
     let dirs = Scratch::new("two-of-three");
     let cluster = SimCluster::new(3);
-    let mut running = Vec::new();
-    for i in 0..3 {
-        let cfg = config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
-        running.push(start(&cluster, i as u32 + 1, cfg).await.expect("start"));
-    }
-    for r in &running {
-        r.replica.wait_primary().await.expect("primary");
-    }
+    let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
+    let running = start_three(&cluster, cfg).await;
     let acknowledged = write(&running[1].replica, 0, 5).await;
     kill_all(running).await;
     let mut back = Vec::new();
@@ -373,13 +363,7 @@ async fn a_restarted_replica_catches_up_with_a_group_that_went_on() {
     let dirs = Scratch::new("catch-up");
     let cluster = SimCluster::new(3);
     let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
-    let mut running = Vec::new();
-    for i in 0..3 {
-        running.push(start(&cluster, i as u32 + 1, cfg(i)).await.expect("start"));
-    }
-    for r in &running {
-        r.replica.wait_primary().await.expect("primary");
-    }
+    let mut running = start_three(&cluster, cfg).await;
     write(&running[0].replica, 0, 4).await;
     let gone = running.remove(2);
     kill(gone).await;
@@ -445,13 +429,7 @@ async fn after_a_disk_is_lost_the_operator_bootstraps_the_survivors() {
     let dirs = Scratch::new("bootstrap");
     let cluster = SimCluster::new(3);
     let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
-    let mut running = Vec::new();
-    for i in 0..3 {
-        running.push(start(&cluster, i as u32 + 1, cfg(i)).await.expect("start"));
-    }
-    for r in &running {
-        r.replica.wait_primary().await.expect("primary");
-    }
+    let running = start_three(&cluster, cfg).await;
     let acknowledged = write(&running[0].replica, 0, 6).await;
     let old: Vec<Member> = running.iter().map(|r| r.replica.local()).collect();
     kill_all(running).await;

@@ -56,6 +56,8 @@ struct World {
     /// Durable runs: where the data directories are, and how many were
     /// handed out (one per replica started, in order).
     durable: Option<(std::path::PathBuf, Rc<RefCell<usize>>)>,
+    /// Why a replica's data directory did not open, if one did not.
+    storage_errors: Rc<RefCell<Vec<String>>>,
 }
 
 impl World {
@@ -82,9 +84,14 @@ impl World {
             data_dir: dir,
             ..self.config.clone()
         };
+        let storage = self.storage_errors.clone();
         actix::spawn(async move {
-            if let Ok(r) = Replica::start(conn, config).await {
-                replicas.borrow_mut().push(r);
+            match Replica::start(conn, config).await {
+                Ok(r) => replicas.borrow_mut().push(r),
+                // A data directory that does not open is a failure of the
+                // run, not a replica that could not start in time.
+                Err(ReplicaError::Storage(why)) => storage.borrow_mut().push(why),
+                Err(_) => {}
             }
         });
     }
@@ -203,6 +210,7 @@ async fn run(seed: u64, delivery: Delivery, durable: bool) -> Result<Stats, Stri
         durable: scratch
             .as_ref()
             .map(|s| (s.0.clone(), Rc::new(RefCell::new(0)))),
+        storage_errors: Rc::default(),
     };
     let group = GroupName::new("ledger").expect("name");
     for node in 1..=nodes.min(3) {
@@ -258,7 +266,8 @@ async fn run(seed: u64, delivery: Delivery, durable: bool) -> Result<Stats, Stri
             let _ = world.cluster.kill_process(r.local());
         }
         for r in &all {
-            while r.inspect().await.is_ok() {
+            // Closed: its directory is free.
+            while !r.status().closed {
                 turn().await;
             }
         }
@@ -297,6 +306,9 @@ async fn run(seed: u64, delivery: Delivery, durable: bool) -> Result<Stats, Stri
         world.start(conn, false);
     }
     settle(&world).await?;
+    if let Some(why) = world.storage_errors.borrow().first() {
+        return Err(format!("a data directory did not open: {why}"));
+    }
     if world.durable.is_some() {
         // Back from their disks: primary again.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

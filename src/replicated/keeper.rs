@@ -180,12 +180,7 @@ impl<R, C> Keeper<R, C> {
         bytes: &[u8],
         known: Option<&PrimaryRecord>,
     ) -> Result<(), StoreError> {
-        self.cover(state, known)?;
-        self.store.rebase(state, bytes)?;
-        self.since_snapshot = 0;
-        // The snapshot is synced, and with it everything before.
-        self.pending = false;
-        Ok(())
+        self.replace_snapshot(state, bytes, known, false)
     }
 
     /// Whether this action must wait for the commit (rule 1): a reply, or
@@ -225,9 +220,28 @@ impl<R, C> Keeper<R, C> {
         bytes: &[u8],
         known: Option<&PrimaryRecord>,
     ) -> Result<(), StoreError> {
+        self.replace_snapshot(state, bytes, known, true)
+    }
+
+    /// Writes `bytes` as the snapshot at `state`, which must follow the
+    /// log if `follows` (a snapshot of this replica's own state) and need
+    /// not otherwise (a state received from the group).
+    fn replace_snapshot(
+        &mut self,
+        state: StateId,
+        bytes: &[u8],
+        known: Option<&PrimaryRecord>,
+        follows: bool,
+    ) -> Result<(), StoreError> {
         self.cover(state, known)?;
-        self.store.snapshot(state, bytes)?;
+        if follows {
+            self.store.snapshot(state, bytes)?;
+        } else {
+            self.store.rebase(state, bytes)?;
+        }
         self.since_snapshot = 0;
+        // The snapshot is synced (as the policy says), and with it
+        // everything appended before.
         self.pending = false;
         Ok(())
     }

@@ -296,7 +296,9 @@ pub struct ReplicaConfig {
     /// applied, a snapshot every [`ReplicaConfig::snapshot_every`]
     /// commands, and the last primary component it knew. One replica per
     /// directory: a second one started on it fails with
-    /// [`ReplicaError::Storage`]. `None` (the default): in memory only.
+    /// [`ReplicaError::Storage`]; once the replica is closed
+    /// ([`ReplicaStatus::closed`]) the directory is free again. `None` (the
+    /// default): in memory only.
     pub data_dir: Option<std::path::PathBuf>,
     /// When what a durable replica applied reaches the disk, relative to
     /// the replies it releases ([`SyncPolicy`]; only with a

@@ -433,6 +433,18 @@ impl<S: StateMachine> ReplicaActor<S> {
         }
     }
 
+    /// The runtime stops: what was appended reaches the disk as the policy
+    /// says, and the directory is free for the next replica before anyone
+    /// sees this one closed. Replies still held for the commit are not
+    /// sent (their callers learn the replica closed: outcome unknown).
+    fn release_dir(&mut self) {
+        if let Some(mut keeper) = self.keeper.take() {
+            if let Err(e) = keeper.commit() {
+                warn!(group = %self.conn.group(), "last commit of the data directory failed: {e}");
+            }
+        }
+    }
+
     /// The data directory failed: what was acknowledged is durable, what
     /// waits is not and never will be. The replica stops.
     fn storage_failed(&mut self, e: StoreError, ctx: &mut Context<Self>) {
@@ -534,6 +546,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 let _ = done.send(result);
             }
             self.fail_everything();
+            self.release_dir();
             self.status.send_modify(|s| s.closed = true);
             self.publish(ReplicaEvent::Closed {
                 error: TransportError::Closed("left the group".into()),
@@ -544,6 +557,7 @@ impl<S: StateMachine> ReplicaActor<S> {
 
     fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {
         error!(group = %self.conn.group(), "replica transport closed: {error}");
+        self.release_dir();
         self.status.send_modify(|s| s.closed = true);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Err(ReplicaError::Transport(error.clone())));
@@ -570,6 +584,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             let _ = ready.send(Err(error.clone()));
         }
         self.fail_everything();
+        self.release_dir();
         self.status.send_modify(|s| s.closed = true);
         self.publish(ReplicaEvent::Closed {
             error: TransportError::Closed(error.to_string()),
@@ -653,6 +668,7 @@ impl<S: StateMachine> Actor for ReplicaActor<S> {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.release_dir();
         if telemetry::PUBLISH_EVERY.is_some() {
             // The last counts, then a stopped member's gauges.
             self.publish_metrics();
