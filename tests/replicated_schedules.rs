@@ -58,6 +58,10 @@ struct World {
     durable: Option<(std::path::PathBuf, Rc<RefCell<usize>>)>,
     /// Why a replica's data directory did not open, if one did not.
     storage_errors: Rc<RefCell<Vec<String>>>,
+    /// Every replica process started, and how many have not finished
+    /// starting (they hold their data directory already).
+    started: Rc<RefCell<Vec<Member>>>,
+    starting: Rc<RefCell<usize>>,
 }
 
 impl World {
@@ -85,8 +89,13 @@ impl World {
             ..self.config.clone()
         };
         let storage = self.storage_errors.clone();
+        let starting = self.starting.clone();
+        *starting.borrow_mut() += 1;
+        self.started.borrow_mut().push(conn_member(&conn));
         actix::spawn(async move {
-            match Replica::start(conn, config).await {
+            let started = Replica::start(conn, config).await;
+            *starting.borrow_mut() -= 1;
+            match started {
                 Ok(r) => replicas.borrow_mut().push(r),
                 // A data directory that does not open is a failure of the
                 // run, not a replica that could not start in time.
@@ -211,6 +220,8 @@ async fn run(seed: u64, delivery: Delivery, durable: bool) -> Result<Stats, Stri
             .as_ref()
             .map(|s| (s.0.clone(), Rc::new(RefCell::new(0)))),
         storage_errors: Rc::default(),
+        started: Rc::default(),
+        starting: Rc::default(),
     };
     let group = GroupName::new("ledger").expect("name");
     for node in 1..=nodes.min(3) {
@@ -262,14 +273,18 @@ async fn run(seed: u64, delivery: Delivery, durable: bool) -> Result<Stats, Stri
         // installs and transfers in flight); one new process per directory
         // comes back, in a seeded order, on a seeded node.
         let all: Vec<Replica<Ledger>> = world.replicas.borrow_mut().drain(..).collect();
-        for r in &all {
-            let _ = world.cluster.kill_process(r.local());
+        // Those still starting too: they hold their directories already.
+        for m in world.started.borrow().iter() {
+            let _ = world.cluster.kill_process(*m);
         }
         for r in &all {
             // Closed: its directory is free.
             while !r.status().closed {
                 turn().await;
             }
+        }
+        while *world.starting.borrow() > 0 {
+            turn().await;
         }
         let mut dirs: Vec<usize> = (0..*handed.borrow()).collect();
         for i in (1..dirs.len()).rev() {
