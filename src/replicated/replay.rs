@@ -14,6 +14,12 @@
 //! member multicast, and what it multicast is in the stream where it
 //! landed), the snapshot this member encoded for others, and the calls of
 //! its handles (their commands are in the stream).
+//!
+//! Limit: a durable replica ([`super::ReplicaConfig::data_dir`]) starts
+//! from the state its directory held, which the recording does not hold.
+//! The replay starts from `S::default()`, so for a replica that recovered
+//! a state its decisions differ from the live ones from the first install
+//! on; a recording made from an empty directory replays as any other.
 
 use super::core::{Action, ReplicaCore};
 use super::messages::ReplicaMessage;
