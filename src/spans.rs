@@ -80,6 +80,16 @@ pub(crate) fn confchg(members: &[Member], joined: &[MemberChange], left: &[Membe
     }
 }
 
+/// Logs why a runtime's transport closed: at `error`, but at `info` for a
+/// sim process that was killed (a real one would log nothing at all).
+pub(crate) fn transport_closed(group: &GroupName, error: &crate::transport::TransportError) {
+    if matches!(error, crate::transport::TransportError::Killed(_)) {
+        tracing::info!(%group, "transport closed: {error}");
+    } else {
+        tracing::error!(%group, "transport closed: {error}");
+    }
+}
+
 /// The trace context of a call: `CALLER#ID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RequestKey {

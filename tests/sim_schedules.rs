@@ -59,7 +59,9 @@ impl Peer {
             match self.conn.try_next_event() {
                 Ok(Some(event)) => self.history.events.push(event),
                 Ok(None) => return,
-                Err(TransportError::Closed(_)) => self.history.closed = true,
+                Err(TransportError::Closed(_) | TransportError::Killed(_)) => {
+                    self.history.closed = true
+                }
                 Err(other) => panic!("unexpected error while reading: {other}"),
             }
         }
@@ -85,7 +87,7 @@ impl Peer {
                     self.history.try_agains += 1;
                     break;
                 }
-                Err(TransportError::Closed(_)) => {
+                Err(TransportError::Closed(_) | TransportError::Killed(_)) => {
                     self.pending.clear();
                     break;
                 }

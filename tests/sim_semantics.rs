@@ -95,7 +95,7 @@ async fn a_task_parked_on_next_event_wakes_with_closed_when_its_process_is_kille
         .await
         .expect("woken in time")
         .expect("task ran");
-    assert!(matches!(got, Err(TransportError::Closed(_))), "{got:?}");
+    assert!(matches!(got, Err(TransportError::Killed(_))), "{got:?}");
 }
 
 #[tokio::test]

@@ -424,7 +424,7 @@ impl GroupActor {
     }
 
     fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {
-        error!(group = %self.conn.group(), "group transport closed: {error}");
+        crate::spans::transport_closed(self.conn.group(), &error);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Err(GroupError::Transport(error.clone())));
         }

@@ -556,7 +556,7 @@ impl<S: StateMachine> ReplicaActor<S> {
     }
 
     fn close(&mut self, error: TransportError, ctx: &mut Context<Self>) {
-        error!(group = %self.conn.group(), "replica transport closed: {error}");
+        crate::spans::transport_closed(self.conn.group(), &error);
         self.release_dir();
         self.status.send_modify(|s| s.closed = true);
         if let Some(ready) = self.ready.take() {

@@ -261,6 +261,12 @@ pub enum TransportError {
     /// or the connection was left. No further events come; join again.
     #[error("connection closed: {0}")]
     Closed(String),
+    /// (`sim` backend) This process was killed, or its node crashed: the
+    /// member is gone, as a real one would be, and nothing it does is seen
+    /// any more. Runtimes log it at `info` (a real process that is killed
+    /// logs nothing); join again from another process.
+    #[error("gone: {0}")]
+    Killed(String),
     /// Any other error reported by the backend. State is unknown.
     #[error("transport error: {0}")]
     Other(String),

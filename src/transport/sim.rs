@@ -949,7 +949,8 @@ struct ProcState {
 enum Status {
     Open,
     Left,
-    Closed(String),
+    /// Why, as `poll_event` reports it.
+    Closed(TransportError),
 }
 
 impl Status {
@@ -957,7 +958,7 @@ impl Status {
         match self {
             Status::Open => TransportError::Other("connection is open".into()),
             Status::Left => TransportError::Closed("left the group".into()),
-            Status::Closed(why) => TransportError::Closed(why.clone()),
+            Status::Closed(error) => error.clone(),
         }
     }
 }
@@ -1361,7 +1362,8 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         for id in doomed {
-            self.close(id, &format!("process {member} was killed"), wakers);
+            let why = TransportError::Killed(format!("process {member} was killed"));
+            self.close(id, why, wakers);
         }
         Ok(())
     }
@@ -1395,7 +1397,11 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         for id in doomed {
-            self.close(id, &format!("{node} crashed"), wakers);
+            self.close(
+                id,
+                TransportError::Killed(format!("{node} crashed")),
+                wakers,
+            );
         }
         Ok(())
     }
@@ -1441,18 +1447,19 @@ impl State {
         {
             self.reconfigure(&BTreeMap::from([(id, Reason::ProcDown)]), wakers);
         }
-        self.close(id, "connection released", wakers);
+        let why = TransportError::Closed("connection released".into());
+        self.close(id, why, wakers);
         self.conns.remove(&id);
     }
 
-    fn close(&mut self, id: ConnId, why: &str, wakers: &mut Vec<Waker>) {
+    fn close(&mut self, id: ConnId, why: TransportError, wakers: &mut Vec<Waker>) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
         if matches!(conn.status, Status::Closed(_)) {
             return;
         }
-        conn.status = Status::Closed(why.to_string());
+        conn.status = Status::Closed(why);
         conn.view.clear();
         conn.outstanding.clear();
         wakers.extend(conn.waker.take());
@@ -1552,7 +1559,7 @@ impl State {
             return Poll::Ready(Err(released()));
         };
         if let Status::Closed(why) = &conn.status {
-            return Poll::Ready(Err(TransportError::Closed(why.clone())));
+            return Poll::Ready(Err(why.clone()));
         }
         let paused = self.procs.get(&conn.member).is_some_and(|ps| ps.paused);
         let Some(conn) = self.conns.get_mut(&id) else {
@@ -1804,9 +1811,9 @@ mod tests {
         for conn in [&mut vg, &mut vh] {
             assert!(matches!(
                 conn.try_next_event(),
-                Err(TransportError::Closed(_))
+                Err(TransportError::Killed(_))
             ));
-            assert!(matches!(conn.mcast(b"x"), Err(TransportError::Closed(_))));
+            assert!(matches!(conn.mcast(b"x"), Err(TransportError::Killed(_))));
         }
         assert!(matches!(victim.join(&g), Err(TransportError::Closed(_))));
         assert_eq!(victim.kill(), Err(SimError::ProcessDead(victim.member())));
@@ -1860,7 +1867,7 @@ mod tests {
                 },
             ]
         );
-        assert!(matches!(c.try_next_event(), Err(TransportError::Closed(_))));
+        assert!(matches!(c.try_next_event(), Err(TransportError::Killed(_))));
         assert_eq!(
             cluster.process(NodeId(3)).map(|_| ()),
             Err(SimError::NodeDown(NodeId(3)))
