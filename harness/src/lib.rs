@@ -9,6 +9,8 @@
 //!   test tree;
 //! - [`kv_lines`]: the line protocol of the kv store, which the
 //!   `rsm-agent` binary serves to `tests/cluster_replicated.rs`;
+//! - [`kv_service`]: the kv store as a TCP service (`acpg-kv serve`) and
+//!   its pipelined client;
 //! - [`observe`]: the agents' `--record FILE` and `--show`;
 //! - [`bench`]: the bench orchestrator behind the `bench` binary and
 //!   `benches/throughput.rs` (the raw binding and actix-cpg in the same run).
@@ -17,6 +19,7 @@
 pub mod bench;
 pub mod conformance;
 pub mod kv_lines;
+pub mod kv_service;
 pub mod observe;
 
 pub use conformance::{
