@@ -125,7 +125,9 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
 pub fn client_line(words: &[String]) -> Result<String, String> {
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     match w.as_slice() {
-        ["put", key, value @ ..] if !value.is_empty() => Ok(format!("put {key} {}", value.join(" "))),
+        ["put", key, value @ ..] if !value.is_empty() => {
+            Ok(format!("put {key} {}", value.join(" ")))
+        }
         ["get", key] => Ok(format!("get {key}")),
         ["del", key] => Ok(format!("del {key}")),
         ["cas", key, old, new] => Ok(format!("cas {key} {old} {new}")),
@@ -427,7 +429,10 @@ mod tests {
 
     #[test]
     fn client_words_become_one_request_line() {
-        assert_eq!(client_line(&words("put k hello world")), Ok("put k hello world".into()));
+        assert_eq!(
+            client_line(&words("put k hello world")),
+            Ok("put k hello world".into())
+        );
         assert_eq!(client_line(&words("cas k - v")), Ok("cas k - v".into()));
         assert_eq!(client_line(&words("status")), Ok("status".into()));
         assert!(client_line(&words("put k")).is_err());

@@ -112,7 +112,10 @@ async fn a_put_through_one_replica_is_read_through_another() {
     assert!(answer.starts_with("OK "), "{answer}");
     let (code, answer) = client(c, "get colour");
     assert_eq!(code, 0);
-    assert!(answer.starts_with("VALUE ") && answer.ends_with(" deep blue"), "{answer}");
+    assert!(
+        answer.starts_with("VALUE ") && answer.ends_with(" deep blue"),
+        "{answer}"
+    );
 
     let (code, answer) = client(b, "cas colour red green");
     assert_eq!(code, 0);
