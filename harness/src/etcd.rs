@@ -61,9 +61,10 @@ fn peer_url(n: u32) -> String {
 /// Installs `etcd-server` and `etcd-client` (Debian) when `etcd` or
 /// `etcdctl` is not on the PATH.
 pub fn ensure_installed() -> Result<(), String> {
+    // `etcd --version`, `etcdctl version` (3.4's etcdctl has no --version).
     let found = |bin: &str| {
         Command::new(bin)
-            .arg("--version")
+            .arg(if bin == "etcd" { "--version" } else { "version" })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
