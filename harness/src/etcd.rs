@@ -59,12 +59,17 @@ fn peer_url(n: u32) -> String {
 }
 
 /// Installs `etcd-server` and `etcd-client` (Debian) when `etcd` or
-/// `etcdctl` is not on the PATH.
+/// `etcdctl` is not on the PATH (running `apt-get update` first if the
+/// install fails).
 pub fn ensure_installed() -> Result<(), String> {
     // `etcd --version`, `etcdctl version` (3.4's etcdctl has no --version).
     let found = |bin: &str| {
         Command::new(bin)
-            .arg(if bin == "etcd" { "--version" } else { "version" })
+            .arg(if bin == "etcd" {
+                "--version"
+            } else {
+                "version"
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -74,13 +79,18 @@ pub fn ensure_installed() -> Result<(), String> {
         return Ok(());
     }
     eprintln!("etcd: `etcd` or `etcdctl` is missing: apt-get install -y etcd-server etcd-client");
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "etcd-server", "etcd-client"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run apt-get: {e}"))?;
-    if !status.success() || !found("etcd") || !found("etcdctl") {
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "etcd-server", "etcd-client"];
+    // Package lists of a fresh machine may be missing or old.
+    let installed = apt(&install) || (apt(&["update"]) && apt(&install));
+    if !installed || !found("etcd") || !found("etcdctl") {
         return Err(
             "could not install etcd (as root: apt-get install -y etcd-server etcd-client)".into(),
         );
