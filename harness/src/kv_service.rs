@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_cpg::kv::KvStore;
@@ -278,6 +278,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<String>>>>;
 pub struct LineClient {
     next: Arc<AtomicU64>,
     pending: Pending,
+    /// Set once the connection's read half ended: no answer comes any more.
+    closed: Arc<AtomicBool>,
     tx: mpsc::UnboundedSender<String>,
 }
 
@@ -303,6 +305,8 @@ impl LineClient {
             }
         });
         let answers = pending.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let ended = closed.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -318,7 +322,9 @@ impl LineClient {
                     let _ = waiter.send(body.to_owned());
                 }
             }
-            // The connection ended: every waiter learns it (its sender drops).
+            // The connection ended: every waiter learns it (its sender
+            // drops), and so does every later call (`closed`).
+            ended.store(true, Ordering::SeqCst);
             if let Ok(mut p) = answers.lock() {
                 p.clear();
             }
@@ -326,6 +332,7 @@ impl LineClient {
         Ok(LineClient {
             next: Arc::new(AtomicU64::new(1)),
             pending,
+            closed,
             tx,
         })
     }
@@ -338,6 +345,13 @@ impl LineClient {
             .lock()
             .map_err(|_| "client state poisoned".to_owned())?
             .insert(tag, done);
+        // Inserted after the reader's last clear: nobody would answer.
+        if self.closed.load(Ordering::SeqCst) {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&tag);
+            }
+            return Err("connection closed".to_owned());
+        }
         self.tx
             .send(format!("#{tag} {line}"))
             .map_err(|_| "connection closed".to_owned())?;

@@ -186,3 +186,25 @@ async fn the_client_fails_when_nothing_serves_its_address() {
     let (code, _) = client(&format!("127.0.0.1:{port}"), "frobnicate");
     assert_eq!(code, 1);
 }
+
+#[tokio::test]
+async fn a_call_on_a_connection_the_server_closed_fails_instead_of_waiting() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.expect("accept");
+        drop(socket);
+    });
+    let c = LineClient::connect(&addr).await.expect("connect");
+    server.await.expect("server task");
+    // A guard against a hang, not a timing assertion.
+    let guard = std::time::Duration::from_secs(60);
+    for _ in 0..2 {
+        let answer = tokio::time::timeout(guard, c.call("get k"))
+            .await
+            .expect("the call ended");
+        assert!(answer.is_err(), "{answer:?}");
+    }
+}
