@@ -23,7 +23,7 @@
 //!    pipelined burst goes out in few writes and a lone answer at once.
 //! 4. Nothing a client sends can stop the service: a line that does not
 //!    parse is answered `ERR ...`; a connection that fails is dropped and
-//!    counted in the log.
+//!    logged on stderr.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
