@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine, as root:
-#   - installs what it needs (corosync and its client libraries, by apt-get),
+#   - installs what it needs (corosync and its client libraries, protoc,
+#     and for the etcd comparison's smoke etcd-server, by apt-get),
 #   - starts the real 3-node corosync cluster (scripts/cluster.sh up),
 #   - checks formatting, lints, the docs and the package, runs every test
 #     of the workspace (the library and the harness; sim and real cluster),
@@ -33,6 +34,14 @@ trap cleanup EXIT
 step "starting the 3-node corosync test cluster (installs packages if missing)"
 bash scripts/cluster.sh up
 
+step "protoc for the harness's \`etcd\` feature (Debian protobuf-compiler; installed if missing)"
+# `--all-features` builds the etcd client of `bench --vs-etcd`, whose build
+# script runs protoc.
+if ! command -v protoc >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y protobuf-compiler >/dev/null ||
+        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y protobuf-compiler >/dev/null; }
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -62,6 +71,9 @@ cargo test --workspace --all-features --benches
 
 step "bench smoke on both backends (seconds; the full run is in BENCHMARKS.md)"
 cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --nodes 1,3 --overload 3 --key
+
+step "kv service against etcd, smoke (a few hundred requests a side; installs etcd-server if missing)"
+cargo run -p actix-cpg-harness --features corosync,etcd --bin bench -- --vs-etcd --smoke
 
 step "bench smoke with knet crypto off, then on (restarts the cluster; ends with the default)"
 cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --no-sim --nodes 1 --no-latency --crypto both

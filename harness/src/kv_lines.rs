@@ -61,7 +61,13 @@ fn word_or_absent(w: &str) -> Option<String> {
 pub fn parse_request(line: &str) -> Result<Request, String> {
     let line = line.trim();
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
-    let words: Vec<&str> = rest.split_whitespace().collect();
+    // A put's value is the rest of the line: only its key is a word (the
+    // value may be kilobytes, not worth splitting).
+    let words: Vec<&str> = if verb == "put" {
+        rest.split_whitespace().take(1).collect()
+    } else {
+        rest.split_whitespace().collect()
+    };
     Ok(match (verb, words.as_slice()) {
         ("put", [key, ..]) => {
             let value = rest.trim_start()[key.len()..].trim_start().to_owned();

@@ -9,6 +9,11 @@
 //!   test tree;
 //! - [`kv_lines`]: the line protocol of the kv store, which the
 //!   `rsm-agent` binary serves to `tests/cluster_replicated.rs`;
+//! - [`kv_service`]: the kv store as a TCP service (`acpg-kv serve`) and
+//!   its pipelined client;
+//! - [`etcd`], [`kv_load`], [`vs_etcd`]: three etcd members on the test
+//!   cluster, the client load, and `bench --vs-etcd` (the kv service and
+//!   etcd under the same load in one run);
 //! - [`observe`]: the agents' `--record FILE` and `--show`;
 //! - [`bench`]: the bench orchestrator behind the `bench` binary and
 //!   `benches/throughput.rs` (the raw binding and actix-cpg in the same run).
@@ -16,8 +21,12 @@
 
 pub mod bench;
 pub mod conformance;
+pub mod etcd;
 pub mod kv_lines;
+pub mod kv_load;
+pub mod kv_service;
 pub mod observe;
+pub mod vs_etcd;
 
 pub use conformance::{
     decode_hex, encode_hex, run, run_observed, run_stdio, test_tree, Echo, Mode, TEST_TREE,

@@ -26,6 +26,20 @@
 //! by side). `--crypto` stops and starts the shared cluster: run the bench
 //! under `flock /tmp/acpg-cluster.lock`.
 //!
+//! `--vs-etcd` measures the kv service (`acpg-kv serve --corosync`, one
+//! replica per node namespace) against a three-member etcd in the same
+//! namespaces, under the same client load, in one run, and prints only
+//! that table (see `actix_cpg_harness::vs_etcd`); it needs the real
+//! cluster, `--features corosync,etcd` (the `etcd` feature needs `protoc`:
+//! Debian `protobuf-compiler`) and installs Debian's `etcd-server` if it is
+//! missing. `--modes default,no-fsync` picks the pairings (both by
+//! default); `--scale` and `--smoke` set the request counts.
+//!
+//! ```sh
+//! flock /tmp/acpg-cluster.lock cargo run -p actix-cpg-harness --release --features corosync,etcd \
+//!     --bin bench -- --vs-etcd
+//! ```
+//!
 //! Sizes above the atomic multicast size (about 1 MiB: the default list
 //! ends with 1 MiB and 4 MiB) go in pieces on the actor path, and through
 //! libcpg's own fragmentation on the raw path.
@@ -38,6 +52,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use actix_cpg_harness::bench::{self, Backend, Case, Crypto, Load, Outcome, Path};
+use actix_cpg_harness::vs_etcd::{self, Mode};
 
 struct Options {
     sim: bool,
@@ -54,6 +69,8 @@ struct Options {
     /// knet crypto settings to restart the real cluster with, one pass
     /// each; `None`: measure the cluster as it runs.
     crypto: Option<Vec<Crypto>>,
+    /// `--vs-etcd`: only the etcd comparison, with these pairings.
+    vs_etcd: Option<Vec<Mode>>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -70,7 +87,9 @@ fn parse_args() -> Result<Options, String> {
         smoke: false,
         key: false,
         crypto: None,
+        vs_etcd: None,
     };
+    let mut modes = vec![Mode::EtcdDefault, Mode::NoFsync];
     let mut args = std::env::args().skip(1);
     let list = |v: Option<String>| -> Result<Vec<usize>, String> {
         v.ok_or("missing value")?
@@ -117,10 +136,22 @@ fn parse_args() -> Result<Options, String> {
                     _ => return Err("--crypto takes on, off or both".into()),
                 })
             }
+            "--vs-etcd" => o.vs_etcd = Some(Vec::new()),
+            "--modes" => {
+                modes = args
+                    .next()
+                    .ok_or("--modes takes default,no-fsync")?
+                    .split(',')
+                    .map(Mode::parse)
+                    .collect::<Result<_, _>>()?
+            }
             // `cargo bench` passes this to every target.
             "--bench" => {}
             other => return Err(format!("unknown option {other:?} (see the file's docs)")),
         }
+    }
+    if o.vs_etcd.is_some() {
+        o.vs_etcd = Some(modes);
     }
     if o.smoke {
         o.sizes = vec![64, 16384, 1 << 20];
@@ -305,6 +336,18 @@ fn main() {
     if let Some(code) = bench::child_main() {
         std::process::exit(code);
     }
+    // A helper process of `--vs-etcd`.
+    if let Ok(role) = std::env::var(actix_cpg_harness::kv_load::ROLE_ENV) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        std::process::exit(match role.as_str() {
+            "acpg-kv" => actix_cpg_harness::kv_service::main_with(&args),
+            "kv-load" => actix_cpg_harness::kv_load::load_main(&args),
+            other => {
+                eprintln!("bench: unknown helper role {other:?}");
+                2
+            }
+        });
+    }
     let o = match parse_args() {
         Ok(o) => o,
         Err(e) => {
@@ -319,6 +362,9 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(modes) = o.vs_etcd {
+        std::process::exit(against_etcd(&exe, modes, o.scale));
+    }
     let mut passes = Vec::new();
     if o.sim {
         passes.push((Backend::Sim, None));
@@ -465,6 +511,32 @@ fn main() {
     if failures > 0 {
         eprintln!("bench: {failures} case(s) failed");
         std::process::exit(1);
+    }
+}
+
+/// `--vs-etcd`: the comparison's table on stdout; the exit code.
+fn against_etcd(exe: &std::path::Path, modes: Vec<Mode>, scale: f64) -> i32 {
+    if !cfg!(all(feature = "corosync", feature = "etcd")) {
+        eprintln!("bench: --vs-etcd needs `--features corosync,etcd`");
+        return 2;
+    }
+    let plan = vs_etcd::Plan::standard(modes, scale);
+    match vs_etcd::run(exe, &plan) {
+        Ok(rows) => {
+            println!(
+                "\n### Against etcd (3 members each, one per node namespace; client in node 1)\n"
+            );
+            for m in plan.modes {
+                println!("- {}: {}", m.name(), m.label());
+            }
+            println!();
+            print!("{}", vs_etcd::table(&rows));
+            0
+        }
+        Err(e) => {
+            eprintln!("bench: --vs-etcd: {e}");
+            1
+        }
     }
 }
 

@@ -1,0 +1,222 @@
+//! A three-member etcd cluster on the test cluster's node namespaces, for
+//! the etcd comparison of the `bench` binary (`--vs-etcd`).
+//!
+//! ```text
+//!  EtcdCluster::start ── per node ──► ip netns exec acpg-nN etcd --name nN
+//!        │                              --listen-client-urls http://10.213.57.N:2379
+//!        │                              --listen-peer-urls   http://10.213.57.N:2380
+//!        │                              --data-dir TMP/nN [--unsafe-no-fsync]
+//!        └── polls `etcdctl endpoint health` (in acpg-n1) until every member answers
+//!  drop ───► SIGKILL every member, remove TMP
+//! ```
+//!
+//! Rules:
+//!
+//! 1. The members run Debian's `etcd-server` (3.4) with its defaults
+//!    (heartbeat 100 ms, election timeout 1000 ms, snapshot every 100,000
+//!    entries), a fresh data directory each under one temporary directory,
+//!    and a cluster token of this run: a start never meets an old member.
+//! 2. `--unsafe-no-fsync` ([`Fsync::Off`]) keeps every write but skips
+//!    the fsyncs of the write-ahead log and of the backend: the
+//!    counterpart of an in-memory replica. (In 3.4 the flag is accepted
+//!    but missing from `etcd --help`.)
+//! 3. The cluster is up once `etcdctl endpoint health` succeeds for all
+//!    three endpoints; a member that exits before is an error with its
+//!    log's tail.
+//! 4. Dropping the cluster kills every member it started (also when the
+//!    caller panics) and removes the data directories.
+//! 5. When `etcd` or `etcdctl` is missing, [`ensure_installed`] installs
+//!    Debian's `etcd-server` and `etcd-client` with `apt-get`, saying so.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether etcd fsyncs its log and backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// etcd's default: every commit is fsynced before it is acknowledged.
+    On,
+    /// `--unsafe-no-fsync`.
+    Off,
+}
+
+/// The test cluster's nodes (namespaces `acpg-n1..3`).
+pub const NODES: u32 = 3;
+
+/// Node `n`'s address on the test cluster (`scripts/cluster.sh`).
+pub fn node_addr(n: u32) -> String {
+    format!("10.213.57.{n}")
+}
+
+/// Node `n`'s etcd client URL.
+pub fn client_url(n: u32) -> String {
+    format!("http://{}:2379", node_addr(n))
+}
+
+fn peer_url(n: u32) -> String {
+    format!("http://{}:2380", node_addr(n))
+}
+
+/// Installs `etcd-server` and `etcd-client` (Debian) when `etcd` or
+/// `etcdctl` is not on the PATH (running `apt-get update` first if the
+/// install fails).
+pub fn ensure_installed() -> Result<(), String> {
+    // `etcd --version`, `etcdctl version` (3.4's etcdctl has no --version).
+    let found = |bin: &str| {
+        Command::new(bin)
+            .arg(if bin == "etcd" {
+                "--version"
+            } else {
+                "version"
+            })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if found("etcd") && found("etcdctl") {
+        return Ok(());
+    }
+    eprintln!("etcd: `etcd` or `etcdctl` is missing: apt-get install -y etcd-server etcd-client");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "etcd-server", "etcd-client"];
+    // Package lists of a fresh machine may be missing or old.
+    let installed = apt(&install) || (apt(&["update"]) && apt(&install));
+    if !installed || !found("etcd") || !found("etcdctl") {
+        return Err(
+            "could not install etcd (as root: apt-get install -y etcd-server etcd-client)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Three etcd members, one per node namespace; stopped and removed when
+/// dropped (rule 4).
+pub struct EtcdCluster {
+    members: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl EtcdCluster {
+    /// Starts the members and waits until all three are healthy (rules 1
+    /// to 3).
+    pub fn start(fsync: Fsync) -> Result<EtcdCluster, String> {
+        ensure_installed()?;
+        let dir =
+            std::env::temp_dir().join(format!("acpg-etcd-{}-{}", std::process::id(), next_start()));
+        // A leftover of an earlier process with the same id.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut cluster = EtcdCluster {
+            members: Vec::new(),
+            dir,
+        };
+        let initial: Vec<String> = (1..=NODES)
+            .map(|n| format!("n{n}={}", peer_url(n)))
+            .collect();
+        let token = format!("acpg-bench-{}", cluster.dir.display()).replace('/', "-");
+        for n in 1..=NODES {
+            let log = std::fs::File::create(cluster.log(n)).map_err(|e| e.to_string())?;
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &format!("acpg-n{n}"), "etcd"])
+                .args(["--name", &format!("n{n}")])
+                .arg("--data-dir")
+                .arg(cluster.dir.join(format!("n{n}")))
+                .args(["--listen-client-urls", &client_url(n)])
+                .args(["--advertise-client-urls", &client_url(n)])
+                .args(["--listen-peer-urls", &peer_url(n)])
+                .args(["--initial-advertise-peer-urls", &peer_url(n)])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", &token])
+                .args(["--logger", "zap", "--log-outputs", "stderr"]);
+            if fsync == Fsync::Off {
+                cmd.arg("--unsafe-no-fsync");
+            }
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start etcd on node {n}: {e}"))?;
+            cluster.members.push(child);
+        }
+        cluster.wait_healthy(Duration::from_secs(60))?;
+        Ok(cluster)
+    }
+
+    /// The client URLs of the three members.
+    pub fn endpoints(&self) -> Vec<String> {
+        (1..=NODES).map(client_url).collect()
+    }
+
+    fn log(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("n{n}.log"))
+    }
+
+    fn log_tail(&self, n: u32) -> String {
+        let text = std::fs::read_to_string(self.log(n)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+
+    fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let endpoints = self.endpoints().join(",");
+        loop {
+            for (i, m) in self.members.iter_mut().enumerate() {
+                if let Ok(Some(status)) = m.try_wait() {
+                    let n = i as u32 + 1;
+                    return Err(format!(
+                        "etcd on node {n} exited ({status}):\n{}",
+                        self.log_tail(n)
+                    ));
+                }
+            }
+            let healthy = Command::new("ip")
+                .args(["netns", "exec", "acpg-n1", "etcdctl"])
+                .args(["--endpoints", &endpoints, "--command-timeout", "2s"])
+                .args(["endpoint", "health"])
+                .env("ETCDCTL_API", "3")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if healthy {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "etcd not healthy after {limit:?}; node 1's log:\n{}",
+                    self.log_tail(1)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A number that differs between two clusters started by one process.
+fn next_start() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

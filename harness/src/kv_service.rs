@@ -1,0 +1,455 @@
+//! The kv service: replicas of [`KvStore`] serving the line protocol of
+//! [`crate::kv_lines`] over TCP, and its client. The `acpg-kv` binary is a
+//! thin wrapper around [`main_with`]; the `bench` binary runs the same
+//! code for its etcd comparison.
+//!
+//! ```text
+//!  acpg-kv client ──TCP──► serve_tcp ── one serve_lines per connection ──► Replica<KvStore>
+//!  (LineClient,             (accept loop)   (tags #N, pipelined)            (total order over CPG)
+//!   pipelined)
+//! ```
+//!
+//! Rules:
+//!
+//! 1. One replica serves any number of connections at once; each
+//!    connection has its own [`serve_lines`], so its requests enter the
+//!    total order in the order its lines came, and answers carry the
+//!    request's `#N` tag (they may come out of order).
+//! 2. A read (`get`) is a command: it takes its place in the total order
+//!    and is answered when this replica applies it, so it sees every write
+//!    acknowledged before it was sent, on any replica — reads are
+//!    linearizable. `read KEY` is the local, possibly stale read.
+//! 3. A connection's write half flushes when it has no answer queued, so a
+//!    pipelined burst goes out in few writes and a lone answer at once.
+//! 4. Nothing a client sends can stop the service: a line that does not
+//!    parse is answered `ERR ...`; a connection that fails is dropped and
+//!    logged on stderr.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix_cpg::kv::KvStore;
+use actix_cpg::{Delivery, Replica, ReplicaConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::kv_lines::serve_lines;
+
+/// Which transport the replicas of `serve` run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `--sim N`: N replicas in this process on the in-process sim
+    /// backend, replica `i` (from 0) on the listen address's port + `i`.
+    Sim(u32),
+    /// `--corosync`: one replica on the corosync daemon of this network
+    /// namespace.
+    Corosync,
+}
+
+/// What `acpg-kv serve` was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// The CPG group.
+    pub group: String,
+    /// Where the (first) replica listens.
+    pub listen: SocketAddr,
+    /// Safe delivery (a reply waits until every replica applied it).
+    pub safe: bool,
+    /// Only join a group that exists; never found a new history.
+    pub join_only: bool,
+    /// The transport.
+    pub backend: Backend,
+    /// Records each replica's stream (with `--sim N`: FILE.1 .. FILE.N).
+    pub record: Option<PathBuf>,
+}
+
+/// The usage line of `acpg-kv`.
+pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
+
+/// Parses the arguments of `serve` (after the word `serve`).
+pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
+    let mut group = None;
+    let mut listen = None;
+    let mut safe = false;
+    let mut join_only = false;
+    let mut backend = None;
+    let mut record = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |what: &str| {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} takes {what}"))
+        };
+        match arg.as_str() {
+            "--listen" => {
+                let v = value("an address")?;
+                listen = Some(
+                    v.parse::<SocketAddr>()
+                        .map_err(|e| format!("--listen {v:?}: {e}"))?,
+                );
+            }
+            "--safe" => safe = true,
+            "--join-only" => join_only = true,
+            "--sim" => {
+                let v = value("a member count")?;
+                let n = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=16).contains(n))
+                    .ok_or_else(|| format!("--sim takes 1 to 16 members, not {v:?}"))?;
+                backend = Some(Backend::Sim(n));
+            }
+            "--corosync" => backend = Some(Backend::Corosync),
+            "--record" => record = Some(PathBuf::from(value("a file")?)),
+            other if other.starts_with("--") => return Err(format!("unknown option {other:?}")),
+            other if group.is_none() => group = Some(other.to_owned()),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    Ok(ServeOptions {
+        group: group.ok_or("serve needs a GROUP")?,
+        listen: listen.ok_or("serve needs --listen ADDR")?,
+        safe,
+        join_only,
+        backend: backend.ok_or("serve needs --sim N or --corosync")?,
+        record,
+    })
+}
+
+/// The request line of a `client` invocation (after `client ADDR`).
+pub fn client_line(words: &[String]) -> Result<String, String> {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        ["put", key, value @ ..] if !value.is_empty() => {
+            Ok(format!("put {key} {}", value.join(" ")))
+        }
+        ["get", key] => Ok(format!("get {key}")),
+        ["del", key] => Ok(format!("del {key}")),
+        ["cas", key, old, new] => Ok(format!("cas {key} {old} {new}")),
+        ["status"] => Ok("status".into()),
+        _ => Err(format!("cannot make a request of {words:?}")),
+    }
+}
+
+/// The replica configuration `serve` runs with. Durability (a data
+/// directory and a sync policy) plugs in here when the library has it.
+pub fn replica_config(o: &ServeOptions, record_to: Option<PathBuf>) -> ReplicaConfig {
+    ReplicaConfig {
+        delivery: if o.safe {
+            Delivery::Safe
+        } else {
+            Delivery::Agreed
+        },
+        found_group: !o.join_only,
+        record_to,
+        ..ReplicaConfig::default()
+    }
+}
+
+/// Serves the line protocol of `replica` to every client of `listener`,
+/// until the listener fails. Must run inside an actix system.
+pub async fn serve_tcp(replica: Replica<KvStore>, listener: TcpListener) -> std::io::Result<()> {
+    loop {
+        let (socket, _peer) = listener.accept().await?;
+        let _ = socket.set_nodelay(true);
+        let (read, write) = socket.into_split();
+        let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+        actix::spawn(serve_lines(replica.clone(), in_rx, out_tx));
+        actix::spawn(async move {
+            let mut lines = BufReader::new(read).lines();
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(line)) => {
+                        if in_tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("acpg-kv: dropped a client connection: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        actix::spawn(async move {
+            let mut write = BufWriter::new(write);
+            while let Some(line) = out_rx.recv().await {
+                if write.write_all(line.as_bytes()).await.is_err()
+                    || write.write_all(b"\n").await.is_err()
+                {
+                    return;
+                }
+                // Rule 3: flush once the queue is empty.
+                if out_rx.is_empty() && write.flush().await.is_err() {
+                    return;
+                }
+            }
+            let _ = write.flush().await;
+        });
+    }
+}
+
+/// Runs `acpg-kv serve`: starts the replica(s), prints `SERVING ADDR
+/// MEMBER` on stdout for each once it listens, and serves until killed.
+pub async fn serve(o: ServeOptions) -> Result<(), String> {
+    let group = actix_cpg::GroupName::new(o.group.clone()).map_err(|e| e.to_string())?;
+    let mut servers = Vec::new();
+    // The sim cluster lives as long as the service.
+    let mut _sim = None;
+    match o.backend {
+        Backend::Sim(n) => {
+            use actix_cpg::transport::sim::SimCluster;
+            use actix_cpg::{NodeId, Transport};
+            let cluster = SimCluster::new(n);
+            for i in 0..n {
+                let conn = cluster
+                    .process(NodeId(i + 1))
+                    .map_err(|e| e.to_string())?
+                    .join(&group)
+                    .map_err(|e| e.to_string())?;
+                let record = o
+                    .record
+                    .as_ref()
+                    .map(|f| PathBuf::from(format!("{}.{}", f.display(), i + 1)));
+                let replica = Replica::<KvStore>::start(conn, replica_config(&o, record))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut addr = o.listen;
+                addr.set_port(o.listen.port() + i as u16);
+                servers.push((replica, addr));
+            }
+            _sim = Some(cluster);
+        }
+        Backend::Corosync => servers.push((start_corosync(&o, &group).await?, o.listen)),
+    }
+    let mut tasks = Vec::new();
+    for (replica, addr) in servers {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("SERVING {bound} {}", replica.local());
+        tasks.push(actix::spawn(serve_tcp(replica, listener)));
+    }
+    for task in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("listener failed: {e}")),
+            Err(e) => return Err(format!("listener task failed: {e}")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "corosync")]
+async fn start_corosync(
+    o: &ServeOptions,
+    group: &actix_cpg::GroupName,
+) -> Result<Replica<KvStore>, String> {
+    use actix_cpg::transport::corosync::Corosync;
+    use actix_cpg::Transport;
+    let conn = Corosync::new().join(group).map_err(|e| e.to_string())?;
+    Replica::<KvStore>::start(conn, replica_config(o, o.record.clone()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "corosync"))]
+async fn start_corosync(
+    _o: &ServeOptions,
+    _group: &actix_cpg::GroupName,
+) -> Result<Replica<KvStore>, String> {
+    Err("--corosync needs a build with the `corosync` feature".into())
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<String>>>>;
+
+/// A pipelined client of the line protocol: any number of requests in
+/// flight on one connection, matched to their answers by tag. Runs on any
+/// tokio runtime.
+#[derive(Clone)]
+pub struct LineClient {
+    next: Arc<AtomicU64>,
+    pending: Pending,
+    /// Set once the connection's read half ended: no answer comes any more.
+    closed: Arc<AtomicBool>,
+    tx: mpsc::UnboundedSender<String>,
+}
+
+impl LineClient {
+    /// Connects to a server of the line protocol.
+    pub async fn connect(addr: &str) -> std::io::Result<LineClient> {
+        let socket = TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        let (read, write) = socket.into_split();
+        let pending: Pending = Arc::default();
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            let mut write = BufWriter::new(write);
+            while let Some(line) = rx.recv().await {
+                if write.write_all(line.as_bytes()).await.is_err()
+                    || write.write_all(b"\n").await.is_err()
+                {
+                    return;
+                }
+                if rx.is_empty() && write.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let answers = pending.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let ended = closed.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Some((tag, body)) = line
+                    .strip_prefix('#')
+                    .and_then(|rest| rest.split_once(' '))
+                    .and_then(|(tag, body)| Some((tag.parse::<u64>().ok()?, body)))
+                else {
+                    continue;
+                };
+                let waiter = answers.lock().ok().and_then(|mut p| p.remove(&tag));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(body.to_owned());
+                }
+            }
+            // The connection ended: every waiter learns it (its sender
+            // drops), and so does every later call (`closed`).
+            ended.store(true, Ordering::SeqCst);
+            if let Ok(mut p) = answers.lock() {
+                p.clear();
+            }
+        });
+        Ok(LineClient {
+            next: Arc::new(AtomicU64::new(1)),
+            pending,
+            closed,
+            tx,
+        })
+    }
+
+    /// Sends one request line and waits for its answer (without the tag).
+    pub async fn call(&self, line: &str) -> Result<String, String> {
+        let tag = self.next.fetch_add(1, Ordering::Relaxed);
+        let (done, answer) = oneshot::channel();
+        self.pending
+            .lock()
+            .map_err(|_| "client state poisoned".to_owned())?
+            .insert(tag, done);
+        // Inserted after the reader's last clear: nobody would answer.
+        if self.closed.load(Ordering::SeqCst) {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&tag);
+            }
+            return Err("connection closed".to_owned());
+        }
+        self.tx
+            .send(format!("#{tag} {line}"))
+            .map_err(|_| "connection closed".to_owned())?;
+        answer.await.map_err(|_| "connection closed".to_owned())
+    }
+}
+
+/// Runs `acpg-kv client ADDR WORDS...`: the answer line, or why there is
+/// none. The caller exits 1 on an `ERR` answer.
+pub async fn client(addr: &str, words: &[String]) -> Result<String, String> {
+    let line = client_line(words)?;
+    let client = LineClient::connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    client.call(&line).await
+}
+
+/// The whole `acpg-kv` command line (without the program name); returns
+/// the process's exit code.
+pub fn main_with(args: &[String]) -> i32 {
+    match args.first().map(String::as_str) {
+        Some("serve") => {
+            let o = match parse_serve(&args[1..]) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("acpg-kv: {e}\n{USAGE}");
+                    return 2;
+                }
+            };
+            crate::log_to_stderr();
+            match actix::System::new().block_on(serve(o)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    println!("ERROR {e}");
+                    eprintln!("acpg-kv: {e}");
+                    1
+                }
+            }
+        }
+        Some("client") if args.len() >= 3 => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("acpg-kv: {e}");
+                    return 1;
+                }
+            };
+            match runtime.block_on(client(&args[1], &args[2..])) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    i32::from(answer.starts_with("ERR"))
+                }
+                Err(e) => {
+                    eprintln!("acpg-kv: {e}");
+                    1
+                }
+            }
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn serve_arguments_name_group_address_and_backend() {
+        let o = parse_serve(&words("g --listen 127.0.0.1:7000 --sim 3 --safe")).expect("parses");
+        assert_eq!(o.group, "g");
+        assert_eq!(o.listen.port(), 7000);
+        assert_eq!(o.backend, Backend::Sim(3));
+        assert!(o.safe && !o.join_only);
+        assert!(parse_serve(&words("g --listen 127.0.0.1:7000")).is_err());
+        assert!(parse_serve(&words("g --sim 3")).is_err());
+        assert!(parse_serve(&words("g --listen nowhere --sim 3")).is_err());
+        assert!(parse_serve(&words("g --listen 127.0.0.1:1 --sim 0")).is_err());
+    }
+
+    #[test]
+    fn client_words_become_one_request_line() {
+        assert_eq!(
+            client_line(&words("put k hello world")),
+            Ok("put k hello world".into())
+        );
+        assert_eq!(client_line(&words("cas k - v")), Ok("cas k - v".into()));
+        assert_eq!(client_line(&words("status")), Ok("status".into()));
+        assert!(client_line(&words("put k")).is_err());
+        assert!(client_line(&words("get")).is_err());
+    }
+}

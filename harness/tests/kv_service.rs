@@ -1,0 +1,210 @@
+//! The kv service on the sim backend: `acpg-kv serve --sim 3` on loopback
+//! ports, driven by `acpg-kv client` processes and by pipelined clients
+//! on every replica at once. Nothing is killed but the service itself, at
+//! the end (a drop guard, also when a test fails).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+
+use actix_cpg_harness::kv_service::LineClient;
+
+const KV: &str = env!("CARGO_BIN_EXE_acpg-kv");
+
+/// The service process; killed when dropped.
+struct Service {
+    child: Child,
+    addrs: Vec<String>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port P of loopback with P, P+1, ... P+n-1 free (as far as binding
+/// them a moment ago tells).
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..50 {
+        let Ok(first) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(base) = first.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let rest: Vec<_> = (1..n)
+            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
+            .collect();
+        if rest.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free loopback ports");
+}
+
+/// Starts `acpg-kv serve GROUP --listen 127.0.0.1:P --sim n` and waits for
+/// its `SERVING` lines.
+fn serve_sim(n: u16) -> Service {
+    let port = free_ports(n);
+    let mut child = Command::new(KV)
+        .args(["serve", "kv-test", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--sim", &n.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start acpg-kv serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut service = Service {
+        child,
+        addrs: Vec::new(),
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    while service.addrs.len() < n as usize {
+        let line = lines
+            .next()
+            .expect("acpg-kv serve ended before it served")
+            .expect("read its output");
+        let addr = line
+            .strip_prefix("SERVING ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        service.addrs.push(addr.to_owned());
+    }
+    service
+}
+
+/// `acpg-kv client ADDR WORDS...`: its exit code and its answer.
+fn client(addr: &str, words: &str) -> (i32, String) {
+    let out = Command::new(KV)
+        .arg("client")
+        .arg(addr)
+        .args(words.split_whitespace())
+        .output()
+        .expect("run acpg-kv client");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    )
+}
+
+/// Waits until every replica of `service` is in a primary component.
+async fn wait_primary(service: &Service) {
+    for addr in &service.addrs {
+        let c = LineClient::connect(addr).await.expect("connect");
+        let answer = c.call("wait-primary").await.expect("answer");
+        assert!(answer.starts_with("PRIMARY"), "{addr}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_put_through_one_replica_is_read_through_another() {
+    let service = serve_sim(3);
+    wait_primary(&service).await;
+    let (a, b, c) = (&service.addrs[0], &service.addrs[1], &service.addrs[2]);
+
+    let (code, answer) = client(a, "put colour deep blue");
+    assert_eq!(code, 0, "{answer}");
+    assert!(answer.starts_with("OK "), "{answer}");
+    let (code, answer) = client(c, "get colour");
+    assert_eq!(code, 0);
+    assert!(
+        answer.starts_with("VALUE ") && answer.ends_with(" deep blue"),
+        "{answer}"
+    );
+
+    let (code, answer) = client(b, "cas colour red green");
+    assert_eq!(code, 0);
+    assert!(answer.contains(" fail "), "{answer}");
+    let (_, answer) = client(b, "put colour red");
+    assert!(answer.starts_with("OK "), "{answer}");
+    let (_, answer) = client(c, "cas colour red green");
+    assert!(answer.ends_with(" ok"), "{answer}");
+    let (_, answer) = client(a, "get colour");
+    assert!(answer.ends_with(" green"), "{answer}");
+
+    let (code, answer) = client(b, "del colour");
+    assert_eq!(code, 0, "{answer}");
+    let (_, answer) = client(a, "get colour");
+    assert!(answer.starts_with("NONE "), "{answer}");
+
+    let (code, answer) = client(c, "status");
+    assert_eq!(code, 0);
+    assert!(
+        answer.contains("primary=true") && answer.contains("members=3"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn pipelined_clients_on_every_replica_at_once_are_all_answered_in_one_order() {
+    let service = serve_sim(3);
+    wait_primary(&service).await;
+    let mut clients = Vec::new();
+    for addr in &service.addrs {
+        for _ in 0..2 {
+            clients.push(LineClient::connect(addr).await.expect("connect"));
+        }
+    }
+    let mut calls = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        for j in 0..100 {
+            let c = c.clone();
+            calls.push(async move { c.call(&format!("put k{i}-{j} v{j}")).await });
+        }
+    }
+    let answers = futures::future::join_all(calls).await;
+    let mut positions: Vec<u64> = answers
+        .iter()
+        .map(|a| {
+            let a = a.as_ref().expect("answered");
+            a.strip_prefix("OK ")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("{a}"))
+        })
+        .collect();
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(positions.len(), answers.len(), "two puts share a position");
+
+    for (i, addr) in service.addrs.iter().enumerate() {
+        let (code, answer) = client(addr, &format!("get k{}-99", 5 - i));
+        assert_eq!(code, 0);
+        assert!(answer.ends_with(" v99"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn the_client_fails_when_nothing_serves_its_address() {
+    let port = free_ports(1);
+    let (code, _) = client(&format!("127.0.0.1:{port}"), "get k");
+    assert_eq!(code, 1);
+    let (code, _) = client(&format!("127.0.0.1:{port}"), "frobnicate");
+    assert_eq!(code, 1);
+}
+
+#[tokio::test]
+async fn a_call_on_a_connection_the_server_closed_fails_instead_of_waiting() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.expect("accept");
+        drop(socket);
+    });
+    let c = LineClient::connect(&addr).await.expect("connect");
+    server.await.expect("server task");
+    // A guard against a hang, not a timing assertion.
+    let guard = std::time::Duration::from_secs(60);
+    for _ in 0..2 {
+        let answer = tokio::time::timeout(guard, c.call("get k"))
+            .await
+            .expect("the call ended");
+        assert!(answer.is_err(), "{answer:?}");
+    }
+}
