@@ -24,6 +24,10 @@
 //! 4. Nothing a client sends can stop the service: a line that does not
 //!    parse is answered `ERR ...`; a connection that fails is dropped and
 //!    logged on stderr.
+//! 5. With `--data-dir DIR` the replica keeps its state there
+//!    ([`ReplicaConfig::data_dir`]; `--sync` says when it reaches the disk,
+//!    before the answer): serve again on the same directory after a crash,
+//!    or after the whole group was killed, and the state is back.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_cpg::kv::KvStore;
+use actix_cpg::replicated::SyncPolicy;
 use actix_cpg::{Delivery, Replica, ReplicaConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,10 +70,15 @@ pub struct ServeOptions {
     pub backend: Backend,
     /// Records each replica's stream (with `--sim N`: FILE.1 .. FILE.N).
     pub record: Option<PathBuf>,
+    /// Keeps each replica's state in this directory (with `--sim N`:
+    /// DIR/1 .. DIR/N): a replica started again on it comes back with it.
+    pub data_dir: Option<PathBuf>,
+    /// When a durable replica's commands reach the disk.
+    pub sync: SyncPolicy,
 }
 
 /// The usage line of `acpg-kv`.
-pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
+pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
 
 /// Parses the arguments of `serve` (after the word `serve`).
 pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
@@ -78,6 +88,8 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     let mut join_only = false;
     let mut backend = None;
     let mut record = None;
+    let mut data_dir = None;
+    let mut sync = SyncPolicy::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |what: &str| {
@@ -106,6 +118,16 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             }
             "--corosync" => backend = Some(Backend::Corosync),
             "--record" => record = Some(PathBuf::from(value("a file")?)),
+            "--data-dir" => data_dir = Some(PathBuf::from(value("a directory")?)),
+            "--sync" => {
+                let v = value("every, batch or never")?;
+                sync = match v.as_str() {
+                    "every" => SyncPolicy::EveryCommand,
+                    "batch" => SyncPolicy::Batch,
+                    "never" => SyncPolicy::Never,
+                    _ => return Err(format!("--sync takes every, batch or never, not {v:?}")),
+                };
+            }
             other if other.starts_with("--") => return Err(format!("unknown option {other:?}")),
             other if group.is_none() => group = Some(other.to_owned()),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -118,6 +140,8 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
         join_only,
         backend: backend.ok_or("serve needs --sim N or --corosync")?,
         record,
+        data_dir,
+        sync,
     })
 }
 
@@ -136,9 +160,13 @@ pub fn client_line(words: &[String]) -> Result<String, String> {
     }
 }
 
-/// The replica configuration `serve` runs with. Durability (a data
-/// directory and a sync policy) plugs in here when the library has it.
-pub fn replica_config(o: &ServeOptions, record_to: Option<PathBuf>) -> ReplicaConfig {
+/// The replica configuration `serve` runs with; `data_dir` is this
+/// replica's directory, if durable.
+pub fn replica_config(
+    o: &ServeOptions,
+    record_to: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> ReplicaConfig {
     ReplicaConfig {
         delivery: if o.safe {
             Delivery::Safe
@@ -147,6 +175,8 @@ pub fn replica_config(o: &ServeOptions, record_to: Option<PathBuf>) -> ReplicaCo
         },
         found_group: !o.join_only,
         record_to,
+        data_dir,
+        sync: o.sync,
         ..ReplicaConfig::default()
     }
 }
@@ -218,7 +248,8 @@ pub async fn serve(o: ServeOptions) -> Result<(), String> {
                     .record
                     .as_ref()
                     .map(|f| PathBuf::from(format!("{}.{}", f.display(), i + 1)));
-                let replica = Replica::<KvStore>::start(conn, replica_config(&o, record))
+                let dir = o.data_dir.as_ref().map(|d| d.join((i + 1).to_string()));
+                let replica = Replica::<KvStore>::start(conn, replica_config(&o, record, dir))
                     .await
                     .map_err(|e| e.to_string())?;
                 let mut addr = o.listen;
@@ -256,7 +287,7 @@ async fn start_corosync(
     use actix_cpg::transport::corosync::Corosync;
     use actix_cpg::Transport;
     let conn = Corosync::new().join(group).map_err(|e| e.to_string())?;
-    Replica::<KvStore>::start(conn, replica_config(o, o.record.clone()))
+    Replica::<KvStore>::start(conn, replica_config(o, o.record.clone(), o.data_dir.clone()))
         .await
         .map_err(|e| e.to_string())
 }

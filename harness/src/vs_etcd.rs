@@ -32,14 +32,13 @@ use crate::etcd::{node_addr, EtcdCluster, Fsync, NODES};
 use crate::kv_load::{Cell, CellResult, Op, ROLE_ENV};
 
 /// Which configurations of the two systems a row compares.
-///
-/// The durable pairing — etcd's default against replicas with a data
-/// directory, fsync per command and safe delivery — comes with the
-/// library's durable replicas (`ReplicaConfig::data_dir` and
-/// `ReplicaConfig::sync`): it will be a variant here whose kv side passes
-/// the data directory to `acpg-kv serve`. Until then no row claims it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// etcd as shipped (every commit fsynced) against the kv service with a
+    /// data directory, safe delivery and group commit (`--sync batch`: one
+    /// fsync per batch of commands, before any of their answers): both
+    /// survive a whole-cluster power loss with every acknowledged write.
+    Durable,
     /// etcd as shipped (every commit fsynced) against the kv service in
     /// memory with agreed delivery: what each system gives by default.
     /// Not a like-for-like durability comparison: etcd survives a
@@ -54,6 +53,7 @@ impl Mode {
     /// The option value naming the mode (`--modes default,no-fsync`).
     pub fn name(self) -> &'static str {
         match self {
+            Mode::Durable => "durable",
             Mode::EtcdDefault => "default",
             Mode::NoFsync => "no-fsync",
         }
@@ -62,20 +62,19 @@ impl Mode {
     /// The mode named `name`.
     pub fn parse(name: &str) -> Result<Mode, String> {
         match name {
+            "durable" => Ok(Mode::Durable),
             "default" => Ok(Mode::EtcdDefault),
             "no-fsync" => Ok(Mode::NoFsync),
-            "durable" => Err(
-                "the durable pairing needs the library's durable replicas (not in this build)"
-                    .into(),
-            ),
-            other => Err(format!("unknown mode {other:?} (default or no-fsync)")),
+            other => Err(format!(
+                "unknown mode {other:?} (durable, default or no-fsync)"
+            )),
         }
     }
 
     /// How etcd runs in this mode.
     pub fn etcd_fsync(self) -> Fsync {
         match self {
-            Mode::EtcdDefault => Fsync::On,
+            Mode::Durable | Mode::EtcdDefault => Fsync::On,
             Mode::NoFsync => Fsync::Off,
         }
     }
@@ -83,15 +82,26 @@ impl Mode {
     /// The two sides, as the table's first column says them.
     pub fn label(self) -> &'static str {
         match self {
+            Mode::Durable => {
+                "etcd default (fsync) vs actix-cpg durable (data dir, group-commit fsync), safe"
+            }
             Mode::EtcdDefault => "etcd default (fsync) vs actix-cpg in memory, agreed",
             Mode::NoFsync => "etcd --unsafe-no-fsync vs actix-cpg in memory, agreed",
         }
     }
 
-    /// The extra arguments of `acpg-kv serve` in this mode.
-    fn serve_args(self) -> &'static [&'static str] {
+    /// The extra arguments of `acpg-kv serve` in this mode, for the server
+    /// whose data directory (if any) is `dir`.
+    fn serve_args(self, dir: &Path) -> Vec<String> {
         match self {
-            Mode::EtcdDefault | Mode::NoFsync => &[],
+            Mode::Durable => vec![
+                "--safe".into(),
+                "--data-dir".into(),
+                dir.display().to_string(),
+                "--sync".into(),
+                "batch".into(),
+            ],
+            Mode::EtcdDefault | Mode::NoFsync => Vec::new(),
         }
     }
 }
@@ -152,13 +162,17 @@ pub struct Row {
 }
 
 /// Processes killed when dropped (rule 3).
-struct Killed(Vec<Child>);
+struct Killed(Vec<Child>, Vec<std::path::PathBuf>);
 
 impl Drop for Killed {
     fn drop(&mut self) {
         for c in &mut self.0 {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // The servers' data directories, once nothing holds them.
+        for d in &self.1 {
+            let _ = std::fs::remove_dir_all(d);
         }
     }
 }
@@ -168,17 +182,23 @@ fn kv_addr(n: u32) -> String {
     format!("{}:7379", node_addr(n))
 }
 
+/// Where node `n`'s kv server of `group` keeps its state (durable mode);
+/// removed when its side ends.
+fn data_dir(group: &str, n: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{group}-n{n}"))
+}
+
 /// Starts one kv server per node (this executable in role `acpg-kv`) and
 /// waits until each listens.
 fn start_kv(exe: &Path, mode: Mode) -> Result<Killed, String> {
     let group = format!("acpg-vs-etcd-{}-{}", std::process::id(), mode.name());
-    let mut servers = Killed(Vec::new());
+    let mut servers = Killed(Vec::new(), Vec::new());
     for n in 1..=NODES {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &format!("acpg-n{n}")])
             .arg(exe)
             .args(["serve", &group, "--listen", &kv_addr(n), "--corosync"])
-            .args(mode.serve_args())
+            .args(mode.serve_args(&data_dir(&group, n)))
             .env(ROLE_ENV, "acpg-kv")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -186,6 +206,7 @@ fn start_kv(exe: &Path, mode: Mode) -> Result<Killed, String> {
             .map_err(|e| format!("cannot start the kv server on node {n}: {e}"))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         servers.0.push(child);
+        servers.1.push(data_dir(&group, n));
         let mut lines = BufReader::new(stdout).lines();
         match lines.next() {
             Some(Ok(line)) if line.starts_with("SERVING ") => {}
@@ -221,7 +242,7 @@ fn run_load(
         .spawn()
         .map_err(|e| format!("cannot start the load: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
-    let _load = Killed(vec![child]);
+    let _load = Killed(vec![child], Vec::new());
     let mut results = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.map_err(|e| e.to_string())?;
@@ -365,10 +386,10 @@ mod tests {
 
     #[test]
     fn modes_are_named_both_ways_and_durable_is_refused_until_it_exists() {
-        for m in [Mode::EtcdDefault, Mode::NoFsync] {
+        for m in [Mode::Durable, Mode::EtcdDefault, Mode::NoFsync] {
             assert_eq!(Mode::parse(m.name()), Ok(m));
         }
-        assert!(Mode::parse("durable").is_err());
+        assert!(Mode::parse("fsync").is_err());
     }
 
     #[test]

@@ -32,7 +32,7 @@
 //! that table (see `actix_cpg_harness::vs_etcd`); it needs the real
 //! cluster, `--features corosync,etcd` (the `etcd` feature needs `protoc`:
 //! Debian `protobuf-compiler`) and installs Debian's `etcd-server` if it is
-//! missing. `--modes default,no-fsync` picks the pairings (both by
+//! missing. `--modes durable,default,no-fsync` picks the pairings (all by
 //! default); `--scale` and `--smoke` set the request counts.
 //!
 //! ```sh
@@ -89,7 +89,7 @@ fn parse_args() -> Result<Options, String> {
         crypto: None,
         vs_etcd: None,
     };
-    let mut modes = vec![Mode::EtcdDefault, Mode::NoFsync];
+    let mut modes = vec![Mode::Durable, Mode::EtcdDefault, Mode::NoFsync];
     let mut args = std::env::args().skip(1);
     let list = |v: Option<String>| -> Result<Vec<usize>, String> {
         v.ok_or("missing value")?
@@ -140,7 +140,7 @@ fn parse_args() -> Result<Options, String> {
             "--modes" => {
                 modes = args
                     .next()
-                    .ok_or("--modes takes default,no-fsync")?
+                    .ok_or("--modes takes durable,default,no-fsync")?
                     .split(',')
                     .map(Mode::parse)
                     .collect::<Result<_, _>>()?
