@@ -479,3 +479,49 @@ async fn after_a_disk_is_lost_the_operator_bootstraps_the_survivors() {
         assert!(is_subsequence(&acknowledged, &ledger(&r.replica).await));
     }
 }
+
+/// A replica back with the very identity of the one it follows (a fresh
+/// cluster hands out the same pids again, as a container does) counts as
+/// that replica, present: after the group is back, a partition leaves the
+/// two-member side primary and the lone member not, as before the restart.
+#[actix_rt::test]
+async fn replicas_back_with_the_same_identities_keep_the_majority_rule() {
+    let dirs = Scratch::new("same-ids");
+    let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
+    let first = SimCluster::new(3);
+    let running = start_three(&first, cfg).await;
+    let before: Vec<Member> = running.iter().map(|r| r.replica.local()).collect();
+    let acknowledged = write(&running[0].replica, 0, 5).await;
+    kill_all(running).await;
+
+    let cluster = SimCluster::new(3);
+    let back = start_three(&cluster, cfg).await;
+    let after: Vec<Member> = back.iter().map(|r| r.replica.local()).collect();
+    assert_eq!(before, after, "the same identities again");
+    assert!(is_subsequence(
+        &acknowledged,
+        &ledger(&back[2].replica).await
+    ));
+    cluster
+        .partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]])
+        .expect("partition");
+    until("the lone member is not primary", async || {
+        let s = back[2].replica.inspect().await.expect("inspect");
+        s.installed && s.members.len() == 1 && !s.primary
+    })
+    .await;
+    for r in &back[..2] {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let s = r.replica.inspect().await.expect("inspect");
+                if s.installed && s.members.len() == 2 && s.primary {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the majority side is primary");
+    }
+    write(&back[0].replica, 100, 2).await;
+}

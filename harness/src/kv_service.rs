@@ -287,9 +287,12 @@ async fn start_corosync(
     use actix_cpg::transport::corosync::Corosync;
     use actix_cpg::Transport;
     let conn = Corosync::new().join(group).map_err(|e| e.to_string())?;
-    Replica::<KvStore>::start(conn, replica_config(o, o.record.clone(), o.data_dir.clone()))
-        .await
-        .map_err(|e| e.to_string())
+    Replica::<KvStore>::start(
+        conn,
+        replica_config(o, o.record.clone(), o.data_dir.clone()),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "corosync"))]

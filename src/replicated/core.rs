@@ -469,11 +469,13 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// Whether every change of the state's id is reported as an action
     /// ([`Action::Persist`], [`Action::Rebase`]): a durable replica.
     journal: bool,
-    /// Members gone for good: the replica whose data directory this one
-    /// took over, and any an operator wrote off. None counts in a primary
-    /// component's membership this replica knows of (like a member seen
-    /// leaving with `ProcDown`).
-    gone: BTreeSet<Member>,
+    /// Members gone for good — the replica whose data directory this one
+    /// took over, and any an operator wrote off — each with the latest
+    /// epoch it was part of: none counts in the membership of a primary
+    /// component up to that epoch (like a member seen leaving with
+    /// `ProcDown`). A later component's members are processes alive
+    /// since, which may carry the same identity (a pid used again).
+    gone: BTreeMap<Member, PrimaryEpoch>,
     /// Every sender holds the group key: an announcement's claims are a
     /// replica's own knowledge, never forged (rule 6 trusts them).
     keyed: bool,
@@ -530,7 +532,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             unstable: BTreeMap::new(),
             announced: (0, BTreeMap::new()),
             journal: false,
-            gone: BTreeSet::new(),
+            gone: BTreeMap::new(),
             keyed: false,
         }
     }
@@ -570,7 +572,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         snapshot: Option<(StateId, S)>,
         entries: Vec<Entry>,
         known: Option<PrimaryRecord>,
-        gone: impl IntoIterator<Item = Member>,
+        gone: impl IntoIterator<Item = (Member, PrimaryEpoch)>,
     ) -> Result<(), String> {
         let (mut id, mut sm) = match snapshot {
             Some((id, sm)) => (id, sm),
@@ -621,14 +623,20 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         self.id = id;
         self.sm = sm;
-        self.gone = gone.into_iter().collect();
+        // This process is never gone: with the identity of the replica it
+        // follows (a pid used again), it counts as that replica, present.
+        let local = self.local;
+        self.gone = gone.into_iter().filter(|(m, _)| *m != local).collect();
         self.known = known.map(|k| self.without_gone(k));
         Ok(())
     }
 
     /// A record of a primary component without the members gone for good.
     fn without_gone(&self, mut record: PrimaryRecord) -> PrimaryRecord {
-        record.members.retain(|m| !self.gone.contains(m));
+        let epoch = record.epoch;
+        record
+            .members
+            .retain(|m| self.gone.get(m).is_none_or(|until| epoch > *until));
         record
     }
 

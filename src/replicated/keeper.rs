@@ -39,7 +39,7 @@ use std::path::Path;
 
 use super::core::Action;
 use super::durable::{Entry, Recovered, Store, StoreError, SyncPolicy};
-use super::messages::{PrimaryRecord, StateId};
+use super::messages::{PrimaryEpoch, PrimaryRecord, StateId};
 use crate::transport::Member;
 use crate::wire::Codec;
 
@@ -50,9 +50,10 @@ pub(crate) struct Meta {
     pub member: Member,
     /// The last primary component that replica knew of.
     pub known: Option<PrimaryRecord>,
-    /// Members an operator wrote off ([`bootstrap`]): gone for good, like
-    /// the replica that wrote this record.
-    pub written_off: Vec<Member>,
+    /// Members an operator wrote off ([`bootstrap`]), each with the last
+    /// primary component it was part of: gone for good, like the replica
+    /// that wrote this record. Dropped once a later component is known.
+    pub written_off: Vec<(Member, PrimaryEpoch)>,
 }
 
 /// A data directory in use by one runtime.
@@ -67,8 +68,9 @@ pub(crate) struct Keeper<R, C> {
     held: Vec<Action<R, C>>,
     /// The knowledge the meta file holds (rule 2).
     written: Option<PrimaryRecord>,
-    /// Members an operator wrote off: kept in every meta record.
-    written_off: Vec<Member>,
+    /// Members an operator wrote off: kept in every meta record until a
+    /// later primary component is known.
+    written_off: Vec<(Member, PrimaryEpoch)>,
     since_snapshot: u64,
     snapshot_every: u64,
 }
@@ -80,9 +82,10 @@ pub(crate) struct Opened<R, C> {
     /// The last primary component the directory's previous replica knew
     /// of.
     pub known: Option<PrimaryRecord>,
-    /// Members gone for sure: that replica (rule 4), and any an operator
-    /// wrote off ([`bootstrap`]).
-    pub gone: Vec<Member>,
+    /// Members gone for sure, each with the last primary component it was
+    /// part of: that replica (rule 4), and any an operator wrote off
+    /// ([`bootstrap`]).
+    pub gone: Vec<(Member, PrimaryEpoch)>,
 }
 
 impl<R, C> Keeper<R, C> {
@@ -104,7 +107,8 @@ impl<R, C> Keeper<R, C> {
                     what: format!("meta does not decode: {e}"),
                 })?;
                 let mut gone = meta.written_off.clone();
-                gone.push(meta.member);
+                let until = meta.known.as_ref().map(|k| k.epoch).unwrap_or_default();
+                gone.push((meta.member, until));
                 (meta.known, meta.written_off, gone)
             }
             None => (None, Vec::new(), Vec::new()),
@@ -146,6 +150,8 @@ impl<R, C> Keeper<R, C> {
         if self.written.as_ref() == known {
             return Ok(());
         }
+        let latest = known.map(|k| k.epoch).unwrap_or_default();
+        self.written_off.retain(|(_, until)| *until >= latest);
         let meta = Meta {
             member: self.local,
             known: known.cloned(),
@@ -253,7 +259,7 @@ pub struct Bootstrapped {
     /// The state the directory holds, which the group may now go on from.
     pub state: StateId,
     /// The last primary component the directory's replica knew of.
-    pub epoch: Option<super::messages::PrimaryEpoch>,
+    pub epoch: Option<PrimaryEpoch>,
     /// Its members other than this directory's replica: written off. What
     /// any of them applied after `state` is lost if none of them comes
     /// back.
@@ -303,7 +309,7 @@ pub fn bootstrap(dir: &Path) -> Result<Bootstrapped, StoreError> {
         .filter(|m| *m != meta.member)
         .collect();
     let mut all_off = meta.written_off.clone();
-    all_off.extend(written_off.iter().copied());
+    all_off.extend(written_off.iter().map(|m| (*m, known.epoch)));
     all_off.sort();
     all_off.dedup();
     let bytes = codec
