@@ -14,28 +14,20 @@ use actix_cpg::transport::sim::{SimCluster, SimProcess};
 use actix_cpg::{GroupName, Member, NodeId, Replica, ReplicaConfig, Transport};
 
 use crate::support::ledger::Ledger;
+use crate::support::scratch::Scratch;
 
 const GROUP: &str = "durable";
 
-/// A directory of this test process, removed when dropped.
-struct Scratch(PathBuf);
+/// The data directories of one test.
+struct Dirs(Scratch);
 
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("acpg-durable-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
+impl Dirs {
+    fn new(name: &str) -> Dirs {
+        Dirs(Scratch::new(&format!("durable-{name}")))
     }
 
     fn replica(&self, i: usize) -> PathBuf {
-        self.0.join(format!("r{i}"))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join(format!("r{i}"))
     }
 }
 
@@ -127,6 +119,18 @@ async fn cascade(mut running: Vec<Running>) -> Vec<(Member, u64)> {
     acknowledged
 }
 
+/// Every one of `back` is primary in time and holds every write of
+/// `acknowledged`, in order.
+async fn primary_with(back: &[Running], acknowledged: &[(Member, u64)]) {
+    for r in back {
+        tokio::time::timeout(Duration::from_secs(20), r.replica.wait_primary())
+            .await
+            .expect("primary in time")
+            .expect("primary");
+        assert!(is_subsequence(acknowledged, &ledger(&r.replica).await));
+    }
+}
+
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     for _ in 0..4000 {
         if check().await {
@@ -163,7 +167,7 @@ async fn whole_group_comes_back(
     order: [usize; 3],
     name: &str,
 ) {
-    let dirs = Scratch::new(name);
+    let dirs = Dirs::new(name);
     let cluster = SimCluster::new(3);
     let mut running = Vec::new();
     for i in 0..3 {
@@ -198,19 +202,13 @@ async fn whole_group_comes_back(
         .expect("restart");
         back.push(r);
     }
+    primary_with(&back, &acknowledged).await;
     for r in &back {
-        tokio::time::timeout(Duration::from_secs(20), r.replica.wait_primary())
-            .await
-            .expect("primary again in time")
-            .expect("primary again");
-    }
-    for r in &back {
-        let now = ledger(&r.replica).await;
-        assert!(
-            is_subsequence(&acknowledged, &now),
-            "an acknowledged write is missing"
+        assert_eq!(
+            ledger(&r.replica).await,
+            before,
+            "the state from before the restart"
         );
-        assert_eq!(now, before, "the state from before the restart");
     }
     // And it goes on.
     let more = write(&back[0].replica, 1000, 3).await;
@@ -246,7 +244,7 @@ async fn a_group_killed_whole_comes_back_with_every_safe_write_synced() {
 /// others rejoin it.
 #[actix_rt::test]
 async fn after_a_cascade_the_last_to_die_comes_back_primary_and_the_others_rejoin() {
-    let dirs = Scratch::new("cascade");
+    let dirs = Dirs::new("cascade");
     let cluster = SimCluster::new(3);
     let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
     let acknowledged = cascade(start_three(&cluster, cfg).await).await;
@@ -270,7 +268,7 @@ async fn after_a_cascade_the_last_to_die_comes_back_primary_and_the_others_rejoi
 /// key), so it is admitted, and the group is primary again with its state.
 #[actix_rt::test]
 async fn in_a_keyed_group_the_last_to_die_may_come_back_last() {
-    let dirs = Scratch::new("cascade-keyed");
+    let dirs = Dirs::new("cascade-keyed");
     let cluster = SimCluster::new(3);
     let key = GroupKey::from_passphrase("durable replicas");
     let cfg = |i| ReplicaConfig {
@@ -295,18 +293,12 @@ async fn in_a_keyed_group_the_last_to_die_may_come_back_last() {
             .await
             .expect("the last, back last"),
     );
-    for r in &back {
-        tokio::time::timeout(Duration::from_secs(20), r.replica.wait_primary())
-            .await
-            .expect("primary in time")
-            .expect("primary");
-        assert!(is_subsequence(&acknowledged, &ledger(&r.replica).await));
-    }
+    primary_with(&back, &acknowledged).await;
 }
 
 #[actix_rt::test]
 async fn two_of_three_back_wait_for_the_third_before_they_are_primary() {
-    let dirs = Scratch::new("two-of-three");
+    let dirs = Dirs::new("two-of-three");
     let cluster = SimCluster::new(3);
     let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
     let running = start_three(&cluster, cfg).await;
@@ -334,19 +326,12 @@ async fn two_of_three_back_wait_for_the_third_before_they_are_primary() {
     ));
     let cfg = config(&dirs.replica(2), Delivery::Safe, SyncPolicy::Batch);
     back.push(start(&cluster, 3, cfg).await.expect("third back"));
-    for r in &back {
-        tokio::time::timeout(Duration::from_secs(20), r.replica.wait_primary())
-            .await
-            .expect("primary in time")
-            .expect("primary");
-    }
-    let now = ledger(&back[2].replica).await;
-    assert!(is_subsequence(&acknowledged, &now));
+    primary_with(&back, &acknowledged).await;
 }
 
 #[actix_rt::test]
 async fn a_group_of_one_comes_back_primary_with_its_state() {
-    let dirs = Scratch::new("one");
+    let dirs = Dirs::new("one");
     let cluster = SimCluster::new(3);
     let cfg = || config(&dirs.replica(0), Delivery::Agreed, SyncPolicy::EveryCommand);
     let r = start(&cluster, 1, cfg()).await.expect("start");
@@ -360,7 +345,7 @@ async fn a_group_of_one_comes_back_primary_with_its_state() {
 
 #[actix_rt::test]
 async fn a_restarted_replica_catches_up_with_a_group_that_went_on() {
-    let dirs = Scratch::new("catch-up");
+    let dirs = Dirs::new("catch-up");
     let cluster = SimCluster::new(3);
     let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
     let mut running = start_three(&cluster, cfg).await;
@@ -380,7 +365,7 @@ async fn a_restarted_replica_catches_up_with_a_group_that_went_on() {
 
 #[actix_rt::test]
 async fn a_directory_serves_one_replica_at_a_time() {
-    let dirs = Scratch::new("busy");
+    let dirs = Dirs::new("busy");
     let cluster = SimCluster::new(3);
     let cfg = || config(&dirs.replica(0), Delivery::Agreed, SyncPolicy::Batch);
     let first = start(&cluster, 1, cfg()).await.expect("start");
@@ -399,7 +384,7 @@ async fn a_directory_serves_one_replica_at_a_time() {
 
 #[actix_rt::test]
 async fn a_damaged_snapshot_stops_the_start() {
-    let dirs = Scratch::new("damaged");
+    let dirs = Dirs::new("damaged");
     let cluster = SimCluster::new(3);
     let cfg = || config(&dirs.replica(0), Delivery::Agreed, SyncPolicy::Batch);
     let r = start(&cluster, 1, cfg()).await.expect("start");
@@ -426,7 +411,7 @@ async fn a_damaged_snapshot_stops_the_start() {
 /// which members were written off.
 #[actix_rt::test]
 async fn after_a_disk_is_lost_the_operator_bootstraps_the_survivors() {
-    let dirs = Scratch::new("bootstrap");
+    let dirs = Dirs::new("bootstrap");
     let cluster = SimCluster::new(3);
     let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
     let running = start_three(&cluster, cfg).await;
@@ -471,13 +456,7 @@ async fn after_a_disk_is_lost_the_operator_bootstraps_the_survivors() {
                 .expect("restart"),
         );
     }
-    for r in &back {
-        tokio::time::timeout(Duration::from_secs(20), r.replica.wait_primary())
-            .await
-            .expect("primary in time")
-            .expect("primary");
-        assert!(is_subsequence(&acknowledged, &ledger(&r.replica).await));
-    }
+    primary_with(&back, &acknowledged).await;
 }
 
 /// A replica back with the very identity of the one it follows (a fresh
@@ -486,7 +465,7 @@ async fn after_a_disk_is_lost_the_operator_bootstraps_the_survivors() {
 /// two-member side primary and the lone member not, as before the restart.
 #[actix_rt::test]
 async fn replicas_back_with_the_same_identities_keep_the_majority_rule() {
-    let dirs = Scratch::new("same-ids");
+    let dirs = Dirs::new("same-ids");
     let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
     let first = SimCluster::new(3);
     let running = start_three(&first, cfg).await;

@@ -36,6 +36,7 @@ use actix_cpg::{
 const STEPS: usize = 30;
 
 use crate::support::ledger;
+use crate::support::scratch::Scratch;
 use ledger::Ledger;
 
 #[derive(Debug, Clone)]
@@ -174,26 +175,10 @@ async fn settle(world: &World) -> Result<(), String> {
     }
 }
 
-/// A scratch directory for one durable schedule, removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn run(seed: u64, delivery: Delivery, durable: bool) -> Result<Stats, String> {
     let mut rng = SimRng::new(seed ^ 0x0005_1A7E_5EED);
     let nodes = 3 + rng.below(3) as u32;
-    let scratch = durable.then(|| {
-        let dir = std::env::temp_dir().join(format!(
-            "acpg-schedules-{}-{seed}-{delivery:?}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        Scratch(dir)
-    });
+    let scratch = durable.then(|| Scratch::new(&format!("schedules-{seed}-{delivery:?}")));
     let mut world = World {
         cluster: SimCluster::builder(nodes)
             .max_backlog(4 + rng.below(12) as usize)
@@ -218,7 +203,7 @@ async fn run(seed: u64, delivery: Delivery, durable: bool) -> Result<Stats, Stri
         log: Vec::new(),
         durable: scratch
             .as_ref()
-            .map(|s| (s.0.clone(), Rc::new(RefCell::new(0)))),
+            .map(|s| (s.path().to_owned(), Rc::new(RefCell::new(0)))),
         storage_errors: Rc::default(),
         started: Rc::default(),
         starting: Rc::default(),

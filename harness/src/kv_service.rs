@@ -189,7 +189,7 @@ pub async fn serve_tcp(replica: Replica<KvStore>, listener: TcpListener) -> std:
         let _ = socket.set_nodelay(true);
         let (read, write) = socket.into_split();
         let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<String>();
         actix::spawn(serve_lines(replica.clone(), in_rx, out_tx));
         actix::spawn(async move {
             let mut lines = BufReader::new(read).lines();
@@ -208,22 +208,27 @@ pub async fn serve_tcp(replica: Replica<KvStore>, listener: TcpListener) -> std:
                 }
             }
         });
-        actix::spawn(async move {
-            let mut write = BufWriter::new(write);
-            while let Some(line) = out_rx.recv().await {
-                if write.write_all(line.as_bytes()).await.is_err()
-                    || write.write_all(b"\n").await.is_err()
-                {
-                    return;
-                }
-                // Rule 3: flush once the queue is empty.
-                if out_rx.is_empty() && write.flush().await.is_err() {
-                    return;
-                }
-            }
-            let _ = write.flush().await;
-        });
+        actix::spawn(write_lines(write, out_rx));
     }
+}
+
+/// Writes each line of `lines` to `write`, flushing whenever none is
+/// queued (rule 3), until the channel closes or the write fails.
+async fn write_lines(
+    write: tokio::net::tcp::OwnedWriteHalf,
+    mut lines: mpsc::UnboundedReceiver<String>,
+) {
+    let mut write = BufWriter::new(write);
+    while let Some(line) = lines.recv().await {
+        if write.write_all(line.as_bytes()).await.is_err() || write.write_all(b"\n").await.is_err()
+        {
+            return;
+        }
+        if lines.is_empty() && write.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = write.flush().await;
 }
 
 /// Runs `acpg-kv serve`: starts the replica(s), prints `SERVING ADDR
@@ -324,20 +329,8 @@ impl LineClient {
         socket.set_nodelay(true)?;
         let (read, write) = socket.into_split();
         let pending: Pending = Arc::default();
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
-            let mut write = BufWriter::new(write);
-            while let Some(line) = rx.recv().await {
-                if write.write_all(line.as_bytes()).await.is_err()
-                    || write.write_all(b"\n").await.is_err()
-                {
-                    return;
-                }
-                if rx.is_empty() && write.flush().await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (tx, rx) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(write_lines(write, rx));
         let answers = pending.clone();
         let closed = Arc::new(AtomicBool::new(false));
         let ended = closed.clone();

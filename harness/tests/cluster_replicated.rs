@@ -46,6 +46,7 @@ use actix_cpg::kv::{KvCommand, KvStore};
 use actix_cpg::{Epoch, Member, StateMachine};
 use support::forgeries;
 use support::history::{check, Event, Op, Outcome};
+use support::scratch::Scratch;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -1017,15 +1018,6 @@ async fn a_rolling_upgrade_of_a_kv_group_loses_no_acknowledged_write() {
     }
 }
 
-/// A data directory of this test, removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A kv group with a data directory per replica (safe delivery, one
 /// `fsync` per batch, a group key) is killed whole, round after round —
 /// every agent SIGKILLed in even rounds, every corosync daemon killed (and
@@ -1046,9 +1038,9 @@ async fn a_kv_group_killed_whole_comes_back_from_its_disks_and_loses_no_acknowle
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
     let group = unique_group("restart");
-    let scratch = Scratch(std::env::temp_dir().join(format!("acpg-{group}")));
+    let scratch = Scratch::new(&group);
     let dirs: Vec<String> = (1..=3)
-        .map(|n| scratch.0.join(format!("n{n}")).display().to_string())
+        .map(|n| scratch.path().join(format!("n{n}")).display().to_string())
         .collect();
     let args = |node: usize| -> Vec<String> {
         [

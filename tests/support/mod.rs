@@ -2,4 +2,5 @@
 pub mod forgeries;
 pub mod history;
 pub mod ledger;
+pub mod scratch;
 pub mod simulated;
