@@ -4,7 +4,9 @@
 //!
 //! Three replicas on the in-process `sim` backend: two clients transfer
 //! concurrently from different members, then a fourth replica joins late
-//! and receives the state by snapshot. No daemon needed:
+//! and receives the state by snapshot; last, the replicas compare digests
+//! of their state (a divergence check, which finds an `apply` that is not
+//! deterministic). No daemon needed:
 //!
 //! ```text
 //! cargo run --example own_state_machine
@@ -17,7 +19,9 @@
 
 use std::collections::BTreeMap;
 
-use actix_cpg::replicated::{decode_snapshot, encode_snapshot};
+use actix_cpg::replicated::{
+    decode_snapshot, digest_of, encode_snapshot, ReplicaEvent, StateDigest,
+};
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::{GroupName, NodeId, Replica, ReplicaConfig, StateMachine, Transport};
 use clap::Parser;
@@ -74,6 +78,12 @@ impl StateMachine for Bank {
 
     fn restore(bytes: &[u8]) -> Result<Self, String> {
         decode_snapshot(bytes, 1 << 20).map(Bank)
+    }
+
+    /// Equal banks encode alike (a `BTreeMap` iterates in key order), so
+    /// the encoding's hash is a digest for divergence checks.
+    fn digest(&self) -> Option<StateDigest> {
+        Some(digest_of(&encode_snapshot(&self.0)))
     }
 }
 
@@ -146,6 +156,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         seen.push(balances);
     }
     assert!(seen.windows(2).all(|w| w[0] == w[1]), "replicas agree");
+
+    // The replicas compare digests of their state at one point of the
+    // order (they also do every `digest_every` commands).
+    let mut events = late.subscribe();
+    replicas[0].check().await?;
+    loop {
+        match events.recv().await? {
+            e @ ReplicaEvent::Checked { .. } => break println!("{e}"),
+            e @ ReplicaEvent::Diverged { .. } => return Err(e.to_string().into()),
+            _ => {}
+        }
+    }
     observe.show(replicas.iter().chain([&late])).await;
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::replicated::{decode_snapshot, encode_snapshot, StateMachine};
+use crate::replicated::{decode_snapshot, encode_snapshot, StateDigest, StateMachine};
 
 /// A command of the key-value map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +197,18 @@ impl StateMachine for KvStore {
     fn encode(snapshot: Self::Snapshot) -> Vec<u8> {
         let pairs: Vec<(&str, &str)> = snapshot.iter().map(|(k, v)| (&**k, &**v)).collect();
         encode_snapshot(&pairs)
+    }
+
+    /// BLAKE3 over every key and value, in key order, each with its length.
+    fn digest(&self) -> Option<StateDigest> {
+        let mut hasher = blake3::Hasher::new();
+        for (k, v) in &self.map {
+            for part in [k, v] {
+                hasher.update(&(part.len() as u64).to_le_bytes());
+                hasher.update(part.as_bytes());
+            }
+        }
+        Some(*hasher.finalize().as_bytes())
     }
 
     fn restore(snapshot: &[u8]) -> Result<Self, String> {

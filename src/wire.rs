@@ -56,7 +56,10 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// The highest version of the envelope and body formats this build speaks
 /// by default. 2: members announce themselves (`Kind::Announce`), and
 /// snapshots, replica infos, election infos and merge offers carry who is a
-/// member.
+/// member. 3: replicas compare digests of their state (two new replica
+/// messages, `Check` and `Digest`; every other layout is version 2's, so a
+/// build of version 3 takes part in a group of version 2 and only checks
+/// nothing there).
 ///
 /// A group speaks the highest version every member speaks, decided from the
 /// members' announcements in the ordered stream (see `crate::roster`): a
@@ -64,7 +67,7 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// the last member that held it back leaves. The header, the announcement,
 /// and the framing of batches and chunks keep one layout in every version,
 /// so any build reads them whatever version an envelope names.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The lowest version this build reads and speaks. Version 1 had no
 /// announcements and cannot take part in a group of this build: its
 /// messages are dropped as [`WireError::UnsupportedVersion`].
@@ -73,7 +76,7 @@ pub const MIN_PROTOCOL_VERSION: u8 = 2;
 /// build configured to speak it (`GroupConfig::protocol_versions`) encodes
 /// replies in a changed shape at this version. Never used by default.
 #[doc(hidden)]
-pub const NEXT_PROTOCOL_VERSION: u8 = 3;
+pub const NEXT_PROTOCOL_VERSION: u8 = 4;
 
 /// A range of protocol versions, both ends included. Serializable for
 /// inspection ([`crate::group::GroupInspection`]); announcements carry
@@ -661,7 +664,7 @@ mod tests {
         let bytes = codec().encode(Kind::Request, &s).unwrap();
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[2, 2, 0, 0],
+            &[3, 2, 0, 0],
             &[7, 0, 0, 0, 0, 0, 0, 0],
             &[2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b'],
             &[2, 0, 0, 0, 0, 0, 0, 0, 1, 2],
@@ -851,7 +854,7 @@ mod tests {
         let bytes = codec().encode_chunk(head, b"abcd");
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[2, 7, 0, 0],
+            &[3, 7, 0, 0],
             &[9, 0, 0, 0, 0, 0, 0, 0],
             &[1, 0, 0, 0],
             &[3, 0, 0, 0],
@@ -992,17 +995,21 @@ mod tests {
     #[test]
     fn envelopes_name_the_version_they_are_written_at_and_only_shared_kinds_cross_versions() {
         let old = Codec::new(1 << 16);
-        let new = old.reading(Versions { min: 2, max: 3 });
-        assert_eq!(new.version(), 3, "a build writes its highest until told");
+        let next = NEXT_PROTOCOL_VERSION;
+        let new = old.reading(Versions { min: 2, max: next });
+        assert_eq!(new.version(), next, "a build writes its highest until told");
         let body = (7u64, 9u32);
-        let at_3 = new.encode(Kind::Registry, &body).unwrap();
-        assert_eq!(at_3[4], 3);
-        assert_eq!(new.decode_frame(&at_3).unwrap().version, 3);
+        let at_next = new.encode(Kind::Registry, &body).unwrap();
+        assert_eq!(at_next[4], next);
+        assert_eq!(new.decode_frame(&at_next).unwrap().version, next);
         assert_eq!(
-            old.decode_frame(&at_3),
-            Err(WireError::UnsupportedVersion(3))
+            old.decode_frame(&at_next),
+            Err(WireError::UnsupportedVersion(next))
         );
-        assert_eq!(old.decode_frame_any_version(&at_3).unwrap().version, 3);
+        assert_eq!(
+            old.decode_frame_any_version(&at_next).unwrap().version,
+            next
+        );
         // A shared kind is read whatever version it names, and a newer
         // version may have appended to it.
         for kind in [Kind::Announce, Kind::SyncRequest, Kind::Refusal] {

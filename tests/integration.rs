@@ -11,6 +11,7 @@ mod support;
 
 mod calls;
 mod corosync_smoke;
+mod divergence;
 mod durable_rsm;
 mod election_observer;
 mod election_schedules;

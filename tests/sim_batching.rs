@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_cpg::transport::sim::{SimCluster, SimConnection};
-use actix_cpg::wire::{push_to_batch, Codec, Kind};
+use actix_cpg::wire::{push_to_batch, Codec, Kind, PROTOCOL_VERSION};
 use actix_cpg::{
     BatchConfig, CallError, Connection, Group, GroupConfig, GroupName, Handlers, NodeId,
     RemoteMessage, Transport,
@@ -387,7 +387,8 @@ async fn a_malformed_batch_is_dropped_whole_and_a_bad_entry_alone() {
     // Framing fine, middle entry garbage: the other two are delivered.
     let mut mixed = codec.begin_batch(256);
     push_to_batch(&mut mixed, &good(1));
-    push_to_batch(&mut mixed, b"ACPG\x02\x02\0\0\xff");
+    let garbage = [&b"ACPG"[..], &[PROTOCOL_VERSION, 2, 0, 0], &[0xff]].concat();
+    push_to_batch(&mut mixed, &garbage);
     push_to_batch(&mut mixed, &good(2));
     raw.mcast(&mixed).expect("sent");
     // The group goes on.

@@ -20,7 +20,7 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
 use actix_cpg::election::{ElectionEntry, ElectionInspection};
-use actix_cpg::replicated::{ReplicaInspection, StateId};
+use actix_cpg::replicated::{Checks, ReplicaInspection, StateId};
 use actix_cpg::{
     Election, ElectionConfig, ElectionEvent, GroupName, Member, ReplicaConfig, ReplicaEvent,
     ReplicaObserver, Role, Transport, GROUP_ELECTION,
@@ -500,11 +500,39 @@ pub fn write_replica_status(
             or_none(&a.receivers)
         )?;
     }
+    write_checks(&seen.checks, out)?;
     if seen.refused.hostile() > 0 {
         writeln!(out)?;
         writeln!(out, "refused by this acpg: {:?}", seen.refused)?;
     }
     Ok(())
+}
+
+/// The divergence checks this acpg saw complete (digests of the state
+/// compared at one point of the stream).
+fn write_checks(checks: &Checks, out: &mut dyn Write) -> io::Result<()> {
+    let Some(last) = &checks.last else {
+        return writeln!(
+            out,
+            "state digests: no check completed while this acpg watched"
+        );
+    };
+    writeln!(
+        out,
+        "state digests: {} check{} completed, {} found a divergence",
+        checks.completed,
+        if checks.completed == 1 { "" } else { "s" },
+        checks.diverged
+    )?;
+    let outcome = match (last.diverged.is_empty(), last.resync_from) {
+        (true, _) => format!("{} agree", list(&last.compared)),
+        (false, Some(from)) => format!("{} DIVERGED; {from} sent its state", list(&last.diverged)),
+        (false, None) => format!(
+            "{} DIFFER, no digest has a majority; nothing sent",
+            list(&last.diverged)
+        ),
+    };
+    writeln!(out, "  last after command {}: {outcome}", last.at.applied)
 }
 
 /// A state id in one line: `epoch 12.3 applied 40 chain 5c1e2f0a9b3d4e11

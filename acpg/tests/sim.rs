@@ -121,7 +121,7 @@ async fn status_shows_members_with_roles_and_versions_names_and_where_each_child
     println!("{text}");
     let lines: Vec<&str> = text.lines().collect();
 
-    assert_eq!(lines[0], "group status-text: protocol v2, quorate");
+    assert_eq!(lines[0], "group status-text: protocol v3, quorate");
     assert!(
         lines[1].starts_with(&format!("seen by {} at supervision event ", tool.member())),
         "{}",
@@ -138,11 +138,11 @@ async fn status_shows_members_with_roles_and_versions_names_and_where_each_child
     };
     assert!(text.contains("\nmembers (4)\n"), "{text}");
     for m in &members {
-        assert_eq!(row(m.local()), format!("{} participant v2", m.local()));
+        assert_eq!(row(m.local()), format!("{} participant v2..=v3", m.local()));
     }
     assert_eq!(
         row(tool.member()),
-        format!("{} observer v2 this acpg", tool.member())
+        format!("{} observer v2..=v3 this acpg", tool.member())
     );
     assert!(text.contains("pending (in the CPG view, not announced): none"));
     assert!(text.contains("\nnames (1)\n"), "{text}");
@@ -692,7 +692,7 @@ mod kinds {
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].starts_with(
-                "election group status-elect: protocol v2, quorate (3 of 3 participants reported, ring "
+                "election group status-elect: protocol v3, quorate (3 of 3 participants reported, ring "
             ),
             "{text}"
         );
@@ -702,14 +702,14 @@ mod kinds {
             assert!(
                 lines
                     .iter()
-                    .any(|l| words(l) == format!("{} participant v2", m.local())),
+                    .any(|l| words(l) == format!("{} participant v2..=v3", m.local())),
                 "{text}"
             );
         }
         assert!(
             lines
                 .iter()
-                .any(|l| words(l) == format!("{} observer v2 this acpg", tool.member())),
+                .any(|l| words(l) == format!("{} observer v2..=v3 this acpg", tool.member())),
             "{text}"
         );
         let group = members[0].leader(GROUP_ELECTION).unwrap();
@@ -773,7 +773,7 @@ mod kinds {
         assert_eq!(
             lines[0],
             format!(
-                "replica group status-rsm: protocol v2, primary (epoch {})",
+                "replica group status-rsm: protocol v3, primary (epoch {})",
                 seen.epoch.unwrap()
             )
         );
@@ -795,15 +795,18 @@ mod kinds {
         );
         for r in &replicas {
             assert!(
-                lines
-                    .iter()
-                    .any(|l| words(l) == format!("{} participant v2 announced {id}", r.local())),
+                lines.iter().any(
+                    |l| words(l) == format!("{} participant v2..=v3 announced {id}", r.local())
+                ),
                 "{text}"
             );
         }
         assert!(
             lines.iter().any(|l| words(l)
-                == format!("{} observer v2 announced no state this acpg", tool.member())),
+                == format!(
+                    "{} observer v2..=v3 announced no state this acpg",
+                    tool.member()
+                )),
             "{text}"
         );
         assert!(

@@ -243,7 +243,10 @@ mod tests {
                 codec.decode_body::<ElectionMessage>(frame.body),
                 Ok(msg.clone())
             );
-            assert_eq!(decode_envelope(&codec, &bytes), Ok((2, msg)));
+            assert_eq!(
+                decode_envelope(&codec, &bytes),
+                Ok((crate::wire::PROTOCOL_VERSION, msg))
+            );
         }
     }
 
@@ -285,7 +288,7 @@ mod tests {
         expected.extend(1u64.to_le_bytes()); // one member
         expected.extend(1u32.to_le_bytes()); // node
         expected.extend(2u32.to_le_bytes()); // pid
-        expected.extend([2, 2, 0, 0, 0, 0]); // versions 2..=2, participant
+        expected.extend([2, 3, 0, 0, 0, 0]); // versions 2..=3, participant
         expected.extend(0u64.to_le_bytes()); // unannounced
         expected.extend(0u64.to_le_bytes()); // merging
         expected.extend(3u64.to_le_bytes()); // mark
@@ -298,19 +301,20 @@ mod tests {
     #[test]
     fn at_a_version_not_read_only_shared_messages_are_read() {
         let old = Codec::new(1 << 16);
+        let next = crate::wire::NEXT_PROTOCOL_VERSION;
         let newer = Codec::new(1 << 16)
-            .reading(crate::wire::Versions { min: 2, max: 3 })
-            .at_version(3);
+            .reading(crate::wire::Versions { min: 2, max: next })
+            .at_version(next);
         for msg in [
             ElectionMessage::Info(info()),
             ElectionMessage::Announce(Announcement::this_build()),
             ElectionMessage::Mark(4),
         ] {
             let mut bytes = newer.encode(Kind::Election, &msg).expect("encodes");
-            assert_eq!(decode_envelope(&newer, &bytes), Ok((3, msg.clone())));
+            assert_eq!(decode_envelope(&newer, &bytes), Ok((next, msg.clone())));
             // What a newer version may append.
             bytes.extend([9, 9, 9]);
-            assert_eq!(decode_envelope(&old, &bytes), Ok((3, msg.clone())));
+            assert_eq!(decode_envelope(&old, &bytes), Ok((next, msg.clone())));
             assert!(decode_envelope(&newer, &bytes).is_err(), "read exactly");
         }
         for msg in [
@@ -326,10 +330,10 @@ mod tests {
             }),
         ] {
             let bytes = newer.encode(Kind::Election, &msg).expect("encodes");
-            assert_eq!(decode_envelope(&newer, &bytes), Ok((3, msg)));
+            assert_eq!(decode_envelope(&newer, &bytes), Ok((next, msg)));
             assert_eq!(
                 decode_envelope(&old, &bytes),
-                Err(WireError::UnsupportedVersion(3))
+                Err(WireError::UnsupportedVersion(next))
             );
         }
         let other = old.encode(Kind::Registry, &0u8).expect("encodes");

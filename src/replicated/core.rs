@@ -200,6 +200,38 @@
 //!     there (a newcomer may found it afresh), and the observers receive
 //!     that state.
 //!
+//! 11. **Divergence checks** (from protocol version
+//!     [`super::messages::DIGEST_VERSION`]). A state id names a history, not
+//!     a content: a replica whose `apply` is not deterministic holds the
+//!     same id as the others and another state. So replicas compare
+//!     digests of their content ([`StateMachine::digest`]) at one point of
+//!     the stream:
+//!     - a `Check` from a participant opens a check where it is delivered,
+//!       if the view is installed and primary, no transfer runs and no
+//!       check is open (otherwise it is ignored: a race, not an attack).
+//!       Every member then holds the same state id, the check's `at`;
+//!     - at that point every participant multicasts a `Digest` of its
+//!       state for `at` (`None` if its state machine has none: it
+//!       abstains). One counts only from a participant the check waits
+//!       for, once;
+//!     - once every participant's digest is in, the check is decided, on
+//!       every member alike: a digest held by a strict majority of the
+//!       participants that sent one is right; those that sent another
+//!       diverged ([`ReplicaEvent::Diverged`]; each logs an error), and the
+//!       lowest holder of the majority's digest sends its state to them,
+//!       as at an install (a diverged replica announces no state until it
+//!       restored it, so a view change meanwhile makes it a receiver).
+//!       With no majority (two participants, one each) the divergence is
+//!       reported and nothing is sent: nobody can tell which is right;
+//!     - a view change closes an open check, undecided;
+//!     - the lowest participant of an installed primary view sends a
+//!       `Check` once [`super::ReplicaConfig::digest_every`] commands were
+//!       applied since the last check opened; any participant may send one
+//!       on demand ([`super::Replica::check`]).
+//!
+//!     Observers are neither compared nor resent a state (their commands
+//!     are the participants', their divergence changes no decision).
+//!
 //! Every refusal is counted by cause ([`RefusedCounts`]) and logged.
 //!
 //! # View installation
@@ -277,12 +309,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tracing::{debug, warn};
+use tracing::{debug, error, info, warn};
 
 use super::durable::Entry;
-use super::inspect::{Agreement, ReplicaInspection, ReplicaMemberInspection, SharedState};
+use super::inspect::{
+    Agreement, CheckReport, Checks, ReplicaInspection, ReplicaMemberInspection, SharedState,
+};
 use super::messages::{
-    Chunk, CommandMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateId,
+    Chunk, CommandMsg, DigestMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateDigest,
+    StateId, DIGEST_VERSION,
 };
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
 use crate::group::MetricsSnapshot;
@@ -387,6 +422,17 @@ enum Phase {
     Installed(Installed),
 }
 
+/// A divergence check opened by a delivered `Check` (rule 11).
+#[derive(Debug)]
+struct OpenCheck {
+    /// The state every member held where the check was delivered.
+    at: StateId,
+    /// The participants whose digest it waits for.
+    waiting: BTreeSet<Member>,
+    /// The digests in, by participant.
+    digests: BTreeMap<Member, Option<StateDigest>>,
+}
+
 /// A process that does not know the announced members yet (rule 4).
 #[derive(Debug)]
 struct Learning {
@@ -479,6 +525,20 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// Every sender holds the group key: an announcement's claims are a
     /// replica's own knowledge, never forged (rule 6 trusts them).
     keyed: bool,
+    // Divergence checks (rule 11).
+    /// Commands between two periodic checks (0: none).
+    digest_every: u64,
+    check: Option<OpenCheck>,
+    /// `applied` where the last check opened.
+    last_check: u64,
+    /// This member's `Check` is on its way.
+    check_in_flight: bool,
+    /// Numbers this member's checks.
+    checks_sent: u64,
+    /// A check found this replica's state diverged: it announces no state
+    /// until it restored the one it was sent.
+    diverged: bool,
+    checks: Checks,
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
@@ -534,6 +594,13 @@ impl<S: StateMachine> ReplicaCore<S> {
             journal: false,
             gone: BTreeMap::new(),
             keyed: false,
+            digest_every: 0,
+            check: None,
+            last_check: 0,
+            check_in_flight: false,
+            checks_sent: 0,
+            diverged: false,
+            checks: Checks::default(),
         }
     }
 
@@ -551,6 +618,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         .with_versions(config.protocol_versions)
         .with_role(config.role);
         core.keyed = config.key.is_some();
+        core.digest_every = config.digest_every;
         core
     }
 
@@ -832,6 +900,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             },
             members,
             pending,
+            checks: self.checks.clone(),
             refused: self.refused,
             metrics,
         }
@@ -965,6 +1034,12 @@ impl<S: StateMachine> ReplicaCore<S> {
         // An ack still queued is purged below; one already sent comes back
         // before our info, so it cannot be mistaken for a later one.
         self.ack_in_flight = false;
+        // Rule 11: a view change closes the open check, undecided. A check
+        // still queued is purged below; one already sent finds none open.
+        if let Some(check) = self.check.take() {
+            debug!(at = ?check.at, "divergence check closed by a view change");
+        }
+        self.check_in_flight = false;
         if !self.replaying {
             out.push(Action::Purge);
             // A queued fact is dropped with the rest.
@@ -998,7 +1073,12 @@ impl<S: StateMachine> ReplicaCore<S> {
             announcement: self.announcement,
             fact: self.sent_fact.clone(),
             known: self.known.clone(),
-            state: self.id,
+            // Rule 11: a diverged replica holds no state the group had.
+            state: if self.diverged {
+                StateId::default()
+            } else {
+                self.id
+            },
             founder: self.founder && !observing,
             view: self.view_tag,
             round: self.round,
@@ -1384,6 +1464,31 @@ impl<S: StateMachine> ReplicaCore<S> {
                     self.handle_chunk(from, chunk, out);
                 }
             }
+            ReplicaMessage::Check(number) => {
+                if from == self.local {
+                    self.check_in_flight = false;
+                }
+                if !self.roster.is_member(from) {
+                    self.refused.not_member += 1;
+                    debug!(%from, number, "divergence check from a process that is not a member; refused");
+                } else if self.is_observer(from) {
+                    self.refused.observer += 1;
+                    warn!(%from, number, "divergence check from an observer; refused");
+                } else if !self.refuse_version(from, version) {
+                    self.open_check(from, number, version, out);
+                }
+            }
+            ReplicaMessage::Digest(digest) => {
+                if !self.roster.is_member(from) {
+                    self.refused.not_member += 1;
+                    debug!(%from, "state digest from a process that is not a member; refused");
+                } else if self.is_observer(from) {
+                    self.refused.observer += 1;
+                    warn!(%from, "state digest from an observer; refused");
+                } else if !self.refuse_version(from, version) {
+                    self.take_digest(from, digest, version, out);
+                }
+            }
             // Void once a roster of the view was delivered, or while a
             // process that marked has yet to answer.
             ReplicaMessage::NoRoster { .. } => {}
@@ -1396,6 +1501,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         self.maybe_send_fact(out);
         self.maybe_ack(out);
+        self.maybe_check(out);
     }
 
     /// Rule 9: a member's message that is not of a shared layout counts
@@ -1875,6 +1981,19 @@ impl<S: StateMachine> ReplicaCore<S> {
         // A winner, or an observer that keeps its state.
         let am_winner = winners.contains(&self.local) || keepers.contains(&self.local);
         let mut incoming = None;
+        if am_winner && self.diverged {
+            // Rule 11: it announced no state, and won with it (nobody in
+            // the view held one): what it holds is no state of the group's.
+            self.diverged = false;
+            self.sm = S::default();
+            self.id = StateId::default();
+            if self.journal {
+                out.push(Action::Rebase {
+                    state: self.id,
+                    bytes: S::encode(self.sm.snapshot()),
+                });
+            }
+        }
         if am_winner {
             let before = self.id;
             self.id.epoch = winner_epoch;
@@ -2094,6 +2213,222 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
+    /// Asks every participant for the digest of its state (rule 11): the
+    /// `Check` to multicast, or why it cannot be sent.
+    pub(crate) fn request_check(&mut self) -> Result<Actions<S>, ReplicaError> {
+        if self.observing() {
+            return Err(ReplicaError::Observer);
+        }
+        if !self.roster.is_member(self.local) {
+            return Err(ReplicaError::NotMember);
+        }
+        match self.writes_at() {
+            Some(version) if version >= DIGEST_VERSION => {}
+            Some(version) => return Err(ReplicaError::ChecksUnsupported { version }),
+            None => return Err(ReplicaError::NotMember),
+        }
+        self.checks_sent += 1;
+        Ok(vec![Action::Mcast(ReplicaMessage::Check(self.checks_sent))])
+    }
+
+    /// Rule 11: the lowest participant of an installed primary view asks
+    /// for a check once `digest_every` commands were applied since the
+    /// last one opened.
+    fn maybe_check(&mut self, out: &mut Actions<S>) {
+        let due = self.digest_every > 0
+            && !self.replaying
+            && !self.check_in_flight
+            && self.check.is_none()
+            && self.id.applied >= self.last_check.saturating_add(self.digest_every)
+            && self.participants().first() == Some(&self.local)
+            && self.quiet_primary();
+        if !due {
+            return;
+        }
+        if let Ok(actions) = self.request_check() {
+            self.check_in_flight = true;
+            out.extend(actions);
+        }
+    }
+
+    /// Whether the view is installed and primary, and no transfer runs:
+    /// every member holds the same state (rule 11).
+    fn quiet_primary(&self) -> bool {
+        matches!(&self.phase, Phase::Installed(i)
+            if i.primary && i.transfer_done && i.incoming.is_none())
+    }
+
+    /// A `Check` from participant `from` was delivered (rule 11).
+    fn open_check(&mut self, from: Member, number: u64, version: u8, out: &mut Actions<S>) {
+        if !self.roster.is_member(self.local) {
+            // Not admitted yet: an install including it closes any check.
+            return;
+        }
+        if version < DIGEST_VERSION {
+            self.refused.version += 1;
+            warn!(%from, number, version, "divergence check in an envelope before its version; refused");
+            return;
+        }
+        if !self.quiet_primary() || self.check.is_some() {
+            debug!(%from, number, "divergence check while another runs, or no quiet primary view; ignored");
+            return;
+        }
+        let at = self.id;
+        self.last_check = at.applied;
+        self.check = Some(OpenCheck {
+            at,
+            waiting: self.participants().into_iter().collect(),
+            digests: BTreeMap::new(),
+        });
+        debug!(%from, number, ?at, "divergence check opened");
+        if !self.observing() && !self.replaying {
+            out.push(Action::Mcast(ReplicaMessage::Digest(DigestMsg {
+                at,
+                digest: self.sm.digest(),
+            })));
+        }
+    }
+
+    /// A `Digest` from participant `from` was delivered (rule 11).
+    fn take_digest(&mut self, from: Member, msg: DigestMsg, version: u8, out: &mut Actions<S>) {
+        if !self.roster.is_member(self.local) {
+            return;
+        }
+        if version < DIGEST_VERSION {
+            self.refused.version += 1;
+            warn!(%from, version, "state digest in an envelope before its version; refused");
+            return;
+        }
+        let Some(check) = self.check.as_mut().filter(|c| c.at == msg.at) else {
+            // Its check was closed by a view change (or never opened here
+            // for the same reason): a race.
+            self.refused.stale += 1;
+            debug!(%from, at = ?msg.at, "state digest for no open check; ignored");
+            return;
+        };
+        if !check.waiting.contains(&from) || check.digests.contains_key(&from) {
+            self.refused.digest += 1;
+            warn!(%from, at = ?msg.at, "state digest the check does not wait for; refused");
+            return;
+        }
+        check.digests.insert(from, msg.digest);
+        if check.digests.len() < check.waiting.len() {
+            return;
+        }
+        if let Some(check) = self.check.take() {
+            self.decide_check(check, out);
+        }
+    }
+
+    /// Every digest of `check` is in: the same decision on every member
+    /// (rule 11).
+    fn decide_check(&mut self, check: OpenCheck, out: &mut Actions<S>) {
+        let at = check.at;
+        let mut by_digest: BTreeMap<StateDigest, Vec<Member>> = BTreeMap::new();
+        for (member, digest) in check.digests {
+            if let Some(digest) = digest {
+                // Members come in order: each list is sorted.
+                by_digest.entry(digest).or_default().push(member);
+            }
+        }
+        let mut compared: Vec<Member> = by_digest.values().flatten().copied().collect();
+        compared.sort();
+        if compared.is_empty() {
+            debug!(?at, "divergence check: no participant has a digest");
+            return;
+        }
+        self.checks.completed += 1;
+        let majority = by_digest
+            .values()
+            .find(|holders| holders.len() * 2 > compared.len());
+        let (diverged, resync_from): (Vec<Member>, _) = match majority {
+            Some(holders) => {
+                let diverged: Vec<Member> = compared
+                    .iter()
+                    .filter(|m| !holders.contains(m))
+                    .copied()
+                    .collect();
+                let from = (!diverged.is_empty()).then(|| holders[0]);
+                (diverged, from)
+            }
+            None => (compared.clone(), None),
+        };
+        self.checks.last = Some(CheckReport {
+            at,
+            compared: compared.clone(),
+            diverged: diverged.clone(),
+            resync_from,
+        });
+        if diverged.is_empty() {
+            debug!(?at, participants = compared.len(), "state digests agree");
+            out.push(Action::Event(ReplicaEvent::Checked {
+                at,
+                compared: compared.len(),
+            }));
+            return;
+        }
+        self.checks.diverged += 1;
+        let me = diverged.contains(&self.local);
+        match (resync_from, me) {
+            (Some(from), true) => error!(
+                local = %self.local, ?at, %from,
+                "this replica's state differs from the group's at the same point of the stream (is apply deterministic?); receiving the state again"
+            ),
+            (None, true) => error!(
+                local = %self.local, ?at, ?diverged,
+                "the participants' states differ at the same point of the stream and no digest has a majority; nothing resent"
+            ),
+            (_, false) => warn!(
+                ?at,
+                ?diverged,
+                ?resync_from,
+                "replicas whose state diverged"
+            ),
+        }
+        out.push(Action::Event(ReplicaEvent::Diverged {
+            at,
+            members: diverged.clone(),
+            resync_from,
+        }));
+        if let Some(from) = resync_from {
+            self.resync(from, diverged.into_iter().collect(), out);
+        }
+    }
+
+    /// `sender` sends its state to the `diverged` participants, as at an
+    /// install, from this point of the stream (rule 11).
+    fn resync(&mut self, sender: Member, diverged: BTreeSet<Member>, out: &mut Actions<S>) {
+        let Phase::Installed(installed) = &mut self.phase else {
+            return;
+        };
+        let id = self.id;
+        installed.sender = Some(sender);
+        installed.receivers = diverged.clone();
+        installed.snapshot_id = id;
+        installed.transfer_done = false;
+        self.holders.retain(|m| !diverged.contains(m));
+        self.acks.retain(|m, _| !diverged.contains(m));
+        if diverged.contains(&self.local) {
+            self.diverged = true;
+            installed.incoming = Some(Incoming {
+                from: sender,
+                expect: id,
+                next: 0,
+                bytes: Vec::new(),
+                replay: Vec::new(),
+            });
+        } else if sender == self.local && !self.replaying {
+            info!(local = %self.local, to = ?diverged, "sending the state to diverged replicas");
+            out.push(Action::Event(ReplicaEvent::TransferStarted {
+                to: diverged.into_iter().collect(),
+            }));
+            out.push(Action::SendSnapshot {
+                state: id,
+                snapshot: self.sm.snapshot(),
+            });
+        }
+    }
+
     fn apply(&mut self, from: Member, cmd: CommandMsg, out: &mut Actions<S>) {
         if !self.roster.is_member(self.local) {
             // A process outside the view keeps its state (rule 3): the
@@ -2241,6 +2576,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             Ok(sm) => {
                 self.sm = sm;
                 self.id = incoming.expect;
+                self.diverged = false;
                 let bytes = incoming.bytes.len() as u64;
                 if self.journal {
                     out.push(Action::Rebase {

@@ -44,7 +44,8 @@ use crate::wire::Versions;
 ///    applied the same commands in the same order. It is not computed from
 ///    the state itself, so a state machine that is not deterministic, or a
 ///    replica whose memory was changed outside the stream, still shows the
-///    id of the history it followed (digests of the state are future work).
+///    id of the history it followed. What finds those is the divergence
+///    check, which compares digests of the states themselves (`checks`).
 /// 4. **States compared at one point.** Every member multicasts its state
 ///    id in its info after each view change (and again in the round a late
 ///    admission starts); commands wait until the install, so all the infos
@@ -91,10 +92,42 @@ pub struct ReplicaInspection {
     /// Whether the participants held the same state at the latest round
     /// (rule 4).
     pub agreement: Agreement,
+    /// The divergence checks this replica saw complete (rule 11 of the
+    /// replica's rules: digests of the state compared at one point).
+    pub checks: Checks,
     /// Protocol messages this replica refused, by cause.
     pub refused: RefusedCounts,
     /// This replica's counters.
     pub metrics: MetricsSnapshot,
+}
+
+/// The divergence checks a replica saw complete, and the latest one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Checks {
+    /// Checks completed (every participant's digest came in).
+    pub completed: u64,
+    /// Of those, the ones where some participant's digest differed.
+    pub diverged: u64,
+    /// The latest completed check.
+    pub last: Option<CheckReport>,
+}
+
+/// What one divergence check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// The state every participant held where the check was delivered.
+    pub at: StateId,
+    /// Participants that sent a digest (the others' state machines have
+    /// none), sorted.
+    pub compared: Vec<Member>,
+    /// Participants whose digest differed from the majority's (or, with no
+    /// majority, every participant compared), sorted; empty: they agreed.
+    pub diverged: Vec<Member>,
+    /// Who sends its state to the diverged ones (`None`: they agreed, or no
+    /// digest was held by a majority, and nobody can tell which is right).
+    pub resync_from: Option<Member>,
 }
 
 impl ReplicaInspection {

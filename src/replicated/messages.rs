@@ -24,12 +24,25 @@
 //! member speaks that version), and is written in the layout of the
 //! version the writer's codec writes. The one that differs so far:
 //! `Command` at [`NEXT_PROTOCOL_VERSION`], a version only tests speak.
+//!
+//! [`ReplicaMessage::Check`] (index 7) and [`ReplicaMessage::Digest`]
+//! (index 8) exist from version [`DIGEST_VERSION`] on: in an envelope of an
+//! earlier version they are malformed (no build of that version sends
+//! them).
 
 use serde::{Deserialize, Serialize};
 
 use crate::roster::Announcement;
 use crate::transport::{Member, QuorumState};
 use crate::wire::{Codec, Frame, Kind, WireError, NEXT_PROTOCOL_VERSION};
+
+/// The first protocol version whose replicas compare digests of their
+/// state (two replica messages of its own: a check, and each
+/// participant's digest).
+pub const DIGEST_VERSION: u8 = 3;
+
+/// A digest of a replica's state ([`super::StateMachine::digest`]).
+pub type StateDigest = [u8; 32];
 
 /// Identifies a primary component of a replicated group: it only grows
 /// along the history of the group's state. `ring_seq` is the highest totem
@@ -140,6 +153,17 @@ pub(crate) struct Chunk {
     pub bytes: Vec<u8>,
 }
 
+/// A replica's answer to a divergence check: the digest of its state at
+/// the check's point of the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DigestMsg {
+    /// The state the digest is of: the state every member held where the
+    /// check was delivered.
+    pub at: StateId,
+    /// `None`: the state machine has no digest; the sender abstains.
+    pub digest: Option<StateDigest>,
+}
+
 /// The body of every replicated-state message. The variant order is the
 /// wire's: `Info`, `NoRoster` and `Mark` have a layout every version shares
 /// (module docs); the others are laid out by the envelope's version.
@@ -174,6 +198,13 @@ pub(crate) enum ReplicaMessage {
     /// info is tied to one incarnation of a raw view even when the same
     /// set of processes forms it again (rule 1). Shared layout.
     Mark(u64),
+    /// Asks every participant for the digest of its state at the point
+    /// where this is delivered (rule 11). The number names the request
+    /// among its sender's, for logs. From [`DIGEST_VERSION`] on.
+    Check(u64),
+    /// A participant's digest at a check's point (rule 11). From
+    /// [`DIGEST_VERSION`] on.
+    Digest(DigestMsg),
 }
 
 /// Variant indices of [`ReplicaMessage`] on the wire (bincode writes an
@@ -182,6 +213,8 @@ const INFO: u32 = 0;
 const COMMAND: u32 = 2;
 const NO_ROSTER: u32 = 5;
 const MARK: u32 = 6;
+const CHECK: u32 = 7;
+const DIGEST: u32 = 8;
 
 /// `Command` as [`NEXT_PROTOCOL_VERSION`] lays it out: the same command
 /// with its fields in another order and one more, so tests show that
@@ -242,6 +275,12 @@ impl ReplicaMessage {
                 Some(INFO | NO_ROSTER | MARK) => codec.decode_body_prefix(frame.body),
                 _ => Err(WireError::UnsupportedVersion(frame.version)),
             };
+        }
+        if frame.version < DIGEST_VERSION && matches!(index, Some(CHECK | DIGEST)) {
+            return Err(WireError::Malformed(format!(
+                "a digest check in an envelope of version {} (they exist from version {DIGEST_VERSION})",
+                frame.version
+            )));
         }
         if frame.version >= NEXT_PROTOCOL_VERSION && index == Some(COMMAND) {
             let (_, next): (u32, NextCommand<Vec<u8>>) = codec.decode_body(frame.body)?;
@@ -331,7 +370,38 @@ mod tests {
                 total: 1,
                 bytes: vec![0; 10],
             }),
+            ReplicaMessage::Check(8),
+            ReplicaMessage::Digest(DigestMsg {
+                at: info.state,
+                digest: Some([7; 32]),
+            }),
+            ReplicaMessage::Digest(DigestMsg {
+                at: info.state,
+                digest: None,
+            }),
         ]
+    }
+
+    #[test]
+    fn a_digest_check_exists_from_its_version_on() {
+        let check = ReplicaMessage::Check(1);
+        let digest = ReplicaMessage::Digest(DigestMsg {
+            at: StateId::default(),
+            digest: Some([1; 32]),
+        });
+        for msg in [check, digest] {
+            let current = msg.encode(&old()).expect("encodes");
+            assert_eq!(current[4], DIGEST_VERSION);
+            assert_eq!(decode(&old(), &current), Ok(msg.clone()));
+            // The same body in an envelope of version 2: no build of that
+            // version sends it.
+            let mut earlier = current.clone();
+            earlier[4] = DIGEST_VERSION - 1;
+            assert!(matches!(
+                decode(&old(), &earlier),
+                Err(WireError::Malformed(_))
+            ));
+        }
     }
 
     #[test]
@@ -354,7 +424,7 @@ mod tests {
             bytes,
             [
                 &b"ACPG"[..],
-                &[2, 16, 0, 0],
+                &[3, 16, 0, 0],
                 &[3, 0, 0, 0],
                 &[5, 0, 0, 0, 0, 0, 0, 0]
             ]
@@ -369,7 +439,7 @@ mod tests {
             mark,
             [
                 &b"ACPG"[..],
-                &[2, 16, 0, 0],
+                &[3, 16, 0, 0],
                 &[6, 0, 0, 0],
                 &[9, 0, 0, 0, 0, 0, 0, 0]
             ]
@@ -390,9 +460,9 @@ mod tests {
         let info = ReplicaMessage::Info(info())
             .encode(&old())
             .expect("encodes");
-        // Variant 0, then the announcement: min 2, max 2, role 0
+        // Variant 0, then the announcement: min 2, max 3, role 0
         // (participant) as u32.
-        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 2, 0, 0, 0]);
+        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 3, 0, 0, 0]);
     }
 
     #[test]
@@ -406,7 +476,7 @@ mod tests {
             next,
             [
                 &b"ACPG"[..],
-                &[3, 16, 0, 0],
+                &[4, 16, 0, 0],
                 &[2, 0, 0, 0],
                 // flags, id, then the payload with its length.
                 &[0],

@@ -72,6 +72,17 @@
 //!   every member, [`RefusedCounts::observer`]). A view of observers only
 //!   is never primary. [`ReplicaStatus::observers`] and
 //!   [`ReplicaEvent::ViewChanged`] say who observes.
+//! - **Divergence checks** (protocol version [`DIGEST_VERSION`] on): a
+//!   state id names the commands applied, not the state, so a replica whose
+//!   `apply` is not deterministic keeps the others' id with another state.
+//!   Every [`ReplicaConfig::digest_every`] commands, and on
+//!   [`Replica::check`], every participant multicasts the
+//!   [`StateMachine::digest`] of its state at the point of the stream
+//!   where the check was delivered; a digest held by a strict majority is
+//!   right, and every participant with another one is reported on every
+//!   member ([`ReplicaEvent::Diverged`]) and receives the state of the
+//!   lowest holder of the majority's, as a joiner would. With no majority
+//!   it is reported and nothing is sent. Observers are not compared.
 //!
 //! # Limits
 //!
@@ -164,9 +175,11 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use self::durable::{StoreError, SyncPolicy};
-pub use self::inspect::{Agreement, ReplicaInspection, ReplicaMemberInspection, SharedState};
+pub use self::inspect::{
+    Agreement, CheckReport, Checks, ReplicaInspection, ReplicaMemberInspection, SharedState,
+};
 pub use self::keeper::{bootstrap, Bootstrapped};
-pub use self::messages::{PrimaryEpoch, StateId};
+pub use self::messages::{PrimaryEpoch, StateDigest, StateId, DIGEST_VERSION};
 pub use self::observer::ReplicaObserver;
 pub use self::replay::replay;
 use self::runtime::{Op, ReplicaActor};
@@ -212,6 +225,30 @@ pub trait StateMachine: Default + 'static {
     fn restore(snapshot: &[u8]) -> Result<Self, String>
     where
         Self: Sized;
+
+    /// A digest of the state's content, for divergence checks: replicas
+    /// compare their digests at the same point of the stream, and one whose
+    /// digest differs from the majority's (typically after an `apply` that
+    /// is not deterministic) is reported ([`ReplicaEvent::Diverged`]) and
+    /// receives the state of one that holds the majority's. Equal states
+    /// must give equal digests on every process: hash the content in a
+    /// fixed order (a `BTreeMap`, not a `HashMap`, whose order differs
+    /// between processes); [`digest_of`] hashes bytes. It runs on the
+    /// replica's actor at each check ([`ReplicaConfig::digest_every`], and
+    /// [`Replica::check`]).
+    ///
+    /// The default is `None`: this state machine has no digest, and its
+    /// replicas abstain from every check.
+    fn digest(&self) -> Option<StateDigest> {
+        None
+    }
+}
+
+/// A digest of `bytes` (BLAKE3, 32 bytes): for
+/// [`StateMachine::digest`], over an encoding of the state that is the same
+/// on every process for equal states.
+pub fn digest_of(bytes: &[u8]) -> StateDigest {
+    *blake3::hash(bytes).as_bytes()
 }
 
 /// When a command's reply is released.
@@ -304,6 +341,12 @@ pub struct ReplicaConfig {
     /// the replies it releases ([`SyncPolicy`]; only with a
     /// [`ReplicaConfig::data_dir`]).
     pub sync: SyncPolicy,
+    /// Commands between two divergence checks: the lowest participant of
+    /// the view asks for one once this many commands were applied since the
+    /// last (0: only on demand, [`Replica::check`]). Each costs one
+    /// multicast per participant and one [`StateMachine::digest`] on each;
+    /// nothing with a state machine that has none.
+    pub digest_every: u64,
     /// Commands between two snapshots of a durable replica: a restart
     /// replays at most this many from the log.
     pub snapshot_every: u64,
@@ -328,6 +371,7 @@ impl Default for ReplicaConfig {
             record_to: None,
             data_dir: None,
             sync: SyncPolicy::default(),
+            digest_every: 10_000,
             snapshot_every: 10_000,
         }
     }
@@ -420,6 +464,29 @@ pub enum ReplicaEvent {
         /// The version spoken from here on.
         to: u8,
     },
+    /// A divergence check completed and every participant's digest agreed
+    /// (rule 11).
+    Checked {
+        /// The state every participant held at the check's point.
+        at: StateId,
+        /// How many participants sent a digest.
+        compared: usize,
+    },
+    /// A divergence check found participants whose state differs from the
+    /// majority's at the same point of the stream (rule 11): their
+    /// `apply` is not deterministic, or their memory was changed. Reported
+    /// on every member; each diverged one logs an error and, if a digest
+    /// was held by a majority, receives the state of `resync_from`.
+    Diverged {
+        /// The state every participant held at the check's point.
+        at: StateId,
+        /// The participants whose digest differed (with no majority: every
+        /// participant compared), sorted.
+        members: Vec<Member>,
+        /// Who sends them its state (`None`: no digest was held by a
+        /// majority, so nobody can tell which is right; nothing is sent).
+        resync_from: Option<Member>,
+    },
     /// The transport failed or the replica left; the runtime has stopped.
     Closed {
         /// Why.
@@ -495,6 +562,33 @@ impl std::fmt::Display for ReplicaEvent {
             ReplicaEvent::VersionChanged { from: None, to } => {
                 write!(f, "protocol version v{to}")
             }
+            ReplicaEvent::Checked { at, compared } => {
+                write!(
+                    f,
+                    "state digests of {compared} participant(s) agree after command {}",
+                    at.applied
+                )
+            }
+            ReplicaEvent::Diverged {
+                at,
+                members,
+                resync_from: Some(from),
+            } => write!(
+                f,
+                "state of {} diverged after command {}; {from} sends its state",
+                MemberList(members),
+                at.applied
+            ),
+            ReplicaEvent::Diverged {
+                at,
+                members,
+                resync_from: None,
+            } => write!(
+                f,
+                "states of {} differ after command {} and no digest has a majority; nothing resent",
+                MemberList(members),
+                at.applied
+            ),
             ReplicaEvent::Closed { error } => write!(f, "closed: {error}"),
         }
     }
@@ -551,6 +645,14 @@ pub enum ReplicaError {
         ours: Versions,
         /// What the group speaks.
         group_version: u8,
+    },
+    /// A divergence check ([`Replica::check`]) cannot run: the group speaks
+    /// protocol version `version`, before [`DIGEST_VERSION`] (a member of
+    /// an older build is in it). Nothing was sent.
+    #[error("the group speaks protocol v{version}, before divergence checks; nothing was sent")]
+    ChecksUnsupported {
+        /// The version the group speaks.
+        version: u8,
     },
     /// This replica is an observer ([`ReplicaConfig::role`]): it sends no
     /// command. Nothing was sent; no member applied it. Do not retry:
@@ -669,6 +771,11 @@ pub struct RefusedCounts {
     /// A command, quorum fact or ack from an observer, which takes part in
     /// no decision (its own replica sends none of them).
     pub observer: u64,
+    /// A digest from a participant the open divergence check does not
+    /// wait for (it already sent one, or the check opened before its
+    /// admission). A digest for a check that a view change closed is
+    /// `stale`.
+    pub digest: u64,
 }
 
 impl RefusedCounts {
@@ -681,6 +788,7 @@ impl RefusedCounts {
             + self.chunk
             + self.overflow
             + self.observer
+            + self.digest
     }
 }
 
@@ -911,6 +1019,25 @@ impl<S: StateMachine> Replica<S> {
             .send(Op::Inspect { done })
             .map_err(|_| gone(&self.stopped))?;
         rx.await.map_err(|_| gone(&self.stopped))
+    }
+
+    /// Asks every participant for a digest of its state at one point of the
+    /// stream (rule 11 of the replica's rules). The outcome comes as an
+    /// event on every member, [`ReplicaEvent::Checked`] or
+    /// [`ReplicaEvent::Diverged`], and in [`ReplicaInspection::checks`];
+    /// none if the view changes first, or if the state machine has no
+    /// [`StateMachine::digest`]. Returns once the request is queued.
+    ///
+    /// Errors: [`ReplicaError::Observer`] (an observer asks for none),
+    /// [`ReplicaError::NotMember`] before the replica is a member,
+    /// [`ReplicaError::ChecksUnsupported`] while a member of an older
+    /// build holds the group's version back.
+    pub async fn check(&self) -> Result<(), ReplicaError> {
+        let (done, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Check { done })
+            .map_err(|_| gone(&self.stopped))?;
+        rx.await.map_err(|_| gone(&self.stopped))?
     }
 
     /// Leaves the group cleanly (others see `Leave`) and stops the runtime.

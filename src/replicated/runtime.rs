@@ -55,6 +55,10 @@ pub(crate) enum Op<S: StateMachine> {
     Leave {
         done: Done<Result<(), ReplicaError>>,
     },
+    /// Ask the participants for a divergence check.
+    Check {
+        done: Done<Result<(), ReplicaError>>,
+    },
 }
 
 /// Where the runtime reports: shared with the [`super::Replica`] handles.
@@ -632,6 +636,21 @@ impl<S: StateMachine> ReplicaActor<S> {
                     .core
                     .inspect(self.conn.group().as_str(), self.metrics.snapshot());
                 let _ = done.send(seen);
+            }
+            Op::Check { done } => {
+                if self.leaving.is_some() {
+                    let _ = done.send(Err(ReplicaError::Closed));
+                    return;
+                }
+                match self.core.request_check() {
+                    Ok(actions) => {
+                        let _ = done.send(Ok(()));
+                        self.execute(actions, ctx);
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e));
+                    }
+                }
             }
             Op::Leave { done } => {
                 if self.leaving.is_some() {

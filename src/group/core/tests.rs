@@ -1,5 +1,6 @@
 use super::*;
 use crate::group::messages::RemoteFailure;
+use crate::wire::{NEXT_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use proptest::prelude::*;
 
 fn m(node: u32, pid: u32) -> Member {
@@ -1338,7 +1339,10 @@ fn refusal_notice_of(cmds: &[Command]) -> Option<RefusalNotice> {
 fn a_joiner_that_cannot_speak_the_group_version_is_refused_everywhere_and_told_by_one_member() {
     let (a, b, j) = (m(1, 1), m(2, 2), m(3, 3));
     let mut cores = founders(&[a, b]);
-    let mut joiner = GroupCore::new(j).with_versions(Versions { min: 3, max: 3 });
+    let mut joiner = GroupCore::new(j).with_versions(Versions {
+        min: NEXT_PROTOCOL_VERSION,
+        max: NEXT_PROTOCOL_VERSION,
+    });
     let view = [a, b, j];
     let join = [ch(j, Reason::Join)];
     for core in cores.iter_mut() {
@@ -1357,8 +1361,11 @@ fn a_joiner_that_cannot_speak_the_group_version_is_refused_everywhere_and_told_b
             events(&cmds),
             vec![GroupEvent::MemberRefused {
                 member: j,
-                versions: Versions { min: 3, max: 3 },
-                group_version: 2,
+                versions: Versions {
+                    min: NEXT_PROTOCOL_VERSION,
+                    max: NEXT_PROTOCOL_VERSION,
+                },
+                group_version: PROTOCOL_VERSION,
             }],
             "on {}",
             core.local
@@ -1374,7 +1381,7 @@ fn a_joiner_that_cannot_speak_the_group_version_is_refused_everywhere_and_told_b
             a,
             RefusalNotice {
                 member: j,
-                group_version: 2
+                group_version: PROTOCOL_VERSION
             }
         )]
     );
@@ -1396,7 +1403,7 @@ fn a_joiner_that_cannot_speak_the_group_version_is_refused_everywhere_and_told_b
     assert!(cmds.iter().any(|c| matches!(
         c,
         Command::Refused(Refusal {
-            group_version: 2,
+            group_version: PROTOCOL_VERSION,
             ..
         })
     )));

@@ -2,7 +2,7 @@ use super::*;
 use crate::group::messages::RegistryOp;
 use crate::transport::MemberChange;
 use crate::transport::Reason;
-use crate::wire::{push_to_batch, HEADER_LEN};
+use crate::wire::{push_to_batch, HEADER_LEN, NEXT_PROTOCOL_VERSION};
 
 fn codec() -> Codec {
     Codec::new(1 << 16)
@@ -170,7 +170,10 @@ fn a_message_at_a_version_some_member_does_not_speak_is_refused_before_the_core(
     use crate::roster::Announcement;
     use crate::wire::Versions;
     let (a, b) = (Member::new(1, 1), Member::new(2, 2));
-    let new = Versions { min: 2, max: 3 };
+    let new = Versions {
+        min: 2,
+        max: NEXT_PROTOCOL_VERSION,
+    };
     let mut core = GroupCore::new(b).with_versions(new);
     let joined = [
         MemberChange {
@@ -183,7 +186,7 @@ fn a_message_at_a_version_some_member_does_not_speak_is_refused_before_the_core(
         },
     ];
     core.handle_confchg(&[a, b], &joined, &[]);
-    for (from, versions) in [(a, Versions { min: 2, max: 2 }), (b, new)] {
+    for (from, versions) in [(a, Versions::this_build()), (b, new)] {
         core.handle_message(
             from,
             Inbound::Announce(Announce {
@@ -193,8 +196,8 @@ fn a_message_at_a_version_some_member_does_not_speak_is_refused_before_the_core(
         );
     }
     let reads_new = codec().reading(new);
-    let at_3 = reads_new
-        .at_version(3)
+    let at_next = reads_new
+        .at_version(NEXT_PROTOCOL_VERSION)
         .encode(
             Kind::Registry,
             &RegistryOp::Register {
@@ -203,7 +206,9 @@ fn a_message_at_a_version_some_member_does_not_speak_is_refused_before_the_core(
             },
         )
         .expect("encode");
-    let frame = reads_new.decode_frame(&at_3).expect("this build reads 3");
+    let frame = reads_new
+        .decode_frame(&at_next)
+        .expect("this build reads it");
     let before = core.clone();
     match handle_envelope(&mut core, &reads_new, b, frame) {
         Ok(Handled::Core(cmds)) => assert_eq!(
@@ -218,7 +223,7 @@ fn a_message_at_a_version_some_member_does_not_speak_is_refused_before_the_core(
     assert_eq!(core, before, "nothing changed");
     // The old member cannot even read it.
     assert_eq!(
-        codec().decode_frame(&at_3),
-        Err(WireError::UnsupportedVersion(3))
+        codec().decode_frame(&at_next),
+        Err(WireError::UnsupportedVersion(NEXT_PROTOCOL_VERSION))
     );
 }

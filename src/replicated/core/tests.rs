@@ -38,6 +38,10 @@ impl StateMachine for Log {
     fn restore(snapshot: &[u8]) -> Result<Self, String> {
         decode_snapshot(snapshot, 1 << 20).map(Log)
     }
+
+    fn digest(&self) -> Option<StateDigest> {
+        Some(crate::replicated::digest_of(&encode_snapshot(&self.0)))
+    }
 }
 
 const CHUNK: usize = 16;
@@ -885,10 +889,25 @@ fn forged(rng: &mut SimRng, me: Member, codec: &Codec) -> ReplicaMessage {
     }
 }
 
+/// A forged divergence check or digest (rule 11).
+fn forged_check(rng: &mut SimRng) -> ReplicaMessage {
+    if rng.chance(50) {
+        ReplicaMessage::Check(rng.next_u64())
+    } else {
+        ReplicaMessage::Digest(DigestMsg {
+            at: StateId {
+                applied: rng.below(100),
+                ..StateId::default()
+            },
+            digest: Some([rng.below(256) as u8; 32]),
+        })
+    }
+}
+
 /// A seeded schedule over a 3-node sim cluster: commands from random live
 /// members interleaved with joins, kills, crashes, partitions and heals.
 fn run_schedule(seed: u64, delivery: Delivery) -> Result<(), String> {
-    run_schedule_with(seed, delivery, false, false)
+    run_schedule_with(seed, delivery, false, false, 0)
 }
 
 /// The builds a mixed schedule draws from: this one, one that also speaks
@@ -908,12 +927,16 @@ const BUILDS: [Versions; 3] = [
 /// [`run_schedule`]; with `mixed`, every replica that joins is of a build
 /// drawn from [`BUILDS`], and with `observers`, it is an observer about one
 /// time in three (without them the draws, and so every seed's schedule,
-/// are the same as before builds and roles were mixed).
+/// are the same as before builds and roles were mixed). With
+/// `digest_every` > 0 every replica asks for divergence checks that often
+/// (rule 11), the outsider forges checks and digests too, and no check may
+/// find a divergence (every replica's state machine is deterministic).
 fn run_schedule_with(
     seed: u64,
     delivery: Delivery,
     mixed: bool,
     observers: bool,
+    digest_every: u64,
 ) -> Result<(), String> {
     let mut rng = SimRng::new(seed);
     let build = |rng: &mut SimRng| {
@@ -926,6 +949,7 @@ fn run_schedule_with(
     let cluster = SimCluster::new(3);
     let first = build(&mut rng);
     let mut peers = vec![Peer::speaking(&cluster, 1, delivery, first)];
+    peers[0].core.digest_every = digest_every;
     let mut value = 0u64;
     // A client that is no replica: joins, leaves, stays silent or forges.
     let mut outsider: Option<SimConnection> = None;
@@ -951,6 +975,7 @@ fn run_schedule_with(
                 if cluster.is_up(NodeId(node)) {
                     let versions = build(&mut rng);
                     let mut peer = Peer::speaking(&cluster, node, delivery, versions);
+                    peer.core.digest_every = digest_every;
                     if observers && rng.chance(33) {
                         peer.core = peer.core.with_role(Role::Observer);
                     }
@@ -983,7 +1008,11 @@ fn run_schedule_with(
                 }
                 Some(conn) if rng.chance(30) => drop(conn),
                 Some(mut conn) => {
-                    let msg = forged(&mut rng, conn.local(), &codec);
+                    let msg = if digest_every > 0 && rng.chance(40) {
+                        forged_check(&mut rng)
+                    } else {
+                        forged(&mut rng, conn.local(), &codec)
+                    };
                     let _ = conn.mcast(&codec.encode(Kind::Replicated, &msg).expect("encode"));
                     outsider = Some(conn);
                 }
@@ -1074,6 +1103,9 @@ fn run_schedule_with(
         }
         for e in &p.events {
             match e {
+                ReplicaEvent::Diverged { .. } => {
+                    return Err(format!("{} reported a divergence: {e}", p.member()));
+                }
                 ReplicaEvent::Installed {
                     sender: Some(from), ..
                 }
@@ -1143,7 +1175,7 @@ proptest! {
     #[test]
     fn replicas_of_mixed_builds_agree_after_any_schedule(seed in any::<u64>(), safe in any::<bool>()) {
         let delivery = if safe { Delivery::Safe } else { Delivery::Agreed };
-        if let Err(why) = run_schedule_with(seed, delivery, true, false) {
+        if let Err(why) = run_schedule_with(seed, delivery, true, false, 0) {
             prop_assert!(false, "seed {seed} ({delivery:?}, mixed builds): {why}");
         }
     }
@@ -1151,8 +1183,16 @@ proptest! {
     #[test]
     fn replicas_and_observers_agree_after_any_schedule(seed in any::<u64>(), safe in any::<bool>(), mixed in any::<bool>()) {
         let delivery = if safe { Delivery::Safe } else { Delivery::Agreed };
-        if let Err(why) = run_schedule_with(seed, delivery, mixed, true) {
+        if let Err(why) = run_schedule_with(seed, delivery, mixed, true, 0) {
             prop_assert!(false, "seed {seed} ({delivery:?}, mixed builds {mixed}, observers): {why}");
+        }
+    }
+
+    #[test]
+    fn periodic_divergence_checks_find_none_among_deterministic_replicas(seed in any::<u64>(), safe in any::<bool>(), mixed in any::<bool>()) {
+        let delivery = if safe { Delivery::Safe } else { Delivery::Agreed };
+        if let Err(why) = run_schedule_with(seed, delivery, mixed, true, 3) {
+            prop_assert!(false, "seed {seed} ({delivery:?}, mixed builds {mixed}, checks every 3): {why}");
         }
     }
 
@@ -1921,3 +1961,252 @@ fn builds_with_no_common_version_found_at_the_first_announcement() {
 }
 
 mod observers;
+
+// Rule 11: divergence checks.
+
+/// Asks for a check from `peers[i]` and multicasts it.
+fn ask_check(peers: &mut [Peer], i: usize) {
+    let actions = peers[i].core.request_check().expect("a check can be sent");
+    for action in actions {
+        if let Action::Mcast(msg) = action {
+            assert!(peers[i].mcast(&msg));
+        }
+    }
+}
+
+fn diverged_events(p: &Peer) -> Vec<&ReplicaEvent> {
+    p.events
+        .iter()
+        .filter(|e| matches!(e, ReplicaEvent::Diverged { .. }))
+        .collect()
+}
+
+#[test]
+fn a_replica_whose_state_changed_outside_the_stream_is_found_and_sent_the_state_again() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Agreed);
+    for v in 0..20 {
+        peers[v as usize % 3].execute(v);
+    }
+    settle(&mut peers);
+    assert_agree(&peers);
+    // Its memory changes, its state id does not: only a digest tells.
+    let odd = peers[2].member();
+    peers[2].core.sm.0[3].1 = 999;
+    assert_eq!(peers[2].core.state_id(), peers[0].core.state_id());
+    ask_check(&mut peers, 1);
+    // Commands keep flowing while the check and the transfer run.
+    peers[0].execute(100);
+    settle(&mut peers);
+    peers[2].execute(101);
+    settle(&mut peers);
+    assert_agree(&peers);
+    assert_eq!(peers[2].core.state().0[3].1, 3);
+    assert_eq!(peers[2].core.state().0.len(), 22);
+    for p in &peers {
+        let found = diverged_events(p);
+        assert_eq!(found.len(), 1, "{}: {:?}", p.member(), p.events);
+        assert!(matches!(
+            found[0],
+            ReplicaEvent::Diverged { members, resync_from: Some(from), .. }
+                if *members == vec![odd] && *from == peers[0].member()
+        ));
+        let checks = &p.core.checks;
+        assert_eq!((checks.completed, checks.diverged), (1, 1));
+        assert_eq!(checks.last.as_ref().map(|c| c.compared.len()), Some(3));
+    }
+    assert!(peers[2]
+        .events
+        .iter()
+        .any(|e| matches!(e, ReplicaEvent::Restored { from, .. } if *from == peers[0].member())));
+    // Its data directory would hold the state it was sent.
+    peers[2].journal_replays().expect("journal");
+    // The next check finds every digest equal.
+    ask_check(&mut peers, 2);
+    settle(&mut peers);
+    for p in &peers {
+        assert!(matches!(
+            p.events.last(),
+            Some(ReplicaEvent::Checked { compared: 3, .. })
+        ));
+        assert_eq!(p.core.refused().hostile(), 0);
+    }
+}
+
+#[test]
+fn with_no_majority_a_divergence_is_reported_and_nothing_is_sent() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 2, Delivery::Agreed);
+    for v in 0..5 {
+        peers[0].execute(v);
+    }
+    settle(&mut peers);
+    peers[1].core.sm.0.pop();
+    ask_check(&mut peers, 0);
+    settle(&mut peers);
+    let both = vec![peers[0].member(), peers[1].member()];
+    for p in &peers {
+        assert!(matches!(
+            diverged_events(p)[..],
+            [ReplicaEvent::Diverged { members, resync_from: None, .. }] if *members == both
+        ));
+        assert!(p.core.is_holding());
+    }
+    assert_ne!(peers[0].core.state(), peers[1].core.state());
+}
+
+#[test]
+fn the_lowest_participant_asks_for_a_check_every_so_many_commands() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Safe);
+    for p in peers.iter_mut() {
+        p.core.digest_every = 5;
+    }
+    for v in 0..12 {
+        peers[2].execute(v);
+        settle(&mut peers);
+    }
+    for p in &peers {
+        let checked: Vec<u64> = p
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ReplicaEvent::Checked { at, compared: 3 } => Some(at.applied),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(checked, vec![5, 10], "{}", p.member());
+    }
+}
+
+#[test]
+fn digests_from_outsiders_twice_from_a_member_or_for_another_point_are_refused() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 2, Delivery::Agreed);
+    peers[0].execute(1);
+    settle(&mut peers);
+    let mut outsider = silent(&cluster, 3);
+    settle(&mut peers);
+    // (Its confchg started a view: a new epoch.)
+    let at = peers[0].core.state_id();
+    let codec = Codec::new(1 << 20);
+    let send = |conn: &mut SimConnection, msg: &ReplicaMessage| {
+        conn.mcast(&msg.encode(&codec).expect("encode"))
+            .expect("mcast");
+    };
+    // A forged check and digest from a process that never announced.
+    send(&mut outsider, &ReplicaMessage::Check(1));
+    let forged = ReplicaMessage::Digest(DigestMsg {
+        at,
+        digest: Some([0; 32]),
+    });
+    send(&mut outsider, &forged);
+    settle(&mut peers);
+    for p in &peers {
+        assert_eq!(p.core.refused().not_member, 2);
+        assert!(p.core.check.is_none());
+    }
+    // A member hurries its digest, then another, into the open check: the
+    // first counts, and the check agrees; the second is refused, and the
+    // one its replica sends when the check is delivered comes after the
+    // check closed (stale).
+    ask_check(&mut peers, 0);
+    let own = ReplicaMessage::Digest(DigestMsg {
+        at,
+        digest: peers[1].core.sm.digest(),
+    });
+    assert!(peers[1].mcast(&own));
+    assert!(peers[1].mcast(&forged));
+    settle(&mut peers);
+    // A digest for a point no check is open at.
+    assert!(peers[1].mcast(&forged));
+    settle(&mut peers);
+    for p in &peers {
+        assert_eq!(
+            p.core.refused().digest,
+            1,
+            "{} {:?}",
+            p.member(),
+            p.core.refused()
+        );
+        assert_eq!(p.core.refused().stale, 2, "{}", p.member());
+        assert!(diverged_events(p).is_empty());
+        assert_eq!(p.core.checks.completed, 1);
+    }
+}
+
+#[test]
+fn a_group_that_speaks_version_2_runs_no_check() {
+    let cluster = SimCluster::new(3);
+    let older = Versions { min: 2, max: 2 };
+    // The older build founds the group: it speaks version 2 (rule 9).
+    let mut peers = vec![Peer::speaking(&cluster, 2, Delivery::Agreed, older)];
+    settle(&mut peers);
+    peers.push(Peer::new(&cluster, 1, Delivery::Agreed));
+    settle(&mut peers);
+    peers.push(Peer::new(&cluster, 3, Delivery::Agreed));
+    settle(&mut peers);
+    peers.swap(0, 1);
+    assert_eq!(peers[0].core.group_version(), Some(2));
+    for p in peers.iter_mut() {
+        p.core.digest_every = 1;
+        assert_eq!(
+            p.core.request_check().err(),
+            Some(ReplicaError::ChecksUnsupported { version: 2 })
+        );
+    }
+    for v in 0..4 {
+        peers[0].execute(v);
+    }
+    settle(&mut peers);
+    assert_agree(&peers);
+    for p in &peers {
+        assert_eq!(p.core.checks.completed, 0);
+    }
+    // A check written at version 3 anyway is refused: the older member
+    // does not read it (its runtime drops it), so nobody counts it.
+    let codec = Codec::new(1 << 20);
+    let bytes = ReplicaMessage::Check(9).encode(&codec).expect("encode");
+    let before = peers[0].core.refused().version;
+    peers[0].conn.mcast(&bytes).expect("mcast");
+    settle(&mut peers);
+    assert!(peers[0].core.check.is_none() && peers[2].core.check.is_none());
+    assert_eq!(peers[0].core.refused().version, before + 1);
+    // The older member leaves: the group moves up, and checks run.
+    peers[1].conn.leave().expect("leave");
+    peers[1].closed = true;
+    settle(&mut peers);
+    assert_eq!(peers[0].core.group_version(), Some(3));
+    peers[0].execute(10);
+    settle(&mut peers);
+    assert!(peers[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, ReplicaEvent::Checked { at, compared: 2 } if at.applied == 5)));
+}
+
+#[test]
+fn a_diverged_replica_whose_sender_dies_is_sent_the_state_by_the_next_install() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Agreed);
+    for v in 0..6 {
+        peers[0].execute(v);
+    }
+    settle(&mut peers);
+    peers[2].core.sm.0.clear();
+    // The chosen sender keeps its chunks and dies.
+    peers[0].hold_chunks = true;
+    ask_check(&mut peers, 0);
+    settle(&mut peers);
+    assert!(!peers[2].core.is_holding());
+    peers[0].process.kill().expect("kill");
+    settle(&mut peers);
+    let rest = &peers[1..];
+    assert_agree(rest);
+    assert_eq!(peers[2].core.state().0.len(), 6);
+    assert!(peers[2]
+        .events
+        .iter()
+        .any(|e| matches!(e, ReplicaEvent::Restored { from, .. } if *from == peers[1].member())));
+    assert!(peers[1].core.is_primary());
+}
