@@ -19,6 +19,11 @@
 //!  refused                 REFUSED not_member=N epoch=N inconsistent=N chunk=N stale=N overflow=N
 //!                          (protocol messages this replica refused, by cause)
 //!  digest                  DIGEST APPLIED KEYS HASH
+//!  check                   CHECKED APPLIED N  |  DIVERGED APPLIED MEMBERS FROM
+//!                          (a divergence check of the replicas' states: N
+//!                          digests agree after command APPLIED, or these
+//!                          members, comma-separated, differ and FROM, or -,
+//!                          sends them its state)
 //!  wait-primary            PRIMARY EPOCH
 //!  show                    SHOW {inspect() as JSON}   (see `crate::observe`)
 //!  any failed request      ERR REASON             (not-primary, uncertain, ...)
@@ -47,6 +52,8 @@ pub enum Request {
     Refused,
     /// `digest`.
     Digest,
+    /// `check`.
+    Check,
     /// `wait-primary`.
     WaitPrimary,
     /// `show`.
@@ -96,6 +103,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         ("status", []) => Request::Status,
         ("refused", []) => Request::Refused,
         ("digest", []) => Request::Digest,
+        ("check", []) => Request::Check,
         ("wait-primary", []) => Request::WaitPrimary,
         ("show", []) => Request::Show,
         _ => return Err(format!("cannot parse {line:?}")),
@@ -136,6 +144,39 @@ pub fn format_error(error: &ReplicaError) -> String {
         other => other.to_string().replace(char::is_whitespace, "-"),
     };
     format!("ERR {reason}")
+}
+
+/// The line for the next divergence check to complete on `events`.
+async fn check_outcome(
+    events: &mut tokio::sync::broadcast::Receiver<actix_cpg::replicated::ReplicaEvent>,
+) -> String {
+    use actix_cpg::replicated::ReplicaEvent;
+    let outcome = async {
+        loop {
+            match events.recv().await {
+                Ok(ReplicaEvent::Checked { at, compared }) => {
+                    return format!("CHECKED {} {compared}", at.applied)
+                }
+                Ok(ReplicaEvent::Diverged {
+                    at,
+                    members,
+                    resync_from,
+                }) => {
+                    let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+                    let from = resync_from.map_or_else(|| "-".to_owned(), |m| m.to_string());
+                    return format!("DIVERGED {} {} {from}", at.applied, members.join(","));
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return "ERR closed".to_owned()
+                }
+            }
+        }
+    };
+    // A view change closes a check undecided: then nothing comes.
+    tokio::time::timeout(std::time::Duration::from_secs(10), outcome)
+        .await
+        .unwrap_or_else(|_| "ERR no-check-completed".to_owned())
 }
 
 /// Serves the line protocol: one request per input line, one response per
@@ -214,6 +255,18 @@ pub async fn serve_lines(
                     Ok((keys, hash)) => format!("DIGEST {applied} {keys} {hash:016x}"),
                     Err(e) => format_error(&e),
                 });
+            }
+            Ok(Request::Check) => {
+                // Subscribed before asking: the outcome cannot be missed.
+                let mut events = replica.subscribe();
+                match replica.check().await {
+                    Err(e) => say(format_error(&e)),
+                    Ok(()) => {
+                        actix::spawn(async move {
+                            say(check_outcome(&mut events).await);
+                        });
+                    }
+                }
             }
             Ok(Request::WaitPrimary) => {
                 let replica = replica.clone();

@@ -928,12 +928,13 @@ async fn refused_agent(node: u32, args: &[&str]) -> String {
         .to_owned()
 }
 
-/// A kv group of builds speaking version 2 only takes writes while builds
-/// speaking 2 and the test-only 3 (whose commands have another layout)
-/// join and the old ones are killed one by one: the group moves to 3 once
-/// the last old replica is gone, an old build is then refused with the
-/// reason, and every acknowledged write is on every replica, whose states
-/// are equal.
+/// A kv group of builds speaking version 2 only (the previous release)
+/// takes writes while builds speaking 2 and 3 (this release: 3 adds the
+/// replicas' divergence checks) join and the old ones are killed one by
+/// one: the group moves to 3 once the last old replica is gone (and a
+/// divergence check, refused before, runs through the daemons and finds
+/// the replicas agree), an old build is then refused with the reason, and
+/// every acknowledged write is on every replica, whose states are equal.
 #[tokio::test(flavor = "current_thread")]
 async fn a_rolling_upgrade_of_a_kv_group_loses_no_acknowledged_write() {
     let Some(_cluster) = Cluster::get() else {
@@ -976,6 +977,10 @@ async fn a_rolling_upgrade_of_a_kv_group_loses_no_acknowledged_write() {
         let status = quick(&agents[i], i, &mut rx, "status").await;
         assert!(status.contains("version=2"), "{status}");
     }
+    // Divergence checks need version 3: not while an old build is in.
+    let newest = *live.last().expect("live replicas");
+    let check = quick(&agents[newest], newest, &mut rx, "check").await;
+    assert!(check.starts_with("ERR"), "{check}");
     // The old ones go, one by one, with writes in between.
     for old in [0, 1, 2] {
         agents[old].kill();
@@ -991,6 +996,12 @@ async fn a_rolling_upgrade_of_a_kv_group_loses_no_acknowledged_write() {
         let status = quick(&agents[i], i, &mut rx, "status").await;
         assert!(status.contains("version=3"), "moved up: {status}");
     }
+    // Now the replicas compare digests of their states, through the daemons.
+    let check = quick(&agents[newest], newest, &mut rx, "check").await;
+    assert!(
+        check.starts_with("CHECKED ") && check.ends_with(&format!(" {}", live.len())),
+        "{check}"
+    );
     // An old build is refused now, with the reason.
     let error = refused_agent(3, &["kv", &group, "--versions", "2-2", "--join-only"]).await;
     assert!(error.contains("the group speaks protocol v3"), "{error}");

@@ -207,9 +207,11 @@
 //!     digests of their content ([`StateMachine::digest`]) at one point of
 //!     the stream:
 //!     - a `Check` from a participant opens a check where it is delivered,
-//!       if the view is installed and primary, no transfer runs and no
-//!       check is open (otherwise it is ignored: a race, not an attack).
-//!       Every member then holds the same state id, the check's `at`;
+//!       if the view is installed and primary, no transfer runs, no check
+//!       is open and none opened at the same state in this round (so
+//!       however many checks a member sends, each costs the others at most
+//!       one digest per command applied); otherwise it is ignored. Every
+//!       member then holds the same state id, the check's `at`;
 //!     - at that point every participant multicasts a `Digest` of its
 //!       state for `at` (`None` if its state machine has none: it
 //!       abstains). One counts only from a participant the check waits
@@ -529,8 +531,13 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// Commands between two periodic checks (0: none).
     digest_every: u64,
     check: Option<OpenCheck>,
-    /// `applied` where the last check opened.
+    /// `applied` where the last check opened (what the periodic request
+    /// counts from; local, never part of a decision).
     last_check: u64,
+    /// The state at which a check last opened in this install round: a
+    /// check at the same state again is ignored (the same on every member:
+    /// reset when a round begins).
+    checked_at: Option<StateId>,
     /// This member's `Check` is on its way.
     check_in_flight: bool,
     /// Numbers this member's checks.
@@ -597,6 +604,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             digest_every: 0,
             check: None,
             last_check: 0,
+            checked_at: None,
             check_in_flight: false,
             checks_sent: 0,
             diverged: false,
@@ -1039,6 +1047,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         if let Some(check) = self.check.take() {
             debug!(at = ?check.at, "divergence check closed by a view change");
         }
+        self.checked_at = None;
         self.check_in_flight = false;
         if !self.replaying {
             out.push(Action::Purge);
@@ -2269,12 +2278,13 @@ impl<S: StateMachine> ReplicaCore<S> {
             warn!(%from, number, version, "divergence check in an envelope before its version; refused");
             return;
         }
-        if !self.quiet_primary() || self.check.is_some() {
-            debug!(%from, number, "divergence check while another runs, or no quiet primary view; ignored");
+        if !self.quiet_primary() || self.check.is_some() || self.checked_at == Some(self.id) {
+            debug!(%from, number, "divergence check while another runs, with nothing applied since the last, or with no quiet primary view; ignored");
             return;
         }
         let at = self.id;
         self.last_check = at.applied;
+        self.checked_at = Some(at);
         self.check = Some(OpenCheck {
             at,
             waiting: self.participants().into_iter().collect(),

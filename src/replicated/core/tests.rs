@@ -2210,3 +2210,28 @@ fn a_diverged_replica_whose_sender_dies_is_sent_the_state_by_the_next_install() 
         .any(|e| matches!(e, ReplicaEvent::Restored { from, .. } if *from == peers[1].member())));
     assert!(peers[1].core.is_primary());
 }
+
+#[test]
+fn checks_sent_again_with_nothing_applied_since_cost_no_second_digest() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Agreed);
+    peers[0].execute(1);
+    settle(&mut peers);
+    for _ in 0..5 {
+        ask_check(&mut peers, 2);
+    }
+    settle(&mut peers);
+    ask_check(&mut peers, 1);
+    settle(&mut peers);
+    for p in &peers {
+        assert_eq!(p.core.checks.completed, 1, "{}", p.member());
+    }
+    // One command later, a check runs again.
+    peers[1].execute(2);
+    settle(&mut peers);
+    ask_check(&mut peers, 1);
+    settle(&mut peers);
+    for p in &peers {
+        assert_eq!(p.core.checks.completed, 2, "{}", p.member());
+    }
+}
