@@ -1825,8 +1825,21 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     /// The genesis of a group founded by the current view with `epoch`:
     /// every member of the view computes the same.
+    /// Names a founding (the state id's `genesis`): its epoch and its
+    /// founder. From version 3 on the founder is the lowest participant
+    /// (observers found nothing, rule 10); version 2 named the lowest
+    /// member, observers included, so two foundings in one ring (the same
+    /// epoch) next to the same observer got the same genesis, and told two
+    /// histories apart by their chain only. Which rule applies is the
+    /// group's version, the same on every member.
     fn genesis_of(&self, epoch: PrimaryEpoch) -> u64 {
-        let founder = self.view.first().copied().unwrap_or(self.local);
+        let participant = self.group_version().is_some_and(|v| v >= DIGEST_VERSION);
+        let founder = if participant {
+            self.participants().first().copied()
+        } else {
+            self.view.first().copied()
+        }
+        .unwrap_or(self.local);
         chain(chain(0, founder, epoch.ring_seq), founder, epoch.term).max(1)
     }
 

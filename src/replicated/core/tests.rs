@@ -924,8 +924,21 @@ const BUILDS: [Versions; 3] = [
     },
 ];
 
+/// The builds a mixed schedule with divergence checks draws from: a
+/// rolling upgrade from the previous release (version 2 only, no checks)
+/// to this one, and a build of version 3 only.
+const UPGRADE_BUILDS: [Versions; 3] = [
+    Versions { min: 2, max: 2 },
+    Versions::this_build(),
+    Versions {
+        min: PROTOCOL_VERSION,
+        max: PROTOCOL_VERSION,
+    },
+];
+
 /// [`run_schedule`]; with `mixed`, every replica that joins is of a build
-/// drawn from [`BUILDS`], and with `observers`, it is an observer about one
+/// drawn from [`BUILDS`] ([`UPGRADE_BUILDS`] with checks), and with
+/// `observers`, it is an observer about one
 /// time in three (without them the draws, and so every seed's schedule,
 /// are the same as before builds and roles were mixed). With
 /// `digest_every` > 0 every replica asks for divergence checks that often
@@ -939,9 +952,14 @@ fn run_schedule_with(
     digest_every: u64,
 ) -> Result<(), String> {
     let mut rng = SimRng::new(seed);
+    let builds = if digest_every > 0 {
+        UPGRADE_BUILDS
+    } else {
+        BUILDS
+    };
     let build = |rng: &mut SimRng| {
         if mixed {
-            BUILDS[rng.below(BUILDS.len() as u64) as usize]
+            builds[rng.below(builds.len() as u64) as usize]
         } else {
             Versions::this_build()
         }
@@ -1035,7 +1053,11 @@ fn run_schedule_with(
     // Observers alone each keep their own state (rule 10): a participant
     // (of a build that speaks any version the group may speak) brings one.
     if live(&peers).all(|p| p.core.observing()) {
-        peers.push(Peer::speaking(&cluster, 1, delivery, BUILDS[1]));
+        let every_version = Versions {
+            min: 2,
+            max: NEXT_PROTOCOL_VERSION,
+        };
+        peers.push(Peer::speaking(&cluster, 1, delivery, every_version));
         settle(&mut peers);
     }
     let alive: Vec<&Peer> = live(&peers).collect();
@@ -2234,4 +2256,22 @@ fn checks_sent_again_with_nothing_applied_since_cost_no_second_digest() {
     for p in &peers {
         assert_eq!(p.core.checks.completed, 2, "{}", p.member());
     }
+}
+
+/// Found by the property test with divergence checks: a participant
+/// founded a group next to an observer, applied a command and died; a
+/// newcomer founded the group afresh in the same ring (the observer's copy
+/// carries no history, rule 10) and got the same genesis, because the
+/// founder named in it was the observer, the lowest member. So the new
+/// history looked like the old one, whose acknowledged write it lacks.
+#[test]
+fn schedule_14122547377926543471_with_checks_agrees() {
+    run_schedule_with(14122547377926543471, Delivery::Agreed, false, true, 3).expect("agrees");
+}
+
+/// Observers alone at the end of an upgrade schedule, in a group that
+/// still speaks version 2: the participant the check brings must speak it.
+#[test]
+fn schedule_15633901122753233543_of_an_upgrade_with_checks_agrees() {
+    run_schedule_with(15633901122753233543, Delivery::Agreed, true, true, 3).expect("agrees");
 }
