@@ -197,3 +197,56 @@ async fn forged_info_chunk_and_command_from_an_outsider_change_nothing() {
     }
     drop(outsider);
 }
+
+#[actix_rt::test]
+async fn forged_checks_and_digests_from_an_outsider_change_nothing() {
+    let cluster = SimCluster::new(3);
+    let replicas = three(&cluster).await;
+    let mut outsider = join(&cluster, 2);
+    write(&replicas[0], "k", "real").await;
+    settled(&replicas, 3).await;
+    let at = replicas[0].status().state;
+    // A check and a digest that would call the state of every replica
+    // wrong, and a check in an envelope of version 2, before checks
+    // existed (malformed there).
+    for msg in [
+        forgeries::replicated_check(1, 3),
+        forgeries::replicated_digest(at, [0; 32]),
+        forgeries::replicated_check(2, 2),
+    ] {
+        outsider.mcast(&msg).expect("sent");
+    }
+    let mut events = replicas[2].subscribe();
+    // A real check after them: every replica's digest agrees.
+    write(&replicas[1], "other", "x").await;
+    replicas[1].check().await.expect("check sent");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = events.recv().await.expect("events");
+            if matches!(
+                e,
+                actix_cpg::replicated::ReplicaEvent::Checked { .. }
+                    | actix_cpg::replicated::ReplicaEvent::Diverged { .. }
+            ) {
+                break e;
+            }
+        }
+    })
+    .await
+    .expect("a check completed");
+    assert!(
+        matches!(
+            outcome,
+            actix_cpg::replicated::ReplicaEvent::Checked { compared: 3, .. }
+        ),
+        "{outcome}"
+    );
+    for r in &replicas {
+        let seen = r.inspect().await.expect("inspect");
+        assert_eq!(seen.refused.not_member, 2, "{:?}", seen.refused);
+        assert_eq!((seen.checks.completed, seen.checks.diverged), (1, 0));
+        assert_eq!(r.metrics().dropped_malformed, 1);
+        assert_eq!(get(r, "k").await, Some("real".into()));
+    }
+    drop(outsider);
+}

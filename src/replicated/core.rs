@@ -93,7 +93,8 @@
 //!    its caller gets [`ReplicaError::NotMember`]) that are participants
 //!    (rule 10); `Ack` only from a participant holding the state;
 //!    a `Chunk` only from the sender the install chose, for the state id it
-//!    chose, in order, and only until the transfer's last chunk.
+//!    chose, in order, and only until the transfer's last chunk; `Check`
+//!    and `Digest` only from participants (rule 11).
 //! 6. **Claims.** Every epoch a group mints is minted by an install or a
 //!    fact in the stream, so every process that followed the stream knows
 //!    it; only a merge brings histories the other side never saw. So:

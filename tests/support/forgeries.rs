@@ -265,6 +265,14 @@ enum ReplicaMessage {
     Chunk(Chunk),
     NoRoster { view: u64, mark: u64 },
     Mark(u64),
+    Check(u64),
+    Digest(DigestMsg),
+}
+
+#[derive(Serialize)]
+struct DigestMsg {
+    at: StateId,
+    digest: Option<[u8; 32]>,
 }
 
 fn fnv(prev: u64, m: Member, id: u64) -> u64 {
@@ -362,6 +370,27 @@ pub fn replicated_chunk(state: StateId, bytes: Vec<u8>) -> Vec<u8> {
 }
 
 /// A command carrying `payload` (an encoded state-machine command).
+/// A divergence check (protocol version 3 on), written at `version`.
+pub fn replicated_check(number: u64, version: u8) -> Vec<u8> {
+    codec()
+        .at_version(version)
+        .encode(Kind::Replicated, &ReplicaMessage::Check(number))
+        .expect("encode")
+}
+
+/// A participant's digest of its state at `at` (protocol version 3 on).
+pub fn replicated_digest(at: StateId, digest: [u8; 32]) -> Vec<u8> {
+    codec()
+        .encode(
+            Kind::Replicated,
+            &ReplicaMessage::Digest(DigestMsg {
+                at,
+                digest: Some(digest),
+            }),
+        )
+        .expect("encode")
+}
+
 pub fn replicated_command(id: u64, payload: Vec<u8>) -> Vec<u8> {
     codec()
         .encode(
