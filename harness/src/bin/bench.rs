@@ -17,7 +17,10 @@
 //! `--no-latency`, `--no-throughput`, `--overload SECS` (a producer
 //! outrunning the daemon; RSS sampled every second), `--repeat N` (each
 //! latency pair N times: the table gives the run with the median p99 ratio,
-//! and the spread), `--smoke`, `--key` (also the actor path of a keyed
+//! and the spread), `--no-floor` (skip the floor: the binding plus a
+//! bincode decode and a `do_send` into an actor on every member, unbatched
+//! and batched, run beside raw by default and printed with the library's
+//! ratio to it), `--smoke`, `--key` (also the actor path of a keyed
 //! group: every multicast MACed and verified, [`actix_cpg::GroupKey`];
 //! printed as a ratio to the unkeyed actor path and to raw), `--crypto
 //! on|off|both` (restart the real cluster with knet's crypto on —
@@ -66,6 +69,8 @@ struct Options {
     repeat: usize,
     smoke: bool,
     key: bool,
+    /// The floor paths beside raw (`--no-floor` turns them off).
+    floor: bool,
     /// knet crypto settings to restart the real cluster with, one pass
     /// each; `None`: measure the cluster as it runs.
     crypto: Option<Vec<Crypto>>,
@@ -86,6 +91,7 @@ fn parse_args() -> Result<Options, String> {
         repeat: 1,
         smoke: false,
         key: false,
+        floor: true,
         crypto: None,
         vs_etcd: None,
     };
@@ -127,6 +133,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "--smoke" => o.smoke = true,
             "--key" => o.key = true,
+            "--no-floor" => o.floor = false,
             "--crypto" => {
                 o.crypto = Some(match args.next().as_deref() {
                     Some("on" | "aes256") => vec![Crypto::Aes256],
@@ -182,6 +189,8 @@ const BATCHED_KEYED: Path = Path::Actor {
     batching: true,
     keyed: true,
 };
+const FLOOR: Path = Path::Floor { batching: false };
+const FLOOR_BATCHED: Path = Path::Floor { batching: true };
 
 /// Messages per sender: about 64 MiB per member at full scale.
 fn count_for(size: usize, senders: usize, path: Path, scale: f64) -> u64 {
@@ -193,11 +202,11 @@ fn count_for(size: usize, senders: usize, path: Path, scale: f64) -> u64 {
     };
     // Batching carries small messages many times faster: give it more, so
     // its run lasts about as long.
-    let boost = if matches!(path, Path::Actor { batching: true, .. }) && size <= 1024 {
-        4.0
-    } else {
-        1.0
-    };
+    let batched = matches!(
+        path,
+        Path::Actor { batching: true, .. } | Path::Floor { batching: true }
+    );
+    let boost = if batched && size <= 1024 { 4.0 } else { 1.0 };
     ((base * boost * scale) / senders as f64).max(20.0) as u64
 }
 
@@ -274,6 +283,8 @@ struct Row {
     batched: Outcome,
     /// The actor path of a keyed group (`--key`).
     keyed: Option<Outcome>,
+    /// The floor, unbatched and batched (unless `--no-floor`).
+    floor: Option<(Outcome, Outcome)>,
 }
 
 struct LatencyRow {
@@ -287,12 +298,15 @@ struct LatencyRow {
     actor: Outcome,
     /// The keyed actor path of the same run (`--key`).
     keyed: Option<Outcome>,
+    /// The batched floor of the same run (unless `--no-floor`).
+    floor: Option<Outcome>,
     /// The p99 ratio of every run, sorted.
     ratios: Vec<f64>,
 }
 
-/// One latency run: raw, actor, and the keyed actor path if measured.
-type LatencyRun = (Outcome, Outcome, Option<Outcome>);
+/// One latency run: raw, actor, the keyed actor path and the batched floor
+/// if measured.
+type LatencyRun = (Outcome, Outcome, Option<Outcome>, Option<Outcome>);
 
 impl LatencyRow {
     /// Of `runs` (raw, actor) pairs, the one with the median p99 ratio, and
@@ -305,7 +319,7 @@ impl LatencyRow {
         runs: Vec<LatencyRun>,
     ) -> Option<LatencyRow> {
         let ratio =
-            |(raw, actor, _): &LatencyRun| Some(actor.latency?.p99_us / raw.latency?.p99_us);
+            |(raw, actor, _, _): &LatencyRun| Some(actor.latency?.p99_us / raw.latency?.p99_us);
         let mut runs: Vec<(f64, LatencyRun)> = runs
             .into_iter()
             .filter_map(|run| Some((ratio(&run)?, run)))
@@ -313,7 +327,7 @@ impl LatencyRow {
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         let ratios = runs.iter().map(|(r, _)| *r).collect();
         let mid = runs.len().checked_sub(1)? / 2;
-        let (_, (raw, actor, keyed)) = runs.into_iter().nth(mid)?;
+        let (_, (raw, actor, keyed, floor)) = runs.into_iter().nth(mid)?;
         Some(LatencyRow {
             backend,
             crypto,
@@ -323,6 +337,7 @@ impl LatencyRow {
             raw,
             actor,
             keyed,
+            floor,
             ratios,
         })
     }
@@ -428,8 +443,17 @@ fn main() {
                             .key
                             .then(|| run(&case(KEYED), crypto, &exe, &mut n))
                             .transpose();
-                        match (raw, actor, batched, keyed) {
-                            (Ok(raw), Ok(actor), Ok(batched), Ok(keyed)) => {
+                        let floor = o
+                            .floor
+                            .then(|| {
+                                Ok::<_, String>((
+                                    run(&case(FLOOR), crypto, &exe, &mut n)?,
+                                    run(&case(FLOOR_BATCHED), crypto, &exe, &mut n)?,
+                                ))
+                            })
+                            .transpose();
+                        match (raw, actor, batched, keyed, floor) {
+                            (Ok(raw), Ok(actor), Ok(batched), Ok(keyed), Ok(floor)) => {
                                 if senders == 1 {
                                     raw_one = Some(raw.clone());
                                 }
@@ -443,6 +467,7 @@ fn main() {
                                     actor,
                                     batched,
                                     keyed,
+                                    floor,
                                 });
                             }
                             _ => failures += 1,
@@ -475,8 +500,14 @@ fn main() {
                             .key
                             .then(|| run(&case(BATCHED_KEYED), crypto, &exe, &mut n))
                             .transpose();
-                        match (raw, actor, keyed) {
-                            (Ok(raw), Ok(actor), Ok(keyed)) => runs.push((raw, actor, keyed)),
+                        let floor = o
+                            .floor
+                            .then(|| run(&case(FLOOR_BATCHED), crypto, &exe, &mut n))
+                            .transpose();
+                        match (raw, actor, keyed, floor) {
+                            (Ok(raw), Ok(actor), Ok(keyed), Ok(floor)) => {
+                                runs.push((raw, actor, keyed, floor))
+                            }
                             _ => failures += 1,
                         }
                     }
@@ -597,6 +628,7 @@ fn print_tables(
             );
         }
     }
+    print_floor(rows, lat_rows);
     print_key_cost(rows, lat_rows);
     print_crypto_cost(rows, lat_rows);
     print_goals(rows, lat_rows);
@@ -636,6 +668,77 @@ fn print_tables(
                     rest as f64 / first as f64
                 );
             }
+        }
+    }
+}
+
+/// The library against the floor (the binding, a bincode decode and a
+/// `do_send` on every member), beside raw, from the same runs.
+fn print_floor(rows: &[Row], lat_rows: &[LatencyRow]) {
+    let floored: Vec<(&Row, &Outcome, &Outcome)> = rows
+        .iter()
+        .filter_map(|r| r.floor.as_ref().map(|(f, fb)| (r, f, fb)))
+        .collect();
+    if !floored.is_empty() {
+        println!("\n### The floor: raw binding + bincode decode + `do_send` on every member, throughput (msg/s)\n");
+        println!("| backend | nodes | senders | size | raw | floor | floor+batch | msgs/mcast | actor | actor+batch | msgs/mcast | floor/raw | actor/raw | actor/floor | floor+batch/raw | batch/raw | batch/floor+batch |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for (r, f, fb) in floored {
+            println!(
+                "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                label(r.backend, r.crypto),
+                r.nodes,
+                r.senders,
+                human(r.size),
+                r.raw.msgs_per_s,
+                f.msgs_per_s,
+                fb.msgs_per_s,
+                fb.per_multicast,
+                r.actor.msgs_per_s,
+                r.batched.msgs_per_s,
+                r.batched.per_multicast,
+                f.msgs_per_s / r.raw.msgs_per_s,
+                r.actor.msgs_per_s / r.raw.msgs_per_s,
+                r.actor.msgs_per_s / f.msgs_per_s,
+                fb.msgs_per_s / r.raw.msgs_per_s,
+                r.batched.msgs_per_s / r.raw.msgs_per_s,
+                r.batched.msgs_per_s / fb.msgs_per_s,
+            );
+        }
+    }
+    let floored: Vec<_> = lat_rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r,
+                r.raw.latency?,
+                r.floor.as_ref()?.latency?,
+                r.actor.latency?,
+            ))
+        })
+        .collect();
+    if !floored.is_empty() {
+        println!(
+            "\n### The floor, latency (µs), the same runs as the latency table (both batched)\n"
+        );
+        println!("| backend | nodes | size | raw p50 | raw p99 | floor+batch p50 | floor+batch p99 | actor+batch p50 | actor+batch p99 | p99 floor/raw | p99 actor/raw | p99 actor/floor |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for (r, raw, floor, actor) in floored {
+            println!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                label(r.backend, r.crypto),
+                r.nodes,
+                human(r.size),
+                raw.p50_us,
+                raw.p99_us,
+                floor.p50_us,
+                floor.p99_us,
+                actor.p50_us,
+                actor.p99_us,
+                floor.p99_us / raw.p99_us,
+                actor.p99_us / raw.p99_us,
+                actor.p99_us / floor.p99_us,
+            );
         }
     }
 }
