@@ -59,6 +59,7 @@ use actix_cpg::{
 };
 
 mod floor;
+pub mod sizes;
 
 use floor::{FloorDelivery, FloorSender, FloorSink};
 
@@ -1446,10 +1447,27 @@ impl fmt::Display for Crypto {
     }
 }
 
+fn cluster_dir() -> String {
+    std::env::var("ACPG_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/actix-cpg-cluster".into())
+}
+
+/// The number of nodes of the test cluster, as `scripts/cluster.sh up`
+/// recorded it (3 for a cluster of a script that did not record it);
+/// `None` if there is no cluster state.
+pub fn cluster_nodes() -> Option<usize> {
+    let dir = cluster_dir();
+    match std::fs::read_to_string(format!("{dir}/nodes")) {
+        Ok(n) => n.trim().parse().ok(),
+        Err(_) => std::path::Path::new(&format!("{dir}/n1"))
+            .exists()
+            .then_some(3),
+    }
+}
+
 /// The crypto setting the running test cluster was started with, as
 /// `scripts/cluster.sh` recorded it; `None` if it cannot tell.
 pub fn cluster_crypto() -> Option<Crypto> {
-    let dir = std::env::var("ACPG_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/actix-cpg-cluster".into());
+    let dir = cluster_dir();
     let recorded = std::fs::read_to_string(format!("{dir}/crypto")).ok()?;
     match recorded.trim() {
         "aes256" => Some(Crypto::Aes256),
@@ -1458,12 +1476,12 @@ pub fn cluster_crypto() -> Option<Crypto> {
     }
 }
 
-/// Stops the test cluster and starts it again with `crypto`, unless it
-/// already runs with it. The caller holds the cluster lock
+/// Stops the test cluster and starts it again with `crypto` and `nodes`
+/// nodes, unless it already runs so. The caller holds the cluster lock
 /// (`flock /tmp/acpg-cluster.lock`) for the whole bench: taking it here
 /// would wait for the caller's own lock forever.
-pub fn restart_cluster(crypto: Crypto) -> Result<(), String> {
-    if cluster_crypto() == Some(crypto) && cluster_up().is_ok() {
+pub fn restart_cluster(crypto: Crypto, nodes: usize) -> Result<(), String> {
+    if cluster_crypto() == Some(crypto) && cluster_nodes() == Some(nodes) && cluster_up().is_ok() {
         return Ok(());
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
@@ -1474,19 +1492,20 @@ pub fn restart_cluster(crypto: Crypto) -> Result<(), String> {
             .arg(script)
             .arg(command)
             .env("ACPG_CRYPTO", crypto.as_str())
+            .env("ACPG_NODES", nodes.to_string())
             .stdout(Stdio::null())
             .status()
             .map_err(|e| format!("cannot run {script}: {e}"))?;
         if !status.success() {
             return Err(format!(
-                "`{script} {command}` with ACPG_CRYPTO={crypto:?} failed"
+                "`{script} {command}` with ACPG_CRYPTO={crypto:?} ACPG_NODES={nodes} failed"
             ));
         }
     }
-    match cluster_crypto() {
-        Some(c) if c == crypto => cluster_up(),
+    match (cluster_crypto(), cluster_nodes()) {
+        (Some(c), Some(n)) if c == crypto && n == nodes => cluster_up(),
         other => Err(format!(
-            "the cluster came up with crypto {other:?}, not {crypto:?}"
+            "the cluster came up with (crypto, nodes) {other:?}, not ({crypto:?}, {nodes})"
         )),
     }
 }
@@ -1494,7 +1513,7 @@ pub fn restart_cluster(crypto: Crypto) -> Result<(), String> {
 /// Whether the real test cluster is up: node namespaces exist and node 1's
 /// daemon answers. The reason it is not, otherwise.
 pub fn cluster_up() -> Result<(), String> {
-    for n in 1..=3 {
+    for n in 1..=cluster_nodes().unwrap_or(3) {
         if !std::path::Path::new(&format!("/run/netns/acpg-n{n}")).exists() {
             return Err(format!(
                 "namespace acpg-n{n} does not exist (start the cluster with `bash scripts/cluster.sh up`)"

@@ -29,6 +29,21 @@
 //! by side). `--crypto` stops and starts the shared cluster: run the bench
 //! under `flock /tmp/acpg-cluster.lock`.
 //!
+//! Group sizes: on the real cluster a `--nodes` value above 3 runs on a
+//! cluster of that many nodes, and 1 to 3 on one of 3 (the default): the
+//! bench stops and starts the shared cluster between sizes
+//! (`scripts/cluster.sh` with `ACPG_NODES`), and leaves it at 3 nodes if it
+//! changed it. `--failover ROUNDS` also runs the library's `failover`
+//! example (built beside the bench: `cargo build --release --features
+//! corosync --example failover`) on each corosync size of 2 nodes or more,
+//! and a table sets throughput, p99 latency and failover of every size side
+//! by side. Run it under `flock /tmp/acpg-cluster.lock`:
+//!
+//! ```sh
+//! flock /tmp/acpg-cluster.lock bash -c 'bash scripts/cluster.sh up && target/release/bench \
+//!     --corosync --no-sim --nodes 3,5,7 --failover 20; bash scripts/cluster.sh down'
+//! ```
+//!
 //! `--vs-etcd` measures the kv service (`acpg-kv serve --corosync`, one
 //! replica per node namespace) against a three-member etcd in the same
 //! namespaces, under the same client load, in one run, and prints only
@@ -71,6 +86,9 @@ struct Options {
     key: bool,
     /// The floor paths beside raw (`--no-floor` turns them off).
     floor: bool,
+    /// `--failover ROUNDS`: kills of the `failover` example per corosync
+    /// size; 0: not run.
+    failover: usize,
     /// knet crypto settings to restart the real cluster with, one pass
     /// each; `None`: measure the cluster as it runs.
     crypto: Option<Vec<Crypto>>,
@@ -92,6 +110,7 @@ fn parse_args() -> Result<Options, String> {
         smoke: false,
         key: false,
         floor: true,
+        failover: 0,
         crypto: None,
         vs_etcd: None,
     };
@@ -134,6 +153,12 @@ fn parse_args() -> Result<Options, String> {
             "--smoke" => o.smoke = true,
             "--key" => o.key = true,
             "--no-floor" => o.floor = false,
+            "--failover" => {
+                o.failover = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--failover needs a number of kills")?
+            }
             "--crypto" => {
                 o.crypto = Some(match args.next().as_deref() {
                     Some("on" | "aes256") => vec![Crypto::Aes256],
@@ -165,13 +190,22 @@ fn parse_args() -> Result<Options, String> {
         o.scale = 0.01;
         o.overload = o.overload.map(|_| 3);
     }
-    if o.nodes.iter().any(|n| !(1..=3).contains(n)) {
-        return Err("--nodes takes 1, 2 or 3".into());
+    if o.nodes.iter().any(|n| !(1..=MAX_NODES).contains(n)) {
+        return Err(format!("--nodes takes 1 to {MAX_NODES}"));
     }
     Ok(o)
 }
 
 const WINDOW: usize = 64;
+/// The test cluster's default size, and the largest `scripts/cluster.sh`
+/// builds.
+const CLUSTER_NODES: usize = 3;
+const MAX_NODES: usize = 9;
+
+/// The cluster size a corosync case of `nodes` members runs on.
+fn cluster_size_for(nodes: usize) -> usize {
+    nodes.max(CLUSTER_NODES)
+}
 
 const ACTOR: Path = Path::Actor {
     batching: false,
@@ -401,16 +435,31 @@ fn main() {
     let mut rows = Vec::new();
     let mut lat_rows = Vec::new();
     let mut overloads = Vec::new();
+    let mut failovers = Vec::new();
     for &(backend, crypto) in &passes {
         if let (Backend::Corosync, Some(c), Some(_)) = (backend, crypto, &o.crypto) {
             eprintln!("bench: (re)starting the real cluster with {c}");
-            if let Err(why) = bench::restart_cluster(c) {
+            if let Err(why) = bench::restart_cluster(c, cluster_size_for(o.nodes[0])) {
                 eprintln!("bench: skipping the pass with {c}: {why}");
                 failures += 1;
                 continue;
             }
         }
+        let mut resized = false;
         for &nodes in &o.nodes {
+            if backend == Backend::Corosync
+                && bench::cluster_nodes() != Some(cluster_size_for(nodes))
+            {
+                let size = cluster_size_for(nodes);
+                let c = crypto.unwrap_or(Crypto::Aes256);
+                eprintln!("bench: (re)starting the real cluster with {size} nodes");
+                if let Err(why) = bench::restart_cluster(c, size) {
+                    eprintln!("bench: skipping {nodes} nodes: {why}");
+                    failures += 1;
+                    continue;
+                }
+                resized = true;
+            }
             for &size in &o.sizes {
                 let sender_counts: Vec<usize> = if nodes == 1 { vec![1] } else { vec![1, nodes] };
                 let mut raw_one: Option<Outcome> = None;
@@ -514,6 +563,16 @@ fn main() {
                     lat_rows.extend(LatencyRow::of((backend, crypto), nodes, size, rate, runs));
                 }
             }
+            if backend == Backend::Corosync && o.failover > 0 && nodes >= 2 {
+                eprintln!("bench: failover, {nodes} nodes, {} kills", o.failover);
+                match bench::sizes::run_failover(&exe, nodes, o.failover) {
+                    Ok(f) => failovers.push(f),
+                    Err(why) => {
+                        eprintln!("bench: failover on {nodes} nodes: {why}");
+                        failures += 1;
+                    }
+                }
+            }
         }
         if let Some(secs) = o.overload {
             let nodes = *o.nodes.iter().max().unwrap_or(&1);
@@ -537,8 +596,17 @@ fn main() {
                 }
             }
         }
+        if resized {
+            let c = crypto.unwrap_or(Crypto::Aes256);
+            eprintln!("bench: back to a {CLUSTER_NODES}-node cluster");
+            if let Err(why) = bench::restart_cluster(c, CLUSTER_NODES) {
+                eprintln!("bench: {why}");
+                failures += 1;
+            }
+        }
     }
     print_tables(&rows, &lat_rows, &overloads);
+    print_group_sizes(&rows, &lat_rows, &failovers);
     if failures > 0 {
         eprintln!("bench: {failures} case(s) failed");
         std::process::exit(1);
@@ -738,6 +806,85 @@ fn print_floor(rows: &[Row], lat_rows: &[LatencyRow]) {
                 floor.p99_us / raw.p99_us,
                 actor.p99_us / raw.p99_us,
                 actor.p99_us / floor.p99_us,
+            );
+        }
+    }
+}
+
+/// Every corosync group size of the run side by side: throughput, p99
+/// latency at half raw saturation and failover, each against the raw
+/// binding (and the floor) of the same size.
+fn print_group_sizes(rows: &[Row], lat_rows: &[LatencyRow], failovers: &[bench::sizes::Failover]) {
+    let mut sizes: Vec<usize> = rows
+        .iter()
+        .filter(|r| r.backend == Backend::Corosync && r.nodes >= 2)
+        .map(|r| r.nodes)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.len() < 2 && failovers.is_empty() {
+        return;
+    }
+    println!("\n### Group size (corosync; every figure against the raw binding of the same size, same run)\n");
+    println!("| nodes | senders | size | raw msg/s | actor/raw | batch/raw | actor/floor | batch/floor+batch | raw p99 µs | actor p99 µs | p99 actor/raw |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
+    for r in rows
+        .iter()
+        .filter(|r| r.backend == Backend::Corosync && sizes.contains(&r.nodes))
+    {
+        let (floor, floor_batch) = match &r.floor {
+            Some((f, fb)) => (
+                ratio(r.actor.msgs_per_s, f.msgs_per_s),
+                ratio(r.batched.msgs_per_s, fb.msgs_per_s),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        let lat = lat_rows
+            .iter()
+            .find(|l| {
+                r.senders == 1
+                    && l.backend == r.backend
+                    && l.crypto == r.crypto
+                    && (l.nodes, l.size) == (r.nodes, r.size)
+            })
+            .and_then(|l| Some((l.raw.latency?, l.actor.latency?)));
+        let (raw_p99, actor_p99, p99) = match lat {
+            Some((a, b)) => (
+                format!("{:.0}", a.p99_us),
+                format!("{:.0}", b.p99_us),
+                ratio(b.p99_us, a.p99_us),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "| {} | {} | {} | {:.0} | {} | {} | {floor} | {floor_batch} | {raw_p99} | {actor_p99} | {p99} |",
+            r.nodes,
+            r.senders,
+            human(r.size),
+            r.raw.msgs_per_s,
+            ratio(r.actor.msgs_per_s, r.raw.msgs_per_s),
+            ratio(r.batched.msgs_per_s, r.raw.msgs_per_s),
+        );
+    }
+    if !failovers.is_empty() {
+        println!("\n### Supervision failover by group size (ms from SIGKILL, p50 / p99; `failover` example)\n");
+        println!("| nodes | kills | bare CPG: ProcDown at a plain client | actix-cpg: confchg at a survivor | child `a` running again | child `a` registered at its new host | running - bare (p50) |");
+        println!("|---|---|---|---|---|---|---|");
+        for f in failovers {
+            println!(
+                "| {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} |",
+                f.nodes,
+                f.running.n,
+                f.bare.p50,
+                f.bare.p99,
+                f.confchg.p50,
+                f.confchg.p99,
+                f.running.p50,
+                f.running.p99,
+                f.registered.p50,
+                f.registered.p99,
+                f.running.p50 - f.bare.p50,
             );
         }
     }
