@@ -243,6 +243,11 @@ pub struct Report {
     pub latency: Option<Latency>,
     /// Its process's peak resident set (VmHWM), KiB.
     pub peak_rss_kib: u64,
+    /// CPU time its process used, user and system, µs (on the sim, every
+    /// member's report names the one process's).
+    pub cpu_us: u64,
+    /// Its process.
+    pub pid: u32,
     /// `TRY_AGAIN` answers it met.
     pub try_again: u64,
     /// Multicasts it made (fewer than `sent` when batching).
@@ -298,7 +303,7 @@ impl Report {
             .collect::<Vec<_>>()
             .join(",");
         format!(
-            "REPORT index={} sent={} delivered={} start={} end={} lat={} peak_rss={} try_again={} multicasts={} rss={}",
+            "REPORT index={} sent={} delivered={} start={} end={} lat={} peak_rss={} cpu={} pid={} try_again={} multicasts={} rss={}",
             self.index,
             self.sent,
             self.delivered,
@@ -306,6 +311,8 @@ impl Report {
             self.end_ns,
             lat,
             self.peak_rss_kib,
+            self.cpu_us,
+            self.pid,
             self.try_again,
             self.multicasts,
             if rss.is_empty() { "-".into() } else { rss },
@@ -325,6 +332,8 @@ impl Report {
                 "start" => r.start_ns = v.parse().ok()?,
                 "end" => r.end_ns = v.parse().ok()?,
                 "peak_rss" => r.peak_rss_kib = v.parse().ok()?,
+                "cpu" => r.cpu_us = v.parse().ok()?,
+                "pid" => r.pid = v.parse().ok()?,
                 "try_again" => r.try_again = v.parse().ok()?,
                 "multicasts" => r.multicasts = v.parse().ok()?,
                 "lat" if v != "-" => {
@@ -368,6 +377,28 @@ fn proc_status_kib(field: &str) -> u64 {
             })
         })
         .unwrap_or(0)
+}
+
+/// CPU time this process used so far, user and system, in µs (from
+/// `/proc/self/stat`, in clock ticks of 10 ms); 0 if it cannot tell.
+pub fn cpu_us() -> u64 {
+    // Fields after the command name, which may hold spaces: state is the
+    // 3rd field of the line, utime the 14th and stime the 15th.
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // USER_HZ is 100 on Linux whatever the kernel's own tick.
+    (tick(11) + tick(12)) * 10_000
 }
 
 /// This process's peak resident set, KiB.
@@ -700,6 +731,8 @@ async fn binding_member<C: Connection>(
         end_ns,
         latency: Latency::of(&mut tally.samples),
         peak_rss_kib: peak_rss_kib(),
+        cpu_us: cpu_us(),
+        pid: std::process::id(),
         try_again,
         multicasts,
         rss_samples: pacer.samples,
@@ -899,6 +932,8 @@ pub async fn actor_member<C: Connection>(
         end_ns,
         latency: Latency::of(&mut tally.samples),
         peak_rss_kib: peak_rss_kib(),
+        cpu_us: cpu_us(),
+        pid: std::process::id(),
         try_again: m.try_again - before.try_again,
         multicasts: m.multicasts - before.multicasts,
         rss_samples: std::mem::take(&mut pacer.samples),
@@ -1180,6 +1215,8 @@ mod raw_cpg {
             end_ns,
             latency: Latency::of(&mut tally.samples),
             peak_rss_kib: peak_rss_kib(),
+            cpu_us: cpu_us(),
+            pid: std::process::id(),
             try_again,
             multicasts,
             rss_samples: pacer.samples,
@@ -1372,6 +1409,10 @@ pub struct Outcome {
     pub latency: Option<Latency>,
     /// Largest peak RSS of any member process, KiB.
     pub peak_rss_kib: u64,
+    /// CPU time of every member process (user and system) per message
+    /// sent, µs: what one message costs the sender and all receivers,
+    /// daemons not counted.
+    pub cpu_us_per_msg: f64,
     /// `TRY_AGAIN`s met by all senders.
     pub try_again: u64,
     /// Messages per multicast, over all senders.
@@ -1411,6 +1452,16 @@ impl Outcome {
                 .find(|r| r.index == 0)
                 .and_then(|r| r.latency),
             peak_rss_kib: reports.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
+            cpu_us_per_msg: {
+                // One process may hold several members (the sim): count
+                // each process once, at its largest reading.
+                let mut by_pid = std::collections::BTreeMap::new();
+                for r in &reports {
+                    let e = by_pid.entry(r.pid).or_insert(0u64);
+                    *e = (*e).max(r.cpu_us);
+                }
+                by_pid.values().sum::<u64>() as f64 / total.max(1) as f64
+            },
             try_again: reports.iter().map(|r| r.try_again).sum(),
             per_multicast: total as f64 / multicasts.max(1) as f64,
             reports,
@@ -1679,6 +1730,8 @@ mod tests {
                 p999_us: 30.25,
             }),
             peak_rss_kib: 1234,
+            cpu_us: 56_780_000,
+            pid: 4321,
             try_again: 1,
             multicasts: 3,
             rss_samples: vec![(0, 100), (1, 120)],

@@ -774,6 +774,32 @@ fn print_floor(rows: &[Row], lat_rows: &[LatencyRow]) {
             );
         }
     }
+    if !rows.is_empty() {
+        println!("\n### CPU time per message: every member process, user + system, per message sent (µs; daemons not counted)\n");
+        println!("| backend | nodes | senders | size | raw | floor | floor+batch | actor | actor+batch | actor - raw | actor - floor | actor+batch - floor+batch |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for r in rows {
+            let (f, fb) = match &r.floor {
+                Some((f, fb)) => (f.cpu_us_per_msg, fb.cpu_us_per_msg),
+                None => (f64::NAN, f64::NAN),
+            };
+            println!(
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                label(r.backend, r.crypto),
+                r.nodes,
+                r.senders,
+                human(r.size),
+                r.raw.cpu_us_per_msg,
+                f,
+                fb,
+                r.actor.cpu_us_per_msg,
+                r.batched.cpu_us_per_msg,
+                r.actor.cpu_us_per_msg - r.raw.cpu_us_per_msg,
+                r.actor.cpu_us_per_msg - f,
+                r.batched.cpu_us_per_msg - fb,
+            );
+        }
+    }
     let floored: Vec<_> = lat_rows
         .iter()
         .filter_map(|r| {
