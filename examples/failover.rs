@@ -1,11 +1,12 @@
-//! Failover time of a supervised child on the real 3-node cluster, next to
-//! the bare CPG detection time, measured in the same run.
+//! Failover time of a supervised child on the real cluster (3 nodes, or
+//! `--nodes N` on a cluster of that size), next to the bare CPG detection
+//! time, measured in the same run.
 //!
 //! Two measurements, each over `--rounds N` SIGKILLs (default 20):
-//! - bare: three plain CPG clients (no actix-cpg protocol), one per node;
-//!   the one on node 3 is killed; time until the first of the others gets
-//!   the `ProcDown` confchg;
-//! - supervised: three members run a tree of six workers (the one the
+//! - bare: plain CPG clients (no actix-cpg protocol), one per node; the
+//!   one on the last node is killed; time until the first of the others
+//!   gets the `ProcDown` confchg;
+//! - supervised: one member per node runs a tree of six workers (the one the
 //!   conformance suite runs); the process hosting child `a` is killed;
 //!   times until a survivor sees the confchg, until `a` runs on a
 //!   survivor, and until the group registry names its new host.
@@ -20,6 +21,8 @@
 //! ```text
 //! bash scripts/cluster.sh up
 //! cargo run --release --features corosync --example failover -- --rounds 20
+//! bash scripts/cluster.sh down && bash scripts/cluster.sh up 5
+//! cargo run --release --features corosync --example failover -- --rounds 20 --nodes 5
 //! ```
 //!
 //! `--record FILE` records the stream of each member of the supervised run
@@ -38,12 +41,12 @@ mod observe;
 #[path = "support/logs.rs"]
 mod logs;
 
-/// Failover time of a supervised child on the real 3-node cluster, next to
-/// the bare CPG detection time, measured in the same run.
+/// Failover time of a supervised child on the real cluster, next to the
+/// bare CPG detection time, measured in the same run.
 ///
-/// Over `--rounds` SIGKILLs each: three plain CPG clients, one per node,
-/// the one on node 3 killed (time until a survivor sees the confchg); then
-/// three members running a supervision tree, the host of child `a` killed
+/// Over `--rounds` SIGKILLs each: plain CPG clients, one per node, the one
+/// on the last node killed (time until a survivor sees the confchg); then
+/// one member per node running a supervision tree, the host of child `a` killed
 /// (times until a survivor sees the confchg, runs `a`, and registers it).
 /// Needs `--features corosync`, root, and the cluster up (`bash
 /// scripts/cluster.sh up`).
@@ -52,6 +55,9 @@ struct Cli {
     /// How many processes are killed in each of the two measurements.
     #[arg(long, value_name = "N", default_value_t = 20)]
     rounds: usize,
+    /// Nodes of the cluster, one member on each (`scripts/cluster.sh up N`).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=9))]
+    nodes: u32,
     /// Be one member process of GROUP: `raw`, a plain CPG client, or
     /// `group` (the default, also for any other word), a group member that
     /// starts the tree when it reads `tree` on stdin. This run starts them
@@ -231,18 +237,18 @@ mod run {
         d.as_secs_f64() * 1000.0
     }
 
-    pub fn main(rounds: usize, observe: &Observe) -> Result<(), String> {
-        eprintln!("bare CPG detection: {rounds} kills");
+    pub fn main(rounds: usize, nodes: u32, observe: &Observe) -> Result<(), String> {
+        eprintln!("bare CPG detection: {rounds} kills, {nodes} nodes");
         let mut bare = Vec::new();
         for round in 0..rounds {
-            // The same shape as the supervised run: three members, one per
-            // node; the first survivor to see the confchg counts.
+            // The same shape as the supervised run: one member per node;
+            // the first survivor to see the confchg counts.
             let group = format!("failover-bare-{}-{round}", std::process::id());
-            let mut observers = vec![
-                Agent::spawn(1, &group, "raw", &[])?,
-                Agent::spawn(2, &group, "raw", &[])?,
-            ];
-            let mut victim = Agent::spawn(3, &group, "raw", &[])?;
+            let observers: Result<Vec<Agent>, String> = (1..nodes)
+                .map(|node| Agent::spawn(node, &group, "raw", &[]))
+                .collect();
+            let mut observers = observers?;
+            let mut victim = Agent::spawn(nodes, &group, "raw", &[])?;
             for o in &mut observers {
                 o.wait_for(|l| l.starts_with("CONFCHG") && l.contains(&victim.member))?;
             }
@@ -266,7 +272,7 @@ mod run {
             observe.forward(started)
         };
         let mut agents = Vec::new();
-        for node in 1..=3 {
+        for node in 1..=nodes {
             let mut a = Agent::spawn(node, &group, "group", &flags())?;
             a.cmd("tree")?;
             a.wait_for(|l| l.starts_with("TREE "))?;
@@ -545,6 +551,7 @@ fn main() {
     logs::init();
     let Cli {
         rounds,
+        nodes,
         member,
         observe,
     } = Cli::parse();
@@ -556,14 +563,14 @@ fn main() {
             member::main(&values[0], mode, observe);
             return;
         }
-        if let Err(e) = run::main(rounds, &observe) {
+        if let Err(e) = run::main(rounds, nodes, &observe) {
             eprintln!("failover: {e}");
             std::process::exit(1);
         }
     }
     #[cfg(not(feature = "corosync"))]
     {
-        let _ = (rounds, member, observe);
+        let _ = (rounds, nodes, member, observe);
         eprintln!(
             "failover measures the real cluster: run with --features corosync (see the header)"
         );

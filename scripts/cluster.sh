@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# A real 3-node corosync cluster on one machine (see DESIGN.md §4).
+# A real corosync cluster of 3 nodes (or 1 to 9) on one machine (see
+# DESIGN.md §4).
 #
-# Every node is a network namespace (acpg-n1..acpg-n3) with one veth whose
+# Every node is a network namespace (acpg-n1..acpg-nN) with one veth whose
 # other end sits on a bridge inside a hub namespace (acpg-hub), so nothing
 # touches the host's own network namespace. Each node runs its own corosync
-# daemon (knet, token 1000 ms, votequorum with 3 expected votes) in a
+# daemon (knet, token 1000 ms, votequorum with N expected votes) in a
 # private mount namespace with a fresh /run, because corosync keeps its pid
 # file there. CPG clients must run inside a node's namespace: libqb IPC uses
 # abstract unix sockets, which belong to the network namespace.
+#
+# The number of nodes N is 3 unless `up` is given another (`up 5`, or
+# ACPG_NODES=5); `up` records it, and every later command works on the
+# recorded size until `down`. 5 and 7 nodes run on the project's 2-core,
+# 24 GiB machine (each daemon takes about 10 MiB and little CPU when idle).
 #
 # knet encrypts and authenticates the traffic between the nodes by default
 # (crypto_cipher aes256, crypto_hash sha256, DESIGN.md §6), with one authkey
@@ -22,10 +28,14 @@
 #   ACPG_CLUSTER_DIR   state directory (default /tmp/actix-cpg-cluster)
 #   ACPG_WAIT_TIMEOUT  seconds to wait for membership/quorum (default 60)
 #   ACPG_CRYPTO        aes256 (default: aes256 + sha256) or none
+#   ACPG_NODES         nodes of the cluster `up` builds (default 3; 1 to 9)
 
 set -euo pipefail
 
-readonly NODES=(1 2 3)
+# Set by `settle_nodes` (main) before any command runs: 1..N.
+NODES=()
+readonly DEFAULT_NODES=3
+readonly MAX_NODES=9
 readonly HUB_NS=acpg-hub
 readonly BRIDGE=acpg-br
 readonly NODE_IF=eth0
@@ -51,8 +61,9 @@ usage() {
     cat <<EOF
 Usage: $0 COMMAND [ARGS]
 
-  up                 install missing packages, build namespaces and bridge,
-                     start 3 corosync daemons, wait for a quorate 3-node view
+  up [N]             install missing packages, build namespaces and bridge,
+                     start N corosync daemons (default \$ACPG_NODES or 3),
+                     wait for a quorate N-node view
   down               stop every daemon, delete namespaces and bridge, remove state
   status             show each node's daemon and quorum view (exit 0 iff healthy)
   exec N CMD...      run CMD inside node N's network namespace
@@ -63,7 +74,8 @@ Usage: $0 COMMAND [ARGS]
   restore N          set node N's link up again (merge)
   wait-members K [N] wait until node N (default 1) sees K nodes
 
-Nodes are 1, 2, 3 (namespaces acpg-n1..acpg-n3, addresses $NET_PREFIX.1-3).
+Nodes are 1..N (namespaces acpg-n1..acpg-nN, addresses $NET_PREFIX.1-N); N is
+what \`up\` recorded (now ${#NODES[@]}).
 State: \$ACPG_CLUSTER_DIR (now $STATE_DIR). Wait timeout: \$ACPG_WAIT_TIMEOUT s.
 Crypto between nodes: \$ACPG_CRYPTO=aes256 (default; knet aes256 + sha256,
 one random authkey per cluster) or none; fixed at the first daemon's start
@@ -81,10 +93,43 @@ pid_file() { printf '%s/corosync.pid' "$(node_dir "$1")"; }
 log_file() { printf '%s/corosync.log' "$(node_dir "$1")"; }
 
 check_node() {
-    case "${1:-}" in
-    1 | 2 | 3) ;;
-    *) die "node must be 1, 2 or 3 (got '${1:-}')" ;;
-    esac
+    [[ ${1:-} =~ ^[1-9]$ ]] && ((${1} <= ${#NODES[@]})) ||
+        die "node must be 1 to ${#NODES[@]} (got '${1:-}')"
+}
+
+# The size `up` recorded for the cluster in the state directory; empty if
+# none (no cluster, or one started by an older script: 3 nodes).
+recorded_nodes() {
+    if [[ -f $STATE_DIR/nodes ]]; then
+        cat "$STATE_DIR/nodes"
+    elif [[ -d $STATE_DIR/n1 ]]; then
+        echo "$DEFAULT_NODES"
+    fi
+}
+
+# Sets NODES for COMMAND: `up` builds the requested size (its argument,
+# else ACPG_NODES, else the recorded size, else 3) and refuses to change
+# the size of a running cluster; every other command works on the recorded
+# size.
+settle_nodes() {
+    local cmd=$1 requested=$2 recorded count i
+    recorded=$(recorded_nodes)
+    if [[ $cmd == up ]]; then
+        count=${requested:-${ACPG_NODES:-${recorded:-$DEFAULT_NODES}}}
+    else
+        count=${recorded:-${ACPG_NODES:-$DEFAULT_NODES}}
+    fi
+    [[ $count =~ ^[1-9]$ ]] && ((count <= MAX_NODES)) ||
+        die "the number of nodes must be 1 to $MAX_NODES (got '$count')"
+    if [[ $cmd == up && -n $recorded && $recorded != "$count" ]]; then
+        NODES=()
+        for ((i = 1; i <= recorded; i++)); do NODES+=("$i"); done
+        if any_daemon_running; then
+            die "the cluster runs with $recorded nodes; \`down\` then \`up $count\` to change it"
+        fi
+    fi
+    NODES=()
+    for ((i = 1; i <= count; i++)); do NODES+=("$i"); done
 }
 
 require_root() {
@@ -374,7 +419,7 @@ EOF
 
 quorum {
     provider: corosync_votequorum
-    expected_votes: 3
+    expected_votes: ${#NODES[@]}
 }
 
 logging {
@@ -470,6 +515,7 @@ cmd_up() {
     ensure_packages
     mkdir -p "$STATE_DIR"
     touch "$STATE_DIR/$MARKER"
+    printf '%s\n' "${#NODES[@]}" >"$STATE_DIR/nodes"
     settle_crypto
     ensure_authkey
     ensure_network
@@ -481,7 +527,7 @@ cmd_up() {
             start_daemon "$n"
         fi
     done
-    wait_for "$WAIT_TIMEOUT" "all 3 nodes see a quorate 3-node membership" all_quorate ||
+    wait_for "$WAIT_TIMEOUT" "all ${#NODES[@]} nodes see a quorate ${#NODES[@]}-node membership" all_quorate ||
         die "cluster did not become quorate (see the logs above; scripts/cluster.sh down cleans up)"
     print_views
 }
@@ -502,6 +548,13 @@ cmd_down() {
     done
     local ns pids all_ns=()
     for n in "${NODES[@]}"; do all_ns+=("$(node_ns "$n")"); done
+    # Node namespaces of any size this script made (a state directory lost
+    # with its cluster up leaves no record of the size).
+    for ns in /run/netns/acpg-n[0-9]; do
+        [[ -e $ns ]] || continue
+        ns=${ns##*/}
+        [[ " ${all_ns[*]} " == *" $ns "* ]] || all_ns+=("$ns")
+    done
     for ns in "${all_ns[@]}" "$HUB_NS"; do
         ns_exists "$ns" || continue
         pids=$(ip netns pids "$ns" 2>/dev/null || true)
@@ -574,7 +627,7 @@ cmd_status() {
     *) echo "crypto between nodes: unknown (no cluster state)" ;;
     esac
     if ((healthy == 0)); then
-        echo "cluster: healthy (3 nodes up and quorate)"
+        echo "cluster: healthy (${#NODES[@]} nodes up and quorate)"
     else
         echo "cluster: NOT healthy"
     fi
@@ -676,8 +729,13 @@ cmd_wait_members() {
 }
 
 main() {
-    local cmd=${1:-help}
+    local cmd=${1:-help} size=
     [[ $# -gt 0 ]] && shift
+    if [[ $cmd == up && $# -gt 0 ]]; then
+        size=$1
+        shift
+    fi
+    settle_nodes "$cmd" "$size"
     case "$cmd" in
     up) cmd_up ;;
     down) cmd_down ;;

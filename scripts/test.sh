@@ -78,6 +78,10 @@ cargo run -p actix-cpg-harness --features corosync,etcd --bin bench -- --vs-etcd
 step "bench smoke with knet crypto off, then on (restarts the cluster; ends with the default)"
 cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --no-sim --nodes 1 --no-latency --crypto both
 
+step "group size: bench smoke on a 5-node cluster, 2 failover kills (restarts the cluster; ends with 3 nodes)"
+# The failover example it runs is the debug build `cargo test` made above.
+cargo run -p actix-cpg-harness --features corosync --bin bench -- --corosync --no-sim --nodes 5 --sizes 64 --scale 0.01 --no-latency --no-floor --failover 2
+
 step "demo on the sim backend"
 cargo run --example demo
 

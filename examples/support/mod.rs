@@ -10,7 +10,8 @@
 //! would use it, and every build would warn of dead code.
 
 /// The network namespace of test-cluster node `node`: each of
-/// `acpg-n1`..`acpg-n3` holds that node's corosync daemon, and a process
+/// `acpg-n1`..`acpg-nN` (N = 3 unless the cluster was built with
+/// more) holds that node's corosync daemon, and a process
 /// started inside it talks to that daemon only.
 #[cfg(feature = "corosync")]
 fn netns(node: u32) -> String {

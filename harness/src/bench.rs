@@ -20,6 +20,11 @@
 //!   directly (`mcast_joined` with agreed order, `dispatch(All)` when the fd
 //!   is readable), keeping at most `window` messages in flight until
 //!   self-delivery, like the group runtime; on sim, the transport trait.
+//! - [`Path::Floor`]: the binding as on the raw path, plus a bincode
+//!   decode of every delivered message and a `do_send` into an actix actor
+//!   on every member, one message per multicast or batched up to the
+//!   library's batch cap (`floor` below): what any actix-based design has
+//!   to pay at least.
 //! - [`Path::Actor`]: a registered actor receiving typed messages through a
 //!   `Group` (one `sink-N` actor per member; each sender tells its own, so
 //!   every message travels to every member and back to the sender's actor).
@@ -52,6 +57,11 @@ use actix_cpg::transport::{
 use actix_cpg::{
     BatchConfig, CallError, Group, GroupConfig, GroupEvent, GroupKey, Handlers, RemoteMessage,
 };
+
+mod floor;
+pub mod sizes;
+
+use floor::{FloorDelivery, FloorSender, FloorSink};
 
 /// The environment variable that turns a bench executable into a member.
 pub const CHILD_ENV: &str = "ACPG_BENCH_CHILD";
@@ -101,6 +111,14 @@ pub enum Backend {
 pub enum Path {
     /// The binding directly, with the same send window.
     Raw,
+    /// The binding, a bincode decode of every message and a `do_send` into
+    /// an actix actor on every member (`floor`): the floor of any
+    /// actix-based design, with the raw path's send window.
+    Floor {
+        /// Whether messages are packed behind lengths into multicasts of
+        /// up to the library's batch cap.
+        batching: bool,
+    },
     /// A registered actor through a `Group`.
     Actor {
         /// Whether small messages are packed into batches.
@@ -115,6 +133,8 @@ impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Path::Raw => "raw",
+            Path::Floor { batching: false } => "floor",
+            Path::Floor { batching: true } => "floor+batch",
             Path::Actor {
                 batching: false,
                 keyed: false,
@@ -140,6 +160,8 @@ impl FromStr for Path {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "raw" => Ok(Path::Raw),
+            "floor" => Ok(Path::Floor { batching: false }),
+            "floor+batch" => Ok(Path::Floor { batching: true }),
             "actor" => Ok(Path::Actor {
                 batching: false,
                 keyed: false,
@@ -221,6 +243,11 @@ pub struct Report {
     pub latency: Option<Latency>,
     /// Its process's peak resident set (VmHWM), KiB.
     pub peak_rss_kib: u64,
+    /// CPU time its process used, user and system, µs (on the sim, every
+    /// member's report names the one process's).
+    pub cpu_us: u64,
+    /// Its process.
+    pub pid: u32,
     /// `TRY_AGAIN` answers it met.
     pub try_again: u64,
     /// Multicasts it made (fewer than `sent` when batching).
@@ -276,7 +303,7 @@ impl Report {
             .collect::<Vec<_>>()
             .join(",");
         format!(
-            "REPORT index={} sent={} delivered={} start={} end={} lat={} peak_rss={} try_again={} multicasts={} rss={}",
+            "REPORT index={} sent={} delivered={} start={} end={} lat={} peak_rss={} cpu={} pid={} try_again={} multicasts={} rss={}",
             self.index,
             self.sent,
             self.delivered,
@@ -284,6 +311,8 @@ impl Report {
             self.end_ns,
             lat,
             self.peak_rss_kib,
+            self.cpu_us,
+            self.pid,
             self.try_again,
             self.multicasts,
             if rss.is_empty() { "-".into() } else { rss },
@@ -303,6 +332,8 @@ impl Report {
                 "start" => r.start_ns = v.parse().ok()?,
                 "end" => r.end_ns = v.parse().ok()?,
                 "peak_rss" => r.peak_rss_kib = v.parse().ok()?,
+                "cpu" => r.cpu_us = v.parse().ok()?,
+                "pid" => r.pid = v.parse().ok()?,
                 "try_again" => r.try_again = v.parse().ok()?,
                 "multicasts" => r.multicasts = v.parse().ok()?,
                 "lat" if v != "-" => {
@@ -346,6 +377,28 @@ fn proc_status_kib(field: &str) -> u64 {
             })
         })
         .unwrap_or(0)
+}
+
+/// CPU time this process used so far, user and system, in µs (from
+/// `/proc/self/stat`, in clock ticks of 10 ms); 0 if it cannot tell.
+pub fn cpu_us() -> u64 {
+    // Fields after the command name, which may hold spaces: state is the
+    // 3rd field of the line, utime the 14th and stime the 15th.
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // USER_HZ is 100 on Linux whatever the kernel's own tick.
+    (tick(11) + tick(12)) * 10_000
 }
 
 /// This process's peak resident set, KiB.
@@ -463,38 +516,117 @@ impl Tally {
 
 /// One raw member over the transport trait (the sim backend's "binding").
 pub async fn raw_member<C: Connection>(
-    mut conn: C,
+    conn: C,
     load: &Load,
     index: usize,
     progress: &dyn Fn(u64),
 ) -> Result<Report, String> {
-    let local = conn.local();
-    let mut tally = Tally::new(load);
-    let handle = |event: TransportEvent, tally: &mut Tally| match event {
-        TransportEvent::Deliver { from, bytes } => {
-            if let Some(at) = raw_sent_at(&bytes) {
-                tally.delivered += 1;
-                if from == local {
-                    if raw_seq(&bytes) != Some(tally.own) {
-                        tally.out_of_order += 1;
-                    }
-                    tally.own_delivered(Some(at));
-                }
+    binding_member(conn, load, index, None, progress).await
+}
+
+/// One member of the floor over the transport trait: the raw member, plus
+/// a bincode decode of every delivery and a `do_send` into an actor
+/// (`floor`); batched behind lengths if `batching`.
+pub async fn floor_member<C: Connection>(
+    conn: C,
+    load: &Load,
+    index: usize,
+    batching: bool,
+    progress: &dyn Fn(u64),
+) -> Result<Report, String> {
+    binding_member(conn, load, index, Some(batching), progress).await
+}
+
+/// The floor's side of a member on the binding: its sender, its actor,
+/// and what the actor counted.
+struct FloorSide {
+    batching: bool,
+    sender: FloorSender,
+    sink: Addr<FloorSink>,
+    handled: Rc<RefCell<Tally>>,
+    /// Multicasts that did not split or decode (floor rule 4).
+    refused: u64,
+}
+
+impl FloorSide {
+    fn new(load: &Load, batching: bool) -> FloorSide {
+        let handled = Rc::new(RefCell::new(Tally::new(load)));
+        FloorSide {
+            batching,
+            sender: FloorSender::new(batching, load.size),
+            sink: FloorSink {
+                tally: handled.clone(),
             }
+            .start(),
+            handled,
+            refused: 0,
         }
-        TransportEvent::ConfChg { members, .. } => tally.view = tally.view.max(members.len()),
-        _ => {}
-    };
+    }
+
+    fn deliver(&mut self, own: bool, bytes: &[u8]) {
+        let sink = &self.sink;
+        let decoded = floor::for_each_blob(bytes, self.batching, |blob| {
+            sink.do_send(FloorDelivery { own, blob })
+        });
+        if decoded.is_err() {
+            self.refused += 1;
+        }
+    }
+
+    /// (messages its actor handled, own messages it handled).
+    fn handled(&self) -> (u64, u64) {
+        let t = self.handled.borrow();
+        (t.delivered, t.own)
+    }
+}
+
+async fn binding_member<C: Connection>(
+    mut conn: C,
+    load: &Load,
+    index: usize,
+    floor: Option<bool>,
+    progress: &dyn Fn(u64),
+) -> Result<Report, String> {
+    let local = conn.local();
+    // Raw: messages. Floor: multicasts (the window's unit); the floor's
+    // actor counts the messages.
+    let mut tally = Tally::new(load);
+    let mut floor = floor.map(|batching| FloorSide::new(load, batching));
+    let handle =
+        |event: TransportEvent, tally: &mut Tally, floor: &mut Option<FloorSide>| match event {
+            TransportEvent::Deliver { from, bytes } => match floor {
+                Some(side) => {
+                    tally.delivered += 1;
+                    if from == local {
+                        tally.own += 1;
+                    }
+                    side.deliver(from == local, &bytes);
+                }
+                None => {
+                    if let Some(at) = raw_sent_at(&bytes) {
+                        tally.delivered += 1;
+                        if from == local {
+                            if raw_seq(&bytes) != Some(tally.own) {
+                                tally.out_of_order += 1;
+                            }
+                            tally.own_delivered(Some(at));
+                        }
+                    }
+                }
+            },
+            TransportEvent::ConfChg { members, .. } => tally.view = tally.view.max(members.len()),
+            _ => {}
+        };
     while tally.view < load.members {
         let event = actix_cpg::transport::next_event(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
-        handle(event, &mut tally);
+        handle(event, &mut tally, &mut floor);
     }
     let sender = index < load.senders;
     let mut pacer = Pacer::new(load);
     let mut buf = raw_buffer(load.size);
-    let (mut sent, mut try_again, mut start_ns) = (0u64, 0u64, 0u64);
+    let (mut sent, mut multicasts, mut try_again, mut start_ns) = (0u64, 0u64, 0u64, 0u64);
     let mut last_progress = Instant::now();
     let expected = load.expected();
     loop {
@@ -502,19 +634,36 @@ pub async fn raw_member<C: Connection>(
         // Computed once per round: a deadline that passes between two
         // looks must still wake the loop.
         let mut due = None;
-        while sender && !pacer.done(sent, load.count) && sent - tally.own < load.window as u64 {
+        while sender && !pacer.done(sent, load.count) && multicasts - tally.own < load.window as u64
+        {
             due = pacer.due(sent);
             if due.is_some() {
                 break;
             }
-            encode_raw(&mut buf, sent);
-            match conn.mcast(&buf) {
+            let (bytes, n) = match &mut floor {
+                Some(side) => {
+                    let mut k = 0;
+                    side.sender.fill(|| {
+                        let seq = sent + k;
+                        let go = !pacer.done(seq, load.count) && pacer.due(seq).is_none();
+                        k += u64::from(go);
+                        go.then_some(seq)
+                    })
+                }
+                None => {
+                    encode_raw(&mut buf, sent);
+                    (&buf[..], 1)
+                }
+            };
+            match conn.mcast(bytes) {
                 Ok(()) => {
                     if sent == 0 {
                         start_ns = wall_ns();
                     }
-                    sent += 1;
+                    sent += n;
+                    multicasts += 1;
                 }
+                // The floor's blobs are encoded again (new timestamps).
                 Err(TransportError::TryAgain) => {
                     try_again += 1;
                     blocked = true;
@@ -525,25 +674,49 @@ pub async fn raw_member<C: Connection>(
         }
         pacer.sample_rss();
         let finished_sending = !sender || pacer.done(sent, load.count);
+        let (delivered, own) = match &floor {
+            Some(side) => side.handled(),
+            None => (tally.delivered, tally.own),
+        };
         // Overload mode: every member sends, and stops once its own are in.
-        let all_in = load.duration.is_some() || tally.delivered >= expected;
-        if finished_sending && all_in && tally.own >= sent {
+        let all_in = load.duration.is_some() || delivered >= expected;
+        if finished_sending && all_in && own >= sent {
             break;
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
-            progress(tally.delivered);
+            progress(delivered);
             last_progress = Instant::now();
         }
         tokio::select! {
             event = actix_cpg::transport::next_event(&mut conn) => {
-                handle(event.map_err(|e| e.to_string())?, &mut tally);
+                handle(event.map_err(|e| e.to_string())?, &mut tally, &mut floor);
             }
             _ = tokio::time::sleep(Duration::from_millis(1)), if blocked => {}
             _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {}
+            // The floor's actor runs between events; its progress is
+            // looked at again soon.
+            _ = tokio::time::sleep(Duration::from_millis(1)), if floor.is_some() && finished_sending => {}
         }
     }
     let end_ns = wall_ns();
     let _ = conn.leave();
+    let (mut tally, delivered) = match floor {
+        Some(side) => {
+            if side.refused > 0 {
+                return Err(format!(
+                    "member {index} refused {} floor multicasts",
+                    side.refused
+                ));
+            }
+            let handled = side.handled.take();
+            let delivered = handled.delivered;
+            (handled, delivered)
+        }
+        None => {
+            let delivered = tally.delivered;
+            (tally, delivered)
+        }
+    };
     if tally.out_of_order > 0 {
         return Err(format!(
             "{} of member {index}'s own messages came back out of order",
@@ -553,13 +726,15 @@ pub async fn raw_member<C: Connection>(
     Ok(Report {
         index,
         sent,
-        delivered: tally.delivered,
+        delivered,
         start_ns,
         end_ns,
         latency: Latency::of(&mut tally.samples),
         peak_rss_kib: peak_rss_kib(),
+        cpu_us: cpu_us(),
+        pid: std::process::id(),
         try_again,
-        multicasts: sent,
+        multicasts,
         rss_samples: pacer.samples,
     })
 }
@@ -757,6 +932,8 @@ pub async fn actor_member<C: Connection>(
         end_ns,
         latency: Latency::of(&mut tally.samples),
         peak_rss_kib: peak_rss_kib(),
+        cpu_us: cpu_us(),
+        pid: std::process::id(),
         try_again: m.try_again - before.try_again,
         multicasts: m.multicasts - before.multicasts,
         rss_samples: std::mem::take(&mut pacer.samples),
@@ -797,13 +974,25 @@ mod raw_cpg {
             .map_err(|e| format!("cannot register the cpg fd with tokio: {e}"))
     }
 
+    /// What the deliver callback needs: who this member is, its tally
+    /// (raw: messages; floor: multicasts, the window's unit) and, on the
+    /// floor, its actor and whether multicasts are batches.
+    struct Listener {
+        node: u32,
+        pid: u32,
+        tally: Tally,
+        floor: Option<(Addr<FloorSink>, bool)>,
+        /// Floor multicasts that did not split or decode (floor rule 4).
+        refused: u64,
+    }
+
     /// The callbacks are plain `fn`s: one raw member per process keeps
-    /// its tally here.
-    static TALLY: Mutex<Option<(u32, u32, Tally)>> = Mutex::new(None);
+    /// its listener here.
+    static TALLY: Mutex<Option<Listener>> = Mutex::new(None);
 
     fn with_tally<R>(f: impl FnOnce(&mut Tally) -> R) -> Option<R> {
         let mut guard = TALLY.lock().unwrap_or_else(PoisonError::into_inner);
-        guard.as_mut().map(|(_, _, t)| f(t))
+        guard.as_mut().map(|l| f(&mut l.tally))
     }
 
     fn on_deliver(
@@ -815,13 +1004,26 @@ mod raw_cpg {
         _: usize,
     ) {
         // Runs under rust-corosync's handle lock: no panics, no libcpg calls.
-        let Some(at) = raw_sent_at(msg) else { return };
         let mut guard = TALLY.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((node, own_pid, tally)) = guard.as_mut() {
-            tally.delivered += 1;
-            if u32::from(nodeid) == *node && pid == *own_pid {
-                tally.own_delivered(Some(at));
+        let Some(l) = guard.as_mut() else { return };
+        let own = u32::from(nodeid) == l.node && pid == l.pid;
+        if let Some((sink, batching)) = &l.floor {
+            l.tally.delivered += 1;
+            if own {
+                l.tally.own += 1;
             }
+            let decoded = floor::for_each_blob(msg, *batching, |blob| {
+                sink.do_send(FloorDelivery { own, blob })
+            });
+            if decoded.is_err() {
+                l.refused += 1;
+            }
+            return;
+        }
+        let Some(at) = raw_sent_at(msg) else { return };
+        l.tally.delivered += 1;
+        if own {
+            l.tally.own_delivered(Some(at));
         }
     }
 
@@ -841,11 +1043,13 @@ mod raw_cpg {
         format!("{op}: {e}")
     }
 
-    /// One raw member on the corosync daemon of this network namespace.
+    /// One raw member on the corosync daemon of this network namespace;
+    /// with `floor` (whether batched), a member of the floor.
     pub async fn member(
         group: &str,
         load: &Load,
         index: usize,
+        floor: Option<bool>,
         progress: &dyn Fn(u64),
     ) -> Result<Report, String> {
         let model = cpg::ModelData::ModelV1(cpg::Model1Data {
@@ -856,12 +1060,18 @@ mod raw_cpg {
         });
         let handle = cpg::initialize(&model, 0).map_err(|e| cs("cpg_initialize", e))?;
         let node = cpg::local_get(&handle).map_err(|e| cs("cpg_local_get", e))?;
-        *TALLY.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((u32::from(node), std::process::id(), Tally::new(load)));
+        let mut floor = floor.map(|batching| FloorSide::new(load, batching));
+        *TALLY.lock().unwrap_or_else(PoisonError::into_inner) = Some(Listener {
+            node: u32::from(node),
+            pid: std::process::id(),
+            tally: Tally::new(load),
+            floor: floor.as_ref().map(|f| (f.sink.clone(), f.batching)),
+            refused: 0,
+        });
         let raw_fd = cpg::fd_get(&handle).map_err(|e| cs("cpg_fd_get", e))?;
         let result = {
             let fd = register(raw_fd)?;
-            run(&handle, &fd, group, load, index, progress).await
+            run(&handle, &fd, group, load, index, floor.as_mut(), progress).await
             // `fd` leaves the reactor here, before finalize closes it.
         };
         let _ = cpg::finalize(&handle);
@@ -874,6 +1084,7 @@ mod raw_cpg {
         group: &str,
         load: &Load,
         index: usize,
+        mut floor: Option<&mut FloorSide>,
         progress: &dyn Fn(u64),
     ) -> Result<Report, String> {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -904,26 +1115,51 @@ mod raw_cpg {
         let sender = index < load.senders;
         let mut pacer = Pacer::new(load);
         let mut buf = raw_buffer(load.size);
-        let (mut sent, mut try_again, mut start_ns) = (0u64, 0u64, 0u64);
+        let (mut sent, mut multicasts, mut try_again, mut start_ns) = (0u64, 0u64, 0u64, 0u64);
         let mut last_progress = Instant::now();
         loop {
+            // Raw: messages; floor: multicasts (the callback's count), and
+            // messages as the floor's actor handled them.
             let (delivered, own) = with_tally(|t| (t.delivered, t.own)).unwrap_or((0, 0));
+            let own_multicasts = own;
+            let (delivered, own) = match &floor {
+                Some(side) => side.handled(),
+                None => (delivered, own),
+            };
             let mut blocked = false;
             let mut due = None;
             // The same window discipline as the group runtime: at most
-            // `window` messages in flight until self-delivery.
-            while sender && !pacer.done(sent, load.count) && sent - own < load.window as u64 {
+            // `window` multicasts in flight until self-delivery.
+            while sender
+                && !pacer.done(sent, load.count)
+                && multicasts - own_multicasts < load.window as u64
+            {
                 due = pacer.due(sent);
                 if due.is_some() {
                     break;
                 }
-                encode_raw(&mut buf, sent);
-                match cpg::mcast_joined(handle, cpg::Guarantee::TypeAgreed, &buf) {
+                let (bytes, n) = match &mut floor {
+                    Some(side) => {
+                        let mut k = 0;
+                        side.sender.fill(|| {
+                            let seq = sent + k;
+                            let go = !pacer.done(seq, load.count) && pacer.due(seq).is_none();
+                            k += u64::from(go);
+                            go.then_some(seq)
+                        })
+                    }
+                    None => {
+                        encode_raw(&mut buf, sent);
+                        (&buf[..], 1)
+                    }
+                };
+                match cpg::mcast_joined(handle, cpg::Guarantee::TypeAgreed, bytes) {
                     Ok(()) => {
                         if sent == 0 {
                             start_ns = wall_ns();
                         }
-                        sent += 1;
+                        sent += n;
+                        multicasts += 1;
                     }
                     Err(CsError::CsErrTryAgain) => {
                         try_again += 1;
@@ -943,21 +1179,34 @@ mod raw_cpg {
                 progress(delivered);
                 last_progress = Instant::now();
             }
+            let finished = finished_sending && floor.is_some();
             tokio::select! {
                 r = dispatch() => r?,
                 _ = tokio::time::sleep(SWEEP) => sweep()?,
                 _ = tokio::time::sleep(Duration::from_millis(1)), if blocked => {}
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {}
+                // The floor's actor runs between dispatches; its progress
+                // is looked at again soon.
+                _ = tokio::time::sleep(Duration::from_millis(1)), if finished => {}
             }
         }
         let end_ns = wall_ns();
         let _ = cpg::leave(handle, group);
-        let mut tally = TALLY
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .map(|(_, _, t)| t)
-            .unwrap_or_default();
+        let listener = TALLY.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let refused = listener.as_ref().map_or(0, |l| l.refused);
+        if refused > 0 {
+            return Err(format!("member {index} refused {refused} floor multicasts"));
+        }
+        let mut tally = match floor {
+            Some(side) => side.handled.take(),
+            None => listener.map(|l| l.tally).unwrap_or_default(),
+        };
+        if tally.out_of_order > 0 {
+            return Err(format!(
+                "{} of member {index}'s own messages came back out of order",
+                tally.out_of_order
+            ));
+        }
         Ok(Report {
             index,
             sent,
@@ -966,8 +1215,10 @@ mod raw_cpg {
             end_ns,
             latency: Latency::of(&mut tally.samples),
             peak_rss_kib: peak_rss_kib(),
+            cpu_us: cpu_us(),
+            pid: std::process::id(),
             try_again,
-            multicasts: sent,
+            multicasts,
             rss_samples: pacer.samples,
         })
     }
@@ -1085,6 +1336,7 @@ async fn sim_members(
         async move {
             match path {
                 Path::Raw => raw_member(conn, load, i, progress).await,
+                Path::Floor { batching } => floor_member(conn, load, i, batching, progress).await,
                 Path::Actor { .. } => {
                     actor_member(conn, load, i, group_config(path, load.window), progress).await
                 }
@@ -1104,7 +1356,10 @@ async fn corosync_member(
 ) -> Result<Report, String> {
     use actix_cpg::transport::corosync::Corosync;
     match path {
-        Path::Raw => raw_cpg::member(group, load, index, progress).await,
+        Path::Raw => raw_cpg::member(group, load, index, None, progress).await,
+        Path::Floor { batching } => {
+            raw_cpg::member(group, load, index, Some(batching), progress).await
+        }
         Path::Actor { .. } => {
             let name = GroupName::new(group).map_err(|e| e.to_string())?;
             let conn = Corosync::new()
@@ -1154,6 +1409,10 @@ pub struct Outcome {
     pub latency: Option<Latency>,
     /// Largest peak RSS of any member process, KiB.
     pub peak_rss_kib: u64,
+    /// CPU time of every member process (user and system) per message
+    /// sent, µs: what one message costs the sender and all receivers,
+    /// daemons not counted.
+    pub cpu_us_per_msg: f64,
     /// `TRY_AGAIN`s met by all senders.
     pub try_again: u64,
     /// Messages per multicast, over all senders.
@@ -1193,6 +1452,16 @@ impl Outcome {
                 .find(|r| r.index == 0)
                 .and_then(|r| r.latency),
             peak_rss_kib: reports.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
+            cpu_us_per_msg: {
+                // One process may hold several members (the sim): count
+                // each process once, at its largest reading.
+                let mut by_pid = std::collections::BTreeMap::new();
+                for r in &reports {
+                    let e = by_pid.entry(r.pid).or_insert(0u64);
+                    *e = (*e).max(r.cpu_us);
+                }
+                by_pid.values().sum::<u64>() as f64 / total.max(1) as f64
+            },
             try_again: reports.iter().map(|r| r.try_again).sum(),
             per_multicast: total as f64 / multicasts.max(1) as f64,
             reports,
@@ -1229,10 +1498,27 @@ impl fmt::Display for Crypto {
     }
 }
 
+fn cluster_dir() -> String {
+    std::env::var("ACPG_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/actix-cpg-cluster".into())
+}
+
+/// The number of nodes of the test cluster, as `scripts/cluster.sh up`
+/// recorded it (3 for a cluster of a script that did not record it);
+/// `None` if there is no cluster state.
+pub fn cluster_nodes() -> Option<usize> {
+    let dir = cluster_dir();
+    match std::fs::read_to_string(format!("{dir}/nodes")) {
+        Ok(n) => n.trim().parse().ok(),
+        Err(_) => std::path::Path::new(&format!("{dir}/n1"))
+            .exists()
+            .then_some(3),
+    }
+}
+
 /// The crypto setting the running test cluster was started with, as
 /// `scripts/cluster.sh` recorded it; `None` if it cannot tell.
 pub fn cluster_crypto() -> Option<Crypto> {
-    let dir = std::env::var("ACPG_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/actix-cpg-cluster".into());
+    let dir = cluster_dir();
     let recorded = std::fs::read_to_string(format!("{dir}/crypto")).ok()?;
     match recorded.trim() {
         "aes256" => Some(Crypto::Aes256),
@@ -1241,12 +1527,12 @@ pub fn cluster_crypto() -> Option<Crypto> {
     }
 }
 
-/// Stops the test cluster and starts it again with `crypto`, unless it
-/// already runs with it. The caller holds the cluster lock
+/// Stops the test cluster and starts it again with `crypto` and `nodes`
+/// nodes, unless it already runs so. The caller holds the cluster lock
 /// (`flock /tmp/acpg-cluster.lock`) for the whole bench: taking it here
 /// would wait for the caller's own lock forever.
-pub fn restart_cluster(crypto: Crypto) -> Result<(), String> {
-    if cluster_crypto() == Some(crypto) && cluster_up().is_ok() {
+pub fn restart_cluster(crypto: Crypto, nodes: usize) -> Result<(), String> {
+    if cluster_crypto() == Some(crypto) && cluster_nodes() == Some(nodes) && cluster_up().is_ok() {
         return Ok(());
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
@@ -1257,19 +1543,20 @@ pub fn restart_cluster(crypto: Crypto) -> Result<(), String> {
             .arg(script)
             .arg(command)
             .env("ACPG_CRYPTO", crypto.as_str())
+            .env("ACPG_NODES", nodes.to_string())
             .stdout(Stdio::null())
             .status()
             .map_err(|e| format!("cannot run {script}: {e}"))?;
         if !status.success() {
             return Err(format!(
-                "`{script} {command}` with ACPG_CRYPTO={crypto:?} failed"
+                "`{script} {command}` with ACPG_CRYPTO={crypto:?} ACPG_NODES={nodes} failed"
             ));
         }
     }
-    match cluster_crypto() {
-        Some(c) if c == crypto => cluster_up(),
+    match (cluster_crypto(), cluster_nodes()) {
+        (Some(c), Some(n)) if c == crypto && n == nodes => cluster_up(),
         other => Err(format!(
-            "the cluster came up with crypto {other:?}, not {crypto:?}"
+            "the cluster came up with (crypto, nodes) {other:?}, not ({crypto:?}, {nodes})"
         )),
     }
 }
@@ -1277,7 +1564,7 @@ pub fn restart_cluster(crypto: Crypto) -> Result<(), String> {
 /// Whether the real test cluster is up: node namespaces exist and node 1's
 /// daemon answers. The reason it is not, otherwise.
 pub fn cluster_up() -> Result<(), String> {
-    for n in 1..=3 {
+    for n in 1..=cluster_nodes().unwrap_or(3) {
         if !std::path::Path::new(&format!("/run/netns/acpg-n{n}")).exists() {
             return Err(format!(
                 "namespace acpg-n{n} does not exist (start the cluster with `bash scripts/cluster.sh up`)"
@@ -1443,6 +1730,8 @@ mod tests {
                 p999_us: 30.25,
             }),
             peak_rss_kib: 1234,
+            cpu_us: 56_780_000,
+            pid: 4321,
             try_again: 1,
             multicasts: 3,
             rss_samples: vec![(0, 100), (1, 120)],
@@ -1485,6 +1774,8 @@ mod tests {
         );
         for name in [
             "raw",
+            "floor",
+            "floor+batch",
             "actor",
             "actor+batch",
             "actor+key",
@@ -1508,7 +1799,7 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn both_paths_deliver_a_small_load_on_the_sim() {
+    async fn every_path_delivers_a_small_load_on_the_sim() {
         let load = Load {
             size: 64,
             count: 300,
@@ -1520,6 +1811,8 @@ mod tests {
         };
         for path in [
             Path::Raw,
+            Path::Floor { batching: false },
+            Path::Floor { batching: true },
             Path::Actor {
                 batching: false,
                 keyed: false,
@@ -1550,6 +1843,9 @@ mod tests {
                 })
             {
                 assert!(outcome.per_multicast >= 1.0);
+            }
+            if path == (Path::Floor { batching: true }) {
+                assert!(outcome.per_multicast > 1.0, "{path}: {outcome:?}");
             }
         }
     }

@@ -17,7 +17,10 @@
 //! `--no-latency`, `--no-throughput`, `--overload SECS` (a producer
 //! outrunning the daemon; RSS sampled every second), `--repeat N` (each
 //! latency pair N times: the table gives the run with the median p99 ratio,
-//! and the spread), `--smoke`, `--key` (also the actor path of a keyed
+//! and the spread), `--no-floor` (skip the floor: the binding plus a
+//! bincode decode and a `do_send` into an actor on every member, unbatched
+//! and batched, run beside raw by default and printed with the library's
+//! ratio to it), `--smoke`, `--key` (also the actor path of a keyed
 //! group: every multicast MACed and verified, [`actix_cpg::GroupKey`];
 //! printed as a ratio to the unkeyed actor path and to raw), `--crypto
 //! on|off|both` (restart the real cluster with knet's crypto on —
@@ -25,6 +28,21 @@
 //! default; each pass has its own raw runs, and a table sets the two side
 //! by side). `--crypto` stops and starts the shared cluster: run the bench
 //! under `flock /tmp/acpg-cluster.lock`.
+//!
+//! Group sizes: on the real cluster a `--nodes` value above 3 runs on a
+//! cluster of that many nodes, and 1 to 3 on one of 3 (the default): the
+//! bench stops and starts the shared cluster between sizes
+//! (`scripts/cluster.sh` with `ACPG_NODES`), and leaves it at 3 nodes if it
+//! changed it. `--failover ROUNDS` also runs the library's `failover`
+//! example (built beside the bench: `cargo build --release --features
+//! corosync --example failover`) on each corosync size of 2 nodes or more,
+//! and a table sets throughput, p99 latency and failover of every size side
+//! by side. Run it under `flock /tmp/acpg-cluster.lock`:
+//!
+//! ```sh
+//! flock /tmp/acpg-cluster.lock bash -c 'bash scripts/cluster.sh up && target/release/bench \
+//!     --corosync --no-sim --nodes 3,5,7 --failover 20; bash scripts/cluster.sh down'
+//! ```
 //!
 //! `--vs-etcd` measures the kv service (`acpg-kv serve --corosync`, one
 //! replica per node namespace) against a three-member etcd in the same
@@ -66,6 +84,11 @@ struct Options {
     repeat: usize,
     smoke: bool,
     key: bool,
+    /// The floor paths beside raw (`--no-floor` turns them off).
+    floor: bool,
+    /// `--failover ROUNDS`: kills of the `failover` example per corosync
+    /// size; 0: not run.
+    failover: usize,
     /// knet crypto settings to restart the real cluster with, one pass
     /// each; `None`: measure the cluster as it runs.
     crypto: Option<Vec<Crypto>>,
@@ -86,6 +109,8 @@ fn parse_args() -> Result<Options, String> {
         repeat: 1,
         smoke: false,
         key: false,
+        floor: true,
+        failover: 0,
         crypto: None,
         vs_etcd: None,
     };
@@ -127,6 +152,13 @@ fn parse_args() -> Result<Options, String> {
             }
             "--smoke" => o.smoke = true,
             "--key" => o.key = true,
+            "--no-floor" => o.floor = false,
+            "--failover" => {
+                o.failover = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--failover needs a number of kills")?
+            }
             "--crypto" => {
                 o.crypto = Some(match args.next().as_deref() {
                     Some("on" | "aes256") => vec![Crypto::Aes256],
@@ -158,13 +190,22 @@ fn parse_args() -> Result<Options, String> {
         o.scale = 0.01;
         o.overload = o.overload.map(|_| 3);
     }
-    if o.nodes.iter().any(|n| !(1..=3).contains(n)) {
-        return Err("--nodes takes 1, 2 or 3".into());
+    if o.nodes.iter().any(|n| !(1..=MAX_NODES).contains(n)) {
+        return Err(format!("--nodes takes 1 to {MAX_NODES}"));
     }
     Ok(o)
 }
 
 const WINDOW: usize = 64;
+/// The test cluster's default size, and the largest `scripts/cluster.sh`
+/// builds.
+const CLUSTER_NODES: usize = 3;
+const MAX_NODES: usize = 9;
+
+/// The cluster size a corosync case of `nodes` members runs on.
+fn cluster_size_for(nodes: usize) -> usize {
+    nodes.max(CLUSTER_NODES)
+}
 
 const ACTOR: Path = Path::Actor {
     batching: false,
@@ -182,6 +223,8 @@ const BATCHED_KEYED: Path = Path::Actor {
     batching: true,
     keyed: true,
 };
+const FLOOR: Path = Path::Floor { batching: false };
+const FLOOR_BATCHED: Path = Path::Floor { batching: true };
 
 /// Messages per sender: about 64 MiB per member at full scale.
 fn count_for(size: usize, senders: usize, path: Path, scale: f64) -> u64 {
@@ -193,11 +236,11 @@ fn count_for(size: usize, senders: usize, path: Path, scale: f64) -> u64 {
     };
     // Batching carries small messages many times faster: give it more, so
     // its run lasts about as long.
-    let boost = if matches!(path, Path::Actor { batching: true, .. }) && size <= 1024 {
-        4.0
-    } else {
-        1.0
-    };
+    let batched = matches!(
+        path,
+        Path::Actor { batching: true, .. } | Path::Floor { batching: true }
+    );
+    let boost = if batched && size <= 1024 { 4.0 } else { 1.0 };
     ((base * boost * scale) / senders as f64).max(20.0) as u64
 }
 
@@ -274,6 +317,8 @@ struct Row {
     batched: Outcome,
     /// The actor path of a keyed group (`--key`).
     keyed: Option<Outcome>,
+    /// The floor, unbatched and batched (unless `--no-floor`).
+    floor: Option<(Outcome, Outcome)>,
 }
 
 struct LatencyRow {
@@ -287,12 +332,15 @@ struct LatencyRow {
     actor: Outcome,
     /// The keyed actor path of the same run (`--key`).
     keyed: Option<Outcome>,
+    /// The batched floor of the same run (unless `--no-floor`).
+    floor: Option<Outcome>,
     /// The p99 ratio of every run, sorted.
     ratios: Vec<f64>,
 }
 
-/// One latency run: raw, actor, and the keyed actor path if measured.
-type LatencyRun = (Outcome, Outcome, Option<Outcome>);
+/// One latency run: raw, actor, the keyed actor path and the batched floor
+/// if measured.
+type LatencyRun = (Outcome, Outcome, Option<Outcome>, Option<Outcome>);
 
 impl LatencyRow {
     /// Of `runs` (raw, actor) pairs, the one with the median p99 ratio, and
@@ -305,7 +353,7 @@ impl LatencyRow {
         runs: Vec<LatencyRun>,
     ) -> Option<LatencyRow> {
         let ratio =
-            |(raw, actor, _): &LatencyRun| Some(actor.latency?.p99_us / raw.latency?.p99_us);
+            |(raw, actor, _, _): &LatencyRun| Some(actor.latency?.p99_us / raw.latency?.p99_us);
         let mut runs: Vec<(f64, LatencyRun)> = runs
             .into_iter()
             .filter_map(|run| Some((ratio(&run)?, run)))
@@ -313,7 +361,7 @@ impl LatencyRow {
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         let ratios = runs.iter().map(|(r, _)| *r).collect();
         let mid = runs.len().checked_sub(1)? / 2;
-        let (_, (raw, actor, keyed)) = runs.into_iter().nth(mid)?;
+        let (_, (raw, actor, keyed, floor)) = runs.into_iter().nth(mid)?;
         Some(LatencyRow {
             backend,
             crypto,
@@ -323,6 +371,7 @@ impl LatencyRow {
             raw,
             actor,
             keyed,
+            floor,
             ratios,
         })
     }
@@ -386,16 +435,31 @@ fn main() {
     let mut rows = Vec::new();
     let mut lat_rows = Vec::new();
     let mut overloads = Vec::new();
+    let mut failovers = Vec::new();
     for &(backend, crypto) in &passes {
         if let (Backend::Corosync, Some(c), Some(_)) = (backend, crypto, &o.crypto) {
             eprintln!("bench: (re)starting the real cluster with {c}");
-            if let Err(why) = bench::restart_cluster(c) {
+            if let Err(why) = bench::restart_cluster(c, cluster_size_for(o.nodes[0])) {
                 eprintln!("bench: skipping the pass with {c}: {why}");
                 failures += 1;
                 continue;
             }
         }
+        let mut resized = false;
         for &nodes in &o.nodes {
+            if backend == Backend::Corosync
+                && bench::cluster_nodes() != Some(cluster_size_for(nodes))
+            {
+                let size = cluster_size_for(nodes);
+                let c = crypto.unwrap_or(Crypto::Aes256);
+                eprintln!("bench: (re)starting the real cluster with {size} nodes");
+                if let Err(why) = bench::restart_cluster(c, size) {
+                    eprintln!("bench: skipping {nodes} nodes: {why}");
+                    failures += 1;
+                    continue;
+                }
+                resized = true;
+            }
             for &size in &o.sizes {
                 let sender_counts: Vec<usize> = if nodes == 1 { vec![1] } else { vec![1, nodes] };
                 let mut raw_one: Option<Outcome> = None;
@@ -428,8 +492,17 @@ fn main() {
                             .key
                             .then(|| run(&case(KEYED), crypto, &exe, &mut n))
                             .transpose();
-                        match (raw, actor, batched, keyed) {
-                            (Ok(raw), Ok(actor), Ok(batched), Ok(keyed)) => {
+                        let floor = o
+                            .floor
+                            .then(|| {
+                                Ok::<_, String>((
+                                    run(&case(FLOOR), crypto, &exe, &mut n)?,
+                                    run(&case(FLOOR_BATCHED), crypto, &exe, &mut n)?,
+                                ))
+                            })
+                            .transpose();
+                        match (raw, actor, batched, keyed, floor) {
+                            (Ok(raw), Ok(actor), Ok(batched), Ok(keyed), Ok(floor)) => {
                                 if senders == 1 {
                                     raw_one = Some(raw.clone());
                                 }
@@ -443,6 +516,7 @@ fn main() {
                                     actor,
                                     batched,
                                     keyed,
+                                    floor,
                                 });
                             }
                             _ => failures += 1,
@@ -475,12 +549,28 @@ fn main() {
                             .key
                             .then(|| run(&case(BATCHED_KEYED), crypto, &exe, &mut n))
                             .transpose();
-                        match (raw, actor, keyed) {
-                            (Ok(raw), Ok(actor), Ok(keyed)) => runs.push((raw, actor, keyed)),
+                        let floor = o
+                            .floor
+                            .then(|| run(&case(FLOOR_BATCHED), crypto, &exe, &mut n))
+                            .transpose();
+                        match (raw, actor, keyed, floor) {
+                            (Ok(raw), Ok(actor), Ok(keyed), Ok(floor)) => {
+                                runs.push((raw, actor, keyed, floor))
+                            }
                             _ => failures += 1,
                         }
                     }
                     lat_rows.extend(LatencyRow::of((backend, crypto), nodes, size, rate, runs));
+                }
+            }
+            if backend == Backend::Corosync && o.failover > 0 && nodes >= 2 {
+                eprintln!("bench: failover, {nodes} nodes, {} kills", o.failover);
+                match bench::sizes::run_failover(&exe, nodes, o.failover) {
+                    Ok(f) => failovers.push(f),
+                    Err(why) => {
+                        eprintln!("bench: failover on {nodes} nodes: {why}");
+                        failures += 1;
+                    }
                 }
             }
         }
@@ -506,8 +596,17 @@ fn main() {
                 }
             }
         }
+        if resized {
+            let c = crypto.unwrap_or(Crypto::Aes256);
+            eprintln!("bench: back to a {CLUSTER_NODES}-node cluster");
+            if let Err(why) = bench::restart_cluster(c, CLUSTER_NODES) {
+                eprintln!("bench: {why}");
+                failures += 1;
+            }
+        }
     }
     print_tables(&rows, &lat_rows, &overloads);
+    print_group_sizes(&rows, &lat_rows, &failovers);
     if failures > 0 {
         eprintln!("bench: {failures} case(s) failed");
         std::process::exit(1);
@@ -597,6 +696,7 @@ fn print_tables(
             );
         }
     }
+    print_floor(rows, lat_rows);
     print_key_cost(rows, lat_rows);
     print_crypto_cost(rows, lat_rows);
     print_goals(rows, lat_rows);
@@ -636,6 +736,182 @@ fn print_tables(
                     rest as f64 / first as f64
                 );
             }
+        }
+    }
+}
+
+/// The library against the floor (the binding, a bincode decode and a
+/// `do_send` on every member), beside raw, from the same runs.
+fn print_floor(rows: &[Row], lat_rows: &[LatencyRow]) {
+    let floored: Vec<(&Row, &Outcome, &Outcome)> = rows
+        .iter()
+        .filter_map(|r| r.floor.as_ref().map(|(f, fb)| (r, f, fb)))
+        .collect();
+    if !floored.is_empty() {
+        println!("\n### The floor: raw binding + bincode decode + `do_send` on every member, throughput (msg/s)\n");
+        println!("| backend | nodes | senders | size | raw | floor | floor+batch | msgs/mcast | actor | actor+batch | msgs/mcast | floor/raw | actor/raw | actor/floor | floor+batch/raw | batch/raw | batch/floor+batch |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for (r, f, fb) in floored {
+            println!(
+                "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                label(r.backend, r.crypto),
+                r.nodes,
+                r.senders,
+                human(r.size),
+                r.raw.msgs_per_s,
+                f.msgs_per_s,
+                fb.msgs_per_s,
+                fb.per_multicast,
+                r.actor.msgs_per_s,
+                r.batched.msgs_per_s,
+                r.batched.per_multicast,
+                f.msgs_per_s / r.raw.msgs_per_s,
+                r.actor.msgs_per_s / r.raw.msgs_per_s,
+                r.actor.msgs_per_s / f.msgs_per_s,
+                fb.msgs_per_s / r.raw.msgs_per_s,
+                r.batched.msgs_per_s / r.raw.msgs_per_s,
+                r.batched.msgs_per_s / fb.msgs_per_s,
+            );
+        }
+    }
+    if !rows.is_empty() {
+        println!("\n### CPU time per message: every member process, user + system, per message sent (µs; daemons not counted)\n");
+        println!("| backend | nodes | senders | size | raw | floor | floor+batch | actor | actor+batch | actor - raw | actor - floor | actor+batch - floor+batch |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for r in rows {
+            let (f, fb) = match &r.floor {
+                Some((f, fb)) => (f.cpu_us_per_msg, fb.cpu_us_per_msg),
+                None => (f64::NAN, f64::NAN),
+            };
+            println!(
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                label(r.backend, r.crypto),
+                r.nodes,
+                r.senders,
+                human(r.size),
+                r.raw.cpu_us_per_msg,
+                f,
+                fb,
+                r.actor.cpu_us_per_msg,
+                r.batched.cpu_us_per_msg,
+                r.actor.cpu_us_per_msg - r.raw.cpu_us_per_msg,
+                r.actor.cpu_us_per_msg - f,
+                r.batched.cpu_us_per_msg - fb,
+            );
+        }
+    }
+    let floored: Vec<_> = lat_rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r,
+                r.raw.latency?,
+                r.floor.as_ref()?.latency?,
+                r.actor.latency?,
+            ))
+        })
+        .collect();
+    if !floored.is_empty() {
+        println!(
+            "\n### The floor, latency (µs), the same runs as the latency table (both batched)\n"
+        );
+        println!("| backend | nodes | size | raw p50 | raw p99 | floor+batch p50 | floor+batch p99 | actor+batch p50 | actor+batch p99 | p99 floor/raw | p99 actor/raw | p99 actor/floor |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for (r, raw, floor, actor) in floored {
+            println!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                label(r.backend, r.crypto),
+                r.nodes,
+                human(r.size),
+                raw.p50_us,
+                raw.p99_us,
+                floor.p50_us,
+                floor.p99_us,
+                actor.p50_us,
+                actor.p99_us,
+                floor.p99_us / raw.p99_us,
+                actor.p99_us / raw.p99_us,
+                actor.p99_us / floor.p99_us,
+            );
+        }
+    }
+}
+
+/// Every corosync group size of the run side by side: throughput, p99
+/// latency at half raw saturation and failover, each against the raw
+/// binding (and the floor) of the same size.
+fn print_group_sizes(rows: &[Row], lat_rows: &[LatencyRow], failovers: &[bench::sizes::Failover]) {
+    let mut sizes: Vec<usize> = rows
+        .iter()
+        .filter(|r| r.backend == Backend::Corosync && r.nodes >= 2)
+        .map(|r| r.nodes)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.len() < 2 && failovers.is_empty() {
+        return;
+    }
+    println!("\n### Group size (corosync; every figure against the raw binding of the same size, same run)\n");
+    println!("| nodes | senders | size | raw msg/s | actor/raw | batch/raw | actor/floor | batch/floor+batch | raw p99 µs | actor p99 µs | p99 actor/raw |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
+    for r in rows
+        .iter()
+        .filter(|r| r.backend == Backend::Corosync && sizes.contains(&r.nodes))
+    {
+        let (floor, floor_batch) = match &r.floor {
+            Some((f, fb)) => (
+                ratio(r.actor.msgs_per_s, f.msgs_per_s),
+                ratio(r.batched.msgs_per_s, fb.msgs_per_s),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        let lat = lat_rows
+            .iter()
+            .find(|l| {
+                r.senders == 1
+                    && l.backend == r.backend
+                    && l.crypto == r.crypto
+                    && (l.nodes, l.size) == (r.nodes, r.size)
+            })
+            .and_then(|l| Some((l.raw.latency?, l.actor.latency?)));
+        let (raw_p99, actor_p99, p99) = match lat {
+            Some((a, b)) => (
+                format!("{:.0}", a.p99_us),
+                format!("{:.0}", b.p99_us),
+                ratio(b.p99_us, a.p99_us),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "| {} | {} | {} | {:.0} | {} | {} | {floor} | {floor_batch} | {raw_p99} | {actor_p99} | {p99} |",
+            r.nodes,
+            r.senders,
+            human(r.size),
+            r.raw.msgs_per_s,
+            ratio(r.actor.msgs_per_s, r.raw.msgs_per_s),
+            ratio(r.batched.msgs_per_s, r.raw.msgs_per_s),
+        );
+    }
+    if !failovers.is_empty() {
+        println!("\n### Supervision failover by group size (ms from SIGKILL, p50 / p99; `failover` example)\n");
+        println!("| nodes | kills | bare CPG: ProcDown at a plain client | actix-cpg: confchg at a survivor | child `a` running again | child `a` registered at its new host | running - bare (p50) |");
+        println!("|---|---|---|---|---|---|---|");
+        for f in failovers {
+            println!(
+                "| {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} |",
+                f.nodes,
+                f.running.n,
+                f.bare.p50,
+                f.bare.p99,
+                f.confchg.p50,
+                f.confchg.p99,
+                f.running.p50,
+                f.running.p99,
+                f.registered.p50,
+                f.registered.p99,
+                f.running.p50 - f.bare.p50,
+            );
         }
     }
 }
