@@ -459,6 +459,33 @@ impl Pacer {
     }
 }
 
+/// The next multicast of a raw or floor sender, from message `sent` on, and
+/// how many messages it carries: one raw message, or as many floor messages
+/// as are due and fit in one batch.
+fn next_multicast<'a>(
+    floor: Option<&'a mut FloorSide>,
+    buf: &'a mut [u8],
+    sent: u64,
+    pacer: &Pacer,
+    count: u64,
+) -> (&'a [u8], u64) {
+    match floor {
+        Some(side) => {
+            let mut k = 0;
+            side.sender.fill(|| {
+                let seq = sent + k;
+                let go = !pacer.done(seq, count) && pacer.due(seq).is_none();
+                k += u64::from(go);
+                go.then_some(seq)
+            })
+        }
+        None => {
+            encode_raw(buf, sent);
+            (&buf[..], 1)
+        }
+    }
+}
+
 fn encode_raw(buf: &mut [u8], seq: u64) {
     buf[..4].copy_from_slice(&RAW_MAGIC);
     buf[4..12].copy_from_slice(&seq.to_le_bytes());
@@ -640,21 +667,7 @@ async fn binding_member<C: Connection>(
             if due.is_some() {
                 break;
             }
-            let (bytes, n) = match &mut floor {
-                Some(side) => {
-                    let mut k = 0;
-                    side.sender.fill(|| {
-                        let seq = sent + k;
-                        let go = !pacer.done(seq, load.count) && pacer.due(seq).is_none();
-                        k += u64::from(go);
-                        go.then_some(seq)
-                    })
-                }
-                None => {
-                    encode_raw(&mut buf, sent);
-                    (&buf[..], 1)
-                }
-            };
+            let (bytes, n) = next_multicast(floor.as_mut(), &mut buf, sent, &pacer, load.count);
             match conn.mcast(bytes) {
                 Ok(()) => {
                     if sent == 0 {
@@ -1138,21 +1151,8 @@ mod raw_cpg {
                 if due.is_some() {
                     break;
                 }
-                let (bytes, n) = match &mut floor {
-                    Some(side) => {
-                        let mut k = 0;
-                        side.sender.fill(|| {
-                            let seq = sent + k;
-                            let go = !pacer.done(seq, load.count) && pacer.due(seq).is_none();
-                            k += u64::from(go);
-                            go.then_some(seq)
-                        })
-                    }
-                    None => {
-                        encode_raw(&mut buf, sent);
-                        (&buf[..], 1)
-                    }
-                };
+                let (bytes, n) =
+                    next_multicast(floor.as_deref_mut(), &mut buf, sent, &pacer, load.count);
                 match cpg::mcast_joined(handle, cpg::Guarantee::TypeAgreed, bytes) {
                     Ok(()) => {
                         if sent == 0 {
