@@ -14,6 +14,8 @@
 //! - [`etcd`], [`kv_load`], [`vs_etcd`]: three etcd members on the test
 //!   cluster, the client load, and `bench --vs-etcd` (the kv service and
 //!   etcd under the same load in one run);
+//! - [`failover`]: `bench --vs-etcd-failover` (leader failover of the
+//!   election against etcd's election API);
 //! - [`observe`]: the agents' `--record FILE` and `--show`;
 //! - [`bench`]: the bench orchestrator behind the `bench` binary and
 //!   `benches/throughput.rs` (the raw binding and actix-cpg in the same run).
@@ -22,6 +24,7 @@
 pub mod bench;
 pub mod conformance;
 pub mod etcd;
+pub mod failover;
 pub mod kv_lines;
 pub mod kv_load;
 pub mod kv_service;

@@ -52,6 +52,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use actix_cpg_harness::bench::{self, Backend, Case, Crypto, Load, Outcome, Path};
+use actix_cpg_harness::failover;
 use actix_cpg_harness::vs_etcd::{self, Mode};
 
 struct Options {
@@ -71,6 +72,10 @@ struct Options {
     crypto: Option<Vec<Crypto>>,
     /// `--vs-etcd`: only the etcd comparison, with these pairings.
     vs_etcd: Option<Vec<Mode>>,
+    /// `--vs-etcd-failover`: only the failover comparison, these faults.
+    failover: Option<Vec<failover::Fault>>,
+    /// `--rounds N`: rounds per fault and system.
+    rounds: usize,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -88,7 +93,14 @@ fn parse_args() -> Result<Options, String> {
         key: false,
         crypto: None,
         vs_etcd: None,
+        failover: None,
+        rounds: 20,
     };
+    let mut faults = vec![
+        failover::Fault::ProcessKill,
+        failover::Fault::DaemonKill,
+        failover::Fault::LinkCut,
+    ];
     let mut modes = vec![Mode::Durable, Mode::EtcdDefault, Mode::NoFsync];
     let mut args = std::env::args().skip(1);
     let list = |v: Option<String>| -> Result<Vec<usize>, String> {
@@ -137,6 +149,22 @@ fn parse_args() -> Result<Options, String> {
                 })
             }
             "--vs-etcd" => o.vs_etcd = Some(Vec::new()),
+            "--vs-etcd-failover" => o.failover = Some(Vec::new()),
+            "--faults" => {
+                faults = args
+                    .next()
+                    .ok_or("--faults takes process,daemon,link")?
+                    .split(',')
+                    .map(failover::Fault::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--rounds" => {
+                o.rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--rounds needs a count of at least 1")?
+            }
             "--modes" => {
                 modes = args
                     .next()
@@ -152,6 +180,9 @@ fn parse_args() -> Result<Options, String> {
     }
     if o.vs_etcd.is_some() {
         o.vs_etcd = Some(modes);
+    }
+    if o.failover.is_some() {
+        o.failover = Some(faults);
     }
     if o.smoke {
         o.sizes = vec![64, 16384, 1 << 20];
@@ -342,6 +373,8 @@ fn main() {
         std::process::exit(match role.as_str() {
             "acpg-kv" => actix_cpg_harness::kv_service::main_with(&args),
             "kv-load" => actix_cpg_harness::kv_load::load_main(&args),
+            failover::ROLE_ELECT => failover::elect_main(&args),
+            failover::ROLE_CAMPAIGN => failover::campaign_main(&args),
             other => {
                 eprintln!("bench: unknown helper role {other:?}");
                 2
@@ -364,6 +397,9 @@ fn main() {
     };
     if let Some(modes) = o.vs_etcd {
         std::process::exit(against_etcd(&exe, modes, o.scale));
+    }
+    if let Some(faults) = o.failover {
+        std::process::exit(failover_against_etcd(&exe, faults, o.rounds));
     }
     let mut passes = Vec::new();
     if o.sim {
@@ -535,6 +571,38 @@ fn against_etcd(exe: &std::path::Path, modes: Vec<Mode>, scale: f64) -> i32 {
         }
         Err(e) => {
             eprintln!("bench: --vs-etcd: {e}");
+            1
+        }
+    }
+}
+
+/// `--vs-etcd-failover`: the failover table on stdout; the exit code.
+fn failover_against_etcd(
+    exe: &std::path::Path,
+    faults: Vec<failover::Fault>,
+    rounds: usize,
+) -> i32 {
+    if !cfg!(all(feature = "corosync", feature = "etcd")) {
+        eprintln!("bench: --vs-etcd-failover needs `--features corosync,etcd`");
+        return 2;
+    }
+    let plan = failover::Plan { faults, rounds };
+    match failover::run(exe, &plan) {
+        Ok(outcome) => {
+            println!("\n### Leader failover against etcd (one member per node namespace; kill → new leader acts)\n");
+            println!(
+                "- etcd lease TTL: asked {} s, granted {} s (etcd's minimum); keepalive every TTL/3",
+                failover::ASKED_TTL_S,
+                outcome
+                    .granted_ttl
+                    .map_or("?".to_string(), |t| t.to_string())
+            );
+            println!();
+            print!("{}", failover::table(&outcome));
+            0
+        }
+        Err(e) => {
+            eprintln!("bench: --vs-etcd-failover: {e}");
             1
         }
     }
