@@ -29,8 +29,9 @@
 //!    Debian's `etcd-server` and `etcd-client` with `apt-get`, saying so.
 //! 6. A member can be SIGKILLed and started again on its data directory
 //!    ([`EtcdCluster::kill`], [`EtcdCluster::restart`]), as after a crash.
-//! 7. [`EtcdCluster::replace_empty`] removes a member from the cluster
-//!    and adds it back with an empty data directory: a late joiner that
+//! 7. [`EtcdCluster::remove_member`] removes a member from the cluster,
+//!    [`EtcdCluster::add_member_empty`] adds it back with an empty data
+//!    directory: a late joiner that
 //!    must catch up the whole state from the leader.
 
 use std::path::PathBuf;
@@ -197,15 +198,20 @@ impl EtcdCluster {
     }
 
     /// Removes member `n` from the cluster (`etcdctl member remove`),
-    /// kills it and deletes its data directory, then adds it again and
-    /// starts it empty (rule 7); does not wait for it to catch up.
-    pub fn replace_empty(&mut self, n: u32) -> Result<(), String> {
+    /// kills it and deletes its data directory (rule 7).
+    pub fn remove_member(&mut self, n: u32) -> Result<(), String> {
         let list = self.etcdctl(&["member", "list", "-w", "json"])?;
         let id = member_id(&list, &format!("n{n}"))
             .ok_or_else(|| format!("member n{n} not in the member list: {list}"))?;
         self.etcdctl(&["member", "remove", &format!("{id:x}")])?;
         self.kill(n);
         let _ = std::fs::remove_dir_all(self.data_dir(n));
+        Ok(())
+    }
+
+    /// Adds member `n` back (`etcdctl member add`) and starts it with an
+    /// empty data directory (rule 7); does not wait for it to catch up.
+    pub fn add_member_empty(&mut self, n: u32) -> Result<(), String> {
         self.etcdctl(&[
             "member",
             "add",

@@ -461,7 +461,7 @@ fn round(
         Fault::LinkCut => {
             link(faulted, true)?;
             wait_whole()?;
-            if let Some(e) = etcd.as_deref_mut() {
+            if let Some(e) = etcd {
                 e.wait_healthy(ROUND_LIMIT)?;
             }
         }

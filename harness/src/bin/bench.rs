@@ -52,8 +52,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use actix_cpg_harness::bench::{self, Backend, Case, Crypto, Load, Outcome, Path};
-use actix_cpg_harness::failover;
 use actix_cpg_harness::vs_etcd::{self, Mode};
+use actix_cpg_harness::{failover, late_joiner, restart};
 
 struct Options {
     sim: bool,
@@ -74,8 +74,13 @@ struct Options {
     vs_etcd: Option<Vec<Mode>>,
     /// `--vs-etcd-failover`: only the failover comparison, these faults.
     failover: Option<Vec<failover::Fault>>,
-    /// `--rounds N`: rounds per fault and system.
-    rounds: usize,
+    /// `--vs-etcd-restart`: only the whole-cluster restart comparison,
+    /// these variants.
+    restart: Option<Vec<restart::Variant>>,
+    /// `--vs-etcd-joiner`: only the late-joiner comparison.
+    joiner: bool,
+    /// `--rounds N`: rounds per fault (or variant) and system.
+    rounds: Option<usize>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -94,8 +99,11 @@ fn parse_args() -> Result<Options, String> {
         crypto: None,
         vs_etcd: None,
         failover: None,
-        rounds: 20,
+        restart: None,
+        joiner: false,
+        rounds: None,
     };
+    let mut variants = vec![restart::Variant::Processes, restart::Variant::Daemons];
     let mut faults = vec![
         failover::Fault::ProcessKill,
         failover::Fault::DaemonKill,
@@ -159,11 +167,22 @@ fn parse_args() -> Result<Options, String> {
                     .collect::<Result<_, _>>()?
             }
             "--rounds" => {
-                o.rounds = args
+                o.rounds = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--rounds needs a count of at least 1")?,
+                )
+            }
+            "--vs-etcd-restart" => o.restart = Some(Vec::new()),
+            "--vs-etcd-joiner" => o.joiner = true,
+            "--variants" => {
+                variants = args
                     .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or("--rounds needs a count of at least 1")?
+                    .ok_or("--variants takes processes,daemons")?
+                    .split(',')
+                    .map(restart::Variant::parse)
+                    .collect::<Result<_, _>>()?
             }
             "--modes" => {
                 modes = args
@@ -183,6 +202,9 @@ fn parse_args() -> Result<Options, String> {
     }
     if o.failover.is_some() {
         o.failover = Some(faults);
+    }
+    if o.restart.is_some() {
+        o.restart = Some(variants);
     }
     if o.smoke {
         o.sizes = vec![64, 16384, 1 << 20];
@@ -375,6 +397,8 @@ fn main() {
             "kv-load" => actix_cpg_harness::kv_load::load_main(&args),
             failover::ROLE_ELECT => failover::elect_main(&args),
             failover::ROLE_CAMPAIGN => failover::campaign_main(&args),
+            restart::ROLE_PROBE => restart::probe_main(&args),
+            late_joiner::ROLE_WRITER => late_joiner::writer_main(&args),
             other => {
                 eprintln!("bench: unknown helper role {other:?}");
                 2
@@ -399,7 +423,13 @@ fn main() {
         std::process::exit(against_etcd(&exe, modes, o.scale));
     }
     if let Some(faults) = o.failover {
-        std::process::exit(failover_against_etcd(&exe, faults, o.rounds));
+        std::process::exit(failover_against_etcd(&exe, faults, o.rounds.unwrap_or(20)));
+    }
+    if o.joiner {
+        std::process::exit(joiner_against_etcd(&exe));
+    }
+    if let Some(variants) = o.restart {
+        std::process::exit(restart_against_etcd(&exe, &variants, o.rounds.unwrap_or(5)));
     }
     let mut passes = Vec::new();
     if o.sim {
@@ -603,6 +633,59 @@ fn failover_against_etcd(
         }
         Err(e) => {
             eprintln!("bench: --vs-etcd-failover: {e}");
+            1
+        }
+    }
+}
+
+/// `--vs-etcd-restart`: the whole-cluster restart table on stdout; the
+/// exit code.
+fn restart_against_etcd(
+    exe: &std::path::Path,
+    variants: &[restart::Variant],
+    rounds: usize,
+) -> i32 {
+    if !cfg!(all(feature = "corosync", feature = "etcd")) {
+        eprintln!("bench: --vs-etcd-restart needs `--features corosync,etcd`");
+        return 2;
+    }
+    match restart::run(exe, variants, rounds) {
+        Ok(series) => {
+            println!(
+                "\n### Whole-cluster restart against etcd (restart → first acknowledged put)\n"
+            );
+            println!(
+                "- actix-cpg: acpg-kv serve --safe --data-dir --sync batch; etcd: defaults (fsync)"
+            );
+            println!();
+            print!("{}", restart::table(&series));
+            0
+        }
+        Err(e) => {
+            eprintln!("bench: --vs-etcd-restart: {e}");
+            1
+        }
+    }
+}
+
+/// `--vs-etcd-joiner`: the late-joiner table on stdout; the exit code.
+fn joiner_against_etcd(exe: &std::path::Path) -> i32 {
+    if !cfg!(all(feature = "corosync", feature = "etcd")) {
+        eprintln!("bench: --vs-etcd-joiner needs `--features corosync,etcd`");
+        return 2;
+    }
+    match late_joiner::run(exe) {
+        Ok(rows) => {
+            println!(
+                "\n### Late joiner against etcd ({} values of {} B; one writer through node 1, one put at a time)\n",
+                late_joiner::VALUES,
+                late_joiner::VALUE_SIZE
+            );
+            print!("{}", late_joiner::table(&rows));
+            0
+        }
+        Err(e) => {
+            eprintln!("bench: --vs-etcd-joiner: {e}");
             1
         }
     }
