@@ -40,6 +40,24 @@
 //!     --bin bench -- --vs-etcd
 //! ```
 //!
+//! Three more comparisons with etcd, each runnable alone, each printing
+//! only its table (same needs as `--vs-etcd`):
+//!
+//! - `--vs-etcd-failover [--faults process,daemon,link] [--rounds N]`:
+//!   leader failover of the election (`actix_cpg::Election`, one member
+//!   per node) against etcd's election API (campaign on a lease), after a
+//!   SIGKILL of the leader's process, of its node's daemon, and a cut of
+//!   its node's link; 20 rounds each by default
+//!   (`actix_cpg_harness::failover`);
+//! - `--vs-etcd-restart [--variants processes,daemons] [--rounds N]`: every
+//!   durable kv server (and, with `daemons`, every corosync daemon) or
+//!   every etcd member SIGKILLed at once, and the time from the restart to
+//!   the first acknowledged put; 5 rounds each by default
+//!   (`actix_cpg_harness::restart`);
+//! - `--vs-etcd-joiner`: a member joining empty while two hold 50 MB and a
+//!   writer keeps putting, until it caught up, and the writer's latency
+//!   meanwhile (`actix_cpg_harness::late_joiner`).
+//!
 //! Sizes above the atomic multicast size (about 1 MiB: the default list
 //! ends with 1 MiB and 4 MiB) go in pieces on the actor path, and through
 //! libcpg's own fragmentation on the raw path.
