@@ -203,7 +203,16 @@ impl EtcdCluster {
         let list = self.etcdctl(&["member", "list", "-w", "json"])?;
         let id = member_id(&list, &format!("n{n}"))
             .ok_or_else(|| format!("member n{n} not in the member list: {list}"))?;
-        self.etcdctl(&["member", "remove", &format!("{id:x}")])?;
+        // etcd refuses a removal until its leader has been connected to a
+        // quorum for 5 s (`etcdserver: unhealthy cluster`), as right after
+        // a start.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = self.etcdctl(&["member", "remove", &format!("{id:x}")]) {
+            if Instant::now() > deadline {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
         self.kill(n);
         let _ = std::fs::remove_dir_all(self.data_dir(n));
         Ok(())
