@@ -531,10 +531,11 @@ mod tests {
             variant: Variant::Processes,
             acpg,
             samples: vec![ms * 1_000_000; 5],
+            stuck: 0,
         };
         let text = table(&[s(true, 200), s(false, 1000)]);
         assert!(
-            text.contains("| 5 | 200 | 200 | 1000 | 1000 | 5.00 | 5.00 |"),
+            text.contains("| 5 | 200 | 200 | 0 | 1000 | 1000 | 5.00 | 5.00 |"),
             "{text}"
         );
     }
