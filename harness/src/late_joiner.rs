@@ -175,6 +175,17 @@ struct Writer {
 impl Writer {
     fn start(exe: &Path, target: &str, endpoint: &str) -> Result<Writer, String> {
         let (tx, rx) = channel();
+        Writer::start_with(exe, target, endpoint, (tx, rx), Procs(Vec::new()))
+    }
+
+    /// The writer, on lines already carrying those of `procs`.
+    fn start_with(
+        exe: &Path,
+        target: &str,
+        endpoint: &str,
+        (tx, rx): (Sender<(usize, String)>, Receiver<(usize, String)>),
+        mut procs: Procs,
+    ) -> Result<Writer, String> {
         let mut child = Command::new("ip")
             .args(["netns", "exec", "acpg-n1"])
             .arg(exe)
@@ -186,11 +197,12 @@ impl Writer {
             .map_err(|e| format!("cannot start the writer: {e}"))?;
         let input = child.stdin.take().ok_or("no stdin")?;
         read_lines(&mut child, 0, &tx)?;
+        procs.0.push(child);
         Ok(Writer {
             input,
             rx,
             tx,
-            procs: Procs(vec![child]),
+            procs,
         })
     }
 
@@ -289,16 +301,26 @@ fn acpg_side(exe: &Path, side: Side) -> Result<Joined, String> {
         }
         cmd
     };
-    let mut w = Writer::start(exe, "acpg", &kv_addr(1))?;
-    let tx = w.tx.clone();
+    let (tx, rx) = channel();
+    let mut servers = Procs(Vec::new());
     for n in 1..=2 {
         let mut child = server(n, false)
             .spawn()
             .map_err(|e| format!("cannot start kv server {n}: {e}"))?;
         read_lines(&mut child, n as usize, &tx)?;
-        w.procs.0.push(child);
-        w.wait(|i, l| i == n as usize && l.starts_with("SERVING"))?;
+        servers.0.push(child);
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((i, l)) if i == n as usize && l.starts_with("SERVING") => break,
+                Ok(_) => {}
+                Err(e) => return Err(format!("kv server {n} not serving: {e}")),
+            }
+        }
     }
+    let mut w = Writer::start_with(exe, "acpg", &kv_addr(1), (tx, rx), servers)?;
+    let tx = w.tx.clone();
     prepare(&mut w)?;
     let t0 = mono_ns();
     let mut child = server(3, true)
