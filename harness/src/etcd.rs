@@ -225,13 +225,19 @@ impl EtcdCluster {
     /// Adds member `n` back (`etcdctl member add`) and starts it with an
     /// empty data directory (rule 7); does not wait for it to catch up.
     pub fn add_member_empty(&mut self, n: u32) -> Result<(), String> {
-        self.etcdctl(&[
-            "member",
-            "add",
-            &format!("n{n}"),
-            "--peer-urls",
-            &peer_url(n),
-        ])?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let name = format!("n{n}");
+        let peer = peer_url(n);
+        while let Err(e) = self.etcdctl(&["member", "add", &name, "--peer-urls", &peer]) {
+            // An attempt that timed out on the client may have added it.
+            if e.contains("already exists") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let initial: Vec<String> = (1..=NODES)
             .map(|n| format!("n{n}={}", peer_url(n)))
             .collect();
