@@ -42,9 +42,11 @@
 //!    and the new Raft leader extends every lease by an election timeout).
 //! 6. Before each etcd round the two campaigners that do not lead are
 //!    replaced by fresh ones (their campaign issued on a settled
-//!    cluster). Without it a waiting campaign could stay pending through
-//!    a later round although its key was the only one left (seen after a
-//!    link cut that took the Raft leader), and the round never ended.
+//!    cluster). Without it a waiting campaign once stayed pending through
+//!    a later round although its key was the only one left (after a link
+//!    cut that took the Raft leader, with an earlier campaigner whose
+//!    keepalive could stop for good: not shown to be etcd's doing), and
+//!    the round never ended.
 //! 7. Every process started is killed when its system's run ends, also on
 //!    an error.
 
@@ -185,7 +187,7 @@ pub struct Plan {
     pub rounds: usize,
 }
 
-/// One member process (rule 6: killed when dropped).
+/// One member process (rule 7: killed when dropped).
 struct Member {
     id: u64,
     child: Child,
