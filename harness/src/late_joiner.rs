@@ -150,6 +150,10 @@ impl PutStats {
     }
 }
 
+/// A helper's line: which helper (0: the writer, N: node N's server) and
+/// what it said.
+type Said = (usize, String);
+
 /// Processes killed when dropped (rule 4).
 struct Procs(Vec<Child>);
 
@@ -167,8 +171,8 @@ const LIMIT: Duration = Duration::from_secs(300);
 /// The writer process, its input, and the lines of every helper.
 struct Writer {
     input: ChildStdin,
-    rx: Receiver<(usize, String)>,
-    tx: Sender<(usize, String)>,
+    rx: Receiver<Said>,
+    tx: Sender<Said>,
     procs: Procs,
 }
 
@@ -183,7 +187,7 @@ impl Writer {
         exe: &Path,
         target: &str,
         endpoint: &str,
-        (tx, rx): (Sender<(usize, String)>, Receiver<(usize, String)>),
+        (tx, rx): (Sender<Said>, Receiver<Said>),
         mut procs: Procs,
     ) -> Result<Writer, String> {
         let mut child = Command::new("ip")
@@ -228,7 +232,7 @@ impl Writer {
     }
 }
 
-fn read_lines(child: &mut Child, index: usize, tx: &Sender<(usize, String)>) -> Result<(), String> {
+fn read_lines(child: &mut Child, index: usize, tx: &Sender<Said>) -> Result<(), String> {
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let tx = tx.clone();
     std::thread::spawn(move || {
