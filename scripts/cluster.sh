@@ -29,6 +29,9 @@
 #   ACPG_WAIT_TIMEOUT  seconds to wait for membership/quorum (default 60)
 #   ACPG_CRYPTO        aes256 (default: aes256 + sha256) or none
 #   ACPG_NODES         nodes of the cluster `up` builds (default 3; 1 to 9)
+#   ACPG_TOKEN         totem token in ms (default 1000)
+#   ACPG_TOKEN_COEFFICIENT  totem token_coefficient in ms (default: corosync's,
+#                      650: the token grows by it per node above two)
 
 set -euo pipefail
 
@@ -46,6 +49,8 @@ readonly STATE_DIR=${ACPG_CLUSTER_DIR:-/tmp/actix-cpg-cluster}
 readonly WAIT_TIMEOUT=${ACPG_WAIT_TIMEOUT:-60}
 readonly MARKER=.actix-cpg-cluster
 readonly REQUESTED_CRYPTO=${ACPG_CRYPTO:-aes256}
+readonly TOKEN=${ACPG_TOKEN:-1000}
+readonly TOKEN_COEFFICIENT=${ACPG_TOKEN_COEFFICIENT:-}
 # Bytes of the knet authkey (corosync-keygen's default size).
 readonly AUTHKEY_BYTES=256
 readonly PACKAGES=(corosync libcpg-dev libquorum-dev libcfg-dev libcmap-dev
@@ -375,7 +380,13 @@ link_is_up() {
 # --- configuration ----------------------------------------------------------
 
 write_conf() {
-    local n=$1 dir i crypto cipher hash keyfile=
+    local n=$1 dir i crypto cipher hash keyfile= coefficient=
+    [[ $TOKEN =~ ^[0-9]+$ ]] || die "ACPG_TOKEN must be a number of ms (got '$TOKEN')"
+    if [[ -n $TOKEN_COEFFICIENT ]]; then
+        [[ $TOKEN_COEFFICIENT =~ ^[0-9]+$ ]] ||
+            die "ACPG_TOKEN_COEFFICIENT must be a number of ms (got '$TOKEN_COEFFICIENT')"
+        coefficient="    token_coefficient: $TOKEN_COEFFICIENT"
+    fi
     dir=$(node_dir "$n")
     crypto=$(running_crypto)
     crypto=${crypto:-$REQUESTED_CRYPTO}
@@ -400,7 +411,8 @@ totem {
     crypto_hash: $hash
 $keyfile
     # Short token for fast failure detection: NODEDOWN after ~3.5 s.
-    token: 1000
+    token: $TOKEN
+$coefficient
 }
 
 nodelist {

@@ -14,6 +14,12 @@
 //! - [`etcd`], [`kv_load`], [`vs_etcd`]: three etcd members on the test
 //!   cluster, the client load, and `bench --vs-etcd` (the kv service and
 //!   etcd under the same load in one run);
+//! - [`failover`]: `bench --vs-etcd-failover` (leader failover of the
+//!   election against etcd's election API);
+//! - [`restart`]: `bench --vs-etcd-restart` (a whole cluster killed at
+//!   once, until it accepts writes again, against etcd);
+//! - [`late_joiner`]: `bench --vs-etcd-joiner` (a member joining empty
+//!   while two others hold 50 MB and serve, against etcd);
 //! - [`observe`]: the agents' `--record FILE` and `--show`;
 //! - [`bench`]: the bench orchestrator behind the `bench` binary and
 //!   `benches/throughput.rs` (the raw binding and actix-cpg in the same run).
@@ -22,10 +28,13 @@
 pub mod bench;
 pub mod conformance;
 pub mod etcd;
+pub mod failover;
 pub mod kv_lines;
 pub mod kv_load;
 pub mod kv_service;
+pub mod late_joiner;
 pub mod observe;
+pub mod restart;
 pub mod vs_etcd;
 
 pub use conformance::{

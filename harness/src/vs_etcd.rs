@@ -92,7 +92,7 @@ impl Mode {
 
     /// The extra arguments of `acpg-kv serve` in this mode, for the server
     /// whose data directory (if any) is `dir`.
-    fn serve_args(self, dir: &Path) -> Vec<String> {
+    pub(crate) fn serve_args(self, dir: &Path) -> Vec<String> {
         match self {
             Mode::Durable => vec![
                 "--safe".into(),
@@ -178,13 +178,13 @@ impl Drop for Killed {
 }
 
 /// Where node `n`'s kv server listens.
-fn kv_addr(n: u32) -> String {
+pub(crate) fn kv_addr(n: u32) -> String {
     format!("{}:7379", node_addr(n))
 }
 
 /// Where node `n`'s kv server of `group` keeps its state (durable mode);
 /// removed when its side ends.
-fn data_dir(group: &str, n: u32) -> std::path::PathBuf {
+pub(crate) fn data_dir(group: &str, n: u32) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("{group}-n{n}"))
 }
 

@@ -58,6 +58,24 @@
 //!     --bin bench -- --vs-etcd
 //! ```
 //!
+//! Three more comparisons with etcd, each runnable alone, each printing
+//! only its table (same needs as `--vs-etcd`):
+//!
+//! - `--vs-etcd-failover [--faults process,daemon,link] [--rounds N]`:
+//!   leader failover of the election (`actix_cpg::Election`, one member
+//!   per node) against etcd's election API (campaign on a lease), after a
+//!   SIGKILL of the leader's process, of its node's daemon, and a cut of
+//!   its node's link; 20 rounds each by default
+//!   (`actix_cpg_harness::failover`);
+//! - `--vs-etcd-restart [--variants processes,daemons] [--rounds N]`: every
+//!   durable kv server (and, with `daemons`, every corosync daemon) or
+//!   every etcd member SIGKILLed at once, and the time from the restart to
+//!   the first acknowledged put; 5 rounds each by default
+//!   (`actix_cpg_harness::restart`);
+//! - `--vs-etcd-joiner`: a member joining empty while two hold 50 MB and a
+//!   writer keeps putting, until it caught up, and the writer's latency
+//!   meanwhile (`actix_cpg_harness::late_joiner`).
+//!
 //! Sizes above the atomic multicast size (about 1 MiB: the default list
 //! ends with 1 MiB and 4 MiB) go in pieces on the actor path, and through
 //! libcpg's own fragmentation on the raw path.
@@ -71,6 +89,7 @@ use std::time::Duration;
 
 use actix_cpg_harness::bench::{self, Backend, Case, Crypto, Load, Outcome, Path};
 use actix_cpg_harness::vs_etcd::{self, Mode};
+use actix_cpg_harness::{failover, late_joiner, restart};
 
 struct Options {
     sim: bool,
@@ -94,6 +113,15 @@ struct Options {
     crypto: Option<Vec<Crypto>>,
     /// `--vs-etcd`: only the etcd comparison, with these pairings.
     vs_etcd: Option<Vec<Mode>>,
+    /// `--vs-etcd-failover`: only the failover comparison, these faults.
+    etcd_failover: Option<Vec<failover::Fault>>,
+    /// `--vs-etcd-restart`: only the whole-cluster restart comparison,
+    /// these variants.
+    restart: Option<Vec<restart::Variant>>,
+    /// `--vs-etcd-joiner`: only the late-joiner comparison.
+    joiner: bool,
+    /// `--rounds N`: rounds per fault (or variant) and system.
+    rounds: Option<usize>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -113,7 +141,17 @@ fn parse_args() -> Result<Options, String> {
         failover: 0,
         crypto: None,
         vs_etcd: None,
+        etcd_failover: None,
+        restart: None,
+        joiner: false,
+        rounds: None,
     };
+    let mut variants = vec![restart::Variant::Processes, restart::Variant::Daemons];
+    let mut faults = vec![
+        failover::Fault::ProcessKill,
+        failover::Fault::DaemonKill,
+        failover::Fault::LinkCut,
+    ];
     let mut modes = vec![Mode::Durable, Mode::EtcdDefault, Mode::NoFsync];
     let mut args = std::env::args().skip(1);
     let list = |v: Option<String>| -> Result<Vec<usize>, String> {
@@ -169,6 +207,33 @@ fn parse_args() -> Result<Options, String> {
                 })
             }
             "--vs-etcd" => o.vs_etcd = Some(Vec::new()),
+            "--vs-etcd-failover" => o.etcd_failover = Some(Vec::new()),
+            "--faults" => {
+                faults = args
+                    .next()
+                    .ok_or("--faults takes process,daemon,link")?
+                    .split(',')
+                    .map(failover::Fault::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--rounds" => {
+                o.rounds = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--rounds needs a count of at least 1")?,
+                )
+            }
+            "--vs-etcd-restart" => o.restart = Some(Vec::new()),
+            "--vs-etcd-joiner" => o.joiner = true,
+            "--variants" => {
+                variants = args
+                    .next()
+                    .ok_or("--variants takes processes,daemons")?
+                    .split(',')
+                    .map(restart::Variant::parse)
+                    .collect::<Result<_, _>>()?
+            }
             "--modes" => {
                 modes = args
                     .next()
@@ -184,6 +249,12 @@ fn parse_args() -> Result<Options, String> {
     }
     if o.vs_etcd.is_some() {
         o.vs_etcd = Some(modes);
+    }
+    if o.etcd_failover.is_some() {
+        o.etcd_failover = Some(faults);
+    }
+    if o.restart.is_some() {
+        o.restart = Some(variants);
     }
     if o.smoke {
         o.sizes = vec![64, 16384, 1 << 20];
@@ -391,6 +462,10 @@ fn main() {
         std::process::exit(match role.as_str() {
             "acpg-kv" => actix_cpg_harness::kv_service::main_with(&args),
             "kv-load" => actix_cpg_harness::kv_load::load_main(&args),
+            failover::ROLE_ELECT => failover::elect_main(&args),
+            failover::ROLE_CAMPAIGN => failover::campaign_main(&args),
+            restart::ROLE_PROBE => restart::probe_main(&args),
+            late_joiner::ROLE_WRITER => late_joiner::writer_main(&args),
             other => {
                 eprintln!("bench: unknown helper role {other:?}");
                 2
@@ -413,6 +488,15 @@ fn main() {
     };
     if let Some(modes) = o.vs_etcd {
         std::process::exit(against_etcd(&exe, modes, o.scale));
+    }
+    if let Some(faults) = o.etcd_failover {
+        std::process::exit(failover_against_etcd(&exe, faults, o.rounds.unwrap_or(20)));
+    }
+    if o.joiner {
+        std::process::exit(joiner_against_etcd(&exe));
+    }
+    if let Some(variants) = o.restart {
+        std::process::exit(restart_against_etcd(&exe, &variants, o.rounds.unwrap_or(5)));
     }
     let mut passes = Vec::new();
     if o.sim {
@@ -634,6 +718,91 @@ fn against_etcd(exe: &std::path::Path, modes: Vec<Mode>, scale: f64) -> i32 {
         }
         Err(e) => {
             eprintln!("bench: --vs-etcd: {e}");
+            1
+        }
+    }
+}
+
+/// `--vs-etcd-failover`: the failover table on stdout; the exit code.
+fn failover_against_etcd(
+    exe: &std::path::Path,
+    faults: Vec<failover::Fault>,
+    rounds: usize,
+) -> i32 {
+    if !cfg!(all(feature = "corosync", feature = "etcd")) {
+        eprintln!("bench: --vs-etcd-failover needs `--features corosync,etcd`");
+        return 2;
+    }
+    let plan = failover::Plan { faults, rounds };
+    match failover::run(exe, &plan) {
+        Ok(outcome) => {
+            println!("\n### Leader failover against etcd (one member per node namespace; kill → new leader acts)\n");
+            println!(
+                "- etcd lease TTL: asked {} s, granted {} s (etcd's minimum); keepalive every TTL/3",
+                failover::ASKED_TTL_S,
+                outcome
+                    .granted_ttl
+                    .map_or("?".to_string(), |t| t.to_string())
+            );
+            println!();
+            print!("{}", failover::table(&outcome));
+            0
+        }
+        Err(e) => {
+            eprintln!("bench: --vs-etcd-failover: {e}");
+            1
+        }
+    }
+}
+
+/// `--vs-etcd-restart`: the whole-cluster restart table on stdout; the
+/// exit code.
+fn restart_against_etcd(
+    exe: &std::path::Path,
+    variants: &[restart::Variant],
+    rounds: usize,
+) -> i32 {
+    if !cfg!(all(feature = "corosync", feature = "etcd")) {
+        eprintln!("bench: --vs-etcd-restart needs `--features corosync,etcd`");
+        return 2;
+    }
+    match restart::run(exe, variants, rounds) {
+        Ok(series) => {
+            println!(
+                "\n### Whole-cluster restart against etcd (restart → first acknowledged put)\n"
+            );
+            println!(
+                "- actix-cpg: acpg-kv serve --safe --data-dir --sync batch; etcd: defaults (fsync)"
+            );
+            println!();
+            print!("{}", restart::table(&series));
+            0
+        }
+        Err(e) => {
+            eprintln!("bench: --vs-etcd-restart: {e}");
+            1
+        }
+    }
+}
+
+/// `--vs-etcd-joiner`: the late-joiner table on stdout; the exit code.
+fn joiner_against_etcd(exe: &std::path::Path) -> i32 {
+    if !cfg!(all(feature = "corosync", feature = "etcd")) {
+        eprintln!("bench: --vs-etcd-joiner needs `--features corosync,etcd`");
+        return 2;
+    }
+    match late_joiner::run(exe) {
+        Ok(rows) => {
+            println!(
+                "\n### Late joiner against etcd ({} values of {} B; one writer through node 1, one put at a time)\n",
+                late_joiner::VALUES,
+                late_joiner::VALUE_SIZE
+            );
+            print!("{}", late_joiner::table(&rows));
+            0
+        }
+        Err(e) => {
+            eprintln!("bench: --vs-etcd-joiner: {e}");
             1
         }
     }
