@@ -189,11 +189,33 @@ impl EtcdCluster {
     /// (rule 6); does not wait for it.
     pub fn restart(&mut self, n: u32) -> Result<(), String> {
         self.kill(n);
+        self.start_existing(n)
+    }
+
+    /// Starts member `n` into the existing cluster of every node.
+    fn start_existing(&mut self, n: u32) -> Result<(), String> {
         let initial: Vec<String> = (1..=NODES)
             .map(|n| format!("n{n}={}", peer_url(n)))
             .collect();
         let child = self.spawn(n, &initial.join(","), "existing")?;
         self.members[n as usize - 1] = Some(child);
+        Ok(())
+    }
+
+    /// Runs `etcdctl args` until it succeeds, or fails saying `done` (an
+    /// attempt that timed out on the client may have done it), for up to
+    /// 30 s, every 0.5 s.
+    fn etcdctl_until_done(&self, args: &[&str], done: &str) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = self.etcdctl(args) {
+            if e.contains(done) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
         Ok(())
     }
 
@@ -206,17 +228,10 @@ impl EtcdCluster {
         // etcd refuses a removal until its leader has been connected to a
         // quorum for 5 s (`etcdserver: unhealthy cluster`), as right after
         // a start.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Err(e) = self.etcdctl(&["member", "remove", &format!("{id:x}")]) {
-            // An attempt that timed out on the client may have removed it.
-            if e.contains("member not found") {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(e);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        self.etcdctl_until_done(
+            &["member", "remove", &format!("{id:x}")],
+            "member not found",
+        )?;
         self.kill(n);
         let _ = std::fs::remove_dir_all(self.data_dir(n));
         Ok(())
@@ -225,25 +240,13 @@ impl EtcdCluster {
     /// Adds member `n` back (`etcdctl member add`) and starts it with an
     /// empty data directory (rule 7); does not wait for it to catch up.
     pub fn add_member_empty(&mut self, n: u32) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
         let name = format!("n{n}");
         let peer = peer_url(n);
-        while let Err(e) = self.etcdctl(&["member", "add", &name, "--peer-urls", &peer]) {
-            // An attempt that timed out on the client may have added it.
-            if e.contains("already exists") {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(e);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        let initial: Vec<String> = (1..=NODES)
-            .map(|n| format!("n{n}={}", peer_url(n)))
-            .collect();
-        let child = self.spawn(n, &initial.join(","), "existing")?;
-        self.members[n as usize - 1] = Some(child);
-        Ok(())
+        self.etcdctl_until_done(
+            &["member", "add", &name, "--peer-urls", &peer],
+            "already exists",
+        )?;
+        self.start_existing(n)
     }
 
     /// The node whose member leads Raft, as the members that answer say;

@@ -688,15 +688,9 @@ pub fn campaign_main(args: &[String]) -> i32 {
         std::future::pending::<()>().await;
         Ok(())
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::agent_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            println!("ERROR {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run) {
         Ok(()) => 0,

@@ -401,15 +401,9 @@ pub fn writer_main(args: &[String]) -> i32 {
             }
         }
     });
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::agent_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            println!("ERROR {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let store = Store::connect(target, endpoint).await?;

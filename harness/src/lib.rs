@@ -56,3 +56,17 @@ pub fn log_to_stderr() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// The single-threaded runtime a bench helper process (a campaigner, a
+/// probe, a writer) runs on. If it cannot be built, the helper prints
+/// `ERROR` and the reason on stdout, which the bench reads, and the `Err`
+/// holds the exit code to return: 1.
+pub fn agent_runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            println!("ERROR {e}");
+            1
+        })
+}

@@ -440,15 +440,9 @@ pub fn probe_main(args: &[String]) -> i32 {
         return 2;
     };
     let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::agent_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            println!("ERROR {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     let acpg = target == "acpg";
     runtime.block_on(async {
