@@ -59,7 +59,10 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// member. 3: replicas compare digests of their state (two new replica
 /// messages, `Check` and `Digest`; every other layout is version 2's, so a
 /// build of version 3 takes part in a group of version 2 and only checks
-/// nothing there).
+/// nothing there). 4: no layout changes; an unkeyed replica group takes a
+/// returning replica's claim of a newer primary component when no member
+/// can check it, as after a restart of the whole group from disk (see
+/// `crate::replicated::RECOVERY_VERSION`).
 ///
 /// A group speaks the highest version every member speaks, decided from the
 /// members' announcements in the ordered stream (see `crate::roster`): a
@@ -67,7 +70,7 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// the last member that held it back leaves. The header, the announcement,
 /// and the framing of batches and chunks keep one layout in every version,
 /// so any build reads them whatever version an envelope names.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The lowest version this build reads and speaks. Version 1 had no
 /// announcements and cannot take part in a group of this build: its
 /// messages are dropped as [`WireError::UnsupportedVersion`].
@@ -76,7 +79,7 @@ pub const MIN_PROTOCOL_VERSION: u8 = 2;
 /// build configured to speak it (`GroupConfig::protocol_versions`) encodes
 /// replies in a changed shape at this version. Never used by default.
 #[doc(hidden)]
-pub const NEXT_PROTOCOL_VERSION: u8 = 4;
+pub const NEXT_PROTOCOL_VERSION: u8 = 5;
 
 /// A range of protocol versions, both ends included. Serializable for
 /// inspection ([`crate::group::GroupInspection`]); announcements carry
@@ -664,7 +667,7 @@ mod tests {
         let bytes = codec().encode(Kind::Request, &s).unwrap();
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[3, 2, 0, 0],
+            &[4, 2, 0, 0],
             &[7, 0, 0, 0, 0, 0, 0, 0],
             &[2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b'],
             &[2, 0, 0, 0, 0, 0, 0, 0, 1, 2],
@@ -854,7 +857,7 @@ mod tests {
         let bytes = codec().encode_chunk(head, b"abcd");
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[3, 7, 0, 0],
+            &[4, 7, 0, 0],
             &[9, 0, 0, 0, 0, 0, 0, 0],
             &[1, 0, 0, 0],
             &[3, 0, 0, 0],

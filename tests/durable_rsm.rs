@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix_cpg::auth::GroupKey;
-use actix_cpg::replicated::{Delivery, ReplicaError, SyncPolicy};
+use actix_cpg::replicated::{Delivery, ReplicaError, SyncPolicy, RECOVERY_VERSION};
 use actix_cpg::transport::sim::{SimCluster, SimProcess};
+use actix_cpg::wire::{Versions, MIN_PROTOCOL_VERSION};
 use actix_cpg::{GroupName, Member, NodeId, Replica, ReplicaConfig, Transport};
 
 use crate::support::ledger::Ledger;
@@ -294,6 +295,71 @@ async fn in_a_keyed_group_the_last_to_die_may_come_back_last() {
             .expect("the last, back last"),
     );
     primary_with(&back, &acknowledged).await;
+}
+
+/// The same cascade without a key, the last one to die back last: the two
+/// back first came from their disks, so neither was part of the last
+/// primary component it knows of, and nobody can refute the last one's
+/// claim of a later one; it is admitted and the group goes on with its
+/// state (rule 6 of the core, from protocol version 4 on).
+#[actix_rt::test]
+async fn in_an_unkeyed_group_the_last_to_die_may_come_back_last() {
+    let dirs = Dirs::new("cascade-unkeyed");
+    let cluster = SimCluster::new(3);
+    let cfg = |i| config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch);
+    let acknowledged = cascade(start_three(&cluster, cfg).await).await;
+    let mut back = Vec::new();
+    for i in [0usize, 1] {
+        back.push(
+            start(&cluster, i as u32 + 1, cfg(i))
+                .await
+                .expect("restart"),
+        );
+    }
+    for r in &back {
+        assert!(!r.replica.status().primary);
+    }
+    back.push(
+        start(&cluster, 3, cfg(2))
+            .await
+            .expect("the last, back last"),
+    );
+    primary_with(&back, &acknowledged).await;
+}
+
+/// Before protocol version 4 such a claim was refused: a group that speaks
+/// version 3 keeps that rule on every member, whatever its build, so
+/// builds of both versions in one group decide alike. The first one to
+/// die, back first, refuses the second one's claim of the component it
+/// never saw, and stays without a primary.
+#[actix_rt::test]
+async fn a_group_speaking_version_3_refuses_the_unkeyed_claim_of_a_later_death() {
+    let dirs = Dirs::new("cascade-v3");
+    let cluster = SimCluster::new(3);
+    let v3 = Versions {
+        min: MIN_PROTOCOL_VERSION,
+        max: RECOVERY_VERSION - 1,
+    };
+    let cfg = |i| ReplicaConfig {
+        protocol_versions: v3,
+        ..config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch)
+    };
+    cascade(start_three(&cluster, cfg).await).await;
+    let first = start(&cluster, 1, cfg(0)).await.expect("restart");
+    let later = cluster.process(NodeId(2)).expect("node up");
+    let conn = later
+        .join(&GroupName::new(GROUP).expect("name"))
+        .expect("join");
+    let starting = actix_rt::spawn(Replica::<Ledger>::start(conn, cfg(1)));
+    until("the claim refused", async || {
+        first.replica.status().refused.epoch >= 1
+    })
+    .await;
+    let status = first.replica.status();
+    assert!(!status.primary);
+    assert_eq!(status.protocol_version, Some(RECOVERY_VERSION - 1));
+    later.kill().expect("kill");
+    starting.abort();
 }
 
 #[actix_rt::test]

@@ -1,6 +1,6 @@
 //! Version negotiation in a registry group, on the sim backend and
 //! simulated time: a rolling upgrade from builds speaking only version 2 to
-//! builds speaking 2 and the test-only version 3 (whose replies have
+//! builds speaking up to the test-only next version (whose replies have
 //! another layout) while calls flow. The group speaks the highest version
 //! every member speaks; it moves up at the point of the stream where the
 //! last old member leaves, the same on every member; a process that cannot

@@ -14,14 +14,15 @@
 //!   history died (only the initial replicas may found a group; later ones
 //!   join an existing one).
 //!
-//! A third run gives every replica a data directory (and the group a key):
-//! after the schedule every process is killed at once, and one new process
-//! per directory comes back, in a seeded order. The same checks hold, and
+//! Two more runs give every replica a data directory (one with a group
+//! key, one without): after the schedule every process is killed at once,
+//! and one new process per directory comes back, in a seeded order. The same checks hold, and
 //! the group must be primary again at the end — in memory, every state
 //! would be gone.
 //!
-//! `SIM_SEEDS=n` changes how many seeds run (default 200; 60 for the
-//! durable run), `SIM_SEED=s` replays one; a failure names its seed.
+//! `SIM_SEEDS=n` changes how many seeds run (default 200; 60 for the keyed
+//! durable run, 30 for the unkeyed one), `SIM_SEED=s` replays one; a
+//! failure names its seed.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -175,10 +176,23 @@ async fn settle(world: &World) -> Result<(), String> {
     }
 }
 
-async fn run(seed: u64, delivery: Delivery, durable: bool) -> Result<Stats, String> {
+/// How the replicas of a run keep their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keeping {
+    /// In memory only.
+    Memory,
+    /// Each on a data directory, the group keyed.
+    Keyed,
+    /// Each on a data directory, without a key.
+    Unkeyed,
+}
+
+async fn run(seed: u64, delivery: Delivery, keeping: Keeping) -> Result<Stats, String> {
     let mut rng = SimRng::new(seed ^ 0x0005_1A7E_5EED);
     let nodes = 3 + rng.below(3) as u32;
-    let scratch = durable.then(|| Scratch::new(&format!("schedules-{seed}-{delivery:?}")));
+    let durable = keeping != Keeping::Memory;
+    let scratch =
+        durable.then(|| Scratch::new(&format!("schedules-{seed}-{delivery:?}-{keeping:?}")));
     let mut world = World {
         cluster: SimCluster::builder(nodes)
             .max_backlog(4 + rng.below(12) as usize)
@@ -190,10 +204,11 @@ async fn run(seed: u64, delivery: Delivery, durable: bool) -> Result<Stats, Stri
         config: ReplicaConfig {
             delivery,
             chunk_size: 64,
-            // A durable group is keyed: a replica back from its disk may
-            // claim a later primary than those back before it (module docs
-            // of `replicated`).
-            key: durable.then(|| actix_cpg::auth::GroupKey::from_passphrase("schedules")),
+            // Keyed or not, a replica back from its disk may claim a later
+            // primary than those back before it (module docs of
+            // `replicated`): both come back in any order.
+            key: (keeping == Keeping::Keyed)
+                .then(|| actix_cpg::auth::GroupKey::from_passphrase("schedules")),
             // Processes die here, machines do not: what was written survives.
             sync: actix_cpg::replicated::SyncPolicy::Never,
             snapshot_every: 16,
@@ -441,14 +456,14 @@ fn seeds(default: u64) -> Vec<u64> {
 }
 
 fn check_all(delivery: Delivery) {
-    check_runs(delivery, false, 200);
+    check_runs(delivery, Keeping::Memory, 200);
 }
 
-fn check_runs(delivery: Delivery, durable: bool, default_seeds: u64) {
+fn check_runs(delivery: Delivery, keeping: Keeping, default_seeds: u64) {
     let mut total = Stats::default();
     let (mut runs, mut primary_at_end) = (0usize, 0usize);
     for seed in seeds(default_seeds) {
-        match simulated().block_on(run(seed, delivery, durable)) {
+        match simulated().block_on(run(seed, delivery, keeping)) {
             Ok(stats) => {
                 if stats.replaced_alive > 0 {
                     println!("seed {seed}: {stats:?}");
@@ -470,8 +485,7 @@ fn check_runs(delivery: Delivery, durable: bool, default_seeds: u64) {
         }
     }
     println!(
-        "{delivery:?}{}: {runs} schedules, {primary_at_end} ended primary; {total:?}",
-        if durable { ", durable" } else { "" }
+        "{delivery:?}, {keeping:?}: {runs} schedules, {primary_at_end} ended primary; {total:?}"
     );
     assert!(
         runs < 10 || primary_at_end * 4 > runs,
@@ -495,7 +509,12 @@ fn safe_delivery_survives_seeded_fault_schedules() {
 
 #[test]
 fn durable_safe_replicas_come_back_from_disk_after_every_process_is_killed() {
-    check_runs(Delivery::Safe, true, 60);
+    check_runs(Delivery::Safe, Keeping::Keyed, 60);
+}
+
+#[test]
+fn unkeyed_durable_replicas_come_back_from_disk_in_any_order() {
+    check_runs(Delivery::Safe, Keeping::Unkeyed, 30);
 }
 
 use crate::support::simulated;

@@ -111,7 +111,18 @@
 //!      nobody. In a keyed group ([`super::ReplicaConfig::key`]) every
 //!      sender holds the key, so a claim is a replica's own knowledge
 //!      (a durable replica's, from its disk, after a restart): it is not
-//!      checked;
+//!      checked. From [`RECOVERY_VERSION`] on, an unkeyed group checks a
+//!      claim only against a history some participant saw in the stream:
+//!      one whose last known primary names itself (it was part of it). A
+//!      replica back from its disk is never in its own record (its
+//!      predecessor is gone), so when every participant came back from
+//!      disk — a group restarted whole, in any order — nobody can refute a
+//!      later component, and the claim is taken as the group's own
+//!      founding members' would be. The price, without a key: an outsider
+//!      that joins while no participant was part of the last primary (a
+//!      whole-group restart, or a view whose members of the last primary
+//!      all crashed) can claim a history of its own and win; with a key it
+//!      cannot take part at all;
 //!    - at the install, the members of the last install that answered
 //!      this round (mergers aside) knew the same primary components when
 //!      they answered, so one claiming an epoch above every other's is
@@ -320,7 +331,7 @@ use super::inspect::{
 };
 use super::messages::{
     Chunk, CommandMsg, DigestMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateDigest,
-    StateId, DIGEST_VERSION,
+    StateId, DIGEST_VERSION, RECOVERY_VERSION,
 };
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
 use crate::group::MetricsSnapshot;
@@ -1621,6 +1632,29 @@ impl<S: StateMachine> ReplicaCore<S> {
         true
     }
 
+    /// Rule 6: whether the participants' infos `counted` give a history to
+    /// check an announcement's claims against. Before
+    /// [`RECOVERY_VERSION`]: whenever one of them knows of a primary
+    /// component. From it on: only if one of them was part of the last
+    /// primary component it knows of (its record names it). A record
+    /// naming none of its senders is not the stream's: every member came
+    /// back from its disk (a replica there is never in its own record:
+    /// its predecessor is gone) or joined after the last primary, so a
+    /// claim of a later one is as good as theirs and nobody can refute it.
+    fn checkable<'a>(
+        roster: &Roster,
+        counted: impl IntoIterator<Item = (&'a Member, &'a Info)>,
+    ) -> bool {
+        let recovery = roster
+            .group_version()
+            .is_some_and(|v| v >= RECOVERY_VERSION);
+        counted.into_iter().any(|(m, i)| {
+            i.known
+                .as_ref()
+                .is_some_and(|k| !recovery || k.members.contains(m))
+        })
+    }
+
     /// Rule 9 for an announcement, while the group speaks a version:
     /// refuses it if it does not speak that version. Returns whether it
     /// refused.
@@ -1710,7 +1744,10 @@ impl<S: StateMachine> ReplicaCore<S> {
                 .filter(|(m, _)| !roster.is_observer(**m))
                 .map(|(_, i)| i)
         };
-        let history = counted().any(|i| i.known.is_some());
+        let history = Self::checkable(
+            roster,
+            infos.iter().filter(|(m, _)| !roster.is_observer(**m)),
+        );
         let ceiling = counted().map(claims).max().unwrap_or_default();
         for (from, info) in announcing {
             // What it speaks first (rule 9): the first admitted of a group
@@ -1908,7 +1945,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             .collect();
         infos.retain(|m, _| !observed.contains_key(m));
         let discarded = self.discard_unconfirmed(&mut infos);
-        let history = infos.values().any(|i| i.known.is_some());
+        let history = Self::checkable(&self.roster, infos.iter());
         let claimed = infos.values().map(claims).max().unwrap_or_default();
         // Its state was compared with the others': no longer a merger.
         let view = &self.view;

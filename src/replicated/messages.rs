@@ -41,6 +41,15 @@ use crate::wire::{Codec, Frame, Kind, WireError, NEXT_PROTOCOL_VERSION};
 /// participant's digest).
 pub const DIGEST_VERSION: u8 = 3;
 
+/// The first protocol version whose unkeyed replica groups take a claim
+/// of a newer primary component that no member can check: when no
+/// participant's last primary component names the participant itself, as
+/// when every member came back from its disk after the whole group
+/// stopped (rule 6 of the core). Before it, such a claim was refused, and
+/// a group restarted all at once waited, without a primary, for the one
+/// that died last. No layout changes with it.
+pub const RECOVERY_VERSION: u8 = 4;
+
 /// A digest of a replica's state ([`super::StateMachine::digest`]).
 pub type StateDigest = [u8; 32];
 
@@ -391,7 +400,7 @@ mod tests {
         });
         for msg in [check, digest] {
             let current = msg.encode(&old()).expect("encodes");
-            assert_eq!(current[4], DIGEST_VERSION);
+            assert_eq!(current[4], PROTOCOL_VERSION);
             assert_eq!(decode(&old(), &current), Ok(msg.clone()));
             // The same body in an envelope of version 2: no build of that
             // version sends it.
@@ -424,7 +433,7 @@ mod tests {
             bytes,
             [
                 &b"ACPG"[..],
-                &[3, 16, 0, 0],
+                &[4, 16, 0, 0],
                 &[3, 0, 0, 0],
                 &[5, 0, 0, 0, 0, 0, 0, 0]
             ]
@@ -439,7 +448,7 @@ mod tests {
             mark,
             [
                 &b"ACPG"[..],
-                &[3, 16, 0, 0],
+                &[4, 16, 0, 0],
                 &[6, 0, 0, 0],
                 &[9, 0, 0, 0, 0, 0, 0, 0]
             ]
@@ -460,9 +469,9 @@ mod tests {
         let info = ReplicaMessage::Info(info())
             .encode(&old())
             .expect("encodes");
-        // Variant 0, then the announcement: min 2, max 3, role 0
+        // Variant 0, then the announcement: min 2, max 4, role 0
         // (participant) as u32.
-        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 3, 0, 0, 0]);
+        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 4, 0, 0, 0]);
     }
 
     #[test]
@@ -476,7 +485,7 @@ mod tests {
             next,
             [
                 &b"ACPG"[..],
-                &[4, 16, 0, 0],
+                &[5, 16, 0, 0],
                 &[2, 0, 0, 0],
                 // flags, id, then the payload with its length.
                 &[0],

@@ -110,15 +110,20 @@
 //!   that no other member received before this node died (as without a
 //!   directory); in safe mode under [`SyncPolicy::Batch`] or
 //!   [`SyncPolicy::EveryCommand`], nothing acknowledged.
-//! - Limit of restarts: a returning replica is admitted only if the
-//!   primary component its disk names is one the members back before it
-//!   know of (rule 6 of the core, which keeps an outsider from claiming a
-//!   newer history). After members died one after another, the later
-//!   ones knew later components: start them first (the last one to die
-//!   first); one that knows more than the members already back waits
-//!   outside until they restart. In a keyed group
-//!   ([`ReplicaConfig::key`]) every sender holds the key, so such a claim
-//!   is trusted and the replicas may come back in any order.
+//! - Order of restarts: after members died one after another, the later
+//!   ones knew later primary components than the earlier ones. In a keyed
+//!   group ([`ReplicaConfig::key`]) every sender holds the key, so a
+//!   returning replica's claim is trusted and the replicas may come back
+//!   in any order. Without a key a claim past what the members saw in the
+//!   stream is refused (rule 6 of the core: it keeps an outsider from
+//!   claiming a newer history), except while no member was part of the
+//!   primary component it knows of — every member came back from its
+//!   disk — where nobody can refute it: from protocol version
+//!   [`RECOVERY_VERSION`] on, such a claim is admitted, so an unkeyed
+//!   group restarted whole comes back in any order too, and an outsider
+//!   joining at that moment could claim a history of its own (as it could
+//!   at a founding). A group that still speaks version 3 refuses it: start
+//!   the last one to die first there.
 //! - A view holding a majority of the last primary component but not its
 //!   state — its holders crashed with `NodeDown`, which cannot be told from
 //!   a partition — stays non-primary rather than guess; so does a minority.
@@ -179,7 +184,7 @@ pub use self::inspect::{
     Agreement, CheckReport, Checks, ReplicaInspection, ReplicaMemberInspection, SharedState,
 };
 pub use self::keeper::{bootstrap, Bootstrapped};
-pub use self::messages::{PrimaryEpoch, StateDigest, StateId, DIGEST_VERSION};
+pub use self::messages::{PrimaryEpoch, StateDigest, StateId, DIGEST_VERSION, RECOVERY_VERSION};
 pub use self::observer::ReplicaObserver;
 pub use self::replay::replay;
 use self::runtime::{Op, ReplicaActor};

@@ -2198,7 +2198,7 @@ fn a_group_that_speaks_version_2_runs_no_check() {
     peers[1].conn.leave().expect("leave");
     peers[1].closed = true;
     settle(&mut peers);
-    assert_eq!(peers[0].core.group_version(), Some(3));
+    assert_eq!(peers[0].core.group_version(), Some(PROTOCOL_VERSION));
     peers[0].execute(10);
     settle(&mut peers);
     assert!(peers[0]
