@@ -59,10 +59,12 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// member. 3: replicas compare digests of their state (two new replica
 /// messages, `Check` and `Digest`; every other layout is version 2's, so a
 /// build of version 3 takes part in a group of version 2 and only checks
-/// nothing there). 4: no layout changes; an unkeyed replica group takes a
-/// returning replica's claim of a newer primary component when no member
-/// can check it, as after a restart of the whole group from disk (see
-/// `crate::replicated::RECOVERY_VERSION`).
+/// nothing there). 4: an unkeyed replica group takes a returning
+/// replica's claim of a newer primary component when no member can check
+/// it, as after a restart of the whole group from disk
+/// (`crate::replicated::RECOVERY_VERSION`), and a replica state transfer
+/// may carry only the commands its receivers lack, its last byte saying
+/// which (`crate::replicated::SUFFIX_VERSION`); no other layout changes.
 ///
 /// A group speaks the highest version every member speaks, decided from the
 /// members' announcements in the ordered stream (see `crate::roster`): a

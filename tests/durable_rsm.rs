@@ -429,6 +429,53 @@ async fn a_restarted_replica_catches_up_with_a_group_that_went_on() {
     back.replica.wait_primary().await.expect("primary");
 }
 
+/// Back from its disk with a prefix of the group's history, a replica is
+/// sent only the commands it lacks (far fewer bytes than the state), and
+/// keeps them in its log: the whole group killed and started again comes
+/// back with them.
+#[actix_rt::test]
+async fn a_replica_back_from_its_disk_is_sent_only_the_commands_it_lacks() {
+    let dirs = Dirs::new("suffix");
+    let cluster = SimCluster::new(3);
+    let cfg = |i| ReplicaConfig {
+        snapshot_every: 1000,
+        ..config(&dirs.replica(i), Delivery::Safe, SyncPolicy::Batch)
+    };
+    let mut running = start_three(&cluster, cfg).await;
+    write(&running[0].replica, 0, 150).await;
+    let gone = running.remove(2);
+    kill(gone).await;
+    write(&running[0].replica, 1000, 3).await;
+    running.push(start(&cluster, 3, cfg(2)).await.expect("restart"));
+    let want = ledger(&running[0].replica).await;
+    until(
+        "the restarted replica holds the group's state",
+        async || ledger(&running[2].replica).await == want,
+    )
+    .await;
+    let (from, bytes) = running[2]
+        .replica
+        .status()
+        .restored
+        .expect("sent the state");
+    assert_eq!(from, running[0].replica.local());
+    // The state is 153 entries of 16 bytes; three commands are far less.
+    assert!(bytes < 1000, "{bytes} bytes sent");
+    kill_all(running).await;
+    let mut back = Vec::new();
+    for i in 0..3 {
+        back.push(
+            start(&cluster, i as u32 + 1, cfg(i))
+                .await
+                .expect("restart"),
+        );
+    }
+    primary_with(&back, &want).await;
+    for r in &back {
+        assert_eq!(ledger(&r.replica).await, want);
+    }
+}
+
 #[actix_rt::test]
 async fn a_directory_serves_one_replica_at_a_time() {
     let dirs = Dirs::new("busy");

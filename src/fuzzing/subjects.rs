@@ -10,7 +10,7 @@ use crate::group::fuzz_access::{
 };
 use crate::kv::{KvCommand, KvStore, FILL_KEY_COST, MAX_FILL_BYTES};
 use crate::replicated::fuzz_access::{
-    Action as ReplicaAction, Chunk, CommandMsg, ReplicaCore, ReplicaMessage,
+    transfer_body, Action as ReplicaAction, Chunk, CommandMsg, ReplicaCore, ReplicaMessage,
 };
 use crate::transport::{Member, MemberChange, QuorumState};
 use crate::wire::{Codec, Kind};
@@ -270,8 +270,16 @@ impl ReplicaSubject {
                 ReplicaAction::Purge => self.outbox.retain(|(_, sticky)| *sticky),
                 // The subject keeps no data directory.
                 ReplicaAction::Persist(_) | ReplicaAction::Rebase { .. } => {}
-                ReplicaAction::SendSnapshot { state, snapshot } => {
-                    let bytes = KvStore::encode(snapshot);
+                ReplicaAction::SendSnapshot {
+                    state,
+                    snapshot,
+                    suffix,
+                } => {
+                    let bytes = transfer_body(
+                        self.codec.version(),
+                        KvStore::encode(snapshot),
+                        suffix.as_deref(),
+                    );
                     let total = bytes.len().div_ceil(SNAPSHOT_PIECE).max(1);
                     for (index, piece) in bytes.chunks(SNAPSHOT_PIECE).enumerate() {
                         let chunk = Chunk {

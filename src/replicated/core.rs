@@ -259,7 +259,10 @@
 //!   winner's;
 //! - **sender**: the lowest winner; it captures its state *at this point*
 //!   (before the held commands), and its runtime encodes and multicasts it
-//!   in chunks; receivers buffer every command applied after this point and
+//!   in chunks — or, from [`SUFFIX_VERSION`] on, the commands after the
+//!   lowest receiver's state, if every receiver announced a state the
+//!   sender's recent commands pass through ([`Recent`]) and they encode
+//!   smaller; the transfer's last byte says which; receivers buffer every command applied after this point and
 //!   replay it once the snapshot is restored;
 //! - **primary** ⇔ every participant's latest quorum fact says quorate (at
 //!   least one reported), and either no participant knows of any earlier
@@ -331,8 +334,10 @@ use super::inspect::{
 };
 use super::messages::{
     Chunk, CommandMsg, DigestMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateDigest,
-    StateId, DIGEST_VERSION, RECOVERY_VERSION,
+    StateId, SuffixEntry, DIGEST_VERSION, RECOVERY_VERSION, SUFFIX_VERSION, TRANSFER_SNAPSHOT,
+    TRANSFER_SUFFIX,
 };
+use super::recent::Recent;
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
 use crate::group::MetricsSnapshot;
 use crate::incarnation::Incarnation;
@@ -353,8 +358,15 @@ pub(crate) enum Action<R, C> {
     /// A new round began: drop protocol messages and snapshot chunks not
     /// yet multicast (they belong to the old install).
     Purge,
-    /// Encode this capture of `state` and multicast it in chunks.
-    SendSnapshot { state: StateId, snapshot: C },
+    /// Encode this capture of `state` and multicast it in chunks, or,
+    /// if `suffix` is given and encodes smaller, those commands instead
+    /// (every receiver holds a prefix of `state`; protocol version
+    /// [`SUFFIX_VERSION`] on).
+    SendSnapshot {
+        state: StateId,
+        snapshot: C,
+        suffix: Option<Vec<SuffixEntry>>,
+    },
     /// This member's command `id` finished.
     Reply {
         id: u64,
@@ -558,6 +570,9 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// until it restored the one it was sent.
     diverged: bool,
     checks: Checks,
+    /// What this replica applied last, for transfers of only what the
+    /// receivers lack.
+    recent: Recent,
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
@@ -621,6 +636,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             checks_sent: 0,
             diverged: false,
             checks: Checks::default(),
+            recent: Recent::new(super::ReplicaConfig::default().suffix_bytes),
         }
     }
 
@@ -639,6 +655,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         .with_role(config.role);
         core.keyed = config.key.is_some();
         core.digest_every = config.digest_every;
+        core.recent = Recent::new(config.suffix_bytes);
         core
     }
 
@@ -666,6 +683,8 @@ impl<S: StateMachine> ReplicaCore<S> {
             Some((id, sm)) => (id, sm),
             None => (StateId::default(), S::default()),
         };
+        let mut recent = Recent::new(self.recent.cap());
+        recent.reset(id);
         for entry in entries {
             match entry {
                 Entry::Applied {
@@ -690,6 +709,12 @@ impl<S: StateMachine> ReplicaCore<S> {
                         ));
                     }
                     id = next;
+                    recent.push(SuffixEntry {
+                        from,
+                        id: cmd,
+                        payload,
+                        after,
+                    });
                 }
                 Entry::Moved { after } => {
                     if after.applied != id.applied || after.chain != id.chain {
@@ -711,6 +736,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         self.id = id;
         self.sm = sm;
+        self.recent = recent;
         // This process is never gone: with the identity of the replica it
         // follows (a pid used again), it counts as that replica, present.
         let local = self.local;
@@ -1482,7 +1508,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                 // Only a member can be the chosen sender (rule 5 refuses
                 // the rest as chunks).
                 if !self.roster.is_member(from) || !self.refuse_version(from, version) {
-                    self.handle_chunk(from, chunk, out);
+                    self.handle_chunk(from, version, chunk, out);
                 }
             }
             ReplicaMessage::Check(number) => {
@@ -2064,9 +2090,24 @@ impl<S: StateMachine> ReplicaCore<S> {
                 out.push(Action::Event(ReplicaEvent::TransferStarted {
                     to: receivers.iter().copied().collect(),
                 }));
+                // What each receiver announced it holds: if every one holds
+                // a prefix of this state, the commands it lacks may do.
+                let suffix = if self.writes_at().is_some_and(|v| v >= SUFFIX_VERSION) {
+                    let held = receivers.iter().map(|m| {
+                        infos
+                            .get(m)
+                            .map(|i| i.state)
+                            .or_else(|| observed.get(m).copied())
+                            .unwrap_or_default()
+                    });
+                    self.recent.suffix_for(&self.id, held)
+                } else {
+                    None
+                };
                 out.push(Action::SendSnapshot {
                     state: self.id,
                     snapshot: self.sm.snapshot(),
+                    suffix,
                 });
             }
         } else if member {
@@ -2486,6 +2527,9 @@ impl<S: StateMachine> ReplicaCore<S> {
             out.push(Action::SendSnapshot {
                 state: id,
                 snapshot: self.sm.snapshot(),
+                // The diverged hold the same id and another state: only a
+                // snapshot replaces it.
+                suffix: None,
             });
         }
     }
@@ -2519,10 +2563,16 @@ impl<S: StateMachine> ReplicaCore<S> {
             out.push(Action::Persist(Entry::Applied {
                 from,
                 id: cmd.id,
-                payload: cmd.payload,
+                payload: cmd.payload.clone(),
                 after: self.id,
             }));
         }
+        self.recent.push(SuffixEntry {
+            from,
+            id: cmd.id,
+            payload: cmd.payload,
+            after: self.id,
+        });
         if from == self.local {
             let executed = Executed {
                 response,
@@ -2584,7 +2634,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             .extend(receivers.into_iter().filter(|m| !roster.is_observer(*m)));
     }
 
-    fn handle_chunk(&mut self, from: Member, chunk: Chunk, out: &mut Actions<S>) {
+    fn handle_chunk(&mut self, from: Member, version: u8, chunk: Chunk, out: &mut Actions<S>) {
         let Phase::Installed(installed) = &mut self.phase else {
             self.refused.chunk += 1;
             return;
@@ -2633,47 +2683,131 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         };
         self.hold(receivers);
-        match S::restore(&incoming.bytes) {
-            Ok(sm) => {
-                self.sm = sm;
-                self.id = incoming.expect;
-                self.diverged = false;
-                let bytes = incoming.bytes.len() as u64;
-                if self.journal {
-                    out.push(Action::Rebase {
-                        state: self.id,
-                        bytes: incoming.bytes,
-                    });
-                }
-                let replayed = incoming.replay.len();
-                for step in incoming.replay {
-                    match step {
-                        Replay::Apply(from, cmd) => self.apply(from, cmd, out),
-                        Replay::Promote(epoch, genesis) => {
-                            let before = self.id;
-                            self.id.epoch = epoch;
-                            if let Some(genesis) = genesis {
-                                self.id.genesis = genesis;
-                            }
-                            self.moved(before, out);
-                        }
+        let mut bytes = incoming.bytes;
+        let size = bytes.len() as u64;
+        // From the suffix version on, the last byte says what was sent.
+        let kind = if version >= SUFFIX_VERSION {
+            bytes.pop()
+        } else {
+            Some(TRANSFER_SNAPSHOT)
+        };
+        let taken = match kind {
+            Some(TRANSFER_SNAPSHOT) => match S::restore(&bytes) {
+                Ok(sm) => {
+                    self.sm = sm;
+                    self.id = incoming.expect;
+                    self.recent.reset(self.id);
+                    if self.journal {
+                        out.push(Action::Rebase {
+                            state: self.id,
+                            bytes,
+                        });
                     }
+                    Ok(None)
                 }
-                out.push(Action::Event(ReplicaEvent::Restored {
-                    from,
-                    bytes,
-                    replayed,
-                }));
-                if !self.ready {
-                    self.ready = true;
-                    out.push(Action::Event(ReplicaEvent::Ready));
-                }
-                self.release_stable(out);
+                Err(e) => Err(format!("snapshot from {from} does not restore: {e}")),
+            },
+            Some(TRANSFER_SUFFIX) => {
+                super::decode_snapshot::<Vec<SuffixEntry>>(&bytes, self.max_snapshot)
+                    .and_then(|entries| self.take_suffix(entries, incoming.expect, out))
+                    .map(Some)
+                    .map_err(|e| format!("the commands sent by {from} do not apply: {e}"))
             }
-            Err(e) => out.push(Action::Fatal(format!(
-                "snapshot from {from} does not restore: {e}"
-            ))),
+            _ => Err(format!("the transfer from {from} names no kind of state")),
+        };
+        let suffix = match taken {
+            Ok(suffix) => suffix,
+            Err(why) => {
+                out.push(Action::Fatal(why));
+                return;
+            }
+        };
+        self.diverged = false;
+        let replayed = incoming.replay.len();
+        for step in incoming.replay {
+            match step {
+                Replay::Apply(from, cmd) => self.apply(from, cmd, out),
+                Replay::Promote(epoch, genesis) => {
+                    let before = self.id;
+                    self.id.epoch = epoch;
+                    if let Some(genesis) = genesis {
+                        self.id.genesis = genesis;
+                    }
+                    self.moved(before, out);
+                }
+            }
         }
+        out.push(Action::Event(ReplicaEvent::Restored {
+            from,
+            bytes: size,
+            suffix,
+            replayed,
+        }));
+        if !self.ready {
+            self.ready = true;
+            out.push(Action::Event(ReplicaEvent::Ready));
+        }
+        self.release_stable(out);
+    }
+
+    /// Applies the commands a suffix transfer carries that this replica
+    /// lacks, each checked to follow its state (the chain of command ids
+    /// proves the histories agree up to there), then takes the epoch and
+    /// genesis of the state the install chose, which it must now hold.
+    /// Returns how many it applied. On an error this replica stops (as on
+    /// a snapshot that does not restore): what it applied so far is a
+    /// prefix of the sender's history.
+    fn take_suffix(
+        &mut self,
+        entries: Vec<SuffixEntry>,
+        expect: StateId,
+        out: &mut Actions<S>,
+    ) -> Result<u64, String> {
+        let mut applied = 0;
+        for e in entries {
+            if e.after.applied <= self.id.applied {
+                continue;
+            }
+            let next = chain(self.id.chain, e.from, e.id);
+            if e.after.applied != self.id.applied + 1
+                || e.after.chain != next
+                || e.after.genesis != self.id.genesis
+            {
+                return Err(format!(
+                    "command {} does not follow this replica's state {:?}",
+                    e.after.applied, self.id
+                ));
+            }
+            let command = super::observer::decode_command::<S>(&self.codec, &e.payload)
+                .map_err(|err| format!("command {} does not decode: {err}", e.after.applied))?;
+            self.sm.apply(command);
+            self.id.applied += 1;
+            self.id.chain = next;
+            applied += 1;
+            if self.journal {
+                out.push(Action::Persist(Entry::Applied {
+                    from: e.from,
+                    id: e.id,
+                    payload: e.payload.clone(),
+                    after: self.id,
+                }));
+            }
+            self.recent.push(SuffixEntry {
+                after: self.id,
+                ..e
+            });
+        }
+        if (self.id.applied, self.id.chain) != (expect.applied, expect.chain) {
+            return Err(format!(
+                "they end at {:?}, the install chose {expect:?}",
+                self.id
+            ));
+        }
+        let before = self.id;
+        self.id.epoch = expect.epoch;
+        self.id.genesis = expect.genesis;
+        self.moved(before, out);
+        Ok(applied)
     }
 }
 

@@ -50,6 +50,55 @@ pub const DIGEST_VERSION: u8 = 3;
 /// that died last. No layout changes with it.
 pub const RECOVERY_VERSION: u8 = 4;
 
+/// The first protocol version whose state transfer may carry, instead of
+/// a snapshot, the commands every receiver lacks (when each holds a prefix
+/// of the sender's history and they are fewer bytes). The transfer's last
+/// byte says which ([`TRANSFER_SNAPSHOT`], [`TRANSFER_SUFFIX`]); before
+/// it, a transfer is a snapshot and has no such byte.
+pub const SUFFIX_VERSION: u8 = 4;
+
+/// The last byte of a transfer from [`SUFFIX_VERSION`] on: the bytes
+/// before it are a snapshot, as [`super::StateMachine::encode`] made it.
+pub(crate) const TRANSFER_SNAPSHOT: u8 = 0;
+/// The last byte of a transfer from [`SUFFIX_VERSION`] on: the bytes
+/// before it are a `Vec<SuffixEntry>`, the commands that take each
+/// receiver to the state the install chose.
+pub(crate) const TRANSFER_SUFFIX: u8 = 1;
+
+/// The bytes of a transfer written at protocol `version`: the snapshot's
+/// (as [`super::StateMachine::encode`] made them), or the commands of
+/// `suffix` if given and smaller; from [`SUFFIX_VERSION`] on, followed by
+/// the byte that says which. Before it, always the snapshot.
+pub(crate) fn transfer_body(
+    version: u8,
+    mut snapshot: Vec<u8>,
+    suffix: Option<&[SuffixEntry]>,
+) -> Vec<u8> {
+    if version < SUFFIX_VERSION {
+        return snapshot;
+    }
+    if let Some(suffix) = suffix {
+        let mut commands = super::encode_snapshot(suffix);
+        if commands.len() < snapshot.len() {
+            commands.push(TRANSFER_SUFFIX);
+            return commands;
+        }
+    }
+    snapshot.push(TRANSFER_SNAPSHOT);
+    snapshot
+}
+
+/// One command of a suffix transfer: who sent it, its id, its payload as
+/// multicast, and the id of the sender's state right after it (which the
+/// receiver checks its own against).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SuffixEntry {
+    pub from: Member,
+    pub id: u64,
+    pub payload: Vec<u8>,
+    pub after: StateId,
+}
+
 /// A digest of a replica's state ([`super::StateMachine::digest`]).
 pub type StateDigest = [u8; 32];
 

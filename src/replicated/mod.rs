@@ -44,6 +44,17 @@
 //!   Receivers buffer what is applied after that point, restore, replay,
 //!   and only then report ready. If the sender dies first, the confchg that
 //!   says so starts a new install with a new sender.
+//! - **Only what is missing** (protocol version [`SUFFIX_VERSION`] on):
+//!   each replica keeps the last commands it applied
+//!   ([`ReplicaConfig::suffix_bytes`]). When every receiver announced a
+//!   state its sender passed through — a replica back from its disk, or
+//!   back from a minority partition where it applied nothing — and those
+//!   commands encode smaller than the snapshot, the sender multicasts them
+//!   instead; each receiver applies those it lacks, checking that each
+//!   follows its state (the ids of the commands chain), and must end at
+//!   the state the install chose ([`ReplicaEvent::Restored`] says which
+//!   was sent). A durable receiver appends them to its log rather than
+//!   replacing its snapshot.
 //! - **Safe delivery** ([`Delivery::Safe`]): CPG only offers agreed order,
 //!   so a command applied and acknowledged on one node could be lost if
 //!   that node's daemon died before the others received it. In safe mode a
@@ -162,6 +173,7 @@ mod inspect;
 mod keeper;
 mod messages;
 mod observer;
+mod recent;
 mod replay;
 mod runtime;
 
@@ -169,7 +181,7 @@ mod runtime;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz_access {
     pub(crate) use super::core::{Action, Actions, ReplicaCore};
-    pub(crate) use super::messages::{Chunk, CommandMsg, ReplicaMessage};
+    pub(crate) use super::messages::{transfer_body, Chunk, CommandMsg, ReplicaMessage};
 }
 
 use std::future::Future;
@@ -184,7 +196,9 @@ pub use self::inspect::{
     Agreement, CheckReport, Checks, ReplicaInspection, ReplicaMemberInspection, SharedState,
 };
 pub use self::keeper::{bootstrap, Bootstrapped};
-pub use self::messages::{PrimaryEpoch, StateDigest, StateId, DIGEST_VERSION, RECOVERY_VERSION};
+pub use self::messages::{
+    PrimaryEpoch, StateDigest, StateId, DIGEST_VERSION, RECOVERY_VERSION, SUFFIX_VERSION,
+};
 pub use self::observer::ReplicaObserver;
 pub use self::replay::replay;
 use self::runtime::{Op, ReplicaActor};
@@ -355,6 +369,13 @@ pub struct ReplicaConfig {
     /// Commands between two snapshots of a durable replica: a restart
     /// replays at most this many from the log.
     pub snapshot_every: u64,
+    /// Bytes of command payloads each replica keeps of what it applied
+    /// last, so that a transfer to replicas holding a prefix of its state
+    /// (one back from its disk, one cut off for a while) can carry only
+    /// the commands they lack, when that is smaller than a snapshot
+    /// (protocol version [`SUFFIX_VERSION`] on). 0: every transfer is a
+    /// snapshot.
+    pub suffix_bytes: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -378,6 +399,7 @@ impl Default for ReplicaConfig {
             sync: SyncPolicy::default(),
             digest_every: 10_000,
             snapshot_every: 10_000,
+            suffix_bytes: 8 << 20,
         }
     }
 }
@@ -426,12 +448,16 @@ pub enum ReplicaEvent {
         /// Snapshot size.
         bytes: u64,
     },
-    /// This member restored a snapshot and replayed what it buffered.
+    /// This member took the state it was sent, and replayed what it
+    /// buffered meanwhile.
     Restored {
         /// The sender.
         from: Member,
-        /// Snapshot size.
+        /// Size of what was sent.
         bytes: u64,
+        /// `None`: a snapshot was sent. `Some(n)`: only the commands this
+        /// member lacked, of which it applied `n` (the rest it had).
+        suffix: Option<u64>,
         /// Commands (and epoch changes) replayed after it.
         replayed: usize,
     },
@@ -546,10 +572,20 @@ impl std::fmt::Display for ReplicaEvent {
             ReplicaEvent::Restored {
                 from,
                 bytes,
+                suffix: None,
                 replayed,
             } => write!(
                 f,
                 "restored {bytes} bytes of state from {from}, replayed {replayed}"
+            ),
+            ReplicaEvent::Restored {
+                from,
+                bytes,
+                suffix: Some(applied),
+                replayed,
+            } => write!(
+                f,
+                "caught up from {from} with {applied} commands it lacked ({bytes} bytes), replayed {replayed}"
             ),
             ReplicaEvent::Ready => f.write_str("ready: this member holds the group state"),
             ReplicaEvent::GaveUp { why } => write!(f, "gave up: {why}"),
@@ -1121,11 +1157,22 @@ mod tests {
         let restored = ReplicaEvent::Restored {
             from: a,
             bytes: 1234,
+            suffix: None,
             replayed: 5,
         };
         assert_eq!(
             restored.to_string(),
             "restored 1234 bytes of state from node1/1007, replayed 5"
+        );
+        let caught_up = ReplicaEvent::Restored {
+            from: a,
+            bytes: 80,
+            suffix: Some(3),
+            replayed: 0,
+        };
+        assert_eq!(
+            caught_up.to_string(),
+            "caught up from node1/1007 with 3 commands it lacked (80 bytes), replayed 0"
         );
         let view = ReplicaEvent::ViewChanged {
             members: vec![a, b, c],

@@ -20,7 +20,7 @@ use tracing::{debug, error, warn};
 use super::core::{Action, Actions, ReplicaCore};
 use super::durable::StoreError;
 use super::keeper::Keeper;
-use super::messages::{Chunk, CommandMsg, ReplicaMessage, StateId};
+use super::messages::{transfer_body, Chunk, CommandMsg, ReplicaMessage, StateId, SuffixEntry};
 use super::{
     Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaInspection, ReplicaStatus,
     StateMachine, Stopped,
@@ -357,9 +357,11 @@ impl<S: StateMachine> ReplicaActor<S> {
                     self.transfer_generation += 1;
                     self.outbox.purge();
                 }
-                Action::SendSnapshot { state, snapshot } => {
-                    self.encode_snapshot(state, snapshot, ctx)
-                }
+                Action::SendSnapshot {
+                    state,
+                    snapshot,
+                    suffix,
+                } => self.encode_snapshot(state, snapshot, suffix, ctx),
                 Action::Reply { id, result } => {
                     self.telemetry.outcome(id, result.is_ok());
                     if let Some(done) = self.calls.remove(&id) {
@@ -461,9 +463,20 @@ impl<S: StateMachine> ReplicaActor<S> {
 
     /// Encodes the capture on a blocking thread, then sends it, unless the
     /// view changed meanwhile (the transfer is void then).
-    fn encode_snapshot(&mut self, state: StateId, snapshot: S::Snapshot, ctx: &mut Context<Self>) {
+    /// Encodes the state to send (a snapshot, or the commands the
+    /// receivers lack if that is smaller) off the actor, then sends it.
+    fn encode_snapshot(
+        &mut self,
+        state: StateId,
+        snapshot: S::Snapshot,
+        suffix: Option<Vec<SuffixEntry>>,
+        ctx: &mut Context<Self>,
+    ) {
         let generation = self.transfer_generation;
-        let encoding = tokio::task::spawn_blocking(move || S::encode(snapshot));
+        let version = self.codec.version();
+        let encoding = tokio::task::spawn_blocking(move || {
+            transfer_body(version, S::encode(snapshot), suffix.as_deref())
+        });
         ctx.spawn(encoding.into_actor(self).map(move |encoded, act, ctx| {
             if act.transfer_generation != generation {
                 return;

@@ -277,8 +277,16 @@ impl Peer {
                     self.journal = (Some((state, bytes)), Vec::new())
                 }
                 Action::SendSnapshot { .. } if self.hold_chunks => {}
-                Action::SendSnapshot { state, snapshot } => {
-                    let bytes = Log::encode(snapshot);
+                Action::SendSnapshot {
+                    state,
+                    snapshot,
+                    suffix,
+                } => {
+                    let bytes = crate::replicated::messages::transfer_body(
+                        self.codec.version(),
+                        Log::encode(snapshot),
+                        suffix.as_deref(),
+                    );
                     let total = bytes.len().div_ceil(CHUNK).max(1) as u32;
                     for index in 0..total {
                         let start = index as usize * CHUNK;
@@ -475,6 +483,71 @@ fn a_minority_refuses_commands_and_resyncs_from_the_majority_after_the_merge() {
         peers[2].core.state().0,
         vec![(peers[0].member(), 1), (peers[1].member(), 2)]
     );
+}
+
+/// A replica cut off from the majority for a while, then merged back.
+/// Returns the peers, and what the one on node 3 was sent last.
+fn cut_off_and_back(
+    lead: u64,
+    missed: u64,
+    speak: Versions,
+) -> (Vec<Peer>, Option<(u64, Option<u64>)>) {
+    let cluster = SimCluster::new(3);
+    let mut peers: Vec<Peer> = (1..=3)
+        .map(|n| Peer::speaking(&cluster, n, Delivery::Agreed, speak))
+        .collect();
+    settle(&mut peers);
+    for v in 0..lead {
+        peers[0].execute(v);
+    }
+    settle(&mut peers);
+    cluster
+        .partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]])
+        .expect("partition");
+    settle(&mut peers);
+    for v in 0..missed {
+        peers[1].execute(1000 + v);
+    }
+    settle(&mut peers);
+    cluster.heal();
+    settle(&mut peers);
+    assert_agree(&peers);
+    assert!(peers.iter().all(|p| p.core.is_primary()));
+    let sent = peers[2].events.iter().rev().find_map(|e| match e {
+        ReplicaEvent::Restored { bytes, suffix, .. } => Some((*bytes, *suffix)),
+        _ => None,
+    });
+    (peers, sent)
+}
+
+#[test]
+fn a_replica_cut_off_for_a_while_is_sent_only_the_commands_it_lacks() {
+    let (peers, sent) = cut_off_and_back(200, 5, Versions::this_build());
+    let (bytes, suffix) = sent.expect("node 3 was sent the state");
+    assert_eq!(suffix, Some(5));
+    // A snapshot would carry 205 entries of 16 bytes.
+    assert!(bytes < 205 * 16, "{bytes} bytes");
+    assert_eq!(peers[2].core.state().0.len(), 205);
+    for p in &peers {
+        p.journal_replays().expect("its journal recovers its state");
+    }
+}
+
+#[test]
+fn a_snapshot_is_sent_when_it_is_smaller_than_the_commands() {
+    let (_, sent) = cut_off_and_back(2, 40, Versions::this_build());
+    assert_eq!(sent.expect("sent").1, None);
+}
+
+#[test]
+fn a_group_speaking_version_3_sends_a_snapshot() {
+    let v3 = Versions {
+        min: crate::wire::MIN_PROTOCOL_VERSION,
+        max: SUFFIX_VERSION - 1,
+    };
+    let (peers, sent) = cut_off_and_back(200, 5, v3);
+    assert_eq!(sent.expect("sent").1, None);
+    assert_eq!(peers[2].core.state().0.len(), 205);
 }
 
 #[test]
