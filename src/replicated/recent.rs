@@ -12,8 +12,9 @@
 //!
 //! Rules:
 //!
-//! 1. **Bounded.** At most `cap` bytes of payloads are kept (the oldest
-//!    commands go first); `cap == 0` keeps nothing.
+//! 1. **Bounded.** At most `cap` bytes are kept, each command counted as
+//!    its payload plus [`ENTRY_COST`] (so empty commands cannot grow the
+//!    run without bound); the oldest go first. `cap == 0` keeps nothing.
 //! 2. **Continuous.** Every kept command follows the one before it; the
 //!    kept run starts at `base`, the id before its first command. Anything
 //!    that replaces the state without commands (a snapshot restored, a
@@ -25,6 +26,10 @@
 use std::collections::VecDeque;
 
 use super::messages::{StateId, SuffixEntry};
+
+/// What one kept command costs beyond its payload (its sender, id and
+/// state id, and the queue's slot), counted against the cap.
+pub(crate) const ENTRY_COST: usize = 96;
 
 /// The run of commands applied since `base`, bounded (rule 1).
 #[derive(Debug)]
@@ -73,13 +78,13 @@ impl Recent {
             self.reset(entry.after);
             return;
         }
-        self.bytes += entry.payload.len();
+        self.bytes += cost(&entry);
         self.entries.push_back(entry);
         while self.bytes > self.cap {
             let Some(first) = self.entries.pop_front() else {
                 break;
             };
-            self.bytes -= first.payload.len();
+            self.bytes -= cost(&first);
             self.base = first.after;
         }
     }
@@ -119,6 +124,11 @@ impl Recent {
         let from = from?;
         Some(self.entries.iter().skip(from).cloned().collect())
     }
+}
+
+/// What a kept command counts against the cap.
+fn cost(entry: &SuffixEntry) -> usize {
+    entry.payload.len() + ENTRY_COST
 }
 
 /// Whether two ids name the same history (whatever their epochs).
@@ -205,13 +215,27 @@ mod tests {
 
     #[test]
     fn the_oldest_commands_go_first_past_the_cap() {
-        let r = run(0, 10, 35);
-        // Three payloads of 10 bytes fit.
+        let r = run(0, 10, 3 * (10 + ENTRY_COST) + 5);
+        // Three commands with payloads of 10 bytes fit.
         assert_eq!(
             applied(&r.suffix_for(&id(10), [id(7)]).unwrap()),
             [8, 9, 10]
         );
         assert!(r.suffix_for(&id(10), [id(6)]).is_none());
+    }
+
+    #[test]
+    fn empty_commands_count_against_the_cap_too() {
+        let mut r = Recent::new(10 * ENTRY_COST);
+        r.reset(id(0));
+        for a in 1..=1000 {
+            r.push(entry(a, 0));
+        }
+        assert_eq!(r.entries.len(), 10);
+        assert_eq!(
+            applied(&r.suffix_for(&id(1000), [id(990)]).unwrap()).len(),
+            10
+        );
     }
 
     #[test]
