@@ -2024,8 +2024,10 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         let lineage = lineage.unwrap_or_default();
         let founders = infos.values().any(|i| i.founder);
-        let primary =
-            self.view_quorate() && self.eligible(latest, &lineage, winner.epoch, founders);
+        let quorate = self.view_quorate();
+        let primary = quorate && self.eligible(latest, &lineage, winner.epoch, founders);
+        debug!(local = %self.local, round = self.round, ?latest, ?lineage, winner = ?winner,
+            quorate, founders, primary, "install decided");
         let mut winner_epoch = winner.epoch;
         let mut genesis = winner.genesis;
         // A process outside the view computes the install and learns the
@@ -2297,14 +2299,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                 match &mut installed.incoming {
                     Some(incoming) => incoming.replay.push(Replay::Promote(epoch, genesis)),
                     None if !member => {}
-                    None => {
-                        let before = self.id;
-                        self.id.epoch = epoch;
-                        if let Some(genesis) = genesis {
-                            self.id.genesis = genesis;
-                        }
-                        self.moved(before, out);
-                    }
+                    None => self.promote(epoch, genesis, out),
                 }
             }
             out.push(Action::Event(ReplicaEvent::PrimaryChanged {
@@ -2727,14 +2722,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         for step in incoming.replay {
             match step {
                 Replay::Apply(from, cmd) => self.apply(from, cmd, out),
-                Replay::Promote(epoch, genesis) => {
-                    let before = self.id;
-                    self.id.epoch = epoch;
-                    if let Some(genesis) = genesis {
-                        self.id.genesis = genesis;
-                    }
-                    self.moved(before, out);
-                }
+                Replay::Promote(epoch, genesis) => self.promote(epoch, genesis, out),
             }
         }
         out.push(Action::Event(ReplicaEvent::Restored {
@@ -2748,6 +2736,17 @@ impl<S: StateMachine> ReplicaCore<S> {
             out.push(Action::Event(ReplicaEvent::Ready));
         }
         self.release_stable(out);
+    }
+
+    /// The state becomes part of the primary component `epoch` (and of the
+    /// founding `genesis`, if the view founded the group).
+    fn promote(&mut self, epoch: PrimaryEpoch, genesis: Option<u64>, out: &mut Actions<S>) {
+        let before = self.id;
+        self.id.epoch = epoch;
+        if let Some(genesis) = genesis {
+            self.id.genesis = genesis;
+        }
+        self.moved(before, out);
     }
 
     /// Applies the commands a suffix transfer carries that this replica
