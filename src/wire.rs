@@ -62,7 +62,9 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// nothing there). 4: an unkeyed replica group takes a returning
 /// replica's claim of a newer primary component when no member can check
 /// it, as after a restart of the whole group from disk
-/// (`crate::replicated::RECOVERY_VERSION`), and a replica state transfer
+/// (`crate::replicated::RECOVERY_VERSION`), a replica's info names the
+/// replica whose data directory its sender took over (after the shared
+/// fields), and a replica state transfer
 /// may carry only the commands its receivers lack, its last byte saying
 /// which (`crate::replicated::SUFFIX_VERSION`); no other layout changes.
 ///

@@ -140,6 +140,18 @@
 //! 7. **Last primary.** Of the `known` records naming the latest epoch,
 //!    those sent by a member the record names decide the lineage; a record
 //!    from a process outside it (a forger's `{itself}`) cannot shrink it.
+//!    From [`RECOVERY_VERSION`] on, a durable replica's info names the
+//!    replica whose data directory it took over (its predecessor, gone for
+//!    sure: the directory is locked while a replica runs); a predecessor
+//!    on the sender's own node counts as back, so it leaves the lineage
+//!    like a member seen leaving with `ProcDown`. Without it, a member of
+//!    the last primary that died before it learned of that component
+//!    would be waited for forever by the others, who cannot tell that it
+//!    came back under another process id. (Only the last predecessor is
+//!    named: a replica started twice before the group is primary again
+//!    stands in for the one before it only. Without a group key, a process
+//!    on a member's node could name that member while it lives, and shrink
+//!    the majority the rule asks for; the key is the defence.)
 //! 8. **Bounds.** Commands held during a round are capped
 //!    ([`super::ReplicaConfig::max_held`]): past it every member refuses
 //!    the same commands ([`ReplicaError::Overloaded`]). What one member
@@ -573,6 +585,9 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// What this replica applied last, for transfers of only what the
     /// receivers lack.
     recent: Recent,
+    /// The replica whose data directory this one took over, if another
+    /// process: announced in every info (rule 7).
+    predecessor: Option<Member>,
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
@@ -637,7 +652,14 @@ impl<S: StateMachine> ReplicaCore<S> {
             diverged: false,
             checks: Checks::default(),
             recent: Recent::new(super::ReplicaConfig::default().suffix_bytes),
+            predecessor: None,
         }
+    }
+
+    /// This replica took over the data directory `predecessor` wrote (it is
+    /// gone for sure): every info says so (rule 7).
+    pub(crate) fn succeed(&mut self, predecessor: Member) {
+        self.predecessor = (predecessor != self.local).then_some(predecessor);
     }
 
     /// The replica `config` describes (its versions, role, and whether
@@ -1132,6 +1154,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             members,
             merged: self.merged.iter().copied().collect(),
             mark,
+            succeeds: self.predecessor,
         })));
     }
 
@@ -2022,7 +2045,15 @@ impl<S: StateMachine> ReplicaCore<S> {
                 }
             }
         }
-        let lineage = lineage.unwrap_or_default();
+        let mut lineage = lineage.unwrap_or_default();
+        // Rule 7: a member's predecessor on its node is back as it.
+        if self.group_version().is_some_and(|v| v >= RECOVERY_VERSION) {
+            let succeeded: BTreeSet<Member> = infos
+                .iter()
+                .filter_map(|(s, i)| i.succeeds.filter(|p| p.node == s.node && p != s))
+                .collect();
+            lineage.retain(|m| !succeeded.contains(m));
+        }
         let founders = infos.values().any(|i| i.founder);
         let quorate = self.view_quorate();
         let primary = quorate && self.eligible(latest, &lineage, winner.epoch, founders);

@@ -86,6 +86,8 @@ pub(crate) struct Opened<R, C> {
     /// part of: that replica (rule 4), and any an operator wrote off
     /// ([`bootstrap`]).
     pub gone: Vec<(Member, PrimaryEpoch)>,
+    /// The replica that wrote the directory before (gone for sure).
+    pub predecessor: Option<Member>,
 }
 
 impl<R, C> Keeper<R, C> {
@@ -100,7 +102,7 @@ impl<R, C> Keeper<R, C> {
     ) -> Result<Opened<R, C>, StoreError> {
         let (store, recovered) = Store::open(dir, sync, limit)?;
         let codec = Codec::new(limit);
-        let (known, written_off, gone) = match &recovered.meta {
+        let (known, written_off, gone, predecessor) = match &recovered.meta {
             Some(bytes) => {
                 let meta: Meta = codec.decode_body(bytes).map_err(|e| StoreError::Damaged {
                     path: dir.join("meta"),
@@ -109,9 +111,9 @@ impl<R, C> Keeper<R, C> {
                 let mut gone = meta.written_off.clone();
                 let until = meta.known.as_ref().map(|k| k.epoch).unwrap_or_default();
                 gone.push((meta.member, until));
-                (meta.known, meta.written_off, gone)
+                (meta.known, meta.written_off, gone, Some(meta.member))
             }
-            None => (None, Vec::new(), Vec::new()),
+            None => (None, Vec::new(), Vec::new(), None),
         };
         Ok(Opened {
             keeper: Keeper {
@@ -129,6 +131,7 @@ impl<R, C> Keeper<R, C> {
             recovered,
             known,
             gone,
+            predecessor,
         })
     }
 

@@ -191,6 +191,13 @@ pub(crate) struct Info {
     /// view, which it saw delivered before sending this info: an info
     /// counts only if that mark was delivered after the latest confchg.
     pub mark: u64,
+    /// The replica whose data directory the sender took over: gone for
+    /// sure (the directory is locked while a replica runs), and back as
+    /// the sender. Written after the fields above from
+    /// [`RECOVERY_VERSION`] on (an envelope of an earlier version has no
+    /// room for it; an info without it is read as `None`).
+    #[serde(skip)]
+    pub succeeds: Option<Member>,
 }
 
 /// A client command; `id` is unique per sender.
@@ -302,6 +309,9 @@ impl ReplicaMessage {
     /// writes.
     pub(crate) fn encode(&self, codec: &Codec) -> Result<Vec<u8>, WireError> {
         match self {
+            ReplicaMessage::Info(info) if codec.version() >= RECOVERY_VERSION => {
+                codec.encode(Kind::Replicated, &(INFO, info, info.succeeds))
+            }
             ReplicaMessage::Command(cmd) if codec.version() >= NEXT_PROTOCOL_VERSION => {
                 let next = NextCommand {
                     flags: 0,
@@ -330,9 +340,26 @@ impl ReplicaMessage {
             .map(|b| u32::from_le_bytes(*b));
         if !codec.reads().contains(frame.version) {
             return match index {
-                Some(INFO | NO_ROSTER | MARK) => codec.decode_body_prefix(frame.body),
+                // A newer version keeps the successor right after the
+                // shared fields, and may append more after it.
+                Some(INFO) => match codec
+                    .decode_body_prefix::<(u32, Info, Option<Member>)>(frame.body)
+                {
+                    Ok((_, info, succeeds)) => Ok(ReplicaMessage::Info(Info { succeeds, ..info })),
+                    Err(_) => codec.decode_body_prefix(frame.body),
+                },
+                Some(NO_ROSTER | MARK) => codec.decode_body_prefix(frame.body),
                 _ => Err(WireError::UnsupportedVersion(frame.version)),
             };
+        }
+        if frame.version >= RECOVERY_VERSION && index == Some(INFO) {
+            // With the successor after the shared fields; a sender may
+            // leave it out (the layout every version shares).
+            if let Ok((_, info, succeeds)) =
+                codec.decode_body::<(u32, Info, Option<Member>)>(frame.body)
+            {
+                return Ok(ReplicaMessage::Info(Info { succeeds, ..info }));
+            }
         }
         if frame.version < DIGEST_VERSION && matches!(index, Some(CHECK | DIGEST)) {
             return Err(WireError::Malformed(format!(
@@ -407,6 +434,7 @@ mod tests {
             members: Some(vec![(Member::new(1, 2), Announcement::this_build())]),
             merged: vec![Member::new(3, 4)],
             mark: 5,
+            succeeds: None,
         }
     }
 
@@ -438,6 +466,38 @@ mod tests {
                 digest: None,
             }),
         ]
+    }
+
+    #[test]
+    fn an_info_names_its_predecessor_from_the_recovery_version_on() {
+        let with = Info {
+            succeeds: Some(Member::new(1, 77)),
+            ..info()
+        };
+        let msg = ReplicaMessage::Info(with.clone());
+        let current = msg.encode(&old()).expect("encodes");
+        assert_eq!(current[4], PROTOCOL_VERSION);
+        assert_eq!(decode(&old(), &current), Ok(msg.clone()));
+        // The layout every version shares, in an envelope of this version
+        // too (a sender that leaves it out): read without one.
+        let shared = old().encode(Kind::Replicated, &msg).expect("encodes");
+        assert_eq!(shared.len() + 9, current.len());
+        let without = ReplicaMessage::Info(Info {
+            succeeds: None,
+            ..with.clone()
+        });
+        assert_eq!(decode(&old(), &shared), Ok(without.clone()));
+        // Before the recovery version there is no room for it.
+        let earlier = msg.encode(&both(RECOVERY_VERSION - 1)).expect("encodes");
+        assert_eq!(earlier.len(), shared.len());
+        assert_eq!(decode(&old(), &earlier), Ok(without));
+        // Trailing bytes past it are malformed at a version this build
+        // reads, and read as a newer version's at one it does not.
+        let mut longer = current.clone();
+        longer.push(0);
+        assert!(decode(&old(), &longer).is_err());
+        longer[4] = NEXT_PROTOCOL_VERSION;
+        assert_eq!(decode(&old(), &longer), Ok(msg));
     }
 
     #[test]

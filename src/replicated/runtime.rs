@@ -186,6 +186,9 @@ impl<S: StateMachine> ReplicaActor<S> {
         let entries = recovered.entries.len();
         core.recover(snapshot, recovered.entries, opened.known, opened.gone)
             .map_err(storage)?;
+        if let Some(predecessor) = opened.predecessor {
+            core.succeed(predecessor);
+        }
         core.journal_changes();
         let id = core.state_id();
         tracing::info!(

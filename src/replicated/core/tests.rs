@@ -550,6 +550,59 @@ fn a_group_speaking_version_3_sends_a_snapshot() {
     assert_eq!(peers[2].core.state().0.len(), 205);
 }
 
+/// Processes killed one after another while an install spread: the second
+/// to die never learned the primary component minted just before, whose
+/// record names it; the last to die knows that component and holds its
+/// state. Back from their disks (new processes on the same nodes), each
+/// announces the replica it took over, so the record's member counts as
+/// back, and the group is primary again with the latest state.
+#[test]
+fn a_replica_back_from_its_disk_stands_in_for_its_predecessor_in_the_last_primary() {
+    let cluster = SimCluster::new(3);
+    let mut peers: Vec<Peer> = (1..=3)
+        .map(|n| Peer::new(&cluster, n, Delivery::Safe))
+        .collect();
+    let old: Vec<Member> = (1..=3).map(|n| Member::new(n, 9000 + n)).collect();
+    let e15 = PrimaryEpoch {
+        ring_seq: 9,
+        term: 15,
+    };
+    let e16 = PrimaryEpoch {
+        ring_seq: 9,
+        term: 16,
+    };
+    let at = |epoch| StateId {
+        epoch,
+        applied: 18,
+        chain: 77,
+        genesis: 5,
+    };
+    let disks = [
+        (e15, old.clone()),
+        (e15, old[1..].to_vec()),
+        (e16, old[1..].to_vec()),
+    ];
+    for (i, (epoch, members)) in disks.into_iter().enumerate() {
+        let known = PrimaryRecord { epoch, members };
+        peers[i]
+            .core
+            .recover(
+                Some((at(epoch), Log::default())),
+                Vec::new(),
+                Some(known),
+                [(old[i], epoch)],
+            )
+            .expect("recovers");
+        peers[i].core.succeed(old[i]);
+    }
+    settle(&mut peers);
+    for p in &peers {
+        assert!(p.core.is_primary(), "{} is not primary", p.member());
+        assert!(p.core.state_id().epoch > e16);
+        assert_eq!(p.core.state_id().applied, 18);
+    }
+}
+
 #[test]
 fn a_quorate_partition_of_stale_replicas_does_not_become_primary() {
     // Replicas on nodes 1 and 3 only: quorum alone would let node 3 (with
@@ -775,6 +828,7 @@ fn forged_messages_from_a_pending_process_are_refused_and_counted() {
         members: Some(vec![(me, Announcement::this_build())]),
         merged: Vec::new(),
         mark: 1,
+        succeeds: None,
     });
     let chunk = ReplicaMessage::Chunk(Chunk {
         state,
@@ -937,6 +991,7 @@ fn forged(rng: &mut SimRng, me: Member, codec: &Codec) -> ReplicaMessage {
             members: Some(vec![(me, Announcement::this_build())]),
             merged: Vec::new(),
             mark: rng.next_u64(),
+            succeeds: None,
         }),
         1 => ReplicaMessage::Fact(QuorumState {
             quorate: false,
@@ -1304,7 +1359,7 @@ proptest! {
                 0 => ReplicaMessage::Ack(n),
                 1 => ReplicaMessage::Command(CommandMsg { id: n, payload: bytes }),
                 2 => ReplicaMessage::Chunk(Chunk { state: StateId::default(), index: (n % 3) as u32, total: (n % 4) as u32, bytes }),
-                3 => ReplicaMessage::Info(Info { announcement: Announcement::this_build(), fact: None, known: None, state: StateId { applied: n, ..StateId::default() }, founder: n % 3 == 0, view: n % 2, round: (n % 3) as u32, members: (n % 5 == 0).then(|| vec![(local, Announcement::this_build()), (other, Announcement::this_build())]), merged: if n % 7 == 0 { vec![other] } else { vec![] }, mark: n % 3 }),
+                3 => ReplicaMessage::Info(Info { announcement: Announcement::this_build(), fact: None, known: None, state: StateId { applied: n, ..StateId::default() }, founder: n % 3 == 0, view: n % 2, round: (n % 3) as u32, members: (n % 5 == 0).then(|| vec![(local, Announcement::this_build()), (other, Announcement::this_build())]), merged: if n % 7 == 0 { vec![other] } else { vec![] }, mark: n % 3, succeeds: None }),
                 _ => ReplicaMessage::Fact(QuorumState { quorate: n % 2 == 0, ring_id: crate::transport::RingId { seq: n, nodeid: NodeId(1) }, nodes: vec![] }),
             };
             let _ = core.handle_message(from, V, msg);

@@ -450,6 +450,7 @@ fn an_observers_claims_do_not_raise_what_an_announcement_may_claim() {
         members: None,
         merged: Vec::new(),
         mark: 1,
+        succeeds: None,
     });
     let codec = Codec::new(1 << 20);
     for msg in [ReplicaMessage::Mark(1), info] {
