@@ -30,7 +30,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -290,7 +290,10 @@ impl CorosyncConnection {
     fn poll_cpg(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         let failure = match self.cpg_fd.poll_read_ready(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(mut guard)) => match cpg::dispatch(&self.cpg, DispatchFlags::All) {
+            Poll::Ready(Ok(mut guard)) => match {
+                probe::dispatch_begins();
+                cpg::dispatch(&self.cpg, DispatchFlags::All)
+            } {
                 Ok(()) => {
                     guard.clear_ready();
                     return Poll::Ready(true);
@@ -352,6 +355,7 @@ impl Connection for CorosyncConnection {
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<TransportEvent, TransportError>> {
         loop {
             if let Some(event) = self.pop() {
+                probe::taken(&event);
                 if self.life == Life::Leaving && is_own_leave(&event, self.local) {
                     // Our own Leave ends the view. corosync may still hand a
                     // leaver confchgs of the group (seen: another member's
@@ -600,6 +604,7 @@ fn on_confchg(
         joined: joined.iter().map(|a| change_of(a, Side::Joined)).collect(),
         left: left.iter().map(|a| change_of(a, Side::Left)).collect(),
     };
+    probe::confchg_called();
     route(cpg::context_get(handle), event);
 }
 
@@ -629,6 +634,74 @@ fn on_quorum(
         nodes: nodes.into_iter().map(|n| NodeId(u32::from(n))).collect(),
     });
     route(quorum::context_get(handle), event);
+}
+
+/// When this process's last confchg went through each stage of the
+/// backend: for measuring where the time between a kill and a survivor
+/// acting on it goes (the `failover` example's `--stages`). Off unless
+/// [`probe::enable`] was called; then a confchg costs three clock reads,
+/// and a dispatch one. Not part of the API.
+#[doc(hidden)]
+pub mod probe {
+    use std::cell::Cell;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use super::{AtomicBool, Ordering, PoisonError, TransportEvent};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static LAST: Mutex<Option<ConfChgStages>> = Mutex::new(None);
+
+    thread_local! {
+        static DISPATCH_BEGAN: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+
+    /// The stages of one confchg, in the order it went through them.
+    #[derive(Clone, Copy, Debug)]
+    pub struct ConfChgStages {
+        /// `cpg_dispatch` was called (the fd was readable and the
+        /// connection's task ran).
+        pub dispatch_began: Option<Instant>,
+        /// libcpg called the confchg callback.
+        pub callback: Instant,
+        /// `poll_event` handed the event to its caller.
+        pub taken: Option<Instant>,
+    }
+
+    /// Starts taking timestamps (for the whole process).
+    pub fn enable() {
+        ON.store(true, Ordering::Relaxed);
+    }
+
+    /// The stages of the last confchg, if any since [`enable`].
+    pub fn last_confchg() -> Option<ConfChgStages> {
+        *LAST.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn dispatch_begins() {
+        if ON.load(Ordering::Relaxed) {
+            DISPATCH_BEGAN.with(|c| c.set(Some(Instant::now())));
+        }
+    }
+
+    pub(super) fn confchg_called() {
+        if ON.load(Ordering::Relaxed) {
+            let stages = ConfChgStages {
+                dispatch_began: DISPATCH_BEGAN.with(Cell::get),
+                callback: Instant::now(),
+                taken: None,
+            };
+            *LAST.lock().unwrap_or_else(PoisonError::into_inner) = Some(stages);
+        }
+    }
+
+    pub(super) fn taken(event: &TransportEvent) {
+        if ON.load(Ordering::Relaxed) && matches!(event, TransportEvent::ConfChg { .. }) {
+            if let Some(stages) = LAST.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+                stages.taken.get_or_insert_with(Instant::now);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
