@@ -288,6 +288,8 @@ mod run {
         same_node: Vec<f64>,
         /// Member callback, for the same-node difference.
         last_member_callback: Option<f64>,
+        /// Child running minus the first plain client's line, same kill, ms.
+        running_after_plain: Vec<f64>,
     }
 
     const STAGE_NAMES: [&str; 4] = [
@@ -335,6 +337,7 @@ mod run {
                 row(&format!("first survivor: {name}"), v);
             }
             row("callback: survivor - plain client, same node", self.same_node);
+            row("child running - first plain client, same kill", self.running_after_plain);
         }
     }
 
@@ -433,10 +436,15 @@ mod run {
                 let stamps = survivor.stages_after(&left, t0)?;
                 split.add_member(t0, at, &stamps);
                 let survivor_node = survivor.node;
+                let mut first_plain: Option<Instant> = None;
                 for b in &mut beside {
                     let (seen, _) = b.wait_for(|l| l.contains(&left))?;
+                    first_plain = Some(first_plain.map_or(seen, |f| f.min(seen)));
                     let stamps = b.stages_after(&left, t0)?;
                     split.add_beside(t0, seen, &stamps, b.node == survivor_node);
+                }
+                if let (Some(run), Some(plain)) = (seen_running, first_plain) {
+                    split.running_after_plain.push(ms(run.saturating_duration_since(plain)) - ms(plain.saturating_duration_since(run)));
                 }
             }
             confchg.push(ms(seen_confchg.unwrap_or(t0) - t0));
