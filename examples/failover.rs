@@ -336,8 +336,14 @@ mod run {
             for (name, v) in STAGE_NAMES.iter().zip(self.member) {
                 row(&format!("first survivor: {name}"), v);
             }
-            row("callback: survivor - plain client, same node", self.same_node);
-            row("child running - first plain client, same kill", self.running_after_plain);
+            row(
+                "callback: survivor - plain client, same node",
+                self.same_node,
+            );
+            row(
+                "child running - first plain client, same kill",
+                self.running_after_plain,
+            );
         }
     }
 
@@ -444,7 +450,10 @@ mod run {
                     split.add_beside(t0, seen, &stamps, b.node == survivor_node);
                 }
                 if let (Some(run), Some(plain)) = (seen_running, first_plain) {
-                    split.running_after_plain.push(ms(run.saturating_duration_since(plain)) - ms(plain.saturating_duration_since(run)));
+                    split.running_after_plain.push(
+                        ms(run.saturating_duration_since(plain))
+                            - ms(plain.saturating_duration_since(run)),
+                    );
                 }
             }
             confchg.push(ms(seen_confchg.unwrap_or(t0) - t0));
@@ -596,7 +605,10 @@ mod member {
         let now = Instant::now();
         let before = |t: Option<Instant>| {
             t.map_or("-".to_owned(), |t| {
-                format!("{:.1}", now.saturating_duration_since(t).as_secs_f64() * 1e6)
+                format!(
+                    "{:.1}",
+                    now.saturating_duration_since(t).as_secs_f64() * 1e6
+                )
             })
         };
         let last = probe::last_confchg();

@@ -9,13 +9,13 @@
 //! wakers (no busy polling). When every handle is gone the member leaves.
 //!
 //! A view change ends the turn at once (the pump wakes itself and goes
-//! on at the next one): what it set going on this thread — children
-//! started elsewhere's place, subscribers of the view — runs before this
-//! member's sends and the events behind it, instead of after them. A
-//! failover is then as fast as the decision, not the decision plus a
-//! round of multicasts (each a round trip to the daemon, which is busy
-//! with the same view change). Only when things run changes; the order
-//! of events and of sends does not.
+//! on at the next one): what it set going on this thread (children
+//! started in a lost member's place, subscribers of the view) runs
+//! before this member's sends and the events behind it, instead of after
+//! them. A failover then waits for the decision only, not also for a
+//! round of multicasts (each a round trip to a daemon busy with the same
+//! view change). Only when things run changes; the order of events and
+//! of sends does not.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -287,20 +287,23 @@ impl CorosyncConnection {
     fn poll_cpg(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         let failure = match self.cpg_fd.poll_read_ready(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(mut guard)) => match {
+            Poll::Ready(Ok(mut guard)) => {
                 probe::dispatch_begins();
                 let handle = &self.cpg;
-                dispatch_into(&mut self.inbox, || cpg::dispatch(handle, DispatchFlags::All))
-            } {
-                Ok(()) => {
-                    guard.clear_ready();
-                    return Poll::Ready(true);
+                let dispatched = dispatch_into(&mut self.inbox, || {
+                    cpg::dispatch(handle, DispatchFlags::All)
+                });
+                match dispatched {
+                    Ok(()) => {
+                        guard.clear_ready();
+                        return Poll::Ready(true);
+                    }
+                    Err(e) => format!(
+                        "lost the connection to the corosync daemon (cpg_dispatch: {e}); \
+                         the daemon stopped or was killed"
+                    ),
                 }
-                Err(e) => format!(
-                    "lost the connection to the corosync daemon (cpg_dispatch: {e}); \
-                     the daemon stopped or was killed"
-                ),
-            },
+            }
             Poll::Ready(Err(e)) => format!("polling the CPG fd failed: {e}"),
         };
         tracing::warn!(group = %self.group, local = %self.local, "{failure}");
@@ -590,7 +593,11 @@ fn on_confchg(
     route(event);
 }
 
-fn on_totem_confchg(_handle: &cpg::Handle, ring_id: cpg::RingId, nodes: Vec<rust_corosync::NodeId>) {
+fn on_totem_confchg(
+    _handle: &cpg::Handle,
+    ring_id: cpg::RingId,
+    nodes: Vec<rust_corosync::NodeId>,
+) {
     let event = TransportEvent::TotemConfChg {
         ring_id: RingId {
             nodeid: NodeId(u32::from(ring_id.nodeid)),

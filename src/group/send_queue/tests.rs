@@ -176,7 +176,10 @@ fn a_batch_below_its_caps_waits_while_a_quarter_of_the_window_is_in_flight() {
     q.push(msg(8), 8, true).expect("queued");
     let (_, finished) = wire.flush(&mut q, Instant::now());
     assert!(finished.is_empty());
-    assert!(q.linger_deadline().is_none(), "no clock: a delivery back ends the wait");
+    assert!(
+        q.linger_deadline().is_none(),
+        "no clock: a delivery back ends the wait"
+    );
     q.push(msg(9), 9, true).expect("queued");
     let (_, finished) = wire.flush(&mut q, Instant::now());
     assert_eq!(tokens(&finished), [7, 8, 9], "a full batch goes while busy");
@@ -185,7 +188,11 @@ fn a_batch_below_its_caps_waits_while_a_quarter_of_the_window_is_in_flight() {
     q.own_delivered(msg(0).len());
     q.own_delivered(msg(0).len());
     let (_, finished) = wire.flush(&mut q, Instant::now());
-    assert_eq!(tokens(&finished), [10], "below a quarter in flight it goes at once");
+    assert_eq!(
+        tokens(&finished),
+        [10],
+        "below a quarter in flight it goes at once"
+    );
     assert_eq!(
         wire.take(),
         [
