@@ -64,6 +64,14 @@ struct Cli {
     /// in each node's namespace.
     #[arg(long, hide = true, num_args = 1..=2, value_names = ["GROUP", "MODE"])]
     member: Option<Vec<String>>,
+    /// Also say where the survivor's time goes: each member reports when
+    /// its corosync backend began the dispatch that carried the confchg,
+    /// when the callback ran, when its runtime took the event and when the
+    /// member's code got it; and a plain CPG client on every node joins
+    /// the supervised group too (it announces nothing, so it changes no
+    /// decision), seeing the very kills the members see.
+    #[arg(long)]
+    stages: bool,
     #[command(flatten)]
     observe: observe::Observe,
 }
@@ -237,7 +245,109 @@ mod run {
         d.as_secs_f64() * 1000.0
     }
 
-    pub fn main(rounds: usize, nodes: u32, observe: &Observe) -> Result<(), String> {
+    /// When a member's stages happened, from its `STAGES` line: offsets
+    /// before the line was printed, in µs (`-` for a stage not seen).
+    struct Stamps {
+        /// dispatch began, callback ran, runtime took it, member's code got it.
+        offsets: [Option<f64>; 4],
+    }
+
+    impl Agent {
+        /// The `STAGES` line a member printed right after its confchg line
+        /// naming `left`, as times from the kill.
+        fn stages_after(&mut self, left: &str, t0: Instant) -> Result<Stamps, String> {
+            let confchg_at = self
+                .seen
+                .iter()
+                .position(|(at, l)| *at >= t0 && l.contains(left))
+                .ok_or("no confchg line")?;
+            let stages = match self.seen[confchg_at + 1..]
+                .iter()
+                .find(|(_, l)| l.starts_with("STAGES "))
+            {
+                Some((_, l)) => l.clone(),
+                None => self.wait_for(|l| l.starts_with("STAGES "))?.1,
+            };
+            let mut offsets = [None; 4];
+            for (slot, word) in offsets.iter_mut().zip(stages.split(' ').skip(1)) {
+                *slot = word.parse::<f64>().ok();
+            }
+            Ok(Stamps { offsets })
+        }
+    }
+
+    /// Where the time from the kill to a survivor's line goes, by stage.
+    #[derive(Default)]
+    struct Stages {
+        /// The first survivor (member): each stage in ms from the kill.
+        member: [Vec<f64>; 4],
+        /// Plain clients in the same group: each stage, every client.
+        beside: [Vec<f64>; 4],
+        /// The plain client on the first survivor's node, callback: the
+        /// member's callback minus it, ms.
+        same_node: Vec<f64>,
+        /// Member callback, for the same-node difference.
+        last_member_callback: Option<f64>,
+        /// Child running minus the first plain client's line, same kill, ms.
+        running_after_plain: Vec<f64>,
+    }
+
+    const STAGE_NAMES: [&str; 4] = [
+        "cpg_dispatch began",
+        "confchg callback ran",
+        "poll_event handed it over",
+        "member's code got it",
+    ];
+
+    impl Stages {
+        fn at(t0: Instant, line_at: Instant, offset_us: f64) -> f64 {
+            ms(line_at - t0) - offset_us / 1000.0
+        }
+
+        fn add_member(&mut self, t0: Instant, line_at: Instant, stamps: &Stamps) {
+            for (i, o) in stamps.offsets.iter().enumerate() {
+                if let Some(o) = o {
+                    self.member[i].push(Self::at(t0, line_at, *o));
+                }
+            }
+            self.last_member_callback = stamps.offsets[1].map(|o| Self::at(t0, line_at, o));
+        }
+
+        fn add_beside(&mut self, t0: Instant, line_at: Instant, stamps: &Stamps, same_node: bool) {
+            for (i, o) in stamps.offsets.iter().enumerate() {
+                if let Some(o) = o {
+                    self.beside[i].push(Self::at(t0, line_at, *o));
+                }
+            }
+            if same_node {
+                if let (Some(m), Some(b)) = (self.last_member_callback, stamps.offsets[1]) {
+                    self.same_node.push(m - Self::at(t0, line_at, b));
+                }
+            }
+        }
+
+        fn print(self) {
+            println!();
+            println!("| where the survivor's time goes, ms from SIGKILL  |   n |      p50 |      p99 |      max |");
+            println!("|--------------------------------------------------|-----|----------|----------|----------|");
+            for (name, v) in STAGE_NAMES.iter().zip(self.beside) {
+                row(&format!("plain client in the group: {name}"), v);
+            }
+            for (name, v) in STAGE_NAMES.iter().zip(self.member) {
+                row(&format!("first survivor: {name}"), v);
+            }
+            row(
+                "callback: survivor - plain client, same node",
+                self.same_node,
+            );
+            row(
+                "child running - first plain client, same kill",
+                self.running_after_plain,
+            );
+        }
+    }
+
+    pub fn main(rounds: usize, nodes: u32, stages: bool, observe: &Observe) -> Result<(), String> {
         eprintln!("bare CPG detection: {rounds} kills, {nodes} nodes");
         let mut bare = Vec::new();
         for round in 0..rounds {
@@ -278,7 +388,17 @@ mod run {
             a.wait_for(|l| l.starts_with("TREE "))?;
             agents.push(a);
         }
+        // With --stages: a plain client per node in the same group, after
+        // the members (a process already there when the first member
+        // joins would make it wait for a state nobody holds).
+        let mut beside = Vec::new();
+        if stages {
+            for node in 1..=nodes {
+                beside.push(Agent::spawn(node, &group, "raw", &[])?);
+            }
+        }
         let (mut confchg, mut running, mut registered) = (Vec::new(), Vec::new(), Vec::new());
+        let mut split = Stages::default();
         for round in 0..rounds {
             let c = settled(&mut agents)?;
             let victim = c["conformance/a"][0];
@@ -288,6 +408,7 @@ mod run {
             let t0 = Instant::now();
             agents[victim].kill();
             let mut seen_confchg = None;
+            let mut first_survivor = 0;
             let mut seen_running = None;
             let mut seen_registered = None;
             let deadline = t0 + WAIT;
@@ -295,11 +416,12 @@ mod run {
                 if Instant::now() > deadline {
                     return Err(format!("round {round}: failover not seen"));
                 }
-                for a in agents.iter_mut().filter(|a| !a.dead) {
+                for (i, a) in agents.iter_mut().enumerate().filter(|(_, a)| !a.dead) {
                     a.pump();
                     for (at, line) in a.seen.iter().filter(|(at, _)| *at >= t0) {
                         if seen_confchg.is_none() && line.contains(&left) {
                             seen_confchg = Some(*at);
+                            first_survivor = i;
                         }
                         if seen_running.is_none() && line.starts_with("CHILD-UP conformance/a ") {
                             seen_running = Some(*at);
@@ -313,6 +435,26 @@ mod run {
                     }
                 }
                 std::thread::sleep(Duration::from_millis(1));
+            }
+            if stages {
+                let at = seen_confchg.unwrap_or(t0);
+                let survivor = &mut agents[first_survivor];
+                let stamps = survivor.stages_after(&left, t0)?;
+                split.add_member(t0, at, &stamps);
+                let survivor_node = survivor.node;
+                let mut first_plain: Option<Instant> = None;
+                for b in &mut beside {
+                    let (seen, _) = b.wait_for(|l| l.contains(&left))?;
+                    first_plain = Some(first_plain.map_or(seen, |f| f.min(seen)));
+                    let stamps = b.stages_after(&left, t0)?;
+                    split.add_beside(t0, seen, &stamps, b.node == survivor_node);
+                }
+                if let (Some(run), Some(plain)) = (seen_running, first_plain) {
+                    split.running_after_plain.push(
+                        ms(run.saturating_duration_since(plain))
+                            - ms(plain.saturating_duration_since(run)),
+                    );
+                }
             }
             confchg.push(ms(seen_confchg.unwrap_or(t0) - t0));
             running.push(ms(seen_running.unwrap_or(t0) - t0));
@@ -340,6 +482,9 @@ mod run {
             "actix-cpg: child `a` registered at its new host",
             registered,
         );
+        if stages {
+            split.print();
+        }
         if observe.show {
             for a in &mut agents {
                 a.cmd("show")?;
@@ -361,12 +506,13 @@ mod member {
     //! stderr, then `SHOWN`. Ends when stdin closes.
 
     use std::io::BufRead;
+    use std::time::Instant;
 
     use actix::prelude::*;
     use actix_cpg::supervisor::{
         ChildSpec, QuorumPolicy, RestartType, Strategy, SupervisorSpec, TreeSpec,
     };
-    use actix_cpg::transport::corosync::{Corosync, CorosyncConnection};
+    use actix_cpg::transport::corosync::{probe, Corosync, CorosyncConnection};
     use actix_cpg::transport::next_event;
     use actix_cpg::{
         BatchConfig, Child, ChildContext, Connection, Factories, Group, GroupConfig, GroupEvent,
@@ -452,6 +598,29 @@ mod member {
         )
     }
 
+    /// After a confchg line: when the backend's stages of that confchg
+    /// happened (`probe`), and when the member's code got it, in µs before
+    /// now; the parent turns them into times from its kill.
+    fn stages_line(got: Instant) {
+        let now = Instant::now();
+        let before = |t: Option<Instant>| {
+            t.map_or("-".to_owned(), |t| {
+                format!(
+                    "{:.1}",
+                    now.saturating_duration_since(t).as_secs_f64() * 1e6
+                )
+            })
+        };
+        let last = probe::last_confchg();
+        println!(
+            "STAGES {} {} {} {}",
+            before(last.and_then(|s| s.dispatch_began)),
+            before(last.map(|s| s.callback)),
+            before(last.and_then(|s| s.taken)),
+            before(Some(got)),
+        );
+    }
+
     async fn raw(
         mut conn: CorosyncConnection,
         input: &mut UnboundedReceiver<String>,
@@ -461,6 +630,7 @@ mod member {
         loop {
             tokio::select! {
                 event = next_event(&mut conn) => {
+                    let got = Instant::now();
                     if let TransportEvent::ConfChg { members, left, .. } =
                         event.map_err(|e| e.to_string())?
                     {
@@ -469,6 +639,7 @@ mod member {
                             println!("READY {local}");
                         }
                         println!("{}", confchg_line(&members, &left));
+                        stages_line(got);
                     }
                 }
                 line = input.recv() => if line.is_none() {
@@ -499,7 +670,9 @@ mod member {
             tokio::select! {
                 event = events.recv() => match event {
                     Ok(GroupEvent::ViewChanged { members, left, .. }) => {
+                        let got = Instant::now();
                         println!("{}", confchg_line(&members, &left));
+                        stages_line(got);
                     }
                     Ok(GroupEvent::NameRegistered { name, host }) => println!("NAME-UP {name} {host}"),
                     Ok(GroupEvent::Closed { error }) => return Err(error.to_string()),
@@ -533,6 +706,7 @@ mod member {
                 }
             }
         });
+        probe::enable();
         let result = actix::System::new().block_on(async move {
             let name = GroupName::new(group).map_err(|e| e.to_string())?;
             let conn = Corosync::new().join(&name).map_err(|e| e.to_string())?;
@@ -553,6 +727,7 @@ fn main() {
         rounds,
         nodes,
         member,
+        stages,
         observe,
     } = Cli::parse();
     #[cfg(feature = "corosync")]
@@ -563,14 +738,14 @@ fn main() {
             member::main(&values[0], mode, observe);
             return;
         }
-        if let Err(e) = run::main(rounds, nodes, &observe) {
+        if let Err(e) = run::main(rounds, nodes, stages, &observe) {
             eprintln!("failover: {e}");
             std::process::exit(1);
         }
     }
     #[cfg(not(feature = "corosync"))]
     {
-        let _ = (rounds, nodes, member, observe);
+        let _ = (rounds, nodes, member, stages, observe);
         eprintln!(
             "failover measures the real cluster: run with --features corosync (see the header)"
         );

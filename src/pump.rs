@@ -7,6 +7,15 @@
 //! retries sends after `TRY_AGAIN`, wakes at the actor's linger deadline,
 //! and otherwise sleeps on the transport's and the operation channel's
 //! wakers (no busy polling). When every handle is gone the member leaves.
+//!
+//! A view change ends the turn at once (the pump wakes itself and goes
+//! on at the next one): what it set going on this thread (children
+//! started in a lost member's place, subscribers of the view) runs
+//! before this member's sends and the events behind it, instead of after
+//! them. A failover then waits for the decision only, not also for a
+//! round of multicasts (each a round trip to a daemon busy with the same
+//! view change). Only when things run changes; the order of events and
+//! of sends does not.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -121,9 +130,14 @@ impl<A: Pumped> ActorFuture<A> for EventPump {
             budget = budget.saturating_sub(1);
             match act.poll_event(task) {
                 Poll::Ready(Ok(event)) => {
+                    let view_change = matches!(event, TransportEvent::ConfChg { .. });
                     act.handle_event(event, ctx);
                     if ctx.state().stopping() {
                         return Poll::Ready(());
+                    }
+                    if view_change {
+                        task.waker().wake_by_ref();
+                        return Poll::Pending;
                     }
                 }
                 Poll::Ready(Err(e)) => {

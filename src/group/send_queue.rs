@@ -21,8 +21,13 @@
 //!    until it is delivered back ([`SendQueue::own_delivered`]).
 //! 3. **Batches.** Messages at the head of the queue share one multicast,
 //!    up to `max_messages` and `max_bytes`. A head that would go alone, or
-//!    in a batch below its caps, waits up to `linger` for company, unless a
-//!    flush asked for it ([`SendQueue::flush_all`]).
+//!    in a batch below its caps, waits for company while a quarter of the
+//!    window is in flight, and otherwise up to `linger`, unless a flush
+//!    asked for it ([`SendQueue::flush_all`]). Under load one of the
+//!    multicasts in flight comes back soon and frees the window, and the
+//!    batch fills meanwhile instead of leaving at whatever the runtime had
+//!    taken in since its last turn (a fraction of the cap); a lightly
+//!    loaded member, with little in flight, sends at once as before.
 //! 4. **Pieces.** A message above `frame_limit` is cut into pieces sent one
 //!    after the other from the head; it leaves the queue once its last
 //!    piece is delivered back, and nothing behind it goes before. A confchg
@@ -37,6 +42,10 @@ use super::chunks::Outgoing as Pieces;
 use super::BatchConfig;
 use crate::transport::TransportError;
 use crate::wire::{self, ChunkHead, Codec, BATCH_ENTRY_OVERHEAD, CHUNK_OVERHEAD, HEADER_LEN};
+
+/// A batch below its caps waits for company while at least one
+/// `BUSY_SHARE`th of the window is in flight (rule 3).
+const BUSY_SHARE: usize = 4;
 
 /// A message that left the queue, and how.
 #[derive(Debug)]
@@ -362,6 +371,9 @@ impl<T> SendQueue<T> {
             }
             full |= count >= batch.max_messages;
         }
+        if !full && first.seq > self.flush_upto && batch.max_messages > 1 && self.busy() {
+            return None;
+        }
         if !full && !batch.linger.is_zero() && first.seq > self.flush_upto {
             let until = first.queued_at.unwrap_or(now) + batch.linger;
             if now < until {
@@ -423,6 +435,12 @@ impl<T> SendQueue<T> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether enough of the window is in flight that a batch below its
+    /// caps waits for company (rule 3).
+    fn busy(&self) -> bool {
+        self.in_flight > 0 && self.in_flight * BUSY_SHARE >= self.limits.window
     }
 
     /// Whether a multicast of `len` bytes fits the window now (rule 2).

@@ -3,21 +3,28 @@
 //! ```text
 //!   poll_event()                                   libcpg / libquorum
 //!   ────────────                                   ──────────────────
-//!   inbox empty? ── yes ──► AsyncFd readable? ──► cpg_dispatch(ALL)
-//!        │ no                  │ (tokio reactor)        │ calls on_deliver / on_confchg /
-//!        ▼                     ▼                        │ on_totem / on_quorum, each of which
-//!   pop an event          clear_ready, loop             │ copies its arguments into an owned
+//!   inbox empty? ── yes ──► AsyncFd readable? ──► lend the inbox to this thread,
+//!        │ no                  │ (tokio reactor)    cpg_dispatch(ALL), take it back
+//!        ▼                     ▼                        │ calls on_deliver / on_confchg /
+//!   pop an event          clear_ready, loop             │ on_totem / on_quorum, each of which
+//!                                                       │ copies its arguments into an owned
 //!                                                       ▼ event and pushes it into
-//!                                        ROUTES[context key] = this connection's inbox
+//!                                        the inbox lent to this thread (SINK)
 //! ```
 //!
 //! Why it is built this way:
 //!
 //! - libcpg callbacks are plain `fn` pointers, so they cannot capture the
-//!   connection. Right after `initialize` the handle's context is set to a
-//!   process-unique key, and the callbacks find their inbox in a global
-//!   `DashMap` by that key. (The context argument of rust-corosync 3.2's
-//!   `initialize` is the address of a stack slot, so it is useless.)
+//!   connection. But they run only inside `cpg_dispatch` (or
+//!   `quorum_dispatch`) of their own handle, on the thread that called it,
+//!   and only [`Connection::poll_event`] calls those: so the connection
+//!   lends its inbox to a thread-local slot for the length of the call,
+//!   and every callback of that call pushes there. A delivery costs a
+//!   copy of its bytes and a push: no lock, no lookup, no atomic
+//!   operation of ours (rust-corosync takes its own handle-table lock
+//!   around every callback). Everything a dispatch drained is in the
+//!   inbox when it returns, and `poll_event` hands it over one event at
+//!   a time without going back to libcpg.
 //! - rust-corosync runs every callback while holding a global mutex, so a
 //!   callback never calls into libcpg, never drops a handle and never panics:
 //!   it copies the bytes (they point into libcpg's buffer) and returns.
@@ -28,14 +35,13 @@
 //!   send.
 //! - libqb IPC is not thread-safe: a connection is used from one thread.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use rust_corosync::{cpg, quorum, CsError, DispatchFlags, TrackFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -46,14 +52,28 @@ use super::{
 };
 
 /// Events copied out of callbacks, waiting for `poll_event`.
-type Inbox = Arc<Mutex<VecDeque<TransportEvent>>>;
+type Inbox = VecDeque<TransportEvent>;
 
-/// Context key → inbox of the connection whose handles carry that key (the
-/// CPG handle and the quorum handle of one connection share a key).
-static ROUTES: LazyLock<DashMap<u64, Inbox>> = LazyLock::new(DashMap::new);
+thread_local! {
+    /// The inbox of the connection whose dispatch runs on this thread,
+    /// lent by [`dispatch_into`] for the length of the call.
+    static SINK: RefCell<Option<Inbox>> = const { RefCell::new(None) };
+}
 
-/// Source of context keys; 0 is never handed out.
-static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+/// Runs one `*_dispatch` call with `inbox` as where its callbacks put
+/// their events (they run inside it, on this thread).
+fn dispatch_into(
+    inbox: &mut Inbox,
+    dispatch: impl FnOnce() -> Result<(), CsError>,
+) -> Result<(), CsError> {
+    let lent = std::mem::take(inbox);
+    SINK.with(|sink| *sink.borrow_mut() = Some(lent));
+    let result = dispatch();
+    if let Some(back) = SINK.with(|sink| sink.borrow_mut().take()) {
+        *inbox = back;
+    }
+    result
+}
 
 /// How long `join` keeps retrying `cpg_join` while the daemon answers
 /// `TRY_AGAIN` (it does so while the ring is still forming).
@@ -149,12 +169,12 @@ enum Life {
 pub struct CorosyncConnection {
     // Field order is drop order, and it matters: each `AsyncFd` must leave
     // the reactor before the handle owning its fd is finalized (which closes
-    // the fd). `Drop::drop` below runs first and removes the routes.
+    // the fd). No callback can run once it is dropped: callbacks run only
+    // inside this connection's own dispatch calls.
     cpg_fd: AsyncFd<IpcFd>,
     quorum: Option<QuorumLink>,
     cpg: cpg::Handle,
     inbox: Inbox,
-    key: u64,
     group: GroupName,
     local: Member,
     max_message_size: usize,
@@ -166,20 +186,10 @@ impl std::fmt::Debug for CorosyncConnection {
         f.debug_struct("CorosyncConnection")
             .field("group", &self.group)
             .field("local", &self.local)
-            .field("key", &self.key)
             .field("quorum", &self.quorum.is_some())
             .field("max_message_size", &self.max_message_size)
             .field("life", &self.life)
             .finish_non_exhaustive()
-    }
-}
-
-/// Removes a route on every early return of `open`.
-struct RouteGuard(u64);
-
-impl Drop for RouteGuard {
-    fn drop(&mut self) {
-        ROUTES.remove(&self.0);
     }
 }
 
@@ -194,20 +204,14 @@ impl CorosyncConnection {
             )));
         }
 
-        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-        let inbox: Inbox = Arc::default();
-        ROUTES.insert(key, Arc::clone(&inbox));
-        let route_guard = RouteGuard(key);
-
         let model = cpg::ModelData::ModelV1(cpg::Model1Data {
             flags: cpg::Model1Flags::None,
             deliver_fn: Some(on_deliver),
             confchg_fn: Some(on_confchg),
             totem_confchg_fn: Some(on_totem_confchg),
         });
-        let handle = cpg::initialize(&model, key).map_err(initialize_error)?;
-        // Before anything can dispatch: the callbacks route by this key.
-        cpg::context_set(&handle, key).map_err(|e| cs_error("cpg_context_set", e))?;
+        // The context is unused: callbacks find their inbox through SINK.
+        let handle = cpg::initialize(&model, 0).map_err(initialize_error)?;
         let node = cpg::local_get(&handle).map_err(|e| cs_error("cpg_local_get", e))?;
         let max_message_size = cpg::max_atomic_msgsize_get(&handle)
             .map_err(|e| cs_error("cpg_max_atomic_msgsize_get", e))?
@@ -218,7 +222,7 @@ impl CorosyncConnection {
         join_with_retry(&handle, group)?;
 
         let quorum = if track_quorum {
-            match open_quorum(key) {
+            match open_quorum() {
                 Ok(link) => Some(link),
                 Err(e) => {
                     tracing::warn!(
@@ -232,8 +236,6 @@ impl CorosyncConnection {
             None
         };
 
-        // Success: the route now lives as long as the connection.
-        std::mem::forget(route_guard);
         let local = Member {
             node: NodeId(u32::from(node)),
             pid: std::process::id(),
@@ -243,20 +245,12 @@ impl CorosyncConnection {
             cpg_fd,
             quorum,
             cpg: handle,
-            inbox,
-            key,
+            inbox: Inbox::new(),
             group: group.clone(),
             local,
             max_message_size,
             life: Life::Open,
         })
-    }
-
-    fn pop(&self) -> Option<TransportEvent> {
-        self.inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
     }
 
     /// Dispatches the quorum service if its fd is readable. Returns whether
@@ -268,7 +262,10 @@ impl CorosyncConnection {
         let failure = match link.fd.poll_read_ready(cx) {
             Poll::Pending => return false,
             Poll::Ready(Ok(mut guard)) => {
-                match quorum::dispatch(&link.handle, DispatchFlags::All) {
+                let handle = &link.handle;
+                match dispatch_into(&mut self.inbox, || {
+                    quorum::dispatch(handle, DispatchFlags::All)
+                }) {
                     Ok(()) => {
                         guard.clear_ready();
                         return true;
@@ -290,16 +287,23 @@ impl CorosyncConnection {
     fn poll_cpg(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         let failure = match self.cpg_fd.poll_read_ready(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(mut guard)) => match cpg::dispatch(&self.cpg, DispatchFlags::All) {
-                Ok(()) => {
-                    guard.clear_ready();
-                    return Poll::Ready(true);
+            Poll::Ready(Ok(mut guard)) => {
+                probe::dispatch_begins();
+                let handle = &self.cpg;
+                let dispatched = dispatch_into(&mut self.inbox, || {
+                    cpg::dispatch(handle, DispatchFlags::All)
+                });
+                match dispatched {
+                    Ok(()) => {
+                        guard.clear_ready();
+                        return Poll::Ready(true);
+                    }
+                    Err(e) => format!(
+                        "lost the connection to the corosync daemon (cpg_dispatch: {e}); \
+                         the daemon stopped or was killed"
+                    ),
                 }
-                Err(e) => format!(
-                    "lost the connection to the corosync daemon (cpg_dispatch: {e}); \
-                     the daemon stopped or was killed"
-                ),
-            },
+            }
             Poll::Ready(Err(e)) => format!("polling the CPG fd failed: {e}"),
         };
         tracing::warn!(group = %self.group, local = %self.local, "{failure}");
@@ -351,17 +355,15 @@ impl Connection for CorosyncConnection {
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<TransportEvent, TransportError>> {
         loop {
-            if let Some(event) = self.pop() {
+            if let Some(event) = self.inbox.pop_front() {
+                probe::taken(&event);
                 if self.life == Life::Leaving && is_own_leave(&event, self.local) {
                     // Our own Leave ends the view. corosync may still hand a
                     // leaver confchgs of the group (seen: another member's
                     // leave, with an empty member list), which belong to no
                     // view of ours: drop them.
                     self.life = Life::Closed(format!("left group {}", self.group));
-                    self.inbox
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .clear();
+                    self.inbox.clear();
                 }
                 return Poll::Ready(Ok(event));
             }
@@ -414,15 +416,6 @@ impl Connection for CorosyncConnection {
     }
 }
 
-impl Drop for CorosyncConnection {
-    fn drop(&mut self) {
-        // Then the fields drop in declaration order: AsyncFds first, then
-        // the handles, whose Drop finalizes them. No callback can run after
-        // this point: callbacks only run inside our own dispatch calls.
-        ROUTES.remove(&self.key);
-    }
-}
-
 /// Registers a library handle's IPC fd with tokio. Whoever keeps the
 /// returned `AsyncFd` must drop it before finalizing the handle.
 pub(crate) fn register(fd: RawFd, what: &str) -> Result<AsyncFd<IpcFd>, TransportError> {
@@ -461,15 +454,14 @@ fn join_with_retry(handle: &cpg::Handle, group: &GroupName) -> Result<(), Transp
     }
 }
 
-fn open_quorum(key: u64) -> Result<QuorumLink, String> {
+fn open_quorum() -> Result<QuorumLink, String> {
     let model = quorum::ModelData::ModelV1(quorum::Model1Data {
         flags: quorum::Model1Flags::None,
         quorum_notification_fn: Some(on_quorum),
         nodelist_notification_fn: None,
     });
     let (handle, _quorum_type) =
-        quorum::initialize(&model, key).map_err(|e| format!("quorum_initialize: {e}"))?;
-    quorum::context_set(&handle, key).map_err(|e| format!("quorum_context_set: {e}"))?;
+        quorum::initialize(&model, 0).map_err(|e| format!("quorum_initialize: {e}"))?;
     let raw_fd = quorum::fd_get(&handle).map_err(|e| format!("quorum_fd_get: {e}"))?;
     let fd = register(raw_fd, "quorum").map_err(|e| e.to_string())?;
     quorum::trackstart(&handle, TrackFlags::Changes)
@@ -551,27 +543,24 @@ fn change_of(a: &cpg::Address, side: Side) -> MemberChange {
 // ---- callbacks -------------------------------------------------------------
 //
 // They run inside `cpg_dispatch`/`quorum_dispatch` while rust-corosync holds
-// its global handle-table mutex: no libcpg calls except reading the context,
-// no panics, no blocking beyond our inbox mutex.
+// its global handle-table mutex: no libcpg calls, no panics, no blocking.
 
-fn route(key: Result<u64, CsError>, event: TransportEvent) {
-    let Ok(key) = key else {
-        tracing::warn!("corosync callback without a readable context; event dropped");
-        return;
-    };
-    // Clone the Arc so no DashMap shard lock is held while pushing.
-    let inbox = ROUTES.get(&key).map(|entry| Arc::clone(entry.value()));
-    match inbox {
-        Some(inbox) => inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(event),
-        None => tracing::debug!(key, "corosync callback for a closed connection; dropped"),
+/// Puts a callback's event into the inbox lent to this thread.
+fn route(event: TransportEvent) {
+    let routed = SINK
+        .try_with(|sink| match sink.try_borrow_mut() {
+            Ok(mut sink) => sink.as_mut().map(|inbox| inbox.push_back(event)).is_some(),
+            Err(_) => false,
+        })
+        .unwrap_or(false);
+    if !routed {
+        // Callbacks only run inside `dispatch_into`: never seen.
+        tracing::warn!("corosync callback outside a dispatch of this connection; event dropped");
     }
 }
 
 fn on_deliver(
-    handle: &cpg::Handle,
+    _handle: &cpg::Handle,
     _group: String,
     nodeid: rust_corosync::NodeId,
     pid: u32,
@@ -585,11 +574,11 @@ fn on_deliver(
         },
         bytes: msg.to_vec(),
     };
-    route(cpg::context_get(handle), event);
+    route(event);
 }
 
 fn on_confchg(
-    handle: &cpg::Handle,
+    _handle: &cpg::Handle,
     _group: &str,
     members: Vec<cpg::Address>,
     left: Vec<cpg::Address>,
@@ -600,10 +589,15 @@ fn on_confchg(
         joined: joined.iter().map(|a| change_of(a, Side::Joined)).collect(),
         left: left.iter().map(|a| change_of(a, Side::Left)).collect(),
     };
-    route(cpg::context_get(handle), event);
+    probe::confchg_called();
+    route(event);
 }
 
-fn on_totem_confchg(handle: &cpg::Handle, ring_id: cpg::RingId, nodes: Vec<rust_corosync::NodeId>) {
+fn on_totem_confchg(
+    _handle: &cpg::Handle,
+    ring_id: cpg::RingId,
+    nodes: Vec<rust_corosync::NodeId>,
+) {
     let event = TransportEvent::TotemConfChg {
         ring_id: RingId {
             nodeid: NodeId(u32::from(ring_id.nodeid)),
@@ -611,11 +605,11 @@ fn on_totem_confchg(handle: &cpg::Handle, ring_id: cpg::RingId, nodes: Vec<rust_
         },
         nodes: nodes.into_iter().map(|n| NodeId(u32::from(n))).collect(),
     };
-    route(cpg::context_get(handle), event);
+    route(event);
 }
 
 fn on_quorum(
-    handle: &quorum::Handle,
+    _handle: &quorum::Handle,
     quorate: bool,
     ring_id: quorum::RingId,
     nodes: Vec<rust_corosync::NodeId>,
@@ -628,7 +622,75 @@ fn on_quorum(
         },
         nodes: nodes.into_iter().map(|n| NodeId(u32::from(n))).collect(),
     });
-    route(quorum::context_get(handle), event);
+    route(event);
+}
+
+/// When this process's last confchg went through each stage of the
+/// backend: for measuring where the time between a kill and a survivor
+/// acting on it goes (the `failover` example's `--stages`). Off unless
+/// [`probe::enable`] was called; then a confchg costs three clock reads,
+/// and a dispatch one. Not part of the API.
+#[doc(hidden)]
+pub mod probe {
+    use std::cell::Cell;
+    use std::sync::{Mutex, PoisonError};
+    use std::time::Instant;
+
+    use super::{AtomicBool, Ordering, TransportEvent};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static LAST: Mutex<Option<ConfChgStages>> = Mutex::new(None);
+
+    thread_local! {
+        static DISPATCH_BEGAN: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+
+    /// The stages of one confchg, in the order it went through them.
+    #[derive(Clone, Copy, Debug)]
+    pub struct ConfChgStages {
+        /// `cpg_dispatch` was called (the fd was readable and the
+        /// connection's task ran).
+        pub dispatch_began: Option<Instant>,
+        /// libcpg called the confchg callback.
+        pub callback: Instant,
+        /// `poll_event` handed the event to its caller.
+        pub taken: Option<Instant>,
+    }
+
+    /// Starts taking timestamps (for the whole process).
+    pub fn enable() {
+        ON.store(true, Ordering::Relaxed);
+    }
+
+    /// The stages of the last confchg, if any since [`enable`].
+    pub fn last_confchg() -> Option<ConfChgStages> {
+        *LAST.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn dispatch_begins() {
+        if ON.load(Ordering::Relaxed) {
+            DISPATCH_BEGAN.with(|c| c.set(Some(Instant::now())));
+        }
+    }
+
+    pub(super) fn confchg_called() {
+        if ON.load(Ordering::Relaxed) {
+            let stages = ConfChgStages {
+                dispatch_began: DISPATCH_BEGAN.with(Cell::get),
+                callback: Instant::now(),
+                taken: None,
+            };
+            *LAST.lock().unwrap_or_else(PoisonError::into_inner) = Some(stages);
+        }
+    }
+
+    pub(super) fn taken(event: &TransportEvent) {
+        if ON.load(Ordering::Relaxed) && matches!(event, TransportEvent::ConfChg { .. }) {
+            if let Some(stages) = LAST.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+                stages.taken.get_or_insert_with(Instant::now);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

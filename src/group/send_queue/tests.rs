@@ -140,7 +140,7 @@ fn one_multicast_goes_when_nothing_is_in_flight_however_large() {
 
 #[test]
 fn batches_fill_to_their_caps_in_queue_order() {
-    let mut q = SendQueue::new(limits(8, 3, Duration::ZERO));
+    let mut q = SendQueue::new(limits(64, 3, Duration::ZERO));
     let mut wire = Wire::ok();
     for n in 1..=7 {
         q.push(msg(n), n, true).expect("queued");
@@ -160,6 +160,73 @@ fn batches_fill_to_their_caps_in_queue_order() {
     );
     assert_eq!(tokens(&finished), [1, 2, 3, 4, 5, 6, 7]);
     assert!(finished.iter().all(|f| f.gated == Some(msg(0).len())));
+}
+
+#[test]
+fn a_batch_below_its_caps_waits_while_a_quarter_of_the_window_is_in_flight() {
+    let mut q = SendQueue::new(limits(8, 3, Duration::ZERO));
+    let mut wire = Wire::ok();
+    for n in 1..=7 {
+        q.push(msg(n), n, true).expect("queued");
+    }
+    let (_, finished) = wire.flush(&mut q, Instant::now());
+    // Two full batches in flight are a quarter of the window: the third,
+    // below its caps, waits for company.
+    assert_eq!(tokens(&finished), [1, 2, 3, 4, 5, 6]);
+    q.push(msg(8), 8, true).expect("queued");
+    let (_, finished) = wire.flush(&mut q, Instant::now());
+    assert!(finished.is_empty());
+    assert!(
+        q.linger_deadline().is_none(),
+        "no clock: a delivery back ends the wait"
+    );
+    q.push(msg(9), 9, true).expect("queued");
+    let (_, finished) = wire.flush(&mut q, Instant::now());
+    assert_eq!(tokens(&finished), [7, 8, 9], "a full batch goes while busy");
+    q.push(msg(10), 10, true).expect("queued");
+    wire.flush(&mut q, Instant::now());
+    q.own_delivered(msg(0).len());
+    q.own_delivered(msg(0).len());
+    let (_, finished) = wire.flush(&mut q, Instant::now());
+    assert_eq!(
+        tokens(&finished),
+        [10],
+        "below a quarter in flight it goes at once"
+    );
+    assert_eq!(
+        wire.take(),
+        [
+            Sent::Messages(vec![1, 2, 3]),
+            Sent::Messages(vec![4, 5, 6]),
+            Sent::Messages(vec![7, 8, 9]),
+            Sent::Messages(vec![10])
+        ]
+    );
+}
+
+#[test]
+fn a_flush_request_sends_a_waiting_batch_while_the_window_is_busy() {
+    let mut q = SendQueue::new(limits(4, 3, Duration::ZERO));
+    let mut wire = Wire::ok();
+    for n in 1..=4 {
+        q.push(msg(n), n, false).expect("queued");
+    }
+    let (_, finished) = wire.flush(&mut q, Instant::now());
+    assert_eq!(tokens(&finished), [1, 2, 3]);
+    assert_eq!(q.flush_all(), Some(4));
+    let (_, finished) = wire.flush(&mut q, Instant::now());
+    assert_eq!(tokens(&finished), [4]);
+}
+
+#[test]
+fn without_batching_a_busy_window_holds_nothing_back() {
+    let mut q = SendQueue::new(limits(4, 1, Duration::ZERO));
+    let mut wire = Wire::ok();
+    for n in 1..=4 {
+        q.push(msg(n), n, false).expect("queued");
+    }
+    let (_, finished) = wire.flush(&mut q, Instant::now());
+    assert_eq!(tokens(&finished), [1, 2, 3, 4]);
 }
 
 #[test]
