@@ -3,28 +3,21 @@
 //! ```text
 //!   poll_event()                                   libcpg / libquorum
 //!   ────────────                                   ──────────────────
-//!   inbox empty? ── yes ──► AsyncFd readable? ──► lend the inbox to this thread,
-//!        │ no                  │ (tokio reactor)    cpg_dispatch(ALL), take it back
-//!        ▼                     ▼                        │ calls on_deliver / on_confchg /
-//!   pop an event          clear_ready, loop             │ on_totem / on_quorum, each of which
-//!                                                       │ copies its arguments into an owned
+//!   inbox empty? ── yes ──► AsyncFd readable? ──► cpg_dispatch(ALL)
+//!        │ no                  │ (tokio reactor)        │ calls on_deliver / on_confchg /
+//!        ▼                     ▼                        │ on_totem / on_quorum, each of which
+//!   pop an event          clear_ready, loop             │ copies its arguments into an owned
 //!                                                       ▼ event and pushes it into
-//!                                        the inbox lent to this thread (SINK)
+//!                                        ROUTES[context key] = this connection's inbox
 //! ```
 //!
 //! Why it is built this way:
 //!
 //! - libcpg callbacks are plain `fn` pointers, so they cannot capture the
-//!   connection. But they run only inside `cpg_dispatch` (or
-//!   `quorum_dispatch`) of their own handle, on the thread that called it,
-//!   and only [`Connection::poll_event`] calls those: so the connection
-//!   lends its inbox to a thread-local slot for the length of the call,
-//!   and every callback of that call pushes there. A delivery costs a
-//!   copy of its bytes and a push: no lock, no lookup, no atomic
-//!   operation of ours (rust-corosync takes its own handle-table lock
-//!   around every callback). Everything a dispatch drained is in the
-//!   inbox when it returns, and `poll_event` hands it over one event at
-//!   a time without going back to libcpg.
+//!   connection. Right after `initialize` the handle's context is set to a
+//!   process-unique key, and the callbacks find their inbox in a global
+//!   `DashMap` by that key. (The context argument of rust-corosync 3.2's
+//!   `initialize` is the address of a stack slot, so it is useless.)
 //! - rust-corosync runs every callback while holding a global mutex, so a
 //!   callback never calls into libcpg, never drops a handle and never panics:
 //!   it copies the bytes (they point into libcpg's buffer) and returns.
@@ -35,13 +28,14 @@
 //!   send.
 //! - libqb IPC is not thread-safe: a connection is used from one thread.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use rust_corosync::{cpg, quorum, CsError, DispatchFlags, TrackFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -52,28 +46,14 @@ use super::{
 };
 
 /// Events copied out of callbacks, waiting for `poll_event`.
-type Inbox = VecDeque<TransportEvent>;
+type Inbox = Arc<Mutex<VecDeque<TransportEvent>>>;
 
-thread_local! {
-    /// The inbox of the connection whose dispatch runs on this thread,
-    /// lent by [`dispatch_into`] for the length of the call.
-    static SINK: RefCell<Option<Inbox>> = const { RefCell::new(None) };
-}
+/// Context key → inbox of the connection whose handles carry that key (the
+/// CPG handle and the quorum handle of one connection share a key).
+static ROUTES: LazyLock<DashMap<u64, Inbox>> = LazyLock::new(DashMap::new);
 
-/// Runs one `*_dispatch` call with `inbox` as where its callbacks put
-/// their events (they run inside it, on this thread).
-fn dispatch_into(
-    inbox: &mut Inbox,
-    dispatch: impl FnOnce() -> Result<(), CsError>,
-) -> Result<(), CsError> {
-    let lent = std::mem::take(inbox);
-    SINK.with(|sink| *sink.borrow_mut() = Some(lent));
-    let result = dispatch();
-    if let Some(back) = SINK.with(|sink| sink.borrow_mut().take()) {
-        *inbox = back;
-    }
-    result
-}
+/// Source of context keys; 0 is never handed out.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// How long `join` keeps retrying `cpg_join` while the daemon answers
 /// `TRY_AGAIN` (it does so while the ring is still forming).
@@ -169,12 +149,12 @@ enum Life {
 pub struct CorosyncConnection {
     // Field order is drop order, and it matters: each `AsyncFd` must leave
     // the reactor before the handle owning its fd is finalized (which closes
-    // the fd). No callback can run once it is dropped: callbacks run only
-    // inside this connection's own dispatch calls.
+    // the fd). `Drop::drop` below runs first and removes the routes.
     cpg_fd: AsyncFd<IpcFd>,
     quorum: Option<QuorumLink>,
     cpg: cpg::Handle,
     inbox: Inbox,
+    key: u64,
     group: GroupName,
     local: Member,
     max_message_size: usize,
@@ -186,10 +166,20 @@ impl std::fmt::Debug for CorosyncConnection {
         f.debug_struct("CorosyncConnection")
             .field("group", &self.group)
             .field("local", &self.local)
+            .field("key", &self.key)
             .field("quorum", &self.quorum.is_some())
             .field("max_message_size", &self.max_message_size)
             .field("life", &self.life)
             .finish_non_exhaustive()
+    }
+}
+
+/// Removes a route on every early return of `open`.
+struct RouteGuard(u64);
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        ROUTES.remove(&self.0);
     }
 }
 
@@ -204,14 +194,20 @@ impl CorosyncConnection {
             )));
         }
 
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        let inbox: Inbox = Arc::default();
+        ROUTES.insert(key, Arc::clone(&inbox));
+        let route_guard = RouteGuard(key);
+
         let model = cpg::ModelData::ModelV1(cpg::Model1Data {
             flags: cpg::Model1Flags::None,
             deliver_fn: Some(on_deliver),
             confchg_fn: Some(on_confchg),
             totem_confchg_fn: Some(on_totem_confchg),
         });
-        // The context is unused: callbacks find their inbox through SINK.
-        let handle = cpg::initialize(&model, 0).map_err(initialize_error)?;
+        let handle = cpg::initialize(&model, key).map_err(initialize_error)?;
+        // Before anything can dispatch: the callbacks route by this key.
+        cpg::context_set(&handle, key).map_err(|e| cs_error("cpg_context_set", e))?;
         let node = cpg::local_get(&handle).map_err(|e| cs_error("cpg_local_get", e))?;
         let max_message_size = cpg::max_atomic_msgsize_get(&handle)
             .map_err(|e| cs_error("cpg_max_atomic_msgsize_get", e))?
@@ -222,7 +218,7 @@ impl CorosyncConnection {
         join_with_retry(&handle, group)?;
 
         let quorum = if track_quorum {
-            match open_quorum() {
+            match open_quorum(key) {
                 Ok(link) => Some(link),
                 Err(e) => {
                     tracing::warn!(
@@ -236,6 +232,8 @@ impl CorosyncConnection {
             None
         };
 
+        // Success: the route now lives as long as the connection.
+        std::mem::forget(route_guard);
         let local = Member {
             node: NodeId(u32::from(node)),
             pid: std::process::id(),
@@ -245,12 +243,20 @@ impl CorosyncConnection {
             cpg_fd,
             quorum,
             cpg: handle,
-            inbox: Inbox::new(),
+            inbox,
+            key,
             group: group.clone(),
             local,
             max_message_size,
             life: Life::Open,
         })
+    }
+
+    fn pop(&self) -> Option<TransportEvent> {
+        self.inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
     }
 
     /// Dispatches the quorum service if its fd is readable. Returns whether
@@ -262,10 +268,7 @@ impl CorosyncConnection {
         let failure = match link.fd.poll_read_ready(cx) {
             Poll::Pending => return false,
             Poll::Ready(Ok(mut guard)) => {
-                let handle = &link.handle;
-                match dispatch_into(&mut self.inbox, || {
-                    quorum::dispatch(handle, DispatchFlags::All)
-                }) {
+                match quorum::dispatch(&link.handle, DispatchFlags::All) {
                     Ok(()) => {
                         guard.clear_ready();
                         return true;
@@ -289,11 +292,7 @@ impl CorosyncConnection {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(mut guard)) => {
                 probe::dispatch_begins();
-                let handle = &self.cpg;
-                let dispatched = dispatch_into(&mut self.inbox, || {
-                    cpg::dispatch(handle, DispatchFlags::All)
-                });
-                match dispatched {
+                match cpg::dispatch(&self.cpg, DispatchFlags::All) {
                     Ok(()) => {
                         guard.clear_ready();
                         return Poll::Ready(true);
@@ -355,7 +354,7 @@ impl Connection for CorosyncConnection {
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<TransportEvent, TransportError>> {
         loop {
-            if let Some(event) = self.inbox.pop_front() {
+            if let Some(event) = self.pop() {
                 probe::taken(&event);
                 if self.life == Life::Leaving && is_own_leave(&event, self.local) {
                     // Our own Leave ends the view. corosync may still hand a
@@ -363,7 +362,10 @@ impl Connection for CorosyncConnection {
                     // leave, with an empty member list), which belong to no
                     // view of ours: drop them.
                     self.life = Life::Closed(format!("left group {}", self.group));
-                    self.inbox.clear();
+                    self.inbox
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clear();
                 }
                 return Poll::Ready(Ok(event));
             }
@@ -416,6 +418,15 @@ impl Connection for CorosyncConnection {
     }
 }
 
+impl Drop for CorosyncConnection {
+    fn drop(&mut self) {
+        // Then the fields drop in declaration order: AsyncFds first, then
+        // the handles, whose Drop finalizes them. No callback can run after
+        // this point: callbacks only run inside our own dispatch calls.
+        ROUTES.remove(&self.key);
+    }
+}
+
 /// Registers a library handle's IPC fd with tokio. Whoever keeps the
 /// returned `AsyncFd` must drop it before finalizing the handle.
 pub(crate) fn register(fd: RawFd, what: &str) -> Result<AsyncFd<IpcFd>, TransportError> {
@@ -454,14 +465,15 @@ fn join_with_retry(handle: &cpg::Handle, group: &GroupName) -> Result<(), Transp
     }
 }
 
-fn open_quorum() -> Result<QuorumLink, String> {
+fn open_quorum(key: u64) -> Result<QuorumLink, String> {
     let model = quorum::ModelData::ModelV1(quorum::Model1Data {
         flags: quorum::Model1Flags::None,
         quorum_notification_fn: Some(on_quorum),
         nodelist_notification_fn: None,
     });
     let (handle, _quorum_type) =
-        quorum::initialize(&model, 0).map_err(|e| format!("quorum_initialize: {e}"))?;
+        quorum::initialize(&model, key).map_err(|e| format!("quorum_initialize: {e}"))?;
+    quorum::context_set(&handle, key).map_err(|e| format!("quorum_context_set: {e}"))?;
     let raw_fd = quorum::fd_get(&handle).map_err(|e| format!("quorum_fd_get: {e}"))?;
     let fd = register(raw_fd, "quorum").map_err(|e| e.to_string())?;
     quorum::trackstart(&handle, TrackFlags::Changes)
@@ -543,24 +555,27 @@ fn change_of(a: &cpg::Address, side: Side) -> MemberChange {
 // ---- callbacks -------------------------------------------------------------
 //
 // They run inside `cpg_dispatch`/`quorum_dispatch` while rust-corosync holds
-// its global handle-table mutex: no libcpg calls, no panics, no blocking.
+// its global handle-table mutex: no libcpg calls except reading the context,
+// no panics, no blocking beyond our inbox mutex.
 
-/// Puts a callback's event into the inbox lent to this thread.
-fn route(event: TransportEvent) {
-    let routed = SINK
-        .try_with(|sink| match sink.try_borrow_mut() {
-            Ok(mut sink) => sink.as_mut().map(|inbox| inbox.push_back(event)).is_some(),
-            Err(_) => false,
-        })
-        .unwrap_or(false);
-    if !routed {
-        // Callbacks only run inside `dispatch_into`: never seen.
-        tracing::warn!("corosync callback outside a dispatch of this connection; event dropped");
+fn route(key: Result<u64, CsError>, event: TransportEvent) {
+    let Ok(key) = key else {
+        tracing::warn!("corosync callback without a readable context; event dropped");
+        return;
+    };
+    // Clone the Arc so no DashMap shard lock is held while pushing.
+    let inbox = ROUTES.get(&key).map(|entry| Arc::clone(entry.value()));
+    match inbox {
+        Some(inbox) => inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(event),
+        None => tracing::debug!(key, "corosync callback for a closed connection; dropped"),
     }
 }
 
 fn on_deliver(
-    _handle: &cpg::Handle,
+    handle: &cpg::Handle,
     _group: String,
     nodeid: rust_corosync::NodeId,
     pid: u32,
@@ -574,11 +589,11 @@ fn on_deliver(
         },
         bytes: msg.to_vec(),
     };
-    route(event);
+    route(cpg::context_get(handle), event);
 }
 
 fn on_confchg(
-    _handle: &cpg::Handle,
+    handle: &cpg::Handle,
     _group: &str,
     members: Vec<cpg::Address>,
     left: Vec<cpg::Address>,
@@ -590,14 +605,10 @@ fn on_confchg(
         left: left.iter().map(|a| change_of(a, Side::Left)).collect(),
     };
     probe::confchg_called();
-    route(event);
+    route(cpg::context_get(handle), event);
 }
 
-fn on_totem_confchg(
-    _handle: &cpg::Handle,
-    ring_id: cpg::RingId,
-    nodes: Vec<rust_corosync::NodeId>,
-) {
+fn on_totem_confchg(handle: &cpg::Handle, ring_id: cpg::RingId, nodes: Vec<rust_corosync::NodeId>) {
     let event = TransportEvent::TotemConfChg {
         ring_id: RingId {
             nodeid: NodeId(u32::from(ring_id.nodeid)),
@@ -605,11 +616,11 @@ fn on_totem_confchg(
         },
         nodes: nodes.into_iter().map(|n| NodeId(u32::from(n))).collect(),
     };
-    route(event);
+    route(cpg::context_get(handle), event);
 }
 
 fn on_quorum(
-    _handle: &quorum::Handle,
+    handle: &quorum::Handle,
     quorate: bool,
     ring_id: quorum::RingId,
     nodes: Vec<rust_corosync::NodeId>,
@@ -622,7 +633,7 @@ fn on_quorum(
         },
         nodes: nodes.into_iter().map(|n| NodeId(u32::from(n))).collect(),
     });
-    route(event);
+    route(quorum::context_get(handle), event);
 }
 
 /// When this process's last confchg went through each stage of the
@@ -633,10 +644,10 @@ fn on_quorum(
 #[doc(hidden)]
 pub mod probe {
     use std::cell::Cell;
-    use std::sync::{Mutex, PoisonError};
+    use std::sync::Mutex;
     use std::time::Instant;
 
-    use super::{AtomicBool, Ordering, TransportEvent};
+    use super::{AtomicBool, Ordering, PoisonError, TransportEvent};
 
     static ON: AtomicBool = AtomicBool::new(false);
     static LAST: Mutex<Option<ConfChgStages>> = Mutex::new(None);
