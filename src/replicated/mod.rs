@@ -165,6 +165,7 @@ mod runtime;
 pub(crate) mod fuzz_access {
     pub(crate) use super::core::{Action, Actions, ReplicaCore};
     pub(crate) use super::messages::{Chunk, CommandMsg, ReplicaMessage};
+    pub(crate) use super::runtime::unpack;
 }
 
 use std::future::Future;
@@ -350,6 +351,15 @@ pub struct ReplicaConfig {
     /// Commands between two snapshots of a durable replica: a restart
     /// replays at most this many from the log.
     pub snapshot_every: u64,
+    /// Most replica messages one multicast carries. 1 (the default): each
+    /// goes alone, which every build reads. Above 1, what is queued when
+    /// the replica sends (commands taken together, messages that piled up
+    /// while [`ReplicaConfig::send_window`] was full) goes out as one
+    /// batch, each message still handled at its own position; nothing is
+    /// held back to wait for company. Only builds from this one on read a
+    /// batch of replica messages: set it above 1 only when every member
+    /// runs such a build (the group must agree on it, as on a key).
+    pub batch_messages: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -373,6 +383,7 @@ impl Default for ReplicaConfig {
             sync: SyncPolicy::default(),
             digest_every: 10_000,
             snapshot_every: 10_000,
+            batch_messages: 1,
         }
     }
 }
