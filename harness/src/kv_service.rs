@@ -82,13 +82,15 @@ pub struct ServeOptions {
     pub sync: SyncPolicy,
     /// Most replica messages per multicast (rule 6).
     pub batch: usize,
+    /// Multicasts in flight ([`ReplicaConfig::send_window`]).
+    pub window: usize,
 }
 
 /// Replica messages per multicast unless `--batch` says otherwise.
 pub const DEFAULT_BATCH: usize = 64;
 
 /// The usage line of `acpg-kv`.
-pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--batch N] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
+pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--batch N] [--window N] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
 
 /// Parses the arguments of `serve` (after the word `serve`).
 pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
@@ -101,6 +103,7 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     let mut data_dir = None;
     let mut sync = SyncPolicy::default();
     let mut batch = DEFAULT_BATCH;
+    let mut window = ReplicaConfig::default().send_window;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |what: &str| {
@@ -147,6 +150,14 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| format!("--batch takes a count from 1, not {v:?}"))?;
             }
+            "--window" => {
+                let v = value("a multicast count")?;
+                window = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("--window takes a count from 1, not {v:?}"))?;
+            }
             other if other.starts_with("--") => return Err(format!("unknown option {other:?}")),
             other if group.is_none() => group = Some(other.to_owned()),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -162,6 +173,7 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
         data_dir,
         sync,
         batch,
+        window,
     })
 }
 
@@ -198,6 +210,7 @@ pub fn replica_config(
         data_dir,
         sync: o.sync,
         batch_messages: o.batch,
+        send_window: o.window,
         ..ReplicaConfig::default()
     }
 }

@@ -32,7 +32,9 @@
 //! 4. Replies and acknowledgements of a durable replica wait for the
 //!    commit at the end of the runtime's turn (`keeper`): one commit, and
 //!    with [`super::SyncPolicy::Batch`] one sync, for every batch
-//!    delivered in that turn.
+//!    delivered in that turn. A reply whose command an earlier commit
+//!    already made durable (safe delivery: its acknowledgements came in
+//!    later) does not wait for the next one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -135,6 +137,8 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     deferred_ack: Option<u64>,
     /// The state when the core last asked for an acknowledgement (rule 3).
     ack_stamp: Option<StateId>,
+    /// The state the last commit made durable (rule 4).
+    durable: Option<StateId>,
 }
 
 /// The replica messages of one delivered multicast, in order, each with
@@ -219,6 +223,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             in_batch: false,
             deferred_ack: None,
             ack_stamp: None,
+            durable: None,
         }
         .start())
     }
@@ -396,6 +401,26 @@ impl<S: StateMachine> ReplicaActor<S> {
         self.finish(changed, ctx);
     }
 
+    /// Whether `action` answers a command an earlier commit made durable
+    /// (rule 4).
+    fn is_durable(&self, action: &Action<S::Response, S::Snapshot>) -> bool {
+        match (action, self.durable) {
+            (
+                Action::Reply {
+                    result: Ok(executed),
+                    ..
+                },
+                Some(durable),
+            ) => {
+                let at = executed.state;
+                at.epoch == durable.epoch
+                    && at.genesis == durable.genesis
+                    && at.applied <= durable.applied
+            }
+            _ => false,
+        }
+    }
+
     /// What a cumulative acknowledgement of `upto` may say now (rule 3):
     /// the count applied, if the state is still the one the core asked to
     /// acknowledge, grown by commands only.
@@ -449,8 +474,9 @@ impl<S: StateMachine> ReplicaActor<S> {
             if let Action::Mcast(ReplicaMessage::Ack(_)) = &action {
                 self.ack_stamp = Some(self.core.state_id());
             }
+            let durable = self.is_durable(&action);
             if let Some(keeper) = &mut self.keeper {
-                if keeper.holds(&action) {
+                if keeper.holds(&action) && !durable {
                     keeper.hold(action);
                     continue;
                 }
@@ -556,10 +582,16 @@ impl<S: StateMachine> ReplicaActor<S> {
     /// End of a pump turn: commit what was appended, release what waited
     /// for it (group commit).
     fn commit(&mut self, ctx: &mut Context<Self>) {
+        // Everything applied was appended: the commit makes it durable.
+        let state = self.core.state_id();
         let Some(keeper) = &mut self.keeper else {
             return;
         };
-        match keeper.commit() {
+        let committed = keeper.commit();
+        if committed.is_ok() {
+            self.durable = Some(state);
+        }
+        match committed {
             Ok(released) if released.is_empty() => {}
             Ok(released) => {
                 // Everything applied is durable now: an acknowledgement
