@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_cpg::kv::{KvCommand, KvStore};
+use actix_cpg::replicated::SyncPolicy;
 use actix_cpg::transport::sim::SimCluster;
 use actix_cpg::transport::FlowControl;
 use actix_cpg::wire::{self, Codec, Kind};
@@ -29,18 +30,23 @@ fn config(batch_messages: usize, delivery: Delivery) -> ReplicaConfig {
 }
 
 async fn start<C: Connection>(conn: C, config: ReplicaConfig) -> Replica<KvStore> {
-    let replica = tokio::time::timeout(
-        Duration::from_secs(10),
-        Replica::<KvStore>::start(conn, config),
-    )
-    .await
-    .expect("ready in time")
-    .expect("started");
+    let replica = started(conn, config).await;
     tokio::time::timeout(Duration::from_secs(10), replica.wait_primary())
         .await
         .expect("primary in time")
         .expect("primary");
     replica
+}
+
+/// Started, not yet primary (a restarted replica waits for the others).
+async fn started<C: Connection>(conn: C, config: ReplicaConfig) -> Replica<KvStore> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        Replica::<KvStore>::start(conn, config),
+    )
+    .await
+    .expect("ready in time")
+    .expect("started")
 }
 
 fn join(cluster: &SimCluster, node: u32) -> actix_cpg::transport::sim::SimConnection {
@@ -107,6 +113,58 @@ async fn commands_sent_together_go_out_in_few_multicasts_and_apply_alike_everywh
             assert_eq!(m.dropped(), 0, "{delivery:?}: {m:?}");
         }
     }
+}
+
+#[actix_rt::test]
+async fn durable_safe_replicas_that_batch_answer_every_command_and_keep_it_on_disk() {
+    let scratch = crate::support::scratch::Scratch::new("batching-durable");
+    let durable = |node: u32| ReplicaConfig {
+        data_dir: Some(scratch.path().join(node.to_string())),
+        sync: SyncPolicy::Batch,
+        ..config(64, Delivery::Safe)
+    };
+    let cluster = SimCluster::new(3);
+    let mut replicas = Vec::new();
+    for node in 1..=3 {
+        replicas.push(start(join(&cluster, node), durable(node)).await);
+    }
+    burst(&replicas, 150).await;
+    agree(&replicas, 450).await;
+    let before = replicas[0]
+        .query(|s: &KvStore| s.digest())
+        .await
+        .expect("query");
+    for r in &replicas {
+        assert!(r.metrics().batches_sent > 0);
+    }
+    // Every process stops; they come back from their directories alone.
+    for r in &replicas {
+        cluster.kill_process(r.local()).expect("kill");
+    }
+    for r in &replicas {
+        // Closed: its directory is free.
+        for _ in 0..2000 {
+            if r.status().closed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            r.status().closed,
+            "the killed replica's runtime never stopped"
+        );
+    }
+    drop(replicas);
+    let mut again = Vec::new();
+    for node in 1..=3 {
+        again.push(started(join(&cluster, node), durable(node)).await);
+    }
+    agree(&again, 450).await;
+    let after = again[0]
+        .query(|s: &KvStore| s.digest())
+        .await
+        .expect("query");
+    assert_eq!(after, before);
 }
 
 #[actix_rt::test]
