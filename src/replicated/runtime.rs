@@ -141,14 +141,14 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     durable: Option<StateId>,
 }
 
-/// The replica messages of one delivered multicast, in order, each with
-/// the version of its envelope (rule 1): one, or the pieces of a batch.
-/// `Err` drops the whole multicast (its framing); an `Err` piece is
-/// dropped alone.
-pub(crate) fn unpack(
-    codec: &Codec,
-    bytes: &[u8],
-) -> Result<Vec<Result<(u8, ReplicaMessage), WireError>>, WireError> {
+/// One piece of a delivered multicast: the message with the version of
+/// its envelope, or why it is dropped.
+pub(crate) type Piece = Result<(u8, ReplicaMessage), WireError>;
+
+/// The replica messages of one delivered multicast, in order (rule 1):
+/// one, or the pieces of a batch. `Err` drops the whole multicast (its
+/// framing); an `Err` piece is dropped alone.
+pub(crate) fn unpack(codec: &Codec, bytes: &[u8]) -> Result<Vec<Piece>, WireError> {
     let decode = |frame: crate::wire::Frame<'_>| {
         ReplicaMessage::decode(codec, frame).map(|msg| (frame.version, msg))
     };
@@ -362,12 +362,7 @@ impl<S: StateMachine> ReplicaActor<S> {
 
     /// The messages of one multicast, one by one at their own positions
     /// (rules 1 and 3); one flush at the end.
-    fn handle_pieces(
-        &mut self,
-        from: Member,
-        pieces: Vec<Result<(u8, ReplicaMessage), WireError>>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn handle_pieces(&mut self, from: Member, pieces: Vec<Piece>, ctx: &mut Context<Self>) {
         self.in_batch = pieces.len() > 1;
         if self.in_batch {
             self.metrics.batch_delivered();
