@@ -28,7 +28,11 @@
 //!    ([`ReplicaConfig::data_dir`]; `--sync` says when it reaches the disk,
 //!    before the answer): serve again on the same directory after a crash,
 //!    or after the whole group was killed, and the state is back.
-//! 6. The replicas pack what is queued into one multicast, up to
+//! 6. A durable replica writes a snapshot every [`SNAPSHOT_EVERY`]
+//!    commands (etcd's default `--snapshot-count`): the snapshot is the
+//!    whole state, written while the replica waits, so a large state
+//!    snapshotted often stalls every request.
+//! 7. The replicas pack what is queued into one multicast, up to
 //!    [`DEFAULT_BATCH`] messages ([`ReplicaConfig::batch_messages`];
 //!    `--batch N`, 1 sends each alone): every replica of a group must run
 //!    a build that reads such batches, which every build of this service
@@ -80,11 +84,14 @@ pub struct ServeOptions {
     pub data_dir: Option<PathBuf>,
     /// When a durable replica's commands reach the disk.
     pub sync: SyncPolicy,
-    /// Most replica messages per multicast (rule 6).
+    /// Most replica messages per multicast (rule 7).
     pub batch: usize,
     /// Multicasts in flight ([`ReplicaConfig::send_window`]).
     pub window: usize,
 }
+
+/// Commands between two snapshots of a durable replica (rule 6).
+pub const SNAPSHOT_EVERY: u64 = 100_000;
 
 /// Replica messages per multicast unless `--batch` says otherwise.
 pub const DEFAULT_BATCH: usize = 64;
@@ -210,6 +217,7 @@ pub fn replica_config(
         data_dir,
         sync: o.sync,
         batch_messages: o.batch,
+        snapshot_every: SNAPSHOT_EVERY,
         send_window: o.window,
         ..ReplicaConfig::default()
     }
