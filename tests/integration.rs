@@ -28,6 +28,7 @@ mod inspect;
 mod inspect_rsm;
 mod kv_history_sim;
 mod record_replay;
+mod replicated_batching;
 mod replicated_observer;
 mod replicated_schedules;
 mod replicated_versions;

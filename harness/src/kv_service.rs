@@ -28,6 +28,15 @@
 //!    ([`ReplicaConfig::data_dir`]; `--sync` says when it reaches the disk,
 //!    before the answer): serve again on the same directory after a crash,
 //!    or after the whole group was killed, and the state is back.
+//! 6. A durable replica writes a snapshot every [`SNAPSHOT_EVERY`]
+//!    commands (etcd's default `--snapshot-count`): the snapshot is the
+//!    whole state, written while the replica waits, so a large state
+//!    snapshotted often stalls every request.
+//! 7. The replicas pack what is queued into one multicast, up to
+//!    [`DEFAULT_BATCH`] messages ([`ReplicaConfig::batch_messages`];
+//!    `--batch N`, 1 sends each alone): every replica of a group must run
+//!    a build that reads such batches, which every build of this service
+//!    does.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -75,10 +84,20 @@ pub struct ServeOptions {
     pub data_dir: Option<PathBuf>,
     /// When a durable replica's commands reach the disk.
     pub sync: SyncPolicy,
+    /// Most replica messages per multicast (rule 7).
+    pub batch: usize,
+    /// Multicasts in flight ([`ReplicaConfig::send_window`]).
+    pub window: usize,
 }
 
+/// Commands between two snapshots of a durable replica (rule 6).
+pub const SNAPSHOT_EVERY: u64 = 100_000;
+
+/// Replica messages per multicast unless `--batch` says otherwise.
+pub const DEFAULT_BATCH: usize = 64;
+
 /// The usage line of `acpg-kv`.
-pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
+pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--batch N] [--window N] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
 
 /// Parses the arguments of `serve` (after the word `serve`).
 pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
@@ -90,6 +109,8 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     let mut record = None;
     let mut data_dir = None;
     let mut sync = SyncPolicy::default();
+    let mut batch = DEFAULT_BATCH;
+    let mut window = ReplicaConfig::default().send_window;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |what: &str| {
@@ -128,6 +149,22 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
                     _ => return Err(format!("--sync takes every, batch or never, not {v:?}")),
                 };
             }
+            "--batch" => {
+                let v = value("a message count")?;
+                batch = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("--batch takes a count from 1, not {v:?}"))?;
+            }
+            "--window" => {
+                let v = value("a multicast count")?;
+                window = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("--window takes a count from 1, not {v:?}"))?;
+            }
             other if other.starts_with("--") => return Err(format!("unknown option {other:?}")),
             other if group.is_none() => group = Some(other.to_owned()),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -142,6 +179,8 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
         record,
         data_dir,
         sync,
+        batch,
+        window,
     })
 }
 
@@ -177,6 +216,9 @@ pub fn replica_config(
         record_to,
         data_dir,
         sync: o.sync,
+        batch_messages: o.batch,
+        snapshot_every: SNAPSHOT_EVERY,
+        send_window: o.window,
         ..ReplicaConfig::default()
     }
 }

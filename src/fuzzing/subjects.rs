@@ -10,7 +10,8 @@ use crate::group::fuzz_access::{
 };
 use crate::kv::{KvCommand, KvStore, FILL_KEY_COST, MAX_FILL_BYTES};
 use crate::replicated::fuzz_access::{
-    transfer_body, Action as ReplicaAction, Chunk, CommandMsg, ReplicaCore, ReplicaMessage,
+    transfer_body, unpack as replica_unpack, Action as ReplicaAction, Chunk, CommandMsg,
+    ReplicaCore, ReplicaMessage,
 };
 use crate::transport::{Member, MemberChange, QuorumState};
 use crate::wire::{Codec, Kind};
@@ -338,27 +339,26 @@ impl Subject for ReplicaSubject {
     }
 
     fn deliver(&mut self, from: Member, bytes: &[u8]) -> bool {
-        let decoded = self
-            .codec
-            .decode_frame_any_version(bytes)
-            .and_then(|frame| {
-                ReplicaMessage::decode(&self.codec, frame).map(|msg| (frame.version, msg))
-            });
-        let Ok((version, msg)) = decoded else {
+        let Ok(pieces) = replica_unpack(&self.codec, bytes) else {
             return false;
         };
-        if let ReplicaMessage::Command(CommandMsg { payload, .. }) = &msg {
-            if let Ok(KvCommand::Fill { count, size, .. }) = self.codec.decode_payload(payload) {
-                let cost = u64::from(count).saturating_mul(u64::from(size) + FILL_KEY_COST);
-                if cost <= MAX_FILL_BYTES {
-                    self.fill_keys += count as usize;
-                    self.fill_bytes += cost as usize;
+        let mut any = false;
+        for (version, msg) in pieces.into_iter().flatten() {
+            any = true;
+            if let ReplicaMessage::Command(CommandMsg { payload, .. }) = &msg {
+                if let Ok(KvCommand::Fill { count, size, .. }) = self.codec.decode_payload(payload)
+                {
+                    let cost = u64::from(count).saturating_mul(u64::from(size) + FILL_KEY_COST);
+                    if cost <= MAX_FILL_BYTES {
+                        self.fill_keys += count as usize;
+                        self.fill_bytes += cost as usize;
+                    }
                 }
             }
+            let actions = self.core.handle_message(from, version, msg);
+            self.absorb(actions);
         }
-        let actions = self.core.handle_message(from, version, msg);
-        self.absorb(actions);
-        true
+        any
     }
 
     fn quorum(&mut self, q: &QuorumState) {

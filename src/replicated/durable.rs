@@ -80,7 +80,9 @@ pub(crate) enum Entry {
         from: Member,
         /// Its id among its sender's commands.
         id: u64,
-        /// The command as it was delivered.
+        /// The command as it was delivered; one block of bytes, which
+        /// bincode lays out as it did a sequence of `u8`.
+        #[serde(with = "crate::wire::bytes")]
         payload: Vec<u8>,
         /// The state's id after it.
         after: StateId,

@@ -57,6 +57,12 @@ pub const RECOVERY_VERSION: u8 = 4;
 /// it, a transfer is a snapshot and has no such byte.
 pub const SUFFIX_VERSION: u8 = 4;
 
+/// The first protocol version whose replicas all read a multicast that
+/// carries several replica messages (a batch, in the group layer's
+/// framing); a replica packs them only once its group speaks it
+/// ([`super::ReplicaConfig::batch_messages`]). No layout changes with it.
+pub const BATCH_VERSION: u8 = 4;
+
 /// The last byte of a transfer from [`SUFFIX_VERSION`] on: the bytes
 /// before it are a snapshot, as [`super::StateMachine::encode`] made it.
 pub(crate) const TRANSFER_SNAPSHOT: u8 = 0;
@@ -95,6 +101,7 @@ pub(crate) fn transfer_body(
 pub(crate) struct SuffixEntry {
     pub from: Member,
     pub id: u64,
+    #[serde(with = "crate::wire::bytes")]
     pub payload: Vec<u8>,
     pub after: StateId,
 }
@@ -205,6 +212,9 @@ pub(crate) struct Info {
 pub(crate) struct CommandMsg {
     pub id: u64,
     /// The command, encoded with [`crate::wire::Codec::encode_payload`].
+    /// Coded as one block of bytes: the same bincode bytes as a sequence
+    /// of `u8`, copied at once.
+    #[serde(with = "crate::wire::bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -215,6 +225,8 @@ pub(crate) struct Chunk {
     pub state: StateId,
     pub index: u32,
     pub total: u32,
+    /// One block of bytes, as [`CommandMsg::payload`].
+    #[serde(with = "crate::wire::bytes")]
     pub bytes: Vec<u8>,
 }
 
@@ -532,6 +544,101 @@ mod tests {
                 assert_eq!(decode(&codec, &bytes), Ok(msg));
             }
         }
+    }
+
+    /// A command as builds before the payload was coded as bytes laid it
+    /// out: the same fields, the payload a sequence of `u8`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct SeqCommand {
+        id: u64,
+        payload: Vec<u8>,
+    }
+
+    /// A chunk as those builds laid it out.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct SeqChunk {
+        state: StateId,
+        index: u32,
+        total: u32,
+        bytes: Vec<u8>,
+    }
+
+    /// The wire index of `Chunk`.
+    const CHUNK: u32 = 4;
+
+    #[test]
+    fn payloads_coded_as_bytes_keep_the_bytes_of_a_sequence_both_ways() {
+        let codec = old();
+        let state = info().state;
+        for len in [0usize, 1, 255, 4096] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let command = CommandMsg {
+                id: 9,
+                payload: bytes.clone(),
+            };
+            let seq = SeqCommand {
+                id: 9,
+                payload: bytes.clone(),
+            };
+            let before = codec
+                .encode(Kind::Replicated, &(COMMAND, &seq))
+                .expect("encodes");
+            let now = ReplicaMessage::Command(command.clone())
+                .encode(&codec)
+                .expect("encodes");
+            assert_eq!(now, before, "a command of {len} bytes");
+            assert_eq!(
+                decode(&codec, &before),
+                Ok(ReplicaMessage::Command(command))
+            );
+            assert_eq!(
+                codec.decode_body::<(u32, SeqCommand)>(&now[8..]),
+                Ok((COMMAND, seq))
+            );
+
+            let chunk = Chunk {
+                state,
+                index: 2,
+                total: 3,
+                bytes: bytes.clone(),
+            };
+            let seq = SeqChunk {
+                state,
+                index: 2,
+                total: 3,
+                bytes,
+            };
+            let before = codec
+                .encode(Kind::Replicated, &(CHUNK, &seq))
+                .expect("encodes");
+            let now = ReplicaMessage::Chunk(chunk.clone())
+                .encode(&codec)
+                .expect("encodes");
+            assert_eq!(now, before, "a chunk of {len} bytes");
+            assert_eq!(decode(&codec, &before), Ok(ReplicaMessage::Chunk(chunk)));
+            assert_eq!(
+                codec.decode_body::<(u32, SeqChunk)>(&now[8..]),
+                Ok((CHUNK, seq))
+            );
+        }
+    }
+
+    #[test]
+    fn a_payload_longer_than_its_bytes_is_malformed() {
+        let codec = old();
+        let mut bytes = ReplicaMessage::Command(CommandMsg {
+            id: 1,
+            payload: vec![1, 2, 3],
+        })
+        .encode(&codec)
+        .expect("encodes");
+        // The payload's length prefix (after header, index and id) claims
+        // one byte more than follows.
+        bytes[8 + 4 + 8] = 4;
+        assert!(decode(&codec, &bytes).is_err());
+        // And a prefix past the limit allocates nothing.
+        bytes[8 + 4 + 8..8 + 4 + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode(&codec, &bytes).is_err());
     }
 
     #[test]

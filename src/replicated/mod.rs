@@ -182,6 +182,7 @@ mod runtime;
 pub(crate) mod fuzz_access {
     pub(crate) use super::core::{Action, Actions, ReplicaCore};
     pub(crate) use super::messages::{transfer_body, Chunk, CommandMsg, ReplicaMessage};
+    pub(crate) use super::runtime::unpack;
 }
 
 use std::future::Future;
@@ -197,7 +198,8 @@ pub use self::inspect::{
 };
 pub use self::keeper::{bootstrap, Bootstrapped};
 pub use self::messages::{
-    PrimaryEpoch, StateDigest, StateId, DIGEST_VERSION, RECOVERY_VERSION, SUFFIX_VERSION,
+    PrimaryEpoch, StateDigest, StateId, BATCH_VERSION, DIGEST_VERSION, RECOVERY_VERSION,
+    SUFFIX_VERSION,
 };
 pub use self::observer::ReplicaObserver;
 pub use self::replay::replay;
@@ -376,6 +378,16 @@ pub struct ReplicaConfig {
     /// (protocol version [`SUFFIX_VERSION`] on). 0: every transfer is a
     /// snapshot.
     pub suffix_bytes: usize,
+    /// Most replica messages one multicast carries. 1 (the default): each
+    /// goes alone. Above 1, what is queued when the replica sends
+    /// (commands taken together, messages that piled up while
+    /// [`ReplicaConfig::send_window`] was full) goes out as one batch, each
+    /// message still handled at its own position; nothing is held back to
+    /// wait for company. Only once the group speaks protocol version
+    /// [`BATCH_VERSION`] (every build that speaks it reads a batch of
+    /// replica messages, whatever its own setting); before, each message
+    /// goes alone. Members may set it differently.
+    pub batch_messages: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -400,6 +412,7 @@ impl Default for ReplicaConfig {
             digest_every: 10_000,
             snapshot_every: 10_000,
             suffix_bytes: 8 << 20,
+            batch_messages: 1,
         }
     }
 }

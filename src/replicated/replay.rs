@@ -22,7 +22,6 @@
 //! on; a recording made from an empty directory replays as any other.
 
 use super::core::{Action, ReplicaCore};
-use super::messages::ReplicaMessage;
 use super::{RefusedCounts, ReplicaConfig, StateId, StateMachine};
 use crate::record::{Recorded, Recording, Replayed};
 use crate::wire::Codec;
@@ -60,25 +59,28 @@ pub fn replay<S: StateMachine>(recording: &Recording, config: &ReplicaConfig) ->
             } => core.handle_confchg(members, joined, left),
             // A replica records none (see the module docs).
             Recorded::Quorum(_) => Vec::new(),
-            Recorded::Deliver { from, bytes } => {
-                let decoded = codec.decode_frame_any_version(bytes).and_then(|frame| {
-                    ReplicaMessage::decode(&codec, frame).map(|msg| (frame.version, msg))
-                });
-                match decoded {
-                    Ok((version, msg)) => {
-                        let before = core.refused();
-                        let actions = core.handle_message(*from, version, msg);
-                        for cause in refusal_causes(&before, &core.refused()) {
-                            say(format!("refused a message from {from} ({cause})"));
+            Recorded::Deliver { from, bytes } => match super::runtime::unpack(&codec, bytes) {
+                Ok(pieces) => {
+                    let mut actions = Vec::new();
+                    for piece in pieces {
+                        match piece {
+                            Ok((version, msg)) => {
+                                let before = core.refused();
+                                actions.extend(core.handle_message(*from, version, msg));
+                                for cause in refusal_causes(&before, &core.refused()) {
+                                    say(format!("refused a message from {from} ({cause})"));
+                                }
+                            }
+                            Err(e) => say(format!("dropped a message from {from}: {e}")),
                         }
-                        actions
                     }
-                    Err(e) => {
-                        say(format!("dropped a message from {from}: {e}"));
-                        Vec::new()
-                    }
+                    actions
                 }
-            }
+                Err(e) => {
+                    say(format!("dropped a message from {from}: {e}"));
+                    Vec::new()
+                }
+            },
         };
         if let Some(v) = core.writes_at() {
             if v != codec.version() {

@@ -8,6 +8,34 @@
 //!  transport ─ poll_event ─► decode ─► ReplicaCore ─► actions ─► replies,
 //!                                        events, snapshot chunks
 //! ```
+//!
+//! Rules of the send and receive paths (the core's decisions are the
+//! same whatever they do):
+//!
+//! 1. A delivered multicast is one replica message or a
+//!    [`Kind::Batch`] of them. A batch's framing is checked whole (broken:
+//!    the whole multicast is dropped, counted once); then each piece is
+//!    decoded and handed to the core on its own, at its own position, a
+//!    piece that does not decode dropped alone and counted.
+//! 2. With [`super::ReplicaConfig::batch_messages`] above 1, what is queued
+//!    when the runtime flushes goes out packed, up to that many messages
+//!    and the message size per multicast (see [`crate::outbox`]): commands
+//!    taken in one turn of the runtime, and what piled up while the send
+//!    window was full. Nothing waits for company. Only once the group
+//!    speaks [`super::BATCH_VERSION`], which every member that speaks it
+//!    reads; before, each message goes alone.
+//! 3. Acknowledgements are cumulative (safe delivery): while the pieces of
+//!    one batch are handled, and while a durable replica holds one for its
+//!    commit, an acknowledgement the core asked for is sent once, at the
+//!    end, carrying the highest count applied by then, if the state is
+//!    still of the same primary epoch and founding (the core asked for an
+//!    acknowledgement of it, and it only grew by commands since).
+//! 4. Replies and acknowledgements of a durable replica wait for the
+//!    commit at the end of the runtime's turn (`keeper`): one commit, and
+//!    with [`super::SyncPolicy::Batch`] one sync, for every batch
+//!    delivered in that turn. A reply whose command an earlier commit
+//!    already made durable (safe delivery: its acknowledgements came in
+//!    later) does not wait for the next one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,19 +48,21 @@ use tracing::{debug, error, warn};
 use super::core::{Action, Actions, ReplicaCore};
 use super::durable::StoreError;
 use super::keeper::Keeper;
-use super::messages::{transfer_body, Chunk, CommandMsg, ReplicaMessage, StateId, SuffixEntry};
+use super::messages::{
+    transfer_body, Chunk, CommandMsg, ReplicaMessage, StateId, SuffixEntry, BATCH_VERSION,
+};
 use super::{
     Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaInspection, ReplicaStatus,
     StateMachine, Stopped,
 };
 use crate::group::GroupMetrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Packing};
 use crate::pump::{EventPump, Pumped};
 use crate::record::{Recorded, Recorder};
 use crate::roster::Refusal;
 use crate::telemetry::{self, ReplicaGauges, ReplicaTelemetry};
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
-use crate::wire::{Codec, HEADER_LEN};
+use crate::wire::{Codec, Kind, WireError, HEADER_LEN};
 
 /// Room for a chunk's own fields (state id, index, total, length prefix)
 /// and the enum tag, on top of the header.
@@ -100,6 +130,40 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     /// The data directory of a durable replica (boxed, as `core`: it holds
     /// user types).
     keeper: Option<Box<KeeperOf<S>>>,
+    /// Most messages per multicast (rule 2; 1: each alone).
+    batch_messages: usize,
+    /// The size cap of a multicast.
+    limit: usize,
+    /// Set while the pieces of one batch are handled: acknowledgements
+    /// wait in `deferred_ack` and nothing is flushed (rule 3).
+    in_batch: bool,
+    deferred_ack: Option<u64>,
+    /// The state when the core last asked for an acknowledgement (rule 3).
+    ack_stamp: Option<StateId>,
+    /// The state the last commit made durable (rule 4).
+    durable: Option<StateId>,
+}
+
+/// One piece of a delivered multicast: the message with the version of
+/// its envelope, or why it is dropped.
+pub(crate) type Piece = Result<(u8, ReplicaMessage), WireError>;
+
+/// The replica messages of one delivered multicast, in order (rule 1):
+/// one, or the pieces of a batch. `Err` drops the whole multicast (its
+/// framing); an `Err` piece is dropped alone.
+pub(crate) fn unpack(codec: &Codec, bytes: &[u8]) -> Result<Vec<Piece>, WireError> {
+    let decode = |frame: crate::wire::Frame<'_>| {
+        ReplicaMessage::decode(codec, frame).map(|msg| (frame.version, msg))
+    };
+    let frame = codec.decode_frame_any_version(bytes)?;
+    if frame.kind != Kind::Batch {
+        return Ok(vec![decode(frame)]);
+    }
+    Ok(codec
+        .split_batch(frame.body)?
+        .into_iter()
+        .map(|piece| codec.decode_frame_any_version(piece).and_then(decode))
+        .collect())
 }
 
 impl<S: StateMachine> ReplicaActor<S> {
@@ -157,6 +221,12 @@ impl<S: StateMachine> ReplicaActor<S> {
             span,
             telemetry,
             keeper,
+            batch_messages: config.batch_messages.max(1),
+            limit,
+            in_batch: false,
+            deferred_ack: None,
+            ack_stamp: None,
+            durable: None,
         }
         .start())
     }
@@ -266,19 +336,8 @@ impl<S: StateMachine> ReplicaActor<S> {
                 if from == self.conn.local() {
                     self.outbox.own_delivered();
                 }
-                let decoded = self
-                    .codec
-                    .decode_frame_any_version(&bytes)
-                    .and_then(|frame| {
-                        ReplicaMessage::decode(&self.codec, frame).map(|msg| (frame.version, msg))
-                    });
-                match decoded {
-                    Ok((version, msg)) => {
-                        self.metrics.delivered();
-                        let actions = self.core.handle_message(from, version, msg);
-                        self.follow_version();
-                        self.execute(actions, ctx);
-                    }
+                match unpack(&self.codec, &bytes) {
+                    Ok(pieces) => self.handle_pieces(from, pieces, ctx),
                     Err(e) => {
                         self.metrics.dropped(&e);
                         warn!(group = %self.conn.group(), %from, len = bytes.len(), "dropped a message: {e}");
@@ -307,6 +366,80 @@ impl<S: StateMachine> ReplicaActor<S> {
         }
     }
 
+    /// The messages of one multicast, one by one at their own positions
+    /// (rules 1 and 3); one flush at the end.
+    fn handle_pieces(&mut self, from: Member, pieces: Vec<Piece>, ctx: &mut Context<Self>) {
+        self.in_batch = pieces.len() > 1;
+        if self.in_batch {
+            self.metrics.batch_delivered();
+        }
+        let mut changed = false;
+        for piece in pieces {
+            match piece {
+                Ok((version, msg)) => {
+                    self.metrics.delivered();
+                    let actions = self.core.handle_message(from, version, msg);
+                    changed |= actions.iter().any(|a| matches!(a, Action::Event(_)));
+                    self.follow_version();
+                    if !self.apply(actions, ctx) {
+                        self.in_batch = false;
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.metrics.dropped(&e);
+                    warn!(group = %self.conn.group(), %from, "dropped a message of a batch: {e}");
+                }
+            }
+        }
+        self.in_batch = false;
+        if let Some(upto) = self.deferred_ack.take() {
+            let ack = ReplicaMessage::Ack(self.raise_ack(upto));
+            if !self.apply(vec![Action::Mcast(ack)], ctx) {
+                return;
+            }
+        }
+        self.finish(changed, ctx);
+    }
+
+    /// Whether `action` answers a command an earlier commit made durable
+    /// (rule 4).
+    fn is_durable(&self, action: &Action<S::Response, S::Snapshot>) -> bool {
+        match (action, self.durable) {
+            (
+                Action::Reply {
+                    result: Ok(executed),
+                    ..
+                },
+                Some(durable),
+            ) => {
+                let at = executed.state;
+                at.epoch == durable.epoch
+                    && at.genesis == durable.genesis
+                    && at.applied <= durable.applied
+            }
+            _ => false,
+        }
+    }
+
+    /// What a cumulative acknowledgement of `upto` may say now (rule 3):
+    /// the count applied, if the state is still the one the core asked to
+    /// acknowledge, grown by commands only.
+    fn raise_ack(&self, upto: u64) -> u64 {
+        let now = self.core.state_id();
+        match self.ack_stamp {
+            Some(stamp)
+                if stamp.epoch == now.epoch
+                    && stamp.genesis == now.genesis
+                    && now.applied >= upto
+                    && self.core.is_holding() =>
+            {
+                now.applied
+            }
+            _ => upto,
+        }
+    }
+
     /// Writes at the version the group speaks once this replica knows it
     /// and speaks it (rule 9 of the core): it moves at a point of the
     /// stream, before the actions of that point are encoded.
@@ -320,10 +453,31 @@ impl<S: StateMachine> ReplicaActor<S> {
     }
 
     fn execute(&mut self, actions: Actions<S>, ctx: &mut Context<Self>) {
-        let mut changed = false;
+        let changed = actions.iter().any(|a| matches!(a, Action::Event(_)));
+        if self.apply(actions, ctx) {
+            self.finish(changed, ctx);
+        }
+    }
+
+    /// After the actions of an input: the status, if `changed`, and a
+    /// flush.
+    fn finish(&mut self, changed: bool, ctx: &mut Context<Self>) {
+        if changed {
+            self.refresh_status();
+        }
+        self.flush_or_close(ctx);
+    }
+
+    /// Carries out the actions of one input, without flushing; false when
+    /// the runtime stopped.
+    fn apply(&mut self, actions: Actions<S>, ctx: &mut Context<Self>) -> bool {
         for action in actions {
+            if let Action::Mcast(ReplicaMessage::Ack(_)) = &action {
+                self.ack_stamp = Some(self.core.state_id());
+            }
+            let durable = self.is_durable(&action);
             if let Some(keeper) = &mut self.keeper {
-                if keeper.holds(&action) {
+                if keeper.holds(&action) && !durable {
                     keeper.hold(action);
                     continue;
                 }
@@ -333,7 +487,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                     if let Some(keeper) = &mut self.keeper {
                         if let Err(e) = keeper.persist(&entry, self.core.known()) {
                             self.storage_failed(e, ctx);
-                            return;
+                            return false;
                         }
                     }
                 }
@@ -341,9 +495,12 @@ impl<S: StateMachine> ReplicaActor<S> {
                     if let Some(keeper) = &mut self.keeper {
                         if let Err(e) = keeper.rebase(state, &bytes, self.core.known()) {
                             self.storage_failed(e, ctx);
-                            return;
+                            return false;
                         }
                     }
+                }
+                Action::Mcast(ReplicaMessage::Ack(upto)) if self.in_batch => {
+                    self.deferred_ack = Some(upto);
                 }
                 Action::Mcast(msg) => match msg.encode(&self.codec) {
                     // An info, and the mark it waits for, must reach the
@@ -372,7 +529,6 @@ impl<S: StateMachine> ReplicaActor<S> {
                     }
                 }
                 Action::Event(event) => {
-                    changed = true;
                     match &event {
                         ReplicaEvent::Installed { receivers, .. } => {
                             let local = self.conn.local();
@@ -395,23 +551,20 @@ impl<S: StateMachine> ReplicaActor<S> {
                     error!(group = %self.conn.group(), "replica stops: {why}");
                     let _ = self.conn.leave();
                     self.close(TransportError::Other(why), ctx);
-                    return;
+                    return false;
                 }
                 Action::Refused(refusal) => {
                     // The event about itself went out just before.
                     self.refused(refusal, ctx);
-                    return;
+                    return false;
                 }
             }
         }
         if let Err(e) = self.keep_up() {
             self.storage_failed(e, ctx);
-            return;
+            return false;
         }
-        if changed {
-            self.refresh_status();
-        }
-        self.flush_or_close(ctx);
+        true
     }
 
     /// After the actions of one input: the knowledge and, when the log is
@@ -432,12 +585,31 @@ impl<S: StateMachine> ReplicaActor<S> {
     /// End of a pump turn: commit what was appended, release what waited
     /// for it (group commit).
     fn commit(&mut self, ctx: &mut Context<Self>) {
+        // Everything applied was appended: the commit makes it durable.
+        let state = self.core.state_id();
         let Some(keeper) = &mut self.keeper else {
             return;
         };
-        match keeper.commit() {
+        let committed = keeper.commit();
+        if committed.is_ok() {
+            self.durable = Some(state);
+        }
+        match committed {
             Ok(released) if released.is_empty() => {}
-            Ok(released) => self.execute(released, ctx),
+            Ok(released) => {
+                // Everything applied is durable now: an acknowledgement
+                // says all of it (rule 3).
+                let released = released
+                    .into_iter()
+                    .map(|action| match action {
+                        Action::Mcast(ReplicaMessage::Ack(upto)) => {
+                            Action::Mcast(ReplicaMessage::Ack(self.raise_ack(upto)))
+                        }
+                        other => other,
+                    })
+                    .collect();
+                self.execute(released, ctx)
+            }
             Err(e) => self.storage_failed(e, ctx),
         }
     }
@@ -535,12 +707,23 @@ impl<S: StateMachine> ReplicaActor<S> {
     }
 
     fn flush_or_close(&mut self, ctx: &mut Context<Self>) {
+        // Rule 2: only where every member reads a batch.
+        let batching =
+            self.batch_messages > 1 && self.core.writes_at().is_some_and(|v| v >= BATCH_VERSION);
+        let packing = batching.then_some(Packing {
+            codec: self.codec,
+            max_messages: self.batch_messages,
+            max_bytes: self.limit,
+        });
+        self.outbox.set_packing(packing);
         let mut sent = Vec::new();
         let result = self.outbox.flush(self.conn.as_mut(), &mut sent);
         for (id, outcome) in sent {
             match outcome {
                 Ok(()) => {
-                    self.metrics.multicast(1);
+                    if packing.is_none() {
+                        self.metrics.multicast(1);
+                    }
                     self.telemetry.multicast(id);
                 }
                 Err(e) => {
@@ -549,6 +732,9 @@ impl<S: StateMachine> ReplicaActor<S> {
                     }
                 }
             }
+        }
+        for messages in self.outbox.take_user_multicasts() {
+            self.metrics.multicast(messages as u64);
         }
         if self.outbox.blocked() {
             self.metrics.try_again();
@@ -627,6 +813,11 @@ impl<S: StateMachine> ReplicaActor<S> {
     }
 
     fn handle_op(&mut self, op: Op<S>, ctx: &mut Context<Self>) {
+        // Commands taken in one turn go out together (rule 2), flushed
+        // once the turn's ops are taken.
+        let packed = self.batch_messages > 1
+            && self.core.writes_at().is_some_and(|v| v >= BATCH_VERSION)
+            && matches!(op, Op::Execute { .. });
         match op {
             Op::Execute { payload, done } => {
                 if self.leaving.is_some() {
@@ -676,7 +867,9 @@ impl<S: StateMachine> ReplicaActor<S> {
                 self.leaving = Some(done);
             }
         }
-        self.flush_or_close(ctx);
+        if !packed {
+            self.flush_or_close(ctx);
+        }
     }
 }
 
@@ -732,6 +925,12 @@ impl<S: StateMachine> Pumped for ReplicaActor<S> {
         ReplicaActor::<S>::handle_op(self, op, ctx);
     }
 
+    fn ops_taken(&mut self, ctx: &mut Context<Self>) {
+        if !ctx.state().stopping() {
+            self.flush_or_close(ctx);
+        }
+    }
+
     fn handles_gone(&mut self, ctx: &mut Context<Self>) {
         // Every handle is gone: nobody can use the replica.
         if self.leaving.is_none() {
@@ -763,5 +962,57 @@ impl<S: StateMachine> Pumped for ReplicaActor<S> {
 
     fn send_blocked(&self) -> bool {
         self.outbox.blocked()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::push_to_batch;
+
+    fn codec() -> Codec {
+        Codec::new(1 << 16)
+    }
+
+    fn envelope(msg: &ReplicaMessage) -> Vec<u8> {
+        msg.encode(&codec()).expect("encodes")
+    }
+
+    #[test]
+    fn a_batch_unpacks_into_its_messages_in_order_with_a_bad_piece_dropped_alone() {
+        let c = codec();
+        let mut batch = c.begin_batch(256);
+        push_to_batch(&mut batch, &envelope(&ReplicaMessage::Ack(1)));
+        push_to_batch(&mut batch, b"not an envelope");
+        push_to_batch(
+            &mut batch,
+            &c.encode(Kind::Election, &1u32).expect("encodes"),
+        );
+        push_to_batch(&mut batch, &envelope(&ReplicaMessage::Mark(2)));
+        let pieces = unpack(&c, &batch).expect("framing holds");
+        assert_eq!(pieces.len(), 4);
+        assert!(matches!(pieces[0], Ok((_, ReplicaMessage::Ack(1)))));
+        assert!(pieces[1].is_err());
+        assert_eq!(
+            pieces[2].as_ref().err(),
+            Some(&WireError::UnknownKind(Kind::Election as u8))
+        );
+        assert!(matches!(pieces[3], Ok((_, ReplicaMessage::Mark(2)))));
+    }
+
+    #[test]
+    fn a_lone_message_unpacks_as_itself_and_broken_framing_drops_the_whole_batch() {
+        let c = codec();
+        let lone = unpack(&c, &envelope(&ReplicaMessage::Ack(3))).expect("whole");
+        assert!(matches!(lone.as_slice(), [Ok((_, ReplicaMessage::Ack(3)))]));
+        let mut batch = c.begin_batch(64);
+        push_to_batch(&mut batch, &envelope(&ReplicaMessage::Ack(1)));
+        // The last entry's length claims more than follows.
+        batch.extend_from_slice(&100u32.to_le_bytes());
+        batch.extend_from_slice(b"short");
+        assert!(matches!(unpack(&c, &batch), Err(WireError::Malformed(_))));
+        let mut nested = c.begin_batch(64);
+        push_to_batch(&mut nested, &batch);
+        assert!(unpack(&c, &nested).is_err());
     }
 }
