@@ -552,7 +552,7 @@ impl Store {
     /// Rule 3; the moment and the revision reached.
     async fn watch(&self, url: &str) -> Result<(u64, i64), String> {
         match self {
-            Store::Acpg(_) => Err("WATCH is for etcd".into()),
+            Store::Acpg(_) => Err(format!("{url}: WATCH is for etcd")),
             #[cfg(feature = "etcd")]
             Store::Etcd(c) => {
                 let deadline = Instant::now() + LIMIT;
