@@ -53,8 +53,8 @@ pub const RECOVERY_VERSION: u8 = 4;
 /// The first protocol version whose state transfer may carry, instead of
 /// a snapshot, the commands every receiver lacks (when each holds a prefix
 /// of the sender's history and they are fewer bytes). The transfer's last
-/// byte says which ([`TRANSFER_SNAPSHOT`], [`TRANSFER_SUFFIX`]); before
-/// it, a transfer is a snapshot and has no such byte.
+/// byte says which (0: a snapshot, 1: the commands); before it, a
+/// transfer is a snapshot and has no such byte.
 pub const SUFFIX_VERSION: u8 = 4;
 
 /// The first protocol version whose replicas all read a multicast that
