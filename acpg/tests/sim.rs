@@ -13,6 +13,7 @@ use actix_cpg::supervisor::{
     ChildSpec, QuorumPolicy, Strategy, SupervisionEvent, SupervisorSpec, TreeSpec,
 };
 use actix_cpg::transport::sim::{SimCluster, SimProcess};
+use actix_cpg::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use actix_cpg::{
     Child, ChildContext, Factories, Group, GroupConfig, GroupEvent, GroupName, Handlers, Member,
     NodeId, Reason, Transport,
@@ -121,7 +122,10 @@ async fn status_shows_members_with_roles_and_versions_names_and_where_each_child
     println!("{text}");
     let lines: Vec<&str> = text.lines().collect();
 
-    assert_eq!(lines[0], "group status-text: protocol v3, quorate");
+    assert_eq!(
+        lines[0],
+        format!("group status-text: protocol v{PROTOCOL_VERSION}, quorate")
+    );
     assert!(
         lines[1].starts_with(&format!("seen by {} at supervision event ", tool.member())),
         "{}",
@@ -138,11 +142,20 @@ async fn status_shows_members_with_roles_and_versions_names_and_where_each_child
     };
     assert!(text.contains("\nmembers (4)\n"), "{text}");
     for m in &members {
-        assert_eq!(row(m.local()), format!("{} participant v2..=v3", m.local()));
+        assert_eq!(
+            row(m.local()),
+            format!(
+                "{} participant v{MIN_PROTOCOL_VERSION}..=v{PROTOCOL_VERSION}",
+                m.local()
+            )
+        );
     }
     assert_eq!(
         row(tool.member()),
-        format!("{} observer v2..=v3 this acpg", tool.member())
+        format!(
+            "{} observer v{MIN_PROTOCOL_VERSION}..=v{PROTOCOL_VERSION} this acpg",
+            tool.member()
+        )
     );
     assert!(text.contains("pending (in the CPG view, not announced): none"));
     assert!(text.contains("\nnames (1)\n"), "{text}");
@@ -691,25 +704,29 @@ mod kinds {
         println!("{text}");
         let lines: Vec<&str> = text.lines().collect();
         assert!(
-            lines[0].starts_with(
-                "election group status-elect: protocol v3, quorate (3 of 3 participants reported, ring "
-            ),
+            lines[0].starts_with(&format!(
+                "election group status-elect: protocol v{PROTOCOL_VERSION}, quorate (3 of 3 participants reported, ring "
+            )),
             "{text}"
         );
         assert_eq!(lines[1], format!("seen by {}", tool.member()));
         assert!(text.contains("\nmembers (4)\n"), "{text}");
         for m in &members {
             assert!(
-                lines
-                    .iter()
-                    .any(|l| words(l) == format!("{} participant v2..=v3", m.local())),
+                lines.iter().any(|l| words(l)
+                    == format!(
+                        "{} participant v{MIN_PROTOCOL_VERSION}..=v{PROTOCOL_VERSION}",
+                        m.local()
+                    )),
                 "{text}"
             );
         }
         assert!(
-            lines
-                .iter()
-                .any(|l| words(l) == format!("{} observer v2..=v3 this acpg", tool.member())),
+            lines.iter().any(|l| words(l)
+                == format!(
+                    "{} observer v{MIN_PROTOCOL_VERSION}..=v{PROTOCOL_VERSION} this acpg",
+                    tool.member()
+                )),
             "{text}"
         );
         let group = members[0].leader(GROUP_ELECTION).unwrap();
@@ -773,7 +790,7 @@ mod kinds {
         assert_eq!(
             lines[0],
             format!(
-                "replica group status-rsm: protocol v3, primary (epoch {})",
+                "replica group status-rsm: protocol v{PROTOCOL_VERSION}, primary (epoch {})",
                 seen.epoch.unwrap()
             )
         );
@@ -796,7 +813,7 @@ mod kinds {
         for r in &replicas {
             assert!(
                 lines.iter().any(
-                    |l| words(l) == format!("{} participant v2..=v3 announced {id}", r.local())
+                    |l| words(l) == format!("{} participant v{MIN_PROTOCOL_VERSION}..=v{PROTOCOL_VERSION} announced {id}", r.local())
                 ),
                 "{text}"
             );
@@ -804,7 +821,7 @@ mod kinds {
         assert!(
             lines.iter().any(|l| words(l)
                 == format!(
-                    "{} observer v2..=v3 announced no state this acpg",
+                    "{} observer v{MIN_PROTOCOL_VERSION}..=v{PROTOCOL_VERSION} announced no state this acpg",
                     tool.member()
                 )),
             "{text}"
