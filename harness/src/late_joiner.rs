@@ -30,12 +30,13 @@
 //!    the state (snapshot restored, suffix replayed) before it listens.
 //! 4. Every process started is killed when its side ends.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use crate::children::{forward_lines, Procs, Said};
 use crate::etcd::{client_url, EtcdCluster, Fsync};
 use crate::failover::mono_ns;
 use crate::kv_load::{quantile, ROLE_ENV};
@@ -150,22 +151,6 @@ impl PutStats {
     }
 }
 
-/// A helper's line: which helper (0: the writer, N: node N's server) and
-/// what it said.
-type Said = (usize, String);
-
-/// Processes killed when dropped (rule 4).
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 const LIMIT: Duration = Duration::from_secs(300);
 
 /// The writer process, its input, and the lines of every helper.
@@ -200,7 +185,7 @@ impl Writer {
             .spawn()
             .map_err(|e| format!("cannot start the writer: {e}"))?;
         let input = child.stdin.take().ok_or("no stdin")?;
-        read_lines(&mut child, 0, &tx)?;
+        forward_lines(&mut child, 0, &tx)?;
         procs.0.push(child);
         Ok(Writer {
             input,
@@ -230,19 +215,6 @@ impl Writer {
             }
         }
     }
-}
-
-fn read_lines(child: &mut Child, index: usize, tx: &Sender<Said>) -> Result<(), String> {
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let tx = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send((index, line)).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(())
 }
 
 /// Fills, starts writing, lets the writer run a second before the join.
@@ -311,7 +283,7 @@ fn acpg_side(exe: &Path, side: Side) -> Result<Joined, String> {
         let mut child = server(n, false)
             .spawn()
             .map_err(|e| format!("cannot start kv server {n}: {e}"))?;
-        read_lines(&mut child, n as usize, &tx)?;
+        forward_lines(&mut child, n as usize, &tx)?;
         servers.0.push(child);
         let deadline = Instant::now() + LIMIT;
         loop {
@@ -330,7 +302,7 @@ fn acpg_side(exe: &Path, side: Side) -> Result<Joined, String> {
     let mut child = server(3, true)
         .spawn()
         .map_err(|e| format!("cannot start kv server 3: {e}"))?;
-    read_lines(&mut child, 3, &tx)?;
+    forward_lines(&mut child, 3, &tx)?;
     w.procs.0.push(child);
     w.wait(|i, l| i == 3 && l.starts_with("SERVING"))?;
     let t1 = mono_ns();

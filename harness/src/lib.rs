@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod children;
 pub mod conformance;
 pub mod etcd;
 pub mod failover;

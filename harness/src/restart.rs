@@ -37,12 +37,12 @@
 //!    with a new group on fresh directories; its servers' logs (stderr)
 //!    say why.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use crate::children::{spawn_lines, Procs, Said};
 use crate::etcd::{client_url, EtcdCluster, Fsync, NODES};
 use crate::failover::{kill_corosync, mono_ns};
 use crate::kv_load::{quantile, ROLE_ENV};
@@ -115,39 +115,6 @@ impl Series {
         s.sort_unstable();
         quantile(&s, q) / 1e6
     }
-}
-
-/// Processes killed when dropped (rule 5).
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A line of a helper: which process (index in start order) and what.
-type Said = (usize, String);
-
-fn spawn_lines(mut cmd: Command, index: usize, tx: &Sender<Said>) -> Result<Child, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start a helper: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let tx = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send((index, line)).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(child)
 }
 
 const LIMIT: Duration = Duration::from_secs(120);

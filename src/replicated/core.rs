@@ -543,6 +543,10 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     holders: BTreeSet<Member>,
     acks: BTreeMap<Member, u64>,
     ack_in_flight: bool,
+    /// The primary epoch and founding of the state the last
+    /// acknowledgement was asked for: one sent later may say every command
+    /// applied since, as long as they are the same ([`Self::raise_ack`]).
+    ack_basis: Option<(PrimaryEpoch, u64)>,
     acked: u64,
     /// This member's applied commands whose reply waits for stability, by
     /// position (`applied` after the command).
@@ -637,6 +641,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             holders: BTreeSet::new(),
             acks: BTreeMap::new(),
             ack_in_flight: false,
+            ack_basis: None,
             acked: 0,
             unstable: BTreeMap::new(),
             announced: (0, BTreeMap::new()),
@@ -2169,6 +2174,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.holders = winners;
         self.acks.clear();
         self.acked = 0;
+        self.ack_basis = None;
         // Replies waiting for stability survive only into a primary view
         // that keeps this member's state.
         let waiting = std::mem::take(&mut self.unstable);
@@ -2649,7 +2655,24 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         self.acked = self.id.applied;
         self.ack_in_flight = true;
+        self.ack_basis = Some((self.id.epoch, self.id.genesis));
         out.push(Action::Mcast(ReplicaMessage::Ack(self.id.applied)));
+    }
+
+    /// An acknowledgement asked for with `upto` and sent later (after the
+    /// rest of a batch, or a commit): it says every command applied since,
+    /// if the state only grew by commands (same epoch and founding) and
+    /// this replica still holds it; otherwise `upto`. Returns the count to
+    /// send, and counts it as acknowledged.
+    pub(crate) fn raise_ack(&mut self, upto: u64) -> u64 {
+        let same = self
+            .ack_basis
+            .is_some_and(|basis| basis == (self.id.epoch, self.id.genesis));
+        if !(same && self.id.applied >= upto && self.is_holding()) {
+            return upto;
+        }
+        self.acked = self.acked.max(self.id.applied);
+        self.id.applied
     }
 
     /// The receivers of a transfer hold the state now; safe delivery waits

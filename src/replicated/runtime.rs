@@ -138,8 +138,6 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     /// wait in `deferred_ack` and nothing is flushed (rule 3).
     in_batch: bool,
     deferred_ack: Option<u64>,
-    /// The state when the core last asked for an acknowledgement (rule 3).
-    ack_stamp: Option<StateId>,
     /// The state the last commit made durable (rule 4).
     durable: Option<StateId>,
 }
@@ -225,7 +223,6 @@ impl<S: StateMachine> ReplicaActor<S> {
             limit,
             in_batch: false,
             deferred_ack: None,
-            ack_stamp: None,
             durable: None,
         }
         .start())
@@ -394,7 +391,7 @@ impl<S: StateMachine> ReplicaActor<S> {
         }
         self.in_batch = false;
         if let Some(upto) = self.deferred_ack.take() {
-            let ack = ReplicaMessage::Ack(self.raise_ack(upto));
+            let ack = ReplicaMessage::Ack(self.core.raise_ack(upto));
             if !self.apply(vec![Action::Mcast(ack)], ctx) {
                 return;
             }
@@ -419,24 +416,6 @@ impl<S: StateMachine> ReplicaActor<S> {
                     && at.applied <= durable.applied
             }
             _ => false,
-        }
-    }
-
-    /// What a cumulative acknowledgement of `upto` may say now (rule 3):
-    /// the count applied, if the state is still the one the core asked to
-    /// acknowledge, grown by commands only.
-    fn raise_ack(&self, upto: u64) -> u64 {
-        let now = self.core.state_id();
-        match self.ack_stamp {
-            Some(stamp)
-                if stamp.epoch == now.epoch
-                    && stamp.genesis == now.genesis
-                    && now.applied >= upto
-                    && self.core.is_holding() =>
-            {
-                now.applied
-            }
-            _ => upto,
         }
     }
 
@@ -472,9 +451,6 @@ impl<S: StateMachine> ReplicaActor<S> {
     /// the runtime stopped.
     fn apply(&mut self, actions: Actions<S>, ctx: &mut Context<Self>) -> bool {
         for action in actions {
-            if let Action::Mcast(ReplicaMessage::Ack(_)) = &action {
-                self.ack_stamp = Some(self.core.state_id());
-            }
             let durable = self.is_durable(&action);
             if let Some(keeper) = &mut self.keeper {
                 if keeper.holds(&action) && !durable {
@@ -603,7 +579,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                     .into_iter()
                     .map(|action| match action {
                         Action::Mcast(ReplicaMessage::Ack(upto)) => {
-                            Action::Mcast(ReplicaMessage::Ack(self.raise_ack(upto)))
+                            Action::Mcast(ReplicaMessage::Ack(self.core.raise_ack(upto)))
                         }
                         other => other,
                     })
