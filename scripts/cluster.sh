@@ -713,9 +713,15 @@ cmd_start_node() {
     else
         start_daemon "$n"
     fi
-    want=$(expected_view "$n")
-    wait_for "$WAIT_TIMEOUT" "node $n back in a $want-node membership" rejoined "$n" "$want" ||
-        die "node $n did not rejoin"
+    # The expected view is read again at every try: daemons of other nodes
+    # started at the same time (a whole cluster restarted at once) join it
+    # while this one waits.
+    wait_for "$WAIT_TIMEOUT" "node $n back in the membership of every live node" rejoined_now "$n" ||
+        die "node $n did not rejoin (expected a $(expected_view "$n")-node membership)"
+}
+
+rejoined_now() {
+    rejoined "$1" "$(expected_view "$1")"
 }
 
 cmd_cut() {

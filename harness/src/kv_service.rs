@@ -37,6 +37,10 @@
 //!    `--batch N`, 1 sends each alone): every replica of a group must run
 //!    a build that reads such batches, which every build of this service
 //!    does.
+//! 8. `--chunks N` is how many snapshot chunks a replica keeps in flight
+//!    while it sends the state to a joiner
+//!    ([`ReplicaConfig::chunks_in_flight`]): more shortens the transfer a
+//!    little and makes every request behind the chunks wait longer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -88,6 +92,9 @@ pub struct ServeOptions {
     pub batch: usize,
     /// Multicasts in flight ([`ReplicaConfig::send_window`]).
     pub window: usize,
+    /// Snapshot chunks in flight while this replica sends a state
+    /// ([`ReplicaConfig::chunks_in_flight`]).
+    pub chunks: usize,
 }
 
 /// Commands between two snapshots of a durable replica (rule 6).
@@ -97,7 +104,7 @@ pub const SNAPSHOT_EVERY: u64 = 100_000;
 pub const DEFAULT_BATCH: usize = 64;
 
 /// The usage line of `acpg-kv`.
-pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--batch N] [--window N] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
+pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--batch N] [--window N] [--chunks N] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
 
 /// Parses the arguments of `serve` (after the word `serve`).
 pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
@@ -111,6 +118,7 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     let mut sync = SyncPolicy::default();
     let mut batch = DEFAULT_BATCH;
     let mut window = ReplicaConfig::default().send_window;
+    let mut chunks = ReplicaConfig::default().chunks_in_flight;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |what: &str| {
@@ -165,6 +173,14 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| format!("--window takes a count from 1, not {v:?}"))?;
             }
+            "--chunks" => {
+                let v = value("a chunk count")?;
+                chunks = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("--chunks takes a count from 1, not {v:?}"))?;
+            }
             other if other.starts_with("--") => return Err(format!("unknown option {other:?}")),
             other if group.is_none() => group = Some(other.to_owned()),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -181,6 +197,7 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
         sync,
         batch,
         window,
+        chunks,
     })
 }
 
@@ -219,6 +236,7 @@ pub fn replica_config(
         batch_messages: o.batch,
         snapshot_every: SNAPSHOT_EVERY,
         send_window: o.window,
+        chunks_in_flight: o.chunks,
         ..ReplicaConfig::default()
     }
 }
@@ -508,6 +526,17 @@ mod tests {
         assert!(parse_serve(&words("g --sim 3")).is_err());
         assert!(parse_serve(&words("g --listen nowhere --sim 3")).is_err());
         assert!(parse_serve(&words("g --listen 127.0.0.1:1 --sim 0")).is_err());
+    }
+
+    #[test]
+    fn the_chunk_window_defaults_to_the_librarys_and_is_at_least_one() {
+        let base = "g --listen 127.0.0.1:7000 --corosync";
+        let o = parse_serve(&words(base)).expect("parses");
+        assert_eq!(o.chunks, ReplicaConfig::default().chunks_in_flight);
+        let o = parse_serve(&words(&format!("{base} --chunks 4"))).expect("parses");
+        assert_eq!(replica_config(&o, None, None).chunks_in_flight, 4);
+        assert!(parse_serve(&words(&format!("{base} --chunks 0"))).is_err());
+        assert!(parse_serve(&words(&format!("{base} --chunks"))).is_err());
     }
 
     #[test]

@@ -77,6 +77,9 @@ impl Side {
 pub struct Joined {
     /// The side.
     pub side: Side,
+    /// Snapshot chunks the kv service's sender keeps in flight (`None`
+    /// for etcd).
+    pub chunks: Option<usize>,
     /// From the joiner's start to caught up, ms.
     pub caught_up_ms: f64,
     /// Latency statistics of the puts during and before (rule 2).
@@ -226,11 +229,18 @@ fn prepare(w: &mut Writer) -> Result<(), String> {
     Ok(())
 }
 
-fn finish(w: &mut Writer, side: Side, t0: u64, t1: u64) -> Result<Joined, String> {
+fn finish(
+    w: &mut Writer,
+    side: Side,
+    chunks: Option<usize>,
+    t0: u64,
+    t1: u64,
+) -> Result<Joined, String> {
     let line = w.ask(&format!("STOP {t0} {t1}"), "STATS")?;
     let stats = PutStats::parse(&line).ok_or_else(|| format!("bad line {line:?}"))?;
     let joined = Joined {
         side,
+        chunks,
         caught_up_ms: t1.saturating_sub(t0) as f64 / 1e6,
         stats,
     };
@@ -253,10 +263,10 @@ fn etcd_side(exe: &Path) -> Result<Joined, String> {
         .nth(1)
         .and_then(|t| t.parse().ok())
         .ok_or("bad CAUGHT line")?;
-    finish(&mut w, Side::Etcd, t0, t1)
+    finish(&mut w, Side::Etcd, None, t0, t1)
 }
 
-fn acpg_side(exe: &Path, side: Side) -> Result<Joined, String> {
+fn acpg_side(exe: &Path, side: Side, chunks: usize) -> Result<Joined, String> {
     let mode = if side == Side::AcpgDurable {
         Mode::Durable
     } else {
@@ -269,6 +279,7 @@ fn acpg_side(exe: &Path, side: Side) -> Result<Joined, String> {
             .arg(exe)
             .args(["serve", &group, "--listen", &kv_addr(n), "--corosync"])
             .args(mode.serve_args(&data_dir(&group, n)))
+            .args(["--chunks".to_string(), chunks.to_string()])
             .env(ROLE_ENV, "acpg-kv")
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
@@ -306,7 +317,7 @@ fn acpg_side(exe: &Path, side: Side) -> Result<Joined, String> {
     w.procs.0.push(child);
     w.wait(|i, l| i == 3 && l.starts_with("SERVING"))?;
     let t1 = mono_ns();
-    let joined = finish(&mut w, side, t0, t1);
+    let joined = finish(&mut w, side, Some(chunks), t0, t1);
     drop(w);
     for n in 1..=3 {
         let _ = std::fs::remove_dir_all(data_dir(&group, n));
@@ -314,15 +325,17 @@ fn acpg_side(exe: &Path, side: Side) -> Result<Joined, String> {
     joined
 }
 
-/// Runs the three sides on the test cluster, one after the other, with
-/// helpers of the executable `exe`.
-pub fn run(exe: &Path) -> Result<Vec<Joined>, String> {
+/// Runs the sides on the test cluster, one after the other, with helpers
+/// of the executable `exe`: etcd, then the kv service in memory and
+/// durable with each count of snapshot chunks in flight in `chunks`.
+pub fn run(exe: &Path, chunks: &[usize]) -> Result<Vec<Joined>, String> {
     crate::bench::cluster_up()?;
-    Ok(vec![
-        etcd_side(exe)?,
-        acpg_side(exe, Side::AcpgMemory)?,
-        acpg_side(exe, Side::AcpgDurable)?,
-    ])
+    let mut rows = vec![etcd_side(exe)?];
+    for &c in chunks {
+        rows.push(acpg_side(exe, Side::AcpgMemory, c)?);
+        rows.push(acpg_side(exe, Side::AcpgDurable, c)?);
+    }
+    Ok(rows)
 }
 
 /// The table in Markdown; ratios are etcd / this row (above 1: this row
@@ -330,8 +343,8 @@ pub fn run(exe: &Path) -> Result<Vec<Joined>, String> {
 pub fn table(rows: &[Joined]) -> String {
     let etcd = rows.iter().find(|r| r.side == Side::Etcd);
     let mut out = String::new();
-    out.push_str("| side | caught up after start | puts during | put p50 / p99 / max ms during | before p50 / p99 ms | caught-up time etcd / this | p99 during etcd / this |\n");
-    out.push_str("|---|---|---|---|---|---|---|\n");
+    out.push_str("| side | chunks in flight | caught up after start | puts during | put p50 / p99 / max ms during | before p50 / p99 ms | caught-up time etcd / this | p99 during etcd / this |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let (ratio_t, ratio_p99) = match etcd {
             Some(e) => (
@@ -341,8 +354,9 @@ pub fn table(rows: &[Joined]) -> String {
             None => ("-".into(), "-".into()),
         };
         out.push_str(&format!(
-            "| {} | {:.2} s | {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} | {ratio_t} | {ratio_p99} |\n",
+            "| {} | {} | {:.2} s | {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} | {ratio_t} | {ratio_p99} |\n",
             r.side.label(),
+            r.chunks.map_or("-".to_string(), |c| c.to_string()),
             r.caught_up_ms / 1000.0,
             r.stats.during,
             r.stats.p50,

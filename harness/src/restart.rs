@@ -105,6 +105,10 @@ pub struct Series {
     pub acpg: bool,
     /// One sample per round that accepted a write again, ns.
     pub samples: Vec<u64>,
+    /// Variant `daemons`, actix-cpg: per round, from `t0` to the daemons'
+    /// membership formed again, as `scripts/cluster.sh start-node` sees it
+    /// (it polls every 0.2 s), ns.
+    pub membership: Vec<u64>,
     /// Rounds that accepted no write within [`STUCK`] (rule 6).
     pub stuck: usize,
 }
@@ -114,6 +118,13 @@ impl Series {
         let mut s = self.samples.clone();
         s.sort_unstable();
         quantile(&s, q) / 1e6
+    }
+
+    /// p50 of [`Series::membership`] in ms, if there is one.
+    fn membership_p50(&self) -> Option<f64> {
+        let mut s = self.membership.clone();
+        s.sort_unstable();
+        (!s.is_empty()).then(|| quantile(&s, 0.5) / 1e6)
     }
 }
 
@@ -210,18 +221,30 @@ fn start_daemons() -> Result<(), String> {
             Command::new("bash")
                 .args([script, "start-node", &n.to_string()])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|e| format!("cannot run {script}: {e}"))
         })
         .collect::<Result<_, _>>()?;
-    for mut s in starts {
-        let ok = s.wait().is_ok_and(|st| st.success());
-        if !ok {
-            return Err("a corosync daemon did not start again".into());
+    let mut failed = None;
+    for (n, s) in (1..=NODES).zip(starts) {
+        match s.wait_with_output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                let said = String::from_utf8_lossy(&out.stderr);
+                let tail: Vec<&str> = said.lines().rev().take(12).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                failed.get_or_insert(format!(
+                    "node {n}'s corosync daemon did not start again:\n{}",
+                    tail.join("\n")
+                ));
+            }
+            Err(e) => {
+                failed.get_or_insert(format!("node {n}: start-node: {e}"));
+            }
         }
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// One round's put through the probe, before the kill (rule 4) or as the
@@ -259,6 +282,7 @@ fn acpg_series(exe: &Path, variant: Variant, rounds: usize) -> Result<Series, St
     let mut servers = start_servers(exe, &group(generation), &tx)?;
     wait_serving(&mut lines)?;
     let mut samples = Vec::new();
+    let mut membership = Vec::new();
     let mut stuck = 0;
     for r in 0..rounds {
         probed(exe, "acpg", &tx, &mut lines)?;
@@ -275,6 +299,7 @@ fn acpg_series(exe: &Path, variant: Variant, rounds: usize) -> Result<Series, St
         let t0 = mono_ns();
         if variant == Variant::Daemons {
             start_daemons()?;
+            membership.push(mono_ns().saturating_sub(t0));
         }
         servers = start_servers(exe, &group(generation), &tx)?;
         let acked = lines.wait(Instant::now() + STUCK, |(i, l)| {
@@ -313,6 +338,7 @@ fn acpg_series(exe: &Path, variant: Variant, rounds: usize) -> Result<Series, St
         variant,
         acpg: true,
         samples,
+        membership,
         stuck,
     })
 }
@@ -356,6 +382,7 @@ fn etcd_series(exe: &Path, variant: Variant, rounds: usize) -> Result<Series, St
         variant,
         acpg: false,
         samples,
+        membership: Vec::new(),
         stuck: 0,
     })
 }
@@ -376,18 +403,20 @@ pub fn run(exe: &Path, variants: &[Variant], rounds: usize) -> Result<Vec<Series
 /// ratio etcd / actix-cpg (above 1: actix-cpg is back sooner).
 pub fn table(series: &[Series]) -> String {
     let mut out = String::new();
-    out.push_str("| killed | rounds | actix-cpg p50 ms | max ms | actix-cpg rounds stuck (no write in 60 s) | etcd p50 ms | max ms | etcd / actix-cpg p50 | max |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| killed | rounds | actix-cpg p50 ms | max ms | of which the daemons' membership, p50 ms | actix-cpg rounds stuck (no write in 60 s) | etcd p50 ms | max ms | etcd / actix-cpg p50 | max |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for a in series.iter().filter(|s| s.acpg) {
         let Some(e) = series.iter().find(|s| !s.acpg && s.variant == a.variant) else {
             continue;
         };
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.2} | {:.2} |\n",
+            "| {} | {} | {:.0} | {:.0} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} |\n",
             a.variant.label(),
             a.samples.len() + a.stuck,
             a.ms(0.5),
             a.ms(1.0),
+            a.membership_p50()
+                .map_or("-".to_string(), |m| format!("{m:.0}")),
             a.stuck,
             e.ms(0.5),
             e.ms(1.0),
@@ -492,11 +521,22 @@ mod tests {
             variant: Variant::Processes,
             acpg,
             samples: vec![ms * 1_000_000; 5],
+            membership: Vec::new(),
             stuck: 0,
         };
         let text = table(&[s(true, 200), s(false, 1000)]);
         assert!(
-            text.contains("| 5 | 200 | 200 | 0 | 1000 | 1000 | 5.00 | 5.00 |"),
+            text.contains("| 5 | 200 | 200 | - | 0 | 1000 | 1000 | 5.00 | 5.00 |"),
+            "{text}"
+        );
+        let mut daemons = s(true, 3000);
+        daemons.variant = Variant::Daemons;
+        daemons.membership = vec![2_500_000_000, 2_700_000_000, 2_600_000_000];
+        let mut etcd = s(false, 500);
+        etcd.variant = Variant::Daemons;
+        let text = table(&[daemons, etcd]);
+        assert!(
+            text.contains("| 5 | 3000 | 3000 | 2600 | 0 | 500 | 500 | 0.17 | 0.17 |"),
             "{text}"
         );
     }

@@ -634,7 +634,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             }
             match encoded {
                 Ok(bytes) => {
-                    let _ = act.events.send(ReplicaEvent::TransferEncoded {
+                    act.publish(ReplicaEvent::TransferEncoded {
                         bytes: bytes.len() as u64,
                     });
                     act.send_snapshot(state, bytes);

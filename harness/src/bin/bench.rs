@@ -72,9 +72,11 @@
 //!   every etcd member SIGKILLed at once, and the time from the restart to
 //!   the first acknowledged put; 5 rounds each by default
 //!   (`actix_cpg_harness::restart`);
-//! - `--vs-etcd-joiner`: a member joining empty while two hold 50 MB and a
-//!   writer keeps putting, until it caught up, and the writer's latency
-//!   meanwhile (`actix_cpg_harness::late_joiner`).
+//! - `--vs-etcd-joiner [--chunks N,M]`: a member joining empty while two
+//!   hold 50 MB and a writer keeps putting, until it caught up, and the
+//!   writer's latency meanwhile, the kv service once with each count of
+//!   snapshot chunks in flight (the library's default unless given)
+//!   (`actix_cpg_harness::late_joiner`).
 //!
 //! Sizes above the atomic multicast size (about 1 MiB: the default list
 //! ends with 1 MiB and 4 MiB) go in pieces on the actor path, and through
@@ -120,6 +122,9 @@ struct Options {
     restart: Option<Vec<restart::Variant>>,
     /// `--vs-etcd-joiner`: only the late-joiner comparison.
     joiner: bool,
+    /// `--chunks N,M`: the late joiner's kv service sides, once with each
+    /// count of snapshot chunks in flight.
+    chunks: Vec<usize>,
     /// `--rounds N`: rounds per fault (or variant) and system.
     rounds: Option<usize>,
 }
@@ -144,6 +149,7 @@ fn parse_args() -> Result<Options, String> {
         etcd_failover: None,
         restart: None,
         joiner: false,
+        chunks: vec![actix_cpg::ReplicaConfig::default().chunks_in_flight],
         rounds: None,
     };
     let mut variants = vec![restart::Variant::Processes, restart::Variant::Daemons];
@@ -226,6 +232,12 @@ fn parse_args() -> Result<Options, String> {
             }
             "--vs-etcd-restart" => o.restart = Some(Vec::new()),
             "--vs-etcd-joiner" => o.joiner = true,
+            "--chunks" => {
+                o.chunks = list(args.next())?;
+                if o.chunks.contains(&0) {
+                    return Err("--chunks takes counts from 1".into());
+                }
+            }
             "--variants" => {
                 variants = args
                     .next()
@@ -493,7 +505,7 @@ fn main() {
         std::process::exit(failover_against_etcd(&exe, faults, o.rounds.unwrap_or(20)));
     }
     if o.joiner {
-        std::process::exit(joiner_against_etcd(&exe));
+        std::process::exit(joiner_against_etcd(&exe, &o.chunks));
     }
     if let Some(variants) = o.restart {
         std::process::exit(restart_against_etcd(&exe, &variants, o.rounds.unwrap_or(5)));
@@ -786,12 +798,12 @@ fn restart_against_etcd(
 }
 
 /// `--vs-etcd-joiner`: the late-joiner table on stdout; the exit code.
-fn joiner_against_etcd(exe: &std::path::Path) -> i32 {
+fn joiner_against_etcd(exe: &std::path::Path, chunks: &[usize]) -> i32 {
     if !cfg!(all(feature = "corosync", feature = "etcd")) {
         eprintln!("bench: --vs-etcd-joiner needs `--features corosync,etcd`");
         return 2;
     }
-    match late_joiner::run(exe) {
+    match late_joiner::run(exe, chunks) {
         Ok(rows) => {
             println!(
                 "\n### Late joiner against etcd ({} values of {} B; one writer through node 1, one put at a time)\n",
