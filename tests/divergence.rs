@@ -277,3 +277,112 @@ async fn a_durable_replica_keeps_the_state_it_was_sent_after_a_divergence() {
     assert_eq!(counters(&back).await["n"], 6);
     assert_eq!(back.status().state, replicas[0].status().state);
 }
+
+/// The same counters, hashed from a capture on a blocking thread
+/// (`DIGESTS_SNAPSHOTS`) instead of on the replica's actor.
+#[derive(Debug, Default)]
+struct HashedOffActor(Counters);
+
+impl StateMachine for HashedOffActor {
+    type Command = Add;
+    type Response = u64;
+    type Snapshot = BTreeMap<String, u64>;
+
+    fn apply(&mut self, add: Add) -> u64 {
+        self.0.apply(add)
+    }
+
+    fn snapshot(&self) -> Self::Snapshot {
+        self.0.snapshot()
+    }
+
+    fn encode(snapshot: Self::Snapshot) -> Vec<u8> {
+        Counters::encode(snapshot)
+    }
+
+    fn restore(bytes: &[u8]) -> Result<Self, String> {
+        Counters::restore(bytes).map(HashedOffActor)
+    }
+
+    const DIGESTS_SNAPSHOTS: bool = true;
+
+    fn snapshot_digest(snapshot: &Self::Snapshot) -> Option<StateDigest> {
+        Some(digest_of(&encode_snapshot(snapshot)))
+    }
+}
+
+#[actix_rt::test]
+async fn a_replica_hashing_off_its_actor_is_compared_with_those_hashing_on_theirs() {
+    let _one = FAULTY_LOCK.lock().await;
+    let cluster = SimCluster::new(3);
+    let limit = Duration::from_secs(20);
+    let config = || ReplicaConfig {
+        digest_every: 0,
+        ..ReplicaConfig::default()
+    };
+    let mut on_actor = Vec::new();
+    for node in 1..=2 {
+        NEXT_IS_FAULTY.store(false, Ordering::SeqCst);
+        let r = tokio::time::timeout(
+            limit,
+            Replica::<Counters>::start(join(&cluster, node), config()),
+        )
+        .await
+        .expect("started in time")
+        .expect("start");
+        on_actor.push(r);
+    }
+    // The third restores the group's state as a joiner: faulty.
+    NEXT_IS_FAULTY.store(true, Ordering::SeqCst);
+    let off = tokio::time::timeout(
+        limit,
+        Replica::<HashedOffActor>::start(join(&cluster, 3), config()),
+    )
+    .await
+    .expect("started in time")
+    .expect("start");
+    off.wait_primary().await.expect("primary");
+    let members = [on_actor[0].local(), on_actor[1].local(), off.local()];
+    let mut events: Vec<_> = on_actor.iter().map(Replica::subscribe).collect();
+    events.push(off.subscribe());
+    for _ in 0..5 {
+        off.execute(Add("hits".into(), 10)).await.expect("applied");
+    }
+    assert_eq!(off.query(|s| s.0.map["hits"]).await.expect("query"), 55);
+
+    // A check the faulty replica answers from its blocking thread.
+    on_actor[0].check().await.expect("check sent");
+    for rx in events.iter_mut() {
+        match next_check(rx).await {
+            ReplicaEvent::Diverged {
+                members: diverged,
+                resync_from,
+                ..
+            } => {
+                assert_eq!(diverged, vec![members[2]]);
+                assert_eq!(resync_from, Some(members[0]));
+            }
+            other => panic!("expected a divergence, got {other}"),
+        }
+    }
+    let mut resent = None;
+    for _ in 0..2000 {
+        let hits = off.query(|s| s.0.map.get("hits").copied()).await;
+        if hits.as_ref().ok() == Some(&Some(50)) {
+            resent = hits.ok();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(resent, Some(Some(50)), "the majority's state was resent");
+
+    // Equal states, either way of hashing: the next check agrees.
+    off.execute(Add("hits".into(), 1)).await.expect("applied");
+    off.check().await.expect("check sent");
+    for rx in events.iter_mut() {
+        assert!(matches!(
+            next_check(rx).await,
+            ReplicaEvent::Checked { compared: 3, .. }
+        ));
+    }
+}

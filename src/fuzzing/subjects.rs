@@ -10,7 +10,7 @@ use crate::group::fuzz_access::{
 };
 use crate::kv::{KvCommand, KvStore, FILL_KEY_COST, MAX_FILL_BYTES};
 use crate::replicated::fuzz_access::{
-    transfer_body, unpack as replica_unpack, Action as ReplicaAction, Chunk, CommandMsg,
+    transfer_body, unpack as replica_unpack, Action as ReplicaAction, Chunk, CommandMsg, DigestMsg,
     ReplicaCore, ReplicaMessage,
 };
 use crate::transport::{Member, MemberChange, QuorumState};
@@ -292,6 +292,17 @@ impl ReplicaSubject {
                         if let Ok(b) = ReplicaMessage::Chunk(chunk).encode(&self.codec) {
                             push_bounded(&mut self.outbox, b, false);
                         }
+                    }
+                }
+                // As the runtime, minus the blocking thread: the digest
+                // of the capture, multicast.
+                ReplicaAction::Digest { at, snapshot } => {
+                    let msg = ReplicaMessage::Digest(DigestMsg {
+                        at,
+                        digest: KvStore::snapshot_digest(&snapshot),
+                    });
+                    if let Ok(bytes) = msg.encode(&self.codec) {
+                        push_bounded(&mut self.outbox, bytes, false);
                     }
                 }
                 ReplicaAction::Fatal(why) => self.fatal = Some(why),

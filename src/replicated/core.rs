@@ -238,8 +238,11 @@
 //!       member then holds the same state id, the check's `at`;
 //!     - at that point every participant multicasts a `Digest` of its
 //!       state for `at` (`None` if its state machine has none: it
-//!       abstains). One counts only from a participant the check waits
-//!       for, once;
+//!       abstains). A state machine that digests captures
+//!       ([`StateMachine::DIGESTS_SNAPSHOTS`]) has it hashed on a blocking
+//!       thread, so its digest lands later in the stream; that changes
+//!       nothing, since a digest names its `at`. One counts only from a
+//!       participant the check waits for, once;
 //!     - once every participant's digest is in, the check is decided, on
 //!       every member alike: a digest held by a strict majority of the
 //!       participants that sent one is right; those that sent another
@@ -379,6 +382,11 @@ pub(crate) enum Action<R, C> {
         snapshot: C,
         suffix: Option<Vec<SuffixEntry>>,
     },
+    /// Hash this capture of the state at `at` off the actor
+    /// ([`StateMachine::snapshot_digest`]) and multicast it as this
+    /// member's `Digest` for the check open at `at` (rule 11), unless a new
+    /// round began meanwhile (the check closed with it).
+    Digest { at: StateId, snapshot: C },
     /// This member's command `id` finished.
     Reply {
         id: u64,
@@ -2416,10 +2424,17 @@ impl<S: StateMachine> ReplicaCore<S> {
         });
         debug!(%from, number, ?at, "divergence check opened");
         if !self.observing() && !self.replaying {
-            out.push(Action::Mcast(ReplicaMessage::Digest(DigestMsg {
-                at,
-                digest: self.sm.digest(),
-            })));
+            if S::DIGESTS_SNAPSHOTS {
+                out.push(Action::Digest {
+                    at,
+                    snapshot: self.sm.snapshot(),
+                });
+            } else {
+                out.push(Action::Mcast(ReplicaMessage::Digest(DigestMsg {
+                    at,
+                    digest: self.sm.digest(),
+                })));
+            }
         }
     }
 

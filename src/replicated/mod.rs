@@ -181,7 +181,7 @@ mod runtime;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz_access {
     pub(crate) use super::core::{Action, Actions, ReplicaCore};
-    pub(crate) use super::messages::{transfer_body, Chunk, CommandMsg, ReplicaMessage};
+    pub(crate) use super::messages::{transfer_body, Chunk, CommandMsg, DigestMsg, ReplicaMessage};
     pub(crate) use super::runtime::unpack;
 }
 
@@ -256,11 +256,30 @@ pub trait StateMachine: Default + 'static {
     /// fixed order (a `BTreeMap`, not a `HashMap`, whose order differs
     /// between processes); [`digest_of`] hashes bytes. It runs on the
     /// replica's actor at each check ([`ReplicaConfig::digest_every`], and
-    /// [`Replica::check`]).
+    /// [`Replica::check`]), unless [`StateMachine::DIGESTS_SNAPSHOTS`]
+    /// moves the hashing to a blocking thread.
     ///
     /// The default is `None`: this state machine has no digest, and its
     /// replicas abstain from every check.
     fn digest(&self) -> Option<StateDigest> {
+        None
+    }
+
+    /// Whether [`StateMachine::snapshot_digest`] gives the digest: then a
+    /// replica at a check takes a capture ([`StateMachine::snapshot`]) on
+    /// its actor and hashes it on a blocking thread, instead of calling
+    /// [`StateMachine::digest`] on the actor, which would hold every
+    /// command back while a large state is hashed. The default is `false`.
+    const DIGESTS_SNAPSHOTS: bool = false;
+
+    /// The digest of the state `snapshot` was captured from, computed on a
+    /// blocking thread; only called when
+    /// [`StateMachine::DIGESTS_SNAPSHOTS`] is `true`. It must equal what
+    /// [`StateMachine::digest`] gives for that state: replicas built with
+    /// either path compare their digests. The default is `None` (no
+    /// digest: the replica abstains).
+    fn snapshot_digest(snapshot: &Self::Snapshot) -> Option<StateDigest> {
+        let _ = snapshot;
         None
     }
 }

@@ -96,6 +96,7 @@ pub fn replay<S: StateMachine>(recording: &Recording, config: &ReplicaConfig) ->
                 Action::Mcast(_)
                 | Action::Purge
                 | Action::SendSnapshot { .. }
+                | Action::Digest { .. }
                 | Action::Persist(_)
                 | Action::Rebase { .. } => continue,
                 Action::Event(event) => event.to_string(),

@@ -49,7 +49,8 @@ use super::core::{Action, Actions, ReplicaCore};
 use super::durable::StoreError;
 use super::keeper::Keeper;
 use super::messages::{
-    transfer_body, Chunk, CommandMsg, ReplicaMessage, StateId, SuffixEntry, BATCH_VERSION,
+    transfer_body, Chunk, CommandMsg, DigestMsg, ReplicaMessage, StateId, SuffixEntry,
+    BATCH_VERSION,
 };
 use super::{
     Executed, ReplicaConfig, ReplicaError, ReplicaEvent, ReplicaInspection, ReplicaStatus,
@@ -120,7 +121,8 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     leaving: Option<Done<Result<(), ReplicaError>>>,
     pump_waker: Option<std::task::Waker>,
     restored: Option<(Member, u64)>,
-    /// Bumped at every view change: an encoding started before is void.
+    /// Bumped at every new round (`Purge`): an encoding or a hashing
+    /// started before is void.
     transfer_generation: u64,
     learn_timeout: std::time::Duration,
     recorder: Option<Recorder>,
@@ -498,6 +500,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                     snapshot,
                     suffix,
                 } => self.encode_snapshot(state, snapshot, suffix, ctx),
+                Action::Digest { at, snapshot } => self.hash_off_actor(at, snapshot, ctx),
                 Action::Reply { id, result } => {
                     self.telemetry.outcome(id, result.is_ok());
                     if let Some(done) = self.calls.remove(&id) {
@@ -641,6 +644,37 @@ impl<S: StateMachine> ReplicaActor<S> {
                     act.flush_or_close(ctx);
                 }
                 Err(e) => error!("encoding a snapshot failed: {e}; no transfer"),
+            }
+        }));
+    }
+
+    /// Hashes the capture taken at a check on a blocking thread, then
+    /// multicasts this member's digest for it, unless a new round began
+    /// meanwhile (the check closed with it).
+    fn hash_off_actor(&mut self, at: StateId, snapshot: S::Snapshot, ctx: &mut Context<Self>) {
+        let generation = self.transfer_generation;
+        let hashing = tokio::task::spawn_blocking(move || S::snapshot_digest(&snapshot));
+        ctx.spawn(hashing.into_actor(self).map(move |hashed, act, ctx| {
+            if act.transfer_generation != generation {
+                debug!(
+                    ?at,
+                    "state hashed for a check of an earlier round; not sent"
+                );
+                return;
+            }
+            match hashed {
+                Ok(digest) => {
+                    let actions = vec![Action::Mcast(ReplicaMessage::Digest(DigestMsg {
+                        at,
+                        digest,
+                    }))];
+                    if act.apply(actions, ctx) {
+                        act.flush_or_close(ctx);
+                    }
+                }
+                Err(e) => {
+                    error!("hashing the state for a divergence check failed: {e}; no digest sent")
+                }
             }
         }));
     }

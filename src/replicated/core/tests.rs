@@ -276,6 +276,12 @@ impl Peer {
                 Action::Rebase { state, bytes } => {
                     self.journal = (Some((state, bytes)), Vec::new())
                 }
+                Action::Digest { at, snapshot } => {
+                    self.mcast(&ReplicaMessage::Digest(DigestMsg {
+                        at,
+                        digest: Log::snapshot_digest(&snapshot),
+                    }));
+                }
                 Action::SendSnapshot { .. } if self.hold_chunks => {}
                 Action::SendSnapshot {
                     state,
