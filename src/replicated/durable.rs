@@ -15,7 +15,9 @@
 //!    payload, so it can be applied again) and each move to a new primary
 //!    epoch. Appends are written at once; [`Store::commit`] makes them
 //!    durable according to the [`SyncPolicy`] before the runtime
-//!    acknowledges them to callers.
+//!    acknowledges them to callers, or a [`LogSync`] does on another
+//!    thread while appends go on (group commit as a pipeline): it syncs
+//!    whatever was appended by the time it runs.
 //! 2. **The snapshot** is a whole state at one id, replaced atomically
 //!    (written beside, synced, renamed over, directory synced). Once it is
 //!    durable the log restarts empty: a crash between the two leaves log
@@ -175,6 +177,21 @@ pub enum StoreError {
     Encode(String),
 }
 
+/// Syncs a data directory's log off the thread that appends to it
+/// ([`Store::log_sync`]).
+#[derive(Debug)]
+pub(crate) struct LogSync {
+    file: File,
+    path: PathBuf,
+}
+
+impl LogSync {
+    /// Makes every entry appended before this call durable (`fdatasync`).
+    pub(crate) fn run(self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(io_error(&self.path))
+    }
+}
+
 /// An open data directory.
 pub(crate) struct Store {
     dir: PathBuf,
@@ -301,6 +318,16 @@ impl Store {
             self.sync_log()?;
         }
         Ok(())
+    }
+
+    /// A handle that syncs what is appended to the log by the time it runs,
+    /// on any thread (rule 1: the runtime's pipelined group commit). It
+    /// stays valid after the log restarts: it then syncs a file whose
+    /// entries a durable snapshot already covers.
+    pub(crate) fn log_sync(&self) -> Result<LogSync, StoreError> {
+        let path = self.dir.join("log");
+        let file = self.log.try_clone().map_err(io_error(&path))?;
+        Ok(LogSync { file, path })
     }
 
     /// Makes what was appended durable as the policy says; call it before
