@@ -31,8 +31,12 @@
 //!    meta is replaced (and synced): a restarted replica never announces a
 //!    state above its own knowledge, which the group would refuse.
 //! 3. **The log stays short.** After [`ReplicaConfig::snapshot_every`]
-//!    entries the keeper writes the whole state as the snapshot, which
-//!    restarts the log; a received snapshot becomes the durable one at once.
+//!    entries the keeper begins a snapshot of the whole state: the capture
+//!    is taken on the runtime's thread, its encoding and writing run on a
+//!    blocking thread while delivery goes on, and the log restarts at the
+//!    snapshot's state (entries appended meanwhile stay in the new log;
+//!    see `durable` rule 2). One snapshot at a time. A received snapshot
+//!    becomes the durable one at once, on the runtime's thread.
 //! 4. **The previous replica is gone.** The directory is locked while a
 //!    replica uses it, so the replica that wrote the meta file (named in
 //!    it) has stopped for good when another opens it: like a member seen
@@ -52,6 +56,7 @@ use std::path::Path;
 
 use super::core::Action;
 pub(crate) use super::durable::LogSync;
+pub(crate) use super::durable::SnapshotWrite;
 use super::durable::{Entry, Recovered, Store, StoreError, SyncPolicy};
 use super::messages::{PrimaryEpoch, PrimaryRecord, StateId};
 use crate::transport::Member;
@@ -210,6 +215,8 @@ pub(crate) struct Keeper<R, C> {
     written_off: Vec<(Member, PrimaryEpoch)>,
     since_snapshot: u64,
     snapshot_every: u64,
+    /// A snapshot of this replica's own state is being written (rule 3).
+    snapshotting: bool,
 }
 
 /// What a data directory gave back at start.
@@ -264,6 +271,7 @@ impl<R, C> Keeper<R, C> {
                 released: Vec::new(),
                 since_snapshot: recovered.entries.len() as u64,
                 snapshot_every: snapshot_every.max(1),
+                snapshotting: false,
             },
             recovered,
             known,
@@ -333,7 +341,7 @@ impl<R, C> Keeper<R, C> {
         bytes: &[u8],
         known: Option<&PrimaryRecord>,
     ) -> Result<(), StoreError> {
-        self.replace_snapshot(state, bytes, known, false)
+        self.replace_snapshot(state, bytes, known)
     }
 
     /// Whether this action must wait for a sync (rule 1): a reply, or an
@@ -391,38 +399,42 @@ impl<R, C> Keeper<R, C> {
         Ok(())
     }
 
-    /// Whether the log is long enough for a snapshot (rule 3).
+    /// Whether the log is long enough for a snapshot, and none is being
+    /// written (rule 3).
     pub(crate) fn wants_snapshot(&self) -> bool {
-        self.since_snapshot >= self.snapshot_every
+        !self.snapshotting && self.since_snapshot >= self.snapshot_every
     }
 
-    /// Writes the whole state at `state` as the snapshot (rule 3); it must
-    /// be the state of the last entry appended.
-    pub(crate) fn snapshot(
+    /// Begins a snapshot of the state at `state`, the last entry appended
+    /// (rule 3): the write to run off the runtime's thread, then
+    /// [`Self::snapshot_written`].
+    pub(crate) fn begin_snapshot(
         &mut self,
         state: StateId,
-        bytes: &[u8],
         known: Option<&PrimaryRecord>,
-    ) -> Result<(), StoreError> {
-        self.replace_snapshot(state, bytes, known, true)
+    ) -> Result<SnapshotWrite, StoreError> {
+        self.cover(state, known)?;
+        let write = self.store.begin_snapshot(state)?;
+        self.since_snapshot = 0;
+        self.snapshotting = true;
+        Ok(write)
     }
 
-    /// Writes `bytes` as the snapshot at `state`, which must follow the
-    /// log if `follows` (a snapshot of this replica's own state) and need
-    /// not otherwise (a state received from the group).
+    /// The snapshot begun last is written (or void): another may begin.
+    pub(crate) fn snapshot_written(&mut self) {
+        self.snapshotting = false;
+    }
+
+    /// Writes `bytes`, a state received from the group, as the snapshot
+    /// at `state` (it need not follow the log).
     fn replace_snapshot(
         &mut self,
         state: StateId,
         bytes: &[u8],
         known: Option<&PrimaryRecord>,
-        follows: bool,
     ) -> Result<(), StoreError> {
         self.cover(state, known)?;
-        if follows {
-            self.store.snapshot(state, bytes)?;
-        } else {
-            self.store.rebase(state, bytes)?;
-        }
+        self.store.rebase(state, bytes)?;
         self.since_snapshot = 0;
         // The snapshot is synced (as the policy says), and with it
         // everything appended before; a sync in flight of the log it

@@ -41,7 +41,7 @@
 //!    its acknowledgements came in later) does not wait. A failed sync
 //!    stops the replica; when the runtime stops, the last sync runs on its
 //!    thread.
-//!
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -526,7 +526,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 }
             }
         }
-        if let Err(e) = self.keep_up() {
+        if let Err(e) = self.keep_up(ctx) {
             self.storage_failed(e, ctx);
             return false;
         }
@@ -584,17 +584,41 @@ impl<S: StateMachine> ReplicaActor<S> {
     }
 
     /// After the actions of one input: the knowledge and, when the log is
-    /// long, a snapshot reach the data directory (see `keeper`).
-    fn keep_up(&mut self) -> Result<(), StoreError> {
+    /// long, a snapshot reach the data directory (see `keeper`); the
+    /// snapshot is encoded and written off the actor.
+    fn keep_up(&mut self, ctx: &mut Context<Self>) -> Result<(), StoreError> {
         let Some(keeper) = &mut self.keeper else {
             return Ok(());
         };
         keeper.remember(self.core.known())?;
-        if keeper.wants_snapshot() && self.core.is_holding() {
-            let state = self.core.state_id();
-            let bytes = S::encode(self.core.state().snapshot());
-            keeper.snapshot(state, &bytes, self.core.known())?;
+        if !(keeper.wants_snapshot() && self.core.is_holding()) {
+            return Ok(());
         }
+        let state = self.core.state_id();
+        let capture = self.core.state().snapshot();
+        let write = keeper.begin_snapshot(state, self.core.known())?;
+        let writing = tokio::task::spawn_blocking(move || write.run(&S::encode(capture)));
+        ctx.spawn(writing.into_actor(self).map(move |outcome, act, ctx| {
+            let span = act.span.clone();
+            let _entered = span.enter();
+            let Some(keeper) = &mut act.keeper else {
+                return;
+            };
+            match outcome {
+                Ok(Ok(written)) => {
+                    keeper.snapshot_written();
+                    debug!(
+                        applied = state.applied,
+                        written, "snapshot of the state written"
+                    );
+                }
+                Ok(Err(e)) => act.storage_failed(e, ctx),
+                Err(e) => act.storage_failed(
+                    StoreError::Encode(format!("writing the snapshot stopped: {e}")),
+                    ctx,
+                ),
+            }
+        }));
         Ok(())
     }
 
