@@ -488,10 +488,12 @@ async fn a_damaged_snapshot_stops_the_start() {
     let cfg = || config(&dirs.replica(0), Delivery::Agreed, SyncPolicy::Batch);
     let r = start(&cluster, 1, cfg()).await.expect("start");
     r.replica.wait_primary().await.expect("primary");
-    // Past `snapshot_every`: a snapshot is on disk.
+    // Past `snapshot_every`: a snapshot is on disk (written off the
+    // replica's thread).
     write(&r.replica, 0, 10).await;
-    kill(r).await;
     let snapshot = dirs.replica(0).join("snapshot");
+    until("a snapshot is written", async || snapshot.exists()).await;
+    kill(r).await;
     let mut bytes = std::fs::read(&snapshot).expect("a snapshot was written");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;

@@ -2675,19 +2675,25 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     /// An acknowledgement asked for with `upto` and sent later (after the
-    /// rest of a batch, or a commit): it says every command applied since,
+    /// rest of a batch, or a sync): it says every command applied since,
     /// if the state only grew by commands (same epoch and founding) and
-    /// this replica still holds it; otherwise `upto`. Returns the count to
-    /// send, and counts it as acknowledged.
-    pub(crate) fn raise_ack(&mut self, upto: u64) -> u64 {
-        let same = self
-            .ack_basis
-            .is_some_and(|basis| basis == (self.id.epoch, self.id.genesis));
-        if !(same && self.id.applied >= upto && self.is_holding()) {
+    /// this replica still holds it; otherwise `upto`. With `durable` (a
+    /// durable replica) it says no more than that state holds: a command
+    /// applied but not yet synced is not acknowledged. Returns the count
+    /// to send, and counts it as acknowledged.
+    pub(crate) fn raise_ack(&mut self, upto: u64, durable: Option<StateId>) -> u64 {
+        let basis = (self.id.epoch, self.id.genesis);
+        let same = self.ack_basis.is_some_and(|b| b == basis);
+        let top = match durable {
+            None => self.id.applied,
+            Some(d) if (d.epoch, d.genesis) == basis => d.applied.min(self.id.applied),
+            Some(_) => return upto,
+        };
+        if !(same && top >= upto && self.is_holding()) {
             return upto;
         }
-        self.acked = self.acked.max(self.id.applied);
-        self.id.applied
+        self.acked = self.acked.max(top);
+        top
     }
 
     /// The receivers of a transfer hold the state now; safe delivery waits

@@ -15,11 +15,24 @@
 //!    payload, so it can be applied again) and each move to a new primary
 //!    epoch. Appends are written at once; [`Store::commit`] makes them
 //!    durable according to the [`SyncPolicy`] before the runtime
-//!    acknowledges them to callers.
+//!    acknowledges them to callers, or a [`LogSync`] does on another
+//!    thread while appends go on (group commit as a pipeline): it syncs
+//!    whatever was appended by the time it runs.
 //! 2. **The snapshot** is a whole state at one id, replaced atomically
-//!    (written beside, synced, renamed over, directory synced). Once it is
-//!    durable the log restarts empty: a crash between the two leaves log
-//!    entries at or below the snapshot, which recovery skips.
+//!    (written beside, synced, renamed over, directory synced). A replica's
+//!    own snapshot is written off the thread that appends
+//!    ([`Store::begin_snapshot`]): the log ends at the snapshot's state and
+//!    is renamed aside (`log.prev`), a new `log` takes what follows, and
+//!    once the snapshot is durable the old log is removed. Recovery reads
+//!    the snapshot, then `log.prev` if it is still there, then `log`,
+//!    skipping entries at or below the snapshot (a crash at any step
+//!    leaves either the old snapshot with both logs, or the new one with
+//!    entries it covers), and makes them one log again before anything is
+//!    appended. A state received from the group replaces the snapshot on
+//!    the appending thread and restarts the log empty; a snapshot of the
+//!    replica's own still being written is then void (a lock and a
+//!    generation decide which comes last), and so is one still being
+//!    written when the store closes.
 //! 3. **The meta** is a small opaque record the replica keeps beside its
 //!    state (the last primary component it knew), replaced atomically.
 //!
@@ -41,6 +54,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +65,8 @@ use crate::wire::Codec;
 const LOG_MAGIC: &[u8; 8] = b"ACPGLOG\x01";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"ACPGSNP\x01";
 const META_MAGIC: &[u8; 8] = b"ACPGMET\x01";
+/// The log a snapshot under way ended (rule 2).
+const PREV_LOG: &str = "log.prev";
 /// Bytes before a record's body: its length and the first 8 bytes of its
 /// digest.
 const RECORD_HEAD: usize = 4 + 8;
@@ -175,6 +191,74 @@ pub enum StoreError {
     Encode(String),
 }
 
+/// Syncs a data directory's log off the thread that appends to it
+/// ([`Store::log_sync`]).
+#[derive(Debug)]
+pub(crate) struct LogSync {
+    /// The log, and a log a snapshot under way ended, if not synced yet.
+    files: Vec<(File, PathBuf)>,
+    /// The directory, when the log was started afresh since.
+    dir: Option<PathBuf>,
+}
+
+impl LogSync {
+    /// Makes every entry appended before this call durable (`fdatasync`).
+    pub(crate) fn run(self) -> Result<(), StoreError> {
+        for (file, path) in &self.files {
+            file.sync_data().map_err(io_error(path))?;
+        }
+        match &self.dir {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A snapshot of the store's own state, written off the thread that
+/// appends ([`Store::begin_snapshot`], rule 2).
+#[derive(Debug)]
+pub(crate) struct SnapshotWrite {
+    dir: PathBuf,
+    id: StateId,
+    codec: Codec,
+    sync: bool,
+    /// Bumped by every snapshot the store writes itself: a write begun
+    /// before one is void.
+    generation: u64,
+    snapshots: Arc<Mutex<u64>>,
+}
+
+impl SnapshotWrite {
+    /// The state this snapshot holds.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> StateId {
+        self.id
+    }
+
+    /// Writes `bytes` (the whole state at [`Self::state`]) as the snapshot,
+    /// then drops the log it ends. Returns false, writing nothing, if a
+    /// state received since replaced the snapshot.
+    pub(crate) fn run(self, bytes: &[u8]) -> Result<bool, StoreError> {
+        let body = snapshot_body(&self.codec, self.id, bytes)?;
+        // A poisoned lock only means a write panicked: the generation is
+        // still right.
+        let generation = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        if *generation != self.generation {
+            return Ok(false);
+        }
+        write_blob(&self.dir, "snapshot", SNAPSHOT_MAGIC, &body, self.sync)?;
+        // Entries at or below the snapshot are not needed; a crash before
+        // this leaves them to recovery, which skips them.
+        let prev = self.dir.join(PREV_LOG);
+        match fs::remove_file(&prev) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&prev)(e)),
+        }
+        Ok(true)
+    }
+}
+
 /// An open data directory.
 pub(crate) struct Store {
     dir: PathBuf,
@@ -188,6 +272,14 @@ pub(crate) struct Store {
     /// The id of the last entry appended (or of the snapshot).
     last: Option<StateId>,
     scratch: Vec<u8>,
+    /// The log a snapshot under way ended, while it holds entries not
+    /// synced yet.
+    rolled: Vec<(File, PathBuf)>,
+    /// The log was started afresh under a new name since the last sync.
+    dir_unsynced: bool,
+    /// The generation of snapshots written: a snapshot under way checks
+    /// it, holding the lock, before it replaces the file.
+    snapshots: Arc<Mutex<u64>>,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -226,12 +318,26 @@ impl Store {
             .map(|body| split_meta(&dir.join("meta"), body))
             .transpose()?;
         let log_path = dir.join("log");
-        let (entries, valid_len, dropped_bytes) = read_log(
-            &log_path,
-            &codec,
-            limit,
-            snapshot.as_ref().map(|(id, _)| *id),
-        )?;
+        let prev_path = dir.join(PREV_LOG);
+        let base = snapshot.as_ref().map(|(id, _)| *id);
+        let rolled = prev_path.exists();
+        // Rule 2: a snapshot was being written when the process stopped;
+        // the log it was to end precedes the current one.
+        let (mut entries, _, mut dropped_bytes) = if rolled {
+            read_log(&prev_path, &codec, limit, base, base)?
+        } else {
+            (Vec::new(), 0, 0)
+        };
+        let after = entries.last().map(Entry::after).or(base);
+        let (tail, mut valid_len, dropped) = read_log(&log_path, &codec, limit, base, after)?;
+        entries.extend(tail);
+        dropped_bytes += dropped;
+        if rolled {
+            // One log again, before anything is appended.
+            valid_len = rewrite_log(dir, &codec, &entries)?;
+            fs::remove_file(&prev_path).map_err(io_error(&prev_path))?;
+            sync_dir(dir)?;
+        }
         let mut log = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -244,7 +350,7 @@ impl Store {
             log.write_all(LOG_MAGIC).map_err(io_error(&log_path))?;
             log.sync_all().map_err(io_error(&log_path))?;
             sync_dir(dir)?;
-        } else if dropped_bytes > 0 {
+        } else if dropped_bytes > 0 && !rolled {
             log.set_len(valid_len).map_err(io_error(&log_path))?;
             log.sync_all().map_err(io_error(&log_path))?;
         }
@@ -267,6 +373,9 @@ impl Store {
             unsynced: false,
             last: recovered.state(),
             scratch: Vec::new(),
+            rolled: Vec::new(),
+            dir_unsynced: false,
+            snapshots: Arc::new(Mutex::new(0)),
         };
         Ok((store, recovered))
     }
@@ -284,15 +393,8 @@ impl Store {
                 )));
             }
         }
-        let body = self
-            .codec
-            .encode_payload(entry)
-            .map_err(|e| StoreError::Encode(e.to_string()))?;
-        let len = u32::try_from(body.len()).map_err(|e| StoreError::Encode(e.to_string()))?;
         self.scratch.clear();
-        self.scratch.extend_from_slice(&len.to_le_bytes());
-        self.scratch.extend_from_slice(&digest(&body)[..8]);
-        self.scratch.extend_from_slice(&body);
+        encode_record(&self.codec, entry, &mut self.scratch)?;
         let path = self.dir.join("log");
         self.log.write_all(&self.scratch).map_err(io_error(&path))?;
         self.last = Some(entry.after());
@@ -301,6 +403,21 @@ impl Store {
             self.sync_log()?;
         }
         Ok(())
+    }
+
+    /// A handle that syncs what is appended to the log by the time it runs,
+    /// on any thread (rule 1: the runtime's pipelined group commit). It
+    /// stays valid after the log restarts: it then syncs a file whose
+    /// entries a durable snapshot already covers.
+    pub(crate) fn log_sync(&mut self) -> Result<LogSync, StoreError> {
+        let path = self.dir.join("log");
+        let file = self.log.try_clone().map_err(io_error(&path))?;
+        // A log ended by a snapshot under way holds entries the snapshot
+        // does not cover yet; and the new log's name must be durable too.
+        let mut files = std::mem::take(&mut self.rolled);
+        files.push((file, path));
+        let dir = std::mem::take(&mut self.dir_unsynced).then(|| self.dir.clone());
+        Ok(LogSync { files, dir })
     }
 
     /// Makes what was appended durable as the policy says; call it before
@@ -314,8 +431,7 @@ impl Store {
     }
 
     fn sync_log(&mut self) -> Result<(), StoreError> {
-        let path = self.dir.join("log");
-        self.log.sync_data().map_err(io_error(&path))?;
+        self.log_sync()?.run()?;
         self.unsynced = false;
         Ok(())
     }
@@ -325,8 +441,47 @@ impl Store {
         self.sync
     }
 
+    /// Begins a snapshot of the state at `id` (which must be the last
+    /// entry's id): the log ends here, renamed aside, and a new one starts
+    /// for what follows; the returned write, run on any thread, replaces
+    /// the snapshot and drops the old log (rule 2). One at a time: a
+    /// runtime that begins a second before the first returned has a bug.
+    pub(crate) fn begin_snapshot(&mut self, id: StateId) -> Result<SnapshotWrite, StoreError> {
+        if self.last.is_some_and(|last| last != id) {
+            return Err(StoreError::Encode(format!(
+                "snapshot at {} while the log is at {}",
+                id.applied,
+                self.last.map_or(0, |l| l.applied)
+            )));
+        }
+        let prev = self.dir.join(PREV_LOG);
+        if prev.exists() {
+            return Err(StoreError::Encode("a snapshot is already under way".into()));
+        }
+        let path = self.dir.join("log");
+        fs::rename(&path, &prev).map_err(io_error(&path))?;
+        let mut log = File::create(&path).map_err(io_error(&path))?;
+        log.write_all(LOG_MAGIC).map_err(io_error(&path))?;
+        let old = std::mem::replace(&mut self.log, log);
+        if self.unsynced && self.syncs() {
+            self.rolled.push((old, prev));
+        }
+        self.dir_unsynced = self.syncs();
+        let generation = *self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(SnapshotWrite {
+            dir: self.dir.clone(),
+            id,
+            codec: self.codec,
+            sync: self.syncs(),
+            generation,
+            snapshots: self.snapshots.clone(),
+        })
+    }
+
     /// Replaces the snapshot with `bytes`, the whole state at `id` (which
-    /// must be the last entry's id), then starts the log afresh.
+    /// must be the last entry's id), then starts the log afresh, on this
+    /// thread.
+    #[cfg(test)]
     pub(crate) fn snapshot(&mut self, id: StateId, bytes: &[u8]) -> Result<(), StoreError> {
         if self.last.is_some_and(|last| last != id) {
             return Err(StoreError::Encode(format!(
@@ -340,20 +495,25 @@ impl Store {
 
     /// Replaces the snapshot with `bytes`, a whole state at `id` that need
     /// not follow the log (a state received from the group), then starts
-    /// the log afresh.
+    /// the log afresh. A snapshot under way is void.
     pub(crate) fn rebase(&mut self, id: StateId, bytes: &[u8]) -> Result<(), StoreError> {
-        let head = self
-            .codec
-            .encode_payload(&id)
-            .map_err(|e| StoreError::Encode(e.to_string()))?;
-        let mut body = Vec::with_capacity(head.len() + 8 + bytes.len());
-        body.extend_from_slice(&head);
-        body.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        body.extend_from_slice(bytes);
+        let body = snapshot_body(&self.codec, id, bytes)?;
+        let snapshots = self.snapshots.clone();
+        // Waits for a snapshot being written (rare: a state received
+        // while the replica wrote its own), which then finds itself void.
+        let mut generation = snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        *generation += 1;
         write_blob(&self.dir, "snapshot", SNAPSHOT_MAGIC, &body, self.syncs())?;
         // The snapshot is durable: the log before it is not needed. A crash
         // before this truncation leaves entries at or below the snapshot,
         // which recovery skips.
+        let prev = self.dir.join(PREV_LOG);
+        match fs::remove_file(&prev) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&prev)(e)),
+        }
+        self.rolled.clear();
         let path = self.dir.join("log");
         self.log
             .set_len(LOG_MAGIC.len() as u64)
@@ -364,6 +524,9 @@ impl Store {
             .map_err(io_error(&path))?;
         if self.syncs() {
             self.log.sync_all().map_err(io_error(&path))?;
+            if std::mem::take(&mut self.dir_unsynced) {
+                sync_dir(&self.dir)?;
+            }
         }
         self.last = Some(id);
         self.unsynced = false;
@@ -382,6 +545,55 @@ impl Store {
     /// does not: snapshots and meta are still replaced atomically).
     fn syncs(&self) -> bool {
         self.sync != SyncPolicy::Never
+    }
+}
+
+/// The body of a snapshot file: the state's id, the length, the bytes.
+fn snapshot_body(codec: &Codec, id: StateId, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let head = codec
+        .encode_payload(&id)
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    let mut body = Vec::with_capacity(head.len() + 8 + bytes.len());
+    body.extend_from_slice(&head);
+    body.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    body.extend_from_slice(bytes);
+    Ok(body)
+}
+
+/// Appends the record of `entry` to `out`.
+fn encode_record(codec: &Codec, entry: &Entry, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let body = codec
+        .encode_payload(entry)
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    let len = u32::try_from(body.len()).map_err(|e| StoreError::Encode(e.to_string()))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&digest(&body)[..8]);
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// Replaces the log of `dir` with one holding `entries`, durably; returns
+/// its length.
+fn rewrite_log(dir: &Path, codec: &Codec, entries: &[Entry]) -> Result<u64, StoreError> {
+    let mut all = LOG_MAGIC.to_vec();
+    for entry in entries {
+        encode_record(codec, entry, &mut all)?;
+    }
+    let tmp = dir.join("log.tmp");
+    let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+    file.write_all(&all).map_err(io_error(&tmp))?;
+    file.sync_all().map_err(io_error(&tmp))?;
+    let path = dir.join("log");
+    fs::rename(&tmp, &path).map_err(io_error(&path))?;
+    sync_dir(dir)?;
+    Ok(all.len() as u64)
+}
+
+impl Drop for Store {
+    /// A snapshot still being written is void: the directory may belong to
+    /// another replica as soon as this store is gone.
+    fn drop(&mut self) {
+        *self.snapshots.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     }
 }
 
@@ -498,13 +710,15 @@ fn split_meta(path: &Path, body: Vec<u8>) -> Result<Vec<u8>, StoreError> {
     Ok(bytes.to_vec())
 }
 
-/// The valid entries of the log after `base`, the length of the valid
-/// prefix (0: no valid header), and the bytes past it.
+/// The valid entries of the log at `path` after `base` (the snapshot),
+/// the first following `after` (the state before this file), the length
+/// of the valid prefix (0: no valid header), and the bytes past it.
 fn read_log(
     path: &Path,
     codec: &Codec,
     limit: usize,
     base: Option<StateId>,
+    after: Option<StateId>,
 ) -> Result<(Vec<Entry>, u64, u64), StoreError> {
     let file = match File::open(path) {
         Ok(file) => file,
@@ -519,7 +733,7 @@ fn read_log(
     }
     let mut valid = LOG_MAGIC.len() as u64;
     let mut entries = Vec::new();
-    let mut last = base;
+    let mut last = after;
     let mut head = [0u8; RECORD_HEAD];
     let mut body = Vec::new();
     loop {

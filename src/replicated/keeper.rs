@@ -5,12 +5,24 @@
 //! ([`Action::Persist`], [`Action::Rebase`]); the keeper writes them to
 //! the [`Store`]. Four rules:
 //!
-//! 1. **Nothing is acknowledged before it is durable.** While entries are
-//!    appended but not yet committed (group commit, [`SyncPolicy::Batch`]),
-//!    every reply and every safe-delivery `Ack` the core asks for is held;
-//!    at the end of the pump's turn the keeper commits (one `fsync` for the
-//!    turn) and releases them, in order. Under
-//!    [`SyncPolicy::EveryCommand`] each append is synced at once and
+//! 1. **Nothing is acknowledged before it is durable; the sync is a
+//!    pipeline.** Under [`SyncPolicy::Batch`] every entry appended takes
+//!    the next position in the log ([`Ticket`]); a reply or safe-delivery
+//!    `Ack` the core asks for while appended entries are not durable is
+//!    held with the position appended so far. At the end of a pump turn
+//!    the runtime starts one sync of everything appended (on a blocking
+//!    thread, through a [`LogSync`]) and keeps delivering; at most one
+//!    sync runs, and what is appended meanwhile waits for the next, started
+//!    as soon as the first returns: the batch grows with the load, no
+//!    timer. A finished sync releases, in the order the core asked for
+//!    them, exactly the held actions whose position it covers
+//!    ([`Commits`], pure), and its state becomes the durable mark: an
+//!    `Ack` is raised no higher than it, and a reply whose command it
+//!    covers is not held. A meta write, a snapshot and a received state
+//!    stay synchronous and make everything appended before them durable
+//!    (they release what waited; a sync of an older position that returns
+//!    later releases nothing more). A failed sync stops the replica.
+//!    Under [`SyncPolicy::EveryCommand`] each append is synced at once and
 //!    nothing waits; under [`SyncPolicy::Never`] nothing is synced and
 //!    nothing waits.
 //! 2. **The knowledge is never behind the state.** The meta file holds the
@@ -19,8 +31,12 @@
 //!    meta is replaced (and synced): a restarted replica never announces a
 //!    state above its own knowledge, which the group would refuse.
 //! 3. **The log stays short.** After [`ReplicaConfig::snapshot_every`]
-//!    entries the keeper writes the whole state as the snapshot, which
-//!    restarts the log; a received snapshot becomes the durable one at once.
+//!    entries the keeper begins a snapshot of the whole state: the capture
+//!    is taken on the runtime's thread, its encoding and writing run on a
+//!    blocking thread while delivery goes on, and the log restarts at the
+//!    snapshot's state (entries appended meanwhile stay in the new log;
+//!    see `durable` rule 2). One snapshot at a time. A received snapshot
+//!    becomes the durable one at once, on the runtime's thread.
 //! 4. **The previous replica is gone.** The directory is locked while a
 //!    replica uses it, so the replica that wrote the meta file (named in
 //!    it) has stopped for good when another opens it: like a member seen
@@ -35,9 +51,12 @@
 //!
 //! [`ReplicaConfig::snapshot_every`]: super::ReplicaConfig::snapshot_every
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use super::core::Action;
+pub(crate) use super::durable::LogSync;
+pub(crate) use super::durable::SnapshotWrite;
 use super::durable::{Entry, Recovered, Store, StoreError, SyncPolicy};
 use super::messages::{PrimaryEpoch, PrimaryRecord, StateId};
 use crate::transport::Member;
@@ -56,16 +75,139 @@ pub(crate) struct Meta {
     pub written_off: Vec<(Member, PrimaryEpoch)>,
 }
 
+/// A position in the log: how many entries this runtime appended up to
+/// it, and the state's id there. A sync covers a position; a held action
+/// waits for one (rule 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Ticket {
+    /// Entries appended by this runtime up to this position.
+    pub seq: u64,
+    /// The state's id at this position.
+    pub state: StateId,
+}
+
+/// Which held actions may leave, as syncs start and finish (rule 1): no
+/// I/O, so it is tested alone. `A` is what is held (the runtime's
+/// actions).
+#[derive(Debug)]
+pub(crate) struct Commits<A> {
+    /// The last position appended.
+    appended: Ticket,
+    /// The last position known durable.
+    synced: Ticket,
+    /// The position the sync in flight covers.
+    in_flight: Option<Ticket>,
+    /// Held actions, each with the position it waits for, in the order
+    /// they were held (their positions never go down).
+    held: VecDeque<(u64, A)>,
+}
+
+impl<A> Commits<A> {
+    /// Starts at `state`, durable (what a data directory held at start).
+    pub(crate) fn new(state: StateId) -> Self {
+        let at = Ticket { seq: 0, state };
+        Commits {
+            appended: at,
+            synced: at,
+            in_flight: None,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// An entry moving the state to `state` was appended (not durable).
+    pub(crate) fn appended(&mut self, state: StateId) {
+        self.appended = Ticket {
+            seq: self.appended.seq + 1,
+            state,
+        };
+    }
+
+    /// Whether appended entries are not durable yet: replies and
+    /// acknowledgements are held meanwhile.
+    pub(crate) fn waiting(&self) -> bool {
+        self.appended.seq > self.synced.seq
+    }
+
+    /// Holds `action` until what is appended now is durable.
+    pub(crate) fn hold(&mut self, action: A) {
+        self.held.push_back((self.appended.seq, action));
+    }
+
+    /// The position a new sync should cover, if one should start: none is
+    /// in flight and something appended is not durable.
+    pub(crate) fn start(&mut self) -> Option<Ticket> {
+        if self.in_flight.is_some() || !self.waiting() {
+            return None;
+        }
+        self.in_flight = Some(self.appended);
+        self.in_flight
+    }
+
+    /// Whether a sync is in flight.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The sync started for `ticket` returned successfully: releases, in
+    /// order, what it covers.
+    pub(crate) fn finished(&mut self, ticket: Ticket) -> Vec<A> {
+        if self.in_flight == Some(ticket) {
+            self.in_flight = None;
+        }
+        self.covered(ticket)
+    }
+
+    /// Everything appended is durable (a synchronous sync, a snapshot, or
+    /// a policy that does not wait): releases all that is held.
+    pub(crate) fn all_durable(&mut self) -> Vec<A> {
+        self.covered(self.appended)
+    }
+
+    /// The state was replaced whole at `state` (a snapshot received, or
+    /// written), durable: everything before it is covered too.
+    pub(crate) fn rebased(&mut self, state: StateId) -> Vec<A> {
+        self.appended.state = state;
+        self.all_durable()
+    }
+
+    /// The state the last durable position holds.
+    pub(crate) fn durable(&self) -> StateId {
+        self.synced.state
+    }
+
+    /// Everything up to `ticket` is durable. A position at or below the
+    /// durable one (a sync that returns after a snapshot covered more)
+    /// changes nothing.
+    fn covered(&mut self, ticket: Ticket) -> Vec<A> {
+        if ticket.seq > self.synced.seq
+            || (ticket.seq == self.synced.seq && ticket == self.appended)
+        {
+            self.synced = ticket;
+        }
+        let mut released = Vec::new();
+        while let Some((seq, _)) = self.held.front() {
+            if *seq > self.synced.seq {
+                break;
+            }
+            if let Some((_, action)) = self.held.pop_front() {
+                released.push(action);
+            }
+        }
+        released
+    }
+}
+
 /// A data directory in use by one runtime.
 pub(crate) struct Keeper<R, C> {
     store: Store,
     /// This process: the writer of every meta record from now on.
     local: Member,
     codec: Codec,
-    /// Entries appended since the last commit, not durable yet: replies
-    /// and acknowledgements wait (rule 1).
-    pending: bool,
-    held: Vec<Action<R, C>>,
+    /// What is durable, and what waits for it (rule 1).
+    commits: Commits<Action<R, C>>,
+    /// Actions a synchronous write released, for the runtime to carry
+    /// out next (in order, before anything asked later).
+    released: Vec<Action<R, C>>,
     /// The knowledge the meta file holds (rule 2).
     written: Option<PrimaryRecord>,
     /// Members an operator wrote off: kept in every meta record until a
@@ -73,6 +215,8 @@ pub(crate) struct Keeper<R, C> {
     written_off: Vec<(Member, PrimaryEpoch)>,
     since_snapshot: u64,
     snapshot_every: u64,
+    /// A snapshot of this replica's own state is being written (rule 3).
+    snapshotting: bool,
 }
 
 /// What a data directory gave back at start.
@@ -123,10 +267,11 @@ impl<R, C> Keeper<R, C> {
                 // The file still names the previous replica.
                 written: None,
                 written_off,
-                pending: false,
-                held: Vec::new(),
+                commits: Commits::new(recovered.state().unwrap_or_default()),
+                released: Vec::new(),
                 since_snapshot: recovered.entries.len() as u64,
                 snapshot_every: snapshot_every.max(1),
+                snapshotting: false,
             },
             recovered,
             known,
@@ -148,11 +293,13 @@ impl<R, C> Keeper<R, C> {
         Ok(())
     }
 
-    /// Writes `known` to the meta file if it differs from what is there.
+    /// Writes `known` to the meta file if it differs from what is there;
+    /// what was appended before is made durable first (rule 1).
     pub(crate) fn remember(&mut self, known: Option<&PrimaryRecord>) -> Result<(), StoreError> {
         if self.written.as_ref() == known {
             return Ok(());
         }
+        self.commit_now()?;
         let latest = known.map(|k| k.epoch).unwrap_or_default();
         self.written_off.retain(|(_, until)| *until >= latest);
         let meta = Meta {
@@ -178,7 +325,12 @@ impl<R, C> Keeper<R, C> {
         self.cover(entry.after(), known)?;
         self.store.append(entry)?;
         self.since_snapshot += 1;
-        self.pending = self.store.sync_policy() == SyncPolicy::Batch;
+        self.commits.appended(entry.after());
+        if self.store.sync_policy() != SyncPolicy::Batch {
+            // Synced already (`EveryCommand`), or never waited for.
+            let released = self.commits.all_durable();
+            self.released.extend(released);
+        }
         Ok(())
     }
 
@@ -189,69 +341,106 @@ impl<R, C> Keeper<R, C> {
         bytes: &[u8],
         known: Option<&PrimaryRecord>,
     ) -> Result<(), StoreError> {
-        self.replace_snapshot(state, bytes, known, false)
+        self.replace_snapshot(state, bytes, known)
     }
 
-    /// Whether this action must wait for the commit (rule 1): a reply, or
-    /// an acknowledgement, while appended entries are not durable.
+    /// Whether this action must wait for a sync (rule 1): a reply, or an
+    /// acknowledgement, while appended entries are not durable.
     pub(crate) fn holds(&self, action: &Action<R, C>) -> bool {
-        self.pending
+        self.commits.waiting()
             && matches!(
                 action,
                 Action::Reply { .. } | Action::Mcast(super::messages::ReplicaMessage::Ack(_))
             )
     }
 
-    /// Keeps `action` until the next commit.
+    /// Keeps `action` until what is appended now is durable.
     pub(crate) fn hold(&mut self, action: Action<R, C>) {
-        self.held.push(action);
+        self.commits.hold(action);
     }
 
-    /// Commits what was appended (rule 1) and gives back what waited.
-    pub(crate) fn commit(&mut self) -> Result<Vec<Action<R, C>>, StoreError> {
-        if self.pending {
-            self.store.commit()?;
-            self.pending = false;
+    /// What synchronous writes released since the last call, in order:
+    /// the runtime carries them out before anything the core asks later.
+    pub(crate) fn take_released(&mut self) -> Vec<Action<R, C>> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// The state the last sync made durable: an acknowledgement says no
+    /// more, and a reply at or below it needs no wait (rule 1).
+    pub(crate) fn durable(&self) -> StateId {
+        self.commits.durable()
+    }
+
+    /// Starts a sync of everything appended, if one is due and none is in
+    /// flight: the position it covers and the handle to run off the actor
+    /// (rule 1). `Finished` it with [`Self::synced`].
+    pub(crate) fn start_sync(&mut self) -> Result<Option<(Ticket, LogSync)>, StoreError> {
+        if self.commits.in_flight() || !self.commits.waiting() {
+            return Ok(None);
         }
-        Ok(std::mem::take(&mut self.held))
+        let handle = self.store.log_sync()?;
+        Ok(self.commits.start().map(|ticket| (ticket, handle)))
     }
 
-    /// Whether the log is long enough for a snapshot (rule 3).
+    /// The sync of `ticket` returned: what it releases, in order.
+    pub(crate) fn synced(&mut self, ticket: Ticket) -> Vec<Action<R, C>> {
+        self.commits.finished(ticket)
+    }
+
+    /// Makes everything appended durable now, on this thread (a meta
+    /// write, the last commit when the runtime stops); what it releases
+    /// joins [`Self::take_released`].
+    pub(crate) fn commit_now(&mut self) -> Result<(), StoreError> {
+        if self.commits.waiting() {
+            self.store.commit()?;
+            let released = self.commits.all_durable();
+            self.released.extend(released);
+        }
+        Ok(())
+    }
+
+    /// Whether the log is long enough for a snapshot, and none is being
+    /// written (rule 3).
     pub(crate) fn wants_snapshot(&self) -> bool {
-        self.since_snapshot >= self.snapshot_every
+        !self.snapshotting && self.since_snapshot >= self.snapshot_every
     }
 
-    /// Writes the whole state at `state` as the snapshot (rule 3); it must
-    /// be the state of the last entry appended.
-    pub(crate) fn snapshot(
+    /// Begins a snapshot of the state at `state`, the last entry appended
+    /// (rule 3): the write to run off the runtime's thread, then
+    /// [`Self::snapshot_written`].
+    pub(crate) fn begin_snapshot(
         &mut self,
         state: StateId,
-        bytes: &[u8],
         known: Option<&PrimaryRecord>,
-    ) -> Result<(), StoreError> {
-        self.replace_snapshot(state, bytes, known, true)
+    ) -> Result<SnapshotWrite, StoreError> {
+        self.cover(state, known)?;
+        let write = self.store.begin_snapshot(state)?;
+        self.since_snapshot = 0;
+        self.snapshotting = true;
+        Ok(write)
     }
 
-    /// Writes `bytes` as the snapshot at `state`, which must follow the
-    /// log if `follows` (a snapshot of this replica's own state) and need
-    /// not otherwise (a state received from the group).
+    /// The snapshot begun last is written (or void): another may begin.
+    pub(crate) fn snapshot_written(&mut self) {
+        self.snapshotting = false;
+    }
+
+    /// Writes `bytes`, a state received from the group, as the snapshot
+    /// at `state` (it need not follow the log).
     fn replace_snapshot(
         &mut self,
         state: StateId,
         bytes: &[u8],
         known: Option<&PrimaryRecord>,
-        follows: bool,
     ) -> Result<(), StoreError> {
         self.cover(state, known)?;
-        if follows {
-            self.store.snapshot(state, bytes)?;
-        } else {
-            self.store.rebase(state, bytes)?;
-        }
+        self.store.rebase(state, bytes)?;
         self.since_snapshot = 0;
         // The snapshot is synced (as the policy says), and with it
-        // everything appended before.
-        self.pending = false;
+        // everything appended before; a sync in flight of the log it
+        // restarted covers nothing more.
+        let released = self.commits.rebased(state);
+        self.released.extend(released);
         Ok(())
     }
 }
@@ -336,4 +525,131 @@ pub fn bootstrap(dir: &Path) -> Result<Bootstrapped, StoreError> {
         epoch: Some(known.epoch),
         written_off,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(applied: u64) -> StateId {
+        StateId {
+            applied,
+            genesis: 1,
+            ..StateId::default()
+        }
+    }
+
+    /// Appends the entries up to `applied`, one by one.
+    fn append_to(commits: &mut Commits<&'static str>, applied: u64) {
+        let from = commits.appended.state.applied;
+        for n in from + 1..=applied {
+            commits.appended(at(n));
+        }
+    }
+
+    #[test]
+    fn a_reply_never_leaves_before_the_sync_of_its_entry_returns() {
+        let mut commits = Commits::new(at(0));
+        append_to(&mut commits, 1);
+        assert!(commits.waiting());
+        commits.hold("reply 1");
+        let first = commits.start().expect("a sync is due");
+        // The sync is held back: more is appended and asked meanwhile.
+        append_to(&mut commits, 3);
+        commits.hold("ack 3");
+        assert!(commits.start().is_none(), "one sync at a time");
+        assert_eq!(commits.durable(), at(0));
+        assert_eq!(commits.finished(first), vec!["reply 1"]);
+        assert_eq!(
+            commits.durable(),
+            at(1),
+            "the synced state, not the applied"
+        );
+        assert!(commits.waiting());
+        let second = commits
+            .start()
+            .expect("the next covers what came meanwhile");
+        assert_eq!(second.state, at(3));
+        assert_eq!(commits.finished(second), vec!["ack 3"]);
+        assert!(!commits.waiting());
+        assert!(commits.start().is_none(), "nothing left to sync");
+    }
+
+    #[test]
+    fn held_actions_leave_in_the_order_they_were_asked_for() {
+        let mut commits = Commits::new(at(0));
+        append_to(&mut commits, 2);
+        commits.hold("reply 1");
+        commits.hold("reply 2");
+        commits.hold("ack 2");
+        let sync = commits.start().expect("due");
+        append_to(&mut commits, 3);
+        commits.hold("reply 3");
+        assert_eq!(commits.finished(sync), vec!["reply 1", "reply 2", "ack 2"]);
+        let sync = commits.start().expect("due");
+        assert_eq!(commits.finished(sync), vec!["reply 3"]);
+    }
+
+    #[test]
+    fn a_snapshot_during_a_sync_releases_everything_once_and_the_late_sync_nothing() {
+        let mut commits = Commits::new(at(0));
+        append_to(&mut commits, 1);
+        commits.hold("reply 1");
+        let stale = commits.start().expect("due");
+        append_to(&mut commits, 2);
+        commits.hold("reply 2");
+        // The snapshot restarts the log while the sync of the old one runs.
+        assert_eq!(commits.rebased(at(2)), vec!["reply 1", "reply 2"]);
+        assert_eq!(commits.durable(), at(2));
+        assert!(commits.start().is_none(), "the old sync is still in flight");
+        append_to(&mut commits, 3);
+        commits.hold("reply 3");
+        assert_eq!(commits.finished(stale), Vec::<&str>::new());
+        assert_eq!(commits.durable(), at(2), "the durable mark never goes back");
+        let next = commits.start().expect("the new entry is due");
+        assert_eq!(commits.finished(next), vec!["reply 3"]);
+        assert_eq!(commits.durable(), at(3));
+    }
+
+    #[test]
+    fn a_received_state_with_no_append_since_the_sync_started_still_moves_the_mark() {
+        let mut commits = Commits::new(at(0));
+        append_to(&mut commits, 1);
+        let stale = commits.start().expect("due");
+        let elsewhere = StateId {
+            applied: 40,
+            genesis: 1,
+            epoch: crate::replicated::messages::PrimaryEpoch {
+                ring_seq: 1,
+                term: 2,
+            },
+            ..StateId::default()
+        };
+        assert!(commits.rebased(elsewhere).is_empty());
+        assert!(commits.finished(stale).is_empty());
+        assert_eq!(commits.durable(), elsewhere);
+    }
+
+    #[test]
+    fn a_synchronous_sync_releases_what_waits_behind_one_in_flight() {
+        let mut commits = Commits::new(at(0));
+        append_to(&mut commits, 1);
+        commits.hold("ack 1");
+        let sync = commits.start().expect("due");
+        append_to(&mut commits, 2);
+        commits.hold("ack 2");
+        // A meta write, or the last commit as the runtime stops.
+        assert_eq!(commits.all_durable(), vec!["ack 1", "ack 2"]);
+        assert!(!commits.waiting());
+        assert!(commits.finished(sync).is_empty());
+        assert_eq!(commits.durable(), at(2));
+    }
+
+    #[test]
+    fn nothing_is_due_before_anything_is_appended() {
+        let mut commits: Commits<&str> = Commits::new(at(7));
+        assert!(!commits.waiting());
+        assert!(commits.start().is_none());
+        assert_eq!(commits.durable(), at(7));
+    }
 }

@@ -30,12 +30,17 @@
 //!    end, carrying the highest count applied by then, if the state is
 //!    still of the same primary epoch and founding (the core asked for an
 //!    acknowledgement of it, and it only grew by commands since).
-//! 4. Replies and acknowledgements of a durable replica wait for the
-//!    commit at the end of the runtime's turn (`keeper`): one commit, and
-//!    with [`super::SyncPolicy::Batch`] one sync, for every batch
-//!    delivered in that turn. A reply whose command an earlier commit
-//!    already made durable (safe delivery: its acknowledgements came in
-//!    later) does not wait for the next one.
+//! 4. Replies and acknowledgements of a durable replica wait for the sync
+//!    of what was appended before them (`keeper` rule 1), but delivery
+//!    does not: at the end of a turn that appended entries the runtime
+//!    starts one sync on a blocking thread and goes on; entries appended
+//!    meanwhile wait for the next sync, started as soon as that one
+//!    returns. A returned sync releases, in order, what it covers; an
+//!    acknowledgement then says the state that sync made durable, never
+//!    more. A reply whose command a sync already covered (safe delivery:
+//!    its acknowledgements came in later) does not wait. A failed sync
+//!    stops the replica; when the runtime stops, the last sync runs on its
+//!    thread.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -140,8 +145,6 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     /// wait in `deferred_ack` and nothing is flushed (rule 3).
     in_batch: bool,
     deferred_ack: Option<u64>,
-    /// The state the last commit made durable (rule 4).
-    durable: Option<StateId>,
 }
 
 /// One piece of a delivered multicast: the message with the version of
@@ -225,7 +228,6 @@ impl<S: StateMachine> ReplicaActor<S> {
             limit,
             in_batch: false,
             deferred_ack: None,
-            durable: None,
         }
         .start())
     }
@@ -393,7 +395,7 @@ impl<S: StateMachine> ReplicaActor<S> {
         }
         self.in_batch = false;
         if let Some(upto) = self.deferred_ack.take() {
-            let ack = ReplicaMessage::Ack(self.core.raise_ack(upto));
+            let ack = ReplicaMessage::Ack(self.core.raise_ack(upto, None));
             if !self.apply(vec![Action::Mcast(ack)], ctx) {
                 return;
             }
@@ -401,10 +403,10 @@ impl<S: StateMachine> ReplicaActor<S> {
         self.finish(changed, ctx);
     }
 
-    /// Whether `action` answers a command an earlier commit made durable
+    /// Whether `action` answers a command an earlier sync made durable
     /// (rule 4).
     fn is_durable(&self, action: &Action<S::Response, S::Snapshot>) -> bool {
-        match (action, self.durable) {
+        match (action, self.keeper.as_ref().map(|k| k.durable())) {
             (
                 Action::Reply {
                     result: Ok(executed),
@@ -468,6 +470,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                             return false;
                         }
                     }
+                    self.release_written();
                 }
                 Action::Rebase { state, bytes } => {
                     if let Some(keeper) = &mut self.keeper {
@@ -476,20 +479,12 @@ impl<S: StateMachine> ReplicaActor<S> {
                             return false;
                         }
                     }
+                    self.release_written();
                 }
                 Action::Mcast(ReplicaMessage::Ack(upto)) if self.in_batch => {
                     self.deferred_ack = Some(upto);
                 }
-                Action::Mcast(msg) => match msg.encode(&self.codec) {
-                    // An info, and the mark it waits for, must reach the
-                    // group even across later install rounds (see
-                    // `ReplicaCore::handle_confchg`).
-                    Ok(bytes) => self.outbox.push_control(
-                        bytes,
-                        matches!(msg, ReplicaMessage::Info(_) | ReplicaMessage::Mark(_)),
-                    ),
-                    Err(e) => error!("protocol message not sent: {e}"),
-                },
+                Action::Mcast(msg) => self.send_control(msg),
                 Action::Purge => {
                     // A snapshot still being encoded belongs to the old view.
                     self.transfer_generation += 1;
@@ -501,12 +496,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                     suffix,
                 } => self.encode_snapshot(state, snapshot, suffix, ctx),
                 Action::Digest { at, snapshot } => self.hash_off_actor(at, snapshot, ctx),
-                Action::Reply { id, result } => {
-                    self.telemetry.outcome(id, result.is_ok());
-                    if let Some(done) = self.calls.remove(&id) {
-                        let _ = done.send(result);
-                    }
-                }
+                Action::Reply { id, result } => self.reply(id, result),
                 Action::Event(event) => {
                     match &event {
                         ReplicaEvent::Installed { receivers, .. } => {
@@ -539,67 +529,151 @@ impl<S: StateMachine> ReplicaActor<S> {
                 }
             }
         }
-        if let Err(e) = self.keep_up() {
+        if let Err(e) = self.keep_up(ctx) {
             self.storage_failed(e, ctx);
             return false;
         }
+        self.release_written();
         true
     }
 
+    /// Answers the call `id`.
+    fn reply(&mut self, id: u64, result: Result<Executed<S::Response>, ReplicaError>) {
+        self.telemetry.outcome(id, result.is_ok());
+        if let Some(done) = self.calls.remove(&id) {
+            let _ = done.send(result);
+        }
+    }
+
+    /// Queues a protocol message.
+    fn send_control(&mut self, msg: ReplicaMessage) {
+        match msg.encode(&self.codec) {
+            // An info, and the mark it waits for, must reach the group
+            // even across later install rounds (see
+            // `ReplicaCore::handle_confchg`).
+            Ok(bytes) => self.outbox.push_control(
+                bytes,
+                matches!(msg, ReplicaMessage::Info(_) | ReplicaMessage::Mark(_)),
+            ),
+            Err(e) => error!("protocol message not sent: {e}"),
+        }
+    }
+
+    /// Carries out what a synchronous write of the data directory released
+    /// (rule 4), before anything the core asks later.
+    fn release_written(&mut self) {
+        if let Some(keeper) = &mut self.keeper {
+            let released = keeper.take_released();
+            self.release(released);
+        }
+    }
+
+    /// Sends what the data directory released, in order and never held
+    /// again; an acknowledgement says what is durable now (rule 3, bounded
+    /// by rule 4).
+    fn release(&mut self, released: Actions<S>) {
+        let durable = self.keeper.as_ref().map(|k| k.durable());
+        for action in released {
+            match action {
+                Action::Mcast(ReplicaMessage::Ack(upto)) => {
+                    let upto = self.core.raise_ack(upto, durable);
+                    self.send_control(ReplicaMessage::Ack(upto));
+                }
+                Action::Mcast(msg) => self.send_control(msg),
+                Action::Reply { id, result } => self.reply(id, result),
+                _ => debug_assert!(false, "only replies and acknowledgements are held"),
+            }
+        }
+    }
+
     /// After the actions of one input: the knowledge and, when the log is
-    /// long, a snapshot reach the data directory (see `keeper`).
-    fn keep_up(&mut self) -> Result<(), StoreError> {
+    /// long, a snapshot reach the data directory (see `keeper`); the
+    /// snapshot is encoded and written off the actor.
+    fn keep_up(&mut self, ctx: &mut Context<Self>) -> Result<(), StoreError> {
         let Some(keeper) = &mut self.keeper else {
             return Ok(());
         };
         keeper.remember(self.core.known())?;
-        if keeper.wants_snapshot() && self.core.is_holding() {
-            let state = self.core.state_id();
-            let bytes = S::encode(self.core.state().snapshot());
-            keeper.snapshot(state, &bytes, self.core.known())?;
+        if !(keeper.wants_snapshot() && self.core.is_holding()) {
+            return Ok(());
         }
+        let state = self.core.state_id();
+        let capture = self.core.state().snapshot();
+        let write = keeper.begin_snapshot(state, self.core.known())?;
+        let writing = tokio::task::spawn_blocking(move || write.run(&S::encode(capture)));
+        ctx.spawn(writing.into_actor(self).map(move |outcome, act, ctx| {
+            let span = act.span.clone();
+            let _entered = span.enter();
+            let Some(keeper) = &mut act.keeper else {
+                return;
+            };
+            match outcome {
+                Ok(Ok(written)) => {
+                    keeper.snapshot_written();
+                    debug!(
+                        applied = state.applied,
+                        written, "snapshot of the state written"
+                    );
+                }
+                Ok(Err(e)) => act.storage_failed(e, ctx),
+                Err(e) => act.storage_failed(
+                    StoreError::Encode(format!("writing the snapshot stopped: {e}")),
+                    ctx,
+                ),
+            }
+        }));
         Ok(())
     }
 
-    /// End of a pump turn: commit what was appended, release what waited
-    /// for it (group commit).
+    /// End of a pump turn, or a sync returned: starts the sync of what
+    /// was appended, unless one is in flight (rule 4). Delivery goes on
+    /// meanwhile; the sync's return releases what it covers.
     fn commit(&mut self, ctx: &mut Context<Self>) {
-        // Everything applied was appended: the commit makes it durable.
-        let state = self.core.state_id();
         let Some(keeper) = &mut self.keeper else {
             return;
         };
-        let committed = keeper.commit();
-        if committed.is_ok() {
-            self.durable = Some(state);
-        }
-        match committed {
-            Ok(released) if released.is_empty() => {}
-            Ok(released) => {
-                // Everything applied is durable now: an acknowledgement
-                // says all of it (rule 3).
-                let released = released
-                    .into_iter()
-                    .map(|action| match action {
-                        Action::Mcast(ReplicaMessage::Ack(upto)) => {
-                            Action::Mcast(ReplicaMessage::Ack(self.core.raise_ack(upto)))
-                        }
-                        other => other,
-                    })
-                    .collect();
-                self.execute(released, ctx)
+        let (ticket, handle) = match keeper.start_sync() {
+            Ok(Some(started)) => started,
+            Ok(None) => return,
+            Err(e) => return self.storage_failed(e, ctx),
+        };
+        let syncing = tokio::task::spawn_blocking(move || handle.run());
+        ctx.spawn(syncing.into_actor(self).map(move |outcome, act, ctx| {
+            let span = act.span.clone();
+            let _entered = span.enter();
+            if act.keeper.is_none() || ctx.state().stopping() {
+                return;
             }
-            Err(e) => self.storage_failed(e, ctx),
-        }
+            let outcome = outcome.unwrap_or_else(|e| {
+                Err(StoreError::Io {
+                    path: "log".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+            if let Err(e) = outcome {
+                return act.storage_failed(e, ctx);
+            }
+            let released = match &mut act.keeper {
+                Some(keeper) => keeper.synced(ticket),
+                None => return,
+            };
+            act.release(released);
+            // The next sync starts at once: what was appended meanwhile.
+            act.commit(ctx);
+            if act.keeper.is_some() {
+                act.flush_or_close(ctx);
+            }
+        }));
     }
 
     /// The runtime stops: what was appended reaches the disk as the policy
-    /// says, and the directory is free for the next replica before anyone
-    /// sees this one closed. Replies still held for the commit are not
-    /// sent (their callers learn the replica closed: outcome unknown).
+    /// says, on this thread, and the directory is free for the next
+    /// replica before anyone sees this one closed. Replies still held for
+    /// the sync are not sent (their callers learn the replica closed:
+    /// outcome unknown).
     fn release_dir(&mut self) {
         if let Some(mut keeper) = self.keeper.take() {
-            if let Err(e) = keeper.commit() {
+            if let Err(e) = keeper.commit_now() {
                 warn!(group = %self.conn.group(), "last commit of the data directory failed: {e}");
             }
         }

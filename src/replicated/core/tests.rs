@@ -2409,3 +2409,27 @@ fn schedule_14122547377926543471_with_checks_agrees() {
 fn schedule_15633901122753233543_of_an_upgrade_with_checks_agrees() {
     run_schedule_with(15633901122753233543, Delivery::Agreed, true, true, 3).expect("agrees");
 }
+
+#[test]
+fn a_deferred_acknowledgement_says_no_more_than_the_durable_state() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 1, Delivery::Safe);
+    for n in 1..=3 {
+        peers[0].execute(n);
+    }
+    settle(&mut peers);
+    let now = peers[0].core.state_id();
+    assert_eq!(now.applied, 3);
+    let synced = StateId {
+        applied: 2,
+        chain: 0,
+        ..now
+    };
+    assert_eq!(peers[0].core.raise_ack(1, Some(synced)), 2);
+    assert_eq!(peers[0].core.raise_ack(1, None), 3);
+    let other = StateId {
+        genesis: now.genesis + 1,
+        ..synced
+    };
+    assert_eq!(peers[0].core.raise_ack(1, Some(other)), 1);
+}

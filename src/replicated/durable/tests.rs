@@ -304,3 +304,135 @@ fn a_payload_coded_as_bytes_keeps_the_log_records_of_a_sequence() {
     assert_eq!(bytes, codec.encode_payload(&before).expect("encodes"));
     assert_eq!(codec.decode_payload::<Entry>(&bytes), Ok(now));
 }
+
+#[test]
+fn a_snapshot_written_off_the_appending_thread_keeps_what_was_appended_meanwhile() {
+    let dir = TempDir::new("offthread");
+    let entries = history(9);
+    let at = entries[4].after();
+    {
+        let (mut store, _) = open(&dir.0);
+        for e in &entries[..5] {
+            store.append(e).unwrap();
+        }
+        let write = store.begin_snapshot(at).unwrap();
+        assert_eq!(write.state(), at);
+        // Appends go on while the snapshot is written elsewhere.
+        for e in &entries[5..] {
+            store.append(e).unwrap();
+        }
+        store.commit().unwrap();
+        let writer = std::thread::spawn(move || write.run(b"state at 5"));
+        assert!(writer.join().unwrap().unwrap(), "nothing replaced it");
+    }
+    assert!(!dir.0.join(PREV_LOG).exists(), "the old log is removed");
+    let (_, recovered) = open(&dir.0);
+    assert_eq!(recovered.snapshot, Some((at, b"state at 5".to_vec())));
+    assert_eq!(recovered.entries, entries[5..].to_vec());
+    assert_eq!(recovered.dropped_bytes, 0);
+}
+
+#[test]
+fn a_crash_while_a_snapshot_is_written_recovers_both_logs_as_one() {
+    let dir = TempDir::new("rolledcrash");
+    let entries = history(9);
+    {
+        let (mut store, _) = open(&dir.0);
+        for e in &entries[..5] {
+            store.append(e).unwrap();
+        }
+        // The process dies before the write runs.
+        let _never_run = store.begin_snapshot(entries[4].after()).unwrap();
+        for e in &entries[5..] {
+            store.append(e).unwrap();
+        }
+        store.commit().unwrap();
+    }
+    assert!(dir.0.join(PREV_LOG).exists());
+    let next = history(12);
+    {
+        let (mut store, recovered) = open(&dir.0);
+        assert!(recovered.snapshot.is_none());
+        assert_eq!(recovered.entries, entries);
+        assert!(!dir.0.join(PREV_LOG).exists(), "one log again");
+        for e in &next[entries.len()..] {
+            store.append(e).unwrap();
+        }
+        store.commit().unwrap();
+    }
+    let (_, recovered) = open(&dir.0);
+    assert_eq!(recovered.entries, next);
+}
+
+#[test]
+fn a_crash_after_the_snapshot_before_the_old_log_is_removed_skips_what_it_covers() {
+    let dir = TempDir::new("rolledsnap");
+    let entries = history(9);
+    let at = entries[4].after();
+    {
+        let (mut store, _) = open(&dir.0);
+        for e in &entries[..5] {
+            store.append(e).unwrap();
+        }
+        store.commit().unwrap();
+        let prev = dir.0.join(PREV_LOG);
+        let write = store.begin_snapshot(at).unwrap();
+        let old = fs::read(&prev).unwrap();
+        for e in &entries[5..] {
+            store.append(e).unwrap();
+        }
+        store.commit().unwrap();
+        assert!(write.run(b"s").unwrap());
+        // As if the process died before the old log's removal.
+        fs::write(&prev, old).unwrap();
+    }
+    let (_, recovered) = open(&dir.0);
+    assert_eq!(recovered.snapshot.as_ref().map(|(id, _)| *id), Some(at));
+    assert_eq!(recovered.entries, entries[5..].to_vec());
+}
+
+#[test]
+fn a_received_state_voids_a_snapshot_still_being_written() {
+    let dir = TempDir::new("voided");
+    let entries = history(5);
+    let received = StateId {
+        epoch: epoch(40),
+        applied: 77,
+        chain: 3,
+        genesis: 9,
+    };
+    {
+        let (mut store, _) = open(&dir.0);
+        for e in &entries {
+            store.append(e).unwrap();
+        }
+        let write = store
+            .begin_snapshot(entries.last().unwrap().after())
+            .unwrap();
+        store.rebase(received, b"received").unwrap();
+        assert!(!write.run(b"own").unwrap(), "void: a later state won");
+    }
+    let (_, recovered) = open(&dir.0);
+    assert_eq!(recovered.snapshot, Some((received, b"received".to_vec())));
+    assert!(recovered.entries.is_empty());
+}
+
+#[test]
+fn a_snapshot_still_being_written_when_the_store_closes_writes_nothing() {
+    let dir = TempDir::new("closedwrite");
+    let entries = history(5);
+    let write = {
+        let (mut store, _) = open(&dir.0);
+        for e in &entries {
+            store.append(e).unwrap();
+        }
+        store.commit().unwrap();
+        store
+            .begin_snapshot(entries.last().unwrap().after())
+            .unwrap()
+    };
+    assert!(!write.run(b"late").unwrap());
+    let (_, recovered) = open(&dir.0);
+    assert!(recovered.snapshot.is_none());
+    assert_eq!(recovered.entries, entries);
+}
