@@ -71,6 +71,9 @@ const RAW_HEADER: usize = 20;
 const RAW_MAGIC: [u8; 4] = *b"BNCH";
 /// Bytes of a [`Blob`] besides its data: seq, ts, and the data's length.
 const BLOB_OVERHEAD: usize = 24;
+/// Bytes of payload beyond one message's, whose windows the actor path's
+/// messages carry (see [`Payload`]).
+const PAYLOAD_POOL: usize = 1 << 20;
 /// Latency samples kept per sender.
 const MAX_SAMPLES: usize = 1 << 20;
 /// How often an actor member checks whether everything arrived (the group
@@ -947,10 +950,14 @@ pub async fn actor_member<C: Connection>(
     drop(events);
     let target = group.remote::<Blob>(&name);
     let mut pacer = Pacer::new(load);
+    let data_len = load.size.saturating_sub(BLOB_OVERHEAD);
+    // Each message a different window of a larger pool: messages alike in
+    // kind but not equal, or a batch of copies would compress as one.
+    let pool = load.payload.bytes(data_len + PAYLOAD_POOL);
     let mut blob = Blob {
         seq: 0,
         ts: 0,
-        data: load.payload.bytes(load.size.saturating_sub(BLOB_OVERHEAD)),
+        data: pool[..data_len].to_vec(),
     };
     let mut start_ns = 0;
     let mut last_progress = Instant::now();
@@ -971,6 +978,8 @@ pub async fn actor_member<C: Connection>(
                     start_ns = wall_ns();
                 }
                 blob.seq += 1;
+                let at = (blob.seq as usize).wrapping_mul(7919) % PAYLOAD_POOL;
+                blob.data.copy_from_slice(&pool[at..at + data_len]);
             }
             Err(CallError::WouldBlock) => {
                 group.ready_to_send().await.map_err(|e| e.to_string())?;
