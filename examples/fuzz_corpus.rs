@@ -382,12 +382,18 @@ fn compressed_seeds(out: &std::path::Path) -> Result<(), Error> {
     push_to_batch(&mut batch, &entry);
     push_to_batch(&mut batch, &entry);
     let mut packed = Vec::new();
-    assert!(codec.compress_into(&batch, &mut packed), "a batch of repeats compresses");
+    assert!(
+        codec.compress_into(&batch, &mut packed),
+        "a batch of repeats compresses"
+    );
     let mut bomb = packed[..HEADER_LEN].to_vec();
     bomb.extend_from_slice(&(64u32 << 20).to_le_bytes());
     bomb.extend_from_slice(&packed[HEADER_LEN + 4..]);
     std::fs::create_dir_all(out.join("wire"))?;
-    for (tag, frame) in [("seed-compressed-batch", packed), ("seed-compressed-bomb", bomb)] {
+    for (tag, frame) in [
+        ("seed-compressed-batch", packed),
+        ("seed-compressed-bomb", bomb),
+    ] {
         let mut framed = vec![0xff, 0xff];
         framed.extend_from_slice(&frame);
         std::fs::write(out.join("wire").join(tag), framed)?;

@@ -516,12 +516,16 @@ impl Codec {
             )));
         }
         if len < HEADER_LEN as u64 {
-            return Err(malformed(format!("opens into {len} bytes, less than a header")));
+            return Err(malformed(format!(
+                "opens into {len} bytes, less than a header"
+            )));
         }
         let mut out = vec![0; len as usize];
         match lz4_flex::block::decompress_into(block, &mut out) {
             Ok(n) if n as u64 == len => Ok(out),
-            Ok(n) => Err(malformed(format!("opens into {n} bytes, not the {len} it claims"))),
+            Ok(n) => Err(malformed(format!(
+                "opens into {n} bytes, not the {len} it claims"
+            ))),
             Err(e) => Err(malformed(format!("{e}"))),
         }
     }
@@ -572,7 +576,9 @@ impl Codec {
                 return Err(WireError::Malformed("chunk inside a batch".into()));
             }
             if part.get(5) == Some(&(Kind::Compressed as u8)) {
-                return Err(WireError::Malformed("compressed frame inside a batch".into()));
+                return Err(WireError::Malformed(
+                    "compressed frame inside a batch".into(),
+                ));
             }
             parts.push(part);
             rest = tail;
@@ -1102,12 +1108,18 @@ mod tests {
         let c = Codec::new(1024);
         let big = Codec::new(1 << 20);
         let mut packed = Vec::new();
-        assert!(big.compress_into(&big.encode(Kind::Request, &vec![0u8; 4000]).unwrap(), &mut packed));
+        assert!(big.compress_into(
+            &big.encode(Kind::Request, &vec![0u8; 4000]).unwrap(),
+            &mut packed
+        ));
         // Small enough to be delivered under the limit, opens past it.
         assert!(packed.len() < 1024);
         let frame = c.decode_frame(&packed).unwrap();
         let refused = c.decompress(frame.body).unwrap_err();
-        assert!(refused.to_string().contains("above the limit of 1024"), "{refused}");
+        assert!(
+            refused.to_string().contains("above the limit of 1024"),
+            "{refused}"
+        );
         // A claim of 4 GiB from a few bytes: refused on the claim alone.
         let mut body = u32::MAX.to_le_bytes().to_vec();
         body.extend_from_slice(&[0x1f, 0]);
@@ -1127,10 +1139,19 @@ mod tests {
             b
         };
         let claim = envelope.len() as u32;
-        assert!(c.decompress(&with_claim(claim + 1)).is_err(), "opens shorter");
-        assert!(c.decompress(&with_claim(claim - 1)).is_err(), "opens longer");
+        assert!(
+            c.decompress(&with_claim(claim + 1)).is_err(),
+            "opens shorter"
+        );
+        assert!(
+            c.decompress(&with_claim(claim - 1)).is_err(),
+            "opens longer"
+        );
         assert!(c.decompress(&with_claim(4)).is_err(), "less than a header");
-        assert!(c.decompress(&body[..body.len() - 3]).is_err(), "block cut short");
+        assert!(
+            c.decompress(&body[..body.len() - 3]).is_err(),
+            "block cut short"
+        );
         assert!(c.decompress(&body[..3]).is_err(), "length cut short");
         assert_eq!(c.decompress(body).unwrap(), envelope);
     }
@@ -1140,8 +1161,17 @@ mod tests {
         let c = codec();
         assert!(compressible(&c.encode(Kind::Request, &1u8).unwrap()));
         assert!(compressible(&c.encode(Kind::Reply, &1u8).unwrap()));
-        for shared in [Kind::Announce, Kind::Refusal, Kind::SyncRequest, Kind::Batch, Kind::Chunk] {
-            assert!(!compressible(&c.encode(shared, &1u8).unwrap()), "{shared:?}");
+        for shared in [
+            Kind::Announce,
+            Kind::Refusal,
+            Kind::SyncRequest,
+            Kind::Batch,
+            Kind::Chunk,
+        ] {
+            assert!(
+                !compressible(&c.encode(shared, &1u8).unwrap()),
+                "{shared:?}"
+            );
         }
         assert!(!compressible(&c.encode(Kind::Compressed, &1u8).unwrap()));
         let older = c.at_version(COMPRESSION_VERSION - 1);
@@ -1153,7 +1183,10 @@ mod tests {
     fn a_compressed_frame_inside_a_batch_is_refused() {
         let c = codec();
         let mut packed = Vec::new();
-        assert!(c.compress_into(&c.encode(Kind::Request, &vec![0u8; 512]).unwrap(), &mut packed));
+        assert!(c.compress_into(
+            &c.encode(Kind::Request, &vec![0u8; 512]).unwrap(),
+            &mut packed
+        ));
         let mut batch = c.begin_batch(64);
         push_to_batch(&mut batch, &packed);
         let frame = c.decode_frame(&batch).unwrap();

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_cpg::transport::sim::{SimCluster, SimProcess};
 use actix_cpg::transport::Connection as _;
-use actix_cpg::wire::{Codec, Kind, Versions, COMPRESSION_VERSION, HEADER_LEN, MIN_PROTOCOL_VERSION};
+use actix_cpg::wire::{
+    Codec, Kind, Versions, COMPRESSION_VERSION, HEADER_LEN, MIN_PROTOCOL_VERSION,
+};
 use actix_cpg::{Group, GroupConfig, GroupName, Handlers, NodeId, RemoteMessage, Transport};
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +99,10 @@ async fn member(cluster: &SimCluster, node: u32, versions: Versions) -> (SimProc
 async fn host_sink(group: &Group) -> Seen {
     let seen = Seen::default();
     group
-        .register("sink", Handlers::new(Sink(seen.clone()).start()).with::<Doc>())
+        .register(
+            "sink",
+            Handlers::new(Sink(seen.clone()).start()).with::<Doc>(),
+        )
         .await
         .expect("register");
     seen
@@ -127,7 +132,10 @@ async fn a_group_with_a_member_of_version_4_sends_everything_uncompressed() {
     let docs: Vec<Doc> = (0..4).map(|i| json_like(i, 64 << 10)).collect();
     for (i, doc) in docs.iter().enumerate() {
         let from = if i % 2 == 0 { &new } else { &old };
-        from.remote::<Doc>("sink").tell(doc.clone()).await.expect("sent");
+        from.remote::<Doc>("sink")
+            .tell(doc.clone())
+            .await
+            .expect("sent");
     }
     wait_for(&seen, docs.len()).await;
     let mut got = seen.borrow().clone();
@@ -148,7 +156,9 @@ async fn a_group_all_at_version_5_compresses_what_shrinks_above_the_threshold() 
     let seen = host_sink(&host).await;
     let (_p2, sender) = member(&cluster, 2, Versions::this_build()).await;
     let sink = sender.remote::<Doc>("sink");
-    let threshold = GroupConfig::default().compress_above.expect("on by default");
+    let threshold = GroupConfig::default()
+        .compress_above
+        .expect("on by default");
     let docs = vec![
         json_like(0, 64 << 10),
         noise(1, 64 << 10),
@@ -203,7 +213,9 @@ async fn a_compressed_frame_that_would_open_past_the_limit_is_dropped_and_counte
         .join(&name())
         .expect("join");
     let codec = Codec::new(16 << 20);
-    let envelope = codec.encode(Kind::Request, &vec![0u8; 4096]).expect("encodes");
+    let envelope = codec
+        .encode(Kind::Request, &vec![0u8; 4096])
+        .expect("encodes");
     let mut packed = Vec::new();
     assert!(codec.compress_into(&envelope, &mut packed));
     packed[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&(1u32 << 30).to_le_bytes());
@@ -211,7 +223,11 @@ async fn a_compressed_frame_that_would_open_past_the_limit_is_dropped_and_counte
     forger.mcast(&packed).expect("multicast");
     // The group goes on: a real message after it arrives.
     let doc = json_like(0, 32 << 10);
-    sender.remote::<Doc>("sink").tell(doc.clone()).await.expect("sent");
+    sender
+        .remote::<Doc>("sink")
+        .tell(doc.clone())
+        .await
+        .expect("sent");
     wait_for(&seen, 1).await;
     assert_eq!(*seen.borrow(), vec![doc]);
     assert_eq!(host.metrics().dropped_malformed, before + 1);

@@ -113,7 +113,12 @@ pub fn wire(data: &[u8]) {
                 assert!(opened.len() <= limit, "opened past the limit");
                 // What it opens into is read like a delivery of its own.
                 let mut pieces = Reassembly::default();
-                let _ = crate::group::fuzz_access::receive(&codec, &mut pieces, Member::new(1, 1), &opened);
+                let _ = crate::group::fuzz_access::receive(
+                    &codec,
+                    &mut pieces,
+                    Member::new(1, 1),
+                    &opened,
+                );
             }
         }
         _ => {}

@@ -465,7 +465,11 @@ impl<T> SendQueue<T> {
         let frame = codec.encode_chunk(chunk, piece);
         let started = plan.started();
         let packed = compress && codec.compress_into(&frame, &mut self.scratch);
-        let sent = if packed { &self.scratch[..] } else { &frame[..] };
+        let sent = if packed {
+            &self.scratch[..]
+        } else {
+            &frame[..]
+        };
         let sent_len = sent.len();
         match mcast(sent) {
             Ok(()) => {

@@ -743,12 +743,19 @@ fn compression(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::pat
     let mut lines = Vec::new();
     for &(backend, crypto) in passes {
         for &nodes in &o.nodes {
-            if backend == Backend::Corosync && bench::cluster_nodes() != Some(cluster_size_for(nodes)) {
-                eprintln!("bench: --compression runs on the cluster as it is; skipping {nodes} nodes");
+            if backend == Backend::Corosync
+                && bench::cluster_nodes() != Some(cluster_size_for(nodes))
+            {
+                eprintln!(
+                    "bench: --compression runs on the cluster as it is; skipping {nodes} nodes"
+                );
                 continue;
             }
             for &(size, batching) in &cases {
-                let actor = Path::Actor { batching, keyed: false };
+                let actor = Path::Actor {
+                    batching,
+                    keyed: false,
+                };
                 let case = |path: Path, payload: Payload, compress: bool| Case {
                     backend,
                     path,
@@ -764,7 +771,12 @@ fn compression(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::pat
                         compress,
                     },
                 };
-                let raw = match run(&case(Path::Raw, Payload::Random, false), crypto, exe, &mut n) {
+                let raw = match run(
+                    &case(Path::Raw, Payload::Random, false),
+                    crypto,
+                    exe,
+                    &mut n,
+                ) {
                     Ok(raw) => raw,
                     Err(_) => {
                         failures += 1;

@@ -291,7 +291,10 @@ fn a_compressed_frame_that_does_not_open_or_nests_is_dropped_whole() {
     let refused = receive(&codec(), &mut pieces, from, &nested)
         .err()
         .expect("refused");
-    assert!(refused.to_string().contains("inside a compressed"), "{refused}");
+    assert!(
+        refused.to_string().contains("inside a compressed"),
+        "{refused}"
+    );
     // Named at a version before compression.
     let mut old = packed.clone();
     old[4] = crate::wire::COMPRESSION_VERSION - 1;

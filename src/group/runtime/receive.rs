@@ -36,9 +36,7 @@ impl GroupActor {
                     self.metrics.compressed_delivered();
                 }
                 match received {
-                    Ok(Received::Whole(message)) => {
-                        self.handle_message(from, &message, false, ctx)
-                    }
+                    Ok(Received::Whole(message)) => self.handle_message(from, &message, false, ctx),
                     Ok(Received::Piece { head, outcome }) => {
                         self.handle_piece(from, head, outcome, ctx)
                     }

@@ -523,8 +523,13 @@ fn a_large_multicast_goes_compressed_once_the_group_reads_it_and_the_window_coun
     );
     assert_eq!(flushed.compressed, 2);
     let sent = wire.sent.clone();
-    assert!(sent.iter().all(|b| kind_of(b) == Kind::Compressed as u8 && b.len() < 200));
-    assert_eq!(flushed.compressed_saved, 2 * (big.len() - sent[0].len()) as u64);
+    assert!(sent
+        .iter()
+        .all(|b| kind_of(b) == Kind::Compressed as u8 && b.len() < 200));
+    assert_eq!(
+        flushed.compressed_saved,
+        2 * (big.len() - sent[0].len()) as u64
+    );
     let codec = Codec::new(LIMIT);
     let opened = codec
         .decompress(codec.decode_frame(&sent[0]).expect("frame").body)
@@ -547,7 +552,10 @@ fn a_batch_of_small_messages_is_compressed_whole() {
     }
     let (flushed, finished) = wire.flush(&mut q, Instant::now());
     assert_eq!(tokens(&finished), (1..=8).collect::<Vec<_>>());
-    assert_eq!((flushed.multicasts, flushed.batches, flushed.compressed), (1, 1, 1));
+    assert_eq!(
+        (flushed.multicasts, flushed.batches, flushed.compressed),
+        (1, 1, 1)
+    );
     let codec = Codec::new(LIMIT);
     let opened = codec
         .decompress(codec.decode_frame(&wire.sent[0]).expect("frame").body)
@@ -577,7 +585,9 @@ fn below_the_threshold_or_incompressible_a_multicast_goes_as_it_is() {
             seed as u8
         })
         .collect();
-    let noisy = Codec::new(LIMIT).encode(Kind::Request, &noise).expect("encodes");
+    let noisy = Codec::new(LIMIT)
+        .encode(Kind::Request, &noise)
+        .expect("encodes");
     q.push(noisy.clone(), 1, false).expect("queued");
     let (flushed, _) = wire.flush(&mut q, Instant::now());
     assert_eq!(flushed.compressed, 0);
@@ -600,11 +610,18 @@ fn what_an_older_build_could_read_never_goes_compressed() {
     // Traffic written before the group moved up to the version.
     let older = codec.at_version(crate::wire::COMPRESSION_VERSION - 1);
     let mut q = compressing(64);
-    q.push(older.encode(Kind::Request, &padding).expect("encodes"), 1, false)
-        .expect("queued");
+    q.push(
+        older.encode(Kind::Request, &padding).expect("encodes"),
+        1,
+        false,
+    )
+    .expect("queued");
     let (flushed, _) = wire.flush(&mut q, Instant::now());
     assert_eq!(flushed.compressed, 0);
-    assert_eq!(kind_of(&wire.sent[wire.sent.len() - 1]), Kind::Request as u8);
+    assert_eq!(
+        kind_of(&wire.sent[wire.sent.len() - 1]),
+        Kind::Request as u8
+    );
 }
 
 #[test]
