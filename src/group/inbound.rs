@@ -71,25 +71,25 @@ pub(crate) fn receive<'a>(
     bytes: &'a [u8],
 ) -> Result<Received<'a>, WireError> {
     let frame = codec.decode_frame(bytes)?;
-    if frame.kind == Kind::Compressed {
-        let opened = open(codec, frame)?;
-        return match receive_plain(codec, pieces, from, &opened)? {
-            Some(piece) => Ok(piece),
-            None => Ok(Received::Whole(Cow::Owned(opened))),
-        };
+    if frame.kind != Kind::Compressed {
+        return Ok(
+            plain(codec, pieces, from, frame)?.unwrap_or(Received::Whole(Cow::Borrowed(bytes)))
+        );
     }
-    Ok(receive_plain(codec, pieces, from, bytes)?.unwrap_or(Received::Whole(Cow::Borrowed(bytes))))
+    let opened = open(codec, frame)?;
+    let inner = codec.decode_frame(&opened)?;
+    Ok(plain(codec, pieces, from, inner)?.unwrap_or(Received::Whole(Cow::Owned(opened))))
 }
 
-/// A delivery that is not compressed: a piece goes into `pieces` (`Some`),
-/// a whole message is left to the caller (`None`).
-fn receive_plain(
+/// A frame that is not itself compressed: a piece goes into `pieces`
+/// (`Some`), a whole message is left to the caller (`None`); a compressed
+/// frame here is one inside another (rule 1).
+fn plain(
     codec: &Codec,
     pieces: &mut Reassembly,
     from: Member,
-    bytes: &[u8],
+    frame: Frame<'_>,
 ) -> Result<Option<Received<'static>>, WireError> {
-    let frame = codec.decode_frame(bytes)?;
     match frame.kind {
         Kind::Chunk => {
             let (head, piece) = codec.decode_chunk(frame.body)?;
