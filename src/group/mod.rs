@@ -111,11 +111,13 @@ pub struct GroupConfig {
     /// an older build, everything goes as it is. Only what an older build
     /// could not read anyway is ever compressed (no announcement, no
     /// refusal notice), and a member opens a compressed frame only within
-    /// [`GroupConfig::max_message_size`]. The default, 8 KiB: on the real
-    /// cluster no gain showed below it, while every attempt on
-    /// incompressible data costs the sender one LZ4 pass; from 8 KiB
-    /// JSON-like data gained, up to 1.4–2.4× at 64 KiB (BENCHMARKS.md,
-    /// compression). A batch of small messages reaches it quickly.
+    /// [`GroupConfig::max_message_size`]. The default, 8 KiB: on the test
+    /// cluster (one 2-core machine, CPU-bound) no gain showed below it;
+    /// from it JSON-like data gained in some runs and not in others, and
+    /// at 64 KiB gained in every run (1.07–2.4×), while every attempt on
+    /// incompressible data costs the sender one LZ4 pass (about 5% of
+    /// throughput there). See BENCHMARKS.md, compression. Set `None` for
+    /// payloads that do not compress.
     pub compress_above: Option<usize>,
     /// Capacity of the [`Group::subscribe`] channel; a slower subscriber
     /// misses events (and is told how many).
