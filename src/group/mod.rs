@@ -114,10 +114,11 @@ pub struct GroupConfig {
     /// [`GroupConfig::max_message_size`]. The default, 8 KiB: on the test
     /// cluster (one 2-core machine, CPU-bound) no gain showed below it;
     /// from it JSON-like data gained in some runs and not in others, and
-    /// at 64 KiB gained in every run (1.07–2.4×), while every attempt on
-    /// incompressible data costs the sender one LZ4 pass (about 5% of
-    /// throughput there). See BENCHMARKS.md, compression. Set `None` for
-    /// payloads that do not compress.
+    /// at 64 KiB gained in every run (1.07–2.4×); incompressible data costs
+    /// the sender an LZ4 pass over its first 4 KiB
+    /// ([`crate::wire::COMPRESSION_PROBE`]), then goes as it is. See
+    /// BENCHMARKS.md, compression. Set `None` for payloads that never
+    /// compress.
     pub compress_above: Option<usize>,
     /// Capacity of the [`Group::subscribe`] channel; a slower subscriber
     /// misses events (and is told how many).
