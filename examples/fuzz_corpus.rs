@@ -366,6 +366,37 @@ fn main() -> Result<(), Error> {
         std::fs::create_dir_all(out.join("bodies"))?;
         std::fs::write(out.join("bodies").join(&tag), body)?;
     }
+    compressed_seeds(&out)?;
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Compressed frames for the `wire` target (the runs above send nothing
+/// large enough to be compressed): one that opens into a batch, and a
+/// bomb whose claim is past the limit.
+fn compressed_seeds(out: &std::path::Path) -> Result<(), Error> {
+    use actix_cpg::wire::{push_to_batch, Codec, Kind, HEADER_LEN};
+    let codec = Codec::new(1 << 20);
+    let entry = codec.encode(Kind::Registry, &"x".repeat(512))?;
+    let mut batch = codec.begin_batch(2048);
+    push_to_batch(&mut batch, &entry);
+    push_to_batch(&mut batch, &entry);
+    let mut packed = Vec::new();
+    assert!(
+        codec.compress_into(&batch, &mut packed),
+        "a batch of repeats compresses"
+    );
+    let mut bomb = packed[..HEADER_LEN].to_vec();
+    bomb.extend_from_slice(&(64u32 << 20).to_le_bytes());
+    bomb.extend_from_slice(&packed[HEADER_LEN + 4..]);
+    std::fs::create_dir_all(out.join("wire"))?;
+    for (tag, frame) in [
+        ("seed-compressed-batch", packed),
+        ("seed-compressed-bomb", bomb),
+    ] {
+        let mut framed = vec![0xff, 0xff];
+        framed.extend_from_slice(&frame);
+        std::fs::write(out.join("wire").join(tag), framed)?;
+    }
     Ok(())
 }

@@ -42,6 +42,21 @@
 //! `count - 1`, and `total` is the length of the whole message, itself one
 //! envelope (never a chunk). How pieces are put back together, and what a
 //! membership change does to a message in pieces, is `group::chunks`'s.
+//!
+//! A [`Kind::Compressed`] envelope (from [`COMPRESSION_VERSION`] on) carries
+//! one whole multicast — a lone envelope, a batch or a chunk — compressed
+//! as one LZ4 block, behind the length of what it opens into:
+//!
+//! ```text
+//!  +-- header (kind 10) --+-- len u32 --+-- LZ4 block --+
+//! ```
+//!
+//! It is a whole multicast only: never in a batch, never in pieces, never
+//! inside another. Opening one is bounded like any decoding: `len` is
+//! checked against the size limit before anything is allocated, the block
+//! must open into exactly `len` bytes, and what it opens into is read as
+//! the delivery it stands for (see `group::inbound`). Who may send one, and
+//! when, is `group::send_queue`'s (rule 6).
 
 use bincode::Options;
 use serde::de::DeserializeOwned;
@@ -67,6 +82,9 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// fields), and a replica state transfer
 /// may carry only the commands its receivers lack, its last byte saying
 /// which (`crate::replicated::SUFFIX_VERSION`); no other layout changes.
+/// 5: a registry group's multicast may travel compressed
+/// ([`Kind::Compressed`], [`COMPRESSION_VERSION`]); no other layout
+/// changes.
 ///
 /// A group speaks the highest version every member speaks, decided from the
 /// members' announcements in the ordered stream (see `crate::roster`): a
@@ -74,7 +92,7 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// the last member that held it back leaves. The header, the announcement,
 /// and the framing of batches and chunks keep one layout in every version,
 /// so any build reads them whatever version an envelope names.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 /// The lowest version this build reads and speaks. Version 1 had no
 /// announcements and cannot take part in a group of this build: its
 /// messages are dropped as [`WireError::UnsupportedVersion`].
@@ -83,7 +101,12 @@ pub const MIN_PROTOCOL_VERSION: u8 = 2;
 /// build configured to speak it (`GroupConfig::protocol_versions`) encodes
 /// replies in a changed shape at this version. Never used by default.
 #[doc(hidden)]
-pub const NEXT_PROTOCOL_VERSION: u8 = 5;
+pub const NEXT_PROTOCOL_VERSION: u8 = 6;
+/// The first version in which a multicast may travel compressed
+/// ([`Kind::Compressed`]): a member compresses only once the group speaks
+/// it, so a process of an older build is never sent a compressed frame it
+/// could otherwise have read.
+pub const COMPRESSION_VERSION: u8 = 5;
 
 /// A range of protocol versions, both ends included. Serializable for
 /// inspection ([`crate::group::GroupInspection`]); announcements carry
@@ -128,6 +151,11 @@ pub const HEADER_LEN: usize = 8;
 pub const BATCH_ENTRY_OVERHEAD: usize = 4;
 /// Bytes a chunk envelope spends besides its piece: header and chunk head.
 pub const CHUNK_OVERHEAD: usize = HEADER_LEN + 24;
+/// Bytes a compressed envelope spends besides its LZ4 block: header and
+/// the length of what it opens into.
+pub const COMPRESSED_OVERHEAD: usize = HEADER_LEN + 4;
+/// How much of a large frame [`Codec::compress_into`] tries first.
+pub const COMPRESSION_PROBE: usize = 4096;
 
 /// What the body of an envelope holds. The byte values are part of the
 /// format; never reuse a retired one.
@@ -156,6 +184,9 @@ pub enum Kind {
     /// A registry group tells a process it refused that the group speaks
     /// a protocol version the process does not.
     Refusal = 9,
+    /// One whole multicast, compressed (from [`COMPRESSION_VERSION`]); see
+    /// the module docs.
+    Compressed = 10,
     /// A replicated state machine's message (see `crate::replicated`).
     Replicated = 16,
     /// A leader election's message (see `crate::election`).
@@ -189,6 +220,7 @@ impl Kind {
             7 => Kind::Chunk,
             8 => Kind::Announce,
             9 => Kind::Refusal,
+            10 => Kind::Compressed,
             16 => Kind::Replicated,
             17 => Kind::Election,
             32 => Kind::Supervision,
@@ -442,6 +474,80 @@ impl Codec {
         Ok((head, piece))
     }
 
+    /// Writes into `out` the [`Kind::Compressed`] envelope of `frame` (one
+    /// whole multicast) and returns `true`, if that envelope is smaller
+    /// than `frame`; otherwise returns `false` and `out` holds nothing of
+    /// use. `out` is the caller's, reused from one multicast to the next.
+    ///
+    /// A frame of more than twice [`COMPRESSION_PROBE`] bytes is tried on
+    /// its first [`COMPRESSION_PROBE`] bytes first, and goes as it is if
+    /// they do not shrink by an eighth: random or already compressed data
+    /// then costs a pass over 4 KiB instead of over the whole frame (a
+    /// frame whose head does not compress and whose tail does goes as it
+    /// is).
+    pub fn compress_into(&self, frame: &[u8], out: &mut Vec<u8>) -> bool {
+        let Ok(len) = u32::try_from(frame.len()) else {
+            return false;
+        };
+        if frame.len() > 2 * COMPRESSION_PROBE {
+            let probe = &frame[..COMPRESSION_PROBE];
+            out.clear();
+            out.resize(lz4_flex::block::get_maximum_output_size(probe.len()), 0);
+            match lz4_flex::block::compress_into(probe, out) {
+                Ok(written) if written < probe.len() - probe.len() / 8 => {}
+                _ => return false,
+            }
+        }
+        out.clear();
+        push_header(out, self.version, Kind::Compressed);
+        out.extend_from_slice(&len.to_le_bytes());
+        // The block is written into a buffer sized for the worst case (LZ4
+        // refuses a smaller one), then cut to what it took.
+        out.resize(
+            COMPRESSED_OVERHEAD + lz4_flex::block::get_maximum_output_size(frame.len()),
+            0,
+        );
+        match lz4_flex::block::compress_into(frame, &mut out[COMPRESSED_OVERHEAD..]) {
+            Ok(written) if COMPRESSED_OVERHEAD + written < frame.len() => {
+                out.truncate(COMPRESSED_OVERHEAD + written);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What the body of a [`Kind::Compressed`] envelope opens into: the
+    /// multicast it stands for, not yet decoded. The length it claims is
+    /// checked against the size limit before anything is allocated, and the
+    /// block must open into exactly that many bytes; anything else is
+    /// [`WireError::Malformed`], with nothing allocated past the limit.
+    pub fn decompress(&self, body: &[u8]) -> Result<Vec<u8>, WireError> {
+        let malformed = |why: String| WireError::Malformed(format!("compressed frame: {why}"));
+        let (len, block) = body
+            .split_first_chunk::<4>()
+            .ok_or_else(|| malformed("length cut short".into()))?;
+        let len = u32::from_le_bytes(*len) as u64;
+        if len > self.limit {
+            return Err(malformed(format!(
+                "opens into {len} bytes, above the limit of {}",
+                self.limit
+            )));
+        }
+        if len < HEADER_LEN as u64 {
+            return Err(malformed(format!(
+                "opens into {len} bytes, less than a header"
+            )));
+        }
+        let mut out = vec![0; len as usize];
+        match lz4_flex::block::decompress_into(block, &mut out) {
+            Ok(n) if n as u64 == len => Ok(out),
+            Ok(n) => Err(malformed(format!(
+                "opens into {n} bytes, not the {len} it claims"
+            ))),
+            Err(e) => Err(malformed(format!("{e}"))),
+        }
+    }
+
     fn too_large(&self) -> impl Fn(bincode::Error) -> WireError {
         let limit = self.limit;
         move |e| match *e {
@@ -486,6 +592,11 @@ impl Codec {
             }
             if part.get(5) == Some(&(Kind::Chunk as u8)) {
                 return Err(WireError::Malformed("chunk inside a batch".into()));
+            }
+            if part.get(5) == Some(&(Kind::Compressed as u8)) {
+                return Err(WireError::Malformed(
+                    "compressed frame inside a batch".into(),
+                ));
             }
             parts.push(part);
             rest = tail;
@@ -599,6 +710,19 @@ pub fn push_to_batch(batch: &mut Vec<u8>, envelope: &[u8]) {
     batch.extend_from_slice(envelope);
 }
 
+/// Whether an envelope may travel inside a [`Kind::Compressed`] one: it is
+/// written at [`COMPRESSION_VERSION`] or later and its kind is not one that
+/// every version reads ([`Kind::is_shared`]). A process of an older build
+/// drops such an envelope anyway, compressed or not, so compressing it
+/// never takes from that process anything it could have read (an
+/// announcement, a refusal notice).
+pub fn compressible(envelope: &[u8]) -> bool {
+    envelope.len() >= HEADER_LEN
+        && envelope[..4] == MAGIC
+        && envelope[4] >= COMPRESSION_VERSION
+        && Kind::from_byte(envelope[5]).is_some_and(|k| !k.is_shared() && k != Kind::Compressed)
+}
+
 /// `#[serde(with = "actix_cpg::wire::bytes")]` for a `Vec<u8>` field: the
 /// same bytes on the wire as the default (a `u64` length then the bytes,
 /// with the fixint options), but written and read as one block instead of
@@ -671,7 +795,7 @@ mod tests {
         let bytes = codec().encode(Kind::Request, &s).unwrap();
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[4, 2, 0, 0],
+            &[5, 2, 0, 0],
             &[7, 0, 0, 0, 0, 0, 0, 0],
             &[2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b'],
             &[2, 0, 0, 0, 0, 0, 0, 0, 1, 2],
@@ -861,7 +985,7 @@ mod tests {
         let bytes = codec().encode_chunk(head, b"abcd");
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[4, 7, 0, 0],
+            &[5, 7, 0, 0],
             &[9, 0, 0, 0, 0, 0, 0, 0],
             &[1, 0, 0, 0],
             &[3, 0, 0, 0],
@@ -950,6 +1074,158 @@ mod tests {
         assert!(c.split_batch(&nested).is_err());
     }
 
+    /// A JSON-like message: repetitive, as real payloads are.
+    fn json_like(len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        let mut i = 0u64;
+        while out.len() < len {
+            out.extend_from_slice(
+                format!(r#"{{"id":{i},"name":"item-{i}","tags":["a","b"],"ok":true}},"#).as_bytes(),
+            );
+            i += 1;
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_compressed_frame_opens_into_the_multicast_it_stands_for_and_pins_its_layout() {
+        let c = codec();
+        let envelope = c.encode(Kind::Request, &json_like(4096)).unwrap();
+        let mut packed = Vec::new();
+        assert!(c.compress_into(&envelope, &mut packed));
+        assert!(packed.len() < envelope.len() / 2, "{}", packed.len());
+        assert_eq!(&packed[..8], b"ACPG\x05\x0a\0\0");
+        assert_eq!(packed[8..12], (envelope.len() as u32).to_le_bytes());
+        let frame = c.decode_frame(&packed).unwrap();
+        assert_eq!(frame.kind, Kind::Compressed);
+        assert_eq!(c.decompress(frame.body).unwrap(), envelope);
+    }
+
+    #[test]
+    fn a_frame_that_compression_would_not_shrink_goes_as_it_is() {
+        let c = codec();
+        let envelope = c.encode(Kind::Request, &random_bytes(4096, 7)).unwrap();
+        assert!(!c.compress_into(&envelope, &mut Vec::new()));
+        assert!(!c.compress_into(b"ACPG\x05\x02\0\0", &mut Vec::new()));
+    }
+
+    #[test]
+    fn a_large_frame_whose_head_does_not_compress_is_not_tried_whole() {
+        let c = codec();
+        let mut body = random_bytes(COMPRESSION_PROBE, 3);
+        body.extend(json_like(64 << 10));
+        let mixed = c.encode(Kind::Request, &body).unwrap();
+        assert!(!c.compress_into(&mixed, &mut Vec::new()));
+        // The same tail with a compressible head goes compressed.
+        let mut body = json_like(COMPRESSION_PROBE);
+        body.extend(random_bytes(COMPRESSION_PROBE, 3));
+        body.extend(json_like(64 << 10));
+        let headed = c.encode(Kind::Request, &body).unwrap();
+        assert!(c.compress_into(&headed, &mut Vec::new()));
+    }
+
+    #[test]
+    fn a_compressed_frame_claiming_more_than_the_limit_is_refused_before_allocating() {
+        let c = Codec::new(1024);
+        let big = Codec::new(1 << 20);
+        let mut packed = Vec::new();
+        assert!(big.compress_into(
+            &big.encode(Kind::Request, &vec![0u8; 4000]).unwrap(),
+            &mut packed
+        ));
+        // Small enough to be delivered under the limit, opens past it.
+        assert!(packed.len() < 1024);
+        let frame = c.decode_frame(&packed).unwrap();
+        let refused = c.decompress(frame.body).unwrap_err();
+        assert!(
+            refused.to_string().contains("above the limit of 1024"),
+            "{refused}"
+        );
+        // A claim of 4 GiB from a few bytes: refused on the claim alone.
+        let mut body = u32::MAX.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0x1f, 0]);
+        assert!(matches!(c.decompress(&body), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_block_that_opens_into_other_than_its_claim_is_refused() {
+        let c = codec();
+        let envelope = c.encode(Kind::Request, &json_like(2048)).unwrap();
+        let mut packed = Vec::new();
+        assert!(c.compress_into(&envelope, &mut packed));
+        let body = &packed[HEADER_LEN..];
+        let with_claim = |claim: u32| {
+            let mut b = claim.to_le_bytes().to_vec();
+            b.extend_from_slice(&body[4..]);
+            b
+        };
+        let claim = envelope.len() as u32;
+        assert!(
+            c.decompress(&with_claim(claim + 1)).is_err(),
+            "opens shorter"
+        );
+        assert!(
+            c.decompress(&with_claim(claim - 1)).is_err(),
+            "opens longer"
+        );
+        assert!(c.decompress(&with_claim(4)).is_err(), "less than a header");
+        assert!(
+            c.decompress(&body[..body.len() - 3]).is_err(),
+            "block cut short"
+        );
+        assert!(c.decompress(&body[..3]).is_err(), "length cut short");
+        assert_eq!(c.decompress(body).unwrap(), envelope);
+    }
+
+    #[test]
+    fn only_envelopes_an_older_build_cannot_read_anyway_may_travel_compressed() {
+        let c = codec();
+        assert!(compressible(&c.encode(Kind::Request, &1u8).unwrap()));
+        assert!(compressible(&c.encode(Kind::Reply, &1u8).unwrap()));
+        for shared in [
+            Kind::Announce,
+            Kind::Refusal,
+            Kind::SyncRequest,
+            Kind::Batch,
+            Kind::Chunk,
+        ] {
+            assert!(
+                !compressible(&c.encode(shared, &1u8).unwrap()),
+                "{shared:?}"
+            );
+        }
+        assert!(!compressible(&c.encode(Kind::Compressed, &1u8).unwrap()));
+        let older = c.at_version(COMPRESSION_VERSION - 1);
+        assert!(!compressible(&older.encode(Kind::Request, &1u8).unwrap()));
+        assert!(!compressible(b"ACPG"));
+    }
+
+    #[test]
+    fn a_compressed_frame_inside_a_batch_is_refused() {
+        let c = codec();
+        let mut packed = Vec::new();
+        assert!(c.compress_into(
+            &c.encode(Kind::Request, &vec![0u8; 512]).unwrap(),
+            &mut packed
+        ));
+        let mut batch = c.begin_batch(64);
+        push_to_batch(&mut batch, &packed);
+        let frame = c.decode_frame(&batch).unwrap();
+        assert!(c.split_batch(frame.body).is_err());
+    }
+
     proptest! {
         #[test]
         fn arbitrary_batch_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -966,6 +1242,30 @@ mod tests {
             if let Ok((head, piece)) = c.decode_chunk(&body) {
                 prop_assert!(head.index < head.count);
                 prop_assert!(piece.len() as u64 <= head.total && head.total <= 512);
+            }
+        }
+
+        #[test]
+        fn arbitrary_compressed_bodies_never_panic_nor_open_past_the_limit(body in proptest::collection::vec(any::<u8>(), 0..256), claim in 0u32..2048) {
+            let c = Codec::new(1024);
+            let mut claimed = claim.to_le_bytes().to_vec();
+            claimed.extend_from_slice(&body);
+            for input in [&body, &claimed] {
+                if let Ok(opened) = c.decompress(input) {
+                    prop_assert!(opened.len() <= 1024 && opened.len() >= HEADER_LEN);
+                }
+            }
+        }
+
+        #[test]
+        fn compression_round_trips_any_frame(data in proptest::collection::vec(0u8..4, 0..2048)) {
+            let c = codec();
+            let envelope = c.encode(Kind::Request, &data).unwrap();
+            let mut packed = Vec::new();
+            if c.compress_into(&envelope, &mut packed) {
+                prop_assert!(packed.len() < envelope.len());
+                let frame = c.decode_frame(&packed).unwrap();
+                prop_assert_eq!(c.decompress(frame.body).unwrap(), envelope);
             }
         }
 

@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actix_cpg_harness::bench::{self, Backend, Case, Load, Path};
+use actix_cpg_harness::bench::{self, Backend, Case, Load, Path, Payload};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 const PATHS: [Path; 4] = [
@@ -84,6 +84,8 @@ fn run_group(c: &mut Criterion, backend: Backend, exe: &std::path::Path) {
                             rate: None,
                             window: 64,
                             duration: None,
+                            payload: Payload::Random,
+                            compress: true,
                         },
                     };
                     match bench::run_case(&case, exe, &mut |_, _| {}) {

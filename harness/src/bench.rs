@@ -71,6 +71,9 @@ const RAW_HEADER: usize = 20;
 const RAW_MAGIC: [u8; 4] = *b"BNCH";
 /// Bytes of a [`Blob`] besides its data: seq, ts, and the data's length.
 const BLOB_OVERHEAD: usize = 24;
+/// Bytes of payload beyond one message's, whose windows the actor path's
+/// messages carry (see [`Payload`]).
+const PAYLOAD_POOL: usize = 1 << 20;
 /// Latency samples kept per sender.
 const MAX_SAMPLES: usize = 1 << 20;
 /// How often an actor member checks whether everything arrived (the group
@@ -183,6 +186,74 @@ impl FromStr for Path {
     }
 }
 
+/// What the actor path's messages carry (the raw and floor paths send
+/// their own filler: corosync does not look at it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// Bytes that do not compress (a xorshift stream): what the tables
+    /// measure by default, so compression (on by default above
+    /// [`GroupConfig::compress_above`]) costs its attempt and gains
+    /// nothing.
+    Random,
+    /// JSON-like text: records with repeated keys, as real payloads are.
+    Json,
+}
+
+impl Payload {
+    /// `len` bytes of this kind.
+    pub fn bytes(self, len: usize) -> Vec<u8> {
+        match self {
+            Payload::Random => {
+                let mut x = 0x9e37_79b9_7f4a_7c15u64;
+                (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x >> 24) as u8
+                    })
+                    .collect()
+            }
+            Payload::Json => {
+                let mut out = Vec::with_capacity(len + 128);
+                let mut i = 0u64;
+                while out.len() < len {
+                    out.extend_from_slice(
+                        format!(
+                            r#"{{"id":{i},"user":"user-{}","action":"update","ts":{},"fields":{{"qty":{},"ok":true}}}},"#,
+                            i % 97,
+                            1_700_000_000_000u64 + i * 37,
+                            i % 13
+                        )
+                        .as_bytes(),
+                    );
+                    i += 1;
+                }
+                out.truncate(len);
+                out
+            }
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Payload::Random => "random",
+            Payload::Json => "json",
+        }
+    }
+}
+
+impl FromStr for Payload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "random" => Ok(Payload::Random),
+            "json" => Ok(Payload::Json),
+            other => Err(format!("unknown payload {other:?}")),
+        }
+    }
+}
+
 /// One load: who sends what, how much, how fast.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Load {
@@ -204,6 +275,11 @@ pub struct Load {
     /// Send for this long instead of `count` messages, sampling RSS each
     /// second (the overload mode).
     pub duration: Option<Duration>,
+    /// What the actor path's messages carry.
+    pub payload: Payload,
+    /// Whether the actor path's group compresses large multicasts
+    /// ([`GroupConfig::compress_above`] at its default), or never.
+    pub compress: bool,
 }
 
 impl Load {
@@ -214,7 +290,7 @@ impl Load {
 
     fn to_spec(&self) -> String {
         format!(
-            "size={} count={} members={} senders={} rate={} window={} duration={}",
+            "size={} count={} members={} senders={} rate={} window={} duration={} payload={} compress={}",
             self.size,
             self.count,
             self.members,
@@ -222,6 +298,8 @@ impl Load {
             self.rate.unwrap_or(0.0),
             self.window,
             self.duration.map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            self.payload.as_str(),
+            u8::from(self.compress),
         )
     }
 }
@@ -811,6 +889,16 @@ pub fn group_config(path: Path, window: usize) -> GroupConfig {
     }
 }
 
+/// The group configuration of a path under `load`: [`group_config`], and
+/// compression off if the load says so.
+pub fn load_config(path: Path, load: &Load) -> GroupConfig {
+    let config = group_config(path, load.window);
+    GroupConfig {
+        compress_above: config.compress_above.filter(|_| load.compress),
+        ..config
+    }
+}
+
 /// One member through actix-cpg: registers `sink-<index>`, waits for every
 /// member's sink, then (if a sender) tells its own sink `count` blobs.
 pub async fn actor_member<C: Connection>(
@@ -862,10 +950,14 @@ pub async fn actor_member<C: Connection>(
     drop(events);
     let target = group.remote::<Blob>(&name);
     let mut pacer = Pacer::new(load);
+    let data_len = load.size.saturating_sub(BLOB_OVERHEAD);
+    // Each message a different window of a larger pool: messages alike in
+    // kind but not equal, or a batch of copies would compress as one.
+    let pool = load.payload.bytes(data_len + PAYLOAD_POOL);
     let mut blob = Blob {
         seq: 0,
         ts: 0,
-        data: vec![0xa5; load.size.saturating_sub(BLOB_OVERHEAD)],
+        data: pool[..data_len].to_vec(),
     };
     let mut start_ns = 0;
     let mut last_progress = Instant::now();
@@ -886,6 +978,8 @@ pub async fn actor_member<C: Connection>(
                     start_ns = wall_ns();
                 }
                 blob.seq += 1;
+                let at = (blob.seq as usize).wrapping_mul(7919) % PAYLOAD_POOL;
+                blob.data.copy_from_slice(&pool[at..at + data_len]);
             }
             Err(CallError::WouldBlock) => {
                 group.ready_to_send().await.map_err(|e| e.to_string())?;
@@ -1235,6 +1329,8 @@ fn parse_spec(spec: &str) -> Result<(Backend, Path, Load, usize, String), String
         rate: None,
         window: 64,
         duration: None,
+        payload: Payload::Random,
+        compress: true,
     };
     let (mut backend, mut path, mut index, mut group) =
         (Backend::Sim, Path::Raw, 0usize, String::from("acpg-bench"));
@@ -1265,6 +1361,8 @@ fn parse_spec(spec: &str) -> Result<(Backend, Path, Load, usize, String), String
                     .filter(|d| *d > 0.0)
                     .map(Duration::from_secs_f64)
             }
+            "payload" => load.payload = v.parse()?,
+            "compress" => load.compress = v == "1",
             _ => return Err(format!("unknown spec key {k:?}")),
         }
     }
@@ -1338,7 +1436,7 @@ async fn sim_members(
                 Path::Raw => raw_member(conn, load, i, progress).await,
                 Path::Floor { batching } => floor_member(conn, load, i, batching, progress).await,
                 Path::Actor { .. } => {
-                    actor_member(conn, load, i, group_config(path, load.window), progress).await
+                    actor_member(conn, load, i, load_config(path, load), progress).await
                 }
             }
         }
@@ -1366,7 +1464,7 @@ async fn corosync_member(
                 .track_quorum(false)
                 .join(&name)
                 .map_err(|e| e.to_string())?;
-            actor_member(conn, load, index, group_config(path, load.window), progress).await
+            actor_member(conn, load, index, load_config(path, load), progress).await
         }
     }
 }
@@ -1758,6 +1856,8 @@ mod tests {
             rate: Some(1000.0),
             window: 16,
             duration: Some(Duration::from_secs(2)),
+            payload: Payload::Json,
+            compress: false,
         };
         let spec = format!(
             "backend=corosync path=actor+batch index=1 group=g {}",
@@ -1808,6 +1908,8 @@ mod tests {
             rate: None,
             window: 8,
             duration: None,
+            payload: Payload::Random,
+            compress: true,
         };
         for path in [
             Path::Raw,

@@ -108,6 +108,19 @@ pub fn wire(data: &[u8]) {
                 assert!(held <= limit, "a piece held more than its message");
             }
         }
+        Kind::Compressed => {
+            if let Ok(opened) = codec.decompress(frame.body) {
+                assert!(opened.len() <= limit, "opened past the limit");
+                // What it opens into is read like a delivery of its own.
+                let mut pieces = Reassembly::default();
+                let _ = crate::group::fuzz_access::receive(
+                    &codec,
+                    &mut pieces,
+                    Member::new(1, 1),
+                    &opened,
+                );
+            }
+        }
         _ => {}
     }
 }

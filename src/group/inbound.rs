@@ -4,7 +4,8 @@
 //! member took live, malformed input included.
 //!
 //! ```text
-//!  delivered bytes ──receive──► a piece (reassembly: pending | stray | whole)
+//!  delivered bytes ──receive──(a compressed frame opened first)
+//!                          ├──► a piece (reassembly: pending | stray | whole)
 //!                          └──► a whole message ──unpack──► envelopes, in order
 //!                                                  (a batch split; one bad
 //!                                                   envelope dropped alone)
@@ -14,7 +15,14 @@
 //!
 //! Rules, in the order they apply:
 //!
-//! 1. A delivery whose frame does not decode is dropped whole.
+//! 1. A delivery whose frame does not decode is dropped whole. A
+//!    compressed frame (`wire::Kind::Compressed`) is opened first, within
+//!    the size limit, and what it opens into is read as the delivery it
+//!    stands for; one that does not open, that names a version before
+//!    `wire::COMPRESSION_VERSION`, or that opens into another compressed
+//!    frame, is dropped whole. A compressed frame anywhere but a whole
+//!    delivery (in a batch, or put back together from pieces) is dropped
+//!    like any malformed message.
 //! 2. A piece goes to the reassembly (`super::chunks`); a message it
 //!    completes is handled at the place of its last piece. A completed
 //!    message that is itself a piece is dropped.
@@ -28,14 +36,14 @@ use super::chunks::{Piece, Reassembly};
 use super::core::{decode_inbound, Command, DropCause, GroupCore, Inbound};
 use super::messages::RequestRef;
 use crate::transport::Member;
-use crate::wire::{ChunkHead, Codec, Frame, Kind, WireError};
+use crate::wire::{ChunkHead, Codec, Frame, Kind, WireError, COMPRESSION_VERSION};
 
 /// What one delivery is (rules 1 and 2).
 pub(crate) enum Received<'a> {
     /// A piece of a larger message, and what the reassembly made of it.
     Piece { head: ChunkHead, outcome: Piece },
-    /// A message that came whole.
-    Whole(&'a [u8]),
+    /// A message that came whole (opened, if it came compressed).
+    Whole(Cow<'a, [u8]>),
 }
 
 impl<'a> Received<'a> {
@@ -44,7 +52,7 @@ impl<'a> Received<'a> {
     /// [`unpack`] takes.
     pub(crate) fn into_whole(self) -> Option<(Cow<'a, [u8]>, bool)> {
         match self {
-            Received::Whole(message) => Some((Cow::Borrowed(message), false)),
+            Received::Whole(message) => Some((message, false)),
             Received::Piece {
                 outcome: Piece::Whole(message),
                 ..
@@ -63,12 +71,47 @@ pub(crate) fn receive<'a>(
     bytes: &'a [u8],
 ) -> Result<Received<'a>, WireError> {
     let frame = codec.decode_frame(bytes)?;
-    if frame.kind != Kind::Chunk {
-        return Ok(Received::Whole(bytes));
+    if frame.kind != Kind::Compressed {
+        return Ok(
+            plain(codec, pieces, from, frame)?.unwrap_or(Received::Whole(Cow::Borrowed(bytes)))
+        );
     }
-    let (head, piece) = codec.decode_chunk(frame.body)?;
-    let outcome = pieces.accept(from, head, piece)?;
-    Ok(Received::Piece { head, outcome })
+    let opened = open(codec, frame)?;
+    let inner = codec.decode_frame(&opened)?;
+    Ok(plain(codec, pieces, from, inner)?.unwrap_or(Received::Whole(Cow::Owned(opened))))
+}
+
+/// A frame that is not itself compressed: a piece goes into `pieces`
+/// (`Some`), a whole message is left to the caller (`None`); a compressed
+/// frame here is one inside another (rule 1).
+fn plain(
+    codec: &Codec,
+    pieces: &mut Reassembly,
+    from: Member,
+    frame: Frame<'_>,
+) -> Result<Option<Received<'static>>, WireError> {
+    match frame.kind {
+        Kind::Chunk => {
+            let (head, piece) = codec.decode_chunk(frame.body)?;
+            let outcome = pieces.accept(from, head, piece)?;
+            Ok(Some(Received::Piece { head, outcome }))
+        }
+        Kind::Compressed => Err(WireError::Malformed(
+            "compressed frame inside a compressed frame".into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// What a compressed frame opens into (rule 1).
+fn open(codec: &Codec, frame: Frame<'_>) -> Result<Vec<u8>, WireError> {
+    if frame.version < COMPRESSION_VERSION {
+        return Err(WireError::Malformed(format!(
+            "compressed frame at version {}, before compression ({COMPRESSION_VERSION})",
+            frame.version
+        )));
+    }
+    codec.decompress(frame.body)
 }
 
 /// The envelopes of one whole message (rule 3).
@@ -90,6 +133,9 @@ pub(crate) fn unpack<'a>(
     match frame.kind {
         Kind::Chunk if reassembled => Err(WireError::Malformed(
             "chunk inside a chunked message".into(),
+        )),
+        Kind::Compressed => Err(WireError::Malformed(
+            "compressed frame inside a message".into(),
         )),
         Kind::Batch => {
             let envelopes = codec

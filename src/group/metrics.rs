@@ -19,6 +19,9 @@ pub struct GroupMetrics {
     chunked_delivered: AtomicU64,
     chunked_resent: AtomicU64,
     chunks_stray: AtomicU64,
+    compressed_sent: AtomicU64,
+    compressed_saved: AtomicU64,
+    compressed_delivered: AtomicU64,
     dropped_foreign: AtomicU64,
     dropped_version: AtomicU64,
     dropped_unknown_kind: AtomicU64,
@@ -78,6 +81,14 @@ pub struct MetricsSnapshot {
     /// rest of a message a confchg cut (sent again whole), or of one begun
     /// before this member joined. Not lost: see `chunked_resent`.
     pub chunks_stray: u64,
+    /// Multicasts (lone messages, batches or pieces) this member sent
+    /// compressed (see [`GroupConfig::compress_above`](crate::GroupConfig::compress_above)).
+    pub compressed_sent: u64,
+    /// Bytes compression saved on those multicasts.
+    pub compressed_saved: u64,
+    /// Compressed multicasts delivered to this member and opened (one that
+    /// does not open is counted in `dropped_malformed`).
+    pub compressed_delivered: u64,
     /// Dropped: not an actix-cpg message (bad magic or too short).
     pub dropped_foreign: u64,
     /// Dropped: an actix-cpg protocol version this build does not speak.
@@ -178,6 +189,9 @@ impl GroupMetrics {
             chunked_delivered: r(&self.chunked_delivered),
             chunked_resent: r(&self.chunked_resent),
             chunks_stray: r(&self.chunks_stray),
+            compressed_sent: r(&self.compressed_sent),
+            compressed_saved: r(&self.compressed_saved),
+            compressed_delivered: r(&self.compressed_delivered),
             dropped_foreign: r(&self.dropped_foreign),
             dropped_version: r(&self.dropped_version),
             dropped_unknown_kind: r(&self.dropped_unknown_kind),
@@ -246,6 +260,16 @@ impl GroupMetrics {
         if f.try_again > 0 {
             self.try_again.fetch_add(f.try_again, Ordering::Relaxed);
         }
+        if f.compressed > 0 {
+            self.compressed_sent
+                .fetch_add(f.compressed, Ordering::Relaxed);
+            self.compressed_saved
+                .fetch_add(f.compressed_saved, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn compressed_delivered(&self) {
+        self.compressed_delivered.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn try_again(&self) {

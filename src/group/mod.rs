@@ -103,6 +103,23 @@ pub struct GroupConfig {
     pub send_queue_bytes: usize,
     /// How small messages are packed into one multicast.
     pub batch: BatchConfig,
+    /// Multicasts of at least this many bytes (a lone message, a batch, or
+    /// a piece of a larger message) travel compressed with LZ4 when that
+    /// makes them smaller; `None` never compresses. Only once every member
+    /// speaks a protocol version that reads compressed frames
+    /// ([`crate::wire::COMPRESSION_VERSION`]): in a group with a member of
+    /// an older build, everything goes as it is. Only what an older build
+    /// could not read anyway is ever compressed (no announcement, no
+    /// refusal notice), and a member opens a compressed frame only within
+    /// [`GroupConfig::max_message_size`]. The default, 8 KiB: on the test
+    /// cluster (one 2-core machine, CPU-bound) no gain showed below it;
+    /// from it JSON-like data gained in some runs and not in others, and
+    /// at 64 KiB gained in every run (1.07–2.4×); incompressible data costs
+    /// the sender an LZ4 pass over its first 4 KiB
+    /// ([`crate::wire::COMPRESSION_PROBE`]), then goes as it is. See
+    /// BENCHMARKS.md, compression. Set `None` for payloads that never
+    /// compress.
+    pub compress_above: Option<usize>,
     /// Capacity of the [`Group::subscribe`] channel; a slower subscriber
     /// misses events (and is told how many).
     pub event_capacity: usize,
@@ -158,6 +175,7 @@ impl Default for GroupConfig {
             send_queue_messages: 4096,
             send_queue_bytes: 16 << 20,
             batch: BatchConfig::default(),
+            compress_above: Some(8 << 10),
             event_capacity: 4096,
             record_to: None,
             key: None,

@@ -57,7 +57,7 @@ use crate::supervisor::{
 };
 use crate::telemetry::{self, GroupGauges, GroupTelemetry};
 use crate::transport::{Connection, Member, TransportError, TransportEvent};
-use crate::wire::{Codec, Kind, WireError};
+use crate::wire::{Codec, Kind, WireError, COMPRESSION_VERSION};
 use local_supervision::LocalSupervision;
 pub(crate) use ops::Op;
 
@@ -197,6 +197,7 @@ impl GroupActor {
                 window_bytes: config.send_window_bytes,
                 frame_limit,
                 batch,
+                compress_above: config.compress_above,
             }),
             finished: Vec::new(),
             gate,
@@ -420,6 +421,9 @@ impl GroupActor {
                 self.codec = self.codec.at_version(v);
                 self.metrics.set_version(v);
             }
+            // Rule 6 of the send queue: compressed frames only once every
+            // member reads them.
+            self.queue.set_compression(v >= COMPRESSION_VERSION);
         }
     }
 

@@ -34,6 +34,16 @@
 //!    that brings members in restarts it under a new id.
 //! 5. **Flow control.** At the transport's `TRY_AGAIN` the flush stops and
 //!    leaves what it tried at the head; the queue reports it is blocked.
+//! 6. **Compression.** Once the group speaks `wire::COMPRESSION_VERSION`
+//!    ([`SendQueue::set_compression`]), a multicast — a lone message, a
+//!    batch, or a piece — of at least `compress_above` bytes goes as one
+//!    compressed frame if every message it carries is
+//!    [`wire::compressible`] (written at that version, of a kind a process
+//!    of an older build drops anyway) and the compressed frame is smaller;
+//!    otherwise it goes as it is. Per multicast, so a batch of small
+//!    messages is compressed whole, and a piece on its own (the pieces of
+//!    one message are cut before compression, so a restarted message is
+//!    cut alike). The window counts the bytes that went.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -77,6 +87,10 @@ pub(crate) struct Flushed {
     /// The transport refused a batch as too large (below the size it
     /// announced): its messages went one by one.
     pub(crate) batch_refused: bool,
+    /// Of the multicasts and pieces, those that went compressed (rule 6).
+    pub(crate) compressed: u64,
+    /// Bytes compression saved on them.
+    pub(crate) compressed_saved: u64,
 }
 
 struct Entry<T> {
@@ -112,6 +126,9 @@ pub(crate) struct QueueLimits {
     pub(crate) frame_limit: usize,
     /// Batching.
     pub(crate) batch: BatchConfig,
+    /// Multicasts of at least this many bytes are compressed, once the
+    /// group speaks a version that reads them (rule 6); `None`: never.
+    pub(crate) compress_above: Option<usize>,
 }
 
 /// A member's outgoing messages (rules in the module doc).
@@ -127,6 +144,10 @@ pub(crate) struct SendQueue<T> {
     /// When the head of the queue stops lingering.
     linger_until: Option<Instant>,
     blocked: bool,
+    /// Whether the group speaks a version that reads compressed frames.
+    compress: bool,
+    /// Where a compressed multicast is written, reused.
+    scratch: Vec<u8>,
 }
 
 impl<T> SendQueue<T> {
@@ -145,7 +166,20 @@ impl<T> SendQueue<T> {
             flush_upto: 0,
             linger_until: None,
             blocked: false,
+            compress: false,
+            scratch: Vec::new(),
         }
+    }
+
+    /// Whether the group speaks a version that reads compressed frames
+    /// (rule 6): what this member knows of it, from the ordered stream.
+    pub(crate) fn set_compression(&mut self, on: bool) {
+        self.compress = on;
+    }
+
+    /// The size from which a multicast is compressed now, if any.
+    fn compress_above(&self) -> Option<usize> {
+        self.limits.compress_above.filter(|_| self.compress)
     }
 
     /// Whether nothing waits to be multicast.
@@ -295,23 +329,39 @@ impl<T> SendQueue<T> {
             if !self.window_has_room(len) {
                 break;
             }
-            let result = if count == 1 {
-                mcast(&self.entries[0].bytes)
+            let compress = self.compress_above().is_some_and(|above| len >= above)
+                && self
+                    .entries
+                    .iter()
+                    .take(count)
+                    .all(|e| wire::compressible(&e.bytes));
+            let batch;
+            let raw: &[u8] = if count == 1 {
+                &self.entries[0].bytes
             } else {
                 // A copy of each payload the binding forces:
                 // `cpg_mcast_joined` takes an iovec, but rust-corosync 3.2
                 // passes it one slice only.
-                let mut batch = codec.begin_batch(len);
+                let mut b = codec.begin_batch(len);
                 for entry in self.entries.iter().take(count) {
-                    wire::push_to_batch(&mut batch, &entry.bytes);
+                    wire::push_to_batch(&mut b, &entry.bytes);
                 }
-                mcast(&batch)
+                batch = b;
+                &batch
             };
+            let packed = compress && codec.compress_into(raw, &mut self.scratch);
+            let sent = if packed { &self.scratch[..] } else { raw };
+            let (raw_len, sent_len) = (raw.len(), sent.len());
+            let result = mcast(sent);
             match result {
                 Ok(()) => {
                     alone = false;
                     self.in_flight += 1;
-                    self.in_flight_bytes += len;
+                    self.in_flight_bytes += sent_len;
+                    if packed {
+                        report.compressed += 1;
+                        report.compressed_saved += (raw_len - sent_len) as u64;
+                    }
                     report.multicasts += 1;
                     report.messages += count as u64;
                     if count > 1 {
@@ -409,17 +459,30 @@ impl<T> SendQueue<T> {
         if !self.window_has_room(len) {
             return Ok(PieceStep::Stop);
         }
+        let compress = self.compress_above().is_some_and(|above| len >= above)
+            && wire::compressible(&head.bytes);
         // The piece is copied behind its head: the binding takes one slice.
         let frame = codec.encode_chunk(chunk, piece);
         let started = plan.started();
-        match mcast(&frame) {
+        let packed = compress && codec.compress_into(&frame, &mut self.scratch);
+        let sent = if packed {
+            &self.scratch[..]
+        } else {
+            &frame[..]
+        };
+        let sent_len = sent.len();
+        match mcast(sent) {
             Ok(()) => {
                 if let Some(plan) = self.entries.front_mut().and_then(|e| e.pieces.as_mut()) {
                     plan.piece_sent();
                 }
                 self.in_flight += 1;
-                self.in_flight_bytes += len;
+                self.in_flight_bytes += sent_len;
                 report.pieces += 1;
+                if packed {
+                    report.compressed += 1;
+                    report.compressed_saved += (frame.len() - sent_len) as u64;
+                }
                 Ok(PieceStep::Sent)
             }
             Err(TransportError::TryAgain) => {

@@ -649,7 +649,7 @@ mod tests {
             bytes,
             [
                 &b"ACPG"[..],
-                &[4, 16, 0, 0],
+                &[5, 16, 0, 0],
                 &[3, 0, 0, 0],
                 &[5, 0, 0, 0, 0, 0, 0, 0]
             ]
@@ -664,7 +664,7 @@ mod tests {
             mark,
             [
                 &b"ACPG"[..],
-                &[4, 16, 0, 0],
+                &[5, 16, 0, 0],
                 &[6, 0, 0, 0],
                 &[9, 0, 0, 0, 0, 0, 0, 0]
             ]
@@ -685,9 +685,9 @@ mod tests {
         let info = ReplicaMessage::Info(info())
             .encode(&old())
             .expect("encodes");
-        // Variant 0, then the announcement: min 2, max 4, role 0
+        // Variant 0, then the announcement: min 2, max 5, role 0
         // (participant) as u32.
-        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 4, 0, 0, 0]);
+        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 5, 0, 0, 0]);
     }
 
     #[test]
@@ -701,7 +701,7 @@ mod tests {
             next,
             [
                 &b"ACPG"[..],
-                &[5, 16, 0, 0],
+                &[6, 16, 0, 0],
                 &[2, 0, 0, 0],
                 // flags, id, then the payload with its length.
                 &[0],

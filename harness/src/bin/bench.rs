@@ -78,6 +78,19 @@
 //!   snapshot chunks in flight (the library's default unless given)
 //!   (`actix_cpg_harness::late_joiner`).
 //!
+//! `--compression` measures only compression (`GroupConfig::compress_above`):
+//! for 16 and 64 KiB unbatched and 1 KiB batched (sizes from `--sizes`
+//! if given), one sender, the raw binding, then the actor path with
+//! JSON-like and with random payloads, compression off and on, all in one
+//! run on each `--nodes` value, printed as one table of ratios to raw.
+//! Every other table's actor path sends random payloads, which compression
+//! tries and leaves as they are.
+//!
+//! ```sh
+//! flock /tmp/acpg-cluster.lock bash -c 'bash scripts/cluster.sh up && target/release/bench \
+//!     --corosync --no-sim --nodes 3 --compression; bash scripts/cluster.sh down'
+//! ```
+//!
 //! Sizes above the atomic multicast size (about 1 MiB: the default list
 //! ends with 1 MiB and 4 MiB) go in pieces on the actor path, and through
 //! libcpg's own fragmentation on the raw path.
@@ -89,7 +102,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use actix_cpg_harness::bench::{self, Backend, Case, Crypto, Load, Outcome, Path};
+use actix_cpg_harness::bench::{self, Backend, Case, Crypto, Load, Outcome, Path, Payload};
 use actix_cpg_harness::vs_etcd::{self, Mode};
 use actix_cpg_harness::{failover, late_joiner, restart};
 
@@ -127,6 +140,10 @@ struct Options {
     chunks: Vec<usize>,
     /// `--rounds N`: rounds per fault (or variant) and system.
     rounds: Option<usize>,
+    /// `--compression`: only the compression table.
+    compression: bool,
+    /// Whether `--sizes` was given.
+    sizes_given: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -151,6 +168,8 @@ fn parse_args() -> Result<Options, String> {
         joiner: false,
         chunks: vec![actix_cpg::ReplicaConfig::default().chunks_in_flight],
         rounds: None,
+        compression: false,
+        sizes_given: false,
     };
     let mut variants = vec![restart::Variant::Processes, restart::Variant::Daemons];
     let mut faults = vec![
@@ -170,7 +189,11 @@ fn parse_args() -> Result<Options, String> {
         match arg.as_str() {
             "--corosync" => o.corosync = true,
             "--no-sim" => o.sim = false,
-            "--sizes" => o.sizes = list(args.next())?,
+            "--sizes" => {
+                o.sizes = list(args.next())?;
+                o.sizes_given = true;
+            }
+            "--compression" => o.compression = true,
             "--nodes" => o.nodes = list(args.next())?,
             "--scale" => {
                 o.scale = args
@@ -526,6 +549,9 @@ fn main() {
             }
         }
     }
+    if o.compression {
+        std::process::exit(compression(&o, &passes, &exe));
+    }
     let mut failures = 0;
     let mut n = 0;
     let mut rows = Vec::new();
@@ -575,6 +601,8 @@ fn main() {
                                 rate: None,
                                 window: WINDOW,
                                 duration: None,
+                                payload: Payload::Random,
+                                compress: true,
                             },
                         };
                         let raw = run(&case(Path::Raw), crypto, &exe, &mut n);
@@ -635,6 +663,8 @@ fn main() {
                             rate: Some(rate),
                             window: WINDOW,
                             duration: None,
+                            payload: Payload::Random,
+                            compress: true,
                         },
                     };
                     let mut runs = Vec::new();
@@ -684,6 +714,8 @@ fn main() {
                         rate: None,
                         window: WINDOW,
                         duration: Some(Duration::from_secs(secs)),
+                        payload: Payload::Random,
+                        compress: true,
                     },
                 };
                 match run(&case, crypto, &exe, &mut n) {
@@ -706,6 +738,119 @@ fn main() {
     if failures > 0 {
         eprintln!("bench: {failures} case(s) failed");
         std::process::exit(1);
+    }
+}
+
+/// `--compression`: raw, then the actor path with each payload,
+/// compression off and on, in one run per backend and group size; one
+/// table on stdout; the exit code.
+fn compression(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::path::Path) -> i32 {
+    // (size, batching): large messages alone, and small ones batched.
+    let cases: Vec<(usize, bool)> = if o.sizes_given {
+        o.sizes.iter().map(|&s| (s, s <= 1024)).collect()
+    } else {
+        vec![(16384, false), (65536, false), (1024, true)]
+    };
+    let (mut failures, mut n) = (0, 0);
+    let mut lines = Vec::new();
+    for &(backend, crypto) in passes {
+        for &nodes in &o.nodes {
+            if backend == Backend::Corosync
+                && bench::cluster_nodes() != Some(cluster_size_for(nodes))
+            {
+                eprintln!(
+                    "bench: --compression runs on the cluster as it is; skipping {nodes} nodes"
+                );
+                continue;
+            }
+            for &(size, batching) in &cases {
+                let actor = Path::Actor {
+                    batching,
+                    keyed: false,
+                };
+                let case = |path: Path, payload: Payload, compress: bool| Case {
+                    backend,
+                    path,
+                    load: Load {
+                        size,
+                        count: count_for(size, 1, path, o.scale),
+                        members: nodes,
+                        senders: 1,
+                        rate: None,
+                        window: WINDOW,
+                        duration: None,
+                        payload,
+                        compress,
+                    },
+                };
+                let raw = match run(
+                    &case(Path::Raw, Payload::Random, false),
+                    crypto,
+                    exe,
+                    &mut n,
+                ) {
+                    Ok(raw) => raw,
+                    Err(_) => {
+                        failures += 1;
+                        continue;
+                    }
+                };
+                for payload in [Payload::Json, Payload::Random] {
+                    let off = run(&case(actor, payload, false), crypto, exe, &mut n);
+                    let on = run(&case(actor, payload, true), crypto, exe, &mut n);
+                    let (Ok(off), Ok(on)) = (off, on) else {
+                        failures += 1;
+                        continue;
+                    };
+                    lines.push(format!(
+                        "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} / {:.1} |",
+                        label(backend, crypto),
+                        nodes,
+                        human(size),
+                        if batching { "batched" } else { "alone" },
+                        match payload {
+                            Payload::Json => "JSON-like",
+                            Payload::Random => "random",
+                        },
+                        wire_ratio(payload, size),
+                        raw.msgs_per_s,
+                        off.msgs_per_s,
+                        off.msgs_per_s / raw.msgs_per_s,
+                        on.msgs_per_s,
+                        on.msgs_per_s / raw.msgs_per_s,
+                        on.msgs_per_s / off.msgs_per_s,
+                        off.mb_per_s,
+                        on.mb_per_s,
+                    ));
+                }
+            }
+        }
+    }
+    println!("\n#### Compression (LZ4 above `compress_above`), throughput, one sender\n");
+    println!("| backend | nodes | size | messages | payload | LZ4 size/raw | raw msg/s | off msg/s | off/raw | on msg/s | on/raw | on/off | MB/s off / on |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for line in lines {
+        println!("{line}");
+    }
+    if failures > 0 {
+        eprintln!("bench: {failures} case(s) failed");
+        return 1;
+    }
+    0
+}
+
+/// How much smaller one message of `payload` gets compressed on the wire:
+/// the compressed envelope over the plain one (1.00: sent as it is).
+fn wire_ratio(payload: Payload, size: usize) -> f64 {
+    let codec = actix_cpg::wire::Codec::new(16 << 20);
+    let Ok(envelope) = codec.encode(actix_cpg::wire::Kind::Request, &payload.bytes(size)) else {
+        return 1.0;
+    };
+    let mut packed = Vec::new();
+    if codec.compress_into(&envelope, &mut packed) {
+        packed.len() as f64 / envelope.len() as f64
+    } else {
+        1.0
     }
 }
 

@@ -227,3 +227,83 @@ fn a_message_at_a_version_some_member_does_not_speak_is_refused_before_the_core(
         Err(WireError::UnsupportedVersion(NEXT_PROTOCOL_VERSION))
     );
 }
+
+fn compressed(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    assert!(codec().compress_into(frame, &mut out), "compresses");
+    out
+}
+
+/// A registration with a long, repetitive name: compresses well.
+fn long_register(token: u64) -> Vec<u8> {
+    register(&"n".repeat(600), token)
+}
+
+#[test]
+fn a_compressed_delivery_is_read_as_the_multicast_it_stands_for() {
+    let mut pieces = Reassembly::default();
+    let from = Member::new(2, 2);
+    let plain = batch(&[&long_register(1), &long_register(2)]);
+    let packed = compressed(&plain);
+    let received = receive(&codec(), &mut pieces, from, &packed).expect("opens");
+    let (whole, reassembled) = received.into_whole().expect("whole");
+    assert!(!reassembled);
+    assert_eq!(&whole[..], &plain[..]);
+    let unpacked = unpack(&codec(), &whole, false).expect("splits");
+    assert!(unpacked.batch && unpacked.envelopes.iter().all(Result::is_ok));
+
+    // A compressed piece goes to the reassembly like any piece.
+    let message = long_register(3);
+    let head = ChunkHead {
+        id: 1,
+        index: 0,
+        count: 1,
+        total: message.len() as u64,
+    };
+    let piece = compressed(&codec().encode_chunk(head, &message));
+    match receive(&codec(), &mut pieces, from, &piece).expect("opens") {
+        Received::Piece {
+            outcome: super::Piece::Whole(m),
+            ..
+        } => assert_eq!(m, message),
+        _ => panic!("not taken as a whole piece"),
+    }
+}
+
+#[test]
+fn a_compressed_frame_that_does_not_open_or_nests_is_dropped_whole() {
+    let mut pieces = Reassembly::default();
+    let from = Member::new(2, 2);
+    let packed = compressed(&long_register(1));
+    // Opens past this member's limit: refused on the claim.
+    let small = Codec::new(256);
+    let refused = receive(&small, &mut pieces, from, &packed)
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("above the limit"), "{refused}");
+    // A block cut short.
+    let cut = &packed[..packed.len() - 4];
+    assert!(receive(&codec(), &mut pieces, from, cut).is_err());
+    // Compressed in compressed (written by hand: it would not shrink).
+    let mut nested = packed[..HEADER_LEN].to_vec();
+    nested.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+    nested.extend_from_slice(&lz4_flex::block::compress(&packed));
+    let refused = receive(&codec(), &mut pieces, from, &nested)
+        .err()
+        .expect("refused");
+    assert!(
+        refused.to_string().contains("inside a compressed"),
+        "{refused}"
+    );
+    // Named at a version before compression.
+    let mut old = packed.clone();
+    old[4] = crate::wire::COMPRESSION_VERSION - 1;
+    let older_reader = codec().reading(crate::wire::Versions {
+        min: 2,
+        max: crate::wire::PROTOCOL_VERSION,
+    });
+    assert!(receive(&older_reader, &mut pieces, from, &old).is_err());
+    // Inside a batch, or as a message put back together from pieces.
+    assert!(unpack(&codec(), &packed, true).is_err());
+    assert!(unpack(&codec(), &packed, false).is_err());
+}

@@ -31,8 +31,12 @@ impl GroupActor {
                 if from == self.local() {
                     self.queue.own_delivered(bytes.len());
                 }
-                match inbound::receive(&self.codec, &mut self.reassembly, from, &bytes) {
-                    Ok(Received::Whole(message)) => self.handle_message(from, message, false, ctx),
+                let received = inbound::receive(&self.codec, &mut self.reassembly, from, &bytes);
+                if received.is_ok() && bytes.get(5) == Some(&(Kind::Compressed as u8)) {
+                    self.metrics.compressed_delivered();
+                }
+                match received {
+                    Ok(Received::Whole(message)) => self.handle_message(from, &message, false, ctx),
                     Ok(Received::Piece { head, outcome }) => {
                         self.handle_piece(from, head, outcome, ctx)
                     }

@@ -17,6 +17,7 @@ fn limits(window: usize, max_messages: usize, linger: Duration) -> QueueLimits {
             max_messages,
             linger,
         },
+        compress_above: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn read(bytes: &[u8]) -> Sent {
     let codec = Codec::new(LIMIT);
     let frame = codec.decode_frame(bytes).expect("frame");
     match frame.kind {
+        Kind::Compressed => read(&codec.decompress(frame.body).expect("opens")),
         Kind::Batch => Sent::Messages(
             codec
                 .split_batch(frame.body)
@@ -470,6 +472,196 @@ fn draining_hands_back_every_message_unsent() {
     assert!(q.is_empty());
 }
 
+/// A request-kind envelope (one an older build cannot read anyway) of
+/// about `len` bytes that compresses well.
+fn compressible_msg(len: usize) -> Vec<u8> {
+    Codec::new(LIMIT)
+        .encode(Kind::Request, &vec![b'x'; len])
+        .expect("encodes")
+}
+
+fn compressing(above: usize) -> SendQueue<u64> {
+    let mut q = SendQueue::new(QueueLimits {
+        compress_above: Some(above),
+        ..limits(8, 16, Duration::ZERO)
+    });
+    q.set_compression(true);
+    q
+}
+
+fn kind_of(bytes: &[u8]) -> u8 {
+    bytes[5]
+}
+
+#[test]
+fn a_large_multicast_goes_compressed_once_the_group_reads_it_and_the_window_counts_what_went() {
+    let big = compressible_msg(2000);
+    // Not before the group speaks a version that reads it.
+    let mut q = compressing(1024);
+    q.set_compression(false);
+    let mut wire = Wire::ok();
+    q.push(big.clone(), 1, false).expect("queued");
+    let (flushed, _) = wire.flush(&mut q, Instant::now());
+    assert_eq!((flushed.multicasts, flushed.compressed), (1, 0));
+    assert_eq!(wire.sent[0], big);
+
+    let mut q = SendQueue::new(QueueLimits {
+        // Room for one raw message and a compressed one, not two raw.
+        window_bytes: big.len() + 200,
+        compress_above: Some(1024),
+        ..limits(8, 1, Duration::ZERO)
+    });
+    q.set_compression(true);
+    let mut wire = Wire::ok();
+    q.push(big.clone(), 1, false).expect("queued");
+    q.push(big.clone(), 2, false).expect("queued");
+    let (flushed, finished) = wire.flush(&mut q, Instant::now());
+    assert_eq!(
+        tokens(&finished),
+        [1, 2],
+        "the window counts the compressed bytes that went"
+    );
+    assert_eq!(flushed.compressed, 2);
+    let sent = wire.sent.clone();
+    assert!(sent
+        .iter()
+        .all(|b| kind_of(b) == Kind::Compressed as u8 && b.len() < 200));
+    assert_eq!(
+        flushed.compressed_saved,
+        2 * (big.len() - sent[0].len()) as u64
+    );
+    let codec = Codec::new(LIMIT);
+    let opened = codec
+        .decompress(codec.decode_frame(&sent[0]).expect("frame").body)
+        .expect("opens");
+    assert_eq!(opened, big);
+    // Delivered back at the length that went, the window is free again.
+    for b in &sent {
+        q.own_delivered(b.len());
+    }
+    assert_eq!(q.in_flight(), 0);
+    assert!(q.half_free());
+}
+
+#[test]
+fn a_batch_of_small_messages_is_compressed_whole() {
+    let mut q = compressing(1024);
+    let mut wire = Wire::ok();
+    for n in 1..=8 {
+        q.push(compressible_msg(200), n, false).expect("queued");
+    }
+    let (flushed, finished) = wire.flush(&mut q, Instant::now());
+    assert_eq!(tokens(&finished), (1..=8).collect::<Vec<_>>());
+    assert_eq!(
+        (flushed.multicasts, flushed.batches, flushed.compressed),
+        (1, 1, 1)
+    );
+    let codec = Codec::new(LIMIT);
+    let opened = codec
+        .decompress(codec.decode_frame(&wire.sent[0]).expect("frame").body)
+        .expect("opens");
+    let inner = codec.decode_frame(&opened).expect("batch");
+    assert_eq!(inner.kind, Kind::Batch);
+    assert_eq!(codec.split_batch(inner.body).expect("splits").len(), 8);
+}
+
+#[test]
+fn below_the_threshold_or_incompressible_a_multicast_goes_as_it_is() {
+    let mut q = compressing(4096);
+    let mut wire = Wire::ok();
+    let small = compressible_msg(2000);
+    q.push(small.clone(), 1, false).expect("queued");
+    let (flushed, _) = wire.flush(&mut q, Instant::now());
+    assert_eq!(flushed.compressed, 0);
+    assert_eq!(wire.sent.pop(), Some(small));
+
+    let mut q = compressing(64);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..2000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let noisy = Codec::new(LIMIT)
+        .encode(Kind::Request, &noise)
+        .expect("encodes");
+    q.push(noisy.clone(), 1, false).expect("queued");
+    let (flushed, _) = wire.flush(&mut q, Instant::now());
+    assert_eq!(flushed.compressed, 0);
+    assert_eq!(wire.sent.pop(), Some(noisy));
+}
+
+#[test]
+fn what_an_older_build_could_read_never_goes_compressed() {
+    let codec = Codec::new(LIMIT);
+    let padding = vec![b'x'; 2000];
+    // A refusal notice (read by every version) with traffic, in one batch.
+    let mut q = compressing(64);
+    let mut wire = Wire::ok();
+    q.push_control(codec.encode(Kind::Refusal, &padding).expect("encodes"), 1)
+        .expect("queued");
+    q.push(compressible_msg(2000), 2, false).expect("queued");
+    let (flushed, finished) = wire.flush(&mut q, Instant::now());
+    assert_eq!(tokens(&finished), [1, 2]);
+    assert_eq!((flushed.batches, flushed.compressed), (1, 0));
+    // Traffic written before the group moved up to the version.
+    let older = codec.at_version(crate::wire::COMPRESSION_VERSION - 1);
+    let mut q = compressing(64);
+    q.push(
+        older.encode(Kind::Request, &padding).expect("encodes"),
+        1,
+        false,
+    )
+    .expect("queued");
+    let (flushed, _) = wire.flush(&mut q, Instant::now());
+    assert_eq!(flushed.compressed, 0);
+    assert_eq!(
+        kind_of(&wire.sent[wire.sent.len() - 1]),
+        Kind::Request as u8
+    );
+}
+
+#[test]
+fn the_pieces_of_a_large_message_go_compressed_each_and_put_back_the_message() {
+    let mut q: SendQueue<u64> = SendQueue::new(QueueLimits {
+        frame_limit: 1024,
+        compress_above: Some(512),
+        ..limits(64, 1, Duration::ZERO)
+    });
+    q.set_compression(true);
+    let mut wire = Wire::ok();
+    let big = compressible_msg(10_000);
+    q.push(big.clone(), 1, false).expect("queued");
+    let (flushed, _) = wire.flush(&mut q, Instant::now());
+    assert!(flushed.pieces >= 10);
+    // All but the last, shorter than the threshold.
+    assert_eq!(flushed.compressed, flushed.pieces - 1);
+    let codec = Codec::new(LIMIT);
+    let mut pieces = super::super::chunks::Reassembly::default();
+    let from = crate::transport::Member::new(1, 1);
+    let mut whole = None;
+    for b in wire.sent.clone() {
+        let opened = match codec.decode_frame(&b).expect("frame") {
+            f if f.kind == Kind::Compressed => codec.decompress(f.body).expect("opens"),
+            _ => b.clone(),
+        };
+        let frame = codec.decode_frame(&opened).expect("piece");
+        let (head, piece) = codec.decode_chunk(frame.body).expect("head");
+        if let super::super::chunks::Piece::Whole(m) =
+            pieces.accept(from, head, piece).expect("accepted")
+        {
+            whole = Some(m);
+        }
+        q.own_delivered(b.len());
+        let _ = q.own_piece_delivered(&head);
+    }
+    assert_eq!(whole, Some(big));
+    assert!(q.is_empty() && q.in_flight() == 0);
+}
+
 /// One step of a random run against the queue.
 #[derive(Debug, Clone)]
 enum Step {
@@ -500,8 +692,10 @@ proptest! {
         steps in proptest::collection::vec(step(), 1..120),
         window in 1usize..5,
         max_messages in 1usize..5,
+        compress in any::<bool>(),
     ) {
-        let mut q = SendQueue::new(QueueLimits { frame_limit: 64, ..limits(window, max_messages, Duration::ZERO) });
+        let mut q = SendQueue::new(QueueLimits { frame_limit: 64, compress_above: Some(32), ..limits(window, max_messages, Duration::ZERO) });
+        q.set_compression(compress);
         let mut wire = Wire::ok();
         let mut in_flight: std::collections::VecDeque<Vec<u8>> = Default::default();
         let mut next = 1u64;
