@@ -157,30 +157,9 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
                     _ => return Err(format!("--sync takes every, batch or never, not {v:?}")),
                 };
             }
-            "--batch" => {
-                let v = value("a message count")?;
-                batch = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| format!("--batch takes a count from 1, not {v:?}"))?;
-            }
-            "--window" => {
-                let v = value("a multicast count")?;
-                window = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| format!("--window takes a count from 1, not {v:?}"))?;
-            }
-            "--chunks" => {
-                let v = value("a chunk count")?;
-                chunks = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| format!("--chunks takes a count from 1, not {v:?}"))?;
-            }
+            "--batch" => batch = count_from_one(arg, value("a message count")?)?,
+            "--window" => window = count_from_one(arg, value("a multicast count")?)?,
+            "--chunks" => chunks = count_from_one(arg, value("a chunk count")?)?,
             other if other.starts_with("--") => return Err(format!("unknown option {other:?}")),
             other if group.is_none() => group = Some(other.to_owned()),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -199,6 +178,14 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
         window,
         chunks,
     })
+}
+
+/// The value of option `arg`: a count of at least one.
+fn count_from_one(arg: &str, v: String) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{arg} takes a count from 1, not {v:?}"))
 }
 
 /// The request line of a `client` invocation (after `client ADDR`).
