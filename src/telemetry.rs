@@ -48,6 +48,9 @@
 //! | `acpg_chunked_delivered_total` | registry | messages in pieces delivered whole |
 //! | `acpg_chunked_resent_total` | registry | messages in pieces sent again because a confchg cut them |
 //! | `acpg_chunks_stray_total` | registry | pieces that belonged to no message under way (not lost) |
+//! | `acpg_compressed_sent_total` | registry | multicasts sent compressed (`GroupConfig::compress_above`) |
+//! | `acpg_compressed_saved_bytes_total` | registry | bytes compression kept off the ring |
+//! | `acpg_compressed_delivered_total` | registry | compressed multicasts delivered and opened |
 //! | `acpg_try_again_total` | registry, replica | `TRY_AGAIN` answers of the transport (each retried) |
 //! | `acpg_calls_abandoned_total` | registry | calls given up (timeout, dropped future) before their outcome |
 //! | `acpg_dropped_total` | `cause` | messages dropped before any rule judged them: `foreign`, `version`, `unknown_kind`, `malformed`, `unknown_type`, `bad_payload`, `unauthenticated` |

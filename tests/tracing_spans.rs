@@ -242,6 +242,10 @@ fn a_restart_is_logged_at_info_after_the_exit_that_caused_it() {
             }
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
+        // The new incarnation can show in the status before the restart's
+        // event is published and logged: let the runtime finish its turn
+        // (the clock is paused, so this costs no time).
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
     });
     let exited = lines
         .iter()

@@ -52,6 +52,15 @@ fn describe() {
         "Messages in pieces sent again after a confchg cut them"
     );
     describe_counter!("acpg_chunks_stray_total", "Pieces of no message under way");
+    describe_counter!("acpg_compressed_sent_total", "Multicasts sent compressed");
+    describe_counter!(
+        "acpg_compressed_saved_bytes_total",
+        "Bytes compression kept off the ring"
+    );
+    describe_counter!(
+        "acpg_compressed_delivered_total",
+        "Compressed multicasts delivered and opened"
+    );
     describe_counter!(
         "acpg_try_again_total",
         "TRY_AGAIN answers of the transport (each retried)"
@@ -209,6 +218,13 @@ fn group_counters(s: &MetricsSnapshot) -> Vec<CounterValue> {
         ("acpg_chunked_delivered_total", "", s.chunked_delivered),
         ("acpg_chunked_resent_total", "", s.chunked_resent),
         ("acpg_chunks_stray_total", "", s.chunks_stray),
+        ("acpg_compressed_sent_total", "", s.compressed_sent),
+        ("acpg_compressed_saved_bytes_total", "", s.compressed_saved),
+        (
+            "acpg_compressed_delivered_total",
+            "",
+            s.compressed_delivered,
+        ),
         ("acpg_calls_abandoned_total", "", s.calls_abandoned),
         ("acpg_dropped_total", "unknown_type", s.dropped_unknown_type),
         ("acpg_dropped_total", "bad_payload", s.dropped_bad_payload),
