@@ -3,8 +3,6 @@
 //! batches), and handed to the core; this member's own multicasts coming
 //! back free the send window.
 
-use std::borrow::Cow;
-
 use actix::prelude::*;
 use bytes::Bytes;
 use tracing::{debug, warn};
@@ -42,12 +40,7 @@ impl GroupActor {
                 }
                 match received {
                     Ok(Received::Whole(message)) => {
-                        // The buffer the message is read from, held so a
-                        // `wire::Payload` can share it (no copy either way).
-                        let whole = match message {
-                            Cow::Borrowed(_) => bytes.clone(),
-                            Cow::Owned(opened) => Bytes::from(opened),
-                        };
+                        let whole = inbound::whole_buffer(&bytes, message);
                         self.handle_delivered(from, whole, false, ctx)
                     }
                     Ok(Received::Piece { head, outcome }) => {
