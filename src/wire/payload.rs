@@ -243,7 +243,10 @@ mod tests {
     }
 
     fn within(inner: &[u8], outer: &[u8]) -> bool {
-        let (s, e) = (outer.as_ptr() as usize, outer.as_ptr() as usize + outer.len());
+        let (s, e) = (
+            outer.as_ptr() as usize,
+            outer.as_ptr() as usize + outer.len(),
+        );
         let at = inner.as_ptr() as usize;
         s <= at && at + inner.len() <= e
     }

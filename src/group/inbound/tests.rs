@@ -372,7 +372,11 @@ fn a_payload_put_back_together_from_pieces_shares_the_reassembled_buffer() {
     let (message, delivered) = last.expect("the last piece completes the message");
     let reassembled = message.as_ptr();
     let buffer = whole_buffer(&delivered, Cow::Owned(message));
-    assert_eq!(buffer.as_ptr(), reassembled, "the reassembled buffer, not a copy");
+    assert_eq!(
+        buffer.as_ptr(),
+        reassembled,
+        "the reassembled buffer, not a copy"
+    );
     let payload = payload_in(&buffer);
     assert_eq!(&payload[..], &whole[whole.len() - payload.len()..]);
     assert!(within(&payload, &buffer));
