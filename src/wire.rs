@@ -63,8 +63,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 mod depth;
+mod payload;
 
 pub use depth::MAX_NESTING;
+pub(crate) use payload::Delivery;
+pub use payload::Payload;
 
 /// First four bytes of every actix-cpg message.
 pub const MAGIC: [u8; 4] = *b"ACPG";

@@ -38,6 +38,7 @@ mod sim_chunking;
 mod sim_compression;
 mod sim_determinism;
 mod sim_flow_control;
+mod sim_payload;
 mod sim_schedules;
 mod sim_semantics;
 mod supervision_schedules;

@@ -86,6 +86,7 @@ fn run_group(c: &mut Criterion, backend: Backend, exe: &std::path::Path) {
                             duration: None,
                             payload: Payload::Random,
                             compress: true,
+                            shared: false,
                         },
                     };
                     match bench::run_case(&case, exe, &mut |_, _| {}) {

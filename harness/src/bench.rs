@@ -280,6 +280,10 @@ pub struct Load {
     /// Whether the actor path's group compresses large multicasts
     /// ([`GroupConfig::compress_above`] at its default), or never.
     pub compress: bool,
+    /// Whether the actor path's sink reads the blob's data as a
+    /// [`actix_cpg::wire::Payload`] (sharing the delivered buffer) instead
+    /// of a `Vec<u8>`; the sender's bytes are the same either way.
+    pub shared: bool,
 }
 
 impl Load {
@@ -290,7 +294,7 @@ impl Load {
 
     fn to_spec(&self) -> String {
         format!(
-            "size={} count={} members={} senders={} rate={} window={} duration={} payload={} compress={}",
+            "size={} count={} members={} senders={} rate={} window={} duration={} payload={} compress={} shared={}",
             self.size,
             self.count,
             self.members,
@@ -300,6 +304,7 @@ impl Load {
             self.duration.map(|d| d.as_secs_f64()).unwrap_or(0.0),
             self.payload.as_str(),
             u8::from(self.compress),
+            u8::from(self.shared),
         )
     }
 }
@@ -848,6 +853,24 @@ impl RemoteMessage for Blob {
     const TYPE_TAG: &'static str = "actix-cpg.bench.Blob";
 }
 
+/// [`Blob`] as the sink reads it with `Load::shared`: the same bytes on
+/// the wire, its data a [`actix_cpg::wire::Payload`] that shares the
+/// delivered buffer.
+#[derive(Message, Serialize, Deserialize, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SharedBlob {
+    /// 0, 1, 2, … per sender.
+    pub seq: u64,
+    /// When it was sent (ns on the sender's monotonic clock).
+    pub ts: u64,
+    /// Padding to the load's size, shared with the delivery.
+    pub data: actix_cpg::wire::Payload,
+}
+
+impl RemoteMessage for SharedBlob {
+    const TYPE_TAG: &'static str = Blob::TYPE_TAG;
+}
+
 struct BenchSink {
     tally: Rc<RefCell<Tally>>,
 }
@@ -856,15 +879,28 @@ impl Actor for BenchSink {
     type Context = Context<Self>;
 }
 
+impl BenchSink {
+    fn tally(&self, seq: u64, ts: u64) {
+        let mut tally = self.tally.borrow_mut();
+        // One sender per sink: its blobs must come in the order sent.
+        if seq != tally.own {
+            tally.out_of_order += 1;
+        }
+        tally.own_delivered(Some(ts));
+    }
+}
+
 impl Handler<Blob> for BenchSink {
     type Result = ();
     fn handle(&mut self, blob: Blob, _: &mut Context<Self>) {
-        let mut tally = self.tally.borrow_mut();
-        // One sender per sink: its blobs must come in the order sent.
-        if blob.seq != tally.own {
-            tally.out_of_order += 1;
-        }
-        tally.own_delivered(Some(blob.ts));
+        self.tally(blob.seq, blob.ts);
+    }
+}
+
+impl Handler<SharedBlob> for BenchSink {
+    type Result = ();
+    fn handle(&mut self, blob: SharedBlob, _: &mut Context<Self>) {
+        self.tally(blob.seq, blob.ts);
     }
 }
 
@@ -923,8 +959,13 @@ pub async fn actor_member<C: Connection>(
     // events as well as looked up: a quick member may be done, and its name
     // gone, before a slow one looks.
     let mut events = group.subscribe();
+    let handlers = if load.shared {
+        Handlers::new(sink).with::<SharedBlob>()
+    } else {
+        Handlers::new(sink).with::<Blob>()
+    };
     group
-        .register(&name, Handlers::new(sink).with::<Blob>())
+        .register(&name, handlers)
         .await
         .map_err(|e| e.to_string())?;
     if sender {
@@ -1331,6 +1372,7 @@ fn parse_spec(spec: &str) -> Result<(Backend, Path, Load, usize, String), String
         duration: None,
         payload: Payload::Random,
         compress: true,
+        shared: false,
     };
     let (mut backend, mut path, mut index, mut group) =
         (Backend::Sim, Path::Raw, 0usize, String::from("acpg-bench"));
@@ -1363,6 +1405,7 @@ fn parse_spec(spec: &str) -> Result<(Backend, Path, Load, usize, String), String
             }
             "payload" => load.payload = v.parse()?,
             "compress" => load.compress = v == "1",
+            "shared" => load.shared = v == "1",
             _ => return Err(format!("unknown spec key {k:?}")),
         }
     }
@@ -1858,6 +1901,7 @@ mod tests {
             duration: Some(Duration::from_secs(2)),
             payload: Payload::Json,
             compress: false,
+            shared: false,
         };
         let spec = format!(
             "backend=corosync path=actor+batch index=1 group=g {}",
@@ -1910,6 +1954,7 @@ mod tests {
             duration: None,
             payload: Payload::Random,
             compress: true,
+            shared: false,
         };
         for path in [
             Path::Raw,

@@ -29,8 +29,16 @@
 //! 3. A batch whose framing does not split is dropped whole; otherwise each
 //!    envelope is decoded and handled on its own, in the batch's order, and
 //!    an envelope that does not decode is dropped alone.
+//! 4. A whole message is handled from the buffer it lies in, held as
+//!    `Bytes` ([`whole_buffer`]) and made the thread's current delivery
+//!    while it is handled, so a `wire::Payload` in the message the local
+//!    actor gets shares that buffer: the transport's copy of the delivery
+//!    is the only copy of its bytes up to the actor (for a compressed or
+//!    pieced message, the opened or reassembled buffer is).
 
 use std::borrow::Cow;
+
+use bytes::Bytes;
 
 use super::chunks::{Piece, Reassembly};
 use super::core::{decode_inbound, Command, DropCause, GroupCore, Inbound};
@@ -59,6 +67,17 @@ impl<'a> Received<'a> {
             } => Some((Cow::Owned(message), true)),
             Received::Piece { .. } => None,
         }
+    }
+}
+
+/// The buffer a whole message lies in, as `Bytes` the message's
+/// `wire::Payload` fields can share (rule 4): the delivery itself when it
+/// came whole and plain, the buffer a compressed one opened into, the one
+/// a message in pieces was put back together in. No copy in any case.
+pub(crate) fn whole_buffer(delivered: &Bytes, message: Cow<'_, [u8]>) -> Bytes {
+    match message {
+        Cow::Borrowed(_) => delivered.clone(),
+        Cow::Owned(buffer) => Bytes::from(buffer),
     }
 }
 

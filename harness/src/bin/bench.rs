@@ -91,6 +91,14 @@
 //!     --corosync --no-sim --nodes 3 --compression; bash scripts/cluster.sh down'
 //! ```
 //!
+//! `--shared-payload` measures only what reading a large payload as a
+//! `wire::Payload` (sharing the delivered buffer) instead of a `Vec<u8>`
+//! gains: for 16 KiB, 64 KiB and 1 MiB unbatched (sizes from `--sizes` if
+//! given), one sender, the raw binding, then the actor path with the
+//! sink's blob a `Vec<u8>` and a `Payload` (the same bytes on the wire),
+//! in one run on each `--nodes` value, printed as one table of ratios to
+//! raw.
+//!
 //! Sizes above the atomic multicast size (about 1 MiB: the default list
 //! ends with 1 MiB and 4 MiB) go in pieces on the actor path, and through
 //! libcpg's own fragmentation on the raw path.
@@ -142,6 +150,8 @@ struct Options {
     rounds: Option<usize>,
     /// `--compression`: only the compression table.
     compression: bool,
+    /// `--shared-payload`: only the `Vec<u8>` / `Payload` table.
+    shared_payload: bool,
     /// Whether `--sizes` was given.
     sizes_given: bool,
 }
@@ -169,6 +179,7 @@ fn parse_args() -> Result<Options, String> {
         chunks: vec![actix_cpg::ReplicaConfig::default().chunks_in_flight],
         rounds: None,
         compression: false,
+        shared_payload: false,
         sizes_given: false,
     };
     let mut variants = vec![restart::Variant::Processes, restart::Variant::Daemons];
@@ -194,6 +205,7 @@ fn parse_args() -> Result<Options, String> {
                 o.sizes_given = true;
             }
             "--compression" => o.compression = true,
+            "--shared-payload" => o.shared_payload = true,
             "--nodes" => o.nodes = list(args.next())?,
             "--scale" => {
                 o.scale = args
@@ -552,6 +564,9 @@ fn main() {
     if o.compression {
         std::process::exit(compression(&o, &passes, &exe));
     }
+    if o.shared_payload {
+        std::process::exit(shared_payload(&o, &passes, &exe));
+    }
     let mut failures = 0;
     let mut n = 0;
     let mut rows = Vec::new();
@@ -603,6 +618,7 @@ fn main() {
                                 duration: None,
                                 payload: Payload::Random,
                                 compress: true,
+                                shared: false,
                             },
                         };
                         let raw = run(&case(Path::Raw), crypto, &exe, &mut n);
@@ -665,6 +681,7 @@ fn main() {
                             duration: None,
                             payload: Payload::Random,
                             compress: true,
+                            shared: false,
                         },
                     };
                     let mut runs = Vec::new();
@@ -716,6 +733,7 @@ fn main() {
                         duration: Some(Duration::from_secs(secs)),
                         payload: Payload::Random,
                         compress: true,
+                        shared: false,
                     },
                 };
                 match run(&case, crypto, &exe, &mut n) {
@@ -781,6 +799,7 @@ fn compression(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::pat
                         duration: None,
                         payload,
                         compress,
+                        shared: false,
                     },
                 };
                 let raw = match run(
@@ -829,6 +848,85 @@ fn compression(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::pat
     println!("\n#### Compression (LZ4 above `compress_above`), throughput, one sender\n");
     println!("| backend | nodes | size | messages | payload | LZ4 size/raw | raw msg/s | off msg/s | off/raw | on msg/s | on/raw | on/off | MB/s off / on |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for line in lines {
+        println!("{line}");
+    }
+    if failures > 0 {
+        eprintln!("bench: {failures} case(s) failed");
+        return 1;
+    }
+    0
+}
+
+/// `--shared-payload`: raw, then the actor path with the sink reading the
+/// blob's data as a `Vec<u8>` and as a `wire::Payload`, in one run per
+/// backend and group size; one table on stdout; the exit code.
+fn shared_payload(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::path::Path) -> i32 {
+    let sizes: Vec<usize> = if o.sizes_given {
+        o.sizes.clone()
+    } else {
+        vec![16384, 65536, 1 << 20]
+    };
+    let (mut failures, mut n) = (0, 0);
+    let mut lines = Vec::new();
+    for &(backend, crypto) in passes {
+        for &nodes in &o.nodes {
+            if backend == Backend::Corosync
+                && bench::cluster_nodes() != Some(cluster_size_for(nodes))
+            {
+                eprintln!(
+                    "bench: --shared-payload runs on the cluster as it is; skipping {nodes} nodes"
+                );
+                continue;
+            }
+            for &size in &sizes {
+                let actor = Path::Actor {
+                    batching: false,
+                    keyed: false,
+                };
+                let case = |path: Path, shared: bool| Case {
+                    backend,
+                    path,
+                    load: Load {
+                        size,
+                        count: count_for(size, 1, path, o.scale),
+                        members: nodes,
+                        senders: 1,
+                        rate: None,
+                        window: WINDOW,
+                        duration: None,
+                        payload: Payload::Random,
+                        compress: true,
+                        shared,
+                    },
+                };
+                let raw = run(&case(Path::Raw, false), crypto, exe, &mut n);
+                let owned = run(&case(actor, false), crypto, exe, &mut n);
+                let shared = run(&case(actor, true), crypto, exe, &mut n);
+                let (Ok(raw), Ok(owned), Ok(shared)) = (raw, owned, shared) else {
+                    failures += 1;
+                    continue;
+                };
+                lines.push(format!(
+                    "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} / {:.0} |",
+                    label(backend, crypto),
+                    nodes,
+                    human(size),
+                    raw.msgs_per_s,
+                    owned.msgs_per_s,
+                    owned.msgs_per_s / raw.msgs_per_s,
+                    shared.msgs_per_s,
+                    shared.msgs_per_s / raw.msgs_per_s,
+                    shared.msgs_per_s / owned.msgs_per_s,
+                    owned.mb_per_s,
+                    shared.mb_per_s,
+                ));
+            }
+        }
+    }
+    println!("\n#### A large payload as `Vec<u8>` and as `wire::Payload`, throughput, one sender, unbatched\n");
+    println!("| backend | nodes | size | raw msg/s | Vec msg/s | Vec/raw | Payload msg/s | Payload/raw | Payload/Vec | MB/s Vec / Payload |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for line in lines {
         println!("{line}");
     }

@@ -307,3 +307,95 @@ fn a_compressed_frame_that_does_not_open_or_nests_is_dropped_whole() {
     assert!(unpack(&codec(), &packed, true).is_err());
     assert!(unpack(&codec(), &packed, false).is_err());
 }
+
+/// Whether `inner` lies inside `outer`'s memory.
+fn within(inner: &[u8], outer: &[u8]) -> bool {
+    let start = outer.as_ptr() as usize;
+    let at = inner.as_ptr() as usize;
+    start <= at && at + inner.len() <= start + outer.len()
+}
+
+/// An envelope whose body is one `wire::Payload` of `len` bytes.
+fn payload_envelope(len: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..len).map(|i| (i / 7) as u8).collect();
+    codec()
+        .encode(Kind::Request, &crate::wire::Payload::from(data))
+        .expect("encode")
+}
+
+/// The payload of a whole message's only envelope, decoded as the runtime
+/// decodes an actor's message: with the message's buffer current.
+fn payload_in(buffer: &Bytes) -> crate::wire::Payload {
+    let _current = crate::wire::Delivery::enter(buffer);
+    let unpacked = unpack(&codec(), buffer, false).expect("splits");
+    let frame = unpacked.envelopes[0].clone().expect("a frame");
+    codec().decode_payload(frame.body).expect("decodes")
+}
+
+#[test]
+fn a_payload_delivered_alone_shares_the_delivered_buffer() {
+    let delivered = Bytes::from(payload_envelope(16 << 10));
+    let mut pieces = Reassembly::default();
+    let received = receive(&codec(), &mut pieces, Member::new(2, 2), &delivered).expect("reads");
+    let (message, _) = received.into_whole().expect("whole");
+    let buffer = whole_buffer(&delivered, message);
+    assert_eq!(buffer.as_ptr(), delivered.as_ptr());
+    let payload = payload_in(&buffer);
+    assert_eq!(payload.len(), 16 << 10);
+    assert!(within(&payload, &delivered));
+}
+
+#[test]
+fn a_payload_put_back_together_from_pieces_shares_the_reassembled_buffer() {
+    let codec = codec();
+    let whole = payload_envelope(40 << 10);
+    let from = Member::new(2, 2);
+    let mut pieces = Reassembly::default();
+    let parts: Vec<&[u8]> = whole.chunks(16 << 10).collect();
+    let mut last = None;
+    for (index, part) in parts.iter().enumerate() {
+        let head = ChunkHead {
+            id: 4,
+            index: index as u32,
+            count: parts.len() as u32,
+            total: whole.len() as u64,
+        };
+        let delivered = Bytes::from(codec.encode_chunk(head, part));
+        if let Received::Piece {
+            outcome: Piece::Whole(message),
+            ..
+        } = receive(&codec, &mut pieces, from, &delivered).expect("reads")
+        {
+            last = Some((message, delivered));
+        }
+    }
+    let (message, delivered) = last.expect("the last piece completes the message");
+    let reassembled = message.as_ptr();
+    let buffer = whole_buffer(&delivered, Cow::Owned(message));
+    assert_eq!(
+        buffer.as_ptr(),
+        reassembled,
+        "the reassembled buffer, not a copy"
+    );
+    let payload = payload_in(&buffer);
+    assert_eq!(&payload[..], &whole[whole.len() - payload.len()..]);
+    assert!(within(&payload, &buffer));
+}
+
+#[test]
+fn a_payload_delivered_compressed_shares_the_opened_buffer() {
+    let plain = payload_envelope(32 << 10);
+    let delivered = Bytes::from(compressed(&plain));
+    let mut pieces = Reassembly::default();
+    let received = receive(&codec(), &mut pieces, Member::new(2, 2), &delivered).expect("opens");
+    let (message, _) = received.into_whole().expect("whole");
+    let Cow::Owned(opened) = message else {
+        panic!("a compressed delivery opens into a buffer of its own");
+    };
+    let at = opened.as_ptr();
+    let buffer = whole_buffer(&delivered, Cow::Owned(opened));
+    assert_eq!(buffer.as_ptr(), at, "the opened buffer, not a copy");
+    let payload = payload_in(&buffer);
+    assert_eq!(&payload[..], &plain[plain.len() - payload.len()..]);
+    assert!(within(&payload, &buffer));
+}

@@ -4,6 +4,7 @@
 //! back free the send window.
 
 use actix::prelude::*;
+use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::GroupActor;
@@ -28,6 +29,8 @@ impl GroupActor {
         self.record(&event);
         match event {
             TransportEvent::Deliver { from, bytes } => {
+                // The transport's copy, now shared (no copy).
+                let bytes = Bytes::from(bytes);
                 if from == self.local() {
                     self.queue.own_delivered(bytes.len());
                 }
@@ -36,7 +39,10 @@ impl GroupActor {
                     self.metrics.compressed_delivered();
                 }
                 match received {
-                    Ok(Received::Whole(message)) => self.handle_message(from, &message, false, ctx),
+                    Ok(Received::Whole(message)) => {
+                        let whole = inbound::whole_buffer(&bytes, message);
+                        self.handle_delivered(from, whole, false, ctx)
+                    }
                     Ok(Received::Piece { head, outcome }) => {
                         self.handle_piece(from, head, outcome, ctx)
                     }
@@ -89,7 +95,7 @@ impl GroupActor {
             Piece::Stray => self.metrics.chunk_stray(),
             Piece::Whole(message) => {
                 self.metrics.chunked_delivered();
-                self.handle_message(from, &message, true, ctx);
+                self.handle_delivered(from, Bytes::from(message), true, ctx);
             }
         }
         self.refill(ctx);
@@ -119,6 +125,21 @@ impl GroupActor {
         if restarted {
             self.metrics.chunked_resent();
         }
+    }
+
+    /// A whole message in the buffer it was delivered, opened or put back
+    /// together in: that buffer is the current delivery while the message
+    /// is handled, so the actor's `wire::Payload` fields share it
+    /// (`wire::Payload`, rule 2).
+    pub(super) fn handle_delivered(
+        &mut self,
+        from: Member,
+        message: Bytes,
+        reassembled: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let _current = wire::Delivery::enter(&message);
+        self.handle_message(from, &message, reassembled, ctx);
     }
 
     /// A whole message delivered from `from` (alone, or put back together
