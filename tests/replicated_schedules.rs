@@ -20,9 +20,12 @@
 //! the group must be primary again at the end — in memory, every state
 //! would be gone.
 //!
-//! `SIM_SEEDS=n` changes how many seeds run (default 200; 60 for the keyed
-//! durable run, 30 for the unkeyed one), `SIM_SEED=s` replays one; a
-//! failure names its seed.
+//! Safe delivery runs with both acknowledgement rules: a majority of the
+//! primary's members (`Safe`) and every holder (`SafeAll`).
+//!
+//! `SIM_SEEDS=n` changes how many seeds run (default 200; 60 for the
+//! every-holder run and the keyed durable run, 30 for the unkeyed one),
+//! `SIM_SEED=s` replays one; a failure names its seed.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -505,6 +508,11 @@ fn agreed_delivery_survives_seeded_fault_schedules() {
 #[test]
 fn safe_delivery_survives_seeded_fault_schedules() {
     check_all(Delivery::Safe);
+}
+
+#[test]
+fn safe_all_delivery_survives_seeded_fault_schedules() {
+    check_runs(Delivery::SafeAll, Keeping::Memory, 60);
 }
 
 #[test]

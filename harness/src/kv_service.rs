@@ -75,8 +75,12 @@ pub struct ServeOptions {
     pub group: String,
     /// Where the (first) replica listens.
     pub listen: SocketAddr,
-    /// Safe delivery (a reply waits until every replica applied it).
+    /// Safe delivery (a reply waits until a majority of the replicas
+    /// applied it, and, with a data directory, synced it).
     pub safe: bool,
+    /// Safe delivery waiting for every replica holding the state
+    /// (`--safe-all`, [`Delivery::SafeAll`]) instead of a majority.
+    pub safe_all: bool,
     /// Only join a group that exists; never found a new history.
     pub join_only: bool,
     /// The transport.
@@ -104,13 +108,14 @@ pub const SNAPSHOT_EVERY: u64 = 100_000;
 pub const DEFAULT_BATCH: usize = 64;
 
 /// The usage line of `acpg-kv`.
-pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--batch N] [--window N] [--chunks N] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
+pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe | --safe-all] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--batch N] [--window N] [--chunks N] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
 
 /// Parses the arguments of `serve` (after the word `serve`).
 pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     let mut group = None;
     let mut listen = None;
     let mut safe = false;
+    let mut safe_all = false;
     let mut join_only = false;
     let mut backend = None;
     let mut record = None;
@@ -135,6 +140,7 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
                 );
             }
             "--safe" => safe = true,
+            "--safe-all" => safe_all = true,
             "--join-only" => join_only = true,
             "--sim" => {
                 let v = value("a member count")?;
@@ -168,7 +174,8 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     Ok(ServeOptions {
         group: group.ok_or("serve needs a GROUP")?,
         listen: listen.ok_or("serve needs --listen ADDR")?,
-        safe,
+        safe: safe || safe_all,
+        safe_all,
         join_only,
         backend: backend.ok_or("serve needs --sim N or --corosync")?,
         record,
@@ -211,10 +218,10 @@ pub fn replica_config(
     data_dir: Option<PathBuf>,
 ) -> ReplicaConfig {
     ReplicaConfig {
-        delivery: if o.safe {
-            Delivery::Safe
-        } else {
-            Delivery::Agreed
+        delivery: match (o.safe, o.safe_all) {
+            (_, true) => Delivery::SafeAll,
+            (true, false) => Delivery::Safe,
+            (false, false) => Delivery::Agreed,
         },
         found_group: !o.join_only,
         record_to,
@@ -513,6 +520,18 @@ mod tests {
         assert!(parse_serve(&words("g --sim 3")).is_err());
         assert!(parse_serve(&words("g --listen nowhere --sim 3")).is_err());
         assert!(parse_serve(&words("g --listen 127.0.0.1:1 --sim 0")).is_err());
+    }
+
+    #[test]
+    fn safe_waits_for_a_majority_and_safe_all_for_every_holder() {
+        let base = "g --listen 127.0.0.1:7000 --sim 3";
+        let delivery = |extra: &str| {
+            let o = parse_serve(&words(&format!("{base} {extra}"))).expect("parses");
+            super::replica_config(&o, None, None).delivery
+        };
+        assert_eq!(delivery(""), Delivery::Agreed);
+        assert_eq!(delivery("--safe"), Delivery::Safe);
+        assert_eq!(delivery("--safe-all"), Delivery::SafeAll);
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub enum Mode {
     /// fsync per batch of commands, before any of their answers): both
     /// survive a whole-cluster power loss with every acknowledged write.
     Durable,
+    /// As [`Mode::Durable`], the kv service's replies waiting for every
+    /// replica's sync (`--safe-all`) instead of a majority's.
+    DurableAll,
     /// etcd as shipped (every commit fsynced) against the kv service in
     /// memory with agreed delivery: what each system gives by default.
     /// Not a like-for-like durability comparison: etcd survives a
@@ -54,6 +57,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Durable => "durable",
+            Mode::DurableAll => "durable-all",
             Mode::EtcdDefault => "default",
             Mode::NoFsync => "no-fsync",
         }
@@ -63,10 +67,11 @@ impl Mode {
     pub fn parse(name: &str) -> Result<Mode, String> {
         match name {
             "durable" => Ok(Mode::Durable),
+            "durable-all" => Ok(Mode::DurableAll),
             "default" => Ok(Mode::EtcdDefault),
             "no-fsync" => Ok(Mode::NoFsync),
             other => Err(format!(
-                "unknown mode {other:?} (durable, default or no-fsync)"
+                "unknown mode {other:?} (durable, durable-all, default or no-fsync)"
             )),
         }
     }
@@ -74,7 +79,7 @@ impl Mode {
     /// How etcd runs in this mode.
     pub fn etcd_fsync(self) -> Fsync {
         match self {
-            Mode::Durable | Mode::EtcdDefault => Fsync::On,
+            Mode::Durable | Mode::DurableAll | Mode::EtcdDefault => Fsync::On,
             Mode::NoFsync => Fsync::Off,
         }
     }
@@ -83,7 +88,10 @@ impl Mode {
     pub fn label(self) -> &'static str {
         match self {
             Mode::Durable => {
-                "etcd default (fsync) vs actix-cpg durable (data dir, group-commit fsync), safe"
+                "etcd default (fsync) vs actix-cpg durable (data dir, group-commit fsync), safe (majority)"
+            }
+            Mode::DurableAll => {
+                "etcd default (fsync) vs actix-cpg durable (data dir, group-commit fsync), safe (every holder)"
             }
             Mode::EtcdDefault => "etcd default (fsync) vs actix-cpg in memory, agreed",
             Mode::NoFsync => "etcd --unsafe-no-fsync vs actix-cpg in memory, agreed",
@@ -94,8 +102,12 @@ impl Mode {
     /// whose data directory (if any) is `dir`.
     pub(crate) fn serve_args(self, dir: &Path) -> Vec<String> {
         match self {
-            Mode::Durable => vec![
-                "--safe".into(),
+            Mode::Durable | Mode::DurableAll => vec![
+                if self == Mode::Durable {
+                    "--safe".into()
+                } else {
+                    "--safe-all".into()
+                },
                 "--data-dir".into(),
                 dir.display().to_string(),
                 "--sync".into(),
@@ -386,7 +398,12 @@ mod tests {
 
     #[test]
     fn modes_are_named_both_ways_and_durable_is_refused_until_it_exists() {
-        for m in [Mode::Durable, Mode::EtcdDefault, Mode::NoFsync] {
+        for m in [
+            Mode::Durable,
+            Mode::DurableAll,
+            Mode::EtcdDefault,
+            Mode::NoFsync,
+        ] {
             assert_eq!(Mode::parse(m.name()), Ok(m));
         }
         assert!(Mode::parse("fsync").is_err());

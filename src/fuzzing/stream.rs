@@ -7,7 +7,8 @@
 //!  pool   := 6 × (node u32 LE, pid u32 LE)      members 0 and 1 are driven
 //!  first  := u8   bit i: pool member 2+i is in the first view too
 //!  flags  := u8   bit 0: the others were there before (only 0 and 1 join)
-//!                 bit 1: safe delivery (replicated)
+//!                 bit 1: safe delivery (replicated); with bit 2 too,
+//!                        every holder's acknowledgement (`SafeAll`)
 //!                 bits 2..8: clock skew of member 1 (election), in ms
 //!  op     := tag u8, then by tag % 5:
 //!    0 deliver  sender u8 · wrap u8 · len u16 LE · len bytes (fewer if the

@@ -328,10 +328,10 @@ impl Subject for ReplicaSubject {
     }
 
     fn new(local: Member, flags: u8, _skew_ms: u64) -> Self {
-        let delivery = if flags & 2 != 0 {
-            Delivery::Safe
-        } else {
-            Delivery::Agreed
+        let delivery = match (flags & 2 != 0, flags & 4 != 0) {
+            (false, _) => Delivery::Agreed,
+            (true, false) => Delivery::Safe,
+            (true, true) => Delivery::SafeAll,
         };
         let codec = Codec::new(LIMIT);
         ReplicaSubject {

@@ -209,7 +209,8 @@
 //!       reads the participants' only: a view of observers only is never
 //!       quorate, hence never primary (nobody can send a state either:
 //!       every observer keeps its own);
-//!     - safe delivery waits for the participants holding the state only;
+//!     - safe delivery counts the acknowledgements of participants
+//!       holding the state only;
 //!     - it sends no command, fact or ack (its replica refuses a command
 //!       locally, [`ReplicaError::Observer`]); one from an observer is
 //!       refused on every member (`observer`), a command's sender getting
@@ -304,12 +305,41 @@
 //! # Safe delivery
 //!
 //! In [`Delivery::Safe`] commands are applied in delivery order as above,
-//! but the caller's reply waits until every participant that holds the
-//! state has multicast an [`ReplicaMessage::Ack`] at or past the command's
-//! position (rule 10).
+//! but the caller's reply waits until a strict majority of the primary
+//! component's participants (its lineage) have multicast an
+//! [`ReplicaMessage::Ack`] at or past the command's position; in
+//! [`Delivery::SafeAll`], until every participant that holds the state has.
+//! Only a participant holding the state acknowledges (rule 10): one still
+//! receiving a transfer counts in the majority's size, not towards it. A
+//! durable replica acknowledges only what it synced (`keeper`, rule 1).
 //! Replies still waiting when the view changes are released only if this
-//! member's state survives into a primary view; otherwise the caller gets
-//! [`ReplicaError::Uncertain`].
+//! member's state survives into a primary view, and then by that view's
+//! acknowledgements; otherwise the caller gets [`ReplicaError::Uncertain`].
+//!
+//! Why a majority is enough, as in Raft (the acknowledgements come from a
+//! strict majority `M` of the lineage `L` of the primary that applied the
+//! command `c`):
+//!
+//! - *A later primary holds `c`.* A view is primary only with a strict
+//!   majority of `L` (members seen leaving with `Leave`/`ProcDown` aside),
+//!   which meets `M`; the members that move from one view to the next
+//!   together delivered the same messages (virtual synchrony), and each
+//!   member of `M` delivered `c` before its acknowledgement, so the winner
+//!   (the greatest state) holds `c`. A member of `L` seen leaving with
+//!   `Leave`/`ProcDown` left a live daemon behind: what it delivered, the
+//!   others in the ring deliver too.
+//! - *A whole-group restart keeps `c`.* A durable replica acknowledges only
+//!   what it synced, and writes a later primary's record to its disk only
+//!   after syncing what it applied before (`keeper`, rules 1 and 2). A group
+//!   restarted from disk is primary again only once every member of the
+//!   latest record's component is back (or gone for sure, `keeper` rule 4),
+//!   and the winner's state must be of that record's epoch: if that record
+//!   is `L`'s, the members back include `M`; if it is a later one, its
+//!   members wrote it after syncing `c`.
+//!
+//! So an acknowledged command survives the loss of any minority of the
+//! primary's members, with their disks; [`Delivery::SafeAll`] survives any
+//! number of disks but one, at the price of waiting for the slowest holder.
 //!
 //! # Limits of the rules
 //!
@@ -2630,7 +2660,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                     id: cmd.id,
                     result: Ok(executed),
                 }),
-                Delivery::Safe => {
+                Delivery::Safe | Delivery::SafeAll => {
                     self.unstable.insert(self.id.applied, (cmd.id, executed));
                 }
             }
@@ -2641,12 +2671,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         if self.unstable.is_empty() {
             return;
         }
-        let stable = self
-            .holders
-            .iter()
-            .map(|h| self.acks.get(h).copied().unwrap_or(0))
-            .min()
-            .unwrap_or(0);
+        let stable = self.stable();
         while let Some(entry) = self.unstable.first_entry() {
             if *entry.key() > stable {
                 break;
@@ -2659,8 +2684,39 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
+    /// The position every reply up to which may leave (safe delivery): the
+    /// highest one acknowledged by a strict majority of the primary's
+    /// lineage ([`Delivery::Safe`]), or by every participant holding the
+    /// state ([`Delivery::SafeAll`]).
+    fn stable(&self) -> u64 {
+        let acked = |m: &Member| self.acks.get(m).copied().unwrap_or(0);
+        match self.delivery {
+            Delivery::Agreed => u64::MAX,
+            Delivery::SafeAll => self.holders.iter().map(acked).min().unwrap_or(0),
+            Delivery::Safe => {
+                let Phase::Installed(Installed {
+                    primary: true,
+                    lineage,
+                    ..
+                }) = &self.phase
+                else {
+                    return 0;
+                };
+                let mut counts: Vec<u64> = self
+                    .holders
+                    .iter()
+                    .filter(|h| lineage.contains(h))
+                    .map(acked)
+                    .collect();
+                counts.sort_unstable_by(|a, b| b.cmp(a));
+                // The position a strict majority of the lineage reached.
+                counts.get(lineage.len() / 2).copied().unwrap_or(0)
+            }
+        }
+    }
+
     fn maybe_ack(&mut self, out: &mut Actions<S>) {
-        if self.delivery != Delivery::Safe
+        if self.delivery == Delivery::Agreed
             || self.ack_in_flight
             || self.observing()
             || !self.is_holding()

@@ -59,9 +59,11 @@
 //!   so a command applied and acknowledged on one node could be lost if
 //!   that node's daemon died before the others received it. In safe mode a
 //!   command is still applied in delivery order, but its reply waits until
-//!   every member holding the state has acknowledged (with an ordered
-//!   message) that it applied it; so an acknowledged command is held by
-//!   every member of the view and survives the crash of any minority.
+//!   a strict majority of the primary component's members have
+//!   acknowledged (with an ordered message) that they applied it — and, if
+//!   durable, synced it — so an acknowledged command survives the crash of
+//!   any minority, disks included. [`Delivery::SafeAll`] waits for every
+//!   member holding the state instead.
 //! - **Protocol versions**: each replica announces the versions its build
 //!   speaks; the group speaks the highest every member speaks, decided in
 //!   the stream, so identically everywhere. A replica that cannot speak it
@@ -299,9 +301,18 @@ pub enum Delivery {
     /// others received it.
     #[default]
     Agreed,
-    /// Once every member holding the state has acknowledged applying it.
-    /// Costs one more multicast round per batch of commands.
+    /// Once a strict majority of the primary component's participants have
+    /// acknowledged applying it (a durable replica: applying and syncing
+    /// it), as Raft commits. It survives the loss of any minority of them,
+    /// disks included, and any number of whole-group restarts. Costs one
+    /// more multicast round per batch of commands, and waits for the
+    /// majority's slowest member, not the group's.
     Safe,
+    /// Once every participant holding the state has acknowledged applying
+    /// (and, durable, syncing) it: it survives the loss of every disk but
+    /// one, and a reply means every holder applied it. Waits for the
+    /// slowest holder.
+    SafeAll,
 }
 
 /// Tuning of one replica.

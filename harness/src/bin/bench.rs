@@ -50,8 +50,10 @@
 //! that table (see `actix_cpg_harness::vs_etcd`); it needs the real
 //! cluster, `--features corosync,etcd` (the `etcd` feature needs `protoc`:
 //! Debian `protobuf-compiler`) and installs Debian's `etcd-server` if it is
-//! missing. `--modes durable,default,no-fsync` picks the pairings (all by
-//! default); `--scale` and `--smoke` set the request counts.
+//! missing. `--modes durable,durable-all,default,no-fsync` picks the
+//! pairings (by default all but `durable-all`, whose replies wait for every
+//! replica's sync instead of a majority's); `--scale` and `--smoke` set
+//! the request counts.
 //!
 //! ```sh
 //! flock /tmp/acpg-cluster.lock cargo run -p actix-cpg-harness --release --features corosync,etcd \
@@ -284,7 +286,7 @@ fn parse_args() -> Result<Options, String> {
             "--modes" => {
                 modes = args
                     .next()
-                    .ok_or("--modes takes durable,default,no-fsync")?
+                    .ok_or("--modes takes durable,durable-all,default,no-fsync")?
                     .split(',')
                     .map(Mode::parse)
                     .collect::<Result<_, _>>()?

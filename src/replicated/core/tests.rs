@@ -687,7 +687,7 @@ fn members_without_the_latest_state_never_go_on_without_it() {
 }
 
 #[test]
-fn safe_delivery_replies_after_every_holder_acknowledged() {
+fn safe_delivery_in_a_pair_replies_after_both_acknowledged() {
     let cluster = SimCluster::new(3);
     let mut peers = group_of(&cluster, 2, Delivery::Safe);
     let id = peers[0].execute(1);
@@ -696,6 +696,48 @@ fn safe_delivery_replies_after_every_holder_acknowledged() {
     while peers[0].step() {}
     assert!(peers[0].replies.is_empty());
     assert_eq!(peers[0].core.state().0.len(), 1);
+    settle(&mut peers);
+    assert_eq!(peers[0].replies[&id], Ok(1));
+    assert_agree(&peers);
+}
+
+#[test]
+fn a_safe_reply_leaves_once_a_majority_acknowledged_and_waits_for_nobody_slower() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Safe);
+    let id = peers[0].execute(1);
+    // The third member reads nothing: only the first two apply and
+    // acknowledge.
+    while peers[0].step() | peers[1].step() {}
+    assert_eq!(peers[0].replies[&id], Ok(1), "2 of 3 acknowledged");
+    assert!(peers[2].core.state().0.is_empty());
+    settle(&mut peers);
+    assert_agree(&peers);
+}
+
+#[test]
+fn a_safe_reply_never_leaves_on_its_senders_acknowledgement_alone() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Safe);
+    let id = peers[0].execute(1);
+    // Only the sender reads: its own acknowledgement is 1 of 3.
+    while peers[0].step() {}
+    assert_eq!(peers[0].core.state().0.len(), 1);
+    assert!(peers[0].replies.is_empty());
+    settle(&mut peers);
+    assert_eq!(peers[0].replies[&id], Ok(1));
+}
+
+#[test]
+fn a_safe_all_reply_waits_for_every_holder() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::SafeAll);
+    let id = peers[0].execute(1);
+    while peers[0].step() | peers[1].step() {}
+    assert!(
+        peers[0].replies.is_empty(),
+        "the third holder has not acknowledged"
+    );
     settle(&mut peers);
     assert_eq!(peers[0].replies[&id], Ok(1));
     assert_agree(&peers);
