@@ -716,6 +716,25 @@ fn a_safe_reply_leaves_once_a_majority_acknowledged_and_waits_for_nobody_slower(
 }
 
 #[test]
+fn a_command_a_majority_acknowledged_survives_its_sender_with_the_slow_member() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Safe);
+    let id = peers[0].execute(1);
+    while peers[0].step() | peers[1].step() {}
+    assert_eq!(peers[0].replies[&id], Ok(1));
+    // The sender's node dies: the acknowledging survivor and the member
+    // that read nothing yet are a majority of the last primary, and the
+    // state they go on with holds the command.
+    cluster.crash_node(NodeId(1)).expect("crash");
+    settle(&mut peers);
+    for p in &peers[1..] {
+        assert!(p.core.is_primary());
+        assert_eq!(p.core.state().0.len(), 1);
+    }
+    assert_agree(&peers[1..]);
+}
+
+#[test]
 fn a_safe_reply_never_leaves_on_its_senders_acknowledgement_alone() {
     let cluster = SimCluster::new(3);
     let mut peers = group_of(&cluster, 3, Delivery::Safe);
