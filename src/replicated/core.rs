@@ -392,6 +392,13 @@ use crate::stable_hash::StableHasher;
 use crate::transport::{Member, MemberChange, QuorumState, Reason};
 use crate::wire::{Codec, Versions};
 
+/// How many of its acknowledgements a member keeps in flight (safe
+/// delivery): one more is asked for only while fewer are on their way, so
+/// their number per round through the daemons stays bounded, and a
+/// durable replica whose sync returns while an earlier acknowledgement is
+/// still travelling need not wait for it to come back.
+pub(crate) const ACKS_IN_FLIGHT: u32 = 4;
+
 /// The actions for a state machine `S`.
 pub(crate) type Actions<S> =
     Vec<Action<<S as StateMachine>::Response, <S as StateMachine>::Snapshot>>;
@@ -580,7 +587,9 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     // Safe delivery.
     holders: BTreeSet<Member>,
     acks: BTreeMap<Member, u64>,
-    ack_in_flight: bool,
+    /// This member's acknowledgements asked for and not yet delivered
+    /// back, at most [`ACKS_IN_FLIGHT`].
+    acks_in_flight: u32,
     /// The primary epoch and founding of the state the last
     /// acknowledgement was asked for: one sent later may say every command
     /// applied since, as long as they are the same ([`Self::raise_ack`]).
@@ -678,7 +687,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             refused: RefusedCounts::default(),
             holders: BTreeSet::new(),
             acks: BTreeMap::new(),
-            ack_in_flight: false,
+            acks_in_flight: 0,
             ack_basis: None,
             acked: 0,
             unstable: BTreeMap::new(),
@@ -1144,7 +1153,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.acks.clear();
         // An ack still queued is purged below; one already sent comes back
         // before our info, so it cannot be mistaken for a later one.
-        self.ack_in_flight = false;
+        self.acks_in_flight = 0;
         // Rule 11: a view change closes the open check, undecided. A check
         // still queued is purged below; one already sent finds none open.
         if let Some(check) = self.check.take() {
@@ -1553,7 +1562,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             }
             ReplicaMessage::Ack(upto) => {
                 if from == self.local {
-                    self.ack_in_flight = false;
+                    self.acks_in_flight = self.acks_in_flight.saturating_sub(1);
                 }
                 if !self.roster.is_member(from) {
                     self.refused.not_member += 1;
@@ -2715,9 +2724,16 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 
+    /// The runtime sent one acknowledgement for two the core asked for
+    /// (the later one covers the earlier, runtime rule 3): one fewer is in
+    /// flight.
+    pub(crate) fn ack_absorbed(&mut self) {
+        self.acks_in_flight = self.acks_in_flight.saturating_sub(1);
+    }
+
     fn maybe_ack(&mut self, out: &mut Actions<S>) {
         if self.delivery == Delivery::Agreed
-            || self.ack_in_flight
+            || self.acks_in_flight >= ACKS_IN_FLIGHT
             || self.observing()
             || !self.is_holding()
             || self.id.applied <= self.acked
@@ -2725,7 +2741,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         }
         self.acked = self.id.applied;
-        self.ack_in_flight = true;
+        self.acks_in_flight += 1;
         self.ack_basis = Some((self.id.epoch, self.id.genesis));
         out.push(Action::Mcast(ReplicaMessage::Ack(self.id.applied)));
     }

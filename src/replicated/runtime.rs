@@ -29,7 +29,11 @@
 //!    commit, an acknowledgement the core asked for is sent once, at the
 //!    end, carrying the highest count applied by then, if the state is
 //!    still of the same primary epoch and founding (the core asked for an
-//!    acknowledgement of it, and it only grew by commands since).
+//!    acknowledgement of it, and it only grew by commands since). The
+//!    core keeps a few of its acknowledgements in flight
+//!    (`core::ACKS_IN_FLIGHT`); two asked for in one batch, or released
+//!    by one sync, go as one, and the core is told it has one fewer in
+//!    flight.
 //! 4. Replies and acknowledgements of a durable replica wait for the sync
 //!    of what was appended before them (`keeper` rule 1), but delivery
 //!    does not: at the end of a turn that appended entries the runtime
@@ -482,7 +486,9 @@ impl<S: StateMachine> ReplicaActor<S> {
                     self.release_written();
                 }
                 Action::Mcast(ReplicaMessage::Ack(upto)) if self.in_batch => {
-                    self.deferred_ack = Some(upto);
+                    if self.deferred_ack.replace(upto).is_some() {
+                        self.core.ack_absorbed();
+                    }
                 }
                 Action::Mcast(msg) => self.send_control(msg),
                 Action::Purge => {
@@ -573,11 +579,18 @@ impl<S: StateMachine> ReplicaActor<S> {
     /// by rule 4).
     fn release(&mut self, released: Actions<S>) {
         let durable = self.keeper.as_ref().map(|k| k.durable());
+        let mut sent = None;
         for action in released {
             match action {
                 Action::Mcast(ReplicaMessage::Ack(upto)) => {
                     let upto = self.core.raise_ack(upto, durable);
-                    self.send_control(ReplicaMessage::Ack(upto));
+                    if sent.is_some_and(|s| s >= upto) {
+                        // An acknowledgement of this sync says it already.
+                        self.core.ack_absorbed();
+                    } else {
+                        sent = Some(upto);
+                        self.send_control(ReplicaMessage::Ack(upto));
+                    }
                 }
                 Action::Mcast(msg) => self.send_control(msg),
                 Action::Reply { id, result } => self.reply(id, result),

@@ -748,6 +748,34 @@ fn a_safe_reply_never_leaves_on_its_senders_acknowledgement_alone() {
 }
 
 #[test]
+fn a_member_acknowledges_again_while_its_earlier_acknowledgement_travels() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Safe);
+    let first = peers[0].execute(1);
+    let second = peers[0].execute(2);
+    // Two deliveries: both commands, and neither acknowledgement back yet.
+    assert!(peers[0].step() && peers[0].step());
+    assert_eq!(peers[0].core.state().0.len(), 2);
+    assert_eq!(
+        peers[0].core.acks_in_flight, 2,
+        "the second command is acknowledged without waiting for the first's"
+    );
+    settle(&mut peers);
+    assert_eq!(peers[0].core.acks_in_flight, 0);
+    assert_eq!(peers[0].replies[&first], Ok(1));
+    assert_eq!(peers[0].replies[&second], Ok(2));
+    // Never more than the bound, however many commands come at once.
+    for value in 3..20 {
+        peers[0].execute(value);
+    }
+    while peers[0].step() {
+        assert!(peers[0].core.acks_in_flight <= super::ACKS_IN_FLIGHT);
+    }
+    settle(&mut peers);
+    assert_agree(&peers);
+}
+
+#[test]
 fn a_safe_all_reply_waits_for_every_holder() {
     let cluster = SimCluster::new(3);
     let mut peers = group_of(&cluster, 3, Delivery::SafeAll);
