@@ -773,57 +773,48 @@ fn compression(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::pat
     };
     let (mut failures, mut n) = (0, 0);
     let mut lines = Vec::new();
-    for &(backend, crypto) in passes {
-        for &nodes in &o.nodes {
-            if backend == Backend::Corosync
-                && bench::cluster_nodes() != Some(cluster_size_for(nodes))
-            {
-                eprintln!(
-                    "bench: --compression runs on the cluster as it is; skipping {nodes} nodes"
-                );
-                continue;
-            }
-            for &(size, batching) in &cases {
-                let actor = Path::Actor {
-                    batching,
-                    keyed: false,
+    for (backend, crypto, nodes) in table_runs(o, passes, "--compression") {
+        for &(size, batching) in &cases {
+            let actor = Path::Actor {
+                batching,
+                keyed: false,
+            };
+            let case = |path: Path, payload: Payload, compress: bool| Case {
+                backend,
+                path,
+                load: Load {
+                    size,
+                    count: count_for(size, 1, path, o.scale),
+                    members: nodes,
+                    senders: 1,
+                    rate: None,
+                    window: WINDOW,
+                    duration: None,
+                    payload,
+                    compress,
+                    shared: false,
+                },
+            };
+            let raw = match run(
+                &case(Path::Raw, Payload::Random, false),
+                crypto,
+                exe,
+                &mut n,
+            ) {
+                Ok(raw) => raw,
+                Err(_) => {
+                    failures += 1;
+                    continue;
+                }
+            };
+            for payload in [Payload::Json, Payload::Random] {
+                let off = run(&case(actor, payload, false), crypto, exe, &mut n);
+                let on = run(&case(actor, payload, true), crypto, exe, &mut n);
+                let (Ok(off), Ok(on)) = (off, on) else {
+                    failures += 1;
+                    continue;
                 };
-                let case = |path: Path, payload: Payload, compress: bool| Case {
-                    backend,
-                    path,
-                    load: Load {
-                        size,
-                        count: count_for(size, 1, path, o.scale),
-                        members: nodes,
-                        senders: 1,
-                        rate: None,
-                        window: WINDOW,
-                        duration: None,
-                        payload,
-                        compress,
-                        shared: false,
-                    },
-                };
-                let raw = match run(
-                    &case(Path::Raw, Payload::Random, false),
-                    crypto,
-                    exe,
-                    &mut n,
-                ) {
-                    Ok(raw) => raw,
-                    Err(_) => {
-                        failures += 1;
-                        continue;
-                    }
-                };
-                for payload in [Payload::Json, Payload::Random] {
-                    let off = run(&case(actor, payload, false), crypto, exe, &mut n);
-                    let on = run(&case(actor, payload, true), crypto, exe, &mut n);
-                    let (Ok(off), Ok(on)) = (off, on) else {
-                        failures += 1;
-                        continue;
-                    };
-                    lines.push(format!(
+                lines.push(format!(
                         "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} / {:.1} |",
                         label(backend, crypto),
                         nodes,
@@ -843,21 +834,15 @@ fn compression(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::pat
                         off.mb_per_s,
                         on.mb_per_s,
                     ));
-                }
             }
         }
     }
-    println!("\n#### Compression (LZ4 above `compress_above`), throughput, one sender\n");
-    println!("| backend | nodes | size | messages | payload | LZ4 size/raw | raw msg/s | off msg/s | off/raw | on msg/s | on/raw | on/off | MB/s off / on |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for line in lines {
-        println!("{line}");
-    }
-    if failures > 0 {
-        eprintln!("bench: {failures} case(s) failed");
-        return 1;
-    }
-    0
+    print_table(
+        "Compression (LZ4 above `compress_above`), throughput, one sender",
+        "| backend | nodes | size | messages | payload | LZ4 size/raw | raw msg/s | off msg/s | off/raw | on msg/s | on/raw | on/off | MB/s off / on |",
+        &lines,
+        failures,
+    )
 }
 
 /// `--shared-payload`: raw, then the actor path with the sink reading the
@@ -871,66 +856,90 @@ fn shared_payload(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::
     };
     let (mut failures, mut n) = (0, 0);
     let mut lines = Vec::new();
+    for (backend, crypto, nodes) in table_runs(o, passes, "--shared-payload") {
+        for &size in &sizes {
+            let actor = Path::Actor {
+                batching: false,
+                keyed: false,
+            };
+            let case = |path: Path, shared: bool| Case {
+                backend,
+                path,
+                load: Load {
+                    size,
+                    count: count_for(size, 1, path, o.scale),
+                    members: nodes,
+                    senders: 1,
+                    rate: None,
+                    window: WINDOW,
+                    duration: None,
+                    payload: Payload::Random,
+                    compress: true,
+                    shared,
+                },
+            };
+            let raw = run(&case(Path::Raw, false), crypto, exe, &mut n);
+            let owned = run(&case(actor, false), crypto, exe, &mut n);
+            let shared = run(&case(actor, true), crypto, exe, &mut n);
+            let (Ok(raw), Ok(owned), Ok(shared)) = (raw, owned, shared) else {
+                failures += 1;
+                continue;
+            };
+            lines.push(format!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} / {:.0} |",
+                label(backend, crypto),
+                nodes,
+                human(size),
+                raw.msgs_per_s,
+                owned.msgs_per_s,
+                owned.msgs_per_s / raw.msgs_per_s,
+                shared.msgs_per_s,
+                shared.msgs_per_s / raw.msgs_per_s,
+                shared.msgs_per_s / owned.msgs_per_s,
+                owned.mb_per_s,
+                shared.mb_per_s,
+            ));
+        }
+    }
+    print_table(
+        "A large payload as `Vec<u8>` and as `wire::Payload`, throughput, one sender, unbatched",
+        "| backend | nodes | size | raw msg/s | Vec msg/s | Vec/raw | Payload msg/s | Payload/raw | Payload/Vec | MB/s Vec / Payload |",
+        &lines,
+        failures,
+    )
+}
+
+/// Each pass at each group size of `--nodes`, but for a corosync pass
+/// whose cluster has another size (`flag`'s tables run on the cluster as
+/// it is; the skip is said on stderr).
+fn table_runs(
+    o: &Options,
+    passes: &[(Backend, Option<Crypto>)],
+    flag: &str,
+) -> Vec<(Backend, Option<Crypto>, usize)> {
+    let mut runs = Vec::new();
     for &(backend, crypto) in passes {
         for &nodes in &o.nodes {
             if backend == Backend::Corosync
                 && bench::cluster_nodes() != Some(cluster_size_for(nodes))
             {
-                eprintln!(
-                    "bench: --shared-payload runs on the cluster as it is; skipping {nodes} nodes"
-                );
+                eprintln!("bench: {flag} runs on the cluster as it is; skipping {nodes} nodes");
                 continue;
             }
-            for &size in &sizes {
-                let actor = Path::Actor {
-                    batching: false,
-                    keyed: false,
-                };
-                let case = |path: Path, shared: bool| Case {
-                    backend,
-                    path,
-                    load: Load {
-                        size,
-                        count: count_for(size, 1, path, o.scale),
-                        members: nodes,
-                        senders: 1,
-                        rate: None,
-                        window: WINDOW,
-                        duration: None,
-                        payload: Payload::Random,
-                        compress: true,
-                        shared,
-                    },
-                };
-                let raw = run(&case(Path::Raw, false), crypto, exe, &mut n);
-                let owned = run(&case(actor, false), crypto, exe, &mut n);
-                let shared = run(&case(actor, true), crypto, exe, &mut n);
-                let (Ok(raw), Ok(owned), Ok(shared)) = (raw, owned, shared) else {
-                    failures += 1;
-                    continue;
-                };
-                lines.push(format!(
-                    "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} / {:.0} |",
-                    label(backend, crypto),
-                    nodes,
-                    human(size),
-                    raw.msgs_per_s,
-                    owned.msgs_per_s,
-                    owned.msgs_per_s / raw.msgs_per_s,
-                    shared.msgs_per_s,
-                    shared.msgs_per_s / raw.msgs_per_s,
-                    shared.msgs_per_s / owned.msgs_per_s,
-                    owned.mb_per_s,
-                    shared.mb_per_s,
-                ));
-            }
+            runs.push((backend, crypto, nodes));
         }
     }
-    println!("\n#### A large payload as `Vec<u8>` and as `wire::Payload`, throughput, one sender, unbatched\n");
-    println!("| backend | nodes | size | raw msg/s | Vec msg/s | Vec/raw | Payload msg/s | Payload/raw | Payload/Vec | MB/s Vec / Payload |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for line in lines {
-        println!("{line}");
+    runs
+}
+
+/// Prints a table (its title, its header row `columns` and `rows`) and
+/// returns the exit code: 1 if any of its `failures` cases failed.
+fn print_table(title: &str, columns: &str, rows: &[String], failures: usize) -> i32 {
+    println!("\n#### {title}\n");
+    println!("{columns}");
+    println!("{}|", "|---".repeat(columns.matches('|').count() - 1));
+    for row in rows {
+        println!("{row}");
     }
     if failures > 0 {
         eprintln!("bench: {failures} case(s) failed");
