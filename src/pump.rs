@@ -14,8 +14,9 @@
 //! before this member's sends and the events behind it, instead of after
 //! them. A failover then waits for the decision only, not also for a
 //! round of multicasts (each a round trip to a daemon busy with the same
-//! view change). Only when things run changes; the order of events and
-//! of sends does not.
+//! view change); the group runtime also sends nothing while it handles
+//! the view change itself (its rule 3). Only when things run changes;
+//! the order of events and of sends does not.
 
 use std::future::Future;
 use std::pin::Pin;

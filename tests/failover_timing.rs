@@ -4,6 +4,10 @@
 //! the machine is shared). It prints p50/p90/max of the time it took, the
 //! figure compared before and after a change to the confchg path
 //! (`cargo test --test integration failover_timing:: -- --nocapture`).
+//!
+//! And the order of the survivor's turn on the confchg (rule 2 of the
+//! group runtime): the child a restart starts is running before the view
+//! change reaches the new host's subscribers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -86,6 +90,16 @@ async fn member(cluster: &SimCluster, node: u32, census: &Census) -> (SimProcess
     (process, group)
 }
 
+/// Runs `a` on `host`, as the census says.
+fn runs_on(census: &Census, host: Member) -> bool {
+    census
+        .0
+        .lock()
+        .unwrap()
+        .get("jobs/a")
+        .is_some_and(|hosts| hosts.contains(&host))
+}
+
 fn host_of(census: &Census) -> Option<Member> {
     match census.0.lock().unwrap().get("jobs/a").map(Vec::as_slice) {
         Some([one]) => Some(*one),
@@ -137,4 +151,87 @@ async fn a_child_runs_again_soon_after_its_host_is_killed() {
         at(0.9),
         times[times.len() - 1]
     );
+}
+
+/// What a member's subscriber saw: at `.0`, a view change took `.1` out,
+/// and `a` ran at `.0` by then (`.2`).
+type Heard = Arc<Mutex<Vec<(Member, Member, bool)>>>;
+
+/// A member whose subscriber notes, at every view change that takes a
+/// member out, whether `a` already runs on this member.
+async fn watched_member(
+    cluster: &SimCluster,
+    node: u32,
+    census: &Census,
+    heard: &Heard,
+) -> (SimProcess, Group) {
+    let (process, group) = member(cluster, node, census).await;
+    let mut events = group.subscribe();
+    let (census, heard, local) = (census.clone(), heard.clone(), group.local());
+    actix::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            if let actix_cpg::GroupEvent::ViewChanged { left, .. } = event {
+                for change in left {
+                    let running = runs_on(&census, local);
+                    heard.lock().unwrap().push((local, change.member, running));
+                }
+            }
+        }
+    });
+    (process, group)
+}
+
+#[actix_rt::test]
+async fn a_child_restarted_at_a_view_change_runs_before_its_new_host_hears_of_the_view() {
+    let cluster = SimCluster::new(3);
+    let census = Census::default();
+    let heard = Heard::default();
+    let mut members = Vec::new();
+    for node in 1..=3 {
+        members.push(watched_member(&cluster, node, &census, &heard).await);
+    }
+    for _ in 0..5 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let host = loop {
+            if let Some(h) = host_of(&census) {
+                break h;
+            }
+            assert!(Instant::now() < deadline, "the child never ran");
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
+        };
+        let i = members.iter().position(|(_, g)| g.local() == host).unwrap();
+        let (process, _) = members.remove(i);
+        let node = process.node();
+        cluster.kill_process(process.member()).unwrap();
+        let new_host = loop {
+            if let Some(h) = host_of(&census).filter(|h| *h != host) {
+                break h;
+            }
+            assert!(Instant::now() < deadline, "no failover");
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
+        };
+        let running_first = loop {
+            let seen = heard
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(at, gone, _)| *at == new_host && *gone == host)
+                .map(|(_, _, running)| *running);
+            if let Some(running) = seen {
+                break running;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new host never heard of the view"
+            );
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
+        };
+        assert!(
+            running_first,
+            "{new_host} told its subscribers that {host} left before running `a`"
+        );
+        members.push(watched_member(&cluster, node.0, &census, &heard).await);
+        // Let the newcomer settle before the next kill.
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -23,6 +23,29 @@
 //! events, flushing the queue when it runs out of both. The linger only
 //! delays *when* the runtime multicasts (local I/O timing); it decides
 //! nothing in the group.
+//!
+//! # A view change's turn
+//!
+//! A failover is as fast as this member's turn on the confchg up to the
+//! restarted child's start, so that turn is ordered for it:
+//!
+//! 1. **Children first.** Once the core has decided, what its supervision
+//!    decisions ask of this member (children started and stopped, in the
+//!    engine's order, and a reconcile a merge round left due) is carried
+//!    out before anything else: then the view and the other events are
+//!    published, in the core's order, and the decisions logged, counted
+//!    and published to the supervision subscribers.
+//! 2. So a restart decided at a confchg starts its child before the
+//!    view's subscribers hear of the change (the child's actor is spawned
+//!    on this thread ahead of the subscribers' wake-ups, so its `started`
+//!    runs first too). Only this member's execution order moves: every
+//!    member decides the same at the same point of the stream, and each
+//!    subscriber sees the same sequence of events as before.
+//! 3. **No sends in that turn.** What it queued (the restarted children's
+//!    names, quorum facts, announcements) is multicast at the pump's next
+//!    turn, after the children and subscribers ran: a multicast is a
+//!    round trip to a daemon busy with the same view change. Only when the
+//!    messages leave changes, never their order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;

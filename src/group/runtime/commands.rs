@@ -1,6 +1,7 @@
 //! The core's commands, carried out: multicasts queued, local actors
 //! given their requests, replies sent, registrations and calls resolved,
-//! supervision executed, events published.
+//! supervision executed, events published; a view change's in the order
+//! of the runtime's rules 1–3.
 
 use actix::prelude::*;
 use tracing::{debug, error, warn};
@@ -14,8 +15,35 @@ use crate::transport::Member;
 use crate::wire::Kind;
 
 impl GroupActor {
+    /// Carries out `commands` in their order, then multicasts what they
+    /// queued if the window has room.
     pub(super) fn execute(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
         self.follow_version();
+        if self.carry_out(commands, false, ctx) {
+            self.refill(ctx);
+        }
+    }
+
+    /// Carries out the commands of a view change: first what its
+    /// supervision decisions ask of this member (rule 1 of the runtime),
+    /// then everything in its order; and sends nothing (rule 3: the pump
+    /// sends at its next turn).
+    pub(super) fn execute_view_change(&mut self, commands: Vec<Command>, ctx: &mut Context<Self>) {
+        // First: the version the view change moved the group to, which
+        // the names of the children started below are registered at.
+        self.follow_version();
+        for command in &commands {
+            if let Command::Supervise(output) = command {
+                self.act_on(output);
+            }
+        }
+        self.carry_out(commands, true, ctx);
+    }
+
+    /// Carries out `commands` in their order; the supervision decisions
+    /// only reported if `acted` (carried out already). `false` if the
+    /// group refused this member, which then stops.
+    fn carry_out(&mut self, commands: Vec<Command>, acted: bool, ctx: &mut Context<Self>) -> bool {
         let mut settled = false;
         for command in commands {
             match command {
@@ -90,8 +118,9 @@ impl GroupActor {
                 }
                 Command::Refused(refusal) => {
                     self.refused(refusal, ctx);
-                    return;
+                    return false;
                 }
+                Command::Supervise(output) if acted => self.report(output),
                 Command::Supervise(output) => self.supervise(output),
                 Command::Reconcile => self.reconcile(),
                 Command::Event(event) => {
@@ -133,7 +162,7 @@ impl GroupActor {
         if self.core.is_synced() {
             self.telemetry.state_held();
         }
-        self.refill(ctx);
+        true
     }
 
     /// Multicasts again once half the window is free (in multicasts and in

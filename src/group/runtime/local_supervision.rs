@@ -111,32 +111,27 @@ impl GroupActor {
         }
     }
 
+    /// Carries out a supervision decision: [`Self::act_on`], then
+    /// [`Self::report`].
     pub(super) fn supervise(&mut self, output: Output) {
+        self.act_on(&output);
+        self.report(output);
+    }
+
+    /// What a decision asks of this member: children started and stopped,
+    /// in the engine's order, a refused tree start answered, and a
+    /// reconcile left due by a merge round. Nothing logged or published:
+    /// at a confchg this runs ahead of everything else of the turn (rule 1
+    /// of the runtime).
+    pub(super) fn act_on(&mut self, output: &Output) {
         let local = self.local();
-        // Inside the runtime's span, which names the group and member.
-        let span = tracing::debug_span!("supervision", seq = self.core.engine().seq());
-        let _entered = span.enter();
-        for command in &output.commands {
-            debug!(?command, "decision");
-            if let SupCommand::StartChild {
-                path, slot, host, ..
-            } = command
-            {
-                if *host != local {
-                    self.telemetry.started_elsewhere(&(path.clone(), *slot));
-                }
-            }
-        }
+        // Before any start: a restart's time runs from the exit.
         for event in &output.events {
             if let SupervisionEvent::ChildExited { path, slot, .. } = event {
                 self.telemetry.exit_seen(&(path.clone(), *slot));
             }
-            match event {
-                SupervisionEvent::Ignored { why } => debug!(?why, "supervision: nothing to do"),
-                event => info!("{event}"),
-            }
         }
-        for command in output.commands {
+        for command in &output.commands {
             match command {
                 SupCommand::StartChild {
                     path,
@@ -145,8 +140,8 @@ impl GroupActor {
                     host,
                     incarnation,
                     token,
-                } if host == local => {
-                    self.start_child(path, slot, &kind, incarnation, token);
+                } if *host == local => {
+                    self.start_child(path.clone(), *slot, kind, *incarnation, *token);
                 }
                 SupCommand::StopChild {
                     path,
@@ -156,15 +151,38 @@ impl GroupActor {
                     reason,
                     shutdown,
                     ..
-                } if host == local => {
+                } if *host == local => {
                     debug!(%path, %incarnation, ?reason, "stopping child");
-                    self.stop_child(&(path, slot), incarnation, shutdown);
+                    self.stop_child(&(path.clone(), *slot), *incarnation, *shutdown);
                 }
-                SupCommand::RefuseTree { name, by, why } if by == local => {
-                    self.sup.trees.remove(&name);
-                    if let Some((_, done)) = self.sup.starting.remove(&name) {
+                SupCommand::RefuseTree { name, by, why } if *by == local => {
+                    self.sup.trees.remove(name);
+                    if let Some((_, done)) = self.sup.starting.remove(name) {
                         let _ = done.send(Err(GroupError::TreeRefused(why.clone())));
                     }
+                }
+                _ => {}
+            }
+        }
+        if self.sup.reconcile_pending {
+            self.reconcile();
+        }
+    }
+
+    /// The rest of a decision, once [`Self::act_on`] carried it out:
+    /// logged, counted, and published to the supervision subscribers.
+    pub(super) fn report(&mut self, output: Output) {
+        let local = self.local();
+        // Inside the runtime's span, which names the group and member.
+        let span = tracing::debug_span!("supervision", seq = self.core.engine().seq());
+        let _entered = span.enter();
+        for command in &output.commands {
+            debug!(?command, "decision");
+            match command {
+                SupCommand::StartChild {
+                    path, slot, host, ..
+                } if *host != local => {
+                    self.telemetry.started_elsewhere(&(path.clone(), *slot));
                 }
                 SupCommand::Escalated { tree, at } => {
                     warn!(%tree, %at, "supervision tree gave up");
@@ -172,13 +190,16 @@ impl GroupActor {
                 _ => {}
             }
         }
-        for event in output.events {
-            if let Some(events) = &self.sup.events {
-                let _ = events.send(event);
+        for event in &output.events {
+            match event {
+                SupervisionEvent::Ignored { why } => debug!(?why, "supervision: nothing to do"),
+                event => info!("{event}"),
             }
         }
-        if self.sup.reconcile_pending {
-            self.reconcile();
+        if let Some(events) = &self.sup.events {
+            for event in output.events {
+                let _ = events.send(event);
+            }
         }
         self.resolve_tree_starts();
     }

@@ -63,7 +63,7 @@ impl GroupActor {
                 self.telemetry.confchg();
                 self.interrupt_chunks(&joined, &left);
                 let commands = self.core.handle_confchg(&members, &joined, &left);
-                self.execute(commands, ctx);
+                self.execute_view_change(commands, ctx);
             }
             TransportEvent::TotemConfChg { ring_id, nodes } => {
                 debug!(?ring_id, ?nodes, "totem confchg");
