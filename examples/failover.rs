@@ -533,15 +533,18 @@ mod member {
     ];
 
     /// Three permanent workers, a transient one and a nested `one_for_all`
-    /// supervisor of two, with the `Stop` quorum policy.
+    /// supervisor of two, with the `Stop` quorum policy. The intensity
+    /// leaves room for the measurement itself: each kill restarts the two
+    /// or three children its host ran, and 40 rounds can take under a
+    /// minute, past 100 restarts.
     fn tree() -> TreeSpec {
         let nested = SupervisorSpec::new(Strategy::OneForAll)
-            .intensity(100, 60_000)
+            .intensity(1000, 60_000)
             .child(ChildSpec::worker("s1", "probe"))
             .child(ChildSpec::worker("s2", "probe"));
         TreeSpec::new(
             SupervisorSpec::new(Strategy::OneForOne)
-                .intensity(100, 60_000)
+                .intensity(1000, 60_000)
                 .child(ChildSpec::worker("a", "probe"))
                 .child(ChildSpec::worker("b", "probe"))
                 .child(ChildSpec::worker("c", "probe"))
