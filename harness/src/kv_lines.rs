@@ -210,9 +210,12 @@ pub async fn serve_lines(
         match parse_request(&body) {
             Err(e) => say(format!("ERR {e}")),
             Ok(Request::Command(cmd)) => {
+                let asked = std::time::Instant::now();
                 let executed = replica.execute_traced(cmd);
                 actix::spawn(async move {
-                    say(match executed.await {
+                    let executed = executed.await;
+                    actix_cpg::probe::record("server.execute→answer", asked.elapsed());
+                    say(match executed {
                         Ok(e) => format_response(&e.response, e.state.applied),
                         Err(e) => format_error(&e),
                     });

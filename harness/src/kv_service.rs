@@ -100,6 +100,10 @@ pub struct ServeOptions {
 /// Commands between two snapshots of a durable replica (rule 6).
 pub const SNAPSHOT_EVERY: u64 = 100_000;
 
+/// Set (to anything) in `serve`'s environment, it prints where requests'
+/// time went every 5 s on stderr ([`actix_cpg::probe`]).
+pub const PROBE_ENV: &str = "ACPG_PROBE";
+
 /// Replica messages per multicast unless `--batch` says otherwise.
 pub const DEFAULT_BATCH: usize = 64;
 
@@ -237,12 +241,15 @@ pub async fn serve_tcp(replica: Replica<KvStore>, listener: TcpListener) -> std:
         let (read, write) = socket.into_split();
         let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
         let (out_tx, out_rx) = mpsc::unbounded_channel::<String>();
+        let stamps = Stamps::on();
         actix::spawn(serve_lines(replica.clone(), in_rx, out_tx));
+        let read_at = stamps.clone();
         actix::spawn(async move {
             let mut lines = BufReader::new(read).lines();
             loop {
                 match lines.next_line().await {
                     Ok(Some(line)) => {
+                        read_at.read(&line);
                         if in_tx.send(line).is_err() {
                             break;
                         }
@@ -255,7 +262,39 @@ pub async fn serve_tcp(replica: Replica<KvStore>, listener: TcpListener) -> std:
                 }
             }
         });
-        actix::spawn(write_lines(write, out_rx));
+        actix::spawn(write_lines(write, out_rx, stamps));
+    }
+}
+
+/// When each tagged request of one connection was read, while
+/// [`actix_cpg::probe`] is on: its answer's write records the time
+/// between (`server.read→written`).
+#[derive(Clone, Default)]
+struct Stamps(Option<Arc<Mutex<HashMap<String, std::time::Instant>>>>);
+
+impl Stamps {
+    fn on() -> Stamps {
+        Stamps(actix_cpg::probe::enabled().then(Default::default))
+    }
+
+    fn tag(line: &str) -> Option<&str> {
+        line.strip_prefix('#')?.split(' ').next()
+    }
+
+    fn read(&self, line: &str) {
+        if let (Some(map), Some(tag)) = (&self.0, Self::tag(line)) {
+            if let Ok(mut map) = map.lock() {
+                map.insert(tag.to_owned(), std::time::Instant::now());
+            }
+        }
+    }
+
+    fn written(&self, line: &str) {
+        if let (Some(map), Some(tag)) = (&self.0, Self::tag(line)) {
+            if let Some(at) = map.lock().ok().and_then(|mut m| m.remove(tag)) {
+                actix_cpg::probe::record("server.read→written", at.elapsed());
+            }
+        }
     }
 }
 
@@ -264,15 +303,25 @@ pub async fn serve_tcp(replica: Replica<KvStore>, listener: TcpListener) -> std:
 async fn write_lines(
     write: tokio::net::tcp::OwnedWriteHalf,
     mut lines: mpsc::UnboundedReceiver<String>,
+    stamps: Stamps,
 ) {
     let mut write = BufWriter::new(write);
+    let mut unflushed = Vec::new();
     while let Some(line) = lines.recv().await {
         if write.write_all(line.as_bytes()).await.is_err() || write.write_all(b"\n").await.is_err()
         {
             return;
         }
-        if lines.is_empty() && write.flush().await.is_err() {
-            return;
+        if stamps.0.is_some() {
+            unflushed.push(line);
+        }
+        if lines.is_empty() {
+            if write.flush().await.is_err() {
+                return;
+            }
+            for line in unflushed.drain(..) {
+                stamps.written(&line);
+            }
         }
     }
     let _ = write.flush().await;
@@ -311,6 +360,18 @@ pub async fn serve(o: ServeOptions) -> Result<(), String> {
             _sim = Some(cluster);
         }
         Backend::Corosync => servers.push((start_corosync(&o, &group).await?, o.listen)),
+    }
+    if std::env::var_os(PROBE_ENV).is_some() {
+        actix_cpg::probe::enable();
+        actix::spawn(async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let report = actix_cpg::probe::report();
+                if !report.is_empty() {
+                    eprint!("PROBE\n{report}");
+                }
+            }
+        });
     }
     let mut tasks = Vec::new();
     for (replica, addr) in servers {
@@ -377,7 +438,7 @@ impl LineClient {
         let (read, write) = socket.into_split();
         let pending: Pending = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel::<String>();
-        tokio::spawn(write_lines(write, rx));
+        tokio::spawn(write_lines(write, rx, Stamps::default()));
         let answers = pending.clone();
         let closed = Arc::new(AtomicBool::new(false));
         let ended = closed.clone();
