@@ -127,6 +127,8 @@ pub mod group;
 mod incarnation;
 pub mod kv;
 mod outbox;
+#[doc(hidden)]
+pub mod probe;
 mod pump;
 mod quorum;
 pub mod record;

@@ -2,7 +2,9 @@
 //! `rsm-agent` binary serves to the real-cluster tests
 //! (`tests/cluster_replicated.rs`).
 //!
-//! [`serve_lines`] drives a [`Replica`] of a [`KvStore`]. Each line of the
+//! [`serve_lines`] drives a [`Replica`] of a [`KvStore`] from channels (the
+//! kv service's connections call [`start_request`] themselves, one hop
+//! from their socket). Each line of the
 //! protocol is one request; a request may start with a tag `#N` that the
 //! response repeats (so a client can pipeline and match answers), and the
 //! response names the command's position in the group's total order:
@@ -37,6 +39,7 @@ use std::rc::Rc;
 
 use actix_cpg::kv::{KvCommand, KvResponse, KvStore};
 use actix_cpg::{Replica, ReplicaError};
+use futures::future::LocalBoxFuture;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// One parsed line of the protocol.
@@ -179,6 +182,119 @@ async fn check_outcome(
         .unwrap_or_else(|_| "ERR no-check-completed".to_owned())
 }
 
+/// What one request line set going: its answer (without the tag), to
+/// come.
+pub enum Started {
+    /// A command, queued in the replica when the line was started: the
+    /// answers of one connection's commands come in the order of their
+    /// lines (the replica applies them in that order).
+    Command(LocalBoxFuture<'static, String>),
+    /// Any other request (a local read, a status, a check, ...): its
+    /// answer may come before or after those of earlier lines.
+    Other(LocalBoxFuture<'static, String>),
+}
+
+/// Starts the request `body` (a line without its tag): a command is queued
+/// in `replica` before this returns, so commands started one after the
+/// other enter the total order in that order. `None` for an empty line
+/// (no answer).
+pub fn start_request(replica: &Replica<KvStore>, body: &str) -> Option<Started> {
+    if body.trim().is_empty() {
+        return None;
+    }
+    let replica = replica.clone();
+    let request = match parse_request(body) {
+        Err(e) => {
+            let line = format!("ERR {e}");
+            return Some(Started::Other(Box::pin(async move { line })));
+        }
+        Ok(request) => request,
+    };
+    Some(match request {
+        Request::Command(cmd) => {
+            let asked = std::time::Instant::now();
+            let executed = replica.execute_traced(cmd);
+            Started::Command(Box::pin(async move {
+                let executed = executed.await;
+                actix_cpg::probe::record("server.execute→answer", asked.elapsed());
+                match executed {
+                    Ok(e) => format_response(&e.response, e.state.applied),
+                    Err(e) => format_error(&e),
+                }
+            }))
+        }
+        Request::LocalRead(key) => Started::Other(Box::pin(async move {
+            let value = replica
+                .query(move |s: &KvStore| s.get(&key).map(str::to_owned))
+                .await;
+            match value {
+                Ok(v) => format!("LOCAL {}", v.unwrap_or_else(|| "-".into())),
+                Err(e) => format_error(&e),
+            }
+        })),
+        Request::Show => Started::Other(Box::pin(async move {
+            crate::observe::replica_line(&replica).await
+        })),
+        Request::Status => {
+            let s = replica.status();
+            let line = format!(
+                "STATUS primary={} epoch={} members={} applied={} holding={} version={}",
+                s.primary,
+                s.epoch.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+                s.members.len(),
+                s.state.applied,
+                s.holding,
+                s.protocol_version
+                    .map_or_else(|| "-".into(), |v| v.to_string())
+            );
+            Started::Other(Box::pin(async move { line }))
+        }
+        Request::Refused => {
+            let r = replica.status().refused;
+            let line = format!(
+                "REFUSED not_member={} epoch={} inconsistent={} chunk={} stale={} overflow={}",
+                r.not_member, r.epoch, r.inconsistent, r.chunk, r.stale, r.overflow
+            );
+            Started::Other(Box::pin(async move { line }))
+        }
+        Request::Digest => Started::Other(Box::pin(async move {
+            let digest = replica.query(|s: &KvStore| (s.len(), s.digest())).await;
+            let applied = replica.status().state.applied;
+            match digest {
+                Ok((keys, hash)) => format!("DIGEST {applied} {keys} {hash:016x}"),
+                Err(e) => format_error(&e),
+            }
+        })),
+        Request::Check => {
+            // Subscribed before asking: the outcome cannot be missed.
+            let mut events = replica.subscribe();
+            Started::Other(Box::pin(async move {
+                match replica.check().await {
+                    Err(e) => format_error(&e),
+                    Ok(()) => check_outcome(&mut events).await,
+                }
+            }))
+        }
+        Request::WaitPrimary => Started::Other(Box::pin(async move {
+            match replica.wait_primary().await {
+                Ok(epoch) => format!("PRIMARY {epoch}"),
+                Err(e) => format_error(&e),
+            }
+        })),
+    })
+}
+
+/// Splits a line into its tag (`#N `, or empty) and its request.
+pub fn split_tag(line: &str) -> (&str, &str) {
+    match line.strip_prefix('#') {
+        Some(rest) => match rest.find(' ') {
+            Some(at) => (&line[..at + 2], &rest[at + 1..]),
+            None => (line, ""),
+        },
+        None => ("", line),
+    }
+}
+
 /// Serves the line protocol: one request per input line, one response per
 /// request on `output` (tagged like the request). Requests are queued in
 /// line order, so pipelined commands enter the total order in that order;
@@ -191,93 +307,22 @@ pub async fn serve_lines(
 ) {
     let output = Rc::new(output);
     while let Some(line) = input.recv().await {
-        let (tag, body) = match line.strip_prefix('#') {
-            Some(rest) => {
-                let (tag, body) = rest.split_once(' ').unwrap_or((rest, ""));
-                (format!("#{tag} "), body.to_owned())
-            }
-            None => (String::new(), line),
+        let (tag, body) = split_tag(&line);
+        let tag = if tag.is_empty() {
+            String::new()
+        } else if tag.ends_with(' ') {
+            tag.to_owned()
+        } else {
+            format!("{tag} ")
         };
-        if body.trim().is_empty() {
-            continue;
-        }
-        let say = {
-            let output = output.clone();
-            move |text: String| {
-                let _ = output.send(format!("{tag}{text}"));
-            }
+        let answer = match start_request(&replica, body) {
+            Some(Started::Command(answer) | Started::Other(answer)) => answer,
+            None => continue,
         };
-        match parse_request(&body) {
-            Err(e) => say(format!("ERR {e}")),
-            Ok(Request::Command(cmd)) => {
-                let executed = replica.execute_traced(cmd);
-                actix::spawn(async move {
-                    say(match executed.await {
-                        Ok(e) => format_response(&e.response, e.state.applied),
-                        Err(e) => format_error(&e),
-                    });
-                });
-            }
-            Ok(Request::LocalRead(key)) => {
-                let value = replica
-                    .query(move |s: &KvStore| s.get(&key).map(str::to_owned))
-                    .await;
-                say(match value {
-                    Ok(v) => format!("LOCAL {}", v.unwrap_or_else(|| "-".into())),
-                    Err(e) => format_error(&e),
-                });
-            }
-            Ok(Request::Show) => say(crate::observe::replica_line(&replica).await),
-            Ok(Request::Status) => {
-                let s = replica.status();
-                say(format!(
-                    "STATUS primary={} epoch={} members={} applied={} holding={} version={}",
-                    s.primary,
-                    s.epoch.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-                    s.members.len(),
-                    s.state.applied,
-                    s.holding,
-                    s.protocol_version
-                        .map_or_else(|| "-".into(), |v| v.to_string())
-                ));
-            }
-            Ok(Request::Refused) => {
-                let r = replica.status().refused;
-                say(format!(
-                    "REFUSED not_member={} epoch={} inconsistent={} chunk={} stale={} overflow={}",
-                    r.not_member, r.epoch, r.inconsistent, r.chunk, r.stale, r.overflow
-                ));
-            }
-            Ok(Request::Digest) => {
-                let digest = replica.query(|s: &KvStore| (s.len(), s.digest())).await;
-                let applied = replica.status().state.applied;
-                say(match digest {
-                    Ok((keys, hash)) => format!("DIGEST {applied} {keys} {hash:016x}"),
-                    Err(e) => format_error(&e),
-                });
-            }
-            Ok(Request::Check) => {
-                // Subscribed before asking: the outcome cannot be missed.
-                let mut events = replica.subscribe();
-                match replica.check().await {
-                    Err(e) => say(format_error(&e)),
-                    Ok(()) => {
-                        actix::spawn(async move {
-                            say(check_outcome(&mut events).await);
-                        });
-                    }
-                }
-            }
-            Ok(Request::WaitPrimary) => {
-                let replica = replica.clone();
-                actix::spawn(async move {
-                    say(match replica.wait_primary().await {
-                        Ok(epoch) => format!("PRIMARY {epoch}"),
-                        Err(e) => format_error(&e),
-                    });
-                });
-            }
-        }
+        let output = output.clone();
+        actix::spawn(async move {
+            let _ = output.send(format!("{tag}{}", answer.await));
+        });
     }
 }
 

@@ -4,23 +4,30 @@
 //! code for its etcd comparison.
 //!
 //! ```text
-//!  acpg-kv client ──TCP──► serve_tcp ── one serve_lines per connection ──► Replica<KvStore>
-//!  (LineClient,             (accept loop)   (tags #N, pipelined)            (total order over CPG)
-//!   pipelined)
+//!  acpg-kv client ──TCP──► serve_tcp ── one task per connection ──► Replica<KvStore>
+//!  (LineClient,             (accept loop)   (reads, starts, writes:      (total order over CPG)
+//!   pipelined)                               tags #N, pipelined)
 //! ```
 //!
 //! Rules:
 //!
 //! 1. One replica serves any number of connections at once; each
-//!    connection has its own [`serve_lines`], so its requests enter the
-//!    total order in the order its lines came, and answers carry the
-//!    request's `#N` tag (they may come out of order).
+//!    connection has its own task, which starts each request as soon as
+//!    its line is read, so its requests enter the total order in the
+//!    order its lines came, and answers carry the request's `#N` tag.
 //! 2. A read (`get`) is a command: it takes its place in the total order
 //!    and is answered when this replica applies it, so it sees every write
 //!    acknowledged before it was sent, on any replica — reads are
 //!    linearizable. `read KEY` is the local, possibly stale read.
-//! 3. A connection's write half flushes when it has no answer queued, so a
-//!    pipelined burst goes out in few writes and a lone answer at once.
+//! 3. A connection's task reads every line the client sent before it
+//!    writes (what came together is queued together, and the replica packs
+//!    it into one multicast), and writes every answer that is ready with
+//!    one flush, so a burst of answers goes out in one write and a lone
+//!    answer at once. The answers to a connection's commands come in the
+//!    order of their lines; other requests' (`read`, `status`,
+//!    `wait-primary`, `check`, ...) as soon as they are ready. No task or
+//!    channel stands between the socket and the replica's handle: a
+//!    request and its answer are each one hop from the socket.
 //! 4. Nothing a client sends can stop the service: a line that does not
 //!    parse is answered `ERR ...`; a connection that fails is dropped and
 //!    logged on stderr.
@@ -55,7 +62,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::kv_lines::serve_lines;
+use std::task::Poll;
+
+use futures::future::{FutureExt, LocalBoxFuture};
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
+
+use crate::kv_lines;
 
 /// Which transport the replicas of `serve` run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +115,10 @@ pub struct ServeOptions {
 
 /// Commands between two snapshots of a durable replica (rule 6).
 pub const SNAPSHOT_EVERY: u64 = 100_000;
+
+/// Set (to anything) in `serve`'s environment, it prints where requests'
+/// time went every 5 s on stderr ([`actix_cpg::probe`]).
+pub const PROBE_ENV: &str = "ACPG_PROBE";
 
 /// Replica messages per multicast unless `--batch` says otherwise.
 pub const DEFAULT_BATCH: usize = 64;
@@ -241,33 +257,147 @@ pub async fn serve_tcp(replica: Replica<KvStore>, listener: TcpListener) -> std:
     loop {
         let (socket, _peer) = listener.accept().await?;
         let _ = socket.set_nodelay(true);
-        let (read, write) = socket.into_split();
-        let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
-        let (out_tx, out_rx) = mpsc::unbounded_channel::<String>();
-        actix::spawn(serve_lines(replica.clone(), in_rx, out_tx));
-        actix::spawn(async move {
-            let mut lines = BufReader::new(read).lines();
-            loop {
-                match lines.next_line().await {
-                    Ok(Some(line)) => {
-                        if in_tx.send(line).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        eprintln!("acpg-kv: dropped a client connection: {e}");
-                        break;
-                    }
-                }
-            }
-        });
-        actix::spawn(write_lines(write, out_rx));
+        actix::spawn(serve_connection(replica.clone(), socket));
     }
 }
 
-/// Writes each line of `lines` to `write`, flushing whenever none is
-/// queued (rule 3), until the channel closes or the write fails.
+/// Serves one connection in one task (rule 3): each request line read is
+/// started at once (a command queued in the replica), and whatever
+/// answers are ready are written together, with one flush. Ends when the
+/// client closed its side and every answer is written, or on an error.
+async fn serve_connection(replica: Replica<KvStore>, socket: TcpStream) {
+    let (read, write) = socket.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut write = BufWriter::new(write);
+    let mut answers = Answers::default();
+    let mut stamps = Stamps::on();
+    let mut reading = true;
+    while reading || !answers.is_empty() {
+        tokio::select! {
+            // Lines first: what the client sent together is queued
+            // together, so the replica packs it into one multicast.
+            biased;
+            line = lines.next_line(), if reading => match line {
+                Ok(Some(line)) => {
+                    stamps.read(&line);
+                    let (tag, body) = kv_lines::split_tag(&line);
+                    if let Some(started) = kv_lines::start_request(&replica, body) {
+                        answers.push(tag, started);
+                    }
+                }
+                Ok(None) => reading = false,
+                Err(e) => {
+                    eprintln!("acpg-kv: dropped a client connection: {e}");
+                    return;
+                }
+            },
+            Some(first) = answers.next() => {
+                let mut ready = vec![first];
+                while let Some(Some(more)) = answers.next().now_or_never() {
+                    ready.push(more);
+                }
+                for line in &ready {
+                    if write.write_all(line.as_bytes()).await.is_err()
+                        || write.write_all(b"\n").await.is_err()
+                    {
+                        return;
+                    }
+                }
+                if write.flush().await.is_err() {
+                    return;
+                }
+                for line in &ready {
+                    stamps.written(line);
+                }
+            }
+        }
+    }
+}
+
+/// The answers one connection waits for, tagged (rule 3): the commands'
+/// in the order of their lines, the others as they come.
+#[derive(Default)]
+pub struct Answers {
+    commands: FuturesOrdered<LocalBoxFuture<'static, String>>,
+    others: FuturesUnordered<LocalBoxFuture<'static, String>>,
+}
+
+impl Answers {
+    /// Waits for the answer of the request started as `started`, with
+    /// the line's `tag` (`#N `, `#N`, or empty).
+    pub fn push(&mut self, tag: &str, started: kv_lines::Started) {
+        let tag = match tag {
+            "" => String::new(),
+            t if t.ends_with(' ') => t.to_owned(),
+            t => format!("{t} "),
+        };
+        match started {
+            kv_lines::Started::Command(answer) => self
+                .commands
+                .push_back(Box::pin(async move { tag + &answer.await })),
+            kv_lines::Started::Other(answer) => self
+                .others
+                .push(Box::pin(async move { tag + &answer.await })),
+        }
+    }
+
+    /// Whether no answer is awaited.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty() && self.others.is_empty()
+    }
+
+    /// The next answer line ready: a command's if one is, else another's;
+    /// `None` when none is awaited.
+    pub async fn next(&mut self) -> Option<String> {
+        if self.is_empty() {
+            return None;
+        }
+        futures::future::poll_fn(|cx| {
+            if let Poll::Ready(Some(line)) = self.commands.poll_next_unpin(cx) {
+                return Poll::Ready(Some(line));
+            }
+            match self.others.poll_next_unpin(cx) {
+                Poll::Ready(Some(line)) => Poll::Ready(Some(line)),
+                _ if self.is_empty() => Poll::Ready(None),
+                _ => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+/// When each tagged request of one connection was read, while
+/// [`actix_cpg::probe`] is on: its answer's write records the time
+/// between (`server.read→written`).
+#[derive(Default)]
+struct Stamps(Option<HashMap<String, std::time::Instant>>);
+
+impl Stamps {
+    fn on() -> Stamps {
+        Stamps(actix_cpg::probe::enabled().then(HashMap::new))
+    }
+
+    fn tag(line: &str) -> Option<&str> {
+        line.strip_prefix('#')?.split(' ').next()
+    }
+
+    fn read(&mut self, line: &str) {
+        if let (Some(map), Some(tag)) = (&mut self.0, Self::tag(line)) {
+            map.insert(tag.to_owned(), std::time::Instant::now());
+        }
+    }
+
+    fn written(&mut self, line: &str) {
+        if let (Some(map), Some(tag)) = (&mut self.0, Self::tag(line)) {
+            if let Some(at) = map.remove(tag) {
+                actix_cpg::probe::record("server.read→written", at.elapsed());
+            }
+        }
+    }
+}
+
+/// The client's writer: writes each line of `lines` to `write`, flushing
+/// whenever none is queued, until the channel closes or the write fails.
 async fn write_lines(
     write: tokio::net::tcp::OwnedWriteHalf,
     mut lines: mpsc::UnboundedReceiver<String>,
@@ -327,6 +457,18 @@ pub async fn serve(o: ServeOptions) -> Result<(), String> {
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         println!("SERVING {bound} {}", replica.local());
         tasks.push(actix::spawn(serve_tcp(replica, listener)));
+    }
+    if std::env::var_os(PROBE_ENV).is_some() {
+        actix_cpg::probe::enable();
+        actix::spawn(async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let report = actix_cpg::probe::report();
+                if !report.is_empty() {
+                    eprint!("PROBE\n{report}");
+                }
+            }
+        });
     }
     for task in tasks {
         match task.await {
@@ -543,6 +685,39 @@ mod tests {
         assert_eq!(replica_config(&o, None, None).chunks_in_flight, 4);
         assert!(parse_serve(&words(&format!("{base} --chunks 0"))).is_err());
         assert!(parse_serve(&words(&format!("{base} --chunks"))).is_err());
+    }
+
+    fn ready(line: &str) -> LocalBoxFuture<'static, String> {
+        let line = line.to_owned();
+        Box::pin(async move { line })
+    }
+
+    fn later(rx: oneshot::Receiver<String>) -> LocalBoxFuture<'static, String> {
+        Box::pin(async move { rx.await.unwrap_or_default() })
+    }
+
+    #[test]
+    fn commands_are_answered_in_the_order_of_their_lines_and_other_requests_as_they_come() {
+        use kv_lines::Started::{Command, Other};
+        let mut answers = Answers::default();
+        let (first, first_rx) = oneshot::channel();
+        let (second, second_rx) = oneshot::channel();
+        answers.push("#1 ", Command(later(first_rx)));
+        answers.push("#2", Command(later(second_rx)));
+        answers.push("#3 ", Other(ready("STATUS")));
+        answers.push("", Command(ready("OK 9")));
+        let mut next = || answers.next().now_or_never();
+        // Only the status is ready; the commands wait for the first.
+        assert_eq!(next(), Some(Some("#3 STATUS".to_owned())));
+        assert_eq!(next(), None);
+        second.send("OK 8".into()).expect("waiting");
+        assert_eq!(next(), None, "the second command waits for the first");
+        first.send("OK 7".into()).expect("waiting");
+        assert_eq!(next(), Some(Some("#1 OK 7".to_owned())));
+        assert_eq!(next(), Some(Some("#2 OK 8".to_owned())));
+        assert_eq!(next(), Some(Some("OK 9".to_owned())));
+        assert_eq!(next(), Some(None));
+        assert!(answers.is_empty());
     }
 
     #[test]

@@ -208,3 +208,45 @@ async fn a_call_on_a_connection_the_server_closed_fails_instead_of_waiting() {
         assert!(answer.is_err(), "{answer:?}");
     }
 }
+
+#[tokio::test]
+async fn a_connections_pipelined_commands_are_answered_in_the_order_of_their_lines() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let service = serve_sim(3);
+    wait_primary(&service).await;
+    let mut socket = tokio::net::TcpStream::connect(&service.addrs[1])
+        .await
+        .expect("connect");
+    // Every request in one write, then the client's side closed: each is
+    // still answered, in batches, before the server closes its side.
+    let requests: String = (0..300).map(|i| format!("#{i} put k{i} v{i}\n")).collect();
+    socket
+        .write_all(requests.as_bytes())
+        .await
+        .expect("write the requests");
+    socket.shutdown().await.expect("close the writing side");
+    let mut answers = String::new();
+    socket
+        .read_to_string(&mut answers)
+        .await
+        .expect("read the answers");
+    let answered: Vec<(u64, u64)> = answers
+        .lines()
+        .map(|line| {
+            let (tag, pos) = line
+                .strip_prefix('#')
+                .and_then(|rest| rest.split_once(" OK "))
+                .unwrap_or_else(|| panic!("unexpected answer {line:?}"));
+            (
+                tag.parse().expect("a tag"),
+                pos.parse().expect("a position"),
+            )
+        })
+        .collect();
+    let tags: Vec<u64> = answered.iter().map(|(tag, _)| *tag).collect();
+    assert_eq!(tags, (0..300).collect::<Vec<_>>());
+    assert!(
+        answered.windows(2).all(|w| w[0].1 < w[1].1),
+        "positions follow the lines: {answered:?}"
+    );
+}

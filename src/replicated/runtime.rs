@@ -149,6 +149,8 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     /// wait in `deferred_ack` and nothing is flushed (rule 3).
     in_batch: bool,
     deferred_ack: Option<u64>,
+    /// The stages of the commands under way, when [`crate::probe`] is on.
+    probe: crate::probe::Commands,
 }
 
 /// One piece of a delivered multicast: the message with the version of
@@ -232,6 +234,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             limit,
             in_batch: false,
             deferred_ack: None,
+            probe: crate::probe::Commands::default(),
         }
         .start())
     }
@@ -546,6 +549,7 @@ impl<S: StateMachine> ReplicaActor<S> {
     /// Answers the call `id`.
     fn reply(&mut self, id: u64, result: Result<Executed<S::Response>, ReplicaError>) {
         self.telemetry.outcome(id, result.is_ok());
+        self.probe.answered(id);
         if let Some(done) = self.calls.remove(&id) {
             let _ = done.send(result);
         }
@@ -814,7 +818,11 @@ impl<S: StateMachine> ReplicaActor<S> {
         });
         self.outbox.set_packing(packing);
         let mut sent = Vec::new();
+        let flushing = crate::probe::enabled().then(std::time::Instant::now);
         let result = self.outbox.flush(self.conn.as_mut(), &mut sent);
+        if let (Some(at), false) = (flushing, sent.is_empty()) {
+            crate::probe::record("replica.flush (with a command)", at.elapsed());
+        }
         for (id, outcome) in sent {
             match outcome {
                 Ok(()) => {
@@ -822,6 +830,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                         self.metrics.multicast(1);
                     }
                     self.telemetry.multicast(id);
+                    self.probe.sent(id);
                 }
                 Err(e) => {
                     if let Some(done) = self.calls.remove(&id) {
@@ -831,6 +840,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             }
         }
         for messages in self.outbox.take_user_multicasts() {
+            crate::probe::count("replica.commands/multicast", messages);
             self.metrics.multicast(messages as u64);
         }
         if self.outbox.blocked() {
@@ -927,6 +937,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 match msg.encode(&self.codec) {
                     Ok(bytes) => {
                         self.calls.insert(id, done);
+                        self.probe.taken(id);
                         self.outbox.push_user(bytes, id);
                     }
                     Err(e) => {
