@@ -132,7 +132,7 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     restored: Option<(Member, u64)>,
     /// Bumped at every new round (`Purge`): an encoding or a hashing
     /// started before is void.
-    transfer_generation: u64,
+    round: u64,
     learn_timeout: std::time::Duration,
     recorder: Option<Recorder>,
     /// This runtime's span (group and member), entered on every turn.
@@ -224,7 +224,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             leaving: None,
             pump_waker: None,
             restored: None,
-            transfer_generation: 0,
+            round: 0,
             learn_timeout: config.learn_timeout,
             recorder,
             span,
@@ -496,7 +496,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                 Action::Mcast(msg) => self.send_control(msg),
                 Action::Purge => {
                     // A snapshot still being encoded belongs to the old view.
-                    self.transfer_generation += 1;
+                    self.round += 1;
                     self.outbox.purge();
                 }
                 Action::SendSnapshot {
@@ -717,13 +717,13 @@ impl<S: StateMachine> ReplicaActor<S> {
         suffix: Option<Vec<SuffixEntry>>,
         ctx: &mut Context<Self>,
     ) {
-        let generation = self.transfer_generation;
+        let round = self.round;
         let version = self.codec.version();
         let encoding = tokio::task::spawn_blocking(move || {
             transfer_body(version, S::encode(snapshot), suffix.as_deref())
         });
         ctx.spawn(encoding.into_actor(self).map(move |encoded, act, ctx| {
-            if act.transfer_generation != generation {
+            if act.round != round {
                 return;
             }
             match encoded {
@@ -743,10 +743,10 @@ impl<S: StateMachine> ReplicaActor<S> {
     /// multicasts this member's digest for it, unless a new round began
     /// meanwhile (the check closed with it).
     fn hash_off_actor(&mut self, at: StateId, snapshot: S::Snapshot, ctx: &mut Context<Self>) {
-        let generation = self.transfer_generation;
+        let round = self.round;
         let hashing = tokio::task::spawn_blocking(move || S::snapshot_digest(&snapshot));
         ctx.spawn(hashing.into_actor(self).map(move |hashed, act, ctx| {
-            if act.transfer_generation != generation {
+            if act.round != round {
                 debug!(
                     ?at,
                     "state hashed for a check of an earlier round; not sent"
