@@ -1639,6 +1639,26 @@ impl fmt::Display for Crypto {
     }
 }
 
+/// Copies each node's corosync log (`NODE/corosync.log` under the test
+/// cluster's directory `from`) to `to` as `NODE-corosync.log`, so that a
+/// stalled case's evidence outlives the cluster, which the bench takes
+/// down or resizes; the number of logs copied.
+fn keep_daemon_logs(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(to)?;
+    let mut kept = 0;
+    for entry in std::fs::read_dir(from)? {
+        let node = entry?.path();
+        let log = node.join("corosync.log");
+        if let (Some(name), true) = (node.file_name(), log.is_file()) {
+            let mut target = name.to_os_string();
+            target.push("-corosync.log");
+            std::fs::copy(&log, to.join(target))?;
+            kept += 1;
+        }
+    }
+    Ok(kept)
+}
+
 fn cluster_dir() -> String {
     std::env::var("ACPG_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/actix-cpg-cluster".into())
 }
@@ -1831,10 +1851,20 @@ pub fn run_case(
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let logs = match case.backend {
+                    Backend::Sim => String::new(),
+                    Backend::Corosync => {
+                        let to = std::env::temp_dir().join(format!("acpg-bench-stall-{group}"));
+                        match keep_daemon_logs(std::path::Path::new(&cluster_dir()), &to) {
+                            Ok(n) => format!("; {n} daemon log(s) kept in {}", to.display()),
+                            Err(e) => format!("; the daemons' logs were not kept: {e}"),
+                        }
+                    }
+                };
                 return Err(format!(
-                    "timed out after {CASE_TIMEOUT:?}; members had {seen:?} of {}",
+                    "timed out after {CASE_TIMEOUT:?}; members had {seen:?} of {}{logs}",
                     load.expected()
-                ))
+                ));
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -1855,6 +1885,25 @@ pub fn run_case(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stalled_case_keeps_every_nodes_daemon_log() {
+        let base = std::env::temp_dir().join(format!("acpg-keep-logs-{}", std::process::id()));
+        let (cluster, kept) = (base.join("cluster"), base.join("kept"));
+        for node in ["n1", "n2"] {
+            std::fs::create_dir_all(cluster.join(node)).expect("node dir");
+            std::fs::write(cluster.join(node).join("corosync.log"), node).expect("log");
+        }
+        std::fs::write(cluster.join("authkey"), "not a node").expect("file");
+        std::fs::create_dir_all(cluster.join("n3")).expect("a node without a log");
+        assert_eq!(keep_daemon_logs(&cluster, &kept).expect("kept"), 2);
+        assert_eq!(
+            std::fs::read_to_string(kept.join("n2-corosync.log")).expect("read"),
+            "n2"
+        );
+        assert!(keep_daemon_logs(&base.join("none"), &kept).is_err());
+        std::fs::remove_dir_all(&base).expect("clean up");
+    }
 
     #[test]
     fn reports_survive_their_line() {
