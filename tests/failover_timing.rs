@@ -107,6 +107,18 @@ fn host_of(census: &Census) -> Option<Member> {
     }
 }
 
+/// Where `a` runs, once it runs on exactly one member; fails the test at
+/// `deadline`.
+async fn host_by(census: &Census, deadline: Instant) -> Member {
+    loop {
+        if let Some(h) = host_of(census) {
+            return h;
+        }
+        assert!(Instant::now() < deadline, "the child never ran");
+        actix_rt::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn a_child_runs_again_soon_after_its_host_is_killed() {
     let cluster = SimCluster::new(3);
@@ -117,14 +129,7 @@ async fn a_child_runs_again_soon_after_its_host_is_killed() {
     }
     let mut times = Vec::new();
     for _ in 0..30 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let host = loop {
-            if let Some(h) = host_of(&census) {
-                break h;
-            }
-            assert!(Instant::now() < deadline, "the child never ran");
-            actix_rt::time::sleep(Duration::from_millis(1)).await;
-        };
+        let host = host_by(&census, Instant::now() + Duration::from_secs(10)).await;
         let i = members.iter().position(|(_, g)| g.local() == host).unwrap();
         let (process, _) = members.remove(i);
         let node = process.node();
@@ -192,13 +197,7 @@ async fn a_child_restarted_at_a_view_change_runs_before_its_new_host_hears_of_th
     }
     for _ in 0..5 {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let host = loop {
-            if let Some(h) = host_of(&census) {
-                break h;
-            }
-            assert!(Instant::now() < deadline, "the child never ran");
-            actix_rt::time::sleep(Duration::from_millis(1)).await;
-        };
+        let host = host_by(&census, deadline).await;
         let i = members.iter().position(|(_, g)| g.local() == host).unwrap();
         let (process, _) = members.remove(i);
         let node = process.node();

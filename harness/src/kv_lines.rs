@@ -284,7 +284,9 @@ pub fn start_request(replica: &Replica<KvStore>, body: &str) -> Option<Started> 
     })
 }
 
-/// Splits a line into its tag (`#N `, or empty) and its request.
+/// Splits a line into its tag (`#N `, with its space, or empty) and its
+/// request. A line that is only a tag (`#N`) has no request, so it has no
+/// answer either ([`start_request`] gives `None`).
 pub fn split_tag(line: &str) -> (&str, &str) {
     match line.strip_prefix('#') {
         Some(rest) => match rest.find(' ') {
@@ -308,13 +310,7 @@ pub async fn serve_lines(
     let output = Rc::new(output);
     while let Some(line) = input.recv().await {
         let (tag, body) = split_tag(&line);
-        let tag = if tag.is_empty() {
-            String::new()
-        } else if tag.ends_with(' ') {
-            tag.to_owned()
-        } else {
-            format!("{tag} ")
-        };
+        let tag = tag.to_owned();
         let answer = match start_request(&replica, body) {
             Some(Started::Command(answer) | Started::Other(answer)) => answer,
             None => continue,
@@ -329,6 +325,14 @@ pub async fn serve_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_keeps_its_space_and_a_bare_tag_has_no_request() {
+        assert_eq!(split_tag("#5 put k v"), ("#5 ", "put k v"));
+        assert_eq!(split_tag("#5"), ("#5", ""));
+        assert_eq!(split_tag("#5 "), ("#5 ", ""));
+        assert_eq!(split_tag("get k"), ("", "get k"));
+    }
 
     #[test]
     fn lines_parse_into_commands() {

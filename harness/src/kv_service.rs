@@ -87,12 +87,11 @@ pub struct ServeOptions {
     pub group: String,
     /// Where the (first) replica listens.
     pub listen: SocketAddr,
-    /// Safe delivery (a reply waits until a majority of the replicas
-    /// applied it, and, with a data directory, synced it).
-    pub safe: bool,
-    /// Safe delivery waiting for every replica holding the state
-    /// (`--safe-all`, [`Delivery::SafeAll`]) instead of a majority.
-    pub safe_all: bool,
+    /// When replies leave: agreed by default; `--safe` waits for a
+    /// majority of the replicas to apply (and, with a data directory,
+    /// sync) a command, `--safe-all` for every replica holding the state
+    /// (whichever of the two is given, `--safe-all` wins).
+    pub delivery: Delivery,
     /// Only join a group that exists; never found a new history.
     pub join_only: bool,
     /// The transport.
@@ -130,8 +129,7 @@ pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe | --sa
 pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     let mut group = None;
     let mut listen = None;
-    let mut safe = false;
-    let mut safe_all = false;
+    let mut delivery = Delivery::Agreed;
     let mut join_only = false;
     let mut backend = None;
     let mut record = None;
@@ -155,8 +153,9 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
                         .map_err(|e| format!("--listen {v:?}: {e}"))?,
                 );
             }
-            "--safe" => safe = true,
-            "--safe-all" => safe_all = true,
+            "--safe" if delivery == Delivery::Agreed => delivery = Delivery::Safe,
+            "--safe" => {}
+            "--safe-all" => delivery = Delivery::SafeAll,
             "--join-only" => join_only = true,
             "--sim" => {
                 let v = value("a member count")?;
@@ -190,8 +189,7 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     Ok(ServeOptions {
         group: group.ok_or("serve needs a GROUP")?,
         listen: listen.ok_or("serve needs --listen ADDR")?,
-        safe: safe || safe_all,
-        safe_all,
+        delivery,
         join_only,
         backend: backend.ok_or("serve needs --sim N or --corosync")?,
         record,
@@ -234,11 +232,7 @@ pub fn replica_config(
     data_dir: Option<PathBuf>,
 ) -> ReplicaConfig {
     ReplicaConfig {
-        delivery: match (o.safe, o.safe_all) {
-            (_, true) => Delivery::SafeAll,
-            (true, false) => Delivery::Safe,
-            (false, false) => Delivery::Agreed,
-        },
+        delivery: o.delivery,
         found_group: !o.join_only,
         record_to,
         data_dir,
@@ -324,13 +318,10 @@ pub struct Answers {
 
 impl Answers {
     /// Waits for the answer of the request started as `started`, with
-    /// the line's `tag` (`#N `, `#N`, or empty).
+    /// the line's `tag` (`#N ` or empty, as [`kv_lines::split_tag`] gives
+    /// it).
     pub fn push(&mut self, tag: &str, started: kv_lines::Started) {
-        let tag = match tag {
-            "" => String::new(),
-            t if t.ends_with(' ') => t.to_owned(),
-            t => format!("{t} "),
-        };
+        let tag = tag.to_owned();
         match started {
             kv_lines::Started::Command(answer) => self
                 .commands
@@ -419,6 +410,19 @@ async fn write_lines(
 /// MEMBER` on stdout for each once it listens, and serves until killed.
 pub async fn serve(o: ServeOptions) -> Result<(), String> {
     let group = actix_cpg::GroupName::new(o.group.clone()).map_err(|e| e.to_string())?;
+    // On before any replica or connection starts: every request counts.
+    if std::env::var_os(PROBE_ENV).is_some() {
+        actix_cpg::probe::enable();
+        actix::spawn(async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let report = actix_cpg::probe::report();
+                if !report.is_empty() {
+                    eprint!("PROBE\n{report}");
+                }
+            }
+        });
+    }
     let mut servers = Vec::new();
     // The sim cluster lives as long as the service.
     let mut _sim = None;
@@ -457,18 +461,6 @@ pub async fn serve(o: ServeOptions) -> Result<(), String> {
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         println!("SERVING {bound} {}", replica.local());
         tasks.push(actix::spawn(serve_tcp(replica, listener)));
-    }
-    if std::env::var_os(PROBE_ENV).is_some() {
-        actix_cpg::probe::enable();
-        actix::spawn(async {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                let report = actix_cpg::probe::report();
-                if !report.is_empty() {
-                    eprint!("PROBE\n{report}");
-                }
-            }
-        });
     }
     for task in tasks {
         match task.await {
@@ -657,7 +649,7 @@ mod tests {
         assert_eq!(o.group, "g");
         assert_eq!(o.listen.port(), 7000);
         assert_eq!(o.backend, Backend::Sim(3));
-        assert!(o.safe && !o.join_only);
+        assert!(o.delivery == Delivery::Safe && !o.join_only);
         assert!(parse_serve(&words("g --listen 127.0.0.1:7000")).is_err());
         assert!(parse_serve(&words("g --sim 3")).is_err());
         assert!(parse_serve(&words("g --listen nowhere --sim 3")).is_err());
@@ -674,6 +666,8 @@ mod tests {
         assert_eq!(delivery(""), Delivery::Agreed);
         assert_eq!(delivery("--safe"), Delivery::Safe);
         assert_eq!(delivery("--safe-all"), Delivery::SafeAll);
+        assert_eq!(delivery("--safe-all --safe"), Delivery::SafeAll);
+        assert_eq!(delivery("--safe --safe-all"), Delivery::SafeAll);
     }
 
     #[test]
@@ -703,7 +697,7 @@ mod tests {
         let (first, first_rx) = oneshot::channel();
         let (second, second_rx) = oneshot::channel();
         answers.push("#1 ", Command(later(first_rx)));
-        answers.push("#2", Command(later(second_rx)));
+        answers.push("#2 ", Command(later(second_rx)));
         answers.push("#3 ", Other(ready("STATUS")));
         answers.push("", Command(ready("OK 9")));
         let mut next = || answers.next().now_or_never();
