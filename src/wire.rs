@@ -87,7 +87,9 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// which (`crate::replicated::SUFFIX_VERSION`); no other layout changes.
 /// 5: a registry group's multicast may travel compressed
 /// ([`Kind::Compressed`], [`COMPRESSION_VERSION`]); no other layout
-/// changes.
+/// changes. 6: a replica answers a linearizable read at a barrier of its
+/// own in the stream (`crate::replicated::READ_VERSION`, one replica
+/// message more); no other layout changes.
 ///
 /// A group speaks the highest version every member speaks, decided from the
 /// members' announcements in the ordered stream (see `crate::roster`): a
@@ -95,7 +97,7 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// the last member that held it back leaves. The header, the announcement,
 /// and the framing of batches and chunks keep one layout in every version,
 /// so any build reads them whatever version an envelope names.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 /// The lowest version this build reads and speaks. Version 1 had no
 /// announcements and cannot take part in a group of this build: its
 /// messages are dropped as [`WireError::UnsupportedVersion`].
@@ -104,7 +106,7 @@ pub const MIN_PROTOCOL_VERSION: u8 = 2;
 /// build configured to speak it (`GroupConfig::protocol_versions`) encodes
 /// replies in a changed shape at this version. Never used by default.
 #[doc(hidden)]
-pub const NEXT_PROTOCOL_VERSION: u8 = 6;
+pub const NEXT_PROTOCOL_VERSION: u8 = 7;
 /// The first version in which a multicast may travel compressed
 /// ([`Kind::Compressed`]): a member compresses only once the group speaks
 /// it, so a process of an older build is never sent a compressed frame it
@@ -798,7 +800,7 @@ mod tests {
         let bytes = codec().encode(Kind::Request, &s).unwrap();
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[5, 2, 0, 0],
+            &[6, 2, 0, 0],
             &[7, 0, 0, 0, 0, 0, 0, 0],
             &[2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b'],
             &[2, 0, 0, 0, 0, 0, 0, 0, 1, 2],
@@ -988,7 +990,7 @@ mod tests {
         let bytes = codec().encode_chunk(head, b"abcd");
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[5, 7, 0, 0],
+            &[6, 7, 0, 0],
             &[9, 0, 0, 0, 0, 0, 0, 0],
             &[1, 0, 0, 0],
             &[3, 0, 0, 0],
@@ -1109,7 +1111,7 @@ mod tests {
         let mut packed = Vec::new();
         assert!(c.compress_into(&envelope, &mut packed));
         assert!(packed.len() < envelope.len() / 2, "{}", packed.len());
-        assert_eq!(&packed[..8], b"ACPG\x05\x0a\0\0");
+        assert_eq!(&packed[..8], b"ACPG\x06\x0a\0\0");
         assert_eq!(packed[8..12], (envelope.len() as u32).to_le_bytes());
         let frame = c.decode_frame(&packed).unwrap();
         assert_eq!(frame.kind, Kind::Compressed);

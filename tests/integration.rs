@@ -30,6 +30,7 @@ mod kv_history_sim;
 mod record_replay;
 mod replicated_batching;
 mod replicated_observer;
+mod replicated_reads;
 mod replicated_schedules;
 mod replicated_versions;
 mod scrape;

@@ -1,9 +1,11 @@
 //! The key-value store's client history is linearizable, per key, under
 //! seeded fault schedules on the sim backend: three clients issue
-//! overlapping puts, gets, compare-and-sets and deletes through replicas
+//! overlapping puts, gets (as commands, and as `Replica::read` at a
+//! barrier), compare-and-sets and deletes through replicas
 //! (moving to another replica when theirs fails) while a `FaultPlan` kills,
 //! crashes, partitions, heals and adds members. Every operation is recorded
-//! with its invocation and response (on a logical clock of this process)
+//! with its invocation and response (on a logical clock of this process;
+//! even seeds with agreed delivery, odd ones with safe delivery)
 //! and the whole history goes through `support::history::check`.
 //!
 //! `SIM_SEEDS=n` (default 100) and `SIM_SEED=s` as in the other schedules.
@@ -15,6 +17,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix_cpg::kv::{KvCommand, KvResponse, KvStore};
+use actix_cpg::replicated::Delivery;
 use actix_cpg::transport::sim::{FaultOutcome, FaultPlan, SimCluster, SimConnection, SimRng};
 use actix_cpg::{GroupName, NodeId, Replica, ReplicaConfig, ReplicaError, Transport};
 use support::history::{check, Event, Op, Outcome};
@@ -31,6 +34,10 @@ struct Shared {
     log: RefCell<Vec<String>>,
     clock: Cell<u64>,
     pending: Cell<usize>,
+    /// Reads at a barrier answered.
+    reads: Cell<usize>,
+    /// When the replicas reply (and answer reads).
+    delivery: Cell<Delivery>,
 }
 
 impl Shared {
@@ -46,6 +53,7 @@ fn start(shared: &Rc<Shared>, conn: SimConnection, founder: bool) {
     actix::spawn(async move {
         let config = ReplicaConfig {
             found_group: founder,
+            delivery: shared.delivery.get(),
             chunk_size: 128,
             ..ReplicaConfig::default()
         };
@@ -63,6 +71,35 @@ fn live(shared: &Shared, cluster: &SimCluster) -> Vec<Replica<KvStore>> {
         .filter(|r| cluster.is_alive(r.local()) && !r.status().closed)
         .cloned()
         .collect()
+}
+
+/// Reads `key` through `Replica::read` (a barrier, no command) and
+/// records the read in the history when it is answered. A read that fails
+/// read nothing, whatever the error: it is left out.
+fn read(shared: &Rc<Shared>, replica: &Replica<KvStore>, key: String) {
+    let invoked = shared.tick();
+    let shared = shared.clone();
+    let replica = replica.clone();
+    shared.pending.set(shared.pending.get() + 1);
+    actix::spawn(async move {
+        let wanted = key.clone();
+        let result = replica
+            .read(move |s: &KvStore| s.get(&wanted).map(str::to_owned))
+            .await;
+        let returned = shared.tick();
+        if let Ok(value) = result {
+            shared.reads.set(shared.reads.get() + 1);
+            shared.history.borrow_mut().push(Event {
+                key,
+                op: Op::Get,
+                outcome: Outcome::Value(value),
+                invoked,
+                returned: Some(returned),
+                position: None,
+            });
+        }
+        shared.pending.set(shared.pending.get() - 1);
+    });
 }
 
 /// Sends one operation and records it in the history when it completes.
@@ -127,12 +164,16 @@ async fn yields(n: u64) {
     }
 }
 
-async fn run(seed: u64) -> Result<(usize, usize), String> {
+async fn run(seed: u64) -> Result<(usize, usize, usize), String> {
     let mut rng = SimRng::new(seed ^ 0x4157_0121);
     let nodes = 3 + rng.below(3) as u32;
     let cluster = SimCluster::builder(nodes).max_backlog(8).build();
     let group = GroupName::new("kv-history").expect("name");
     let shared = Rc::new(Shared::default());
+    // Odd seeds reply (and answer reads) once a majority acknowledged.
+    if seed % 2 == 1 {
+        shared.delivery.set(Delivery::Safe);
+    }
     for node in 1..=3 {
         let conn = cluster
             .process(NodeId(node))
@@ -170,6 +211,11 @@ async fn run(seed: u64) -> Result<(usize, usize), String> {
                 next_value += 1;
                 let op = match rng.below(10) {
                     0..=4 => Op::Put(format!("v{next_value}")),
+                    // Half the reads as a command, half at a barrier.
+                    5 | 6 if rng.below(2) == 0 => {
+                        read(&shared, r, key);
+                        continue;
+                    }
                     5..=7 => Op::Get,
                     8 => Op::Del,
                     _ => Op::Cas {
@@ -254,7 +300,7 @@ async fn run(seed: u64) -> Result<(usize, usize), String> {
             return Err(why);
         }
     };
-    Ok((history.len(), checked))
+    Ok((history.len(), checked, shared.reads.get()))
 }
 
 fn seeds() -> Vec<u64> {
@@ -270,21 +316,23 @@ fn seeds() -> Vec<u64> {
 
 #[test]
 fn kv_histories_are_linearizable_per_key_under_seeded_faults() {
-    let (mut ops, mut checked) = (0, 0);
+    let (mut ops, mut checked, mut reads) = (0, 0, 0);
     let runs = seeds();
     for seed in &runs {
         match simulated().block_on(run(*seed)) {
-            Ok((n, c)) => {
+            Ok((n, c, r)) => {
                 ops += n;
                 checked += c;
+                reads += r;
             }
             Err(why) => panic!("seed {seed}: {why}\nreplay with SIM_SEED={seed}"),
         }
     }
     println!(
-        "{} schedules, {ops} operations recorded, {checked} checked",
+        "{} schedules, {ops} operations recorded ({reads} reads at a barrier), {checked} checked",
         runs.len()
     );
+    assert!(reads > 0, "no read at a barrier was answered");
 }
 
 use crate::support::simulated;

@@ -150,7 +150,7 @@ async fn a_group_with_a_member_of_version_4_sends_everything_uncompressed() {
 }
 
 #[actix_rt::test]
-async fn a_group_all_at_version_5_compresses_what_shrinks_above_the_threshold() {
+async fn a_group_of_this_build_compresses_what_shrinks_above_the_threshold() {
     let cluster = SimCluster::builder(2).build();
     let (_p1, host) = member(&cluster, 1, Versions::this_build()).await;
     let seen = host_sink(&host).await;
@@ -172,7 +172,7 @@ async fn a_group_all_at_version_5_compresses_what_shrinks_above_the_threshold() 
     wait_for(&seen, docs.len()).await;
     assert_eq!(*seen.borrow(), docs);
     let (s, h) = (sender.metrics(), host.metrics());
-    assert_eq!(s.protocol_version, COMPRESSION_VERSION);
+    assert!(s.protocol_version >= COMPRESSION_VERSION, "{s:?}");
     // The first JSON-like document, and the pieces of the last.
     assert!(s.compressed_sent >= 4, "{s:?}");
     assert!(s.compressed_saved > (64 << 10) / 2, "{s:?}");

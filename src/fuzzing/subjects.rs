@@ -262,15 +262,25 @@ impl ReplicaSubject {
         for action in actions {
             match action {
                 ReplicaAction::Mcast(msg) => {
-                    let sticky = matches!(msg, ReplicaMessage::Info(_) | ReplicaMessage::Mark(_));
+                    let sticky = matches!(
+                        msg,
+                        ReplicaMessage::Info(_)
+                            | ReplicaMessage::Mark(_)
+                            | ReplicaMessage::Barrier(_)
+                    );
                     if let Ok(bytes) = msg.encode(&self.codec) {
                         push_bounded(&mut self.outbox, bytes, sticky);
                     }
                 }
                 // As the runtime's outbox: an info survives a view change.
                 ReplicaAction::Purge => self.outbox.retain(|(_, sticky)| *sticky),
-                // The subject keeps no data directory.
-                ReplicaAction::Persist(_) | ReplicaAction::Rebase { .. } => {}
+                // The subject keeps no data directory, and its reads are
+                // only numbers (the core's bookkeeping is what is fuzzed).
+                ReplicaAction::Persist(_)
+                | ReplicaAction::Rebase { .. }
+                | ReplicaAction::Read { .. }
+                | ReplicaAction::ReadDone { .. }
+                | ReplicaAction::ReadFailed { .. } => {}
                 ReplicaAction::SendSnapshot {
                     state,
                     snapshot,

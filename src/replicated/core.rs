@@ -262,6 +262,34 @@
 //!     Observers are neither compared nor resent a state (their commands
 //!     are the participants', their divergence changes no decision).
 //!
+//! 12. **Linearizable reads** (from protocol version
+//!     [`READ_VERSION`]). A member's reads wait for a `Barrier` it
+//!     multicasts once they are asked (one for all asked in a turn of its
+//!     runtime; only once it is a member and its group speaks that
+//!     version). Only its sender acts on a barrier: every other process
+//!     ignores it, so it changes no decision and needs no sender rule.
+//!     Where it comes back:
+//!     - if this member holds the state of an installed primary view (no
+//!       transfer to it runs, its state is not found diverged), the reads
+//!       are evaluated on that state, at that position `p`. A command whose
+//!       reply anyone had before the read was asked was delivered before
+//!       the barrier (total order; a reply follows its command's
+//!       delivery), so the read sees it. The answers leave once `p` is
+//!       stable (safe delivery: as a reply at `p` would), so no read shows
+//!       a state a later primary may not hold; if the view changes first
+//!       and this member's state does not survive into a primary view,
+//!       they fail ([`ReplicaError::Uncertain`]: nothing was answered);
+//!     - while a view is being installed or the state received, they are
+//!       parked, and a new barrier goes out for them once this member
+//!       holds the state of an installed primary view (any later point
+//!       also follows the read's start);
+//!     - in a view that is not primary they fail
+//!       ([`ReplicaError::NotPrimary`]); once this member is no member,
+//!       with [`ReplicaError::NotMember`].
+//!
+//!     Waiting reads are capped by [`super::ReplicaConfig::max_held`]
+//!     (rule 8): past it a read fails at once ([`ReplicaError::Overloaded`]).
+//!
 //! Every refusal is counted by cause ([`RefusedCounts`]) and logged.
 //!
 //! # View installation
@@ -379,9 +407,10 @@ use super::inspect::{
 };
 use super::messages::{
     Chunk, CommandMsg, DigestMsg, Info, PrimaryEpoch, PrimaryRecord, ReplicaMessage, StateDigest,
-    StateId, SuffixEntry, DIGEST_VERSION, RECOVERY_VERSION, SUFFIX_VERSION, TRANSFER_SNAPSHOT,
-    TRANSFER_SUFFIX,
+    StateId, SuffixEntry, DIGEST_VERSION, READ_VERSION, RECOVERY_VERSION, SUFFIX_VERSION,
+    TRANSFER_SNAPSHOT, TRANSFER_SUFFIX,
 };
+use super::reads::Reads;
 use super::recent::Recent;
 use super::{Delivery, Executed, RefusedCounts, ReplicaError, ReplicaEvent, StateMachine};
 use crate::group::MetricsSnapshot;
@@ -429,6 +458,15 @@ pub(crate) enum Action<R, C> {
         id: u64,
         result: Result<Executed<R>, ReplicaError>,
     },
+    /// Evaluate these reads of this member against the state now (the
+    /// point of the stream just handled, rule 12); their answers wait for
+    /// [`Action::ReadDone`].
+    Read { ids: Vec<u64> },
+    /// These reads, evaluated at `at`, may be answered (a durable
+    /// replica: once `at` is synced, as a reply).
+    ReadDone { ids: Vec<u64>, at: StateId },
+    /// These reads fail with `error`; nothing was answered.
+    ReadFailed { ids: Vec<u64>, error: ReplicaError },
     /// Tell subscribers.
     Event(ReplicaEvent),
     /// This replica cannot go on (a snapshot did not restore, a buffer
@@ -598,6 +636,8 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// This member's applied commands whose reply waits for stability, by
     /// position (`applied` after the command).
     unstable: BTreeMap<u64, (u64, Executed<S::Response>)>,
+    /// This member's linearizable reads (rule 12).
+    reads: Reads,
     /// The state each member announced in the latest round installed, and
     /// that round (for inspection only: no decision reads it).
     announced: (u32, BTreeMap<Member, StateId>),
@@ -691,6 +731,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             ack_basis: None,
             acked: 0,
             unstable: BTreeMap::new(),
+            reads: Reads::default(),
             announced: (0, BTreeMap::new()),
             journal: false,
             gone: BTreeMap::new(),
@@ -1310,6 +1351,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         // An admission may have set the version (the first member's), or
         // this process learned the members.
         self.report_version(&mut out);
+        self.serve_parked(&mut out);
         out
     }
 
@@ -1609,6 +1651,13 @@ impl<S: StateMachine> ReplicaCore<S> {
                     warn!(%from, "state digest from an observer; refused");
                 } else if !self.refuse_version(from, version) {
                     self.take_digest(from, digest, version, out);
+                }
+            }
+            // Rule 12: only its sender acts on it.
+            ReplicaMessage::Barrier(number) => {
+                if from == self.local {
+                    let ids = self.reads.back(number);
+                    self.answer_reads(ids, out);
                 }
             }
             // Void once a roster of the view was delivered, or while a
@@ -2234,6 +2283,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                     result: Err(ReplicaError::Uncertain),
                 });
             }
+            self.drop_evaluated_reads(out);
         }
         out.push(Action::Event(ReplicaEvent::Installed {
             primary,
@@ -2350,6 +2400,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                     result: Err(ReplicaError::Uncertain),
                 });
             }
+            self.drop_evaluated_reads(out);
             out.push(Action::Event(ReplicaEvent::PrimaryChanged {
                 primary: false,
                 epoch: None,
@@ -2409,6 +2460,95 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         self.checks_sent += 1;
         Ok(vec![Action::Mcast(ReplicaMessage::Check(self.checks_sent))])
+    }
+
+    /// Rule 12: this member's reads `ids` (numbered by the runtime, each
+    /// once) wait for a barrier it multicasts now. Fails them all, sending
+    /// nothing, before this replica is a member, while its group speaks a
+    /// version before [`READ_VERSION`], or when more reads than
+    /// `max_held` would wait (rule 8).
+    pub(crate) fn request_read(&mut self, ids: Vec<u64>) -> Result<Actions<S>, ReplicaError> {
+        if !self.roster.is_member(self.local) {
+            return Err(ReplicaError::NotMember);
+        }
+        match self.writes_at() {
+            Some(version) if version >= READ_VERSION => {}
+            Some(version) => return Err(ReplicaError::ReadsUnsupported { version }),
+            None => return Err(ReplicaError::NotMember),
+        }
+        if self.reads.waiting() + ids.len() > self.max_held {
+            return Err(ReplicaError::Overloaded);
+        }
+        let number = self.reads.send(ids);
+        Ok(vec![Action::Mcast(ReplicaMessage::Barrier(number))])
+    }
+
+    /// Rule 12: reads whose barrier came back are evaluated here if this
+    /// replica holds the state of a primary view; wait for a view where it
+    /// does while one is being installed or its state received; fail in a
+    /// view that is not primary or once this replica is no member.
+    fn answer_reads(&mut self, ids: Vec<u64>, out: &mut Actions<S>) {
+        if ids.is_empty() {
+            return;
+        }
+        let error = match &self.phase {
+            _ if !self.roster.is_member(self.local) => Some(ReplicaError::NotMember),
+            Phase::Unjoined => Some(ReplicaError::NotMember),
+            Phase::Installed(i) if !i.primary => Some(ReplicaError::NotPrimary),
+            Phase::Installed(i) if i.incoming.is_none() && !self.diverged => None,
+            Phase::Installing { .. } | Phase::Installed(_) => {
+                self.reads.park(ids);
+                return;
+            }
+        };
+        if let Some(error) = error {
+            out.push(Action::ReadFailed { ids, error });
+            return;
+        }
+        let at = self.id;
+        out.push(Action::Read { ids: ids.clone() });
+        if self.stable() >= at.applied {
+            out.push(Action::ReadDone { ids, at });
+        } else {
+            self.reads.evaluated(at, ids);
+        }
+    }
+
+    /// Rule 12: parked reads get a new barrier once this replica can
+    /// answer (it holds the state of an installed primary view), and fail
+    /// once it cannot (a view that is not primary).
+    fn serve_parked(&mut self, out: &mut Actions<S>) {
+        if !self.reads.any_parked() {
+            return;
+        }
+        let Phase::Installed(installed) = &self.phase else {
+            return;
+        };
+        if installed.primary && (installed.incoming.is_some() || self.diverged) {
+            return;
+        }
+        let ids = self.reads.unpark();
+        if !installed.primary {
+            out.push(Action::ReadFailed {
+                ids,
+                error: ReplicaError::NotPrimary,
+            });
+            return;
+        }
+        let number = self.reads.send(ids);
+        out.push(Action::Mcast(ReplicaMessage::Barrier(number)));
+    }
+
+    /// Evaluated reads whose state did not survive a view change (rule
+    /// 12): nothing was answered; the reader may read again.
+    fn drop_evaluated_reads(&mut self, out: &mut Actions<S>) {
+        let ids = self.reads.drop_evaluated();
+        if !ids.is_empty() {
+            out.push(Action::ReadFailed {
+                ids,
+                error: ReplicaError::Uncertain,
+            });
+        }
     }
 
     /// Rule 11: the lowest participant of an installed primary view asks
@@ -2677,6 +2817,12 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     fn release_stable(&mut self, out: &mut Actions<S>) {
+        if self.reads.waiting() > 0 {
+            let stable = self.stable();
+            for (at, ids) in self.reads.stable(stable) {
+                out.push(Action::ReadDone { ids, at });
+            }
+        }
         if self.unstable.is_empty() {
             return;
         }

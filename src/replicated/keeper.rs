@@ -344,13 +344,16 @@ impl<R, C> Keeper<R, C> {
         self.replace_snapshot(state, bytes, known)
     }
 
-    /// Whether this action must wait for a sync (rule 1): a reply, or an
-    /// acknowledgement, while appended entries are not durable.
+    /// Whether this action must wait for a sync (rule 1): a reply, a
+    /// read's answer, or an acknowledgement, while appended entries are
+    /// not durable.
     pub(crate) fn holds(&self, action: &Action<R, C>) -> bool {
         self.commits.waiting()
             && matches!(
                 action,
-                Action::Reply { .. } | Action::Mcast(super::messages::ReplicaMessage::Ack(_))
+                Action::Reply { .. }
+                    | Action::ReadDone { .. }
+                    | Action::Mcast(super::messages::ReplicaMessage::Ack(_))
             )
     }
 

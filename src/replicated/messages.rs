@@ -26,9 +26,10 @@
 //! `Command` at [`NEXT_PROTOCOL_VERSION`], a version only tests speak.
 //!
 //! [`ReplicaMessage::Check`] (index 7) and [`ReplicaMessage::Digest`]
-//! (index 8) exist from version [`DIGEST_VERSION`] on: in an envelope of an
-//! earlier version they are malformed (no build of that version sends
-//! them).
+//! (index 8) exist from version [`DIGEST_VERSION`] on, and
+//! [`ReplicaMessage::Barrier`] (index 9) from [`READ_VERSION`] on: in an
+//! envelope of an earlier version they are malformed (no build of that
+//! version sends them).
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,15 @@ pub const SUFFIX_VERSION: u8 = 4;
 /// framing); a replica packs them only once its group speaks it
 /// ([`super::ReplicaConfig::batch_messages`]). No layout changes with it.
 pub const BATCH_VERSION: u8 = 4;
+
+/// The first protocol version whose replicas answer linearizable reads
+/// without logging them ([`super::Replica::read`]): a reader multicasts a
+/// barrier message and reads its own state where the barrier
+/// comes back (rule 12 of the core). Only the reader acts on it; a
+/// member of an earlier build would drop it as malformed, so a replica
+/// sends one only once its group speaks this version. No other layout
+/// changes with it.
+pub const READ_VERSION: u8 = 6;
 
 /// The last byte of a transfer from [`SUFFIX_VERSION`] on: the bytes
 /// before it are a snapshot, as [`super::StateMachine::encode`] made it.
@@ -282,6 +292,11 @@ pub(crate) enum ReplicaMessage {
     /// A participant's digest at a check's point (rule 11). From
     /// [`DIGEST_VERSION`] on.
     Digest(DigestMsg),
+    /// A linearizable read's barrier (rule 12): where it comes back to its
+    /// sender, every command acknowledged to anyone before the read began
+    /// has been delivered there. The number names the barrier among its
+    /// sender's; every other process ignores it. From [`READ_VERSION`] on.
+    Barrier(u64),
 }
 
 /// Variant indices of [`ReplicaMessage`] on the wire (bincode writes an
@@ -292,6 +307,7 @@ const NO_ROSTER: u32 = 5;
 const MARK: u32 = 6;
 const CHECK: u32 = 7;
 const DIGEST: u32 = 8;
+const BARRIER: u32 = 9;
 
 /// `Command` as [`NEXT_PROTOCOL_VERSION`] lays it out: the same command
 /// with its fields in another order and one more, so tests show that
@@ -379,6 +395,12 @@ impl ReplicaMessage {
                 frame.version
             )));
         }
+        if frame.version < READ_VERSION && index == Some(BARRIER) {
+            return Err(WireError::Malformed(format!(
+                "a read barrier in an envelope of version {} (they exist from version {READ_VERSION})",
+                frame.version
+            )));
+        }
         if frame.version >= NEXT_PROTOCOL_VERSION && index == Some(COMMAND) {
             let (_, next): (u32, NextCommand<Vec<u8>>) = codec.decode_body(frame.body)?;
             return Ok(ReplicaMessage::Command(CommandMsg {
@@ -394,7 +416,7 @@ impl ReplicaMessage {
 mod tests {
     use super::*;
     use crate::transport::{NodeId, RingId};
-    use crate::wire::{Versions, PROTOCOL_VERSION};
+    use crate::wire::{Versions, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
     /// Reads and writes both versions, writing at `version`.
     fn both(version: u8) -> Codec {
@@ -477,6 +499,7 @@ mod tests {
                 at: info.state,
                 digest: None,
             }),
+            ReplicaMessage::Barrier(9),
         ]
     }
 
@@ -527,6 +550,24 @@ mod tests {
             // version sends it.
             let mut earlier = current.clone();
             earlier[4] = DIGEST_VERSION - 1;
+            assert!(matches!(
+                decode(&old(), &earlier),
+                Err(WireError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_read_barrier_exists_from_its_version_on() {
+        let barrier = ReplicaMessage::Barrier(7);
+        let current = barrier.encode(&old()).expect("encodes");
+        assert_eq!(current[4], PROTOCOL_VERSION);
+        assert_eq!(decode(&old(), &current), Ok(barrier.clone()));
+        // The same body in an envelope of the version before: no build of
+        // that version sends it, and none of them would read it.
+        for version in [MIN_PROTOCOL_VERSION, READ_VERSION - 1] {
+            let mut earlier = current.clone();
+            earlier[4] = version;
             assert!(matches!(
                 decode(&old(), &earlier),
                 Err(WireError::Malformed(_))
@@ -649,8 +690,24 @@ mod tests {
             bytes,
             [
                 &b"ACPG"[..],
-                &[5, 16, 0, 0],
+                &[6, 16, 0, 0],
                 &[3, 0, 0, 0],
+                &[5, 0, 0, 0, 0, 0, 0, 0]
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn golden_bytes_of_a_read_barrier() {
+        let bytes = ReplicaMessage::Barrier(5).encode(&old()).expect("encodes");
+        // Header (version 6, kind 16), variant index 9 as u32, the u64.
+        assert_eq!(
+            bytes,
+            [
+                &b"ACPG"[..],
+                &[6, 16, 0, 0],
+                &[9, 0, 0, 0],
                 &[5, 0, 0, 0, 0, 0, 0, 0]
             ]
             .concat()
@@ -664,7 +721,7 @@ mod tests {
             mark,
             [
                 &b"ACPG"[..],
-                &[5, 16, 0, 0],
+                &[6, 16, 0, 0],
                 &[6, 0, 0, 0],
                 &[9, 0, 0, 0, 0, 0, 0, 0]
             ]
@@ -685,9 +742,9 @@ mod tests {
         let info = ReplicaMessage::Info(info())
             .encode(&old())
             .expect("encodes");
-        // Variant 0, then the announcement: min 2, max 5, role 0
+        // Variant 0, then the announcement: min 2, max 6, role 0
         // (participant) as u32.
-        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 5, 0, 0, 0]);
+        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 6, 0, 0, 0]);
     }
 
     #[test]
@@ -701,7 +758,7 @@ mod tests {
             next,
             [
                 &b"ACPG"[..],
-                &[6, 16, 0, 0],
+                &[7, 16, 0, 0],
                 &[2, 0, 0, 0],
                 // flags, id, then the payload with its length.
                 &[0],

@@ -96,6 +96,13 @@
 //!   member ([`ReplicaEvent::Diverged`]) and receives the state of the
 //!   lowest holder of the majority's, as a joiner would. With no majority
 //!   it is reported and nothing is sent. Observers are not compared.
+//! - **Linearizable reads** (protocol version [`READ_VERSION`] on):
+//!   [`Replica::read`] answers from the local state at the point of the
+//!   stream where a barrier the replica multicast comes back, so it sees
+//!   every command replied to before the read began; under safe delivery
+//!   the answer also waits until that state is safe. Nothing is logged or
+//!   synced for it. ([`Replica::query`] reads the local state at once,
+//!   possibly stale.)
 //!
 //! # Limits
 //!
@@ -175,6 +182,7 @@ mod inspect;
 mod keeper;
 mod messages;
 mod observer;
+mod reads;
 mod recent;
 mod replay;
 mod runtime;
@@ -200,8 +208,8 @@ pub use self::inspect::{
 };
 pub use self::keeper::{bootstrap, Bootstrapped};
 pub use self::messages::{
-    PrimaryEpoch, StateDigest, StateId, BATCH_VERSION, DIGEST_VERSION, RECOVERY_VERSION,
-    SUFFIX_VERSION,
+    PrimaryEpoch, StateDigest, StateId, BATCH_VERSION, DIGEST_VERSION, READ_VERSION,
+    RECOVERY_VERSION, SUFFIX_VERSION,
 };
 pub use self::observer::ReplicaObserver;
 pub use self::replay::replay;
@@ -690,7 +698,9 @@ fn write_primary(
     }
 }
 
-/// Why a command has no response. Each variant says whether it was applied.
+/// Why a command has no response (each variant says whether it was
+/// applied), or a read ([`Replica::read`]) no answer: a read changes
+/// nothing, so it may always be tried again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplicaError {
@@ -738,6 +748,16 @@ pub enum ReplicaError {
         /// The version the group speaks.
         version: u8,
     },
+    /// A linearizable read ([`Replica::read`]) cannot be answered without
+    /// a command: the group speaks protocol version `version`, before
+    /// [`READ_VERSION`] (a member of an older build is in it). Nothing was
+    /// sent. Read through a command of the state machine instead, or
+    /// once the older members are upgraded.
+    #[error("the group speaks protocol v{version}, before read barriers; nothing was sent")]
+    ReadsUnsupported {
+        /// The version the group speaks.
+        version: u8,
+    },
     /// This replica is an observer ([`ReplicaConfig::role`]): it sends no
     /// command. Nothing was sent; no member applied it. Do not retry:
     /// write through a participant. (A command an observer's process
@@ -747,7 +767,9 @@ pub enum ReplicaError {
     Observer,
     /// The view changed before the outcome was known here: the command may
     /// or may not have been applied (like a timeout). Retry only if the
-    /// command is idempotent, or read the state first.
+    /// command is idempotent, or read the state first. A read gets it when
+    /// the view changed before the state it read was safe to show (rule 12
+    /// of the replica's rules): read again.
     #[error("the view changed before the outcome was known; the command may have been applied")]
     Uncertain,
     /// The command could not be encoded or decoded; it was not applied.
@@ -775,14 +797,16 @@ pub enum ReplicaError {
     Storage(String),
 }
 
-/// A command's response, and where it landed in the group's history.
+/// A command's response, and where it landed in the group's history (or
+/// a read's value, and the state it read: [`Replica::read_traced`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Executed<R> {
-    /// What this replica's state machine returned.
+    /// What this replica's state machine returned (a read: what the
+    /// closure returned).
     pub response: R,
     /// The state id right after the command: `state.applied` is its
     /// position among all applied commands, `state.genesis` the history it
-    /// belongs to.
+    /// belongs to. For a read, the state it read.
     pub state: StateId,
 }
 
@@ -1077,8 +1101,8 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Reads the local replica's state (as of the last command it applied;
-    /// it may lag the group — to read linearizably, make the read a
-    /// command).
+    /// it may lag the group — to read linearizably, use
+    /// [`Replica::read`]).
     pub async fn query<R, F>(&self, read: F) -> Result<R, ReplicaError>
     where
         R: Send + 'static,
@@ -1090,6 +1114,56 @@ impl<S: StateMachine> Replica<S> {
         }));
         self.ops.send(op).map_err(|_| gone(&self.stopped))?;
         rx.await.map_err(|_| gone(&self.stopped))
+    }
+
+    /// Reads the state linearizably, without a command: the answer reflects
+    /// every command whose reply anyone had before this call, as a command
+    /// would, but nothing is logged, synced or applied anywhere. The
+    /// replica multicasts a small barrier and runs `read` on its own state
+    /// where the barrier comes back in the total order (rule 12 of the
+    /// replica's rules); with [`Delivery::Safe`] or [`Delivery::SafeAll`]
+    /// the answer waits, as a reply would, until the state it read is
+    /// acknowledged by the majority (every holder), and a durable replica
+    /// waits for its own sync as for a reply. Reads asked in one turn of
+    /// the runtime share one barrier. Observers can read this way too.
+    ///
+    /// Errors (nothing was read; retrying is always safe):
+    /// [`ReplicaError::NotMember`] before the replica is a member,
+    /// [`ReplicaError::NotPrimary`] where the barrier came back in a view
+    /// that is not primary, [`ReplicaError::Uncertain`] when the view
+    /// changed before the state read was safe to show,
+    /// [`ReplicaError::Overloaded`] past [`ReplicaConfig::max_held`] reads
+    /// waiting, [`ReplicaError::ReadsUnsupported`] while a member of an
+    /// older build holds the group's version back (read through a command
+    /// then).
+    pub async fn read<R, F>(&self, read: F) -> Result<R, ReplicaError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&S) -> R + Send + 'static,
+    {
+        self.read_traced(read).await.map(|r| r.response)
+    }
+
+    /// Like [`Replica::read`], and also tells which state was read: the
+    /// [`StateId`] in `state` (its `applied`: how many commands of the
+    /// group's history the read saw).
+    pub async fn read_traced<R, F>(&self, read: F) -> Result<Executed<R>, ReplicaError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&S) -> R + Send + 'static,
+    {
+        let (value, answer) = oneshot::channel();
+        let (done, verdict) = oneshot::channel();
+        let op = Op::Read {
+            read: Box::new(move |s: &S| {
+                let _ = value.send(read(s));
+            }),
+            done,
+        };
+        self.ops.send(op).map_err(|_| gone(&self.stopped))?;
+        let state = verdict.await.map_err(|_| gone(&self.stopped))??;
+        let response = answer.await.map_err(|_| gone(&self.stopped))?;
+        Ok(Executed { response, state })
     }
 
     /// What this replica holds at one point of the ordered stream: members

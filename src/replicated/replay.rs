@@ -107,6 +107,11 @@ pub fn replay<S: StateMachine>(recording: &Recording, config: &ReplicaConfig) ->
                     ),
                     Err(e) => format!("own command {id} not applied: {e}"),
                 },
+                Action::Read { ids } => format!("own reads {ids:?} evaluated"),
+                Action::ReadDone { ids, at } => {
+                    format!("own reads {ids:?} answered at state {}", at.applied)
+                }
+                Action::ReadFailed { ids, error } => format!("own reads {ids:?} failed: {error}"),
                 Action::Fatal(why) => {
                     stop = true;
                     format!("stop: {why}")

@@ -44,7 +44,13 @@
 //!    more. A reply whose command a sync already covered (safe delivery:
 //!    its acknowledgements came in later) does not wait. A failed sync
 //!    stops the replica; when the runtime stops, the last sync runs on its
-//!    thread.
+//!    thread. A read's answer waits for its state's sync as a reply does.
+//! 5. Reads (core rule 12): the reads taken in one turn share one barrier,
+//!    queued at the turn's end behind the commands already queued (so a
+//!    read sees every command its handle queued before it; in the same
+//!    lane, which new rounds do not purge). A read runs on the state where
+//!    the core says, and its caller learns the value only once the core
+//!    releases it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,7 +84,13 @@ use crate::wire::{Codec, Kind, WireError, HEADER_LEN};
 /// and the enum tag, on top of the header.
 const CHUNK_OVERHEAD: usize = 64;
 
+/// The outbox token of a read's barrier among the commands (theirs are
+/// their ids, from 1).
+const READ_TOKEN: u64 = 0;
+
 type Done<T> = oneshot::Sender<T>;
+/// A read of the state, run on the runtime's actor.
+pub(crate) type Reader<S> = Box<dyn FnOnce(&S) + Send>;
 type Reply<S> = Done<Result<Executed<<S as StateMachine>::Response>, ReplicaError>>;
 
 /// A request from a [`super::Replica`] handle.
@@ -87,7 +99,14 @@ pub(crate) enum Op<S: StateMachine> {
         payload: Vec<u8>,
         done: Reply<S>,
     },
-    Query(Box<dyn FnOnce(&S) + Send>),
+    Query(Reader<S>),
+    /// A linearizable read (core rule 12): `read` runs on the state where
+    /// its barrier comes back; `done` says whether its answer may be
+    /// taken.
+    Read {
+        read: Reader<S>,
+        done: Done<Result<StateId, ReplicaError>>,
+    },
     /// Answered from the core between two events.
     Inspect {
         done: Done<ReplicaInspection>,
@@ -99,6 +118,14 @@ pub(crate) enum Op<S: StateMachine> {
     Check {
         done: Done<Result<(), ReplicaError>>,
     },
+}
+
+/// A linearizable read under way.
+pub(crate) struct PendingRead<S> {
+    /// Taken when the read is evaluated.
+    read: Option<Reader<S>>,
+    /// The state it was read at, once it may be answered.
+    done: Done<Result<StateId, ReplicaError>>,
 }
 
 /// Where the runtime reports: shared with the [`super::Replica`] handles.
@@ -127,6 +154,11 @@ pub(crate) struct ReplicaActor<S: StateMachine> {
     outbox: Outbox<u64>,
     calls: HashMap<u64, Reply<S>>,
     next_id: u64,
+    /// Linearizable reads under way, by id (core rule 12): the read until
+    /// it is evaluated, and who waits for the verdict.
+    reads: HashMap<u64, PendingRead<S>>,
+    /// Reads taken in this turn, for one barrier at its end.
+    reads_asked: Vec<u64>,
     leaving: Option<Done<Result<(), ReplicaError>>>,
     pump_waker: Option<std::task::Waker>,
     restored: Option<(Member, u64)>,
@@ -221,6 +253,8 @@ impl<S: StateMachine> ReplicaActor<S> {
             outbox: Outbox::new(config.send_window, config.chunks_in_flight),
             calls: HashMap::new(),
             next_id: 1,
+            reads: HashMap::new(),
+            reads_asked: Vec::new(),
             leaving: None,
             pump_waker: None,
             restored: None,
@@ -410,24 +444,23 @@ impl<S: StateMachine> ReplicaActor<S> {
         self.finish(changed, ctx);
     }
 
-    /// Whether `action` answers a command an earlier sync made durable
-    /// (rule 4).
+    /// Whether `action` answers a command, or reads, at a state an
+    /// earlier sync made durable (rule 4).
     fn is_durable(&self, action: &Action<S::Response, S::Snapshot>) -> bool {
-        match (action, self.keeper.as_ref().map(|k| k.durable())) {
-            (
-                Action::Reply {
-                    result: Ok(executed),
-                    ..
-                },
-                Some(durable),
-            ) => {
-                let at = executed.state;
-                at.epoch == durable.epoch
-                    && at.genesis == durable.genesis
-                    && at.applied <= durable.applied
-            }
-            _ => false,
-        }
+        let at = match action {
+            Action::Reply {
+                result: Ok(executed),
+                ..
+            } => executed.state,
+            Action::ReadDone { at, .. } => *at,
+            _ => return false,
+        };
+        self.keeper.as_ref().is_some_and(|k| {
+            let durable = k.durable();
+            at.epoch == durable.epoch
+                && at.genesis == durable.genesis
+                && at.applied <= durable.applied
+        })
     }
 
     /// Writes at the version the group speaks once this replica knows it
@@ -493,6 +526,7 @@ impl<S: StateMachine> ReplicaActor<S> {
                         self.core.ack_absorbed();
                     }
                 }
+                Action::Mcast(barrier @ ReplicaMessage::Barrier(_)) => self.send_barrier(barrier),
                 Action::Mcast(msg) => self.send_control(msg),
                 Action::Purge => {
                     // A snapshot still being encoded belongs to the old view.
@@ -506,6 +540,9 @@ impl<S: StateMachine> ReplicaActor<S> {
                 } => self.encode_snapshot(state, snapshot, suffix, ctx),
                 Action::Digest { at, snapshot } => self.hash_off_actor(at, snapshot, ctx),
                 Action::Reply { id, result } => self.reply(id, result),
+                Action::Read { ids } => self.evaluate_reads(&ids),
+                Action::ReadDone { ids, at } => self.answer_reads(ids, Ok(at)),
+                Action::ReadFailed { ids, error } => self.answer_reads(ids, Err(error)),
                 Action::Event(event) => {
                     match &event {
                         ReplicaEvent::Installed { receivers, .. } => {
@@ -555,6 +592,49 @@ impl<S: StateMachine> ReplicaActor<S> {
         }
     }
 
+    /// The reads taken this turn wait for one barrier (core rule 12), or
+    /// fail at once if the core sends none.
+    fn ask_reads(&mut self, ctx: &mut Context<Self>) {
+        if self.reads_asked.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.reads_asked);
+        match self.core.request_read(ids.clone()) {
+            Ok(actions) => {
+                self.apply(actions, ctx);
+            }
+            Err(error) => self.answer_reads(ids, Err(error)),
+        }
+    }
+
+    /// Runs the reads `ids` on the state now (core rule 12).
+    fn evaluate_reads(&mut self, ids: &[u64]) {
+        for id in ids {
+            if let Some(read) = self.reads.get_mut(id).and_then(|r| r.read.take()) {
+                read(self.core.state());
+            }
+        }
+    }
+
+    /// Gives the reads `ids` their verdict.
+    fn answer_reads(&mut self, ids: Vec<u64>, verdict: Result<StateId, ReplicaError>) {
+        for id in ids {
+            if let Some(pending) = self.reads.remove(&id) {
+                let _ = pending.done.send(verdict.clone());
+            }
+        }
+    }
+
+    /// Queues a read's barrier behind the commands queued before it (rule
+    /// 5), so a read sees the commands its handle queued earlier; it
+    /// survives new rounds, as they do.
+    fn send_barrier(&mut self, barrier: ReplicaMessage) {
+        match barrier.encode(&self.codec) {
+            Ok(bytes) => self.outbox.push_user(bytes, READ_TOKEN),
+            Err(e) => error!("read barrier not sent: {e}"),
+        }
+    }
+
     /// Queues a protocol message.
     fn send_control(&mut self, msg: ReplicaMessage) {
         match msg.encode(&self.codec) {
@@ -598,7 +678,8 @@ impl<S: StateMachine> ReplicaActor<S> {
                 }
                 Action::Mcast(msg) => self.send_control(msg),
                 Action::Reply { id, result } => self.reply(id, result),
-                _ => debug_assert!(false, "only replies and acknowledgements are held"),
+                Action::ReadDone { ids, at } => self.answer_reads(ids, Ok(at)),
+                _ => debug_assert!(false, "only replies, reads and acknowledgements are held"),
             }
         }
     }
@@ -824,6 +905,10 @@ impl<S: StateMachine> ReplicaActor<S> {
             crate::probe::record("replica.flush (with a command)", at.elapsed());
         }
         for (id, outcome) in sent {
+            if id == READ_TOKEN {
+                // A barrier: its reads wait for it to come back.
+                continue;
+            }
             match outcome {
                 Ok(()) => {
                     if packing.is_none() {
@@ -917,6 +1002,10 @@ impl<S: StateMachine> ReplicaActor<S> {
         for (_, done) in self.calls.drain() {
             let _ = done.send(Err(error.clone()));
         }
+        self.reads_asked.clear();
+        for (_, pending) in self.reads.drain() {
+            let _ = pending.done.send(Err(error.clone()));
+        }
     }
 
     fn handle_op(&mut self, op: Op<S>, ctx: &mut Context<Self>) {
@@ -946,6 +1035,19 @@ impl<S: StateMachine> ReplicaActor<S> {
                 }
             }
             Op::Query(read) => read(self.core.state()),
+            Op::Read { read, done } => {
+                if self.leaving.is_some() {
+                    let _ = done.send(Err(ReplicaError::Closed));
+                    return;
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                let read = Some(read);
+                self.reads.insert(id, PendingRead { read, done });
+                // One barrier for the turn's reads, at its end.
+                self.reads_asked.push(id);
+                return;
+            }
             Op::Inspect { done } => {
                 let seen = self
                     .core
@@ -1035,6 +1137,7 @@ impl<S: StateMachine> Pumped for ReplicaActor<S> {
 
     fn ops_taken(&mut self, ctx: &mut Context<Self>) {
         if !ctx.state().stopping() {
+            self.ask_reads(ctx);
             self.flush_or_close(ctx);
         }
     }

@@ -69,6 +69,10 @@ struct Peer {
     fatal: Option<String>,
     /// Why the group refused this replica, if it did.
     refused: Option<Refusal>,
+    /// Each read's value (the log's length) where it was evaluated, and
+    /// its answer once given (rule 12).
+    read_values: BTreeMap<u64, usize>,
+    read_answers: BTreeMap<u64, Result<usize, ReplicaError>>,
     /// Each event, with where in the stream it happened.
     positions: Vec<(ReplicaEvent, Position)>,
     /// Every point of the stream this replica handled.
@@ -123,6 +127,8 @@ impl Peer {
             tamper: None,
             fatal: None,
             refused: None,
+            read_values: BTreeMap::new(),
+            read_answers: BTreeMap::new(),
             positions: Vec::new(),
             handled: Vec::new(),
             journal: (None, Vec::new()),
@@ -249,6 +255,25 @@ impl Peer {
         if let Some(v) = self.core.writes_at() {
             self.codec = self.codec.at_version(v);
         }
+        self.act(actions, &position);
+        true
+    }
+
+    /// Asks for a linearizable read of the log's length (rule 12); its id.
+    fn read(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        match self.core.request_read(vec![id]) {
+            Ok(actions) => self.act(actions, &Position::Local),
+            Err(e) => {
+                self.read_answers.insert(id, Err(e));
+            }
+        }
+        id
+    }
+
+    /// Carries out the core's actions, as the runtime would.
+    fn act(&mut self, actions: Actions<Log>, position: &Position) {
         for action in actions {
             match action {
                 Action::Mcast(ReplicaMessage::Info(mut info)) if self.lie => {
@@ -333,9 +358,38 @@ impl Peer {
                     self.closed = true;
                     let _ = self.conn.leave();
                 }
+                Action::Read { ids } => {
+                    for id in ids {
+                        let value = self.core.state().0.len();
+                        assert!(
+                            self.read_values.insert(id, value).is_none(),
+                            "{}: read {id} evaluated twice",
+                            self.member()
+                        );
+                    }
+                }
+                Action::ReadDone { ids, .. } => {
+                    for id in ids {
+                        let value = self.read_values.get(&id).copied();
+                        let value = value.expect("a read is answered after it was evaluated");
+                        assert!(
+                            self.read_answers.insert(id, Ok(value)).is_none(),
+                            "{}: two answers for read {id}",
+                            self.member()
+                        );
+                    }
+                }
+                Action::ReadFailed { ids, error } => {
+                    for id in ids {
+                        assert!(
+                            self.read_answers.insert(id, Err(error.clone())).is_none(),
+                            "{}: two answers for read {id}",
+                            self.member()
+                        );
+                    }
+                }
             }
         }
-        true
     }
 }
 
@@ -2206,6 +2260,7 @@ fn builds_with_no_common_version_found_at_the_first_announcement() {
 }
 
 mod observers;
+mod reads;
 
 // Rule 11: divergence checks.
 
