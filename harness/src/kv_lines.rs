@@ -31,9 +31,13 @@
 //!  any failed request      ERR REASON             (not-primary, uncertain, ...)
 //! ```
 //!
-//! `get` and `cas` are commands like `put`: they take their place in the
-//! total order, so reads are linearizable; `read` is a local, possibly
-//! stale, read.
+//! `cas` is a command like `put`: it takes its place in the total order.
+//! `get` is linearizable without being one: the replica reads its state
+//! where a barrier of its own comes back in the total order
+//! ([`Replica::read`]; POS is how many commands the state read had
+//! applied), and only in a group an older build holds below
+//! [`actix_cpg::replicated::READ_VERSION`] is it a command. `read` is a
+//! local, possibly stale, read.
 
 use std::rc::Rc;
 
@@ -47,6 +51,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 pub enum Request {
     /// A command for the total order.
     Command(KvCommand),
+    /// `get KEY`: a linearizable read, at a barrier.
+    Get(String),
     /// `read KEY`: this replica's value, without ordering.
     LocalRead(String),
     /// `status`.
@@ -86,9 +92,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 value,
             })
         }
-        ("get", [key]) => Request::Command(KvCommand::Get {
-            key: (*key).to_owned(),
-        }),
+        ("get", [key]) => Request::Get((*key).to_owned()),
         ("del", [key]) => Request::Command(KvCommand::Delete {
             key: (*key).to_owned(),
         }),
@@ -223,6 +227,26 @@ pub fn start_request(replica: &Replica<KvStore>, body: &str) -> Option<Started> 
                 }
             }))
         }
+        // In line order with the commands: a barrier goes out behind the
+        // commands queued before it.
+        Request::Get(key) => {
+            let wanted = key.clone();
+            let read = replica.read_traced(move |s: &KvStore| s.get(&wanted).map(str::to_owned));
+            Started::Command(Box::pin(async move {
+                let (value, pos) = match read.await {
+                    Ok(r) => (r.response, r.state.applied),
+                    // An older build holds the group back: as a command.
+                    Err(ReplicaError::ReadsUnsupported { .. }) => {
+                        match replica.execute_traced(KvCommand::Get { key }).await {
+                            Ok(e) => return format_response(&e.response, e.state.applied),
+                            Err(e) => return format_error(&e),
+                        }
+                    }
+                    Err(e) => return format_error(&e),
+                };
+                format_response(&KvResponse::Value(value), pos)
+            }))
+        }
         Request::LocalRead(key) => Started::Other(Box::pin(async move {
             let value = replica
                 .query(move |s: &KvStore| s.get(&key).map(str::to_owned))
@@ -351,6 +375,7 @@ mod tests {
                 new: Some("v2".into())
             }))
         );
+        assert_eq!(parse_request("get k"), Ok(Request::Get("k".into())));
         assert!(parse_request("get").is_err());
         assert!(parse_request("fill p x 3").is_err());
     }

@@ -15,10 +15,12 @@
 //!    connection has its own task, which starts each request as soon as
 //!    its line is read, so its requests enter the total order in the
 //!    order its lines came, and answers carry the request's `#N` tag.
-//! 2. A read (`get`) is a command: it takes its place in the total order
-//!    and is answered when this replica applies it, so it sees every write
-//!    acknowledged before it was sent, on any replica — reads are
-//!    linearizable. `read KEY` is the local, possibly stale read.
+//! 2. A read (`get`) is answered from this replica's state where a
+//!    barrier it multicast comes back in the total order (`Replica::read`,
+//!    queued behind the connection's earlier commands), so it sees every
+//!    write acknowledged before it was sent, on any replica — reads are
+//!    linearizable — and nothing is logged for it. `read KEY` is the
+//!    local, possibly stale read.
 //! 3. A connection's task reads every line the client sent before it
 //!    writes (what came together is queued together, and the replica packs
 //!    it into one multicast), and writes every answer that is ready with

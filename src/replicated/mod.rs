@@ -1124,8 +1124,10 @@ impl<S: StateMachine> Replica<S> {
     /// replica's rules); with [`Delivery::Safe`] or [`Delivery::SafeAll`]
     /// the answer waits, as a reply would, until the state it read is
     /// acknowledged by the majority (every holder), and a durable replica
-    /// waits for its own sync as for a reply. Reads asked in one turn of
-    /// the runtime share one barrier. Observers can read this way too.
+    /// waits for its own sync as for a reply. The read is queued when this
+    /// is called, behind the commands queued before it, so it sees them.
+    /// Reads asked in one turn of the runtime share one barrier. Observers
+    /// can read this way too.
     ///
     /// Errors (nothing was read; retrying is always safe):
     /// [`ReplicaError::NotMember`] before the replica is a member,
@@ -1136,18 +1138,22 @@ impl<S: StateMachine> Replica<S> {
     /// waiting, [`ReplicaError::ReadsUnsupported`] while a member of an
     /// older build holds the group's version back (read through a command
     /// then).
-    pub async fn read<R, F>(&self, read: F) -> Result<R, ReplicaError>
+    pub fn read<R, F>(&self, read: F) -> impl Future<Output = Result<R, ReplicaError>> + 'static
     where
         R: Send + 'static,
         F: FnOnce(&S) -> R + Send + 'static,
     {
-        self.read_traced(read).await.map(|r| r.response)
+        let read = self.read_traced(read);
+        async move { read.await.map(|r| r.response) }
     }
 
     /// Like [`Replica::read`], and also tells which state was read: the
     /// [`StateId`] in `state` (its `applied`: how many commands of the
     /// group's history the read saw).
-    pub async fn read_traced<R, F>(&self, read: F) -> Result<Executed<R>, ReplicaError>
+    pub fn read_traced<R, F>(
+        &self,
+        read: F,
+    ) -> impl Future<Output = Result<Executed<R>, ReplicaError>> + 'static
     where
         R: Send + 'static,
         F: FnOnce(&S) -> R + Send + 'static,
@@ -1160,10 +1166,14 @@ impl<S: StateMachine> Replica<S> {
             }),
             done,
         };
-        self.ops.send(op).map_err(|_| gone(&self.stopped))?;
-        let state = verdict.await.map_err(|_| gone(&self.stopped))??;
-        let response = answer.await.map_err(|_| gone(&self.stopped))?;
-        Ok(Executed { response, state })
+        let queued = self.ops.send(op).map_err(|_| gone(&self.stopped));
+        let stopped = self.stopped.clone();
+        async move {
+            queued?;
+            let state = verdict.await.map_err(|_| gone(&stopped))??;
+            let response = answer.await.map_err(|_| gone(&stopped))?;
+            Ok(Executed { response, state })
+        }
     }
 
     /// What this replica holds at one point of the ordered stream: members

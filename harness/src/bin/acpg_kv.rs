@@ -17,11 +17,11 @@
 //! it listens. `--safe`: a reply waits until every replica applied the
 //! command; `--join-only`: never found a new, empty history.
 //!
-//! **Reads are linearizable**: `get` is a command like `put`; it takes its
-//! place in the group's total order and is answered when this replica
-//! applies it, so it sees every write acknowledged before it was sent, by
-//! any replica. (`read KEY` on the protocol is the local, possibly stale
-//! read.)
+//! **Reads are linearizable**: `get` is answered from this replica's state
+//! where a barrier it multicast comes back in the group's total order
+//! (`Replica::read`), so it sees every write acknowledged before it was
+//! sent, by any replica; nothing is logged or synced for it. (`read KEY`
+//! on the protocol is the local, possibly stale read.)
 //!
 //! The state lives in memory: when every replica stops, it is gone. A data
 //! directory comes with the library's durable replicas.
