@@ -49,7 +49,13 @@
 //!    while it sends the state to a joiner
 //!    ([`ReplicaConfig::chunks_in_flight`]): more shortens the transfer a
 //!    little and makes every request behind the chunks wait longer.
-//! 9. A [`LineClient`] is one task per connection, which owns the socket:
+//! 9. The replicas compare digests of their states every
+//!    [`DIGEST_EVERY`] commands ([`ReplicaConfig::digest_every`];
+//!    `--digest-every N`, 0 only on `check`): each check copies the whole
+//!    state on the replica's actor and hashes it on a blocking thread, so a
+//!    check every 10,000 commands (the library's default) cost a 17,000-key
+//!    store about a sixth of each server's CPU under load.
+//! 10. A [`LineClient`] is one task per connection, which owns the socket:
 //!    it writes every call queued since it last ran with one write (tagged
 //!    in the order the calls came) and hands each answer line to the call
 //!    with its tag. A call is one hop to the task and one back; no lock,
@@ -114,10 +120,16 @@ pub struct ServeOptions {
     /// Snapshot chunks in flight while this replica sends a state
     /// ([`ReplicaConfig::chunks_in_flight`]).
     pub chunks: usize,
+    /// Commands between two divergence checks (rule 9; 0: only on demand).
+    pub digest_every: u64,
 }
 
 /// Commands between two snapshots of a durable replica (rule 6).
 pub const SNAPSHOT_EVERY: u64 = 100_000;
+
+/// Commands between two divergence checks unless `--digest-every` says
+/// otherwise (rule 9): as many as between two snapshots.
+pub const DIGEST_EVERY: u64 = SNAPSHOT_EVERY;
 
 /// Set (to anything) in `serve`'s environment, it prints where requests'
 /// time went every 5 s on stderr ([`actix_cpg::probe`]).
@@ -127,7 +139,7 @@ pub const PROBE_ENV: &str = "ACPG_PROBE";
 pub const DEFAULT_BATCH: usize = 64;
 
 /// The usage line of `acpg-kv`.
-pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe | --safe-all] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--batch N] [--window N] [--chunks N] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
+pub const USAGE: &str = "usage: acpg-kv serve GROUP --listen ADDR [--safe | --safe-all] [--join-only] [--sim N | --corosync] [--data-dir DIR] [--sync every|batch|never] [--batch N] [--window N] [--chunks N] [--digest-every N] [--record FILE]\n       acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status";
 
 /// Parses the arguments of `serve` (after the word `serve`).
 pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
@@ -142,6 +154,7 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     let mut batch = DEFAULT_BATCH;
     let mut window = ReplicaConfig::default().send_window;
     let mut chunks = ReplicaConfig::default().chunks_in_flight;
+    let mut digest_every = DIGEST_EVERY;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |what: &str| {
@@ -185,6 +198,12 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             "--batch" => batch = count_from_one(arg, value("a message count")?)?,
             "--window" => window = count_from_one(arg, value("a multicast count")?)?,
             "--chunks" => chunks = count_from_one(arg, value("a chunk count")?)?,
+            "--digest-every" => {
+                let v = value("a command count")?;
+                digest_every = v
+                    .parse()
+                    .map_err(|_| format!("--digest-every takes a count, not {v:?}"))?;
+            }
             other if other.starts_with("--") => return Err(format!("unknown option {other:?}")),
             other if group.is_none() => group = Some(other.to_owned()),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -202,6 +221,7 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
         batch,
         window,
         chunks,
+        digest_every,
     })
 }
 
@@ -245,6 +265,7 @@ pub fn replica_config(
         snapshot_every: SNAPSHOT_EVERY,
         send_window: o.window,
         chunks_in_flight: o.chunks,
+        digest_every: o.digest_every,
         ..ReplicaConfig::default()
     }
 }
@@ -492,7 +513,7 @@ struct Call {
 /// flight on one connection, matched to their answers by tag. Runs on any
 /// tokio runtime.
 ///
-/// One task owns the connection (rule 9): it tags and writes every call
+/// One task owns the connection (rule 10): it tags and writes every call
 /// queued since it last ran with one write, and hands each answer to its
 /// caller, so a call costs one hop to the task and one back, with no lock.
 #[derive(Clone)]
@@ -524,7 +545,7 @@ impl LineClient {
     }
 }
 
-/// The task of one client connection (rule 9): writes the calls of
+/// The task of one client connection (rule 10): writes the calls of
 /// `queued` tagged `#1`, `#2`, ... and answers each from the line that
 /// carries its tag. Ends when the connection fails or closes, or when
 /// every [`LineClient`] is gone and nothing is awaited; then every call
@@ -683,6 +704,20 @@ mod tests {
         assert_eq!(delivery("--safe-all"), Delivery::SafeAll);
         assert_eq!(delivery("--safe-all --safe"), Delivery::SafeAll);
         assert_eq!(delivery("--safe --safe-all"), Delivery::SafeAll);
+    }
+
+    #[test]
+    fn divergence_checks_come_every_snapshots_worth_of_commands_unless_asked() {
+        let base = "g --listen 127.0.0.1:7000 --corosync";
+        let every = |extra: &str| {
+            let o = parse_serve(&words(&format!("{base} {extra}"))).expect("parses");
+            replica_config(&o, None, None).digest_every
+        };
+        assert_eq!(every(""), SNAPSHOT_EVERY);
+        assert_eq!(every("--digest-every 500"), 500);
+        assert_eq!(every("--digest-every 0"), 0);
+        assert!(parse_serve(&words(&format!("{base} --digest-every -1"))).is_err());
+        assert!(parse_serve(&words(&format!("{base} --digest-every"))).is_err());
     }
 
     #[test]
