@@ -57,10 +57,10 @@
 //!    each server's CPU under a load of 100 B puts to 16,000 keys, and with
 //!    4 KiB values each check hashes 64 MB.
 //! 10. A [`LineClient`] is one task per connection, which owns the socket:
-//!    it writes every call queued since it last ran with one write (tagged
-//!    in the order the calls came) and hands each answer line to the call
-//!    with its tag. A call is one hop to the task and one back; no lock,
-//!    no second task.
+//!     it writes every call queued since it last ran with one write (tagged
+//!     in the order the calls came) and hands each answer line to the call
+//!     with its tag. A call is one hop to the task and one back; no lock,
+//!     no second task.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
