@@ -2,7 +2,7 @@
 //! service, and its client.
 //!
 //! ```text
-//! acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--record FILE]
+//! acpg-kv serve GROUP --listen ADDR [--safe] [--join-only] [--sim N | --corosync] [--digest-every N] [--record FILE]
 //! acpg-kv client ADDR put K V | get K | del K | cas K OLD NEW | status
 //! ```
 //!
