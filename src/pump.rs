@@ -5,7 +5,7 @@
 //! actor send them together: one batch when batching), reads one event,
 //! and repeats while there are any; then it sends what can be sent,
 //! retries sends after `TRY_AGAIN`, wakes at the actor's linger deadline,
-//! and otherwise sleeps on the transport's and the operation channel's
+//! and otherwise sleeps on the transport's and the operation queue's
 //! wakers (no busy polling). When every handle is gone the member leaves.
 //!
 //! A view change ends the turn at once (the pump wakes itself and goes
@@ -27,8 +27,13 @@ use actix::prelude::*;
 
 use crate::transport::{TransportError, TransportEvent};
 
-/// Events and operations handled per turn before the actor lets its mailbox in.
+/// Events handled per turn before the actor lets its mailbox in.
 const BUDGET: usize = 256;
+/// Operations taken per turn. Taking one only moves it into the runtime's
+/// queues, and the send gate bounds how many calls can wait (4096 by
+/// default), so a turn takes what the handles queued since the last one:
+/// the send queue then sees it all at once and fills its batches.
+const OPS_BUDGET: usize = 4096;
 /// Back-off before retrying a send the daemon answered with `TRY_AGAIN`
 /// when no event arrives to wake the runtime sooner.
 const TRY_AGAIN_BACKOFF: Duration = Duration::from_millis(1);
@@ -99,12 +104,13 @@ impl<A: Pumped> ActorFuture<A> for EventPump {
         let _entered = span.enter();
         act.set_pump_waker(task.waker().clone());
         let mut budget = BUDGET;
+        let mut ops_budget = OPS_BUDGET;
         while budget > 0 {
             let mut took_ops = false;
-            while budget > 0 {
+            while ops_budget > 0 {
                 match act.poll_op(task) {
                     Poll::Ready(Some(op)) => {
-                        budget -= 1;
+                        ops_budget -= 1;
                         took_ops = true;
                         act.handle_op(op, ctx);
                     }

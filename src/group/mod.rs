@@ -15,6 +15,7 @@ mod inbound;
 mod inspect;
 mod messages;
 mod metrics;
+mod op_queue;
 mod remote_addr;
 mod replay;
 mod runtime;
@@ -40,7 +41,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 
 pub use self::children::{child_name, Child, ChildContext, ExitReporter, Factories, Terminate};
 use self::gate::{Admission, GateClosed, SendGate};
@@ -497,7 +498,7 @@ pub enum GroupError {
 /// closes.
 #[derive(Clone)]
 pub struct Group {
-    ops: mpsc::UnboundedSender<Op>,
+    ops: op_queue::OpSender<Op>,
     supervision_events: broadcast::Sender<SupervisionEvent>,
     gate: Arc<SendGate>,
     ids: Arc<AtomicU64>,
@@ -533,7 +534,7 @@ impl Group {
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (supervision_events, _) = broadcast::channel(config.event_capacity.max(1));
         let (ready_tx, ready_rx) = oneshot::channel();
-        let (ops, ops_rx) = mpsc::unbounded_channel();
+        let (ops, ops_rx) = op_queue::op_queue();
         let call_timeout = config.call_timeout;
         let call_timers = crate::telemetry::CallTimers::new(&name, local);
         let role = config.role;
@@ -960,7 +961,7 @@ struct PendingOutcome {
     rx: oneshot::Receiver<CallOutcome>,
     /// Whom to tell, and which call, if it is dropped unresolved; `None`
     /// for a tell or once resolved.
-    forget: Option<(mpsc::WeakUnboundedSender<Op>, u64)>,
+    forget: Option<(op_queue::WeakOpSender<Op>, u64)>,
 }
 
 impl Future for PendingOutcome {
@@ -979,9 +980,7 @@ impl Future for PendingOutcome {
 impl Drop for PendingOutcome {
     fn drop(&mut self) {
         if let Some((ops, id)) = self.forget.take() {
-            if let Some(ops) = ops.upgrade() {
-                let _ = ops.send(Op::Forget { id });
-            }
+            let _ = ops.send(Op::Forget { id });
         }
     }
 }

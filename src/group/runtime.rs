@@ -54,7 +54,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalChild};
@@ -136,7 +136,7 @@ enum OnSent {
 
 pub(crate) struct GroupActor {
     conn: Box<dyn Connection>,
-    ops: mpsc::UnboundedReceiver<Op>,
+    ops: super::op_queue::OpReceiver<Op>,
     core: GroupCore,
     codec: Codec,
     reassembly: Reassembly,
@@ -175,7 +175,7 @@ pub(crate) struct Outlets {
 impl GroupActor {
     pub(crate) fn start_with(
         conn: Box<dyn Connection>,
-        ops: mpsc::UnboundedReceiver<Op>,
+        ops: super::op_queue::OpReceiver<Op>,
         config: GroupConfig,
         outlets: Outlets,
         ready: Done<Result<(), GroupError>>,
