@@ -5,8 +5,11 @@
 //! A measuring aid for benchmarks, not an interface: the replica runtime
 //! records the stages it sees (`replica.taken→sent`: the operation taken
 //! by the pump until the multicast carrying it returned;
-//! `replica.sent→applied`: from there until this replica applied it and
-//! answered), a service records its own around them, and [`report`]
+//! `replica.sent→answered`: from there until this replica answered it —
+//! applied it, and under safe delivery the majority acknowledged it; a
+//! durable replica's syncs: `replica.sync (fdatasync thread)` and
+//! `replica.sync started→back on the actor`), a service records its own
+//! around them, and [`report`]
 //! prints p50 / mean / p99 per stage. Nothing is decided from it.
 
 use std::collections::BTreeMap;
@@ -94,9 +97,9 @@ impl Commands {
         if let Some((taken, sent)) = self.under_way.remove(&id) {
             let now = Instant::now();
             if let Some(sent) = sent {
-                record("replica.sent→applied", now - sent);
+                record("replica.sent→answered", now - sent);
             }
-            record("replica.taken→applied", now - taken);
+            record("replica.taken→answered", now - taken);
         }
     }
 }

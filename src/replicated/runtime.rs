@@ -735,10 +735,21 @@ impl<S: StateMachine> ReplicaActor<S> {
             Ok(None) => return,
             Err(e) => return self.storage_failed(e, ctx),
         };
-        let syncing = tokio::task::spawn_blocking(move || handle.run());
+        let started = crate::probe::enabled().then(std::time::Instant::now);
+        let syncing = tokio::task::spawn_blocking(move || {
+            let at = started.map(|_| std::time::Instant::now());
+            let outcome = handle.run();
+            if let Some(at) = at {
+                crate::probe::record("replica.sync (fdatasync thread)", at.elapsed());
+            }
+            outcome
+        });
         ctx.spawn(syncing.into_actor(self).map(move |outcome, act, ctx| {
             let span = act.span.clone();
             let _entered = span.enter();
+            if let Some(at) = started {
+                crate::probe::record("replica.sync started→back on the actor", at.elapsed());
+            }
             if act.keeper.is_none() || ctx.state().stopping() {
                 return;
             }
