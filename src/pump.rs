@@ -157,6 +157,11 @@ impl<A: Pumped> ActorFuture<A> for EventPump {
                         return Poll::Ready(());
                     }
                     self.arm_timers(act, task);
+                    if ops_budget == 0 {
+                        // Operations may be left, and nothing registered
+                        // a wake-up for them: take them next turn.
+                        task.waker().wake_by_ref();
+                    }
                     return Poll::Pending;
                 }
             }

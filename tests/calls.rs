@@ -572,3 +572,25 @@ fn a_new_shape_under_a_new_tag_lives_beside_old_builds() {
         );
     });
 }
+
+// ---- many operations at once -------------------------------------------------
+
+#[test]
+fn more_operations_at_once_than_one_turn_takes_are_all_answered() {
+    simulated().block_on(async {
+        let cluster = SimCluster::new(1);
+        let groups = members(&cluster, 1, &GroupConfig::default()).await;
+        let group = &groups[0];
+        // Each is answered by the runtime itself: no delivery comes back
+        // to wake it, so a turn that left operations queued must take
+        // them later on its own.
+        let asks: Vec<_> = (0..10_000).map(|_| group.members()).collect();
+        let started = actix_rt::time::Instant::now();
+        let answers = actix_rt::time::timeout(LIMIT, futures::future::join_all(asks))
+            .await
+            .expect("every operation answered");
+        assert!(answers.iter().all(|a| a.is_ok()));
+        // Not at the next tick of some timer: at once.
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    });
+}
