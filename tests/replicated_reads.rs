@@ -152,3 +152,16 @@ async fn a_member_of_an_older_build_holds_reads_back_until_it_leaves() {
     }
     new.leave().await.expect("leave");
 }
+
+#[actix::test]
+async fn ten_thousand_reads_at_once_are_all_answered() {
+    let cluster = SimCluster::new(1);
+    let replica = start(&cluster, 1, ReplicaConfig::default()).await;
+    replica.execute(put("k", "v".into())).await.expect("put");
+    let reads: Vec<_> = (0..10_000).map(|_| read(&replica, "k")).collect();
+    let answers = tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(reads))
+        .await
+        .expect("every read answered");
+    assert!(answers.iter().all(|a| *a == Ok(Some("v".to_owned()))));
+    replica.leave().await.expect("leave");
+}
