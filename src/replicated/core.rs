@@ -285,7 +285,11 @@
 //!       also follows the read's start);
 //!     - in a view that is not primary they fail
 //!       ([`ReplicaError::NotPrimary`]); once this member is no member,
-//!       with [`ReplicaError::NotMember`].
+//!       with [`ReplicaError::NotMember`];
+//!     - reads evaluated but not yet answered on a replica a check finds
+//!       diverged (rule 11) fail ([`ReplicaError::Uncertain`]): they read
+//!       a state that is not the group's; the reads after it wait for the
+//!       state it is sent.
 //!
 //!     Waiting reads are capped by [`super::ReplicaConfig::max_held`]
 //!     (rule 8): past it a read fails at once ([`ReplicaError::Overloaded`]).
@@ -2726,6 +2730,10 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// `sender` sends its state to the `diverged` participants, as at an
     /// install, from this point of the stream (rule 11).
     fn resync(&mut self, sender: Member, diverged: BTreeSet<Member>, out: &mut Actions<S>) {
+        if diverged.contains(&self.local) {
+            // Rule 12: what they read is not the group's state.
+            self.drop_evaluated_reads(out);
+        }
         let Phase::Installed(installed) = &mut self.phase else {
             return;
         };

@@ -210,3 +210,19 @@ fn reads_past_the_cap_fail_at_once() {
     assert_eq!(peers[0].read_answers[&second], Ok(0));
     assert_eq!(peers[0].core.reads.waiting(), 0);
 }
+
+#[test]
+fn a_read_evaluated_on_a_replica_then_found_diverged_fails_unanswered() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Safe);
+    peers[2].execute(1);
+    let read = peers[2].read();
+    drain(&mut peers[2]);
+    assert_eq!(peers[2].read_values.get(&read), Some(&1));
+    // A check decided here that this replica diverged (rule 11).
+    let (sender, me) = (peers[0].member(), peers[2].member());
+    let mut out = Vec::new();
+    peers[2].core.resync(sender, BTreeSet::from([me]), &mut out);
+    peers[2].act(out, &Position::Local);
+    assert_eq!(peers[2].read_answers[&read], Err(ReplicaError::Uncertain));
+}
