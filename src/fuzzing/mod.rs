@@ -63,6 +63,9 @@ pub struct Outcome {
     /// Whether both cores held the group's state at the end (group:
     /// synced; replicated: installed and holding; election: installed).
     pub holding: bool,
+    /// Linearizable reads the two cores answered (replicated, with flag
+    /// bit 3).
+    pub reads_answered: usize,
 }
 
 /// Frame, batch and chunk decoders on arbitrary bytes. The first two bytes
@@ -329,6 +332,7 @@ fn drive<S: Subject>(stream: &Stream, force_kind: Option<Kind>) -> Outcome {
         s.check_final_bounds(fed);
     }
     outcome.holding = a.holding() && b.holding();
+    outcome.reads_answered = a.reads_answered() + b.reads_answered();
     outcome
 }
 

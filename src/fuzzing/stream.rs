@@ -9,6 +9,8 @@
 //!  flags  := u8   bit 0: the others were there before (only 0 and 1 join)
 //!                 bit 1: safe delivery (replicated); with bit 2 too,
 //!                        every holder's acknowledgement (`SafeAll`)
+//!                 bit 3: the replicas ask for a linearizable read at
+//!                        every fourth delivery (replicated)
 //!                 bits 2..8: clock skew of member 1 (election), in ms
 //!  op     := tag u8, then by tag % 5:
 //!    0 deliver  sender u8 · wrap u8 · len u16 LE · len bytes (fewer if the

@@ -2,6 +2,8 @@
 //! it, its outbox, what "the same group-level state" means for it, and its
 //! memory bounds. The only code of the harness that knows a core's API.
 
+use std::collections::BTreeSet;
+
 use crate::election::fuzz_access::{decode_envelope, ElectionMessage};
 use crate::election::fuzz_access::{Action as ElectionAction, CandidacyOp, ElectionCore};
 use crate::group::fuzz_access::{
@@ -57,6 +59,10 @@ pub(super) trait Subject {
     }
     /// Whether the core holds the group's state.
     fn holding(&self) -> bool;
+    /// Linearizable reads answered (replicated, flag bit 3).
+    fn reads_answered(&self) -> usize {
+        0
+    }
     /// Panics unless the two cores hold the same group-level state.
     fn agree(a: &Self, b: &Self);
     /// Panics if a buffer is past its cap (checked after every op: cheap).
@@ -255,9 +261,30 @@ pub(super) struct ReplicaSubject {
     /// for in the bounds.
     fill_keys: usize,
     fill_bytes: usize,
+    /// With flag bit 3, every fourth delivery asks for a linearizable
+    /// read (rule 12), so hostile streams meet reads waiting in every
+    /// phase.
+    reads: bool,
+    deliveries: u64,
+    next_read: u64,
+    /// Reads asked and not yet answered or failed.
+    reads_open: BTreeSet<u64>,
+    /// Reads evaluated (each at most once, before its answer).
+    reads_evaluated: BTreeSet<u64>,
+    reads_answered: usize,
 }
 
 impl ReplicaSubject {
+    /// Asks for one read, as a handle would.
+    fn ask_read(&mut self) {
+        self.next_read += 1;
+        let id = self.next_read;
+        if let Ok(actions) = self.core.request_read(vec![id]) {
+            self.reads_open.insert(id);
+            self.absorb(actions);
+        }
+    }
+
     fn absorb(&mut self, actions: crate::replicated::fuzz_access::Actions<KvStore>) {
         for action in actions {
             match action {
@@ -274,13 +301,31 @@ impl ReplicaSubject {
                 }
                 // As the runtime's outbox: an info survives a view change.
                 ReplicaAction::Purge => self.outbox.retain(|(_, sticky)| *sticky),
-                // The subject keeps no data directory, and its reads are
-                // only numbers (the core's bookkeeping is what is fuzzed).
-                ReplicaAction::Persist(_)
-                | ReplicaAction::Rebase { .. }
-                | ReplicaAction::Read { .. }
-                | ReplicaAction::ReadDone { .. }
-                | ReplicaAction::ReadFailed { .. } => {}
+                // The subject keeps no data directory.
+                ReplicaAction::Persist(_) | ReplicaAction::Rebase { .. } => {}
+                // Its reads are only numbers: the core's bookkeeping of
+                // them is what is checked.
+                ReplicaAction::Read { ids } => {
+                    for id in ids {
+                        assert!(self.reads_open.contains(&id), "read {id} evaluated unasked");
+                        assert!(self.reads_evaluated.insert(id), "read {id} evaluated twice");
+                    }
+                }
+                ReplicaAction::ReadDone { ids, .. } => {
+                    for id in ids {
+                        assert!(
+                            self.reads_evaluated.contains(&id),
+                            "read {id} answered unevaluated"
+                        );
+                        assert!(self.reads_open.remove(&id), "read {id} answered twice");
+                        self.reads_answered += 1;
+                    }
+                }
+                ReplicaAction::ReadFailed { ids, .. } => {
+                    for id in ids {
+                        assert!(self.reads_open.remove(&id), "read {id} failed when done");
+                    }
+                }
                 ReplicaAction::SendSnapshot {
                     state,
                     snapshot,
@@ -351,6 +396,12 @@ impl Subject for ReplicaSubject {
             fatal: None,
             fill_keys: 0,
             fill_bytes: 0,
+            reads: flags & 8 != 0,
+            deliveries: 0,
+            next_read: 0,
+            reads_open: BTreeSet::new(),
+            reads_evaluated: BTreeSet::new(),
+            reads_answered: 0,
         }
     }
 
@@ -379,6 +430,12 @@ impl Subject for ReplicaSubject {
             let actions = self.core.handle_message(from, version, msg);
             self.absorb(actions);
         }
+        if any && self.reads {
+            self.deliveries += 1;
+            if self.deliveries.is_multiple_of(4) {
+                self.ask_read();
+            }
+        }
         any
     }
 
@@ -397,6 +454,10 @@ impl Subject for ReplicaSubject {
 
     fn holding(&self) -> bool {
         self.core.is_holding()
+    }
+
+    fn reads_answered(&self) -> usize {
+        self.reads_answered
     }
 
     fn agree(a: &Self, b: &Self) {
@@ -426,6 +487,12 @@ impl Subject for ReplicaSubject {
         assert!(
             keys <= fed + 16 + self.fill_keys,
             "{keys} keys from {fed} bytes of input"
+        );
+        // Waiting reads are capped (rule 8).
+        assert!(
+            self.reads_open.len() <= MAX_HELD,
+            "{} reads waiting",
+            self.reads_open.len()
         );
     }
 

@@ -229,3 +229,31 @@ fn a_huge_fill_from_a_member_writes_nothing() {
     // Within the cap a fill writes, and the bound allows for it.
     replicated(&primary_then_command(&fill(100_000, 100)));
 }
+
+/// With flag bit 3 the replicas ask for reads as the stream goes: in a
+/// quiet stream they are answered, in agreed and in safe delivery, and
+/// the subject checks each read's bookkeeping (asked, evaluated once,
+/// answered once) on the way.
+#[test]
+fn reads_asked_along_a_quiet_stream_are_answered() {
+    for flags in [8, 8 | 2] {
+        let mut ops = vec![Op::Quorum {
+            quorate: true,
+            ring_step: 1,
+            nodes: 0b11,
+        }];
+        ops.extend((0..64).map(|i| Op::Echo { core: i, index: 0 }));
+        let data = Stream {
+            pool: pool(),
+            first: 0,
+            flags,
+            ops,
+        }
+        .encode();
+        let outcome = replicated(&data);
+        assert!(
+            outcome.holding && outcome.reads_answered > 0,
+            "flags {flags}: {outcome:?}"
+        );
+    }
+}
