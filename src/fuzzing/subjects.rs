@@ -101,6 +101,11 @@ pub(super) struct GroupSubject {
 
 impl GroupSubject {
     fn absorb(&mut self, commands: Vec<Command>) {
+        // As the runtime (`follow_version`): a member writes at the
+        // version its group speaks once it knows it.
+        if let Some(v) = self.core.group_version() {
+            self.codec = self.codec.at_version(v);
+        }
         for command in commands {
             if let Command::Mcast(outgoing) = command {
                 let encoded = match &outgoing {
@@ -286,6 +291,11 @@ impl ReplicaSubject {
     }
 
     fn absorb(&mut self, actions: crate::replicated::fuzz_access::Actions<KvStore>) {
+        // As the runtime (`follow_version`): at the group's version once
+        // this replica knows it and speaks it.
+        if let Some(v) = self.core.writes_at() {
+            self.codec = self.codec.at_version(v);
+        }
         for action in actions {
             match action {
                 ReplicaAction::Mcast(msg) => {

@@ -138,9 +138,16 @@
 //!    peer whose announcement is still on its way as speaking every version
 //!    until it arrives.
 //!
-//!    Limits: a member waiting for the state checks what it buffered
-//!    against its own build's versions only (it learns the members with the
-//!    state); and two sides of a merge that speak different versions each
+//!    A member waiting for the state cannot judge a version (it learns the
+//!    members with the state): it keeps each buffered message's version
+//!    and judges it when it replays it, with the roster of that position,
+//!    as the members that held the state judged it. Whether an envelope is
+//!    malformed is decided before the version, from its bytes alone, so
+//!    every member drops the same malformed ones.
+//!
+//!    Limits: a snapshot a waiting member takes is not judged by version
+//!    (it comes from a holder it heard, for its own request); and two
+//!    sides of a merge that speak different versions each
 //!    judge the other's announcements by their own version until the state
 //!    hand-over, where the side that keeps its state decides.
 //!
@@ -377,7 +384,9 @@ struct Waiting {
     /// Nonce of this member's latest request delivered since the last
     /// confchg; `buffered` is everything delivered after it.
     asked: Option<u64>,
-    buffered: Vec<(Member, Inbound)>,
+    /// With the envelope's version of each message whose layout is not
+    /// shared (judged when replayed, rule 8).
+    buffered: Vec<(Member, Option<u8>, Inbound)>,
     /// Every process's latest request since the last confchg, to tell which
     /// snapshots are valid.
     requests: BTreeMap<Member, u64>,
@@ -977,14 +986,31 @@ impl GroupCore {
         }
     }
 
-    /// A decoded message from `from`, at its position in the stream.
+    /// A decoded message from `from`, at its position in the stream, of a
+    /// version that counts (tests hand messages in directly).
+    #[cfg(test)]
     pub(crate) fn handle_message(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
-        let mut out = self.take_message(from, msg);
+        self.handle_message_at(from, None, msg)
+    }
+
+    /// A decoded message from `from`, at its position in the stream;
+    /// `version`: its envelope's, if its kind's layout is not shared by
+    /// every version (rule 8). A synced member judged it before (it did
+    /// not come here unless it counts); a member waiting for the state
+    /// cannot, and judges it when it replays it, with the roster of that
+    /// position, as the members that held the state did.
+    pub(crate) fn handle_message_at(
+        &mut self,
+        from: Member,
+        version: Option<u8>,
+        msg: Inbound,
+    ) -> Vec<Command> {
+        let mut out = self.take_message(from, version, msg);
         self.report_version(&mut out);
         out
     }
 
-    fn take_message(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
+    fn take_message(&mut self, from: Member, version: Option<u8>, msg: Inbound) -> Vec<Command> {
         if !self.joined {
             return Vec::new();
         }
@@ -1010,20 +1036,20 @@ impl GroupCore {
             }
             _ => {}
         }
-        self.dispatch(from, msg)
+        self.dispatch(from, version, msg)
     }
 
     /// A delivered message, by this member's sync state.
-    fn dispatch(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
+    fn dispatch(&mut self, from: Member, version: Option<u8>, msg: Inbound) -> Vec<Command> {
         match self.sync {
-            SyncState::Waiting(_) => self.handle_waiting(from, msg),
+            SyncState::Waiting(_) => self.handle_waiting(from, version, msg),
             SyncState::Synced { .. } => self.handle_synced(from, msg),
         }
     }
 
     /// A message delivered while this member waits for the state: buffered
     /// after its own request, checked when replayed (rule 4).
-    fn handle_waiting(&mut self, from: Member, msg: Inbound) -> Vec<Command> {
+    fn handle_waiting(&mut self, from: Member, version: Option<u8>, msg: Inbound) -> Vec<Command> {
         let local = self.local;
         if let Inbound::Request(request) = &msg {
             if from == local && request.want_reply {
@@ -1113,7 +1139,7 @@ impl GroupCore {
             self.wait_for_state(waiting, &mut out);
             return out;
         }
-        w.buffered.push((from, msg));
+        w.buffered.push((from, version, msg));
         Vec::new()
     }
 
@@ -1206,12 +1232,22 @@ impl GroupCore {
             let skip = match at {
                 Some(holder) => buffered
                     .iter()
-                    .position(|(from, msg)| *from == holder && matches!(msg, Inbound::Announce(_)))
+                    .position(|(from, _, msg)| {
+                        *from == holder && matches!(msg, Inbound::Announce(_))
+                    })
                     .map_or(0, |i| i + 1),
                 None => 0,
             };
-            for (from, msg) in buffered.into_iter().skip(skip) {
-                out.extend(self.dispatch(from, msg));
+            for (from, version, msg) in buffered.into_iter().skip(skip) {
+                // Rule 8 at this position: what the holders dropped.
+                if version.is_some_and(|v| !self.roster.counts_version(v)) {
+                    out.push(Command::Dropped {
+                        from,
+                        cause: DropCause::Version,
+                    });
+                    continue;
+                }
+                out.extend(self.dispatch(from, None, msg));
             }
             self.settle_limbo(&mut out);
             let local = self.local;

@@ -189,6 +189,14 @@ pub(crate) enum Handled<'a> {
     Core(Vec<Command>),
 }
 
+/// An envelope's body, read.
+enum Decoded<'a> {
+    /// A request, in place.
+    Request(RequestRef<'a>),
+    /// Anything else.
+    Other(Inbound),
+}
+
 /// Hands one envelope from `from` to `core`. An error drops the envelope
 /// (the core saw nothing).
 pub(crate) fn handle_envelope<'a>(
@@ -197,6 +205,14 @@ pub(crate) fn handle_envelope<'a>(
     from: Member,
     frame: Frame<'a>,
 ) -> Result<Handled<'a>, WireError> {
+    // Decoded first: whether an envelope is malformed depends on its bytes
+    // alone, never on what this member knows (a member still learning the
+    // roster judges no version), so every member drops the same ones.
+    let decoded = if frame.kind == Kind::Request {
+        Decoded::Request(RequestRef::parse(frame.body)?)
+    } else {
+        Decoded::Other(decode_inbound(codec, frame)?)
+    };
     // Rule 8 of the core: a message counts only in a version every member
     // speaks (what a process says before it knows the version is read in
     // any).
@@ -206,18 +222,21 @@ pub(crate) fn handle_envelope<'a>(
             cause: DropCause::Version,
         }]));
     }
-    if frame.kind != Kind::Request {
-        let inbound = decode_inbound(codec, frame)?;
-        return Ok(Handled::Core(core.handle_message(from, inbound)));
-    }
-    let request = RequestRef::parse(frame.body)?;
+    // A member waiting for the state judges the version when it replays.
+    let judged = (!frame.kind.is_shared()).then_some(frame.version);
+    let request = match decoded {
+        Decoded::Request(request) => request,
+        Decoded::Other(inbound) => {
+            return Ok(Handled::Core(core.handle_message_at(from, judged, inbound)))
+        }
+    };
     if !core.wants_request(from, request.target, request.want_reply) {
         return Ok(Handled::Skipped);
     }
     let (commands, deliver) = match core.handle_request_in_place(from, &request) {
         Some(handled) => handled,
         None => (
-            core.handle_message(from, Inbound::Request(request.to_request())),
+            core.handle_message_at(from, judged, Inbound::Request(request.to_request())),
             false,
         ),
     };

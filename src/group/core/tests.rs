@@ -1458,3 +1458,38 @@ fn the_group_moves_up_where_the_last_member_that_held_it_back_leaves() {
     }];
     assert_eq!(moved, vec![up.clone(), up]);
 }
+
+/// Rule 8 for a member waiting for the state: it cannot judge a version
+/// where a message is delivered, so it judges each buffered message's
+/// when it replays it, with the roster of that position, and drops what
+/// the holders dropped.
+#[test]
+fn a_joiner_judges_the_versions_of_what_it_buffered_when_it_replays_it() {
+    let (a, b) = (m(1, 1), m(2, 2));
+    let mut ca = founded(a);
+    let mut cb = founded(b);
+    let view = [a, b];
+    ca.handle_confchg(&view, &[ch(b, Reason::NodeUp)], &[]);
+    let ask = request_of(&cb.handle_confchg(&view, &[ch(a, Reason::NodeUp)], &[]))
+        .expect("the other side asks for the state");
+    for c in [&mut ca, &mut cb] {
+        c.handle_message(a, ann(true));
+        c.handle_message(b, ann(false));
+    }
+    cb.handle_message(b, ask.clone());
+    let snap = snapshot_of(&ca.handle_message(b, ask)).expect("the primary side answers");
+    // After the request, in the stream: a registration at a version no
+    // member speaks, then one at the group's.
+    let next = NEXT_PROTOCOL_VERSION;
+    assert!(!ca.counts_version(next), "the holder drops it unread");
+    ca.handle_message(a, register("kept", 2));
+    cb.handle_message_at(a, Some(next), register("late", 1));
+    cb.handle_message_at(a, Some(PROTOCOL_VERSION), register("kept", 2));
+    let cmds = cb.handle_message(a, Inbound::Snapshot(snap));
+    assert!(cmds.contains(&Command::Dropped {
+        from: a,
+        cause: DropCause::Version
+    }));
+    assert_eq!(cb.names(), ca.names());
+    assert!(cb.names().contains_key("kept") && !cb.names().contains_key("late"));
+}
