@@ -2825,16 +2825,13 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     fn release_stable(&mut self, out: &mut Actions<S>) {
-        if self.reads.waiting() > 0 {
-            let stable = self.stable();
-            for (at, ids) in self.reads.stable(stable) {
-                out.push(Action::ReadDone { ids, at });
-            }
-        }
-        if self.unstable.is_empty() {
+        if self.unstable.is_empty() && self.reads.waiting() == 0 {
             return;
         }
         let stable = self.stable();
+        for (at, ids) in self.reads.stable(stable) {
+            out.push(Action::ReadDone { ids, at });
+        }
         while let Some(entry) = self.unstable.first_entry() {
             if *entry.key() > stable {
                 break;
