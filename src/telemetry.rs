@@ -51,6 +51,7 @@
 //! | `acpg_compressed_sent_total` | registry | multicasts sent compressed (`GroupConfig::compress_above`) |
 //! | `acpg_compressed_saved_bytes_total` | registry | bytes compression kept off the ring |
 //! | `acpg_compressed_delivered_total` | registry | compressed multicasts delivered and opened |
+//! | `acpg_acks_skipped_total` | replica | safe-delivery acknowledgements not multicast because a majority had already acknowledged their position (they would have released nothing anywhere) |
 //! | `acpg_try_again_total` | registry, replica | `TRY_AGAIN` answers of the transport (each retried) |
 //! | `acpg_calls_abandoned_total` | registry | calls given up (timeout, dropped future) before their outcome |
 //! | `acpg_dropped_total` | `cause` | messages dropped before any rule judged them: `foreign`, `version`, `unknown_kind`, `malformed`, `unknown_type`, `bad_payload`, `unauthenticated` |
@@ -190,6 +191,9 @@ pub(crate) struct ReplicaGauges {
     pub(crate) primary: bool,
     pub(crate) applied: u64,
     pub(crate) protocol_version: u8,
+    /// Acknowledgements not sent because they would release nothing
+    /// (a counter, published with the gauges).
+    pub(crate) acks_skipped: u64,
 }
 
 /// What the election runtime publishes.

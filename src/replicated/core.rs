@@ -294,6 +294,19 @@
 //!     Waiting reads are capped by [`super::ReplicaConfig::max_held`]
 //!     (rule 8): past it a read fails at once ([`ReplicaError::Overloaded`]).
 //!
+//! 13. **Acknowledgements** (safe delivery; see "Safe delivery" below).
+//!     A member counts itself for what it applied without waiting for its
+//!     own `Ack` to come back: it holds that state (and a durable
+//!     replica's reply still waits for its own sync). It sends no `Ack`
+//!     that would release nothing anywhere: under [`Delivery::Safe`], one
+//!     whose position a strict majority of the lineage has already
+//!     acknowledged in the acknowledgements delivered here, which every
+//!     member of the view delivers too, in the same order. In a group of
+//!     three, the first acknowledgement of a position releases it on the
+//!     two members that did not send it, the second on the first sender,
+//!     and the third is not sent. Neither changes a group-level decision:
+//!     when a reply or a read leaves is this member's alone.
+//!
 //! Every refusal is counted by cause ([`RefusedCounts`]) and logged.
 //!
 //! # View installation
@@ -341,6 +354,7 @@
 //! component's participants (its lineage) have multicast an
 //! [`ReplicaMessage::Ack`] at or past the command's position; in
 //! [`Delivery::SafeAll`], until every participant that holds the state has.
+//! A member counts itself for what it applied (rule 13).
 //! Only a participant holding the state acknowledges (rule 10): one still
 //! receiving a transfer counts in the majority's size, not towards it. A
 //! durable replica acknowledges only what it synced (`keeper`, rule 1).
@@ -637,6 +651,9 @@ pub(crate) struct ReplicaCore<S: StateMachine> {
     /// applied since, as long as they are the same ([`Self::raise_ack`]).
     ack_basis: Option<(PrimaryEpoch, u64)>,
     acked: u64,
+    /// Acknowledgements not sent because they would have released nothing
+    /// (rule 13).
+    acks_skipped: u64,
     /// This member's applied commands whose reply waits for stability, by
     /// position (`applied` after the command).
     unstable: BTreeMap<u64, (u64, Executed<S::Response>)>,
@@ -734,6 +751,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             acks_in_flight: 0,
             ack_basis: None,
             acked: 0,
+            acks_skipped: 0,
             unstable: BTreeMap::new(),
             reads: Reads::default(),
             announced: (0, BTreeMap::new()),
@@ -2849,7 +2867,25 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// lineage ([`Delivery::Safe`]), or by every participant holding the
     /// state ([`Delivery::SafeAll`]).
     fn stable(&self) -> u64 {
-        let acked = |m: &Member| self.acks.get(m).copied().unwrap_or(0);
+        self.acknowledged(true)
+    }
+
+    /// The position acknowledged as [`Self::stable`] says. With `itself`,
+    /// this member counts for what it applied, its own acknowledgement not
+    /// yet back: it holds that state (a durable replica's keeper still
+    /// holds each reply until its own sync, `keeper` rule 1). Without, only
+    /// the acknowledgements delivered count: those every member of the
+    /// view delivers too, in this order.
+    fn acknowledged(&self, itself: bool) -> u64 {
+        let own = (itself && self.is_holding() && self.holders.contains(&self.local))
+            .then_some(self.id.applied);
+        let acked = |m: &Member| {
+            let delivered = self.acks.get(m).copied().unwrap_or(0);
+            match own {
+                Some(applied) if *m == self.local => delivered.max(applied),
+                _ => delivered,
+            }
+        };
         match self.delivery {
             Delivery::Agreed => u64::MAX,
             Delivery::SafeAll => self.holders.iter().map(acked).min().unwrap_or(0),
@@ -2892,6 +2928,9 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         }
         self.acked = self.id.applied;
+        if self.ack_serves_nobody(self.id.applied) {
+            return;
+        }
         self.acks_in_flight += 1;
         self.ack_basis = Some((self.id.epoch, self.id.genesis));
         out.push(Action::Mcast(ReplicaMessage::Ack(self.id.applied)));
@@ -2903,20 +2942,46 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// this replica still holds it; otherwise `upto`. With `durable` (a
     /// durable replica) it says no more than that state holds: a command
     /// applied but not yet synced is not acknowledged. Returns the count
-    /// to send, and counts it as acknowledged.
-    pub(crate) fn raise_ack(&mut self, upto: u64, durable: Option<StateId>) -> u64 {
+    /// to send, and counts it as acknowledged; `None` if it would release
+    /// nothing (rule 13): then it is no longer in flight.
+    pub(crate) fn raise_ack(&mut self, upto: u64, durable: Option<StateId>) -> Option<u64> {
         let basis = (self.id.epoch, self.id.genesis);
         let same = self.ack_basis.is_some_and(|b| b == basis);
         let top = match durable {
             None => self.id.applied,
             Some(d) if (d.epoch, d.genesis) == basis => d.applied.min(self.id.applied),
-            Some(_) => return upto,
+            Some(_) => return Some(upto),
         };
         if !(same && top >= upto && self.is_holding()) {
-            return upto;
+            return Some(upto);
         }
         self.acked = self.acked.max(top);
-        top
+        if self.ack_serves_nobody(top) {
+            self.acks_in_flight = self.acks_in_flight.saturating_sub(1);
+            return None;
+        }
+        Some(top)
+    }
+
+    /// Rule 13: whether an acknowledgement of `upto` would release nothing
+    /// anywhere ([`Delivery::Safe`]): the acknowledgements delivered here
+    /// already show a strict majority of the lineage at or past it, and
+    /// every member of the view delivers them too, in this order, so every
+    /// member's replies and reads up to `upto` leave without this one. (A
+    /// view change drops every acknowledgement, and the next view's are
+    /// asked for afresh.) Counts it as skipped.
+    fn ack_serves_nobody(&mut self, upto: u64) -> bool {
+        if self.delivery != Delivery::Safe || self.acknowledged(false) < upto {
+            return false;
+        }
+        self.acks_skipped += 1;
+        true
+    }
+
+    /// Acknowledgements this member did not send because they would have
+    /// released nothing (rule 13).
+    pub(crate) fn acks_skipped(&self) -> u64 {
+        self.acks_skipped
     }
 
     /// The receivers of a transfer hold the state now; safe delivery waits

@@ -33,7 +33,8 @@
 //!    core keeps a few of its acknowledgements in flight
 //!    (`core::ACKS_IN_FLIGHT`); two asked for in one batch, or released
 //!    by one sync, go as one, and the core is told it has one fewer in
-//!    flight.
+//!    flight. One the core finds would release nothing by the time it is
+//!    sent (core rule 13) is not sent.
 //! 4. Replies and acknowledgements of a durable replica wait for the sync
 //!    of what was appended before them (`keeper` rule 1), but delivery
 //!    does not: at the end of a turn that appended entries the runtime
@@ -358,6 +359,7 @@ impl<S: StateMachine> ReplicaActor<S> {
             primary: core.is_primary(),
             applied: core.state_id().applied,
             protocol_version: core.group_version().unwrap_or(0),
+            acks_skipped: core.acks_skipped(),
         };
         self.telemetry
             .publish(&self.metrics.snapshot(), &core.refused(), gauges);
@@ -436,9 +438,11 @@ impl<S: StateMachine> ReplicaActor<S> {
         }
         self.in_batch = false;
         if let Some(upto) = self.deferred_ack.take() {
-            let ack = ReplicaMessage::Ack(self.core.raise_ack(upto, None));
-            if !self.apply(vec![Action::Mcast(ack)], ctx) {
-                return;
+            if let Some(upto) = self.core.raise_ack(upto, None) {
+                let ack = ReplicaMessage::Ack(upto);
+                if !self.apply(vec![Action::Mcast(ack)], ctx) {
+                    return;
+                }
             }
         }
         self.finish(changed, ctx);
@@ -667,7 +671,10 @@ impl<S: StateMachine> ReplicaActor<S> {
         for action in released {
             match action {
                 Action::Mcast(ReplicaMessage::Ack(upto)) => {
-                    let upto = self.core.raise_ack(upto, durable);
+                    let Some(upto) = self.core.raise_ack(upto, durable) else {
+                        // Core rule 13: it would release nothing.
+                        continue;
+                    };
                     if sent.is_some_and(|s| s >= upto) {
                         // An acknowledgement of this sync says it already.
                         self.core.ack_absorbed();

@@ -62,6 +62,10 @@ fn describe() {
         "Compressed multicasts delivered and opened"
     );
     describe_counter!(
+        "acpg_acks_skipped_total",
+        "Safe-delivery acknowledgements not sent: a majority had acknowledged"
+    );
+    describe_counter!(
         "acpg_try_again_total",
         "TRY_AGAIN answers of the transport (each retried)"
     );
@@ -240,9 +244,14 @@ fn group_counters(s: &MetricsSnapshot) -> Vec<CounterValue> {
     out
 }
 
-fn replica_counters(s: &MetricsSnapshot, r: &RefusedCounts) -> Vec<CounterValue> {
+fn replica_counters(
+    s: &MetricsSnapshot,
+    r: &RefusedCounts,
+    acks_skipped: u64,
+) -> Vec<CounterValue> {
     let mut out = wire_counters(s).to_vec();
     out.extend([
+        ("acpg_acks_skipped_total", "", acks_skipped),
         ("acpg_refused_total", "not_member", r.not_member),
         ("acpg_refused_total", "epoch", r.epoch),
         ("acpg_refused_total", "inconsistent", r.inconsistent),
@@ -472,7 +481,7 @@ impl ReplicaTelemetry {
         ReplicaTelemetry {
             counters: Counters::register(
                 &base,
-                &replica_counters(&MetricsSnapshot::default(), &RefusedCounts::default()),
+                &replica_counters(&MetricsSnapshot::default(), &RefusedCounts::default(), 0),
             ),
             members: gauge(&base, "acpg_members"),
             version: gauge(&base, "acpg_protocol_version"),
@@ -495,7 +504,8 @@ impl ReplicaTelemetry {
         refused: &RefusedCounts,
         g: ReplicaGauges,
     ) {
-        self.counters.publish(&replica_counters(s, refused));
+        self.counters
+            .publish(&replica_counters(s, refused, g.acks_skipped));
         self.members.set(g.members as f64);
         self.version.set(f64::from(g.protocol_version));
         self.in_flight.set(g.in_flight as f64);

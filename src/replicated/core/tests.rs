@@ -2557,11 +2557,12 @@ fn schedule_15633901122753233543_of_an_upgrade_with_checks_agrees() {
 #[test]
 fn a_deferred_acknowledgement_says_no_more_than_the_durable_state() {
     let cluster = SimCluster::new(3);
-    let mut peers = group_of(&cluster, 1, Delivery::Safe);
+    let mut peers = group_of(&cluster, 3, Delivery::Safe);
     for n in 1..=3 {
         peers[0].execute(n);
     }
-    settle(&mut peers);
+    // Only its own acknowledgements came back: 1 of 3.
+    while peers[0].step() {}
     let now = peers[0].core.state_id();
     assert_eq!(now.applied, 3);
     let synced = StateId {
@@ -2569,11 +2570,70 @@ fn a_deferred_acknowledgement_says_no_more_than_the_durable_state() {
         chain: 0,
         ..now
     };
-    assert_eq!(peers[0].core.raise_ack(1, Some(synced)), 2);
-    assert_eq!(peers[0].core.raise_ack(1, None), 3);
+    assert_eq!(peers[0].core.raise_ack(1, Some(synced)), Some(2));
+    assert_eq!(peers[0].core.raise_ack(1, None), Some(3));
     let other = StateId {
         genesis: now.genesis + 1,
         ..synced
     };
-    assert_eq!(peers[0].core.raise_ack(1, Some(other)), 1);
+    assert_eq!(peers[0].core.raise_ack(1, Some(other)), Some(1));
+    settle(&mut peers);
+    // Rule 13: once a majority acknowledged it, one more says nothing
+    // anyone waits for.
+    let skipped = peers[0].core.acks_skipped();
+    assert_eq!(peers[0].core.raise_ack(1, None), None);
+    assert_eq!(peers[0].core.acks_skipped(), skipped + 1);
+    assert_agree(&peers);
+}
+
+#[test]
+fn a_reply_leaves_on_one_other_acknowledgement_before_its_senders_own() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Safe);
+    let id = peers[0].execute(1);
+    // The other members deliver the command and acknowledge it first.
+    while peers[1].step() | peers[2].step() {}
+    // The sender delivers the command (and sends its acknowledgement),
+    // then the first other acknowledgement: a majority with itself.
+    assert!(peers[0].step());
+    assert!(peers[0].replies.is_empty());
+    assert!(peers[0].step());
+    assert_eq!(peers[0].replies[&id], Ok(1));
+    settle(&mut peers);
+    assert_agree(&peers);
+}
+
+#[test]
+fn an_acknowledgement_that_would_release_nothing_is_not_sent() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::Safe);
+    // Two members apply and acknowledge more commands than one member
+    // keeps acknowledgements in flight, before the third delivers any:
+    // by the time the third may acknowledge the last, the other two did.
+    let count = 2 * u64::from(super::ACKS_IN_FLIGHT);
+    let ids: Vec<(u64, u64)> = (1..=count).map(|n| (peers[1].execute(n), n)).collect();
+    while peers[1].step() | peers[2].step() {}
+    assert_eq!(peers[0].core.acks_skipped(), 0);
+    settle(&mut peers);
+    assert!(peers[0].core.acks_skipped() > 0);
+    for (id, n) in ids {
+        assert_eq!(peers[1].replies[&id], Ok(n as usize));
+    }
+    // Everyone still releases what comes next.
+    let next = peers[0].execute(count + 1);
+    settle(&mut peers);
+    assert_eq!(peers[0].replies[&next], Ok(count as usize + 1));
+    assert_agree(&peers);
+}
+
+#[test]
+fn under_safe_all_every_acknowledgement_is_sent() {
+    let cluster = SimCluster::new(3);
+    let mut peers = group_of(&cluster, 3, Delivery::SafeAll);
+    for n in 1..=2 * u64::from(super::ACKS_IN_FLIGHT) {
+        peers[1].execute(n);
+    }
+    while peers[1].step() | peers[2].step() {}
+    settle(&mut peers);
+    assert!(peers.iter().all(|p| p.core.acks_skipped() == 0));
 }
