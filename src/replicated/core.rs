@@ -446,6 +446,16 @@ use crate::wire::{Codec, Versions};
 /// still travelling need not wait for it to come back.
 pub(crate) const ACKS_IN_FLIGHT: u32 = 4;
 
+/// What reads whose barrier comes back get (rule 12).
+enum ReadStanding {
+    /// Evaluated on this member's state.
+    Answer,
+    /// Parked until this member holds an installed primary view's state.
+    Wait,
+    /// Failed with this error.
+    Fail(ReplicaError),
+}
+
 /// The actions for a state machine `S`.
 pub(crate) type Actions<S> =
     Vec<Action<<S as StateMachine>::Response, <S as StateMachine>::Snapshot>>;
@@ -2513,19 +2523,10 @@ impl<S: StateMachine> ReplicaCore<S> {
         if ids.is_empty() {
             return;
         }
-        let error = match &self.phase {
-            _ if !self.roster.is_member(self.local) => Some(ReplicaError::NotMember),
-            Phase::Unjoined => Some(ReplicaError::NotMember),
-            Phase::Installed(i) if !i.primary => Some(ReplicaError::NotPrimary),
-            Phase::Installed(i) if i.incoming.is_none() && !self.diverged => None,
-            Phase::Installing { .. } | Phase::Installed(_) => {
-                self.reads.park(ids);
-                return;
-            }
-        };
-        if let Some(error) = error {
-            out.push(Action::ReadFailed { ids, error });
-            return;
+        match self.reads_standing() {
+            ReadStanding::Fail(error) => return out.push(Action::ReadFailed { ids, error }),
+            ReadStanding::Wait => return self.reads.park(ids),
+            ReadStanding::Answer => {}
         }
         let at = self.id;
         out.push(Action::Read { ids: ids.clone() });
@@ -2543,22 +2544,32 @@ impl<S: StateMachine> ReplicaCore<S> {
         if !self.reads.any_parked() {
             return;
         }
-        let Phase::Installed(installed) = &self.phase else {
-            return;
-        };
-        if installed.primary && (installed.incoming.is_some() || self.diverged) {
-            return;
+        match self.reads_standing() {
+            ReadStanding::Wait => {}
+            ReadStanding::Fail(error) => out.push(Action::ReadFailed {
+                ids: self.reads.unpark(),
+                error,
+            }),
+            ReadStanding::Answer => {
+                let ids = self.reads.unpark();
+                let number = self.reads.send(ids);
+                out.push(Action::Mcast(ReplicaMessage::Barrier(number)));
+            }
         }
-        let ids = self.reads.unpark();
-        if !installed.primary {
-            out.push(Action::ReadFailed {
-                ids,
-                error: ReplicaError::NotPrimary,
-            });
-            return;
+    }
+
+    /// Rule 12: what a read whose barrier comes back now gets: answered
+    /// if this member holds the state of an installed primary view, kept
+    /// waiting while a view is being installed or the state received,
+    /// failed in a view that is not primary or once this member is none.
+    fn reads_standing(&self) -> ReadStanding {
+        match &self.phase {
+            _ if !self.roster.is_member(self.local) => ReadStanding::Fail(ReplicaError::NotMember),
+            Phase::Unjoined => ReadStanding::Fail(ReplicaError::NotMember),
+            Phase::Installed(i) if !i.primary => ReadStanding::Fail(ReplicaError::NotPrimary),
+            Phase::Installed(i) if i.incoming.is_none() && !self.diverged => ReadStanding::Answer,
+            Phase::Installing { .. } | Phase::Installed(_) => ReadStanding::Wait,
         }
-        let number = self.reads.send(ids);
-        out.push(Action::Mcast(ReplicaMessage::Barrier(number)));
     }
 
     /// Evaluated reads whose state did not survive a view change (rule
