@@ -409,6 +409,20 @@ impl Codec {
         write_head: impl FnOnce(&mut Vec<u8>),
         payload: &P,
     ) -> Result<Vec<u8>, WireError> {
+        self.encode_with_written_head_in(kind, head_len, write_head, payload, Vec::with_capacity)
+    }
+
+    /// [`Codec::encode_with_written_head`] into a buffer `buffer(len)`
+    /// hands out (empty, with room for at least `len` bytes), so a caller
+    /// can reuse envelope buffers; the bytes are the same.
+    pub(crate) fn encode_with_written_head_in<P: Serialize + ?Sized>(
+        &self,
+        kind: Kind,
+        head_len: usize,
+        write_head: impl FnOnce(&mut Vec<u8>),
+        payload: &P,
+        buffer: impl FnOnce(usize) -> Vec<u8>,
+    ) -> Result<Vec<u8>, WireError> {
         let payload_size = self
             .body_options()
             .serialized_size(payload)
@@ -417,7 +431,8 @@ impl Codec {
         if total > self.limit {
             return Err(WireError::TooLarge { limit: self.limit });
         }
-        let mut out = Vec::with_capacity(total as usize);
+        let mut out = buffer(total as usize);
+        debug_assert!(out.is_empty(), "an envelope starts in an empty buffer");
         push_header(&mut out, self.version, kind);
         write_head(&mut out);
         debug_assert_eq!(out.len(), HEADER_LEN + head_len, "head length as announced");
@@ -567,6 +582,14 @@ impl Codec {
         let mut out = Vec::with_capacity(capacity.max(HEADER_LEN));
         push_header(&mut out, self.version, Kind::Batch);
         out
+    }
+
+    /// [`Codec::begin_batch`] in `out`, a buffer reused from batch to
+    /// batch (cleared first, grown to `capacity` if it is smaller).
+    pub fn begin_batch_in(&self, out: &mut Vec<u8>, capacity: usize) {
+        out.clear();
+        out.reserve(capacity.max(HEADER_LEN));
+        push_header(out, self.version, Kind::Batch);
     }
 
     /// The inner envelopes of a batch body, in order. Checks the framing of
@@ -960,6 +983,45 @@ mod tests {
             c.encode_with_payload(Kind::Request, &1u64, &vec![0u8; 100]),
             Err(WireError::TooLarge { limit: 64 })
         );
+    }
+
+    #[test]
+    fn a_batch_begun_in_a_used_buffer_has_the_bytes_of_a_new_one() {
+        let c = codec();
+        let a = c.encode(Kind::Request, &1u32).unwrap();
+        let mut fresh = c.begin_batch(64);
+        push_to_batch(&mut fresh, &a);
+        let mut reused = vec![9u8; 300];
+        c.begin_batch_in(&mut reused, 64);
+        push_to_batch(&mut reused, &a);
+        assert_eq!(fresh, reused);
+    }
+
+    #[test]
+    fn an_envelope_written_into_a_reused_buffer_has_the_bytes_of_a_new_one() {
+        let c = codec();
+        let payload = vec![5u8; 2000];
+        let fresh = c
+            .encode_with_payload(Kind::Request, &(1u64, "t"), &payload)
+            .unwrap();
+        let head_len = c.body_options().serialized_size(&(1u64, "t")).unwrap() as usize;
+        let mut asked = 0;
+        let reused = c
+            .encode_with_written_head_in(
+                Kind::Request,
+                head_len,
+                |out| {
+                    let _ = Codec::checked_write_options().serialize_into(out, &(1u64, "t"));
+                },
+                &payload,
+                |len| {
+                    asked = len;
+                    Vec::with_capacity(len * 2)
+                },
+            )
+            .unwrap();
+        assert_eq!(asked, fresh.len());
+        assert_eq!(fresh, reused);
     }
 
     #[test]

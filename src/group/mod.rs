@@ -7,6 +7,7 @@
 //! typed messages to named actors anywhere in the group
 //! ([`Group::remote`]).
 
+pub(crate) mod buffers;
 mod children;
 mod chunks;
 mod core;
@@ -501,6 +502,8 @@ pub struct Group {
     ops: op_queue::OpSender<Op>,
     supervision_events: broadcast::Sender<SupervisionEvent>,
     gate: Arc<SendGate>,
+    /// Envelope buffers the runtime gives back once multicast.
+    buffers: Arc<buffers::BufferPool>,
     ids: Arc<AtomicU64>,
     local: Member,
     name: GroupName,
@@ -549,6 +552,7 @@ impl Group {
             config.send_queue_messages,
             config.send_queue_bytes,
         ));
+        let buffers = Arc::new(buffers::BufferPool::default());
         let conn = crate::auth::boxed(conn, config.key.as_ref(), metrics.unauthenticated_counter());
         GroupActor::start_with(
             conn,
@@ -556,6 +560,7 @@ impl Group {
             config,
             Outlets {
                 gate: gate.clone(),
+                buffers: buffers.clone(),
                 metrics: metrics.clone(),
                 events: events.clone(),
                 supervision_events: supervision_events.clone(),
@@ -568,6 +573,7 @@ impl Group {
                 ops,
                 supervision_events,
                 gate,
+                buffers,
                 ids: Arc::new(AtomicU64::new(1)),
                 local,
                 name,
@@ -932,6 +938,11 @@ impl Group {
     /// A call's duration starts now.
     pub(crate) fn call_timer(&self) -> crate::telemetry::CallTimer {
         self.call_timers.start()
+    }
+
+    /// Where an envelope of `len` bytes is written (`buffers`).
+    pub(crate) fn envelope_buffer(&self, len: usize) -> Vec<u8> {
+        self.buffers.take(len)
     }
 
     pub(crate) fn codec(&self) -> crate::wire::Codec {

@@ -213,11 +213,12 @@ where
         let bytes = self
             .group
             .codec()
-            .encode_with_written_head(
+            .encode_with_written_head_in(
                 Kind::Request,
                 head.encoded_len(),
                 |out| head.write(out),
                 msg,
+                |len| self.group.envelope_buffer(len),
             )
             .map_err(CallError::Codec)?;
         Ok((id, bytes))

@@ -57,6 +57,7 @@ use actix::prelude::*;
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, error, info, warn};
 
+use super::buffers::BufferPool;
 use super::children::{child_name, ChildContext, ExitReporter, Factories, LocalChild};
 use super::chunks::Reassembly;
 use super::core::{GroupCore, Limits, MAX_TICK_STEP_MS};
@@ -144,6 +145,7 @@ pub(crate) struct GroupActor {
     /// Reused for what each flush finished.
     finished: Vec<Finished<OnSent>>,
     gate: Arc<SendGate>,
+    buffers: Arc<BufferPool>,
     metrics: Arc<GroupMetrics>,
     events: broadcast::Sender<GroupEvent>,
     ready: Option<Done<Result<(), GroupError>>>,
@@ -167,6 +169,7 @@ pub(crate) struct GroupActor {
 /// Where the runtime publishes what the group handles read.
 pub(crate) struct Outlets {
     pub(crate) gate: Arc<SendGate>,
+    pub(crate) buffers: Arc<BufferPool>,
     pub(crate) metrics: Arc<GroupMetrics>,
     pub(crate) events: broadcast::Sender<GroupEvent>,
     pub(crate) supervision_events: broadcast::Sender<SupervisionEvent>,
@@ -183,6 +186,7 @@ impl GroupActor {
     ) -> Addr<GroupActor> {
         let Outlets {
             gate,
+            buffers,
             metrics,
             events,
             supervision_events,
@@ -224,6 +228,7 @@ impl GroupActor {
             }),
             finished: Vec::new(),
             gate,
+            buffers,
             metrics,
             events,
             ready: Some(ready),
@@ -295,6 +300,7 @@ impl GroupActor {
             self.finish_sent(done.token, done.result.map_err(Unsent::Transport));
         }
         self.finished = finished;
+        self.buffers.give_back(self.queue.spent());
         if freed > 0 {
             self.gate.release_many(freed, freed_bytes);
         }

@@ -113,6 +113,26 @@ impl<T> Entry<T> {
             result,
         }
     }
+
+    /// [`Entry::finish`] for a message that was multicast: its buffer goes
+    /// to `spent`, to be reused.
+    fn finish_keeping(self, spent: &mut Vec<Vec<u8>>) -> Finished<T> {
+        let Entry {
+            bytes,
+            token,
+            gated,
+            seq,
+            ..
+        } = self;
+        let done = Finished {
+            gated: gated.then_some(bytes.len()),
+            token,
+            seq,
+            result: Ok(()),
+        };
+        spent.push(bytes);
+        done
+    }
 }
 
 /// The size limits of a queue.
@@ -148,6 +168,11 @@ pub(crate) struct SendQueue<T> {
     compress: bool,
     /// Where a compressed multicast is written, reused.
     scratch: Vec<u8>,
+    /// Where a batch is written, reused (within the batch's byte cap).
+    batch: Vec<u8>,
+    /// Buffers of messages multicast whole since [`SendQueue::spent`] was
+    /// last emptied: the runtime reuses them for later envelopes.
+    spent: Vec<Vec<u8>>,
 }
 
 impl<T> SendQueue<T> {
@@ -168,7 +193,16 @@ impl<T> SendQueue<T> {
             blocked: false,
             compress: false,
             scratch: Vec::new(),
+            batch: Vec::new(),
+            spent: Vec::new(),
         }
+    }
+
+    /// Buffers of the messages multicast whole since this was last emptied;
+    /// the caller empties it after each flush (so it holds at most one
+    /// window's worth).
+    pub(crate) fn spent(&mut self) -> &mut Vec<Vec<u8>> {
+        &mut self.spent
     }
 
     /// Whether the group speaks a version that reads compressed frames
@@ -335,19 +369,17 @@ impl<T> SendQueue<T> {
                     .iter()
                     .take(count)
                     .all(|e| wire::compressible(&e.bytes));
-            let batch;
             let raw: &[u8] = if count == 1 {
                 &self.entries[0].bytes
             } else {
                 // A copy of each payload the binding forces:
                 // `cpg_mcast_joined` takes an iovec, but rust-corosync 3.2
                 // passes it one slice only.
-                let mut b = codec.begin_batch(len);
+                codec.begin_batch_in(&mut self.batch, len);
                 for entry in self.entries.iter().take(count) {
-                    wire::push_to_batch(&mut b, &entry.bytes);
+                    wire::push_to_batch(&mut self.batch, &entry.bytes);
                 }
-                batch = b;
-                &batch
+                &self.batch
             };
             let packed = compress && codec.compress_into(raw, &mut self.scratch);
             let sent = if packed { &self.scratch[..] } else { raw };
@@ -368,7 +400,7 @@ impl<T> SendQueue<T> {
                         report.batches += 1;
                     }
                     for entry in self.entries.drain(..count) {
-                        finished.push(entry.finish(Ok(())));
+                        finished.push(entry.finish_keeping(&mut self.spent));
                     }
                 }
                 Err(TransportError::TryAgain) => {

@@ -587,7 +587,13 @@ fn on_deliver(
             node: NodeId(u32::from(nodeid)),
             pid,
         },
-        bytes: msg.to_vec(),
+        bytes: {
+            // A buffer the runtime gave back, if one fits: see
+            // `crate::group::buffers`.
+            let mut bytes = crate::group::buffers::DELIVERIES.take(msg.len());
+            bytes.extend_from_slice(msg);
+            bytes
+        },
     };
     route(cpg::context_get(handle), event);
 }

@@ -124,6 +124,41 @@ fn the_window_holds_back_what_does_not_fit_until_own_messages_come_back() {
 }
 
 #[test]
+fn buffers_of_messages_multicast_whole_are_kept_for_reuse_and_others_are_not() {
+    let mut q = SendQueue::new(limits(2, 2, Duration::ZERO));
+    let mut wire = Wire::ok();
+    let first = msg(1);
+    let ptr = first.as_ptr();
+    q.push(first, 1, false).expect("queued");
+    let (_, finished) = wire.flush(&mut q, Instant::now());
+    assert_eq!(tokens(&finished), [1]);
+    let spent = std::mem::take(q.spent());
+    assert_eq!(spent.len(), 1);
+    assert_eq!(spent[0].as_ptr(), ptr, "the message's own buffer");
+    // A batch: both buffers come back; a refused one does not.
+    for n in 2..=3 {
+        q.push(msg(n), n, false).expect("queued");
+    }
+    q.own_delivered(msg(1).len());
+    wire.flush(&mut q, Instant::now());
+    assert_eq!(q.spent().len(), 2);
+    let mut q = SendQueue::new(limits(2, 1, Duration::ZERO));
+    let mut refusing = Wire {
+        sent: Vec::new(),
+        answer: Box::new(|b| {
+            Err(TransportError::MessageTooLarge {
+                len: b.len(),
+                max: 0,
+            })
+        }),
+    };
+    q.push(msg(4), 4, false).expect("queued");
+    let (_, finished) = refusing.flush(&mut q, Instant::now());
+    assert!(finished[0].result.is_err());
+    assert!(q.spent().is_empty());
+}
+
+#[test]
 fn one_multicast_goes_when_nothing_is_in_flight_however_large() {
     let mut q = SendQueue::new(QueueLimits {
         window_bytes: 10,
