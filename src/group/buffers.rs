@@ -1,25 +1,22 @@
-//! Message buffers reused instead of freed, on both paths:
-//!
-//! - **Send**: a handle writes a message's envelope into a buffer taken
-//!   from its group's pool, and the runtime gives it back once the message
-//!   is multicast (`cpg_mcast_joined` copies synchronously, so nothing
-//!   refers to the buffer after that).
-//! - **Delivery** ([`DELIVERIES`]): the corosync deliver callback copies a
-//!   message into a buffer taken from this process's delivery pool, and the
-//!   runtime gives it back once nothing shares it any more (a
-//!   `wire::Payload` the actor keeps holds it, and it is freed as before).
+//! Envelope buffers reused on the send path: a handle writes a message's
+//! envelope into a buffer taken here, and the runtime gives it back once
+//! the message is multicast (`cpg_mcast_joined` copies synchronously, so
+//! nothing refers to the buffer after that).
 //!
 //! ```text
 //!  handle: take(len) ──► encode into it ──► Op::Call ──► SendQueue
 //!  runtime: multicast ──► SendQueue keeps the spent buffer ──► give_back (one lock per flush)
-//!  dispatch: DELIVERIES.take(len) ──► copy out of libcpg ──► runtime: handled, unshared ──► give_back_one
 //! ```
 //!
-//! Why: a buffer of 1 KiB or more is above glibc's per-thread cache, so
-//! each one took `malloc`'s slow path, and at 16–64 KiB a freed buffer
+//! Why: an envelope of 1 KiB or more is above glibc's per-thread cache, so
+//! each one took `malloc`'s slow path, and at 16–64 KiB a freed envelope
 //! merged into the top of its arena, which glibc hands back to the kernel
-//! once it passes the trim threshold: the next buffer then faulted its
+//! once it passes the trim threshold: the next envelope then faulted its
 //! pages in again.
+//!
+//! The delivery path keeps no such pool: the corosync callback's copy
+//! written into buffers the runtime gave back once unshared raised the
+//! sender's page faults instead of lowering them (BENCHMARKS.md, run P).
 //!
 //! Rules:
 //!
@@ -43,9 +40,6 @@ pub(crate) const MAX_ONE: usize = 260 << 10;
 /// per-thread cache holds chunks up to about 1 KiB).
 pub(crate) const MIN_ONE: usize = 1024;
 
-/// Delivery buffers of every corosync connection of this process.
-pub(crate) static DELIVERIES: BufferPool = BufferPool::new();
-
 #[derive(Debug, Default)]
 struct Kept {
     buffers: Vec<Vec<u8>>,
@@ -59,16 +53,6 @@ pub(crate) struct BufferPool {
 }
 
 impl BufferPool {
-    /// An empty pool.
-    pub(crate) const fn new() -> Self {
-        BufferPool {
-            kept: Mutex::new(Kept {
-                buffers: Vec::new(),
-                bytes: 0,
-            }),
-        }
-    }
-
     fn lock(&self) -> MutexGuard<'_, Kept> {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -126,25 +110,6 @@ impl BufferPool {
         spent.clear();
     }
 
-    /// [`BufferPool::give_back`] of one buffer.
-    pub(crate) fn give_back_one(&self, buffer: Vec<u8>) {
-        let cap = buffer.capacity();
-        if !(MIN_ONE..=MAX_ONE).contains(&cap) {
-            return;
-        }
-        let refused = {
-            let mut kept = self.lock();
-            if kept.buffers.len() < MAX_BUFFERS && kept.bytes + cap <= MAX_BYTES {
-                kept.bytes += cap;
-                kept.buffers.push(buffer);
-                None
-            } else {
-                Some(buffer)
-            }
-        };
-        drop(refused);
-    }
-
     /// Buffers and bytes kept now.
     #[cfg(test)]
     fn kept(&self) -> (usize, usize) {
@@ -194,18 +159,6 @@ mod tests {
         let small = pool.take(64);
         assert!(small.capacity() < MIN_ONE);
         assert_eq!(pool.kept().0, 1);
-    }
-
-    #[test]
-    fn one_buffer_given_back_is_kept_within_the_same_bounds() {
-        let pool = BufferPool::new();
-        pool.give_back_one(Vec::with_capacity(MIN_ONE - 1));
-        pool.give_back_one(Vec::with_capacity(MAX_ONE + 1));
-        assert_eq!(pool.kept(), (0, 0));
-        for _ in 0..MAX_BUFFERS + 3 {
-            pool.give_back_one(Vec::with_capacity(MIN_ONE));
-        }
-        assert_eq!(pool.kept(), (MAX_BUFFERS, MAX_BUFFERS * MIN_ONE));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! typed messages to named actors anywhere in the group
 //! ([`Group::remote`]).
 
-pub(crate) mod buffers;
+mod buffers;
 mod children;
 mod chunks;
 mod core;

@@ -587,13 +587,7 @@ fn on_deliver(
             node: NodeId(u32::from(nodeid)),
             pid,
         },
-        bytes: {
-            // A buffer the runtime gave back, if one fits: see
-            // `crate::group::buffers`.
-            let mut bytes = crate::group::buffers::DELIVERIES.take(msg.len());
-            bytes.extend_from_slice(msg);
-            bytes
-        },
+        bytes: msg.to_vec(),
     };
     route(cpg::context_get(handle), event);
 }

@@ -14,17 +14,6 @@ use crate::record::Recorded;
 use crate::transport::{Member, MemberChange, TransportEvent};
 use crate::wire::{self, Codec, Kind, WireError, HEADER_LEN};
 
-/// Gives the transport's copy of a delivery back to the delivery pool
-/// once nothing shares it (`crate::group::buffers`); a buffer an actor
-/// still holds a `wire::Payload` of is freed by its last holder as before.
-fn reuse_delivery(bytes: Bytes) {
-    if cfg!(feature = "corosync") {
-        if let Ok(unshared) = bytes.try_into_mut() {
-            crate::group::buffers::DELIVERIES.give_back_one(unshared.into());
-        }
-    }
-}
-
 impl GroupActor {
     pub(super) fn record(&mut self, event: &TransportEvent) {
         if self.recorder.is_some() {
@@ -64,7 +53,6 @@ impl GroupActor {
                         }
                     }
                 }
-                reuse_delivery(bytes);
             }
             TransportEvent::ConfChg {
                 members,
