@@ -119,7 +119,6 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
 
 /// The response line for a command's outcome at position `pos`.
 pub fn format_response(response: &KvResponse, pos: u64) -> String {
-    let or_absent = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     match response {
         KvResponse::Previous(Some(_)) => format!("OK {pos}"),
         KvResponse::Previous(None) => format!("OK {pos}"),
@@ -132,7 +131,7 @@ pub fn format_response(response: &KvResponse, pos: u64) -> String {
         KvResponse::Cas {
             swapped: false,
             current,
-        } => format!("CAS {pos} fail {}", or_absent(current)),
+        } => format!("CAS {pos} fail {}", current.as_deref().unwrap_or("-")),
         KvResponse::Filled(n) => format!("FILLED {pos} {n}"),
     }
 }
@@ -231,7 +230,7 @@ pub fn start_request(replica: &Replica<KvStore>, body: &str) -> Option<Started> 
         // commands queued before it.
         Request::Get(key) => {
             let wanted = key.clone();
-            let read = replica.read_traced(move |s: &KvStore| s.get(&wanted).map(str::to_owned));
+            let read = replica.read_traced(move |s: &KvStore| s.get(&wanted).map(Into::into));
             Started::Command(Box::pin(async move {
                 let (value, pos) = match read.await {
                     Ok(r) => (r.response, r.state.applied),
