@@ -7,8 +7,15 @@
 //! order, so reads through them are linearizable;
 //! [`Replica::query`](crate::Replica::query) reads one replica's map
 //! without ordering, possibly stale.
+//!
+//! The live map is a `HashMap` (std's SipHash with a per-process key: keys
+//! come from the network, and a flood of colliding keys must stay
+//! expensive to make). Wherever order is seen outside the process — the
+//! digests replicas compare, the snapshot bytes a joiner and a durable
+//! replica's files read — the pairs are sorted by key first, so they are
+//! byte for byte what a map kept in key order gives.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -59,30 +66,64 @@ pub enum KvCommand {
     },
 }
 
-/// What a [`KvCommand`] returns.
+/// What a [`KvCommand`] returns. It stays in the process (a caller gets
+/// its own replica's response), so its values are the map's own, shared:
+/// no response copies a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvResponse {
     /// `Put` and `Delete`: the previous value.
-    Previous(Option<String>),
+    Previous(Option<Arc<str>>),
     /// `Get`: the value.
-    Value(Option<String>),
+    Value(Option<Arc<str>>),
     /// `Cas`: whether it swapped, and the value the key holds now.
     Cas {
         /// Whether the key held the expected value.
         swapped: bool,
         /// The key's value after the command.
-        current: Option<String>,
+        current: Option<Arc<str>>,
     },
     /// `Fill`: how many keys were written.
     Filled(u32),
 }
 
 /// The replicated map. Keys and values are shared (`Arc<str>`), so the
-/// capture for a joiner is a cheap copy of the tree; the bytes are made off
-/// the replica's actor.
+/// capture for a joiner copies no byte; the capture is sorted and encoded
+/// off the replica's actor.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvStore {
-    map: BTreeMap<Arc<str>, Arc<str>>,
+    map: HashMap<Arc<str>, Arc<str>>,
+}
+
+/// A capture of a [`KvStore`] ([`StateMachine::snapshot`]): its pairs, in
+/// no particular order, sharing the map's keys and values.
+/// [`StateMachine::encode`] and [`StateMachine::snapshot_digest`] put
+/// them in key order.
+#[derive(Debug, Clone, Default)]
+pub struct KvSnapshot {
+    pairs: Vec<(Arc<str>, Arc<str>)>,
+}
+
+/// The pairs of `pairs` in key order (keys are unique, so an unstable
+/// sort gives one order).
+fn in_key_order<'a>(
+    pairs: impl Iterator<Item = (&'a Arc<str>, &'a Arc<str>)>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut sorted: Vec<(&str, &str)> = pairs.map(|(k, v)| (&**k, &**v)).collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    sorted
+}
+
+/// BLAKE3 over every key and value of `pairs` (in key order), each with
+/// its length.
+fn blake3_of(pairs: &[(&str, &str)]) -> StateDigest {
+    let mut hasher = blake3::Hasher::new();
+    for (k, v) in pairs {
+        for part in [k, v] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    *hasher.finalize().as_bytes()
 }
 
 /// Most bytes one [`KvCommand::Fill`] may write: one command of a few
@@ -115,10 +156,10 @@ impl KvStore {
     }
 
     /// A hash of every key and value, in key order: equal maps, equal
-    /// digests.
+    /// digests. It sorts the keys: O(n log n), on the caller's thread.
     pub fn digest(&self) -> u64 {
         let mut h = crate::stable_hash::StableHasher::new();
-        for (k, v) in &self.map {
+        for (k, v) in in_key_order(self.map.iter()) {
             h.bytes(k.as_bytes()).u8(0).bytes(v.as_bytes()).u8(0xff);
         }
         h.finish()
@@ -132,31 +173,33 @@ fn filler(prefix: &str, i: u32, size: u32) -> String {
 }
 
 impl KvStore {
-    fn put(&mut self, key: String, value: String) -> Option<String> {
-        self.map
-            .insert(key.into(), value.into())
-            .map(|v| v.to_string())
+    /// Sets `key`, returning the value it replaced. A key already present
+    /// keeps its `Arc`: an overwrite allocates only the value.
+    fn put(&mut self, key: String, value: String) -> Option<Arc<str>> {
+        let value = Arc::from(value);
+        match self.map.get_mut(key.as_str()) {
+            Some(slot) => Some(std::mem::replace(slot, value)),
+            None => self.map.insert(key.into(), value),
+        }
     }
 
-    fn value(&self, key: &str) -> Option<String> {
-        self.map.get(key).map(|v| v.to_string())
+    fn value(&self, key: &str) -> Option<Arc<str>> {
+        self.map.get(key).cloned()
     }
 }
 
 impl StateMachine for KvStore {
     type Command = KvCommand;
     type Response = KvResponse;
-    type Snapshot = BTreeMap<Arc<str>, Arc<str>>;
+    type Snapshot = KvSnapshot;
 
     fn apply(&mut self, command: KvCommand) -> KvResponse {
         match command {
             KvCommand::Put { key, value } => KvResponse::Previous(self.put(key, value)),
             KvCommand::Get { key } => KvResponse::Value(self.value(&key)),
-            KvCommand::Delete { key } => {
-                KvResponse::Previous(self.map.remove(key.as_str()).map(|v| v.to_string()))
-            }
+            KvCommand::Delete { key } => KvResponse::Previous(self.map.remove(key.as_str())),
             KvCommand::Cas { key, expected, new } => {
-                let swapped = self.value(&key) == expected;
+                let swapped = self.get(&key) == expected.as_deref();
                 if swapped {
                     match new {
                         Some(v) => {
@@ -190,18 +233,26 @@ impl StateMachine for KvStore {
     }
 
     fn snapshot(&self) -> Self::Snapshot {
-        // Shares every key and value: no byte is copied here.
-        self.map.clone()
+        // Shares every key and value: no byte is copied, nothing sorted
+        // here, on the replica's actor.
+        KvSnapshot {
+            pairs: self
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
     }
 
+    /// The pairs in key order, as a map kept in key order gave them: an
+    /// older member reads these bytes.
     fn encode(snapshot: Self::Snapshot) -> Vec<u8> {
-        let pairs: Vec<(&str, &str)> = snapshot.iter().map(|(k, v)| (&**k, &**v)).collect();
-        encode_snapshot(&pairs)
+        encode_snapshot(&in_key_order(snapshot.pairs.iter().map(|(k, v)| (k, v))))
     }
 
     /// BLAKE3 over every key and value, in key order, each with its length.
     fn digest(&self) -> Option<StateDigest> {
-        Self::snapshot_digest(&self.map)
+        Some(blake3_of(&in_key_order(self.map.iter())))
     }
 
     /// The capture shares the map's keys and values: a check hashes a
@@ -209,30 +260,26 @@ impl StateMachine for KvStore {
     const DIGESTS_SNAPSHOTS: bool = true;
 
     fn snapshot_digest(snapshot: &Self::Snapshot) -> Option<StateDigest> {
-        let mut hasher = blake3::Hasher::new();
-        for (k, v) in snapshot {
-            for part in [k, v] {
-                hasher.update(&(part.len() as u64).to_le_bytes());
-                hasher.update(part.as_bytes());
-            }
-        }
-        Some(*hasher.finalize().as_bytes())
+        Some(blake3_of(&in_key_order(
+            snapshot.pairs.iter().map(|(k, v)| (k, v)),
+        )))
     }
 
     fn restore(snapshot: &[u8]) -> Result<Self, String> {
         let pairs: Vec<(String, String)> = decode_snapshot(snapshot, MAX_SNAPSHOT)?;
-        Ok(KvStore {
-            map: pairs
-                .into_iter()
-                .map(|(k, v)| (Arc::from(k), Arc::from(v)))
-                .collect(),
-        })
+        // A key given twice keeps its last value, as it always did.
+        let mut map = HashMap::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            map.insert(Arc::from(k), Arc::from(v));
+        }
+        Ok(KvStore { map })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     /// Replicas compare digests (and a test harness compares them across
     /// builds): pinned.
@@ -244,6 +291,84 @@ mod tests {
             value: "b".into(),
         });
         assert_eq!(store.digest(), 0xab40_7282_0d3f_d4d7);
+    }
+
+    /// A few hundred keys whose byte order is no insertion order: ASCII of
+    /// both cases, digits, multi-byte UTF-8, prefixes of each other, an
+    /// empty key and an empty value.
+    fn mixed_pairs() -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = (0..300u32)
+            .map(|i| {
+                let key = match i % 5 {
+                    0 => format!("k{i}"),
+                    1 => format!("K-{}", 1000 - i),
+                    2 => format!("\u{e9}{i}\u{fc}"),
+                    3 => format!("{}", i * 7919 % 1000),
+                    _ => "z".repeat(1 + (i % 13) as usize) + &i.to_string(),
+                };
+                (key, format!("v{}", i * 31))
+            })
+            .collect();
+        pairs.push((String::new(), "empty key".into()));
+        pairs.push(("no value".into(), String::new()));
+        pairs
+    }
+
+    /// An older member compares these digests and reads these snapshot
+    /// bytes (and a durable replica's files): both are made in key order,
+    /// whatever order the map keeps its keys in, and pinned.
+    #[test]
+    fn digests_and_snapshot_bytes_follow_key_order_and_are_pinned() {
+        let pairs = mixed_pairs();
+        let ordered: BTreeMap<&str, &str> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut fnv = crate::stable_hash::StableHasher::new();
+        let mut blake = blake3::Hasher::new();
+        for (k, v) in &ordered {
+            fnv.bytes(k.as_bytes()).u8(0).bytes(v.as_bytes()).u8(0xff);
+            for part in [k, v] {
+                blake.update(&(part.len() as u64).to_le_bytes());
+                blake.update(part.as_bytes());
+            }
+        }
+        let in_order: Vec<(&str, &str)> = ordered.iter().map(|(k, v)| (*k, *v)).collect();
+        let bytes = encode_snapshot(&in_order);
+        let (fnv, blake) = (fnv.finish(), *blake.finalize().as_bytes());
+        // Inserted forwards, backwards and interleaved: one state.
+        let n = pairs.len();
+        let orders: [Vec<usize>; 3] = [
+            (0..n).collect(),
+            (0..n).rev().collect(),
+            (0..n).map(|i| i * 7 % n).collect(),
+        ];
+        for order in orders {
+            let mut kv = KvStore::default();
+            for i in order {
+                let (key, value) = pairs[i].clone();
+                kv.apply(KvCommand::Put { key, value });
+            }
+            assert_eq!(kv.len(), ordered.len());
+            assert_eq!(kv.digest(), fnv);
+            assert_eq!(StateMachine::digest(&kv), Some(blake));
+            assert_eq!(KvStore::snapshot_digest(&kv.snapshot()), Some(blake));
+            let encoded = KvStore::encode(kv.snapshot());
+            assert!(encoded == bytes, "the snapshot bytes are in key order");
+            let back = KvStore::restore(&encoded).expect("restores");
+            assert_eq!(back, kv);
+        }
+        // What the map kept in key order gave (its last commit's code).
+        assert_eq!(fnv, 0xa142_3fdc_240d_8637);
+        assert_eq!(
+            blake3::Hash::from(blake).to_hex().as_str(),
+            "a6293bfa0712bf7e33dccd23f51df7a5cb8555449b722f33d5ce412d175fefc7"
+        );
+        assert_eq!(bytes.len(), 7982);
+        assert_eq!(
+            blake3::hash(&bytes).to_hex().as_str(),
+            "bbffd14e3a6a82bcbe715fa0c54f818ea512463b5c048cc407e6e14c7a917d62"
+        );
     }
 
     #[test]

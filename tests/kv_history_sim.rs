@@ -133,7 +133,7 @@ fn issue(shared: &Rc<Shared>, replica: &Replica<KvStore>, key: String, op: Op) {
                 ));
                 let outcome = match e.response {
                     KvResponse::Previous(_) => Outcome::Done,
-                    KvResponse::Value(v) => Outcome::Value(v),
+                    KvResponse::Value(v) => Outcome::Value(v.map(|v| v.to_string())),
                     KvResponse::Cas { swapped, .. } => Outcome::Cas(swapped),
                     KvResponse::Filled(_) => Outcome::Done,
                 };

@@ -78,20 +78,20 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     let line = line.trim();
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
     // A put's value is the rest of the line: only its key is a word (the
-    // value may be kilobytes, not worth splitting).
-    let words: Vec<&str> = if verb == "put" {
-        rest.split_whitespace().take(1).collect()
-    } else {
-        rest.split_whitespace().collect()
-    };
+    // value may be kilobytes, not worth splitting). The commonest line:
+    // parsed without a list of its words.
+    if verb == "put" {
+        let rest = rest.trim_start();
+        let Some(key) = rest.split_whitespace().next() else {
+            return Err(format!("cannot parse {line:?}"));
+        };
+        return Ok(Request::Command(KvCommand::Put {
+            key: key.to_owned(),
+            value: rest[key.len()..].trim_start().to_owned(),
+        }));
+    }
+    let words: Vec<&str> = rest.split_whitespace().collect();
     Ok(match (verb, words.as_slice()) {
-        ("put", [key, ..]) => {
-            let value = rest.trim_start()[key.len()..].trim_start().to_owned();
-            Request::Command(KvCommand::Put {
-                key: (*key).to_owned(),
-                value,
-            })
-        }
         ("get", [key]) => Request::Get((*key).to_owned()),
         ("del", [key]) => Request::Command(KvCommand::Delete {
             key: (*key).to_owned(),
@@ -119,7 +119,6 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
 
 /// The response line for a command's outcome at position `pos`.
 pub fn format_response(response: &KvResponse, pos: u64) -> String {
-    let or_absent = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     match response {
         KvResponse::Previous(Some(_)) => format!("OK {pos}"),
         KvResponse::Previous(None) => format!("OK {pos}"),
@@ -132,7 +131,7 @@ pub fn format_response(response: &KvResponse, pos: u64) -> String {
         KvResponse::Cas {
             swapped: false,
             current,
-        } => format!("CAS {pos} fail {}", or_absent(current)),
+        } => format!("CAS {pos} fail {}", current.as_deref().unwrap_or("-")),
         KvResponse::Filled(n) => format!("FILLED {pos} {n}"),
     }
 }
@@ -206,7 +205,6 @@ pub fn start_request(replica: &Replica<KvStore>, body: &str) -> Option<Started> 
     if body.trim().is_empty() {
         return None;
     }
-    let replica = replica.clone();
     let request = match parse_request(body) {
         Err(e) => {
             let line = format!("ERR {e}");
@@ -230,8 +228,9 @@ pub fn start_request(replica: &Replica<KvStore>, body: &str) -> Option<Started> 
         // In line order with the commands: a barrier goes out behind the
         // commands queued before it.
         Request::Get(key) => {
+            let replica = replica.clone();
             let wanted = key.clone();
-            let read = replica.read_traced(move |s: &KvStore| s.get(&wanted).map(str::to_owned));
+            let read = replica.read_traced(move |s: &KvStore| s.get(&wanted).map(Into::into));
             Started::Command(Box::pin(async move {
                 let (value, pos) = match read.await {
                     Ok(r) => (r.response, r.state.applied),
@@ -247,18 +246,24 @@ pub fn start_request(replica: &Replica<KvStore>, body: &str) -> Option<Started> 
                 format_response(&KvResponse::Value(value), pos)
             }))
         }
-        Request::LocalRead(key) => Started::Other(Box::pin(async move {
-            let value = replica
-                .query(move |s: &KvStore| s.get(&key).map(str::to_owned))
-                .await;
-            match value {
-                Ok(v) => format!("LOCAL {}", v.unwrap_or_else(|| "-".into())),
-                Err(e) => format_error(&e),
-            }
-        })),
-        Request::Show => Started::Other(Box::pin(async move {
-            crate::observe::replica_line(&replica).await
-        })),
+        Request::LocalRead(key) => {
+            let replica = replica.clone();
+            Started::Other(Box::pin(async move {
+                let value = replica
+                    .query(move |s: &KvStore| s.get(&key).map(str::to_owned))
+                    .await;
+                match value {
+                    Ok(v) => format!("LOCAL {}", v.unwrap_or_else(|| "-".into())),
+                    Err(e) => format_error(&e),
+                }
+            }))
+        }
+        Request::Show => {
+            let replica = replica.clone();
+            Started::Other(Box::pin(async move {
+                crate::observe::replica_line(&replica).await
+            }))
+        }
         Request::Status => {
             let s = replica.status();
             let line = format!(
@@ -281,17 +286,21 @@ pub fn start_request(replica: &Replica<KvStore>, body: &str) -> Option<Started> 
             );
             Started::Other(Box::pin(async move { line }))
         }
-        Request::Digest => Started::Other(Box::pin(async move {
-            let digest = replica.query(|s: &KvStore| (s.len(), s.digest())).await;
-            let applied = replica.status().state.applied;
-            match digest {
-                Ok((keys, hash)) => format!("DIGEST {applied} {keys} {hash:016x}"),
-                Err(e) => format_error(&e),
-            }
-        })),
+        Request::Digest => {
+            let replica = replica.clone();
+            Started::Other(Box::pin(async move {
+                let digest = replica.query(|s: &KvStore| (s.len(), s.digest())).await;
+                let applied = replica.status().state.applied;
+                match digest {
+                    Ok((keys, hash)) => format!("DIGEST {applied} {keys} {hash:016x}"),
+                    Err(e) => format_error(&e),
+                }
+            }))
+        }
         Request::Check => {
             // Subscribed before asking: the outcome cannot be missed.
             let mut events = replica.subscribe();
+            let replica = replica.clone();
             Started::Other(Box::pin(async move {
                 match replica.check().await {
                     Err(e) => format_error(&e),
@@ -299,12 +308,15 @@ pub fn start_request(replica: &Replica<KvStore>, body: &str) -> Option<Started> 
                 }
             }))
         }
-        Request::WaitPrimary => Started::Other(Box::pin(async move {
-            match replica.wait_primary().await {
-                Ok(epoch) => format!("PRIMARY {epoch}"),
-                Err(e) => format_error(&e),
-            }
-        })),
+        Request::WaitPrimary => {
+            let replica = replica.clone();
+            Started::Other(Box::pin(async move {
+                match replica.wait_primary().await {
+                    Ok(epoch) => format!("PRIMARY {epoch}"),
+                    Err(e) => format_error(&e),
+                }
+            }))
+        }
     })
 }
 

@@ -64,7 +64,7 @@
 //!     with its tag. A call is one hop to the task and one back; no lock,
 //!     no second task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -78,7 +78,7 @@ use tokio::sync::{mpsc, oneshot};
 use std::task::Poll;
 
 use futures::future::{FutureExt, LocalBoxFuture};
-use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::kv_lines;
 
@@ -289,37 +289,55 @@ pub async fn serve_tcp(replica: Replica<KvStore>, listener: TcpListener) -> std:
 /// client closed its side and every answer is written, or on an error.
 async fn serve_connection(replica: Replica<KvStore>, socket: TcpStream) {
     let (read, write) = socket.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut read = BufReader::new(read);
+    // One buffer for every line of the connection, not a string each.
+    let mut line = Vec::new();
     let mut write = BufWriter::new(write);
     let mut answers = Answers::default();
     let mut stamps = Stamps::on();
     let mut reading = true;
+    let mut ready = Vec::new();
     while reading || !answers.is_empty() {
         tokio::select! {
             // Lines first: what the client sent together is queued
             // together, so the replica packs it into one multicast.
             biased;
-            line = lines.next_line(), if reading => match line {
-                Ok(Some(line)) => {
-                    stamps.read(&line);
-                    let (tag, body) = kv_lines::split_tag(&line);
-                    if let Some(started) = kv_lines::start_request(&replica, body) {
-                        answers.push(tag, started);
-                    }
-                }
-                Ok(None) => reading = false,
-                Err(e) => {
+            // Cancel-safe: a line cut short stays in `line`, and the
+            // next call goes on with it.
+            got = read.read_until(b'\n', &mut line), if reading => {
+                if let Err(e) = got {
                     eprintln!("acpg-kv: dropped a client connection: {e}");
                     return;
                 }
+                // Without "\n" the stream ended: this is its last line.
+                let complete = line.last() == Some(&b'\n');
+                if !line.is_empty() {
+                    // Without its "\n" or "\r\n", as `lines()` gives it.
+                    let bytes = match line.strip_suffix(b"\n") {
+                        Some(l) => l.strip_suffix(b"\r").unwrap_or(l),
+                        None => &line,
+                    };
+                    let Ok(text) = std::str::from_utf8(bytes) else {
+                        eprintln!("acpg-kv: dropped a client connection: a line is not UTF-8");
+                        return;
+                    };
+                    stamps.read(text);
+                    let (tag, body) = kv_lines::split_tag(text);
+                    if let Some(started) = kv_lines::start_request(&replica, body) {
+                        answers.push(tag, started);
+                    }
+                    line.clear();
+                }
+                reading = complete;
             },
             Some(first) = answers.next() => {
-                let mut ready = vec![first];
+                ready.push(first);
                 while let Some(Some(more)) = answers.next().now_or_never() {
                     ready.push(more);
                 }
-                for line in &ready {
-                    if write.write_all(line.as_bytes()).await.is_err()
+                for (tag, answer) in &ready {
+                    if write.write_all(tag.as_bytes()).await.is_err()
+                        || write.write_all(answer.as_bytes()).await.is_err()
                         || write.write_all(b"\n").await.is_err()
                     {
                         return;
@@ -328,20 +346,26 @@ async fn serve_connection(replica: Replica<KvStore>, socket: TcpStream) {
                 if write.flush().await.is_err() {
                     return;
                 }
-                for line in &ready {
-                    stamps.written(line);
+                for (tag, _) in ready.drain(..) {
+                    stamps.written(&tag);
                 }
             }
         }
     }
 }
 
-/// The answers one connection waits for, tagged (rule 3): the commands'
-/// in the order of their lines, the others as they come.
+/// The answers one connection waits for, each with its line's tag (rule
+/// 3): the commands' in the order of their lines, the others as they
+/// come.
+///
+/// A connection's commands are applied in the order of their lines, so
+/// their answers come in that order too: only the oldest is polled (its
+/// waker stands for all of them), and when it is answered the next is
+/// polled at once, which finds its answer there if it came meanwhile.
 #[derive(Default)]
 pub struct Answers {
-    commands: FuturesOrdered<LocalBoxFuture<'static, String>>,
-    others: FuturesUnordered<LocalBoxFuture<'static, String>>,
+    commands: VecDeque<(String, LocalBoxFuture<'static, String>)>,
+    others: FuturesUnordered<LocalBoxFuture<'static, (String, String)>>,
 }
 
 impl Answers {
@@ -351,12 +375,10 @@ impl Answers {
     pub fn push(&mut self, tag: &str, started: kv_lines::Started) {
         let tag = tag.to_owned();
         match started {
-            kv_lines::Started::Command(answer) => self
-                .commands
-                .push_back(Box::pin(async move { tag + &answer.await })),
+            kv_lines::Started::Command(answer) => self.commands.push_back((tag, answer)),
             kv_lines::Started::Other(answer) => self
                 .others
-                .push(Box::pin(async move { tag + &answer.await })),
+                .push(Box::pin(async move { (tag, answer.await) })),
         }
     }
 
@@ -365,18 +387,22 @@ impl Answers {
         self.commands.is_empty() && self.others.is_empty()
     }
 
-    /// The next answer line ready: a command's if one is, else another's;
-    /// `None` when none is awaited.
-    pub async fn next(&mut self) -> Option<String> {
+    /// The next answer ready, as its tag and its line: a command's if one
+    /// is, else another's; `None` when none is awaited.
+    pub async fn next(&mut self) -> Option<(String, String)> {
         if self.is_empty() {
             return None;
         }
         futures::future::poll_fn(|cx| {
-            if let Poll::Ready(Some(line)) = self.commands.poll_next_unpin(cx) {
-                return Poll::Ready(Some(line));
+            if let Some((_, oldest)) = self.commands.front_mut() {
+                if let Poll::Ready(answer) = oldest.as_mut().poll(cx) {
+                    if let Some((tag, _)) = self.commands.pop_front() {
+                        return Poll::Ready(Some((tag, answer)));
+                    }
+                }
             }
             match self.others.poll_next_unpin(cx) {
-                Poll::Ready(Some(line)) => Poll::Ready(Some(line)),
+                Poll::Ready(Some(tagged)) => Poll::Ready(Some(tagged)),
                 _ if self.is_empty() => Poll::Ready(None),
                 _ => Poll::Pending,
             }
@@ -753,7 +779,12 @@ mod tests {
         answers.push("#2 ", Command(later(second_rx)));
         answers.push("#3 ", Other(ready("STATUS")));
         answers.push("", Command(ready("OK 9")));
-        let mut next = || answers.next().now_or_never();
+        let mut next = || {
+            answers
+                .next()
+                .now_or_never()
+                .map(|a| a.map(|(tag, line)| tag + &line))
+        };
         // Only the status is ready; the commands wait for the first.
         assert_eq!(next(), Some(Some("#3 STATUS".to_owned())));
         assert_eq!(next(), None);
