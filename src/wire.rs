@@ -579,8 +579,8 @@ impl Codec {
     /// An empty batch envelope with room for `capacity` bytes in all; add
     /// envelopes with [`push_to_batch`].
     pub fn begin_batch(&self, capacity: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(capacity.max(HEADER_LEN));
-        push_header(&mut out, self.version, Kind::Batch);
+        let mut out = Vec::new();
+        self.begin_batch_in(&mut out, capacity);
         out
     }
 

@@ -106,32 +106,19 @@ struct Entry<T> {
 
 impl<T> Entry<T> {
     fn finish(self, result: Result<(), TransportError>) -> Finished<T> {
-        Finished {
+        self.finish_with_bytes(result).0
+    }
+
+    /// [`Entry::finish`], handing back the message's buffer (to be reused
+    /// once it was multicast).
+    fn finish_with_bytes(self, result: Result<(), TransportError>) -> (Finished<T>, Vec<u8>) {
+        let done = Finished {
             gated: self.gated.then_some(self.bytes.len()),
             token: self.token,
             seq: self.seq,
             result,
-        }
-    }
-
-    /// [`Entry::finish`] for a message that was multicast: its buffer goes
-    /// to `spent`, to be reused.
-    fn finish_keeping(self, spent: &mut Vec<Vec<u8>>) -> Finished<T> {
-        let Entry {
-            bytes,
-            token,
-            gated,
-            seq,
-            ..
-        } = self;
-        let done = Finished {
-            gated: gated.then_some(bytes.len()),
-            token,
-            seq,
-            result: Ok(()),
         };
-        spent.push(bytes);
-        done
+        (done, self.bytes)
     }
 }
 
@@ -400,7 +387,9 @@ impl<T> SendQueue<T> {
                         report.batches += 1;
                     }
                     for entry in self.entries.drain(..count) {
-                        finished.push(entry.finish_keeping(&mut self.spent));
+                        let (done, bytes) = entry.finish_with_bytes(Ok(()));
+                        finished.push(done);
+                        self.spent.push(bytes);
                     }
                 }
                 Err(TransportError::TryAgain) => {
