@@ -52,6 +52,8 @@
 //! | `acpg_compressed_saved_bytes_total` | registry | bytes compression kept off the ring |
 //! | `acpg_compressed_delivered_total` | registry | compressed multicasts delivered and opened |
 //! | `acpg_acks_skipped_total` | replica | safe-delivery acknowledgements not multicast because a majority had already acknowledged their position (they would have released nothing anywhere) |
+//! | `acpg_checks_total` | replica | divergence checks completed: every participant's digest of the state at the check's position came in |
+//! | `acpg_checks_diverged_total` | replica | of those, checks where a participant's digest differed (that replica resyncs; `Replica::inspect` names it) |
 //! | `acpg_try_again_total` | registry, replica | `TRY_AGAIN` answers of the transport (each retried) |
 //! | `acpg_calls_abandoned_total` | registry | calls given up (timeout, dropped future) before their outcome |
 //! | `acpg_dropped_total` | `cause` | messages dropped before any rule judged them: `foreign`, `version`, `unknown_kind`, `malformed`, `unknown_type`, `bad_payload`, `unauthenticated` |
@@ -194,6 +196,10 @@ pub(crate) struct ReplicaGauges {
     /// Acknowledgements not sent because they would release nothing
     /// (a counter, published with the gauges).
     pub(crate) acks_skipped: u64,
+    /// Divergence checks completed, and those that found a difference
+    /// (counters, published with the gauges).
+    pub(crate) checks: u64,
+    pub(crate) checks_diverged: u64,
 }
 
 /// What the election runtime publishes.

@@ -549,6 +549,13 @@ async fn after_a_disk_is_lost_the_operator_bootstraps_the_survivors() {
     assert!(report.epoch.is_some());
     assert!(report.written_off.contains(&old[2]), "{report:?}");
     assert!(report.state.applied >= acknowledged.len() as u64);
+    // The operator's record of what may be lost stays in the directory.
+    let record =
+        std::fs::read_to_string(dirs.replica(0).join(actix_cpg::replicated::BOOTSTRAP_LOG))
+            .expect("a bootstrap record");
+    assert_eq!(record.lines().count(), 1, "{record}");
+    assert!(record.contains(&old[2].to_string()), "{record}");
+    assert!(record.contains("lost unless"), "{record}");
     let mut back = Vec::new();
     for i in [1usize, 0] {
         back.push(

@@ -206,6 +206,8 @@ fn a_scrape_over_loopback_shows_every_name_with_its_labels_and_values_that_move(
         ("acpg_compressed_delivered_total", REGISTRY),
         ("acpg_try_again_total", REPLICA),
         ("acpg_acks_skipped_total", REPLICA),
+        ("acpg_checks_total", REPLICA),
+        ("acpg_checks_diverged_total", REPLICA),
         ("acpg_calls_abandoned_total", REGISTRY),
         ("acpg_dropped_total", REGISTRY),
         ("acpg_refused_total", REGISTRY),

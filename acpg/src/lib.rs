@@ -512,7 +512,10 @@ pub fn bootstrap(dir: &Path, format: Format, out: &mut dyn Write) -> Result<(), 
                 )?;
                 writeln!(
                     out,
-                    "once this replica is back, the group may be primary without them:                      whatever they applied after this state is lost unless one of them comes back"
+                    "once this replica is back, the group may be primary without them: \
+                     whatever they applied after this state is lost unless one of them comes back \
+                     (recorded in {})",
+                    dir.join("bootstrap.log").display()
                 )?;
             }
         },

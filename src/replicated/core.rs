@@ -2995,6 +2995,11 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.acks_skipped
     }
 
+    /// The divergence checks this member saw complete (rule 11).
+    pub(crate) fn checks(&self) -> &Checks {
+        &self.checks
+    }
+
     /// The receivers of a transfer hold the state now; safe delivery waits
     /// for the participants among them only (rule 10).
     fn hold(&mut self, receivers: BTreeSet<Member>) {

@@ -252,6 +252,15 @@ impl<R, C> Keeper<R, C> {
                     path: dir.join("meta"),
                     what: format!("meta does not decode: {e}"),
                 })?;
+                if !meta.written_off.is_empty() {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        written_off = ?meta.written_off,
+                        "this directory was bootstrapped: the members written off do not count \
+                         for the last primary component, and what they applied after this \
+                         replica's state is lost unless one of them comes back (see {BOOTSTRAP_LOG})"
+                    );
+                }
                 let mut gone = meta.written_off.clone();
                 let until = meta.known.as_ref().map(|k| k.epoch).unwrap_or_default();
                 gone.push((meta.member, until));
@@ -515,6 +524,7 @@ pub fn bootstrap(dir: &Path) -> Result<Bootstrapped, StoreError> {
         })
         .map_err(|e| StoreError::Encode(e.to_string()))?;
     store.set_meta(&bytes)?;
+    record_bootstrap(dir, state, known.epoch, &written_off)?;
     tracing::warn!(
         dir = %dir.display(),
         applied = state.applied,
@@ -528,6 +538,45 @@ pub fn bootstrap(dir: &Path) -> Result<Bootstrapped, StoreError> {
         epoch: Some(known.epoch),
         written_off,
     })
+}
+
+/// The file of a data directory where every [`bootstrap`] appends one
+/// line: when, from which state, and whom it wrote off. Nothing reads it
+/// back; it is the operator's record of what may have been lost.
+pub const BOOTSTRAP_LOG: &str = "bootstrap.log";
+
+/// Appends the bootstrap's line to [`BOOTSTRAP_LOG`] and syncs it.
+fn record_bootstrap(
+    dir: &Path,
+    state: StateId,
+    epoch: PrimaryEpoch,
+    written_off: &[Member],
+) -> Result<(), StoreError> {
+    use std::io::Write;
+    let path = dir.join(BOOTSTRAP_LOG);
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let off: Vec<String> = written_off.iter().map(|m| m.to_string()).collect();
+    let line = format!(
+        "unix time {since_epoch}: bootstrapped at state {state:?} (applied {}); \
+         written off, of the last primary component {epoch}: [{}]; \
+         what they applied after this state is lost unless one of them comes back\n",
+        state.applied,
+        off.join(", ")
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    file.write_all(line.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| StoreError::Io { path, source })
 }
 
 #[cfg(test)]

@@ -206,7 +206,7 @@ pub use self::durable::{StoreError, SyncPolicy};
 pub use self::inspect::{
     Agreement, CheckReport, Checks, ReplicaInspection, ReplicaMemberInspection, SharedState,
 };
-pub use self::keeper::{bootstrap, Bootstrapped};
+pub use self::keeper::{bootstrap, Bootstrapped, BOOTSTRAP_LOG};
 pub use self::messages::{
     PrimaryEpoch, StateDigest, StateId, BATCH_VERSION, DIGEST_VERSION, READ_VERSION,
     RECOVERY_VERSION, SUFFIX_VERSION,

@@ -360,6 +360,8 @@ impl<S: StateMachine> ReplicaActor<S> {
             applied: core.state_id().applied,
             protocol_version: core.group_version().unwrap_or(0),
             acks_skipped: core.acks_skipped(),
+            checks: core.checks().completed,
+            checks_diverged: core.checks().diverged,
         };
         self.telemetry
             .publish(&self.metrics.snapshot(), &core.refused(), gauges);

@@ -66,6 +66,14 @@ fn describe() {
         "Safe-delivery acknowledgements not sent: a majority had acknowledged"
     );
     describe_counter!(
+        "acpg_checks_total",
+        "Divergence checks completed (every participant's digest came in)"
+    );
+    describe_counter!(
+        "acpg_checks_diverged_total",
+        "Divergence checks where some participant's digest differed"
+    );
+    describe_counter!(
         "acpg_try_again_total",
         "TRY_AGAIN answers of the transport (each retried)"
     );
@@ -247,11 +255,13 @@ fn group_counters(s: &MetricsSnapshot) -> Vec<CounterValue> {
 fn replica_counters(
     s: &MetricsSnapshot,
     r: &RefusedCounts,
-    acks_skipped: u64,
+    g: &ReplicaGauges,
 ) -> Vec<CounterValue> {
     let mut out = wire_counters(s).to_vec();
     out.extend([
-        ("acpg_acks_skipped_total", "", acks_skipped),
+        ("acpg_acks_skipped_total", "", g.acks_skipped),
+        ("acpg_checks_total", "", g.checks),
+        ("acpg_checks_diverged_total", "", g.checks_diverged),
         ("acpg_refused_total", "not_member", r.not_member),
         ("acpg_refused_total", "epoch", r.epoch),
         ("acpg_refused_total", "inconsistent", r.inconsistent),
@@ -481,7 +491,11 @@ impl ReplicaTelemetry {
         ReplicaTelemetry {
             counters: Counters::register(
                 &base,
-                &replica_counters(&MetricsSnapshot::default(), &RefusedCounts::default(), 0),
+                &replica_counters(
+                    &MetricsSnapshot::default(),
+                    &RefusedCounts::default(),
+                    &ReplicaGauges::default(),
+                ),
             ),
             members: gauge(&base, "acpg_members"),
             version: gauge(&base, "acpg_protocol_version"),
@@ -504,8 +518,7 @@ impl ReplicaTelemetry {
         refused: &RefusedCounts,
         g: ReplicaGauges,
     ) {
-        self.counters
-            .publish(&replica_counters(s, refused, g.acks_skipped));
+        self.counters.publish(&replica_counters(s, refused, &g));
         self.members.set(g.members as f64);
         self.version.set(f64::from(g.protocol_version));
         self.in_flight.set(g.in_flight as f64);
