@@ -340,7 +340,7 @@ impl<'a> Fleet<'a> {
     }
 }
 
-fn cluster_sh(args: &[&str]) -> Result<(), String> {
+pub(crate) fn cluster_sh(args: &[&str]) -> Result<(), String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
     let status = Command::new("bash")
         .arg(script)

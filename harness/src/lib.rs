@@ -34,6 +34,7 @@ pub mod kv_lines;
 pub mod kv_load;
 pub mod kv_service;
 pub mod late_joiner;
+pub mod loss_window;
 pub mod observe;
 pub mod restart;
 pub mod vs_etcd;

@@ -80,6 +80,12 @@
 //!   snapshot chunks in flight (the library's default unless given)
 //!   (`actix_cpg_harness::late_joiner`).
 //!
+//! `--loss-window [--rounds N]` (needs `--features corosync`) measures
+//! what the loss of one node takes with it on the durable kv service:
+//! puts pipelined to node 1, node 1's corosync daemon SIGKILLed, every put
+//! node 1 acknowledged read back through node 2; agreed delivery, then
+//! safe; 10 rounds each by default (`actix_cpg_harness::loss_window`).
+//!
 //! `--compression` measures only compression (`GroupConfig::compress_above`):
 //! for 16 and 64 KiB unbatched and 1 KiB batched (sizes from `--sizes`
 //! if given), one sender, the raw binding, then the actor path with
@@ -114,7 +120,7 @@ use std::time::Duration;
 
 use actix_cpg_harness::bench::{self, Backend, Case, Crypto, Load, Outcome, Path, Payload};
 use actix_cpg_harness::vs_etcd::{self, Mode};
-use actix_cpg_harness::{failover, late_joiner, restart};
+use actix_cpg_harness::{failover, late_joiner, loss_window, restart};
 
 struct Options {
     sim: bool,
@@ -145,6 +151,8 @@ struct Options {
     restart: Option<Vec<restart::Variant>>,
     /// `--vs-etcd-joiner`: only the late-joiner comparison.
     joiner: bool,
+    /// `--loss-window`: only the loss-window table.
+    loss_window: bool,
     /// `--chunks N,M`: the late joiner's kv service sides, once with each
     /// count of snapshot chunks in flight.
     chunks: Vec<usize>,
@@ -178,6 +186,7 @@ fn parse_args() -> Result<Options, String> {
         etcd_failover: None,
         restart: None,
         joiner: false,
+        loss_window: false,
         chunks: vec![actix_cpg::ReplicaConfig::default().chunks_in_flight],
         rounds: None,
         compression: false,
@@ -269,6 +278,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "--vs-etcd-restart" => o.restart = Some(Vec::new()),
             "--vs-etcd-joiner" => o.joiner = true,
+            "--loss-window" => o.loss_window = true,
             "--chunks" => {
                 o.chunks = list(args.next())?;
                 if o.chunks.contains(&0) {
@@ -515,6 +525,8 @@ fn main() {
             failover::ROLE_CAMPAIGN => failover::campaign_main(&args),
             restart::ROLE_PROBE => restart::probe_main(&args),
             late_joiner::ROLE_WRITER => late_joiner::writer_main(&args),
+            loss_window::ROLE_WRITER => loss_window::writer_main(&args),
+            loss_window::ROLE_CHECKER => loss_window::checker_main(&args),
             other => {
                 eprintln!("bench: unknown helper role {other:?}");
                 2
@@ -543,6 +555,9 @@ fn main() {
     }
     if o.joiner {
         std::process::exit(joiner_against_etcd(&exe, &o.chunks));
+    }
+    if o.loss_window {
+        std::process::exit(loss_window_table(&exe, o.rounds.unwrap_or(10)));
     }
     if let Some(variants) = o.restart {
         std::process::exit(restart_against_etcd(&exe, &variants, o.rounds.unwrap_or(5)));
@@ -1046,6 +1061,27 @@ fn restart_against_etcd(
         }
         Err(e) => {
             eprintln!("bench: --vs-etcd-restart: {e}");
+            1
+        }
+    }
+}
+
+/// `--loss-window`: the loss-window table on stdout; the exit code.
+fn loss_window_table(exe: &std::path::Path, rounds: usize) -> i32 {
+    if !cfg!(feature = "corosync") {
+        eprintln!("bench: --loss-window needs `--features corosync`");
+        return 2;
+    }
+    match loss_window::run(exe, rounds) {
+        Ok(tallies) => {
+            println!(
+                "\n### Loss window: node 1's daemon SIGKILLed under pipelined puts (acpg-kv serve --data-dir --sync batch)\n"
+            );
+            print!("{}", loss_window::table(&tallies));
+            0
+        }
+        Err(e) => {
+            eprintln!("bench: --loss-window: {e}");
             1
         }
     }
