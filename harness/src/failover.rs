@@ -386,7 +386,7 @@ pub fn wait_whole() -> Result<(), String> {
     Ok(())
 }
 
-fn link(node: u32, up: bool) -> Result<(), String> {
+pub(crate) fn link(node: u32, up: bool) -> Result<(), String> {
     let status = Command::new("ip")
         .args(["-n", "acpg-hub", "link", "set", &format!("acpg-v{node}")])
         .arg(if up { "up" } else { "down" })

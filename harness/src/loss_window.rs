@@ -1,18 +1,21 @@
 //! `bench --loss-window [--rounds N]`: what the loss of one node takes
 //! with it, agreed delivery against safe delivery, on the durable kv
 //! service of the real cluster (the loss window the `replicated` module
-//! docs state, measured).
+//! docs state, measured), for two faults: node 1's corosync daemon
+//! SIGKILLed, and node 1's link cut.
 //!
 //! ```text
 //!  per delivery (agreed, safe), R rounds, on one group:
 //!    three servers up (acpg-kv serve --data-dir --sync batch [--safe])
 //!    writer (node 1's namespace): WINDOW puts in flight to node 1's server,
 //!      a key each; `ACKED <key> <monotonic ns>` per acknowledged put
-//!    WRITING + 400 ms: node 1's corosync daemon SIGKILLed at t_kill
-//!      (for the others: node 1 is down; its server loses the group)
+//!    WRITING + 400 ms, at t_kill: node 1's corosync daemon SIGKILLed (its
+//!      server loses the group), or node 1's link cut (node 1 alone: not
+//!      primary, its server refuses puts); for the others node 1 is down
 //!    checker (node 2's namespace): once node 2's server serves a read,
 //!      reads every key node 1 acknowledged; `MISSING <key>` per absent one
-//!    node 1's daemon and server started again on its directory
+//!    node 1's daemon started again or its link restored, its server
+//!      started again on its directory
 //!  table: acknowledged puts, of those acknowledged in the last 20 ms
 //!    before t_kill, and lost (acknowledged, absent after the loss)
 //! ```
@@ -30,7 +33,7 @@
 //!    lost when the checker, reading through node 2 after node 1 left
 //!    the view, finds its key absent. Keys are never written twice.
 //! 3. Every process started is killed when its round or run ends; node 1's
-//!    daemon is started again before the next round.
+//!    daemon is started again (its link restored) before the next round.
 
 use std::path::Path;
 use std::process::Command;
@@ -38,7 +41,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use crate::children::{spawn_lines, Procs, Said};
-use crate::failover::{cluster_sh, kill_corosync, mono_ns, wait_whole};
+use crate::failover::{cluster_sh, kill_corosync, link, mono_ns, wait_whole};
 use crate::kv_load::ROLE_ENV;
 use crate::kv_service::LineClient;
 use crate::vs_etcd::{data_dir, kv_addr};
@@ -58,9 +61,47 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// How long the writer may take to stop once node 1's daemon died.
 const STOP_LIMIT: Duration = Duration::from_secs(10);
 
-/// What one delivery's rounds found.
+/// What takes node 1 away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// Its corosync daemon SIGKILLed.
+    #[default]
+    Daemon,
+    /// Its link to the others cut (the daemon and the server live on).
+    Link,
+}
+
+impl Fault {
+    fn label(self) -> &'static str {
+        match self {
+            Fault::Daemon => "node 1's daemon SIGKILLed",
+            Fault::Link => "node 1's link cut",
+        }
+    }
+
+    /// Takes node 1 away.
+    fn apply(self) -> Result<(), String> {
+        match self {
+            Fault::Daemon => kill_corosync(1),
+            Fault::Link => link(1, false),
+        }
+    }
+
+    /// Brings node 1 back into the membership of every node.
+    fn repair(self) -> Result<(), String> {
+        match self {
+            Fault::Daemon => cluster_sh(&["start-node", "1"])?,
+            Fault::Link => link(1, true)?,
+        }
+        wait_whole()
+    }
+}
+
+/// What one (fault, delivery) series of rounds found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
+    /// What took node 1 away.
+    pub fault: Fault,
     /// `--safe` or not.
     pub safe: bool,
     /// Rounds run.
@@ -130,11 +171,15 @@ fn serving(lines: &mut Lines, n: u32) -> Result<(), String> {
         .map_err(|e| format!("node {n}'s kv server not serving: {e}"))
 }
 
-/// Runs `rounds` rounds of one delivery (module docs).
-fn series(exe: &Path, safe: bool, rounds: usize) -> Result<Tally, String> {
+/// Runs `rounds` rounds of one fault and delivery (module docs).
+fn series(exe: &Path, fault: Fault, safe: bool, rounds: usize) -> Result<Tally, String> {
     let group = format!(
-        "acpg-loss-{}-{}",
+        "acpg-loss-{}-{}-{}",
         std::process::id(),
+        match fault {
+            Fault::Daemon => "daemon",
+            Fault::Link => "link",
+        },
         if safe { "safe" } else { "agreed" }
     );
     let wipe = || {
@@ -151,6 +196,7 @@ fn series(exe: &Path, safe: bool, rounds: usize) -> Result<Tally, String> {
         serving(&mut lines, n)?;
     }
     let mut tally = Tally {
+        fault,
         safe,
         ..Tally::default()
     };
@@ -176,7 +222,7 @@ fn series(exe: &Path, safe: bool, rounds: usize) -> Result<Tally, String> {
             *i == 10 && (l == "WRITING" || l.starts_with("ERROR"))
         })?;
         std::thread::sleep(BEFORE_KILL);
-        kill_corosync(1)?;
+        fault.apply()?;
         let killed = mono_ns();
         // The writer stops at its first failed put; a put still waiting
         // for node 1's server after that has no known outcome.
@@ -220,7 +266,8 @@ fn series(exe: &Path, safe: bool, rounds: usize) -> Result<Tally, String> {
             .filter(|(_, at)| killed.saturating_sub(*at) <= AT_RISK)
             .count();
         eprintln!(
-            "loss-window: {} round {}: {} acknowledged, {at_risk} in the last 20 ms, {missing} lost",
+            "loss-window: {}, {} round {}: {} acknowledged, {at_risk} in the last 20 ms, {missing} lost",
+            fault.label(),
             if safe { "safe" } else { "agreed" },
             round + 1,
             acked.len()
@@ -229,8 +276,7 @@ fn series(exe: &Path, safe: bool, rounds: usize) -> Result<Tally, String> {
         tally.acked += acked.len();
         tally.at_risk += at_risk;
         tally.lost += missing;
-        cluster_sh(&["start-node", "1"])?;
-        wait_whole()?;
+        fault.repair()?;
         servers[0] = Procs(vec![start_server(exe, &group, 1, safe, &tx)?]);
         serving(&mut lines, 1)?;
     }
@@ -239,22 +285,26 @@ fn series(exe: &Path, safe: bool, rounds: usize) -> Result<Tally, String> {
     Ok(tally)
 }
 
-/// Both deliveries, `rounds` rounds each.
+/// Both faults, both deliveries, `rounds` rounds each.
 pub fn run(exe: &Path, rounds: usize) -> Result<Vec<Tally>, String> {
-    [false, true]
-        .into_iter()
-        .map(|safe| series(exe, safe, rounds))
-        .collect()
+    let mut tallies = Vec::new();
+    for fault in [Fault::Daemon, Fault::Link] {
+        for safe in [false, true] {
+            tallies.push(series(exe, fault, safe, rounds)?);
+        }
+    }
+    Ok(tallies)
 }
 
 /// The Markdown table of a run.
 pub fn table(tallies: &[Tally]) -> String {
     let mut out = String::from(
-        "| delivery | rounds | puts acknowledged by node 1 | of those in the last 20 ms before its daemon died | lost |\n|---|---|---|---|---|\n",
+        "| fault | delivery | rounds | puts acknowledged by node 1 | of those in the last 20 ms before the fault | lost |\n|---|---|---|---|---|---|\n",
     );
     for t in tallies {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
+            t.fault.label(),
             if t.safe { "safe (majority)" } else { "agreed" },
             t.rounds,
             t.acked,
@@ -401,6 +451,7 @@ mod tests {
     #[test]
     fn the_table_has_a_row_per_delivery() {
         let t = |safe, lost| Tally {
+            fault: Fault::Link,
             safe,
             rounds: 10,
             acked: 900,
@@ -408,9 +459,12 @@ mod tests {
             lost,
         };
         let text = table(&[t(false, 3), t(true, 0)]);
-        assert!(text.contains("| agreed | 10 | 900 | 40 | 3 |"), "{text}");
         assert!(
-            text.contains("| safe (majority) | 10 | 900 | 40 | 0 |"),
+            text.contains("| node 1's link cut | agreed | 10 | 900 | 40 | 3 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| node 1's link cut | safe (majority) | 10 | 900 | 40 | 0 |"),
             "{text}"
         );
     }

@@ -82,9 +82,10 @@
 //!
 //! `--loss-window [--rounds N]` (needs `--features corosync`) measures
 //! what the loss of one node takes with it on the durable kv service:
-//! puts pipelined to node 1, node 1's corosync daemon SIGKILLed, every put
-//! node 1 acknowledged read back through node 2; agreed delivery, then
-//! safe; 10 rounds each by default (`actix_cpg_harness::loss_window`).
+//! puts pipelined to node 1, node 1's corosync daemon SIGKILLed (then its
+//! link cut instead), every put node 1 acknowledged read back through node
+//! 2; agreed delivery, then safe; 10 rounds each by default
+//! (`actix_cpg_harness::loss_window`).
 //!
 //! `--compression` measures only compression (`GroupConfig::compress_above`):
 //! for 16 and 64 KiB unbatched and 1 KiB batched (sizes from `--sizes`
@@ -1075,7 +1076,7 @@ fn loss_window_table(exe: &std::path::Path, rounds: usize) -> i32 {
     match loss_window::run(exe, rounds) {
         Ok(tallies) => {
             println!(
-                "\n### Loss window: node 1's daemon SIGKILLed under pipelined puts (acpg-kv serve --data-dir --sync batch)\n"
+                "\n### Loss window: node 1 lost under pipelined puts (acpg-kv serve --data-dir --sync batch)\n"
             );
             print!("{}", loss_window::table(&tallies));
             0
