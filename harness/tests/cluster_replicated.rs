@@ -13,8 +13,9 @@
 //!   write is lost, and the recorded history is linearizable per key;
 //! - a late joiner receives a 50 MB state while the others keep serving;
 //! - a kv group with data directories is killed whole (its agents, then
-//!   its daemons) and comes back from disk each time, its history
-//!   linearizable across the restarts;
+//!   its daemons) with puts in flight on every replica, and comes back
+//!   from disk each time, its history linearizable across the restarts
+//!   and every acknowledged put there;
 //! - the leader is killed 20 times: hand-over and bare confchg detection
 //!   times (p50/p99) are printed;
 //! - safe delivery's cost against agreed delivery, in latency and
