@@ -1,13 +1,23 @@
 //! The kv service on the sim backend: `acpg-kv serve --sim 3` on loopback
 //! ports, driven by `acpg-kv client` processes and by pipelined clients
-//! on every replica at once. Nothing is killed but the service itself, at
-//! the end (a drop guard, also when a test fails).
+//! on every replica at once. Nothing is killed but the service itself: at
+//! the end (a drop guard, also when a test fails), and with `--data-dir`
+//! while puts are in flight, to be served again from its directory.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_cpg_harness::kv_service::LineClient;
+
+// The library's test helpers; this suite uses the scratch directory.
+#[path = "../../tests/support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 const KV: &str = env!("CARGO_BIN_EXE_acpg-kv");
 
@@ -50,10 +60,16 @@ fn free_ports(n: u16) -> u16 {
 /// Starts `acpg-kv serve GROUP --listen 127.0.0.1:P --sim n` and waits for
 /// its `SERVING` lines.
 fn serve_sim(n: u16) -> Service {
+    serve_sim_with(n, &[])
+}
+
+/// [`serve_sim`] with more options (`--safe`, `--data-dir DIR`, ...).
+fn serve_sim_with(n: u16, options: &[&str]) -> Service {
     let port = free_ports(n);
     let mut child = Command::new(KV)
         .args(["serve", "kv-test", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--sim", &n.to_string()])
+        .args(options)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -248,5 +264,145 @@ async fn a_connections_pipelined_commands_are_answered_in_the_order_of_their_lin
     assert!(
         answered.windows(2).all(|w| w[0].1 < w[1].1),
         "positions follow the lines: {answered:?}"
+    );
+}
+
+/// One put of the restart test and what came back: an `OK` answer means
+/// acknowledged; an error (the connection died with the service) means
+/// in flight at the kill, applied or not.
+struct Put {
+    key: String,
+    value: String,
+    answer: Result<String, String>,
+}
+
+/// `acpg-kv serve --sim 3 --safe --data-dir DIR` takes a stream of puts
+/// on every replica (four pipelined callers per replica, each its next put
+/// once the last is answered; one caller per replica keeps overwriting one
+/// key written before), is SIGKILLed in the middle of it, and is served
+/// again on the same directory: every acknowledged put is read back, each
+/// put left without an answer either took effect or did not, and an
+/// overwritten key holds its last acknowledged value or the one in flight
+/// after it.
+#[tokio::test]
+async fn killed_with_puts_in_flight_the_service_serves_every_acknowledged_put_again_from_its_directory(
+) {
+    let scratch = Scratch::new("kv-service-restart");
+    let dir = scratch.path().display().to_string();
+    let durable = ["--safe", "--data-dir", dir.as_str()];
+    let mut service = serve_sim_with(3, &durable);
+    wait_primary(&service).await;
+    let mut first = BTreeMap::new();
+    for (r, addr) in service.addrs.iter().enumerate() {
+        let (code, answer) = client(addr, &format!("put shared{r} first"));
+        assert_eq!(code, 0, "{answer}");
+        first.insert(format!("shared{r}"), "first".to_owned());
+    }
+    // The stream: runs until its connection dies with the service.
+    let puts: Arc<Mutex<Vec<Put>>> = Arc::default();
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let mut callers = Vec::new();
+    for (r, addr) in service.addrs.iter().enumerate() {
+        let c = LineClient::connect(addr).await.expect("connect");
+        for w in 0..4 {
+            let (c, puts, acknowledged) = (c.clone(), puts.clone(), acknowledged.clone());
+            callers.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let key = match w {
+                        0 => format!("shared{r}"),
+                        _ => format!("own{r}-{w}-{i}"),
+                    };
+                    let value = format!("v{r}-{w}-{i}");
+                    let answer = c.call(&format!("put {key} {value}")).await;
+                    let done = answer.is_err();
+                    if answer.as_deref().is_ok_and(|a| a.starts_with("OK ")) {
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    puts.lock().expect("puts").push(Put { key, value, answer });
+                    if done {
+                        break;
+                    }
+                }
+            }));
+        }
+    }
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while acknowledged.load(Ordering::Relaxed) < 150 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // SIGKILL, with twelve puts in flight.
+    service.child.kill().expect("kill the service");
+    let _ = service.child.wait();
+    for caller in callers {
+        tokio::time::timeout(Duration::from_secs(60), caller)
+            .await
+            .expect("a caller ends once the service died")
+            .expect("caller task");
+    }
+    drop(service);
+    let puts = std::mem::take(&mut *puts.lock().expect("puts"));
+    let acked = puts.iter().filter(|p| p.answer.is_ok()).count();
+    assert!(acked >= 150, "only {acked} puts were acknowledged");
+    for p in &puts {
+        if let Ok(answer) = &p.answer {
+            assert!(answer.starts_with("OK "), "put {}: {answer}", p.key);
+        }
+    }
+
+    // Served again on the same directory.
+    let service = serve_sim_with(3, &durable);
+    wait_primary(&service).await;
+    let mut readers = Vec::new();
+    for addr in &service.addrs {
+        readers.push(LineClient::connect(addr).await.expect("connect"));
+    }
+    let get = |n: usize, key: &str| {
+        let c = readers[n % readers.len()].clone();
+        let line = format!("get {key}");
+        async move { c.call(&line).await.expect("an answer") }
+    };
+    let value_of = |answer: &str| -> Option<String> {
+        let rest = answer.strip_prefix("VALUE ")?;
+        Some(rest.split_once(' ')?.1.to_owned())
+    };
+    let (mut applied, mut not_applied) = (0, 0);
+    for (n, p) in puts.iter().filter(|p| p.key.starts_with("own")).enumerate() {
+        let answer = get(n, &p.key).await;
+        let found = value_of(&answer);
+        match (&p.answer, found == Some(p.value.clone())) {
+            (Ok(_), true) => {}
+            (Ok(_), false) => panic!("acknowledged {} = {} lost: {answer}", p.key, p.value),
+            (Err(_), true) => applied += 1,
+            (Err(_), false) => {
+                assert!(answer.starts_with("NONE "), "{}: {answer}", p.key);
+                not_applied += 1;
+            }
+        }
+    }
+    for (r, key) in first.keys().enumerate() {
+        // Its caller wrote it in turn: the last acknowledged value (or the
+        // first one), or the one in flight after it.
+        let writes: Vec<&Put> = puts.iter().filter(|p| &p.key == key).collect();
+        let last_acked = writes
+            .iter()
+            .rev()
+            .find(|p| p.answer.is_ok())
+            .map_or("first", |p| p.value.as_str());
+        let in_flight = writes.iter().rev().find(|p| p.answer.is_err());
+        let found = value_of(&get(r, key).await).unwrap_or_default();
+        if in_flight.is_some_and(|p| p.value == found) {
+            applied += 1;
+        } else {
+            assert_eq!(found, last_acked, "{key}: not its last acknowledged value");
+            not_applied += in_flight.iter().count();
+        }
+    }
+    assert_eq!(
+        applied + not_applied,
+        12,
+        "every caller had one put in flight"
+    );
+    println!(
+        "{acked} puts acknowledged, all served again; of the 12 in flight at the kill {applied} applied, {not_applied} not"
     );
 }
