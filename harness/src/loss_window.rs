@@ -322,6 +322,24 @@ fn parse_acked(line: &str) -> Option<(String, u64)> {
     Some((key, at))
 }
 
+/// A client of the server at `addr` once it answers `line` as `wanted`
+/// (it may be starting, joining or not primary yet), trying every 20 ms
+/// for up to a minute.
+async fn answering(addr: &str, line: &str, wanted: impl Fn(&str) -> bool) -> Option<LineClient> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Ok(c) = LineClient::connect(addr).await {
+            if c.call(line).await.is_ok_and(|a| wanted(&a)) {
+                return Some(c);
+            }
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The writer (role `loss-writer`): `ADDR PREFIX`. Retries one put until
 /// the server takes it (it may still be joining), says `WRITING`, then
 /// keeps [`WINDOW`] puts in flight on keys `PREFIX-<i>`, printing `ACKED
@@ -336,21 +354,10 @@ pub fn writer_main(args: &[String]) -> i32 {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let deadline = Instant::now() + LIMIT;
-        let client = loop {
-            if let Ok(c) = LineClient::connect(addr).await {
-                if c.call(&format!("put {prefix}-first x"))
-                    .await
-                    .is_ok_and(|a| a.starts_with("OK "))
-                {
-                    break c;
-                }
-            }
-            if Instant::now() > deadline {
-                println!("ERROR no put taken by {addr}");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let first = format!("put {prefix}-first x");
+        let Some(client) = answering(addr, &first, |a| a.starts_with("OK ")).await else {
+            println!("ERROR no put taken by {addr}");
+            return;
         };
         println!("WRITING");
         let mut next = 0u64;
@@ -404,19 +411,10 @@ pub fn checker_main(args: &[String]) -> i32 {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let deadline = Instant::now() + LIMIT;
-        let client = loop {
-            if let Ok(c) = LineClient::connect(addr).await {
-                let answer = c.call("get loss-window-probe").await;
-                if answer.is_ok_and(|a| a.starts_with("NONE") || a.starts_with("VALUE")) {
-                    break c;
-                }
-            }
-            if Instant::now() > deadline {
-                println!("ERROR {addr} serves no read");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let read = |a: &str| a.starts_with("NONE") || a.starts_with("VALUE");
+        let Some(client) = answering(addr, "get loss-window-probe", read).await else {
+            println!("ERROR {addr} serves no read");
+            return;
         };
         let (mut present, mut missing) = (0, 0);
         for key in keys.lines().filter(|k| !k.is_empty()) {
