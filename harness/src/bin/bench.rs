@@ -85,7 +85,8 @@
 //! puts pipelined to node 1, node 1's corosync daemon SIGKILLed (then its
 //! link cut instead), every put node 1 acknowledged read back through node
 //! 2; agreed delivery, then safe; 10 rounds each by default
-//! (`actix_cpg_harness::loss_window`).
+//! (`actix_cpg_harness::loss_window`). It fails if safe delivery lost an
+//! acknowledged put.
 //!
 //! `--compression` measures only compression (`GroupConfig::compress_above`):
 //! for 16 and 64 KiB unbatched and 1 KiB batched (sizes from `--sizes`
@@ -1079,6 +1080,14 @@ fn loss_window_table(exe: &std::path::Path, rounds: usize) -> i32 {
                 "\n### Loss window: node 1 lost under pipelined puts (acpg-kv serve --data-dir --sync batch)\n"
             );
             print!("{}", loss_window::table(&tallies));
+            // Safe delivery promises it: a loss there is a failure.
+            let lost: usize = tallies.iter().filter(|t| t.safe).map(|t| t.lost).sum();
+            if lost > 0 {
+                eprintln!(
+                    "bench: --loss-window: {lost} acknowledged puts lost under safe delivery"
+                );
+                return 1;
+            }
             0
         }
         Err(e) => {
