@@ -335,6 +335,9 @@ pub struct Report {
     pub try_again: u64,
     /// Multicasts it made (fewer than `sent` when batching).
     pub multicasts: u64,
+    /// Of those, multicasts that went compressed (the actor path's
+    /// `GroupMetrics::compressed_sent`; 0 on the other paths).
+    pub compressed: u64,
     /// In overload mode: (second, RSS KiB) samples of its process.
     pub rss_samples: Vec<(u64, u64)>,
 }
@@ -386,7 +389,7 @@ impl Report {
             .collect::<Vec<_>>()
             .join(",");
         format!(
-            "REPORT index={} sent={} delivered={} start={} end={} lat={} peak_rss={} cpu={} pid={} try_again={} multicasts={} rss={}",
+            "REPORT index={} sent={} delivered={} start={} end={} lat={} peak_rss={} cpu={} pid={} try_again={} multicasts={} compressed={} rss={}",
             self.index,
             self.sent,
             self.delivered,
@@ -398,6 +401,7 @@ impl Report {
             self.pid,
             self.try_again,
             self.multicasts,
+            self.compressed,
             if rss.is_empty() { "-".into() } else { rss },
         )
     }
@@ -419,6 +423,7 @@ impl Report {
                 "pid" => r.pid = v.parse().ok()?,
                 "try_again" => r.try_again = v.parse().ok()?,
                 "multicasts" => r.multicasts = v.parse().ok()?,
+                "compressed" => r.compressed = v.parse().ok()?,
                 "lat" if v != "-" => {
                     let f: Vec<f64> = v.split(',').filter_map(|x| x.parse().ok()).collect();
                     if let [samples, p50, p99, p999] = f[..] {
@@ -831,6 +836,7 @@ async fn binding_member<C: Connection>(
         pid: std::process::id(),
         try_again,
         multicasts,
+        compressed: 0,
         rss_samples: pacer.samples,
     })
 }
@@ -1084,6 +1090,7 @@ pub async fn actor_member<C: Connection>(
         pid: std::process::id(),
         try_again: m.try_again - before.try_again,
         multicasts: m.multicasts - before.multicasts,
+        compressed: m.compressed_sent - before.compressed_sent,
         rss_samples: std::mem::take(&mut pacer.samples),
     })
 }
@@ -1354,6 +1361,7 @@ mod raw_cpg {
             pid: std::process::id(),
             try_again,
             multicasts,
+            compressed: 0,
             rss_samples: pacer.samples,
         })
     }
@@ -1558,6 +1566,8 @@ pub struct Outcome {
     pub try_again: u64,
     /// Messages per multicast, over all senders.
     pub per_multicast: f64,
+    /// Multicasts that went compressed, over all senders.
+    pub compressed: u64,
     /// Every member's report.
     pub reports: Vec<Report>,
 }
@@ -1605,6 +1615,7 @@ impl Outcome {
             },
             try_again: reports.iter().map(|r| r.try_again).sum(),
             per_multicast: total as f64 / multicasts.max(1) as f64,
+            compressed: reports.iter().map(|r| r.compressed).sum(),
             reports,
         })
     }
@@ -1924,6 +1935,7 @@ mod tests {
             pid: 4321,
             try_again: 1,
             multicasts: 3,
+            compressed: 2,
             rss_samples: vec![(0, 100), (1, 120)],
         };
         assert_eq!(Report::parse(&r.to_line()), Some(r));

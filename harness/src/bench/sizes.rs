@@ -1,6 +1,9 @@
 //! Supervision failover for the group-size table of `bench --failover`:
 //! the library's `failover` example run on the cluster as it is, one member
-//! per node, and its table read back.
+//! per node, and its table read back. It runs with `--stages`: a plain
+//! CPG client on every node joins the supervised group (it announces
+//! nothing, so it decides nothing), which gives the child's start against
+//! the first plain client to see the confchg of the same kill.
 //!
 //! The example is another package's target: it is looked for beside the
 //! bench executable (`target/<profile>/examples/failover`, built with
@@ -33,6 +36,9 @@ pub struct Failover {
     pub running: Spread,
     /// The group registry names the child's new host.
     pub registered: Spread,
+    /// The child running, minus the first plain client in the group seeing
+    /// the confchg, same kill (`--stages`); `None` if the table lacks it.
+    pub same_kill: Option<Spread>,
 }
 
 impl Failover {
@@ -57,6 +63,7 @@ impl Failover {
             confchg: line("actix-cpg: confchg")?,
             running: line("actix-cpg: child `a` running")?,
             registered: line("actix-cpg: child `a` registered")?,
+            same_kill: line("child running - first plain client"),
         })
     }
 }
@@ -85,6 +92,7 @@ pub fn run_failover(bench_exe: &Path, nodes: usize, rounds: usize) -> Result<Fai
             &rounds.to_string(),
             "--nodes",
             &nodes.to_string(),
+            "--stages",
         ])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
@@ -111,6 +119,10 @@ mod tests {
 | actix-cpg: confchg seen by a survivor            |  20 |      5.6 |      8.2 |      8.3 |
 | actix-cpg: child `a` running on a survivor       |  20 |      5.7 |      8.4 |      8.4 |
 | actix-cpg: child `a` registered at its new host  |  20 |      6.0 |      9.0 |      9.1 |
+
+| where the survivor's time goes, ms from SIGKILL  |   n |      p50 |      p99 |      max |
+|--------------------------------------------------|-----|----------|----------|----------|
+| child running - first plain client, same kill    |  20 |      0.9 |      3.3 |      3.4 |
 ";
         let f = Failover::parse(5, table).unwrap();
         assert_eq!(f.nodes, 5);
@@ -118,6 +130,10 @@ mod tests {
         assert_eq!(f.confchg.p50, 5.6);
         assert_eq!(f.running.p99, 8.4);
         assert_eq!(f.registered.p50, 6.0);
+        let same = f.same_kill.unwrap();
+        assert_eq!((same.n, same.p50, same.p99), (20, 0.9, 3.3));
+        let without = table.split("\n\n").next().unwrap();
+        assert_eq!(Failover::parse(5, without).unwrap().same_kill, None);
         assert_eq!(Failover::parse(5, "| bare CPG: x | 1 | 2 | 3 | 4 |"), None);
     }
 }
