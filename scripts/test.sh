@@ -72,15 +72,20 @@ cargo test --workspace --all-features --benches
 step "bench smoke on both backends (seconds; the full run is in BENCHMARKS.md)"
 cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --nodes 1,3 --overload 3 --key
 
+step "bench smoke: a large payload read as wire::Payload, and compression (fails if no JSON-like multicast went compressed)"
+cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --no-sim --nodes 3 --shared-payload
+cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --no-sim --nodes 3 --compression
+
 step "kv service against etcd, smoke (a few hundred requests a side; installs etcd-server if missing)"
 cargo run -p actix-cpg-harness --features corosync,etcd --bin bench -- --vs-etcd --smoke
 
 step "bench smoke with knet crypto off, then on (restarts the cluster; ends with the default)"
 cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --no-sim --nodes 1 --no-latency --crypto both
 
-step "group size: bench smoke on a 5-node cluster, 2 failover kills (restarts the cluster; ends with 3 nodes)"
+step "group size: bench smoke on a 5-node and a 7-node cluster, 2 failover kills each (restarts the cluster; ends with 3 nodes)"
 # The failover example it runs is the debug build `cargo test` made above.
-cargo run -p actix-cpg-harness --features corosync --bin bench -- --corosync --no-sim --nodes 5 --sizes 64 --scale 0.01 --no-latency --no-floor --failover 2
+# The 7-node part adds about 20 s.
+cargo run -p actix-cpg-harness --features corosync --bin bench -- --corosync --no-sim --nodes 5,7 --sizes 64 --scale 0.01 --no-latency --no-floor --failover 2
 
 step "demo on the sim backend"
 cargo run --example demo
