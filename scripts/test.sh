@@ -79,6 +79,9 @@ cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --coro
 step "kv service against etcd, smoke (a few hundred requests a side; installs etcd-server if missing)"
 cargo run -p actix-cpg-harness --features corosync,etcd --bin bench -- --vs-etcd --smoke
 
+step "loss window, one round each: node 1's daemon killed, then its link cut, under pipelined puts (fails if safe delivery lost an acknowledged put)"
+cargo run -p actix-cpg-harness --features corosync --bin bench -- --loss-window --rounds 1
+
 step "bench smoke with knet crypto off, then on (restarts the cluster; ends with the default)"
 cargo run -p actix-cpg-harness --features corosync --bin bench -- --smoke --corosync --no-sim --nodes 1 --no-latency --crypto both
 
