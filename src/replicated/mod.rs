@@ -395,6 +395,14 @@ pub struct ReplicaConfig {
     /// [`ReplicaError::Storage`]; once the replica is closed
     /// ([`ReplicaStatus::closed`]) the directory is free again. `None` (the
     /// default): in memory only.
+    ///
+    /// The files are plain files, not an embedded database: the log is
+    /// append-only and read once at start, a snapshot is one blob, and the
+    /// [`SyncPolicy`] maps one-to-one onto `fdatasync` calls (group commit
+    /// is one per batch of delivered commands); a B-tree store would add
+    /// a log and a sync schedule of its own under ours for no query the
+    /// replica makes. Every record carries a digest, and recovery cuts
+    /// the log at the first record that does not verify.
     pub data_dir: Option<std::path::PathBuf>,
     /// When what a durable replica applied reaches the disk, relative to
     /// the replies it releases ([`SyncPolicy`]; only with a
