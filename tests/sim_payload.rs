@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_cpg::transport::sim::SimCluster;
+use actix_cpg::transport::sim::{SimCluster, SimProcess};
 use actix_cpg::wire::Payload;
 use actix_cpg::{Group, GroupConfig, GroupName, Handlers, NodeId, RemoteMessage, Transport};
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,22 @@ impl Handler<Upload> for Store {
     }
 }
 
+/// A group `name` on nodes 1 and 2 of `cluster`, default configuration:
+/// each member with its process (kept alive with it).
+async fn two_members(cluster: &SimCluster, name: &str) -> Vec<(SimProcess, Group)> {
+    let name = GroupName::new(name).expect("valid name");
+    let mut groups = Vec::new();
+    for node in [1, 2] {
+        let process = cluster.process(NodeId(node)).expect("node up");
+        let conn = process.join(&name).expect("join");
+        let group = Group::start(conn, GroupConfig::default())
+            .await
+            .expect("start");
+        groups.push((process, group));
+    }
+    groups
+}
+
 fn bytes_of(seq: u32, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2654435761).wrapping_add(seq) as u8)
@@ -55,16 +71,7 @@ async fn an_actor_gets_the_bytes_of_a_one_mebibyte_payload_and_of_a_small_one() 
     // An atomic size of 64 KiB: the 1 MiB upload travels in pieces, the
     // others alone.
     let cluster = SimCluster::builder(2).max_message_size(64 << 10).build();
-    let name = GroupName::new("payload").expect("valid name");
-    let mut groups = Vec::new();
-    for node in [1, 2] {
-        let process = cluster.process(NodeId(node)).expect("node up");
-        let conn = process.join(&name).expect("join");
-        let group = Group::start(conn, GroupConfig::default())
-            .await
-            .expect("start");
-        groups.push((process, group));
-    }
+    let groups = two_members(&cluster, "payload").await;
     let seen = Seen::default();
     let store = Store { seen: seen.clone() }.start();
     groups[0]
@@ -162,16 +169,7 @@ async fn a_64_kib_payload_is_a_slice_of_the_delivered_buffer_not_a_copy() {
     // opened into a buffer of its own, which is then the delivery).
     let sent = [noise(64 << 10), bytes_of(7, 64 << 10)];
     let cluster = SimCluster::builder(2).build();
-    let name = GroupName::new("payload-shared").expect("valid name");
-    let mut groups = Vec::new();
-    for node in [1, 2] {
-        let process = cluster.process(NodeId(node)).expect("node up");
-        let conn = process.join(&name).expect("join");
-        let group = Group::start(conn, GroupConfig::default())
-            .await
-            .expect("start");
-        groups.push((process, group));
-    }
+    let groups = two_members(&cluster, "payload-shared").await;
     let seen = Rc::new(RefCell::new(Vec::new()));
     let probe = Probe {
         expected: sent.to_vec(),

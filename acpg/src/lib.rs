@@ -515,7 +515,7 @@ pub fn bootstrap(dir: &Path, format: Format, out: &mut dyn Write) -> Result<(), 
                     "once this replica is back, the group may be primary without them: \
                      whatever they applied after this state is lost unless one of them comes back \
                      (recorded in {})",
-                    dir.join("bootstrap.log").display()
+                    dir.join(actix_cpg::replicated::BOOTSTRAP_LOG).display()
                 )?;
             }
         },

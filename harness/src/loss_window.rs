@@ -40,6 +40,8 @@ use std::process::Command;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use crate::children::{spawn_lines, Procs, Said};
 use crate::failover::{cluster_sh, kill_corosync, link, mono_ns, wait_whole};
 use crate::kv_load::ROLE_ENV;
@@ -212,55 +214,21 @@ fn series(exe: &Path, fault: Fault, safe: bool, rounds: usize) -> Result<Tally, 
             10,
             &tx,
         )?]);
-        let mut acked: Vec<(String, u64)> = Vec::new();
-        lines.wait_for(LIMIT, |(i, l)| {
-            if *i == 10 {
-                if let Some((key, at)) = parse_acked(l) {
-                    acked.push((key, at));
-                }
-            }
+        let (_, started) = lines.wait_for(LIMIT, |(i, l)| {
             *i == 10 && (l == "WRITING" || l.starts_with("ERROR"))
         })?;
+        if started != "WRITING" {
+            return Err(format!("round {round}: the writer: {started}"));
+        }
         std::thread::sleep(BEFORE_KILL);
         fault.apply()?;
         let killed = mono_ns();
-        // The writer stops at its first failed put; a put still waiting
-        // for node 1's server after that has no known outcome.
-        let _ = lines.wait_for(STOP_LIMIT, |(i, l)| {
-            if *i == 10 {
-                if let Some((key, at)) = parse_acked(l) {
-                    acked.push((key, at));
-                }
-            }
-            *i == 10 && l.starts_with("STOPPED")
-        });
-        drop(writer);
-        servers[0] = Procs(Vec::new());
-        let keys = std::env::temp_dir().join(format!("{group}-{prefix}.keys"));
-        let listed: Vec<&str> = acked.iter().map(|(k, _)| k.as_str()).collect();
-        std::fs::write(&keys, listed.join("\n")).map_err(|e| format!("{}: {e}", keys.display()))?;
-        let checker = Procs(vec![spawn_lines(
-            {
-                let mut cmd = in_node(2, exe);
-                cmd.args([kv_addr(2), keys.display().to_string()])
-                    .env(ROLE_ENV, ROLE_CHECKER);
-                cmd
-            },
-            11,
-            &tx,
-        )?]);
-        let mut missing = 0;
-        let (_, done) = lines.wait_for(LIMIT, |(i, l)| {
-            if *i == 11 && l.starts_with("MISSING ") {
-                missing += 1;
-            }
-            *i == 11 && (l.starts_with("CHECKED") || l.starts_with("ERROR"))
-        })?;
-        drop(checker);
-        let _ = std::fs::remove_file(&keys);
-        if done.starts_with("ERROR") {
-            return Err(format!("round {round}: {done}"));
-        }
+        // Node 1 comes back whatever the round found, so that a failed
+        // round leaves the cluster whole.
+        let node1 = std::mem::replace(&mut servers[0], Procs(Vec::new()));
+        let observed = observe(exe, &group, &prefix, &mut lines, &tx, [writer, node1]);
+        fault.repair()?;
+        let (acked, missing) = observed.map_err(|e| format!("round {round}: {e}"))?;
         let at_risk = acked
             .iter()
             .filter(|(_, at)| killed.saturating_sub(*at) <= AT_RISK)
@@ -276,13 +244,65 @@ fn series(exe: &Path, fault: Fault, safe: bool, rounds: usize) -> Result<Tally, 
         tally.acked += acked.len();
         tally.at_risk += at_risk;
         tally.lost += missing;
-        fault.repair()?;
         servers[0] = Procs(vec![start_server(exe, &group, 1, safe, &tx)?]);
         serving(&mut lines, 1)?;
     }
     drop(servers);
     wipe();
     Ok(tally)
+}
+
+/// One round from the fault on: the writer's last acknowledgements, then
+/// (the writer and node 1's server stopped) the check of every
+/// acknowledged key through node 2. Gives the acknowledged keys (with
+/// when) and how many of them are missing.
+fn observe(
+    exe: &Path,
+    group: &str,
+    prefix: &str,
+    lines: &mut Lines,
+    tx: &Sender<Said>,
+    [writer, node1]: [Procs; 2],
+) -> Result<(Vec<(String, u64)>, usize), String> {
+    let mut acked: Vec<(String, u64)> = Vec::new();
+    // The writer stops at its first failed put; a put still waiting
+    // for node 1's server after that has no known outcome.
+    let _ = lines.wait_for(STOP_LIMIT, |(i, l)| {
+        if *i == 10 {
+            if let Some((key, at)) = parse_acked(l) {
+                acked.push((key, at));
+            }
+        }
+        *i == 10 && l.starts_with("STOPPED")
+    });
+    drop(writer);
+    drop(node1);
+    let keys = std::env::temp_dir().join(format!("{group}-{prefix}.keys"));
+    let listed: Vec<&str> = acked.iter().map(|(k, _)| k.as_str()).collect();
+    std::fs::write(&keys, listed.join("\n")).map_err(|e| format!("{}: {e}", keys.display()))?;
+    let checker = Procs(vec![spawn_lines(
+        {
+            let mut cmd = in_node(2, exe);
+            cmd.args([kv_addr(2), keys.display().to_string()])
+                .env(ROLE_ENV, ROLE_CHECKER);
+            cmd
+        },
+        11,
+        tx,
+    )?]);
+    let mut missing = 0;
+    let (_, done) = lines.wait_for(LIMIT, |(i, l)| {
+        if *i == 11 && l.starts_with("MISSING ") {
+            missing += 1;
+        }
+        *i == 11 && (l.starts_with("CHECKED") || l.starts_with("ERROR"))
+    })?;
+    drop(checker);
+    let _ = std::fs::remove_file(&keys);
+    if done.starts_with("ERROR") {
+        return Err(done);
+    }
+    Ok((acked, missing))
 }
 
 /// Both faults, both deliveries, `rounds` rounds each.
@@ -370,11 +390,10 @@ pub fn writer_main(args: &[String]) -> i32 {
                 (key, answer)
             }
         };
-        while (flying.len()) < WINDOW {
+        while flying.len() < WINDOW {
             flying.push(put(next));
             next += 1;
         }
-        use futures::StreamExt;
         while let Some((key, answer)) = flying.next().await {
             match answer {
                 Ok(a) if a.starts_with("OK ") => {
