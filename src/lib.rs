@@ -137,6 +137,8 @@ pub mod replicated;
 pub(crate) mod roster;
 pub mod spans;
 mod stable_hash;
+#[doc(hidden)]
+pub mod stages;
 pub mod supervisor;
 pub mod telemetry;
 pub mod transport;

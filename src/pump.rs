@@ -100,6 +100,7 @@ impl<A: Pumped> ActorFuture<A> for EventPump {
         ctx: &mut Context<A>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
+        let _turn = crate::stages::time(crate::stages::Stage::Pump);
         let span = act.span().clone();
         let _entered = span.enter();
         act.set_pump_waker(task.waker().clone());

@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actix_cpg_harness::bench::{self, Backend, Case, Load, Path, Payload};
+use actix_cpg_harness::bench::{self, Backend, Case, Load, Path};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 const PATHS: [Path; 4] = [
@@ -76,18 +76,7 @@ fn run_group(c: &mut Criterion, backend: Backend, exe: &std::path::Path) {
                     let case = Case {
                         backend,
                         path,
-                        load: Load {
-                            size,
-                            count: per_sender,
-                            members: nodes,
-                            senders,
-                            rate: None,
-                            window: 64,
-                            duration: None,
-                            payload: Payload::Random,
-                            compress: true,
-                            shared: false,
-                        },
+                        load: Load::unpaced(size, per_sender, nodes, senders),
                     };
                     match bench::run_case(&case, exe, &mut |_, _| {}) {
                         Ok(out) => {

@@ -60,6 +60,7 @@ use actix_cpg::{
 
 mod floor;
 pub mod sizes;
+pub mod stages;
 
 use floor::{FloorDelivery, FloorSender, FloorSink};
 
@@ -284,9 +285,31 @@ pub struct Load {
     /// [`actix_cpg::wire::Payload`] (sharing the delivered buffer) instead
     /// of a `Vec<u8>`; the sender's bytes are the same either way.
     pub shared: bool,
+    /// Whether the members time the library's stages
+    /// ([`actix_cpg::stages`]): a profile run, not a throughput run.
+    pub stages: bool,
 }
 
 impl Load {
+    /// `count` messages of `size` bytes from each of `senders` of
+    /// `members`, as fast as the window allows, random payloads,
+    /// compression allowed, stages not timed.
+    pub fn unpaced(size: usize, count: u64, members: usize, senders: usize) -> Load {
+        Load {
+            size,
+            count,
+            members,
+            senders,
+            rate: None,
+            window: 64,
+            duration: None,
+            payload: Payload::Random,
+            compress: true,
+            shared: false,
+            stages: false,
+        }
+    }
+
     /// Every message delivered to each member.
     pub fn expected(&self) -> u64 {
         self.count.saturating_mul(self.senders as u64)
@@ -294,7 +317,7 @@ impl Load {
 
     fn to_spec(&self) -> String {
         format!(
-            "size={} count={} members={} senders={} rate={} window={} duration={} payload={} compress={} shared={}",
+            "size={} count={} members={} senders={} rate={} window={} duration={} payload={} compress={} shared={} stages={}",
             self.size,
             self.count,
             self.members,
@@ -305,6 +328,7 @@ impl Load {
             self.payload.as_str(),
             u8::from(self.compress),
             u8::from(self.shared),
+            u8::from(self.stages),
         )
     }
 }
@@ -340,6 +364,9 @@ pub struct Report {
     pub compressed: u64,
     /// In overload mode: (second, RSS KiB) samples of its process.
     pub rss_samples: Vec<(u64, u64)>,
+    /// From the moment it was ready to its end: CPU time, messages, and
+    /// the library's stages if timed.
+    pub run: stages::StageReport,
 }
 
 /// Latency percentiles, in microseconds.
@@ -389,7 +416,7 @@ impl Report {
             .collect::<Vec<_>>()
             .join(",");
         format!(
-            "REPORT index={} sent={} delivered={} start={} end={} lat={} peak_rss={} cpu={} pid={} try_again={} multicasts={} compressed={} rss={}",
+            "REPORT index={} sent={} delivered={} start={} end={} lat={} peak_rss={} cpu={} pid={} try_again={} multicasts={} compressed={} rss={} {}",
             self.index,
             self.sent,
             self.delivered,
@@ -403,6 +430,7 @@ impl Report {
             self.multicasts,
             self.compressed,
             if rss.is_empty() { "-".into() } else { rss },
+            self.run.to_words(),
         )
     }
 
@@ -444,7 +472,9 @@ impl Report {
                         })
                         .collect();
                 }
-                _ => {}
+                _ => {
+                    r.run.take_word(k, v);
+                }
             }
         }
         Some(r)
@@ -738,6 +768,7 @@ async fn binding_member<C: Connection>(
             .map_err(|e| e.to_string())?;
         handle(event, &mut tally, &mut floor);
     }
+    let ready = stages::Ready::mark(tally.delivered);
     let sender = index < load.senders;
     let mut pacer = Pacer::new(load);
     let mut buf = raw_buffer(load.size);
@@ -800,6 +831,7 @@ async fn binding_member<C: Connection>(
         }
     }
     let end_ns = wall_ns();
+    let run = ready.finish(tally.delivered);
     let _ = conn.leave();
     let (mut tally, delivered) = match floor {
         Some(side) => {
@@ -838,6 +870,7 @@ async fn binding_member<C: Connection>(
         multicasts,
         compressed: 0,
         rss_samples: pacer.samples,
+        run,
     })
 }
 
@@ -887,6 +920,7 @@ impl Actor for BenchSink {
 
 impl BenchSink {
     fn tally(&self, seq: u64, ts: u64) {
+        let _handler = actix_cpg::stages::time(actix_cpg::stages::Stage::Handler);
         let mut tally = self.tally.borrow_mut();
         // One sender per sink: its blobs must come in the order sent.
         if seq != tally.own {
@@ -1012,6 +1046,7 @@ pub async fn actor_member<C: Connection>(
     // request travels before the first sender starts (a baseline taken
     // here could already include some of a faster member's messages).
     let before = group.metrics();
+    let ready = stages::Ready::mark(before.requests);
     // The producer fills the send queue as fast as it can, and waits for
     // room when told WouldBlock: memory stays bounded by the queue.
     while sender && !pacer.done(blob.seq, load.count) {
@@ -1070,6 +1105,7 @@ pub async fn actor_member<C: Connection>(
     }
     let end_ns = wall_ns();
     let m = group.metrics();
+    let run = ready.finish(m.requests);
     let _ = group.leave().await;
     let mut tally = tally.borrow_mut();
     if tally.out_of_order > 0 {
@@ -1092,6 +1128,7 @@ pub async fn actor_member<C: Connection>(
         multicasts: m.multicasts - before.multicasts,
         compressed: m.compressed_sent - before.compressed_sent,
         rss_samples: std::mem::take(&mut pacer.samples),
+        run,
     })
 }
 
@@ -1267,6 +1304,7 @@ mod raw_cpg {
                 _ = tokio::time::sleep(SWEEP) => sweep()?,
             }
         }
+        let ready = super::stages::Ready::mark(with_tally(|t| t.delivered).unwrap_or(0));
         let sender = index < load.senders;
         let mut pacer = Pacer::new(load);
         let mut buf = raw_buffer(load.size);
@@ -1333,6 +1371,7 @@ mod raw_cpg {
             }
         }
         let end_ns = wall_ns();
+        let run = ready.finish(with_tally(|t| t.delivered).unwrap_or(0));
         let _ = cpg::leave(handle, group);
         let listener = TALLY.lock().unwrap_or_else(PoisonError::into_inner).take();
         let refused = listener.as_ref().map_or(0, |l| l.refused);
@@ -1363,6 +1402,7 @@ mod raw_cpg {
             multicasts,
             compressed: 0,
             rss_samples: pacer.samples,
+            run,
         })
     }
 }
@@ -1370,18 +1410,7 @@ mod raw_cpg {
 // ---- child side --------------------------------------------------------------
 
 fn parse_spec(spec: &str) -> Result<(Backend, Path, Load, usize, String), String> {
-    let mut load = Load {
-        size: 1024,
-        count: 1000,
-        members: 1,
-        senders: 1,
-        rate: None,
-        window: 64,
-        duration: None,
-        payload: Payload::Random,
-        compress: true,
-        shared: false,
-    };
+    let mut load = Load::unpaced(1024, 1000, 1, 1);
     let (mut backend, mut path, mut index, mut group) =
         (Backend::Sim, Path::Raw, 0usize, String::from("acpg-bench"));
     let num = |v: &str| v.parse::<f64>().map_err(|e| format!("{v:?}: {e}"));
@@ -1414,6 +1443,7 @@ fn parse_spec(spec: &str) -> Result<(Backend, Path, Load, usize, String), String
             "payload" => load.payload = v.parse()?,
             "compress" => load.compress = v == "1",
             "shared" => load.shared = v == "1",
+            "stages" => load.stages = v == "1",
             _ => return Err(format!("unknown spec key {k:?}")),
         }
     }
@@ -1433,6 +1463,9 @@ pub fn child_main() -> Option<i32> {
             return Some(2);
         }
     };
+    if load.stages {
+        actix_cpg::stages::enable();
+    }
     let progress = |n: u64| println!("PROGRESS {n}");
     let outcome: Result<Vec<Report>, String> = actix::System::new().block_on(async move {
         match backend {
@@ -1937,6 +1970,22 @@ mod tests {
             multicasts: 3,
             compressed: 2,
             rss_samples: vec![(0, 100), (1, 120)],
+            run: stages::StageReport {
+                user_us: 3_000,
+                sys_us: 9_000,
+                minflt: 12,
+                msgs: 1_000,
+                timer_ns: 48.5,
+                totals: vec![(
+                    actix_cpg::stages::Stage::Decode,
+                    actix_cpg::stages::StageTotal {
+                        times: 1_000,
+                        nanos: 300_000,
+                        cpu_nanos: 250_000,
+                        sampled: 16,
+                    },
+                )],
+            },
         };
         assert_eq!(Report::parse(&r.to_line()), Some(r));
         assert_eq!(Report::parse("PROGRESS 5"), None);
@@ -1963,6 +2012,7 @@ mod tests {
             payload: Payload::Json,
             compress: false,
             shared: false,
+            stages: false,
         };
         let spec = format!(
             "backend=corosync path=actor+batch index=1 group=g {}",
@@ -2016,6 +2066,7 @@ mod tests {
             payload: Payload::Random,
             compress: true,
             shared: false,
+            stages: false,
         };
         for path in [
             Path::Raw,

@@ -197,11 +197,13 @@ where
     /// [`Group::ready_to_send`]: crate::Group::ready_to_send
     pub fn try_tell(&self, msg: &M) -> Result<(), CallError> {
         let (id, bytes) = self.encode(msg, false)?;
+        let _admit = crate::stages::time(crate::stages::Stage::Admit);
         self.group.try_forget(id, bytes)
     }
 
     /// The request envelope, with the message serialized straight into it.
     fn encode(&self, msg: &M, want_reply: bool) -> Result<(u64, Vec<u8>), CallError> {
+        let _encode = crate::stages::time(crate::stages::Stage::Encode);
         let id = self.group.next_request_id();
         let head = RequestHead {
             id,

@@ -68,6 +68,7 @@ use super::send_queue::{Finished, QueueLimits, SendQueue};
 use super::{BatchConfig, CallError, CallOutcome, GroupConfig, GroupError, GroupEvent, Role};
 use crate::pump::{EventPump, Pumped};
 use crate::spans::Protocol;
+use crate::stages::{self, Stage};
 
 mod commands;
 mod local_supervision;
@@ -282,12 +283,16 @@ impl GroupActor {
     /// Multicasts what the queue lets go (see `super::send_queue`) and tells
     /// the senders of what left it.
     fn flush(&mut self) -> Result<(), TransportError> {
+        let _flush = stages::time(Stage::SendQueue);
         let mut finished = std::mem::take(&mut self.finished);
         let conn = &mut self.conn;
         let result = self.queue.flush(
             Instant::now(),
             &self.codec,
-            &mut |bytes| conn.mcast(bytes),
+            &mut |bytes| {
+                let _multicast = stages::time(Stage::Multicast);
+                conn.mcast(bytes)
+            },
             &mut finished,
         );
         let (mut freed, mut freed_bytes) = (0, 0);
@@ -558,6 +563,7 @@ impl Pumped for GroupActor {
     }
 
     fn handle_op(&mut self, op: Op, _ctx: &mut Context<Self>) {
+        let _take = stages::time(Stage::TakeOp);
         self.take_op(op);
         self.count_calls();
     }
@@ -580,10 +586,12 @@ impl Pumped for GroupActor {
         &mut self,
         task: &mut TaskContext<'_>,
     ) -> Poll<Result<TransportEvent, TransportError>> {
+        let _poll = stages::time(Stage::PollEvent);
         self.conn.poll_event(task)
     }
 
     fn handle_event(&mut self, event: TransportEvent, ctx: &mut Context<Self>) {
+        let _event = stages::time(Stage::Event);
         GroupActor::handle_event(self, event, ctx);
         self.count_calls();
     }

@@ -292,7 +292,10 @@ impl CorosyncConnection {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(mut guard)) => {
                 probe::dispatch_begins();
-                match cpg::dispatch(&self.cpg, DispatchFlags::All) {
+                let dispatch = crate::stages::time(crate::stages::Stage::Dispatch);
+                let dispatched = cpg::dispatch(&self.cpg, DispatchFlags::All);
+                drop(dispatch);
+                match dispatched {
                     Ok(()) => {
                         guard.clear_ready();
                         return Poll::Ready(true);

@@ -109,6 +109,16 @@
 //! in one run on each `--nodes` value, printed as one table of ratios to
 //! raw.
 //!
+//! The stage profile: with the throughput runs (or alone with `--stages`;
+//! `--no-stages` skips it), on the first group size of two or more, for
+//! every size up to 64 KiB: the raw binding, then the actor path
+//! unbatched (and batched up to 1 KiB), one sender, each member timing
+//! the library's stages (`actix_cpg::stages`), printed as one table per
+//! size: each stage's time per message on the sender and on each
+//! receiver, beside the process's user and system CPU time and page faults
+//! and the raw binding's. It fails if a stage of the send or receive path
+//! was never timed.
+//!
 //! Sizes above the atomic multicast size (about 1 MiB: the default list
 //! ends with 1 MiB and 4 MiB) go in pieces on the actor path, and through
 //! libcpg's own fragmentation on the raw path.
@@ -166,6 +176,9 @@ struct Options {
     shared_payload: bool,
     /// Whether `--sizes` was given.
     sizes_given: bool,
+    /// The stage profile: `--stages` runs it, `--no-stages` does not; by
+    /// default it runs with the throughput runs.
+    stages: Option<bool>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -194,6 +207,7 @@ fn parse_args() -> Result<Options, String> {
         compression: false,
         shared_payload: false,
         sizes_given: false,
+        stages: None,
     };
     let mut variants = vec![restart::Variant::Processes, restart::Variant::Daemons];
     let mut faults = vec![
@@ -245,6 +259,8 @@ fn parse_args() -> Result<Options, String> {
             "--smoke" => o.smoke = true,
             "--key" => o.key = true,
             "--no-floor" => o.floor = false,
+            "--no-stages" => o.stages = Some(false),
+            "--stages" => o.stages = Some(true),
             "--failover" => {
                 o.failover = args
                     .next()
@@ -437,6 +453,226 @@ fn run(
     result
 }
 
+/// The largest size the stage profile runs (larger ones are pieces and
+/// the copies of "Copies of a payload that remain").
+const STAGES_UP_TO: usize = 65536;
+/// The largest size the stage profile also runs batched.
+const STAGES_BATCHED_UP_TO: usize = 1024;
+
+/// One stage profile: the raw binding (its CPU only) and the actor path,
+/// unbatched and (small sizes) batched, one sender, stages timed.
+struct StageRow {
+    backend: Backend,
+    crypto: Option<Crypto>,
+    nodes: usize,
+    size: usize,
+    raw: Outcome,
+    actor: Outcome,
+    batched: Option<Outcome>,
+}
+
+fn stage_profile(
+    backend: Backend,
+    crypto: Option<Crypto>,
+    nodes: usize,
+    size: usize,
+    scale: f64,
+    exe: &std::path::Path,
+    n: &mut usize,
+) -> Result<StageRow, String> {
+    let case = |path: Path| Case {
+        backend,
+        path,
+        load: Load {
+            window: WINDOW,
+            stages: true,
+            ..Load::unpaced(size, count_for(size, 1, path, scale), nodes, 1)
+        },
+    };
+    let row = StageRow {
+        backend,
+        crypto,
+        nodes,
+        size,
+        raw: run(&case(Path::Raw), crypto, exe, n)?,
+        actor: run(&case(ACTOR), crypto, exe, n)?,
+        batched: (size <= STAGES_BATCHED_UP_TO)
+            .then(|| run(&case(BATCHED), crypto, exe, n))
+            .transpose()?,
+    };
+    // Every stage of a message's way must have been timed on the sender:
+    // a profile of zeros would say the library costs nothing.
+    use actix_cpg::stages::Stage;
+    for outcome in std::iter::once(&row.actor).chain(&row.batched) {
+        let sender = outcome.reports.iter().find(|r| r.index == 0);
+        let untimed: Vec<&str> = [Stage::Encode, Stage::Admit, Stage::TakeOp, Stage::SendQueue]
+            .into_iter()
+            .chain([
+                Stage::Multicast,
+                Stage::Event,
+                Stage::Decode,
+                Stage::Deliver,
+            ])
+            .chain([Stage::Pump, Stage::Handler])
+            .filter(|&s| sender.is_none_or(|r| !r.run.ran(s)))
+            .map(|s| s.name())
+            .collect();
+        if !untimed.is_empty() {
+            let e = format!("stage profile: the sender timed nothing in {untimed:?}");
+            eprintln!("bench: {e}");
+            return Err(e);
+        }
+    }
+    Ok(row)
+}
+
+/// The stage profile's tables: one per backend, group size and message
+/// size, a column per path and side.
+fn print_stages(rows: &[StageRow]) {
+    use actix_cpg::stages::Stage;
+    use bench::stages::StageReport;
+    if rows.is_empty() {
+        return;
+    }
+    println!("\n### Where a message's time goes: the library's stages (µs per message delivered, one sender)\n");
+    println!("Per message delivered to the member, µs, from the moment the member was ready to its end. A stage's figure is its own time (its nested stages left out), the lower of two bounds from above on its CPU time: its wall time, and the mean CPU time of one interval in {} drawn at random and timed on the thread's CPU clock too, times its count (`actix_cpg::stages`). Both overstate on this machine: a wall time counts the time a thread was descheduled inside the stage (two cores shared with the daemons), a sampled interval runs after a system call with colder caches; so the stages add up to more than the process's CPU time, measured beside them (`getrusage`) with the raw binding's for the same load. The sender is member 0 (it also delivers every message to its own actor); a receiver is the mean of the other members. On the sim one process holds every member.\n", actix_cpg::stages::SAMPLE_EVERY);
+    for r in rows {
+        // (column title, the reports it averages)
+        let mut columns: Vec<(String, Vec<&StageReport>)> = Vec::new();
+        fn sides(sim: bool, o: &Outcome) -> Vec<(&'static str, Vec<&StageReport>)> {
+            let of = |sender: bool| -> Vec<&StageReport> {
+                o.reports
+                    .iter()
+                    .filter(|x| (x.index == 0) == sender)
+                    .map(|x| &x.run)
+                    .collect()
+            };
+            if sim {
+                vec![("process", of(true))]
+            } else {
+                vec![("sender", of(true)), ("each receiver", of(false))]
+            }
+        }
+        let mut paths = vec![("raw", &r.raw), ("actor", &r.actor)];
+        if let Some(b) = &r.batched {
+            paths.push(("actor+batch", b));
+        }
+        for (name, outcome) in &paths {
+            for (side, reports) in sides(r.backend == Backend::Sim, outcome) {
+                columns.push((format!("{name}: {side}"), reports));
+            }
+        }
+        let mean = |reports: &[&StageReport], f: &dyn Fn(&StageReport) -> f64| -> f64 {
+            if reports.is_empty() {
+                return f64::NAN;
+            }
+            reports.iter().map(|x| f(x)).sum::<f64>() / reports.len() as f64
+        };
+        println!(
+            "#### {}, {} node(s), {}\n",
+            label(r.backend, r.crypto),
+            r.nodes,
+            human(r.size)
+        );
+        let titles: Vec<&str> = columns.iter().map(|(t, _)| t.as_str()).collect();
+        println!("| stage | what | {} |", titles.join(" | "));
+        println!("|---|---|{}", "---|".repeat(columns.len()));
+        // The raw binding has no stages: only its CPU is shown.
+        let timed = |reports: &[&StageReport]| {
+            reports
+                .iter()
+                .any(|x| x.totals.iter().any(|(_, t)| t.nanos > 0))
+        };
+        let line = |stage: &str, what: &str, f: &dyn Fn(&StageReport) -> f64, always: bool| {
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|(_, reports)| match always || timed(reports) {
+                    true => format!("{:.3}", mean(reports, f)),
+                    false => "-".into(),
+                })
+                .collect();
+            println!("| {stage} | {what} | {} |", cells.join(" | "));
+        };
+        for stage in Stage::ALL {
+            line(
+                stage.name(),
+                stage_what(stage),
+                &|x| x.us_per_msg(stage),
+                false,
+            );
+        }
+        let library = |x: &StageReport| {
+            Stage::ALL
+                .iter()
+                .filter(|s| !matches!(s, Stage::Multicast | Stage::Dispatch | Stage::Handler))
+                .map(|&s| x.us_per_msg(s))
+                .sum::<f64>()
+        };
+        line(
+            "**library**",
+            "the library's own stages in user space (all but multicast, dispatch, handler)",
+            &library,
+            false,
+        );
+        line(
+            "waiting",
+            "wall time in every stage beyond its CPU time: the daemon's answers, a descheduled thread (not CPU)",
+            &|x| {
+                Stage::ALL
+                    .iter()
+                    .map(|&s| x.wall_us_per_msg(s) - x.us_per_msg(s))
+                    .sum::<f64>()
+            },
+            false,
+        );
+        line(
+            "timers",
+            "the timers' own cost, in the stages above (timed stages per message × one timer's cost)",
+            &|x| x.timers_per_msg() * x.timer_ns / 1000.0,
+            false,
+        );
+        line(
+            "**user CPU**",
+            "user-space CPU time of the process, ready to end",
+            &|x| x.user_us_per_msg(),
+            true,
+        );
+        line(
+            "**system CPU**",
+            "kernel CPU time of the process: IPC with the daemon, polls, wake-ups, page faults",
+            &|x| x.sys_us_per_msg(),
+            true,
+        );
+        line("**CPU**", "user + system", &|x| x.cpu_us_per_msg(), true);
+        line(
+            "page faults",
+            "minor page faults of the process per message (not µs)",
+            &|x| x.minflt_per_msg(),
+            true,
+        );
+        println!();
+    }
+}
+
+/// What a stage holds, for the stage profile's tables.
+fn stage_what(stage: actix_cpg::stages::Stage) -> &'static str {
+    use actix_cpg::stages::Stage;
+    match stage {
+        Stage::Encode => "send: request head and message serialized into the envelope",
+        Stage::Admit => "send: send gate and the runtime's operation queue",
+        Stage::TakeOp => "send: the runtime takes the operation",
+        Stage::SendQueue => "send: window, batcher, callers told (multicast left out)",
+        Stage::Multicast => "send: `cpg_mcast_joined`, a round trip to the daemon (raw pays it too; user and kernel CPU)",
+        Stage::PollEvent => "receive: the runtime asks the transport for an event (dispatch left out)",
+        Stage::Dispatch => "receive: `cpg_dispatch`: read, the callback's copy, routing (user and kernel CPU)",
+        Stage::Event => "receive: the runtime's handling of the event (decode, hand-off left out)",
+        Stage::Decode => "receive: frame, batch, request head; the core's decision",
+        Stage::Deliver => "receive: user type decoded, `do_send` (host of the target only)",
+        Stage::Pump => "the pump's turn: loop, budgets, wake-ups",
+        Stage::Handler => "the bench's actor handling the message",
+    }
+}
+
 /// One throughput row: the same load on the three paths.
 struct Row {
     backend: Backend,
@@ -592,6 +828,10 @@ fn main() {
     let mut lat_rows = Vec::new();
     let mut overloads = Vec::new();
     let mut failovers = Vec::new();
+    let mut stage_rows = Vec::new();
+    // The stage profile runs on one group size per pass: the first with
+    // receivers besides the sender.
+    let profiled = o.nodes.iter().copied().find(|&n| n >= 2);
     for &(backend, crypto) in &passes {
         if let (Backend::Corosync, Some(c), Some(_)) = (backend, crypto, &o.crypto) {
             eprintln!("bench: (re)starting the real cluster with {c}");
@@ -638,6 +878,7 @@ fn main() {
                                 payload: Payload::Random,
                                 compress: true,
                                 shared: false,
+                                stages: false,
                             },
                         };
                         let raw = run(&case(Path::Raw), crypto, &exe, &mut n);
@@ -701,6 +942,7 @@ fn main() {
                             payload: Payload::Random,
                             compress: true,
                             shared: false,
+                            stages: false,
                         },
                     };
                     let mut runs = Vec::new();
@@ -723,6 +965,14 @@ fn main() {
                         }
                     }
                     lat_rows.extend(LatencyRow::of((backend, crypto), nodes, size, rate, runs));
+                }
+            }
+            if o.stages.unwrap_or(o.throughput) && Some(nodes) == profiled {
+                for &size in o.sizes.iter().filter(|&&s| s <= STAGES_UP_TO) {
+                    match stage_profile(backend, crypto, nodes, size, o.scale, &exe, &mut n) {
+                        Ok(row) => stage_rows.push(row),
+                        Err(_) => failures += 1,
+                    }
                 }
             }
             if backend == Backend::Corosync && o.failover > 0 && nodes >= 2 {
@@ -753,6 +1003,7 @@ fn main() {
                         payload: Payload::Random,
                         compress: true,
                         shared: false,
+                        stages: false,
                     },
                 };
                 match run(&case, crypto, &exe, &mut n) {
@@ -773,6 +1024,7 @@ fn main() {
     print_tables(&rows, &lat_rows, &overloads);
     print_group_sizes(&rows, &lat_rows, &failovers);
     print_goals(&rows, &lat_rows, &failovers);
+    print_stages(&stage_rows);
     if failures > 0 {
         eprintln!("bench: {failures} case(s) failed");
         std::process::exit(1);
@@ -811,6 +1063,7 @@ fn compression(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::pat
                     payload,
                     compress,
                     shared: false,
+                    stages: false,
                 },
             };
             let raw = match run(
@@ -900,16 +1153,9 @@ fn shared_payload(o: &Options, passes: &[(Backend, Option<Crypto>)], exe: &std::
                 backend,
                 path,
                 load: Load {
-                    size,
-                    count: count_for(size, 1, path, o.scale),
-                    members: nodes,
-                    senders: 1,
-                    rate: None,
                     window: WINDOW,
-                    duration: None,
-                    payload: Payload::Random,
-                    compress: true,
                     shared,
+                    ..Load::unpaced(size, count_for(size, 1, path, o.scale), nodes, 1)
                 },
             };
             let raw = run(&case(Path::Raw, false), crypto, exe, &mut n);

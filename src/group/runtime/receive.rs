@@ -11,6 +11,7 @@ use super::GroupActor;
 use crate::group::chunks::Piece;
 use crate::group::inbound::{self, Handled, Received};
 use crate::record::Recorded;
+use crate::stages::{self, Stage};
 use crate::transport::{Member, MemberChange, TransportEvent};
 use crate::wire::{self, Codec, Kind, WireError, HEADER_LEN};
 
@@ -34,7 +35,9 @@ impl GroupActor {
                 if from == self.local() {
                     self.queue.own_delivered(bytes.len());
                 }
+                let decode = stages::time(Stage::Decode);
                 let received = inbound::receive(&self.codec, &mut self.reassembly, from, &bytes);
+                drop(decode);
                 if received.is_ok() && bytes.get(5) == Some(&(Kind::Compressed as u8)) {
                     self.metrics.compressed_delivered();
                 }
@@ -151,7 +154,10 @@ impl GroupActor {
         reassembled: bool,
         ctx: &mut Context<Self>,
     ) {
-        let unpacked = match inbound::unpack(&self.codec, message, reassembled) {
+        let decode = stages::time(Stage::Decode);
+        let unpacked = inbound::unpack(&self.codec, message, reassembled);
+        drop(decode);
+        let unpacked = match unpacked {
             Ok(unpacked) => unpacked,
             Err(e) => return self.drop_message(from, message.len(), &e),
         };
@@ -176,7 +182,10 @@ impl GroupActor {
         ctx: &mut Context<Self>,
     ) {
         let len = frame.body.len() + HEADER_LEN;
-        let handled = match inbound::handle_envelope(&mut self.core, &self.codec, from, frame) {
+        let decode = stages::time(Stage::Decode);
+        let handled = inbound::handle_envelope(&mut self.core, &self.codec, from, frame);
+        drop(decode);
+        let handled = match handled {
             Ok(handled) => handled,
             Err(e) => return self.drop_message(from, len, &e),
         };
@@ -196,6 +205,7 @@ impl GroupActor {
             } => {
                 self.metrics.request_delivered();
                 if deliver {
+                    let _deliver = stages::time(Stage::Deliver);
                     self.deliver_local(from, request, ctx);
                 }
                 self.execute(commands, ctx);
