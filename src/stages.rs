@@ -3,8 +3,10 @@
 //! the whole process, off unless [`enable`] was called.
 //!
 //! A measuring aid for benchmarks, not an interface (the `bench` program's
-//! stage profile reads it; nothing is decided from it). Off, each stage
-//! costs one relaxed atomic load. On, it costs two monotonic clock reads,
+//! stage profile reads it; nothing is decided from it). The timers exist
+//! only in a build with the cargo feature `stages` (the bench harness
+//! turns it on); without it [`time`] compiles to nothing. With it but off,
+//! each stage costs one relaxed atomic load. On, it costs two monotonic clock reads,
 //! a few thread-local accesses and atomic additions, so a profiled run is
 //! not a throughput run.
 //!
@@ -191,15 +193,24 @@ impl Book {
         })
     }
 
-    #[inline]
-    fn time(&'static self, stage: Stage) -> Timer {
-        if !self.on.load(Ordering::Relaxed) {
-            return Timer {
-                book: self,
-                stage,
-                running: None,
-            };
+    #[inline(always)]
+    fn time(&'static self, stage: Stage) -> Timing {
+        let running = match self.on.load(Ordering::Relaxed) {
+            false => None,
+            true => Some(Self::begin()),
+        };
+        Timing {
+            book: self,
+            stage,
+            running,
         }
+    }
+
+    /// A timed interval begins (out of line: the hot path, timing off,
+    /// is the load and the branch above).
+    #[cold]
+    #[inline(never)]
+    fn begin() -> Running {
         let sampled = THREAD.with(|t| {
             // xorshift32: a pick that cannot fall in step with the stages'
             // own cycle (every n-th interval of a loop of n stages would
@@ -218,11 +229,7 @@ impl Book {
             cpu: t.nested_cpu.replace(0),
             sampling: t.sampling.replace(sampled),
         });
-        Timer {
-            book: self,
-            stage,
-            running: Some(Running { began, cpu, outer }),
-        }
+        Running { began, cpu, outer }
     }
 }
 
@@ -336,26 +343,56 @@ struct Running {
     outer: Outer,
 }
 
-/// Times `stage` until dropped (nothing if timing is off).
+/// Times a stage until dropped (nothing if timing is off, and nothing at
+/// all in a build without the `stages` feature: then it holds nothing and
+/// [`time`] costs nothing).
 #[must_use = "the stage ends when the timer is dropped"]
-pub struct Timer {
+pub struct Timer(
+    // Held for its drop, which ends the interval.
+    #[cfg(feature = "stages")]
+    #[allow(dead_code)]
+    Timing,
+);
+
+/// A stage being timed in a book.
+struct Timing {
     book: &'static Book,
     stage: Stage,
     running: Option<Running>,
 }
 
-/// Starts timing `stage` on this thread.
-#[inline]
+/// Starts timing `stage` on this thread (with the `stages` feature; a
+/// build without it times nothing, and [`enable`] then leaves every total
+/// at zero).
+#[cfg(feature = "stages")]
+#[inline(always)]
 pub fn time(stage: Stage) -> Timer {
-    BOOK.time(stage)
+    Timer(BOOK.time(stage))
 }
 
-impl Drop for Timer {
-    #[inline]
+/// Starts timing `stage`: in this build (without the `stages` feature),
+/// nothing.
+#[cfg(not(feature = "stages"))]
+#[inline(always)]
+pub fn time(_stage: Stage) -> Timer {
+    Timer()
+}
+
+impl Drop for Timing {
+    #[inline(always)]
     fn drop(&mut self) {
-        let Some(Running { began, cpu, outer }) = self.running else {
-            return;
-        };
+        if let Some(running) = self.running {
+            self.end(running);
+        }
+    }
+}
+
+impl Timing {
+    /// A timed interval ends (out of line, as [`Book::begin`]).
+    #[cold]
+    #[inline(never)]
+    fn end(&self, running: Running) {
+        let Running { began, cpu, outer } = running;
         let cpu_took = cpu.map(|start| thread_cpu_ns().saturating_sub(start));
         // From before the first CPU read to after the second: the whole
         // footprint of the interval in its enclosing stage.
