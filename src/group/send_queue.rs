@@ -44,14 +44,28 @@
 //!    messages is compressed whole, and a piece on its own (the pieces of
 //!    one message are cut before compression, so a restarted message is
 //!    cut alike). The window counts the bytes that went.
+//! 7. **Compact batches.** Once the group speaks
+//!    `wire::COMPACT_BATCH_VERSION` (the codec a flush is given writes
+//!    it), a batch goes as a `wire::Kind::Requests` when that is shorter
+//!    than a `wire::Kind::Batch` of the same messages and none of them is
+//!    of a kind every version reads (`wire::Kind::is_shared`: a process of
+//!    an older build, which cannot read the compact batch, must still read
+//!    those). Its requests written at the batch's version become compact
+//!    entries, their (target, type tag) pairs defined once per batch; any
+//!    other message goes whole inside it. The caps of rule 3 count the
+//!    batch as it goes, so more small requests fit under `max_bytes`.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::chunks::Outgoing as Pieces;
+use super::messages::RequestRef;
 use super::BatchConfig;
 use crate::transport::TransportError;
-use crate::wire::{self, ChunkHead, Codec, BATCH_ENTRY_OVERHEAD, CHUNK_OVERHEAD, HEADER_LEN};
+use crate::wire::{
+    self, ChunkHead, Codec, Kind, BATCH_ENTRY_OVERHEAD, CHUNK_OVERHEAD, COMPACT_BATCH_VERSION,
+    HEADER_LEN, REQUESTS_MAX_PAIRS,
+};
 
 /// A batch below its caps waits for company while at least one
 /// `BUSY_SHARE`th of the window is in flight (rule 3).
@@ -91,6 +105,100 @@ pub(crate) struct Flushed {
     pub(crate) compressed: u64,
     /// Bytes compression saved on them.
     pub(crate) compressed_saved: u64,
+    /// Of the batches, those that went compact (rule 7).
+    pub(crate) compact: u64,
+}
+
+/// How one message goes in a compact batch (rule 7).
+enum CompactItem<'a> {
+    /// Whole, in a tag-0 entry.
+    Envelope,
+    /// As a request entry naming pair `pair`, defined first if `define`.
+    Request {
+        pair: u16,
+        define: bool,
+        request: RequestRef<'a>,
+    },
+}
+
+impl CompactItem<'_> {
+    /// Bytes it takes in the batch, for a message of `envelope_len` bytes.
+    fn len(&self, envelope_len: usize) -> usize {
+        match self {
+            CompactItem::Envelope => wire::envelope_entry_len(envelope_len),
+            CompactItem::Request {
+                define, request, ..
+            } => {
+                let pair = if *define {
+                    wire::pair_entry_len(request.target.len(), request.type_tag.len())
+                } else {
+                    0
+                };
+                pair + wire::request_entry_len(request.fence.is_some(), request.payload.len())
+            }
+        }
+    }
+}
+
+/// How `envelope` goes in a compact batch at `version` whose pairs so far
+/// are `pairs` (a new pair is added): the one rule both the sizing of a
+/// batch and its writing follow, so what is planned is what is written.
+/// A request written at another version, or whose pair cannot be defined
+/// (a string past `u16`, the batch's pairs all taken), goes whole.
+fn compact_item<'a>(
+    pairs: &mut Vec<(&'a str, &'a [u8])>,
+    envelope: &'a [u8],
+    version: u8,
+) -> CompactItem<'a> {
+    let Some(body) = envelope
+        .get(HEADER_LEN..)
+        .filter(|_| envelope[4] == version && envelope[5] == Kind::Request as u8)
+    else {
+        return CompactItem::Envelope;
+    };
+    let Ok(request) = RequestRef::parse(body) else {
+        return CompactItem::Envelope;
+    };
+    let key = (request.target, request.type_tag);
+    // Linear: a batch names few actors, and a miss costs one compare each.
+    if let Some(at) = pairs.iter().position(|p| *p == key) {
+        return CompactItem::Request {
+            pair: at as u16,
+            define: false,
+            request,
+        };
+    }
+    if pairs.len() >= REQUESTS_MAX_PAIRS
+        || !wire::pair_fits(request.target.len(), request.type_tag.len())
+    {
+        return CompactItem::Envelope;
+    }
+    pairs.push(key);
+    CompactItem::Request {
+        pair: (pairs.len() - 1) as u16,
+        define: true,
+        request,
+    }
+}
+
+/// Whether an envelope may go in a compact batch: not of a kind a process
+/// of an older build must read (rule 7).
+fn compactable(envelope: &[u8]) -> bool {
+    !envelope
+        .get(5)
+        .and_then(|&b| Kind::from_byte(b))
+        .is_some_and(Kind::is_shared)
+}
+
+/// What the next multicast carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NextMcast {
+    /// Messages from the head of the queue.
+    count: usize,
+    /// Its length in bytes.
+    len: usize,
+    /// Whether it is a compact batch (rule 7).
+    compact: bool,
 }
 
 struct Entry<T> {
@@ -339,13 +447,21 @@ impl<T> SendQueue<T> {
                 PieceStep::Stop => break,
                 PieceStep::NotInPieces => {}
             }
-            let Some((count, len)) = self.next_mcast(now) else {
+            let Some(next) = self.next_mcast(now, codec.version()) else {
                 break;
             };
-            let (count, len) = if alone {
-                (1, self.entries[0].bytes.len())
+            let NextMcast {
+                count,
+                len,
+                compact,
+            } = if alone {
+                NextMcast {
+                    count: 1,
+                    len: self.entries[0].bytes.len(),
+                    compact: false,
+                }
             } else {
-                (count, len)
+                next
             };
             if !self.window_has_room(len) {
                 break;
@@ -358,6 +474,39 @@ impl<T> SendQueue<T> {
                     .all(|e| wire::compressible(&e.bytes));
             let raw: &[u8] = if count == 1 {
                 &self.entries[0].bytes
+            } else if compact {
+                codec.begin_requests_in(&mut self.batch, len);
+                let mut pairs = Vec::new();
+                for entry in self.entries.iter().take(count) {
+                    match compact_item(&mut pairs, &entry.bytes, codec.version()) {
+                        CompactItem::Envelope => {
+                            wire::push_envelope_entry(&mut self.batch, &entry.bytes)
+                        }
+                        CompactItem::Request {
+                            pair,
+                            define,
+                            request,
+                        } => {
+                            if define {
+                                wire::push_pair_entry(
+                                    &mut self.batch,
+                                    request.target.as_bytes(),
+                                    request.type_tag,
+                                );
+                            }
+                            wire::push_request_entry(
+                                &mut self.batch,
+                                pair,
+                                request.id,
+                                request.want_reply,
+                                request.fence.map(|f| (f.epoch, f.seq)),
+                                request.payload,
+                            );
+                        }
+                    }
+                }
+                debug_assert_eq!(self.batch.len(), len, "a compact batch as planned");
+                &self.batch
             } else {
                 // A copy of each payload the binding forces:
                 // `cpg_mcast_joined` takes an iovec, but rust-corosync 3.2
@@ -385,6 +534,7 @@ impl<T> SendQueue<T> {
                     report.messages += count as u64;
                     if count > 1 {
                         report.batches += 1;
+                        report.compact += u64::from(compact);
                     }
                     for entry in self.entries.drain(..count) {
                         let (done, bytes) = entry.finish_with_bytes(Ok(()));
@@ -415,16 +565,42 @@ impl<T> SendQueue<T> {
     }
 
     /// How many messages from the head of the queue the next multicast
-    /// carries, and its length; `None` if the queue is empty or its head
+    /// carries, its length, and whether it is a compact batch (rule 7, for
+    /// a group at `version`); `None` if the queue is empty or its head
     /// lingers for company.
-    fn next_mcast(&mut self, now: Instant) -> Option<(usize, usize)> {
+    fn next_mcast(&mut self, now: Instant, version: u8) -> Option<NextMcast> {
         let batch = self.limits.batch;
         let first = self.entries.front()?;
         if first.pieces.is_some() {
-            return Some((1, first.bytes.len()));
+            return Some(NextMcast {
+                count: 1,
+                len: first.bytes.len(),
+                compact: false,
+            });
+        }
+        // Both framings are sized as the batch grows; it goes in the
+        // shorter, so the cap holds for the one that goes.
+        let mut pairs = Vec::new();
+        let mut compact = (version >= COMPACT_BATCH_VERSION).then_some(HEADER_LEN);
+        fn grow<'a>(
+            pairs: &mut Vec<(&'a str, &'a [u8])>,
+            compact: &mut Option<usize>,
+            plain: usize,
+            bytes: &'a [u8],
+            version: u8,
+        ) -> (usize, bool) {
+            *compact = compact
+                .filter(|_| compactable(bytes))
+                .map(|len| len + compact_item(pairs, bytes, version).len(bytes.len()));
+            match *compact {
+                Some(c) if c < plain => (c, true),
+                _ => (plain, false),
+            }
         }
         let mut count = 1;
-        let mut len = HEADER_LEN + BATCH_ENTRY_OVERHEAD + first.bytes.len();
+        let mut plain = HEADER_LEN + BATCH_ENTRY_OVERHEAD + first.bytes.len();
+        let (mut len, mut is_compact) =
+            grow(&mut pairs, &mut compact, plain, &first.bytes, version);
         let mut full = batch.max_messages <= 1 || len > batch.max_bytes;
         if !full {
             for entry in self.entries.iter().skip(1) {
@@ -432,12 +608,21 @@ impl<T> SendQueue<T> {
                     full = true;
                     break;
                 }
-                let grown = len + BATCH_ENTRY_OVERHEAD + entry.bytes.len();
+                let grown_plain = plain + BATCH_ENTRY_OVERHEAD + entry.bytes.len();
+                let mut grown_compact = compact;
+                let (grown, grown_is_compact) = grow(
+                    &mut pairs,
+                    &mut grown_compact,
+                    grown_plain,
+                    &entry.bytes,
+                    version,
+                );
                 if grown > batch.max_bytes {
                     full = true;
                     break;
                 }
-                len = grown;
+                (plain, compact, len, is_compact) =
+                    (grown_plain, grown_compact, grown, grown_is_compact);
                 count += 1;
             }
             full |= count >= batch.max_messages;
@@ -453,9 +638,17 @@ impl<T> SendQueue<T> {
             }
         }
         if count == 1 {
-            len = first.bytes.len();
+            return Some(NextMcast {
+                count,
+                len: first.bytes.len(),
+                compact: false,
+            });
         }
-        Some((count, len))
+        Some(NextMcast {
+            count,
+            len,
+            compact: is_compact,
+        })
     }
 
     /// If the head of the queue is a message in pieces, multicasts its next

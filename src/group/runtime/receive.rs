@@ -12,7 +12,7 @@ use crate::group::chunks::Piece;
 use crate::group::inbound::{self, Handled, Received};
 use crate::record::Recorded;
 use crate::transport::{Member, MemberChange, TransportEvent};
-use crate::wire::{self, Codec, Kind, WireError, HEADER_LEN};
+use crate::wire::{self, Codec, Kind, WireError};
 
 impl GroupActor {
     pub(super) fn record(&mut self, event: &TransportEvent) {
@@ -172,11 +172,11 @@ impl GroupActor {
     pub(super) fn handle_envelope(
         &mut self,
         from: Member,
-        frame: wire::Frame<'_>,
+        envelope: inbound::Envelope<'_>,
         ctx: &mut Context<Self>,
     ) {
-        let len = frame.body.len() + HEADER_LEN;
-        let handled = match inbound::handle_envelope(&mut self.core, &self.codec, from, frame) {
+        let len = envelope.len();
+        let handled = match inbound::handle_envelope(&mut self.core, &self.codec, from, envelope) {
             Ok(handled) => handled,
             Err(e) => return self.drop_message(from, len, &e),
         };

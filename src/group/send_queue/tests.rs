@@ -783,3 +783,226 @@ proptest! {
         prop_assert_eq!(traffic, pushed_traffic);
     }
 }
+
+/// What a receiver makes of a message, whatever batch it came in: a
+/// request (read in place or from its envelope) and the version it counts
+/// at, or any other envelope as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Request(u8, crate::group::messages::Request),
+    Other(u8, u8, Vec<u8>),
+}
+
+/// Every message the multicasts `sent` carry, in order, as the receive
+/// pipeline hands them on (`super::super::inbound::unpack`).
+fn seen(sent: &[Vec<u8>]) -> Vec<Seen> {
+    use crate::group::inbound::{unpack, Envelope};
+    let codec = Codec::new(LIMIT);
+    let mut out = Vec::new();
+    for bytes in sent {
+        for envelope in unpack(&codec, bytes, false).expect("unpacks").envelopes {
+            out.push(match envelope.expect("every envelope reads") {
+                Envelope::Request {
+                    version, request, ..
+                } => Seen::Request(version, request.to_request()),
+                Envelope::Frame(f) if f.kind == Kind::Request => Seen::Request(
+                    f.version,
+                    RequestRef::parse(f.body).expect("a request").to_request(),
+                ),
+                Envelope::Frame(f) => Seen::Other(f.kind as u8, f.version, f.body.to_vec()),
+            });
+        }
+    }
+    out
+}
+
+/// A request envelope at `version`, as a remote send writes one.
+fn request_at(
+    version: u8,
+    id: u64,
+    target: &str,
+    fence: Option<(u64, u64)>,
+    payload: usize,
+) -> Vec<u8> {
+    let request = crate::group::messages::Request {
+        id,
+        target: target.into(),
+        type_tag: format!("app::Msg{}", id % 2),
+        want_reply: id.is_multiple_of(3),
+        fence: fence.map(|(epoch, seq)| crate::supervisor::FencingToken { epoch, seq }),
+        payload: vec![id as u8; payload],
+    };
+    Codec::new(LIMIT)
+        .at_version(version)
+        .encode(Kind::Request, &request)
+        .expect("encodes")
+}
+
+fn wide(max_bytes: usize, max_messages: usize) -> QueueLimits {
+    QueueLimits {
+        window: 1 << 16,
+        window_bytes: 1 << 30,
+        frame_limit: 4096,
+        batch: BatchConfig {
+            max_bytes,
+            max_messages,
+            linger: Duration::ZERO,
+        },
+        compress_above: None,
+    }
+}
+
+/// Queues `envelopes`, flushes everything through a codec at `version`,
+/// and returns the multicasts and what the flush reported.
+fn flush_at(version: u8, limits: QueueLimits, envelopes: &[Vec<u8>]) -> (Vec<Vec<u8>>, Flushed) {
+    let mut q = SendQueue::new(limits);
+    for (n, e) in envelopes.iter().enumerate() {
+        q.push(e.clone(), n as u64, false).expect("queued");
+    }
+    q.flush_all();
+    let mut sent = Vec::new();
+    let mut finished = Vec::new();
+    let flushed = q
+        .flush(
+            Instant::now(),
+            &Codec::new(LIMIT).at_version(version),
+            &mut |bytes| {
+                sent.push(bytes.to_vec());
+                Ok(())
+            },
+            &mut finished,
+        )
+        .expect("no fatal error");
+    assert!(q.is_empty(), "everything went");
+    (sent, flushed)
+}
+
+#[test]
+fn requests_batched_once_the_group_speaks_it_go_compact_and_read_back_as_sent() {
+    let mut envelopes: Vec<Vec<u8>> = (0..10)
+        .map(|id| request_at(7, id, ["sink", "other"][id as usize % 2], None, 64))
+        .collect();
+    envelopes.insert(4, msg(99));
+    envelopes.push(request_at(7, 10, "sink", Some((3, 4)), 0));
+    let (sent, flushed) = flush_at(7, wide(4096, 64), &envelopes);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(kind_of(&sent[0]), Kind::Requests as u8);
+    assert_eq!((flushed.batches, flushed.compact), (1, 1));
+    assert_eq!(seen(&sent), seen(&envelopes));
+    // Shorter than the plain batch: four pairs are written once each.
+    let plain: usize = envelopes
+        .iter()
+        .map(|e| BATCH_ENTRY_OVERHEAD + e.len())
+        .sum();
+    assert!(
+        sent[0].len() + 10 * 20 < HEADER_LEN + plain,
+        "{}",
+        sent[0].len()
+    );
+}
+
+#[test]
+fn a_group_at_an_older_version_gets_exactly_the_plain_batch() {
+    let envelopes: Vec<Vec<u8>> = (0..6)
+        .map(|id| request_at(COMPACT_BATCH_VERSION - 1, id, "sink", None, 64))
+        .collect();
+    let (sent, flushed) = flush_at(COMPACT_BATCH_VERSION - 1, wide(4096, 64), &envelopes);
+    let codec = Codec::new(LIMIT).at_version(COMPACT_BATCH_VERSION - 1);
+    let mut plain = codec.begin_batch(4096);
+    for e in &envelopes {
+        wire::push_to_batch(&mut plain, e);
+    }
+    assert_eq!(sent, vec![plain]);
+    assert_eq!(flushed.compact, 0);
+}
+
+#[test]
+fn a_batch_with_a_message_every_version_reads_goes_plain() {
+    let announce = Codec::new(LIMIT)
+        .encode(Kind::Announce, &(1u64, 2u64))
+        .expect("encodes");
+    let mut envelopes: Vec<Vec<u8>> = (0..6)
+        .map(|id| request_at(7, id, "sink", None, 64))
+        .collect();
+    envelopes.insert(3, announce);
+    let (sent, _) = flush_at(7, wide(4096, 64), &envelopes);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(kind_of(&sent[0]), Kind::Batch as u8);
+}
+
+#[test]
+fn a_request_written_at_another_version_goes_whole_in_a_compact_batch() {
+    let envelopes = vec![
+        request_at(7, 1, "sink", None, 64),
+        request_at(6, 2, "sink", None, 64),
+        request_at(7, 3, "sink", None, 64),
+    ];
+    let (sent, _) = flush_at(7, wide(4096, 64), &envelopes);
+    assert_eq!(kind_of(&sent[0]), Kind::Requests as u8);
+    let got = seen(&sent);
+    assert_eq!(got, seen(&envelopes));
+    assert!(matches!(got[1], Seen::Request(6, _)), "{got:?}");
+}
+
+#[test]
+fn requests_with_names_past_a_pair_entry_or_past_the_pair_table_go_whole() {
+    let long = "n".repeat(u16::MAX as usize + 1);
+    let mut envelopes = vec![
+        request_at(7, 1, "sink", None, 8),
+        request_at(7, 2, &long, None, 8),
+    ];
+    envelopes.extend(
+        (0..=wire::REQUESTS_MAX_PAIRS as u64)
+            .map(|id| request_at(7, id + 3, &format!("t{id}"), None, 8)),
+    );
+    let limits = QueueLimits {
+        frame_limit: 1 << 20,
+        ..wide(1 << 20, 1024)
+    };
+    let (sent, _) = flush_at(7, limits, &envelopes);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(kind_of(&sent[0]), Kind::Requests as u8);
+    assert_eq!(seen(&sent), seen(&envelopes));
+}
+
+fn mixed_message() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        6 => (any::<u64>(), 0usize..4, proptest::option::of((any::<u64>(), any::<u64>())), 0usize..200, prop_oneof![6 => Just(7u8), 1 => Just(6u8)])
+            .prop_map(|(id, t, fence, payload, version)| request_at(version, id, ["a", "sink", "π-actor", ""][t], fence, payload)),
+        1 => any::<u64>().prop_map(msg),
+        1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(|body| Codec::new(LIMIT).encode(Kind::Reply, &body).expect("encodes")),
+    ]
+}
+
+proptest! {
+    /// Random mixes of requests (fenced or not, replies wanted or not, to
+    /// a few targets and tags, some at an older version) and other
+    /// messages: the compact batches read back as the plain batch of the
+    /// same envelopes does, every batch keeps its caps and the frame
+    /// limit, and no more multicasts go than plain batches would take.
+    #[test]
+    fn compact_batches_read_back_as_plain_ones_within_the_caps(
+        envelopes in proptest::collection::vec(mixed_message(), 1..80),
+        max_bytes in 64usize..4096,
+        max_messages in 2usize..40,
+    ) {
+        let limits = wide(max_bytes, max_messages);
+        let (compact, flushed) = flush_at(7, limits, &envelopes);
+        let (plain, _) = flush_at(6, limits, &envelopes);
+        prop_assert!(plain.iter().all(|m| kind_of(m) != Kind::Requests as u8));
+        prop_assert_eq!(seen(&compact), seen(&envelopes));
+        prop_assert_eq!(seen(&plain), seen(&envelopes));
+        let mut compacts = 0;
+        for m in &compact {
+            prop_assert!(m.len() <= limits.frame_limit);
+            let kind = kind_of(m);
+            if kind == Kind::Requests as u8 || kind == Kind::Batch as u8 {
+                prop_assert!(m.len() <= max_bytes, "{} > {}", m.len(), max_bytes);
+                prop_assert!(seen(std::slice::from_ref(m)).len() <= max_messages);
+                compacts += u64::from(kind == Kind::Requests as u8);
+            }
+        }
+        prop_assert_eq!(compacts, flushed.compact);
+        prop_assert!(compact.len() <= plain.len(), "{} > {}", compact.len(), plain.len());
+    }
+}
