@@ -1006,3 +1006,41 @@ proptest! {
         prop_assert!(compact.len() <= plain.len(), "{} > {}", compact.len(), plain.len());
     }
 }
+
+/// The bench's 64-byte message (`harness/src/bench.rs`: a `Blob` of 64
+/// bytes to `sink-0`) under the default batch caps: bytes on the wire per
+/// message, plain against compact. Pins the figure BENCHMARKS.md quotes.
+#[test]
+fn a_64_byte_request_costs_80_bytes_in_a_compact_batch_against_136_in_a_plain_one() {
+    let blob = |version: u8, id: u64| {
+        let request = crate::group::messages::Request {
+            id,
+            target: "sink-0".into(),
+            type_tag: "actix-cpg.bench.Blob".into(),
+            want_reply: false,
+            fence: None,
+            payload: vec![7; 64],
+        };
+        Codec::new(LIMIT)
+            .at_version(version)
+            .encode(Kind::Request, &request)
+            .expect("encodes")
+    };
+    let limits = QueueLimits {
+        frame_limit: 1 << 20,
+        ..wide(64 << 10, 1024)
+    };
+    let per_message = |version: u8| {
+        let envelopes: Vec<Vec<u8>> = (0..4096).map(|id| blob(version, id)).collect();
+        let (sent, _) = flush_at(version, limits, &envelopes);
+        let bytes: usize = sent.iter().map(Vec::len).sum();
+        (bytes as f64 / 4096.0, seen(&sent[..1]).len())
+    };
+    let (plain, plain_batch) = per_message(COMPACT_BATCH_VERSION - 1);
+    let (compact, compact_batch) = per_message(COMPACT_BATCH_VERSION);
+    assert!((136.0..136.1).contains(&plain), "{plain}");
+    assert!((80.0..80.1).contains(&compact), "{compact}");
+    // Messages in a full multicast under the 64 KiB cap: (64 KiB - 8) /
+    // 136, and (64 KiB - 8 - one pair of 31) / 80.
+    assert_eq!((plain_batch, compact_batch), (481, 818));
+}
