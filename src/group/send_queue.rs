@@ -109,19 +109,65 @@ pub(crate) struct Flushed {
     pub(crate) compact: u64,
 }
 
+/// A queued request's fields, read once when it is queued for a queue
+/// that batches (rule 7): where its strings and payload lie in its bytes,
+/// so sizing a batch again and again while it waits parses nothing.
+#[derive(Debug, Clone, Copy)]
+struct QueuedRequest {
+    /// The version its envelope names.
+    version: u8,
+    id: u64,
+    want_reply: bool,
+    fence: Option<(u64, u64)>,
+    target: (usize, usize),
+    type_tag: (usize, usize),
+    payload: (usize, usize),
+}
+
+impl QueuedRequest {
+    /// The fields of `envelope`, if it is a request that reads.
+    fn read(envelope: &[u8]) -> Option<QueuedRequest> {
+        if envelope.get(5) != Some(&(Kind::Request as u8)) {
+            return None;
+        }
+        let request = RequestRef::parse(envelope.get(HEADER_LEN..)?).ok()?;
+        // Where a slice of `envelope` starts in it, and its length.
+        let at = |part: &[u8]| {
+            (
+                part.as_ptr() as usize - envelope.as_ptr() as usize,
+                part.len(),
+            )
+        };
+        Some(QueuedRequest {
+            version: envelope[4],
+            id: request.id,
+            want_reply: request.want_reply,
+            fence: request.fence.map(|f| (f.epoch, f.seq)),
+            target: at(request.target.as_bytes()),
+            type_tag: at(request.type_tag),
+            payload: at(request.payload),
+        })
+    }
+}
+
+/// The part `(start, len)` of `bytes`.
+fn part(bytes: &[u8], (start, len): (usize, usize)) -> &[u8] {
+    &bytes[start..start + len]
+}
+
 /// How one message goes in a compact batch (rule 7).
-enum CompactItem<'a> {
+enum CompactItem {
     /// Whole, in a tag-0 entry.
     Envelope,
     /// As a request entry naming pair `pair`, defined first if `define`.
     Request {
         pair: u16,
         define: bool,
-        request: RequestRef<'a>,
+        request: QueuedRequest,
     },
 }
 
-impl CompactItem<'_> {
+impl CompactItem {
     /// Bytes it takes in the batch, for a message of `envelope_len` bytes.
     fn len(&self, envelope_len: usize) -> usize {
         match self {
@@ -130,36 +176,32 @@ impl CompactItem<'_> {
                 define, request, ..
             } => {
                 let pair = if *define {
-                    wire::pair_entry_len(request.target.len(), request.type_tag.len())
+                    wire::pair_entry_len(request.target.1, request.type_tag.1)
                 } else {
                     0
                 };
-                pair + wire::request_entry_len(request.fence.is_some(), request.payload.len())
+                pair + wire::request_entry_len(request.fence.is_some(), request.payload.1)
             }
         }
     }
 }
 
-/// How `envelope` goes in a compact batch at `version` whose pairs so far
-/// are `pairs` (a new pair is added): the one rule both the sizing of a
-/// batch and its writing follow, so what is planned is what is written.
-/// A request written at another version, or whose pair cannot be defined
-/// (a string past `u16`, the batch's pairs all taken), goes whole.
+/// How a queued message (its bytes, and its fields if it is a request)
+/// goes in a compact batch at `version` whose pairs so far are `pairs` (a
+/// new pair is added): the one rule both the sizing of a batch and its
+/// writing follow, so what is planned is what is written. A request
+/// written at another version, or whose pair cannot be defined (a string
+/// past `u16`, the batch's pairs all taken), goes whole.
 fn compact_item<'a>(
-    pairs: &mut Vec<(&'a str, &'a [u8])>,
-    envelope: &'a [u8],
+    pairs: &mut Vec<(&'a [u8], &'a [u8])>,
+    bytes: &'a [u8],
+    request: Option<QueuedRequest>,
     version: u8,
-) -> CompactItem<'a> {
-    let Some(body) = envelope
-        .get(HEADER_LEN..)
-        .filter(|_| envelope[4] == version && envelope[5] == Kind::Request as u8)
-    else {
+) -> CompactItem {
+    let Some(request) = request.filter(|r| r.version == version) else {
         return CompactItem::Envelope;
     };
-    let Ok(request) = RequestRef::parse(body) else {
-        return CompactItem::Envelope;
-    };
-    let key = (request.target, request.type_tag);
+    let key = (part(bytes, request.target), part(bytes, request.type_tag));
     // Linear: a batch names few actors, and a miss costs one compare each.
     if let Some(at) = pairs.iter().position(|p| *p == key) {
         return CompactItem::Request {
@@ -168,9 +210,7 @@ fn compact_item<'a>(
             request,
         };
     }
-    if pairs.len() >= REQUESTS_MAX_PAIRS
-        || !wire::pair_fits(request.target.len(), request.type_tag.len())
-    {
+    if pairs.len() >= REQUESTS_MAX_PAIRS || !wire::pair_fits(key.0.len(), key.1.len()) {
         return CompactItem::Envelope;
     }
     pairs.push(key);
@@ -210,6 +250,8 @@ struct Entry<T> {
     /// read per message is not free on every machine).
     queued_at: Option<Instant>,
     pieces: Option<Pieces>,
+    /// Its fields if it is a request and the queue batches (rule 7).
+    request: Option<QueuedRequest>,
 }
 
 impl<T> Entry<T> {
@@ -396,6 +438,7 @@ impl<T> SendQueue<T> {
             seq,
             queued_at,
             pieces: None,
+            request: None,
         };
         if entry.bytes.len() > self.limits.frame_limit {
             let piece_len = self.limits.frame_limit.saturating_sub(CHUNK_OVERHEAD);
@@ -411,6 +454,8 @@ impl<T> SendQueue<T> {
                 return Err(entry.finish(Err(error)));
             }
             self.next_piece_id += 1;
+        } else if self.limits.batch.max_messages > 1 {
+            entry.request = QueuedRequest::read(&entry.bytes);
         }
         Ok(entry)
     }
@@ -478,10 +523,9 @@ impl<T> SendQueue<T> {
                 codec.begin_requests_in(&mut self.batch, len);
                 let mut pairs = Vec::new();
                 for entry in self.entries.iter().take(count) {
-                    match compact_item(&mut pairs, &entry.bytes, codec.version()) {
-                        CompactItem::Envelope => {
-                            wire::push_envelope_entry(&mut self.batch, &entry.bytes)
-                        }
+                    let bytes = &entry.bytes[..];
+                    match compact_item(&mut pairs, bytes, entry.request, codec.version()) {
+                        CompactItem::Envelope => wire::push_envelope_entry(&mut self.batch, bytes),
                         CompactItem::Request {
                             pair,
                             define,
@@ -490,8 +534,8 @@ impl<T> SendQueue<T> {
                             if define {
                                 wire::push_pair_entry(
                                     &mut self.batch,
-                                    request.target.as_bytes(),
-                                    request.type_tag,
+                                    part(bytes, request.target),
+                                    part(bytes, request.type_tag),
                                 );
                             }
                             wire::push_request_entry(
@@ -499,8 +543,8 @@ impl<T> SendQueue<T> {
                                 pair,
                                 request.id,
                                 request.want_reply,
-                                request.fence.map(|f| (f.epoch, f.seq)),
-                                request.payload,
+                                request.fence,
+                                part(bytes, request.payload),
                             );
                         }
                     }
@@ -581,17 +625,19 @@ impl<T> SendQueue<T> {
         // Both framings are sized as the batch grows; it goes in the
         // shorter, so the cap holds for the one that goes.
         let mut pairs = Vec::new();
-        let mut compact = (version >= COMPACT_BATCH_VERSION).then_some(HEADER_LEN);
-        fn grow<'a>(
-            pairs: &mut Vec<(&'a str, &'a [u8])>,
+        let mut compact =
+            (version >= COMPACT_BATCH_VERSION && batch.max_messages > 1).then_some(HEADER_LEN);
+        fn grow<'a, T>(
+            pairs: &mut Vec<(&'a [u8], &'a [u8])>,
             compact: &mut Option<usize>,
             plain: usize,
-            bytes: &'a [u8],
+            entry: &'a Entry<T>,
             version: u8,
         ) -> (usize, bool) {
-            *compact = compact
-                .filter(|_| compactable(bytes))
-                .map(|len| len + compact_item(pairs, bytes, version).len(bytes.len()));
+            let bytes = &entry.bytes[..];
+            *compact = compact.filter(|_| compactable(bytes)).map(|len| {
+                len + compact_item(pairs, bytes, entry.request, version).len(bytes.len())
+            });
             match *compact {
                 Some(c) if c < plain => (c, true),
                 _ => (plain, false),
@@ -599,8 +645,7 @@ impl<T> SendQueue<T> {
         }
         let mut count = 1;
         let mut plain = HEADER_LEN + BATCH_ENTRY_OVERHEAD + first.bytes.len();
-        let (mut len, mut is_compact) =
-            grow(&mut pairs, &mut compact, plain, &first.bytes, version);
+        let (mut len, mut is_compact) = grow(&mut pairs, &mut compact, plain, first, version);
         let mut full = batch.max_messages <= 1 || len > batch.max_bytes;
         if !full {
             for entry in self.entries.iter().skip(1) {
@@ -610,13 +655,8 @@ impl<T> SendQueue<T> {
                 }
                 let grown_plain = plain + BATCH_ENTRY_OVERHEAD + entry.bytes.len();
                 let mut grown_compact = compact;
-                let (grown, grown_is_compact) = grow(
-                    &mut pairs,
-                    &mut grown_compact,
-                    grown_plain,
-                    &entry.bytes,
-                    version,
-                );
+                let (grown, grown_is_compact) =
+                    grow(&mut pairs, &mut grown_compact, grown_plain, entry, version);
                 if grown > batch.max_bytes {
                     full = true;
                     break;
