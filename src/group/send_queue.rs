@@ -186,38 +186,99 @@ impl CompactItem {
     }
 }
 
-/// How a queued message (its bytes, and its fields if it is a request)
-/// goes in a compact batch at `version` whose pairs so far are `pairs` (a
-/// new pair is added): the one rule both the sizing of a batch and its
-/// writing follow, so what is planned is what is written. A request
-/// written at another version, or whose pair cannot be defined (a string
-/// past `u16`, the batch's pairs all taken), goes whole.
-fn compact_item<'a>(
-    pairs: &mut Vec<(&'a [u8], &'a [u8])>,
-    bytes: &'a [u8],
-    request: Option<QueuedRequest>,
+/// Where a pair of a compact batch lies: the message (its index in the
+/// queue) whose target and type tag defined it, and their positions in it.
+type PairAt = (usize, (usize, usize), (usize, usize));
+
+/// How the queued message `index` goes in a compact batch at `version`
+/// whose pairs so far are `pairs` (a new pair is added): the one rule both
+/// the sizing of a batch and its writing follow, so what is planned is
+/// what is written. A request written at another version, or whose pair
+/// cannot be defined (a string past `u16`, the batch's pairs all taken),
+/// goes whole.
+fn compact_item<T>(
+    pairs: &mut Vec<PairAt>,
+    entries: &VecDeque<Entry<T>>,
+    index: usize,
     version: u8,
 ) -> CompactItem {
-    let Some(request) = request.filter(|r| r.version == version) else {
+    let entry = &entries[index];
+    let Some(request) = entry.request.filter(|r| r.version == version) else {
         return CompactItem::Envelope;
     };
-    let key = (part(bytes, request.target), part(bytes, request.type_tag));
+    let target = part(&entry.bytes, request.target);
+    let type_tag = part(&entry.bytes, request.type_tag);
     // Linear: a batch names few actors, and a miss costs one compare each.
-    if let Some(at) = pairs.iter().position(|p| *p == key) {
+    if let Some(at) = pairs.iter().position(|&(i, t, g)| {
+        let bytes = &entries[i].bytes;
+        part(bytes, t) == target && part(bytes, g) == type_tag
+    }) {
         return CompactItem::Request {
             pair: at as u16,
             define: false,
             request,
         };
     }
-    if pairs.len() >= REQUESTS_MAX_PAIRS || !wire::pair_fits(key.0.len(), key.1.len()) {
+    if pairs.len() >= REQUESTS_MAX_PAIRS || !wire::pair_fits(target.len(), type_tag.len()) {
         return CompactItem::Envelope;
     }
-    pairs.push(key);
+    pairs.push((index, request.target, request.type_tag));
     CompactItem::Request {
         pair: (pairs.len() - 1) as u16,
         define: true,
         request,
+    }
+}
+
+/// The batch at the head of the queue as sized so far (rules 3 and 7):
+/// kept while its head waits for company and extended by what is queued
+/// behind it, so a busy window that asks again and again sizes each
+/// message once. Dropped whenever the queue changes other than at its
+/// back.
+struct Plan {
+    /// The version it was sized for.
+    version: u8,
+    /// Messages in it, from the head.
+    count: usize,
+    /// Its length as a plain batch.
+    plain: usize,
+    /// Its length as a compact batch, if it may be one.
+    compact: Option<usize>,
+    /// The shorter of the two (a lone message counts as in a batch here).
+    len: usize,
+    /// Whether that is the compact one.
+    is_compact: bool,
+    /// Whether a cap (or a message in pieces) ends it.
+    full: bool,
+    /// The pairs of the compact batch.
+    pairs: Vec<PairAt>,
+}
+
+impl Plan {
+    /// `self` grown by the queued message `index`, or `None` if that takes
+    /// it past `max_bytes`.
+    fn grow<T>(&mut self, entries: &VecDeque<Entry<T>>, index: usize, max_bytes: usize) -> bool {
+        let entry = &entries[index];
+        let plain = self.plain + BATCH_ENTRY_OVERHEAD + entry.bytes.len();
+        let defined = self.pairs.len();
+        let compact = self
+            .compact
+            .filter(|_| compactable(&entry.bytes))
+            .map(|len| {
+                len + compact_item(&mut self.pairs, entries, index, self.version)
+                    .len(entry.bytes.len())
+            });
+        let (len, is_compact) = match compact {
+            Some(c) if c < plain => (c, true),
+            _ => (plain, false),
+        };
+        if len > max_bytes && self.count > 0 {
+            self.pairs.truncate(defined);
+            return false;
+        }
+        (self.plain, self.compact, self.len, self.is_compact) = (plain, compact, len, is_compact);
+        self.count += 1;
+        true
     }
 }
 
@@ -307,6 +368,9 @@ pub(crate) struct SendQueue<T> {
     scratch: Vec<u8>,
     /// Where a batch is written, reused (within the batch's byte cap).
     batch: Vec<u8>,
+    /// The batch at the head as sized so far, while nothing but pushes
+    /// changed the queue.
+    plan: Option<Plan>,
     /// Buffers of messages multicast whole since [`SendQueue::spent`] was
     /// last emptied: the runtime reuses them for later envelopes.
     spent: Vec<Vec<u8>>,
@@ -331,6 +395,7 @@ impl<T> SendQueue<T> {
             compress: false,
             scratch: Vec::new(),
             batch: Vec::new(),
+            plan: None,
             spent: Vec::new(),
         }
     }
@@ -420,6 +485,7 @@ impl<T> SendQueue<T> {
             at += 1;
         }
         self.entries.insert(at, entry);
+        self.plan = None;
         Ok(())
     }
 
@@ -522,9 +588,9 @@ impl<T> SendQueue<T> {
             } else if compact {
                 codec.begin_requests_in(&mut self.batch, len);
                 let mut pairs = Vec::new();
-                for entry in self.entries.iter().take(count) {
-                    let bytes = &entry.bytes[..];
-                    match compact_item(&mut pairs, bytes, entry.request, codec.version()) {
+                for index in 0..count {
+                    let bytes = &self.entries[index].bytes[..];
+                    match compact_item(&mut pairs, &self.entries, index, codec.version()) {
                         CompactItem::Envelope => wire::push_envelope_entry(&mut self.batch, bytes),
                         CompactItem::Request {
                             pair,
@@ -580,6 +646,7 @@ impl<T> SendQueue<T> {
                         report.batches += 1;
                         report.compact += u64::from(compact);
                     }
+                    self.plan = None;
                     for entry in self.entries.drain(..count) {
                         let (done, bytes) = entry.finish_with_bytes(Ok(()));
                         finished.push(done);
@@ -598,6 +665,8 @@ impl<T> SendQueue<T> {
                     alone = true;
                 }
                 Err(e @ TransportError::MessageTooLarge { .. }) => {
+                    self.plan = None;
+                    self.plan = None;
                     if let Some(refused) = self.entries.pop_front() {
                         finished.push(refused.finish(Err(e)));
                     }
@@ -624,49 +693,40 @@ impl<T> SendQueue<T> {
         }
         // Both framings are sized as the batch grows; it goes in the
         // shorter, so the cap holds for the one that goes.
-        let mut pairs = Vec::new();
-        let mut compact =
-            (version >= COMPACT_BATCH_VERSION && batch.max_messages > 1).then_some(HEADER_LEN);
-        fn grow<'a, T>(
-            pairs: &mut Vec<(&'a [u8], &'a [u8])>,
-            compact: &mut Option<usize>,
-            plain: usize,
-            entry: &'a Entry<T>,
-            version: u8,
-        ) -> (usize, bool) {
-            let bytes = &entry.bytes[..];
-            *compact = compact.filter(|_| compactable(bytes)).map(|len| {
-                len + compact_item(pairs, bytes, entry.request, version).len(bytes.len())
-            });
-            match *compact {
-                Some(c) if c < plain => (c, true),
-                _ => (plain, false),
+        let mut plan = match self.plan.take() {
+            Some(plan) if plan.version == version => plan,
+            _ => Plan {
+                version,
+                count: 0,
+                plain: HEADER_LEN,
+                compact: (version >= COMPACT_BATCH_VERSION && batch.max_messages > 1)
+                    .then_some(HEADER_LEN),
+                len: HEADER_LEN,
+                is_compact: false,
+                full: false,
+                pairs: Vec::new(),
+            },
+        };
+        if !plan.full {
+            if plan.count == 0 {
+                plan.grow(&self.entries, 0, batch.max_bytes);
+                plan.full = batch.max_messages <= 1 || plan.len > batch.max_bytes;
             }
-        }
-        let mut count = 1;
-        let mut plain = HEADER_LEN + BATCH_ENTRY_OVERHEAD + first.bytes.len();
-        let (mut len, mut is_compact) = grow(&mut pairs, &mut compact, plain, first, version);
-        let mut full = batch.max_messages <= 1 || len > batch.max_bytes;
-        if !full {
-            for entry in self.entries.iter().skip(1) {
-                if count >= batch.max_messages || entry.pieces.is_some() {
-                    full = true;
-                    break;
+            let mut index = plan.count;
+            while !plan.full && index < self.entries.len() {
+                let entry = &self.entries[index];
+                if plan.count >= batch.max_messages
+                    || entry.pieces.is_some()
+                    || !plan.grow(&self.entries, index, batch.max_bytes)
+                {
+                    plan.full = true;
                 }
-                let grown_plain = plain + BATCH_ENTRY_OVERHEAD + entry.bytes.len();
-                let mut grown_compact = compact;
-                let (grown, grown_is_compact) =
-                    grow(&mut pairs, &mut grown_compact, grown_plain, entry, version);
-                if grown > batch.max_bytes {
-                    full = true;
-                    break;
-                }
-                (plain, compact, len, is_compact) =
-                    (grown_plain, grown_compact, grown, grown_is_compact);
-                count += 1;
+                index += 1;
             }
-            full |= count >= batch.max_messages;
+            plan.full |= plan.count >= batch.max_messages;
         }
+        let (count, len, is_compact, full) = (plan.count, plan.len, plan.is_compact, plan.full);
+        self.plan = Some(plan);
         if !full && first.seq > self.flush_upto && batch.max_messages > 1 && self.busy() {
             return None;
         }
@@ -745,6 +805,7 @@ impl<T> SendQueue<T> {
                 Ok(PieceStep::Stop)
             }
             Err(e @ TransportError::MessageTooLarge { .. }) if !started => {
+                self.plan = None;
                 if let Some(refused) = self.entries.pop_front() {
                     finished.push(refused.finish(Err(e)));
                 }
@@ -786,6 +847,7 @@ impl<T> SendQueue<T> {
         if !whole {
             return None;
         }
+        self.plan = None;
         self.entries.pop_front().map(|e| e.finish(Ok(())))
     }
 
@@ -811,6 +873,7 @@ impl<T> SendQueue<T> {
 
     /// Empties the queue (the member closes): every message, unsent.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Finished<T>> + '_ {
+        self.plan = None;
         self.entries
             .drain(..)
             .map(|e| e.finish(Err(TransportError::Closed("the group closed".to_owned()))))

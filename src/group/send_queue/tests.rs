@@ -1044,3 +1044,55 @@ fn a_64_byte_request_costs_80_bytes_in_a_compact_batch_against_136_in_a_plain_on
     // 136, and (64 KiB - 8 - one pair of 31) / 80.
     assert_eq!((plain_batch, compact_batch), (481, 818));
 }
+
+proptest! {
+    /// The same mixes queued one at a time while a small window is busy,
+    /// so each batch is sized again as it waits and grows behind its head:
+    /// every multicast still keeps the caps, and what arrives is what was
+    /// sent, in order.
+    #[test]
+    fn batches_sized_while_they_wait_keep_their_caps(
+        envelopes in proptest::collection::vec(mixed_message(), 1..120),
+        max_bytes in 64usize..4096,
+        max_messages in 2usize..40,
+        deliver_every in 1usize..5,
+    ) {
+        let limits = QueueLimits { window: 2, ..wide(max_bytes, max_messages) };
+        let mut q = SendQueue::new(limits);
+        let codec = Codec::new(LIMIT);
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut finished = Vec::new();
+        let mut flush = |q: &mut SendQueue<u64>, sent: &mut Vec<Vec<u8>>, in_flight: &mut std::collections::VecDeque<usize>| {
+            q.flush(Instant::now(), &codec, &mut |bytes| {
+                sent.push(bytes.to_vec());
+                in_flight.push_back(bytes.len());
+                Ok(())
+            }, &mut finished).expect("no fatal error");
+        };
+        for (n, e) in envelopes.iter().enumerate() {
+            q.push(e.clone(), n as u64, false).expect("queued");
+            flush(&mut q, &mut sent, &mut in_flight);
+            if n % deliver_every == 0 {
+                if let Some(len) = in_flight.pop_front() {
+                    q.own_delivered(len);
+                }
+            }
+        }
+        q.flush_all();
+        while !q.is_empty() {
+            while let Some(len) = in_flight.pop_front() {
+                q.own_delivered(len);
+            }
+            flush(&mut q, &mut sent, &mut in_flight);
+        }
+        prop_assert_eq!(seen(&sent), seen(&envelopes));
+        for m in &sent {
+            let kind = kind_of(m);
+            if kind == Kind::Requests as u8 || kind == Kind::Batch as u8 {
+                prop_assert!(m.len() <= max_bytes, "{} > {}", m.len(), max_bytes);
+                prop_assert!(seen(std::slice::from_ref(m)).len() <= max_messages);
+            }
+        }
+    }
+}
