@@ -257,3 +257,63 @@ fn reads_asked_along_a_quiet_stream_are_answered() {
         );
     }
 }
+
+/// A compact batch delivered in a stream reaches both cores alike: the
+/// group target covers `wire::Kind::Requests` from its seeds on.
+#[test]
+fn a_compact_batch_in_a_stream_reaches_the_cores() {
+    use crate::group::fuzz_access::{RegistryOp, Request};
+    let codec = Codec::new(LIMIT);
+    let register = codec
+        .encode(
+            Kind::Registry,
+            &RegistryOp::Register {
+                name: "sink".into(),
+                token: 1,
+            },
+        )
+        .expect("encodes");
+    let request = Request {
+        id: 1,
+        target: "sink".into(),
+        type_tag: "app::Ping".into(),
+        want_reply: true,
+        fence: None,
+        payload: vec![1, 2, 3],
+    };
+    let mut batch = Vec::new();
+    codec.begin_requests_in(&mut batch, 256);
+    crate::wire::push_envelope_entry(&mut batch, &register);
+    crate::wire::push_pair_entry(&mut batch, b"sink", b"app::Ping");
+    crate::wire::push_request_entry(&mut batch, 0, request.id, true, None, &request.payload);
+    let mut ops = vec![Op::Quorum {
+        quorate: true,
+        ring_step: 1,
+        nodes: 0b11,
+    }];
+    ops.extend((0..16).map(|i| Op::Echo { core: i, index: 0 }));
+    let quiet = Stream {
+        pool: pool(),
+        first: 0,
+        flags: 0,
+        ops: ops.clone(),
+    };
+    ops.push(Op::Deliver {
+        sender: 0,
+        wrap: 0,
+        bytes: batch.clone(),
+    });
+    let data = Stream {
+        ops,
+        ..quiet.clone()
+    }
+    .encode();
+    let before = group(&quiet.encode());
+    let after = group(&data);
+    assert!(after.holding);
+    assert_eq!(after.accepted, before.accepted + 1, "{before:?} {after:?}");
+    // The same bytes through the wire target, as its seed holds them.
+    let mut seed = u16::MAX.to_le_bytes().to_vec();
+    seed.extend_from_slice(&batch);
+    wire(&seed);
+}

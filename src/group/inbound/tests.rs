@@ -328,7 +328,9 @@ fn payload_envelope(len: usize) -> Vec<u8> {
 fn payload_in(buffer: &Bytes) -> crate::wire::Payload {
     let _current = crate::wire::Delivery::enter(buffer);
     let unpacked = unpack(&codec(), buffer, false).expect("splits");
-    let frame = unpacked.envelopes[0].clone().expect("a frame");
+    let Ok(Envelope::Frame(frame)) = unpacked.envelopes[0] else {
+        panic!("a frame");
+    };
     codec().decode_payload(frame.body).expect("decodes")
 }
 
@@ -398,4 +400,155 @@ fn a_payload_delivered_compressed_shares_the_opened_buffer() {
     let payload = payload_in(&buffer);
     assert_eq!(&payload[..], &plain[plain.len() - payload.len()..]);
     assert!(within(&payload, &buffer));
+}
+
+/// A compact batch of `requests` (pairs defined as they first appear)
+/// and, after them, the whole envelopes `others`, at this build's version.
+fn compact(requests: &[crate::group::messages::Request], others: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    codec().begin_requests_in(&mut out, 1024);
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for r in requests {
+        let key = (r.target.as_str(), r.type_tag.as_str());
+        let pair = match pairs.iter().position(|p| *p == key) {
+            Some(at) => at,
+            None => {
+                crate::wire::push_pair_entry(&mut out, key.0.as_bytes(), key.1.as_bytes());
+                pairs.push(key);
+                pairs.len() - 1
+            }
+        };
+        crate::wire::push_request_entry(
+            &mut out,
+            pair as u16,
+            r.id,
+            r.want_reply,
+            r.fence.map(|f| (f.epoch, f.seq)),
+            &r.payload,
+        );
+    }
+    for envelope in others {
+        crate::wire::push_envelope_entry(&mut out, envelope);
+    }
+    out
+}
+
+fn sample_request(id: u64, target: &str) -> crate::group::messages::Request {
+    crate::group::messages::Request {
+        id,
+        target: target.into(),
+        type_tag: "app::Ping".into(),
+        want_reply: id.is_multiple_of(2),
+        fence: id
+            .is_multiple_of(3)
+            .then_some(crate::supervisor::FencingToken { epoch: id, seq: 2 }),
+        payload: vec![id as u8; 20],
+    }
+}
+
+#[test]
+fn a_compact_batch_hands_on_each_request_as_its_envelope_would_be_in_order() {
+    let requests: Vec<_> = (1..=4)
+        .map(|id| sample_request(id, ["a", "b"][id as usize % 2]))
+        .collect();
+    let other = register("x", 7);
+    let message = compact(&requests, &[&other]);
+    let unpacked = unpack(&codec(), &message, false).expect("splits");
+    assert!(unpacked.batch);
+    assert_eq!(unpacked.envelopes.len(), 5);
+    for (envelope, sent) in unpacked.envelopes.iter().zip(&requests) {
+        let Ok(Envelope::Request {
+            version, request, ..
+        }) = envelope
+        else {
+            panic!("a request read in place");
+        };
+        assert_eq!(*version, crate::wire::PROTOCOL_VERSION);
+        let whole = codec().encode(Kind::Request, sent).expect("encode");
+        let parsed = RequestRef::parse(&whole[HEADER_LEN..]).expect("parses");
+        assert_eq!(*request, parsed);
+        assert!(within(request.payload, &message), "read in place");
+    }
+    assert!(matches!(unpacked.envelopes[4], Ok(Envelope::Frame(f)) if f.kind == Kind::Registry));
+}
+
+#[test]
+fn a_request_of_a_compact_batch_takes_the_path_of_its_envelope_in_the_core() {
+    let local = Member::new(1, 1);
+    let other = Member::new(2, 2);
+    let change = |member| MemberChange {
+        member,
+        reason: Reason::Join,
+    };
+    let mut core = GroupCore::new(local);
+    let announce = core
+        .handle_confchg(&[local, other], &[change(local), change(other)], &[])
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Mcast(crate::group::core::Outgoing::Announce(a)) => Some(a),
+            _ => None,
+        })
+        .expect("an announcement");
+    for member in [local, other] {
+        core.handle_message(member, Inbound::Announce(announce));
+    }
+    let request = sample_request(5, "nobody");
+    let message = compact(std::slice::from_ref(&request), &[]);
+    let mut via_compact = core.clone();
+    let unpacked = unpack(&codec(), &message, false).expect("splits");
+    let envelope = unpacked.envelopes[0].clone().expect("an entry");
+    let compact_outcome = handle_envelope(&mut via_compact, &codec(), other, envelope);
+    let whole = codec().encode(Kind::Request, &request).expect("encode");
+    let frame = codec().decode_frame(&whole).expect("frame");
+    let plain_outcome = handle_envelope(&mut core, &codec(), other, frame);
+    assert!(matches!(compact_outcome, Ok(Handled::Skipped)));
+    assert!(matches!(plain_outcome, Ok(Handled::Skipped)));
+    assert_eq!(via_compact, core);
+}
+
+#[test]
+fn a_member_that_reads_only_older_versions_drops_a_compact_batch_as_unsupported() {
+    let message = compact(&[sample_request(1, "a")], &[]);
+    let older = codec().reading(crate::wire::Versions {
+        min: 2,
+        max: crate::wire::COMPACT_BATCH_VERSION - 1,
+    });
+    let mut pieces = Reassembly::default();
+    assert_eq!(
+        receive(&older, &mut pieces, Member::new(2, 2), &message).err(),
+        Some(WireError::UnsupportedVersion(
+            crate::wire::COMPACT_BATCH_VERSION
+        ))
+    );
+    assert_eq!(
+        unpack(&older, &message, false).err(),
+        Some(WireError::UnsupportedVersion(
+            crate::wire::COMPACT_BATCH_VERSION
+        ))
+    );
+    // A broken one is dropped whole by a member that reads it.
+    let mut broken = message.clone();
+    broken.push(9);
+    assert!(matches!(
+        unpack(&codec(), &broken, false),
+        Err(WireError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_payload_delivered_in_a_compact_batch_shares_the_delivered_buffer() {
+    let data: Vec<u8> = (0..4096).map(|i| (i / 7) as u8).collect();
+    let mut request = sample_request(1, "sink");
+    request.payload = codec()
+        .encode_payload(&crate::wire::Payload::from(data.clone()))
+        .expect("encode");
+    let delivered = Bytes::from(compact(&[request.clone(), request], &[]));
+    let _current = crate::wire::Delivery::enter(&delivered);
+    let unpacked = unpack(&codec(), &delivered, false).expect("splits");
+    let Ok(Envelope::Request { request, .. }) = unpacked.envelopes[1] else {
+        panic!("a request");
+    };
+    let payload: crate::wire::Payload = codec().decode_payload(request.payload).expect("decodes");
+    assert_eq!(&payload[..], &data[..]);
+    assert!(within(&payload, &delivered));
 }
