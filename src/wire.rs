@@ -57,40 +57,6 @@
 //! must open into exactly `len` bytes, and what it opens into is read as
 //! the delivery it stands for (see `group::inbound`). Who may send one, and
 //! when, is `group::send_queue`'s (rule 6).
-//!
-//! A [`Kind::Requests`] envelope (from [`COMPACT_BATCH_VERSION`] on) is a
-//! batch in which requests shed what they repeat: the target and type tag
-//! of a run of requests to one actor are written once per batch, lengths
-//! are as wide as a multicast needs, and the version is the batch's. Its
-//! body is a stream of entries, each behind a tag byte, in the order the
-//! messages were sent:
-//!
-//! ```text
-//!  +-- header (kind 11) --+-- entry --+-- entry --+ ...
-//!
-//!  tag 0, a whole envelope:  +- 0 -+-- len u32 --+-- envelope --+
-//!  tag 1, a (target, tag):   +- 1 -+-- len u16 --+-- target --+-- len u16 --+-- type tag --+
-//!  tag 2, a request:         +- 2 -+-- pair u16 --+-- flags u8 --+-- id u64 --+
-//!                            [+-- fence epoch u64 --+-- fence seq u64 --+]
-//!                            +-- len u32 --+-- payload --+
-//! ```
-//!
-//! A tag-1 entry defines the batch's next pair (the first is 0, at most
-//! [`REQUESTS_MAX_PAIRS`] per batch); a request names one defined before
-//! it. Its flags are bit 0, the sender awaits a reply, and bit 1, a fence
-//! follows; the other bits are 0. The payload is what a request's
-//! `payload` field holds. A request entry stands for the request envelope
-//! of the same fields at the batch's version; a tag-0 entry is any other
-//! envelope, as in a [`Kind::Batch`] (never a batch, a chunk or a
-//! compressed frame). The whole body is checked before any entry is handed
-//! on — framing, tags, pair indexes, flags, the UTF-8 of each pair once —
-//! and one inconsistency drops all of it, on every member alike. A
-//! request entry is read in place: its target, type tag and payload point
-//! into the delivered bytes, nothing is allocated for them. Only a group
-//! that speaks the version sends one (`group::send_queue`), and never with
-//! an envelope of a kind every version reads in it ([`Kind::is_shared`]):
-//! a process of an older build drops the whole batch, which must not cost
-//! it an announcement or a refusal.
 
 use bincode::Options;
 use serde::de::DeserializeOwned;
@@ -123,9 +89,7 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// ([`Kind::Compressed`], [`COMPRESSION_VERSION`]); no other layout
 /// changes. 6: a replica answers a linearizable read at a barrier of its
 /// own in the stream (`crate::replicated::READ_VERSION`, one replica
-/// message more); no other layout changes. 7: a registry group's batch
-/// may be a compact one ([`Kind::Requests`], [`COMPACT_BATCH_VERSION`]);
-/// no other layout changes.
+/// message more); no other layout changes.
 ///
 /// A group speaks the highest version every member speaks, decided from the
 /// members' announcements in the ordered stream (see `crate::roster`): a
@@ -133,7 +97,7 @@ pub const MAGIC: [u8; 4] = *b"ACPG";
 /// the last member that held it back leaves. The header, the announcement,
 /// and the framing of batches and chunks keep one layout in every version,
 /// so any build reads them whatever version an envelope names.
-pub const PROTOCOL_VERSION: u8 = 7;
+pub const PROTOCOL_VERSION: u8 = 6;
 /// The lowest version this build reads and speaks. Version 1 had no
 /// announcements and cannot take part in a group of this build: its
 /// messages are dropped as [`WireError::UnsupportedVersion`].
@@ -142,20 +106,12 @@ pub const MIN_PROTOCOL_VERSION: u8 = 2;
 /// build configured to speak it (`GroupConfig::protocol_versions`) encodes
 /// replies in a changed shape at this version. Never used by default.
 #[doc(hidden)]
-pub const NEXT_PROTOCOL_VERSION: u8 = 8;
+pub const NEXT_PROTOCOL_VERSION: u8 = 7;
 /// The first version in which a multicast may travel compressed
 /// ([`Kind::Compressed`]): a member compresses only once the group speaks
 /// it, so a process of an older build is never sent a compressed frame it
 /// could otherwise have read.
 pub const COMPRESSION_VERSION: u8 = 5;
-/// The first version in which a batch may be a compact one
-/// ([`Kind::Requests`]): a member writes one only once the group speaks
-/// it.
-pub const COMPACT_BATCH_VERSION: u8 = 7;
-/// Most (target, type tag) pairs one [`Kind::Requests`] batch defines: a
-/// request past them goes as a whole envelope, and a batch defining more
-/// is refused.
-pub const REQUESTS_MAX_PAIRS: usize = 256;
 
 /// A range of protocol versions, both ends included. Serializable for
 /// inspection ([`crate::group::GroupInspection`]); announcements carry
@@ -236,9 +192,6 @@ pub enum Kind {
     /// One whole multicast, compressed (from [`COMPRESSION_VERSION`]); see
     /// the module docs.
     Compressed = 10,
-    /// Several messages in one multicast, requests written compactly
-    /// (from [`COMPACT_BATCH_VERSION`]); see the module docs.
-    Requests = 11,
     /// A replicated state machine's message (see `crate::replicated`).
     Replicated = 16,
     /// A leader election's message (see `crate::election`).
@@ -261,7 +214,7 @@ impl Kind {
         )
     }
 
-    pub(crate) fn from_byte(b: u8) -> Option<Kind> {
+    fn from_byte(b: u8) -> Option<Kind> {
         Some(match b {
             1 => Kind::Registry,
             2 => Kind::Request,
@@ -273,7 +226,6 @@ impl Kind {
             8 => Kind::Announce,
             9 => Kind::Refusal,
             10 => Kind::Compressed,
-            11 => Kind::Requests,
             16 => Kind::Replicated,
             17 => Kind::Election,
             32 => Kind::Supervision,
@@ -663,7 +615,17 @@ impl Codec {
                 )));
             }
             let (part, tail) = tail.split_at(len);
-            nested(part, "a batch")?;
+            if part.get(5) == Some(&(Kind::Batch as u8)) {
+                return Err(WireError::Malformed("batch nested in a batch".into()));
+            }
+            if part.get(5) == Some(&(Kind::Chunk as u8)) {
+                return Err(WireError::Malformed("chunk inside a batch".into()));
+            }
+            if part.get(5) == Some(&(Kind::Compressed as u8)) {
+                return Err(WireError::Malformed(
+                    "compressed frame inside a batch".into(),
+                ));
+            }
             parts.push(part);
             rest = tail;
         }
@@ -671,98 +633,6 @@ impl Codec {
             return Err(WireError::Malformed("empty batch".into()));
         }
         Ok(parts)
-    }
-
-    /// An empty [`Kind::Requests`] batch in `out`, a buffer reused from
-    /// batch to batch (cleared first, grown to `capacity` if it is
-    /// smaller); add entries with [`push_envelope_entry`],
-    /// [`push_pair_entry`] and [`push_request_entry`].
-    pub fn begin_requests_in(&self, out: &mut Vec<u8>, capacity: usize) {
-        out.clear();
-        out.reserve(capacity.max(HEADER_LEN));
-        push_header(out, self.version, Kind::Requests);
-    }
-
-    /// The entries of a [`Kind::Requests`] body, in order, requests read in
-    /// place. Checks the whole body first (see the module docs): any
-    /// inconsistency rejects all of it. Envelope entries are not decoded
-    /// here (each goes through [`Codec::decode_frame`] like a message of its
-    /// own), but a batch, a chunk or a compressed frame among them is
-    /// refused. Allocates only the list of entries and a table of at most
-    /// [`REQUESTS_MAX_PAIRS`] pairs, both bounded by the body's length;
-    /// no length read from the body is allocated.
-    pub fn split_requests<'a>(&self, body: &'a [u8]) -> Result<Vec<CompactEntry<'a>>, WireError> {
-        let malformed = |why: String| WireError::Malformed(format!("compact batch: {why}"));
-        let cut = |what: &str| malformed(format!("{what} cut short"));
-        let mut pairs: Vec<(&'a str, &'a [u8])> = Vec::new();
-        let mut entries = Vec::new();
-        let mut r = body;
-        while let Some((&tag, rest)) = r.split_first() {
-            r = rest;
-            match tag {
-                ENTRY_ENVELOPE => {
-                    let len = take_u32(&mut r).ok_or_else(|| cut("envelope length"))?;
-                    let envelope = take(&mut r, len as usize).ok_or_else(|| {
-                        malformed(format!("envelope of {len} bytes, only {} left", r.len()))
-                    })?;
-                    nested(envelope, "a compact batch")?;
-                    entries.push(CompactEntry::Envelope(envelope));
-                }
-                ENTRY_PAIR => {
-                    if pairs.len() >= REQUESTS_MAX_PAIRS {
-                        return Err(malformed(format!(
-                            "more than {REQUESTS_MAX_PAIRS} (target, type tag) pairs"
-                        )));
-                    }
-                    let mut string = |what: &str| -> Result<&'a str, WireError> {
-                        let len = take_u16(&mut r).ok_or_else(|| cut(what))?;
-                        let bytes = take(&mut r, len as usize).ok_or_else(|| cut(what))?;
-                        std::str::from_utf8(bytes).map_err(|e| malformed(format!("{what}: {e}")))
-                    };
-                    let target = string("target")?;
-                    let type_tag = string("type tag")?;
-                    pairs.push((target, type_tag.as_bytes()));
-                }
-                ENTRY_REQUEST => {
-                    let pair = take_u16(&mut r).ok_or_else(|| cut("request head"))?;
-                    let &(target, type_tag) = pairs.get(pair as usize).ok_or_else(|| {
-                        malformed(format!(
-                            "request names pair {pair}, {} defined",
-                            pairs.len()
-                        ))
-                    })?;
-                    let flags = take(&mut r, 1).ok_or_else(|| cut("request head"))?[0];
-                    if flags & !(FLAG_WANT_REPLY | FLAG_FENCE) != 0 {
-                        return Err(malformed(format!("request flags {flags:#04x}")));
-                    }
-                    let id = take_u64(&mut r).ok_or_else(|| cut("request head"))?;
-                    let fence = if flags & FLAG_FENCE != 0 {
-                        let epoch = take_u64(&mut r).ok_or_else(|| cut("request fence"))?;
-                        let seq = take_u64(&mut r).ok_or_else(|| cut("request fence"))?;
-                        Some((epoch, seq))
-                    } else {
-                        None
-                    };
-                    let len = take_u32(&mut r).ok_or_else(|| cut("payload length"))?;
-                    let payload = take(&mut r, len as usize).ok_or_else(|| {
-                        malformed(format!("payload of {len} bytes, only {} left", r.len()))
-                    })?;
-                    entries.push(CompactEntry::Request(RequestEntry {
-                        id,
-                        target,
-                        type_tag,
-                        want_reply: flags & FLAG_WANT_REPLY != 0,
-                        fence,
-                        payload,
-                    }));
-                }
-                other => return Err(malformed(format!("entry tag {other}"))),
-            }
-        }
-        if entries.is_empty() {
-            return Err(malformed("no message".into()));
-        }
-        Ok(entries)
     }
 
     /// Checks the header and splits off the body; never panics. A version
@@ -868,152 +738,6 @@ pub fn push_to_batch(batch: &mut Vec<u8>, envelope: &[u8]) {
     batch.extend_from_slice(envelope);
 }
 
-/// Refuses an envelope that may not stand inside a batch of either kind:
-/// a batch, a chunk, a compressed frame.
-fn nested(part: &[u8], within: &str) -> Result<(), WireError> {
-    let why = match part.get(5).copied().and_then(Kind::from_byte) {
-        Some(Kind::Batch | Kind::Requests) => "batch",
-        Some(Kind::Chunk) => "chunk",
-        Some(Kind::Compressed) => "compressed frame",
-        _ => return Ok(()),
-    };
-    Err(WireError::Malformed(format!("{why} inside {within}")))
-}
-
-/// Tag of a [`Kind::Requests`] entry holding a whole envelope.
-const ENTRY_ENVELOPE: u8 = 0;
-/// Tag of a [`Kind::Requests`] entry defining a (target, type tag) pair.
-const ENTRY_PAIR: u8 = 1;
-/// Tag of a [`Kind::Requests`] entry holding a request.
-const ENTRY_REQUEST: u8 = 2;
-/// Request flag: the sender awaits a reply.
-const FLAG_WANT_REPLY: u8 = 1;
-/// Request flag: a fence follows the id.
-const FLAG_FENCE: u8 = 2;
-
-/// One entry of a [`Kind::Requests`] batch, as [`Codec::split_requests`]
-/// reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompactEntry<'a> {
-    /// A whole envelope, still encoded.
-    Envelope(&'a [u8]),
-    /// A request, read in place.
-    Request(RequestEntry<'a>),
-}
-
-/// A request of a [`Kind::Requests`] batch: the fields of the request
-/// envelope it stands for, borrowed from the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestEntry<'a> {
-    /// The request's id.
-    pub id: u64,
-    /// Its target (checked UTF-8).
-    pub target: &'a str,
-    /// Its type tag (checked UTF-8, kept as bytes: it is only compared).
-    pub type_tag: &'a [u8],
-    /// Whether the sender awaits a reply.
-    pub want_reply: bool,
-    /// Its fence, as (epoch, seq).
-    pub fence: Option<(u64, u64)>,
-    /// What the request's `payload` field holds.
-    pub payload: &'a [u8],
-}
-
-/// Bytes a tag-0 entry of `envelope_len` bytes takes in a
-/// [`Kind::Requests`] batch.
-pub const fn envelope_entry_len(envelope_len: usize) -> usize {
-    1 + 4 + envelope_len
-}
-
-/// Bytes a tag-1 entry defining `(target, type_tag)` takes.
-pub const fn pair_entry_len(target_len: usize, type_tag_len: usize) -> usize {
-    1 + 2 + target_len + 2 + type_tag_len
-}
-
-/// Bytes a tag-2 entry takes, with or without a fence.
-pub const fn request_entry_len(fenced: bool, payload_len: usize) -> usize {
-    1 + 2 + 1 + 8 + if fenced { 16 } else { 0 } + 4 + payload_len
-}
-
-/// Whether a pair can be written in a tag-1 entry (each string within
-/// `u16`).
-pub fn pair_fits(target_len: usize, type_tag_len: usize) -> bool {
-    target_len <= u16::MAX as usize && type_tag_len <= u16::MAX as usize
-}
-
-/// Appends a whole envelope to a [`Kind::Requests`] batch
-/// ([`envelope_entry_len`] bytes).
-pub fn push_envelope_entry(batch: &mut Vec<u8>, envelope: &[u8]) {
-    batch.push(ENTRY_ENVELOPE);
-    // Within the transport's atomic size, far below u32::MAX (as in
-    // `push_to_batch`).
-    batch.extend_from_slice(&(envelope.len() as u32).to_le_bytes());
-    batch.extend_from_slice(envelope);
-}
-
-/// Appends the definition of the batch's next pair ([`pair_entry_len`]
-/// bytes). The caller checked [`pair_fits`] and keeps to
-/// [`REQUESTS_MAX_PAIRS`].
-pub fn push_pair_entry(batch: &mut Vec<u8>, target: &[u8], type_tag: &[u8]) {
-    batch.push(ENTRY_PAIR);
-    batch.extend_from_slice(&(target.len() as u16).to_le_bytes());
-    batch.extend_from_slice(target);
-    batch.extend_from_slice(&(type_tag.len() as u16).to_le_bytes());
-    batch.extend_from_slice(type_tag);
-}
-
-/// Appends a request naming pair `pair`, defined before it
-/// ([`request_entry_len`] bytes).
-pub fn push_request_entry(
-    batch: &mut Vec<u8>,
-    pair: u16,
-    id: u64,
-    want_reply: bool,
-    fence: Option<(u64, u64)>,
-    payload: &[u8],
-) {
-    batch.push(ENTRY_REQUEST);
-    batch.extend_from_slice(&pair.to_le_bytes());
-    let flags =
-        if want_reply { FLAG_WANT_REPLY } else { 0 } | if fence.is_some() { FLAG_FENCE } else { 0 };
-    batch.push(flags);
-    batch.extend_from_slice(&id.to_le_bytes());
-    if let Some((epoch, seq)) = fence {
-        batch.extend_from_slice(&epoch.to_le_bytes());
-        batch.extend_from_slice(&seq.to_le_bytes());
-    }
-    batch.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    batch.extend_from_slice(payload);
-}
-
-/// The next `n` bytes of `r`, if it holds them.
-fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if n > r.len() {
-        return None;
-    }
-    let (head, rest) = r.split_at(n);
-    *r = rest;
-    Some(head)
-}
-
-fn take_u16(r: &mut &[u8]) -> Option<u16> {
-    let (le, rest) = r.split_first_chunk::<2>()?;
-    *r = rest;
-    Some(u16::from_le_bytes(*le))
-}
-
-fn take_u32(r: &mut &[u8]) -> Option<u32> {
-    let (le, rest) = r.split_first_chunk::<4>()?;
-    *r = rest;
-    Some(u32::from_le_bytes(*le))
-}
-
-fn take_u64(r: &mut &[u8]) -> Option<u64> {
-    let (le, rest) = r.split_first_chunk::<8>()?;
-    *r = rest;
-    Some(u64::from_le_bytes(*le))
-}
-
 /// Whether an envelope may travel inside a [`Kind::Compressed`] one: it is
 /// written at [`COMPRESSION_VERSION`] or later and its kind is not one that
 /// every version reads ([`Kind::is_shared`]). A process of an older build
@@ -1099,7 +823,7 @@ mod tests {
         let bytes = codec().encode(Kind::Request, &s).unwrap();
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[7, 2, 0, 0],
+            &[6, 2, 0, 0],
             &[7, 0, 0, 0, 0, 0, 0, 0],
             &[2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b'],
             &[2, 0, 0, 0, 0, 0, 0, 0, 1, 2],
@@ -1328,7 +1052,7 @@ mod tests {
         let bytes = codec().encode_chunk(head, b"abcd");
         let expected: Vec<u8> = [
             &b"ACPG"[..],
-            &[7, 7, 0, 0],
+            &[6, 7, 0, 0],
             &[9, 0, 0, 0, 0, 0, 0, 0],
             &[1, 0, 0, 0],
             &[3, 0, 0, 0],
@@ -1449,7 +1173,7 @@ mod tests {
         let mut packed = Vec::new();
         assert!(c.compress_into(&envelope, &mut packed));
         assert!(packed.len() < envelope.len() / 2, "{}", packed.len());
-        assert_eq!(&packed[..8], b"ACPG\x07\x0a\0\0");
+        assert_eq!(&packed[..8], b"ACPG\x06\x0a\0\0");
         assert_eq!(packed[8..12], (envelope.len() as u32).to_le_bytes());
         let frame = c.decode_frame(&packed).unwrap();
         assert_eq!(frame.kind, Kind::Compressed);
@@ -1569,210 +1293,6 @@ mod tests {
         assert!(c.split_batch(frame.body).is_err());
     }
 
-    /// A compact body: the pair ("sink", "T"), a request on it with a
-    /// fence and a reply wanted, a whole envelope, a second request on it.
-    fn compact_body(envelope: &[u8]) -> Vec<u8> {
-        let mut body = Vec::new();
-        push_pair_entry(&mut body, b"sink", b"T");
-        push_request_entry(&mut body, 0, 9, true, Some((3, 4)), b"xy");
-        push_envelope_entry(&mut body, envelope);
-        push_request_entry(&mut body, 0, 10, false, None, b"");
-        body
-    }
-
-    #[test]
-    fn a_compact_batch_pins_its_layout_and_reads_back_in_order() {
-        let c = codec();
-        let envelope = c.encode(Kind::Reply, &1u8).unwrap();
-        let mut batch = Vec::new();
-        c.begin_requests_in(&mut batch, 64);
-        batch.extend_from_slice(&compact_body(&envelope));
-        let expected: Vec<u8> = [
-            &b"ACPG"[..],
-            &[7, 11, 0, 0],
-            &[1, 4, 0],
-            &b"sink"[..],
-            &[1, 0, b'T'],
-            &[2, 0, 0, 0b11],
-            &[9, 0, 0, 0, 0, 0, 0, 0],
-            &[3, 0, 0, 0, 0, 0, 0, 0],
-            &[4, 0, 0, 0, 0, 0, 0, 0],
-            &[2, 0, 0, 0, b'x', b'y'],
-            &[0, envelope.len() as u8, 0, 0, 0],
-            &envelope,
-            &[2, 0, 0, 0],
-            &[10, 0, 0, 0, 0, 0, 0, 0],
-            &[0, 0, 0, 0],
-        ]
-        .concat();
-        assert_eq!(batch, expected);
-        assert_eq!(
-            batch.len(),
-            HEADER_LEN
-                + pair_entry_len(4, 1)
-                + request_entry_len(true, 2)
-                + envelope_entry_len(envelope.len())
-                + request_entry_len(false, 0)
-        );
-        let frame = c.decode_frame(&batch).unwrap();
-        assert_eq!((frame.kind, frame.version), (Kind::Requests, 7));
-        let request = |id, want_reply, fence, payload| {
-            CompactEntry::Request(RequestEntry {
-                id,
-                target: "sink",
-                type_tag: b"T",
-                want_reply,
-                fence,
-                payload,
-            })
-        };
-        assert_eq!(
-            c.split_requests(frame.body).unwrap(),
-            vec![
-                request(9, true, Some((3, 4)), &b"xy"[..]),
-                CompactEntry::Envelope(&envelope[..]),
-                request(10, false, None, &b""[..]),
-            ]
-        );
-    }
-
-    /// The error a compact body gets, which must be a malformed one.
-    fn refused(c: &Codec, body: &[u8]) -> String {
-        match c.split_requests(body) {
-            Err(WireError::Malformed(why)) => why,
-            other => panic!("not refused as malformed: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_compact_batch_cut_inside_an_entry_is_refused_whole() {
-        let c = codec();
-        let envelope = c.encode(Kind::Reply, &1u8).unwrap();
-        let body = compact_body(&envelope);
-        // Where each entry ends: a cut there leaves a shorter valid batch.
-        let pair = pair_entry_len(4, 1);
-        let first = pair + request_entry_len(true, 2);
-        let second = first + envelope_entry_len(envelope.len());
-        for cut in 0..body.len() {
-            match cut {
-                0 => assert!(refused(&c, &body[..cut]).contains("no message")),
-                c2 if c2 == pair => assert!(refused(&c, &body[..cut]).contains("no message")),
-                c2 if c2 == first || c2 == second => {
-                    let entries = c.split_requests(&body[..cut]).unwrap();
-                    assert_eq!(entries.len(), if cut == first { 1 } else { 2 });
-                }
-                _ => {
-                    refused(&c, &body[..cut]);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn hostile_compact_batches_are_refused_whole_with_the_reason() {
-        let c = codec();
-        let envelope = c.encode(Kind::Reply, &1u8).unwrap();
-        let good = compact_body(&envelope);
-        assert!(c.split_requests(&good).is_ok());
-        let with = |at: usize, byte: u8| {
-            let mut b = good.clone();
-            b[at] = byte;
-            b
-        };
-        let pair = pair_entry_len(4, 1);
-        let cases: Vec<(Vec<u8>, &str)> = vec![
-            (vec![], "no message"),
-            (with(0, 3), "entry tag 3"),
-            (with(pair + 1, 1), "names pair 1, 1 defined"),
-            (with(pair + 3, 0b111), "flags 0x07"),
-            (with(pair + 3, 0x80), "flags 0x80"),
-            (with(3, 0xff), "target: invalid utf-8"),
-            (with(3 + 4 + 2, 0xff), "type tag: invalid utf-8"),
-            (with(1, 200), "target cut short"),
-            (
-                with(pair + request_entry_len(true, 2) - 6, 0xff),
-                "payload of",
-            ),
-            (
-                with(pair + request_entry_len(true, 2) + 1, 250),
-                "envelope of 250 bytes",
-            ),
-            ([&good[..], &[0]].concat(), "envelope length cut short"),
-            ([&good[..], &[2, 0, 0]].concat(), "request head cut short"),
-        ];
-        for (body, why) in cases {
-            let got = refused(&c, &body);
-            assert!(got.contains(why), "{got:?} does not say {why:?}");
-        }
-        // A request before any pair.
-        let mut early = Vec::new();
-        push_request_entry(&mut early, 0, 1, false, None, b"");
-        assert!(refused(&c, &early).contains("names pair 0, 0 defined"));
-        // A forged length of 4 GiB is refused, not allocated.
-        let mut huge = Vec::new();
-        push_pair_entry(&mut huge, b"t", b"g");
-        push_request_entry(&mut huge, 0, 1, false, None, b"");
-        let at = huge.len() - 4;
-        huge[at..].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(refused(&c, &huge).contains("payload of 4294967295 bytes"));
-        // More pairs than a batch may define.
-        let mut many = Vec::new();
-        for i in 0..=REQUESTS_MAX_PAIRS {
-            push_pair_entry(&mut many, format!("t{i}").as_bytes(), b"g");
-        }
-        push_request_entry(&mut many, 0, 1, false, None, b"");
-        assert!(refused(&c, &many).contains("more than 256"));
-        // Nested: a batch of either kind, a chunk, a compressed frame.
-        let chunk = c.encode_chunk(
-            ChunkHead {
-                id: 1,
-                index: 0,
-                count: 2,
-                total: 4,
-            },
-            b"ab",
-        );
-        let mut packed = Vec::new();
-        assert!(c.compress_into(
-            &c.encode(Kind::Request, &vec![0u8; 512]).unwrap(),
-            &mut packed
-        ));
-        let mut requests = Vec::new();
-        c.begin_requests_in(&mut requests, 64);
-        requests.extend_from_slice(&good);
-        for (inner, why) in [
-            (c.begin_batch(8), "batch inside"),
-            (requests.clone(), "batch inside"),
-            (chunk, "chunk inside"),
-            (packed, "compressed frame inside"),
-        ] {
-            let mut body = good.clone();
-            push_envelope_entry(&mut body, &inner);
-            let got = refused(&c, &body);
-            assert!(got.contains(why), "{got:?}");
-        }
-        // And a compact batch inside a plain one.
-        let mut plain = Vec::new();
-        push_to_batch(&mut plain, &requests);
-        assert!(c.split_batch(&plain).is_err());
-    }
-
-    #[test]
-    fn a_reader_of_older_versions_refuses_a_compact_batch() {
-        let old = codec().reading(Versions {
-            min: MIN_PROTOCOL_VERSION,
-            max: COMPACT_BATCH_VERSION - 1,
-        });
-        let mut batch = Vec::new();
-        codec().begin_requests_in(&mut batch, 64);
-        batch.extend_from_slice(&compact_body(&codec().encode(Kind::Reply, &1u8).unwrap()));
-        assert_eq!(
-            old.decode_frame(&batch),
-            Err(WireError::UnsupportedVersion(COMPACT_BATCH_VERSION))
-        );
-        assert!(!Kind::Requests.is_shared());
-    }
-
     proptest! {
         #[test]
         fn arbitrary_batch_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -1780,27 +1300,6 @@ mod tests {
             if let Ok(parts) = c.split_batch(&body) {
                 let total: usize = parts.iter().map(|p| p.len() + BATCH_ENTRY_OVERHEAD).sum();
                 prop_assert_eq!(total, body.len());
-            }
-        }
-
-        #[test]
-        fn arbitrary_compact_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256), pairs in 0usize..3) {
-            let c = Codec::new(512);
-            // Behind a few good pairs, so the request entries are reached.
-            let mut prefixed = Vec::new();
-            for i in 0..pairs {
-                push_pair_entry(&mut prefixed, format!("t{i}").as_bytes(), b"g");
-            }
-            prefixed.extend_from_slice(&body);
-            for input in [&body, &prefixed] {
-                if let Ok(entries) = c.split_requests(input) {
-                    prop_assert!(!entries.is_empty() && entries.len() <= input.len() / 5);
-                    for entry in entries {
-                        if let CompactEntry::Envelope(part) = entry {
-                            prop_assert!(nested(part, "").is_ok());
-                        }
-                    }
-                }
             }
         }
 

@@ -36,7 +36,6 @@ mod replicated_versions;
 mod scrape;
 mod sim_batching;
 mod sim_chunking;
-mod sim_compact_batches;
 mod sim_compression;
 mod sim_determinism;
 mod sim_flow_control;

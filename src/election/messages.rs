@@ -288,7 +288,7 @@ mod tests {
         expected.extend(1u64.to_le_bytes()); // one member
         expected.extend(1u32.to_le_bytes()); // node
         expected.extend(2u32.to_le_bytes()); // pid
-        expected.extend([2, 7, 0, 0, 0, 0]); // versions 2..=7, participant
+        expected.extend([2, 6, 0, 0, 0, 0]); // versions 2..=6, participant
         expected.extend(0u64.to_le_bytes()); // unannounced
         expected.extend(0u64.to_le_bytes()); // merging
         expected.extend(3u64.to_le_bytes()); // mark

@@ -68,8 +68,7 @@ pub struct Outcome {
     pub reads_answered: usize,
 }
 
-/// Frame, batch (plain and compact), chunk and compressed-frame decoders
-/// on arbitrary bytes. The first two bytes
+/// Frame, batch and chunk decoders on arbitrary bytes. The first two bytes
 /// pick the codec's limit, so the limit checks are reached with small
 /// inputs; the rest is one delivered message.
 pub fn wire(data: &[u8]) {
@@ -110,37 +109,6 @@ pub fn wire(data: &[u8]) {
                 let _ = pieces.accept(Member::new(1, 1), head, piece);
                 let (_, held) = pieces.buffered();
                 assert!(held <= limit, "a piece held more than its message");
-            }
-        }
-        Kind::Requests => {
-            if let Ok(entries) = codec.split_requests(frame.body) {
-                assert!(!entries.is_empty(), "a compact batch of no message");
-                // The smallest entry (a whole envelope of no bytes) takes 5.
-                assert!(entries.len() * 5 <= frame.body.len());
-                let body = frame.body.as_ptr_range();
-                for entry in &entries {
-                    match entry {
-                        crate::wire::CompactEntry::Envelope(part) => {
-                            let nested = matches!(part.get(5), Some(6 | 7 | 10 | 11));
-                            assert!(!nested, "a batch, chunk or compressed frame inside");
-                            let _ = codec.decode_frame(part);
-                        }
-                        crate::wire::CompactEntry::Request(r) => {
-                            for field in [r.target.as_bytes(), r.type_tag, r.payload] {
-                                let at = field.as_ptr_range();
-                                assert!(
-                                    body.start <= at.start && at.end <= body.end,
-                                    "a request read in place"
-                                );
-                            }
-                            assert!(std::str::from_utf8(r.type_tag).is_ok());
-                        }
-                    }
-                }
-                // And as the receive pipeline hands it on.
-                let unpacked = crate::group::fuzz_access::unpack(&codec, bytes, false)
-                    .expect("a compact batch that splits unpacks");
-                assert_eq!(unpacked.envelopes.len(), entries.len());
             }
         }
         Kind::Compressed => {

@@ -25,7 +25,7 @@
 //! ```
 //!
 //! A sender is `pool[sender % 6]` if it is in the view, else the view's
-//! member `sender % len`. `wrap % 16` in `1..=12` puts the bytes behind a
+//! member `sender % len`. `wrap % 16` in `1..=11` puts the bytes behind a
 //! header of [`WRAP_KINDS`]`[wrap - 1]`, so a mutation reaches a body
 //! without rediscovering the magic; anything else delivers them as they are.
 //! A confchg that changes nothing, or an op cut short, is skipped.
@@ -37,7 +37,7 @@ use crate::wire::Kind;
 pub const POOL: usize = 6;
 
 /// Header kinds a delivery can be wrapped in (see the module docs).
-pub const WRAP_KINDS: [Kind; 12] = [
+pub const WRAP_KINDS: [Kind; 11] = [
     Kind::Registry,
     Kind::Request,
     Kind::Reply,
@@ -49,7 +49,6 @@ pub const WRAP_KINDS: [Kind; 12] = [
     Kind::Election,
     Kind::Supervision,
     Kind::Announce,
-    Kind::Requests,
 ];
 
 /// One event of a fuzz stream, before the membership rules apply.

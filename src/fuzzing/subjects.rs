@@ -147,14 +147,6 @@ impl Subject for GroupSubject {
                     .iter()
                     .all(|p| codec.decode_frame(p).map_or(true, user))
             }),
-            Kind::Requests => codec.split_requests(frame.body).is_ok_and(|entries| {
-                entries.iter().all(|entry| match entry {
-                    crate::wire::CompactEntry::Envelope(p) => {
-                        codec.decode_frame(p).map_or(true, user)
-                    }
-                    crate::wire::CompactEntry::Request(_) => true,
-                })
-            }),
             _ => user(frame),
         }
     }

@@ -7,10 +7,8 @@
 //!  delivered bytes ──receive──(a compressed frame opened first)
 //!                          ├──► a piece (reassembly: pending | stray | whole)
 //!                          └──► a whole message ──unpack──► envelopes, in order
-//!                                                  (a batch split, a compact
-//!                                                   one's requests read in
-//!                                                   place; one bad envelope
-//!                                                   dropped alone)
+//!                                                  (a batch split; one bad
+//!                                                   envelope dropped alone)
 //!  envelope ──handle_envelope──► the core's commands (a request read in
 //!                                place, or skipped if the core has no use)
 //! ```
@@ -30,11 +28,7 @@
 //!    message that is itself a piece is dropped.
 //! 3. A batch whose framing does not split is dropped whole; otherwise each
 //!    envelope is decoded and handled on its own, in the batch's order, and
-//!    an envelope that does not decode is dropped alone. A compact batch
-//!    (`wire::Kind::Requests`) is checked whole the same way; each of its
-//!    requests is read in place from the batch and handled as the request
-//!    envelope it stands for, at the batch's version, and each of its
-//!    whole envelopes as in a batch.
+//!    an envelope that does not decode is dropped alone.
 //! 4. A whole message is handled from the buffer it lies in, held as
 //!    `Bytes` ([`whole_buffer`]) and made the thread's current delivery
 //!    while it is handled, so a `wire::Payload` in the message the local
@@ -50,9 +44,7 @@ use super::chunks::{Piece, Reassembly};
 use super::core::{decode_inbound, Command, DropCause, GroupCore, Inbound};
 use super::messages::RequestRef;
 use crate::transport::Member;
-use crate::wire::{
-    self, ChunkHead, Codec, CompactEntry, Frame, Kind, WireError, COMPRESSION_VERSION, HEADER_LEN,
-};
+use crate::wire::{ChunkHead, Codec, Frame, Kind, WireError, COMPRESSION_VERSION};
 
 /// What one delivery is (rules 1 and 2).
 pub(crate) enum Received<'a> {
@@ -141,43 +133,12 @@ fn open(codec: &Codec, frame: Frame<'_>) -> Result<Vec<u8>, WireError> {
     codec.decompress(frame.body)
 }
 
-/// One message of a whole delivery, on its way to the core (rule 3).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Envelope<'a> {
-    /// An envelope: its header read, its body not yet.
-    Frame(Frame<'a>),
-    /// A request of a compact batch, read in place: it stands for the
-    /// request envelope of the same fields at the batch's `version`, and
-    /// took `len` bytes of the batch.
-    Request {
-        version: u8,
-        request: RequestRef<'a>,
-        len: usize,
-    },
-}
-
-impl<'a> From<Frame<'a>> for Envelope<'a> {
-    fn from(frame: Frame<'a>) -> Self {
-        Envelope::Frame(frame)
-    }
-}
-
-impl Envelope<'_> {
-    /// Bytes it took in the delivery (for what a drop reports).
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Envelope::Frame(frame) => HEADER_LEN + frame.body.len(),
-            Envelope::Request { len, .. } => *len,
-        }
-    }
-}
-
 /// The envelopes of one whole message (rule 3).
 pub(crate) struct Unpacked<'a> {
-    /// Whether the message was a batch (of either kind).
+    /// Whether the message was a batch.
     pub(crate) batch: bool,
     /// Each envelope, or its length and why it was dropped.
-    pub(crate) envelopes: Vec<Result<Envelope<'a>, (usize, WireError)>>,
+    pub(crate) envelopes: Vec<Result<Frame<'a>, (usize, WireError)>>,
 }
 
 /// Splits a whole message into its envelopes; `reassembled` if it was put
@@ -188,12 +149,6 @@ pub(crate) fn unpack<'a>(
     reassembled: bool,
 ) -> Result<Unpacked<'a>, WireError> {
     let frame = codec.decode_frame(message)?;
-    let inner = |part: &'a [u8]| {
-        codec
-            .decode_frame(part)
-            .map(Envelope::Frame)
-            .map_err(|e| (part.len(), e))
-    };
     match frame.kind {
         Kind::Chunk if reassembled => Err(WireError::Malformed(
             "chunk inside a chunked message".into(),
@@ -205,28 +160,7 @@ pub(crate) fn unpack<'a>(
             let envelopes = codec
                 .split_batch(frame.body)?
                 .into_iter()
-                .map(inner)
-                .collect();
-            Ok(Unpacked {
-                batch: true,
-                envelopes,
-            })
-        }
-        Kind::Requests => {
-            let envelopes = codec
-                .split_requests(frame.body)?
-                .into_iter()
-                .map(|entry| match entry {
-                    CompactEntry::Envelope(part) => inner(part),
-                    CompactEntry::Request(request) => Ok(Envelope::Request {
-                        version: frame.version,
-                        len: wire::request_entry_len(
-                            request.fence.is_some(),
-                            request.payload.len(),
-                        ),
-                        request: request.into(),
-                    }),
-                })
+                .map(|part| codec.decode_frame(part).map_err(|e| (part.len(), e)))
                 .collect();
             Ok(Unpacked {
                 batch: true,
@@ -235,7 +169,7 @@ pub(crate) fn unpack<'a>(
         }
         _ => Ok(Unpacked {
             batch: false,
-            envelopes: vec![Ok(Envelope::Frame(frame))],
+            envelopes: vec![Ok(frame)],
         }),
     }
 }
@@ -263,44 +197,33 @@ enum Decoded<'a> {
     Other(Inbound),
 }
 
-/// Hands one envelope from `from` to `core` (a request of a compact batch
-/// takes the path of a request envelope). An error drops the envelope (the
-/// core saw nothing).
+/// Hands one envelope from `from` to `core`. An error drops the envelope
+/// (the core saw nothing).
 pub(crate) fn handle_envelope<'a>(
     core: &mut GroupCore,
     codec: &Codec,
     from: Member,
-    envelope: impl Into<Envelope<'a>>,
+    frame: Frame<'a>,
 ) -> Result<Handled<'a>, WireError> {
     // Decoded first: whether an envelope is malformed depends on its bytes
     // alone, never on what this member knows (a member still learning the
     // roster judges no version), so every member drops the same ones.
-    let (kind, version, decoded) = match envelope.into() {
-        Envelope::Request {
-            version, request, ..
-        } => (Kind::Request, version, Decoded::Request(request)),
-        Envelope::Frame(frame) if frame.kind == Kind::Request => (
-            frame.kind,
-            frame.version,
-            Decoded::Request(RequestRef::parse(frame.body)?),
-        ),
-        Envelope::Frame(frame) => (
-            frame.kind,
-            frame.version,
-            Decoded::Other(decode_inbound(codec, frame)?),
-        ),
+    let decoded = if frame.kind == Kind::Request {
+        Decoded::Request(RequestRef::parse(frame.body)?)
+    } else {
+        Decoded::Other(decode_inbound(codec, frame)?)
     };
     // Rule 8 of the core: a message counts only in a version every member
     // speaks (what a process says before it knows the version is read in
     // any).
-    if !kind.is_shared() && !core.counts_version(version) {
+    if !frame.kind.is_shared() && !core.counts_version(frame.version) {
         return Ok(Handled::Core(vec![Command::Dropped {
             from,
             cause: DropCause::Version,
         }]));
     }
     // A member waiting for the state judges the version when it replays.
-    let judged = (!kind.is_shared()).then_some(version);
+    let judged = (!frame.kind.is_shared()).then_some(frame.version);
     let request = match decoded {
         Decoded::Request(request) => request,
         Decoded::Other(inbound) => {

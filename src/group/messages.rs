@@ -11,7 +11,7 @@ use crate::supervisor::{
     ChildPath, FencingToken, Fingerprint, IncarnationId, MergeOffer, TreeSpec,
 };
 use crate::transport::{Member, NodeId};
-use crate::wire::{Codec, Kind, RequestEntry, WireError, NEXT_PROTOCOL_VERSION};
+use crate::wire::{Codec, Kind, WireError, NEXT_PROTOCOL_VERSION};
 
 /// `Kind::Registry`: a change to the name table, decided where it lands in
 /// the total order. The sender is the host.
@@ -111,21 +111,6 @@ impl<'a> RequestRef<'a> {
             want_reply: self.want_reply,
             fence: self.fence,
             payload: self.payload.to_vec(),
-        }
-    }
-}
-
-impl<'a> From<RequestEntry<'a>> for RequestRef<'a> {
-    /// A request of a compact batch: the same request its envelope
-    /// would be, read in place (the wire checked what `parse` checks).
-    fn from(r: RequestEntry<'a>) -> Self {
-        RequestRef {
-            id: r.id,
-            target: r.target,
-            type_tag: r.type_tag,
-            want_reply: r.want_reply,
-            fence: r.fence.map(|(epoch, seq)| FencingToken { epoch, seq }),
-            payload: r.payload,
         }
     }
 }

@@ -44,28 +44,14 @@
 //!    messages is compressed whole, and a piece on its own (the pieces of
 //!    one message are cut before compression, so a restarted message is
 //!    cut alike). The window counts the bytes that went.
-//! 7. **Compact batches.** Once the group speaks
-//!    `wire::COMPACT_BATCH_VERSION` (the codec a flush is given writes
-//!    it), a batch goes as a `wire::Kind::Requests` when that is shorter
-//!    than a `wire::Kind::Batch` of the same messages and none of them is
-//!    of a kind every version reads (`wire::Kind::is_shared`: a process of
-//!    an older build, which cannot read the compact batch, must still read
-//!    those). Its requests written at the batch's version become compact
-//!    entries, their (target, type tag) pairs defined once per batch; any
-//!    other message goes whole inside it. The caps of rule 3 count the
-//!    batch as it goes, so more small requests fit under `max_bytes`.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::chunks::Outgoing as Pieces;
-use super::messages::RequestRef;
 use super::BatchConfig;
 use crate::transport::TransportError;
-use crate::wire::{
-    self, ChunkHead, Codec, Kind, BATCH_ENTRY_OVERHEAD, CHUNK_OVERHEAD, COMPACT_BATCH_VERSION,
-    HEADER_LEN, REQUESTS_MAX_PAIRS,
-};
+use crate::wire::{self, ChunkHead, Codec, BATCH_ENTRY_OVERHEAD, CHUNK_OVERHEAD, HEADER_LEN};
 
 /// A batch below its caps waits for company while at least one
 /// `BUSY_SHARE`th of the window is in flight (rule 3).
@@ -105,201 +91,6 @@ pub(crate) struct Flushed {
     pub(crate) compressed: u64,
     /// Bytes compression saved on them.
     pub(crate) compressed_saved: u64,
-    /// Of the batches, those that went compact (rule 7).
-    pub(crate) compact: u64,
-}
-
-/// A queued request's fields, read once when it is queued for a queue
-/// that batches (rule 7): where its strings and payload lie in its bytes,
-/// so sizing a batch again and again while it waits parses nothing.
-#[derive(Debug, Clone, Copy)]
-struct QueuedRequest {
-    /// The version its envelope names.
-    version: u8,
-    id: u64,
-    want_reply: bool,
-    fence: Option<(u64, u64)>,
-    target: (usize, usize),
-    type_tag: (usize, usize),
-    payload: (usize, usize),
-}
-
-impl QueuedRequest {
-    /// The fields of `envelope`, if it is a request that reads.
-    fn read(envelope: &[u8]) -> Option<QueuedRequest> {
-        if envelope.get(5) != Some(&(Kind::Request as u8)) {
-            return None;
-        }
-        let request = RequestRef::parse(envelope.get(HEADER_LEN..)?).ok()?;
-        // Where a slice of `envelope` starts in it, and its length.
-        let at = |part: &[u8]| {
-            (
-                part.as_ptr() as usize - envelope.as_ptr() as usize,
-                part.len(),
-            )
-        };
-        Some(QueuedRequest {
-            version: envelope[4],
-            id: request.id,
-            want_reply: request.want_reply,
-            fence: request.fence.map(|f| (f.epoch, f.seq)),
-            target: at(request.target.as_bytes()),
-            type_tag: at(request.type_tag),
-            payload: at(request.payload),
-        })
-    }
-}
-
-/// The part `(start, len)` of `bytes`.
-fn part(bytes: &[u8], (start, len): (usize, usize)) -> &[u8] {
-    &bytes[start..start + len]
-}
-
-/// How one message goes in a compact batch (rule 7).
-enum CompactItem {
-    /// Whole, in a tag-0 entry.
-    Envelope,
-    /// As a request entry naming pair `pair`, defined first if `define`.
-    Request {
-        pair: u16,
-        define: bool,
-        request: QueuedRequest,
-    },
-}
-
-impl CompactItem {
-    /// Bytes it takes in the batch, for a message of `envelope_len` bytes.
-    fn len(&self, envelope_len: usize) -> usize {
-        match self {
-            CompactItem::Envelope => wire::envelope_entry_len(envelope_len),
-            CompactItem::Request {
-                define, request, ..
-            } => {
-                let pair = if *define {
-                    wire::pair_entry_len(request.target.1, request.type_tag.1)
-                } else {
-                    0
-                };
-                pair + wire::request_entry_len(request.fence.is_some(), request.payload.1)
-            }
-        }
-    }
-}
-
-/// Where a pair of a compact batch lies: the message (its index in the
-/// queue) whose target and type tag defined it, and their positions in it.
-type PairAt = (usize, (usize, usize), (usize, usize));
-
-/// How the queued message `index` goes in a compact batch at `version`
-/// whose pairs so far are `pairs` (a new pair is added): the one rule both
-/// the sizing of a batch and its writing follow, so what is planned is
-/// what is written. A request written at another version, or whose pair
-/// cannot be defined (a string past `u16`, the batch's pairs all taken),
-/// goes whole.
-fn compact_item<T>(
-    pairs: &mut Vec<PairAt>,
-    entries: &VecDeque<Entry<T>>,
-    index: usize,
-    version: u8,
-) -> CompactItem {
-    let entry = &entries[index];
-    let Some(request) = entry.request.filter(|r| r.version == version) else {
-        return CompactItem::Envelope;
-    };
-    let target = part(&entry.bytes, request.target);
-    let type_tag = part(&entry.bytes, request.type_tag);
-    // Linear: a batch names few actors, and a miss costs one compare each.
-    if let Some(at) = pairs.iter().position(|&(i, t, g)| {
-        let bytes = &entries[i].bytes;
-        part(bytes, t) == target && part(bytes, g) == type_tag
-    }) {
-        return CompactItem::Request {
-            pair: at as u16,
-            define: false,
-            request,
-        };
-    }
-    if pairs.len() >= REQUESTS_MAX_PAIRS || !wire::pair_fits(target.len(), type_tag.len()) {
-        return CompactItem::Envelope;
-    }
-    pairs.push((index, request.target, request.type_tag));
-    CompactItem::Request {
-        pair: (pairs.len() - 1) as u16,
-        define: true,
-        request,
-    }
-}
-
-/// The batch at the head of the queue as sized so far (rules 3 and 7):
-/// kept while its head waits for company and extended by what is queued
-/// behind it, so a busy window that asks again and again sizes each
-/// message once. Dropped whenever the queue changes other than at its
-/// back.
-struct Plan {
-    /// The version it was sized for.
-    version: u8,
-    /// Messages in it, from the head.
-    count: usize,
-    /// Its length as a plain batch.
-    plain: usize,
-    /// Its length as a compact batch, if it may be one.
-    compact: Option<usize>,
-    /// The shorter of the two (a lone message counts as in a batch here).
-    len: usize,
-    /// Whether that is the compact one.
-    is_compact: bool,
-    /// Whether a cap (or a message in pieces) ends it.
-    full: bool,
-    /// The pairs of the compact batch.
-    pairs: Vec<PairAt>,
-}
-
-impl Plan {
-    /// `self` grown by the queued message `index`, or `None` if that takes
-    /// it past `max_bytes`.
-    fn grow<T>(&mut self, entries: &VecDeque<Entry<T>>, index: usize, max_bytes: usize) -> bool {
-        let entry = &entries[index];
-        let plain = self.plain + BATCH_ENTRY_OVERHEAD + entry.bytes.len();
-        let defined = self.pairs.len();
-        let compact = self
-            .compact
-            .filter(|_| compactable(&entry.bytes))
-            .map(|len| {
-                len + compact_item(&mut self.pairs, entries, index, self.version)
-                    .len(entry.bytes.len())
-            });
-        let (len, is_compact) = match compact {
-            Some(c) if c < plain => (c, true),
-            _ => (plain, false),
-        };
-        if len > max_bytes && self.count > 0 {
-            self.pairs.truncate(defined);
-            return false;
-        }
-        (self.plain, self.compact, self.len, self.is_compact) = (plain, compact, len, is_compact);
-        self.count += 1;
-        true
-    }
-}
-
-/// Whether an envelope may go in a compact batch: not of a kind a process
-/// of an older build must read (rule 7).
-fn compactable(envelope: &[u8]) -> bool {
-    !envelope
-        .get(5)
-        .and_then(|&b| Kind::from_byte(b))
-        .is_some_and(Kind::is_shared)
-}
-
-/// What the next multicast carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct NextMcast {
-    /// Messages from the head of the queue.
-    count: usize,
-    /// Its length in bytes.
-    len: usize,
-    /// Whether it is a compact batch (rule 7).
-    compact: bool,
 }
 
 struct Entry<T> {
@@ -311,8 +102,6 @@ struct Entry<T> {
     /// read per message is not free on every machine).
     queued_at: Option<Instant>,
     pieces: Option<Pieces>,
-    /// Its fields if it is a request and the queue batches (rule 7).
-    request: Option<QueuedRequest>,
 }
 
 impl<T> Entry<T> {
@@ -368,9 +157,6 @@ pub(crate) struct SendQueue<T> {
     scratch: Vec<u8>,
     /// Where a batch is written, reused (within the batch's byte cap).
     batch: Vec<u8>,
-    /// The batch at the head as sized so far, while nothing but pushes
-    /// changed the queue.
-    plan: Option<Plan>,
     /// Buffers of messages multicast whole since [`SendQueue::spent`] was
     /// last emptied: the runtime reuses them for later envelopes.
     spent: Vec<Vec<u8>>,
@@ -395,7 +181,6 @@ impl<T> SendQueue<T> {
             compress: false,
             scratch: Vec::new(),
             batch: Vec::new(),
-            plan: None,
             spent: Vec::new(),
         }
     }
@@ -485,7 +270,6 @@ impl<T> SendQueue<T> {
             at += 1;
         }
         self.entries.insert(at, entry);
-        self.plan = None;
         Ok(())
     }
 
@@ -504,7 +288,6 @@ impl<T> SendQueue<T> {
             seq,
             queued_at,
             pieces: None,
-            request: None,
         };
         if entry.bytes.len() > self.limits.frame_limit {
             let piece_len = self.limits.frame_limit.saturating_sub(CHUNK_OVERHEAD);
@@ -520,8 +303,6 @@ impl<T> SendQueue<T> {
                 return Err(entry.finish(Err(error)));
             }
             self.next_piece_id += 1;
-        } else if self.limits.batch.max_messages > 1 {
-            entry.request = QueuedRequest::read(&entry.bytes);
         }
         Ok(entry)
     }
@@ -558,21 +339,13 @@ impl<T> SendQueue<T> {
                 PieceStep::Stop => break,
                 PieceStep::NotInPieces => {}
             }
-            let Some(next) = self.next_mcast(now, codec.version()) else {
+            let Some((count, len)) = self.next_mcast(now) else {
                 break;
             };
-            let NextMcast {
-                count,
-                len,
-                compact,
-            } = if alone {
-                NextMcast {
-                    count: 1,
-                    len: self.entries[0].bytes.len(),
-                    compact: false,
-                }
+            let (count, len) = if alone {
+                (1, self.entries[0].bytes.len())
             } else {
-                next
+                (count, len)
             };
             if !self.window_has_room(len) {
                 break;
@@ -585,38 +358,6 @@ impl<T> SendQueue<T> {
                     .all(|e| wire::compressible(&e.bytes));
             let raw: &[u8] = if count == 1 {
                 &self.entries[0].bytes
-            } else if compact {
-                codec.begin_requests_in(&mut self.batch, len);
-                let mut pairs = Vec::new();
-                for index in 0..count {
-                    let bytes = &self.entries[index].bytes[..];
-                    match compact_item(&mut pairs, &self.entries, index, codec.version()) {
-                        CompactItem::Envelope => wire::push_envelope_entry(&mut self.batch, bytes),
-                        CompactItem::Request {
-                            pair,
-                            define,
-                            request,
-                        } => {
-                            if define {
-                                wire::push_pair_entry(
-                                    &mut self.batch,
-                                    part(bytes, request.target),
-                                    part(bytes, request.type_tag),
-                                );
-                            }
-                            wire::push_request_entry(
-                                &mut self.batch,
-                                pair,
-                                request.id,
-                                request.want_reply,
-                                request.fence,
-                                part(bytes, request.payload),
-                            );
-                        }
-                    }
-                }
-                debug_assert_eq!(self.batch.len(), len, "a compact batch as planned");
-                &self.batch
             } else {
                 // A copy of each payload the binding forces:
                 // `cpg_mcast_joined` takes an iovec, but rust-corosync 3.2
@@ -644,9 +385,7 @@ impl<T> SendQueue<T> {
                     report.messages += count as u64;
                     if count > 1 {
                         report.batches += 1;
-                        report.compact += u64::from(compact);
                     }
-                    self.plan = None;
                     for entry in self.entries.drain(..count) {
                         let (done, bytes) = entry.finish_with_bytes(Ok(()));
                         finished.push(done);
@@ -665,8 +404,6 @@ impl<T> SendQueue<T> {
                     alone = true;
                 }
                 Err(e @ TransportError::MessageTooLarge { .. }) => {
-                    self.plan = None;
-                    self.plan = None;
                     if let Some(refused) = self.entries.pop_front() {
                         finished.push(refused.finish(Err(e)));
                     }
@@ -678,55 +415,33 @@ impl<T> SendQueue<T> {
     }
 
     /// How many messages from the head of the queue the next multicast
-    /// carries, its length, and whether it is a compact batch (rule 7, for
-    /// a group at `version`); `None` if the queue is empty or its head
+    /// carries, and its length; `None` if the queue is empty or its head
     /// lingers for company.
-    fn next_mcast(&mut self, now: Instant, version: u8) -> Option<NextMcast> {
+    fn next_mcast(&mut self, now: Instant) -> Option<(usize, usize)> {
         let batch = self.limits.batch;
         let first = self.entries.front()?;
         if first.pieces.is_some() {
-            return Some(NextMcast {
-                count: 1,
-                len: first.bytes.len(),
-                compact: false,
-            });
+            return Some((1, first.bytes.len()));
         }
-        // Both framings are sized as the batch grows; it goes in the
-        // shorter, so the cap holds for the one that goes.
-        let mut plan = match self.plan.take() {
-            Some(plan) if plan.version == version => plan,
-            _ => Plan {
-                version,
-                count: 0,
-                plain: HEADER_LEN,
-                compact: (version >= COMPACT_BATCH_VERSION && batch.max_messages > 1)
-                    .then_some(HEADER_LEN),
-                len: HEADER_LEN,
-                is_compact: false,
-                full: false,
-                pairs: Vec::new(),
-            },
-        };
-        if !plan.full {
-            if plan.count == 0 {
-                plan.grow(&self.entries, 0, batch.max_bytes);
-                plan.full = batch.max_messages <= 1 || plan.len > batch.max_bytes;
-            }
-            let mut index = plan.count;
-            while !plan.full && index < self.entries.len() {
-                let entry = &self.entries[index];
-                if plan.count >= batch.max_messages
-                    || entry.pieces.is_some()
-                    || !plan.grow(&self.entries, index, batch.max_bytes)
-                {
-                    plan.full = true;
+        let mut count = 1;
+        let mut len = HEADER_LEN + BATCH_ENTRY_OVERHEAD + first.bytes.len();
+        let mut full = batch.max_messages <= 1 || len > batch.max_bytes;
+        if !full {
+            for entry in self.entries.iter().skip(1) {
+                if count >= batch.max_messages || entry.pieces.is_some() {
+                    full = true;
+                    break;
                 }
-                index += 1;
+                let grown = len + BATCH_ENTRY_OVERHEAD + entry.bytes.len();
+                if grown > batch.max_bytes {
+                    full = true;
+                    break;
+                }
+                len = grown;
+                count += 1;
             }
-            plan.full |= plan.count >= batch.max_messages;
+            full |= count >= batch.max_messages;
         }
-        let (count, len, is_compact, full) = (plan.count, plan.len, plan.is_compact, plan.full);
-        self.plan = Some(plan);
         if !full && first.seq > self.flush_upto && batch.max_messages > 1 && self.busy() {
             return None;
         }
@@ -738,17 +453,9 @@ impl<T> SendQueue<T> {
             }
         }
         if count == 1 {
-            return Some(NextMcast {
-                count,
-                len: first.bytes.len(),
-                compact: false,
-            });
+            len = first.bytes.len();
         }
-        Some(NextMcast {
-            count,
-            len,
-            compact: is_compact,
-        })
+        Some((count, len))
     }
 
     /// If the head of the queue is a message in pieces, multicasts its next
@@ -805,7 +512,6 @@ impl<T> SendQueue<T> {
                 Ok(PieceStep::Stop)
             }
             Err(e @ TransportError::MessageTooLarge { .. }) if !started => {
-                self.plan = None;
                 if let Some(refused) = self.entries.pop_front() {
                     finished.push(refused.finish(Err(e)));
                 }
@@ -847,7 +553,6 @@ impl<T> SendQueue<T> {
         if !whole {
             return None;
         }
-        self.plan = None;
         self.entries.pop_front().map(|e| e.finish(Ok(())))
     }
 
@@ -873,7 +578,6 @@ impl<T> SendQueue<T> {
 
     /// Empties the queue (the member closes): every message, unsent.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Finished<T>> + '_ {
-        self.plan = None;
         self.entries
             .drain(..)
             .map(|e| e.finish(Err(TransportError::Closed("the group closed".to_owned()))))

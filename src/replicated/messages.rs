@@ -690,7 +690,7 @@ mod tests {
             bytes,
             [
                 &b"ACPG"[..],
-                &[7, 16, 0, 0],
+                &[6, 16, 0, 0],
                 &[3, 0, 0, 0],
                 &[5, 0, 0, 0, 0, 0, 0, 0]
             ]
@@ -701,12 +701,12 @@ mod tests {
     #[test]
     fn golden_bytes_of_a_read_barrier() {
         let bytes = ReplicaMessage::Barrier(5).encode(&old()).expect("encodes");
-        // Header (version 7, kind 16), variant index 9 as u32, the u64.
+        // Header (version 6, kind 16), variant index 9 as u32, the u64.
         assert_eq!(
             bytes,
             [
                 &b"ACPG"[..],
-                &[7, 16, 0, 0],
+                &[6, 16, 0, 0],
                 &[9, 0, 0, 0],
                 &[5, 0, 0, 0, 0, 0, 0, 0]
             ]
@@ -721,7 +721,7 @@ mod tests {
             mark,
             [
                 &b"ACPG"[..],
-                &[7, 16, 0, 0],
+                &[6, 16, 0, 0],
                 &[6, 0, 0, 0],
                 &[9, 0, 0, 0, 0, 0, 0, 0]
             ]
@@ -742,9 +742,9 @@ mod tests {
         let info = ReplicaMessage::Info(info())
             .encode(&old())
             .expect("encodes");
-        // Variant 0, then the announcement: min 2, max 7, role 0
+        // Variant 0, then the announcement: min 2, max 6, role 0
         // (participant) as u32.
-        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 7, 0, 0, 0]);
+        assert_eq!(info[8..17], [0, 0, 0, 0, 2, 6, 0, 0, 0]);
     }
 
     #[test]
@@ -758,7 +758,7 @@ mod tests {
             next,
             [
                 &b"ACPG"[..],
-                &[8, 16, 0, 0],
+                &[7, 16, 0, 0],
                 &[2, 0, 0, 0],
                 // flags, id, then the payload with its length.
                 &[0],

@@ -13,7 +13,7 @@ use crate::group::inbound::{self, Handled, Received};
 use crate::record::Recorded;
 use crate::stages::{self, Stage};
 use crate::transport::{Member, MemberChange, TransportEvent};
-use crate::wire::{self, Codec, Kind, WireError};
+use crate::wire::{self, Codec, Kind, WireError, HEADER_LEN};
 
 impl GroupActor {
     pub(super) fn record(&mut self, event: &TransportEvent) {
@@ -178,12 +178,12 @@ impl GroupActor {
     pub(super) fn handle_envelope(
         &mut self,
         from: Member,
-        envelope: inbound::Envelope<'_>,
+        frame: wire::Frame<'_>,
         ctx: &mut Context<Self>,
     ) {
-        let len = envelope.len();
+        let len = frame.body.len() + HEADER_LEN;
         let decode = stages::time(Stage::Decode);
-        let handled = inbound::handle_envelope(&mut self.core, &self.codec, from, envelope);
+        let handled = inbound::handle_envelope(&mut self.core, &self.codec, from, frame);
         drop(decode);
         let handled = match handled {
             Ok(handled) => handled,
