@@ -3,10 +3,10 @@
 //! ```text
 //!   poll_event()                                   libcpg / libquorum
 //!   ────────────                                   ──────────────────
-//!   inbox empty? ── yes ──► AsyncFd readable? ──► cpg_dispatch(ALL)
+//!   inbox empty? ── yes ──► AsyncFd readable? ──► cpg_dispatch(ONE_NONBLOCKING) × up to 64 / 256 KiB
 //!        │ no                  │ (tokio reactor)        │ calls on_deliver / on_confchg /
 //!        ▼                     ▼                        │ on_totem / on_quorum, each of which
-//!   pop an event          clear_ready, loop             │ copies its arguments into an owned
+//!   pop an event    TRY_AGAIN: clear_ready, loop         │ copies its arguments into an owned
 //!                                                       ▼ event and pushes it into
 //!                                        ROUTES[context key] = this connection's inbox
 //! ```
@@ -22,10 +22,18 @@
 //!   callback never calls into libcpg, never drops a handle and never panics:
 //!   it copies the bytes (they point into libcpg's buffer) and returns.
 //! - Dispatch only runs from [`Connection::poll_event`], on the caller's
-//!   thread, when tokio says the fd is readable; `DispatchFlags::All` drains
-//!   what is there without blocking. A client that stops polling makes the
-//!   *daemon* buffer its deliveries, so callers must keep polling while they
-//!   send.
+//!   thread, when tokio says the fd is readable and the inbox is empty.
+//!   It takes events one at a time (`DispatchFlags::OneNonblocking`)
+//!   until the inbox holds 64 events or 256 KiB of deliveries, or libcpg
+//!   has none left; the fd's readiness is cleared only in that last case.
+//!   So a backlog beyond that stays in libcpg's shared-memory ring and the
+//!   daemon, as it does for a client that handles each delivery inside
+//!   its callback. Draining everything at
+//!   once (`DispatchFlags::All`) copied the whole backlog into the inbox:
+//!   a member that fell behind grew its heap by megabytes, every copy
+//!   into fresh pages (BENCHMARKS.md, run S). A client that stops polling
+//!   makes the *daemon* buffer its deliveries, so callers must keep
+//!   polling while they send.
 //! - libqb IPC is not thread-safe: a connection is used from one thread.
 
 use std::collections::VecDeque;
@@ -57,6 +65,11 @@ static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// How long `join` keeps retrying `cpg_join` while the daemon answers
 /// `TRY_AGAIN` (it does so while the ring is still forming).
+/// Most events one readiness of the fd moves from libcpg into the inbox.
+const INBOX_EVENTS: usize = 64;
+/// Delivered bytes in the inbox after which the rest waits in libcpg's
+/// ring until the runtime took these.
+const INBOX_BYTES: usize = 256 << 10;
 const JOIN_RETRY_FOR: Duration = Duration::from_secs(2);
 const JOIN_RETRY_EVERY: Duration = Duration::from_millis(20);
 
@@ -285,18 +298,24 @@ impl CorosyncConnection {
         true
     }
 
-    /// Dispatches CPG if its fd is readable: `Ready(true)` if it did,
-    /// `Ready(false)` if the connection just closed, `Pending` otherwise.
+    /// Dispatches one CPG event if its fd is readable: `Ready(true)` if it
+    /// did (or found nothing left and cleared the readiness: the caller
+    /// polls again), `Ready(false)` if the connection just closed,
+    /// `Pending` otherwise.
     fn poll_cpg(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         let failure = match self.cpg_fd.poll_read_ready(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(mut guard)) => {
                 probe::dispatch_begins();
                 let dispatch = crate::stages::time(crate::stages::Stage::Dispatch);
-                let dispatched = cpg::dispatch(&self.cpg, DispatchFlags::All);
+                let dispatched = self.dispatch_some();
                 drop(dispatch);
                 match dispatched {
-                    Ok(()) => {
+                    // Events were taken; more may wait behind them: the
+                    // readiness stays.
+                    Ok(true) => return Poll::Ready(true),
+                    // Nothing left: wait for the fd again.
+                    Ok(false) => {
                         guard.clear_ready();
                         return Poll::Ready(true);
                     }
@@ -311,6 +330,34 @@ impl CorosyncConnection {
         tracing::warn!(group = %self.group, local = %self.local, "{failure}");
         self.life = Life::Closed(failure);
         Poll::Ready(false)
+    }
+
+    /// Takes events from libcpg one at a time until the inbox holds
+    /// [`INBOX_EVENTS`] events or [`INBOX_BYTES`] bytes of deliveries, or
+    /// libcpg has none left: `Ok(true)` if it stopped with events maybe
+    /// left behind, `Ok(false)` if none is left.
+    fn dispatch_some(&self) -> Result<bool, CsError> {
+        for _ in 0..INBOX_EVENTS {
+            match cpg::dispatch(&self.cpg, DispatchFlags::OneNonblocking) {
+                Ok(()) => {}
+                Err(CsError::CsErrTryAgain) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            let held: usize = self
+                .inbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|event| match event {
+                    TransportEvent::Deliver { bytes, .. } => bytes.len(),
+                    _ => 0,
+                })
+                .sum();
+            if held >= INBOX_BYTES {
+                break;
+            }
+        }
+        Ok(true)
     }
 
     fn closed_error(&self) -> Option<TransportError> {
