@@ -63,13 +63,13 @@ static ROUTES: LazyLock<DashMap<u64, Inbox>> = LazyLock::new(DashMap::new);
 /// Source of context keys; 0 is never handed out.
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
-/// How long `join` keeps retrying `cpg_join` while the daemon answers
-/// `TRY_AGAIN` (it does so while the ring is still forming).
 /// Most events one readiness of the fd moves from libcpg into the inbox.
 const INBOX_EVENTS: usize = 64;
 /// Delivered bytes in the inbox after which the rest waits in libcpg's
 /// ring until the runtime took these.
 const INBOX_BYTES: usize = 256 << 10;
+/// How long `join` keeps retrying `cpg_join` while the daemon answers
+/// `TRY_AGAIN` (it does so while the ring is still forming).
 const JOIN_RETRY_FOR: Duration = Duration::from_secs(2);
 const JOIN_RETRY_EVERY: Duration = Duration::from_millis(20);
 
@@ -337,22 +337,22 @@ impl CorosyncConnection {
     /// libcpg has none left: `Ok(true)` if it stopped with events maybe
     /// left behind, `Ok(false)` if none is left.
     fn dispatch_some(&self) -> Result<bool, CsError> {
+        let inbox = || self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut len, mut held) = (inbox().len(), 0);
         for _ in 0..INBOX_EVENTS {
             match cpg::dispatch(&self.cpg, DispatchFlags::OneNonblocking) {
                 Ok(()) => {}
                 Err(CsError::CsErrTryAgain) => return Ok(false),
                 Err(e) => return Err(e),
             }
-            let held: usize = self
-                .inbox
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .map(|event| match event {
-                    TransportEvent::Deliver { bytes, .. } => bytes.len(),
-                    _ => 0,
-                })
-                .sum();
+            // One message at most, so at most one event, at the back.
+            let events = inbox();
+            if events.len() > len {
+                if let Some(TransportEvent::Deliver { bytes, .. }) = events.back() {
+                    held += bytes.len();
+                }
+            }
+            len = events.len();
             if held >= INBOX_BYTES {
                 break;
             }
